@@ -1,1 +1,2 @@
+mod xml;
 fn main() {}

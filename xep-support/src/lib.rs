@@ -1,1 +1,17 @@
+//! Rookery's protocol extensions (XEPs), each a [`module::Module`] switched on
+//! under `modules:` in the configuration, the way ejabberd's `mod_*` are.
+//!
+//! The server core parses stanzas into [`element::Element`] trees, asks the
+//! enabled modules (built by [`registry::build`]) to answer iqs addressed to
+//! the server by payload namespace, and collects their disco features.
+
+pub mod disco;
 pub mod element;
+pub mod module;
+pub mod ns;
+pub mod ping;
+pub mod registry;
+pub mod stanza;
+
+pub use element::{Element, Node};
+pub use module::{Module, ServerContext};

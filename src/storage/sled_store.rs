@@ -1,0 +1,482 @@
+//! The sled implementation of [`Storage`]: one embedded `sled::Db` per data
+//! directory, with one named tree per kind of record.
+//!
+//! Layout (all trees opened once, in [`Trees::open`]):
+//!
+//! | tree       | key                     | value                               |
+//! |------------|-------------------------|-------------------------------------|
+//! | `accounts` | `host` `\0` `localpart` | `StoredCredentials` as JSON (serde) |
+//!
+//! Hosts and localparts never contain NUL (nodeprep and domain rules forbid
+//! control characters, and keys with NUL are refused here), so the key
+//! `host\0` is an exact prefix of the host's accounts and `list_users` is a
+//! prefix scan. sled orders keys bytewise, which for UTF-8 is the same as
+//! `String` ordering, so the scan is already sorted.
+//!
+//! To add a record kind (rosters, offline messages, ...): add a tree name
+//! constant, a field in [`Trees`], open it in [`Trees::open`], and reuse
+//! [`key2`] / [`encode`] / [`decode`] / [`SledStorage::durable`].
+//!
+//! Durability: every mutating method calls `sled::Db::flush` (which fsyncs)
+//! before returning, so an acknowledged change survives a SIGKILL.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Storage, StorageError};
+use crate::auth::credentials::StoredCredentials;
+
+/// Name of the tree holding accounts.
+const ACCOUNTS_TREE: &str = "accounts";
+
+/// The named trees, opened once when the database is opened.
+struct Trees {
+    accounts: sled::Tree,
+}
+
+impl Trees {
+    fn open(db: &sled::Db) -> Result<Trees, sled::Error> {
+        Ok(Trees {
+            accounts: db.open_tree(ACCOUNTS_TREE)?,
+        })
+    }
+}
+
+/// Rookery's embedded database (sled).
+pub struct SledStorage {
+    db: sled::Db,
+    dir: PathBuf,
+    trees: Trees,
+}
+
+impl std::fmt::Debug for SledStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStorage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a sled error is its "could not acquire lock" failure.
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
+/// Translate a sled error into ours; `dir` names the database in messages.
+fn map_sled_error(dir: &Path, e: sled::Error) -> StorageError {
+    match e {
+        sled::Error::Io(io) if is_lock_error(&io) => StorageError::Locked(dir.display().to_string()),
+        sled::Error::Io(io) => StorageError::Io(format!("{}: {io}", dir.display())),
+        sled::Error::Corruption { .. } => StorageError::Corrupt(format!("{}: {e}", dir.display())),
+        sled::Error::CollectionNotFound(_) => {
+            StorageError::Corrupt(format!("{}: {e}", dir.display()))
+        }
+        other => StorageError::Io(format!("{}: {other}", dir.display())),
+    }
+}
+
+/// A two-part key `a\0b`. Refuses parts containing NUL, which would make
+/// keys ambiguous.
+fn key2(a: &str, b: &str) -> Result<Vec<u8>, StorageError> {
+    if a.contains('\0') || b.contains('\0') {
+        return Err(StorageError::Io("key part contains a NUL byte".into()));
+    }
+    let mut key = Vec::with_capacity(a.len() + 1 + b.len());
+    key.extend_from_slice(a.as_bytes());
+    key.push(0);
+    key.extend_from_slice(b.as_bytes());
+    Ok(key)
+}
+
+/// The prefix `a\0` shared by every key `key2(a, _)`.
+fn prefix1(a: &str) -> Result<Vec<u8>, StorageError> {
+    key2(a, "")
+}
+
+/// Serialise a record value (JSON).
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| StorageError::Io(format!("cannot encode record: {e}")))
+}
+
+/// Deserialise a record value; `what` names it in the error.
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Create `dir` (and missing parents) owner-only, if it does not exist.
+fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StorageError::Io(format!("cannot create {}: {e}", dir.display())))
+}
+
+impl SledStorage {
+    /// Open (creating if needed, owner-only 0700) the database in `dir`.
+    ///
+    /// Returns [`StorageError::Locked`] if another process (or another open
+    /// handle in this process) holds the database.
+    pub fn open(dir: &Path) -> Result<SledStorage, StorageError> {
+        create_private_dir(dir)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| map_sled_error(dir, e))?;
+        let trees = Trees::open(&db).map_err(|e| map_sled_error(dir, e))?;
+        Ok(SledStorage {
+            db,
+            dir: dir.to_path_buf(),
+            trees,
+        })
+    }
+
+    /// The directory this database lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn err(&self, e: sled::Error) -> StorageError {
+        map_sled_error(&self.dir, e)
+    }
+
+    /// Make every change so far durable (fsync) before acknowledging it.
+    fn durable(&self) -> Result<(), StorageError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+}
+
+impl Storage for SledStorage {
+    fn user_exists(&self, host: &str, user: &str) -> Result<bool, StorageError> {
+        let key = key2(host, user)?;
+        self.trees
+            .accounts
+            .contains_key(key)
+            .map_err(|e| self.err(e))
+    }
+
+    fn create_user(
+        &self,
+        host: &str,
+        user: &str,
+        creds: &StoredCredentials,
+    ) -> Result<(), StorageError> {
+        let key = key2(host, user)?;
+        let value = encode(creds)?;
+        let swapped = self
+            .trees
+            .accounts
+            .compare_and_swap(key, None as Option<&[u8]>, Some(value))
+            .map_err(|e| self.err(e))?;
+        if swapped.is_err() {
+            return Err(StorageError::AlreadyExists);
+        }
+        self.durable()
+    }
+
+    fn delete_user(&self, host: &str, user: &str) -> Result<bool, StorageError> {
+        let key = key2(host, user)?;
+        let old = self.trees.accounts.remove(key).map_err(|e| self.err(e))?;
+        if old.is_none() {
+            return Ok(false);
+        }
+        self.durable()?;
+        Ok(true)
+    }
+
+    fn get_credentials(
+        &self,
+        host: &str,
+        user: &str,
+    ) -> Result<Option<StoredCredentials>, StorageError> {
+        let key = key2(host, user)?;
+        match self.trees.accounts.get(key).map_err(|e| self.err(e))? {
+            Some(bytes) => Ok(Some(decode(
+                &format!("credentials of {user}@{host}"),
+                &bytes,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_credentials(
+        &self,
+        host: &str,
+        user: &str,
+        creds: &StoredCredentials,
+    ) -> Result<bool, StorageError> {
+        let key = key2(host, user)?;
+        let value = encode(creds)?;
+        // Atomic "update if present": absent stays absent.
+        let previous = self
+            .trees
+            .accounts
+            .fetch_and_update(key, |old| old.map(|_| value.clone()))
+            .map_err(|e| self.err(e))?;
+        if previous.is_none() {
+            return Ok(false);
+        }
+        self.durable()?;
+        Ok(true)
+    }
+
+    fn list_users(&self, host: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = prefix1(host)?;
+        let mut users = Vec::new();
+        for item in self.trees.accounts.scan_prefix(&prefix) {
+            let (key, _) = item.map_err(|e| self.err(e))?;
+            let user = std::str::from_utf8(&key[prefix.len()..]).map_err(|_| {
+                StorageError::Corrupt(format!("account key on {host} is not UTF-8"))
+            })?;
+            users.push(user.to_string());
+        }
+        Ok(users)
+    }
+
+    fn count_users(&self, host: &str) -> Result<usize, StorageError> {
+        let prefix = prefix1(host)?;
+        let mut count = 0;
+        for item in self.trees.accounts.scan_prefix(&prefix).keys() {
+            item.map_err(|e| self.err(e))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.durable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::credentials::ScramSecret;
+
+    /// Cheap, distinguishable credentials (no PBKDF2).
+    fn fake_creds(tag: u8) -> StoredCredentials {
+        let secret = ScramSecret {
+            salt: vec![tag; 16],
+            iterations: 4096,
+            stored_key: vec![tag; 20],
+            server_key: vec![tag.wrapping_add(1); 20],
+        };
+        StoredCredentials {
+            sha1: secret.clone(),
+            sha256: secret,
+        }
+    }
+
+    #[test]
+    fn create_get_exists_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        assert!(!s.user_exists("localhost", "alice").unwrap());
+        assert_eq!(s.get_credentials("localhost", "alice").unwrap(), None);
+        s.create_user("localhost", "alice", &fake_creds(1)).unwrap();
+        assert!(s.user_exists("localhost", "alice").unwrap());
+        assert!(!s.user_exists("example.org", "alice").unwrap());
+        assert_eq!(
+            s.get_credentials("localhost", "alice").unwrap(),
+            Some(fake_creds(1))
+        );
+    }
+
+    #[test]
+    fn real_credentials_survive_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        let creds = StoredCredentials::derive("pencil", 4096).unwrap();
+        s.create_user("localhost", "user", &creds).unwrap();
+        let back = s.get_credentials("localhost", "user").unwrap().unwrap();
+        assert!(back.verify_password("pencil"));
+        assert!(!back.verify_password("pen"));
+    }
+
+    #[test]
+    fn create_twice_is_already_exists_and_keeps_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        s.create_user("localhost", "alice", &fake_creds(1)).unwrap();
+        assert_eq!(
+            s.create_user("localhost", "alice", &fake_creds(2)),
+            Err(StorageError::AlreadyExists)
+        );
+        assert_eq!(
+            s.get_credentials("localhost", "alice").unwrap(),
+            Some(fake_creds(1))
+        );
+    }
+
+    #[test]
+    fn delete_reports_presence() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        assert!(!s.delete_user("localhost", "alice").unwrap());
+        s.create_user("localhost", "alice", &fake_creds(1)).unwrap();
+        assert!(s.delete_user("localhost", "alice").unwrap());
+        assert!(!s.user_exists("localhost", "alice").unwrap());
+        assert!(!s.delete_user("localhost", "alice").unwrap());
+        // Can be registered again afterwards.
+        s.create_user("localhost", "alice", &fake_creds(3)).unwrap();
+    }
+
+    #[test]
+    fn set_credentials_only_for_existing_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        assert!(!s.set_credentials("localhost", "bob", &fake_creds(1)).unwrap());
+        assert!(!s.user_exists("localhost", "bob").unwrap());
+        s.create_user("localhost", "bob", &fake_creds(1)).unwrap();
+        assert!(s.set_credentials("localhost", "bob", &fake_creds(2)).unwrap());
+        assert_eq!(
+            s.get_credentials("localhost", "bob").unwrap(),
+            Some(fake_creds(2))
+        );
+    }
+
+    #[test]
+    fn list_is_sorted_and_per_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        for user in ["zoe", "alice", "émile", "bob", "al"] {
+            s.create_user("ex", user, &fake_creds(1)).unwrap();
+        }
+        // A host whose name extends "ex" must not leak into "ex".
+        s.create_user("ex.org", "carol", &fake_creds(1)).unwrap();
+        s.create_user("e", "dave", &fake_creds(1)).unwrap();
+        assert_eq!(
+            s.list_users("ex").unwrap(),
+            vec!["al", "alice", "bob", "zoe", "émile"]
+        );
+        assert_eq!(s.count_users("ex").unwrap(), 5);
+        assert_eq!(s.list_users("ex.org").unwrap(), vec!["carol"]);
+        assert_eq!(s.count_users("e").unwrap(), 1);
+        assert!(s.list_users("nowhere").unwrap().is_empty());
+        assert_eq!(s.count_users("nowhere").unwrap(), 0);
+    }
+
+    #[test]
+    fn nul_in_key_parts_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        assert!(matches!(
+            s.create_user("ex", "a\0b", &fake_creds(1)),
+            Err(StorageError::Io(_))
+        ));
+        assert!(matches!(s.list_users("e\0x"), Err(StorageError::Io(_))));
+    }
+
+    #[test]
+    fn data_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStorage::open(dir.path()).unwrap();
+            s.create_user("localhost", "alice", &fake_creds(1)).unwrap();
+            s.create_user("localhost", "bob", &fake_creds(2)).unwrap();
+            s.delete_user("localhost", "bob").unwrap();
+            s.set_credentials("localhost", "alice", &fake_creds(5))
+                .unwrap();
+        }
+        let s = SledStorage::open(dir.path()).unwrap();
+        assert_eq!(s.list_users("localhost").unwrap(), vec!["alice"]);
+        assert_eq!(
+            s.get_credentials("localhost", "alice").unwrap(),
+            Some(fake_creds(5))
+        );
+    }
+
+    #[test]
+    fn second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SledStorage::open(dir.path()).unwrap();
+        match SledStorage::open(dir.path()) {
+            Err(StorageError::Locked(d)) => assert_eq!(d, dir.path().display().to_string()),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(first);
+    }
+
+    #[test]
+    fn missing_dir_is_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a").join("db");
+        let s = SledStorage::open(&db).unwrap();
+        assert_eq!(s.dir(), db.as_path());
+        let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn undecodable_value_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        s.trees
+            .accounts
+            .insert(key2("localhost", "mallory").unwrap(), &b"not json"[..])
+            .unwrap();
+        assert!(matches!(
+            s.get_credentials("localhost", "mallory"),
+            Err(StorageError::Corrupt(_))
+        ));
+        // Existence does not need decoding.
+        assert!(s.user_exists("localhost", "mallory").unwrap());
+    }
+
+    const KILL_ENV: &str = "ROOKERY_TEST_SIGKILL_DB";
+
+    /// Child half of `acknowledged_changes_survive_sigkill`: makes changes,
+    /// then kills itself with SIGKILL (no destructors, no final flush).
+    #[test]
+    #[ignore = "run by acknowledged_changes_survive_sigkill in a child process"]
+    fn sigkill_child() {
+        let Some(dir) = std::env::var_os(KILL_ENV) else {
+            return;
+        };
+        let s = SledStorage::open(Path::new(&dir)).unwrap();
+        s.create_user("localhost", "alice", &fake_creds(1)).unwrap();
+        s.create_user("localhost", "bob", &fake_creds(2)).unwrap();
+        assert!(s.delete_user("localhost", "bob").unwrap());
+        assert!(s.set_credentials("localhost", "alice", &fake_creds(7)).unwrap());
+        // SAFETY: plain libc calls with no memory arguments.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        unreachable!("SIGKILL did not stop the process");
+    }
+
+    #[test]
+    fn acknowledged_changes_survive_sigkill() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        // Test names are relative to the crate root: drop the crate name.
+        let module = module_path!().split_once("::").unwrap().1;
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                &format!("{module}::sigkill_child"),
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(KILL_ENV, &db)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "child: {status:?}");
+        let s = SledStorage::open(&db).unwrap();
+        assert_eq!(s.list_users("localhost").unwrap(), vec!["alice"]);
+        assert_eq!(
+            s.get_credentials("localhost", "alice").unwrap(),
+            Some(fake_creds(7))
+        );
+    }
+}

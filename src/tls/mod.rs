@@ -1,0 +1,196 @@
+//! Rookery's TLS layer: the [`TlsSetup`] built once at start-up from the
+//! configured `certfiles` (plus self-signed certificates generated for served
+//! hosts that have none), the rustls server configuration handed to the c2s
+//! and s2s listeners (TLS 1.2 and 1.3 only, `ring` provider, certificate
+//! chosen by SNI), and the channel-binding data SASL `-PLUS` mechanisms need.
+//!
+//! Sub-modules:
+//! - `certstore`: PEM loading, key ↔ certificate matching, chain building,
+//!   the per-name index and the SNI resolver;
+//! - `selfsigned`: rcgen generation of self-signed certificates and their
+//!   management under `<data_dir>/certs/`;
+//! - `binding`: `tls-server-end-point` (RFC 5929) and `tls-exporter`
+//!   (RFC 9266) channel-binding data;
+//! - `glob`: ejabberd-style `certfiles` glob expansion.
+
+mod binding;
+mod certstore;
+mod glob;
+mod selfsigned;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::server::ServerSessionMemoryCache;
+
+pub use binding::tls_exporter;
+pub use certstore::CertInfo;
+pub use glob::expand_certfiles;
+pub use selfsigned::generate_self_signed;
+
+use certstore::CertStore;
+
+/// Warn when a loaded certificate expires within this many seconds (30 days).
+pub(crate) const EXPIRY_WARNING_SECS: i64 = 30 * 24 * 3600;
+
+/// Number of TLS sessions each acceptor remembers for stateful resumption.
+const SESSION_CACHE_SIZE: usize = 256;
+
+/// An error while loading or generating certificates. `Display` names the file
+/// concerned (when there is one) and the problem.
+#[derive(Debug)]
+pub struct TlsError {
+    path: Option<PathBuf>,
+    message: String,
+}
+
+impl TlsError {
+    /// An error about the file `path`.
+    pub(crate) fn file(path: &Path, message: impl Into<String>) -> Self {
+        TlsError {
+            path: Some(path.to_path_buf()),
+            message: message.into(),
+        }
+    }
+
+    /// An error not tied to one file.
+    pub(crate) fn other(message: impl Into<String>) -> Self {
+        TlsError {
+            path: None,
+            message: message.into(),
+        }
+    }
+
+    /// The file the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The problem, without the file name.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{}: {}", path.display(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// The crypto provider used for everything TLS in Rookery (never the
+/// process-wide default).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server's certificates and TLS settings, shared by all listeners.
+#[derive(Debug)]
+pub struct TlsSetup {
+    store: Arc<CertStore>,
+    base: rustls::ServerConfig,
+}
+
+impl TlsSetup {
+    /// Load `certfiles` (glob patterns are expanded, see [`expand_certfiles`]),
+    /// and, for each served host not covered by them, reuse or generate a
+    /// self-signed certificate in `<data_dir>/certs/<host>.pem`.
+    ///
+    /// Returns the setup and human-readable warnings (self-signed certificate
+    /// in use, certificate expired or expiring within 30 days, private key
+    /// without certificate, pattern matching no file, ...). Unreadable files,
+    /// bad PEM, unsupported keys and unwritable generated files are errors.
+    pub fn load(
+        certfiles: &[PathBuf],
+        hosts: &[String],
+        data_dir: &Path,
+    ) -> Result<(Arc<TlsSetup>, Vec<String>), TlsError> {
+        let mut warnings = Vec::new();
+        let files = expand_certfiles(certfiles, &mut warnings)?;
+        let mut store = CertStore::from_files(&files, &mut warnings)?;
+        let mut served = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let host = certstore::normalize_name(host);
+            if store.lookup(&host).is_some() {
+                served.push(host);
+                continue;
+            }
+            let path = selfsigned::ensure_host_certificate(&host, data_dir)?;
+            store.add_generated(&path)?;
+            warnings.push(format!(
+                "no certificate for {host} in certfiles: using a self-signed certificate \
+                 stored in {} (clients and servers will not trust it; configure a real \
+                 certificate, see certs/README.md)",
+                path.display()
+            ));
+            served.push(host);
+        }
+        store.set_default(served.first().map(String::as_str));
+        let store = Arc::new(store);
+        let base = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::other(format!("cannot configure TLS: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(store.clone());
+        Ok((Arc::new(TlsSetup { store, base }), warnings))
+    }
+
+    /// The rustls server configuration for a listener: TLS 1.2 and 1.3,
+    /// certificate chosen by SNI (no SNI or an unknown name: the first served
+    /// host's certificate), no client certificates requested, a fresh session
+    /// cache of its own.
+    ///
+    /// `alpn` lists the protocols the server accepts, e.g. `[b"xmpp-client"]`
+    /// for direct TLS (XEP-0368) or `[b"xmpp-server"]`; empty for STARTTLS.
+    /// rustls semantics: a client that offers no ALPN extension is accepted
+    /// (and `alpn_protocol()` is `None`); a client that offers ALPN protocols,
+    /// none of which is in `alpn`, is refused with a `no_application_protocol`
+    /// alert (when `alpn` is non-empty).
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        let mut config = self.base.clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+        Arc::new(config)
+    }
+
+    /// A TLS acceptor for c2s/s2s listeners, see [`TlsSetup::server_config`]
+    /// for the ALPN semantics.
+    pub fn acceptor(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.server_config(alpn))
+    }
+
+    /// `tls-server-end-point` channel-binding data (RFC 5929 §4.1): the hash
+    /// of the leaf certificate served on `conn` — SHA-256 when the
+    /// certificate's signature uses MD5, SHA-1 or SHA-256, otherwise the
+    /// signature's own hash. `None` while handshaking, or when the signature
+    /// algorithm has no single hash (e.g. Ed25519), for which RFC 5929 leaves
+    /// the binding undefined.
+    pub fn server_end_point(&self, conn: &rustls::ServerConnection) -> Option<Vec<u8>> {
+        if conn.is_handshaking() {
+            return None;
+        }
+        self.store
+            .resolve_name(conn.server_name())
+            .and_then(|entry| entry.end_point().map(<[u8]>::to_vec))
+    }
+
+    /// The DNS names (lower case, wildcards as `*.domain`) the setup has a
+    /// certificate for, sorted.
+    pub fn certificate_hosts(&self) -> Vec<String> {
+        self.store.names()
+    }
+
+    /// A description of every certificate in use (names, validity, origin).
+    pub fn certificates(&self) -> Vec<CertInfo> {
+        self.store.infos()
+    }
+}
+
+#[cfg(test)]
+mod tests;

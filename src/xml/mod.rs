@@ -1,0 +1,8 @@
+//! XML on the wire: the incremental stream reader (with restricted-XML
+//! checks and the stanza-size limit) and the byte limiter/shaper under it.
+//! Writing uses [`xep_support::element::Element::write_to`].
+
+pub mod limit;
+pub mod reader;
+
+pub use reader::{StreamEvent, StreamHeader, StreamReader, XmlError};

@@ -1,0 +1,152 @@
+//! Stanza helpers shared by the core and the modules: iq replies and
+//! RFC 6120 §8.3 stanza errors.
+
+use crate::element::{Element, NS_CLIENT};
+use crate::ns;
+
+/// The `type` of a stanza error (RFC 6120 §8.3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorType {
+    Auth,
+    Cancel,
+    Continue,
+    Modify,
+    Wait,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Auth => "auth",
+            ErrorType::Cancel => "cancel",
+            ErrorType::Continue => "continue",
+            ErrorType::Modify => "modify",
+            ErrorType::Wait => "wait",
+        }
+    }
+}
+
+/// A stanza error: its type, its defined condition, and optional text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StanzaError {
+    pub kind: ErrorType,
+    pub condition: &'static str,
+    pub text: Option<String>,
+}
+
+impl StanzaError {
+    pub fn new(kind: ErrorType, condition: &'static str) -> Self {
+        StanzaError { kind, condition, text: None }
+    }
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+    pub fn service_unavailable() -> Self {
+        Self::new(ErrorType::Cancel, "service-unavailable")
+    }
+    pub fn bad_request() -> Self {
+        Self::new(ErrorType::Modify, "bad-request")
+    }
+    pub fn feature_not_implemented() -> Self {
+        Self::new(ErrorType::Cancel, "feature-not-implemented")
+    }
+    pub fn item_not_found() -> Self {
+        Self::new(ErrorType::Cancel, "item-not-found")
+    }
+    pub fn not_allowed() -> Self {
+        Self::new(ErrorType::Cancel, "not-allowed")
+    }
+    pub fn forbidden() -> Self {
+        Self::new(ErrorType::Auth, "forbidden")
+    }
+    pub fn internal_server_error() -> Self {
+        Self::new(ErrorType::Cancel, "internal-server-error")
+    }
+
+    /// The `<error/>` element.
+    pub fn to_element(&self, by: Option<&str>) -> Element {
+        let mut err = Element::new("error", NS_CLIENT).with_attr("type", self.kind.as_str());
+        if let Some(by) = by {
+            err.set_attr("by", by);
+        }
+        err = err.with_child(Element::new(self.condition, ns::STANZA_ERRORS));
+        if let Some(text) = &self.text {
+            err = err.with_child(
+                Element::new("text", ns::STANZA_ERRORS)
+                    .with_attr("xml:lang", "en")
+                    .with_text(text.clone()),
+            );
+        }
+        err
+    }
+}
+
+/// An error reply to `stanza` (RFC 6120 §8.3.1): same name and id, `to` and
+/// `from` swapped, the original payload kept, type `error`.
+pub fn error_reply(stanza: &Element, error: &StanzaError) -> Element {
+    let mut reply = Element::new(stanza.name.clone(), NS_CLIENT);
+    if let Some(id) = stanza.attr("id") {
+        reply.set_attr("id", id);
+    }
+    if let Some(from) = stanza.attr("from") {
+        reply.set_attr("to", from);
+    }
+    if let Some(to) = stanza.attr("to") {
+        reply.set_attr("from", to);
+    }
+    reply.set_attr("type", "error");
+    // Keep the payload of iqs (it helps clients match) but never nest errors.
+    for child in stanza.child_elements() {
+        if child.name != "error" {
+            reply = reply.with_child(child.clone());
+        }
+    }
+    reply.with_child(error.to_element(None))
+}
+
+/// An empty or payload-carrying `result` reply to an iq.
+pub fn iq_result(iq: &Element, payload: Option<Element>) -> Element {
+    let mut reply = Element::new("iq", NS_CLIENT).with_attr("type", "result");
+    if let Some(id) = iq.attr("id") {
+        reply.set_attr("id", id);
+    }
+    if let Some(from) = iq.attr("from") {
+        reply.set_attr("to", from);
+    }
+    if let Some(to) = iq.attr("to") {
+        reply.set_attr("from", to);
+    }
+    if let Some(p) = payload {
+        reply = reply.with_child(p);
+    }
+    reply
+}
+
+/// An iq error reply (the request's payload is not echoed).
+pub fn iq_error(iq: &Element, error: &StanzaError) -> Element {
+    let mut reply = iq_result(iq, None);
+    reply.set_attr("type", "error");
+    reply.with_child(error.to_element(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reply_swaps_addresses() {
+        let msg = Element::new("message", NS_CLIENT)
+            .with_attr("from", "a@x/r")
+            .with_attr("to", "b@x")
+            .with_attr("id", "1")
+            .with_child(Element::new("body", NS_CLIENT).with_text("hi"));
+        let r = error_reply(&msg, &StanzaError::service_unavailable());
+        assert_eq!(r.attr("to"), Some("a@x/r"));
+        assert_eq!(r.attr("from"), Some("b@x"));
+        assert_eq!(r.attr("type"), Some("error"));
+        let err = r.child("error", NS_CLIENT).unwrap();
+        assert_eq!(err.attr("type"), Some("cancel"));
+        assert!(err.child("service-unavailable", ns::STANZA_ERRORS).is_some());
+    }
+}
