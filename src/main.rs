@@ -1,2 +1,143 @@
+//! `rookery`: the XMPP server (`rookery serve`) and its administration
+//! command (`rookery ctl`), with ejabberdctl's command names.
+
+mod acl;
+mod auth;
+mod c2s;
+mod config;
+mod ctl;
+mod delivery;
+mod router;
+mod server;
+mod storage;
+mod tls;
 mod xml;
-fn main() {}
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rookery", version, about = "Rookery, an XMPP server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default). Without -c, an embedded config for
+    /// domain `localhost` on loopback is used.
+    Serve {
+        /// Configuration file (ejabberd-style YAML).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Administer the server: `rookery ctl help` lists the commands.
+    Ctl {
+        /// Configuration file (to find the control socket and the database).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Write a self-signed certificate and key for HOSTs to a PEM file (for development).
+    Gencert {
+        /// Host names the certificate carries.
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        /// Output PEM file (certificate and key).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<config::Config, String> {
+    match path {
+        Some(p) => config::Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(config::Config::embedded_default()),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},sled=warn,rustls=warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rookery: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(config.loglevel.tracing_directive());
+    if path.is_none() {
+        tracing::info!("no config file given: using the embedded default (domain localhost, loopback only)");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rookery: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("rookery: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
+    let config = match load_config(path.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rookery: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (command, rest) = match args.split_first() {
+        Some((c, r)) => (c.clone(), r.to_vec()),
+        None => ("help".to_string(), Vec::new()),
+    };
+    let code = ctl::run(
+        &config.ctl_socket,
+        &config.data_dir.join("db"),
+        &config.hosts,
+        config.scram_iterations,
+        &command,
+        &rest,
+    );
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(None),
+        Some(Command::Serve { config }) => serve(config),
+        Some(Command::Ctl { config, args }) => ctl(config, args),
+        Some(Command::Gencert { hosts, out }) => match tls::generate_self_signed(&hosts, &out) {
+            Ok(()) => {
+                println!("wrote a self-signed certificate for {} to {}", hosts.join(", "), out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rookery: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}

@@ -338,6 +338,14 @@ pub(crate) fn wipe(buf: &mut [u8]) {
     std::hint::black_box(&buf);
 }
 
+/// Overwrite the key material of credentials fetched from the store.
+pub(crate) fn wipe_credentials(creds: &mut credentials::StoredCredentials) {
+    for secret in [&mut creds.sha1, &mut creds.sha256] {
+        wipe(&mut secret.stored_key);
+        wipe(&mut secret.server_key);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_util {
     //! An in-memory credential store and contexts for the mechanism tests.

@@ -14,7 +14,10 @@ use sasl::common::Identity;
 use sasl::server::{Mechanism, MechanismError, Response};
 
 use super::credentials::{ScramSecret, StoredCredentials, DEFAULT_ITERATIONS};
-use super::{check_authzid, normalize_username, Condition, Failure, SaslContext, ServerMechanism};
+use super::{
+    check_authzid, normalize_username, wipe_credentials, Condition, Failure, SaslContext,
+    ServerMechanism,
+};
 
 const NAME: &str = "PLAIN";
 
@@ -103,8 +106,12 @@ impl PlainMechanism {
         let stored = localpart
             .as_deref()
             .and_then(|user| self.ctx.store.credentials(user));
-        let verified = match &stored {
-            Some(creds) => creds.verify_password(msg.password),
+        let verified = match stored {
+            Some(mut creds) => {
+                let ok = creds.verify_password(msg.password);
+                wipe_credentials(&mut creds);
+                ok
+            }
             None => {
                 // Same work as a real check; the result is meaningless.
                 let _ = dummy_credentials().verify_password(msg.password);

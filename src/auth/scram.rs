@@ -19,8 +19,8 @@ use subtle::{Choice, ConstantTimeEq};
 
 use super::credentials::{digest, hmac, ScramHash, ScramSecret, DEFAULT_ITERATIONS};
 use super::{
-    check_authzid, normalize_username, unescape_saslname, wipe, Condition, Failure, SaslContext,
-    ServerMechanism,
+    check_authzid, normalize_username, unescape_saslname, wipe, wipe_credentials, Condition,
+    Failure, SaslContext, ServerMechanism,
 };
 
 /// The RFC 9266 channel-binding type name.
@@ -342,7 +342,11 @@ impl ScramMechanism {
             .and_then(|user| self.ctx.store.credentials(user));
         let identity = localpart.unwrap_or(first.username);
         let (secret, known) = match stored {
-            Some(creds) => (creds.secret(self.hash).clone(), true),
+            Some(mut creds) => {
+                let secret = creds.secret(self.hash).clone();
+                wipe_credentials(&mut creds);
+                (secret, true)
+            }
             None => (fake_secret(self.hash, &identity), false),
         };
 

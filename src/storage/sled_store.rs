@@ -67,7 +67,9 @@ fn is_lock_error(e: &std::io::Error) -> bool {
 /// Translate a sled error into ours; `dir` names the database in messages.
 fn map_sled_error(dir: &Path, e: sled::Error) -> StorageError {
     match e {
-        sled::Error::Io(io) if is_lock_error(&io) => StorageError::Locked(dir.display().to_string()),
+        sled::Error::Io(io) if is_lock_error(&io) => {
+            StorageError::Locked(dir.display().to_string())
+        }
         sled::Error::Io(io) => StorageError::Io(format!("{}: {io}", dir.display())),
         sled::Error::Corruption { .. } => StorageError::Corrupt(format!("{}: {e}", dir.display())),
         sled::Error::CollectionNotFound(_) => {
@@ -331,10 +333,14 @@ mod tests {
     fn set_credentials_only_for_existing_users() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStorage::open(dir.path()).unwrap();
-        assert!(!s.set_credentials("localhost", "bob", &fake_creds(1)).unwrap());
+        assert!(!s
+            .set_credentials("localhost", "bob", &fake_creds(1))
+            .unwrap());
         assert!(!s.user_exists("localhost", "bob").unwrap());
         s.create_user("localhost", "bob", &fake_creds(1)).unwrap();
-        assert!(s.set_credentials("localhost", "bob", &fake_creds(2)).unwrap());
+        assert!(s
+            .set_credentials("localhost", "bob", &fake_creds(2))
+            .unwrap());
         assert_eq!(
             s.get_credentials("localhost", "bob").unwrap(),
             Some(fake_creds(2))
@@ -444,7 +450,9 @@ mod tests {
         s.create_user("localhost", "alice", &fake_creds(1)).unwrap();
         s.create_user("localhost", "bob", &fake_creds(2)).unwrap();
         assert!(s.delete_user("localhost", "bob").unwrap());
-        assert!(s.set_credentials("localhost", "alice", &fake_creds(7)).unwrap());
+        assert!(s
+            .set_credentials("localhost", "alice", &fake_creds(7))
+            .unwrap());
         // SAFETY: plain libc calls with no memory arguments.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);

@@ -63,13 +63,9 @@ impl TlsError {
     }
 
     /// The file the error is about, if any.
+    #[allow(dead_code)] // public API; not every caller needs it
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
-    }
-
-    /// The problem, without the file name.
-    pub fn message(&self) -> &str {
-        &self.message
     }
 }
 
@@ -132,6 +128,12 @@ impl TlsSetup {
             served.push(host);
         }
         store.set_default(served.first().map(String::as_str));
+        if store.is_empty() {
+            warnings.push(
+                "no TLS certificate configured and no host served: TLS handshakes will fail"
+                    .to_string(),
+            );
+        }
         let store = Arc::new(store);
         let base = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -186,7 +188,9 @@ impl TlsSetup {
         self.store.names()
     }
 
-    /// A description of every certificate in use (names, validity, origin).
+    /// A description of every certificate in use (names, validity, origin,
+    /// EKU), for `rookery ctl check`.
+    #[allow(dead_code)] // public API for `rookery ctl check`, not wired yet
     pub fn certificates(&self) -> Vec<CertInfo> {
         self.store.infos()
     }

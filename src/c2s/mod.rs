@@ -1,0 +1,33 @@
+//! Client-to-server streams (RFC 6120): one task per connection walks the
+//! negotiation — stream header, STARTTLS or direct TLS, SASL, stream
+//! restart, resource binding — and then hands the bound stream to
+//! [`session`], which reads stanzas while [`writer`] writes the session's
+//! queue.
+
+mod negotiation;
+mod session;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::config::Listener;
+use crate::server::Server;
+
+/// A byte stream: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// The transport of a connection, boxed so TCP and TLS share one type.
+pub type BoxIo = Box<dyn Io>;
+
+/// Serve one client connection until it ends.
+pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, listener: Arc<Listener>) {
+    match negotiation::negotiate(server.clone(), sock, peer, listener).await {
+        Some(bound) => session::run(server, bound).await,
+        None => {}
+    }
+}

@@ -1,0 +1,563 @@
+//! Stream negotiation of a client connection (RFC 6120 §4–§7): header
+//! checks, features, STARTTLS (or direct TLS), SASL through the `sasl`
+//! crate's server trait, the stream restart, and resource binding.
+//! Everything before binding runs in the connection's one task, reading and
+//! writing in turn, under a negotiation timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use sasl::common::Identity;
+use sasl::server::Response;
+use tokio::io::{split, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use xep_support::element::Element;
+use xep_support::ns;
+use xep_support::stanza::{iq_error, ErrorType, StanzaError};
+
+use super::writer::stream_error_xml;
+use super::BoxIo;
+use crate::auth::{self, ChannelBindings, CredentialStore, SaslContext};
+use crate::config::Listener;
+use crate::router::{BindRefused, Outgoing, Router, SessionHandle, SESSION_QUEUE};
+use crate::server::Server;
+use crate::xml::{StreamEvent, StreamHeader, StreamReader, XmlError};
+
+/// Time allowed for each step of the negotiation.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for a TLS handshake.
+const TLS_TIMEOUT: Duration = Duration::from_secs(15);
+/// Failed authentications one connection may try before it is closed.
+const MAX_AUTH_ATTEMPTS: u32 = 5;
+
+type Rd = ReadHalf<BoxIo>;
+type Wr = WriteHalf<BoxIo>;
+
+/// A bound session, ready for stanzas.
+pub struct Bound {
+    pub reader: StreamReader<Rd>,
+    pub writer: Wr,
+    pub handle: Arc<SessionHandle>,
+    pub rx: mpsc::Receiver<Outgoing>,
+    pub peer: SocketAddr,
+}
+
+/// Reads credentials for one host from storage.
+struct HostCredentials {
+    server: Arc<Server>,
+    host: String,
+}
+
+impl CredentialStore for HostCredentials {
+    fn credentials(&self, username: &str) -> Option<auth::credentials::StoredCredentials> {
+        self.server.storage.get_credentials(&self.host, username).ok().flatten()
+    }
+}
+
+/// How the negotiation ended early.
+enum Stop {
+    /// Send this stream error, then close.
+    Error(&'static str, Option<String>),
+    /// Close quietly (peer gone, or it closed the stream).
+    Quiet,
+    /// The peer sent `</stream:stream>`: answer it and close.
+    PeerClosed,
+}
+
+impl From<XmlError> for Stop {
+    fn from(e: XmlError) -> Self {
+        match e.condition() {
+            Some(c) => Stop::Error(c, Some(e.to_string())),
+            None => Stop::Quiet,
+        }
+    }
+}
+
+struct Negotiation {
+    server: Arc<Server>,
+    listener: Arc<Listener>,
+    peer: SocketAddr,
+    reader: StreamReader<Rd>,
+    writer: Wr,
+    tls: bool,
+    bindings: ChannelBindings,
+    host: Option<String>,
+    user: Option<String>,
+    header_sent: bool,
+    auth_failures: u32,
+}
+
+fn stream_id() -> String {
+    use rand::Rng;
+    let v: u64 = rand::thread_rng().gen();
+    format!("{v:016x}")
+}
+
+/// Run the negotiation; `None` when the connection ended before binding.
+pub async fn negotiate(
+    server: Arc<Server>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+) -> Option<Bound> {
+    let max = listener.max_stanza_size;
+    let mut tls = false;
+    let mut bindings = ChannelBindings::default();
+    let io: BoxIo = if listener.tls {
+        let acceptor = server.tls_acceptor(true);
+        let stream = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
+            Ok(Ok(s)) => s,
+            _ => return None,
+        };
+        tls = true;
+        bindings = binding_data(&server, stream.get_ref().1);
+        Box::new(stream)
+    } else {
+        Box::new(sock)
+    };
+    let (rd, wr) = split(io);
+    let mut reader = StreamReader::new(rd, max);
+    if let Some(shaper) = listener
+        .shaper
+        .as_deref()
+        .and_then(|name| server.config.shaper_for(name, None, Some(peer.ip())))
+    {
+        reader.limiter().set_shaper(shaper.rate, shaper.burst_size);
+    }
+    let mut n = Negotiation {
+        server,
+        listener,
+        peer,
+        reader,
+        writer: wr,
+        tls,
+        bindings,
+        host: None,
+        user: None,
+        header_sent: false,
+        auth_failures: 0,
+    };
+    let mut shutdown = n.server.shutdown_signal();
+    let result = tokio::select! {
+        r = n.run() => r,
+        _ = shutdown.wait_for(|v| *v) => Err(Stop::Error("system-shutdown", None)),
+    };
+    match result {
+        Ok(bound) => Some(bound),
+        Err(stop) => {
+            n.finish(stop).await;
+            None
+        }
+    }
+}
+
+fn binding_data(server: &Server, conn: &rustls::ServerConnection) -> ChannelBindings {
+    ChannelBindings {
+        tls_exporter: crate::tls::tls_exporter(conn),
+        tls_server_end_point: server.tls.server_end_point(conn),
+    }
+}
+
+impl Negotiation {
+    async fn send(&mut self, xml: &str) -> Result<(), Stop> {
+        let ok = tokio::time::timeout(STEP_TIMEOUT, async {
+            self.writer.write_all(xml.as_bytes()).await?;
+            self.writer.flush().await
+        })
+        .await;
+        match ok {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Stop::Quiet),
+        }
+    }
+
+    async fn next(&mut self) -> Result<StreamEvent, Stop> {
+        match tokio::time::timeout(STEP_TIMEOUT, self.reader.next()).await {
+            Ok(Ok(ev)) => Ok(ev),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Stop::Error("connection-timeout", None)),
+        }
+    }
+
+    /// Read the next top-level element, treating the stream's end as a stop.
+    async fn next_element(&mut self) -> Result<Element, Stop> {
+        match self.next().await? {
+            StreamEvent::Stanza(e) => Ok(e),
+            StreamEvent::End => Err(Stop::PeerClosed),
+            StreamEvent::Header(_) => Err(Stop::Error("not-well-formed", None)),
+        }
+    }
+
+    async fn finish(&mut self, stop: Stop) {
+        let tail = match stop {
+            Stop::Quiet => {
+                let _ = self.writer.shutdown().await;
+                return;
+            }
+            Stop::PeerClosed => "</stream:stream>".to_string(),
+            Stop::Error(cond, text) => {
+                if let Some(t) = &text {
+                    tracing::debug!(peer = %self.peer, "closing stream: {cond}: {t}");
+                }
+                let mut s = String::new();
+                if !self.header_sent {
+                    s.push_str(&self.header_xml(self.host.clone().unwrap_or_else(|| self.default_host())));
+                }
+                s.push_str(&stream_error_xml(cond, text.as_deref()));
+                s
+            }
+        };
+        let _ = self.send(&tail).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer.shutdown()).await;
+    }
+
+    fn default_host(&self) -> String {
+        self.server.config.hosts.first().cloned().unwrap_or_default()
+    }
+
+    fn header_xml(&self, host: String) -> String {
+        format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
+            ns::CLIENT,
+            ns::STREAM,
+            stream_id(),
+            xep_support::element::escape(&host)
+        )
+    }
+
+    /// Read a stream header, check it, and answer with ours and the features.
+    async fn open_stream(&mut self) -> Result<(), Stop> {
+        let header = match self.next().await? {
+            StreamEvent::Header(h) => h,
+            _ => return Err(Stop::Error("not-well-formed", None)),
+        };
+        let host = self.check_header(&header)?;
+        let xml = self.header_xml(host.clone());
+        self.send(&xml).await?;
+        self.header_sent = true;
+        self.host = Some(host);
+        let features = self.features();
+        self.send(&features.to_xml(ns::CLIENT)).await
+    }
+
+    fn check_header(&mut self, h: &StreamHeader) -> Result<String, Stop> {
+        if !h.stream_ns_ok {
+            return Err(Stop::Error("invalid-namespace", Some("the stream element must be stream:stream".into())));
+        }
+        if h.default_ns != ns::CLIENT {
+            return Err(Stop::Error("invalid-namespace", Some(format!("expected {} as the content namespace", ns::CLIENT))));
+        }
+        let to = h
+            .to
+            .as_deref()
+            .map(|t| t.trim_end_matches('.').to_lowercase())
+            .unwrap_or_default();
+        if !self.server.serves(&to) {
+            return Err(Stop::Error("host-unknown", None));
+        }
+        if let Some(prev) = &self.host {
+            if *prev != to {
+                return Err(Stop::Error("host-unknown", Some("the host changed on restart".into())));
+            }
+        }
+        match h.version.as_deref().and_then(|v| v.split('.').next()).map(str::trim) {
+            Some("1") => {}
+            _ => {
+                self.host = Some(to);
+                return Err(Stop::Error("unsupported-version", Some("version 1.0 is required".into())));
+            }
+        }
+        Ok(to)
+    }
+
+    fn sasl_context(&self) -> SaslContext {
+        let host = self.host.clone().unwrap_or_default();
+        SaslContext {
+            domain: host.clone(),
+            tls: self.tls,
+            bindings: self.bindings.clone(),
+            store: Arc::new(HostCredentials {
+                server: self.server.clone(),
+                host,
+            }),
+        }
+    }
+
+    fn tls_required_but_missing(&self) -> bool {
+        self.listener.starttls_required && !self.tls
+    }
+
+    fn features(&self) -> Element {
+        let mut f = Element::new("features", ns::STREAM);
+        if self.user.is_some() {
+            f = f
+                .with_child(Element::new("bind", ns::BIND))
+                .with_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+            for m in &self.server.modules {
+                for e in m.stream_features() {
+                    f = f.with_child(e);
+                }
+            }
+            return f;
+        }
+        if !self.tls {
+            let mut st = Element::new("starttls", ns::TLS);
+            if self.listener.starttls_required {
+                st = st.with_child(Element::new("required", ns::TLS));
+            }
+            f = f.with_child(st);
+        }
+        if !self.tls_required_but_missing() {
+            let ctx = self.sasl_context();
+            let mut mechs = Element::new("mechanisms", ns::SASL);
+            for m in auth::offered_mechanisms(&ctx) {
+                mechs = mechs.with_child(Element::new("mechanism", ns::SASL).with_text(m));
+            }
+            f = f.with_child(mechs);
+            let cbs = auth::channel_binding_types(&ctx);
+            if !cbs.is_empty() {
+                let mut e = Element::new("sasl-channel-binding", ns::SASL_CB);
+                for cb in cbs {
+                    e = e.with_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", cb));
+                }
+                f = f.with_child(e);
+            }
+        }
+        f
+    }
+
+    async fn run(&mut self) -> Result<Bound, Stop> {
+        self.open_stream().await?;
+        loop {
+            let el = self.next_element().await?;
+            if el.is("starttls", ns::TLS) {
+                self.starttls().await?;
+                self.open_stream().await?;
+            } else if el.is("auth", ns::SASL) {
+                if self.user.is_some() {
+                    return Err(Stop::Error("policy-violation", Some("already authenticated".into())));
+                }
+                if self.sasl(el).await? {
+                    // Stream restart (RFC 6120 §6.4.6): a fresh parser, same transport.
+                    let reader = std::mem::replace(&mut self.reader, placeholder_reader());
+                    self.reader = reader.restart();
+                    self.open_stream().await?;
+                }
+            } else if el.is("iq", ns::CLIENT) && self.user.is_some() {
+                if let Some(bound) = self.bind(el).await? {
+                    return Ok(bound);
+                }
+            } else if el.ns == ns::CLIENT && matches!(el.name.as_str(), "iq" | "message" | "presence") {
+                return Err(Stop::Error("not-authorized", None));
+            } else {
+                return Err(Stop::Error("unsupported-stanza-type", Some(format!("unexpected <{}/>", el.name))));
+            }
+        }
+    }
+
+    async fn starttls(&mut self) -> Result<(), Stop> {
+        if self.tls || self.user.is_some() {
+            self.send(&format!("<failure xmlns='{}'/></stream:stream>", ns::TLS)).await?;
+            return Err(Stop::Quiet);
+        }
+        self.send(&format!("<proceed xmlns='{}'/>", ns::TLS)).await?;
+        let reader = std::mem::replace(&mut self.reader, placeholder_reader());
+        let (rd, leftover) = reader.into_inner();
+        let writer = std::mem::replace(&mut self.writer, placeholder_writer());
+        if leftover {
+            // Bytes pipelined after <starttls/> would be read as plaintext: refuse.
+            return Err(Stop::Quiet);
+        }
+        let io = rd.unsplit(writer);
+        let acceptor = self.server.tls_acceptor(false);
+        let stream = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
+            Ok(Ok(s)) => s,
+            _ => return Err(Stop::Quiet),
+        };
+        self.bindings = binding_data(&self.server, stream.get_ref().1);
+        self.tls = true;
+        let (rd, wr) = split(Box::new(stream) as BoxIo);
+        self.reader = StreamReader::new(rd, self.listener.max_stanza_size);
+        if let Some(shaper) = self
+            .listener
+            .shaper
+            .as_deref()
+            .and_then(|name| self.server.config.shaper_for(name, None, Some(self.peer.ip())))
+        {
+            self.reader.limiter().set_shaper(shaper.rate, shaper.burst_size);
+        }
+        self.writer = wr;
+        self.header_sent = false;
+        Ok(())
+    }
+
+    async fn sasl_failure(&mut self, condition: &str) -> Result<bool, Stop> {
+        self.auth_failures += 1;
+        let delay = self.server.auth_failed(self.peer.ip());
+        tokio::time::sleep(delay).await;
+        self.send(&format!("<failure xmlns='{}'><{condition}/></failure>", ns::SASL)).await?;
+        if self.auth_failures >= MAX_AUTH_ATTEMPTS {
+            return Err(Stop::Error("policy-violation", Some("too many authentication failures".into())));
+        }
+        Ok(false)
+    }
+
+    /// One SASL exchange. `Ok(true)` when authenticated.
+    async fn sasl(&mut self, auth: Element) -> Result<bool, Stop> {
+        if self.tls_required_but_missing() {
+            self.send(&format!("<failure xmlns='{}'><encryption-required/></failure>", ns::SASL)).await?;
+            return Ok(false);
+        }
+        let name = auth.attr("mechanism").unwrap_or("").to_string();
+        let ctx = self.sasl_context();
+        let Some(mut mech) = auth::new_mechanism(&name, &ctx) else {
+            self.send(&format!("<failure xmlns='{}'><invalid-mechanism/></failure>", ns::SASL)).await?;
+            return Ok(false);
+        };
+        let mut payload = match decode_b64(&auth.text()) {
+            Some(p) => p,
+            None => return self.sasl_failure("incorrect-encoding").await,
+        };
+        loop {
+            match mech.respond(&payload) {
+                Ok(Response::Proceed(data)) => {
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+                    self.send(&format!("<challenge xmlns='{}'>{b64}</challenge>", ns::SASL)).await?;
+                    let el = self.next_element().await?;
+                    if el.is("abort", ns::SASL) {
+                        self.send(&format!("<failure xmlns='{}'><aborted/></failure>", ns::SASL)).await?;
+                        return Ok(false);
+                    }
+                    if !el.is("response", ns::SASL) {
+                        return self.sasl_failure("malformed-request").await;
+                    }
+                    payload = match decode_b64(&el.text()) {
+                        Some(p) => p,
+                        None => return self.sasl_failure("incorrect-encoding").await,
+                    };
+                }
+                Ok(Response::Success(identity, data)) => {
+                    let Identity::Username(user) = identity else {
+                        return self.sasl_failure("not-authorized").await;
+                    };
+                    let b64 = if data.is_empty() {
+                        String::new()
+                    } else {
+                        base64::engine::general_purpose::STANDARD.encode(data)
+                    };
+                    self.send(&format!("<success xmlns='{}'>{b64}</success>", ns::SASL)).await?;
+                    self.server.auth_succeeded(self.peer.ip());
+                    tracing::info!(peer = %self.peer, "{user}@{} authenticated with {name}", self.host.as_deref().unwrap_or(""));
+                    self.user = Some(user);
+                    return Ok(true);
+                }
+                Err(e) => {
+                    let cond = mech.failure_condition(&e);
+                    tracing::info!(peer = %self.peer, "authentication failed ({name}): {cond}");
+                    return self.sasl_failure(cond).await;
+                }
+            }
+        }
+    }
+
+    /// Handle an iq after authentication: resource binding, or an error.
+    async fn bind(&mut self, iq: Element) -> Result<Option<Bound>, Stop> {
+        let is_bind = iq.attr("type") == Some("set") && iq.child("bind", ns::BIND).is_some();
+        if !is_bind {
+            if iq.attr("type") == Some("get") || iq.attr("type") == Some("set") {
+                let reply = iq_error(&iq, &StanzaError::new(ErrorType::Wait, "not-authorized"));
+                self.send(&reply.to_xml(ns::CLIENT)).await?;
+            }
+            return Ok(None);
+        }
+        let host = self.host.clone().unwrap_or_default();
+        let user = self.user.clone().unwrap_or_default();
+        let bare = match jid::BareJid::new(&format!("{user}@{host}")) {
+            Ok(b) => b,
+            Err(_) => return Err(Stop::Error("internal-server-error", None)),
+        };
+        let requested = iq
+            .child("bind", ns::BIND)
+            .and_then(|b| b.child("resource", ns::BIND))
+            .map(|r| r.text())
+            .filter(|r| !r.trim().is_empty());
+        let full = match requested {
+            Some(r) => match bare.with_resource_str(r.trim()) {
+                Ok(f) => f,
+                Err(_) => {
+                    let reply = iq_error(&iq, &StanzaError::bad_request().with_text("invalid resource"));
+                    self.send(&reply.to_xml(ns::CLIENT)).await?;
+                    return Ok(None);
+                }
+            },
+            None => match bare.with_resource_str(&format!("rookery-{}", &stream_id()[..12])) {
+                Ok(f) => f,
+                Err(_) => return Err(Stop::Error("internal-server-error", None)),
+            },
+        };
+        let (tx, mut rx) = mpsc::channel(SESSION_QUEUE);
+        let mut result = xep_support::stanza::iq_result(&iq, None);
+        result.remove_attr("from");
+        result.remove_attr("to");
+        let result = result.with_child(
+            Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(full.to_string())),
+        );
+        // The bind result goes first in the queue, ahead of anything routed to the new JID.
+        let _ = tx.try_send(Outgoing::Stanza(result));
+        let handle = Router::new_handle(full.clone(), tx);
+        let max = self.server.config.max_user_sessions(&user, &host);
+        match self.server.router.bind(handle.clone(), max) {
+            Ok(replaced) => {
+                if let Some(old) = replaced {
+                    tracing::info!("{} replaced by a new session", old.jid);
+                    old.close(Some("conflict"));
+                }
+            }
+            Err(BindRefused::TooManySessions) => {
+                while rx.try_recv().is_ok() {}
+                let reply = iq_error(&iq, &StanzaError::new(ErrorType::Wait, "resource-constraint"));
+                self.send(&reply.to_xml(ns::CLIENT)).await?;
+                return Ok(None);
+            }
+        }
+        for m in &self.server.modules {
+            m.session_opened(self.server.as_ref(), &full);
+        }
+        tracing::info!(peer = %self.peer, "session bound: {full}");
+        let reader = std::mem::replace(&mut self.reader, placeholder_reader());
+        let writer = std::mem::replace(&mut self.writer, placeholder_writer());
+        Ok(Some(Bound {
+            reader,
+            writer,
+            handle,
+            rx,
+            peer: self.peer,
+        }))
+    }
+}
+
+fn decode_b64(text: &str) -> Option<Vec<u8>> {
+    let t: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if t.is_empty() || t == "=" {
+        return Some(Vec::new());
+    }
+    base64::engine::general_purpose::STANDARD.decode(t).ok()
+}
+
+/// An empty transport used while the real one is being swapped.
+fn placeholder_io() -> BoxIo {
+    Box::new(tokio::io::duplex(1).0)
+}
+
+fn placeholder_reader() -> StreamReader<Rd> {
+    let (rd, _) = split(placeholder_io());
+    StreamReader::new(rd, Some(0))
+}
+
+fn placeholder_writer() -> Wr {
+    let (_, wr) = split(placeholder_io());
+    wr
+}

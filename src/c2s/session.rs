@@ -1,0 +1,150 @@
+//! A bound client session: reads stanzas one at a time, checks them, stamps
+//! `from` with the session's full JID (whatever the client wrote), keeps the
+//! session's presence state, and hands each stanza to [`crate::delivery`].
+//! Its writer runs as a second task draining the session's queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use jid::Jid;
+use xep_support::element::Element;
+use xep_support::ns;
+use xep_support::stanza::{error_reply, iq_error, StanzaError};
+
+use super::negotiation::Bound;
+use crate::router::Outgoing;
+use crate::server::Server;
+use crate::xml::{StreamEvent, XmlError};
+
+/// How the session's reading ended.
+enum End {
+    /// The client closed its stream.
+    Closed,
+    /// Kicked, replaced or shut down: the writer was already told.
+    Stopped,
+    /// A stream error to send.
+    Error(&'static str),
+    /// The connection is gone.
+    Gone,
+}
+
+/// Serve a bound session until it ends, then clean up.
+pub async fn run(server: Arc<Server>, bound: Bound) {
+    let Bound {
+        mut reader,
+        writer,
+        handle,
+        rx,
+        peer,
+    } = bound;
+    let writer_task = tokio::spawn(super::writer::run(writer, rx, handle.clone()));
+    let end = loop {
+        let ev = tokio::select! {
+            ev = reader.next() => ev,
+            _ = handle.stop.notified() => break End::Stopped,
+        };
+        match ev {
+            Ok(StreamEvent::Stanza(el)) => {
+                if let Err(cond) = handle_stanza(&server, &handle, el).await {
+                    break End::Error(cond);
+                }
+            }
+            Ok(StreamEvent::End) => break End::Closed,
+            Ok(StreamEvent::Header(_)) => break End::Error("not-well-formed"),
+            Err(XmlError::Closed) | Err(XmlError::Io(_)) => break End::Gone,
+            Err(e) => {
+                tracing::debug!(%peer, jid = %handle.jid, "stream error: {e}");
+                break End::Error(e.condition().unwrap_or("internal-server-error"));
+            }
+        }
+    };
+    server.router.unbind(&handle);
+    match end {
+        End::Closed | End::Gone => {
+            let _ = handle.tx.try_send(Outgoing::Close(None));
+        }
+        End::Error(cond) => {
+            let _ = handle.tx.try_send(Outgoing::Close(Some(cond)));
+        }
+        End::Stopped => {}
+    }
+    for m in &server.modules {
+        m.session_closed(server.as_ref(), &handle.jid);
+    }
+    tracing::info!(%peer, "session ended: {}", handle.jid);
+    drop(reader);
+    // The writer ends on Close or once every sender is gone; bound the wait.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(35), writer_task).await;
+}
+
+/// Check, stamp and route one stanza. `Err` is a stream error condition.
+async fn handle_stanza(
+    server: &Arc<Server>,
+    handle: &crate::router::SessionHandle,
+    mut el: Element,
+) -> Result<(), &'static str> {
+    if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
+        return Err("unsupported-stanza-type");
+    }
+    // The server, not the client, says who sent it (RFC 6120 §8.1.2.1).
+    el.set_attr("from", handle.jid.to_string());
+    if let Some(to) = el.attr("to") {
+        if Jid::new(to).is_err() {
+            if el.name != "presence" && el.attr("type") != Some("error") {
+                let mut reply = error_reply(&el, &StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"));
+                reply.remove_attr("from");
+                reply.set_attr("to", handle.jid.to_string());
+                let _ = handle.tx.send(Outgoing::Stanza(reply)).await;
+            }
+            return Ok(());
+        }
+    }
+    match el.name.as_str() {
+        "iq" => {
+            let kind = el.attr("type").unwrap_or("");
+            let valid_type = matches!(kind, "get" | "set" | "result" | "error");
+            let one_child = el.child_elements().count() == 1;
+            if el.attr("id").is_none() || !valid_type || ((kind == "get" || kind == "set") && !one_child) {
+                if kind == "result" || kind == "error" {
+                    return Ok(()); // never answer results or errors
+                }
+                let mut reply = iq_error(&el, &StanzaError::bad_request());
+                reply.remove_attr("from");
+                reply.set_attr("to", handle.jid.to_string());
+                let _ = handle.tx.send(Outgoing::Stanza(reply)).await;
+                return Ok(());
+            }
+            if el.attr("to").is_none() && (kind == "get" || kind == "set") {
+                // No `to`: handled by the server on behalf of the account (RFC 6120 §10.3.3).
+                el.set_attr("to", handle.jid.domain().as_str());
+            }
+        }
+        "presence" => {
+            if el.attr("to").is_none() {
+                update_own_presence(handle, &el);
+                // Broadcast to contacts arrives with rosters (RFC 6121).
+                return Ok(());
+            }
+        }
+        _ => {}
+    }
+    crate::delivery::route(server, el).await;
+    Ok(())
+}
+
+/// Track availability and priority from the client's broadcast presence.
+fn update_own_presence(handle: &crate::router::SessionHandle, el: &Element) {
+    match el.attr("type") {
+        None => {
+            let prio = el
+                .child("priority", ns::CLIENT)
+                .and_then(|p| p.text().trim().parse::<i32>().ok())
+                .unwrap_or(0)
+                .clamp(-128, 127);
+            handle.priority.store(prio, Ordering::Relaxed);
+            handle.available.store(true, Ordering::Relaxed);
+        }
+        Some("unavailable") => handle.available.store(false, Ordering::Relaxed),
+        _ => {}
+    }
+}

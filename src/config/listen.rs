@@ -1,0 +1,477 @@
+//! The `listen` option: listener entries in ejabberd's format.
+//!
+//! Supported modules are `ejabberd_c2s` (`c2s`) and `ejabberd_s2s_in` (`s2s`).
+//! Other ejabberd listener modules (`ejabberd_http`, `ejabberd_stun`,
+//! `mod_mqtt`, …) and ejabberd listener options Rookery does not implement are
+//! reported as warnings and skipped; wrong values of supported options are
+//! errors with their position.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::check::{self, Notes, Problem};
+use super::yaml::{Kind, Node};
+use crate::acl::{self, AccessRules, ShaperRules};
+
+/// Default `max_stanza_size` of client listeners (ejabberd's shipped config).
+pub const DEFAULT_C2S_MAX_STANZA_SIZE: usize = 262_144;
+/// Default `max_stanza_size` of server listeners (ejabberd's shipped config).
+pub const DEFAULT_S2S_MAX_STANZA_SIZE: usize = 524_288;
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerModule {
+    /// Client-to-server (`ejabberd_c2s`).
+    C2s,
+    /// Incoming server-to-server (`ejabberd_s2s_in`).
+    S2s,
+}
+
+/// One supported listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// TCP port (0 = any free port chosen by the system, as in ejabberd).
+    pub port: u16,
+    /// Address to bind (ejabberd's default `0.0.0.0`).
+    pub ip: IpAddr,
+    /// What the listener serves.
+    pub module: ListenerModule,
+    /// Direct TLS (TLS from the first byte, XEP-0368).
+    pub tls: bool,
+    /// STARTTLS offered (also true when `starttls_required`).
+    pub starttls: bool,
+    /// STARTTLS required before authentication / stream use.
+    pub starttls_required: bool,
+    /// Largest stanza in bytes; `None` = unlimited.
+    pub max_stanza_size: Option<usize>,
+    /// Shaper rule or shaper name (see `Config::shaper_for`); `None` = no shaper.
+    pub shaper: Option<String>,
+    /// Access rule that decides who may use the listener; `None` = everyone.
+    pub access: Option<String>,
+    /// Line of the listener in the configuration file.
+    pub line: usize,
+}
+
+/// ejabberd listener options Rookery accepts but ignores (with a warning).
+const IGNORED_OPTIONS: &[&str] = &[
+    "accept_interval",
+    "allow_unencrypted_sasl2",
+    "backlog",
+    "cafile",
+    "certfile",
+    "ciphers",
+    "dhfile",
+    "hibernate_after",
+    "max_fsm_queue",
+    "max_stanza_elements",
+    "pre_auth_max_stanza_elements",
+    "pre_auth_max_stanza_size",
+    "protocol_options",
+    "send_timeout",
+    "supervisor",
+    "tls_compression",
+    "tls_verify",
+    "unix_socket",
+    "use_proxy_protocol",
+    "zlib",
+];
+
+/// Global settings that influence listeners.
+pub struct ListenDefaults {
+    /// `s2s_use_starttls`: (offered, required) for s2s listeners.
+    pub s2s_starttls: (bool, bool),
+}
+
+/// Inline rules found in listeners, registered under generated names.
+#[derive(Default)]
+pub struct InlineRules {
+    /// Access rules from `access: [...]` written inline.
+    pub access: Vec<(String, acl::AccessRule)>,
+    /// Shaper rules from `shaper: [...]` written inline.
+    pub shaper: Vec<(String, acl::ShaperRule)>,
+}
+
+/// Parses the `listen` option into supported listeners.
+pub fn parse(
+    node: &Node,
+    defaults: &ListenDefaults,
+    notes: &mut Notes,
+    inline: &mut InlineRules,
+) -> Result<Vec<Listener>, Problem> {
+    let items = match &node.kind {
+        Kind::Seq(items) => items.as_slice(),
+        _ if node.is_null() => &[],
+        _ => return Err(check::expected(node, "listen", "a list of listeners")),
+    };
+    let mut out: Vec<Listener> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = check::index("listen", i);
+        let Some(listener) = parse_one(item, &path, defaults, notes, inline)? else {
+            continue;
+        };
+        for other in &out {
+            let same_family = other.ip.is_ipv4() == listener.ip.is_ipv4();
+            if listener.port == 0 || other.port != listener.port || !same_family {
+                continue;
+            }
+            if other.ip == listener.ip {
+                return Err(Problem::at(
+                    item,
+                    format!(
+                        "{path}: port {} on {} is already used by the listener at line {}",
+                        listener.port, listener.ip, other.line
+                    ),
+                ));
+            }
+            if other.ip.is_unspecified() || listener.ip.is_unspecified() {
+                return Err(Problem::at(
+                    item,
+                    format!(
+                        "{path}: port {} on {} conflicts with the listener on {} at line {}",
+                        listener.port, listener.ip, other.ip, other.line
+                    ),
+                ));
+            }
+        }
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Parses one listener; `Ok(None)` when it is skipped with a warning.
+fn parse_one(
+    item: &Node,
+    path: &str,
+    defaults: &ListenDefaults,
+    notes: &mut Notes,
+    inline: &mut InlineRules,
+) -> Result<Option<Listener>, Problem> {
+    let entries = match &item.kind {
+        Kind::Map(entries) => entries,
+        _ => {
+            return Err(check::expected(
+                item,
+                path,
+                "a listener such as {port: 5222, module: ejabberd_c2s}",
+            ))
+        }
+    };
+    let Some(module_node) = item.get("module") else {
+        return Err(Problem::at(
+            item,
+            format!("{path}: missing required option `module`"),
+        ));
+    };
+    let module_path = check::join(path, "module");
+    let module_name = check::string(
+        module_node,
+        &module_path,
+        "a listener module such as ejabberd_c2s",
+    )?;
+    let module = match module_name {
+        "ejabberd_c2s" | "c2s" => ListenerModule::C2s,
+        "ejabberd_s2s_in" | "s2s" => ListenerModule::S2s,
+        other if is_module_name(other) => {
+            let port = item
+                .get("port")
+                .and_then(Node::as_str)
+                .map(|p| format!(" on port {p}"))
+                .unwrap_or_default();
+            notes.warn(
+                item,
+                format!("{path}: listener module `{other}`{port} is not supported by Rookery; listener skipped"),
+            );
+            return Ok(None);
+        }
+        _ => return Err(check::expected(
+            module_node,
+            &module_path,
+            "ejabberd_c2s or ejabberd_s2s_in (other ejabberd_*/mod_* listener modules are skipped)",
+        )),
+    };
+
+    let Some(port_node) = item.get("port") else {
+        return Err(Problem::at(
+            item,
+            format!("{path}: missing required option `port`"),
+        ));
+    };
+    let port_path = check::join(path, "port");
+    if port_node.as_str().is_some_and(|p| p.starts_with("unix:")) {
+        notes.warn(
+            port_node,
+            format!(
+                "{port_path}: unix socket listeners are not supported by Rookery; listener skipped"
+            ),
+        );
+        return Ok(None);
+    }
+    // 0 (as in ejabberd) asks the system for any free port; used by tests.
+    let port = check::integer(port_node, &port_path, 0, 65535, "a port number 1-65535")?;
+    let port = u16::try_from(port)
+        .map_err(|_| check::expected(port_node, &port_path, "a port number 1-65535"))?;
+
+    let mut listener = Listener {
+        port,
+        ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        module,
+        tls: false,
+        starttls: false,
+        starttls_required: false,
+        max_stanza_size: Some(match module {
+            ListenerModule::C2s => DEFAULT_C2S_MAX_STANZA_SIZE,
+            ListenerModule::S2s => DEFAULT_S2S_MAX_STANZA_SIZE,
+        }),
+        shaper: None,
+        access: None,
+        line: item.line,
+    };
+    let mut starttls: Option<bool> = None;
+    let mut starttls_required: Option<bool> = None;
+
+    for (key, value) in entries {
+        let name = check::key(key, path)?;
+        let opt_path = check::join(path, name);
+        match name {
+            "module" | "port" => {}
+            "ip" => {
+                let text = check::string(value, &opt_path, "an IP address such as \"::\" or 127.0.0.1")?;
+                listener.ip = text
+                    .parse()
+                    .map_err(|_| check::expected(value, &opt_path, "an IP address such as \"::\" or 127.0.0.1"))?;
+            }
+            "transport" => match check::string(value, &opt_path, "tcp")? {
+                "tcp" => {}
+                _ => return Err(check::expected(value, &opt_path, "tcp (udp is only for ejabberd_stun/ejabberd_sip)")),
+            },
+            "tls" => listener.tls = check::boolean(value, &opt_path)?,
+            "starttls" => starttls = Some(check::boolean(value, &opt_path)?),
+            "starttls_required" => starttls_required = Some(check::boolean(value, &opt_path)?),
+            "max_stanza_size" => {
+                listener.max_stanza_size = check::pos_int_or_infinity(value, &opt_path)?
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            }
+            "shaper" => {
+                listener.shaper = match &value.kind {
+                    Kind::Scalar { value: text, .. } if !value.is_null() => {
+                        (text != "none").then(|| text.clone())
+                    }
+                    Kind::Seq(_) | Kind::Map(_) => {
+                        let rule = acl::parse_shaper_rule(value, &opt_path, notes)?;
+                        let generated = format!("{opt_path} (inline)");
+                        inline.shaper.push((generated.clone(), rule));
+                        Some(generated)
+                    }
+                    _ => return Err(check::expected(value, &opt_path, "a shaper rule or shaper name")),
+                }
+            }
+            "access" => {
+                listener.access = match &value.kind {
+                    Kind::Scalar { value: text, .. } if !value.is_null() => {
+                        (text != "all").then(|| text.clone())
+                    }
+                    Kind::Seq(_) | Kind::Map(_) => {
+                        let rule = acl::parse_access_rule(value, &opt_path, notes)?;
+                        let generated = format!("{opt_path} (inline)");
+                        inline.access.push((generated.clone(), rule));
+                        Some(generated)
+                    }
+                    _ => return Err(check::expected(value, &opt_path, "an access rule name")),
+                }
+            }
+            _ if IGNORED_OPTIONS.contains(&name) => notes.warn(
+                key,
+                format!("{opt_path}: ejabberd listener option `{name}` is not supported by Rookery and is ignored"),
+            ),
+            _ => notes.warn(key, format!("{opt_path}: unknown listener option `{name}` ignored")),
+        }
+    }
+
+    let (default_offered, default_required) = match module {
+        ListenerModule::C2s => (false, false),
+        ListenerModule::S2s => defaults.s2s_starttls,
+    };
+    listener.starttls_required =
+        starttls_required.unwrap_or(default_required && starttls.is_none());
+    listener.starttls = starttls.unwrap_or(default_offered) || listener.starttls_required;
+    if listener.tls && (listener.starttls || listener.starttls_required) {
+        // Direct TLS already encrypts; STARTTLS flags are meaningless there.
+        listener.starttls = false;
+        listener.starttls_required = false;
+    }
+    Ok(Some(listener))
+}
+
+/// True for names that look like ejabberd modules (`ejabberd_http`, `mod_mqtt`).
+fn is_module_name(name: &str) -> bool {
+    (name.starts_with("ejabberd_") || name.starts_with("mod_"))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Checks names referenced by listeners against the rules that exist and warns
+/// about unknown ones.
+pub fn check_references(
+    listeners: &[Listener],
+    access_rules: &AccessRules,
+    shaper_rules: &ShaperRules,
+    shaper_names: &dyn Fn(&str) -> bool,
+    warn: &mut dyn FnMut(usize, String),
+) {
+    for (i, l) in listeners.iter().enumerate() {
+        if let Some(rule) = &l.access {
+            if rule != "none" && !access_rules.is_defined(rule) {
+                warn(
+                    l.line,
+                    format!("listen[{i}].access: access rule `{rule}` is not defined, so nobody may connect"),
+                );
+            }
+        }
+        if let Some(name) = &l.shaper {
+            if !shaper_rules.is_defined(name) && !shaper_names(name) {
+                warn(
+                    l.line,
+                    format!("listen[{i}].shaper: `{name}` is neither a shaper rule nor a shaper; no shaping applied"),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml::parse as parse_yaml;
+
+    fn listeners(text: &str) -> (Result<Vec<Listener>, Problem>, Notes, InlineRules) {
+        let root = parse_yaml(text).unwrap().unwrap();
+        let mut notes = Notes::default();
+        let mut inline = InlineRules::default();
+        let defaults = ListenDefaults {
+            s2s_starttls: (true, false),
+        };
+        let result = parse(
+            root.get("listen").unwrap(),
+            &defaults,
+            &mut notes,
+            &mut inline,
+        );
+        (result, notes, inline)
+    }
+
+    #[test]
+    fn c2s_and_s2s_with_defaults() {
+        let (result, notes, _) = listeners(
+            "listen:\n  -\n    port: 5222\n    ip: \"::\"\n    module: ejabberd_c2s\n    starttls_required: true\n    \
+             shaper: c2s_shaper\n    access: c2s\n  - {port: 5223, module: c2s, tls: true, max_stanza_size: infinity}\n  \
+             - {port: 5269, module: ejabberd_s2s_in}\n",
+        );
+        let l = result.unwrap();
+        assert!(notes.warnings.is_empty(), "{:?}", notes.warnings);
+        assert_eq!(l.len(), 3);
+        assert_eq!(l[0].port, 5222);
+        assert_eq!(l[0].ip, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(l[0].module, ListenerModule::C2s);
+        assert!(l[0].starttls && l[0].starttls_required && !l[0].tls);
+        assert_eq!(l[0].max_stanza_size, Some(262_144));
+        assert_eq!(l[0].shaper.as_deref(), Some("c2s_shaper"));
+        assert_eq!(l[0].access.as_deref(), Some("c2s"));
+        assert_eq!(l[0].line, 3);
+        assert!(l[1].tls && !l[1].starttls);
+        assert_eq!(l[1].max_stanza_size, None);
+        assert_eq!(l[1].ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(l[2].module, ListenerModule::S2s);
+        assert_eq!(l[2].max_stanza_size, Some(524_288));
+        assert!(
+            l[2].starttls && !l[2].starttls_required,
+            "from s2s_use_starttls"
+        );
+    }
+
+    #[test]
+    fn unsupported_modules_and_options_are_warnings() {
+        let (result, notes, _) = listeners(
+            "listen:\n  - port: 5280\n    module: ejabberd_http\n    request_handlers:\n      /ws: ejabberd_http_ws\n  \
+             - {port: 1883, module: mod_mqtt}\n  - {port: 5222, module: ejabberd_c2s, zlib: false, colour: red}\n",
+        );
+        let l = result.unwrap();
+        assert_eq!(l.len(), 1);
+        let w = &notes.warnings;
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert_eq!(w[0].0, 2);
+        assert!(
+            w[0].1.contains("`ejabberd_http` on port 5280"),
+            "{}",
+            w[0].1
+        );
+        assert!(w[1].1.contains("mod_mqtt"));
+        assert!(w[2].1.contains("listen[2].zlib"));
+        assert!(w[3].1.contains("unknown listener option `colour`"));
+    }
+
+    #[test]
+    fn errors_with_positions() {
+        let (r, _, _) = listeners("listen:\n  -\n    port: abc\n    module: ejabberd_c2s\n");
+        let e = r.unwrap_err();
+        assert_eq!((e.line, e.col), (3, 11));
+        assert_eq!(
+            e.message,
+            "listen[0].port: expected a port number 1-65535, found \"abc\""
+        );
+
+        let (r, _, _) = listeners("listen:\n  - port: 65536\n    module: c2s\n");
+        let e = r.unwrap_err();
+        assert_eq!((e.line, e.col), (2, 11));
+        assert!(e.message.contains("found \"65536\""));
+
+        let (r, _, _) = listeners("listen:\n  - port: 5222\n    module: c2s\n    ip: 300.1.1.1\n");
+        let e = r.unwrap_err();
+        assert_eq!((e.line, e.col), (4, 9));
+        assert!(
+            e.message
+                .starts_with("listen[0].ip: expected an IP address"),
+            "{}",
+            e.message
+        );
+
+        let (r, _, _) = listeners("listen:\n  - port: 5222\n    module: xmpp_thing\n");
+        assert_eq!(r.unwrap_err().line, 3);
+
+        let (r, _, _) = listeners("listen:\n  - port: 5222\n    module: c2s\n    tls: maybe\n");
+        assert!(r.unwrap_err().message.contains("expected true or false"));
+
+        let (r, _, _) = listeners("listen:\n  - module: c2s\n");
+        assert!(r
+            .unwrap_err()
+            .message
+            .contains("missing required option `port`"));
+    }
+
+    #[test]
+    fn duplicate_and_conflicting_ports() {
+        let (r, _, _) =
+            listeners("listen:\n  - {port: 5222, module: c2s}\n  - {port: 5222, module: s2s}\n");
+        let e = r.unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("already used"), "{}", e.message);
+        let (r, _, _) =
+            listeners("listen:\n  - {port: 5222, module: c2s, ip: 127.0.0.1}\n  - {port: 5222, module: c2s}\n");
+        assert!(r.unwrap_err().message.contains("conflicts"));
+        let (r, _, _) =
+            listeners("listen:\n  - {port: 5222, module: c2s, ip: 127.0.0.1}\n  - {port: 5222, module: c2s, ip: \"::1\"}\n");
+        assert_eq!(r.unwrap().len(), 2);
+        // Port 0 (any free port) may repeat.
+        let (r, _, _) = listeners("listen:\n  - {port: 0, module: c2s, ip: 127.0.0.1}\n  - {port: 0, module: c2s, tls: true, ip: 127.0.0.1}\n");
+        assert_eq!(r.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn inline_rules_get_generated_names() {
+        let (r, _, inline) =
+            listeners("listen:\n  - port: 5222\n    module: c2s\n    access:\n      - allow: admin\n    shaper: none\n");
+        let l = r.unwrap();
+        assert_eq!(l[0].access.as_deref(), Some("listen[0].access (inline)"));
+        assert_eq!(l[0].shaper, None);
+        assert_eq!(inline.access.len(), 1);
+    }
+}

@@ -1,0 +1,816 @@
+//! The one registry of `rookery ctl` commands: their names, arguments, help
+//! text, and how each is executed against a [`CtlEnv`].
+//!
+//! The same [`execute`] runs inside the server (behind the control socket,
+//! with a [`ServerControl`]) and in the `rookery ctl` process when the server
+//! is stopped (directly on the database, with no server). Exit codes follow
+//! ejabberdctl: [`EXIT_OK`], [`EXIT_FAILED`], [`EXIT_USAGE`],
+//! [`EXIT_NOT_RUNNING`].
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::credentials::StoredCredentials;
+use crate::storage::{Storage, StorageError};
+
+/// The command succeeded.
+pub const EXIT_OK: i32 = 0;
+/// The command ran but failed (user exists, unknown host, bad password...).
+pub const EXIT_FAILED: i32 = 1;
+/// Unknown command or wrong number of arguments.
+pub const EXIT_USAGE: i32 = 2;
+/// The command needs a running server and none answers.
+pub const EXIT_NOT_RUNNING: i32 = 3;
+
+/// What `status` and server-only commands print when the server is stopped.
+pub const NOT_RUNNING: &str = "rookery is not running";
+
+/// One command: its name, argument names, one-line help, and whether it
+/// needs a running server. Arguments in brackets (`[COMMAND]`) are optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub args: &'static [&'static str],
+    pub help: &'static str,
+    pub needs_server: bool,
+}
+
+impl CommandSpec {
+    /// `rookery ctl NAME ARGS...`
+    pub fn usage(&self) -> String {
+        let mut usage = format!("rookery ctl {}", self.name);
+        for arg in self.args {
+            usage.push(' ');
+            usage.push_str(arg);
+        }
+        usage
+    }
+
+    /// (required, maximum) number of arguments.
+    fn arity(&self) -> (usize, usize) {
+        let optional = self.args.iter().filter(|a| a.starts_with('[')).count();
+        (self.args.len() - optional, self.args.len())
+    }
+}
+
+static COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "register",
+        args: &["USER", "HOST", "PASSWORD"],
+        help: "Register the account USER@HOST with PASSWORD",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "unregister",
+        args: &["USER", "HOST"],
+        help: "Delete the account USER@HOST and end its sessions",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "change_password",
+        args: &["USER", "HOST", "NEWPASS"],
+        help: "Change the password of the account USER@HOST",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "check_account",
+        args: &["USER", "HOST"],
+        help: "Exit 0 if the account USER@HOST exists, 1 if not",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "check_password",
+        args: &["USER", "HOST", "PASSWORD"],
+        help: "Exit 0 if PASSWORD is the password of USER@HOST, 1 if not",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "registered_users",
+        args: &["HOST"],
+        help: "List the accounts of HOST, one user name per line",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "registered_vhosts",
+        args: &[],
+        help: "List the virtual hosts this server serves, one per line",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "connected_users",
+        args: &[],
+        help: "List the connected sessions, one full JID per line",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "connected_users_number",
+        args: &[],
+        help: "Print the number of connected sessions",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "status",
+        args: &[],
+        help: "Tell whether the server is running (exit 3 if not)",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "stop",
+        args: &[],
+        help: "Stop the server gracefully",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "help",
+        args: &["[COMMAND]"],
+        help: "List the commands, or describe COMMAND",
+        needs_server: false,
+    },
+];
+
+/// Every command, in the order `help` lists them.
+pub fn commands() -> &'static [CommandSpec] {
+    COMMANDS
+}
+
+/// The command called `name`, if any.
+pub fn find(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+/// What the running server offers to commands (implemented by the server
+/// core).
+pub trait ServerControl: Send + Sync {
+    /// Full JIDs of the connected sessions.
+    fn connected_users(&self) -> Vec<String>;
+    /// End every session of `user@host`; returns how many were ended.
+    fn kick_user(&self, user: &str, host: &str, reason: &str) -> usize;
+    /// Begin a graceful shutdown.
+    fn stop(&self);
+    /// A short human summary (uptime, sessions...).
+    fn status(&self) -> String;
+}
+
+/// What a command runs against.
+pub struct CtlEnv {
+    /// The database.
+    pub storage: Arc<dyn Storage>,
+    /// The served virtual hosts (normalised, e.g. lowercase).
+    pub hosts: Vec<String>,
+    /// PBKDF2 iterations for new credentials.
+    pub scram_iterations: u32,
+    /// The running server, or `None` when `rookery ctl` works offline.
+    pub server: Option<Arc<dyn ServerControl>>,
+}
+
+/// A command's result: the process exit code and the text to print.
+/// Also the wire format of control-socket responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CtlOutput {
+    pub code: i32,
+    pub output: String,
+}
+
+impl CtlOutput {
+    /// Success with `output`.
+    pub fn ok(output: impl Into<String>) -> Self {
+        CtlOutput {
+            code: EXIT_OK,
+            output: output.into(),
+        }
+    }
+
+    /// Failure (exit 1) with a message.
+    pub fn failed(output: impl Into<String>) -> Self {
+        CtlOutput {
+            code: EXIT_FAILED,
+            output: output.into(),
+        }
+    }
+
+    /// Usage error (exit 2) with a message.
+    pub fn usage(output: impl Into<String>) -> Self {
+        CtlOutput {
+            code: EXIT_USAGE,
+            output: output.into(),
+        }
+    }
+
+    /// Server not running (exit 3).
+    pub fn not_running(output: impl Into<String>) -> Self {
+        CtlOutput {
+            code: EXIT_NOT_RUNNING,
+            output: output.into(),
+        }
+    }
+}
+
+/// Find the command and check its argument count, without running it.
+/// Errors are exit-2 outputs carrying the usage to print.
+pub fn precheck(command: &str, args: &[String]) -> Result<&'static CommandSpec, CtlOutput> {
+    let Some(spec) = find(command) else {
+        return Err(CtlOutput::usage(format!(
+            "Unknown command '{command}'\nRun 'rookery ctl help' to list the commands."
+        )));
+    };
+    let (min, max) = spec.arity();
+    if args.len() < min || args.len() > max {
+        let expected = if min == max {
+            format!("{min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return Err(CtlOutput::usage(format!(
+            "Error: '{}' takes {expected} argument{}, {} given\nUsage: {}\n  {}",
+            spec.name,
+            if max == 1 { "" } else { "s" },
+            args.len(),
+            spec.usage(),
+            spec.help
+        )));
+    }
+    Ok(spec)
+}
+
+/// The `help` command: every command, or one command's details.
+pub fn help(args: &[String]) -> CtlOutput {
+    match args.first() {
+        None => CtlOutput::ok(help_all()),
+        Some(name) => match find(name) {
+            Some(spec) => CtlOutput::ok(help_one(spec)),
+            None => CtlOutput::usage(format!(
+                "Unknown command '{name}'\nRun 'rookery ctl help' to list the commands."
+            )),
+        },
+    }
+}
+
+fn help_all() -> String {
+    let lines: Vec<(String, &str)> = COMMANDS
+        .iter()
+        .map(|c| {
+            let mut call = c.name.to_string();
+            for arg in c.args {
+                call.push(' ');
+                call.push_str(arg);
+            }
+            (call, c.help)
+        })
+        .collect();
+    let width = lines.iter().map(|(call, _)| call.len()).max().unwrap_or(0);
+    let mut text = String::from("Usage: rookery ctl [-c FILE] COMMAND [ARGS...]\n\nCommands:\n");
+    for (call, help) in lines {
+        text.push_str(&format!("  {call:<width$}  {help}\n"));
+    }
+    text.push_str(
+        "\nRun 'rookery ctl help COMMAND' for details of one command.\n\
+         Exit codes: 0 success, 1 command failed, 2 wrong arguments or unknown command,\n\
+         3 the server is not running (for commands that need it).",
+    );
+    text
+}
+
+fn help_one(spec: &CommandSpec) -> String {
+    let when = if spec.needs_server {
+        "Needs a running server (exit 3 if it is not running)."
+    } else {
+        "Works while the server runs (through its control socket) and while it is stopped (on the database)."
+    };
+    format!("Usage: {}\n\n  {}\n\n  {when}", spec.usage(), spec.help)
+}
+
+/// Normalise `host` and check it is served.
+fn served_host(env: &CtlEnv, host: &str) -> Result<String, CtlOutput> {
+    let unknown = || CtlOutput::failed(format!("Unknown virtual host: {host}"));
+    let normal = match jid::DomainPart::new(host) {
+        Ok(d) => d.as_str().to_string(),
+        Err(_) => return Err(unknown()),
+    };
+    let served = env.hosts.iter().any(|h| {
+        jid::DomainPart::new(h)
+            .map(|d| d.as_str() == normal)
+            .unwrap_or(false)
+            || *h == normal
+    });
+    if served {
+        Ok(normal)
+    } else {
+        Err(unknown())
+    }
+}
+
+/// Validate `user` as a JID localpart and normalise it (nodeprep).
+fn localpart(user: &str) -> Result<String, CtlOutput> {
+    match jid::NodePart::new(user) {
+        Ok(node) => Ok(node.as_str().to_string()),
+        Err(e) => Err(CtlOutput::failed(format!(
+            "Invalid user name '{user}': {e}"
+        ))),
+    }
+}
+
+/// The normalised (user, host) of a command, or the failure to print.
+fn account(env: &CtlEnv, user: &str, host: &str) -> Result<(String, String), CtlOutput> {
+    let host = served_host(env, host)?;
+    let user = localpart(user)?;
+    Ok((user, host))
+}
+
+fn derive(env: &CtlEnv, password: &str) -> Result<StoredCredentials, CtlOutput> {
+    StoredCredentials::derive(password, env.scram_iterations)
+        .map_err(|e| CtlOutput::failed(format!("Error: {e}")))
+}
+
+fn db_failed(e: StorageError) -> CtlOutput {
+    CtlOutput::failed(format!("Database error: {e}"))
+}
+
+fn no_such_user(user: &str, host: &str) -> CtlOutput {
+    CtlOutput::failed(format!("User {user}@{host} does not exist"))
+}
+
+/// Run `command` with `args` against `env`. Never panics on bad input:
+/// every problem becomes an exit code and a message.
+pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
+    let spec = match precheck(command, args) {
+        Ok(spec) => spec,
+        Err(out) => return out,
+    };
+    let server = match (&env.server, spec.needs_server) {
+        (Some(server), _) => Some(server),
+        (None, true) => return CtlOutput::not_running(NOT_RUNNING),
+        (None, false) => None,
+    };
+    let result = match (spec.name, args) {
+        ("register", [user, host, password]) => register(env, user, host, password),
+        ("unregister", [user, host]) => unregister(env, server, user, host),
+        ("change_password", [user, host, password]) => change_password(env, user, host, password),
+        ("check_account", [user, host]) => check_account(env, user, host),
+        ("check_password", [user, host, password]) => check_password(env, user, host, password),
+        ("registered_users", [host]) => registered_users(env, host),
+        ("registered_vhosts", []) => Ok(CtlOutput::ok(env.hosts.join("\n"))),
+        ("connected_users", []) => Ok(connected_users(server)),
+        ("connected_users_number", []) => Ok(CtlOutput::ok(
+            server
+                .map(|s| s.connected_users().len())
+                .unwrap_or(0)
+                .to_string(),
+        )),
+        ("status", []) => Ok(status(server)),
+        ("stop", []) => {
+            if let Some(server) = server {
+                server.stop();
+            }
+            Ok(CtlOutput::ok(""))
+        }
+        ("help", args) => Ok(help(args)),
+        // precheck guarantees the arity; this only guards a registry typo.
+        _ => Ok(CtlOutput::failed(format!(
+            "Command '{}' is not implemented",
+            spec.name
+        ))),
+    };
+    result.unwrap_or_else(|failure| failure)
+}
+
+fn register(env: &CtlEnv, user: &str, host: &str, password: &str) -> Result<CtlOutput, CtlOutput> {
+    let (user, host) = account(env, user, host)?;
+    let creds = derive(env, password)?;
+    match env.storage.create_user(&host, &user, &creds) {
+        Ok(()) => Ok(CtlOutput::ok(format!(
+            "User {user}@{host} successfully registered"
+        ))),
+        Err(StorageError::AlreadyExists) => Err(CtlOutput::failed(format!(
+            "User {user}@{host} already registered"
+        ))),
+        Err(e) => Err(db_failed(e)),
+    }
+}
+
+fn unregister(
+    env: &CtlEnv,
+    server: Option<&Arc<dyn ServerControl>>,
+    user: &str,
+    host: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let (user, host) = account(env, user, host)?;
+    if !env.storage.delete_user(&host, &user).map_err(db_failed)? {
+        return Err(no_such_user(&user, &host));
+    }
+    // Deleted first, so the kicked sessions cannot log in again.
+    if let Some(server) = server {
+        server.kick_user(&user, &host, "Account removed");
+    }
+    Ok(CtlOutput::ok(""))
+}
+
+fn change_password(
+    env: &CtlEnv,
+    user: &str,
+    host: &str,
+    password: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let (user, host) = account(env, user, host)?;
+    let creds = derive(env, password)?;
+    if env
+        .storage
+        .set_credentials(&host, &user, &creds)
+        .map_err(db_failed)?
+    {
+        Ok(CtlOutput::ok(""))
+    } else {
+        Err(no_such_user(&user, &host))
+    }
+}
+
+fn check_account(env: &CtlEnv, user: &str, host: &str) -> Result<CtlOutput, CtlOutput> {
+    let (user, host) = account(env, user, host)?;
+    if env.storage.user_exists(&host, &user).map_err(db_failed)? {
+        Ok(CtlOutput::ok(""))
+    } else {
+        Err(no_such_user(&user, &host))
+    }
+}
+
+fn check_password(
+    env: &CtlEnv,
+    user: &str,
+    host: &str,
+    password: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let (user, host) = account(env, user, host)?;
+    let creds = env
+        .storage
+        .get_credentials(&host, &user)
+        .map_err(db_failed)?
+        .ok_or_else(|| no_such_user(&user, &host))?;
+    if creds.verify_password(password) {
+        Ok(CtlOutput::ok(""))
+    } else {
+        Err(CtlOutput::failed(format!(
+            "Wrong password for {user}@{host}"
+        )))
+    }
+}
+
+fn registered_users(env: &CtlEnv, host: &str) -> Result<CtlOutput, CtlOutput> {
+    let host = served_host(env, host)?;
+    let users = env.storage.list_users(&host).map_err(db_failed)?;
+    Ok(CtlOutput::ok(users.join("\n")))
+}
+
+fn connected_users(server: Option<&Arc<dyn ServerControl>>) -> CtlOutput {
+    let mut users = server.map(|s| s.connected_users()).unwrap_or_default();
+    users.sort();
+    CtlOutput::ok(users.join("\n"))
+}
+
+fn status(server: Option<&Arc<dyn ServerControl>>) -> CtlOutput {
+    let Some(server) = server else {
+        return CtlOutput::not_running(NOT_RUNNING);
+    };
+    let mut text = String::from("The server rookery is started with status: started");
+    let detail = server.status();
+    if !detail.trim().is_empty() {
+        text.push('\n');
+        text.push_str(detail.trim_end());
+    }
+    CtlOutput::ok(text)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::storage::SledStorage;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// A ServerControl that records what commands asked of it.
+    #[derive(Default)]
+    pub(crate) struct FakeServer {
+        pub sessions: Mutex<Vec<String>>,
+        pub kicked: Mutex<Vec<(String, String, String)>>,
+        pub stopped: AtomicBool,
+    }
+
+    impl ServerControl for FakeServer {
+        fn connected_users(&self) -> Vec<String> {
+            self.sessions.lock().unwrap().clone()
+        }
+        fn kick_user(&self, user: &str, host: &str, reason: &str) -> usize {
+            self.kicked
+                .lock()
+                .unwrap()
+                .push((user.into(), host.into(), reason.into()));
+            let mut sessions = self.sessions.lock().unwrap();
+            let before = sessions.len();
+            let prefix = format!("{user}@{host}/");
+            sessions.retain(|s| !s.starts_with(&prefix));
+            before - sessions.len()
+        }
+        fn stop(&self) {
+            self.stopped.store(true, Ordering::SeqCst);
+        }
+        fn status(&self) -> String {
+            "Uptime 5 s, 1 session".into()
+        }
+    }
+
+    pub(crate) fn env_in(dir: &std::path::Path, server: Option<Arc<FakeServer>>) -> CtlEnv {
+        CtlEnv {
+            storage: Arc::new(SledStorage::open(dir).unwrap()),
+            hosts: vec!["localhost".into(), "example.org".into()],
+            scram_iterations: 4096,
+            server: server.map(|s| s as Arc<dyn ServerControl>),
+        }
+    }
+
+    fn a(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn run(env: &CtlEnv, command: &str, args: &[&str]) -> CtlOutput {
+        execute(env, command, &a(args))
+    }
+
+    #[test]
+    fn registry_is_consistent() {
+        let names: Vec<_> = commands().iter().map(|c| c.name).collect();
+        for required in [
+            "register",
+            "unregister",
+            "change_password",
+            "registered_users",
+            "connected_users",
+            "status",
+            "stop",
+            "help",
+        ] {
+            assert!(names.contains(&required), "{required} missing");
+        }
+        let mut dedup = names.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), names.len(), "duplicate command names");
+        // Every registered command is implemented: with the right number of
+        // dummy arguments, none falls through to "not implemented".
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), Some(Arc::new(FakeServer::default())));
+        for spec in commands() {
+            let args = vec!["x".to_string(); spec.arity().0];
+            let out = execute(&env, spec.name, &args);
+            assert!(!out.output.contains("not implemented"), "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn register_then_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), None);
+        let out = run(&env, "register", &["Alice", "LocalHost", "secret"]);
+        assert_eq!(
+            out,
+            CtlOutput::ok("User alice@localhost successfully registered")
+        );
+        assert!(env.storage.user_exists("localhost", "alice").unwrap());
+        let creds = env
+            .storage
+            .get_credentials("localhost", "alice")
+            .unwrap()
+            .unwrap();
+        assert!(creds.verify_password("secret"));
+        let out = run(&env, "register", &["alice", "localhost", "other"]);
+        assert_eq!(
+            out,
+            CtlOutput::failed("User alice@localhost already registered")
+        );
+    }
+
+    #[test]
+    fn register_validates_host_user_and_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), None);
+        let out = run(&env, "register", &["alice", "x", "secret"]);
+        assert_eq!(out, CtlOutput::failed("Unknown virtual host: x"));
+        for bad in ["a@b", "a b", "", "a/b", "a:b"] {
+            let out = run(&env, "register", &[bad, "localhost", "secret"]);
+            assert_eq!(out.code, EXIT_FAILED, "{bad:?}");
+            assert!(out.output.starts_with("Invalid user name"), "{out:?}");
+        }
+        let out = run(&env, "register", &["alice", "localhost", ""]);
+        assert_eq!(out.code, EXIT_FAILED);
+        assert!(out.output.contains("invalid password"), "{out:?}");
+        assert_eq!(env.storage.count_users("localhost").unwrap(), 0);
+    }
+
+    #[test]
+    fn unregister_offline_and_online() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), None);
+        run(&env, "register", &["alice", "localhost", "pw"]);
+        assert_eq!(
+            run(&env, "unregister", &["alice", "localhost"]),
+            CtlOutput::ok("")
+        );
+        assert!(!env.storage.user_exists("localhost", "alice").unwrap());
+        assert_eq!(
+            run(&env, "unregister", &["alice", "localhost"]),
+            CtlOutput::failed("User alice@localhost does not exist")
+        );
+        drop(env);
+
+        let server = Arc::new(FakeServer::default());
+        server.sessions.lock().unwrap().extend([
+            "bob@localhost/phone".to_string(),
+            "bob@localhost/laptop".to_string(),
+            "carol@localhost/x".to_string(),
+        ]);
+        let env = env_in(dir.path(), Some(server.clone()));
+        run(&env, "register", &["bob", "localhost", "pw"]);
+        assert_eq!(run(&env, "unregister", &["BOB", "localhost"]).code, EXIT_OK);
+        assert_eq!(
+            *server.kicked.lock().unwrap(),
+            vec![("bob".into(), "localhost".into(), "Account removed".into())]
+        );
+        assert_eq!(
+            *server.sessions.lock().unwrap(),
+            vec!["carol@localhost/x".to_string()]
+        );
+    }
+
+    #[test]
+    fn change_password_and_check_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Arc::new(FakeServer::default());
+        let env = env_in(dir.path(), Some(server.clone()));
+        assert_eq!(
+            run(&env, "change_password", &["alice", "localhost", "new"]),
+            CtlOutput::failed("User alice@localhost does not exist")
+        );
+        assert!(!env.storage.user_exists("localhost", "alice").unwrap());
+        run(&env, "register", &["alice", "localhost", "old"]);
+        assert_eq!(
+            run(&env, "check_password", &["alice", "localhost", "old"]).code,
+            EXIT_OK
+        );
+        assert_eq!(
+            run(&env, "change_password", &["alice", "localhost", "new"]),
+            CtlOutput::ok("")
+        );
+        assert_eq!(
+            run(&env, "check_password", &["alice", "localhost", "new"]).code,
+            EXIT_OK
+        );
+        assert_eq!(
+            run(&env, "check_password", &["alice", "localhost", "old"]),
+            CtlOutput::failed("Wrong password for alice@localhost")
+        );
+        assert_eq!(
+            run(&env, "change_password", &["alice", "localhost", ""]).code,
+            EXIT_FAILED
+        );
+        assert_eq!(
+            run(&env, "check_password", &["nobody", "localhost", "x"]),
+            CtlOutput::failed("User nobody@localhost does not exist")
+        );
+        // Changing a password does not end sessions.
+        assert!(server.kicked.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn check_account_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), None);
+        run(&env, "register", &["alice", "localhost", "pw"]);
+        assert_eq!(run(&env, "check_account", &["alice", "localhost"]).code, 0);
+        assert_eq!(run(&env, "check_account", &["bob", "localhost"]).code, 1);
+        assert_eq!(
+            run(&env, "check_account", &["alice", "example.org"]).code,
+            1
+        );
+        assert_eq!(run(&env, "check_account", &["alice", "nowhere"]).code, 1);
+    }
+
+    #[test]
+    fn registered_users_and_vhosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), None);
+        assert_eq!(
+            run(&env, "registered_users", &["localhost"]),
+            CtlOutput::ok("")
+        );
+        for u in ["zoe", "bob", "alice"] {
+            run(&env, "register", &[u, "localhost", "pw"]);
+        }
+        run(&env, "register", &["eve", "example.org", "pw"]);
+        assert_eq!(
+            run(&env, "registered_users", &["localhost"]),
+            CtlOutput::ok("alice\nbob\nzoe")
+        );
+        assert_eq!(
+            run(&env, "registered_users", &["EXAMPLE.org"]),
+            CtlOutput::ok("eve")
+        );
+        assert_eq!(
+            run(&env, "registered_users", &["x"]),
+            CtlOutput::failed("Unknown virtual host: x")
+        );
+        assert_eq!(
+            run(&env, "registered_vhosts", &[]),
+            CtlOutput::ok("localhost\nexample.org")
+        );
+    }
+
+    #[test]
+    fn server_commands_need_a_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), None);
+        for cmd in [
+            "connected_users",
+            "connected_users_number",
+            "status",
+            "stop",
+        ] {
+            assert_eq!(
+                run(&env, cmd, &[]),
+                CtlOutput::not_running(NOT_RUNNING),
+                "{cmd}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_commands_with_a_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Arc::new(FakeServer::default());
+        server.sessions.lock().unwrap().extend([
+            "zed@localhost/a".to_string(),
+            "amy@example.org/b".to_string(),
+        ]);
+        let env = env_in(dir.path(), Some(server.clone()));
+        assert_eq!(
+            run(&env, "connected_users", &[]),
+            CtlOutput::ok("amy@example.org/b\nzed@localhost/a")
+        );
+        assert_eq!(run(&env, "connected_users_number", &[]), CtlOutput::ok("2"));
+        assert_eq!(
+            run(&env, "status", &[]),
+            CtlOutput::ok(
+                "The server rookery is started with status: started\nUptime 5 s, 1 session"
+            )
+        );
+        assert!(!server.stopped.load(Ordering::SeqCst));
+        assert_eq!(run(&env, "stop", &[]), CtlOutput::ok(""));
+        assert!(server.stopped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), None);
+        let out = run(&env, "frobnicate", &[]);
+        assert_eq!(out.code, EXIT_USAGE);
+        assert!(out.output.contains("Unknown command 'frobnicate'"));
+        let out = run(&env, "register", &["alice", "localhost"]);
+        assert_eq!(out.code, EXIT_USAGE);
+        assert!(
+            out.output
+                .contains("Usage: rookery ctl register USER HOST PASSWORD"),
+            "{out:?}"
+        );
+        assert!(out.output.contains("takes 3 arguments, 2 given"), "{out:?}");
+        assert_eq!(run(&env, "status", &["extra"]).code, EXIT_USAGE);
+        assert_eq!(run(&env, "help", &["a", "b"]).code, EXIT_USAGE);
+        assert_eq!(run(&env, "help", &["nope"]).code, EXIT_USAGE);
+        // Usage errors win over "not running".
+        assert_eq!(run(&env, "stop", &["now"]).code, EXIT_USAGE);
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path(), None);
+        let out = run(&env, "help", &[]);
+        assert_eq!(out.code, EXIT_OK);
+        for spec in commands() {
+            let line = out
+                .output
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{} ", spec.name)))
+                .unwrap_or_else(|| panic!("{} not listed", spec.name));
+            assert!(line.contains(spec.help));
+            for arg in spec.args {
+                assert!(line.contains(arg));
+            }
+        }
+        let out = run(&env, "help", &["register"]);
+        assert_eq!(out.code, EXIT_OK);
+        assert!(out
+            .output
+            .starts_with("Usage: rookery ctl register USER HOST PASSWORD"));
+        assert!(out.output.contains("while it is stopped"));
+        let out = run(&env, "help", &["stop"]);
+        assert!(out.output.contains("Needs a running server"));
+    }
+}

@@ -1,0 +1,238 @@
+//! Where a stanza goes once its sender is known (RFC 6120 §10, RFC 6121 §8):
+//! to the server itself (answered by a module), to a local account's
+//! sessions, or back to its sender as an error. Every stanza that enters the
+//! server, from any stream, ends here with its `from` already stamped.
+
+use std::sync::atomic::Ordering;
+
+use jid::{BareJid, FullJid, Jid};
+use xep_support::element::Element;
+use xep_support::module::IqRequest;
+use xep_support::ns;
+use xep_support::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaError};
+
+use crate::router::Delivery;
+use crate::server::Server;
+
+/// Route a stanza whose `from` is trustworthy.
+pub async fn route(server: &Server, stanza: Element) {
+    let to = match stanza.attr("to") {
+        None => None,
+        Some(t) => match Jid::new(t) {
+            Ok(j) => Some(j),
+            Err(_) => {
+                bounce(server, &stanza, StanzaError::new(ErrorType::Modify, "jid-malformed")).await;
+                return;
+            }
+        },
+    };
+    let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
+    let to = match to {
+        Some(t) => t,
+        // No `to`: the stanza is for the sender's own account (RFC 6120 §10.3).
+        None => match &from {
+            Some(f) => Jid::from(f.to_bare()),
+            None => return,
+        },
+    };
+    let domain = to.domain().as_str();
+    if !server.serves(domain) {
+        bounce(server, &stanza, StanzaError::new(ErrorType::Cancel, "remote-server-not-found")).await;
+        return;
+    }
+    if to.node().is_none() {
+        if to.resource().is_none() {
+            to_server(server, stanza, &to).await;
+        } else {
+            // No components or resources on the server itself yet.
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
+        }
+        return;
+    }
+    match stanza.name.as_str() {
+        "message" => message_to_user(server, stanza, &to).await,
+        "presence" => presence_to_user(server, stanza, &to).await,
+        "iq" => iq_to_user(server, stanza, &to).await,
+        _ => {}
+    }
+}
+
+/// A stanza addressed to the server's own domain.
+async fn to_server(server: &Server, stanza: Element, to: &Jid) {
+    if stanza.name != "iq" {
+        // Messages and presence to the server itself: nothing handles them yet.
+        return;
+    }
+    let kind = stanza.attr("type").unwrap_or("");
+    if kind != "get" && kind != "set" {
+        return; // results and errors are never answered
+    }
+    let reply = answer_server_iq(server, &stanza, to, kind == "set");
+    send_back(server, reply).await;
+}
+
+/// Answer an iq get/set to the server through the module registered for
+/// its payload namespace.
+fn answer_server_iq(server: &Server, stanza: &Element, to: &Jid, is_set: bool) -> Element {
+    let Some(payload) = stanza.first_child() else {
+        return iq_error(stanza, &StanzaError::bad_request());
+    };
+    let Some(from) = stanza.attr("from").and_then(|f| FullJid::new(f).ok()) else {
+        return iq_error(stanza, &StanzaError::bad_request());
+    };
+    if payload.is("session", ns::SESSION) {
+        // Legacy session establishment (RFC 3921): a no-op that clients still send.
+        return iq_result(stanza, None);
+    }
+    match server.module_for(&payload.ns) {
+        Some(module) => {
+            let req = IqRequest {
+                stanza,
+                payload,
+                is_set,
+                from: &from,
+                to,
+            };
+            match module.handle_server_iq(server, &req) {
+                Ok(p) => iq_result(stanza, p),
+                Err(e) => iq_error(stanza, &e),
+            }
+        }
+        None => iq_error(stanza, &StanzaError::service_unavailable()),
+    }
+}
+
+async fn message_to_user(server: &Server, stanza: Element, to: &Jid) {
+    let kind = stanza.attr("type").unwrap_or("normal");
+    if let Ok(full) = to.clone().try_into_full() {
+        if let Some(session) = server.router.session(&full) {
+            deliver_or_bounce(server, &session, stanza).await;
+            return;
+        }
+        // RFC 6121 §8.5.3.2.1: no such resource — treat as addressed to the bare JID,
+        // except groupchat (error) and headline/error (dropped).
+        if kind == "groupchat" {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            return;
+        }
+    }
+    let bare = to.to_bare();
+    let targets = server.router.best_resources(&bare);
+    if targets.is_empty() {
+        match kind {
+            "error" | "headline" => {}
+            _ => {
+                // Offline storage arrives with the IM work; until then the sender is told.
+                bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            }
+        }
+        return;
+    }
+    if kind == "groupchat" {
+        bounce(server, &stanza, StanzaError::service_unavailable()).await;
+        return;
+    }
+    for session in targets {
+        let mut copy = stanza.clone();
+        copy.set_attr("to", to.as_str());
+        deliver_or_bounce(server, &session, copy).await;
+    }
+}
+
+async fn presence_to_user(server: &Server, stanza: Element, to: &Jid) {
+    match to.clone().try_into_full() {
+        Ok(full) => {
+            if let Some(session) = server.router.session(&full) {
+                let _ = server.router.deliver(&session, stanza).await;
+            }
+        }
+        Err(bare) => {
+            // Directed presence to a bare JID goes to every available resource.
+            for session in server.router.sessions_of(&bare) {
+                if session.available.load(Ordering::Relaxed) {
+                    let _ = server.router.deliver(&session, stanza.clone()).await;
+                }
+            }
+        }
+    }
+}
+
+async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
+    let kind = stanza.attr("type").unwrap_or("");
+    match to.clone().try_into_full() {
+        Ok(full) => match server.router.session(&full) {
+            Some(session) => deliver_or_bounce(server, &session, stanza).await,
+            None => {
+                if kind == "get" || kind == "set" {
+                    bounce(server, &stanza, StanzaError::service_unavailable()).await;
+                }
+            }
+        },
+        Err(bare) => {
+            // An iq to an account's bare JID is handled by the server on its behalf.
+            if kind == "get" || kind == "set" {
+                let from_self = stanza
+                    .attr("from")
+                    .and_then(|f| Jid::new(f).ok())
+                    .map(|f| f.to_bare() == bare)
+                    .unwrap_or(false);
+                let _ = from_self; // account-addressed modules (roster, vCard, PEP) come later
+                bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            }
+        }
+    }
+}
+
+async fn deliver_or_bounce(server: &Server, session: &crate::router::SessionHandle, stanza: Element) {
+    let backup = if stanza.attr("type") == Some("error") {
+        None
+    } else {
+        Some(stanza.clone())
+    };
+    match server.router.deliver(session, stanza).await {
+        Delivery::Delivered => {}
+        Delivery::Gone => {
+            if let Some(s) = backup {
+                bounce(server, &s, StanzaError::service_unavailable()).await;
+            }
+        }
+        Delivery::Stuck => {
+            if let Some(s) = backup {
+                bounce(server, &s, StanzaError::new(ErrorType::Wait, "resource-constraint")).await;
+            }
+        }
+    }
+}
+
+/// Send a stanza the server produced back to a local full JID.
+async fn send_back(server: &Server, stanza: Element) {
+    let Some(to) = stanza.attr("to").and_then(|t| FullJid::new(t).ok()) else {
+        return;
+    };
+    if let Some(session) = server.router.session(&to) {
+        let _ = server.router.deliver(&session, stanza).await;
+    }
+}
+
+/// Return an error to the sender of `stanza` (never for errors themselves).
+pub async fn bounce(server: &Server, stanza: &Element, error: StanzaError) {
+    if stanza.attr("type") == Some("error") {
+        return;
+    }
+    if stanza.name == "presence" {
+        // Presence errors to unknown addressees are not reported back (RFC 6121 §4.6).
+        return;
+    }
+    let reply = error_reply(stanza, &error);
+    send_back(server, reply).await;
+}
+
+/// Whether an account exists (used when it has no session).
+#[allow(dead_code)]
+pub fn account_exists(server: &Server, bare: &BareJid) -> bool {
+    let Some(node) = bare.node() else { return false };
+    server
+        .storage
+        .user_exists(bare.domain().as_str(), node.as_str())
+        .unwrap_or(false)
+}

@@ -1,0 +1,257 @@
+//! The local router: every bound session by bare and full JID, and the
+//! delivery of stanzas between sessions of this server and to the server's
+//! modules.
+//!
+//! Each session owns a bounded queue ([`SESSION_QUEUE`] stanzas) drained by
+//! its writer task. Back-pressure policy: delivery waits for room in the
+//! recipient's queue for at most [`SEND_WAIT`]; that wait slows the
+//! *sender's* reader (and so, through TCP, the sending client) down to the
+//! recipient's pace. A recipient whose queue stays full that long is a stuck
+//! reader: it is disconnected with `<policy-violation/>` and the stanza is
+//! bounced to its sender with `<resource-constraint/>` — never dropped
+//! silently.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jid::{BareJid, FullJid};
+use tokio::sync::{mpsc, Notify};
+use xep_support::element::Element;
+
+/// Stanzas a session's outgoing queue holds.
+pub const SESSION_QUEUE: usize = 256;
+/// How long delivery waits for room in a full queue.
+pub const SEND_WAIT: Duration = Duration::from_secs(5);
+
+/// What a session's writer task is asked to do.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Write a stanza.
+    Stanza(Element),
+    /// Close the stream, with a stream error condition if given.
+    Close(Option<&'static str>),
+}
+
+/// A bound session as the router sees it.
+pub struct SessionHandle {
+    pub id: u64,
+    pub jid: FullJid,
+    pub tx: mpsc::Sender<Outgoing>,
+    /// Signalled when the session must stop reading (kicked, replaced, shut down).
+    pub stop: Notify,
+    /// Whether the session has sent available presence.
+    pub available: AtomicBool,
+    /// The priority of its last available presence.
+    pub priority: AtomicI32,
+}
+
+impl SessionHandle {
+    /// Ask the session to close its stream (with an optional stream error).
+    pub fn close(&self, condition: Option<&'static str>) {
+        let _ = self.tx.try_send(Outgoing::Close(condition));
+        self.stop.notify_one();
+    }
+}
+
+/// Why a bind was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BindRefused {
+    /// `max_user_sessions` reached.
+    TooManySessions,
+}
+
+/// The outcome of offering a stanza to a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// The session is gone.
+    Gone,
+    /// The session's queue stayed full: it was disconnected.
+    Stuck,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The router.
+#[derive(Default)]
+pub struct Router {
+    sessions: RwLock<HashMap<BareJid, Vec<Arc<SessionHandle>>>>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make a handle for a new session.
+    pub fn new_handle(jid: FullJid, tx: mpsc::Sender<Outgoing>) -> Arc<SessionHandle> {
+        Arc::new(SessionHandle {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            jid,
+            tx,
+            stop: Notify::new(),
+            available: AtomicBool::new(false),
+            priority: AtomicI32::new(0),
+        })
+    }
+
+    /// Register a bound session. A session with the same full JID is
+    /// returned so the caller can close it with `<conflict/>` (it is removed
+    /// from the table here). `max` is the user's session limit.
+    pub fn bind(
+        &self,
+        handle: Arc<SessionHandle>,
+        max: Option<usize>,
+    ) -> Result<Option<Arc<SessionHandle>>, BindRefused> {
+        let bare = handle.jid.to_bare();
+        let mut table = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        let list = table.entry(bare).or_default();
+        let old_pos = list.iter().position(|s| s.jid == handle.jid);
+        let others = list.len() - usize::from(old_pos.is_some());
+        if let Some(max) = max {
+            if others >= max {
+                return Err(BindRefused::TooManySessions);
+            }
+        }
+        let replaced = old_pos.map(|p| list.remove(p));
+        list.push(handle);
+        Ok(replaced)
+    }
+
+    /// Remove a session (only if it is still the one registered under its JID).
+    pub fn unbind(&self, handle: &SessionHandle) {
+        let bare = handle.jid.to_bare();
+        let mut table = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = table.get_mut(&bare) {
+            list.retain(|s| s.id != handle.id);
+            if list.is_empty() {
+                table.remove(&bare);
+            }
+        }
+    }
+
+    /// The sessions of one account.
+    pub fn sessions_of(&self, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
+        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        table.get(bare).cloned().unwrap_or_default()
+    }
+
+    /// The session bound to a full JID.
+    pub fn session(&self, full: &FullJid) -> Option<Arc<SessionHandle>> {
+        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .get(&full.to_bare())
+            .and_then(|l| l.iter().find(|s| s.jid == *full).cloned())
+    }
+
+    /// Every session.
+    pub fn all_sessions(&self) -> Vec<Arc<SessionHandle>> {
+        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        table.values().flatten().cloned().collect()
+    }
+
+    /// Number of bound sessions.
+    pub fn count(&self) -> usize {
+        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        table.values().map(Vec::len).sum()
+    }
+
+    /// The available resources of an account with the highest non-negative
+    /// priority (RFC 6121 §8.5.2.1.1 lets a server pick these).
+    pub fn best_resources(&self, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
+        let list = self.sessions_of(bare);
+        let eligible: Vec<_> = list
+            .into_iter()
+            .filter(|s| s.available.load(Ordering::Relaxed) && s.priority.load(Ordering::Relaxed) >= 0)
+            .collect();
+        let Some(top) = eligible.iter().map(|s| s.priority.load(Ordering::Relaxed)).max() else {
+            return Vec::new();
+        };
+        eligible
+            .into_iter()
+            .filter(|s| s.priority.load(Ordering::Relaxed) == top)
+            .collect()
+    }
+
+    /// Offer a stanza to one session, waiting for room as the policy says.
+    pub async fn deliver(&self, session: &SessionHandle, stanza: Element) -> Delivery {
+        match session.tx.try_send(Outgoing::Stanza(stanza)) {
+            Ok(()) => Delivery::Delivered,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+            Err(mpsc::error::TrySendError::Full(Outgoing::Stanza(stanza))) => {
+                match session.tx.send_timeout(Outgoing::Stanza(stanza), SEND_WAIT).await {
+                    Ok(()) => Delivery::Delivered,
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => Delivery::Gone,
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        tracing::warn!(jid = %session.jid, "output queue stayed full; disconnecting");
+                        session.close(Some("policy-violation"));
+                        self.unbind(session);
+                        Delivery::Stuck
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Gone,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(j: &str) -> (Arc<SessionHandle>, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(2);
+        (Router::new_handle(FullJid::new(j).unwrap(), tx), rx)
+    }
+
+    #[test]
+    fn bind_replaces_same_full_jid_and_limits_sessions() {
+        let r = Router::new();
+        let (a, _ra) = handle("a@x/1");
+        let (a2, _ra2) = handle("a@x/1");
+        let (b, _rb) = handle("a@x/2");
+        assert!(r.bind(a.clone(), Some(2)).unwrap().is_none());
+        let replaced = r.bind(a2.clone(), Some(2)).unwrap().unwrap();
+        assert_eq!(replaced.id, a.id);
+        assert!(r.bind(b, Some(2)).unwrap().is_none());
+        let (c, _rc) = handle("a@x/3");
+        assert!(matches!(r.bind(c, Some(2)), Err(BindRefused::TooManySessions)));
+        assert_eq!(r.count(), 2);
+        r.unbind(&a); // already replaced: no effect
+        assert_eq!(r.count(), 2);
+        r.unbind(&a2);
+        assert_eq!(r.count(), 1);
+    }
+
+    #[test]
+    fn best_resources_skip_negative_and_unavailable() {
+        let r = Router::new();
+        let (a, _ra) = handle("a@x/1");
+        let (b, _rb) = handle("a@x/2");
+        let (c, _rc) = handle("a@x/3");
+        for h in [&a, &b, &c] {
+            r.bind(h.clone(), None).unwrap();
+        }
+        a.available.store(true, Ordering::Relaxed);
+        a.priority.store(-1, Ordering::Relaxed);
+        b.available.store(true, Ordering::Relaxed);
+        b.priority.store(5, Ordering::Relaxed);
+        let best = r.best_resources(&BareJid::new("a@x").unwrap());
+        assert_eq!(best.len(), 1);
+        assert_eq!(best[0].id, b.id);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stuck_recipient_is_disconnected() {
+        let r = Router::new();
+        let (a, _ra) = handle("a@x/1");
+        r.bind(a.clone(), None).unwrap();
+        let msg = || Element::new("message", "jabber:client");
+        assert_eq!(r.deliver(&a, msg()).await, Delivery::Delivered);
+        assert_eq!(r.deliver(&a, msg()).await, Delivery::Delivered);
+        assert_eq!(r.deliver(&a, msg()).await, Delivery::Stuck);
+        assert_eq!(r.count(), 0);
+    }
+}
