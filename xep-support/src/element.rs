@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 pub const NS_CLIENT: &str = "jabber:client";
 /// Namespace of server-to-server streams' stanzas.
 pub const NS_SERVER: &str = "jabber:server";
+/// The streams namespace, written with the `stream:` prefix.
+pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
 /// The `xml:` prefix's namespace.
 pub const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 
@@ -155,8 +157,15 @@ impl Element {
     /// stream can be written on a server stream and vice versa.
     pub fn write_to(&self, out: &mut String, parent_ns: &str) {
         out.push('<');
+        // Stream-level elements use the `stream:` prefix the stream header declares;
+        // some clients match `stream:features` literally.
+        let prefixed = self.ns == NS_STREAM;
+        if prefixed {
+            out.push_str("stream:");
+        }
         out.push_str(&self.name);
-        let same_ns = self.ns == parent_ns
+        let same_ns = prefixed
+            || self.ns == parent_ns
             || (is_content_ns(&self.ns) && is_content_ns(parent_ns));
         if !same_ns {
             out.push_str(" xmlns='");
@@ -196,6 +205,9 @@ impl Element {
             }
         }
         out.push_str("</");
+        if prefixed {
+            out.push_str("stream:");
+        }
         out.push_str(&self.name);
         out.push('>');
     }
@@ -266,6 +278,15 @@ mod tests {
         assert_eq!(
             fwd.to_xml(NS_CLIENT),
             "<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client'/></forwarded>"
+        );
+    }
+
+    #[test]
+    fn stream_elements_use_the_stream_prefix() {
+        let f = Element::new("features", NS_STREAM).with_child(Element::new("bind", "urn:ietf:params:xml:ns:xmpp-bind"));
+        assert_eq!(
+            f.to_xml(NS_CLIENT),
+            "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
         );
     }
 
