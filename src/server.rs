@@ -196,8 +196,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         SledStorage::open(&config.data_dir.join("db")).map_err(|e| format!("cannot open the database: {e}"))?,
     );
     let (modules, module_warnings) = xep_support::registry::build(&config.modules);
-    for w in module_warnings {
-        tracing::warn!("{w}");
+    for (module, message) in module_warnings {
+        tracing::warn!("{}", config.module_warning(&module, &message));
     }
     let mut iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
     for m in &modules {
@@ -250,6 +250,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         server.shutdown_signal(),
     ));
 
+    // Catch SIGTERM/SIGINT before announcing readiness, so an early signal
+    // still means an orderly shutdown.
+    let signals = Signals::install();
     let mut accept_tasks = Vec::new();
     for (listener, cfg) in bound {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -268,7 +271,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     println!("rookery: ready");
     tracing::info!("rookery {} ready for {}", env!("CARGO_PKG_VERSION"), server.config.hosts.join(", "));
 
-    wait_for_stop(&server).await;
+    signals.wait(&server).await;
     tracing::info!("shutting down");
     server.begin_shutdown();
     for t in &accept_tasks {
@@ -287,19 +290,45 @@ pub async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_stop(server: &Server) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut stop = server.shutdown_signal();
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    let (Ok(mut term), Ok(mut int)) = (term, int) else {
-        let _ = stop.wait_for(|v| *v).await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = stop.wait_for(|v| *v) => {}
+/// SIGTERM and SIGINT handlers.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Wait for a signal or for `rookery ctl stop`.
+    async fn wait(mut self, server: &Server) {
+        let mut stop = server.shutdown_signal();
+        let term = async {
+            match self.term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let int = async {
+            match self.int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = int => {}
+            _ = stop.wait_for(|v| *v) => {}
+        }
     }
 }
 

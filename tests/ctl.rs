@@ -21,6 +21,12 @@ fn is_listed(server: &Server, user: &str) -> bool {
     out.lines().map(str::trim).any(|l| l == user || l == jid)
 }
 
+/// SIGTERM and assert a clean exit (status 0).
+fn stop_clean(server: &mut Server) {
+    let st = server.stop();
+    assert!(st.success(), "server exited with {st:?} after SIGTERM");
+}
+
 fn code(server: &Server, args: &[&str]) -> i32 {
     server.ctl(args).0
 }
@@ -59,7 +65,7 @@ async fn account_lifecycle_with_server_running() {
 #[tokio::test]
 async fn account_lifecycle_with_server_stopped() {
     let mut server = Server::start();
-    assert!(server.stop().success());
+    stop_clean(&mut server);
 
     server.register("alice", "localhost", "secret");
     assert_eq!(code(&server, &["register", "alice", "localhost", "x"]), 1);
@@ -71,7 +77,7 @@ async fn account_lifecycle_with_server_stopped() {
     assert!(is_listed(&server, "alice"), "offline registration lost");
     assert!(can_login(&server, "alice", "offline-pw").await);
     assert!(!can_login(&server, "alice", "secret").await);
-    assert!(server.stop().success());
+    stop_clean(&mut server);
 
     server.ctl_ok(&["unregister", "alice", "localhost"]);
     assert!(!is_listed(&server, "alice"));
@@ -119,7 +125,7 @@ fn status_reflects_server_state() {
     let mut server = Server::start();
     let (c, out, err) = server.ctl(&["status"]);
     assert_eq!(c, 0, "status while running: stdout={out:?} stderr={err:?}");
-    assert!(server.stop().success());
+    stop_clean(&mut server);
     assert_eq!(code(&server, &["status"]), 3);
     assert_eq!(code(&server, &["connected_users"]), 3);
     assert_eq!(code(&server, &["stop"]), 3);

@@ -16,10 +16,13 @@ fn accepted_options(name: &str) -> &'static [&'static str] {
     }
 }
 
+/// A warning about one module: its name and the message.
+pub type ModuleWarning = (String, String);
+
 /// Build the modules named in the config, in order. Returns the modules and
-/// warnings for names this server does not implement (ejabberd configs list
-/// many) and for options it does not know.
-pub fn build(config: &[(String, serde_yaml_ng::Value)]) -> (Vec<Arc<dyn Module>>, Vec<String>) {
+/// warnings (module name, message) for names this server does not implement
+/// (ejabberd configs list many) and for options it does not know.
+pub fn build(config: &[(String, serde_yaml_ng::Value)]) -> (Vec<Arc<dyn Module>>, Vec<ModuleWarning>) {
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
     let mut warnings = Vec::new();
     for (name, opts) in config {
@@ -27,7 +30,7 @@ pub fn build(config: &[(String, serde_yaml_ng::Value)]) -> (Vec<Arc<dyn Module>>
             "mod_ping" => Arc::new(crate::ping::Ping),
             "mod_disco" => Arc::new(crate::disco::Disco),
             other => {
-                warnings.push(format!("module {other} is not supported yet and is ignored"));
+                warnings.push((other.to_string(), format!("module {other} is not supported yet and is ignored")));
                 continue;
             }
         };
@@ -35,7 +38,7 @@ pub fn build(config: &[(String, serde_yaml_ng::Value)]) -> (Vec<Arc<dyn Module>>
             for key in map.keys() {
                 let key = key.as_str().unwrap_or("?");
                 if !accepted_options(name).contains(&key) {
-                    warnings.push(format!("module {name}: option {key} is not supported and is ignored"));
+                    warnings.push((name.clone(), format!("option {key} is not supported and is ignored")));
                 }
             }
         }
@@ -58,6 +61,6 @@ mod tests {
         assert_eq!(mods.len(), 1);
         assert_eq!(mods[0].name(), "mod_ping");
         assert_eq!(warns.len(), 1);
-        assert!(warns[0].contains("mod_muc"));
+        assert_eq!(warns[0].0, "mod_muc");
     }
 }
