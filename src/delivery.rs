@@ -3,8 +3,6 @@
 //! sessions, or back to its sender as an error. Every stanza that enters the
 //! server, from any stream, ends here with its `from` already stamped.
 
-use std::sync::atomic::Ordering;
-
 use jid::{BareJid, FullJid, Jid};
 use xep_support::element::Element;
 use xep_support::module::IqRequest;
@@ -14,8 +12,13 @@ use xep_support::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaErr
 use crate::router::Delivery;
 use crate::server::Server;
 
-/// Route a stanza whose `from` is trustworthy.
-pub async fn route(server: &Server, stanza: Element) {
+/// Route a stanza whose `from` is trustworthy. Boxed because routing can
+/// recurse (presence handling routes probes, answers and broadcasts).
+pub fn route<'a>(server: &'a Server, stanza: Element) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(route_inner(server, stanza))
+}
+
+async fn route_inner(server: &Server, stanza: Element) {
     let to = match stanza.attr("to") {
         None => None,
         Some(t) => match Jid::new(t) {
@@ -117,19 +120,23 @@ async fn message_to_user(server: &Server, stanza: Element, to: &Jid) {
         }
     }
     let bare = to.to_bare();
-    let targets = server.router.best_resources(&bare);
-    if targets.is_empty() {
-        match kind {
-            "error" | "headline" => {}
-            _ => {
-                // Offline storage arrives with the IM work; until then the sender is told.
-                bounce(server, &stanza, StanzaError::service_unavailable()).await;
-            }
+    if kind == "groupchat" {
+        // §8.5.2: groupchat to an account is an error, online or not.
+        if kind != "error" {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
         }
         return;
     }
-    if kind == "groupchat" {
-        bounce(server, &stanza, StanzaError::service_unavailable()).await;
+    let targets = server.router.best_resources(&bare);
+    if targets.is_empty() {
+        if kind == "error" || kind == "headline" {
+            return; // §8.5.2.2: silently ignored
+        }
+        if server.router.sessions_of(&bare).is_empty() && !account_exists(server, &bare) {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            return;
+        }
+        crate::im::offline::store_or_deliver(server, stanza, &bare).await;
         return;
     }
     for session in targets {
@@ -140,21 +147,16 @@ async fn message_to_user(server: &Server, stanza: Element, to: &Jid) {
 }
 
 async fn presence_to_user(server: &Server, stanza: Element, to: &Jid) {
-    match to.clone().try_into_full() {
-        Ok(full) => {
-            if let Some(session) = server.router.session(&full) {
-                let _ = server.router.deliver(&session, stanza).await;
-            }
-        }
-        Err(bare) => {
-            // Directed presence to a bare JID goes to every available resource.
-            for session in server.router.sessions_of(&bare) {
-                if session.available.load(Ordering::Relaxed) {
-                    let _ = server.router.deliver(&session, stanza.clone()).await;
-                }
-            }
-        }
+    let bare = to.to_bare();
+    let online = !server.router.sessions_of(&bare).is_empty();
+    let kind = stanza.attr("type");
+    if !online && matches!(kind, None | Some("unavailable") | Some("error")) {
+        return; // nobody to show it to
     }
+    if !online && !account_exists(server, &bare) {
+        return; // §4.x: presence to a nonexistent account is silently dropped
+    }
+    crate::im::presence::inbound_to_user(server, stanza, to).await;
 }
 
 async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
@@ -170,13 +172,24 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
         },
         Err(bare) => {
             // An iq to an account's bare JID is handled by the server on its behalf.
-            if kind == "get" || kind == "set" {
-                let from_self = stanza
-                    .attr("from")
-                    .and_then(|f| Jid::new(f).ok())
-                    .map(|f| f.to_bare() == bare)
-                    .unwrap_or(false);
-                let _ = from_self; // account-addressed modules (roster, vCard, PEP) come later
+            if kind != "get" && kind != "set" {
+                return;
+            }
+            let from_self = stanza
+                .attr("from")
+                .and_then(|f| Jid::new(f).ok())
+                .map(|f| f.to_bare() == bare)
+                .unwrap_or(false);
+            let ns = stanza.first_child().map(|c| c.ns.clone()).unwrap_or_default();
+            if from_self && ns == crate::im::roster::NS_ROSTER {
+                if let Some(reply) = crate::im::roster::handle_iq(server, &stanza, &bare).await {
+                    send_back(server, reply).await;
+                }
+            } else if from_self && (ns == ns::SESSION || server.module_for(&ns).is_some()) {
+                let reply = answer_server_iq(server, &stanza, &Jid::from(bare), kind == "set");
+                send_back(server, reply).await;
+            } else {
+                // Account-addressed modules for others (vCard, PEP) come later.
                 bounce(server, &stanza, StanzaError::service_unavailable()).await;
             }
         }
@@ -228,7 +241,6 @@ pub async fn bounce(server: &Server, stanza: &Element, error: StanzaError) {
 }
 
 /// Whether an account exists (used when it has no session).
-#[allow(dead_code)]
 pub fn account_exists(server: &Server, bare: &BareJid) -> bool {
     let Some(node) = bare.node() else { return false };
     server

@@ -7,6 +7,7 @@ mod c2s;
 mod config;
 mod ctl;
 mod delivery;
+mod im;
 mod router;
 mod server;
 mod storage;

@@ -11,13 +11,13 @@
 //! bounced to its sender with `<resource-constraint/>` — never dropped
 //! silently.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jid::{BareJid, FullJid};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use xep_support::element::Element;
 
 /// Stanzas a session's outgoing queue holds.
@@ -32,6 +32,8 @@ pub enum Outgoing {
     Stanza(Element),
     /// Close the stream, with a stream error condition if given.
     Close(Option<&'static str>),
+    /// Signal once everything queued before this was written to the socket.
+    Ack(oneshot::Sender<()>),
 }
 
 /// A bound session as the router sees it.
@@ -45,6 +47,12 @@ pub struct SessionHandle {
     pub available: AtomicBool,
     /// The priority of its last available presence.
     pub priority: AtomicI32,
+    /// Whether the session requested the roster (and so gets roster pushes).
+    pub interested: AtomicBool,
+    /// Its last available presence, to answer probes (RFC 6121 §4.3.2).
+    pub last_presence: std::sync::Mutex<Option<Element>>,
+    /// Entities it sent directed presence to (RFC 6121 §4.6), told when it goes.
+    pub directed: std::sync::Mutex<HashSet<String>>,
 }
 
 impl SessionHandle {
@@ -94,6 +102,9 @@ impl Router {
             stop: Notify::new(),
             available: AtomicBool::new(false),
             priority: AtomicI32::new(0),
+            interested: AtomicBool::new(false),
+            last_presence: std::sync::Mutex::new(None),
+            directed: std::sync::Mutex::new(HashSet::new()),
         })
     }
 

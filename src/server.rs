@@ -35,6 +35,10 @@ pub struct Server {
     direct_tls_acceptor: tokio_rustls::TlsAcceptor,
     pub storage: Arc<dyn Storage>,
     pub router: Router,
+    /// Rosters of accounts with sessions (RFC 6121), written through to storage.
+    pub rosters: crate::im::roster::RosterCache,
+    /// Per-account locks ordering offline storage against draining it.
+    pub account_locks: crate::im::offline::AccountLocks,
     pub modules: Vec<Arc<dyn Module>>,
     iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
     shutdown: watch::Sender<bool>,
@@ -226,6 +230,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         tls,
         storage: storage.clone(),
         router: Router::new(),
+        rosters: Default::default(),
+        account_locks: Default::default(),
         modules,
         iq_handlers,
         shutdown,

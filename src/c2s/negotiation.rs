@@ -295,7 +295,9 @@ impl Negotiation {
         if self.user.is_some() {
             f = f
                 .with_child(Element::new("bind", ns::BIND))
-                .with_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)));
+                .with_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)))
+                .with_child(Element::new("ver", crate::im::roster::NS_ROSTER_VER))
+                .with_child(Element::new("sub", "urn:xmpp:features:pre-approval"));
             for m in &self.server.modules {
                 for e in m.stream_features() {
                     f = f.with_child(e);

@@ -3,7 +3,6 @@
 //! session's presence state, and hands each stanza to [`crate::delivery`].
 //! Its writer runs as a second task draining the session's queue.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use jid::Jid;
@@ -38,6 +37,8 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         peer,
     } = bound;
     let writer_task = tokio::spawn(super::writer::run(writer, rx, handle.clone()));
+    // Roster for presence fan-out is loaded once now, not per stanza.
+    let _ = server.rosters.get(&server, &handle.jid.to_bare());
     let end = loop {
         let ev = tokio::select! {
             ev = reader.next() => ev,
@@ -68,19 +69,25 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         }
         End::Stopped => {}
     }
+    crate::im::presence::session_ended(&server, &handle).await;
     for m in &server.modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
     tracing::info!(%peer, "session ended: {}", handle.jid);
     drop(reader);
     // The writer ends on Close or once every sender is gone; bound the wait.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(35), writer_task).await;
+    if let Ok(Ok(leftover)) = tokio::time::timeout(std::time::Duration::from_secs(35), writer_task).await {
+        // Messages that were queued but not written go to another resource or offline storage.
+        for msg in leftover {
+            crate::delivery::route(&server, msg).await;
+        }
+    }
 }
 
 /// Check, stamp and route one stanza. `Err` is a stream error condition.
 async fn handle_stanza(
     server: &Arc<Server>,
-    handle: &crate::router::SessionHandle,
+    handle: &Arc<crate::router::SessionHandle>,
     mut el: Element,
 ) -> Result<(), &'static str> {
     if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
@@ -116,35 +123,19 @@ async fn handle_stanza(
             }
             if el.attr("to").is_none() && (kind == "get" || kind == "set") {
                 // No `to`: handled by the server on behalf of the account (RFC 6120 §10.3.3).
-                el.set_attr("to", handle.jid.domain().as_str());
+                el.set_attr("to", handle.jid.to_bare().to_string());
             }
         }
         "presence" => {
-            if el.attr("to").is_none() {
-                update_own_presence(handle, &el);
-                // Broadcast to contacts arrives with rosters (RFC 6121).
-                return Ok(());
+            match el.attr("to").map(Jid::new) {
+                None => crate::im::presence::broadcast_from_session(server, handle, el).await,
+                Some(Ok(to)) => crate::im::presence::directed_from_session(server, handle, el, to).await,
+                Some(Err(_)) => {}
             }
+            return Ok(());
         }
         _ => {}
     }
     crate::delivery::route(server, el).await;
     Ok(())
-}
-
-/// Track availability and priority from the client's broadcast presence.
-fn update_own_presence(handle: &crate::router::SessionHandle, el: &Element) {
-    match el.attr("type") {
-        None => {
-            let prio = el
-                .child("priority", ns::CLIENT)
-                .and_then(|p| p.text().trim().parse::<i32>().ok())
-                .unwrap_or(0)
-                .clamp(-128, 127);
-            handle.priority.store(prio, Ordering::Relaxed);
-            handle.available.store(true, Ordering::Relaxed);
-        }
-        Some("unavailable") => handle.available.store(false, Ordering::Relaxed),
-        _ => {}
-    }
 }

@@ -42,9 +42,16 @@ async fn write(w: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> bool {
 }
 
 /// Run until the queue closes, a Close arrives, or the peer stops reading.
-pub async fn run<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outgoing>, handle: Arc<SessionHandle>) {
+/// Returns the messages still queued then, so the caller can route them
+/// elsewhere (another resource, or offline storage) instead of losing them.
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Outgoing>,
+    handle: Arc<SessionHandle>,
+) -> Vec<xep_support::element::Element> {
     let mut buf = String::with_capacity(512);
     let mut close: Option<Option<&'static str>> = None;
+    let mut acks = Vec::new();
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(item) = next.take() {
@@ -52,6 +59,10 @@ pub async fn run<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outgoin
                 Outgoing::Stanza(el) => el.write_to(&mut buf, ns::CLIENT),
                 Outgoing::Close(cond) => {
                     close = Some(cond);
+                    break;
+                }
+                Outgoing::Ack(tx) => {
+                    acks.push(tx);
                     break;
                 }
             }
@@ -69,6 +80,9 @@ pub async fn run<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outgoin
                 buf = String::with_capacity(512);
             }
         }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
         if close.is_some() {
             break;
         }
@@ -81,4 +95,14 @@ pub async fn run<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Outgoin
     let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
     // Wake the reader in case the session is ending from this side.
     handle.stop.notify_one();
+    rx.close();
+    let mut leftover = Vec::new();
+    while let Ok(item) = rx.try_recv() {
+        if let Outgoing::Stanza(el) = item {
+            if el.name == "message" {
+                leftover.push(el);
+            }
+        }
+    }
+    leftover
 }

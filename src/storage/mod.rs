@@ -7,12 +7,121 @@
 //!
 //! Host and user strings handed to storage are already normalised by the
 //! caller (nodeprep / domain normalisation); storage does not validate JIDs.
+//!
+//! Besides accounts, storage keeps the RFC 6121 instant-messaging state:
+//! rosters with versions (§2.6) and tombstones of removed items, pending
+//! inbound subscription requests (§3.1.3), and offline messages (XEP-0160).
+//! Stanzas are stored as XML text; [`stanza_codec`] turns them back into
+//! elements.
 
+mod offline_store;
+mod roster_store;
 pub mod sled_store;
+pub mod stanza_codec;
 
 pub use sled_store::SledStorage;
 
+use serde::{Deserialize, Serialize};
+
 use crate::auth::credentials::StoredCredentials;
+
+/// The subscription state of a roster item (RFC 6121 §2.1.2.5), from the
+/// roster owner's point of view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Subscription {
+    /// Neither side is subscribed to the other's presence.
+    None,
+    /// The user is subscribed to the contact's presence.
+    To,
+    /// The contact is subscribed to the user's presence.
+    From,
+    /// Both.
+    Both,
+}
+
+impl Subscription {
+    /// The `subscription` attribute value: `none`, `to`, `from` or `both`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Subscription::None => "none",
+            Subscription::To => "to",
+            Subscription::From => "from",
+            Subscription::Both => "both",
+        }
+    }
+
+    /// Whether the user receives the contact's presence (`to` or `both`).
+    pub fn has_to(&self) -> bool {
+        matches!(self, Subscription::To | Subscription::Both)
+    }
+
+    /// Whether the contact receives the user's presence (`from` or `both`).
+    pub fn has_from(&self) -> bool {
+        matches!(self, Subscription::From | Subscription::Both)
+    }
+
+    /// The state with the given `to` and `from` halves.
+    pub fn from_halves(to: bool, from: bool) -> Subscription {
+        match (to, from) {
+            (false, false) => Subscription::None,
+            (true, false) => Subscription::To,
+            (false, true) => Subscription::From,
+            (true, true) => Subscription::Both,
+        }
+    }
+}
+
+/// One item of a user's roster (RFC 6121 §2.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterItem {
+    /// The contact's bare JID, normalised.
+    pub jid: String,
+    /// The handle the user gave the contact.
+    pub name: Option<String>,
+    /// The groups the item is in.
+    pub groups: Vec<String>,
+    /// The subscription state.
+    pub subscription: Subscription,
+    /// `ask='subscribe'`: the user asked to subscribe and the contact has
+    /// not answered ("Pending Out").
+    pub ask: bool,
+    /// The user pre-approved a subscription request from the contact (§3.4).
+    pub approved: bool,
+    /// The contact asked to subscribe to the user, who has not answered
+    /// ("Pending In"; not shown in the roster).
+    pub pending_in: bool,
+    /// The roster version at which this item last changed (set by
+    /// [`Storage::roster_put`]).
+    pub ver: u64,
+}
+
+/// One roster change after a given version (RFC 6121 §2.6.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RosterChange {
+    /// The item was added or changed; its `ver` is the version of the change.
+    Upsert(RosterItem),
+    /// The item was removed at version `ver`.
+    Removed { jid: String, ver: u64 },
+}
+
+impl RosterChange {
+    /// The roster version at which this change happened.
+    pub fn ver(&self) -> u64 {
+        match self {
+            RosterChange::Upsert(item) => item.ver,
+            RosterChange::Removed { ver, .. } => *ver,
+        }
+    }
+}
+
+/// What [`Storage::offline_store`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfflineStored {
+    /// Stored (durably) under this sequence number.
+    Stored(u64),
+    /// Not stored: the user already has `limit` messages waiting.
+    Full,
+}
 
 /// Why a storage operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +152,13 @@ impl std::fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
-/// What Rookery keeps on disk. Accounts are keyed by (host, localpart).
+/// What Rookery keeps on disk. Accounts are keyed by (host, localpart); a
+/// user's rosters, pending requests and offline messages by (host,
+/// localpart, ...), and `contact` / `from_bare` arguments are bare JIDs
+/// already normalised by the caller.
 ///
-/// Every method that changes data (`create_user`, `delete_user`,
-/// `set_credentials`) is durable when it returns `Ok`: a crash right after
-/// never loses an acknowledged change.
+/// Every method that changes data is durable when it returns `Ok`: a crash
+/// right after never loses an acknowledged change.
 pub trait Storage: Send + Sync {
     /// Whether the account `user@host` exists.
     fn user_exists(&self, host: &str, user: &str) -> Result<bool, StorageError>;
@@ -80,6 +191,95 @@ pub trait Storage: Send + Sync {
     fn count_users(&self, host: &str) -> Result<usize, StorageError>;
     /// Write everything still buffered to disk.
     fn flush(&self) -> Result<(), StorageError>;
+
+    // --- Rosters (RFC 6121 §2), with versioning (§2.6) ---
+
+    /// The live items of `user@host`'s roster, sorted by contact JID.
+    fn roster_get(&self, host: &str, user: &str) -> Result<Vec<RosterItem>, StorageError>;
+    /// One roster item, if `contact` is in the roster.
+    fn roster_item(
+        &self,
+        host: &str,
+        user: &str,
+        contact: &str,
+    ) -> Result<Option<RosterItem>, StorageError>;
+    /// Add or replace the item for `item.jid`, bumping the roster version in
+    /// the same transaction; returns the item as stored (with its new `ver`).
+    fn roster_put(
+        &self,
+        host: &str,
+        user: &str,
+        item: RosterItem,
+    ) -> Result<RosterItem, StorageError>;
+    /// Remove `contact` from the roster, leaving a tombstone for versioned
+    /// pushes; the new roster version, or `None` (nothing changed) if the
+    /// contact was not in the roster.
+    fn roster_remove(
+        &self,
+        host: &str,
+        user: &str,
+        contact: &str,
+    ) -> Result<Option<u64>, StorageError>;
+    /// The current roster version (0 for a roster never written).
+    fn roster_version(&self, host: &str, user: &str) -> Result<u64, StorageError>;
+    /// The changes after version `ver`, ordered by version; empty if `ver`
+    /// is current, `None` if `ver` is unknown (newer than the current one,
+    /// or older than the oldest kept tombstone): send the full roster then.
+    fn roster_changes_since(
+        &self,
+        host: &str,
+        user: &str,
+        ver: u64,
+    ) -> Result<Option<Vec<RosterChange>>, StorageError>;
+
+    // --- Pending inbound subscription requests (RFC 6121 §3.1.3) ---
+
+    /// Keep the request from `from_bare` (replacing an older one from it).
+    fn pending_subscription_add(
+        &self,
+        host: &str,
+        user: &str,
+        from_bare: &str,
+        stanza_xml: &str,
+    ) -> Result<(), StorageError>;
+    /// Forget the request from `from_bare`; whether there was one.
+    fn pending_subscription_remove(
+        &self,
+        host: &str,
+        user: &str,
+        from_bare: &str,
+    ) -> Result<bool, StorageError>;
+    /// Every pending request as (from_bare, stanza_xml), sorted by JID.
+    fn pending_subscriptions(
+        &self,
+        host: &str,
+        user: &str,
+    ) -> Result<Vec<(String, String)>, StorageError>;
+
+    // --- Offline messages (XEP-0160) ---
+
+    /// Store a message unless the user already has `limit` messages waiting.
+    /// Never scans: the count is kept in a counter updated atomically.
+    fn offline_store(
+        &self,
+        host: &str,
+        user: &str,
+        stanza_xml: &str,
+        limit: Option<usize>,
+    ) -> Result<OfflineStored, StorageError>;
+    /// Up to `max` stored messages as (seq, stanza_xml), oldest first.
+    fn offline_peek(
+        &self,
+        host: &str,
+        user: &str,
+        max: usize,
+    ) -> Result<Vec<(u64, String)>, StorageError>;
+    /// Remove delivered messages (unknown sequence numbers are ignored).
+    fn offline_remove(&self, host: &str, user: &str, seqs: &[u64]) -> Result<(), StorageError>;
+    /// How many messages are waiting, in O(1).
+    fn offline_count(&self, host: &str, user: &str) -> Result<usize, StorageError>;
+    /// Remove every stored message; how many there were.
+    fn offline_delete_all(&self, host: &str, user: &str) -> Result<usize, StorageError>;
 }
 
 #[cfg(test)]
@@ -102,5 +302,40 @@ mod tests {
             .contains("bad"));
         let boxed: Box<dyn std::error::Error> = Box::new(StorageError::Io("disk".into()));
         assert!(boxed.to_string().contains("disk"));
+    }
+
+    #[test]
+    fn subscription_halves_and_names() {
+        for (to, from, s, name) in [
+            (false, false, Subscription::None, "none"),
+            (true, false, Subscription::To, "to"),
+            (false, true, Subscription::From, "from"),
+            (true, true, Subscription::Both, "both"),
+        ] {
+            assert_eq!(Subscription::from_halves(to, from), s);
+            assert_eq!(s.has_to(), to);
+            assert_eq!(s.has_from(), from);
+            assert_eq!(s.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn roster_change_versions() {
+        let item = RosterItem {
+            jid: "a@b".into(),
+            name: None,
+            groups: vec![],
+            subscription: Subscription::None,
+            ask: false,
+            approved: false,
+            pending_in: false,
+            ver: 7,
+        };
+        assert_eq!(RosterChange::Upsert(item).ver(), 7);
+        let removed = RosterChange::Removed {
+            jid: "a@b".into(),
+            ver: 9,
+        };
+        assert_eq!(removed.ver(), 9);
     }
 }

@@ -3,52 +3,92 @@
 //!
 //! Layout (all trees opened once, in [`Trees::open`]):
 //!
-//! | tree       | key                     | value                               |
-//! |------------|-------------------------|-------------------------------------|
-//! | `accounts` | `host` `\0` `localpart` | `StoredCredentials` as JSON (serde) |
+//! | tree                    | key                               | value                                  |
+//! |-------------------------|-----------------------------------|----------------------------------------|
+//! | `accounts`              | `host\0user`                      | `StoredCredentials` as JSON (serde)    |
+//! | `roster`                | `host\0user\0contact`             | `RosterItem` as JSON                   |
+//! | `roster_tombstones`     | `host\0user\0contact`             | version of the removal (u64 BE)        |
+//! | `roster_meta`           | `host\0user`                      | current version + oldest diffable one  |
+//! | `pending_subscriptions` | `host\0user\0from_bare`           | the request stanza (XML text)          |
+//! | `offline`               | `host\0user\0` + seq (u64 BE)     | the message stanza (XML text)          |
+//! | `offline_counts`        | `host\0user`                      | number of stored messages (u64 BE)     |
 //!
 //! Hosts and localparts never contain NUL (nodeprep and domain rules forbid
 //! control characters, and keys with NUL are refused here), so the key
 //! `host\0` is an exact prefix of the host's accounts and `list_users` is a
-//! prefix scan. sled orders keys bytewise, which for UTF-8 is the same as
-//! `String` ordering, so the scan is already sorted.
+//! prefix scan; likewise `host\0user\0` prefixes exactly one user's roster,
+//! tombstones, pending requests and offline messages. sled orders keys
+//! bytewise, which for UTF-8 is the same as `String` ordering, so scans are
+//! already sorted (and big-endian sequence numbers sort in arrival order).
 //!
-//! To add a record kind (rosters, offline messages, ...): add a tree name
-//! constant, a field in [`Trees`], open it in [`Trees::open`], and reuse
-//! [`key2`] / [`encode`] / [`decode`] / [`SledStorage::durable`].
+//! Records that change together change in one sled transaction over the
+//! trees involved: a roster item, its tombstone and the roster version; an
+//! offline message and the user's message counter. Rosters live in
+//! `roster_store.rs`, offline messages and pending requests in
+//! `offline_store.rs`; both are `impl SledStorage` blocks that this file's
+//! [`Storage`] impl delegates to.
 //!
-//! Durability: every mutating method calls `sled::Db::flush` (which fsyncs)
-//! before returning, so an acknowledged change survives a SIGKILL.
+//! To add a record kind: add a tree name constant, a field in [`Trees`],
+//! open it in [`Trees::open`], reuse [`key2`] / [`key3`] / [`encode`] /
+//! [`decode`] / [`SledStorage::durable`], and clear it in `delete_user`.
+//!
+//! Durability: every mutating method calls `sled::Db::flush` (which writes
+//! and fsyncs the log) before returning, so an acknowledged change survives
+//! a SIGKILL or power loss.
 
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Storage, StorageError};
+use super::{OfflineStored, RosterChange, RosterItem, Storage, StorageError};
 use crate::auth::credentials::StoredCredentials;
 
 /// Name of the tree holding accounts.
 const ACCOUNTS_TREE: &str = "accounts";
+/// Name of the tree holding roster items.
+const ROSTER_TREE: &str = "roster";
+/// Name of the tree holding removed roster items' versions.
+const ROSTER_TOMBSTONES_TREE: &str = "roster_tombstones";
+/// Name of the tree holding each roster's version.
+const ROSTER_META_TREE: &str = "roster_meta";
+/// Name of the tree holding pending inbound subscription requests.
+const PENDING_TREE: &str = "pending_subscriptions";
+/// Name of the tree holding offline messages.
+const OFFLINE_TREE: &str = "offline";
+/// Name of the tree holding each user's offline message count.
+const OFFLINE_COUNTS_TREE: &str = "offline_counts";
 
 /// The named trees, opened once when the database is opened.
-struct Trees {
-    accounts: sled::Tree,
+pub(super) struct Trees {
+    pub(super) accounts: sled::Tree,
+    pub(super) roster: sled::Tree,
+    pub(super) roster_tombstones: sled::Tree,
+    pub(super) roster_meta: sled::Tree,
+    pub(super) pending: sled::Tree,
+    pub(super) offline: sled::Tree,
+    pub(super) offline_counts: sled::Tree,
 }
 
 impl Trees {
     fn open(db: &sled::Db) -> Result<Trees, sled::Error> {
         Ok(Trees {
             accounts: db.open_tree(ACCOUNTS_TREE)?,
+            roster: db.open_tree(ROSTER_TREE)?,
+            roster_tombstones: db.open_tree(ROSTER_TOMBSTONES_TREE)?,
+            roster_meta: db.open_tree(ROSTER_META_TREE)?,
+            pending: db.open_tree(PENDING_TREE)?,
+            offline: db.open_tree(OFFLINE_TREE)?,
+            offline_counts: db.open_tree(OFFLINE_COUNTS_TREE)?,
         })
     }
 }
 
 /// Rookery's embedded database (sled).
 pub struct SledStorage {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     dir: PathBuf,
-    trees: Trees,
+    pub(super) trees: Trees,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -81,7 +121,7 @@ fn map_sled_error(dir: &Path, e: sled::Error) -> StorageError {
 
 /// A two-part key `a\0b`. Refuses parts containing NUL, which would make
 /// keys ambiguous.
-fn key2(a: &str, b: &str) -> Result<Vec<u8>, StorageError> {
+pub(super) fn key2(a: &str, b: &str) -> Result<Vec<u8>, StorageError> {
     if a.contains('\0') || b.contains('\0') {
         return Err(StorageError::Io("key part contains a NUL byte".into()));
     }
@@ -92,19 +132,52 @@ fn key2(a: &str, b: &str) -> Result<Vec<u8>, StorageError> {
     Ok(key)
 }
 
+/// A three-part key `a\0b\0c`. Refuses parts containing NUL.
+pub(super) fn key3(a: &str, b: &str, c: &str) -> Result<Vec<u8>, StorageError> {
+    if c.contains('\0') {
+        return Err(StorageError::Io("key part contains a NUL byte".into()));
+    }
+    let mut key = prefix2(a, b)?;
+    key.extend_from_slice(c.as_bytes());
+    Ok(key)
+}
+
 /// The prefix `a\0` shared by every key `key2(a, _)`.
 fn prefix1(a: &str) -> Result<Vec<u8>, StorageError> {
     key2(a, "")
 }
 
+/// The prefix `a\0b\0` shared by every key `key3(a, b, _)`.
+pub(super) fn prefix2(a: &str, b: &str) -> Result<Vec<u8>, StorageError> {
+    let mut key = key2(a, b)?;
+    key.push(0);
+    Ok(key)
+}
+
+/// The UTF-8 text after `prefix` in `key`; `what` names the record in errors.
+pub(super) fn key_suffix(key: &[u8], prefix: &[u8], what: &str) -> Result<String, StorageError> {
+    key.get(prefix.len()..)
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .map(str::to_string)
+        .ok_or_else(|| StorageError::Corrupt(format!("{what}: key is not UTF-8")))
+}
+
 /// Serialise a record value (JSON).
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     serde_json::to_vec(value).map_err(|e| StorageError::Io(format!("cannot encode record: {e}")))
 }
 
 /// Deserialise a record value; `what` names it in the error.
-fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
+pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StorageError> {
     serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Decode a big-endian u64 value; `what` names it in the error.
+pub(super) fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StorageError> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StorageError::Corrupt(format!("{what}: not an 8-byte number")))?;
+    Ok(u64::from_be_bytes(arr))
 }
 
 /// Create `dir` (and missing parents) owner-only, if it does not exist.
@@ -144,13 +217,44 @@ impl SledStorage {
         &self.dir
     }
 
-    fn err(&self, e: sled::Error) -> StorageError {
+    pub(super) fn err(&self, e: sled::Error) -> StorageError {
         map_sled_error(&self.dir, e)
     }
 
-    /// Make every change so far durable (fsync) before acknowledging it.
-    fn durable(&self) -> Result<(), StorageError> {
+    /// Translate the outcome of a sled transaction whose closure aborts with
+    /// a [`StorageError`].
+    pub(super) fn tx_result<T>(
+        &self,
+        r: sled::transaction::TransactionResult<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        r.map_err(|e| match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => self.err(e),
+        })
+    }
+
+    /// Make every change so far durable (`Db::flush` writes and fsyncs the
+    /// log) before acknowledging it.
+    pub(super) fn durable(&self) -> Result<(), StorageError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Remove every key starting with `prefix` from `tree` (one batch).
+    pub(super) fn clear_prefix(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+    ) -> Result<usize, StorageError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for key in tree.scan_prefix(prefix).keys() {
+            batch.remove(key.map_err(|e| self.err(e))?);
+            n += 1;
+        }
+        if n > 0 {
+            tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        }
+        Ok(n)
     }
 }
 
@@ -182,14 +286,19 @@ impl Storage for SledStorage {
         self.durable()
     }
 
+    /// Deletes the account and everything kept for it: roster (items,
+    /// tombstones, version), pending requests and offline messages. The
+    /// user's data goes first and the account last, so an interrupted
+    /// deletion leaves an account that can be deleted again, never orphaned
+    /// data that a new account of the same name would inherit.
     fn delete_user(&self, host: &str, user: &str) -> Result<bool, StorageError> {
         let key = key2(host, user)?;
+        self.offline_delete_all(host, user)?;
+        self.roster_delete_all(host, user)?;
+        self.clear_prefix(&self.trees.pending, &prefix2(host, user)?)?;
         let old = self.trees.accounts.remove(key).map_err(|e| self.err(e))?;
-        if old.is_none() {
-            return Ok(false);
-        }
         self.durable()?;
-        Ok(true)
+        Ok(old.is_some())
     }
 
     fn get_credentials(
@@ -253,6 +362,108 @@ impl Storage for SledStorage {
 
     fn flush(&self) -> Result<(), StorageError> {
         self.durable()
+    }
+
+    fn roster_get(&self, host: &str, user: &str) -> Result<Vec<RosterItem>, StorageError> {
+        self.roster_get_impl(host, user)
+    }
+
+    fn roster_item(
+        &self,
+        host: &str,
+        user: &str,
+        contact: &str,
+    ) -> Result<Option<RosterItem>, StorageError> {
+        self.roster_item_impl(host, user, contact)
+    }
+
+    fn roster_put(
+        &self,
+        host: &str,
+        user: &str,
+        item: RosterItem,
+    ) -> Result<RosterItem, StorageError> {
+        self.roster_put_impl(host, user, item)
+    }
+
+    fn roster_remove(
+        &self,
+        host: &str,
+        user: &str,
+        contact: &str,
+    ) -> Result<Option<u64>, StorageError> {
+        self.roster_remove_impl(host, user, contact)
+    }
+
+    fn roster_version(&self, host: &str, user: &str) -> Result<u64, StorageError> {
+        self.roster_version_impl(host, user)
+    }
+
+    fn roster_changes_since(
+        &self,
+        host: &str,
+        user: &str,
+        ver: u64,
+    ) -> Result<Option<Vec<RosterChange>>, StorageError> {
+        self.roster_changes_since_impl(host, user, ver)
+    }
+
+    fn pending_subscription_add(
+        &self,
+        host: &str,
+        user: &str,
+        from_bare: &str,
+        stanza_xml: &str,
+    ) -> Result<(), StorageError> {
+        self.pending_add_impl(host, user, from_bare, stanza_xml)
+    }
+
+    fn pending_subscription_remove(
+        &self,
+        host: &str,
+        user: &str,
+        from_bare: &str,
+    ) -> Result<bool, StorageError> {
+        self.pending_remove_impl(host, user, from_bare)
+    }
+
+    fn pending_subscriptions(
+        &self,
+        host: &str,
+        user: &str,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        self.pending_list_impl(host, user)
+    }
+
+    fn offline_store(
+        &self,
+        host: &str,
+        user: &str,
+        stanza_xml: &str,
+        limit: Option<usize>,
+    ) -> Result<OfflineStored, StorageError> {
+        self.offline_store_impl(host, user, stanza_xml, limit)
+    }
+
+    fn offline_peek(
+        &self,
+        host: &str,
+        user: &str,
+        max: usize,
+    ) -> Result<Vec<(u64, String)>, StorageError> {
+        self.offline_peek_impl(host, user, max)
+    }
+
+    fn offline_remove(&self, host: &str, user: &str, seqs: &[u64]) -> Result<(), StorageError> {
+        self.offline_remove_impl(host, user, seqs)
+    }
+
+    fn offline_count(&self, host: &str, user: &str) -> Result<usize, StorageError> {
+        self.offline_count_impl(host, user)
+    }
+
+    fn offline_delete_all(&self, host: &str, user: &str) -> Result<usize, StorageError> {
+        self.offline_delete_all_impl(host, user)
     }
 }
 

@@ -1,0 +1,244 @@
+//! Offline messages (XEP-0160): storing messages for an account with no
+//! available resource, and handing them to its first available session in
+//! their original order, exactly once.
+//!
+//! Ordering rests on a per-account lock (one of [`LOCK_SHARDS`] async
+//! mutexes chosen by hashing the bare JID): a message that finds no
+//! available resource is stored under the lock, and a session drains the
+//! store and only then becomes available, under the same lock — so a live
+//! message can never overtake a stored one. A stored message is removed only
+//! after the session's writer has written it to the socket (an ack through
+//! the session queue); if the session dies first, it stays for next time.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jid::BareJid;
+use tokio::sync::{oneshot, Mutex, MutexGuard};
+use xep_support::element::Element;
+use xep_support::ns;
+use xep_support::stanza::{ErrorType, StanzaError};
+
+use crate::router::{Delivery, Outgoing, SessionHandle};
+use crate::server::Server;
+use crate::storage::OfflineStored;
+
+/// Number of account locks.
+pub const LOCK_SHARDS: usize = 256;
+/// Stored messages handed to a session per round.
+const DRAIN_BATCH: usize = 100;
+/// How long a session's writer may take to write a batch.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// The per-account locks.
+pub struct AccountLocks {
+    shards: Vec<Mutex<()>>,
+}
+
+impl Default for AccountLocks {
+    fn default() -> Self {
+        AccountLocks {
+            shards: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
+        }
+    }
+}
+
+impl AccountLocks {
+    /// Lock the account `bare`.
+    pub async fn lock(&self, bare: &BareJid) -> MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        bare.hash(&mut h);
+        self.shards[(h.finish() as usize) % LOCK_SHARDS].lock().await
+    }
+}
+
+fn parts(bare: &BareJid) -> (&str, &str) {
+    (bare.domain().as_str(), bare.node().map(|n| n.as_str()).unwrap_or(""))
+}
+
+/// Whether a message is worth storing (XEP-0160 §3, XEP-0334 hints).
+pub fn storable(msg: &Element) -> bool {
+    if matches!(msg.attr("type"), Some("groupchat") | Some("headline") | Some("error")) {
+        return false;
+    }
+    if msg.child("no-store", "urn:xmpp:hints").is_some() {
+        return false;
+    }
+    if msg.child("store", "urn:xmpp:hints").is_some() {
+        return true;
+    }
+    msg.child_elements().any(|c| {
+        (c.ns == ns::CLIENT && (c.name == "body" || c.name == "subject") && !c.text().is_empty())
+            || c.is("x", "jabber:x:conference")
+            || c.is("encrypted", "eu.siacs.conversations.axolotl")
+            || c.is("encrypted", "urn:xmpp:omemo:2")
+            || c.is("x", "http://jabber.org/protocol/muc#user")
+    })
+}
+
+/// The UTC time as XEP-0082 says.
+pub fn now_stamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let millis = now.subsec_millis();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A message for an account with no available resource (checked again
+/// under the account lock): deliver if one became available meanwhile,
+/// else store it (or tell the sender why not).
+pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
+    let _guard = server.account_locks.lock(to).await;
+    let targets = server.router.best_resources(to);
+    if !targets.is_empty() {
+        for s in targets {
+            let mut copy = msg.clone();
+            copy.set_attr("to", to.as_str());
+            let _ = server.router.deliver(&s, copy).await;
+        }
+        return;
+    }
+    if !storable(&msg) {
+        return; // chat states, receipts and the like are not kept (XEP-0160 §3)
+    }
+    let (host, user) = parts(to);
+    let mut stored = msg.clone();
+    stored.remove_children("delay", "urn:xmpp:delay");
+    stored = stored.with_child(
+        Element::new("delay", "urn:xmpp:delay")
+            .with_attr("from", host)
+            .with_attr("stamp", now_stamp())
+            .with_text("Offline storage"),
+    );
+    let limit = server.config.max_user_offline_messages(user, host);
+    match server.storage.offline_store(host, user, &stored.to_xml(ns::CLIENT), limit) {
+        Ok(OfflineStored::Stored(_)) => {}
+        Ok(OfflineStored::Full) => {
+            crate::delivery::bounce(
+                server,
+                &msg,
+                StanzaError::new(ErrorType::Wait, "resource-constraint").with_text("the recipient's offline storage is full"),
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::error!("storing an offline message for {to}: {e}");
+            crate::delivery::bounce(server, &msg, StanzaError::new(ErrorType::Wait, "internal-server-error")).await;
+        }
+    }
+}
+
+/// Hand every stored message to `session` in order, then mark it available
+/// (both under the account lock).
+pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<SessionHandle>) {
+    let bare = session.jid.to_bare();
+    let _guard = server.account_locks.lock(&bare).await;
+    let (host, user) = parts(&bare);
+    let mut rounds = 0usize;
+    loop {
+        rounds += 1;
+        if rounds > 100_000 {
+            break;
+        }
+        let batch = match server.storage.offline_peek(host, user, DRAIN_BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("reading offline messages of {bare}: {e}");
+                break;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut gone = false;
+        for (seq, xml) in batch {
+            seqs.push(seq);
+            let Some(mut el) = crate::storage::stanza_codec::parse_stanza(&xml) else {
+                tracing::error!("offline message {seq} of {bare} is unreadable; dropping it");
+                continue;
+            };
+            el.set_attr("to", session.jid.to_string());
+            if server.router.deliver(session, el).await != Delivery::Delivered {
+                gone = true;
+                break;
+            }
+        }
+        if gone {
+            break;
+        }
+        let (tx, rx) = oneshot::channel();
+        if session.tx.send(Outgoing::Ack(tx)).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(ACK_WAIT, rx).await {
+            Ok(Ok(())) => {
+                if let Err(e) = server.storage.offline_remove(host, user, &seqs) {
+                    tracing::error!("removing delivered offline messages of {bare}: {e}");
+                    break;
+                }
+            }
+            _ => break, // not written: they stay stored for the next session
+        }
+    }
+    session.available.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_xep0082() {
+        let s = now_stamp();
+        assert_eq!(s.len(), 24);
+        assert!(s.ends_with('Z'));
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+    }
+
+    #[test]
+    fn storable_rules() {
+        let body = Element::new("message", ns::CLIENT)
+            .with_attr("type", "chat")
+            .with_child(Element::new("body", ns::CLIENT).with_text("hi"));
+        assert!(storable(&body));
+        let state = Element::new("message", ns::CLIENT)
+            .with_child(Element::new("composing", "http://jabber.org/protocol/chatstates"));
+        assert!(!storable(&state));
+        let mut headline = body.clone();
+        headline.set_attr("type", "headline");
+        assert!(!storable(&headline));
+        let no_store = body.clone().with_child(Element::new("no-store", "urn:xmpp:hints"));
+        assert!(!storable(&no_store));
+        let hinted = state.clone().with_child(Element::new("store", "urn:xmpp:hints"));
+        assert!(storable(&hinted));
+    }
+}

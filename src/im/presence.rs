@@ -1,0 +1,408 @@
+//! Presence (RFC 6121 §3–§4): subscription stanzas run through the state
+//! machine of [`crate::im::subscription`] on both sides, initial presence
+//! (broadcast, probes, then offline messages and pending subscription
+//! requests), updates, probes answered from each resource's last presence,
+//! directed presence, and the unavailable broadcast when a session ends.
+//!
+//! Fan-out reads the sender's roster from the [`RosterCache`] in memory.
+//!
+//! [`RosterCache`]: crate::im::roster::RosterCache
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid, Jid};
+use xep_support::element::Element;
+use xep_support::ns;
+
+use crate::im::roster::push;
+use crate::im::subscription::{inbound, outbound, roster_item_xml, SubKind, SubState};
+use crate::router::SessionHandle;
+use crate::server::Server;
+use crate::storage::{RosterItem, Subscription};
+
+fn parts(bare: &BareJid) -> (&str, &str) {
+    (bare.domain().as_str(), bare.node().map(|n| n.as_str()).unwrap_or(""))
+}
+
+fn state_of(item: &RosterItem) -> SubState {
+    SubState {
+        subscription: item.subscription.clone(),
+        ask: item.ask,
+        pending_in: item.pending_in,
+        approved: item.approved,
+    }
+}
+
+fn presence(from: &str, to: &str, kind: Option<&str>) -> Element {
+    let mut p = Element::new("presence", ns::CLIENT)
+        .with_attr("from", from)
+        .with_attr("to", to);
+    if let Some(k) = kind {
+        p.set_attr("type", k);
+    }
+    p
+}
+
+/// A presence stanza without `to` from a session: broadcast (RFC 6121 §4.2, §4.4, §4.5).
+pub async fn broadcast_from_session(server: &Arc<Server>, session: &Arc<SessionHandle>, el: Element) {
+    match el.attr("type") {
+        None => {
+            let initial = !session.available.load(Ordering::Relaxed);
+            let prio = el
+                .child("priority", ns::CLIENT)
+                .and_then(|p| p.text().trim().parse::<i32>().ok())
+                .unwrap_or(0)
+                .clamp(-128, 127);
+            session.priority.store(prio, Ordering::Relaxed);
+            *session.last_presence.lock().unwrap_or_else(|e| e.into_inner()) = Some(el.clone());
+            let bare = session.jid.to_bare();
+            if initial {
+                // Offline messages first, in order, then the session counts as available.
+                crate::im::offline::drain_then_mark_available(server, session).await;
+            }
+            fan_out(server, session, &bare, &el).await;
+            if initial {
+                send_probes(server, &bare).await;
+                redeliver_pending(server, session, &bare).await;
+            }
+        }
+        Some("unavailable") => {
+            if session.available.swap(false, Ordering::Relaxed) {
+                *session.last_presence.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                let bare = session.jid.to_bare();
+                fan_out(server, session, &bare, &el).await;
+                send_to_directed(server, session, &el).await;
+            }
+        }
+        // Probes, errors and subscription types without `to` have no meaning here.
+        _ => {}
+    }
+}
+
+/// Send `el` (from the session) to contacts with from/both and to the
+/// account's own available resources.
+async fn fan_out(server: &Arc<Server>, session: &SessionHandle, bare: &BareJid, el: &Element) {
+    let from = session.jid.to_string();
+    let roster = server.rosters.get(server, bare);
+    for item in roster.values() {
+        if matches!(item.subscription, Subscription::From | Subscription::Both) {
+            let mut p = el.clone();
+            p.set_attr("from", from.clone());
+            p.set_attr("to", item.jid.clone());
+            crate::delivery::route(server, p).await;
+        }
+    }
+    for own in server.router.sessions_of(bare) {
+        if own.available.load(Ordering::Relaxed) || own.id == session.id {
+            let mut p = el.clone();
+            p.set_attr("from", from.clone());
+            p.set_attr("to", own.jid.to_string());
+            let _ = server.router.deliver(&own, p).await;
+        }
+    }
+}
+
+async fn send_to_directed(server: &Arc<Server>, session: &SessionHandle, el: &Element) {
+    let targets: Vec<String> = session
+        .directed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .collect();
+    for t in targets {
+        let mut p = el.clone();
+        p.set_attr("from", session.jid.to_string());
+        p.set_attr("to", t);
+        crate::delivery::route(server, p).await;
+    }
+}
+
+async fn send_probes(server: &Arc<Server>, bare: &BareJid) {
+    let roster = server.rosters.get(server, bare);
+    let from = bare.to_string();
+    for item in roster.values() {
+        if matches!(item.subscription, Subscription::To | Subscription::Both) {
+            crate::delivery::route(server, presence(&from, &item.jid, Some("probe"))).await;
+        }
+    }
+}
+
+/// Deliver stored inbound subscription requests again (RFC 6121 §3.1.3).
+async fn redeliver_pending(server: &Arc<Server>, session: &Arc<SessionHandle>, bare: &BareJid) {
+    let (host, user) = parts(bare);
+    let pending = server.storage.pending_subscriptions(host, user).unwrap_or_default();
+    for (from, _xml) in pending {
+        let mut p = presence(&from, bare.as_str(), Some("subscribe"));
+        p.set_attr("to", session.jid.to_string());
+        let _ = server.router.deliver(session, p).await;
+    }
+}
+
+/// The session ended: unavailable to everyone who saw it available.
+pub async fn session_ended(server: &Arc<Server>, session: &Arc<SessionHandle>) {
+    let was_available = session.available.swap(false, Ordering::Relaxed);
+    let bare = session.jid.to_bare();
+    if was_available {
+        let el = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
+        fan_out(server, session, &bare, &el).await;
+        send_to_directed(server, session, &el).await;
+    }
+    if server.router.sessions_of(&bare).is_empty() {
+        server.rosters.evict(&bare);
+    }
+}
+
+/// A presence stanza with `to` from a session: subscription management or
+/// directed presence.
+pub async fn directed_from_session(server: &Arc<Server>, session: &Arc<SessionHandle>, mut el: Element, to: Jid) {
+    if let Some(kind) = el.attr("type").and_then(SubKind::parse) {
+        outbound_subscription(server, &session.jid.to_bare(), to.to_bare(), kind).await;
+        return;
+    }
+    match el.attr("type") {
+        None | Some("unavailable") => {
+            let target = to.to_string();
+            let bare_target = to.to_bare().to_string();
+            let roster = server.rosters.get(server, &session.jid.to_bare());
+            let subscribed = roster
+                .get(&bare_target)
+                .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
+            {
+                let mut d = session.directed.lock().unwrap_or_else(|e| e.into_inner());
+                if el.attr("type").is_none() && !subscribed {
+                    d.insert(target);
+                } else {
+                    d.remove(&target);
+                }
+            }
+            el.set_attr("from", session.jid.to_string());
+            crate::delivery::route(server, el).await;
+        }
+        Some("error") => crate::delivery::route(server, el).await,
+        // Clients do not send probes (§4.3).
+        _ => {}
+    }
+}
+
+/// The user `owner` sends a subscription stanza to `contact` (Appendix A.2).
+pub async fn outbound_subscription(server: &Arc<Server>, owner: &BareJid, contact: BareJid, kind: SubKind) {
+    let contact_s = contact.to_string();
+    if contact_s == owner.to_string() {
+        return; // subscribing to oneself is a no-op
+    }
+    let item = server.rosters.item(server, owner, &contact_s);
+    let current = match &item {
+        Some(i) => Some(state_of(i)),
+        None => {
+            // A request from someone not in the roster is kept apart (§3.1.3).
+            let (host, user) = parts(owner);
+            let pending = server
+                .storage
+                .pending_subscriptions(host, user)
+                .unwrap_or_default()
+                .iter()
+                .any(|(from, _)| *from == contact_s);
+            pending.then(|| SubState {
+                pending_in: true,
+                ..Default::default()
+            })
+        }
+    };
+    let out = outbound(current.as_ref(), kind);
+    let changed = current != Some(out.new_state.clone());
+    if (item.is_some() || out.create_item) && changed {
+        let mut new = item.clone().unwrap_or(RosterItem {
+            jid: contact_s.clone(),
+            name: None,
+            groups: Vec::new(),
+            subscription: Subscription::None,
+            ask: false,
+            approved: false,
+            pending_in: false,
+            ver: 0,
+        });
+        new.subscription = out.new_state.subscription.clone();
+        new.ask = out.new_state.ask;
+        new.pending_in = out.new_state.pending_in;
+        new.approved = out.new_state.approved;
+        match server.rosters.put(server, owner, new) {
+            Ok(stored) => {
+                if out.push {
+                    push(server, owner, roster_item_xml(&stored), stored.ver).await;
+                }
+            }
+            Err(e) => tracing::error!("roster update for {owner}: {e}"),
+        }
+    }
+    if matches!(kind, SubKind::Subscribed | SubKind::Unsubscribed) {
+        let (host, user) = parts(owner);
+        let _ = server.storage.pending_subscription_remove(host, user, &contact_s);
+    }
+    if out.route {
+        send_subscription_stanza(server, owner.as_str(), &contact_s, kind.as_str()).await;
+        let owner_sessions = server.router.sessions_of(owner);
+        match kind {
+            SubKind::Subscribed => {
+                // §3.1.5: the contact now sees our current presence.
+                for s in owner_sessions {
+                    let last = s.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(mut p) = last {
+                        p.set_attr("from", s.jid.to_string());
+                        p.set_attr("to", contact_s.clone());
+                        crate::delivery::route(server, p).await;
+                    }
+                }
+            }
+            SubKind::Unsubscribed => {
+                // §3.2.2: and no longer sees it.
+                for s in owner_sessions {
+                    if s.available.load(Ordering::Relaxed) {
+                        crate::delivery::route(server, presence(s.jid.as_str(), &contact_s, Some("unavailable"))).await;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Route a subscription stanza from a bare JID (the server stamps bare JIDs on these).
+pub async fn send_subscription_stanza(server: &Server, from_bare: &str, to_bare: &str, kind: &str) {
+    crate::delivery::route(server, presence(from_bare, to_bare, Some(kind))).await;
+}
+
+/// A presence stanza addressed to a local account that exists.
+pub async fn inbound_to_user(server: &Server, el: Element, to: &Jid) {
+    let user = to.to_bare();
+    let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
+        return;
+    };
+    match el.attr("type") {
+        Some("probe") => answer_probe(server, &user, &from).await,
+        Some(t) if SubKind::parse(t).is_some() => {
+            if let Some(kind) = SubKind::parse(t) {
+                inbound_subscription(server, &user, from.to_bare(), kind, el).await;
+            }
+        }
+        _ => deliver_presence(server, el, to).await,
+    }
+}
+
+/// Available/unavailable/error presence: to the full JID's session, or to
+/// every available resource of the bare JID.
+async fn deliver_presence(server: &Server, el: Element, to: &Jid) {
+    match to.clone().try_into_full() {
+        Ok(full) => {
+            if let Some(s) = server.router.session(&full) {
+                let _ = server.router.deliver(&s, el).await;
+            }
+        }
+        Err(bare) => {
+            for s in server.router.sessions_of(&bare) {
+                if s.available.load(Ordering::Relaxed) {
+                    let mut copy = el.clone();
+                    copy.set_attr("to", s.jid.to_string());
+                    let _ = server.router.deliver(&s, copy).await;
+                }
+            }
+        }
+    }
+}
+
+async fn answer_probe(server: &Server, user: &BareJid, from: &Jid) {
+    let roster = server.rosters.get(server, user);
+    let prober = from.to_bare().to_string();
+    let allowed = roster
+        .get(&prober)
+        .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
+    if !allowed {
+        return; // never reveal presence to someone not subscribed (§4.3.2)
+    }
+    let mut any = false;
+    for s in server.router.sessions_of(user) {
+        if !s.available.load(Ordering::Relaxed) {
+            continue;
+        }
+        let last = s.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(mut p) = last {
+            any = true;
+            p.set_attr("from", s.jid.to_string());
+            p.set_attr("to", from.to_string());
+            crate::delivery::route(server, p).await;
+        }
+    }
+    if !any {
+        crate::delivery::route(server, presence(user.as_str(), from.as_str(), Some("unavailable"))).await;
+    }
+}
+
+/// A subscription stanza from `contact` reaches `user` (Appendix A.3).
+async fn inbound_subscription(server: &Server, user: &BareJid, contact: BareJid, kind: SubKind, el: Element) {
+    let contact_s = contact.to_string();
+    let item = server.rosters.item(server, user, &contact_s);
+    let inb = inbound(item.as_ref().map(state_of).as_ref(), kind);
+    let changed = item.as_ref().map(state_of) != Some(inb.new_state.clone());
+    if (item.is_some() || inb.create_item) && changed {
+        let mut new = item.clone().unwrap_or(RosterItem {
+            jid: contact_s.clone(),
+            name: None,
+            groups: Vec::new(),
+            subscription: Subscription::None,
+            ask: false,
+            approved: false,
+            pending_in: false,
+            ver: 0,
+        });
+        new.subscription = inb.new_state.subscription.clone();
+        new.ask = inb.new_state.ask;
+        new.pending_in = inb.new_state.pending_in;
+        new.approved = inb.new_state.approved;
+        match server.rosters.put(server, user, new) {
+            Ok(stored) => {
+                if inb.push {
+                    push(server, user, roster_item_xml(&stored), stored.ver).await;
+                }
+            }
+            Err(e) => tracing::error!("roster update for {user}: {e}"),
+        }
+    }
+    let (host, localpart) = parts(user);
+    if inb.auto_reply_subscribed {
+        send_subscription_stanza(server, user.as_str(), &contact_s, "subscribed").await;
+        // And the contact now gets our presence.
+        for s in server.router.sessions_of(user) {
+            let last = s.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(mut p) = last {
+                p.set_attr("from", s.jid.to_string());
+                p.set_attr("to", contact_s.clone());
+                crate::delivery::route(server, p).await;
+            }
+        }
+        return;
+    }
+    match kind {
+        SubKind::Subscribe if inb.deliver => {
+            let xml = el.to_xml(ns::CLIENT);
+            if let Err(e) = server.storage.pending_subscription_add(host, localpart, &contact_s, &xml) {
+                tracing::error!("storing a subscription request for {user}: {e}");
+            }
+        }
+        SubKind::Unsubscribe => {
+            let _ = server.storage.pending_subscription_remove(host, localpart, &contact_s);
+        }
+        _ => {}
+    }
+    if inb.deliver {
+        let mut p = presence(&contact_s, user.as_str(), Some(kind.as_str()));
+        // Keep the request's status text and other payload (e.g. a nickname).
+        p.children = el.children.clone();
+        deliver_presence(server, p, &Jid::from(user.clone())).await;
+    }
+}
+
+/// Whether a session of `full` exists (used by tests of the directed presence rules).
+#[allow(dead_code)]
+pub fn has_session(server: &Server, full: &FullJid) -> bool {
+    server.router.session(full).is_some()
+}
