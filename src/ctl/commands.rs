@@ -122,6 +122,24 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: true,
     },
     CommandSpec {
+        name: "get_offline_count",
+        args: &["USER", "HOST"],
+        help: "Number of offline messages stored for USER@HOST",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "get_roster",
+        args: &["USER", "HOST"],
+        help: "List USER@HOST's roster: jid, name, subscription, ask, groups (tab-separated)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "stats",
+        args: &["NAME"],
+        help: "A statistic: registeredusers, onlineusers",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "help",
         args: &["[COMMAND]"],
         help: "List the commands, or describe COMMAND",
@@ -130,6 +148,7 @@ static COMMANDS: &[CommandSpec] = &[
 ];
 
 /// Every command, in the order `help` lists them.
+#[cfg(test)]
 pub fn commands() -> &'static [CommandSpec] {
     COMMANDS
 }
@@ -364,6 +383,17 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
             }
             Ok(CtlOutput::ok(""))
         }
+        ("get_offline_count", [user, host]) => {
+            account(env, user, host).and_then(|(user, host)| {
+                if !env.storage.user_exists(&host, &user).map_err(db_failed)? {
+                    return Err(no_such_user(&user, &host));
+                }
+                let n = env.storage.offline_count(&host, &user).map_err(db_failed)?;
+                Ok(CtlOutput::ok(n.to_string()))
+            })
+        }
+        ("get_roster", [user, host]) => get_roster(env, user, host),
+        ("stats", [name]) => stats(env, server, name),
         ("help", args) => Ok(help(args)),
         // precheck guarantees the arity; this only guards a registry typo.
         _ => Ok(CtlOutput::failed(format!(
@@ -372,6 +402,48 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ))),
     };
     result.unwrap_or_else(|failure| failure)
+}
+
+fn get_roster(env: &CtlEnv, user: &str, host: &str) -> Result<CtlOutput, CtlOutput> {
+    let (user, host) = account(env, user, host)?;
+    if !env.storage.user_exists(&host, &user).map_err(db_failed)? {
+        return Err(no_such_user(&user, &host));
+    }
+    let mut items = env.storage.roster_get(&host, &user).map_err(db_failed)?;
+    items.sort_by(|a, b| a.jid.cmp(&b.jid));
+    let lines: Vec<String> = items
+        .iter()
+        .map(|i| {
+            format!(
+                "{}\t{}\t{}\t{}\t{}",
+                i.jid,
+                i.name.as_deref().unwrap_or(""),
+                i.subscription.as_str(),
+                if i.ask { "subscribe" } else { "none" },
+                i.groups.join(";")
+            )
+        })
+        .collect();
+    Ok(CtlOutput::ok(lines.join("\n")))
+}
+
+fn stats(env: &CtlEnv, server: Option<&Arc<dyn ServerControl>>, name: &str) -> Result<CtlOutput, CtlOutput> {
+    match name {
+        "registeredusers" => {
+            let mut total = 0;
+            for h in &env.hosts {
+                total += env.storage.count_users(h).map_err(db_failed)?;
+            }
+            Ok(CtlOutput::ok(total.to_string()))
+        }
+        "onlineusers" => match server {
+            Some(s) => Ok(CtlOutput::ok(s.connected_users().len().to_string())),
+            None => Err(CtlOutput::not_running(NOT_RUNNING)),
+        },
+        other => Err(CtlOutput::usage(format!(
+            "Unknown statistic '{other}': expected registeredusers or onlineusers"
+        ))),
+    }
 }
 
 fn register(env: &CtlEnv, user: &str, host: &str, password: &str) -> Result<CtlOutput, CtlOutput> {

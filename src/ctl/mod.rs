@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use commands::{commands, execute, CommandSpec, CtlEnv, CtlOutput, ServerControl};
+pub use commands::{execute, CommandSpec, CtlEnv, CtlOutput};
 
 use crate::storage::{SledStorage, StorageError};
 use socket::CtlRequest;

@@ -122,6 +122,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Bind at `path` and serve until `shutdown` becomes true; see [`bind`] and
 /// [`serve_listener`].
+#[cfg(test)]
 pub async fn serve(
     path: PathBuf,
     env: Arc<CtlEnv>,

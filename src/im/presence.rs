@@ -64,6 +64,7 @@ pub async fn broadcast_from_session(server: &Arc<Server>, session: &Arc<SessionH
             fan_out(server, session, &bare, &el).await;
             if initial {
                 send_probes(server, &bare).await;
+                show_own_resources(server, session, &bare).await;
                 redeliver_pending(server, session, &bare).await;
             }
         }
@@ -115,6 +116,22 @@ async fn send_to_directed(server: &Arc<Server>, session: &SessionHandle, el: &El
         p.set_attr("from", session.jid.to_string());
         p.set_attr("to", t);
         crate::delivery::route(server, p).await;
+    }
+}
+
+/// The newly available session learns the presence of the account's other
+/// available resources (as a probe of one's own account would tell it).
+async fn show_own_resources(server: &Arc<Server>, session: &Arc<SessionHandle>, bare: &BareJid) {
+    for own in server.router.sessions_of(bare) {
+        if own.id == session.id || !own.available.load(Ordering::Relaxed) {
+            continue;
+        }
+        let last = own.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(mut p) = last {
+            p.set_attr("from", own.jid.to_string());
+            p.set_attr("to", session.jid.to_string());
+            let _ = server.router.deliver(session, p).await;
+        }
     }
 }
 

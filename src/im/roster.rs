@@ -59,7 +59,15 @@ impl RosterCache {
 
     /// One item of a roster.
     pub fn item(&self, server: &Server, bare: &BareJid, contact: &str) -> Option<RosterItem> {
-        self.get(server, bare).get(contact).cloned()
+        if let Some(r) = self.rosters.read().unwrap_or_else(|e| e.into_inner()).get(bare) {
+            return r.get(contact).cloned();
+        }
+        // Not cached (no session): read just this item.
+        let (host, user) = parts(bare);
+        server.storage.roster_item(host, user, contact).unwrap_or_else(|e| {
+            tracing::error!("reading the roster of {bare}: {e}");
+            None
+        })
     }
 
     /// Drop a roster from memory (its account's last session ended).

@@ -213,6 +213,7 @@ impl SledStorage {
     }
 
     /// The directory this database lives in.
+    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }

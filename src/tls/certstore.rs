@@ -443,6 +443,7 @@ impl CertStore {
     }
 
     /// All indexed names, sorted.
+    #[cfg(test)]
     pub(crate) fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.by_name.keys().cloned().collect();
         names.sort();

@@ -184,6 +184,7 @@ impl TlsSetup {
 
     /// The DNS names (lower case, wildcards as `*.domain`) the setup has a
     /// certificate for, sorted.
+    #[cfg(test)]
     pub fn certificate_hosts(&self) -> Vec<String> {
         self.store.names()
     }

@@ -36,15 +36,11 @@ pub enum StreamEvent {
 #[derive(Debug, Clone, Default)]
 pub struct StreamHeader {
     pub to: Option<String>,
-    pub from: Option<String>,
     pub version: Option<String>,
-    pub lang: Option<String>,
     /// The default namespace declared on the header (`jabber:client` for c2s).
     pub default_ns: String,
     /// Whether the header was `stream` in the streams namespace.
     pub stream_ns_ok: bool,
-    /// Namespaces declared with prefixes (e.g. `db` for dialback).
-    pub prefixes: Vec<(String, String)>,
 }
 
 /// Why reading stopped.
@@ -237,20 +233,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     }
 
     fn header_from(&self, el: &Element) -> StreamHeader {
-        let prefixes = self
-            .bindings
-            .iter()
-            .filter(|(p, _)| !p.is_empty())
-            .cloned()
-            .collect();
         StreamHeader {
             to: el.attr("to").map(str::to_string),
-            from: el.attr("from").map(str::to_string),
             version: el.attr("version").map(str::to_string),
-            lang: el.attr("xml:lang").map(str::to_string),
             default_ns: self.resolve("").unwrap_or("").to_string(),
             stream_ns_ok: el.name == "stream" && el.ns == ns::STREAM,
-            prefixes,
         }
     }
 
