@@ -41,6 +41,12 @@ impl RosterCache {
         if let Some(r) = self.rosters.read().unwrap_or_else(|e| e.into_inner()).get(bare) {
             return r.clone();
         }
+        // Load under the write lock so a concurrent update cannot be overwritten
+        // by this (older) snapshot.
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = self.rosters.read().unwrap_or_else(|e| e.into_inner()).get(bare) {
+            return r.clone();
+        }
         let (host, user) = parts(bare);
         let items = server.storage.roster_get(host, user).unwrap_or_else(|e| {
             tracing::error!("reading the roster of {bare}: {e}");
