@@ -26,6 +26,9 @@ const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(300);
 /// Addresses the failure table holds at most.
 const AUTH_FAILURE_TABLE: usize = 10_000;
 
+/// Disco features of the core (not of a module): XEP-0160 offline storage.
+const CORE_DISCO_FEATURES: &[&str] = &["msgoffline"];
+
 /// Everything the connections share.
 pub struct Server {
     pub config: Config,
@@ -111,12 +114,9 @@ impl ServerContext for Server {
     }
 
     fn disco_features(&self) -> Vec<String> {
-        let mut f: Vec<String> = self
-            .modules
-            .iter()
-            .flat_map(|m| m.disco_features())
-            .map(str::to_string)
-            .collect();
+        // Core features (docs/features.md), then those of the enabled modules.
+        let mut f: Vec<String> = CORE_DISCO_FEATURES.iter().map(|s| s.to_string()).collect();
+        f.extend(self.modules.iter().flat_map(|m| m.disco_features()).map(str::to_string));
         f.sort();
         f.dedup();
         f

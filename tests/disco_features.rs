@@ -1,0 +1,57 @@
+//! The server's disco#info features agree with docs/features.md: every
+//! feature the table lists for a done row (core rows always, module rows for
+//! the modules the test config enables) is advertised, and nothing else.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::client::Client;
+use common::server_with_users;
+
+/// Modules the test harness enables.
+const ENABLED: &[&str] = &["mod_ping", "mod_disco"];
+
+/// Features the table promises for this configuration.
+fn documented() -> BTreeSet<String> {
+    let table = include_str!("../docs/features.md");
+    let mut out = BTreeSet::new();
+    for line in table.lines().filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | spec | what | status | where | disco feature |
+        if cells.len() < 6 || !cells[3].starts_with("done") {
+            continue;
+        }
+        let module = ENABLED.iter().any(|m| cells[4].contains(m));
+        let core = !cells[4].contains("mod_");
+        if !(module || core) {
+            continue;
+        }
+        for part in cells[5].split('`').skip(1).step_by(2) {
+            out.insert(part.to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn disco_info_matches_the_features_table() {
+    let server = server_with_users();
+    let mut c = Client::login(&server, "alice", "secret", Some("disco")).await;
+    let id = c.id();
+    let reply = c
+        .request(
+            &format!("<iq type='get' to='localhost' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+            &id,
+        )
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply}");
+    let query = reply.child("query").expect("query");
+    let advertised: BTreeSet<String> = query
+        .children_named("feature")
+        .filter_map(|f| f.attr("var").map(str::to_string))
+        .collect();
+    let expected = documented();
+    assert!(!expected.is_empty(), "no features parsed from docs/features.md");
+    assert_eq!(advertised, expected, "disco#info and docs/features.md disagree");
+}
