@@ -227,30 +227,8 @@ pub async fn outbound_subscription(server: &Arc<Server>, owner: &BareJid, contac
         }
     };
     let out = outbound(current.as_ref(), kind);
-    let changed = current != Some(out.new_state.clone());
-    if (item.is_some() || out.create_item) && changed {
-        let mut new = item.clone().unwrap_or(RosterItem {
-            jid: contact_s.clone(),
-            name: None,
-            groups: Vec::new(),
-            subscription: Subscription::None,
-            ask: false,
-            approved: false,
-            pending_in: false,
-            ver: 0,
-        });
-        new.subscription = out.new_state.subscription.clone();
-        new.ask = out.new_state.ask;
-        new.pending_in = out.new_state.pending_in;
-        new.approved = out.new_state.approved;
-        match server.rosters.put(server, owner, new) {
-            Ok(stored) => {
-                if out.push {
-                    push(server, owner, roster_item_xml(&stored), stored.ver).await;
-                }
-            }
-            Err(e) => tracing::error!("roster update for {owner}: {e}"),
-        }
+    if (item.is_some() || out.create_item) && current.as_ref() != Some(&out.new_state) {
+        save_state(server, owner, &contact_s, item, &out.new_state, out.push).await;
     }
     if matches!(kind, SubKind::Subscribed | SubKind::Unsubscribed) {
         let (host, user) = parts(owner);
@@ -262,14 +240,7 @@ pub async fn outbound_subscription(server: &Arc<Server>, owner: &BareJid, contac
         match kind {
             SubKind::Subscribed => {
                 // §3.1.5: the contact now sees our current presence.
-                for s in owner_sessions {
-                    let last = s.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    if let Some(mut p) = last {
-                        p.set_attr("from", s.jid.to_string());
-                        p.set_attr("to", contact_s.clone());
-                        crate::delivery::route(server, p).await;
-                    }
-                }
+                send_current_presence(server, owner, &contact_s).await;
             }
             SubKind::Unsubscribed => {
                 // §3.2.2: and no longer sees it.
@@ -282,6 +253,59 @@ pub async fn outbound_subscription(server: &Arc<Server>, owner: &BareJid, contac
             _ => {}
         }
     }
+}
+
+/// Store a contact's new subscription state in `owner`'s roster (creating
+/// the item if needed) and push it when the change is visible.
+async fn save_state(
+    server: &Server,
+    owner: &BareJid,
+    contact: &str,
+    item: Option<RosterItem>,
+    state: &SubState,
+    visible: bool,
+) {
+    let mut new = item.unwrap_or(RosterItem {
+        jid: contact.to_string(),
+        name: None,
+        groups: Vec::new(),
+        subscription: Subscription::None,
+        ask: false,
+        approved: false,
+        pending_in: false,
+        ver: 0,
+    });
+    new.subscription = state.subscription.clone();
+    new.ask = state.ask;
+    new.pending_in = state.pending_in;
+    new.approved = state.approved;
+    match server.rosters.put(server, owner, new) {
+        Ok(stored) => {
+            if visible {
+                push(server, owner, roster_item_xml(&stored), stored.ver).await;
+            }
+        }
+        Err(e) => tracing::error!("roster update for {owner}: {e}"),
+    }
+}
+
+/// Send the last presence of each available resource of `owner` to `to`;
+/// returns how many were sent.
+async fn send_current_presence(server: &Server, owner: &BareJid, to: &str) -> usize {
+    let mut sent = 0;
+    for s in server.router.sessions_of(owner) {
+        if !s.available.load(Ordering::Relaxed) {
+            continue;
+        }
+        let last = s.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(mut p) = last {
+            p.set_attr("from", s.jid.to_string());
+            p.set_attr("to", to);
+            crate::delivery::route(server, p).await;
+            sent += 1;
+        }
+    }
+    sent
 }
 
 /// Route a subscription stanza from a bare JID (the server stamps bare JIDs on these).
@@ -336,20 +360,7 @@ async fn answer_probe(server: &Server, user: &BareJid, from: &Jid) {
     if !allowed {
         return; // never reveal presence to someone not subscribed (§4.3.2)
     }
-    let mut any = false;
-    for s in server.router.sessions_of(user) {
-        if !s.available.load(Ordering::Relaxed) {
-            continue;
-        }
-        let last = s.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(mut p) = last {
-            any = true;
-            p.set_attr("from", s.jid.to_string());
-            p.set_attr("to", from.to_string());
-            crate::delivery::route(server, p).await;
-        }
-    }
-    if !any {
+    if send_current_presence(server, user, from.as_str()).await == 0 {
         crate::delivery::route(server, presence(user.as_str(), from.as_str(), Some("unavailable"))).await;
     }
 }
@@ -361,41 +372,13 @@ async fn inbound_subscription(server: &Server, user: &BareJid, contact: BareJid,
     let inb = inbound(item.as_ref().map(state_of).as_ref(), kind);
     let changed = item.as_ref().map(state_of) != Some(inb.new_state.clone());
     if (item.is_some() || inb.create_item) && changed {
-        let mut new = item.clone().unwrap_or(RosterItem {
-            jid: contact_s.clone(),
-            name: None,
-            groups: Vec::new(),
-            subscription: Subscription::None,
-            ask: false,
-            approved: false,
-            pending_in: false,
-            ver: 0,
-        });
-        new.subscription = inb.new_state.subscription.clone();
-        new.ask = inb.new_state.ask;
-        new.pending_in = inb.new_state.pending_in;
-        new.approved = inb.new_state.approved;
-        match server.rosters.put(server, user, new) {
-            Ok(stored) => {
-                if inb.push {
-                    push(server, user, roster_item_xml(&stored), stored.ver).await;
-                }
-            }
-            Err(e) => tracing::error!("roster update for {user}: {e}"),
-        }
+        save_state(server, user, &contact_s, item, &inb.new_state, inb.push).await;
     }
     let (host, localpart) = parts(user);
     if inb.auto_reply_subscribed {
         send_subscription_stanza(server, user.as_str(), &contact_s, "subscribed").await;
         // And the contact now gets our presence.
-        for s in server.router.sessions_of(user) {
-            let last = s.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Some(mut p) = last {
-                p.set_attr("from", s.jid.to_string());
-                p.set_attr("to", contact_s.clone());
-                crate::delivery::route(server, p).await;
-            }
-        }
+        send_current_presence(server, user, &contact_s).await;
         return;
     }
     match kind {
