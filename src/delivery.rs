@@ -112,19 +112,22 @@ async fn message_to_user(server: &Server, stanza: Element, to: &Jid) {
             deliver_or_bounce(server, &session, stanza).await;
             return;
         }
-        // RFC 6121 §8.5.3.2.1: no such resource — treat as addressed to the bare JID,
-        // except groupchat (error) and headline/error (dropped).
-        if kind == "groupchat" {
-            bounce(server, &stanza, StanzaError::service_unavailable()).await;
-            return;
+        // RFC 6121 §8.5.3.2.1: no such resource. Only chat is handled as if sent
+        // to the bare JID; normal and groupchat get an error, headline and error
+        // are silently ignored.
+        match kind {
+            "chat" => {}
+            "headline" | "error" => return,
+            _ => {
+                bounce(server, &stanza, StanzaError::service_unavailable()).await;
+                return;
+            }
         }
     }
     let bare = to.to_bare();
     if kind == "groupchat" {
         // §8.5.2: groupchat to an account is an error, online or not.
-        if kind != "error" {
-            bounce(server, &stanza, StanzaError::service_unavailable()).await;
-        }
+        bounce(server, &stanza, StanzaError::service_unavailable()).await;
         return;
     }
     let targets = server.router.best_resources(&bare);

@@ -149,9 +149,14 @@ async fn send_probes(server: &Arc<Server>, bare: &BareJid) {
 async fn redeliver_pending(server: &Arc<Server>, session: &Arc<SessionHandle>, bare: &BareJid) {
     let (host, user) = parts(bare);
     let pending = server.storage.pending_subscriptions(host, user).unwrap_or_default();
-    for (from, _xml) in pending {
-        let mut p = presence(&from, bare.as_str(), Some("subscribe"));
+    for (from, xml) in pending {
+        // The stored request keeps its payload (status text, XEP-0172 nick).
+        let mut p = crate::storage::stanza_codec::parse_stanza(&xml)
+            .filter(|p| p.name == "presence")
+            .unwrap_or_else(|| presence(&from, bare.as_str(), Some("subscribe")));
+        p.set_attr("from", from.clone());
         p.set_attr("to", session.jid.to_string());
+        p.set_attr("type", "subscribe");
         let _ = server.router.deliver(session, p).await;
     }
 }
@@ -174,7 +179,8 @@ pub async fn session_ended(server: &Arc<Server>, session: &Arc<SessionHandle>) {
 /// directed presence.
 pub async fn directed_from_session(server: &Arc<Server>, session: &Arc<SessionHandle>, mut el: Element, to: Jid) {
     if let Some(kind) = el.attr("type").and_then(SubKind::parse) {
-        outbound_subscription(server, &session.jid.to_bare(), to.to_bare(), kind).await;
+        let payload = std::mem::take(&mut el.children);
+        outbound_subscription(server, &session.jid.to_bare(), to.to_bare(), kind, payload).await;
         return;
     }
     match el.attr("type") {
@@ -203,7 +209,14 @@ pub async fn directed_from_session(server: &Arc<Server>, session: &Arc<SessionHa
 }
 
 /// The user `owner` sends a subscription stanza to `contact` (Appendix A.2).
-pub async fn outbound_subscription(server: &Arc<Server>, owner: &BareJid, contact: BareJid, kind: SubKind) {
+/// `payload` is the stanza's content (status text, nickname), passed on.
+pub async fn outbound_subscription(
+    server: &Arc<Server>,
+    owner: &BareJid,
+    contact: BareJid,
+    kind: SubKind,
+    payload: Vec<xep_support::element::Node>,
+) {
     let contact_s = contact.to_string();
     if contact_s == owner.to_string() {
         return; // subscribing to oneself is a no-op
@@ -235,7 +248,9 @@ pub async fn outbound_subscription(server: &Arc<Server>, owner: &BareJid, contac
         let _ = server.storage.pending_subscription_remove(host, user, &contact_s);
     }
     if out.route {
-        send_subscription_stanza(server, owner.as_str(), &contact_s, kind.as_str()).await;
+        let mut p = presence(owner.as_str(), &contact_s, Some(kind.as_str()));
+        p.children = payload;
+        crate::delivery::route(server, p).await;
         let owner_sessions = server.router.sessions_of(owner);
         match kind {
             SubKind::Subscribed => {
@@ -369,6 +384,10 @@ async fn answer_probe(server: &Server, user: &BareJid, from: &Jid) {
 async fn inbound_subscription(server: &Server, user: &BareJid, contact: BareJid, kind: SubKind, el: Element) {
     let contact_s = contact.to_string();
     let item = server.rosters.item(server, user, &contact_s);
+    let had_from = matches!(
+        item.as_ref().map(|i| &i.subscription),
+        Some(Subscription::From) | Some(Subscription::Both)
+    );
     let inb = inbound(item.as_ref().map(state_of).as_ref(), kind);
     let changed = item.as_ref().map(state_of) != Some(inb.new_state.clone());
     if (item.is_some() || inb.create_item) && changed {
@@ -380,6 +399,14 @@ async fn inbound_subscription(server: &Server, user: &BareJid, contact: BareJid,
         // And the contact now gets our presence.
         send_current_presence(server, user, &contact_s).await;
         return;
+    }
+    if kind == SubKind::Unsubscribe && had_from {
+        // §3.3.3: the contact no longer sees our presence.
+        for s in server.router.sessions_of(user) {
+            if s.available.load(Ordering::Relaxed) {
+                crate::delivery::route(server, presence(s.jid.as_str(), &contact_s, Some("unavailable"))).await;
+            }
+        }
     }
     match kind {
         SubKind::Subscribe if inb.deliver => {

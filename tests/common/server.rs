@@ -174,6 +174,29 @@ impl Server {
         server
     }
 
+    /// Like [`Server::start_with`], but passes the rendered YAML through
+    /// `edit` before writing it (e.g. to add entries under `shaper_rules:`,
+    /// which [`Config::extra_yaml`] cannot repeat).
+    pub fn start_with_yaml_edit(config: Config, edit: impl FnOnce(String) -> String) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("rookery-it-")
+            .tempdir()
+            .expect("create temp dir");
+        fs::create_dir_all(dir.path().join("data")).expect("create data dir");
+        let config_path = dir.path().join("rookery.yml");
+        fs::write(&config_path, edit(config.render(dir.path()))).expect("write config");
+        let stderr_path = dir.path().join("server.stderr");
+        let mut server = Server {
+            dir,
+            config_path,
+            stderr_path,
+            child: None,
+            listeners: Vec::new(),
+        };
+        server.spawn();
+        server
+    }
+
     /// Starts the server again (same config and data) after [`Server::stop`].
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "server is still running");
@@ -330,6 +353,23 @@ impl Server {
                 "server did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
                 self.stderr_tail()
             ),
+        }
+    }
+
+    /// SIGKILL to the child (by its PID), then waits (bounded) for it to be
+    /// reaped; the data dir is kept for [`Server::restart`]. Returns the exit
+    /// status. Simulates a crash: the server gets no chance to flush.
+    pub fn kill_hard(&mut self) -> ExitStatus {
+        if let Some(c) = &self.child {
+            // SAFETY: plain kill(2) on the PID of our own, not yet reaped,
+            // child process (so the PID cannot have been reused).
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        match self.wait_exit(STOP_TIMEOUT) {
+            Some(st) => st,
+            None => panic!("server did not die within {STOP_TIMEOUT:?} of SIGKILL"),
         }
     }
 
