@@ -14,7 +14,10 @@ use crate::server::Server;
 
 /// Route a stanza whose `from` is trustworthy. Boxed because routing can
 /// recurse (presence handling routes probes, answers and broadcasts).
-pub fn route<'a>(server: &'a Server, stanza: Element) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+pub fn route<'a>(
+    server: &'a Server,
+    stanza: Element,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
     Box::pin(route_inner(server, stanza))
 }
 
@@ -24,7 +27,12 @@ async fn route_inner(server: &Server, stanza: Element) {
         Some(t) => match Jid::new(t) {
             Ok(j) => Some(j),
             Err(_) => {
-                bounce(server, &stanza, StanzaError::new(ErrorType::Modify, "jid-malformed")).await;
+                bounce(
+                    server,
+                    &stanza,
+                    StanzaError::new(ErrorType::Modify, "jid-malformed"),
+                )
+                .await;
                 return;
             }
         },
@@ -40,7 +48,12 @@ async fn route_inner(server: &Server, stanza: Element) {
     };
     let domain = to.domain().as_str();
     if !server.serves(domain) {
-        bounce(server, &stanza, StanzaError::new(ErrorType::Cancel, "remote-server-not-found")).await;
+        bounce(
+            server,
+            &stanza,
+            StanzaError::new(ErrorType::Cancel, "remote-server-not-found"),
+        )
+        .await;
         return;
     }
     if to.node().is_none() {
@@ -183,7 +196,10 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
                 .and_then(|f| Jid::new(f).ok())
                 .map(|f| f.to_bare() == bare)
                 .unwrap_or(false);
-            let ns = stanza.first_child().map(|c| c.ns.clone()).unwrap_or_default();
+            let ns = stanza
+                .first_child()
+                .map(|c| c.ns.clone())
+                .unwrap_or_default();
             if from_self && ns == crate::im::roster::NS_ROSTER {
                 if let Some(reply) = crate::im::roster::handle_iq(server, &stanza, &bare).await {
                     send_back(server, reply).await;
@@ -199,7 +215,11 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
     }
 }
 
-async fn deliver_or_bounce(server: &Server, session: &crate::router::SessionHandle, stanza: Element) {
+async fn deliver_or_bounce(
+    server: &Server,
+    session: &crate::router::SessionHandle,
+    stanza: Element,
+) {
     let backup = if stanza.attr("type") == Some("error") {
         None
     } else {
@@ -214,7 +234,12 @@ async fn deliver_or_bounce(server: &Server, session: &crate::router::SessionHand
         }
         Delivery::Stuck => {
             if let Some(s) = backup {
-                bounce(server, &s, StanzaError::new(ErrorType::Wait, "resource-constraint")).await;
+                bounce(
+                    server,
+                    &s,
+                    StanzaError::new(ErrorType::Wait, "resource-constraint"),
+                )
+                .await;
             }
         }
     }
@@ -245,7 +270,9 @@ pub async fn bounce(server: &Server, stanza: &Element, error: StanzaError) {
 
 /// Whether an account exists (used when it has no session).
 pub fn account_exists(server: &Server, bare: &BareJid) -> bool {
-    let Some(node) = bare.node() else { return false };
+    let Some(node) = bare.node() else {
+        return false;
+    };
     server
         .storage
         .user_exists(bare.domain().as_str(), node.as_str())

@@ -63,8 +63,9 @@ fn load_config(path: Option<&PathBuf>) -> Result<config::Config, String> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},sled=warn,rustls=warn")));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},sled=warn,rustls=warn"))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -82,9 +83,14 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     };
     init_logging(config.loglevel.tracing_directive());
     if path.is_none() {
-        tracing::info!("no config file given: using the embedded default (domain localhost, loopback only)");
+        tracing::info!(
+            "no config file given: using the embedded default (domain localhost, loopback only)"
+        );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rookery: cannot start the runtime: {e}");
@@ -132,7 +138,11 @@ fn main() -> ExitCode {
         Some(Command::Ctl { config, args }) => ctl(config, args),
         Some(Command::Gencert { hosts, out }) => match tls::generate_self_signed(&hosts, &out) {
             Ok(()) => {
-                println!("wrote a self-signed certificate for {} to {}", hosts.join(", "), out.display());
+                println!(
+                    "wrote a self-signed certificate for {} to {}",
+                    hosts.join(", "),
+                    out.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -175,9 +175,15 @@ impl Router {
         let list = self.sessions_of(bare);
         let eligible: Vec<_> = list
             .into_iter()
-            .filter(|s| s.available.load(Ordering::Relaxed) && s.priority.load(Ordering::Relaxed) >= 0)
+            .filter(|s| {
+                s.available.load(Ordering::Relaxed) && s.priority.load(Ordering::Relaxed) >= 0
+            })
             .collect();
-        let Some(top) = eligible.iter().map(|s| s.priority.load(Ordering::Relaxed)).max() else {
+        let Some(top) = eligible
+            .iter()
+            .map(|s| s.priority.load(Ordering::Relaxed))
+            .max()
+        else {
             return Vec::new();
         };
         eligible
@@ -192,7 +198,11 @@ impl Router {
             Ok(()) => Delivery::Delivered,
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
             Err(mpsc::error::TrySendError::Full(Outgoing::Stanza(stanza))) => {
-                match session.tx.send_timeout(Outgoing::Stanza(stanza), SEND_WAIT).await {
+                match session
+                    .tx
+                    .send_timeout(Outgoing::Stanza(stanza), SEND_WAIT)
+                    .await
+                {
                     Ok(()) => Delivery::Delivered,
                     Err(mpsc::error::SendTimeoutError::Closed(_)) => Delivery::Gone,
                     Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
@@ -228,7 +238,10 @@ mod tests {
         assert_eq!(replaced.id, a.id);
         assert!(r.bind(b, Some(2)).unwrap().is_none());
         let (c, _rc) = handle("a@x/3");
-        assert!(matches!(r.bind(c, Some(2)), Err(BindRefused::TooManySessions)));
+        assert!(matches!(
+            r.bind(c, Some(2)),
+            Err(BindRefused::TooManySessions)
+        ));
         assert_eq!(r.count(), 2);
         r.unbind(&a); // already replaced: no effect
         assert_eq!(r.count(), 2);

@@ -116,7 +116,12 @@ impl ServerContext for Server {
     fn disco_features(&self) -> Vec<String> {
         // Core features (docs/features.md), then those of the enabled modules.
         let mut f: Vec<String> = CORE_DISCO_FEATURES.iter().map(|s| s.to_string()).collect();
-        f.extend(self.modules.iter().flat_map(|m| m.disco_features()).map(str::to_string));
+        f.extend(
+            self.modules
+                .iter()
+                .flat_map(|m| m.disco_features())
+                .map(str::to_string),
+        );
         f.sort();
         f.dedup();
         f
@@ -197,7 +202,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let storage: Arc<dyn Storage> = Arc::new(
-        SledStorage::open(&config.data_dir.join("db")).map_err(|e| format!("cannot open the database: {e}"))?,
+        SledStorage::open(&config.data_dir.join("db"))
+            .map_err(|e| format!("cannot open the database: {e}"))?,
     );
     let (modules, module_warnings) = xep_support::registry::build(&config.modules);
     for (module, message) in module_warnings {
@@ -219,8 +225,12 @@ pub async fn run(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {addr} (config line {}): {e}", l.line))?;
         bound.push((listener, l.clone()));
     }
-    let ctl_listener = crate::ctl::socket::bind(&config.ctl_socket)
-        .map_err(|e| format!("cannot create the control socket {}: {e}", config.ctl_socket.display()))?;
+    let ctl_listener = crate::ctl::socket::bind(&config.ctl_socket).map_err(|e| {
+        format!(
+            "cannot create the control socket {}: {e}",
+            config.ctl_socket.display()
+        )
+    })?;
 
     let (shutdown, _) = watch::channel(false);
     let server = Arc::new(Server {
@@ -275,7 +285,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         accept_tasks.push(tokio::spawn(accept_loop(server.clone(), listener, cfg)));
     }
     println!("rookery: ready");
-    tracing::info!("rookery {} ready for {}", env!("CARGO_PKG_VERSION"), server.config.hosts.join(", "));
+    tracing::info!(
+        "rookery {} ready for {}",
+        env!("CARGO_PKG_VERSION"),
+        server.config.hosts.join(", ")
+    );
 
     signals.wait(&server).await;
     tracing::info!("shutting down");
@@ -291,7 +305,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;
-    storage.flush().map_err(|e| format!("flushing the database: {e}"))?;
+    storage
+        .flush()
+        .map_err(|e| format!("flushing the database: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -52,6 +52,12 @@ async fn disco_info_matches_the_features_table() {
         .filter_map(|f| f.attr("var").map(str::to_string))
         .collect();
     let expected = documented();
-    assert!(!expected.is_empty(), "no features parsed from docs/features.md");
-    assert_eq!(advertised, expected, "disco#info and docs/features.md disagree");
+    assert!(
+        !expected.is_empty(),
+        "no features parsed from docs/features.md"
+    );
+    assert_eq!(
+        advertised, expected,
+        "disco#info and docs/features.md disagree"
+    );
 }

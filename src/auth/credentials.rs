@@ -119,17 +119,28 @@ fn salted_password(hash: ScramHash, password: &[u8], salt: &[u8], iterations: u3
 
 impl ScramSecret {
     /// Derive a secret for an already SASLprep'd password.
-    pub fn derive(hash: ScramHash, prepared_password: &str, salt: Vec<u8>, iterations: u32) -> Self {
+    pub fn derive(
+        hash: ScramHash,
+        prepared_password: &str,
+        salt: Vec<u8>,
+        iterations: u32,
+    ) -> Self {
         let salted = salted_password(hash, prepared_password.as_bytes(), &salt, iterations);
         let client_key = hmac(hash, &salted, b"Client Key");
         let stored_key = digest(hash, &client_key);
         let server_key = hmac(hash, &salted, b"Server Key");
-        ScramSecret { salt, iterations, stored_key, server_key }
+        ScramSecret {
+            salt,
+            iterations,
+            stored_key,
+            server_key,
+        }
     }
 
     /// Check a prepared password against this secret in constant time.
     pub fn matches(&self, hash: ScramHash, prepared_password: &str) -> bool {
-        let candidate = ScramSecret::derive(hash, prepared_password, self.salt.clone(), self.iterations);
+        let candidate =
+            ScramSecret::derive(hash, prepared_password, self.salt.clone(), self.iterations);
         bool::from(candidate.stored_key.ct_eq(&self.stored_key))
             & bool::from(candidate.server_key.ct_eq(&self.server_key))
     }
@@ -177,12 +188,17 @@ mod tests {
     fn rfc5802_sha1_vector() {
         // RFC 5802 §5: user "user", password "pencil", salt QSXCR+Q6sek8bf92, 4096 iterations.
         use base64::Engine;
-        let salt = base64::engine::general_purpose::STANDARD.decode("QSXCR+Q6sek8bf92").unwrap();
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode("QSXCR+Q6sek8bf92")
+            .unwrap();
         let s = ScramSecret::derive(ScramHash::Sha1, "pencil", salt, 4096);
         // ServerSignature in the RFC is HMAC(ServerKey, AuthMessage); check ServerKey through it.
         let auth = b"n=user,r=fyko+d2lbbFgONRv9qkxdawL,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096,c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j";
         let sig = hmac(ScramHash::Sha1, &s.server_key, auth);
-        assert_eq!(base64::engine::general_purpose::STANDARD.encode(sig), "rmF9pqV8S7suAoZWja4dJRkFsKQ=");
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(sig),
+            "rmF9pqV8S7suAoZWja4dJRkFsKQ="
+        );
     }
 
     #[test]

@@ -25,7 +25,12 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 pub type BoxIo = Box<dyn Io>;
 
 /// Serve one client connection until it ends.
-pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, listener: Arc<Listener>) {
+pub async fn handle(
+    server: Arc<Server>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+) {
     match negotiation::negotiate(server.clone(), sock, peer, listener).await {
         Some(bound) => session::run(server, bound).await,
         None => {}

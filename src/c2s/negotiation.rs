@@ -53,7 +53,11 @@ struct HostCredentials {
 
 impl CredentialStore for HostCredentials {
     fn credentials(&self, username: &str) -> Option<auth::credentials::StoredCredentials> {
-        self.server.storage.get_credentials(&self.host, username).ok().flatten()
+        self.server
+            .storage
+            .get_credentials(&self.host, username)
+            .ok()
+            .flatten()
     }
 }
 
@@ -204,7 +208,9 @@ impl Negotiation {
                 }
                 let mut s = String::new();
                 if !self.header_sent {
-                    s.push_str(&self.header_xml(self.host.clone().unwrap_or_else(|| self.default_host())));
+                    s.push_str(
+                        &self.header_xml(self.host.clone().unwrap_or_else(|| self.default_host())),
+                    );
                 }
                 s.push_str(&stream_error_xml(cond, text.as_deref()));
                 s
@@ -215,7 +221,12 @@ impl Negotiation {
     }
 
     fn default_host(&self) -> String {
-        self.server.config.hosts.first().cloned().unwrap_or_default()
+        self.server
+            .config
+            .hosts
+            .first()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn header_xml(&self, host: String) -> String {
@@ -245,29 +256,45 @@ impl Negotiation {
 
     fn check_header(&mut self, h: &StreamHeader) -> Result<String, Stop> {
         if !h.stream_ns_ok {
-            return Err(Stop::Error("invalid-namespace", Some("the stream element must be stream:stream".into())));
+            return Err(Stop::Error(
+                "invalid-namespace",
+                Some("the stream element must be stream:stream".into()),
+            ));
         }
         if h.default_ns != ns::CLIENT {
-            return Err(Stop::Error("invalid-namespace", Some(format!("expected {} as the content namespace", ns::CLIENT))));
+            return Err(Stop::Error(
+                "invalid-namespace",
+                Some(format!("expected {} as the content namespace", ns::CLIENT)),
+            ));
         }
-        let to = h
-            .to
-            .as_deref()
-            .map(|t| t.trim_end_matches('.').to_lowercase())
-            .unwrap_or_default();
+        let to =
+            h.to.as_deref()
+                .map(|t| t.trim_end_matches('.').to_lowercase())
+                .unwrap_or_default();
         if !self.server.serves(&to) {
             return Err(Stop::Error("host-unknown", None));
         }
         if let Some(prev) = &self.host {
             if *prev != to {
-                return Err(Stop::Error("host-unknown", Some("the host changed on restart".into())));
+                return Err(Stop::Error(
+                    "host-unknown",
+                    Some("the host changed on restart".into()),
+                ));
             }
         }
-        match h.version.as_deref().and_then(|v| v.split('.').next()).map(str::trim) {
+        match h
+            .version
+            .as_deref()
+            .and_then(|v| v.split('.').next())
+            .map(str::trim)
+        {
             Some("1") => {}
             _ => {
                 self.host = Some(to);
-                return Err(Stop::Error("unsupported-version", Some("version 1.0 is required".into())));
+                return Err(Stop::Error(
+                    "unsupported-version",
+                    Some("version 1.0 is required".into()),
+                ));
             }
         }
         Ok(to)
@@ -295,7 +322,10 @@ impl Negotiation {
         if self.user.is_some() {
             f = f
                 .with_child(Element::new("bind", ns::BIND))
-                .with_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)))
+                .with_child(
+                    Element::new("session", ns::SESSION)
+                        .with_child(Element::new("optional", ns::SESSION)),
+                )
                 .with_child(Element::new("ver", crate::im::roster::NS_ROSTER_VER))
                 .with_child(Element::new("sub", "urn:xmpp:features:pre-approval"));
             for m in &self.server.modules {
@@ -323,7 +353,9 @@ impl Negotiation {
             if !cbs.is_empty() {
                 let mut e = Element::new("sasl-channel-binding", ns::SASL_CB);
                 for cb in cbs {
-                    e = e.with_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", cb));
+                    e = e.with_child(
+                        Element::new("channel-binding", ns::SASL_CB).with_attr("type", cb),
+                    );
                 }
                 f = f.with_child(e);
             }
@@ -340,7 +372,10 @@ impl Negotiation {
                 self.open_stream().await?;
             } else if el.is("auth", ns::SASL) {
                 if self.user.is_some() {
-                    return Err(Stop::Error("policy-violation", Some("already authenticated".into())));
+                    return Err(Stop::Error(
+                        "policy-violation",
+                        Some("already authenticated".into()),
+                    ));
                 }
                 if self.sasl(el).await? {
                     // Stream restart (RFC 6120 §6.4.6): a fresh parser, same transport.
@@ -352,20 +387,27 @@ impl Negotiation {
                 if let Some(bound) = self.bind(el).await? {
                     return Ok(bound);
                 }
-            } else if el.ns == ns::CLIENT && matches!(el.name.as_str(), "iq" | "message" | "presence") {
+            } else if el.ns == ns::CLIENT
+                && matches!(el.name.as_str(), "iq" | "message" | "presence")
+            {
                 return Err(Stop::Error("not-authorized", None));
             } else {
-                return Err(Stop::Error("unsupported-stanza-type", Some(format!("unexpected <{}/>", el.name))));
+                return Err(Stop::Error(
+                    "unsupported-stanza-type",
+                    Some(format!("unexpected <{}/>", el.name)),
+                ));
             }
         }
     }
 
     async fn starttls(&mut self) -> Result<(), Stop> {
         if self.tls || self.user.is_some() {
-            self.send(&format!("<failure xmlns='{}'/></stream:stream>", ns::TLS)).await?;
+            self.send(&format!("<failure xmlns='{}'/></stream:stream>", ns::TLS))
+                .await?;
             return Err(Stop::Quiet);
         }
-        self.send(&format!("<proceed xmlns='{}'/>", ns::TLS)).await?;
+        self.send(&format!("<proceed xmlns='{}'/>", ns::TLS))
+            .await?;
         let reader = std::mem::replace(&mut self.reader, placeholder_reader());
         let (rd, leftover) = reader.into_inner();
         let writer = std::mem::replace(&mut self.writer, placeholder_writer());
@@ -383,13 +425,14 @@ impl Negotiation {
         self.tls = true;
         let (rd, wr) = split(Box::new(stream) as BoxIo);
         self.reader = StreamReader::new(rd, self.listener.max_stanza_size);
-        if let Some(shaper) = self
-            .listener
-            .shaper
-            .as_deref()
-            .and_then(|name| self.server.config.shaper_for(name, None, Some(self.peer.ip())))
-        {
-            self.reader.limiter().set_shaper(shaper.rate, shaper.burst_size);
+        if let Some(shaper) = self.listener.shaper.as_deref().and_then(|name| {
+            self.server
+                .config
+                .shaper_for(name, None, Some(self.peer.ip()))
+        }) {
+            self.reader
+                .limiter()
+                .set_shaper(shaper.rate, shaper.burst_size);
         }
         self.writer = wr;
         self.header_sent = false;
@@ -400,9 +443,16 @@ impl Negotiation {
         self.auth_failures += 1;
         let delay = self.server.auth_failed(self.peer.ip());
         tokio::time::sleep(delay).await;
-        self.send(&format!("<failure xmlns='{}'><{condition}/></failure>", ns::SASL)).await?;
+        self.send(&format!(
+            "<failure xmlns='{}'><{condition}/></failure>",
+            ns::SASL
+        ))
+        .await?;
         if self.auth_failures >= MAX_AUTH_ATTEMPTS {
-            return Err(Stop::Error("policy-violation", Some("too many authentication failures".into())));
+            return Err(Stop::Error(
+                "policy-violation",
+                Some("too many authentication failures".into()),
+            ));
         }
         Ok(false)
     }
@@ -410,13 +460,21 @@ impl Negotiation {
     /// One SASL exchange. `Ok(true)` when authenticated.
     async fn sasl(&mut self, auth: Element) -> Result<bool, Stop> {
         if self.tls_required_but_missing() {
-            self.send(&format!("<failure xmlns='{}'><encryption-required/></failure>", ns::SASL)).await?;
+            self.send(&format!(
+                "<failure xmlns='{}'><encryption-required/></failure>",
+                ns::SASL
+            ))
+            .await?;
             return Ok(false);
         }
         let name = auth.attr("mechanism").unwrap_or("").to_string();
         let ctx = self.sasl_context();
         let Some(mut mech) = auth::new_mechanism(&name, &ctx) else {
-            self.send(&format!("<failure xmlns='{}'><invalid-mechanism/></failure>", ns::SASL)).await?;
+            self.send(&format!(
+                "<failure xmlns='{}'><invalid-mechanism/></failure>",
+                ns::SASL
+            ))
+            .await?;
             return Ok(false);
         };
         let mut payload = match decode_b64(&auth.text()) {
@@ -427,10 +485,18 @@ impl Negotiation {
             match mech.respond(&payload) {
                 Ok(Response::Proceed(data)) => {
                     let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-                    self.send(&format!("<challenge xmlns='{}'>{b64}</challenge>", ns::SASL)).await?;
+                    self.send(&format!(
+                        "<challenge xmlns='{}'>{b64}</challenge>",
+                        ns::SASL
+                    ))
+                    .await?;
                     let el = self.next_element().await?;
                     if el.is("abort", ns::SASL) {
-                        self.send(&format!("<failure xmlns='{}'><aborted/></failure>", ns::SASL)).await?;
+                        self.send(&format!(
+                            "<failure xmlns='{}'><aborted/></failure>",
+                            ns::SASL
+                        ))
+                        .await?;
                         return Ok(false);
                     }
                     if !el.is("response", ns::SASL) {
@@ -450,7 +516,8 @@ impl Negotiation {
                     } else {
                         base64::engine::general_purpose::STANDARD.encode(data)
                     };
-                    self.send(&format!("<success xmlns='{}'>{b64}</success>", ns::SASL)).await?;
+                    self.send(&format!("<success xmlns='{}'>{b64}</success>", ns::SASL))
+                        .await?;
                     self.server.auth_succeeded(self.peer.ip());
                     tracing::info!(peer = %self.peer, "{user}@{} authenticated with {name}", self.host.as_deref().unwrap_or(""));
                     self.user = Some(user);
@@ -490,7 +557,10 @@ impl Negotiation {
             Some(r) => match bare.with_resource_str(r.trim()) {
                 Ok(f) => f,
                 Err(_) => {
-                    let reply = iq_error(&iq, &StanzaError::bad_request().with_text("invalid resource"));
+                    let reply = iq_error(
+                        &iq,
+                        &StanzaError::bad_request().with_text("invalid resource"),
+                    );
                     self.send(&reply.to_xml(ns::CLIENT)).await?;
                     return Ok(None);
                 }
@@ -505,7 +575,8 @@ impl Negotiation {
         result.remove_attr("from");
         result.remove_attr("to");
         let result = result.with_child(
-            Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(full.to_string())),
+            Element::new("bind", ns::BIND)
+                .with_child(Element::new("jid", ns::BIND).with_text(full.to_string())),
         );
         // The bind result goes first in the queue, ahead of anything routed to the new JID.
         let _ = tx.try_send(Outgoing::Stanza(result));
@@ -520,7 +591,10 @@ impl Negotiation {
             }
             Err(BindRefused::TooManySessions) => {
                 while rx.try_recv().is_ok() {}
-                let reply = iq_error(&iq, &StanzaError::new(ErrorType::Wait, "resource-constraint"));
+                let reply = iq_error(
+                    &iq,
+                    &StanzaError::new(ErrorType::Wait, "resource-constraint"),
+                );
                 self.send(&reply.to_xml(ns::CLIENT)).await?;
                 return Ok(None);
             }

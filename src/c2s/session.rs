@@ -76,7 +76,9 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     tracing::info!(%peer, "session ended: {}", handle.jid);
     drop(reader);
     // The writer ends on Close or once every sender is gone; bound the wait.
-    if let Ok(Ok(leftover)) = tokio::time::timeout(std::time::Duration::from_secs(35), writer_task).await {
+    if let Ok(Ok(leftover)) =
+        tokio::time::timeout(std::time::Duration::from_secs(35), writer_task).await
+    {
         // Messages that were queued but not written go to another resource or offline storage.
         for msg in leftover {
             crate::delivery::route(&server, msg).await;
@@ -98,7 +100,10 @@ async fn handle_stanza(
     if let Some(to) = el.attr("to") {
         if Jid::new(to).is_err() {
             if el.name != "presence" && el.attr("type") != Some("error") {
-                let mut reply = error_reply(&el, &StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"));
+                let mut reply = error_reply(
+                    &el,
+                    &StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"),
+                );
                 reply.remove_attr("from");
                 reply.set_attr("to", handle.jid.to_string());
                 let _ = handle.tx.send(Outgoing::Stanza(reply)).await;
@@ -111,7 +116,10 @@ async fn handle_stanza(
             let kind = el.attr("type").unwrap_or("");
             let valid_type = matches!(kind, "get" | "set" | "result" | "error");
             let one_child = el.child_elements().count() == 1;
-            if el.attr("id").is_none() || !valid_type || ((kind == "get" || kind == "set") && !one_child) {
+            if el.attr("id").is_none()
+                || !valid_type
+                || ((kind == "get" || kind == "set") && !one_child)
+            {
                 if kind == "result" || kind == "error" {
                     return Ok(()); // never answer results or errors
                 }
@@ -129,7 +137,9 @@ async fn handle_stanza(
         "presence" => {
             match el.attr("to").map(Jid::new) {
                 None => crate::im::presence::broadcast_from_session(server, handle, el).await,
-                Some(Ok(to)) => crate::im::presence::directed_from_session(server, handle, el, to).await,
+                Some(Ok(to)) => {
+                    crate::im::presence::directed_from_session(server, handle, el, to).await
+                }
                 Some(Err(_)) => {}
             }
             return Ok(());

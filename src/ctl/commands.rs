@@ -383,15 +383,13 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
             }
             Ok(CtlOutput::ok(""))
         }
-        ("get_offline_count", [user, host]) => {
-            account(env, user, host).and_then(|(user, host)| {
-                if !env.storage.user_exists(&host, &user).map_err(db_failed)? {
-                    return Err(no_such_user(&user, &host));
-                }
-                let n = env.storage.offline_count(&host, &user).map_err(db_failed)?;
-                Ok(CtlOutput::ok(n.to_string()))
-            })
-        }
+        ("get_offline_count", [user, host]) => account(env, user, host).and_then(|(user, host)| {
+            if !env.storage.user_exists(&host, &user).map_err(db_failed)? {
+                return Err(no_such_user(&user, &host));
+            }
+            let n = env.storage.offline_count(&host, &user).map_err(db_failed)?;
+            Ok(CtlOutput::ok(n.to_string()))
+        }),
         ("get_roster", [user, host]) => get_roster(env, user, host),
         ("stats", [name]) => stats(env, server, name),
         ("help", args) => Ok(help(args)),
@@ -427,7 +425,11 @@ fn get_roster(env: &CtlEnv, user: &str, host: &str) -> Result<CtlOutput, CtlOutp
     Ok(CtlOutput::ok(lines.join("\n")))
 }
 
-fn stats(env: &CtlEnv, server: Option<&Arc<dyn ServerControl>>, name: &str) -> Result<CtlOutput, CtlOutput> {
+fn stats(
+    env: &CtlEnv,
+    server: Option<&Arc<dyn ServerControl>>,
+    name: &str,
+) -> Result<CtlOutput, CtlOutput> {
     match name {
         "registeredusers" => {
             let mut total = 0;

@@ -51,17 +51,25 @@ impl AccountLocks {
     pub async fn lock(&self, bare: &BareJid) -> MutexGuard<'_, ()> {
         let mut h = DefaultHasher::new();
         bare.hash(&mut h);
-        self.shards[(h.finish() as usize) % LOCK_SHARDS].lock().await
+        self.shards[(h.finish() as usize) % LOCK_SHARDS]
+            .lock()
+            .await
     }
 }
 
 fn parts(bare: &BareJid) -> (&str, &str) {
-    (bare.domain().as_str(), bare.node().map(|n| n.as_str()).unwrap_or(""))
+    (
+        bare.domain().as_str(),
+        bare.node().map(|n| n.as_str()).unwrap_or(""),
+    )
 }
 
 /// Whether a message is worth storing (XEP-0160 §3, XEP-0334 hints).
 pub fn storable(msg: &Element) -> bool {
-    if matches!(msg.attr("type"), Some("groupchat") | Some("headline") | Some("error")) {
+    if matches!(
+        msg.attr("type"),
+        Some("groupchat") | Some("headline") | Some("error")
+    ) {
         return false;
     }
     if msg.child("no-store", "urn:xmpp:hints").is_some() {
@@ -138,19 +146,28 @@ pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
             .with_text("Offline storage"),
     );
     let limit = server.config.max_user_offline_messages(user, host);
-    match server.storage.offline_store(host, user, &stored.to_xml(ns::CLIENT), limit) {
+    match server
+        .storage
+        .offline_store(host, user, &stored.to_xml(ns::CLIENT), limit)
+    {
         Ok(OfflineStored::Stored(_)) => {}
         Ok(OfflineStored::Full) => {
             crate::delivery::bounce(
                 server,
                 &msg,
-                StanzaError::new(ErrorType::Wait, "resource-constraint").with_text("the recipient's offline storage is full"),
+                StanzaError::new(ErrorType::Wait, "resource-constraint")
+                    .with_text("the recipient's offline storage is full"),
             )
             .await;
         }
         Err(e) => {
             tracing::error!("storing an offline message for {to}: {e}");
-            crate::delivery::bounce(server, &msg, StanzaError::new(ErrorType::Wait, "internal-server-error")).await;
+            crate::delivery::bounce(
+                server,
+                &msg,
+                StanzaError::new(ErrorType::Wait, "internal-server-error"),
+            )
+            .await;
         }
     }
 }
@@ -230,15 +247,21 @@ mod tests {
             .with_attr("type", "chat")
             .with_child(Element::new("body", ns::CLIENT).with_text("hi"));
         assert!(storable(&body));
-        let state = Element::new("message", ns::CLIENT)
-            .with_child(Element::new("composing", "http://jabber.org/protocol/chatstates"));
+        let state = Element::new("message", ns::CLIENT).with_child(Element::new(
+            "composing",
+            "http://jabber.org/protocol/chatstates",
+        ));
         assert!(!storable(&state));
         let mut headline = body.clone();
         headline.set_attr("type", "headline");
         assert!(!storable(&headline));
-        let no_store = body.clone().with_child(Element::new("no-store", "urn:xmpp:hints"));
+        let no_store = body
+            .clone()
+            .with_child(Element::new("no-store", "urn:xmpp:hints"));
         assert!(!storable(&no_store));
-        let hinted = state.clone().with_child(Element::new("store", "urn:xmpp:hints"));
+        let hinted = state
+            .clone()
+            .with_child(Element::new("store", "urn:xmpp:hints"));
         assert!(storable(&hinted));
     }
 }

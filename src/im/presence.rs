@@ -22,7 +22,10 @@ use crate::server::Server;
 use crate::storage::{RosterItem, Subscription};
 
 fn parts(bare: &BareJid) -> (&str, &str) {
-    (bare.domain().as_str(), bare.node().map(|n| n.as_str()).unwrap_or(""))
+    (
+        bare.domain().as_str(),
+        bare.node().map(|n| n.as_str()).unwrap_or(""),
+    )
 }
 
 fn state_of(item: &RosterItem) -> SubState {
@@ -45,7 +48,11 @@ fn presence(from: &str, to: &str, kind: Option<&str>) -> Element {
 }
 
 /// A presence stanza without `to` from a session: broadcast (RFC 6121 §4.2, §4.4, §4.5).
-pub async fn broadcast_from_session(server: &Arc<Server>, session: &Arc<SessionHandle>, el: Element) {
+pub async fn broadcast_from_session(
+    server: &Arc<Server>,
+    session: &Arc<SessionHandle>,
+    el: Element,
+) {
     match el.attr("type") {
         None => {
             let initial = !session.available.load(Ordering::Relaxed);
@@ -55,7 +62,10 @@ pub async fn broadcast_from_session(server: &Arc<Server>, session: &Arc<SessionH
                 .unwrap_or(0)
                 .clamp(-128, 127);
             session.priority.store(prio, Ordering::Relaxed);
-            *session.last_presence.lock().unwrap_or_else(|e| e.into_inner()) = Some(el.clone());
+            *session
+                .last_presence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(el.clone());
             let bare = session.jid.to_bare();
             if initial {
                 // Offline messages first, in order, then the session counts as available.
@@ -70,7 +80,10 @@ pub async fn broadcast_from_session(server: &Arc<Server>, session: &Arc<SessionH
         }
         Some("unavailable") => {
             if session.available.swap(false, Ordering::Relaxed) {
-                *session.last_presence.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *session
+                    .last_presence
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
                 let bare = session.jid.to_bare();
                 fan_out(server, session, &bare, &el).await;
                 send_to_directed(server, session, &el).await;
@@ -126,7 +139,11 @@ async fn show_own_resources(server: &Arc<Server>, session: &Arc<SessionHandle>, 
         if own.id == session.id || !own.available.load(Ordering::Relaxed) {
             continue;
         }
-        let last = own.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = own
+            .last_presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(mut p) = last {
             p.set_attr("from", own.jid.to_string());
             p.set_attr("to", session.jid.to_string());
@@ -148,7 +165,10 @@ async fn send_probes(server: &Arc<Server>, bare: &BareJid) {
 /// Deliver stored inbound subscription requests again (RFC 6121 §3.1.3).
 async fn redeliver_pending(server: &Arc<Server>, session: &Arc<SessionHandle>, bare: &BareJid) {
     let (host, user) = parts(bare);
-    let pending = server.storage.pending_subscriptions(host, user).unwrap_or_default();
+    let pending = server
+        .storage
+        .pending_subscriptions(host, user)
+        .unwrap_or_default();
     for (from, xml) in pending {
         // The stored request keeps its payload (status text, XEP-0172 nick).
         let mut p = crate::storage::stanza_codec::parse_stanza(&xml)
@@ -177,7 +197,12 @@ pub async fn session_ended(server: &Arc<Server>, session: &Arc<SessionHandle>) {
 
 /// A presence stanza with `to` from a session: subscription management or
 /// directed presence.
-pub async fn directed_from_session(server: &Arc<Server>, session: &Arc<SessionHandle>, mut el: Element, to: Jid) {
+pub async fn directed_from_session(
+    server: &Arc<Server>,
+    session: &Arc<SessionHandle>,
+    mut el: Element,
+    to: Jid,
+) {
     if let Some(kind) = el.attr("type").and_then(SubKind::parse) {
         let payload = std::mem::take(&mut el.children);
         outbound_subscription(server, &session.jid.to_bare(), to.to_bare(), kind, payload).await;
@@ -245,7 +270,9 @@ pub async fn outbound_subscription(
     }
     if matches!(kind, SubKind::Subscribed | SubKind::Unsubscribed) {
         let (host, user) = parts(owner);
-        let _ = server.storage.pending_subscription_remove(host, user, &contact_s);
+        let _ = server
+            .storage
+            .pending_subscription_remove(host, user, &contact_s);
     }
     if out.route {
         let mut p = presence(owner.as_str(), &contact_s, Some(kind.as_str()));
@@ -261,7 +288,11 @@ pub async fn outbound_subscription(
                 // §3.2.2: and no longer sees it.
                 for s in owner_sessions {
                     if s.available.load(Ordering::Relaxed) {
-                        crate::delivery::route(server, presence(s.jid.as_str(), &contact_s, Some("unavailable"))).await;
+                        crate::delivery::route(
+                            server,
+                            presence(s.jid.as_str(), &contact_s, Some("unavailable")),
+                        )
+                        .await;
                     }
                 }
             }
@@ -312,7 +343,11 @@ async fn send_current_presence(server: &Server, owner: &BareJid, to: &str) -> us
         if !s.available.load(Ordering::Relaxed) {
             continue;
         }
-        let last = s.last_presence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = s
+            .last_presence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(mut p) = last {
             p.set_attr("from", s.jid.to_string());
             p.set_attr("to", to);
@@ -376,12 +411,22 @@ async fn answer_probe(server: &Server, user: &BareJid, from: &Jid) {
         return; // never reveal presence to someone not subscribed (§4.3.2)
     }
     if send_current_presence(server, user, from.as_str()).await == 0 {
-        crate::delivery::route(server, presence(user.as_str(), from.as_str(), Some("unavailable"))).await;
+        crate::delivery::route(
+            server,
+            presence(user.as_str(), from.as_str(), Some("unavailable")),
+        )
+        .await;
     }
 }
 
 /// A subscription stanza from `contact` reaches `user` (Appendix A.3).
-async fn inbound_subscription(server: &Server, user: &BareJid, contact: BareJid, kind: SubKind, el: Element) {
+async fn inbound_subscription(
+    server: &Server,
+    user: &BareJid,
+    contact: BareJid,
+    kind: SubKind,
+    el: Element,
+) {
     let contact_s = contact.to_string();
     let item = server.rosters.item(server, user, &contact_s);
     let had_from = matches!(
@@ -404,19 +449,28 @@ async fn inbound_subscription(server: &Server, user: &BareJid, contact: BareJid,
         // §3.3.3: the contact no longer sees our presence.
         for s in server.router.sessions_of(user) {
             if s.available.load(Ordering::Relaxed) {
-                crate::delivery::route(server, presence(s.jid.as_str(), &contact_s, Some("unavailable"))).await;
+                crate::delivery::route(
+                    server,
+                    presence(s.jid.as_str(), &contact_s, Some("unavailable")),
+                )
+                .await;
             }
         }
     }
     match kind {
         SubKind::Subscribe if inb.deliver => {
             let xml = el.to_xml(ns::CLIENT);
-            if let Err(e) = server.storage.pending_subscription_add(host, localpart, &contact_s, &xml) {
+            if let Err(e) = server
+                .storage
+                .pending_subscription_add(host, localpart, &contact_s, &xml)
+            {
                 tracing::error!("storing a subscription request for {user}: {e}");
             }
         }
         SubKind::Unsubscribe => {
-            let _ = server.storage.pending_subscription_remove(host, localpart, &contact_s);
+            let _ = server
+                .storage
+                .pending_subscription_remove(host, localpart, &contact_s);
         }
         _ => {}
     }

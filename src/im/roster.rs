@@ -32,19 +32,32 @@ pub struct RosterCache {
 }
 
 fn parts(bare: &BareJid) -> (&str, &str) {
-    (bare.domain().as_str(), bare.node().map(|n| n.as_str()).unwrap_or(""))
+    (
+        bare.domain().as_str(),
+        bare.node().map(|n| n.as_str()).unwrap_or(""),
+    )
 }
 
 impl RosterCache {
     /// The roster of `bare`, from memory or loaded from storage.
     pub fn get(&self, server: &Server, bare: &BareJid) -> Arc<Roster> {
-        if let Some(r) = self.rosters.read().unwrap_or_else(|e| e.into_inner()).get(bare) {
+        if let Some(r) = self
+            .rosters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bare)
+        {
             return r.clone();
         }
         // Load under the write lock so a concurrent update cannot be overwritten
         // by this (older) snapshot.
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = self.rosters.read().unwrap_or_else(|e| e.into_inner()).get(bare) {
+        if let Some(r) = self
+            .rosters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bare)
+        {
             return r.clone();
         }
         let (host, user) = parts(bare);
@@ -65,20 +78,31 @@ impl RosterCache {
 
     /// One item of a roster.
     pub fn item(&self, server: &Server, bare: &BareJid, contact: &str) -> Option<RosterItem> {
-        if let Some(r) = self.rosters.read().unwrap_or_else(|e| e.into_inner()).get(bare) {
+        if let Some(r) = self
+            .rosters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bare)
+        {
             return r.get(contact).cloned();
         }
         // Not cached (no session): read just this item.
         let (host, user) = parts(bare);
-        server.storage.roster_item(host, user, contact).unwrap_or_else(|e| {
-            tracing::error!("reading the roster of {bare}: {e}");
-            None
-        })
+        server
+            .storage
+            .roster_item(host, user, contact)
+            .unwrap_or_else(|e| {
+                tracing::error!("reading the roster of {bare}: {e}");
+                None
+            })
     }
 
     /// Drop a roster from memory (its account's last session ended).
     pub fn evict(&self, bare: &BareJid) {
-        self.rosters.write().unwrap_or_else(|e| e.into_inner()).remove(bare);
+        self.rosters
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(bare);
     }
 
     fn replace_cached(&self, bare: &BareJid, f: impl FnOnce(&mut Roster)) {
@@ -91,7 +115,12 @@ impl RosterCache {
     }
 
     /// Write an item (storage first, then memory); returns it with its new version.
-    pub fn put(&self, server: &Server, bare: &BareJid, item: RosterItem) -> Result<RosterItem, StorageError> {
+    pub fn put(
+        &self,
+        server: &Server,
+        bare: &BareJid,
+        item: RosterItem,
+    ) -> Result<RosterItem, StorageError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (host, user) = parts(bare);
         let stored = server.storage.roster_put(host, user, item)?;
@@ -103,7 +132,12 @@ impl RosterCache {
     }
 
     /// Remove an item; returns the new roster version if it existed.
-    pub fn remove(&self, server: &Server, bare: &BareJid, contact: &str) -> Result<Option<u64>, StorageError> {
+    pub fn remove(
+        &self,
+        server: &Server,
+        bare: &BareJid,
+        contact: &str,
+    ) -> Result<Option<u64>, StorageError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (host, user) = parts(bare);
         let ver = server.storage.roster_remove(host, user, contact)?;
@@ -153,7 +187,12 @@ pub async fn handle_iq(server: &Server, iq: &Element, owner: &BareJid) -> Option
     }
 }
 
-async fn roster_get(server: &Server, iq: &Element, query: &Element, owner: &BareJid) -> Option<Element> {
+async fn roster_get(
+    server: &Server,
+    iq: &Element,
+    query: &Element,
+    owner: &BareJid,
+) -> Option<Element> {
     let from = iq.attr("from").and_then(|f| jid::FullJid::new(f).ok());
     if let Some(session) = from.as_ref().and_then(|f| server.router.session(f)) {
         session.interested.store(true, Ordering::Relaxed);
@@ -216,14 +255,20 @@ async fn roster_get(server: &Server, iq: &Element, query: &Element, owner: &Bare
 async fn roster_set(server: &Server, iq: &Element, query: &Element, owner: &BareJid) -> Element {
     let items: Vec<&Element> = query.child_elements().collect();
     if items.len() != 1 || !items[0].is("item", NS_ROSTER) {
-        return iq_error(iq, &StanzaError::bad_request().with_text("a roster set carries exactly one item"));
+        return iq_error(
+            iq,
+            &StanzaError::bad_request().with_text("a roster set carries exactly one item"),
+        );
     }
     let item = items[0];
     let Some(contact) = item.attr("jid").and_then(|j| Jid::new(j).ok()) else {
         return iq_error(iq, &StanzaError::new(ErrorType::Modify, "jid-malformed"));
     };
     if contact.resource().is_some() {
-        return iq_error(iq, &StanzaError::bad_request().with_text("roster items are bare JIDs"));
+        return iq_error(
+            iq,
+            &StanzaError::bad_request().with_text("roster items are bare JIDs"),
+        );
     }
     let contact = contact.to_bare().to_string();
     if item.attr("subscription") == Some("remove") {
@@ -233,19 +278,33 @@ async fn roster_set(server: &Server, iq: &Element, query: &Element, owner: &Bare
     for g in item.child_elements().filter(|g| g.is("group", NS_ROSTER)) {
         let name = g.text();
         if name.trim().is_empty() {
-            return iq_error(iq, &StanzaError::new(ErrorType::Modify, "not-acceptable").with_text("empty group name"));
+            return iq_error(
+                iq,
+                &StanzaError::new(ErrorType::Modify, "not-acceptable")
+                    .with_text("empty group name"),
+            );
         }
         if name.len() > 1024 {
-            return iq_error(iq, &StanzaError::new(ErrorType::Modify, "not-acceptable").with_text("group name too long"));
+            return iq_error(
+                iq,
+                &StanzaError::new(ErrorType::Modify, "not-acceptable")
+                    .with_text("group name too long"),
+            );
         }
         if groups.contains(&name) {
             return iq_error(iq, &StanzaError::bad_request().with_text("duplicate group"));
         }
         groups.push(name);
     }
-    let name = item.attr("name").filter(|n| !n.is_empty()).map(str::to_string);
+    let name = item
+        .attr("name")
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
     if name.as_ref().is_some_and(|n| n.len() > 1024) {
-        return iq_error(iq, &StanzaError::new(ErrorType::Modify, "not-acceptable").with_text("name too long"));
+        return iq_error(
+            iq,
+            &StanzaError::new(ErrorType::Modify, "not-acceptable").with_text("name too long"),
+        );
     }
     // Subscription and ask in a roster set are ignored (§2.1.2.5): only name and groups change.
     let existing = server.rosters.item(server, owner, &contact);
@@ -294,13 +353,17 @@ async fn remove_item(server: &Server, iq: &Element, owner: &BareJid, contact: &s
     // §2.5.2: cancel subscriptions both ways.
     let from_bare = owner.to_string();
     if matches!(old.subscription, Subscription::To | Subscription::Both) || old.ask {
-        crate::im::presence::send_subscription_stanza(server, &from_bare, contact, "unsubscribe").await;
+        crate::im::presence::send_subscription_stanza(server, &from_bare, contact, "unsubscribe")
+            .await;
     }
     if matches!(old.subscription, Subscription::From | Subscription::Both) || old.pending_in {
-        crate::im::presence::send_subscription_stanza(server, &from_bare, contact, "unsubscribed").await;
+        crate::im::presence::send_subscription_stanza(server, &from_bare, contact, "unsubscribed")
+            .await;
     }
-    let _ = server
-        .storage
-        .pending_subscription_remove(owner.domain().as_str(), owner.node().map(|n| n.as_str()).unwrap_or(""), contact);
+    let _ = server.storage.pending_subscription_remove(
+        owner.domain().as_str(),
+        owner.node().map(|n| n.as_str()).unwrap_or(""),
+        contact,
+    );
     iq_result(iq, None)
 }

@@ -96,7 +96,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for LimitedRead<R> {
             b.tokens = (b.tokens + elapsed * b.rate as f64).min(b.burst as f64);
             if b.tokens < 1.0 {
                 let wait = (1.0 - b.tokens) / b.rate as f64;
-                let mut sleep = Box::pin(tokio::time::sleep(Duration::from_secs_f64(wait.max(0.001))));
+                let mut sleep =
+                    Box::pin(tokio::time::sleep(Duration::from_secs_f64(wait.max(0.001))));
                 if sleep.as_mut().poll(cx).is_pending() {
                     this.sleep = Some(sleep);
                     return Poll::Pending;

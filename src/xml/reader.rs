@@ -116,7 +116,8 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         // The buffered reader reads ahead up to READ_BUFFER bytes past the
         // stanza being parsed, so the byte count is allowed that much slack.
         let limited = LimitedRead::new(inner, max_stanza_size.map(|m| m + READ_BUFFER));
-        let mut reader = quick_xml::Reader::from_reader(BufReader::with_capacity(READ_BUFFER, limited));
+        let mut reader =
+            quick_xml::Reader::from_reader(BufReader::with_capacity(READ_BUFFER, limited));
         configure(&mut reader);
         StreamReader {
             reader,
@@ -189,7 +190,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                 self.bindings.push((String::new(), value));
             } else if let Some(p) = key.strip_prefix("xmlns:") {
                 if value.is_empty() {
-                    return Err(XmlError::NotWellFormed(format!("empty namespace for prefix {p}")));
+                    return Err(XmlError::NotWellFormed(format!(
+                        "empty namespace for prefix {p}"
+                    )));
                 }
                 self.bindings.push((p.to_string(), value));
             } else if let Some((p, local)) = key.split_once(':') {
@@ -208,7 +211,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         let ns = match self.resolve(&prefix) {
             Some(u) => u.to_string(),
             None if prefix.is_empty() => String::new(),
-            None => return Err(XmlError::NotWellFormed(format!("undeclared prefix {prefix}"))),
+            None => {
+                return Err(XmlError::NotWellFormed(format!(
+                    "undeclared prefix {prefix}"
+                )))
+            }
         };
         let mut el = Element::new(local, ns);
         el.attrs = plain;
@@ -292,7 +299,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
             match event {
                 Event::Decl(decl) => {
                     if self.started {
-                        return Err(XmlError::Restricted("XML declaration inside the stream".into()));
+                        return Err(XmlError::Restricted(
+                            "XML declaration inside the stream".into(),
+                        ));
                     }
                     if let Some(Ok(enc)) = decl.encoding() {
                         if !enc.eq_ignore_ascii_case(b"utf-8") {
@@ -318,7 +327,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     let el = self.open(&start)?;
                     self.close_scope();
                     if !self.started {
-                        return Err(XmlError::NotWellFormed("stream header closed at once".into()));
+                        return Err(XmlError::NotWellFormed(
+                            "stream header closed at once".into(),
+                        ));
                     }
                     match self.stack.last_mut() {
                         Some(parent) => parent.children.push(Node::Element(el)),
@@ -338,11 +349,15 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                 Event::Text(t) => {
                     if !self.started {
                         // Whitespace before the header is allowed.
-                        let raw = t.decode().map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
+                        let raw = t
+                            .decode()
+                            .map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
                         if raw.chars().all(|c| c.is_ascii_whitespace()) {
                             continue;
                         }
-                        return Err(XmlError::NotWellFormed("text before the stream header".into()));
+                        return Err(XmlError::NotWellFormed(
+                            "text before the stream header".into(),
+                        ));
                     }
                     let text = t
                         .xml_content()
@@ -360,10 +375,16 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     let ch = if r.is_char_ref() {
                         match r.resolve_char_ref() {
                             Ok(Some(c)) => c,
-                            _ => return Err(XmlError::NotWellFormed("bad character reference".into())),
+                            _ => {
+                                return Err(XmlError::NotWellFormed(
+                                    "bad character reference".into(),
+                                ))
+                            }
                         }
                     } else {
-                        let name = r.decode().map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
+                        let name = r
+                            .decode()
+                            .map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
                         match name.as_ref() {
                             "amp" => '&',
                             "lt" => '<',
@@ -371,7 +392,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                             "apos" => '\'',
                             "quot" => '"',
                             other => {
-                                return Err(XmlError::Restricted(format!("entity reference &{other};")))
+                                return Err(XmlError::Restricted(format!(
+                                    "entity reference &{other};"
+                                )))
                             }
                         }
                     };
@@ -394,7 +417,11 @@ mod tests {
         let mut out = Vec::new();
         for _ in 0..200 {
             match r.next().await {
-                Ok(StreamEvent::Header(h)) => out.push(Ok(format!("header {} {}", h.default_ns, h.to.unwrap_or_default()))),
+                Ok(StreamEvent::Header(h)) => out.push(Ok(format!(
+                    "header {} {}",
+                    h.default_ns,
+                    h.to.unwrap_or_default()
+                ))),
                 Ok(StreamEvent::Stanza(e)) => out.push(Ok(e.to_xml(ns::CLIENT))),
                 Ok(StreamEvent::End) => {
                     out.push(Ok("end".into()));
@@ -415,7 +442,10 @@ mod tests {
         let input = format!("{HEADER}<message to='a@b'><body>x &amp; y &#65;</body></message> \n<presence/></stream:stream>");
         let ev = events(&input, None).await;
         assert_eq!(ev[0], Ok("header jabber:client localhost".into()));
-        assert_eq!(ev[1], Ok("<message to='a@b'><body>x &amp; y A</body></message>".into()));
+        assert_eq!(
+            ev[1],
+            Ok("<message to='a@b'><body>x &amp; y A</body></message>".into())
+        );
         assert_eq!(ev[2], Ok("<presence/>".into()));
         assert_eq!(ev[3], Ok("end".into()));
     }

@@ -42,7 +42,8 @@ impl Module for Disco {
             features.sort();
             features.dedup();
             for f in features {
-                query = query.with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+                query =
+                    query.with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
             }
             Ok(Some(query))
         } else {

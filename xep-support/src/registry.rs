@@ -10,7 +10,12 @@ pub const KNOWN: &[&str] = &["mod_disco", "mod_ping"];
 /// other option is reported as unsupported.
 fn accepted_options(name: &str) -> &'static [&'static str] {
     match name {
-        "mod_ping" => &["send_pings", "ping_interval", "ping_ack_timeout", "timeout_action"],
+        "mod_ping" => &[
+            "send_pings",
+            "ping_interval",
+            "ping_ack_timeout",
+            "timeout_action",
+        ],
         "mod_disco" => &["server_info", "extra_domains", "name"],
         _ => &[],
     }
@@ -22,7 +27,9 @@ pub type ModuleWarning = (String, String);
 /// Build the modules named in the config, in order. Returns the modules and
 /// warnings (module name, message) for names this server does not implement
 /// (ejabberd configs list many) and for options it does not know.
-pub fn build(config: &[(String, serde_yaml_ng::Value)]) -> (Vec<Arc<dyn Module>>, Vec<ModuleWarning>) {
+pub fn build(
+    config: &[(String, serde_yaml_ng::Value)],
+) -> (Vec<Arc<dyn Module>>, Vec<ModuleWarning>) {
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
     let mut warnings = Vec::new();
     for (name, opts) in config {
@@ -30,7 +37,10 @@ pub fn build(config: &[(String, serde_yaml_ng::Value)]) -> (Vec<Arc<dyn Module>>
             "mod_ping" => Arc::new(crate::ping::Ping),
             "mod_disco" => Arc::new(crate::disco::Disco),
             other => {
-                warnings.push((other.to_string(), format!("module {other} is not supported yet and is ignored")));
+                warnings.push((
+                    other.to_string(),
+                    format!("module {other} is not supported yet and is ignored"),
+                ));
                 continue;
             }
         };
@@ -38,7 +48,10 @@ pub fn build(config: &[(String, serde_yaml_ng::Value)]) -> (Vec<Arc<dyn Module>>
             for key in map.keys() {
                 let key = key.as_str().unwrap_or("?");
                 if !accepted_options(name).contains(&key) {
-                    warnings.push((name.clone(), format!("option {key} is not supported and is ignored")));
+                    warnings.push((
+                        name.clone(),
+                        format!("option {key} is not supported and is ignored"),
+                    ));
                 }
             }
         }

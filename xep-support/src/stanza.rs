@@ -36,7 +36,11 @@ pub struct StanzaError {
 
 impl StanzaError {
     pub fn new(kind: ErrorType, condition: &'static str) -> Self {
-        StanzaError { kind, condition, text: None }
+        StanzaError {
+            kind,
+            condition,
+            text: None,
+        }
     }
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
@@ -147,6 +151,8 @@ mod tests {
         assert_eq!(r.attr("type"), Some("error"));
         let err = r.child("error", NS_CLIENT).unwrap();
         assert_eq!(err.attr("type"), Some("cancel"));
-        assert!(err.child("service-unavailable", ns::STANZA_ERRORS).is_some());
+        assert!(err
+            .child("service-unavailable", ns::STANZA_ERRORS)
+            .is_some());
     }
 }
