@@ -1,5 +1,6 @@
 //! The writer task of a bound session: drains the session's bounded queue,
-//! serialises stanzas in batches into one reused buffer, and closes the
+//! serialises stanzas in batches into a buffer that lives only while a batch
+//! is written (an idle session holds none), and closes the
 //! stream (with a stream error when asked) at the end.
 
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outgoing>,
     handle: Arc<SessionHandle>,
 ) -> Vec<xep_support::element::Element> {
-    let mut buf = String::with_capacity(512);
+    let mut buf = String::new();
     let mut close: Option<Option<&'static str>> = None;
     let mut acks = Vec::new();
     'outer: while let Some(first) = rx.recv().await {
@@ -75,10 +76,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
             if !write(&mut w, buf.as_bytes()).await {
                 break 'outer;
             }
-            buf.clear();
-            if buf.capacity() > 4 * BATCH {
-                buf = String::with_capacity(512);
-            }
+            // Give the buffer back: idle sessions should cost no write buffer.
+            buf = String::new();
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());

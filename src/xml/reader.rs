@@ -17,9 +17,9 @@ use xep_support::element::{Element, Node, NS_XML};
 use xep_support::ns;
 
 /// Bytes the buffered reader under the parser holds at most.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 /// A parse buffer larger than this after a stanza is given back.
-const KEEP_BUFFER: usize = 8192;
+const KEEP_BUFFER: usize = 1024;
 
 /// What the reader yields.
 #[derive(Debug)]
