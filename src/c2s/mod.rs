@@ -31,8 +31,7 @@ pub async fn handle(
     peer: SocketAddr,
     listener: Arc<Listener>,
 ) {
-    match negotiation::negotiate(server.clone(), sock, peer, listener).await {
-        Some(bound) => session::run(server, bound).await,
-        None => {}
+    if let Some(bound) = negotiation::negotiate(server.clone(), sock, peer, listener).await {
+        session::run(server, bound).await;
     }
 }

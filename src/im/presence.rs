@@ -78,16 +78,14 @@ pub async fn broadcast_from_session(
                 redeliver_pending(server, session, &bare).await;
             }
         }
-        Some("unavailable") => {
-            if session.available.swap(false, Ordering::Relaxed) {
-                *session
-                    .last_presence
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = None;
-                let bare = session.jid.to_bare();
-                fan_out(server, session, &bare, &el).await;
-                send_to_directed(server, session, &el).await;
-            }
+        Some("unavailable") if session.available.swap(false, Ordering::Relaxed) => {
+            *session
+                .last_presence
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+            let bare = session.jid.to_bare();
+            fan_out(server, session, &bare, &el).await;
+            send_to_directed(server, session, &el).await;
         }
         // Probes, errors and subscription types without `to` have no meaning here.
         _ => {}
