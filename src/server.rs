@@ -220,9 +220,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut bound = Vec::new();
     for l in &config.listen {
         let addr = SocketAddr::new(l.ip, l.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr} (config line {}): {e}", l.line))?;
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            // A machine without IPv6 still serves IPv4 (the default config listens on both loopbacks).
+            Err(e) if l.ip.is_ipv6() && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                tracing::warn!("not listening on {addr} (config line {}): {e}", l.line);
+                continue;
+            }
+            Err(e) => return Err(format!("cannot listen on {addr} (config line {}): {e}", l.line)),
+        };
         bound.push((listener, l.clone()));
     }
     let ctl_listener = crate::ctl::socket::bind(&config.ctl_socket).map_err(|e| {
