@@ -31,7 +31,11 @@ pub async fn handle(
     peer: SocketAddr,
     listener: Arc<Listener>,
 ) {
-    if let Some(bound) = negotiation::negotiate(server.clone(), sock, peer, listener).await {
+    // The negotiation's future (TLS handshake, SASL) is large; boxing it frees
+    // that memory once the session is bound, instead of keeping the task sized
+    // for it for the session's whole life.
+    let negotiation = Box::pin(negotiation::negotiate(server.clone(), sock, peer, listener));
+    if let Some(bound) = negotiation.await {
         session::run(server, bound).await;
     }
 }
