@@ -28,8 +28,9 @@ pub const SEND_WAIT: Duration = Duration::from_secs(5);
 /// What a session's writer task is asked to do.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// Write a stanza.
-    Stanza(Element),
+    /// Write a stanza (boxed: the queue's slots stay small, and tokio
+    /// allocates a queue's slots 32 at a time, even for an idle session).
+    Stanza(Box<Element>),
     /// Close the stream, with a stream error condition if given.
     Close(Option<&'static str>),
     /// Signal once everything queued before this was written to the socket.
@@ -194,7 +195,7 @@ impl Router {
 
     /// Offer a stanza to one session, waiting for room as the policy says.
     pub async fn deliver(&self, session: &SessionHandle, stanza: Element) -> Delivery {
-        match session.tx.try_send(Outgoing::Stanza(stanza)) {
+        match session.tx.try_send(Outgoing::Stanza(Box::new(stanza))) {
             Ok(()) => Delivery::Delivered,
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
             Err(mpsc::error::TrySendError::Full(Outgoing::Stanza(stanza))) => {

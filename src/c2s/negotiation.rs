@@ -579,7 +579,7 @@ impl Negotiation {
                 .with_child(Element::new("jid", ns::BIND).with_text(full.to_string())),
         );
         // The bind result goes first in the queue, ahead of anything routed to the new JID.
-        let _ = tx.try_send(Outgoing::Stanza(result));
+        let _ = tx.try_send(Outgoing::Stanza(Box::new(result)));
         let handle = Router::new_handle(full.clone(), tx);
         let max = self.server.config.max_user_sessions(&user, &host);
         match self.server.router.bind(handle.clone(), max) {

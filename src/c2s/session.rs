@@ -106,7 +106,7 @@ async fn handle_stanza(
                 );
                 reply.remove_attr("from");
                 reply.set_attr("to", handle.jid.to_string());
-                let _ = handle.tx.send(Outgoing::Stanza(reply)).await;
+                let _ = handle.tx.send(Outgoing::Stanza(Box::new(reply))).await;
             }
             return Ok(());
         }
@@ -126,7 +126,7 @@ async fn handle_stanza(
                 let mut reply = iq_error(&el, &StanzaError::bad_request());
                 reply.remove_attr("from");
                 reply.set_attr("to", handle.jid.to_string());
-                let _ = handle.tx.send(Outgoing::Stanza(reply)).await;
+                let _ = handle.tx.send(Outgoing::Stanza(Box::new(reply))).await;
                 return Ok(());
             }
             if el.attr("to").is_none() && (kind == "get" || kind == "set") {

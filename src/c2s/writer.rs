@@ -99,7 +99,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     while let Ok(item) = rx.try_recv() {
         if let Outgoing::Stanza(el) = item {
             if el.name == "message" {
-                leftover.push(el);
+                leftover.push(*el);
             }
         }
     }
