@@ -69,7 +69,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         }
         End::Stopped => {}
     }
-    crate::im::presence::session_ended(&server, &handle).await;
+    Box::pin(crate::im::presence::session_ended(&server, &handle)).await;
     for m in &server.modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
@@ -135,10 +135,12 @@ async fn handle_stanza(
             }
         }
         "presence" => {
+            // Boxed: presence handling (offline drain, fan-out) has a large
+            // future that would otherwise enlarge every idle session's task.
             match el.attr("to").map(Jid::new) {
-                None => crate::im::presence::broadcast_from_session(server, handle, el).await,
+                None => Box::pin(crate::im::presence::broadcast_from_session(server, handle, el)).await,
                 Some(Ok(to)) => {
-                    crate::im::presence::directed_from_session(server, handle, el, to).await
+                    Box::pin(crate::im::presence::directed_from_session(server, handle, el, to)).await
                 }
                 Some(Err(_)) => {}
             }

@@ -199,9 +199,13 @@ impl SledStorage {
     /// Returns [`StorageError::Locked`] if another process (or another open
     /// handle in this process) holds the database.
     pub fn open(dir: &Path) -> Result<SledStorage, StorageError> {
+        // sled's default page cache is 1 GiB; hot data (credentials at login,
+        // rosters at bind) is small, and rosters are cached by the server itself.
+        const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
         create_private_dir(dir)?;
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(CACHE_CAPACITY)
             .open()
             .map_err(|e| map_sled_error(dir, e))?;
         let trees = Trees::open(&db).map_err(|e| map_sled_error(dir, e))?;
