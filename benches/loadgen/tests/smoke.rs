@@ -1,0 +1,268 @@
+//! Smoke test of the load generator against the real Rookery binary.
+//!
+//! It builds nothing itself except, when no `rookery` binary is found next to
+//! `loadgen` or under `target/{debug,release}`, one bounded
+//! `cargo build -p rookery`. It starts the server on a free loopback port
+//! with a temporary config, provisions 20 accounts with `rookery ctl`, runs
+//! `chat --pairs 10 --duration 2` and `offline --messages 50`, and checks the
+//! JSON reports: nothing lost, nothing out of order, nothing duplicated.
+//! Every child process is bounded in time and stopped by its own PID.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+/// Waits (bounded) for `child`; kills it (by its handle) on timeout.
+fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> (i32, String, String) {
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let t_out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code().unwrap_or(-1),
+        t_out.join().unwrap_or_default(),
+        t_err.join().unwrap_or_default(),
+    )
+}
+
+/// The `rookery` binary: next to `loadgen`, else under the workspace's
+/// `target/`, else built once with `cargo build -p rookery` (bounded).
+fn rookery_binary() -> PathBuf {
+    let exe = Path::new(LOADGEN);
+    let profile_dir = exe.parent().expect("loadgen has a directory");
+    let beside = profile_dir.join("rookery");
+    if beside.is_file() {
+        return beside;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let profile = if release { "release" } else { "debug" };
+    let candidate = root.join("target").join(profile).join("rookery");
+    if candidate.is_file() {
+        return candidate;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root).args(["build", "-p", "rookery"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cargo build -p rookery");
+    let (code, _, err) = wait_bounded(child, Duration::from_secs(900), "cargo build -p rookery");
+    assert_eq!(code, 0, "cargo build -p rookery failed:\n{err}");
+    for c in [&beside, &candidate] {
+        if c.is_file() {
+            return c.clone();
+        }
+    }
+    panic!(
+        "no rookery binary at {} after building",
+        candidate.display()
+    );
+}
+
+/// A running server, stopped (SIGTERM, then SIGKILL) by its PID on drop.
+struct Server {
+    child: Option<Child>,
+    addr: String,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+    stderr_path: PathBuf,
+}
+
+impl Server {
+    fn start(bin: &Path) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("loadgen-smoke-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let config = dir.path().join("rookery.yml");
+        let yaml = format!(
+            "hosts: [localhost]\nloglevel: warning\ndata_dir: {data:?}\n\
+             ctl_socket: {ctl:?}\n\
+             listen:\n  - port: 0\n    ip: 127.0.0.1\n    module: ejabberd_c2s\n    starttls_required: true\n\
+             shaper_rules:\n  max_user_sessions: infinity\n  max_user_offline_messages: infinity\n\
+             modules:\n  mod_ping: {{}}\n",
+            data = data.display().to_string(),
+            ctl = data.join("rookery.ctl").display().to_string(),
+        );
+        std::fs::write(&config, yaml).expect("write config");
+        let stderr_path = dir.path().join("server.stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn rookery");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            config,
+            _dir: dir,
+            stderr_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("server not ready\n{}", server.stderr()));
+            if let Some(rest) = line.strip_prefix("rookery: listening c2s ") {
+                server.addr = rest.split_whitespace().next().unwrap_or("").to_string();
+            }
+            if line.trim() == "rookery: ready" {
+                break;
+            }
+        }
+        assert!(!server.addr.is_empty(), "no c2s listener announced");
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the PID of our own, not yet reaped, child.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `loadgen ARGS` (bounded) and returns its JSON report.
+fn loadgen(args: &[&str], server: &Server) -> serde_json::Value {
+    let child = Command::new(LOADGEN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let (code, out, err) = wait_bounded(child, Duration::from_secs(90), "loadgen");
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "loadgen {args:?} printed no JSON (exit {code})\nstderr: {err}\nserver: {}",
+                server.stderr()
+            )
+        });
+    let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+    assert_eq!(
+        code,
+        0,
+        "loadgen {args:?} exited {code}: {v}\nstderr: {err}\nserver: {}",
+        server.stderr()
+    );
+    v
+}
+
+#[test]
+fn chat_and_offline_against_rookery() {
+    let bin = rookery_binary();
+    let server = Server::start(&bin);
+    let pid = server.pid().to_string();
+    let ctl = format!("{} ctl -c {}", bin.display(), server.config.display());
+    let p = loadgen(
+        &[
+            "provision",
+            "--users",
+            "20",
+            "--ctl-cmd",
+            &ctl,
+            "--jobs",
+            "4",
+        ],
+        &server,
+    );
+    assert_eq!(p["failed"], 0, "{p}");
+    assert_eq!(
+        p["created"].as_u64().unwrap() + p["existed"].as_u64().unwrap(),
+        20
+    );
+
+    let common = ["--server", &server.addr, "--server-pid", &pid];
+    let mut args = vec!["chat", "--pairs", "10", "--duration", "2", "--drain", "10"];
+    args.extend_from_slice(&common);
+    let chat = loadgen(&args, &server);
+    assert_eq!(chat["login_failures"], 0, "{chat}");
+    assert_eq!(chat["pairs_active"], 10, "{chat}");
+    assert_eq!(chat["lost"], 0, "{chat}");
+    assert_eq!(chat["out_of_order"], 0, "{chat}");
+    assert_eq!(chat["duplicates"], 0, "{chat}");
+    assert!(chat["received"].as_u64().unwrap() > 0, "{chat}");
+    assert!(chat["server_cpu_s"].is_number(), "{chat}");
+
+    let mut args = vec!["offline", "--messages", "50", "--senders", "5"];
+    args.extend_from_slice(&common);
+    let off = loadgen(&args, &server);
+    assert_eq!(off["received"], 50, "{off}");
+    assert_eq!(off["lost"], 0, "{off}");
+    assert_eq!(off["out_of_order"], 0, "{off}");
+    assert_eq!(off["duplicates"], 0, "{off}");
+    assert_eq!(off["exactly_once"], true, "{off}");
+}
