@@ -18,10 +18,82 @@ pub fn route<'a>(
     server: &'a Server,
     stanza: Element,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    Box::pin(route_inner(server, stanza))
+    Box::pin(route_inner(server, stanza, true))
 }
 
-async fn route_inner(server: &Server, stanza: Element) {
+/// Like [`route`], without the sending account's outbound filters (for
+/// stanzas a module sends on the account's behalf that those filters would
+/// stop, like the unavailable presence to a contact being blocked).
+pub fn route_unfiltered<'a>(
+    server: &'a Server,
+    stanza: Element,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(route_inner(server, stanza, false))
+}
+
+/// A local account (not the server itself) named by `jid`.
+fn local_account(server: &Server, jid: &Jid) -> Option<BareJid> {
+    if jid.node().is_some() && server.serves(jid.domain().as_str()) {
+        Some(jid.to_bare())
+    } else {
+        None
+    }
+}
+
+/// Run the modules' stanza filters: the sender's outbound filters (if it is
+/// a local account and `outbound`), then the recipient's inbound filters
+/// (if it is a local account). Between an account and itself, and between
+/// an account and its server, nothing is filtered. Returns the stanza to
+/// deliver, or `None` when a filter dropped or rejected it (the sender got
+/// the error then).
+async fn run_filters(
+    server: &Server,
+    mut stanza: Element,
+    from: Option<&Jid>,
+    to: &Jid,
+    outbound: bool,
+) -> Option<Element> {
+    if server.filters.is_empty() {
+        return Some(stanza);
+    }
+    let Some(from) = from else {
+        return Some(stanza);
+    };
+    if from.to_bare() == to.to_bare() {
+        return Some(stanza);
+    }
+    let mut verdict = xep_support::module::Verdict::Pass;
+    if outbound && to.node().is_some() {
+        if let Some(sender) = local_account(server, from) {
+            for m in &server.filters {
+                verdict = m.filter_outbound(server, &sender, &mut stanza);
+                if verdict != xep_support::module::Verdict::Pass {
+                    break;
+                }
+            }
+        }
+    }
+    if verdict == xep_support::module::Verdict::Pass && from.node().is_some() {
+        if let Some(recipient) = local_account(server, to) {
+            for m in &server.filters {
+                verdict = m.filter_inbound(server, &recipient, &stanza);
+                if verdict != xep_support::module::Verdict::Pass {
+                    break;
+                }
+            }
+        }
+    }
+    match verdict {
+        xep_support::module::Verdict::Pass => Some(stanza),
+        xep_support::module::Verdict::Drop => None,
+        xep_support::module::Verdict::Reject(e) => {
+            bounce(server, &stanza, e).await;
+            None
+        }
+    }
+}
+
+async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
     let to = match stanza.attr("to") {
         None => None,
         Some(t) => match Jid::new(t) {
@@ -45,6 +117,10 @@ async fn route_inner(server: &Server, stanza: Element) {
             Some(f) => Jid::from(f.to_bare()),
             None => return,
         },
+    };
+    let Some(stanza) = run_filters(server, stanza, from.as_ref(), &to, outbound_filters).await
+    else {
+        return;
     };
     let domain = to.domain().as_str();
     if !server.serves(domain) {
@@ -81,7 +157,13 @@ async fn to_server(server: &Server, stanza: Element, to: &Jid) {
     }
     let kind = stanza.attr("type").unwrap_or("");
     if kind != "get" && kind != "set" {
-        return; // results and errors are never answered
+        // Results and errors are never answered; they may answer a module's query.
+        for m in &server.modules {
+            if m.handle_iq_response(server, &stanza) {
+                break;
+            }
+        }
+        return;
     }
     let reply = answer_server_iq(server, &stanza, to, kind == "set");
     send_back(server, reply).await;
@@ -116,6 +198,38 @@ fn answer_server_iq(server: &Server, stanza: &Element, to: &Jid, is_set: bool) -
         }
         None => iq_error(stanza, &StanzaError::service_unavailable()),
     }
+}
+
+/// Answer an iq to an account's bare JID through `module`.
+fn answer_account_iq(
+    server: &Server,
+    module: &dyn xep_support::module::Module,
+    stanza: &Element,
+    account: BareJid,
+    is_set: bool,
+) -> Element {
+    let (Some(payload), Some(from)) = (
+        stanza.first_child(),
+        stanza.attr("from").and_then(|f| FullJid::new(f).ok()),
+    ) else {
+        return iq_error(stanza, &StanzaError::bad_request());
+    };
+    let to = Jid::from(account);
+    let req = IqRequest {
+        stanza,
+        payload,
+        is_set,
+        from: &from,
+        to: &to,
+    };
+    let mut reply = match module.handle_account_iq(server, &req) {
+        Ok(p) => iq_result(stanza, p),
+        Err(e) => iq_error(stanza, &e),
+    };
+    if stanza.attr("to").is_none() {
+        reply.remove_attr("from");
+    }
+    reply
 }
 
 async fn message_to_user(server: &Server, stanza: Element, to: &Jid) {
@@ -204,11 +318,19 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
                 if let Some(reply) = crate::im::roster::handle_iq(server, &stanza, &bare).await {
                     send_back(server, reply).await;
                 }
+            } else if let Some(module) = server.account_module_for(&ns) {
+                // Answered by a module on the account's behalf; it decides who may ask.
+                if !from_self && !account_exists(server, &bare) {
+                    bounce(server, &stanza, StanzaError::service_unavailable()).await;
+                    return;
+                }
+                let reply =
+                    answer_account_iq(server, module.as_ref(), &stanza, bare, kind == "set");
+                send_back(server, reply).await;
             } else if from_self && (ns == ns::SESSION || server.module_for(&ns).is_some()) {
                 let reply = answer_server_iq(server, &stanza, &Jid::from(bare), kind == "set");
                 send_back(server, reply).await;
             } else {
-                // Account-addressed modules for others (vCard, PEP) come later.
                 bounce(server, &stanza, StanzaError::service_unavailable()).await;
             }
         }

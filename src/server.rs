@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use jid::{BareJid, Jid};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use xep_support::element::Element;
-use xep_support::module::{Identity, Module, ServerContext};
+use xep_support::module::{
+    Identity, Module, ServerContext, SessionInfo, StoreError, Subscription as ModSubscription,
+};
 
 use crate::config::{Config, Listener, ListenerModule};
 use crate::ctl::commands::{CtlEnv, ServerControl};
@@ -44,6 +47,10 @@ pub struct Server {
     pub account_locks: crate::im::offline::AccountLocks,
     pub modules: Vec<Arc<dyn Module>>,
     iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
+    /// Modules answering iqs to accounts' bare JIDs, by payload namespace.
+    account_iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
+    /// Modules with stanza filters, in config order.
+    pub filters: Vec<Arc<dyn Module>>,
     shutdown: watch::Sender<bool>,
     started: Instant,
     /// Connections open now (negotiating or bound).
@@ -62,6 +69,11 @@ impl Server {
     /// The module answering iqs with this payload namespace.
     pub fn module_for(&self, ns: &str) -> Option<&Arc<dyn Module>> {
         self.iq_handlers.get(ns)
+    }
+
+    /// The module answering iqs to accounts with this payload namespace.
+    pub fn account_module_for(&self, ns: &str) -> Option<&Arc<dyn Module>> {
+        self.account_iq_handlers.get(ns)
     }
 
     /// The TLS acceptor for direct TLS (`true`) or STARTTLS (`false`).
@@ -143,6 +155,166 @@ impl ServerContext for Server {
             tokio::spawn(async move { crate::delivery::route(&server, stanza).await });
         }
     }
+
+    fn route_unfiltered(&self, stanza: Element) {
+        if let Some(server) = self.this.get().and_then(std::sync::Weak::upgrade) {
+            tokio::spawn(async move { crate::delivery::route_unfiltered(&server, stanza).await });
+        }
+    }
+
+    fn account_disco_features(&self) -> Vec<String> {
+        let mut f: Vec<String> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.account_disco_features())
+            .map(str::to_string)
+            .collect();
+        f.sort();
+        f.dedup();
+        f
+    }
+
+    fn account_disco_identities(&self) -> Vec<Identity> {
+        let mut ids = vec![Identity {
+            category: "account".into(),
+            kind: "registered".into(),
+            name: None,
+        }];
+        ids.extend(
+            self.modules
+                .iter()
+                .flat_map(|m| m.account_disco_identities()),
+        );
+        ids
+    }
+
+    fn account_disco_items(&self, account: &BareJid, from: &Jid) -> Vec<Element> {
+        self.modules
+            .iter()
+            .flat_map(|m| m.account_disco_items(self, account, from))
+            .collect()
+    }
+
+    fn account_exists(&self, account: &BareJid) -> bool {
+        !self.router.sessions_of(account).is_empty()
+            || crate::delivery::account_exists(self, account)
+    }
+
+    fn subscription(&self, owner: &BareJid, contact: &BareJid) -> ModSubscription {
+        match self.rosters.item(self, owner, contact.as_str()) {
+            Some(item) => mod_sub(&item.subscription),
+            None => ModSubscription::None,
+        }
+    }
+
+    fn roster_contacts(&self, owner: &BareJid) -> Vec<(BareJid, ModSubscription)> {
+        let roster = if self.router.sessions_of(owner).is_empty() {
+            // Not cached (no session): read it without caching.
+            let (host, user) = (
+                owner.domain().as_str(),
+                owner.node().map(|n| n.as_str()).unwrap_or(""),
+            );
+            self.storage
+                .roster_get(host, user)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| (i.jid.clone(), i))
+                .collect()
+        } else {
+            (*self.rosters.get(self, owner)).clone()
+        };
+        roster
+            .values()
+            .filter_map(|i| Some((BareJid::new(&i.jid).ok()?, mod_sub(&i.subscription))))
+            .collect()
+    }
+
+    fn sessions(&self, account: &BareJid) -> Vec<SessionInfo> {
+        self.router
+            .sessions_of(account)
+            .iter()
+            .map(|s| SessionInfo {
+                jid: s.jid.clone(),
+                available: s.available.load(Ordering::Relaxed),
+                priority: s.priority.load(Ordering::Relaxed),
+                presence: s
+                    .last_presence
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            })
+            .collect()
+    }
+
+    fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn parse_xml(&self, xml: &str) -> Option<Element> {
+        crate::storage::stanza_codec::parse_stanza(xml)
+    }
+
+    fn kv_get(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_get(host, user, module, key)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_put(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_put(host, user, module, key, value)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_delete(host, user, module, key)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_scan(
+        &self,
+        module: &str,
+        account: &BareJid,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_scan(host, user, module, prefix)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+}
+
+/// The (host, user) of a local account, for module storage.
+fn account_parts(account: &BareJid) -> Result<(&str, &str), StoreError> {
+    match account.node() {
+        Some(node) => Ok((account.domain().as_str(), node.as_str())),
+        None => Err(StoreError(format!("{account} is not an account"))),
+    }
+}
+
+fn mod_sub(s: &crate::storage::Subscription) -> ModSubscription {
+    use crate::storage::Subscription as S;
+    match s {
+        S::None => ModSubscription::None,
+        S::To => ModSubscription::To,
+        S::From => ModSubscription::From,
+        S::Both => ModSubscription::Both,
+    }
 }
 
 /// The control interface `rookery ctl` uses on a running server.
@@ -215,6 +387,17 @@ pub async fn run(config: Config) -> Result<(), String> {
             iq_handlers.insert(ns, m.clone());
         }
     }
+    let mut account_iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
+    for m in &modules {
+        for ns in m.account_iq_namespaces() {
+            account_iq_handlers.insert(ns, m.clone());
+        }
+    }
+    let filters: Vec<Arc<dyn Module>> = modules
+        .iter()
+        .filter(|m| m.has_filters())
+        .cloned()
+        .collect();
 
     // Bind every listener before announcing anything.
     let mut bound = Vec::new();
@@ -227,7 +410,12 @@ pub async fn run(config: Config) -> Result<(), String> {
                 tracing::warn!("not listening on {addr} (config line {}): {e}", l.line);
                 continue;
             }
-            Err(e) => return Err(format!("cannot listen on {addr} (config line {}): {e}", l.line)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen on {addr} (config line {}): {e}",
+                    l.line
+                ))
+            }
         };
         bound.push((listener, l.clone()));
     }
@@ -250,6 +438,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         account_locks: Default::default(),
         modules,
         iq_handlers,
+        account_iq_handlers,
+        filters,
         shutdown,
         started: Instant::now(),
         connections: AtomicUsize::new(0),

@@ -10,7 +10,18 @@ use common::client::Client;
 use common::server_with_users;
 
 /// Modules the test harness enables.
-const ENABLED: &[&str] = &["mod_ping", "mod_disco"];
+const ENABLED: &[&str] = &[
+    "mod_ping",
+    "mod_disco",
+    "mod_private",
+    "mod_vcard",
+    "mod_vcard_xupdate",
+    "mod_blocking",
+    "mod_version",
+    "mod_time",
+    "mod_last",
+    "mod_pep",
+];
 
 /// Features the table promises for this configuration.
 fn documented() -> BTreeSet<String> {

@@ -77,6 +77,9 @@ pub async fn broadcast_from_session(
                 show_own_resources(server, session, &bare).await;
                 redeliver_pending(server, session, &bare).await;
             }
+            for m in &server.modules {
+                m.presence_available(server.as_ref(), &session.jid, &el, initial);
+            }
         }
         Some("unavailable") if session.available.swap(false, Ordering::Relaxed) => {
             *session

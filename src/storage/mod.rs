@@ -280,6 +280,43 @@ pub trait Storage: Send + Sync {
     fn offline_count(&self, host: &str, user: &str) -> Result<usize, StorageError>;
     /// Remove every stored message; how many there were.
     fn offline_delete_all(&self, host: &str, user: &str) -> Result<usize, StorageError>;
+
+    // --- Modules' per-account data (key/value per module and account) ---
+
+    /// A module's value under `key` for `user@host`.
+    fn module_get(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Store (replace) a module's value; durable when it returns.
+    fn module_put(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError>;
+    /// Remove a module's value; whether there was one. Durable when it returns.
+    fn module_delete(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+    ) -> Result<bool, StorageError>;
+    /// Every (key, value) of a module for `user@host` whose key starts with
+    /// `prefix`, sorted by key (a prefix scan, never a full scan).
+    fn module_scan(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
 }
 
 #[cfg(test)]

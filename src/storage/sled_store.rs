@@ -12,6 +12,7 @@
 //! | `pending_subscriptions` | `host\0user\0from_bare`           | the request stanza (XML text)          |
 //! | `offline`               | `host\0user\0` + seq (u64 BE)     | the message stanza (XML text)          |
 //! | `offline_counts`        | `host\0user`                      | number of stored messages (u64 BE)     |
+//! | `module_data`           | `host\0user\0module\0key`         | a module's value for the account (bytes) |
 //!
 //! Hosts and localparts never contain NUL (nodeprep and domain rules forbid
 //! control characters, and keys with NUL are refused here), so the key
@@ -58,6 +59,9 @@ const PENDING_TREE: &str = "pending_subscriptions";
 const OFFLINE_TREE: &str = "offline";
 /// Name of the tree holding each user's offline message count.
 const OFFLINE_COUNTS_TREE: &str = "offline_counts";
+/// Name of the tree holding modules' per-account data (private XML, vCards,
+/// blocklists, PEP nodes, last logout...).
+const MODULE_DATA_TREE: &str = "module_data";
 
 /// The named trees, opened once when the database is opened.
 pub(super) struct Trees {
@@ -68,6 +72,7 @@ pub(super) struct Trees {
     pub(super) pending: sled::Tree,
     pub(super) offline: sled::Tree,
     pub(super) offline_counts: sled::Tree,
+    pub(super) module_data: sled::Tree,
 }
 
 impl Trees {
@@ -80,6 +85,7 @@ impl Trees {
             pending: db.open_tree(PENDING_TREE)?,
             offline: db.open_tree(OFFLINE_TREE)?,
             offline_counts: db.open_tree(OFFLINE_COUNTS_TREE)?,
+            module_data: db.open_tree(MODULE_DATA_TREE)?,
         })
     }
 }
@@ -301,6 +307,7 @@ impl Storage for SledStorage {
         self.offline_delete_all(host, user)?;
         self.roster_delete_all(host, user)?;
         self.clear_prefix(&self.trees.pending, &prefix2(host, user)?)?;
+        self.clear_prefix(&self.trees.module_data, &prefix2(host, user)?)?;
         let old = self.trees.accounts.remove(key).map_err(|e| self.err(e))?;
         self.durable()?;
         Ok(old.is_some())
@@ -470,6 +477,76 @@ impl Storage for SledStorage {
     fn offline_delete_all(&self, host: &str, user: &str) -> Result<usize, StorageError> {
         self.offline_delete_all_impl(host, user)
     }
+
+    fn module_get(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let k = module_key(host, user, module, key)?;
+        let v = self.trees.module_data.get(k).map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v.to_vec()))
+    }
+
+    fn module_put(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        let k = module_key(host, user, module, key)?;
+        self.trees
+            .module_data
+            .insert(k, value)
+            .map_err(|e| self.err(e))?;
+        self.durable()
+    }
+
+    fn module_delete(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+    ) -> Result<bool, StorageError> {
+        let k = module_key(host, user, module, key)?;
+        let old = self.trees.module_data.remove(k).map_err(|e| self.err(e))?;
+        if old.is_some() {
+            self.durable()?;
+        }
+        Ok(old.is_some())
+    }
+
+    fn module_scan(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let base = module_key(host, user, module, "")?;
+        let mut full = base.clone();
+        full.extend_from_slice(prefix.as_bytes());
+        let mut out = Vec::new();
+        for kv in self.trees.module_data.scan_prefix(&full) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            out.push((key_suffix(&k, &base, "module data")?, v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// The key `host\0user\0module\0key` of a module's record; the module's own
+/// key may contain anything (it is the last part).
+fn module_key(host: &str, user: &str, module: &str, key: &str) -> Result<Vec<u8>, StorageError> {
+    let mut k = key3(host, user, module)?;
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    Ok(k)
 }
 
 #[cfg(test)]

@@ -46,7 +46,24 @@ pub struct Config {
     pub extra_listeners: Vec<String>,
     /// Extra top-level YAML appended verbatim.
     pub extra_yaml: String,
+    /// Entries under `modules:`, each `name: options` on one line
+    /// (default: [`DEFAULT_MODULES`]).
+    pub modules: Vec<String>,
 }
+
+/// The modules the harness enables unless a test says otherwise.
+pub const DEFAULT_MODULES: &[&str] = &[
+    "mod_ping: {}",
+    "mod_disco: {}",
+    "mod_private: {}",
+    "mod_vcard: {}",
+    "mod_vcard_xupdate: {}",
+    "mod_blocking: {}",
+    "mod_version: {}",
+    "mod_time: {}",
+    "mod_last: {}",
+    "mod_pep: {}",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -59,6 +76,7 @@ impl Default for Config {
             loglevel: "info".to_string(),
             extra_listeners: Vec::new(),
             extra_yaml: String::new(),
+            modules: DEFAULT_MODULES.iter().map(|m| m.to_string()).collect(),
         }
     }
 }
@@ -105,7 +123,12 @@ impl Config {
             "shaper_rules:\n  max_user_sessions: {}\n",
             self.max_user_sessions
         ));
-        y.push_str("modules:\n  mod_ping: {}\n  mod_disco: {}\n");
+        y.push_str("modules:\n");
+        for m in &self.modules {
+            y.push_str("  ");
+            y.push_str(m);
+            y.push('\n');
+        }
         if !self.extra_yaml.is_empty() {
             y.push_str(&self.extra_yaml);
             if !self.extra_yaml.ends_with('\n') {

@@ -2,7 +2,7 @@
 //! features of every enabled module (disco#info), and its items (disco#items).
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::StanzaError;
 
@@ -28,27 +28,57 @@ impl Module for Disco {
             return Err(StanzaError::item_not_found());
         }
         if req.payload.ns == ns::DISCO_INFO {
-            let mut query = Element::new("query", ns::DISCO_INFO);
-            for id in ctx.disco_identities() {
-                let mut e = Element::new("identity", ns::DISCO_INFO)
-                    .with_attr("category", id.category)
-                    .with_attr("type", id.kind);
-                if let Some(name) = id.name {
-                    e.set_attr("name", name);
-                }
-                query = query.with_child(e);
-            }
-            let mut features = ctx.disco_features();
-            features.sort();
-            features.dedup();
-            for f in features {
-                query =
-                    query.with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
-            }
-            Ok(Some(query))
+            Ok(Some(info(ctx.disco_identities(), ctx.disco_features())))
         } else {
             // No components yet: an empty item list.
             Ok(Some(Element::new("query", ns::DISCO_ITEMS)))
         }
     }
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![ns::DISCO_INFO, ns::DISCO_ITEMS]
+    }
+    /// disco#info and disco#items of an account's bare JID (XEP-0030 §3.3,
+    /// XEP-0163 §6): the account identity, PEP's identity and features, the
+    /// PEP nodes the requester may see.
+    fn handle_account_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
+        if req.is_set || req.payload.name != "query" {
+            return Err(StanzaError::bad_request());
+        }
+        if req.payload.attr("node").is_some() {
+            return Err(StanzaError::item_not_found());
+        }
+        let account = req.account();
+        if req.payload.ns == ns::DISCO_INFO {
+            Ok(Some(info(
+                ctx.account_disco_identities(),
+                ctx.account_disco_features(),
+            )))
+        } else {
+            let mut q = Element::new("query", ns::DISCO_ITEMS);
+            for item in ctx.account_disco_items(&account, &jid::Jid::from(req.from.clone())) {
+                q = q.with_child(item);
+            }
+            Ok(Some(q))
+        }
+    }
+}
+
+/// A disco#info result.
+fn info(identities: Vec<Identity>, mut features: Vec<String>) -> Element {
+    let mut query = Element::new("query", ns::DISCO_INFO);
+    for id in identities {
+        let mut e = Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", id.category)
+            .with_attr("type", id.kind);
+        if let Some(name) = id.name {
+            e.set_attr("name", name);
+        }
+        query = query.with_child(e);
+    }
+    features.sort();
+    features.dedup();
+    for f in features {
+        query = query.with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+    }
+    query
 }

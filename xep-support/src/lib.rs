@@ -5,13 +5,20 @@
 //! enabled modules (built by [`registry::build`]) to answer iqs addressed to
 //! the server by payload namespace, and collects their disco features.
 
+pub mod blocking;
 pub mod disco;
 pub mod element;
+pub mod last;
 pub mod module;
 pub mod ns;
+pub mod pep;
 pub mod ping;
+pub mod private;
 pub mod registry;
 pub mod stanza;
+pub mod time;
+pub mod vcard;
+pub mod version;
 
 pub use element::{Element, Node};
 pub use module::{Module, ServerContext};

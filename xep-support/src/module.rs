@@ -1,14 +1,33 @@
 //! The one trait every extension module implements, and what the server
 //! offers modules in return.
 //!
-//! Hooks: iqs addressed to the server (dispatched by payload namespace),
-//! disco features and identities, extra stream features, and session events.
-//! Later issues add stanza filters and account-addressed iqs here, next to
-//! these, so every module keeps one shape.
+//! Hooks, all with defaults so a module implements only what it uses:
+//! - iqs addressed to the server, dispatched by payload namespace
+//!   ([`Module::server_iq_namespaces`], [`Module::handle_server_iq`]), and
+//!   iq results/errors addressed to the server ([`Module::handle_iq_response`],
+//!   for queries a module sent itself, e.g. caps disco#info);
+//! - iqs addressed to an account's bare JID, dispatched by payload namespace
+//!   ([`Module::account_iq_namespaces`], [`Module::handle_account_iq`]): the
+//!   server answers these on the account's behalf (vCard, private storage,
+//!   blocking, PEP, last activity, disco#info of the account). The module
+//!   decides who may ask: `req.from` may be the owner or anyone else;
+//! - disco features/identities of the server and of accounts, and the
+//!   account's disco#items;
+//! - stanza filters ([`Module::filter_inbound`], [`Module::filter_outbound`])
+//!   run by the router for every stanza that reaches a local account from
+//!   another entity, and every stanza a local account sends to another
+//!   entity (blocking, avatar hash in presence). Filters run on the hot path:
+//!   they must answer from memory;
+//! - session events: bound, ended, and available presence broadcast.
+//!
+//! [`ServerContext`] gives modules the domains, routing, read access to the
+//! roster (subscription states) and to sessions, and a per-module,
+//! per-account key/value store (sled tree `module_data`, key
+//! `host\0user\0module\0key`; writes are durable when they return).
 
 use crate::element::Element;
 use crate::stanza::StanzaError;
-use jid::{FullJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 
 /// A disco identity (XEP-0030).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,7 +37,7 @@ pub struct Identity {
     pub name: Option<String>,
 }
 
-/// An iq addressed to the server, as a module sees it.
+/// An iq addressed to the server or to an account, as a module sees it.
 pub struct IqRequest<'a> {
     /// The whole iq, with `from` already stamped by the server.
     pub stanza: &'a Element,
@@ -28,12 +47,86 @@ pub struct IqRequest<'a> {
     pub is_set: bool,
     /// The authenticated sender.
     pub from: &'a FullJid,
-    /// The addressee (the server's domain).
+    /// The addressee: the server's domain, or an account's bare JID.
     pub to: &'a Jid,
+}
+
+impl IqRequest<'_> {
+    /// For an account-addressed iq: the account (the `to` bare JID).
+    pub fn account(&self) -> BareJid {
+        self.to.to_bare()
+    }
+    /// Whether the sender is the account the iq is addressed to.
+    pub fn from_owner(&self) -> bool {
+        self.from.to_bare() == self.to.to_bare()
+    }
 }
 
 /// What a module answers to an iq: a result payload or a stanza error.
 pub type IqResult = Result<Option<Element>, StanzaError>;
+
+/// A roster subscription state, from the roster owner's point of view
+/// (RFC 6121 §2.1.2.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscription {
+    None,
+    /// The owner receives the contact's presence.
+    To,
+    /// The contact receives the owner's presence.
+    From,
+    Both,
+}
+
+impl Subscription {
+    /// The contact receives the owner's presence (`from` or `both`).
+    pub fn has_from(self) -> bool {
+        matches!(self, Subscription::From | Subscription::Both)
+    }
+    /// The owner receives the contact's presence (`to` or `both`).
+    pub fn has_to(self) -> bool {
+        matches!(self, Subscription::To | Subscription::Both)
+    }
+}
+
+/// A bound session, as modules see it.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub jid: FullJid,
+    /// Whether it sent available presence.
+    pub available: bool,
+    pub priority: i32,
+    /// Its last available broadcast presence.
+    pub presence: Option<Element>,
+}
+
+/// A storage failure reported to a module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<StoreError> for StanzaError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!("module storage: {e}");
+        StanzaError::internal_server_error()
+    }
+}
+
+/// What a stanza filter decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deliver (possibly modified, for outbound filters).
+    Pass,
+    /// Drop silently.
+    Drop,
+    /// Do not deliver; return this error to the sender (never for errors
+    /// and presence, which are dropped instead).
+    Reject(StanzaError),
+}
 
 /// What the server offers modules.
 pub trait ServerContext: Send + Sync {
@@ -43,8 +136,58 @@ pub trait ServerContext: Send + Sync {
     fn disco_features(&self) -> Vec<String>;
     /// Every disco identity of the server.
     fn disco_identities(&self) -> Vec<Identity>;
-    /// Deliver a stanza that the server originates (it carries its own `from`).
+    /// Deliver a stanza that the server originates (it carries its own
+    /// `from`). Routing happens on a task of its own, after the caller returns.
     fn route(&self, stanza: Element);
+    /// Like [`ServerContext::route`], but the sending account's outbound
+    /// filters are not run (e.g. the unavailable presence sent to a contact
+    /// being blocked).
+    fn route_unfiltered(&self, stanza: Element);
+    /// Disco features of every account (from the enabled modules).
+    fn account_disco_features(&self) -> Vec<String>;
+    /// Disco identities of every account.
+    fn account_disco_identities(&self) -> Vec<Identity>;
+    /// disco#items of `account` as `from` may see them (from the modules).
+    fn account_disco_items(&self, account: &BareJid, from: &Jid) -> Vec<Element>;
+    /// Whether the local account exists.
+    fn account_exists(&self, account: &BareJid) -> bool;
+    /// The subscription between `owner` and `contact` in `owner`'s roster
+    /// (`None` when the contact is not in it). From memory for accounts
+    /// with sessions.
+    fn subscription(&self, owner: &BareJid, contact: &BareJid) -> Subscription;
+    /// Every contact in `owner`'s roster with its subscription.
+    fn roster_contacts(&self, owner: &BareJid) -> Vec<(BareJid, Subscription)>;
+    /// The bound sessions of an account.
+    fn sessions(&self, account: &BareJid) -> Vec<SessionInfo>;
+    /// How long the server has been running.
+    fn uptime(&self) -> std::time::Duration;
+    /// Parse one element from XML text (as stored with `Element::to_xml`).
+    fn parse_xml(&self, xml: &str) -> Option<Element>;
+    /// A module's value under `key` for `account`.
+    fn kv_get(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Store a module's value for `account`; durable when it returns.
+    fn kv_put(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Remove a module's value; whether there was one. Durable.
+    fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError>;
+    /// Every (key, value) of a module for `account` whose key starts with
+    /// `prefix`, sorted by key.
+    fn kv_scan(
+        &self,
+        module: &str,
+        account: &BareJid,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 /// An extension module, switched on under `modules:` in the config.
@@ -67,12 +210,76 @@ pub trait Module: Send + Sync {
     fn handle_server_iq(&self, _ctx: &dyn ServerContext, _req: &IqRequest<'_>) -> IqResult {
         Err(StanzaError::service_unavailable())
     }
+    /// An iq result or error addressed to the server (an answer to a query a
+    /// module sent). Return `true` if this module consumed it.
+    fn handle_iq_response(&self, _ctx: &dyn ServerContext, _stanza: &Element) -> bool {
+        false
+    }
+    /// Payload namespaces of iqs to an account's bare JID this module answers.
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// Answer an iq addressed to an account's bare JID (`req.to`), sent by
+    /// the owner or by anyone else (`req.from`); the account exists.
+    fn handle_account_iq(&self, _ctx: &dyn ServerContext, _req: &IqRequest<'_>) -> IqResult {
+        Err(StanzaError::service_unavailable())
+    }
+    /// Disco features every account advertises because of this module.
+    fn account_disco_features(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// Disco identities every account has because of this module.
+    fn account_disco_identities(&self) -> Vec<Identity> {
+        Vec::new()
+    }
+    /// disco#items of `account` that `from` may see.
+    fn account_disco_items(
+        &self,
+        _ctx: &dyn ServerContext,
+        _account: &BareJid,
+        _from: &Jid,
+    ) -> Vec<Element> {
+        Vec::new()
+    }
+    /// Whether this module has stanza filters (the router skips it otherwise).
+    fn has_filters(&self) -> bool {
+        false
+    }
+    /// A stanza from another entity (`from` already stamped) reaching the
+    /// local `account`. Runs per stanza: answer from memory.
+    fn filter_inbound(
+        &self,
+        _ctx: &dyn ServerContext,
+        _account: &BareJid,
+        _stanza: &Element,
+    ) -> Verdict {
+        Verdict::Pass
+    }
+    /// A stanza the local `account` sends to another entity; the filter may
+    /// change it. Runs per stanza (presence broadcast: per contact).
+    fn filter_outbound(
+        &self,
+        _ctx: &dyn ServerContext,
+        _account: &BareJid,
+        _stanza: &mut Element,
+    ) -> Verdict {
+        Verdict::Pass
+    }
     /// Extra stream features offered once the client is authenticated.
     fn stream_features(&self) -> Vec<Element> {
         Vec::new()
     }
     /// A session was bound.
     fn session_opened(&self, _ctx: &dyn ServerContext, _jid: &FullJid) {}
-    /// A session ended.
+    /// A session ended (it is already gone from [`ServerContext::sessions`]).
     fn session_closed(&self, _ctx: &dyn ServerContext, _jid: &FullJid) {}
+    /// A session broadcast available presence (`initial`: its first).
+    fn presence_available(
+        &self,
+        _ctx: &dyn ServerContext,
+        _jid: &FullJid,
+        _presence: &Element,
+        _initial: bool,
+    ) {
+    }
 }

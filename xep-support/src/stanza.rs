@@ -32,6 +32,9 @@ pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition element (RFC 6120 §8.3.4), e.g.
+    /// XEP-0191's `<blocked/>`.
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -40,7 +43,27 @@ impl StanzaError {
             kind,
             condition,
             text: None,
+            app: None,
         }
+    }
+    pub fn with_app(mut self, app: Element) -> Self {
+        self.app = Some(Box::new(app));
+        self
+    }
+    pub fn not_acceptable() -> Self {
+        Self::new(ErrorType::Modify, "not-acceptable")
+    }
+    pub fn not_authorized() -> Self {
+        Self::new(ErrorType::Auth, "not-authorized")
+    }
+    pub fn conflict() -> Self {
+        Self::new(ErrorType::Cancel, "conflict")
+    }
+    pub fn policy_violation() -> Self {
+        Self::new(ErrorType::Modify, "policy-violation")
+    }
+    pub fn resource_constraint() -> Self {
+        Self::new(ErrorType::Wait, "resource-constraint")
     }
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
@@ -81,6 +104,9 @@ impl StanzaError {
                     .with_attr("xml:lang", "en")
                     .with_text(text.clone()),
             );
+        }
+        if let Some(app) = &self.app {
+            err = err.with_child((**app).clone());
         }
         err
     }

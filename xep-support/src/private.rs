@@ -1,0 +1,68 @@
+//! XEP-0049 Private XML Storage (`mod_private`): an account keeps XML
+//! fragments on its server, one per namespace (bookmarks `storage:bookmarks`,
+//! Gajim's `roster:delimiter`, mcabber's `storage:rosternotes`...). Stored
+//! in the module's key/value space under the fragment's namespace.
+
+use crate::element::Element;
+use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::ns;
+use crate::stanza::StanzaError;
+
+/// `mod_private`.
+pub struct Private;
+
+/// Namespaces a client may not store under (the protocol's own and stanza namespaces).
+fn reserved(namespace: &str) -> bool {
+    namespace.is_empty()
+        || namespace == ns::PRIVATE
+        || namespace == ns::CLIENT
+        || namespace == ns::SERVER
+}
+
+impl Module for Private {
+    fn name(&self) -> &'static str {
+        "mod_private"
+    }
+    fn disco_features(&self) -> Vec<&'static str> {
+        vec![ns::PRIVATE]
+    }
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![ns::PRIVATE]
+    }
+    fn handle_account_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
+        if !req.from_owner() {
+            // Nobody reads or writes another account's private data.
+            return Err(StanzaError::forbidden());
+        }
+        if req.payload.name != "query" {
+            return Err(StanzaError::bad_request());
+        }
+        let children: Vec<&Element> = req.payload.child_elements().collect();
+        if children.is_empty() || children.iter().any(|c| reserved(&c.ns)) {
+            return Err(StanzaError::not_acceptable());
+        }
+        let account = req.account();
+        let mut out = Element::new("query", ns::PRIVATE);
+        if req.is_set {
+            for c in &children {
+                ctx.kv_put(
+                    self.name(),
+                    &account,
+                    &c.ns,
+                    c.to_xml(ns::CLIENT).as_bytes(),
+                )?;
+            }
+            return Ok(None);
+        }
+        for c in children {
+            let stored = ctx
+                .kv_get(self.name(), &account, &c.ns)?
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|xml| ctx.parse_xml(&xml));
+            // Nothing stored: the requested (empty) element comes back.
+            out = out
+                .with_child(stored.unwrap_or_else(|| Element::new(c.name.clone(), c.ns.clone())));
+        }
+        Ok(Some(out))
+    }
+}
