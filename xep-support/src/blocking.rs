@@ -253,7 +253,8 @@ impl Module for Blocking {
                 let items = Self::items(req.payload)?;
                 let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
                 let mut list = (*self.load(ctx, &account)).clone();
-                let removed: Vec<String> = if items.is_empty() {
+                let unblock_all = items.is_empty();
+                let removed: Vec<String> = if unblock_all {
                     std::mem::take(&mut list).into_iter().collect()
                 } else {
                     items.into_iter().filter(|i| list.remove(i)).collect()
@@ -262,7 +263,9 @@ impl Module for Blocking {
                 if !removed.is_empty() {
                     self.presence_to(ctx, &account, &removed, true);
                     let mut change = Element::new("unblock", ns::BLOCKING);
-                    for j in &removed {
+                    // Unblocking everything is pushed as it was asked: an empty <unblock/>.
+                    let listed = if unblock_all { &[][..] } else { &removed[..] };
+                    for j in listed {
                         change = change.with_child(
                             Element::new("item", ns::BLOCKING).with_attr("jid", j.as_str()),
                         );
