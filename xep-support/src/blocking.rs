@@ -62,6 +62,14 @@ fn matches(list: &BTreeSet<String>, jid: &Jid) -> bool {
 }
 
 impl Blocking {
+    /// Whether the list of `account` is in memory (it has a session).
+    fn cached(&self, account: &BareJid) -> bool {
+        self.lists
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(account)
+    }
+
     fn load(&self, ctx: &dyn ServerContext, account: &BareJid) -> List {
         if let Some(l) = self
             .lists
@@ -307,6 +315,17 @@ impl Module for Blocking {
         let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return Verdict::Pass;
         };
+        if stanza.name == "presence"
+            && matches!(
+                stanza.attr("type"),
+                None | Some("unavailable") | Some("error")
+            )
+            && !self.cached(account)
+        {
+            // Presence broadcast to an account without sessions is dropped by
+            // the router anyway: no database read for it.
+            return Verdict::Pass;
+        }
         if !matches(&self.load(ctx, account), &from) {
             return Verdict::Pass;
         }
