@@ -584,6 +584,62 @@ mod tests {
     }
 
     #[test]
+    fn module_data_is_per_account_and_module_scanned_by_prefix_and_deleted_with_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        s.create_user("localhost", "alice", &fake_creds(1)).unwrap();
+        s.create_user("localhost", "alicex", &fake_creds(2))
+            .unwrap();
+        s.module_put("localhost", "alice", "mod_pep", "node:b", b"2")
+            .unwrap();
+        s.module_put("localhost", "alice", "mod_pep", "node:a", b"1")
+            .unwrap();
+        s.module_put("localhost", "alice", "mod_pep", "other", b"x")
+            .unwrap();
+        s.module_put("localhost", "alice", "mod_pe", "node:z", b"no")
+            .unwrap();
+        s.module_put("localhost", "alicex", "mod_pep", "node:c", b"3")
+            .unwrap();
+        let scan = s
+            .module_scan("localhost", "alice", "mod_pep", "node:")
+            .unwrap();
+        assert_eq!(
+            scan,
+            vec![
+                ("node:a".to_string(), b"1".to_vec()),
+                ("node:b".to_string(), b"2".to_vec())
+            ]
+        );
+        assert_eq!(
+            s.module_get("localhost", "alice", "mod_pep", "other")
+                .unwrap(),
+            Some(b"x".to_vec())
+        );
+        assert!(s
+            .module_delete("localhost", "alice", "mod_pep", "other")
+            .unwrap());
+        assert!(!s
+            .module_delete("localhost", "alice", "mod_pep", "other")
+            .unwrap());
+        assert!(s.delete_user("localhost", "alice").unwrap());
+        assert!(s
+            .module_scan("localhost", "alice", "mod_pep", "")
+            .unwrap()
+            .is_empty());
+        assert!(s
+            .module_scan("localhost", "alice", "mod_pe", "")
+            .unwrap()
+            .is_empty());
+        // Another account whose name extends this one's keeps its data.
+        assert_eq!(
+            s.module_scan("localhost", "alicex", "mod_pep", "")
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn real_credentials_survive_encoding() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStorage::open(dir.path()).unwrap();
