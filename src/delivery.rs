@@ -62,8 +62,13 @@ async fn run_filters(
     if from.to_bare() == to.to_bare() {
         return Some(stanza);
     }
+    // The server itself (its own domain) is never filtered: blocking it would cut
+    // the account off from its own server.
+    let is_server = |j: &Jid| {
+        j.node().is_none() && j.resource().is_none() && server.serves(j.domain().as_str())
+    };
     let mut verdict = xep_support::module::Verdict::Pass;
-    if outbound && to.node().is_some() {
+    if outbound && !is_server(to) {
         if let Some(sender) = local_account(server, from) {
             for m in &server.filters {
                 verdict = m.filter_outbound(server, &sender, &mut stanza);
@@ -73,7 +78,7 @@ async fn run_filters(
             }
         }
     }
-    if verdict == xep_support::module::Verdict::Pass && from.node().is_some() {
+    if verdict == xep_support::module::Verdict::Pass && !is_server(from) {
         if let Some(recipient) = local_account(server, to) {
             for m in &server.filters {
                 verdict = m.filter_inbound(server, &recipient, &stanza);
