@@ -535,3 +535,112 @@ async fn a_caps_hash_that_does_not_verify_is_not_cached_for_others() {
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     recv_event(&mut b, &bare(ALICE), DEVICELIST).await;
 }
+
+async fn private_bookmarks(c: &mut Client, kind: &str, inner: &str) -> Element {
+    let id = c.id();
+    c.request(
+        &format!(
+            "<iq type='{kind}' id='{id}'><query xmlns='jabber:iq:private'>{inner}</query></iq>"
+        ),
+        &id,
+    )
+    .await
+}
+
+fn private_rooms(r: &Element) -> Vec<String> {
+    let mut v: Vec<String> = r
+        .child("query")
+        .and_then(|q| q.child_ns("storage", "storage:bookmarks"))
+        .map(|s| {
+            s.children_named("conference")
+                .filter_map(|c| c.attr("jid").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn xep_0048_private_bookmarks_and_xep_0402_pep_bookmarks_are_kept_in_step() {
+    let server = im_server();
+    // An mcabber-like session (private XML storage) and a Gajim-like one (PEP).
+    let mut old = login(&server, ALICE, "mcabber").await;
+    let mut new = login(&server, ALICE, "gajim").await;
+    online_with_caps(&mut new, &[BOOKMARKS], true).await;
+    let id = new.id();
+    let r = new
+        .request(&format!("<iq type='get' to='{}' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", bare(ALICE)), &id)
+        .await;
+    assert!(r.to_string().contains("urn:xmpp:bookmarks:1#compat"), "{r}");
+
+    let r = private_bookmarks(
+        &mut old,
+        "set",
+        "<storage xmlns='storage:bookmarks'><conference jid='a@conf.example' name='A' autojoin='true'><nick>al</nick></conference><url name='W' url='https://w.example/'/></storage>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    // The PEP client hears of room A and reads it from the XEP-0402 node.
+    let e = recv_event(&mut new, &bare(ALICE), BOOKMARKS).await;
+    let item = event_items(&e).child("item").expect("item");
+    assert_eq!(item.attr("id"), Some("a@conf.example"), "{e}");
+    let conf = item.child_ns("conference", BOOKMARKS).expect("conference");
+    assert_eq!(conf.attr("autojoin"), Some("true"));
+    assert_eq!(conf.child_text("nick"), Some("al"));
+    let r = items(&mut new, &bare(ALICE), BOOKMARKS, "").await;
+    assert_eq!(item_ids(&r), vec!["a@conf.example"], "{r}");
+
+    // The PEP client adds room B: private storage has A and B, and keeps the URL.
+    let opts = [
+        ("pubsub#persist_items", "true"),
+        ("pubsub#max_items", "max"),
+        ("pubsub#access_model", "whitelist"),
+    ];
+    let r = publish(
+        &mut new,
+        BOOKMARKS,
+        Some("b@conf.example"),
+        "<conference xmlns='urn:xmpp:bookmarks:1' name='B' autojoin='false'/>",
+        &opts,
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = private_bookmarks(&mut old, "get", "<storage xmlns='storage:bookmarks'/>").await;
+    assert_eq!(
+        private_rooms(&r),
+        vec!["a@conf.example", "b@conf.example"],
+        "{r}"
+    );
+    assert!(
+        r.to_string().contains("https://w.example/"),
+        "URL bookmark lost: {r}"
+    );
+
+    // The PEP client removes A; the private storage client removes B: both views end empty of rooms.
+    let id = new.id();
+    let r = new
+        .request(&format!("<iq type='set' id='{id}'><pubsub xmlns='{PUBSUB}'><retract node='{BOOKMARKS}' notify='true'><item id='a@conf.example'/></retract></pubsub></iq>"), &id)
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = private_bookmarks(&mut old, "get", "<storage xmlns='storage:bookmarks'/>").await;
+    assert_eq!(private_rooms(&r), vec!["b@conf.example"], "{r}");
+    let r = private_bookmarks(
+        &mut old,
+        "set",
+        "<storage xmlns='storage:bookmarks'><url name='W' url='https://w.example/'/></storage>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let e = new
+        .recv_where("retract of b", |e| {
+            e.child_ns("event", EVENT)
+                .and_then(|ev| ev.child("items"))
+                .and_then(|i| i.child("retract"))
+                .is_some_and(|r| r.attr("id") == Some("b@conf.example"))
+        })
+        .await;
+    let _ = e;
+    let r = items(&mut new, &bare(ALICE), BOOKMARKS, "").await;
+    assert!(item_ids(&r).is_empty(), "{r}");
+}

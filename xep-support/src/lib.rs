@@ -6,6 +6,7 @@
 //! the server by payload namespace, and collects their disco features.
 
 pub mod blocking;
+pub mod bookmarks;
 pub mod disco;
 pub mod element;
 pub mod last;

@@ -30,13 +30,14 @@
 //! request).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
 use sha1::{Digest, Sha1};
 
+use crate::bookmarks;
 use crate::element::Element;
 use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
@@ -145,6 +146,8 @@ pub struct Pep {
     /// Outstanding caps queries: iq id → (ver, node#ver, session asked).
     pending: Mutex<HashMap<String, (String, FullJid)>>,
     next_id: AtomicU64,
+    /// XEP-0402 compatibility with `mod_private` (both modules enabled).
+    bookmarks_compat: AtomicBool,
 }
 
 fn now_id() -> String {
@@ -185,7 +188,108 @@ impl Pep {
             own_caps: RwLock::default(),
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
+            bookmarks_compat: AtomicBool::new(false),
         }
+    }
+
+    /// Mirror XEP-0402 bookmarks to and from private storage (the registry
+    /// calls this when `mod_private` is enabled too).
+    pub fn enable_bookmarks_compat(&self) {
+        self.bookmarks_compat.store(true, Ordering::Relaxed);
+    }
+
+    fn compat(&self) -> bool {
+        self.bookmarks_compat.load(Ordering::Relaxed)
+    }
+
+    /// The XEP-0402 node changed: write its rooms to private storage as
+    /// XEP-0048 bookmarks (keeping the URL bookmarks stored there).
+    fn bookmarks_to_private(&self, ctx: &dyn ServerContext, owner: &BareJid, node: Option<&Node>) {
+        if !self.compat() {
+            return;
+        }
+        let previous = ctx
+            .kv_get(crate::private::MODULE, owner, bookmarks::NS_BOOKMARKS)
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|xml| ctx.parse_xml(&xml));
+        let items = node.map(|n| n.items.as_slice()).unwrap_or(&[]);
+        let storage = bookmarks::items_to_storage(items, previous.as_ref());
+        if let Err(e) = ctx.kv_put(
+            crate::private::MODULE,
+            owner,
+            bookmarks::NS_BOOKMARKS,
+            storage.to_xml(ns::CLIENT).as_bytes(),
+        ) {
+            tracing::error!("mirroring bookmarks of {owner} to private storage: {e}");
+        }
+    }
+
+    /// Private storage's XEP-0048 bookmarks were replaced: make the XEP-0402
+    /// node hold the same rooms (creating it if needed) and notify the
+    /// owner's resources of what changed.
+    pub fn bookmarks_from_private(
+        &self,
+        ctx: &dyn ServerContext,
+        owner: &BareJid,
+        storage: &Element,
+    ) -> Result<(), StanzaError> {
+        let name = bookmarks::NS_BOOKMARKS2;
+        let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let nodes = self.nodes_of(ctx, owner);
+        let old = nodes.get(name).cloned();
+        let mut node = old.clone().unwrap_or(Node {
+            access: Access::Whitelist,
+            max_items: self.max_items,
+            items: Vec::new(),
+        });
+        let old_items = old.map(|n| n.items).unwrap_or_default();
+        let mut items = Vec::new();
+        for (jid, mut conf) in bookmarks::storage_to_items(storage) {
+            if let Some((_, o)) = old_items.iter().find(|(i, _)| *i == jid) {
+                bookmarks::keep_extensions(&mut conf, o);
+            }
+            items.retain(|(i, _): &(String, Element)| *i != jid);
+            items.push((jid, conf));
+        }
+        let excess = items.len().saturating_sub(node.max_items);
+        items.drain(..excess);
+        let changed: Vec<(String, Element)> = items
+            .iter()
+            .filter(|(id, p)| !old_items.iter().any(|(oi, op)| oi == id && op == p))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = old_items
+            .iter()
+            .filter(|(oi, _)| !items.iter().any(|(i, _)| i == oi))
+            .map(|(oi, _)| oi.clone())
+            .collect();
+        if changed.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        node.items = items;
+        self.store(ctx, owner, name, Some(node.clone()))?;
+        drop(_g);
+        for (id, payload) in changed {
+            let event = Element::new("items", ns::PUBSUB_EVENT)
+                .with_attr("node", name)
+                .with_child(
+                    Element::new("item", ns::PUBSUB_EVENT)
+                        .with_attr("id", id)
+                        .with_child(payload),
+                );
+            self.notify(ctx, owner, name, &node, &event);
+        }
+        if !removed.is_empty() {
+            let mut event = Element::new("items", ns::PUBSUB_EVENT).with_attr("node", name);
+            for id in removed {
+                event =
+                    event.with_child(Element::new("retract", ns::PUBSUB_EVENT).with_attr("id", id));
+            }
+            self.notify(ctx, owner, name, &node, &event);
+        }
+        Ok(())
     }
 
     /// Parse publish-options or a node configuration form.
@@ -500,6 +604,9 @@ impl Pep {
         let excess = node.items.len().saturating_sub(node.max_items);
         node.items.drain(..excess);
         self.store(ctx, &owner, name, Some(node.clone()))?;
+        if name == bookmarks::NS_BOOKMARKS2 {
+            self.bookmarks_to_private(ctx, &owner, Some(&node));
+        }
         drop(_g);
         let event = Element::new("items", ns::PUBSUB_EVENT)
             .with_attr("node", name)
@@ -591,6 +698,9 @@ impl Pep {
             return Err(StanzaError::item_not_found());
         }
         self.store(ctx, &owner, name, Some(node.clone()))?;
+        if name == bookmarks::NS_BOOKMARKS2 {
+            self.bookmarks_to_private(ctx, &owner, Some(&node));
+        }
         drop(_g);
         if matches!(retract.attr("notify"), Some("true") | Some("1")) {
             let mut event = Element::new("items", ns::PUBSUB_EVENT).with_attr("node", name);
@@ -676,6 +786,9 @@ impl Pep {
             }
             (true, "delete") => {
                 self.store(ctx, &owner, &name, None)?;
+                if name == bookmarks::NS_BOOKMARKS2 {
+                    self.bookmarks_to_private(ctx, &owner, None);
+                }
                 drop(_g);
                 let event =
                     Element::new("delete", ns::PUBSUB_EVENT).with_attr("node", name.as_str());
@@ -823,7 +936,12 @@ impl Module for Pep {
         }]
     }
     fn account_disco_features(&self) -> Vec<&'static str> {
-        vec![
+        let mut f = if self.compat() {
+            vec![bookmarks::COMPAT]
+        } else {
+            Vec::new()
+        };
+        f.extend([
             ns::PUBSUB,
             "http://jabber.org/protocol/pubsub#access-open",
             "http://jabber.org/protocol/pubsub#access-presence",
@@ -840,7 +958,8 @@ impl Module for Pep {
             "http://jabber.org/protocol/pubsub#publish-options",
             "http://jabber.org/protocol/pubsub#retract-items",
             "http://jabber.org/protocol/pubsub#retrieve-items",
-        ]
+        ]);
+        f
     }
     fn account_disco_items(
         &self,

@@ -8,8 +8,16 @@ use crate::module::{IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::StanzaError;
 
+/// The module's name (its key/value space).
+pub const MODULE: &str = "mod_private";
+
 /// `mod_private`.
-pub struct Private;
+#[derive(Default)]
+pub struct Private {
+    /// `mod_pep`, when enabled: XEP-0048 bookmarks stored here are mirrored
+    /// to the XEP-0402 PEP node (see [`crate::bookmarks`]).
+    pub pep: Option<std::sync::Arc<crate::pep::Pep>>,
+}
 
 /// Namespaces a client may not store under (the protocol's own and stanza namespaces).
 fn reserved(namespace: &str) -> bool {
@@ -21,7 +29,7 @@ fn reserved(namespace: &str) -> bool {
 
 impl Module for Private {
     fn name(&self) -> &'static str {
-        "mod_private"
+        MODULE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::PRIVATE]
@@ -51,6 +59,11 @@ impl Module for Private {
                     &c.ns,
                     c.to_xml(ns::CLIENT).as_bytes(),
                 )?;
+                if c.ns == crate::bookmarks::NS_BOOKMARKS {
+                    if let Some(pep) = &self.pep {
+                        pep.bookmarks_from_private(ctx, &account, c)?;
+                    }
+                }
             }
             return Ok(None);
         }

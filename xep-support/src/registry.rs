@@ -56,6 +56,14 @@ fn accepted_options(name: &str) -> &'static [&'static str] {
     }
 }
 
+/// A non-negative integer option, or `default`.
+fn uint_option(opts: &serde_yaml_ng::Value, key: &str, default: usize) -> usize {
+    match opts.get(key) {
+        Some(serde_yaml_ng::Value::Number(n)) => n.as_u64().map(|n| n as usize).unwrap_or(default),
+        _ => default,
+    }
+}
+
 /// A warning about one module: its name and the message.
 pub type ModuleWarning = (String, String);
 
@@ -69,20 +77,27 @@ pub fn build(
     let mut warnings = Vec::new();
     // Shared by mod_vcard (writes) and mod_vcard_xupdate (reads).
     let photo_hashes = Arc::new(crate::vcard::PhotoHashes::default());
+    // mod_pep is built once and shared with mod_private for XEP-0402 compatibility.
+    let has = |m: &str| config.iter().any(|(n, _)| n == m);
+    let pep = config
+        .iter()
+        .find(|(n, _)| n == "mod_pep")
+        .map(|(_, opts)| {
+            let pep = Arc::new(crate::pep::Pep::new(
+                uint_option(opts, "max_items_node", crate::pep::DEFAULT_MAX_ITEMS),
+                uint_option(opts, "max_payload_size", crate::pep::DEFAULT_MAX_PAYLOAD),
+            ));
+            if has("mod_private") {
+                pep.enable_bookmarks_compat();
+            }
+            pep
+        });
     for (name, opts) in config {
         let bool_opt = |key: &str, default: bool| -> bool {
             match opts.get(key) {
                 None => default,
                 Some(serde_yaml_ng::Value::Bool(b)) => *b,
                 Some(_) => default,
-            }
-        };
-        let uint_opt = |key: &str, default: usize| -> usize {
-            match opts.get(key) {
-                Some(serde_yaml_ng::Value::Number(n)) => {
-                    n.as_u64().map(|n| n as usize).unwrap_or(default)
-                }
-                _ => default,
             }
         };
         for (key, kind) in [
@@ -106,7 +121,7 @@ pub fn build(
         let module: Arc<dyn Module> = match name.as_str() {
             "mod_ping" => Arc::new(crate::ping::Ping),
             "mod_disco" => Arc::new(crate::disco::Disco),
-            "mod_private" => Arc::new(crate::private::Private),
+            "mod_private" => Arc::new(crate::private::Private { pep: pep.clone() }),
             "mod_vcard" => Arc::new(crate::vcard::Vcard {
                 hashes: photo_hashes.clone(),
             }),
@@ -119,10 +134,10 @@ pub fn build(
             }),
             "mod_time" => Arc::new(crate::time::Time),
             "mod_last" => Arc::new(crate::last::Last),
-            "mod_pep" => Arc::new(crate::pep::Pep::new(
-                uint_opt("max_items_node", crate::pep::DEFAULT_MAX_ITEMS),
-                uint_opt("max_payload_size", crate::pep::DEFAULT_MAX_PAYLOAD),
-            )),
+            "mod_pep" => match &pep {
+                Some(p) => p.clone(),
+                None => continue,
+            },
             other => {
                 warnings.push((
                     other.to_string(),
