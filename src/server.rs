@@ -208,7 +208,10 @@ impl ServerContext for Server {
     }
 
     fn roster_contacts(&self, owner: &BareJid) -> Vec<(BareJid, ModSubscription)> {
-        let roster = if self.router.sessions_of(owner).is_empty() {
+        let entry = |i: &crate::storage::RosterItem| {
+            Some((BareJid::new(&i.jid).ok()?, mod_sub(&i.subscription)))
+        };
+        if self.router.sessions_of(owner).is_empty() {
             // Not cached (no session): read it without caching.
             let (host, user) = (
                 owner.domain().as_str(),
@@ -217,16 +220,16 @@ impl ServerContext for Server {
             self.storage
                 .roster_get(host, user)
                 .unwrap_or_default()
-                .into_iter()
-                .map(|i| (i.jid.clone(), i))
+                .iter()
+                .filter_map(entry)
                 .collect()
         } else {
-            (*self.rosters.get(self, owner)).clone()
-        };
-        roster
-            .values()
-            .filter_map(|i| Some((BareJid::new(&i.jid).ok()?, mod_sub(&i.subscription))))
-            .collect()
+            self.rosters
+                .get(self, owner)
+                .values()
+                .filter_map(entry)
+                .collect()
+        }
     }
 
     fn sessions(&self, account: &BareJid) -> Vec<SessionInfo> {

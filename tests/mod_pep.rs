@@ -20,6 +20,7 @@ const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
 const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 const AVATAR_META: &str = "urn:xmpp:avatar:metadata";
 const NICK: &str = "http://jabber.org/protocol/nick";
+const BIG: &str = "urn:example:big";
 
 /// The XEP-0115 ver of a client with one identity and these features.
 fn ver(features: &[String]) -> String {
@@ -469,14 +470,34 @@ async fn last_nick_is_sent_when_a_contact_comes_online() {
     )
     .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
+    // A last item too large to be kept in memory (read from the database when needed).
+    let big = "x".repeat(20_000);
+    let r = publish(
+        &mut a,
+        BIG,
+        Some("b1"),
+        &format!("<big xmlns='{BIG}'>{big}</big>"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
     a.close().await;
     // Bob logs in later with nick+notify caps: he gets Alice's last nick once his caps are known.
     let mut b = login(&server, BOB, "pc").await;
-    let got = online_with_caps(&mut b, &[NICK, DEVICELIST], true).await;
-    let e = match got.into_iter().find(|e| is_event(e, &bare(ALICE), NICK)) {
-        Some(e) => e,
+    let got = online_with_caps(&mut b, &[NICK, DEVICELIST, BIG], true).await;
+    let e = match got.iter().find(|e| is_event(e, &bare(ALICE), NICK)) {
+        Some(e) => e.clone(),
         None => recv_event(&mut b, &bare(ALICE), NICK).await,
     };
+    let e_big = match got.iter().find(|e| is_event(e, &bare(ALICE), BIG)) {
+        Some(e) => e.clone(),
+        None => recv_event(&mut b, &bare(ALICE), BIG).await,
+    };
+    let text = event_items(&e_big)
+        .child("item")
+        .and_then(|i| i.child("big"))
+        .map(|b| b.text.len());
+    assert_eq!(text, Some(20_000));
     let nick = event_items(&e)
         .child("item")
         .and_then(|i| i.child("nick"))

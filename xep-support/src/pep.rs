@@ -25,9 +25,12 @@
 //! Storage: each node is one record of the module's key/value space, key
 //! `node:NAME`, value the node as XML
 //! (`<node access='presence' max='1'><item id='..'>payload</item>...</node>`,
-//! oldest item first). Nodes of accounts with sessions are cached in
-//! memory; others are read when needed (a contact's login, an items
-//! request).
+//! oldest item first). Publish, retract, items and configure read the node
+//! from the database (iq paths). For accounts with sessions a summary of
+//! each node is cached in memory (access model and last item, its payload
+//! only up to 4 KiB, so avatar data does not sit in memory); notifications
+//! and last-item delivery use it. Offline owners' nodes are read when a
+//! contact logs in.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,7 +123,32 @@ impl Node {
     }
 }
 
-type Nodes = BTreeMap<String, Node>;
+/// What the cache keeps of a node: its access model and its last item
+/// (the payload only if small; large ones, like avatar data, are read from
+/// the database when needed).
+#[derive(Clone, Debug)]
+struct Summary {
+    access: Access,
+    /// (id, payload if at most [`CACHED_PAYLOAD`] bytes).
+    last: Option<(String, Option<Element>)>,
+}
+
+/// Largest last-item payload kept in memory.
+const CACHED_PAYLOAD: usize = 4096;
+
+impl Summary {
+    fn of(node: &Node) -> Summary {
+        Summary {
+            access: node.access,
+            last: node.items.last().map(|(id, p)| {
+                let small = p.to_xml(ns::CLIENT).len() <= CACHED_PAYLOAD;
+                (id.clone(), small.then(|| p.clone()))
+            }),
+        }
+    }
+}
+
+type Nodes = BTreeMap<String, Summary>;
 
 /// Node settings from a data form (publish-options or node configuration).
 #[derive(Default, Debug)]
@@ -133,7 +161,7 @@ struct Options {
 pub struct Pep {
     max_items: usize,
     max_payload: usize,
-    /// Nodes of accounts with sessions.
+    /// Node summaries of accounts with sessions.
     nodes: RwLock<HashMap<BareJid, Arc<Nodes>>>,
     /// Serialises read-modify-write of one account's nodes.
     write: Mutex<()>,
@@ -237,8 +265,7 @@ impl Pep {
     ) -> Result<(), StanzaError> {
         let name = bookmarks::NS_BOOKMARKS2;
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let nodes = self.nodes_of(ctx, owner);
-        let old = nodes.get(name).cloned();
+        let old = self.load_node(ctx, owner, name)?;
         let mut node = old.clone().unwrap_or(Node {
             access: Access::Whitelist,
             max_items: self.max_items,
@@ -348,12 +375,33 @@ impl Pep {
                 if node.is_none() {
                     tracing::error!("PEP node {name} of {owner} is unreadable; ignored");
                 }
-                Some((name, node?))
+                Some((name, Summary::of(&node?)))
             })
             .collect()
     }
 
-    /// The nodes of `owner`: from memory for accounts with sessions.
+    /// One node, read from the database (iq paths: publish, items, retract, configure).
+    fn load_node(
+        &self,
+        ctx: &dyn ServerContext,
+        owner: &BareJid,
+        name: &str,
+    ) -> Result<Option<Node>, StanzaError> {
+        let Some(bytes) = ctx.kv_get(MODULE, owner, &format!("node:{name}"))? else {
+            return Ok(None);
+        };
+        let node = String::from_utf8(bytes)
+            .ok()
+            .and_then(|xml| ctx.parse_xml(&xml))
+            .and_then(|e| Node::from_element(&e));
+        if node.is_none() {
+            tracing::error!("PEP node {name} of {owner} is unreadable");
+            return Err(StanzaError::internal_server_error());
+        }
+        Ok(node)
+    }
+
+    /// Summaries of the nodes of `owner`: from memory for accounts with sessions.
     fn nodes_of(&self, ctx: &dyn ServerContext, owner: &BareJid) -> Arc<Nodes> {
         if let Some(n) = self
             .nodes
@@ -365,10 +413,14 @@ impl Pep {
         }
         let nodes = Arc::new(self.load_uncached(ctx, owner));
         if !ctx.sessions(owner).is_empty() {
-            self.nodes
+            // Never replace an entry a concurrent write may have updated.
+            return self
+                .nodes
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(owner.clone(), nodes.clone());
+                .entry(owner.clone())
+                .or_insert(nodes)
+                .clone();
         }
         nodes
     }
@@ -392,7 +444,7 @@ impl Pep {
         if let Some(old) = map.get(owner) {
             let mut copy = (**old).clone();
             match node {
-                Some(n) => copy.insert(name.to_string(), n),
+                Some(n) => copy.insert(name.to_string(), Summary::of(&n)),
                 None => copy.remove(name),
             };
             map.insert(owner.clone(), Arc::new(copy));
@@ -401,19 +453,19 @@ impl Pep {
     }
 
     /// Whether `who` may see `owner`'s node.
-    fn allowed(ctx: &dyn ServerContext, owner: &BareJid, node: &Node, who: &BareJid) -> bool {
+    fn allowed(ctx: &dyn ServerContext, owner: &BareJid, access: Access, who: &BareJid) -> bool {
         if who == owner {
             return true;
         }
-        match node.access {
+        match access {
             Access::Open => true,
             Access::Presence => ctx.subscription(owner, who).has_from(),
             Access::Whitelist => false,
         }
     }
 
-    fn access_error(node: &Node) -> StanzaError {
-        match node.access {
+    fn access_error(access: Access) -> StanzaError {
+        match access {
             Access::Whitelist => pubsub_error(ErrorType::Cancel, "not-allowed", "closed-node"),
             _ => pubsub_error(
                 ErrorType::Auth,
@@ -508,16 +560,28 @@ impl Pep {
         for owner in owners {
             let nodes = self.nodes_of(ctx, &owner);
             for (name, node) in nodes.iter() {
-                if !notify.contains(name) || !Self::allowed(ctx, &owner, node, &me) {
+                if !notify.contains(name) || !Self::allowed(ctx, &owner, node.access, &me) {
                     continue;
                 }
-                if let Some((id, payload)) = node.items.last() {
+                let Some((id, cached)) = &node.last else {
+                    continue;
+                };
+                let payload = match cached {
+                    Some(p) => Some(p.clone()),
+                    // Too large to keep in memory: read it.
+                    None => self
+                        .load_node(ctx, &owner, name)
+                        .ok()
+                        .flatten()
+                        .and_then(|n| n.items.last().map(|(_, p)| p.clone())),
+                };
+                if let Some(payload) = payload {
                     let items = Element::new("items", ns::PUBSUB_EVENT)
                         .with_attr("node", name.as_str())
                         .with_child(
                             Element::new("item", ns::PUBSUB_EVENT)
                                 .with_attr("id", id.as_str())
-                                .with_child(payload.clone()),
+                                .with_child(payload),
                         );
                     ctx.route(Self::event(&owner, session, items));
                 }
@@ -579,8 +643,7 @@ impl Pep {
             None => Options::default(),
         };
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let nodes = self.nodes_of(ctx, &owner);
-        let mut node = match nodes.get(name) {
+        let mut node = match self.load_node(ctx, &owner, name)? {
             Some(existing) => {
                 let mismatch = options.access.is_some_and(|a| a != existing.access)
                     || options.max_items.is_some_and(|m| m != existing.max_items);
@@ -591,7 +654,7 @@ impl Pep {
                         "precondition-not-met",
                     ));
                 }
-                existing.clone()
+                existing
             }
             None => Node {
                 access: options.access.unwrap_or(Access::Presence),
@@ -630,10 +693,11 @@ impl Pep {
         let name = items
             .attr("node")
             .ok_or_else(|| pubsub_error(ErrorType::Modify, "bad-request", "nodeid-required"))?;
-        let nodes = self.nodes_of(ctx, &owner);
-        let node = nodes.get(name).ok_or_else(StanzaError::item_not_found)?;
-        if !Self::allowed(ctx, &owner, node, &req.from.to_bare()) {
-            return Err(Self::access_error(node));
+        let node = self
+            .load_node(ctx, &owner, name)?
+            .ok_or_else(StanzaError::item_not_found)?;
+        if !Self::allowed(ctx, &owner, node.access, &req.from.to_bare()) {
+            return Err(Self::access_error(node.access));
         }
         let wanted: Vec<&str> = items
             .child_elements()
@@ -687,10 +751,8 @@ impl Pep {
             ));
         }
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let nodes = self.nodes_of(ctx, &owner);
-        let mut node = nodes
-            .get(name)
-            .cloned()
+        let mut node = self
+            .load_node(ctx, &owner, name)?
             .ok_or_else(StanzaError::item_not_found)?;
         let before = node.items.len();
         node.items.retain(|(i, _)| !ids.contains(i));
@@ -752,10 +814,8 @@ impl Pep {
             .ok_or_else(|| pubsub_error(ErrorType::Modify, "bad-request", "nodeid-required"))?
             .to_string();
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let nodes = self.nodes_of(ctx, &owner);
-        let mut node = nodes
-            .get(&name)
-            .cloned()
+        let mut node = self
+            .load_node(ctx, &owner, &name)?
             .ok_or_else(StanzaError::item_not_found)?;
         match (req.is_set, op.name.as_str()) {
             (false, "configure") => Ok(Some(
@@ -970,7 +1030,7 @@ impl Module for Pep {
         let who = from.to_bare();
         self.nodes_of(ctx, account)
             .iter()
-            .filter(|(_, n)| Self::allowed(ctx, account, n, &who))
+            .filter(|(_, n)| Self::allowed(ctx, account, n.access, &who))
             .map(|(name, _)| {
                 Element::new("item", ns::DISCO_ITEMS)
                     .with_attr("jid", account.as_str())
