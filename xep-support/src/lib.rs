@@ -5,13 +5,17 @@
 //! enabled modules (built by [`registry::build`]) to answer iqs addressed to
 //! the server by payload namespace, and collects their disco features.
 
+pub mod carbons;
+pub mod client_state;
 pub mod disco;
 pub mod element;
 pub mod module;
 pub mod ns;
+pub mod opts;
 pub mod ping;
 pub mod registry;
 pub mod stanza;
+pub mod stream_mgmt;
 
 pub use element::{Element, Node};
 pub use module::{Module, ServerContext};
