@@ -293,7 +293,12 @@ pub async fn run(config: Config) -> Result<(), String> {
                 tracing::warn!("not listening on {addr} (config line {}): {e}", l.line);
                 continue;
             }
-            Err(e) => return Err(format!("cannot listen on {addr} (config line {}): {e}", l.line)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen on {addr} (config line {}): {e}",
+                    l.line
+                ))
+            }
         };
         bound.push((listener, l.clone()));
     }

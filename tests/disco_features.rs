@@ -10,7 +10,13 @@ use common::client::Client;
 use common::server_with_users;
 
 /// Modules the test harness enables.
-const ENABLED: &[&str] = &["mod_ping", "mod_disco"];
+const ENABLED: &[&str] = &[
+    "mod_ping",
+    "mod_disco",
+    "mod_carbons",
+    "mod_client_state",
+    "mod_stream_mgmt",
+];
 
 /// Features the table promises for this configuration.
 fn documented() -> BTreeSet<String> {

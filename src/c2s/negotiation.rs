@@ -668,7 +668,11 @@ impl Negotiation {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let taken = match claims {
             Some(claims) => {
-                if claims.send_timeout(tx, Duration::from_secs(5)).await.is_ok() {
+                if claims
+                    .send_timeout(tx, Duration::from_secs(5))
+                    .await
+                    .is_ok()
+                {
                     tokio::time::timeout(Duration::from_secs(40), rx)
                         .await
                         .ok()

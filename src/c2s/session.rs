@@ -11,14 +11,14 @@ use std::time::Instant;
 
 use jid::Jid;
 use tokio::sync::{mpsc, Notify};
-use xep_support::ping::Ping;
 use xep_support::element::Element;
 use xep_support::ns;
+use xep_support::ping::Ping;
 use xep_support::stanza::{error_reply, iq_error, StanzaError};
 
 use super::negotiation::Bound;
 use super::sm::{self, Claim, SmState, Takeover};
-use super::writer::Settings;
+use super::writer::{Exit, Settings};
 use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
 use crate::xml::{StreamEvent, XmlError};
@@ -80,8 +80,11 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
             ev = reader.next() => ev,
             _ = handle.stop.notified() => break End::Stopped,
             w = &mut writer_task => {
+                // The writer closed the stream itself (too many unacked
+                // stanzas): the session ends; otherwise the connection is lost.
+                let closed = matches!(&w, Ok((_, Exit::Closed)));
                 writer_done = Some(w);
-                break End::Gone;
+                break if closed { End::Stopped } else { End::Gone };
             }
             Some(claim) = next_claim(&mut claims) => break End::Taken(claim),
             _ = sleep_until(wake), if wake.is_some() => {
@@ -530,9 +533,17 @@ async fn handle_stanza(
             // Boxed: presence handling (offline drain, fan-out) has a large
             // future that would otherwise enlarge every idle session's task.
             match el.attr("to").map(Jid::new) {
-                None => Box::pin(crate::im::presence::broadcast_from_session(server, handle, el)).await,
+                None => {
+                    Box::pin(crate::im::presence::broadcast_from_session(
+                        server, handle, el,
+                    ))
+                    .await
+                }
                 Some(Ok(to)) => {
-                    Box::pin(crate::im::presence::directed_from_session(server, handle, el, to)).await
+                    Box::pin(crate::im::presence::directed_from_session(
+                        server, handle, el, to,
+                    ))
+                    .await
                 }
                 Some(Err(_)) => {}
             }

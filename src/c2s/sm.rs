@@ -113,10 +113,8 @@ pub fn r() -> Element {
 
 /// `<failed/>` with a stanza error condition and, when known, `h`.
 pub fn failed(condition: &str, h: Option<u32>) -> Element {
-    let mut f = Element::new("failed", ns::SM).with_child(Element::new(
-        condition.to_string(),
-        ns::STANZA_ERRORS,
-    ));
+    let mut f = Element::new("failed", ns::SM)
+        .with_child(Element::new(condition.to_string(), ns::STANZA_ERRORS));
     if let Some(h) = h {
         f.set_attr("h", h.to_string());
     }

@@ -160,7 +160,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
         while let Some(item) = next.take() {
             match item {
                 Outgoing::Stanza(el) => {
-                    let inactive = handle.csi_inactive.load(std::sync::atomic::Ordering::Relaxed);
+                    let inactive = handle
+                        .csi_inactive
+                        .load(std::sync::atomic::Ordering::Relaxed);
                     match &settings.csi {
                         Some(csi) if inactive && Held::holdable(csi, &el) => {
                             held.hold(el);

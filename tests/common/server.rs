@@ -46,7 +46,12 @@ pub struct Config {
     pub extra_listeners: Vec<String>,
     /// Extra top-level YAML appended verbatim.
     pub extra_yaml: String,
+    /// The body of `modules:` (each line indented by two spaces).
+    pub modules: String,
 }
+
+/// The modules every test server enables unless a test says otherwise.
+pub const DEFAULT_MODULES: &str = "  mod_ping: {}\n  mod_disco: {}\n  mod_carbons: {}\n  mod_client_state: {}\n  mod_stream_mgmt: {}\n";
 
 impl Default for Config {
     fn default() -> Self {
@@ -59,6 +64,7 @@ impl Default for Config {
             loglevel: "info".to_string(),
             extra_listeners: Vec::new(),
             extra_yaml: String::new(),
+            modules: DEFAULT_MODULES.to_string(),
         }
     }
 }
@@ -105,7 +111,11 @@ impl Config {
             "shaper_rules:\n  max_user_sessions: {}\n",
             self.max_user_sessions
         ));
-        y.push_str("modules:\n  mod_ping: {}\n  mod_disco: {}\n");
+        y.push_str("modules:\n");
+        y.push_str(&self.modules);
+        if !self.modules.ends_with('\n') {
+            y.push('\n');
+        }
         if !self.extra_yaml.is_empty() {
             y.push_str(&self.extra_yaml);
             if !self.extra_yaml.ends_with('\n') {

@@ -74,7 +74,12 @@ impl<'a> Opts<'a> {
     }
 
     /// One of a fixed set of words.
-    pub fn word(&mut self, key: &str, allowed: &[&'static str], default: &'static str) -> &'static str {
+    pub fn word(
+        &mut self,
+        key: &str,
+        allowed: &[&'static str],
+        default: &'static str,
+    ) -> &'static str {
         let Some(v) = self.get(key) else {
             return default;
         };
@@ -137,9 +142,18 @@ mod tests {
     #[test]
     fn timeouts() {
         let y = |s: &str| serde_yaml_ng::from_str::<Value>(s).unwrap();
-        assert_eq!(parse_timeout(&y("300")), Some(Some(Duration::from_secs(300))));
-        assert_eq!(parse_timeout(&y("\"5 minutes\"")), Some(Some(Duration::from_secs(300))));
-        assert_eq!(parse_timeout(&y("\"500 ms\"")), Some(Some(Duration::from_millis(500))));
+        assert_eq!(
+            parse_timeout(&y("300")),
+            Some(Some(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            parse_timeout(&y("\"5 minutes\"")),
+            Some(Some(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            parse_timeout(&y("\"500 ms\"")),
+            Some(Some(Duration::from_millis(500)))
+        );
         assert_eq!(parse_timeout(&y("infinity")), Some(None));
         assert_eq!(parse_timeout(&y("\"soon\"")), None);
         assert_eq!(parse_timeout(&y("-1")), None);

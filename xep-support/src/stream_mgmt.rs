@@ -61,7 +61,11 @@ impl StreamMgmt {
         // Unacked stanzas always go to another resource or offline storage
         // when a session ends (never lost); the option is accepted for
         // ejabberd configs and its value changes nothing.
-        let _ = o.word("resend_on_timeout", &["false", "true", "if_offline"], "false");
+        let _ = o.word(
+            "resend_on_timeout",
+            &["false", "true", "if_offline"],
+            "false",
+        );
         // Queues are in memory; `file` is accepted and behaves as `ram`.
         let _ = o.word("queue_type", &["ram", "file"], "ram");
         StreamMgmt {
