@@ -8,7 +8,7 @@
 //! outstanding, and an `<r/>` left unanswered for `ack_timeout` counts as a
 //! dead connection. With XEP-0352 `<inactive/>`, presence updates and
 //! chat-state-only messages are held here (the latest per sender) and written
-//! before the next other stanza, or on `<active/>`.
+//! before the next other message, or on `<active/>`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,7 +171,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
                             }
                         }
                         _ => {
-                            flush_held(&handle, &mut held, &mut buf);
+                            // A message wakes the client: what was held comes
+                            // first, so each sender's stanzas stay in order.
+                            // Iqs and subscription presence pass on their own.
+                            if el.name == "message" {
+                                flush_held(&handle, &mut held, &mut buf);
+                            }
                             write_stanza(&handle, el, &mut buf);
                         }
                     }

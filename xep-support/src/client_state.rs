@@ -2,8 +2,10 @@
 //! the stream feature and ejabberd's options. While a client says it is
 //! `<inactive/>`, the session's writer holds back presence updates (only the
 //! latest per contact full JID) and chat-state-only messages (only the
-//! latest per sender), writes other messages at once after flushing what it
-//! held for that sender, and flushes everything on `<active/>`. The work
+//! latest per sender), writes any other message at once right after
+//! everything it held (so each sender's stanzas stay in order), lets iqs
+//! and subscription presence pass, and flushes everything on `<active/>`.
+//! At most [`MAX_HELD`] senders' stanzas are held; one more flushes them. The work
 //! happens in the server's c2s writer, which reads these options through
 //! [`crate::module::Module::as_any`].
 
