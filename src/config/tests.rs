@@ -56,7 +56,21 @@ fn embedded_default_matches_the_documented_setup() {
         assert_eq!(direct.module, ListenerModule::C2s);
     }
     let names: Vec<&str> = c.modules.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["mod_disco", "mod_ping"]);
+    assert_eq!(
+        names,
+        [
+            "mod_disco",
+            "mod_ping",
+            "mod_carbons",
+            "mod_client_state",
+            "mod_stream_mgmt"
+        ]
+    );
+    // Every module in the embedded default is one this server provides,
+    // with options it reads.
+    let (mods, warnings) = xep_support::registry::build(&c.modules);
+    assert_eq!(mods.len(), names.len());
+    assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(c.modules[0].1, serde_yaml_ng::Value::Null);
 
     assert_eq!(c.max_user_sessions("alice", "localhost"), Some(10));
