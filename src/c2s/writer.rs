@@ -129,7 +129,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let exit = 'outer: loop {
         if !buf.is_empty() {
             request_ack(&handle, &mut buf);
-            if !write(&mut w, buf.as_bytes()).await {
+            // A resumption elsewhere must not wait for a write to a dead peer.
+            let ok = tokio::select! {
+                ok = write(&mut w, buf.as_bytes()) => ok,
+                _ = detach.notified() => false,
+            };
+            if !ok {
                 break 'outer Exit::Lost;
             }
             // Give the buffer back: idle sessions should cost no write buffer.
