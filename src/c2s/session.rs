@@ -23,6 +23,8 @@ use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
 use crate::xml::{StreamEvent, XmlError};
 
+type WriterResult = Result<(Takeover, Exit), tokio::task::JoinError>;
+
 /// How the session's reading ended.
 enum End {
     /// The client closed its stream.
@@ -52,12 +54,12 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     } = bound;
     let resumed_session = resumed.is_some();
     let detach = Arc::new(Notify::new());
-    let settings = Settings {
+    let settings = Box::new(Settings {
         csi: server.csi.clone(),
         ack_timeout: server.sm.as_ref().and_then(|s| s.ack_timeout),
         max_ack_queue: server.sm.as_ref().and_then(|s| s.max_ack_queue),
         resumed,
-    };
+    });
     let mut writer_task = tokio::spawn(super::writer::run(
         writer,
         rx,
@@ -88,7 +90,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
             }
             Some(claim) = next_claim(&mut claims) => break End::Taken(claim),
             _ = sleep_until(wake), if wake.is_some() => {
-                if pinger.on_timer(&server, &handle) {
+                if pinger.on_timer(&handle) {
                     continue;
                 }
                 break End::Gone;
@@ -98,7 +100,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         match ev {
             Ok(StreamEvent::Stanza(el)) => {
                 let result = if el.ns == ns::SM {
-                    sm_nonza(&server, &handle, &mut claims, el).await
+                    Box::pin(sm_nonza(&server, &handle, &mut claims, el)).await
                 } else if el.ns == ns::CSI && server.csi.is_some() {
                     csi_nonza(&handle, &el).await
                 } else {
@@ -124,6 +126,36 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
             }
         }
     };
+    // The rest runs in its own boxed future: its state (timeouts, the
+    // detached wait, the final clean-up) would otherwise enlarge every idle
+    // session's task.
+    drop(reader);
+    Box::pin(wind_down(
+        server,
+        handle,
+        end,
+        writer_done,
+        writer_task,
+        detach,
+        claims,
+        peer,
+    ))
+    .await;
+}
+
+/// After the reading loop: stop the writer, then detach (resumable), hand
+/// over (resumption) or end the session.
+#[allow(clippy::too_many_arguments)]
+async fn wind_down(
+    server: Arc<Server>,
+    handle: Arc<SessionHandle>,
+    end: End,
+    writer_done: Option<WriterResult>,
+    writer_task: tokio::task::JoinHandle<(Takeover, Exit)>,
+    detach: Arc<Notify>,
+    mut claims: Option<mpsc::Receiver<Claim>>,
+    peer: std::net::SocketAddr,
+) {
     let resumable = claims.is_some() && server.sm.is_some();
     let keep = resumable && matches!(end, End::Gone | End::Taken(_));
     if !keep {
@@ -159,7 +191,6 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
                 .ok()
         }
     };
-    drop(reader);
     let rx = match writer_result {
         Some(Ok((rx, _exit))) => Some(rx),
         _ => None,
@@ -173,14 +204,15 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
             Err(rx) => Some(rx),
         },
         (End::Gone, Some(rx)) if keep => {
-            match detached(&server, &handle, claims.as_mut(), rx).await {
+            match Box::pin(detached(&server, &handle, claims.as_mut(), rx)).await {
                 None => return,
                 Some(rx) => Some(rx),
             }
         }
         (_, rx) => rx,
     };
-    finish(&server, &handle, rx).await;
+    // Boxed, like the other cold paths: an idle session's task stays small.
+    Box::pin(finish(&server, &handle, rx)).await;
     tracing::info!(%peer, "session ended: {}", handle.jid);
 }
 
@@ -200,9 +232,11 @@ async fn next_claim(claims: &mut Option<mpsc::Receiver<Claim>>) -> Option<Claim>
     }
 }
 
+/// Sleep until `deadline`, if any (the timer lives on the heap only while
+/// it runs, so it does not enlarge the session's task).
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
+        Some(d) => Box::pin(tokio::time::sleep_until(d.into())).await,
         None => std::future::pending().await,
     }
 }
@@ -396,9 +430,12 @@ async fn csi_nonza(handle: &SessionHandle, el: &Element) -> Result<(), &'static 
     Ok(())
 }
 
-/// Server-side pings of a silent client (mod_ping `send_pings`).
-struct Pinger {
-    cfg: Option<Ping>,
+/// Server-side pings of a silent client (mod_ping `send_pings`); boxed
+/// state, present only when pings are on.
+struct Pinger(Option<Box<PingState>>);
+
+struct PingState {
+    cfg: Ping,
     last: Instant,
     pending: Option<(u32, Instant)>,
     seq: u32,
@@ -406,24 +443,41 @@ struct Pinger {
 
 impl Pinger {
     fn new(cfg: Option<Ping>) -> Self {
-        Pinger {
-            cfg: cfg.filter(|c| c.send_pings),
-            last: Instant::now(),
-            pending: None,
-            seq: 0,
-        }
+        Pinger(cfg.filter(|c| c.send_pings).map(|cfg| {
+            Box::new(PingState {
+                cfg,
+                last: Instant::now(),
+                pending: None,
+                seq: 0,
+            })
+        }))
     }
 
     fn wake(&self) -> Option<Instant> {
-        let cfg = self.cfg.as_ref()?;
-        Some(match self.pending {
-            Some((_, sent)) => sent + cfg.ping_ack_timeout,
-            None => self.last + cfg.ping_interval,
-        })
+        self.0.as_ref().map(|p| p.wake())
     }
 
     fn activity(&mut self) {
-        self.last = Instant::now();
+        if let Some(p) = self.0.as_mut() {
+            p.last = Instant::now();
+        }
+    }
+
+    fn on_timer(&mut self, handle: &SessionHandle) -> bool {
+        self.0.as_mut().is_none_or(|p| p.on_timer(handle))
+    }
+
+    fn is_reply(&mut self, el: &Element) -> bool {
+        self.0.as_mut().is_some_and(|p| p.is_reply(el))
+    }
+}
+
+impl PingState {
+    fn wake(&self) -> Instant {
+        match self.pending {
+            Some((_, sent)) => sent + self.cfg.ping_ack_timeout,
+            None => self.last + self.cfg.ping_interval,
+        }
     }
 
     fn id(seq: u32) -> String {
@@ -432,10 +486,8 @@ impl Pinger {
 
     /// The timer fired: send a ping, or give up on one. `false`: the client
     /// is presumed gone.
-    fn on_timer(&mut self, server: &Server, handle: &SessionHandle) -> bool {
-        let Some(cfg) = self.cfg.as_ref() else {
-            return true;
-        };
+    fn on_timer(&mut self, handle: &SessionHandle) -> bool {
+        let cfg = &self.cfg;
         let now = Instant::now();
         if let Some((_, sent)) = self.pending {
             if now >= sent + cfg.ping_ack_timeout {
@@ -449,7 +501,6 @@ impl Pinger {
         if now >= self.last + cfg.ping_interval {
             self.seq = self.seq.wrapping_add(1);
             let domain = handle.jid.domain().to_string();
-            let _ = server;
             let iq = Element::new("iq", ns::CLIENT)
                 .with_attr("from", domain)
                 .with_attr("to", handle.jid.to_string())

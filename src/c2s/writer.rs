@@ -74,6 +74,9 @@ pub struct Settings {
 /// Stanzas held back while the client is inactive (XEP-0352).
 #[derive(Default)]
 struct Held {
+    // Boxed as they come from the queue and go on to the unacked queue: the
+    // element moves as one pointer and is never reallocated.
+    #[allow(clippy::vec_box)]
     items: Vec<Box<Element>>,
 }
 
@@ -111,13 +114,13 @@ pub async fn run<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outgoing>,
     handle: Arc<SessionHandle>,
     detach: Arc<Notify>,
-    settings: Settings,
+    mut settings: Box<Settings>,
 ) -> (mpsc::Receiver<Outgoing>, Exit) {
     let mut buf = String::new();
     let mut close: Option<Option<&'static str>> = None;
     let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut held = Held::default();
-    if let Some(resumed) = &settings.resumed {
+    if let Some(resumed) = settings.resumed.take() {
         resumed.write_to(&mut buf, ns::CLIENT);
         if let Some(sm) = handle.sm.get() {
             let sm = sm.lock().unwrap_or_else(|e| e.into_inner());
@@ -236,9 +239,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
     (rx, Exit::Closed)
 }
 
+/// Sleep until `deadline`, if any (the timer lives on the heap only while
+/// it runs, so it does not enlarge the writer's task).
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
+        Some(d) => Box::pin(tokio::time::sleep_until(d.into())).await,
         None => std::future::pending().await,
     }
 }
