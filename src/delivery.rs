@@ -237,17 +237,24 @@ fn answer_account_iq(
     reply
 }
 
-async fn message_to_user(server: &Server, stanza: Element, to: &Jid) {
-    let kind = stanza.attr("type").unwrap_or("normal");
+async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
+    let kind = stanza.attr("type").unwrap_or("normal").to_string();
+    let bare = to.to_bare();
+    for m in &server.modules {
+        m.filter_message_to_account(server, &bare, &mut stanza);
+    }
     if let Ok(full) = to.clone().try_into_full() {
         if let Some(session) = server.router.session(&full) {
-            deliver_or_bounce(server, &session, stanza).await;
+            let extra = delivered_hooks(server, &bare, std::slice::from_ref(&full), &stanza);
+            if deliver_or_bounce(server, &session, stanza).await {
+                route_all(server, extra).await;
+            }
             return;
         }
         // RFC 6121 §8.5.3.2.1: no such resource. Only chat is handled as if sent
         // to the bare JID; normal and groupchat get an error, headline and error
         // are silently ignored.
-        match kind {
+        match kind.as_str() {
             "chat" => {}
             "headline" | "error" => return,
             _ => {
@@ -256,7 +263,6 @@ async fn message_to_user(server: &Server, stanza: Element, to: &Jid) {
             }
         }
     }
-    let bare = to.to_bare();
     if kind == "groupchat" {
         // §8.5.2: groupchat to an account is an error, online or not.
         bounce(server, &stanza, StanzaError::service_unavailable()).await;
@@ -274,10 +280,36 @@ async fn message_to_user(server: &Server, stanza: Element, to: &Jid) {
         crate::im::offline::store_or_deliver(server, stanza, &bare).await;
         return;
     }
+    let jids: Vec<FullJid> = targets.iter().map(|s| s.jid.clone()).collect();
+    let extra = delivered_hooks(server, &bare, &jids, &stanza);
+    let mut any = false;
     for session in targets {
         let mut copy = stanza.clone();
         copy.set_attr("to", to.as_str());
-        deliver_or_bounce(server, &session, copy).await;
+        any |= deliver_or_bounce(server, &session, copy).await;
+    }
+    if any {
+        route_all(server, extra).await;
+    }
+}
+
+/// Stanzas modules want routed once `msg` reaches these resources of `account`.
+fn delivered_hooks(
+    server: &Server,
+    account: &BareJid,
+    delivered_to: &[FullJid],
+    msg: &Element,
+) -> Vec<Element> {
+    let mut out = Vec::new();
+    for m in &server.modules {
+        out.extend(m.message_delivered(server, account, delivered_to, msg));
+    }
+    out
+}
+
+async fn route_all(server: &Server, stanzas: Vec<Element>) {
+    for s in stanzas {
+        route(server, s).await;
     }
 }
 
@@ -298,7 +330,9 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
     let kind = stanza.attr("type").unwrap_or("");
     match to.clone().try_into_full() {
         Ok(full) => match server.router.session(&full) {
-            Some(session) => deliver_or_bounce(server, &session, stanza).await,
+            Some(session) => {
+                deliver_or_bounce(server, &session, stanza).await;
+            }
             None => {
                 if kind == "get" || kind == "set" {
                     bounce(server, &stanza, StanzaError::service_unavailable()).await;
@@ -342,18 +376,19 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
     }
 }
 
+/// Deliver to one session, or bounce; `true` when delivered.
 async fn deliver_or_bounce(
     server: &Server,
     session: &crate::router::SessionHandle,
     stanza: Element,
-) {
+) -> bool {
     let backup = if stanza.attr("type") == Some("error") {
         None
     } else {
         Some(stanza.clone())
     };
     match server.router.deliver(session, stanza).await {
-        Delivery::Delivered => {}
+        Delivery::Delivered => return true,
         Delivery::Gone => {
             if let Some(s) = backup {
                 bounce(server, &s, StanzaError::service_unavailable()).await;
@@ -370,6 +405,7 @@ async fn deliver_or_bounce(
             }
         }
     }
+    false
 }
 
 /// Send a stanza the server produced back to a local full JID.

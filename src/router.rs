@@ -35,6 +35,13 @@ pub enum Outgoing {
     Close(Option<&'static str>),
     /// Signal once everything queued before this was written to the socket.
     Ack(oneshot::Sender<()>),
+    /// Write a stream-level element that is not a stanza (XEP-0198 `<a/>`,
+    /// `<failed/>`): never counted, never kept for resending.
+    Nonza(Box<Element>),
+    /// Write XEP-0198 `<enabled/>` and count every stanza written after it.
+    SmEnabled(Box<Element>),
+    /// XEP-0352: the client became active; write what was held back.
+    Flush,
 }
 
 /// A bound session as the router sees it.
@@ -54,6 +61,13 @@ pub struct SessionHandle {
     pub last_presence: std::sync::Mutex<Option<Element>>,
     /// Entities it sent directed presence to (RFC 6121 §4.6), told when it goes.
     pub directed: std::sync::Mutex<HashSet<String>>,
+    /// XEP-0198 state, once the client enabled stream management.
+    pub sm: std::sync::OnceLock<Arc<std::sync::Mutex<crate::c2s::sm::SmState>>>,
+    /// XEP-0352: the client said it is inactive.
+    pub csi_inactive: AtomicBool,
+    /// XEP-0198: the connection dropped and the session waits for a
+    /// resumption; its queue is not being drained.
+    pub detached: AtomicBool,
 }
 
 impl SessionHandle {
@@ -106,6 +120,9 @@ impl Router {
             interested: AtomicBool::new(false),
             last_presence: std::sync::Mutex::new(None),
             directed: std::sync::Mutex::new(HashSet::new()),
+            sm: std::sync::OnceLock::new(),
+            csi_inactive: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
         })
     }
 
@@ -198,6 +215,15 @@ impl Router {
         match session.tx.try_send(Outgoing::Stanza(Box::new(stanza))) {
             Ok(()) => Delivery::Delivered,
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+            Err(mpsc::error::TrySendError::Full(_)) if session.detached.load(Ordering::Relaxed) => {
+                // A detached session's queue only fills while nobody reads
+                // it: end the session now (what it holds goes to another
+                // resource or offline storage) rather than wait.
+                tracing::info!(jid = %session.jid, "queue of a detached session is full; ending it");
+                session.close(None);
+                self.unbind(session);
+                Delivery::Stuck
+            }
             Err(mpsc::error::TrySendError::Full(Outgoing::Stanza(stanza))) => {
                 match session
                     .tx

@@ -29,6 +29,9 @@ const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(300);
 /// Addresses the failure table holds at most.
 const AUTH_FAILURE_TABLE: usize = 10_000;
 
+/// Ended resumable sessions whose counts are remembered for late resumptions.
+const EXPIRED_SM_MEMORY: usize = 1000;
+
 /// Disco features of the core (not of a module): XEP-0160 offline storage.
 const CORE_DISCO_FEATURES: &[&str] = &["msgoffline"];
 
@@ -56,6 +59,15 @@ pub struct Server {
     /// Connections open now (negotiating or bound).
     pub connections: AtomicUsize,
     auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Options of the stream-level modules, when enabled.
+    pub sm: Option<xep_support::stream_mgmt::StreamMgmt>,
+    pub csi: Option<xep_support::client_state::ClientState>,
+    pub ping: Option<xep_support::ping::Ping>,
+    /// XEP-0198 resumable sessions by resumption id.
+    resumable: Mutex<HashMap<String, Arc<crate::router::SessionHandle>>>,
+    /// Recently ended resumable sessions (id, account, inbound count), so a
+    /// late `<resume/>` learns which of its stanzas arrived (`<failed h=…/>`).
+    expired: Mutex<std::collections::VecDeque<(String, String, u32)>>,
     /// This server, for hooks that must spawn routing work.
     this: std::sync::OnceLock<std::sync::Weak<Server>>,
 }
@@ -113,6 +125,44 @@ impl Server {
         Duration::from_millis((200 * u64::from(n)).min(5000))
     }
 
+    /// Register a resumable session under its XEP-0198 id.
+    pub fn remember_resumable(&self, id: &str, handle: Arc<crate::router::SessionHandle>) {
+        let mut t = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        t.insert(id.to_string(), handle);
+    }
+
+    /// Forget a resumption id (if it still names session `session_id`).
+    pub fn forget_resumable(&self, id: &str, session_id: u64) {
+        let mut t = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        if t.get(id).is_some_and(|h| h.id == session_id) {
+            t.remove(id);
+        }
+    }
+
+    /// Remember an ended resumable session's inbound count (bounded list).
+    pub fn remember_expired(&self, id: &str, bare: &str, h: u32) {
+        let mut t = self.expired.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() >= EXPIRED_SM_MEMORY {
+            t.pop_front();
+        }
+        t.push_back((id.to_string(), bare.to_string(), h));
+    }
+
+    /// The inbound count of an ended resumable session of `bare`.
+    pub fn expired_h(&self, id: &str, bare: &str) -> Option<u32> {
+        let t = self.expired.lock().unwrap_or_else(|e| e.into_inner());
+        t.iter()
+            .rev()
+            .find(|(i, b, _)| i == id && b == bare)
+            .map(|(_, _, h)| *h)
+    }
+
+    /// The resumable session with this id.
+    pub fn resumable(&self, id: &str) -> Option<Arc<crate::router::SessionHandle>> {
+        let t = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        t.get(id).cloned()
+    }
+
     /// Forget failures of an address that authenticated.
     pub fn auth_succeeded(&self, ip: IpAddr) {
         let mut table = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,6 +197,14 @@ impl ServerContext for Server {
         }];
         ids.extend(self.modules.iter().flat_map(|m| m.disco_identities()));
         ids
+    }
+
+    fn resources(&self, bare: &jid::BareJid) -> Vec<jid::FullJid> {
+        self.router
+            .sessions_of(bare)
+            .iter()
+            .map(|s| s.jid.clone())
+            .collect()
     }
 
     fn route(&self, stanza: Element) {
@@ -384,6 +442,14 @@ pub async fn run(config: Config) -> Result<(), String> {
     for (module, message) in module_warnings {
         tracing::warn!("{}", config.module_warning(&module, &message));
     }
+    fn typed<T: Clone + 'static>(modules: &[Arc<dyn Module>]) -> Option<T> {
+        modules
+            .iter()
+            .find_map(|m| m.as_any().and_then(|a| a.downcast_ref::<T>()).cloned())
+    }
+    let sm = typed::<xep_support::stream_mgmt::StreamMgmt>(&modules);
+    let csi = typed::<xep_support::client_state::ClientState>(&modules);
+    let ping = typed::<xep_support::ping::Ping>(&modules);
     let mut iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
     for m in &modules {
         for ns in m.server_iq_namespaces() {
@@ -443,6 +509,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         iq_handlers,
         account_iq_handlers,
         filters,
+        sm,
+        csi,
+        ping,
+        resumable: Mutex::new(HashMap::new()),
+        expired: Mutex::new(std::collections::VecDeque::new()),
         shutdown,
         started: Instant::now(),
         connections: AtomicUsize::new(0),

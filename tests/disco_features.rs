@@ -21,6 +21,9 @@ const ENABLED: &[&str] = &[
     "mod_time",
     "mod_last",
     "mod_pep",
+    "mod_carbons",
+    "mod_client_state",
+    "mod_stream_mgmt",
 ];
 
 /// Features the table promises for this configuration.

@@ -6,6 +6,7 @@
 
 mod negotiation;
 mod session;
+pub mod sm;
 mod writer;
 
 use std::net::SocketAddr;

@@ -1,19 +1,29 @@
 //! A bound client session: reads stanzas one at a time, checks them, stamps
 //! `from` with the session's full JID (whatever the client wrote), keeps the
 //! session's presence state, and hands each stanza to [`crate::delivery`].
-//! Its writer runs as a second task draining the session's queue.
+//! Its writer runs as a second task draining the session's queue. XEP-0198
+//! and XEP-0352 elements are handled here too (they are not stanzas), and
+//! so are mod_ping's server-side pings.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use jid::Jid;
+use tokio::sync::{mpsc, Notify};
 use xep_support::element::Element;
 use xep_support::ns;
+use xep_support::ping::Ping;
 use xep_support::stanza::{error_reply, iq_error, StanzaError};
 
 use super::negotiation::Bound;
-use crate::router::Outgoing;
+use super::sm::{self, Claim, SmState, Takeover};
+use super::writer::{Exit, Settings};
+use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
 use crate::xml::{StreamEvent, XmlError};
+
+type WriterResult = Result<(Takeover, Exit), tokio::task::JoinError>;
 
 /// How the session's reading ended.
 enum End {
@@ -23,11 +33,16 @@ enum End {
     Stopped,
     /// A stream error to send.
     Error(&'static str),
-    /// The connection is gone.
+    /// The connection is gone (read or write failed, ack or ping timeout).
     Gone,
+    /// A XEP-0198 resumption on another connection takes the session over.
+    Taken(Claim),
 }
 
-/// Serve a bound session until it ends, then clean up.
+/// Serve a bound session until it ends, then clean up. A resumable
+/// XEP-0198 session whose connection drops stays bound ("detached") for
+/// its resumption timeout, its queue filling (bounded) meanwhile; a
+/// resumption takes its queue over, the timeout ends it.
 pub async fn run(server: Arc<Server>, bound: Bound) {
     let Bound {
         mut reader,
@@ -35,18 +50,70 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         handle,
         rx,
         peer,
+        resumed,
     } = bound;
-    let writer_task = tokio::spawn(super::writer::run(writer, rx, handle.clone()));
-    // Roster for presence fan-out is loaded once now, not per stanza.
-    let _ = server.rosters.get(&server, &handle.jid.to_bare());
+    let resumed_session = resumed.is_some();
+    let detach = Arc::new(Notify::new());
+    let settings = Box::new(Settings {
+        csi: server.csi.clone(),
+        ack_timeout: server.sm.as_ref().and_then(|s| s.ack_timeout),
+        max_ack_queue: server.sm.as_ref().and_then(|s| s.max_ack_queue),
+        resumed,
+    });
+    let mut writer_task = tokio::spawn(super::writer::run(
+        writer,
+        rx,
+        handle.clone(),
+        detach.clone(),
+        settings,
+    ));
+    let mut claims: Option<mpsc::Receiver<Claim>> = None;
+    if resumed_session {
+        claims = Some(install_claims(&handle));
+    } else {
+        // Roster for presence fan-out is loaded once now, not per stanza.
+        let _ = server.rosters.get(&server, &handle.jid.to_bare());
+    }
+    let mut pinger = Pinger::new(server.ping.clone());
+    let mut writer_done = None;
     let end = loop {
+        let wake = pinger.wake();
         let ev = tokio::select! {
             ev = reader.next() => ev,
             _ = handle.stop.notified() => break End::Stopped,
+            w = &mut writer_task => {
+                // The writer closed the stream itself (too many unacked
+                // stanzas): the session ends; otherwise the connection is lost.
+                let closed = matches!(&w, Ok((_, Exit::Closed)));
+                writer_done = Some(w);
+                break if closed { End::Stopped } else { End::Gone };
+            }
+            Some(claim) = next_claim(&mut claims) => break End::Taken(claim),
+            _ = sleep_until(wake), if wake.is_some() => {
+                if pinger.on_timer(&handle) {
+                    continue;
+                }
+                break End::Gone;
+            }
         };
+        pinger.activity();
         match ev {
             Ok(StreamEvent::Stanza(el)) => {
-                if let Err(cond) = handle_stanza(&server, &handle, el).await {
+                let result = if el.ns == ns::SM {
+                    Box::pin(sm_nonza(&server, &handle, &mut claims, el)).await
+                } else if el.ns == ns::CSI && server.csi.is_some() {
+                    csi_nonza(&handle, &el).await
+                } else {
+                    if let Some(sm) = handle.sm.get() {
+                        sm.lock().unwrap_or_else(|e| e.into_inner()).handled();
+                    }
+                    if pinger.is_reply(&el) {
+                        Ok(())
+                    } else {
+                        handle_stanza(&server, &handle, el).await
+                    }
+                };
+                if let Err(cond) = result {
                     break End::Error(cond);
                 }
             }
@@ -59,30 +126,409 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
             }
         }
     };
-    server.router.unbind(&handle);
-    match end {
-        End::Closed | End::Gone => {
-            let _ = handle.tx.try_send(Outgoing::Close(None));
-        }
-        End::Error(cond) => {
-            let _ = handle.tx.try_send(Outgoing::Close(Some(cond)));
-        }
-        End::Stopped => {}
+    // The rest runs in its own boxed future: its state (timeouts, the
+    // detached wait, the final clean-up) would otherwise enlarge every idle
+    // session's task.
+    drop(reader);
+    Box::pin(wind_down(
+        server,
+        handle,
+        end,
+        writer_done,
+        writer_task,
+        detach,
+        claims,
+        peer,
+    ))
+    .await;
+}
+
+/// After the reading loop: stop the writer, then detach (resumable), hand
+/// over (resumption) or end the session.
+#[allow(clippy::too_many_arguments)]
+async fn wind_down(
+    server: Arc<Server>,
+    handle: Arc<SessionHandle>,
+    end: End,
+    writer_done: Option<WriterResult>,
+    writer_task: tokio::task::JoinHandle<(Takeover, Exit)>,
+    detach: Arc<Notify>,
+    mut claims: Option<mpsc::Receiver<Claim>>,
+    peer: std::net::SocketAddr,
+) {
+    let resumable = claims.is_some() && server.sm.is_some();
+    let keep = resumable && matches!(end, End::Gone | End::Taken(_));
+    if !keep {
+        // Nothing is routed to a session that is ending.
+        server.router.unbind(&handle);
     }
-    Box::pin(crate::im::presence::session_ended(&server, &handle)).await;
+    let writer_result = match writer_done {
+        Some(r) => Some(r),
+        None => {
+            match &end {
+                End::Closed => {
+                    if handle.tx.try_send(Outgoing::Close(None)).is_err() {
+                        detach.notify_one();
+                    }
+                }
+                End::Error(cond) => {
+                    if handle.tx.try_send(Outgoing::Close(Some(cond))).is_err() {
+                        detach.notify_one();
+                    }
+                }
+                End::Stopped if !handle.detached.load(Ordering::Relaxed) => {
+                    // close() queued a Close; if the queue was full, stop now.
+                    if handle.tx.capacity() == 0 {
+                        detach.notify_one();
+                    }
+                }
+                End::Stopped => {}
+                End::Gone | End::Taken(_) => detach.notify_one(),
+            }
+            // The writer ends on Close or detach; bound the wait.
+            tokio::time::timeout(std::time::Duration::from_secs(35), writer_task)
+                .await
+                .ok()
+        }
+    };
+    let rx = match writer_result {
+        Some(Ok((rx, _exit))) => Some(rx),
+        _ => None,
+    };
+    let rx = match (end, rx) {
+        (End::Taken(claim), Some(rx)) => match claim.send(rx) {
+            Ok(()) => {
+                tracing::info!(%peer, "session {} taken over by a resumption", handle.jid);
+                return;
+            }
+            Err(rx) => Some(rx),
+        },
+        (End::Gone, Some(rx)) if keep => {
+            match Box::pin(detached(&server, &handle, claims.as_mut(), rx)).await {
+                None => return,
+                Some(rx) => Some(rx),
+            }
+        }
+        (_, rx) => rx,
+    };
+    // Boxed, like the other cold paths: an idle session's task stays small.
+    Box::pin(finish(&server, &handle, rx)).await;
+    tracing::info!(%peer, "session ended: {}", handle.jid);
+}
+
+/// A new channel for resumptions to claim the session through.
+fn install_claims(handle: &SessionHandle) -> mpsc::Receiver<Claim> {
+    let (tx, rx) = mpsc::channel(1);
+    if let Some(sm) = handle.sm.get() {
+        sm.lock().unwrap_or_else(|e| e.into_inner()).claims = Some(tx);
+    }
+    rx
+}
+
+async fn next_claim(claims: &mut Option<mpsc::Receiver<Claim>>) -> Option<Claim> {
+    match claims {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleep until `deadline`, if any (the timer lives on the heap only while
+/// it runs, so it does not enlarge the session's task).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => Box::pin(tokio::time::sleep_until(d.into())).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The connection of a resumable session dropped: wait for a resumption
+/// (returns `None`: the queue was handed over) or for the timeout, a kick
+/// or shutdown (returns the queue, for the session to end).
+async fn detached(
+    server: &Arc<Server>,
+    handle: &Arc<SessionHandle>,
+    claims: Option<&mut mpsc::Receiver<Claim>>,
+    rx: Takeover,
+) -> Option<Takeover> {
+    let Some(claims) = claims else {
+        return Some(rx);
+    };
+    let timeout = handle
+        .sm
+        .get()
+        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).timeout)
+        .unwrap_or_default();
+    handle.detached.store(true, Ordering::Relaxed);
+    tracing::info!(jid = %handle.jid, "connection lost; session kept for resumption for {}s", timeout.as_secs());
+    let mut shutdown = server.shutdown_signal();
+    let claim = tokio::select! {
+        c = claims.recv() => c,
+        _ = tokio::time::sleep(timeout) => None,
+        _ = handle.stop.notified() => None,
+        _ = shutdown.wait_for(|v| *v) => None,
+    };
+    if let Some(claim) = claim {
+        match claim.send(rx) {
+            Ok(()) => return None,
+            Err(rx) => {
+                server.router.unbind(handle);
+                return Some(rx);
+            }
+        }
+    }
+    tracing::info!(jid = %handle.jid, "resumable session ended without resumption");
+    server.router.unbind(handle);
+    Some(rx)
+}
+
+/// End a session for good: unavailable presence, modules told, and every
+/// stanza it did not deliver (unacknowledged or still queued) rerouted.
+async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Takeover>) {
+    server.router.unbind(handle);
+    handle.detached.store(false, Ordering::Relaxed);
+    let mut left: Vec<Element> = Vec::new();
+    if let Some(sm) = handle.sm.get() {
+        let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = sm.id.take() {
+            server.forget_resumable(&id, handle.id);
+            server.remember_expired(&id, &bare_of(handle), sm.h_in);
+        }
+        sm.claims = None;
+        left.extend(sm.unacked.drain(..).map(|b| *b));
+    }
+    if let Some(mut rx) = rx {
+        rx.close();
+        while let Ok(item) = rx.try_recv() {
+            if let Outgoing::Stanza(el) = item {
+                left.push(*el);
+            }
+        }
+    }
+    Box::pin(crate::im::presence::session_ended(server, handle)).await;
     for m in &server.modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
-    tracing::info!(%peer, "session ended: {}", handle.jid);
-    drop(reader);
-    // The writer ends on Close or once every sender is gone; bound the wait.
-    if let Ok(Ok(leftover)) =
-        tokio::time::timeout(std::time::Duration::from_secs(35), writer_task).await
-    {
-        // Messages that were queued but not written go to another resource or offline storage.
-        for msg in leftover {
-            crate::delivery::route(&server, msg).await;
+    for el in left {
+        reroute(server, handle, el).await;
+    }
+}
+
+fn bare_of(handle: &SessionHandle) -> String {
+    handle.jid.to_bare().to_string()
+}
+
+/// A stanza a session never got to deliver: messages go to another resource
+/// or offline storage (a delay stamp says when they first came), iq
+/// requests are answered with an error, the rest is dropped.
+async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element) {
+    let bare = handle.jid.to_bare();
+    match el.name.as_str() {
+        "message" => {
+            if matches!(
+                el.attr("type"),
+                Some("groupchat") | Some("headline") | Some("error")
+            ) {
+                return;
+            }
+            let from_self = el.attr("from") == Some(bare.as_str());
+            if from_self
+                && (el.child("sent", ns::CARBONS).is_some()
+                    || el.child("received", ns::CARBONS).is_some())
+            {
+                return; // a carbon copy: the original reached its resource
+            }
+            el.set_attr("to", bare.to_string());
+            if el.child("delay", ns::DELAY).is_none() {
+                el.children.push(xep_support::Node::Element(
+                    Element::new("delay", ns::DELAY)
+                        .with_attr("from", bare.domain().as_str())
+                        .with_attr("stamp", crate::im::offline::now_stamp()),
+                ));
+            }
+            crate::delivery::route(server, el).await;
         }
+        "iq" if matches!(el.attr("type"), Some("get") | Some("set")) => {
+            crate::delivery::bounce(server, &el, StanzaError::service_unavailable()).await;
+        }
+        _ => {}
+    }
+}
+
+/// A XEP-0198 element from the client.
+async fn sm_nonza(
+    server: &Arc<Server>,
+    handle: &Arc<SessionHandle>,
+    claims: &mut Option<mpsc::Receiver<Claim>>,
+    el: Element,
+) -> Result<(), &'static str> {
+    let Some(opts) = server.sm.as_ref() else {
+        return Err("unsupported-stanza-type");
+    };
+    let reply = match el.name.as_str() {
+        "enable" => {
+            if handle.sm.get().is_some() {
+                Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None)))
+            } else {
+                let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
+                let max = el.attr("max").and_then(|m| m.trim().parse::<u64>().ok());
+                let timeout = opts.timeout_for(max);
+                let id = resume.then(sm::new_id);
+                let state = SmState::new(id.clone(), timeout);
+                let _ = handle.sm.set(Arc::new(std::sync::Mutex::new(state)));
+                let mut enabled = Element::new("enabled", ns::SM);
+                if let Some(id) = id {
+                    *claims = Some(install_claims(handle));
+                    server.remember_resumable(&id, handle.clone());
+                    enabled.set_attr("id", id);
+                    enabled.set_attr("resume", "true");
+                    enabled.set_attr("max", timeout.as_secs().to_string());
+                }
+                Outgoing::SmEnabled(Box::new(enabled))
+            }
+        }
+        "r" => match handle.sm.get() {
+            Some(sm) => {
+                let h = sm.lock().unwrap_or_else(|e| e.into_inner()).h_in;
+                Outgoing::Nonza(Box::new(sm::a(h)))
+            }
+            None => Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None))),
+        },
+        "a" => {
+            let Some(sm) = handle.sm.get() else {
+                return Err("unsupported-stanza-type");
+            };
+            let Some(h) = sm::parse_h(&el) else {
+                return Err("invalid-xml");
+            };
+            let r = sm.lock().unwrap_or_else(|e| e.into_inner()).ack(h);
+            return match r {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::info!(jid = %handle.jid, "bad acknowledgement: {e:?}");
+                    Err("undefined-condition")
+                }
+            };
+        }
+        "resume" => Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None))),
+        _ => return Err("unsupported-stanza-type"),
+    };
+    let _ = handle.tx.send(reply).await;
+    Ok(())
+}
+
+/// A XEP-0352 element from the client.
+async fn csi_nonza(handle: &SessionHandle, el: &Element) -> Result<(), &'static str> {
+    match el.name.as_str() {
+        "inactive" => handle.csi_inactive.store(true, Ordering::Relaxed),
+        "active" => {
+            if handle.csi_inactive.swap(false, Ordering::Relaxed) {
+                let _ = handle.tx.send(Outgoing::Flush).await;
+            }
+        }
+        _ => return Err("unsupported-stanza-type"),
+    }
+    Ok(())
+}
+
+/// Server-side pings of a silent client (mod_ping `send_pings`); boxed
+/// state, present only when pings are on.
+struct Pinger(Option<Box<PingState>>);
+
+struct PingState {
+    cfg: Ping,
+    last: Instant,
+    pending: Option<(u32, Instant)>,
+    seq: u32,
+}
+
+impl Pinger {
+    fn new(cfg: Option<Ping>) -> Self {
+        Pinger(cfg.filter(|c| c.send_pings).map(|cfg| {
+            Box::new(PingState {
+                cfg,
+                last: Instant::now(),
+                pending: None,
+                seq: 0,
+            })
+        }))
+    }
+
+    fn wake(&self) -> Option<Instant> {
+        self.0.as_ref().map(|p| p.wake())
+    }
+
+    fn activity(&mut self) {
+        if let Some(p) = self.0.as_mut() {
+            p.last = Instant::now();
+        }
+    }
+
+    fn on_timer(&mut self, handle: &SessionHandle) -> bool {
+        self.0.as_mut().is_none_or(|p| p.on_timer(handle))
+    }
+
+    fn is_reply(&mut self, el: &Element) -> bool {
+        self.0.as_mut().is_some_and(|p| p.is_reply(el))
+    }
+}
+
+impl PingState {
+    fn wake(&self) -> Instant {
+        match self.pending {
+            Some((_, sent)) => sent + self.cfg.ping_ack_timeout,
+            None => self.last + self.cfg.ping_interval,
+        }
+    }
+
+    fn id(seq: u32) -> String {
+        format!("rookery-ping-{seq}")
+    }
+
+    /// The timer fired: send a ping, or give up on one. `false`: the client
+    /// is presumed gone.
+    fn on_timer(&mut self, handle: &SessionHandle) -> bool {
+        let cfg = &self.cfg;
+        let now = Instant::now();
+        if let Some((_, sent)) = self.pending {
+            if now >= sent + cfg.ping_ack_timeout {
+                self.pending = None;
+                self.last = now;
+                tracing::info!(jid = %handle.jid, "no answer to a ping");
+                return !cfg.kill;
+            }
+            return true;
+        }
+        if now >= self.last + cfg.ping_interval {
+            self.seq = self.seq.wrapping_add(1);
+            let domain = handle.jid.domain().to_string();
+            let iq = Element::new("iq", ns::CLIENT)
+                .with_attr("from", domain)
+                .with_attr("to", handle.jid.to_string())
+                .with_attr("type", "get")
+                .with_attr("id", Self::id(self.seq))
+                .with_child(Element::new("ping", ns::PING));
+            if handle.tx.try_send(Outgoing::Stanza(Box::new(iq))).is_ok() {
+                self.pending = Some((self.seq, now));
+            } else {
+                self.last = now;
+            }
+        }
+        true
+    }
+
+    /// Whether `el` answers the outstanding ping (then it is consumed).
+    fn is_reply(&mut self, el: &Element) -> bool {
+        let Some((seq, _)) = self.pending else {
+            return false;
+        };
+        if el.name == "iq"
+            && matches!(el.attr("type"), Some("result") | Some("error"))
+            && el.attr("id") == Some(Self::id(seq).as_str())
+        {
+            self.pending = None;
+            return true;
+        }
+        false
     }
 }
 
@@ -155,6 +601,18 @@ async fn handle_stanza(
             return Ok(());
         }
         _ => {}
+    }
+    if el.name == "message" {
+        // Module copies (XEP-0280 <sent/>) are made before the message moves on.
+        let mut extra = Vec::new();
+        for m in &server.modules {
+            extra.extend(m.message_from_session(server.as_ref(), &handle.jid, &el));
+        }
+        crate::delivery::route(server, el).await;
+        for s in extra {
+            crate::delivery::route(server, s).await;
+        }
+        return Ok(());
     }
     crate::delivery::route(server, el).await;
     Ok(())

@@ -2,12 +2,21 @@
 //! serialises stanzas in batches into a buffer that lives only while a batch
 //! is written (an idle session holds none), and closes the
 //! stream (with a stream error when asked) at the end.
+//!
+//! With XEP-0198 on, every stanza written moves (no copy) into the session's
+//! unacknowledged queue, an `<r/>` follows each batch when no request is
+//! outstanding, and an `<r/>` left unanswered for `ack_timeout` counts as a
+//! dead connection. With XEP-0352 `<inactive/>`, presence updates and
+//! chat-state-only messages are held here (the latest per sender) and written
+//! before the next other message, or on `<active/>`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use xep_support::client_state::{ClientState, MAX_HELD};
+use xep_support::element::Element;
 use xep_support::ns;
 
 use crate::router::{Outgoing, SessionHandle};
@@ -42,22 +51,157 @@ async fn write(w: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> bool {
     )
 }
 
-/// Run until the queue closes, a Close arrives, or the peer stops reading.
-/// Returns the messages still queued then, so the caller can route them
-/// elsewhere (another resource, or offline storage) instead of losing them.
+/// How the writer ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The stream was closed (asked to, or the queue closed).
+    Closed,
+    /// The connection is gone or presumed dead (write failed, ack timeout,
+    /// or the session asked to detach): nothing more was written.
+    Lost,
+}
+
+/// What the writer needs to know besides its queue.
+pub struct Settings {
+    pub csi: Option<ClientState>,
+    pub ack_timeout: Option<Duration>,
+    pub max_ack_queue: Option<u64>,
+    /// After a resumption: `<resumed/>`, written first, followed by the
+    /// unacknowledged stanzas again.
+    pub resumed: Option<Element>,
+}
+
+/// Stanzas held back while the client is inactive (XEP-0352).
+#[derive(Default)]
+struct Held {
+    // Boxed as they come from the queue and go on to the unacked queue: the
+    // element moves as one pointer and is never reallocated.
+    #[allow(clippy::vec_box)]
+    items: Vec<Box<Element>>,
+}
+
+impl Held {
+    /// Whether `el` may wait while the client is inactive.
+    fn holdable(csi: &ClientState, el: &Element) -> bool {
+        match el.name.as_str() {
+            "presence" => {
+                csi.queue_presence && matches!(el.attr("type"), None | Some("unavailable"))
+            }
+            "message" => {
+                csi.queue_chat_states
+                    && el.attr("type") != Some("error")
+                    && el.child_elements().count() > 0
+                    && el.child_elements().all(|c| c.ns == ns::CHATSTATES)
+            }
+            _ => false,
+        }
+    }
+
+    /// Hold `el`, replacing an older one of the same kind from the same sender.
+    fn hold(&mut self, el: Box<Element>) {
+        let from = el.attr("from").unwrap_or("");
+        self.items
+            .retain(|h| !(h.name == el.name && h.attr("from").unwrap_or("") == from));
+        self.items.push(el);
+    }
+}
+
+/// Run until the queue closes, a Close arrives, the peer stops reading, or
+/// the session asks to detach. Returns the queue (so the session can route
+/// what is left in it, or keep it for a resumption) and how it ended.
 pub async fn run<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: mpsc::Receiver<Outgoing>,
     handle: Arc<SessionHandle>,
-) -> Vec<xep_support::element::Element> {
+    detach: Arc<Notify>,
+    mut settings: Box<Settings>,
+) -> (mpsc::Receiver<Outgoing>, Exit) {
     let mut buf = String::new();
     let mut close: Option<Option<&'static str>> = None;
-    let mut acks = Vec::new();
-    'outer: while let Some(first) = rx.recv().await {
+    let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
+    let mut held = Held::default();
+    if let Some(resumed) = settings.resumed.take() {
+        resumed.write_to(&mut buf, ns::CLIENT);
+        if let Some(sm) = handle.sm.get() {
+            let sm = sm.lock().unwrap_or_else(|e| e.into_inner());
+            for el in &sm.unacked {
+                el.write_to(&mut buf, ns::CLIENT);
+            }
+        }
+    }
+    let exit = 'outer: loop {
+        if !buf.is_empty() {
+            request_ack(&handle, &mut buf);
+            // A resumption elsewhere must not wait for a write to a dead peer.
+            let ok = tokio::select! {
+                ok = write(&mut w, buf.as_bytes()) => ok,
+                _ = detach.notified() => false,
+            };
+            if !ok {
+                break 'outer Exit::Lost;
+            }
+            // Give the buffer back: idle sessions should cost no write buffer.
+            buf = String::new();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+        if close.is_some() {
+            break Exit::Closed;
+        }
+        let deadline = ack_deadline(&handle, settings.ack_timeout);
+        let first = tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break Exit::Closed,
+            },
+            _ = detach.notified() => break Exit::Lost,
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                if ack_deadline(&handle, settings.ack_timeout).is_some_and(|d| d <= Instant::now()) {
+                    tracing::info!(jid = %handle.jid, "no answer to <r/> in time; connection presumed dead");
+                    break Exit::Lost;
+                }
+                continue;
+            }
+        };
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Outgoing::Stanza(el) => el.write_to(&mut buf, ns::CLIENT),
+                Outgoing::Stanza(el) => {
+                    let inactive = handle
+                        .csi_inactive
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    match &settings.csi {
+                        Some(csi) if inactive && Held::holdable(csi, &el) => {
+                            held.hold(el);
+                            if held.items.len() > MAX_HELD {
+                                flush_held(&handle, &mut held, &mut buf);
+                            }
+                        }
+                        _ => {
+                            // A message wakes the client: what was held comes
+                            // first, so each sender's stanzas stay in order.
+                            // Iqs and subscription presence pass on their own.
+                            if el.name == "message" {
+                                flush_held(&handle, &mut held, &mut buf);
+                            }
+                            write_stanza(&handle, el, &mut buf);
+                        }
+                    }
+                    if over_ack_queue(&handle, settings.max_ack_queue) {
+                        tracing::warn!(jid = %handle.jid, "too many unacknowledged stanzas; closing");
+                        close = Some(Some("policy-violation"));
+                        break;
+                    }
+                }
+                Outgoing::Nonza(el) => el.write_to(&mut buf, ns::CLIENT),
+                Outgoing::SmEnabled(el) => {
+                    el.write_to(&mut buf, ns::CLIENT);
+                    if let Some(sm) = handle.sm.get() {
+                        sm.lock().unwrap_or_else(|e| e.into_inner()).counting = true;
+                    }
+                }
+                Outgoing::Flush => flush_held(&handle, &mut held, &mut buf),
                 Outgoing::Close(cond) => {
                     close = Some(cond);
                     break;
@@ -72,36 +216,80 @@ pub async fn run<W: AsyncWrite + Unpin>(
             }
             next = rx.try_recv().ok();
         }
-        if !buf.is_empty() {
-            if !write(&mut w, buf.as_bytes()).await {
-                break 'outer;
+    };
+    if exit == Exit::Lost {
+        // Held stanzas were never written: keep them for a resumption like
+        // the unacknowledged ones (they are counted when written then).
+        if let Some(sm) = handle.sm.get() {
+            let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
+            if sm.counting && sm.id.is_some() {
+                sm.unacked.extend(held.items.drain(..));
             }
-            // Give the buffer back: idle sessions should cost no write buffer.
-            buf = String::new();
         }
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
-        }
-        if close.is_some() {
-            break;
-        }
+        return (rx, Exit::Lost);
     }
+    flush_held(&handle, &mut held, &mut buf);
     let tail = match close {
         Some(Some(cond)) => stream_error_xml(cond, None),
         _ => "</stream:stream>".to_string(),
     };
-    let _ = write(&mut w, tail.as_bytes()).await;
+    buf.push_str(&tail);
+    let _ = write(&mut w, buf.as_bytes()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
-    // Wake the reader in case the session is ending from this side.
-    handle.stop.notify_one();
-    rx.close();
-    let mut leftover = Vec::new();
-    while let Ok(item) = rx.try_recv() {
-        if let Outgoing::Stanza(el) = item {
-            if el.name == "message" {
-                leftover.push(*el);
-            }
+    (rx, Exit::Closed)
+}
+
+/// Sleep until `deadline`, if any (the timer lives on the heap only while
+/// it runs, so it does not enlarge the writer's task).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => Box::pin(tokio::time::sleep_until(d.into())).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When the outstanding `<r/>` times out.
+fn ack_deadline(handle: &SessionHandle, timeout: Option<Duration>) -> Option<Instant> {
+    let timeout = timeout?;
+    let sm = handle.sm.get()?;
+    let sm = sm.lock().unwrap_or_else(|e| e.into_inner());
+    sm.ack_requested.map(|t| t + timeout)
+}
+
+fn over_ack_queue(handle: &SessionHandle, max: Option<u64>) -> bool {
+    let (Some(max), Some(sm)) = (max, handle.sm.get()) else {
+        return false;
+    };
+    let sm = sm.lock().unwrap_or_else(|e| e.into_inner());
+    sm.unacked.len() as u64 > max
+}
+
+/// Serialise a stanza; with XEP-0198 counting on, keep it until acknowledged.
+fn write_stanza(handle: &SessionHandle, el: Box<Element>, buf: &mut String) {
+    el.write_to(buf, ns::CLIENT);
+    if let Some(sm) = handle.sm.get() {
+        let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
+        if sm.counting {
+            sm.unacked.push_back(el);
         }
     }
-    leftover
+}
+
+fn flush_held(handle: &SessionHandle, held: &mut Held, buf: &mut String) {
+    for el in std::mem::take(&mut held.items) {
+        write_stanza(handle, el, buf);
+    }
+}
+
+/// After a batch with stanzas the client has not acknowledged, ask for an
+/// acknowledgement unless one is outstanding.
+fn request_ack(handle: &SessionHandle, buf: &mut String) {
+    let Some(sm) = handle.sm.get() else {
+        return;
+    };
+    let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
+    if sm.counting && !sm.unacked.is_empty() && sm.ack_requested.is_none() {
+        crate::c2s::sm::r().write_to(buf, ns::CLIENT);
+        sm.ack_requested = Some(Instant::now());
+    }
 }

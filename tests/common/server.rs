@@ -46,24 +46,12 @@ pub struct Config {
     pub extra_listeners: Vec<String>,
     /// Extra top-level YAML appended verbatim.
     pub extra_yaml: String,
-    /// Entries under `modules:`, each `name: options` on one line
-    /// (default: [`DEFAULT_MODULES`]).
-    pub modules: Vec<String>,
+    /// The body of `modules:` (each line indented by two spaces).
+    pub modules: String,
 }
 
-/// The modules the harness enables unless a test says otherwise.
-pub const DEFAULT_MODULES: &[&str] = &[
-    "mod_ping: {}",
-    "mod_disco: {}",
-    "mod_private: {}",
-    "mod_vcard: {}",
-    "mod_vcard_xupdate: {}",
-    "mod_blocking: {}",
-    "mod_version: {}",
-    "mod_time: {}",
-    "mod_last: {}",
-    "mod_pep: {}",
-];
+/// The modules every test server enables unless a test says otherwise.
+pub const DEFAULT_MODULES: &str = "  mod_ping: {}\n  mod_disco: {}\n  mod_private: {}\n  mod_vcard: {}\n  mod_vcard_xupdate: {}\n  mod_blocking: {}\n  mod_version: {}\n  mod_time: {}\n  mod_last: {}\n  mod_pep: {}\n  mod_carbons: {}\n  mod_client_state: {}\n  mod_stream_mgmt: {}\n";
 
 impl Default for Config {
     fn default() -> Self {
@@ -76,7 +64,7 @@ impl Default for Config {
             loglevel: "info".to_string(),
             extra_listeners: Vec::new(),
             extra_yaml: String::new(),
-            modules: DEFAULT_MODULES.iter().map(|m| m.to_string()).collect(),
+            modules: DEFAULT_MODULES.to_string(),
         }
     }
 }
@@ -124,9 +112,8 @@ impl Config {
             self.max_user_sessions
         ));
         y.push_str("modules:\n");
-        for m in &self.modules {
-            y.push_str("  ");
-            y.push_str(m);
+        y.push_str(&self.modules);
+        if !self.modules.ends_with('\n') {
             y.push('\n');
         }
         if !self.extra_yaml.is_empty() {

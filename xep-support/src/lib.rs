@@ -7,16 +7,20 @@
 
 pub mod blocking;
 pub mod bookmarks;
+pub mod carbons;
+pub mod client_state;
 pub mod disco;
 pub mod element;
 pub mod last;
 pub mod module;
 pub mod ns;
+pub mod opts;
 pub mod pep;
 pub mod ping;
 pub mod private;
 pub mod registry;
 pub mod stanza;
+pub mod stream_mgmt;
 pub mod time;
 pub mod vcard;
 pub mod version;

@@ -24,6 +24,14 @@
 //! roster (subscription states) and to sessions, and a per-module,
 //! per-account key/value store (sled tree `module_data`, key
 //! `host\0user\0module\0key`; writes are durable when they return).
+//! Hooks: iqs addressed to the server (dispatched by payload namespace),
+//! disco features and identities, extra stream features, session events, and
+//! three message hooks (a message left a local session; a message for a
+//! local account is about to be delivered; it was delivered to some of the
+//! account's resources). Message hooks return further stanzas for the server
+//! to route right after (in order, on the caller's task), never route
+//! themselves. Later issues add more filters and account-addressed iqs here,
+//! next to these, so every module keeps one shape.
 
 use crate::element::Element;
 use crate::stanza::StanzaError;
@@ -188,6 +196,11 @@ pub trait ServerContext: Send + Sync {
         account: &BareJid,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// The full JIDs of an account's bound sessions (detached resumable
+    /// sessions included), in no particular order.
+    fn resources(&self, _bare: &BareJid) -> Vec<FullJid> {
+        Vec::new()
+    }
 }
 
 /// An extension module, switched on under `modules:` in the config.
@@ -271,8 +284,6 @@ pub trait Module: Send + Sync {
     }
     /// A session was bound.
     fn session_opened(&self, _ctx: &dyn ServerContext, _jid: &FullJid) {}
-    /// A session ended (it is already gone from [`ServerContext::sessions`]).
-    fn session_closed(&self, _ctx: &dyn ServerContext, _jid: &FullJid) {}
     /// A session broadcast available presence (`initial`: its first).
     fn presence_available(
         &self,
@@ -281,5 +292,47 @@ pub trait Module: Send + Sync {
         _presence: &Element,
         _initial: bool,
     ) {
+    }
+    /// A session ended (it is already gone from [`ServerContext::sessions`];
+    /// for a resumable XEP-0198 session: when it can no longer be resumed,
+    /// not when its connection dropped).
+    fn session_closed(&self, _ctx: &dyn ServerContext, _jid: &FullJid) {}
+    /// A `<message/>` from the local session `from` (its `from` stamped) was
+    /// routed. Returns stanzas to route next (e.g. XEP-0280 `<sent/>` copies).
+    fn message_from_session(
+        &self,
+        _ctx: &dyn ServerContext,
+        _from: &FullJid,
+        _msg: &Element,
+    ) -> Vec<Element> {
+        Vec::new()
+    }
+    /// A `<message/>` for the local account `account` is about to be delivered
+    /// to its sessions: a module may change it (e.g. strip payloads that only
+    /// the account itself may send).
+    fn filter_message_to_account(
+        &self,
+        _ctx: &dyn ServerContext,
+        _account: &BareJid,
+        _msg: &mut Element,
+    ) {
+    }
+    /// A `<message/>` was handed to these sessions of the local account
+    /// `account`. Returns stanzas to route next (e.g. XEP-0280 `<received/>`
+    /// copies for the account's other resources).
+    fn message_delivered(
+        &self,
+        _ctx: &dyn ServerContext,
+        _account: &BareJid,
+        _delivered_to: &[FullJid],
+        _msg: &Element,
+    ) -> Vec<Element> {
+        Vec::new()
+    }
+    /// The module as `Any`, so the server core can read the typed options of
+    /// modules whose work happens in the stream itself (mod_stream_mgmt,
+    /// mod_client_state, mod_ping's server-side pings).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 }

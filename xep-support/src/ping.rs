@@ -1,11 +1,69 @@
-//! XEP-0199 XMPP Ping (`mod_ping`): answers pings addressed to the server.
+//! XEP-0199 XMPP Ping (`mod_ping`): answers pings addressed to the server
+//! and, with `send_pings: true`, pings clients that stayed silent for
+//! `ping_interval`; one that does not answer within `ping_ack_timeout` is
+//! disconnected when `timeout_action: kill`. The server-side pinging runs in
+//! the session's reader, which reads these options through
+//! [`crate::module::Module::as_any`].
+
+use std::time::Duration;
 
 use crate::module::{IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
+use crate::opts::Opts;
 use crate::stanza::StanzaError;
 
-/// `mod_ping`.
-pub struct Ping;
+/// `mod_ping` and its options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ping {
+    /// Ping silent clients (default false).
+    pub send_pings: bool,
+    /// Silence before a ping (default 60 s).
+    pub ping_interval: Duration,
+    /// Time to answer a ping (default 32 s).
+    pub ping_ack_timeout: Duration,
+    /// Disconnect a client that did not answer (`timeout_action: kill`);
+    /// otherwise (`none`, the default) it is only logged.
+    pub kill: bool,
+}
+
+/// ejabberd's option names this module reads.
+pub const OPTIONS: &[&str] = &[
+    "send_pings",
+    "ping_interval",
+    "ping_ack_timeout",
+    "timeout_action",
+];
+
+impl Default for Ping {
+    fn default() -> Self {
+        Ping {
+            send_pings: false,
+            ping_interval: Duration::from_secs(60),
+            ping_ack_timeout: Duration::from_secs(32),
+            kill: false,
+        }
+    }
+}
+
+impl Ping {
+    /// Read the options; bad values become warnings and keep defaults.
+    pub fn from_opts(o: &mut Opts<'_>) -> Self {
+        let d = Ping::default();
+        let floor = Duration::from_millis(100);
+        Ping {
+            send_pings: o.bool("send_pings", d.send_pings),
+            ping_interval: o
+                .timeout("ping_interval", Some(d.ping_interval))
+                .unwrap_or(Duration::from_secs(u32::MAX as u64))
+                .max(floor),
+            ping_ack_timeout: o
+                .timeout("ping_ack_timeout", Some(d.ping_ack_timeout))
+                .unwrap_or(Duration::from_secs(u32::MAX as u64))
+                .max(floor),
+            kill: o.word("timeout_action", &["none", "kill"], "none") == "kill",
+        }
+    }
+}
 
 impl Module for Ping {
     fn name(&self) -> &'static str {
@@ -22,5 +80,8 @@ impl Module for Ping {
             return Err(StanzaError::bad_request());
         }
         Ok(None)
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }

@@ -15,18 +15,18 @@ pub const KNOWN: &[&str] = &[
     "mod_time",
     "mod_last",
     "mod_pep",
+    "mod_carbons",
+    "mod_client_state",
+    "mod_stream_mgmt",
 ];
 
-/// Options each module accepts and ignores for now (ejabberd's names); any
+/// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
 /// other option is reported as unsupported.
 fn accepted_options(name: &str) -> &'static [&'static str] {
     match name {
-        "mod_ping" => &[
-            "send_pings",
-            "ping_interval",
-            "ping_ack_timeout",
-            "timeout_action",
-        ],
+        "mod_ping" => crate::ping::OPTIONS,
+        "mod_stream_mgmt" => crate::stream_mgmt::OPTIONS,
+        "mod_client_state" => crate::client_state::OPTIONS,
         "mod_disco" => &["server_info", "extra_domains", "name"],
         "mod_version" => &["show_os"],
         "mod_private" | "mod_blocking" | "mod_last" | "mod_vcard_xupdate" => &[
@@ -93,33 +93,9 @@ pub fn build(
             pep
         });
     for (name, opts) in config {
-        let bool_opt = |key: &str, default: bool| -> bool {
-            match opts.get(key) {
-                None => default,
-                Some(serde_yaml_ng::Value::Bool(b)) => *b,
-                Some(_) => default,
-            }
-        };
-        for (key, kind) in [
-            ("show_os", "a boolean"),
-            ("max_items_node", "a number"),
-            ("max_payload_size", "a number"),
-        ] {
-            if let Some(v) = opts.get(key) {
-                let ok = match kind {
-                    "a boolean" => v.is_bool(),
-                    _ => v.as_u64().is_some(),
-                };
-                if !ok && accepted_options(name).contains(&key) {
-                    warnings.push((
-                        name.clone(),
-                        format!("option {key} must be {kind}; using the default"),
-                    ));
-                }
-            }
-        }
+        let mut o = crate::opts::Opts::new(opts);
         let module: Arc<dyn Module> = match name.as_str() {
-            "mod_ping" => Arc::new(crate::ping::Ping),
+            "mod_ping" => Arc::new(crate::ping::Ping::from_opts(&mut o)),
             "mod_disco" => Arc::new(crate::disco::Disco),
             "mod_private" => Arc::new(crate::private::Private { pep: pep.clone() }),
             "mod_vcard" => Arc::new(crate::vcard::Vcard {
@@ -130,14 +106,22 @@ pub fn build(
             }),
             "mod_blocking" => Arc::new(crate::blocking::Blocking::default()),
             "mod_version" => Arc::new(crate::version::Version {
-                show_os: bool_opt("show_os", true),
+                show_os: o.bool("show_os", true),
             }),
             "mod_time" => Arc::new(crate::time::Time),
             "mod_last" => Arc::new(crate::last::Last),
-            "mod_pep" => match &pep {
-                Some(p) => p.clone(),
-                None => continue,
-            },
+            "mod_pep" => {
+                // Read (above) before the loop; here only to warn about bad values.
+                o.count("max_items_node", None);
+                o.count("max_payload_size", None);
+                match &pep {
+                    Some(p) => p.clone(),
+                    None => continue,
+                }
+            }
+            "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
+            "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
+            "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),
             other => {
                 warnings.push((
                     other.to_string(),
@@ -156,6 +140,9 @@ pub fn build(
                     ));
                 }
             }
+        }
+        for w in o.warnings {
+            warnings.push((name.clone(), w));
         }
         modules.push(module);
     }
@@ -177,5 +164,21 @@ mod tests {
         assert_eq!(mods[0].name(), "mod_ping");
         assert_eq!(warns.len(), 1);
         assert_eq!(warns[0].0, "mod_muc");
+    }
+
+    #[test]
+    fn reads_options_and_warns_on_bad_values() {
+        let opts: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str("resume_timeout: 30\nmax_ack_queue: many\n").unwrap();
+        let cfg = vec![("mod_stream_mgmt".to_string(), opts)];
+        let (mods, warns) = build(&cfg);
+        let sm = mods[0]
+            .as_any()
+            .and_then(|a| a.downcast_ref::<crate::stream_mgmt::StreamMgmt>())
+            .unwrap();
+        assert_eq!(sm.resume_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(sm.max_ack_queue, Some(5000));
+        assert_eq!(warns.len(), 1, "{warns:?}");
+        assert!(warns[0].1.contains("max_ack_queue"));
     }
 }

@@ -1,0 +1,215 @@
+//! XEP-0280 Message Carbons (`mod_carbons`, `urn:xmpp:carbons:2`).
+//!
+//! Each resource turns carbons on or off with an iq set (`<enable/>`,
+//! `<disable/>`); the set of carbon-enabled resources lives here, in memory,
+//! and is dropped when a session ends. Copies:
+//! - a message a resource sends is copied, wrapped in `<sent/>`, to the
+//!   account's other carbon-enabled resources;
+//! - a message delivered to some of an account's resources is copied, wrapped
+//!   in `<received/>`, to its carbon-enabled resources that did not get it.
+//!
+//! Every copy comes `from` the account's bare JID and wraps the original in
+//! `<forwarded xmlns='urn:xmpp:forward:0'/>`. Eligibility follows XEP-0280
+//! §6.1: type `chat`; type `normal` with a `<body/>`; or IM payloads (chat
+//! states, receipts, markers); never `groupchat`, `headline` or `error`, and
+//! never a message carrying `<private/>` (XEP-0280) or `<no-copy/>` (XEP-0334).
+//!
+//! Forgery (the CVE-2017-5589 class): a client must only trust carbons whose
+//! `from` is its own bare JID. The server helps: `<sent/>` and `<received/>`
+//! elements in a message from anyone outside the account are removed before
+//! delivery, so a carbon-looking wrapper only ever reaches a client from the
+//! server itself.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jid::{BareJid, FullJid};
+
+use crate::element::Element;
+use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::ns;
+use crate::stanza::StanzaError;
+
+/// `mod_carbons`.
+#[derive(Default)]
+pub struct Carbons {
+    /// Carbon-enabled resources of each account.
+    enabled: Mutex<HashMap<BareJid, Vec<FullJid>>>,
+}
+
+impl Carbons {
+    fn enabled_of(&self, bare: &BareJid) -> Vec<FullJid> {
+        let map = self.enabled.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(bare).cloned().unwrap_or_default()
+    }
+
+    /// Whether `jid` has carbons on.
+    pub fn is_enabled(&self, jid: &FullJid) -> bool {
+        self.enabled_of(&jid.to_bare()).contains(jid)
+    }
+
+    fn set(&self, jid: &FullJid, on: bool) {
+        let mut map = self.enabled.lock().unwrap_or_else(|e| e.into_inner());
+        let bare = jid.to_bare();
+        let list = map.entry(bare.clone()).or_default();
+        list.retain(|j| j != jid);
+        if on {
+            list.push(jid.clone());
+        }
+        if list.is_empty() {
+            map.remove(&bare);
+        }
+    }
+}
+
+/// Whether a message is a carbon copy or carries a carbon wrapper.
+fn has_carbon_wrapper(msg: &Element) -> bool {
+    msg.child("sent", ns::CARBONS).is_some() || msg.child("received", ns::CARBONS).is_some()
+}
+
+/// XEP-0280 §6.1 eligibility, with the `<private/>` and `<no-copy/>` opt-outs.
+pub fn eligible(msg: &Element) -> bool {
+    if msg.name != "message" || has_carbon_wrapper(msg) {
+        return false;
+    }
+    if msg.child("private", ns::CARBONS).is_some() || msg.child("no-copy", ns::HINTS).is_some() {
+        return false;
+    }
+    match msg.attr("type").unwrap_or("normal") {
+        "chat" => true,
+        "normal" => msg.child_elements().any(|c| {
+            (c.is("body", ns::CLIENT) && !c.text().is_empty())
+                || c.ns == ns::CHATSTATES
+                || c.ns == ns::RECEIPTS
+                || c.ns == ns::MARKERS
+        }),
+        _ => false,
+    }
+}
+
+/// A copy of `original` for `to`, from `account`, wrapped in `<wrapper/>`.
+fn wrap(account: &BareJid, to: &FullJid, wrapper: &str, original: &Element) -> Element {
+    let mut m = Element::new("message", ns::CLIENT)
+        .with_attr("from", account.to_string())
+        .with_attr("to", to.to_string());
+    if let Some(t) = original.attr("type") {
+        m.set_attr("type", t);
+    }
+    m.with_child(
+        Element::new(wrapper, ns::CARBONS)
+            .with_child(Element::new("forwarded", ns::FORWARD).with_child(original.clone())),
+    )
+}
+
+impl Module for Carbons {
+    fn name(&self) -> &'static str {
+        "mod_carbons"
+    }
+    fn disco_features(&self) -> Vec<&'static str> {
+        vec![ns::CARBONS]
+    }
+    fn server_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![ns::CARBONS]
+    }
+    fn handle_server_iq(&self, _ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
+        // Only the account itself (iq without `to`, or to its server) may switch.
+        if let Some(node) = req.to.node() {
+            if req.from.node() != Some(node) || req.from.domain() != req.to.domain() {
+                return Err(StanzaError::forbidden());
+            }
+        }
+        if !req.is_set {
+            return Err(StanzaError::bad_request());
+        }
+        match req.payload.name.as_str() {
+            "enable" => self.set(req.from, true),
+            "disable" => self.set(req.from, false),
+            _ => return Err(StanzaError::bad_request()),
+        }
+        Ok(None)
+    }
+    fn session_closed(&self, _ctx: &dyn ServerContext, jid: &FullJid) {
+        self.set(jid, false);
+    }
+    fn message_from_session(
+        &self,
+        _ctx: &dyn ServerContext,
+        from: &FullJid,
+        msg: &Element,
+    ) -> Vec<Element> {
+        if !eligible(msg) {
+            return Vec::new();
+        }
+        let bare = from.to_bare();
+        self.enabled_of(&bare)
+            .iter()
+            .filter(|r| *r != from)
+            .map(|r| wrap(&bare, r, "sent", msg))
+            .collect()
+    }
+    fn filter_message_to_account(
+        &self,
+        _ctx: &dyn ServerContext,
+        account: &BareJid,
+        msg: &mut Element,
+    ) {
+        let from_account = msg
+            .attr("from")
+            .and_then(|f| jid::Jid::new(f).ok())
+            .is_some_and(|f| f.to_bare() == *account);
+        if !from_account && has_carbon_wrapper(msg) {
+            msg.remove_children("sent", ns::CARBONS);
+            msg.remove_children("received", ns::CARBONS);
+        }
+    }
+    fn message_delivered(
+        &self,
+        _ctx: &dyn ServerContext,
+        account: &BareJid,
+        delivered_to: &[FullJid],
+        msg: &Element,
+    ) -> Vec<Element> {
+        if !eligible(msg) {
+            return Vec::new();
+        }
+        self.enabled_of(account)
+            .iter()
+            .filter(|r| !delivered_to.contains(r))
+            .map(|r| wrap(account, r, "received", msg))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: Option<&str>, body: bool) -> Element {
+        let mut m = Element::new("message", ns::CLIENT);
+        if let Some(k) = kind {
+            m.set_attr("type", k);
+        }
+        if body {
+            m = m.with_child(Element::new("body", ns::CLIENT).with_text("hi"));
+        }
+        m
+    }
+
+    #[test]
+    fn eligibility() {
+        assert!(eligible(&msg(Some("chat"), false)));
+        assert!(eligible(&msg(None, true)));
+        assert!(!eligible(&msg(None, false)));
+        assert!(!eligible(&msg(Some("groupchat"), true)));
+        assert!(!eligible(&msg(Some("headline"), true)));
+        assert!(!eligible(
+            &msg(Some("chat"), true).with_child(Element::new("private", ns::CARBONS))
+        ));
+        assert!(!eligible(
+            &msg(Some("chat"), true).with_child(Element::new("no-copy", ns::HINTS))
+        ));
+        assert!(eligible(
+            &msg(None, false).with_child(Element::new("received", ns::RECEIPTS))
+        ));
+    }
+}
