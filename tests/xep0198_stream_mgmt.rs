@@ -374,3 +374,52 @@ async fn too_many_unacked_stanzas_close_the_stream_without_losing_them() {
         .collect();
     assert_eq!(b, ["q0", "q1", "q2", "q3", "q4"], "{}", im::show(&got));
 }
+
+#[tokio::test]
+async fn binding_the_same_resource_ends_a_detached_session_without_losing_messages() {
+    let server = server_with("{}");
+    let mut bob = im::online(&server, BOB, "b").await;
+    let (mut a, _id) = sm_login(&server, ALICE, "kicked").await;
+    let to = format!("{}/kicked", bare(ALICE));
+    send_chats(&mut bob, &to, &["c1"]).await;
+    assert_eq!(bodies(&mut a, 1).await, ["c1"]);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_chats(&mut bob, &to, &["c2"]).await;
+    let users = server.ctl_ok(&["connected_users"]);
+    assert!(
+        users.contains("alice@localhost/kicked"),
+        "detached session listed: {users}"
+    );
+    // A client that lost its resumption state binds the same resource again.
+    let (_a2, got) = im::online_with(&server, ALICE, "kicked", "<presence/>").await;
+    let b: Vec<String> = got
+        .iter()
+        .filter(|e| e.name == "message")
+        .map(|e| e.child_text("body").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(b, ["c1", "c2"], "{}", im::show(&got));
+}
+
+#[tokio::test]
+async fn shutdown_with_a_detached_session_stores_its_messages_durably() {
+    let mut server = server_with("{}");
+    let mut bob = im::online(&server, BOB, "b").await;
+    let (mut a, _id) = sm_login(&server, ALICE, "sleepy").await;
+    let to = format!("{}/sleepy", bare(ALICE));
+    send_chats(&mut bob, &to, &["d1"]).await;
+    assert_eq!(bodies(&mut a, 1).await, ["d1"]);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_chats(&mut bob, &to, &["d2"]).await;
+    drop(bob);
+    server.stop();
+    server.restart();
+    let (_a2, got) = im::online_with(&server, ALICE, "morning", "<presence/>").await;
+    let b: Vec<String> = got
+        .iter()
+        .filter(|e| e.name == "message")
+        .map(|e| e.child_text("body").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(b, ["d1", "d2"], "{}", im::show(&got));
+}
