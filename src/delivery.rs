@@ -31,15 +31,6 @@ pub fn route_unfiltered<'a>(
     Box::pin(route_inner(server, stanza, false))
 }
 
-/// A local account (not the server itself) named by `jid`.
-fn local_account(server: &Server, jid: &Jid) -> Option<BareJid> {
-    if jid.node().is_some() && server.serves(jid.domain().as_str()) {
-        Some(jid.to_bare())
-    } else {
-        None
-    }
-}
-
 /// Run the modules' stanza filters: the sender's outbound filters (if it is
 /// a local account and `outbound`), then the recipient's inbound filters
 /// (if it is a local account). Between an account and itself, and between
@@ -59,7 +50,8 @@ async fn run_filters(
     let Some(from) = from else {
         return Some(stanza);
     };
-    if from.to_bare() == to.to_bare() {
+    let (from_bare, to_bare) = (from.to_bare(), to.to_bare());
+    if from_bare == to_bare {
         return Some(stanza);
     }
     // The server itself (its own domain) is never filtered: blocking it would cut
@@ -67,24 +59,21 @@ async fn run_filters(
     let is_server = |j: &Jid| {
         j.node().is_none() && j.resource().is_none() && server.serves(j.domain().as_str())
     };
+    let is_account = |j: &Jid| j.node().is_some() && server.serves(j.domain().as_str());
     let mut verdict = xep_support::module::Verdict::Pass;
-    if outbound && !is_server(to) {
-        if let Some(sender) = local_account(server, from) {
-            for m in &server.filters {
-                verdict = m.filter_outbound(server, &sender, &mut stanza);
-                if verdict != xep_support::module::Verdict::Pass {
-                    break;
-                }
+    if outbound && !is_server(to) && is_account(from) {
+        for m in &server.filters {
+            verdict = m.filter_outbound(server, &from_bare, to, &mut stanza);
+            if verdict != xep_support::module::Verdict::Pass {
+                break;
             }
         }
     }
-    if verdict == xep_support::module::Verdict::Pass && !is_server(from) {
-        if let Some(recipient) = local_account(server, to) {
-            for m in &server.filters {
-                verdict = m.filter_inbound(server, &recipient, &stanza);
-                if verdict != xep_support::module::Verdict::Pass {
-                    break;
-                }
+    if verdict == xep_support::module::Verdict::Pass && !is_server(from) && is_account(to) {
+        for m in &server.filters {
+            verdict = m.filter_inbound(server, &to_bare, from, &stanza);
+            if verdict != xep_support::module::Verdict::Pass {
+                break;
             }
         }
     }

@@ -310,11 +310,9 @@ impl Module for Blocking {
         &self,
         ctx: &dyn ServerContext,
         account: &BareJid,
+        from: &Jid,
         stanza: &Element,
     ) -> Verdict {
-        let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
-            return Verdict::Pass;
-        };
         if stanza.name == "presence"
             && matches!(
                 stanza.attr("type"),
@@ -326,7 +324,7 @@ impl Module for Blocking {
             // the router anyway: no database read for it.
             return Verdict::Pass;
         }
-        if !matches(&self.load(ctx, account), &from) {
+        if !matches(&self.load(ctx, account), from) {
             return Verdict::Pass;
         }
         let kind = stanza.attr("type").unwrap_or("");
@@ -342,12 +340,10 @@ impl Module for Blocking {
         &self,
         ctx: &dyn ServerContext,
         account: &BareJid,
+        to: &Jid,
         stanza: &mut Element,
     ) -> Verdict {
-        let Some(to) = stanza.attr("to").and_then(|t| Jid::new(t).ok()) else {
-            return Verdict::Pass;
-        };
-        if !matches(&self.load(ctx, account), &to) {
+        if !matches(&self.load(ctx, account), to) {
             return Verdict::Pass;
         }
         let kind = stanza.attr("type").unwrap_or("");

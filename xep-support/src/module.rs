@@ -258,22 +258,25 @@ pub trait Module: Send + Sync {
     fn has_filters(&self) -> bool {
         false
     }
-    /// A stanza from another entity (`from` already stamped) reaching the
-    /// local `account`. Runs per stanza: answer from memory.
+    /// A stanza from another entity (`from`, already stamped and parsed)
+    /// reaching the local `account`. Runs per stanza: answer from memory.
     fn filter_inbound(
         &self,
         _ctx: &dyn ServerContext,
         _account: &BareJid,
+        _from: &Jid,
         _stanza: &Element,
     ) -> Verdict {
         Verdict::Pass
     }
-    /// A stanza the local `account` sends to another entity; the filter may
-    /// change it. Runs per stanza (presence broadcast: per contact).
+    /// A stanza the local `account` sends to another entity (`to`, parsed);
+    /// the filter may change it. Runs per stanza (presence broadcast: per
+    /// contact).
     fn filter_outbound(
         &self,
         _ctx: &dyn ServerContext,
         _account: &BareJid,
+        _to: &Jid,
         _stanza: &mut Element,
     ) -> Verdict {
         Verdict::Pass

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
-use jid::{BareJid, FullJid};
+use jid::{BareJid, FullJid, Jid};
 use sha1::{Digest, Sha1};
 
 use crate::element::Element;
@@ -152,6 +152,7 @@ impl Module for VcardXupdate {
         &self,
         _ctx: &dyn ServerContext,
         account: &BareJid,
+        _to: &Jid,
         stanza: &mut Element,
     ) -> Verdict {
         if stanza.name != "presence"
