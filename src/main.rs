@@ -112,6 +112,11 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rookery: configuration error: {e}");
+            if args.first().map(String::as_str) == Some("reload_config") {
+                eprintln!(
+                    "The configuration was not reloaded: a running server keeps its current configuration."
+                );
+            }
             return ExitCode::from(1);
         }
     };

@@ -54,6 +54,10 @@ pub struct SessionHandle {
     pub last_presence: std::sync::Mutex<Option<Element>>,
     /// Entities it sent directed presence to (RFC 6121 §4.6), told when it goes.
     pub directed: std::sync::Mutex<HashSet<String>>,
+    /// When the session was bound (for `rookery ctl connected_users_info`).
+    pub since: std::time::Instant,
+    /// The client's address and whether the stream is TLS (set once at bind).
+    pub origin: std::sync::OnceLock<(std::net::SocketAddr, bool)>,
 }
 
 impl SessionHandle {
@@ -106,6 +110,8 @@ impl Router {
             interested: AtomicBool::new(false),
             last_presence: std::sync::Mutex::new(None),
             directed: std::sync::Mutex::new(HashSet::new()),
+            since: std::time::Instant::now(),
+            origin: std::sync::OnceLock::new(),
         })
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -14,7 +14,7 @@ use xep_support::element::Element;
 use xep_support::module::{Identity, Module, ServerContext};
 
 use crate::config::{Config, Listener, ListenerModule};
-use crate::ctl::commands::{CtlEnv, ServerControl};
+use crate::ctl::commands::{CtlEnv, ServerControl, SessionInfo};
 use crate::router::Router;
 use crate::storage::{SledStorage, Storage};
 use crate::tls::TlsSetup;
@@ -29,21 +29,87 @@ const AUTH_FAILURE_TABLE: usize = 10_000;
 /// Disco features of the core (not of a module): XEP-0160 offline storage.
 const CORE_DISCO_FEATURES: &[&str] = &["msgoffline"];
 
-/// Everything the connections share.
-pub struct Server {
-    pub config: Config,
+/// What `rookery ctl reload_config` replaces as a whole: the configuration,
+/// the certificates and the modules built from it. Connections take a
+/// snapshot ([`Server::live`]) and keep using it; sessions are never dropped
+/// by a reload.
+pub struct Live {
+    pub config: Arc<Config>,
     pub tls: Arc<TlsSetup>,
-    /// TLS acceptors built once: for STARTTLS, and for direct TLS (ALPN `xmpp-client`).
+    /// TLS acceptors built once per load: for STARTTLS, and for direct TLS (ALPN `xmpp-client`).
     starttls_acceptor: tokio_rustls::TlsAcceptor,
     direct_tls_acceptor: tokio_rustls::TlsAcceptor,
+    pub modules: Vec<Arc<dyn Module>>,
+    iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
+    pre_auth_handlers: HashMap<&'static str, Arc<dyn Module>>,
+}
+
+impl Live {
+    /// Load certificates and build modules for `config`. Returns the warnings
+    /// to log (module and certificate notes).
+    pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
+        let mut warnings = config.warnings.clone();
+        let (tls, tls_warnings) =
+            TlsSetup::load(&config.certfiles, &config.hosts, &config.data_dir)
+                .map_err(|e| e.to_string())?;
+        warnings.extend(tls_warnings);
+        let (modules, module_warnings) = xep_support::registry::build(&config.modules);
+        for (module, message) in module_warnings {
+            warnings.push(config.module_warning(&module, &message));
+        }
+        let mut iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
+        let mut pre_auth_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
+        for m in &modules {
+            for ns in m.server_iq_namespaces() {
+                iq_handlers.insert(ns, m.clone());
+            }
+            for ns in m.pre_auth_iq_namespaces() {
+                pre_auth_handlers.insert(ns, m.clone());
+            }
+        }
+        Ok((
+            Live {
+                starttls_acceptor: tls.acceptor(&[]),
+                direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
+                tls,
+                config: Arc::new(config),
+                modules,
+                iq_handlers,
+                pre_auth_handlers,
+            },
+            warnings,
+        ))
+    }
+
+    /// The module answering iqs with this payload namespace.
+    pub fn module_for(&self, ns: &str) -> Option<&Arc<dyn Module>> {
+        self.iq_handlers.get(ns)
+    }
+
+    /// The module answering iqs with this namespace before authentication.
+    pub fn pre_auth_module_for(&self, ns: &str) -> Option<&Arc<dyn Module>> {
+        self.pre_auth_handlers.get(ns)
+    }
+
+    /// The TLS acceptor for direct TLS (`true`) or STARTTLS (`false`).
+    pub fn tls_acceptor(&self, direct: bool) -> tokio_rustls::TlsAcceptor {
+        if direct {
+            self.direct_tls_acceptor.clone()
+        } else {
+            self.starttls_acceptor.clone()
+        }
+    }
+}
+
+/// Everything the connections share.
+pub struct Server {
+    live: RwLock<Arc<Live>>,
     pub storage: Arc<dyn Storage>,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
     pub rosters: crate::im::roster::RosterCache,
     /// Per-account locks ordering offline storage against draining it.
     pub account_locks: crate::im::offline::AccountLocks,
-    pub modules: Vec<Arc<dyn Module>>,
-    iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
     shutdown: watch::Sender<bool>,
     started: Instant,
     /// Connections open now (negotiating or bound).
@@ -54,23 +120,82 @@ pub struct Server {
 }
 
 impl Server {
+    /// The current configuration, certificates and modules (a snapshot:
+    /// `reload_config` swaps in a new one).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.live().config.clone()
+    }
+
     /// Whether this server serves `domain`.
     pub fn serves(&self, domain: &str) -> bool {
-        self.config.hosts.iter().any(|h| h == domain)
+        self.config().hosts.iter().any(|h| h == domain)
     }
 
     /// The module answering iqs with this payload namespace.
-    pub fn module_for(&self, ns: &str) -> Option<&Arc<dyn Module>> {
-        self.iq_handlers.get(ns)
+    pub fn module_for(&self, ns: &str) -> Option<Arc<dyn Module>> {
+        self.live().module_for(ns).cloned()
     }
 
-    /// The TLS acceptor for direct TLS (`true`) or STARTTLS (`false`).
-    pub fn tls_acceptor(&self, direct: bool) -> tokio_rustls::TlsAcceptor {
-        if direct {
-            self.direct_tls_acceptor.clone()
-        } else {
-            self.starttls_acceptor.clone()
+    /// Re-read the configuration file and swap it in. On any error the
+    /// running configuration stays. Returns what to tell the admin.
+    pub fn reload_config(&self) -> Result<String, String> {
+        let old = self.live();
+        let Some(path) = old.config.source.clone() else {
+            return Err(
+                "the server runs with the built-in configuration (no -c FILE): nothing to reload"
+                    .into(),
+            );
+        };
+        let new = Config::load(&path).map_err(|e| {
+            format!("{e}\nThe configuration was not reloaded; the old one stays in effect.")
+        })?;
+        let mut notes = Vec::new();
+        let restart_only = [
+            (
+                "listen",
+                format!("{:?}", old.config.listen) != format!("{:?}", new.listen),
+            ),
+            ("data_dir", old.config.data_dir != new.data_dir),
+            ("ctl_socket", old.config.ctl_socket != new.ctl_socket),
+            ("loglevel", old.config.loglevel != new.loglevel),
+        ];
+        for (key, changed) in restart_only {
+            if changed {
+                notes.push(format!(
+                    "{}: `{key}` changed; it takes effect only after a restart",
+                    path.display()
+                ));
+            }
         }
+        let (live, warnings) = Live::build(new).map_err(|e| {
+            format!("{e}\nThe configuration was not reloaded; the old one stays in effect.")
+        })?;
+        // Keep what only a restart changes, so the running state stays true.
+        let mut config = (*live.config).clone();
+        config.listen = old.config.listen.clone();
+        config.data_dir = old.config.data_dir.clone();
+        config.ctl_socket = old.config.ctl_socket.clone();
+        config.loglevel = old.config.loglevel;
+        let live = Live {
+            config: Arc::new(config),
+            ..live
+        };
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+        tracing::info!("configuration reloaded from {}", path.display());
+        let mut text = format!("Configuration reloaded from {}", path.display());
+        for n in notes.iter().chain(warnings.iter()) {
+            text.push_str("\nwarning: ");
+            text.push_str(n);
+        }
+        Ok(text)
     }
 
     /// A receiver that flips to `true` when the server shuts down.
@@ -110,14 +235,15 @@ impl Server {
 
 impl ServerContext for Server {
     fn hosts(&self) -> Vec<String> {
-        self.config.hosts.clone()
+        self.config().hosts.clone()
     }
 
     fn disco_features(&self) -> Vec<String> {
         // Core features (docs/features.md), then those of the enabled modules.
         let mut f: Vec<String> = CORE_DISCO_FEATURES.iter().map(|s| s.to_string()).collect();
         f.extend(
-            self.modules
+            self.live()
+                .modules
                 .iter()
                 .flat_map(|m| m.disco_features())
                 .map(str::to_string),
@@ -133,7 +259,12 @@ impl ServerContext for Server {
             kind: "im".into(),
             name: Some("Rookery".into()),
         }];
-        ids.extend(self.modules.iter().flat_map(|m| m.disco_identities()));
+        ids.extend(
+            self.live()
+                .modules
+                .iter()
+                .flat_map(|m| m.disco_identities()),
+        );
         ids
     }
 
@@ -145,13 +276,24 @@ impl ServerContext for Server {
     }
 }
 
-/// The control interface `rookery ctl` uses on a running server.
-struct Control(Arc<Server>);
+/// The control interface `rookery ctl` uses on a running server. Its
+/// methods run on the blocking pool (the control socket's handler), so they
+/// may wait for async work with `rt.block_on`.
+struct Control {
+    server: Arc<Server>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Control {
+    fn bare(user: &str, host: &str) -> Option<jid::BareJid> {
+        jid::BareJid::new(&format!("{user}@{host}")).ok()
+    }
+}
 
 impl ServerControl for Control {
     fn connected_users(&self) -> Vec<String> {
         let mut v: Vec<String> = self
-            .0
+            .server
             .router
             .all_sessions()
             .iter()
@@ -161,60 +303,166 @@ impl ServerControl for Control {
         v
     }
 
+    fn sessions_info(&self) -> Vec<SessionInfo> {
+        self.server
+            .router
+            .all_sessions()
+            .iter()
+            .map(|s| {
+                let (addr, tls) = s
+                    .origin
+                    .get()
+                    .copied()
+                    .unwrap_or((SocketAddr::from(([0, 0, 0, 0], 0)), false));
+                let presence = s
+                    .last_presence
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let available = s.available.load(Ordering::Relaxed);
+                let show = presence
+                    .as_ref()
+                    .and_then(|p| p.child("show", xep_support::ns::CLIENT).map(|e| e.text()));
+                let text = presence
+                    .as_ref()
+                    .and_then(|p| p.child("status", xep_support::ns::CLIENT).map(|e| e.text()))
+                    .unwrap_or_default();
+                SessionInfo {
+                    jid: s.jid.to_string(),
+                    connection: if tls { "c2s_tls" } else { "c2s" }.into(),
+                    ip: addr.ip().to_canonical().to_string(),
+                    port: addr.port(),
+                    priority: s.priority.load(Ordering::Relaxed),
+                    uptime: s.since.elapsed().as_secs(),
+                    status: match (available, show) {
+                        (false, _) => "unavailable".into(),
+                        (true, Some(show)) if !show.trim().is_empty() => show.trim().to_string(),
+                        (true, _) => "available".into(),
+                    },
+                    status_text: text,
+                }
+            })
+            .collect()
+    }
+
     fn kick_user(&self, user: &str, host: &str, _reason: &str) -> usize {
-        let Ok(bare) = jid::BareJid::new(&format!("{user}@{host}")) else {
+        let Some(bare) = Self::bare(user, host) else {
             return 0;
         };
-        let sessions = self.0.router.sessions_of(&bare);
+        let sessions = self.server.router.sessions_of(&bare);
         for s in &sessions {
             s.close(Some("not-authorized"));
-            self.0.router.unbind(s);
+            self.server.router.unbind(s);
         }
         sessions.len()
     }
 
+    fn kick_session(&self, user: &str, host: &str, resource: &str, reason: &str) -> bool {
+        let Some(full) = Self::bare(user, host).and_then(|b| b.with_resource_str(resource).ok())
+        else {
+            return false;
+        };
+        let Some(session) = self.server.router.session(&full) else {
+            return false;
+        };
+        tracing::info!("kicking {full}: {reason}");
+        session.close(Some("policy-violation"));
+        self.server.router.unbind(&session);
+        true
+    }
+
+    fn route(&self, stanza: Element) -> Result<(), String> {
+        self.rt
+            .block_on(crate::delivery::route(&self.server, stanza));
+        Ok(())
+    }
+
+    fn roster_put(
+        &self,
+        user: &str,
+        host: &str,
+        item: crate::storage::RosterItem,
+    ) -> Result<(), crate::storage::StorageError> {
+        let Some(bare) = Self::bare(user, host) else {
+            return Err(crate::storage::StorageError::Io("invalid JID".into()));
+        };
+        let stored = self.server.rosters.put(&self.server, &bare, item)?;
+        let ver = stored.ver;
+        let el = crate::im::subscription::roster_item_xml(&stored);
+        self.rt
+            .block_on(crate::im::roster::push(&self.server, &bare, el, ver));
+        Ok(())
+    }
+
+    fn roster_remove(
+        &self,
+        user: &str,
+        host: &str,
+        contact: &str,
+    ) -> Result<bool, crate::storage::StorageError> {
+        let Some(bare) = Self::bare(user, host) else {
+            return Err(crate::storage::StorageError::Io("invalid JID".into()));
+        };
+        match self.server.rosters.remove(&self.server, &bare, contact)? {
+            Some(ver) => {
+                let el = crate::im::subscription::removed_item_xml(contact);
+                self.rt
+                    .block_on(crate::im::roster::push(&self.server, &bare, el, ver));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn reload_config(&self) -> Result<String, String> {
+        self.server.reload_config()
+    }
+
+    fn restored(&self) {
+        self.server.rosters.clear();
+        for s in self.server.router.all_sessions() {
+            s.close(Some("reset"));
+            self.server.router.unbind(&s);
+        }
+    }
+
+    fn hosts(&self) -> Option<Vec<String>> {
+        Some(self.server.config().hosts.clone())
+    }
+
+    fn uptime_secs(&self) -> u64 {
+        self.server.started.elapsed().as_secs()
+    }
+
     fn stop(&self) {
-        self.0.begin_shutdown();
+        self.server.begin_shutdown();
     }
 
     fn status(&self) -> String {
-        let up = self.0.started.elapsed().as_secs();
+        let up = self.server.started.elapsed().as_secs();
         format!(
             "rookery {}: uptime {}s, {} sessions, {} connections",
             env!("CARGO_PKG_VERSION"),
             up,
-            self.0.router.count(),
-            self.0.connections.load(Ordering::Relaxed)
+            self.server.router.count(),
+            self.server.connections.load(Ordering::Relaxed)
         )
     }
 }
 
 /// Start everything, serve until shutdown, then close every stream and flush storage.
 pub async fn run(config: Config) -> Result<(), String> {
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
-    let (tls, tls_warnings) = TlsSetup::load(&config.certfiles, &config.hosts, &config.data_dir)
-        .map_err(|e| e.to_string())?;
-    for w in tls_warnings {
+    let (live, warnings) = Live::build(config)?;
+    for w in &warnings {
         tracing::warn!("{w}");
     }
+    let config = live.config.clone();
     let storage: Arc<dyn Storage> = Arc::new(
         SledStorage::open(&config.data_dir.join("db"))
             .map_err(|e| format!("cannot open the database: {e}"))?,
     );
-    let (modules, module_warnings) = xep_support::registry::build(&config.modules);
-    for (module, message) in module_warnings {
-        tracing::warn!("{}", config.module_warning(&module, &message));
-    }
-    let mut iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
-    for m in &modules {
-        for ns in m.server_iq_namespaces() {
-            iq_handlers.insert(ns, m.clone());
-        }
-    }
 
     // Bind every listener before announcing anything.
     let mut bound = Vec::new();
@@ -227,7 +475,12 @@ pub async fn run(config: Config) -> Result<(), String> {
                 tracing::warn!("not listening on {addr} (config line {}): {e}", l.line);
                 continue;
             }
-            Err(e) => return Err(format!("cannot listen on {addr} (config line {}): {e}", l.line)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen on {addr} (config line {}): {e}",
+                    l.line
+                ))
+            }
         };
         bound.push((listener, l.clone()));
     }
@@ -240,16 +493,11 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let (shutdown, _) = watch::channel(false);
     let server = Arc::new(Server {
-        config,
-        starttls_acceptor: tls.acceptor(&[]),
-        direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
-        tls,
+        live: RwLock::new(Arc::new(live)),
         storage: storage.clone(),
         router: Router::new(),
         rosters: Default::default(),
         account_locks: Default::default(),
-        modules,
-        iq_handlers,
         shutdown,
         started: Instant::now(),
         connections: AtomicUsize::new(0),
@@ -260,11 +508,14 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let env = Arc::new(CtlEnv {
         storage: storage.clone(),
-        hosts: server.config.hosts.clone(),
-        scram_iterations: server.config.scram_iterations,
-        server: Some(Arc::new(Control(server.clone()))),
+        hosts: config.hosts.clone(),
+        scram_iterations: config.scram_iterations,
+        server: Some(Arc::new(Control {
+            server: server.clone(),
+            rt: tokio::runtime::Handle::current(),
+        })),
     });
-    let ctl_path = server.config.ctl_socket.clone();
+    let ctl_path = config.ctl_socket.clone();
     let ctl_task = tokio::spawn(crate::ctl::socket::serve_listener(
         ctl_listener,
         ctl_path,
@@ -294,7 +545,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     tracing::info!(
         "rookery {} ready for {}",
         env!("CARGO_PKG_VERSION"),
-        server.config.hosts.join(", ")
+        config.hosts.join(", ")
     );
 
     signals.wait(&server).await;
@@ -377,7 +628,7 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
             continue;
         }
         if let Some(rule) = &cfg.access {
-            if !server.config.access_allows(rule, None, Some(peer.ip())) {
+            if !server.config().access_allows(rule, None, Some(peer.ip())) {
                 tracing::info!(%peer, "connection refused by access rule {rule}");
                 drop(sock);
                 continue;

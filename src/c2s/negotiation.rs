@@ -111,7 +111,7 @@ pub async fn negotiate(
     let mut tls = false;
     let mut bindings = ChannelBindings::default();
     let io: BoxIo = if listener.tls {
-        let acceptor = server.tls_acceptor(true);
+        let acceptor = server.live().tls_acceptor(true);
         let stream = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
             Ok(Ok(s)) => s,
             _ => return None,
@@ -127,7 +127,7 @@ pub async fn negotiate(
     if let Some(shaper) = listener
         .shaper
         .as_deref()
-        .and_then(|name| server.config.shaper_for(name, None, Some(peer.ip())))
+        .and_then(|name| server.config().shaper_for(name, None, Some(peer.ip())))
     {
         reader.limiter().set_shaper(shaper.rate, shaper.burst_size);
     }
@@ -161,7 +161,7 @@ pub async fn negotiate(
 fn binding_data(server: &Server, conn: &rustls::ServerConnection) -> ChannelBindings {
     ChannelBindings {
         tls_exporter: crate::tls::tls_exporter(conn),
-        tls_server_end_point: server.tls.server_end_point(conn),
+        tls_server_end_point: server.live().tls.server_end_point(conn),
     }
 }
 
@@ -222,7 +222,7 @@ impl Negotiation {
 
     fn default_host(&self) -> String {
         self.server
-            .config
+            .config()
             .hosts
             .first()
             .cloned()
@@ -328,7 +328,7 @@ impl Negotiation {
                 )
                 .with_child(Element::new("ver", crate::im::roster::NS_ROSTER_VER))
                 .with_child(Element::new("sub", "urn:xmpp:features:pre-approval"));
-            for m in &self.server.modules {
+            for m in &self.server.live().modules {
                 for e in m.stream_features() {
                     f = f.with_child(e);
                 }
@@ -416,7 +416,7 @@ impl Negotiation {
             return Err(Stop::Quiet);
         }
         let io = rd.unsplit(writer);
-        let acceptor = self.server.tls_acceptor(false);
+        let acceptor = self.server.live().tls_acceptor(false);
         let stream = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
             _ => return Err(Stop::Quiet),
@@ -427,7 +427,7 @@ impl Negotiation {
         self.reader = StreamReader::new(rd, self.listener.max_stanza_size);
         if let Some(shaper) = self.listener.shaper.as_deref().and_then(|name| {
             self.server
-                .config
+                .config()
                 .shaper_for(name, None, Some(self.peer.ip()))
         }) {
             self.reader
@@ -581,7 +581,8 @@ impl Negotiation {
         // The bind result goes first in the queue, ahead of anything routed to the new JID.
         let _ = tx.try_send(Outgoing::Stanza(Box::new(result)));
         let handle = Router::new_handle(full.clone(), tx);
-        let max = self.server.config.max_user_sessions(&user, &host);
+        let _ = handle.origin.set((self.peer, self.tls));
+        let max = self.server.config().max_user_sessions(&user, &host);
         match self.server.router.bind(handle.clone(), max) {
             Ok(replaced) => {
                 if let Some(old) = replaced {
@@ -599,7 +600,7 @@ impl Negotiation {
                 return Ok(None);
             }
         }
-        for m in &self.server.modules {
+        for m in &self.server.live().modules {
             m.session_opened(self.server.as_ref(), &full);
         }
         tracing::info!(peer = %self.peer, "session bound: {full}");

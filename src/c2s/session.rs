@@ -70,7 +70,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         End::Stopped => {}
     }
     Box::pin(crate::im::presence::session_ended(&server, &handle)).await;
-    for m in &server.modules {
+    for m in &server.live().modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
     tracing::info!(%peer, "session ended: {}", handle.jid);
@@ -138,9 +138,17 @@ async fn handle_stanza(
             // Boxed: presence handling (offline drain, fan-out) has a large
             // future that would otherwise enlarge every idle session's task.
             match el.attr("to").map(Jid::new) {
-                None => Box::pin(crate::im::presence::broadcast_from_session(server, handle, el)).await,
+                None => {
+                    Box::pin(crate::im::presence::broadcast_from_session(
+                        server, handle, el,
+                    ))
+                    .await
+                }
                 Some(Ok(to)) => {
-                    Box::pin(crate::im::presence::directed_from_session(server, handle, el, to)).await
+                    Box::pin(crate::im::presence::directed_from_session(
+                        server, handle, el, to,
+                    ))
+                    .await
                 }
                 Some(Err(_)) => {}
             }

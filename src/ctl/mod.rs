@@ -136,6 +136,13 @@ pub fn dispatch(
     command: &str,
     args: &[String],
 ) -> CtlOutput {
+    // `rookery ctl COMMAND --help` (and `-h`) describes the command.
+    if matches!(args, [flag] if flag == "--help" || flag == "-h") && command != "help" {
+        return commands::help(&[command.to_string()]);
+    }
+    if matches!(command, "--help" | "-h") && args.is_empty() {
+        return commands::help(&[]);
+    }
     let spec = match commands::precheck(command, args) {
         Ok(spec) => spec,
         Err(usage) => return usage,
