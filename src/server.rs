@@ -8,10 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use jid::{FullJid, Jid};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use xep_support::element::Element;
-use xep_support::module::{Identity, Module, ServerContext};
+use xep_support::module::{AccountError, CommandOutcome, Identity, Module, ServerContext};
+
+use crate::auth::credentials::StoredCredentials;
+use crate::storage::StorageError;
 
 use crate::config::{Config, Listener, ListenerModule};
 use crate::ctl::commands::{CtlEnv, ServerControl, SessionInfo};
@@ -53,7 +57,10 @@ impl Live {
             TlsSetup::load(&config.certfiles, &config.hosts, &config.data_dir)
                 .map_err(|e| e.to_string())?;
         warnings.extend(tls_warnings);
-        let (modules, module_warnings) = xep_support::registry::build(&config.modules);
+        let globals = xep_support::module::Globals {
+            registration_timeout: config.registration_timeout,
+        };
+        let (modules, module_warnings) = xep_support::registry::build(&config.modules, &globals);
         for (module, message) in module_warnings {
             warnings.push(config.module_warning(&module, &message));
         }
@@ -117,6 +124,8 @@ pub struct Server {
     auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     /// This server, for hooks that must spawn routing work.
     this: std::sync::OnceLock<std::sync::Weak<Server>>,
+    /// The `rookery ctl` command environment (also behind XEP-0050 commands).
+    ctl_env: std::sync::OnceLock<Arc<CtlEnv>>,
 }
 
 impl Server {
@@ -273,6 +282,114 @@ impl ServerContext for Server {
         if let Some(server) = self.this.get().and_then(std::sync::Weak::upgrade) {
             tokio::spawn(async move { crate::delivery::route(&server, stanza).await });
         }
+    }
+
+    fn access_allows(&self, rule: &str, user: Option<(&str, &str)>, ip: Option<IpAddr>) -> bool {
+        self.config().access_allows(rule, user, ip)
+    }
+
+    fn acl_matches(&self, acl: &str, user: Option<(&str, &str)>, ip: Option<IpAddr>) -> bool {
+        self.config().acl_matches(acl, user, ip)
+    }
+
+    fn account_exists(&self, user: &str, host: &str) -> bool {
+        self.storage.user_exists(host, user).unwrap_or(false)
+    }
+
+    fn create_account(&self, user: &str, host: &str, password: &str) -> Result<(), AccountError> {
+        if !self.serves(host) {
+            return Err(AccountError::Invalid(format!("{host} is not served here")));
+        }
+        let user = jid::NodePart::new(user)
+            .map_err(|e| AccountError::Invalid(format!("invalid user name: {e}")))?;
+        let creds = StoredCredentials::derive(password, self.config().scram_iterations)
+            .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        match self.storage.create_user(host, user.as_str(), &creds) {
+            Ok(()) => Ok(()),
+            Err(StorageError::AlreadyExists) => Err(AccountError::Exists),
+            Err(e) => Err(AccountError::Failed(e.to_string())),
+        }
+    }
+
+    fn change_password(&self, user: &str, host: &str, password: &str) -> Result<(), AccountError> {
+        let creds = StoredCredentials::derive(password, self.config().scram_iterations)
+            .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        match self.storage.set_credentials(host, user, &creds) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AccountError::NotFound),
+            Err(e) => Err(AccountError::Failed(e.to_string())),
+        }
+    }
+
+    fn remove_account(&self, user: &str, host: &str) -> Result<(), AccountError> {
+        match self.storage.delete_user(host, user) {
+            Ok(true) => {}
+            Ok(false) => return Err(AccountError::NotFound),
+            Err(e) => return Err(AccountError::Failed(e.to_string())),
+        }
+        // The module's reply is queued right after this returns; close the
+        // sessions a moment later so the reply goes out first.
+        if let (Some(server), Ok(bare)) = (
+            self.this.get().and_then(std::sync::Weak::upgrade),
+            jid::BareJid::new(&format!("{user}@{host}")),
+        ) {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                for s in server.router.sessions_of(&bare) {
+                    s.close(Some("not-authorized"));
+                    server.router.unbind(&s);
+                }
+                server.rosters.evict(&bare);
+            });
+        }
+        Ok(())
+    }
+
+    fn run_command(&self, name: &str, args: &[String]) -> CommandOutcome {
+        let Some(env) = self.ctl_env.get() else {
+            return CommandOutcome {
+                code: 1,
+                output: "the command registry is not ready".into(),
+            };
+        };
+        // Commands block (password hashing, the database, waiting for
+        // routing): keep them off the async worker's hot loop.
+        let out = tokio::task::block_in_place(|| crate::ctl::execute(env, name, args));
+        CommandOutcome {
+            code: out.code,
+            output: out.output,
+        }
+    }
+
+    fn may_run_command(&self, who: &Jid, name: &str) -> bool {
+        let Some(node) = who.node() else {
+            return false;
+        };
+        let user = Some((node.as_str(), who.domain().as_str()));
+        let config = self.config();
+        // ejabberd's rules: `announce` (mod_announce's access) for
+        // announcements when defined, `configure` for everything else. An
+        // undefined rule denies.
+        let rule = if name == "announce" && config.access_rules.is_defined("announce") {
+            "announce"
+        } else {
+            "configure"
+        };
+        config.access_allows(rule, user, None)
+    }
+
+    fn disco_node_items(&self, from: &FullJid, node: &str) -> Option<Vec<Element>> {
+        let live = self.live();
+        live.modules
+            .iter()
+            .find_map(|m| m.disco_node_items(self, from, node))
+    }
+
+    fn disco_node_info(&self, from: &FullJid, node: &str) -> Option<(Vec<Identity>, Vec<String>)> {
+        let live = self.live();
+        live.modules
+            .iter()
+            .find_map(|m| m.disco_node_info(self, from, node))
     }
 }
 
@@ -503,6 +620,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         connections: AtomicUsize::new(0),
         auth_failures: Mutex::new(HashMap::new()),
         this: std::sync::OnceLock::new(),
+        ctl_env: std::sync::OnceLock::new(),
     });
     let _ = server.this.set(Arc::downgrade(&server));
 
@@ -515,6 +633,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             rt: tokio::runtime::Handle::current(),
         })),
     });
+    let _ = server.ctl_env.set(env.clone());
     let ctl_path = config.ctl_socket.clone();
     let ctl_task = tokio::spawn(crate::ctl::socket::serve_listener(
         ctl_listener,

@@ -32,6 +32,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Failed authentications one connection may try before it is closed.
 const MAX_AUTH_ATTEMPTS: u32 = 5;
+/// Iqs (registration) one connection may send before authenticating.
+const MAX_PRE_AUTH_IQS: u32 = 10;
 
 type Rd = ReadHalf<BoxIo>;
 type Wr = WriteHalf<BoxIo>;
@@ -92,6 +94,7 @@ struct Negotiation {
     user: Option<String>,
     header_sent: bool,
     auth_failures: u32,
+    pre_auth_iqs: u32,
 }
 
 fn stream_id() -> String {
@@ -143,6 +146,7 @@ pub async fn negotiate(
         user: None,
         header_sent: false,
         auth_failures: 0,
+        pre_auth_iqs: 0,
     };
     let mut shutdown = n.server.shutdown_signal();
     let result = tokio::select! {
@@ -359,6 +363,13 @@ impl Negotiation {
                 }
                 f = f.with_child(e);
             }
+            let live = self.server.live();
+            let host = self.host.clone().unwrap_or_default();
+            for m in &live.modules {
+                for e in m.pre_auth_stream_features(self.server.as_ref(), &host, self.peer.ip()) {
+                    f = f.with_child(e);
+                }
+            }
         }
         f
     }
@@ -387,6 +398,8 @@ impl Negotiation {
                 if let Some(bound) = self.bind(el).await? {
                     return Ok(bound);
                 }
+            } else if el.is("iq", ns::CLIENT) && self.pre_auth_iq_allowed(&el) {
+                self.pre_auth_iq(el).await?;
             } else if el.ns == ns::CLIENT
                 && matches!(el.name.as_str(), "iq" | "message" | "presence")
             {
@@ -530,6 +543,69 @@ impl Negotiation {
                 }
             }
         }
+    }
+
+    /// Whether this iq before authentication goes to a module (XEP-0077):
+    /// only once TLS is up where it is required, and only for namespaces
+    /// a module answers before authentication.
+    fn pre_auth_iq_allowed(&self, iq: &Element) -> bool {
+        if self.tls_required_but_missing() {
+            return false;
+        }
+        let Some(payload) = iq.first_child() else {
+            return false;
+        };
+        self.server
+            .live()
+            .pre_auth_module_for(&payload.ns)
+            .is_some()
+    }
+
+    /// Answer an iq sent before authentication through its module.
+    async fn pre_auth_iq(&mut self, iq: Element) -> Result<(), Stop> {
+        self.pre_auth_iqs += 1;
+        if self.pre_auth_iqs > MAX_PRE_AUTH_IQS {
+            return Err(Stop::Error(
+                "policy-violation",
+                Some("too many requests before authentication".into()),
+            ));
+        }
+        let kind = iq.attr("type").unwrap_or("");
+        if kind != "get" && kind != "set" {
+            return Ok(()); // results and errors: nothing to answer
+        }
+        let live = self.server.live();
+        let reply = match iq.first_child() {
+            Some(payload) if iq.child_elements().count() == 1 => {
+                match live.pre_auth_module_for(&payload.ns) {
+                    Some(module) => {
+                        let host = self.host.clone().unwrap_or_default();
+                        let req = xep_support::module::PreAuthIq {
+                            stanza: &iq,
+                            payload,
+                            is_set: kind == "set",
+                            host: &host,
+                            ip: self.peer.ip(),
+                        };
+                        // Account creation hashes the password: off the async workers.
+                        let server = self.server.clone();
+                        let result = tokio::task::block_in_place(|| {
+                            module.handle_pre_auth_iq(server.as_ref(), &req)
+                        });
+                        match result {
+                            Ok(p) => xep_support::stanza::iq_result(&iq, p),
+                            Err(e) => iq_error(&iq, &e),
+                        }
+                    }
+                    None => iq_error(&iq, &StanzaError::service_unavailable()),
+                }
+            }
+            _ => iq_error(&iq, &StanzaError::bad_request()),
+        };
+        let mut reply = reply;
+        reply.remove_attr("from");
+        reply.remove_attr("to");
+        self.send(&reply.to_xml(ns::CLIENT)).await
     }
 
     /// Handle an iq after authentication: resource binding, or an error.

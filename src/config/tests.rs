@@ -56,7 +56,7 @@ fn embedded_default_matches_the_documented_setup() {
         assert_eq!(direct.module, ListenerModule::C2s);
     }
     let names: Vec<&str> = c.modules.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["mod_disco", "mod_ping"]);
+    assert_eq!(names, ["mod_disco", "mod_ping", "mod_register"]);
     assert_eq!(c.modules[0].1, serde_yaml_ng::Value::Null);
 
     assert_eq!(c.max_user_sessions("alice", "localhost"), Some(10));

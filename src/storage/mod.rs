@@ -280,6 +280,7 @@ pub trait Storage: Send + Sync {
     /// How many messages are waiting, in O(1).
     fn offline_count(&self, host: &str, user: &str) -> Result<usize, StorageError>;
     /// Remove every stored message; how many there were.
+    #[allow(dead_code)] // part of the storage API; delete_user uses the sled internals
     fn offline_delete_all(&self, host: &str, user: &str) -> Result<usize, StorageError>;
 
     // --- Whole database ---

@@ -5,11 +5,13 @@
 //! enabled modules (built by [`registry::build`]) to answer iqs addressed to
 //! the server by payload namespace, and collects their disco features.
 
+pub mod adhoc;
 pub mod disco;
 pub mod element;
 pub mod module;
 pub mod ns;
 pub mod ping;
+pub mod register;
 pub mod registry;
 pub mod stanza;
 

@@ -32,6 +32,9 @@ pub struct StanzaError {
     pub kind: ErrorType,
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition element (RFC 6120 §8.3.4), e.g.
+    /// XEP-0050's `<bad-sessionid/>`.
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -40,10 +43,16 @@ impl StanzaError {
             kind,
             condition,
             text: None,
+            app: None,
         }
     }
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
+        self
+    }
+    /// Add an application-specific condition element.
+    pub fn with_app(mut self, app: Element) -> Self {
+        self.app = Some(Box::new(app));
         self
     }
     pub fn service_unavailable() -> Self {
@@ -81,6 +90,9 @@ impl StanzaError {
                     .with_attr("xml:lang", "en")
                     .with_text(text.clone()),
             );
+        }
+        if let Some(app) = &self.app {
+            err = err.with_child((**app).clone());
         }
         err
     }
