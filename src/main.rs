@@ -124,6 +124,9 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         Some((c, r)) => (c.clone(), r.to_vec()),
         None => ("help".to_string(), Vec::new()),
     };
+    if let Some(out) = ctl::run_local(&config, &command, &rest) {
+        return ExitCode::from(u8::try_from(ctl::print(&out)).unwrap_or(1));
+    }
     let code = ctl::run(
         &config.ctl_socket,
         &config.data_dir.join("db"),

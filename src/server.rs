@@ -53,9 +53,12 @@ impl Live {
     /// to log (module and certificate notes).
     pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
         let mut warnings = config.warnings.clone();
-        let (tls, tls_warnings) =
-            TlsSetup::load(&config.certfiles, &config.hosts, &config.data_dir)
-                .map_err(|e| e.to_string())?;
+        let (tls, tls_warnings) = TlsSetup::load(
+            &config.effective_certfiles(),
+            &config.hosts,
+            &config.data_dir,
+        )
+        .map_err(|e| e.to_string())?;
         warnings.extend(tls_warnings);
         let globals = xep_support::module::Globals {
             registration_timeout: config.registration_timeout,

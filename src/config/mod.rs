@@ -517,6 +517,28 @@ impl Config {
 /// Helpers for modules and the server; not every build calls every one.
 #[allow(dead_code)]
 impl Config {
+    /// Where `rookery ctl cert_import` puts certificates:
+    /// `data_dir/imported-certs` (generated self-signed ones live in
+    /// `data_dir/certs`).
+    pub fn imported_certs_dir(&self) -> PathBuf {
+        self.data_dir.join("imported-certs")
+    }
+
+    /// `certfiles` plus the `*.pem` files `rookery ctl cert_import` put in
+    /// [`Config::imported_certs_dir`] (sorted).
+    pub fn effective_certfiles(&self) -> Vec<PathBuf> {
+        let mut files = self.certfiles.clone();
+        if let Ok(dir) = std::fs::read_dir(self.imported_certs_dir()) {
+            let mut imported: Vec<PathBuf> = dir
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+                .collect();
+            imported.sort();
+            files.extend(imported);
+        }
+        files
+    }
+
     /// True when the named ACL matches this user and/or address.
     pub fn acl_matches(
         &self,

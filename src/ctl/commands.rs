@@ -47,10 +47,21 @@ impl CommandSpec {
         usage
     }
 
-    /// (required, maximum) number of arguments.
+    /// (required, maximum) number of arguments; an argument written
+    /// `[NAME...]` repeats.
     fn arity(&self) -> (usize, usize) {
         let optional = self.args.iter().filter(|a| a.starts_with('[')).count();
-        (self.args.len() - optional, self.args.len())
+        let max = if self.args.iter().any(|a| a.ends_with("...]")) {
+            usize::MAX
+        } else {
+            self.args.len()
+        };
+        (self.args.len() - optional, max)
+    }
+
+    /// Whether `rookery ctl` runs it itself (files, DNS), never the server.
+    pub fn runs_locally(&self) -> bool {
+        matches!(self.name, "check" | "cert_import")
     }
 }
 
@@ -226,6 +237,18 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "check",
+        args: &["[WHAT]"],
+        help: "Check the configuration, certificates and DNS records (WHAT: config, certs or dns; default all) and say what to fix",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "cert_import",
+        args: &["DIR", "[DIR...]"],
+        help: "Import certificates from certbot's layout (DIR/<domain>/fullchain.pem and privkey.pem, or one such <domain> directory) for the served hosts; a running server reloads them",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "help",
         args: &["[COMMAND]"],
         help: "List the commands, or describe COMMAND",
@@ -391,6 +414,8 @@ pub fn precheck(command: &str, args: &[String]) -> Result<&'static CommandSpec, 
     if args.len() < min || args.len() > max {
         let expected = if min == max {
             format!("{min}")
+        } else if max == usize::MAX {
+            format!("at least {min}")
         } else {
             format!("{min} to {max}")
         };
@@ -584,6 +609,9 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ("backup", [file]) => backup(env, file),
         ("restore", [file]) => restore(env, server, file),
         ("help", args) => Ok(help(args)),
+        (name, _) if spec.runs_locally() => Err(CtlOutput::failed(format!(
+            "'{name}' runs in `rookery ctl` itself, not in the server"
+        ))),
         // precheck guarantees the arity; this only guards a registry typo.
         _ => Ok(CtlOutput::failed(format!(
             "Command '{}' is not implemented",
