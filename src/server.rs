@@ -153,6 +153,33 @@ impl Server {
         self.live().module_for(ns).cloned()
     }
 
+    /// Load the certificates again (same configuration and modules) and
+    /// swap them in; on error the current ones stay.
+    pub fn reload_certificates(&self) -> Result<(), String> {
+        let old = self.live();
+        let config = &old.config;
+        let (tls, warnings) = TlsSetup::load(
+            &config.effective_certfiles(),
+            &config.hosts,
+            &config.data_dir,
+        )
+        .map_err(|e| e.to_string())?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let live = Live {
+            config: old.config.clone(),
+            starttls_acceptor: tls.acceptor(&[]),
+            direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
+            tls,
+            modules: old.modules.clone(),
+            iq_handlers: old.iq_handlers.clone(),
+            pre_auth_handlers: old.pre_auth_handlers.clone(),
+        };
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+        Ok(())
+    }
+
     /// Re-read the configuration file and swap it in. On any error the
     /// running configuration stays. Returns what to tell the admin.
     pub fn reload_config(&self) -> Result<String, String> {
@@ -670,7 +697,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.hosts.join(", ")
     );
 
+    let watcher = tokio::spawn(watch_certificates(server.clone()));
     signals.wait(&server).await;
+    watcher.abort();
     tracing::info!("shutting down");
     server.begin_shutdown();
     for t in &accept_tasks {
@@ -689,6 +718,59 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("flushing the database: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often certificate files are checked for changes (seconds; the
+/// environment variable `ROOKERY_CERT_CHECK_SECS` overrides it, for tests).
+const CERT_CHECK_SECS: u64 = 60;
+
+/// What identifies the certificate files' current content: every file's
+/// path, size and modification time.
+fn certificate_fingerprint(
+    config: &Config,
+) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut ignored = Vec::new();
+    let files = crate::tls::expand_certfiles(&config.effective_certfiles(), &mut ignored)
+        .unwrap_or_default();
+    files
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect()
+}
+
+/// Reload the certificates when their files change (renewals by certbot
+/// and the like), without dropping sessions.
+async fn watch_certificates(server: Arc<Server>) {
+    let secs = std::env::var("ROOKERY_CERT_CHECK_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(CERT_CHECK_SECS);
+    let mut last = certificate_fingerprint(&server.config());
+    loop {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let config = server.config();
+        let now = tokio::task::spawn_blocking(move || certificate_fingerprint(&config))
+            .await
+            .unwrap_or_default();
+        if now == last {
+            continue;
+        }
+        last = now;
+        let s = server.clone();
+        match tokio::task::spawn_blocking(move || s.reload_certificates()).await {
+            Ok(Ok(())) => tracing::info!("certificate files changed: certificates reloaded"),
+            Ok(Err(e)) => {
+                tracing::warn!("certificate files changed but cannot be loaded ({e}); keeping the current ones")
+            }
+            Err(e) => tracing::warn!("certificate reload crashed: {e}"),
+        }
+    }
 }
 
 /// SIGTERM and SIGINT handlers.

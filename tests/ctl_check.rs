@@ -145,3 +145,33 @@ fn check_config_section_and_stopped_server() {
     let out = server.ctl_ok(&["check", "--help"]);
     assert!(out.starts_with("Usage: rookery ctl check [WHAT]"), "{out}");
 }
+
+/// Certificate files that change on disk (a renewal) are picked up without
+/// a command and without dropping sessions. The check interval is shortened
+/// through `ROOKERY_CERT_CHECK_SECS` (inherited by the server process).
+#[tokio::test]
+async fn changed_certificate_files_are_reloaded() {
+    std::env::set_var("ROOKERY_CERT_CHECK_SECS", "1");
+    let server = server_with_users();
+    let mut alice = Client::login(&server, "alice", "secret", Some("kept")).await;
+    let dir = server.dir().join("data").join("imported-certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..2 {
+        let (leaf, key, mid, leaf_der) = ca_chain("localhost");
+        std::fs::write(dir.join("localhost.pem"), format!("{leaf}{mid}{key}")).unwrap();
+        let mut served = false;
+        for _ in 0..40 {
+            let c = Client::connect_starttls(server.c2s()).await;
+            if c.tls.as_ref().and_then(|t| t.peer_certs.first()) == Some(&leaf_der) {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        assert!(
+            served,
+            "round {round}: the changed certificate was not picked up"
+        );
+    }
+    assert_eq!(alice.ping("localhost").await.attr("type"), Some("result"));
+}
