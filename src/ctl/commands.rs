@@ -237,6 +237,18 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "export_piefxis",
+        args: &["DIR"],
+        help: "Export accounts (SCRAM credentials), rosters and offline messages to DIR/<host>.xml (XEP-0227)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "import_piefxis",
+        args: &["FILE"],
+        help: "Import accounts, rosters and offline messages from a XEP-0227 file (existing accounts are skipped)",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "check",
         args: &["[WHAT]"],
         help: "Check the configuration, certificates and DNS records (WHAT: config, certs or dns; default all) and say what to fix",
@@ -607,6 +619,20 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
             None => Err(CtlOutput::not_running(NOT_RUNNING)),
         },
         ("backup", [file]) => backup(env, file),
+        ("export_piefxis", [dir]) => Ok(super::piefxis::export(
+            env,
+            &std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.into())
+                .display()
+                .to_string(),
+        )),
+        ("import_piefxis", [file]) => Ok(super::piefxis::import(
+            env,
+            &std::path::absolute(file)
+                .unwrap_or_else(|_| file.into())
+                .display()
+                .to_string(),
+        )),
         ("restore", [file]) => restore(env, server, file),
         ("help", args) => Ok(help(args)),
         (name, _) if spec.runs_locally() => Err(CtlOutput::failed(format!(
@@ -1166,7 +1192,10 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let env = env_in(dir.path(), Some(Arc::new(FakeServer::default())));
         for spec in commands() {
-            let args = if matches!(spec.name, "backup" | "restore") {
+            let args = if matches!(
+                spec.name,
+                "backup" | "restore" | "export_piefxis" | "import_piefxis"
+            ) {
                 vec![dir.path().join("backup").display().to_string()]
             } else {
                 vec!["x".to_string(); spec.arity().0]

@@ -10,6 +10,7 @@
 pub mod cert_import;
 pub mod check;
 pub mod commands;
+pub mod piefxis;
 pub mod socket;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -152,6 +153,25 @@ pub fn dispatch(
     if spec.name == "help" {
         return commands::help(args);
     }
+    // File arguments are relative to where `rookery ctl` runs, not to the
+    // server's working directory.
+    let absolute: Vec<String>;
+    let args = if matches!(
+        spec.name,
+        "backup" | "restore" | "export_piefxis" | "import_piefxis"
+    ) {
+        absolute = args
+            .iter()
+            .map(|a| {
+                std::path::absolute(a)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| a.clone())
+            })
+            .collect();
+        &absolute[..]
+    } else {
+        args
+    };
     match ask_server(socket_path, command, args) {
         Ok(out) => out,
         Err(Ask::Failed(why)) => CtlOutput::failed(why),
