@@ -44,7 +44,7 @@ async fn run_filters(
     to: &Jid,
     outbound: bool,
 ) -> Option<Element> {
-    if server.filters.is_empty() {
+    if server.live().filters.is_empty() {
         return Some(stanza);
     }
     let Some(from) = from else {
@@ -62,7 +62,7 @@ async fn run_filters(
     let is_account = |j: &Jid| j.node().is_some() && server.serves(j.domain().as_str());
     let mut verdict = xep_support::module::Verdict::Pass;
     if outbound && !is_server(to) && is_account(from) {
-        for m in &server.filters {
+        for m in &server.live().filters {
             verdict = m.filter_outbound(server, &from_bare, to, &mut stanza);
             if verdict != xep_support::module::Verdict::Pass {
                 break;
@@ -70,7 +70,7 @@ async fn run_filters(
         }
     }
     if verdict == xep_support::module::Verdict::Pass && !is_server(from) && is_account(to) {
-        for m in &server.filters {
+        for m in &server.live().filters {
             verdict = m.filter_inbound(server, &to_bare, from, &stanza);
             if verdict != xep_support::module::Verdict::Pass {
                 break;
@@ -152,7 +152,7 @@ async fn to_server(server: &Server, stanza: Element, to: &Jid) {
     let kind = stanza.attr("type").unwrap_or("");
     if kind != "get" && kind != "set" {
         // Results and errors are never answered; they may answer a module's query.
-        for m in &server.modules {
+        for m in &server.live().modules {
             if m.handle_iq_response(server, &stanza) {
                 break;
             }
@@ -229,7 +229,7 @@ fn answer_account_iq(
 async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
     let kind = stanza.attr("type").unwrap_or("normal").to_string();
     let bare = to.to_bare();
-    for m in &server.modules {
+    for m in &server.live().modules {
         m.filter_message_to_account(server, &bare, &mut stanza);
     }
     if let Ok(full) = to.clone().try_into_full() {
@@ -290,7 +290,7 @@ fn delivered_hooks(
     msg: &Element,
 ) -> Vec<Element> {
     let mut out = Vec::new();
-    for m in &server.modules {
+    for m in &server.live().modules {
         out.extend(m.message_delivered(server, account, delivered_to, msg));
     }
     out

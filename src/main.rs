@@ -112,6 +112,11 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rookery: configuration error: {e}");
+            if args.first().map(String::as_str) == Some("reload_config") {
+                eprintln!(
+                    "The configuration was not reloaded: a running server keeps its current configuration."
+                );
+            }
             return ExitCode::from(1);
         }
     };
@@ -119,6 +124,9 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         Some((c, r)) => (c.clone(), r.to_vec()),
         None => ("help".to_string(), Vec::new()),
     };
+    if let Some(out) = ctl::run_local(&config, &command, &rest) {
+        return ExitCode::from(u8::try_from(ctl::print(&out)).unwrap_or(1));
+    }
     let code = ctl::run(
         &config.ctl_socket,
         &config.data_dir.join("db"),

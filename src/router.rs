@@ -68,6 +68,10 @@ pub struct SessionHandle {
     /// XEP-0198: the connection dropped and the session waits for a
     /// resumption; its queue is not being drained.
     pub detached: AtomicBool,
+    /// When the session was bound (for `rookery ctl connected_users_info`).
+    pub since: std::time::Instant,
+    /// The client's address and whether the stream is TLS (set once at bind).
+    pub origin: std::sync::OnceLock<(std::net::SocketAddr, bool)>,
 }
 
 impl SessionHandle {
@@ -123,6 +127,8 @@ impl Router {
             sm: std::sync::OnceLock::new(),
             csi_inactive: AtomicBool::new(false),
             detached: AtomicBool::new(false),
+            since: std::time::Instant::now(),
+            origin: std::sync::OnceLock::new(),
         })
     }
 

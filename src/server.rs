@@ -5,19 +5,23 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use jid::{BareJid, Jid};
+use jid::{BareJid, FullJid, Jid};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use xep_support::element::Element;
 use xep_support::module::{
-    Identity, Module, ServerContext, SessionInfo, StoreError, Subscription as ModSubscription,
+    AccountError, CommandOutcome, Identity, Module, ServerContext, SessionInfo as ModSessionInfo,
+    StoreError, Subscription as ModSubscription,
 };
 
+use crate::auth::credentials::StoredCredentials;
+use crate::storage::StorageError;
+
 use crate::config::{Config, Listener, ListenerModule};
-use crate::ctl::commands::{CtlEnv, ServerControl};
+use crate::ctl::commands::{CtlEnv, ServerControl, SessionInfo};
 use crate::router::Router;
 use crate::storage::{SledStorage, Storage};
 use crate::tls::TlsSetup;
@@ -35,52 +39,99 @@ const EXPIRED_SM_MEMORY: usize = 1000;
 /// Disco features of the core (not of a module): XEP-0160 offline storage.
 const CORE_DISCO_FEATURES: &[&str] = &["msgoffline"];
 
-/// Everything the connections share.
-pub struct Server {
-    pub config: Config,
+/// What `rookery ctl reload_config` replaces as a whole: the configuration,
+/// the certificates and the modules built from it. Connections take a
+/// snapshot ([`Server::live`]) and keep using it; sessions are never dropped
+/// by a reload.
+pub struct Live {
+    pub config: Arc<Config>,
     pub tls: Arc<TlsSetup>,
-    /// TLS acceptors built once: for STARTTLS, and for direct TLS (ALPN `xmpp-client`).
+    /// TLS acceptors built once per load: for STARTTLS, and for direct TLS (ALPN `xmpp-client`).
     starttls_acceptor: tokio_rustls::TlsAcceptor,
     direct_tls_acceptor: tokio_rustls::TlsAcceptor,
-    pub storage: Arc<dyn Storage>,
-    pub router: Router,
-    /// Rosters of accounts with sessions (RFC 6121), written through to storage.
-    pub rosters: crate::im::roster::RosterCache,
-    /// Per-account locks ordering offline storage against draining it.
-    pub account_locks: crate::im::offline::AccountLocks,
     pub modules: Vec<Arc<dyn Module>>,
     iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
+    pre_auth_handlers: HashMap<&'static str, Arc<dyn Module>>,
     /// Modules answering iqs to accounts' bare JIDs, by payload namespace.
     account_iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
     /// Modules with stanza filters, in config order.
     pub filters: Vec<Arc<dyn Module>>,
-    shutdown: watch::Sender<bool>,
-    started: Instant,
-    /// Connections open now (negotiating or bound).
-    pub connections: AtomicUsize,
-    auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     /// Options of the stream-level modules, when enabled.
     pub sm: Option<xep_support::stream_mgmt::StreamMgmt>,
     pub csi: Option<xep_support::client_state::ClientState>,
     pub ping: Option<xep_support::ping::Ping>,
-    /// XEP-0198 resumable sessions by resumption id.
-    resumable: Mutex<HashMap<String, Arc<crate::router::SessionHandle>>>,
-    /// Recently ended resumable sessions (id, account, inbound count), so a
-    /// late `<resume/>` learns which of its stanzas arrived (`<failed h=…/>`).
-    expired: Mutex<std::collections::VecDeque<(String, String, u32)>>,
-    /// This server, for hooks that must spawn routing work.
-    this: std::sync::OnceLock<std::sync::Weak<Server>>,
 }
 
-impl Server {
-    /// Whether this server serves `domain`.
-    pub fn serves(&self, domain: &str) -> bool {
-        self.config.hosts.iter().any(|h| h == domain)
+impl Live {
+    /// Load certificates and build modules for `config`. Returns the warnings
+    /// to log (module and certificate notes).
+    pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
+        let mut warnings = config.warnings.clone();
+        let (tls, tls_warnings) = TlsSetup::load(
+            &config.effective_certfiles(),
+            &config.hosts,
+            &config.data_dir,
+        )
+        .map_err(|e| e.to_string())?;
+        warnings.extend(tls_warnings);
+        let globals = xep_support::module::Globals {
+            registration_timeout: config.registration_timeout,
+        };
+        let (modules, module_warnings) = xep_support::registry::build(&config.modules, &globals);
+        for (module, message) in module_warnings {
+            warnings.push(config.module_warning(&module, &message));
+        }
+        let mut iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
+        let mut pre_auth_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
+        let mut account_iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
+        for m in &modules {
+            for ns in m.server_iq_namespaces() {
+                iq_handlers.insert(ns, m.clone());
+            }
+            for ns in m.pre_auth_iq_namespaces() {
+                pre_auth_handlers.insert(ns, m.clone());
+            }
+            for ns in m.account_iq_namespaces() {
+                account_iq_handlers.insert(ns, m.clone());
+            }
+        }
+        let filters: Vec<Arc<dyn Module>> = modules
+            .iter()
+            .filter(|m| m.has_filters())
+            .cloned()
+            .collect();
+        fn typed<T: Clone + 'static>(modules: &[Arc<dyn Module>]) -> Option<T> {
+            modules
+                .iter()
+                .find_map(|m| m.as_any().and_then(|a| a.downcast_ref::<T>()).cloned())
+        }
+        Ok((
+            Live {
+                starttls_acceptor: tls.acceptor(&[]),
+                direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
+                tls,
+                config: Arc::new(config),
+                sm: typed(&modules),
+                csi: typed(&modules),
+                ping: typed(&modules),
+                modules,
+                iq_handlers,
+                pre_auth_handlers,
+                account_iq_handlers,
+                filters,
+            },
+            warnings,
+        ))
     }
 
     /// The module answering iqs with this payload namespace.
     pub fn module_for(&self, ns: &str) -> Option<&Arc<dyn Module>> {
         self.iq_handlers.get(ns)
+    }
+
+    /// The module answering iqs with this namespace before authentication.
+    pub fn pre_auth_module_for(&self, ns: &str) -> Option<&Arc<dyn Module>> {
+        self.pre_auth_handlers.get(ns)
     }
 
     /// The module answering iqs to accounts with this payload namespace.
@@ -95,6 +146,148 @@ impl Server {
         } else {
             self.starttls_acceptor.clone()
         }
+    }
+}
+
+/// Everything the connections share.
+pub struct Server {
+    live: RwLock<Arc<Live>>,
+    pub storage: Arc<dyn Storage>,
+    pub router: Router,
+    /// Rosters of accounts with sessions (RFC 6121), written through to storage.
+    pub rosters: crate::im::roster::RosterCache,
+    /// Per-account locks ordering offline storage against draining it.
+    pub account_locks: crate::im::offline::AccountLocks,
+    shutdown: watch::Sender<bool>,
+    started: Instant,
+    /// Connections open now (negotiating or bound).
+    pub connections: AtomicUsize,
+    auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// XEP-0198 resumable sessions by resumption id.
+    resumable: Mutex<HashMap<String, Arc<crate::router::SessionHandle>>>,
+    /// Recently ended resumable sessions (id, account, inbound count), so a
+    /// late `<resume/>` learns which of its stanzas arrived (`<failed h=…/>`).
+    expired: Mutex<std::collections::VecDeque<(String, String, u32)>>,
+    /// This server, for hooks that must spawn routing work.
+    this: std::sync::OnceLock<std::sync::Weak<Server>>,
+    /// The `rookery ctl` command environment (also behind XEP-0050 commands).
+    ctl_env: std::sync::OnceLock<Arc<CtlEnv>>,
+}
+
+impl Server {
+    /// The current configuration, certificates and modules (a snapshot:
+    /// `reload_config` swaps in a new one).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.live().config.clone()
+    }
+
+    /// Whether this server serves `domain`.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.config().hosts.iter().any(|h| h == domain)
+    }
+
+    /// The module answering iqs with this payload namespace.
+    pub fn module_for(&self, ns: &str) -> Option<Arc<dyn Module>> {
+        self.live().module_for(ns).cloned()
+    }
+
+    /// The module answering iqs to accounts with this payload namespace.
+    pub fn account_module_for(&self, ns: &str) -> Option<Arc<dyn Module>> {
+        self.live().account_module_for(ns).cloned()
+    }
+
+    /// Load the certificates again (same configuration and modules) and
+    /// swap them in; on error the current ones stay.
+    pub fn reload_certificates(&self) -> Result<(), String> {
+        let old = self.live();
+        let config = &old.config;
+        let (tls, warnings) = TlsSetup::load(
+            &config.effective_certfiles(),
+            &config.hosts,
+            &config.data_dir,
+        )
+        .map_err(|e| e.to_string())?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let live = Live {
+            config: old.config.clone(),
+            starttls_acceptor: tls.acceptor(&[]),
+            direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
+            tls,
+            modules: old.modules.clone(),
+            iq_handlers: old.iq_handlers.clone(),
+            pre_auth_handlers: old.pre_auth_handlers.clone(),
+            account_iq_handlers: old.account_iq_handlers.clone(),
+            filters: old.filters.clone(),
+            sm: old.sm.clone(),
+            csi: old.csi.clone(),
+            ping: old.ping.clone(),
+        };
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+        Ok(())
+    }
+
+    /// Re-read the configuration file and swap it in. On any error the
+    /// running configuration stays. Returns what to tell the admin.
+    pub fn reload_config(&self) -> Result<String, String> {
+        let old = self.live();
+        let Some(path) = old.config.source.clone() else {
+            return Err(
+                "the server runs with the built-in configuration (no -c FILE): nothing to reload"
+                    .into(),
+            );
+        };
+        let new = Config::load(&path).map_err(|e| {
+            format!("{e}\nThe configuration was not reloaded; the old one stays in effect.")
+        })?;
+        let mut notes = Vec::new();
+        let restart_only = [
+            (
+                "listen",
+                format!("{:?}", old.config.listen) != format!("{:?}", new.listen),
+            ),
+            ("data_dir", old.config.data_dir != new.data_dir),
+            ("ctl_socket", old.config.ctl_socket != new.ctl_socket),
+            ("loglevel", old.config.loglevel != new.loglevel),
+        ];
+        for (key, changed) in restart_only {
+            if changed {
+                notes.push(format!(
+                    "{}: `{key}` changed; it takes effect only after a restart",
+                    path.display()
+                ));
+            }
+        }
+        let (live, warnings) = Live::build(new).map_err(|e| {
+            format!("{e}\nThe configuration was not reloaded; the old one stays in effect.")
+        })?;
+        // Keep what only a restart changes, so the running state stays true.
+        let mut config = (*live.config).clone();
+        config.listen = old.config.listen.clone();
+        config.data_dir = old.config.data_dir.clone();
+        config.ctl_socket = old.config.ctl_socket.clone();
+        config.loglevel = old.config.loglevel;
+        let live = Live {
+            config: Arc::new(config),
+            ..live
+        };
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+        tracing::info!("configuration reloaded from {}", path.display());
+        let mut text = format!("Configuration reloaded from {}", path.display());
+        for n in notes.iter().chain(warnings.iter()) {
+            text.push_str("\nwarning: ");
+            text.push_str(n);
+        }
+        Ok(text)
     }
 
     /// A receiver that flips to `true` when the server shuts down.
@@ -172,14 +365,15 @@ impl Server {
 
 impl ServerContext for Server {
     fn hosts(&self) -> Vec<String> {
-        self.config.hosts.clone()
+        self.config().hosts.clone()
     }
 
     fn disco_features(&self) -> Vec<String> {
         // Core features (docs/features.md), then those of the enabled modules.
         let mut f: Vec<String> = CORE_DISCO_FEATURES.iter().map(|s| s.to_string()).collect();
         f.extend(
-            self.modules
+            self.live()
+                .modules
                 .iter()
                 .flat_map(|m| m.disco_features())
                 .map(str::to_string),
@@ -195,7 +389,12 @@ impl ServerContext for Server {
             kind: "im".into(),
             name: Some("Rookery".into()),
         }];
-        ids.extend(self.modules.iter().flat_map(|m| m.disco_identities()));
+        ids.extend(
+            self.live()
+                .modules
+                .iter()
+                .flat_map(|m| m.disco_identities()),
+        );
         ids
     }
 
@@ -222,6 +421,7 @@ impl ServerContext for Server {
 
     fn account_disco_features(&self) -> Vec<String> {
         let mut f: Vec<String> = self
+            .live()
             .modules
             .iter()
             .flat_map(|m| m.account_disco_features())
@@ -239,7 +439,8 @@ impl ServerContext for Server {
             name: None,
         }];
         ids.extend(
-            self.modules
+            self.live()
+                .modules
                 .iter()
                 .flat_map(|m| m.account_disco_identities()),
         );
@@ -247,7 +448,8 @@ impl ServerContext for Server {
     }
 
     fn account_disco_items(&self, account: &BareJid, from: &Jid) -> Vec<Element> {
-        self.modules
+        self.live()
+            .modules
             .iter()
             .flat_map(|m| m.account_disco_items(self, account, from))
             .collect()
@@ -290,11 +492,11 @@ impl ServerContext for Server {
         }
     }
 
-    fn sessions(&self, account: &BareJid) -> Vec<SessionInfo> {
+    fn sessions(&self, account: &BareJid) -> Vec<ModSessionInfo> {
         self.router
             .sessions_of(account)
             .iter()
-            .map(|s| SessionInfo {
+            .map(|s| ModSessionInfo {
                 jid: s.jid.clone(),
                 available: s.available.load(Ordering::Relaxed),
                 priority: s.priority.load(Ordering::Relaxed),
@@ -358,6 +560,110 @@ impl ServerContext for Server {
             .module_scan(host, user, module, prefix)
             .map_err(|e| StoreError(e.to_string()))
     }
+
+    fn access_allows(&self, rule: &str, user: Option<(&str, &str)>, ip: Option<IpAddr>) -> bool {
+        self.config().access_allows(rule, user, ip)
+    }
+
+    fn acl_matches(&self, acl: &str, user: Option<(&str, &str)>, ip: Option<IpAddr>) -> bool {
+        self.config().acl_matches(acl, user, ip)
+    }
+
+    fn create_account(&self, user: &str, host: &str, password: &str) -> Result<(), AccountError> {
+        if !self.serves(host) {
+            return Err(AccountError::Invalid(format!("{host} is not served here")));
+        }
+        let user = jid::NodePart::new(user)
+            .map_err(|e| AccountError::Invalid(format!("invalid user name: {e}")))?;
+        let creds = StoredCredentials::derive(password, self.config().scram_iterations)
+            .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        match self.storage.create_user(host, user.as_str(), &creds) {
+            Ok(()) => Ok(()),
+            Err(StorageError::AlreadyExists) => Err(AccountError::Exists),
+            Err(e) => Err(AccountError::Failed(e.to_string())),
+        }
+    }
+
+    fn change_password(&self, user: &str, host: &str, password: &str) -> Result<(), AccountError> {
+        let creds = StoredCredentials::derive(password, self.config().scram_iterations)
+            .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        match self.storage.set_credentials(host, user, &creds) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AccountError::NotFound),
+            Err(e) => Err(AccountError::Failed(e.to_string())),
+        }
+    }
+
+    fn remove_account(&self, user: &str, host: &str) -> Result<(), AccountError> {
+        match self.storage.delete_user(host, user) {
+            Ok(true) => {}
+            Ok(false) => return Err(AccountError::NotFound),
+            Err(e) => return Err(AccountError::Failed(e.to_string())),
+        }
+        // The module's reply is queued right after this returns; close the
+        // sessions a moment later so the reply goes out first.
+        if let (Some(server), Ok(bare)) = (
+            self.this.get().and_then(std::sync::Weak::upgrade),
+            jid::BareJid::new(&format!("{user}@{host}")),
+        ) {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                for s in server.router.sessions_of(&bare) {
+                    s.close(Some("not-authorized"));
+                    server.router.unbind(&s);
+                }
+                server.rosters.evict(&bare);
+            });
+        }
+        Ok(())
+    }
+
+    fn run_command(&self, name: &str, args: &[String]) -> CommandOutcome {
+        let Some(env) = self.ctl_env.get() else {
+            return CommandOutcome {
+                code: 1,
+                output: "the command registry is not ready".into(),
+            };
+        };
+        // Commands block (password hashing, the database, waiting for
+        // routing): keep them off the async worker's hot loop.
+        let out = tokio::task::block_in_place(|| crate::ctl::execute(env, name, args));
+        CommandOutcome {
+            code: out.code,
+            output: out.output,
+        }
+    }
+
+    fn may_run_command(&self, who: &Jid, name: &str) -> bool {
+        let Some(node) = who.node() else {
+            return false;
+        };
+        let user = Some((node.as_str(), who.domain().as_str()));
+        let config = self.config();
+        // ejabberd's rules: `announce` (mod_announce's access) for
+        // announcements when defined, `configure` for everything else. An
+        // undefined rule denies.
+        let rule = if name == "announce" && config.access_rules.is_defined("announce") {
+            "announce"
+        } else {
+            "configure"
+        };
+        config.access_allows(rule, user, None)
+    }
+
+    fn disco_node_items(&self, from: &FullJid, node: &str) -> Option<Vec<Element>> {
+        let live = self.live();
+        live.modules
+            .iter()
+            .find_map(|m| m.disco_node_items(self, from, node))
+    }
+
+    fn disco_node_info(&self, from: &FullJid, node: &str) -> Option<(Vec<Identity>, Vec<String>)> {
+        let live = self.live();
+        live.modules
+            .iter()
+            .find_map(|m| m.disco_node_info(self, from, node))
+    }
 }
 
 /// The (host, user) of a local account, for module storage.
@@ -378,13 +684,24 @@ fn mod_sub(s: &crate::storage::Subscription) -> ModSubscription {
     }
 }
 
-/// The control interface `rookery ctl` uses on a running server.
-struct Control(Arc<Server>);
+/// The control interface `rookery ctl` uses on a running server. Its
+/// methods run on the blocking pool (the control socket's handler), so they
+/// may wait for async work with `rt.block_on`.
+struct Control {
+    server: Arc<Server>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Control {
+    fn bare(user: &str, host: &str) -> Option<jid::BareJid> {
+        jid::BareJid::new(&format!("{user}@{host}")).ok()
+    }
+}
 
 impl ServerControl for Control {
     fn connected_users(&self) -> Vec<String> {
         let mut v: Vec<String> = self
-            .0
+            .server
             .router
             .all_sessions()
             .iter()
@@ -394,79 +711,166 @@ impl ServerControl for Control {
         v
     }
 
+    fn sessions_info(&self) -> Vec<SessionInfo> {
+        self.server
+            .router
+            .all_sessions()
+            .iter()
+            .map(|s| {
+                let (addr, tls) = s
+                    .origin
+                    .get()
+                    .copied()
+                    .unwrap_or((SocketAddr::from(([0, 0, 0, 0], 0)), false));
+                let presence = s
+                    .last_presence
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let available = s.available.load(Ordering::Relaxed);
+                let show = presence
+                    .as_ref()
+                    .and_then(|p| p.child("show", xep_support::ns::CLIENT).map(|e| e.text()));
+                let text = presence
+                    .as_ref()
+                    .and_then(|p| p.child("status", xep_support::ns::CLIENT).map(|e| e.text()))
+                    .unwrap_or_default();
+                SessionInfo {
+                    jid: s.jid.to_string(),
+                    connection: if tls { "c2s_tls" } else { "c2s" }.into(),
+                    ip: addr.ip().to_canonical().to_string(),
+                    port: addr.port(),
+                    priority: s.priority.load(Ordering::Relaxed),
+                    uptime: s.since.elapsed().as_secs(),
+                    status: match (available, show) {
+                        (false, _) => "unavailable".into(),
+                        (true, Some(show)) if !show.trim().is_empty() => show.trim().to_string(),
+                        (true, _) => "available".into(),
+                    },
+                    status_text: text,
+                }
+            })
+            .collect()
+    }
+
     fn kick_user(&self, user: &str, host: &str, _reason: &str) -> usize {
-        let Ok(bare) = jid::BareJid::new(&format!("{user}@{host}")) else {
+        let Some(bare) = Self::bare(user, host) else {
             return 0;
         };
-        let sessions = self.0.router.sessions_of(&bare);
+        let sessions = self.server.router.sessions_of(&bare);
         for s in &sessions {
             s.close(Some("not-authorized"));
-            self.0.router.unbind(s);
+            self.server.router.unbind(s);
         }
         sessions.len()
     }
 
+    fn kick_session(&self, user: &str, host: &str, resource: &str, reason: &str) -> bool {
+        let Some(full) = Self::bare(user, host).and_then(|b| b.with_resource_str(resource).ok())
+        else {
+            return false;
+        };
+        let Some(session) = self.server.router.session(&full) else {
+            return false;
+        };
+        tracing::info!("kicking {full}: {reason}");
+        session.close(Some("policy-violation"));
+        self.server.router.unbind(&session);
+        true
+    }
+
+    fn route(&self, stanza: Element) -> Result<(), String> {
+        self.rt
+            .block_on(crate::delivery::route(&self.server, stanza));
+        Ok(())
+    }
+
+    fn roster_put(
+        &self,
+        user: &str,
+        host: &str,
+        item: crate::storage::RosterItem,
+    ) -> Result<(), crate::storage::StorageError> {
+        let Some(bare) = Self::bare(user, host) else {
+            return Err(crate::storage::StorageError::Io("invalid JID".into()));
+        };
+        let stored = self.server.rosters.put(&self.server, &bare, item)?;
+        let ver = stored.ver;
+        let el = crate::im::subscription::roster_item_xml(&stored);
+        self.rt
+            .block_on(crate::im::roster::push(&self.server, &bare, el, ver));
+        Ok(())
+    }
+
+    fn roster_remove(
+        &self,
+        user: &str,
+        host: &str,
+        contact: &str,
+    ) -> Result<bool, crate::storage::StorageError> {
+        let Some(bare) = Self::bare(user, host) else {
+            return Err(crate::storage::StorageError::Io("invalid JID".into()));
+        };
+        match self.server.rosters.remove(&self.server, &bare, contact)? {
+            Some(ver) => {
+                let el = crate::im::subscription::removed_item_xml(contact);
+                self.rt
+                    .block_on(crate::im::roster::push(&self.server, &bare, el, ver));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn reload_config(&self) -> Result<String, String> {
+        self.server.reload_config()
+    }
+
+    fn restored(&self) {
+        self.server.rosters.clear();
+        for s in self.server.router.all_sessions() {
+            s.close(Some("reset"));
+            self.server.router.unbind(&s);
+        }
+    }
+
+    fn hosts(&self) -> Option<Vec<String>> {
+        Some(self.server.config().hosts.clone())
+    }
+
+    fn uptime_secs(&self) -> u64 {
+        self.server.started.elapsed().as_secs()
+    }
+
     fn stop(&self) {
-        self.0.begin_shutdown();
+        self.server.begin_shutdown();
     }
 
     fn status(&self) -> String {
-        let up = self.0.started.elapsed().as_secs();
+        let up = self.server.started.elapsed().as_secs();
         format!(
             "rookery {}: uptime {}s, {} sessions, {} connections",
             env!("CARGO_PKG_VERSION"),
             up,
-            self.0.router.count(),
-            self.0.connections.load(Ordering::Relaxed)
+            self.server.router.count(),
+            self.server.connections.load(Ordering::Relaxed)
         )
     }
 }
 
 /// Start everything, serve until shutdown, then close every stream and flush storage.
 pub async fn run(config: Config) -> Result<(), String> {
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data_dir {}: {e}", config.data_dir.display()))?;
-    let (tls, tls_warnings) = TlsSetup::load(&config.certfiles, &config.hosts, &config.data_dir)
-        .map_err(|e| e.to_string())?;
-    for w in tls_warnings {
+    let (live, warnings) = Live::build(config)?;
+    for w in &warnings {
         tracing::warn!("{w}");
     }
+    let config = live.config.clone();
     let storage: Arc<dyn Storage> = Arc::new(
         SledStorage::open(&config.data_dir.join("db"))
             .map_err(|e| format!("cannot open the database: {e}"))?,
     );
-    let (modules, module_warnings) = xep_support::registry::build(&config.modules);
-    for (module, message) in module_warnings {
-        tracing::warn!("{}", config.module_warning(&module, &message));
-    }
-    fn typed<T: Clone + 'static>(modules: &[Arc<dyn Module>]) -> Option<T> {
-        modules
-            .iter()
-            .find_map(|m| m.as_any().and_then(|a| a.downcast_ref::<T>()).cloned())
-    }
-    let sm = typed::<xep_support::stream_mgmt::StreamMgmt>(&modules);
-    let csi = typed::<xep_support::client_state::ClientState>(&modules);
-    let ping = typed::<xep_support::ping::Ping>(&modules);
-    let mut iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
-    for m in &modules {
-        for ns in m.server_iq_namespaces() {
-            iq_handlers.insert(ns, m.clone());
-        }
-    }
-    let mut account_iq_handlers: HashMap<&'static str, Arc<dyn Module>> = HashMap::new();
-    for m in &modules {
-        for ns in m.account_iq_namespaces() {
-            account_iq_handlers.insert(ns, m.clone());
-        }
-    }
-    let filters: Vec<Arc<dyn Module>> = modules
-        .iter()
-        .filter(|m| m.has_filters())
-        .cloned()
-        .collect();
 
     // Bind every listener before announcing anything.
     let mut bound = Vec::new();
@@ -497,21 +901,11 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let (shutdown, _) = watch::channel(false);
     let server = Arc::new(Server {
-        config,
-        starttls_acceptor: tls.acceptor(&[]),
-        direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
-        tls,
+        live: RwLock::new(Arc::new(live)),
         storage: storage.clone(),
         router: Router::new(),
         rosters: Default::default(),
         account_locks: Default::default(),
-        modules,
-        iq_handlers,
-        account_iq_handlers,
-        filters,
-        sm,
-        csi,
-        ping,
         resumable: Mutex::new(HashMap::new()),
         expired: Mutex::new(std::collections::VecDeque::new()),
         shutdown,
@@ -519,16 +913,21 @@ pub async fn run(config: Config) -> Result<(), String> {
         connections: AtomicUsize::new(0),
         auth_failures: Mutex::new(HashMap::new()),
         this: std::sync::OnceLock::new(),
+        ctl_env: std::sync::OnceLock::new(),
     });
     let _ = server.this.set(Arc::downgrade(&server));
 
     let env = Arc::new(CtlEnv {
         storage: storage.clone(),
-        hosts: server.config.hosts.clone(),
-        scram_iterations: server.config.scram_iterations,
-        server: Some(Arc::new(Control(server.clone()))),
+        hosts: config.hosts.clone(),
+        scram_iterations: config.scram_iterations,
+        server: Some(Arc::new(Control {
+            server: server.clone(),
+            rt: tokio::runtime::Handle::current(),
+        })),
     });
-    let ctl_path = server.config.ctl_socket.clone();
+    let _ = server.ctl_env.set(env.clone());
+    let ctl_path = config.ctl_socket.clone();
     let ctl_task = tokio::spawn(crate::ctl::socket::serve_listener(
         ctl_listener,
         ctl_path,
@@ -558,10 +957,12 @@ pub async fn run(config: Config) -> Result<(), String> {
     tracing::info!(
         "rookery {} ready for {}",
         env!("CARGO_PKG_VERSION"),
-        server.config.hosts.join(", ")
+        config.hosts.join(", ")
     );
 
+    let watcher = tokio::spawn(watch_certificates(server.clone()));
     signals.wait(&server).await;
+    watcher.abort();
     tracing::info!("shutting down");
     server.begin_shutdown();
     for t in &accept_tasks {
@@ -580,6 +981,59 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("flushing the database: {e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often certificate files are checked for changes (seconds; the
+/// environment variable `ROOKERY_CERT_CHECK_SECS` overrides it, for tests).
+const CERT_CHECK_SECS: u64 = 60;
+
+/// What identifies the certificate files' current content: every file's
+/// path, size and modification time.
+fn certificate_fingerprint(
+    config: &Config,
+) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut ignored = Vec::new();
+    let files = crate::tls::expand_certfiles(&config.effective_certfiles(), &mut ignored)
+        .unwrap_or_default();
+    files
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect()
+}
+
+/// Reload the certificates when their files change (renewals by certbot
+/// and the like), without dropping sessions.
+async fn watch_certificates(server: Arc<Server>) {
+    let secs = std::env::var("ROOKERY_CERT_CHECK_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(CERT_CHECK_SECS);
+    let mut last = certificate_fingerprint(&server.config());
+    loop {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let config = server.config();
+        let now = tokio::task::spawn_blocking(move || certificate_fingerprint(&config))
+            .await
+            .unwrap_or_default();
+        if now == last {
+            continue;
+        }
+        last = now;
+        let s = server.clone();
+        match tokio::task::spawn_blocking(move || s.reload_certificates()).await {
+            Ok(Ok(())) => tracing::info!("certificate files changed: certificates reloaded"),
+            Ok(Err(e)) => {
+                tracing::warn!("certificate files changed but cannot be loaded ({e}); keeping the current ones")
+            }
+            Err(e) => tracing::warn!("certificate reload crashed: {e}"),
+        }
+    }
 }
 
 /// SIGTERM and SIGINT handlers.
@@ -641,7 +1095,7 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
             continue;
         }
         if let Some(rule) = &cfg.access {
-            if !server.config.access_allows(rule, None, Some(peer.ip())) {
+            if !server.config().access_allows(rule, None, Some(peer.ip())) {
                 tracing::info!(%peer, "connection refused by access rule {rule}");
                 drop(sock);
                 continue;

@@ -26,8 +26,13 @@ const ENABLED: &[&str] = &[
     "mod_stream_mgmt",
 ];
 
-/// Features the table promises for this configuration.
+/// Features the table promises for the harness's configuration.
 fn documented() -> BTreeSet<String> {
+    documented_for(ENABLED)
+}
+
+/// Features the table promises when `enabled` modules are on.
+fn documented_for(enabled: &[&str]) -> BTreeSet<String> {
     let table = include_str!("../docs/features.md");
     let mut out = BTreeSet::new();
     for line in table.lines().filter(|l| l.starts_with('|')) {
@@ -36,7 +41,7 @@ fn documented() -> BTreeSet<String> {
         if cells.len() < 6 || !cells[3].starts_with("done") {
             continue;
         }
-        let module = ENABLED.iter().any(|m| cells[4].contains(m));
+        let module = enabled.iter().any(|m| cells[4].contains(m));
         let core = !cells[4].contains("mod_");
         if !(module || core) {
             continue;
@@ -70,6 +75,39 @@ async fn disco_info_matches_the_features_table() {
         !expected.is_empty(),
         "no features parsed from docs/features.md"
     );
+    assert_eq!(
+        advertised, expected,
+        "disco#info and docs/features.md disagree"
+    );
+}
+
+/// The same with the administration modules on (`mod_register`, `mod_adhoc`).
+#[tokio::test]
+async fn disco_info_matches_the_table_with_admin_modules() {
+    let server = common::Server::start_with_yaml_edit(common::Config::default(), |y| {
+        y.replace(
+            "modules:\n",
+            "modules:\n  mod_register: {}\n  mod_adhoc: {}\n",
+        )
+    });
+    server.register("alice", "localhost", "secret");
+    let mut c = Client::login(&server, "alice", "secret", Some("disco")).await;
+    let id = c.id();
+    let reply = c
+        .request(
+            &format!("<iq type='get' to='localhost' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+            &id,
+        )
+        .await;
+    let advertised: BTreeSet<String> = reply
+        .child("query")
+        .expect("query")
+        .children_named("feature")
+        .filter_map(|f| f.attr("var").map(str::to_string))
+        .collect();
+    let expected = documented_for(&["mod_ping", "mod_disco", "mod_register", "mod_adhoc"]);
+    assert!(expected.contains("jabber:iq:register"));
+    assert!(expected.contains("http://jabber.org/protocol/commands"));
     assert_eq!(
         advertised, expected,
         "disco#info and docs/features.md disagree"

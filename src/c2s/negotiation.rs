@@ -32,6 +32,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Failed authentications one connection may try before it is closed.
 const MAX_AUTH_ATTEMPTS: u32 = 5;
+/// Iqs (registration) one connection may send before authenticating.
+const MAX_PRE_AUTH_IQS: u32 = 10;
 
 type Rd = ReadHalf<BoxIo>;
 type Wr = WriteHalf<BoxIo>;
@@ -95,6 +97,7 @@ struct Negotiation {
     user: Option<String>,
     header_sent: bool,
     auth_failures: u32,
+    pre_auth_iqs: u32,
 }
 
 fn stream_id() -> String {
@@ -114,7 +117,7 @@ pub async fn negotiate(
     let mut tls = false;
     let mut bindings = ChannelBindings::default();
     let io: BoxIo = if listener.tls {
-        let acceptor = server.tls_acceptor(true);
+        let acceptor = server.live().tls_acceptor(true);
         let stream = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
             Ok(Ok(s)) => s,
             _ => return None,
@@ -130,7 +133,7 @@ pub async fn negotiate(
     if let Some(shaper) = listener
         .shaper
         .as_deref()
-        .and_then(|name| server.config.shaper_for(name, None, Some(peer.ip())))
+        .and_then(|name| server.config().shaper_for(name, None, Some(peer.ip())))
     {
         reader.limiter().set_shaper(shaper.rate, shaper.burst_size);
     }
@@ -146,6 +149,7 @@ pub async fn negotiate(
         user: None,
         header_sent: false,
         auth_failures: 0,
+        pre_auth_iqs: 0,
     };
     let mut shutdown = n.server.shutdown_signal();
     let result = tokio::select! {
@@ -164,7 +168,7 @@ pub async fn negotiate(
 fn binding_data(server: &Server, conn: &rustls::ServerConnection) -> ChannelBindings {
     ChannelBindings {
         tls_exporter: crate::tls::tls_exporter(conn),
-        tls_server_end_point: server.tls.server_end_point(conn),
+        tls_server_end_point: server.live().tls.server_end_point(conn),
     }
 }
 
@@ -225,7 +229,7 @@ impl Negotiation {
 
     fn default_host(&self) -> String {
         self.server
-            .config
+            .config()
             .hosts
             .first()
             .cloned()
@@ -331,7 +335,7 @@ impl Negotiation {
                 )
                 .with_child(Element::new("ver", crate::im::roster::NS_ROSTER_VER))
                 .with_child(Element::new("sub", "urn:xmpp:features:pre-approval"));
-            for m in &self.server.modules {
+            for m in &self.server.live().modules {
                 for e in m.stream_features() {
                     f = f.with_child(e);
                 }
@@ -362,6 +366,13 @@ impl Negotiation {
                 }
                 f = f.with_child(e);
             }
+            let live = self.server.live();
+            let host = self.host.clone().unwrap_or_default();
+            for m in &live.modules {
+                for e in m.pre_auth_stream_features(self.server.as_ref(), &host, self.peer.ip()) {
+                    f = f.with_child(e);
+                }
+            }
         }
         f
     }
@@ -386,7 +397,7 @@ impl Negotiation {
                     self.reader = reader.restart();
                     self.open_stream().await?;
                 }
-            } else if el.ns == ns::SM && self.user.is_some() && self.server.sm.is_some() {
+            } else if el.ns == ns::SM && self.user.is_some() && self.server.live().sm.is_some() {
                 if el.name == "resume" {
                     if let Some(bound) = self.resume(el).await? {
                         return Ok(bound);
@@ -400,6 +411,8 @@ impl Negotiation {
                 if let Some(bound) = self.bind(el).await? {
                     return Ok(bound);
                 }
+            } else if el.is("iq", ns::CLIENT) && self.pre_auth_iq_allowed(&el) {
+                self.pre_auth_iq(el).await?;
             } else if el.ns == ns::CLIENT
                 && matches!(el.name.as_str(), "iq" | "message" | "presence")
             {
@@ -429,7 +442,7 @@ impl Negotiation {
             return Err(Stop::Quiet);
         }
         let io = rd.unsplit(writer);
-        let acceptor = self.server.tls_acceptor(false);
+        let acceptor = self.server.live().tls_acceptor(false);
         let stream = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
             _ => return Err(Stop::Quiet),
@@ -440,7 +453,7 @@ impl Negotiation {
         self.reader = StreamReader::new(rd, self.listener.max_stanza_size);
         if let Some(shaper) = self.listener.shaper.as_deref().and_then(|name| {
             self.server
-                .config
+                .config()
                 .shaper_for(name, None, Some(self.peer.ip()))
         }) {
             self.reader
@@ -545,6 +558,69 @@ impl Negotiation {
         }
     }
 
+    /// Whether this iq before authentication goes to a module (XEP-0077):
+    /// only once TLS is up where it is required, and only for namespaces
+    /// a module answers before authentication.
+    fn pre_auth_iq_allowed(&self, iq: &Element) -> bool {
+        if self.tls_required_but_missing() {
+            return false;
+        }
+        let Some(payload) = iq.first_child() else {
+            return false;
+        };
+        self.server
+            .live()
+            .pre_auth_module_for(&payload.ns)
+            .is_some()
+    }
+
+    /// Answer an iq sent before authentication through its module.
+    async fn pre_auth_iq(&mut self, iq: Element) -> Result<(), Stop> {
+        self.pre_auth_iqs += 1;
+        if self.pre_auth_iqs > MAX_PRE_AUTH_IQS {
+            return Err(Stop::Error(
+                "policy-violation",
+                Some("too many requests before authentication".into()),
+            ));
+        }
+        let kind = iq.attr("type").unwrap_or("");
+        if kind != "get" && kind != "set" {
+            return Ok(()); // results and errors: nothing to answer
+        }
+        let live = self.server.live();
+        let reply = match iq.first_child() {
+            Some(payload) if iq.child_elements().count() == 1 => {
+                match live.pre_auth_module_for(&payload.ns) {
+                    Some(module) => {
+                        let host = self.host.clone().unwrap_or_default();
+                        let req = xep_support::module::PreAuthIq {
+                            stanza: &iq,
+                            payload,
+                            is_set: kind == "set",
+                            host: &host,
+                            ip: self.peer.ip(),
+                        };
+                        // Account creation hashes the password: off the async workers.
+                        let server = self.server.clone();
+                        let result = tokio::task::block_in_place(|| {
+                            module.handle_pre_auth_iq(server.as_ref(), &req)
+                        });
+                        match result {
+                            Ok(p) => xep_support::stanza::iq_result(&iq, p),
+                            Err(e) => iq_error(&iq, &e),
+                        }
+                    }
+                    None => iq_error(&iq, &StanzaError::service_unavailable()),
+                }
+            }
+            _ => iq_error(&iq, &StanzaError::bad_request()),
+        };
+        let mut reply = reply;
+        reply.remove_attr("from");
+        reply.remove_attr("to");
+        self.send(&reply.to_xml(ns::CLIENT)).await
+    }
+
     /// Handle an iq after authentication: resource binding, or an error.
     async fn bind(&mut self, iq: Element) -> Result<Option<Bound>, Stop> {
         let is_bind = iq.attr("type") == Some("set") && iq.child("bind", ns::BIND).is_some();
@@ -594,7 +670,8 @@ impl Negotiation {
         // The bind result goes first in the queue, ahead of anything routed to the new JID.
         let _ = tx.try_send(Outgoing::Stanza(Box::new(result)));
         let handle = Router::new_handle(full.clone(), tx);
-        let max = self.server.config.max_user_sessions(&user, &host);
+        let _ = handle.origin.set((self.peer, self.tls));
+        let max = self.server.config().max_user_sessions(&user, &host);
         match self.server.router.bind(handle.clone(), max) {
             Ok(replaced) => {
                 if let Some(old) = replaced {
@@ -612,7 +689,7 @@ impl Negotiation {
                 return Ok(None);
             }
         }
-        for m in &self.server.modules {
+        for m in &self.server.live().modules {
             m.session_opened(self.server.as_ref(), &full);
         }
         tracing::info!(peer = %self.peer, "session bound: {full}");

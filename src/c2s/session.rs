@@ -55,9 +55,9 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     let resumed_session = resumed.is_some();
     let detach = Arc::new(Notify::new());
     let settings = Box::new(Settings {
-        csi: server.csi.clone(),
-        ack_timeout: server.sm.as_ref().and_then(|s| s.ack_timeout),
-        max_ack_queue: server.sm.as_ref().and_then(|s| s.max_ack_queue),
+        csi: server.live().csi.clone(),
+        ack_timeout: server.live().sm.as_ref().and_then(|s| s.ack_timeout),
+        max_ack_queue: server.live().sm.as_ref().and_then(|s| s.max_ack_queue),
         resumed,
     });
     let mut writer_task = tokio::spawn(super::writer::run(
@@ -74,7 +74,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         // Roster for presence fan-out is loaded once now, not per stanza.
         let _ = server.rosters.get(&server, &handle.jid.to_bare());
     }
-    let mut pinger = Pinger::new(server.ping.clone());
+    let mut pinger = Pinger::new(server.live().ping.clone());
     let mut writer_done = None;
     let end = loop {
         let wake = pinger.wake();
@@ -101,7 +101,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
             Ok(StreamEvent::Stanza(el)) => {
                 let result = if el.ns == ns::SM {
                     Box::pin(sm_nonza(&server, &handle, &mut claims, el)).await
-                } else if el.ns == ns::CSI && server.csi.is_some() {
+                } else if el.ns == ns::CSI && server.live().csi.is_some() {
                     csi_nonza(&handle, &el).await
                 } else {
                     if let Some(sm) = handle.sm.get() {
@@ -156,7 +156,7 @@ async fn wind_down(
     mut claims: Option<mpsc::Receiver<Claim>>,
     peer: std::net::SocketAddr,
 ) {
-    let resumable = claims.is_some() && server.sm.is_some();
+    let resumable = claims.is_some() && server.live().sm.is_some();
     let keep = resumable && matches!(end, End::Gone | End::Taken(_));
     if !keep {
         // Nothing is routed to a session that is ending.
@@ -305,7 +305,7 @@ async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Ta
         }
     }
     Box::pin(crate::im::presence::session_ended(server, handle)).await;
-    for m in &server.modules {
+    for m in &server.live().modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
     for el in left {
@@ -361,7 +361,8 @@ async fn sm_nonza(
     claims: &mut Option<mpsc::Receiver<Claim>>,
     el: Element,
 ) -> Result<(), &'static str> {
-    let Some(opts) = server.sm.as_ref() else {
+    let live = server.live();
+    let Some(opts) = live.sm.as_ref() else {
         return Err("unsupported-stanza-type");
     };
     let reply = match el.name.as_str() {
@@ -605,7 +606,7 @@ async fn handle_stanza(
     if el.name == "message" {
         // Module copies (XEP-0280 <sent/>) are made before the message moves on.
         let mut extra = Vec::new();
-        for m in &server.modules {
+        for m in &server.live().modules {
             extra.extend(m.message_from_session(server.as_ref(), &handle.jid, &el));
         }
         crate::delivery::route(server, el).await;

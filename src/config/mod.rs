@@ -143,6 +143,9 @@ pub struct Config {
     pub auth_password_format: PasswordFormat,
     /// PBKDF2 iterations for new SCRAM secrets (`auth_scram_iterations`).
     pub scram_iterations: u32,
+    /// `registration_timeout`: minimum time between two in-band
+    /// registrations from one IP address (`None` = `infinity`, no limit).
+    pub registration_timeout: Option<std::time::Duration>,
     /// Named ACLs.
     pub acl: Acls,
     /// Named access rules (listener inline rules included under generated names).
@@ -193,6 +196,7 @@ const SUPPORTED_OPTIONS: &[&str] = &[
     "listen",
     "loglevel",
     "modules",
+    "registration_timeout",
     "s2s_use_starttls",
     "shaper",
     "shaper_rules",
@@ -305,7 +309,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "redis_port",
     "redis_queue_type",
     "redis_server",
-    "registration_timeout",
     "replaced_connection_timeout",
     "resource_conflict",
     "rest_proxy",
@@ -514,6 +517,28 @@ impl Config {
 /// Helpers for modules and the server; not every build calls every one.
 #[allow(dead_code)]
 impl Config {
+    /// Where `rookery ctl cert_import` puts certificates:
+    /// `data_dir/imported-certs` (generated self-signed ones live in
+    /// `data_dir/certs`).
+    pub fn imported_certs_dir(&self) -> PathBuf {
+        self.data_dir.join("imported-certs")
+    }
+
+    /// `certfiles` plus the `*.pem` files `rookery ctl cert_import` put in
+    /// [`Config::imported_certs_dir`] (sorted).
+    pub fn effective_certfiles(&self) -> Vec<PathBuf> {
+        let mut files = self.certfiles.clone();
+        if let Ok(dir) = std::fs::read_dir(self.imported_certs_dir()) {
+            let mut imported: Vec<PathBuf> = dir
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+                .collect();
+            imported.sort();
+            files.extend(imported);
+        }
+        files
+    }
+
     /// True when the named ACL matches this user and/or address.
     pub fn acl_matches(
         &self,
@@ -732,6 +757,13 @@ fn build(
         }
     };
 
+    // ejabberd's default: one registration per address every 600 seconds.
+    let registration_timeout = match option("registration_timeout") {
+        None => Some(std::time::Duration::from_secs(600)),
+        Some(node) => check::pos_int_or_infinity(node, "registration_timeout")?
+            .map(std::time::Duration::from_secs),
+    };
+
     let s2s_use_starttls = match option("s2s_use_starttls") {
         None => S2sStartTls::Disabled,
         Some(node) => {
@@ -855,6 +887,7 @@ fn build(
         listen: listeners,
         auth_password_format,
         scram_iterations,
+        registration_timeout,
         acl: acls,
         access_rules,
         shapers,

@@ -71,12 +71,13 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_version",
             "mod_time",
             "mod_last",
-            "mod_pep"
+            "mod_pep",
+            "mod_register"
         ]
     );
     // Every module in the embedded default is one this server provides,
     // with options it reads.
-    let (mods, warnings) = xep_support::registry::build(&c.modules);
+    let (mods, warnings) = xep_support::registry::build(&c.modules, &Default::default());
     assert_eq!(mods.len(), names.len());
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(c.modules[0].1, serde_yaml_ng::Value::Null);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::credentials::StoredCredentials;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{RosterItem, Storage, StorageError, Subscription};
 
 /// The command succeeded.
 pub const EXIT_OK: i32 = 0;
@@ -47,10 +47,21 @@ impl CommandSpec {
         usage
     }
 
-    /// (required, maximum) number of arguments.
+    /// (required, maximum) number of arguments; an argument written
+    /// `[NAME...]` repeats.
     fn arity(&self) -> (usize, usize) {
         let optional = self.args.iter().filter(|a| a.starts_with('[')).count();
-        (self.args.len() - optional, self.args.len())
+        let max = if self.args.iter().any(|a| a.ends_with("...]")) {
+            usize::MAX
+        } else {
+            self.args.len()
+        };
+        (self.args.len() - optional, max)
+    }
+
+    /// Whether `rookery ctl` runs it itself (files, DNS), never the server.
+    pub fn runs_locally(&self) -> bool {
+        matches!(self.name, "check" | "cert_import")
     }
 }
 
@@ -110,6 +121,68 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: true,
     },
     CommandSpec {
+        name: "connected_users_info",
+        args: &[],
+        help: "List the sessions, one per line: jid, connection, ip, port, priority, node, uptime (s), status, resource, status text (tab-separated)",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "user_sessions_info",
+        args: &["USER", "HOST"],
+        help: "List USER@HOST's sessions: connection, ip, port, priority, node, uptime (s), status, resource, status text (tab-separated)",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "kick_session",
+        args: &["USER", "HOST", "RESOURCE", "REASON"],
+        help: "End the session USER@HOST/RESOURCE, telling it REASON",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "kick_user",
+        args: &["USER", "HOST"],
+        help: "End every session of USER@HOST; print how many were ended",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "send_message",
+        args: &["TYPE", "FROM", "TO", "SUBJECT", "BODY"],
+        help: "Send a message of TYPE (normal, chat, headline) from FROM to TO (offline storage applies)",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "send_stanza",
+        args: &["FROM", "TO", "STANZA"],
+        help: "Route the XML STANZA (message, presence or iq) from FROM to TO",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "add_rosteritem",
+        args: &[
+            "LOCALUSER",
+            "LOCALHOST",
+            "USER",
+            "HOST",
+            "NICK",
+            "GROUP",
+            "SUBS",
+        ],
+        help: "Add or replace USER@HOST in LOCALUSER@LOCALHOST's roster (GROUP: names separated by ';', may be empty; SUBS: none, from, to or both)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "delete_rosteritem",
+        args: &["LOCALUSER", "LOCALHOST", "USER", "HOST"],
+        help: "Remove USER@HOST from LOCALUSER@LOCALHOST's roster",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "delete_old_messages",
+        args: &["DAYS"],
+        help: "Delete offline messages older than DAYS days (on every host); print how many",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "status",
         args: &[],
         help: "Tell whether the server is running (exit 3 if not)",
@@ -136,7 +209,55 @@ static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "stats",
         args: &["NAME"],
-        help: "A statistic: registeredusers, onlineusers",
+        help: "A statistic: registeredusers, onlineusers, onlineusersnode, uptimeseconds",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "stats_host",
+        args: &["NAME", "HOST"],
+        help: "A statistic of one host: registeredusers, onlineusers",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "reload_config",
+        args: &[],
+        help: "Re-read the configuration file without dropping sessions (an invalid file is refused and the old configuration kept)",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "backup",
+        args: &["FILE"],
+        help: "Write a consistent copy of the whole database to FILE (also while the server runs)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "restore",
+        args: &["FILE"],
+        help: "Replace the whole database with the backup FILE (a running server ends every session)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "export_piefxis",
+        args: &["DIR"],
+        help: "Export accounts (SCRAM credentials), rosters and offline messages to DIR/<host>.xml (XEP-0227)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "import_piefxis",
+        args: &["FILE"],
+        help: "Import accounts, rosters and offline messages from a XEP-0227 file (existing accounts are skipped)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "check",
+        args: &["[WHAT]"],
+        help: "Check the configuration, certificates and DNS records (WHAT: config, certs or dns; default all) and say what to fix",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "cert_import",
+        args: &["DIR", "[DIR...]"],
+        help: "Import certificates from certbot's layout (DIR/<domain>/fullchain.pem and privkey.pem, or one such <domain> directory) for the served hosts; a running server reloads them",
         needs_server: false,
     },
     CommandSpec {
@@ -158,17 +279,85 @@ pub fn find(name: &str) -> Option<&'static CommandSpec> {
     COMMANDS.iter().find(|c| c.name == name)
 }
 
+/// One session, for `connected_users_info` and `user_sessions_info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The full JID.
+    pub jid: String,
+    /// `c2s_tls` or `c2s`.
+    pub connection: String,
+    pub ip: String,
+    pub port: u16,
+    pub priority: i32,
+    /// Seconds since the session was bound.
+    pub uptime: u64,
+    /// `available` (or the presence's `show`) or `unavailable`.
+    pub status: String,
+    pub status_text: String,
+}
+
 /// What the running server offers to commands (implemented by the server
 /// core).
 pub trait ServerControl: Send + Sync {
     /// Full JIDs of the connected sessions.
     fn connected_users(&self) -> Vec<String>;
+    /// Details of every connected session.
+    fn sessions_info(&self) -> Vec<SessionInfo> {
+        Vec::new()
+    }
     /// End every session of `user@host`; returns how many were ended.
     fn kick_user(&self, user: &str, host: &str, reason: &str) -> usize;
+    /// End one session; whether it existed.
+    fn kick_session(&self, _user: &str, _host: &str, _resource: &str, _reason: &str) -> bool {
+        false
+    }
+    /// Route a stanza that carries its own `from` and `to`.
+    fn route(&self, _stanza: xep_support::element::Element) -> Result<(), String> {
+        Err("routing is not available".into())
+    }
+    /// Write a roster item through the server (its roster cache, pushes to
+    /// the owner's sessions).
+    fn roster_put(&self, _user: &str, _host: &str, _item: RosterItem) -> Result<(), StorageError> {
+        Err(StorageError::Io("not available".into()))
+    }
+    /// Remove a roster item through the server; whether it existed.
+    fn roster_remove(
+        &self,
+        _user: &str,
+        _host: &str,
+        _contact: &str,
+    ) -> Result<bool, StorageError> {
+        Err(StorageError::Io("not available".into()))
+    }
+    /// Re-read the configuration file: the message to print, or why not.
+    fn reload_config(&self) -> Result<String, String> {
+        Err("not available".into())
+    }
+    /// The database was replaced (`restore`): forget cached data and end
+    /// every session.
+    fn restored(&self) {}
+    /// The served hosts now (they may change on `reload_config`).
+    fn hosts(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// Seconds since the server started.
+    fn uptime_secs(&self) -> u64 {
+        0
+    }
     /// Begin a graceful shutdown.
     fn stop(&self);
     /// A short human summary (uptime, sessions...).
     fn status(&self) -> String;
+}
+
+impl CtlEnv {
+    /// The served hosts (the running server's current ones, if any).
+    pub fn hosts(&self) -> Vec<String> {
+        self.server
+            .as_ref()
+            .and_then(|s| s.hosts())
+            .unwrap_or_else(|| self.hosts.clone())
+    }
 }
 
 /// What a command runs against.
@@ -237,6 +426,8 @@ pub fn precheck(command: &str, args: &[String]) -> Result<&'static CommandSpec, 
     if args.len() < min || args.len() > max {
         let expected = if min == max {
             format!("{min}")
+        } else if max == usize::MAX {
+            format!("at least {min}")
         } else {
             format!("{min} to {max}")
         };
@@ -306,7 +497,7 @@ fn served_host(env: &CtlEnv, host: &str) -> Result<String, CtlOutput> {
         Ok(d) => d.as_str().to_string(),
         Err(_) => return Err(unknown()),
     };
-    let served = env.hosts.iter().any(|h| {
+    let served = env.hosts().iter().any(|h| {
         jid::DomainPart::new(h)
             .map(|d| d.as_str() == normal)
             .unwrap_or(false)
@@ -368,7 +559,7 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ("check_account", [user, host]) => check_account(env, user, host),
         ("check_password", [user, host, password]) => check_password(env, user, host, password),
         ("registered_users", [host]) => registered_users(env, host),
-        ("registered_vhosts", []) => Ok(CtlOutput::ok(env.hosts.join("\n"))),
+        ("registered_vhosts", []) => Ok(CtlOutput::ok(env.hosts().join("\n"))),
         ("connected_users", []) => Ok(connected_users(server)),
         ("connected_users_number", []) => Ok(CtlOutput::ok(
             server
@@ -392,7 +583,61 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         }),
         ("get_roster", [user, host]) => get_roster(env, user, host),
         ("stats", [name]) => stats(env, server, name),
+        ("stats_host", [name, host]) => stats_host(env, server, name, host),
+        ("connected_users_info", []) => Ok(sessions_info(server, None)),
+        ("user_sessions_info", [user, host]) => {
+            account(env, user, host).map(|(u, h)| sessions_info(server, Some((&u, &h))))
+        }
+        ("kick_session", [user, host, resource, reason]) => {
+            account(env, user, host).and_then(|(u, h)| {
+                let server = server.ok_or_else(|| CtlOutput::not_running(NOT_RUNNING))?;
+                if server.kick_session(&u, &h, resource, reason) {
+                    Ok(CtlOutput::ok(""))
+                } else {
+                    Err(CtlOutput::failed(format!("No session {u}@{h}/{resource}")))
+                }
+            })
+        }
+        ("kick_user", [user, host]) => account(env, user, host).map(|(u, h)| {
+            let n = server.map(|s| s.kick_user(&u, &h, "Kicked by an administrator"));
+            CtlOutput::ok(n.unwrap_or(0).to_string())
+        }),
+        ("send_message", [kind, from, to, subject, body]) => {
+            send_message(server, kind, from, to, subject, body)
+        }
+        ("send_stanza", [from, to, stanza]) => send_stanza(server, from, to, stanza),
+        ("add_rosteritem", [luser, lhost, user, host, nick, group, subs]) => {
+            add_rosteritem(env, server, [luser, lhost, user, host], nick, group, subs)
+        }
+        ("delete_rosteritem", [luser, lhost, user, host]) => {
+            delete_rosteritem(env, server, luser, lhost, user, host)
+        }
+        ("delete_old_messages", [days]) => delete_old_messages(env, days),
+        ("reload_config", []) => match server.map(|s| s.reload_config()) {
+            Some(Ok(text)) => Ok(CtlOutput::ok(text)),
+            Some(Err(why)) => Err(CtlOutput::failed(why)),
+            None => Err(CtlOutput::not_running(NOT_RUNNING)),
+        },
+        ("backup", [file]) => backup(env, file),
+        ("export_piefxis", [dir]) => Ok(super::piefxis::export(
+            env,
+            &std::path::absolute(dir)
+                .unwrap_or_else(|_| dir.into())
+                .display()
+                .to_string(),
+        )),
+        ("import_piefxis", [file]) => Ok(super::piefxis::import(
+            env,
+            &std::path::absolute(file)
+                .unwrap_or_else(|_| file.into())
+                .display()
+                .to_string(),
+        )),
+        ("restore", [file]) => restore(env, server, file),
         ("help", args) => Ok(help(args)),
+        (name, _) if spec.runs_locally() => Err(CtlOutput::failed(format!(
+            "'{name}' runs in `rookery ctl` itself, not in the server"
+        ))),
         // precheck guarantees the arity; this only guards a registry typo.
         _ => Ok(CtlOutput::failed(format!(
             "Command '{}' is not implemented",
@@ -400,6 +645,285 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ))),
     };
     result.unwrap_or_else(|failure| failure)
+}
+
+fn sessions_info(server: Option<&Arc<dyn ServerControl>>, only: Option<(&str, &str)>) -> CtlOutput {
+    let mut sessions = server.map(|s| s.sessions_info()).unwrap_or_default();
+    sessions.sort_by(|a, b| a.jid.cmp(&b.jid));
+    let node = format!("rookery@{}", hostname());
+    let lines: Vec<String> = sessions
+        .iter()
+        .filter_map(|s| {
+            let (bare, resource) = s.jid.split_once('/').unwrap_or((&s.jid, ""));
+            let fields = format!(
+                "{}\t{}\t{}\t{}\t{node}\t{}\t{}\t{resource}\t{}",
+                s.connection,
+                s.ip,
+                s.port,
+                s.priority,
+                s.uptime,
+                s.status,
+                s.status_text.replace(['\t', '\n'], " ")
+            );
+            match only {
+                None => Some(format!("{}\t{fields}", s.jid)),
+                Some((u, h)) if bare == format!("{u}@{h}") => Some(fields),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    CtlOutput::ok(lines.join("\n"))
+}
+
+/// This machine's name (the "node" column of session listings).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn parse_jid(what: &str, text: &str) -> Result<jid::Jid, CtlOutput> {
+    jid::Jid::new(text).map_err(|e| CtlOutput::failed(format!("Invalid {what} JID '{text}': {e}")))
+}
+
+fn send_message(
+    server: Option<&Arc<dyn ServerControl>>,
+    kind: &str,
+    from: &str,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    use xep_support::element::Element;
+    if !matches!(kind, "normal" | "chat" | "headline") {
+        return Err(CtlOutput::failed(format!(
+            "Invalid message type '{kind}': expected normal, chat or headline"
+        )));
+    }
+    let from = parse_jid("sender", from)?;
+    let to = parse_jid("recipient", to)?;
+    let mut msg = Element::new("message", xep_support::ns::CLIENT)
+        .with_attr("type", kind)
+        .with_attr("from", from.to_string())
+        .with_attr("to", to.to_string())
+        .with_attr("id", format!("ctl{}", rand::random::<u64>()));
+    if !subject.is_empty() {
+        msg = msg.with_child(Element::new("subject", xep_support::ns::CLIENT).with_text(subject));
+    }
+    msg = msg.with_child(Element::new("body", xep_support::ns::CLIENT).with_text(body));
+    let server = server.ok_or_else(|| CtlOutput::not_running(NOT_RUNNING))?;
+    server.route(msg).map_err(CtlOutput::failed)?;
+    Ok(CtlOutput::ok(""))
+}
+
+fn send_stanza(
+    server: Option<&Arc<dyn ServerControl>>,
+    from: &str,
+    to: &str,
+    stanza: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let from = parse_jid("sender", from)?;
+    let to = parse_jid("recipient", to)?;
+    let Some(mut el) = crate::storage::stanza_codec::parse_stanza(stanza) else {
+        return Err(CtlOutput::failed(
+            "Invalid stanza: expected one well-formed <message/>, <presence/> or <iq/> element",
+        ));
+    };
+    if el.ns.is_empty() {
+        el.ns = xep_support::ns::CLIENT.to_string();
+    }
+    if el.ns != xep_support::ns::CLIENT
+        || !matches!(el.name.as_str(), "message" | "presence" | "iq")
+    {
+        return Err(CtlOutput::failed(format!(
+            "Invalid stanza: <{}/> in {} is not a jabber:client message, presence or iq",
+            el.name, el.ns
+        )));
+    }
+    el.set_attr("from", from.to_string());
+    el.set_attr("to", to.to_string());
+    let server = server.ok_or_else(|| CtlOutput::not_running(NOT_RUNNING))?;
+    server.route(el).map_err(CtlOutput::failed)?;
+    Ok(CtlOutput::ok(""))
+}
+
+/// The normalised bare JID `user@host` of a contact (any server).
+fn contact_jid(user: &str, host: &str) -> Result<String, CtlOutput> {
+    let text = if user.is_empty() {
+        host.to_string()
+    } else {
+        format!("{user}@{host}")
+    };
+    match jid::BareJid::new(&text) {
+        Ok(b) => Ok(b.to_string()),
+        Err(e) => Err(CtlOutput::failed(format!(
+            "Invalid contact JID '{text}': {e}"
+        ))),
+    }
+}
+
+fn add_rosteritem(
+    env: &CtlEnv,
+    server: Option<&Arc<dyn ServerControl>>,
+    [luser, lhost, user, host]: [&String; 4],
+    nick: &str,
+    group: &str,
+    subs: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let (luser, lhost) = account(env, luser, lhost)?;
+    if !env.storage.user_exists(&lhost, &luser).map_err(db_failed)? {
+        return Err(no_such_user(&luser, &lhost));
+    }
+    let contact = contact_jid(user, host)?;
+    let subscription = match subs {
+        "none" => Subscription::None,
+        "from" => Subscription::From,
+        "to" => Subscription::To,
+        "both" => Subscription::Both,
+        other => {
+            return Err(CtlOutput::failed(format!(
+                "Invalid subscription '{other}': expected none, from, to or both"
+            )))
+        }
+    };
+    let mut groups: Vec<String> = group
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let item = RosterItem {
+        jid: contact,
+        name: (!nick.is_empty()).then(|| nick.to_string()),
+        groups,
+        subscription,
+        ask: false,
+        approved: false,
+        pending_in: false,
+        ver: 0,
+    };
+    match server {
+        Some(s) => s.roster_put(&luser, &lhost, item).map_err(db_failed)?,
+        None => {
+            env.storage
+                .roster_put(&lhost, &luser, item)
+                .map_err(db_failed)?;
+        }
+    }
+    Ok(CtlOutput::ok(""))
+}
+
+fn delete_rosteritem(
+    env: &CtlEnv,
+    server: Option<&Arc<dyn ServerControl>>,
+    luser: &str,
+    lhost: &str,
+    user: &str,
+    host: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let (luser, lhost) = account(env, luser, lhost)?;
+    if !env.storage.user_exists(&lhost, &luser).map_err(db_failed)? {
+        return Err(no_such_user(&luser, &lhost));
+    }
+    let contact = contact_jid(user, host)?;
+    let existed = match server {
+        Some(s) => s
+            .roster_remove(&luser, &lhost, &contact)
+            .map_err(db_failed)?,
+        None => env
+            .storage
+            .roster_remove(&lhost, &luser, &contact)
+            .map_err(db_failed)?
+            .is_some(),
+    };
+    if existed {
+        Ok(CtlOutput::ok(""))
+    } else {
+        Err(CtlOutput::failed(format!(
+            "{contact} is not in the roster of {luser}@{lhost}"
+        )))
+    }
+}
+
+/// The `stamp` of a stored message's XEP-0203 delay, if any.
+fn delay_stamp(xml: &str) -> Option<String> {
+    let el = crate::storage::stanza_codec::parse_stanza(xml)?;
+    el.child("delay", "urn:xmpp:delay")?
+        .attr("stamp")
+        .map(str::to_string)
+}
+
+fn delete_old_messages(env: &CtlEnv, days: &str) -> Result<CtlOutput, CtlOutput> {
+    let days: u64 = days.parse().map_err(|_| {
+        CtlOutput::failed(format!(
+            "Invalid number of days '{days}': expected a whole number"
+        ))
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let cutoff = crate::im::offline::stamp_at(now.saturating_sub(days.saturating_mul(86_400)));
+    // Compare "YYYY-MM-DDTHH:MM:SS" (fractions and zone vary in form; ours are UTC).
+    let cutoff = &cutoff[..19];
+    let mut deleted = 0usize;
+    for host in env.hosts() {
+        for user in env.storage.list_users(&host).map_err(db_failed)? {
+            let messages = env
+                .storage
+                .offline_peek(&host, &user, usize::MAX)
+                .map_err(db_failed)?;
+            let old: Vec<u64> = messages
+                .iter()
+                .filter(|(_, xml)| {
+                    delay_stamp(xml)
+                        .map(|st| st.len() >= 19 && &st[..19] < cutoff)
+                        .unwrap_or(false)
+                })
+                .map(|(seq, _)| *seq)
+                .collect();
+            if !old.is_empty() {
+                env.storage
+                    .offline_remove(&host, &user, &old)
+                    .map_err(db_failed)?;
+                deleted += old.len();
+            }
+        }
+    }
+    Ok(CtlOutput::ok(deleted.to_string()))
+}
+
+fn backup(env: &CtlEnv, file: &str) -> Result<CtlOutput, CtlOutput> {
+    let path = std::path::absolute(file).unwrap_or_else(|_| file.into());
+    let n = env
+        .storage
+        .backup(&path)
+        .map_err(|e| CtlOutput::failed(format!("Backup failed: {e}")))?;
+    Ok(CtlOutput::ok(format!(
+        "Wrote {n} records to {}",
+        path.display()
+    )))
+}
+
+fn restore(
+    env: &CtlEnv,
+    server: Option<&Arc<dyn ServerControl>>,
+    file: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let path = std::path::absolute(file).unwrap_or_else(|_| file.into());
+    let n = env
+        .storage
+        .restore(&path)
+        .map_err(|e| CtlOutput::failed(format!("Restore failed: {e}")))?;
+    if let Some(server) = server {
+        server.restored();
+    }
+    Ok(CtlOutput::ok(format!(
+        "Restored {n} records from {}",
+        path.display()
+    )))
 }
 
 fn get_roster(env: &CtlEnv, user: &str, host: &str) -> Result<CtlOutput, CtlOutput> {
@@ -433,13 +957,49 @@ fn stats(
     match name {
         "registeredusers" => {
             let mut total = 0;
-            for h in &env.hosts {
+            for h in &env.hosts() {
                 total += env.storage.count_users(h).map_err(db_failed)?;
             }
             Ok(CtlOutput::ok(total.to_string()))
         }
-        "onlineusers" => match server {
+        "onlineusers" | "onlineusersnode" => match server {
             Some(s) => Ok(CtlOutput::ok(s.connected_users().len().to_string())),
+            None => Err(CtlOutput::not_running(NOT_RUNNING)),
+        },
+        "uptimeseconds" => match server {
+            Some(s) => Ok(CtlOutput::ok(s.uptime_secs().to_string())),
+            None => Err(CtlOutput::not_running(NOT_RUNNING)),
+        },
+        other => Err(CtlOutput::usage(format!(
+            "Unknown statistic '{other}': expected registeredusers, onlineusers, onlineusersnode or uptimeseconds"
+        ))),
+    }
+}
+
+fn stats_host(
+    env: &CtlEnv,
+    server: Option<&Arc<dyn ServerControl>>,
+    name: &str,
+    host: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let host = served_host(env, host)?;
+    match name {
+        "registeredusers" => Ok(CtlOutput::ok(
+            env.storage
+                .count_users(&host)
+                .map_err(db_failed)?
+                .to_string(),
+        )),
+        "onlineusers" => match server {
+            Some(s) => {
+                let suffix = format!("@{host}/");
+                let n = s
+                    .connected_users()
+                    .iter()
+                    .filter(|j| j.contains(&suffix))
+                    .count();
+                Ok(CtlOutput::ok(n.to_string()))
+            }
             None => Err(CtlOutput::not_running(NOT_RUNNING)),
         },
         other => Err(CtlOutput::usage(format!(
@@ -632,7 +1192,14 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let env = env_in(dir.path(), Some(Arc::new(FakeServer::default())));
         for spec in commands() {
-            let args = vec!["x".to_string(); spec.arity().0];
+            let args = if matches!(
+                spec.name,
+                "backup" | "restore" | "export_piefxis" | "import_piefxis"
+            ) {
+                vec![dir.path().join("backup").display().to_string()]
+            } else {
+                vec!["x".to_string(); spec.arity().0]
+            };
             let out = execute(&env, spec.name, &args);
             assert!(!out.output.contains("not implemented"), "{}", spec.name);
         }

@@ -7,7 +7,10 @@
 //! command there, with no server. Commands that need a running server then
 //! exit 3. The commands themselves live in [`commands`].
 
+pub mod cert_import;
+pub mod check;
 pub mod commands;
+pub mod piefxis;
 pub mod socket;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -136,6 +139,13 @@ pub fn dispatch(
     command: &str,
     args: &[String],
 ) -> CtlOutput {
+    // `rookery ctl COMMAND --help` (and `-h`) describes the command.
+    if matches!(args, [flag] if flag == "--help" || flag == "-h") && command != "help" {
+        return commands::help(&[command.to_string()]);
+    }
+    if matches!(command, "--help" | "-h") && args.is_empty() {
+        return commands::help(&[]);
+    }
     let spec = match commands::precheck(command, args) {
         Ok(spec) => spec,
         Err(usage) => return usage,
@@ -143,6 +153,25 @@ pub fn dispatch(
     if spec.name == "help" {
         return commands::help(args);
     }
+    // File arguments are relative to where `rookery ctl` runs, not to the
+    // server's working directory.
+    let absolute: Vec<String>;
+    let args = if matches!(
+        spec.name,
+        "backup" | "restore" | "export_piefxis" | "import_piefxis"
+    ) {
+        absolute = args
+            .iter()
+            .map(|a| {
+                std::path::absolute(a)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| a.clone())
+            })
+            .collect();
+        &absolute[..]
+    } else {
+        args
+    };
     match ask_server(socket_path, command, args) {
         Ok(out) => out,
         Err(Ask::Failed(why)) => CtlOutput::failed(why),
@@ -150,6 +179,60 @@ pub fn dispatch(
             run_offline(spec, socket_path, data_dir, hosts, scram_iterations, args)
         }
     }
+}
+
+/// Commands `rookery ctl` runs itself with the whole configuration
+/// (`check`, `cert_import`); `None` for every other command.
+pub fn run_local(
+    config: &crate::config::Config,
+    command: &str,
+    args: &[String],
+) -> Option<CtlOutput> {
+    if matches!(args, [flag] if flag == "--help" || flag == "-h") {
+        return None;
+    }
+    let spec = commands::find(command).filter(|s| s.runs_locally())?;
+    if let Err(usage) = commands::precheck(spec.name, args) {
+        return Some(usage);
+    }
+    Some(match spec.name {
+        "check" => check::run(config, args.first().map(String::as_str)),
+        _ => {
+            let (mut out, imported) = cert_import::import(config, args);
+            if !imported.is_empty() {
+                match ask_server(&config.ctl_socket, "reload_config", &[]) {
+                    Ok(r) if r.code == commands::EXIT_OK => out
+                        .output
+                        .push_str("\nThe running server reloaded its certificates."),
+                    Ok(r) => {
+                        out.output.push_str(&format!(
+                            "\nThe running server could not reload: {}",
+                            r.output
+                        ));
+                        out.code = commands::EXIT_FAILED;
+                    }
+                    Err(_) => out
+                        .output
+                        .push_str("\nThe server will use them when it starts."),
+                }
+            }
+            out
+        }
+    })
+}
+
+/// Print an output the way `rookery ctl` does; returns the exit code.
+pub fn print(out: &CtlOutput) -> i32 {
+    if !out.output.is_empty() {
+        let text = out.output.trim_end_matches('\n');
+        if out.code == commands::EXIT_OK {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    }
+    out.code
 }
 
 /// Entry point of `rookery ctl`: returns the process exit code. Prints the

@@ -92,8 +92,15 @@ pub fn now_stamp() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let millis = now.subsec_millis();
+    stamp_parts(now.as_secs() as i64, now.subsec_millis())
+}
+
+/// The XEP-0082 stamp of `secs` seconds after the Unix epoch.
+pub fn stamp_at(secs: u64) -> String {
+    stamp_parts(secs as i64, 0)
+}
+
+fn stamp_parts(secs: i64, millis: u32) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -145,7 +152,7 @@ pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
             .with_attr("stamp", now_stamp())
             .with_text("Offline storage"),
     );
-    let limit = server.config.max_user_offline_messages(user, host);
+    let limit = server.config().max_user_offline_messages(user, host);
     match server
         .storage
         .offline_store(host, user, &stored.to_xml(ns::CLIENT), limit)

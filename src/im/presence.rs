@@ -77,7 +77,7 @@ pub async fn broadcast_from_session(
                 show_own_resources(server, session, &bare).await;
                 redeliver_pending(server, session, &bare).await;
             }
-            for m in &server.modules {
+            for m in &server.live().modules {
                 m.presence_available(server.as_ref(), &session.jid, &el, initial);
             }
         }

@@ -97,6 +97,14 @@ impl RosterCache {
             })
     }
 
+    /// Forget every cached roster (the database was replaced).
+    pub fn clear(&self) {
+        self.rosters
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Drop a roster from memory (its account's last session ended).
     pub fn evict(&self, bare: &BareJid) {
         self.rosters

@@ -14,6 +14,7 @@
 //! Stanzas are stored as XML text; [`stanza_codec`] turns them back into
 //! elements.
 
+mod backup;
 mod offline_store;
 mod roster_store;
 pub mod sled_store;
@@ -279,6 +280,7 @@ pub trait Storage: Send + Sync {
     /// How many messages are waiting, in O(1).
     fn offline_count(&self, host: &str, user: &str) -> Result<usize, StorageError>;
     /// Remove every stored message; how many there were.
+    #[allow(dead_code)] // part of the storage API; delete_user uses the sled internals
     fn offline_delete_all(&self, host: &str, user: &str) -> Result<usize, StorageError>;
 
     // --- Modules' per-account data (key/value per module and account) ---
@@ -317,6 +319,14 @@ pub trait Storage: Send + Sync {
         module: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
+    // --- Whole database ---
+
+    /// Write a consistent copy of the whole database to the file `path`
+    /// (while writes go on); returns the number of records.
+    fn backup(&self, path: &std::path::Path) -> Result<u64, StorageError>;
+    /// Replace the whole database with a backup file (checked first);
+    /// returns the number of records loaded.
+    fn restore(&self, path: &std::path::Path) -> Result<u64, StorageError>;
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@
 //! To add a record kind: add a tree name constant, a field in [`Trees`],
 //! open it in [`Trees::open`], reuse [`key2`] / [`key3`] / [`encode`] /
 //! [`decode`] / [`SledStorage::durable`], and clear it in `delete_user`.
+//! Every mutating `Storage` method takes `let _w = self.writing();` first
+//! (never twice: call the `_impl` functions inside), so `backup` copies a
+//! consistent state; backups cover every tree, new ones included.
 //!
 //! Durability: every mutating method calls `sled::Db::flush` (which writes
 //! and fsyncs the log) before returning, so an acknowledged change survives
@@ -95,6 +98,9 @@ pub struct SledStorage {
     pub(super) db: sled::Db,
     dir: PathBuf,
     pub(super) trees: Trees,
+    /// Writers hold it shared, `backup` and `restore` exclusively, so a
+    /// backup is a consistent copy of every tree (see `backup.rs`).
+    pub(super) gate: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -219,6 +225,7 @@ impl SledStorage {
             db,
             dir: dir.to_path_buf(),
             trees,
+            gate: std::sync::RwLock::new(()),
         })
     }
 
@@ -248,6 +255,12 @@ impl SledStorage {
     /// log) before acknowledging it.
     pub(super) fn durable(&self) -> Result<(), StorageError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Taken (shared) by every method that changes data, so that a backup
+    /// (which takes it exclusively) sees no half-done change.
+    pub(super) fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Remove every key starting with `prefix` from `tree` (one batch).
@@ -284,6 +297,7 @@ impl Storage for SledStorage {
         user: &str,
         creds: &StoredCredentials,
     ) -> Result<(), StorageError> {
+        let _w = self.writing();
         let key = key2(host, user)?;
         let value = encode(creds)?;
         let swapped = self
@@ -303,8 +317,9 @@ impl Storage for SledStorage {
     /// deletion leaves an account that can be deleted again, never orphaned
     /// data that a new account of the same name would inherit.
     fn delete_user(&self, host: &str, user: &str) -> Result<bool, StorageError> {
+        let _w = self.writing();
         let key = key2(host, user)?;
-        self.offline_delete_all(host, user)?;
+        self.offline_delete_all_impl(host, user)?;
         self.roster_delete_all(host, user)?;
         self.clear_prefix(&self.trees.pending, &prefix2(host, user)?)?;
         self.clear_prefix(&self.trees.module_data, &prefix2(host, user)?)?;
@@ -334,6 +349,7 @@ impl Storage for SledStorage {
         user: &str,
         creds: &StoredCredentials,
     ) -> Result<bool, StorageError> {
+        let _w = self.writing();
         let key = key2(host, user)?;
         let value = encode(creds)?;
         // Atomic "update if present": absent stays absent.
@@ -395,6 +411,7 @@ impl Storage for SledStorage {
         user: &str,
         item: RosterItem,
     ) -> Result<RosterItem, StorageError> {
+        let _w = self.writing();
         self.roster_put_impl(host, user, item)
     }
 
@@ -404,6 +421,7 @@ impl Storage for SledStorage {
         user: &str,
         contact: &str,
     ) -> Result<Option<u64>, StorageError> {
+        let _w = self.writing();
         self.roster_remove_impl(host, user, contact)
     }
 
@@ -427,6 +445,7 @@ impl Storage for SledStorage {
         from_bare: &str,
         stanza_xml: &str,
     ) -> Result<(), StorageError> {
+        let _w = self.writing();
         self.pending_add_impl(host, user, from_bare, stanza_xml)
     }
 
@@ -436,6 +455,7 @@ impl Storage for SledStorage {
         user: &str,
         from_bare: &str,
     ) -> Result<bool, StorageError> {
+        let _w = self.writing();
         self.pending_remove_impl(host, user, from_bare)
     }
 
@@ -454,6 +474,7 @@ impl Storage for SledStorage {
         stanza_xml: &str,
         limit: Option<usize>,
     ) -> Result<OfflineStored, StorageError> {
+        let _w = self.writing();
         self.offline_store_impl(host, user, stanza_xml, limit)
     }
 
@@ -467,6 +488,7 @@ impl Storage for SledStorage {
     }
 
     fn offline_remove(&self, host: &str, user: &str, seqs: &[u64]) -> Result<(), StorageError> {
+        let _w = self.writing();
         self.offline_remove_impl(host, user, seqs)
     }
 
@@ -475,6 +497,7 @@ impl Storage for SledStorage {
     }
 
     fn offline_delete_all(&self, host: &str, user: &str) -> Result<usize, StorageError> {
+        let _w = self.writing();
         self.offline_delete_all_impl(host, user)
     }
 
@@ -498,6 +521,7 @@ impl Storage for SledStorage {
         key: &str,
         value: &[u8],
     ) -> Result<(), StorageError> {
+        let _w = self.writing();
         let k = module_key(host, user, module, key)?;
         self.trees
             .module_data
@@ -513,6 +537,7 @@ impl Storage for SledStorage {
         module: &str,
         key: &str,
     ) -> Result<bool, StorageError> {
+        let _w = self.writing();
         let k = module_key(host, user, module, key)?;
         let old = self.trees.module_data.remove(k).map_err(|e| self.err(e))?;
         if old.is_some() {
@@ -537,6 +562,14 @@ impl Storage for SledStorage {
             out.push((key_suffix(&k, &base, "module data")?, v.to_vec()));
         }
         Ok(out)
+    }
+
+    fn backup(&self, path: &Path) -> Result<u64, StorageError> {
+        self.backup_impl(path)
+    }
+
+    fn restore(&self, path: &Path) -> Result<u64, StorageError> {
+        self.restore_impl(path)
     }
 }
 

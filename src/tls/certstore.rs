@@ -48,6 +48,8 @@ pub struct CertInfo {
     /// The extended key usage allows TLS client authentication (needed by
     /// servers authenticating us by certificate on outgoing s2s).
     pub client_auth: bool,
+    /// The leaf is self-issued (subject = issuer): self-signed or a root.
+    pub self_issued: bool,
 }
 
 /// One certificate in use, with its key and precomputed binding data.
@@ -317,6 +319,7 @@ fn build_entries(
                     chain_len,
                     server_auth: cert.server_auth,
                     client_auth: cert.client_auth,
+                    self_issued: cert.subject == cert.issuer,
                 },
                 end_point,
             });
@@ -448,6 +451,13 @@ impl CertStore {
         let mut names: Vec<String> = self.by_name.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// The certificate a client asking for `name` (SNI) gets, if one
+    /// matches by name (no default fallback).
+    pub(crate) fn info_for(&self, name: &str) -> Option<CertInfo> {
+        self.lookup(&normalize_name(name))
+            .map(|i| self.entries[i].info.clone())
     }
 
     /// Descriptions of all entries.

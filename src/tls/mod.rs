@@ -25,6 +25,7 @@ use std::sync::Arc;
 use rustls::server::ServerSessionMemoryCache;
 
 pub use binding::tls_exporter;
+pub(crate) use certstore::now_secs;
 pub use certstore::CertInfo;
 pub use glob::expand_certfiles;
 pub use selfsigned::generate_self_signed;
@@ -195,6 +196,26 @@ impl TlsSetup {
     pub fn certificates(&self) -> Vec<CertInfo> {
         self.store.infos()
     }
+}
+
+/// Each host with the certificate it would get, if any.
+pub type HostCertificates = Vec<(String, Option<CertInfo>)>;
+
+/// For `rookery ctl check`: load `certfiles` (without generating anything)
+/// and say which certificate each host would get. Returns per host its
+/// certificate (or `None`), and the loader's warnings.
+pub fn inspect(
+    certfiles: &[PathBuf],
+    hosts: &[String],
+) -> Result<(HostCertificates, Vec<String>), TlsError> {
+    let mut warnings = Vec::new();
+    let files = expand_certfiles(certfiles, &mut warnings)?;
+    let store = CertStore::from_files(&files, &mut warnings)?;
+    let per_host = hosts
+        .iter()
+        .map(|h| (h.clone(), store.info_for(h)))
+        .collect();
+    Ok((per_host, warnings))
 }
 
 #[cfg(test)]

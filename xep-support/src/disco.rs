@@ -23,9 +23,36 @@ impl Module for Disco {
         if req.is_set || req.payload.name != "query" {
             return Err(StanzaError::bad_request());
         }
-        if req.payload.attr("node").is_some() {
-            // No nodes on the server yet.
-            return Err(StanzaError::item_not_found());
+        if let Some(node) = req.payload.attr("node") {
+            // Nodes belong to modules (e.g. ad-hoc commands).
+            if req.payload.ns == ns::DISCO_INFO {
+                let (ids, features) = ctx
+                    .disco_node_info(req.from, node)
+                    .ok_or_else(StanzaError::item_not_found)?;
+                let mut query = Element::new("query", ns::DISCO_INFO).with_attr("node", node);
+                for id in ids {
+                    let mut e = Element::new("identity", ns::DISCO_INFO)
+                        .with_attr("category", id.category)
+                        .with_attr("type", id.kind);
+                    if let Some(name) = id.name {
+                        e.set_attr("name", name);
+                    }
+                    query = query.with_child(e);
+                }
+                for f in features {
+                    query = query
+                        .with_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
+                }
+                return Ok(Some(query));
+            }
+            let items = ctx
+                .disco_node_items(req.from, node)
+                .ok_or_else(StanzaError::item_not_found)?;
+            let mut query = Element::new("query", ns::DISCO_ITEMS).with_attr("node", node);
+            for item in items {
+                query = query.with_child(item);
+            }
+            return Ok(Some(query));
         }
         if req.payload.ns == ns::DISCO_INFO {
             Ok(Some(info(ctx.disco_identities(), ctx.disco_features())))

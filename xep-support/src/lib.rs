@@ -5,6 +5,7 @@
 //! enabled modules (built by [`registry::build`]) to answer iqs addressed to
 //! the server by payload namespace, and collects their disco features.
 
+pub mod adhoc;
 pub mod blocking;
 pub mod bookmarks;
 pub mod carbons;
@@ -18,6 +19,7 @@ pub mod opts;
 pub mod pep;
 pub mod ping;
 pub mod private;
+pub mod register;
 pub mod registry;
 pub mod stanza;
 pub mod stream_mgmt;

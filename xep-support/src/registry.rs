@@ -1,6 +1,6 @@
 //! Builds the enabled modules from the config's `modules:` section.
 
-use crate::module::Module;
+use crate::module::{Globals, Module};
 use std::sync::Arc;
 
 /// Module names this crate implements.
@@ -18,6 +18,9 @@ pub const KNOWN: &[&str] = &[
     "mod_carbons",
     "mod_client_state",
     "mod_stream_mgmt",
+    "mod_adhoc",
+    "mod_configure",
+    "mod_register",
 ];
 
 /// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
@@ -52,6 +55,9 @@ fn accepted_options(name: &str) -> &'static [&'static str] {
             "vcard",
         ],
         "mod_pep" => &["max_items_node", "max_payload_size"],
+        "mod_register" => crate::register::OPTIONS,
+        "mod_adhoc" => &["report_commands_node"],
+        "mod_configure" => &[],
         _ => &[],
     }
 }
@@ -72,6 +78,7 @@ pub type ModuleWarning = (String, String);
 /// (ejabberd configs list many) and for options it does not know.
 pub fn build(
     config: &[(String, serde_yaml_ng::Value)],
+    globals: &Globals,
 ) -> (Vec<Arc<dyn Module>>, Vec<ModuleWarning>) {
     let mut modules: Vec<Arc<dyn Module>> = Vec::new();
     let mut warnings = Vec::new();
@@ -122,6 +129,16 @@ pub fn build(
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
             "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
             "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),
+            "mod_adhoc" => Arc::new(crate::adhoc::AdHoc::default()),
+            // ejabberd splits XEP-0050 (mod_adhoc) and XEP-0133
+            // (mod_configure); here mod_adhoc carries both, so
+            // mod_configure is accepted and adds nothing.
+            "mod_configure" => continue,
+            "mod_register" => {
+                let (module, notes) = crate::register::Register::new(opts, globals);
+                warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
+                Arc::new(module)
+            }
             other => {
                 warnings.push((
                     other.to_string(),
@@ -159,7 +176,7 @@ mod tests {
             ("mod_ping".to_string(), serde_yaml_ng::Value::Null),
             ("mod_muc".to_string(), serde_yaml_ng::Value::Null),
         ];
-        let (mods, warns) = build(&cfg);
+        let (mods, warns) = build(&cfg, &Globals::default());
         assert_eq!(mods.len(), 1);
         assert_eq!(mods[0].name(), "mod_ping");
         assert_eq!(warns.len(), 1);
@@ -171,7 +188,7 @@ mod tests {
         let opts: serde_yaml_ng::Value =
             serde_yaml_ng::from_str("resume_timeout: 30\nmax_ack_queue: many\n").unwrap();
         let cfg = vec![("mod_stream_mgmt".to_string(), opts)];
-        let (mods, warns) = build(&cfg);
+        let (mods, warns) = build(&cfg, &Globals::default());
         let sm = mods[0]
             .as_any()
             .and_then(|a| a.downcast_ref::<crate::stream_mgmt::StreamMgmt>())

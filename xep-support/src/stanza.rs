@@ -33,7 +33,7 @@ pub struct StanzaError {
     pub condition: &'static str,
     pub text: Option<String>,
     /// An application-specific condition element (RFC 6120 §8.3.4), e.g.
-    /// XEP-0191's `<blocked/>`.
+    /// XEP-0191's `<blocked/>` or XEP-0050's `<bad-sessionid/>`.
     pub app: Option<Box<Element>>,
 }
 
