@@ -28,9 +28,11 @@ async fn version_with_and_without_os() {
     assert_eq!(q.child_text("version"), Some(env!("CARGO_PKG_VERSION")));
     assert!(q.child_text("os").is_some_and(|o| !o.is_empty()), "{r}");
 
-    let mut cfg = Config::default();
-    cfg.modules =
-        DEFAULT_MODULES.replace("  mod_version: {}\n", "  mod_version: {show_os: false}\n");
+    let cfg = Config {
+        modules: DEFAULT_MODULES
+            .replace("  mod_version: {}\n", "  mod_version: {show_os: false}\n"),
+        ..Config::default()
+    };
     let s2 = Server::start_with(cfg);
     s2.register("alice", "localhost", "secret");
     let mut a2 = login(&s2, ALICE, "pc").await;
