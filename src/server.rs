@@ -43,6 +43,8 @@ pub struct Server {
     /// Per-account locks ordering offline storage against draining it.
     pub account_locks: crate::im::offline::AccountLocks,
     pub modules: Vec<Arc<dyn Module>>,
+    /// Federation: outgoing connections, incoming streams, s2s TLS.
+    pub s2s: crate::s2s::S2s,
     iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
     shutdown: watch::Sender<bool>,
     started: Instant,
@@ -57,6 +59,11 @@ impl Server {
     /// Whether this server serves `domain`.
     pub fn serves(&self, domain: &str) -> bool {
         self.config.hosts.iter().any(|h| h == domain)
+    }
+
+    /// This server as an `Arc` (for spawning tasks); `None` while it is dropped.
+    pub fn arc(&self) -> Option<Arc<Server>> {
+        self.this.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// The module answering iqs with this payload namespace.
@@ -177,6 +184,18 @@ impl ServerControl for Control {
         self.0.begin_shutdown();
     }
 
+    fn s2s_connections(&self) -> Vec<String> {
+        let s2s = &self.0.s2s;
+        let mut v: Vec<String> = s2s
+            .incoming_connections()
+            .iter()
+            .map(|c| c.line("in"))
+            .chain(s2s.outgoing_connections().iter().map(|c| c.line("out")))
+            .collect();
+        v.sort();
+        v
+    }
+
     fn status(&self) -> String {
         let up = self.0.started.elapsed().as_secs();
         format!(
@@ -199,6 +218,11 @@ pub async fn run(config: Config) -> Result<(), String> {
     let (tls, tls_warnings) = TlsSetup::load(&config.certfiles, &config.hosts, &config.data_dir)
         .map_err(|e| e.to_string())?;
     for w in tls_warnings {
+        tracing::warn!("{w}");
+    }
+    let (s2s_tls, s2s_warnings) =
+        crate::s2s::tls::S2sTls::new(tls.clone(), config.s2s.cafile.as_deref())?;
+    for w in s2s_warnings {
         tracing::warn!("{w}");
     }
     let storage: Arc<dyn Storage> = Arc::new(
@@ -227,7 +251,12 @@ pub async fn run(config: Config) -> Result<(), String> {
                 tracing::warn!("not listening on {addr} (config line {}): {e}", l.line);
                 continue;
             }
-            Err(e) => return Err(format!("cannot listen on {addr} (config line {}): {e}", l.line)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen on {addr} (config line {}): {e}",
+                    l.line
+                ))
+            }
         };
         bound.push((listener, l.clone()));
     }
@@ -249,6 +278,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         rosters: Default::default(),
         account_locks: Default::default(),
         modules,
+        s2s: crate::s2s::S2s::new(s2s_tls),
         iq_handlers,
         shutdown,
         started: Instant::now(),
@@ -285,9 +315,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         let mode = if cfg.tls { "tls" } else { "starttls" };
         println!("rookery: listening {kind} {local} {mode}");
         tracing::info!("listening for {kind} on {local} ({mode})");
-        if cfg.module == ListenerModule::S2s {
-            tracing::warn!("s2s listener on {local}: federation is not implemented yet; connections are refused");
-        }
         accept_tasks.push(tokio::spawn(accept_loop(server.clone(), listener, cfg)));
     }
     println!("rookery: ready");
@@ -372,10 +399,6 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
                 continue;
             }
         };
-        if cfg.module == ListenerModule::S2s {
-            drop(sock);
-            continue;
-        }
         if let Some(rule) = &cfg.access {
             if !server.config.access_allows(rule, None, Some(peer.ip())) {
                 tracing::info!(%peer, "connection refused by access rule {rule}");
@@ -388,7 +411,12 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
         let cfg = cfg.clone();
         server.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            crate::c2s::handle(server.clone(), sock, peer, cfg).await;
+            match cfg.module {
+                ListenerModule::C2s => crate::c2s::handle(server.clone(), sock, peer, cfg).await,
+                ListenerModule::S2s => {
+                    crate::s2s::incoming::handle(server.clone(), sock, peer, cfg).await
+                }
+            }
             server.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }

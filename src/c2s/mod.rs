@@ -8,6 +8,8 @@ mod negotiation;
 mod session;
 mod writer;
 
+pub use writer::stream_error_xml;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
