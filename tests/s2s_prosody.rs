@@ -66,7 +66,10 @@ fn ca() -> (rcgen::CertificateParams, rcgen::KeyPair, String) {
 
 /// (certificate PEM, key PEM) for `domain`, both EKUs (s2s uses the same
 /// certificate as client and server).
-fn issue(ca: &(rcgen::CertificateParams, rcgen::KeyPair, String), domain: &str) -> (String, String) {
+fn issue(
+    ca: &(rcgen::CertificateParams, rcgen::KeyPair, String),
+    domain: &str,
+) -> (String, String) {
     let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).unwrap();
     params
         .distinguished_name
@@ -155,7 +158,12 @@ VirtualHost "prosody.test"
     p
 }
 
-fn start_rookery(dir: &Path, cert: &(String, String), cafile: Option<&Path>) -> Server {
+fn start_rookery(
+    dir: &Path,
+    cert: &(String, String),
+    cafile: Option<&Path>,
+    extra: &str,
+) -> Server {
     let certfile = write(dir, "rookery.pem", &format!("{}{}", cert.0, cert.1));
     let mut yaml = format!(
         "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n  prosody.test: \"{PROSODY_IP}:5269\"\n",
@@ -164,9 +172,12 @@ fn start_rookery(dir: &Path, cert: &(String, String), cafile: Option<&Path>) -> 
     if let Some(ca) = cafile {
         yaml.push_str(&format!("s2s_cafile: {:?}\n", ca.display().to_string()));
     }
+    yaml.push_str(extra);
     let s = Server::start_with(Config {
         hosts: vec!["rookery.test".into()],
-        extra_listeners: vec![format!("port: 5269\nip: {ROOKERY_S2S}\nmodule: ejabberd_s2s_in")],
+        extra_listeners: vec![format!(
+            "port: 5269\nip: {ROOKERY_S2S}\nmodule: ejabberd_s2s_in"
+        )],
         extra_yaml: yaml,
         loglevel: "debug".into(),
         ..Config::default()
@@ -182,7 +193,8 @@ async fn rookery_user(s: &Server) -> Client {
     c.starttls().await;
     c.login_scram("alice", "secret").await;
     c.bind(Some("pc")).await.unwrap();
-    c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>").await;
+    c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
     c.send("<presence/>").await;
     im::sync(&mut c).await;
     c
@@ -193,10 +205,13 @@ async fn prosody_user() -> Client {
     c.domain = "prosody.test".into();
     c.open_stream().await;
     c.starttls().await;
-    c.auth_plain("pat", "secret").await.expect("PLAIN login at Prosody");
+    c.auth_plain("pat", "secret")
+        .await
+        .expect("PLAIN login at Prosody");
     c.open_stream().await;
     c.bind(Some("laptop")).await.unwrap();
-    c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>").await;
+    c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
     c.send("<presence/>").await;
     im::sync(&mut c).await;
     c
@@ -220,12 +235,17 @@ async fn exchange(rookery: &Server, expected_auth: &str) {
     assert_eq!(m.child_text("body"), Some("hi alice"));
 
     // Subscription alice -> pat, with presence.
-    alice.send("<presence to='pat@prosody.test' type='subscribe'/>").await;
+    alice
+        .send("<presence to='pat@prosody.test' type='subscribe'/>")
+        .await;
     let s = pat
-        .recv_where("subscribe", |e| e.name == "presence" && e.attr("type") == Some("subscribe"))
+        .recv_where("subscribe", |e| {
+            e.name == "presence" && e.attr("type") == Some("subscribe")
+        })
         .await;
     assert_eq!(s.attr("from"), Some("alice@rookery.test"));
-    pat.send("<presence to='alice@rookery.test' type='subscribed'/>").await;
+    pat.send("<presence to='alice@rookery.test' type='subscribed'/>")
+        .await;
     alice
         .recv_where("pat's presence", |e| {
             e.name == "presence"
@@ -234,12 +254,17 @@ async fn exchange(rookery: &Server, expected_auth: &str) {
         })
         .await;
     // And pat -> alice.
-    pat.send("<presence to='alice@rookery.test' type='subscribe'/>").await;
+    pat.send("<presence to='alice@rookery.test' type='subscribe'/>")
+        .await;
     let s = alice
-        .recv_where("subscribe", |e| e.name == "presence" && e.attr("type") == Some("subscribe"))
+        .recv_where("subscribe", |e| {
+            e.name == "presence" && e.attr("type") == Some("subscribe")
+        })
         .await;
     assert_eq!(s.attr("from"), Some("pat@prosody.test"));
-    alice.send("<presence to='pat@prosody.test' type='subscribed'/>").await;
+    alice
+        .send("<presence to='pat@prosody.test' type='subscribed'/>")
+        .await;
     pat.recv_where("alice's presence", |e| {
         e.name == "presence"
             && e.attr("type").is_none()
@@ -249,20 +274,27 @@ async fn exchange(rookery: &Server, expected_auth: &str) {
 
     // iq to Prosody's server, and a nonexistent user there.
     let r = alice
-        .request("<iq type='get' to='prosody.test' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>", "p1")
+        .request(
+            "<iq type='get' to='prosody.test' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+            "p1",
+        )
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     alice
         .send("<message to='nobody@prosody.test' id='nb' type='normal'><body>x</body></message>")
         .await;
     let e = alice
-        .recv_where("bounce", |e| e.name == "message" && e.attr("id") == Some("nb"))
+        .recv_where("bounce", |e| {
+            e.name == "message" && e.attr("id") == Some("nb")
+        })
         .await;
     assert_eq!(e.attr("type"), Some("error"), "{e}");
 
     let conns = rookery.ctl_ok(&["s2s_connections"]);
     assert!(
-        conns.contains(&format!("out rookery.test prosody.test {expected_auth} tls")),
+        conns.contains(&format!(
+            "out rookery.test prosody.test {expected_auth} tls"
+        )),
         "{conns}"
     );
     assert!(
@@ -296,14 +328,54 @@ async fn federates_with_prosody() {
         let dir = tempfile::tempdir().unwrap();
         let cafile = write(dir.path(), "ca.pem", &ca.2);
         let _prosody = start_prosody(dir.path(), &issue(&ca, "prosody.test"), Some(&cafile));
-        let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), Some(&cafile));
+        let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), Some(&cafile), "");
         exchange(&rookery, "sasl-external").await;
     }
     // Dialback: neither trusts it.
     {
         let dir = tempfile::tempdir().unwrap();
         let _prosody = start_prosody(dir.path(), &issue(&ca, "prosody.test"), None);
-        let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), None);
+        let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), None, "");
         exchange(&rookery, "dialback").await;
+    }
+    // s2s_secure_auth on Rookery, which trusts another CA only: refused both ways.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let cafile = write(dir.path(), "ca.pem", &ca.2);
+        let other = write(dir.path(), "other-ca.pem", &self::ca().2);
+        let _prosody = start_prosody(dir.path(), &issue(&ca, "prosody.test"), Some(&cafile));
+        let rookery = start_rookery(
+            dir.path(),
+            &issue(&ca, "rookery.test"),
+            Some(&other),
+            "s2s_secure_auth: true\n",
+        );
+        let mut alice = rookery_user(&rookery).await;
+        let mut pat = prosody_user().await;
+        alice
+            .send("<message to='pat@prosody.test' id='m1' type='chat'><body>x</body></message>")
+            .await;
+        let e = alice
+            .recv_where("bounce", |e| {
+                e.name == "message" && e.attr("id") == Some("m1")
+            })
+            .await;
+        assert_eq!(e.attr("type"), Some("error"), "{e}");
+        assert_eq!(
+            e.stanza_error().map(|x| x.1),
+            Some("remote-server-not-found".into()),
+            "{e}"
+        );
+        pat.send("<message to='alice@rookery.test' id='m2' type='chat'><body>x</body></message>")
+            .await;
+        let e = pat
+            .recv_where("bounce", |e| {
+                e.name == "message" && e.attr("id") == Some("m2")
+            })
+            .await;
+        assert_eq!(e.attr("type"), Some("error"), "{e}");
+        alice.expect_silence(Duration::from_millis(300)).await;
+        assert_eq!(rookery.ctl_ok(&["incoming_s2s_number"]).trim(), "0");
+        assert_eq!(rookery.ctl_ok(&["outgoing_s2s_number"]).trim(), "0");
     }
 }

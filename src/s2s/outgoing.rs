@@ -468,9 +468,13 @@ async fn pump(
         };
         let Some(first) = first else { break };
         first.write_to(&mut buf, ns::SERVER);
+        let mut batch = vec![first];
         while buf.len() < BATCH {
             match rx.try_recv() {
-                Ok(s) => s.write_to(&mut buf, ns::SERVER),
+                Ok(s) => {
+                    s.write_to(&mut buf, ns::SERVER);
+                    batch.push(s);
+                }
                 Err(_) => break,
             }
         }
@@ -481,6 +485,15 @@ async fn pump(
         .await;
         buf = String::new();
         if !matches!(ok, Ok(Ok(()))) {
+            // The batch may not have reached the peer: its senders learn it.
+            tracing::info!(
+                "s2s {local} -> {remote}: write failed; bouncing {} stanzas",
+                batch.len()
+            );
+            for s in batch {
+                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+                crate::delivery::bounce(server, &s, err).await;
+            }
             break;
         }
     }
