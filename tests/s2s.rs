@@ -233,6 +233,22 @@ async fn sasl_external_federation() {
         p.attr("to").is_some_and(|t| t.starts_with("alice@a.test/")),
         "{p}"
     );
+    // A new session of alice probes bob@b.test at its initial presence
+    // (RFC 6121 §4.3) and learns bob's presence from b.test's answer.
+    let mut alice3 = Client::connect(a.c2s()).await;
+    alice3.domain = "a.test".into();
+    alice3.open_stream().await;
+    alice3.starttls().await;
+    alice3.login_scram("alice", "secret").await;
+    alice3.bind(Some("r3")).await.unwrap();
+    alice3.send("<presence/>").await;
+    alice3
+        .recv_where("probe answer from bob", |e| {
+            e.name == "presence"
+                && e.attr("type").is_none()
+                && e.attr("from").is_some_and(|f| f.starts_with("bob@b.test/"))
+        })
+        .await;
     // Bob goes offline: alice sees it.
     bob.send("<presence type='unavailable'/>").await;
     alice
@@ -242,6 +258,37 @@ async fn sasl_external_federation() {
                 && e.attr("from").is_some_and(|f| f.starts_with("bob@b.test/"))
         })
         .await;
+
+    // A message from b.test to an offline account of a.test is stored and
+    // delivered at its next login (XEP-0160).
+    bob.send(
+        "<message to='bob@a.test' type='chat' id='off1'><body>while you were out</body></message>",
+    )
+    .await;
+    // The same s2s stream carries stanzas in order and a.test handles them
+    // one after the other: once this one arrives, the first one is stored.
+    bob.send("<message to='alice@a.test/r2' type='chat'><body>marker</body></message>")
+        .await;
+    alice
+        .recv_where("marker", |e| {
+            e.name == "message" && e.child_text("body") == Some("marker")
+        })
+        .await;
+    let mut bob_a = Client::connect(a.c2s()).await;
+    bob_a.domain = "a.test".into();
+    bob_a.open_stream().await;
+    bob_a.starttls().await;
+    bob_a.login_scram("bob", "secret").await;
+    bob_a.bind(Some("home")).await.unwrap();
+    bob_a.send("<presence/>").await;
+    let got = im::sync(&mut bob_a).await;
+    assert!(
+        got.iter().any(|e| e.name == "message"
+            && e.attr("from") == Some("bob@b.test/r2")
+            && e.child_text("body") == Some("while you were out")),
+        "offline message from b.test not delivered at login: {}",
+        im::show(&got)
+    );
 
     // iq to the remote server: ping and disco#info.
     let r = alice

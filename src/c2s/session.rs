@@ -138,17 +138,9 @@ async fn handle_stanza(
             // Boxed: presence handling (offline drain, fan-out) has a large
             // future that would otherwise enlarge every idle session's task.
             match el.attr("to").map(Jid::new) {
-                None => {
-                    Box::pin(crate::im::presence::broadcast_from_session(
-                        server, handle, el,
-                    ))
-                    .await
-                }
+                None => Box::pin(crate::im::presence::broadcast_from_session(server, handle, el)).await,
                 Some(Ok(to)) => {
-                    Box::pin(crate::im::presence::directed_from_session(
-                        server, handle, el, to,
-                    ))
-                    .await
+                    Box::pin(crate::im::presence::directed_from_session(server, handle, el, to)).await
                 }
                 Some(Err(_)) => {}
             }
