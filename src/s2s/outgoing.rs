@@ -36,6 +36,9 @@ pub const OUT_QUEUE: usize = 1024;
 const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Bytes batched before a write.
 const BATCH: usize = 16 * 1024;
+/// Largest element a remote server may send on our outgoing streams (as the
+/// s2s listener's default `max_stanza_size`).
+const MAX_IN: Option<usize> = Some(524_288);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -202,7 +205,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
             match tokio::time::timeout(wait, connector.connect(name, sock)).await {
                 Ok(Ok(tls)) => {
                     let certs = super::stream::certs_of(tls.get_ref().1.peer_certificates());
-                    let mut c = Conn::new(Box::new(tls) as BoxIo, true, None);
+                    let mut c = Conn::new(Box::new(tls) as BoxIo, true, MAX_IN);
                     c.peer_certs = certs;
                     c
                 }
@@ -212,7 +215,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
                 }
             }
         } else {
-            Conn::new(Box::new(sock) as BoxIo, false, None)
+            Conn::new(Box::new(sock) as BoxIo, false, MAX_IN)
         };
         match negotiate_tls(server, &mut conn, local, remote).await {
             Ok((id, features)) => {
