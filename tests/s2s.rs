@@ -610,3 +610,47 @@ async fn spoofed_from_is_refused() {
     alice.expect_silence(Duration::from_millis(300)).await;
     let _ = NS_STANZAS;
 }
+
+/// Measurement, not a check (run by hand, preferably with `--release`):
+/// `cargo test --release --test s2s s2s_throughput -- --ignored --nocapture`.
+/// alice@a.test sends N chat messages to bob@b.test over one s2s connection
+/// (SASL EXTERNAL, TLS); prints the time until bob has all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn s2s_throughput() {
+    const N: usize = 2000;
+    let (a, b, _files) = pair(true, true, "", "");
+    let mut alice = user(&a, "a.test", "alice", "pc").await;
+    let mut bob = user(&b, "b.test", "bob", "phone").await;
+    // Warm up: the connection is established by the first message.
+    alice
+        .send("<message to='bob@b.test' type='chat'><body>warm</body></message>")
+        .await;
+    bob.recv_message().await;
+    let start = std::time::Instant::now();
+    let mut batch = String::new();
+    for i in 0..N {
+        batch.push_str(&format!(
+            "<message to='bob@b.test' type='chat'><body>m{i}</body></message>"
+        ));
+        if batch.len() > 16_000 {
+            alice.send(&batch).await;
+            batch.clear();
+        }
+    }
+    alice.send(&batch).await;
+    for i in 0..N {
+        let m = bob.recv_message().await;
+        assert_eq!(
+            m.child_text("body"),
+            Some(format!("m{i}").as_str()),
+            "order"
+        );
+    }
+    let t = start.elapsed();
+    println!(
+        "s2s: {N} messages a.test -> b.test in {:.3} s ({:.0} msg/s)",
+        t.as_secs_f64(),
+        N as f64 / t.as_secs_f64()
+    );
+}

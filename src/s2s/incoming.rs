@@ -224,6 +224,12 @@ impl Incoming {
                 StreamEvent::End => return Ok(()),
                 StreamEvent::Header(_) => return Err(Fail::Stream("not-well-formed", None)),
             };
+            if el.is("error", ns::STREAM) {
+                // The peer ends the stream with an error (e.g. it shuts down).
+                let cond = el.first_child().map(|c| c.name.clone()).unwrap_or_default();
+                tracing::info!(peer = %self.peer, "s2s in: peer sent stream error {cond}");
+                return Ok(());
+            }
             if el.is("starttls", ns::TLS) {
                 self.starttls().await?;
                 self.open_stream().await?;
