@@ -124,3 +124,52 @@ pub fn parse<'a>(
     }
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn load(extra: &str) -> Result<Config, String> {
+        Config::from_str(
+            &format!("hosts: [a.test]\n{extra}"),
+            "t.yml",
+            Path::new("/etc/r"),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_s2s_options() {
+        let c = load(
+            "s2s_hosts:\n  B.Test: \"127.0.0.1:5270\"\n  c.test: \"[::1]:5271\"\n  d.test: host.example\n\
+             s2s_cafile: ca.pem\ns2s_secure_auth: true\ns2s_dialback: false\n\
+             outgoing_s2s_port: 5299\noutgoing_s2s_timeout: 3\ns2s_timeout: 60\n",
+        )
+        .unwrap();
+        let o = &c.s2s;
+        assert_eq!(o.hosts["b.test"].host, "127.0.0.1");
+        assert_eq!(o.hosts["b.test"].port, 5270);
+        assert_eq!(o.hosts["c.test"].host, "::1");
+        assert_eq!(o.hosts["c.test"].port, 5271);
+        assert_eq!(o.hosts["d.test"].host, "host.example");
+        assert_eq!(o.cafile.as_deref(), Some(Path::new("/etc/r/ca.pem")));
+        assert!(o.secure_auth && !o.dialback);
+        assert_eq!(o.port, 5299);
+        assert_eq!(o.connect_timeout.as_secs(), 3);
+        assert_eq!(o.idle_timeout.as_secs(), 60);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = load("").unwrap();
+        assert!(c.s2s.dialback && !c.s2s.secure_auth && c.s2s.hosts.is_empty());
+        assert_eq!(c.s2s.port, 5269);
+        let e = load("s2s_hosts:\n  b.test: \"h:99999\"\n").unwrap_err();
+        assert!(e.starts_with("t.yml:3:"), "{e}");
+        assert!(e.contains("s2s_hosts.b.test"), "{e}");
+        let e = load("s2s_secure_auth: maybe\n").unwrap_err();
+        assert!(e.contains("s2s_secure_auth"), "{e}");
+    }
+}
