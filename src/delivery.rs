@@ -118,12 +118,9 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
     };
     let domain = to.domain().as_str();
     if !server.serves(domain) {
-        bounce(
-            server,
-            &stanza,
-            StanzaError::new(ErrorType::Cancel, "remote-server-not-found"),
-        )
-        .await;
+        // Another server's domain: federation (s2s), which bounces
+        // remote-server-not-found / -timeout itself when it cannot deliver.
+        crate::s2s::send(server, stanza, domain).await;
         return;
     }
     if to.node().is_none() {
@@ -170,6 +167,10 @@ fn answer_server_iq(server: &Server, stanza: &Element, to: &Jid, is_set: bool) -
         return iq_error(stanza, &StanzaError::bad_request());
     };
     let Some(from) = stanza.attr("from").and_then(|f| FullJid::new(f).ok()) else {
+        // A remote server itself (a bare domain) may ping us (XEP-0199 §4.3).
+        if payload.is("ping", ns::PING) {
+            return iq_result(stanza, None);
+        }
         return iq_error(stanza, &StanzaError::bad_request());
     };
     if payload.is("session", ns::SESSION) {
@@ -397,8 +398,18 @@ async fn deliver_or_bounce(
     false
 }
 
-/// Send a stanza the server produced back to a local full JID.
+/// Send a stanza the server produced back to its addressee: a local full
+/// JID, or a remote entity (over s2s).
 async fn send_back(server: &Server, stanza: Element) {
+    if let Some(remote) = stanza
+        .attr("to")
+        .and_then(|t| Jid::new(t).ok())
+        .filter(|t| !server.serves(t.domain().as_str()))
+    {
+        let domain = remote.domain().as_str().to_string();
+        Box::pin(crate::s2s::send(server, stanza, &domain)).await;
+        return;
+    }
     let Some(to) = stanza.attr("to").and_then(|t| FullJid::new(t).ok()) else {
         return;
     };

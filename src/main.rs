@@ -9,6 +9,7 @@ mod ctl;
 mod delivery;
 mod im;
 mod router;
+mod s2s;
 mod server;
 mod storage;
 mod tls;

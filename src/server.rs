@@ -152,6 +152,8 @@ impl Live {
 /// Everything the connections share.
 pub struct Server {
     live: RwLock<Arc<Live>>,
+    /// Federation: outgoing connections, incoming streams, s2s TLS.
+    pub s2s: crate::s2s::S2s,
     pub storage: Arc<dyn Storage>,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
@@ -175,6 +177,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// This server as an `Arc` (for spawning tasks); `None` while it is dropped.
+    pub fn arc(&self) -> Option<Arc<Server>> {
+        self.this.get().and_then(std::sync::Weak::upgrade)
+    }
+
     /// The current configuration, certificates and modules (a snapshot:
     /// `reload_config` swaps in a new one).
     pub fn live(&self) -> Arc<Live> {
@@ -846,6 +853,18 @@ impl ServerControl for Control {
         self.server.begin_shutdown();
     }
 
+    fn s2s_connections(&self) -> Vec<String> {
+        let s2s = &self.server.s2s;
+        let mut v: Vec<String> = s2s
+            .incoming_connections()
+            .iter()
+            .map(|c| c.line("in"))
+            .chain(s2s.outgoing_connections().iter().map(|c| c.line("out")))
+            .collect();
+        v.sort();
+        v
+    }
+
     fn status(&self) -> String {
         let up = self.server.started.elapsed().as_secs();
         format!(
@@ -867,6 +886,12 @@ pub async fn run(config: Config) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let config = live.config.clone();
+    // s2s uses the certificates loaded at start (a reload does not change them).
+    let (s2s_tls, s2s_warnings) =
+        crate::s2s::tls::S2sTls::new(live.tls.clone(), config.s2s.cafile.as_deref())?;
+    for w in s2s_warnings {
+        tracing::warn!("{w}");
+    }
     let storage: Arc<dyn Storage> = Arc::new(
         SledStorage::open(&config.data_dir.join("db"))
             .map_err(|e| format!("cannot open the database: {e}"))?,
@@ -908,6 +933,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         account_locks: Default::default(),
         resumable: Mutex::new(HashMap::new()),
         expired: Mutex::new(std::collections::VecDeque::new()),
+        s2s: crate::s2s::S2s::new(s2s_tls),
         shutdown,
         started: Instant::now(),
         connections: AtomicUsize::new(0),
@@ -948,9 +974,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         let mode = if cfg.tls { "tls" } else { "starttls" };
         println!("rookery: listening {kind} {local} {mode}");
         tracing::info!("listening for {kind} on {local} ({mode})");
-        if cfg.module == ListenerModule::S2s {
-            tracing::warn!("s2s listener on {local}: federation is not implemented yet; connections are refused");
-        }
         accept_tasks.push(tokio::spawn(accept_loop(server.clone(), listener, cfg)));
     }
     println!("rookery: ready");
@@ -1090,10 +1113,6 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
                 continue;
             }
         };
-        if cfg.module == ListenerModule::S2s {
-            drop(sock);
-            continue;
-        }
         if let Some(rule) = &cfg.access {
             if !server.config().access_allows(rule, None, Some(peer.ip())) {
                 tracing::info!(%peer, "connection refused by access rule {rule}");
@@ -1106,7 +1125,12 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
         let cfg = cfg.clone();
         server.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            crate::c2s::handle(server.clone(), sock, peer, cfg).await;
+            match cfg.module {
+                ListenerModule::C2s => crate::c2s::handle(server.clone(), sock, peer, cfg).await,
+                ListenerModule::S2s => {
+                    crate::s2s::incoming::handle(server.clone(), sock, peer, cfg).await
+                }
+            }
             server.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }

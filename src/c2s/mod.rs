@@ -9,6 +9,8 @@ mod session;
 pub mod sm;
 mod writer;
 
+pub use writer::stream_error_xml;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

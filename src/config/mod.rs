@@ -15,6 +15,7 @@
 
 pub mod check;
 pub mod listen;
+pub mod s2s;
 pub mod yaml;
 
 use std::collections::{HashMap, HashSet};
@@ -164,8 +165,9 @@ pub struct Config {
     #[allow(dead_code)] // read by the components that implement it
     pub language: String,
     /// STARTTLS policy for server-to-server streams.
-    #[allow(dead_code)] // read by the components that implement it
     pub s2s_use_starttls: S2sStartTls,
+    /// The other s2s options (`s2s_cafile`, `s2s_hosts`, `s2s_secure_auth`, ...).
+    pub s2s: s2s::S2sOptions,
     /// Human-readable warnings, each starting with `FILE:LINE:`.
     pub warnings: Vec<String>,
     /// Label used in messages (file name or `<default config>`).
@@ -295,8 +297,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "outgoing_s2s_families",
     "outgoing_s2s_ipv4_address",
     "outgoing_s2s_ipv6_address",
-    "outgoing_s2s_port",
-    "outgoing_s2s_timeout",
     "pam_service",
     "pam_userinfotype",
     "pgsql_users_number_estimate",
@@ -323,7 +323,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "router_use_cache",
     "rpc_timeout",
     "s2s_access",
-    "s2s_cafile",
     "s2s_certfile",
     "s2s_ciphers",
     "s2s_dhfile",
@@ -332,7 +331,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "s2s_max_retry_delay",
     "s2s_protocol_options",
     "s2s_queue_type",
-    "s2s_timeout",
     "s2s_tls_compression",
     "s2s_zlib",
     "sm_cache_life_time",
@@ -645,7 +643,7 @@ fn build(
     };
 
     for (name, key, _) in &options {
-        if SUPPORTED_OPTIONS.contains(&name.as_str()) {
+        if SUPPORTED_OPTIONS.contains(&name.as_str()) || s2s::OPTIONS.contains(&name.as_str()) {
             continue;
         }
         if EJABBERD_OPTIONS.contains(&name.as_str()) {
@@ -784,6 +782,8 @@ fn build(
         }
     };
 
+    let s2s = s2s::parse(option, |p| resolve(base_dir, p))?;
+
     let language = match option("language") {
         None => "en".to_string(),
         Some(node) => {
@@ -897,6 +897,7 @@ fn build(
         ctl_socket,
         language,
         s2s_use_starttls,
+        s2s,
         warnings: Vec::new(),
         file_label: file_label.to_string(),
         module_lines,

@@ -183,6 +183,24 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "incoming_s2s_number",
+        args: &[],
+        help: "Print the number of authenticated incoming s2s streams",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "outgoing_s2s_number",
+        args: &[],
+        help: "Print the number of authenticated outgoing s2s connections",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "s2s_connections",
+        args: &[],
+        help: "List s2s connections: in|out, local domain, remote domains, auth method, tls|plain, address",
+        needs_server: true,
+    },
+    CommandSpec {
         name: "status",
         args: &[],
         help: "Tell whether the server is running (exit 3 if not)",
@@ -348,6 +366,11 @@ pub trait ServerControl: Send + Sync {
     fn stop(&self);
     /// A short human summary (uptime, sessions...).
     fn status(&self) -> String;
+    /// Authenticated s2s connections, one line each, starting `in ` or `out `
+    /// (see `s2s::ConnInfo::line`).
+    fn s2s_connections(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl CtlEnv {
@@ -566,6 +589,22 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
                 .map(|s| s.connected_users().len())
                 .unwrap_or(0)
                 .to_string(),
+        )),
+        ("incoming_s2s_number" | "outgoing_s2s_number", []) => {
+            let prefix = if spec.name.starts_with("in") {
+                "in "
+            } else {
+                "out "
+            };
+            let lines = server.map(|s| s.s2s_connections()).unwrap_or_default();
+            let n = lines.iter().filter(|l| l.starts_with(prefix)).count();
+            Ok(CtlOutput::ok(n.to_string()))
+        }
+        ("s2s_connections", []) => Ok(CtlOutput::ok(
+            server
+                .map(|s| s.s2s_connections())
+                .unwrap_or_default()
+                .join("\n"),
         )),
         ("status", []) => Ok(status(server)),
         ("stop", []) => {

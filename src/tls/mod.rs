@@ -168,6 +168,31 @@ impl TlsSetup {
         tokio_rustls::TlsAcceptor::from(self.server_config(alpn))
     }
 
+    /// A server configuration for s2s listeners: the same certificates
+    /// (chosen by SNI), with client certificates requested through
+    /// `client_verifier` (s2s peers authenticate with them, XEP-0178).
+    pub fn s2s_server_config(
+        &self,
+        client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::other(format!("cannot configure TLS: {e}")))?
+            .with_client_cert_verifier(client_verifier)
+            .with_cert_resolver(self.store.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    /// The certificate and key served for `name` (the default certificate
+    /// when none matches), used as the client certificate of outgoing s2s.
+    pub fn certified_key(&self, name: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.store
+            .resolve_name(Some(name))
+            .map(|entry| entry.certified_key())
+    }
+
     /// `tls-server-end-point` channel-binding data (RFC 5929 §4.1): the hash
     /// of the leaf certificate served on `conn` — SHA-256 when the
     /// certificate's signature uses MD5, SHA-1 or SHA-256, otherwise the

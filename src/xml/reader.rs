@@ -36,6 +36,10 @@ pub enum StreamEvent {
 #[derive(Debug, Clone, Default)]
 pub struct StreamHeader {
     pub to: Option<String>,
+    /// `from` (the sending server's domain on s2s streams).
+    pub from: Option<String>,
+    /// `id` (the stream ID a receiving server gives, used by dialback).
+    pub id: Option<String>,
     pub version: Option<String>,
     /// The default namespace declared on the header (`jabber:client` for c2s).
     pub default_ns: String,
@@ -242,6 +246,8 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     fn header_from(&self, el: &Element) -> StreamHeader {
         StreamHeader {
             to: el.attr("to").map(str::to_string),
+            from: el.attr("from").map(str::to_string),
+            id: el.attr("id").map(str::to_string),
             version: el.attr("version").map(str::to_string),
             default_ns: self.resolve("").unwrap_or("").to_string(),
             stream_ns_ok: el.name == "stream" && el.ns == ns::STREAM,

@@ -1,0 +1,447 @@
+//! Incoming s2s streams (RFC 6120, `jabber:server`) on an `ejabberd_s2s_in`
+//! listener: header checks, STARTTLS (`s2s_use_starttls`), authentication
+//! of the peer by SASL EXTERNAL when its certificate verifies for the
+//! domain it claims (XEP-0178), or by dialback (XEP-0220) unless
+//! `s2s_secure_auth` or `s2s_dialback: false` forbid it; answers to
+//! `db:verify` for keys this server issued; then stanzas, each of which must
+//! come `from` a domain the stream authenticated and go `to` a domain we
+//! serve, before it is routed like any other.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use jid::Jid;
+use tokio::net::TcpStream;
+use xep_support::element::Element;
+use xep_support::ns;
+
+use super::stream::{
+    certs_of, db_xml, header_xml, stream_id, to_client_ns, Conn, Fail, NS_DIALBACK,
+    NS_DIALBACK_FEATURE,
+};
+use super::{AuthMethod, ConnInfo};
+use crate::c2s::BoxIo;
+use crate::config::Listener;
+use crate::server::Server;
+use crate::xml::StreamEvent;
+
+/// Time allowed for each step before the stream is authenticated.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const TLS_TIMEOUT: Duration = Duration::from_secs(15);
+
+struct Incoming {
+    server: Arc<Server>,
+    listener: Arc<Listener>,
+    peer: SocketAddr,
+    conn: Conn,
+    id: String,
+    /// Our domain the peer addressed (header `to`).
+    local: Option<String>,
+    /// The domain the peer claims in its header.
+    claimed: Option<String>,
+    /// Domains the stream is authenticated for.
+    authenticated: HashSet<String>,
+    auth: AuthMethod,
+    registry_id: u64,
+}
+
+/// Serve one incoming s2s connection until it ends.
+pub async fn handle(
+    server: Arc<Server>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+) {
+    let max = listener.max_stanza_size;
+    let conn = if listener.tls {
+        let acceptor = server.s2s.tls.direct_acceptor.clone();
+        match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
+            Ok(Ok(s)) => {
+                let certs = certs_of(s.get_ref().1.peer_certificates());
+                let mut c = Conn::new(Box::new(s) as BoxIo, true, max);
+                c.peer_certs = certs;
+                c
+            }
+            _ => return,
+        }
+    } else {
+        Conn::new(Box::new(sock) as BoxIo, false, max)
+    };
+    let registry_id = server.s2s.register_incoming(peer);
+    let mut s = Incoming {
+        server: server.clone(),
+        listener,
+        peer,
+        conn,
+        id: stream_id(),
+        local: None,
+        claimed: None,
+        authenticated: HashSet::new(),
+        auth: AuthMethod::None,
+        registry_id,
+    };
+    let mut shutdown = server.shutdown_signal();
+    let result = tokio::select! {
+        r = s.run() => r,
+        _ = shutdown.wait_for(|v| *v) => Err(Fail::Stream("system-shutdown", None)),
+    };
+    server.s2s.unregister_incoming(registry_id);
+    match result {
+        Ok(()) | Err(Fail::Closed) => s.conn.close(None, None).await,
+        Err(Fail::Stream(cond, text)) => {
+            tracing::info!(peer = %s.peer, "s2s in: closing with {cond}: {}", text.as_deref().unwrap_or(""));
+            if s.local.is_none() {
+                let host = s.server.config().hosts.first().cloned().unwrap_or_default();
+                let _ = s
+                    .conn
+                    .send(&header_xml(&host, None, Some(&s.id), true))
+                    .await;
+            }
+            s.conn.close(Some(cond), text.as_deref()).await;
+        }
+        Err(Fail::Timeout) => s.conn.close(Some("connection-timeout"), None).await,
+        Err(Fail::Unreachable(why)) => {
+            tracing::info!(peer = %s.peer, "s2s in: {why}");
+            s.conn.close(None, None).await;
+        }
+    }
+}
+
+impl Incoming {
+    fn starttls_offered(&self) -> bool {
+        self.listener.starttls && !self.conn.tls
+    }
+
+    fn tls_missing(&self) -> bool {
+        self.listener.starttls_required && !self.conn.tls
+    }
+
+    fn dialback_allowed(&self) -> bool {
+        let o = &self.server.config().s2s;
+        o.dialback && !o.secure_auth && !self.tls_missing()
+    }
+
+    fn cert_verifies(&self, domain: &str) -> bool {
+        self.conn.tls && self.server.s2s.tls.verify(&self.conn.peer_certs, domain)
+    }
+
+    fn update_registry(&self) {
+        let mut remote: Vec<String> = self.authenticated.iter().cloned().collect();
+        remote.sort();
+        self.server.s2s.update_incoming(
+            self.registry_id,
+            ConnInfo {
+                local: self.local.clone().unwrap_or_default(),
+                remote,
+                auth: self.auth,
+                tls: self.conn.tls,
+                peer: Some(self.peer),
+            },
+        );
+    }
+
+    /// Read a stream header and answer with ours (and features on 1.0 streams).
+    async fn open_stream(&mut self) -> Result<(), Fail> {
+        let h = self.conn.next_header(STEP_TIMEOUT).await?;
+        if !h.stream_ns_ok || h.default_ns != ns::SERVER {
+            return Err(Fail::Stream(
+                "invalid-namespace",
+                Some(format!("expected {} streams", ns::SERVER)),
+            ));
+        }
+        let to =
+            h.to.as_deref()
+                .map(|t| t.trim_end_matches('.').to_lowercase())
+                .or_else(|| self.server.config().hosts.first().cloned())
+                .unwrap_or_default();
+        if !self.server.serves(&to) {
+            self.local = Some(to);
+            return Err(Fail::Stream("host-unknown", None));
+        }
+        if self.local.as_ref().is_some_and(|l| *l != to) {
+            return Err(Fail::Stream(
+                "host-unknown",
+                Some("the host changed on restart".into()),
+            ));
+        }
+        self.local = Some(to.clone());
+        if let Some(from) = h.from.as_deref() {
+            self.claimed = Some(from.trim_end_matches('.').to_lowercase());
+        }
+        let version = h.version.as_deref().is_some_and(|v| v.starts_with('1'));
+        self.id = stream_id();
+        let header = header_xml(&to, self.claimed.as_deref(), Some(&self.id), version);
+        self.conn.send(&header).await?;
+        if version {
+            let f = self.features();
+            self.conn.send(&f.to_xml(ns::SERVER)).await?;
+        }
+        Ok(())
+    }
+
+    fn features(&self) -> Element {
+        let mut f = Element::new("features", ns::STREAM);
+        if self.starttls_offered() {
+            let mut st = Element::new("starttls", ns::TLS);
+            if self.listener.starttls_required {
+                st = st.with_child(Element::new("required", ns::TLS));
+            }
+            f = f.with_child(st);
+        }
+        if self.tls_missing() || self.auth == AuthMethod::External {
+            return f;
+        }
+        if let Some(claimed) = &self.claimed {
+            if self.cert_verifies(claimed) {
+                f = f.with_child(
+                    Element::new("mechanisms", ns::SASL)
+                        .with_child(Element::new("mechanism", ns::SASL).with_text("EXTERNAL")),
+                );
+            }
+        }
+        if self.dialback_allowed() {
+            f = f.with_child(
+                Element::new("dialback", NS_DIALBACK_FEATURE)
+                    .with_child(Element::new("errors", NS_DIALBACK_FEATURE)),
+            );
+        }
+        f
+    }
+
+    async fn run(&mut self) -> Result<(), Fail> {
+        self.open_stream().await?;
+        loop {
+            let wait = if self.authenticated.is_empty() {
+                STEP_TIMEOUT
+            } else {
+                self.server.config().s2s.idle_timeout
+            };
+            let el = match self.conn.next(wait).await? {
+                StreamEvent::Stanza(el) => el,
+                StreamEvent::End => return Ok(()),
+                StreamEvent::Header(_) => return Err(Fail::Stream("not-well-formed", None)),
+            };
+            if el.is("error", ns::STREAM) {
+                // The peer ends the stream with an error (e.g. it shuts down).
+                let cond = el.first_child().map(|c| c.name.clone()).unwrap_or_default();
+                tracing::info!(peer = %self.peer, "s2s in: peer sent stream error {cond}");
+                return Ok(());
+            }
+            if el.is("starttls", ns::TLS) {
+                self.starttls().await?;
+                self.open_stream().await?;
+            } else if el.is("auth", ns::SASL) {
+                if self.external(&el).await? {
+                    self.conn.restart();
+                    self.open_stream().await?;
+                }
+            } else if el.ns == NS_DIALBACK && el.name == "result" {
+                self.db_result(&el).await?;
+            } else if el.ns == NS_DIALBACK && el.name == "verify" {
+                self.db_verify(&el).await?;
+            } else if el.ns == ns::SERVER
+                && matches!(el.name.as_str(), "message" | "presence" | "iq")
+            {
+                self.stanza(el).await?;
+            } else {
+                return Err(Fail::Stream(
+                    "unsupported-stanza-type",
+                    Some(format!("unexpected <{}/>", el.name)),
+                ));
+            }
+        }
+    }
+
+    async fn starttls(&mut self) -> Result<(), Fail> {
+        if !self.starttls_offered() {
+            self.conn
+                .send(&format!("<failure xmlns='{}'/>", ns::TLS))
+                .await?;
+            return Err(Fail::Closed);
+        }
+        self.conn
+            .send(&format!("<proceed xmlns='{}'/>", ns::TLS))
+            .await?;
+        let io = self.conn.take_io()?;
+        let acceptor = self.server.s2s.tls.starttls_acceptor.clone();
+        let tls = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
+            Ok(Ok(s)) => s,
+            _ => return Err(Fail::Closed),
+        };
+        let certs = certs_of(tls.get_ref().1.peer_certificates());
+        self.conn.set_io(Box::new(tls), certs);
+        self.update_registry();
+        Ok(())
+    }
+
+    /// SASL EXTERNAL (XEP-0178). `Ok(true)`: authenticated, restart the stream.
+    async fn external(&mut self, el: &Element) -> Result<bool, Fail> {
+        let failure = |cond: &str| format!("<failure xmlns='{}'><{cond}/></failure>", ns::SASL);
+        if self.auth == AuthMethod::External || self.tls_missing() {
+            self.conn.send(&failure("not-authorized")).await?;
+            return Ok(false);
+        }
+        if el.attr("mechanism") != Some("EXTERNAL") {
+            self.conn.send(&failure("invalid-mechanism")).await?;
+            return Ok(false);
+        }
+        let text = el.text();
+        let text = text.trim();
+        let authzid = if text.is_empty() || text == "=" {
+            None
+        } else {
+            match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(b) => String::from_utf8(b).ok().map(|s| s.to_lowercase()),
+                Err(_) => {
+                    self.conn.send(&failure("incorrect-encoding")).await?;
+                    return Ok(false);
+                }
+            }
+        };
+        let domain = match (&authzid, &self.claimed) {
+            (Some(a), Some(c)) if a != c => {
+                self.conn.send(&failure("invalid-authzid")).await?;
+                return Ok(false);
+            }
+            (Some(a), _) => a.clone(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => {
+                self.conn.send(&failure("not-authorized")).await?;
+                return Ok(false);
+            }
+        };
+        if !self.cert_verifies(&domain) {
+            tracing::info!(peer = %self.peer, "s2s in: SASL EXTERNAL for {domain} refused: certificate does not verify");
+            self.conn.send(&failure("not-authorized")).await?;
+            return Ok(false);
+        }
+        self.conn
+            .send(&format!("<success xmlns='{}'/>", ns::SASL))
+            .await?;
+        self.claimed = Some(domain.clone());
+        self.authenticated.insert(domain.clone());
+        self.auth = AuthMethod::External;
+        self.update_registry();
+        tracing::info!(peer = %self.peer, "s2s in: {domain} authenticated by certificate (SASL EXTERNAL)");
+        Ok(true)
+    }
+
+    /// A dialback request from the originating server (XEP-0220 §2.1.2).
+    async fn db_result(&mut self, el: &Element) -> Result<(), Fail> {
+        let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
+            return Err(Fail::Stream("improper-addressing", None));
+        };
+        let from = from.to_lowercase();
+        let to = to.to_lowercase();
+        let error = |cond: &str, kind: &str| {
+            format!(
+                "<db:result from='{}' to='{}' type='error'><error type='{kind}'><{cond} xmlns='{}'/></error></db:result>",
+                xep_support::element::escape(&to),
+                xep_support::element::escape(&from),
+                ns::STANZA_ERRORS
+            )
+        };
+        if !self.server.serves(&to) {
+            return self.conn.send(&error("item-not-found", "cancel")).await;
+        }
+        if !self.dialback_allowed() {
+            tracing::info!(peer = %self.peer, "s2s in: dialback from {from} refused (verified certificates required)");
+            return self.conn.send(&error("not-authorized", "auth")).await;
+        }
+        let key = el.text();
+        let valid = match super::dialback::verify_remote(&self.server, &to, &from, &self.id, &key)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::info!(peer = %self.peer, "s2s in: cannot verify dialback key of {from}: {e}");
+                return self
+                    .conn
+                    .send(&error("remote-server-not-found", "cancel"))
+                    .await;
+            }
+        };
+        let kind = if valid { "valid" } else { "invalid" };
+        self.conn
+            .send(&db_xml("result", &to, &from, None, Some(kind), ""))
+            .await?;
+        if valid {
+            self.authenticated.insert(from.clone());
+            if self.auth == AuthMethod::None {
+                self.auth = AuthMethod::Dialback;
+            }
+            self.update_registry();
+            tracing::info!(peer = %self.peer, "s2s in: {from} authenticated by dialback");
+            Ok(())
+        } else {
+            tracing::info!(peer = %self.peer, "s2s in: {from} gave an invalid dialback key");
+            Err(Fail::Stream(
+                "not-authorized",
+                Some("invalid dialback key".into()),
+            ))
+        }
+    }
+
+    /// A receiving server asks whether we issued a key (XEP-0220 §2.1.3).
+    async fn db_verify(&mut self, el: &Element) -> Result<(), Fail> {
+        let (Some(from), Some(to), Some(id)) = (el.attr("from"), el.attr("to"), el.attr("id"))
+        else {
+            return Err(Fail::Stream("improper-addressing", None));
+        };
+        let valid = self.server.serves(&to.to_lowercase())
+            && super::dialback::check(&self.server.s2s.secret, from, to, id, &el.text());
+        let kind = if valid { "valid" } else { "invalid" };
+        self.conn
+            .send(&db_xml("verify", to, from, Some(id), Some(kind), ""))
+            .await
+    }
+
+    /// A stanza: check its addresses against the stream, then route it.
+    async fn stanza(&mut self, mut el: Element) -> Result<(), Fail> {
+        if self.authenticated.is_empty() {
+            return Err(Fail::Stream("not-authorized", None));
+        }
+        let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
+            return Err(Fail::Stream(
+                "improper-addressing",
+                Some("stanzas between servers need from and to".into()),
+            ));
+        };
+        let from = Jid::new(from).map_err(|_| Fail::Stream("invalid-from", None))?;
+        let to = match Jid::new(to) {
+            Ok(t) => t,
+            Err(_) => {
+                return Err(Fail::Stream(
+                    "improper-addressing",
+                    Some("malformed to".into()),
+                ))
+            }
+        };
+        if !self.authenticated.contains(from.domain().as_str()) {
+            return Err(Fail::Stream(
+                "invalid-from",
+                Some(format!(
+                    "{} is not authenticated on this stream",
+                    from.domain()
+                )),
+            ));
+        }
+        if !self.server.serves(to.domain().as_str()) {
+            return Err(Fail::Stream(
+                "host-unknown",
+                Some(format!("{} is not served here", to.domain())),
+            ));
+        }
+        to_client_ns(&mut el);
+        if el.name == "presence" && el.attr("to").is_some() {
+            // Presence handling may route probes and answers back out.
+            Box::pin(crate::delivery::route(&self.server, el)).await;
+        } else {
+            crate::delivery::route(&self.server, el).await;
+        }
+        Ok(())
+    }
+}

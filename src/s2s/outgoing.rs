@@ -1,0 +1,509 @@
+//! Outgoing s2s: one connection per (local domain, remote domain) pair,
+//! shared by every local sender. A stanza for a domain without a connection
+//! starts one; stanzas wait in its bounded queue ([`OUT_QUEUE`]) while it
+//! resolves, connects, secures (STARTTLS) and authenticates (SASL EXTERNAL,
+//! else dialback). If that fails, every queued stanza is bounced to its
+//! sender with `<remote-server-not-found/>` (or `<remote-server-timeout/>`
+//! when it took longer than `outgoing_s2s_timeout`). An established
+//! connection writes its queue in batches and closes after `s2s_timeout`
+//! without traffic.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use xep_support::element::Element;
+use xep_support::ns;
+use xep_support::stanza::{ErrorType, StanzaError};
+
+use super::resolve;
+use super::stream::{db_xml, header_xml, Conn, Fail, NS_DIALBACK, NS_DIALBACK_FEATURE};
+use super::{AuthMethod, ConnInfo};
+use crate::c2s::BoxIo;
+use crate::config::S2sStartTls;
+use crate::server::Server;
+use crate::xml::StreamEvent;
+
+/// Stanzas an outgoing connection queues (while connecting, and while its
+/// writer is busy).
+pub const OUT_QUEUE: usize = 1024;
+/// How long a sender waits for room in a full queue before the stanza bounces.
+const SEND_WAIT: Duration = Duration::from_secs(5);
+/// Bytes batched before a write.
+const BATCH: usize = 16 * 1024;
+/// Largest element a remote server may send on our outgoing streams (as the
+/// s2s listener's default `max_stanza_size`).
+const MAX_IN: Option<usize> = Some(524_288);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One outgoing connection as the manager sees it.
+pub struct OutConn {
+    id: u64,
+    tx: mpsc::Sender<Box<Element>>,
+    pub info: Mutex<ConnInfo>,
+}
+
+/// The table of outgoing connections.
+#[derive(Default)]
+pub struct Manager {
+    conns: Mutex<HashMap<(String, String), Arc<OutConn>>>,
+}
+
+impl Manager {
+    /// Connections that are established (authenticated).
+    pub fn established(&self) -> Vec<ConnInfo> {
+        let t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        t.values()
+            .map(|c| c.info.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .filter(|i| i.auth != AuthMethod::None)
+            .collect()
+    }
+
+    fn get_or_start(&self, server: &Arc<Server>, local: &str, remote: &str) -> Arc<OutConn> {
+        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (local.to_string(), remote.to_string());
+        if let Some(c) = t.get(&key) {
+            return c.clone();
+        }
+        let (tx, rx) = mpsc::channel(OUT_QUEUE);
+        let conn = Arc::new(OutConn {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            tx,
+            info: Mutex::new(ConnInfo {
+                local: local.to_string(),
+                remote: vec![remote.to_string()],
+                auth: AuthMethod::None,
+                tls: false,
+                peer: None,
+            }),
+        });
+        t.insert(key, conn.clone());
+        tokio::spawn(run(
+            server.clone(),
+            conn.clone(),
+            local.to_string(),
+            remote.to_string(),
+            rx,
+        ));
+        conn
+    }
+
+    fn remove(&self, local: &str, remote: &str, id: u64) {
+        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (local.to_string(), remote.to_string());
+        if t.get(&key).is_some_and(|c| c.id == id) {
+            t.remove(&key);
+        }
+    }
+}
+
+/// Send a stanza (its `from` on a domain we serve) to a remote domain.
+pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
+    let Some(arc) = server.arc() else {
+        return; // shutting down
+    };
+    let mut stanza = Box::new(stanza);
+    for _ in 0..2 {
+        let conn = arc.s2s.out.get_or_start(&arc, local, remote);
+        match conn.tx.try_send(stanza) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(s)) => {
+                match conn.tx.send_timeout(s, SEND_WAIT).await {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
+                        let err = StanzaError::new(ErrorType::Wait, "resource-constraint");
+                        crate::delivery::bounce(server, &s, err).await;
+                        return;
+                    }
+                    Err(mpsc::error::SendTimeoutError::Closed(s)) => {
+                        arc.s2s.out.remove(local, remote, conn.id);
+                        stanza = s;
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(s)) => {
+                // That connection just ended: start a new one.
+                arc.s2s.out.remove(local, remote, conn.id);
+                stanza = s;
+            }
+        }
+    }
+    let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+    crate::delivery::bounce(server, &stanza, err).await;
+}
+
+/// A stream opened to a remote server, before authentication.
+pub struct Opened {
+    pub conn: Conn,
+    /// The stream ID the remote server gave.
+    pub id: String,
+    pub features: Element,
+    /// Whether the remote's certificate verified for its domain.
+    pub verified: bool,
+    pub addr: SocketAddr,
+}
+
+async fn read_features(conn: &mut Conn, wait: Duration) -> Result<(String, Element), Fail> {
+    let header = conn.next_header(wait).await?;
+    if header.default_ns != ns::SERVER || !header.stream_ns_ok {
+        return Err(Fail::Stream("invalid-namespace", None));
+    }
+    let id = header.id.unwrap_or_default();
+    if header
+        .version
+        .as_deref()
+        .is_none_or(|v| !v.starts_with('1'))
+    {
+        // A pre-1.0 server: no features; dialback only.
+        return Ok((id, Element::new("features", ns::STREAM)));
+    }
+    let features = conn.next_element(wait).await?;
+    if !features.is("features", ns::STREAM) {
+        return Err(Fail::Stream(
+            "not-well-formed",
+            Some("expected stream features".into()),
+        ));
+    }
+    Ok((id, features))
+}
+
+/// Connect to `remote`'s server, open a stream from `local`, and use TLS as
+/// `s2s_use_starttls` says. Used for connections and dialback checks.
+pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Opened, Fail> {
+    let opts = &server.config().s2s;
+    let wait = opts.connect_timeout;
+    let resolver = server.s2s.resolver();
+    let targets = resolve::targets(resolver, opts, remote)
+        .await
+        .map_err(Fail::Unreachable)?;
+    let policy = server.config().s2s_use_starttls;
+    let mut last = String::from("no address");
+    for target in targets {
+        if target.direct_tls && policy == S2sStartTls::Disabled {
+            continue;
+        }
+        let (sock, addr) = match resolve::connect(resolver, &target, wait).await {
+            Ok(x) => x,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let mut conn = if target.direct_tls {
+            let connector = server.s2s.tls.connector(local, true);
+            let name = match rustls::pki_types::ServerName::try_from(remote.to_string()) {
+                Ok(n) => n,
+                Err(_) => return Err(Fail::Unreachable(format!("{remote}: not a DNS name"))),
+            };
+            match tokio::time::timeout(wait, connector.connect(name, sock)).await {
+                Ok(Ok(tls)) => {
+                    let certs = super::stream::certs_of(tls.get_ref().1.peer_certificates());
+                    let mut c = Conn::new(Box::new(tls) as BoxIo, true, MAX_IN);
+                    c.peer_certs = certs;
+                    c
+                }
+                _ => {
+                    last = format!("{addr}: TLS handshake failed");
+                    continue;
+                }
+            }
+        } else {
+            Conn::new(Box::new(sock) as BoxIo, false, MAX_IN)
+        };
+        match negotiate_tls(server, &mut conn, local, remote).await {
+            Ok((id, features)) => {
+                let verified = conn.tls && server.s2s.tls.verify(&conn.peer_certs, remote);
+                return Ok(Opened {
+                    conn,
+                    id,
+                    features,
+                    verified,
+                    addr,
+                });
+            }
+            Err(Fail::Timeout) => return Err(Fail::Timeout),
+            Err(e) => {
+                conn.close(None, None).await;
+                last = format!("{addr}: {e}");
+            }
+        }
+    }
+    Err(Fail::Unreachable(format!("cannot reach {remote}: {last}")))
+}
+
+async fn negotiate_tls(
+    server: &Arc<Server>,
+    conn: &mut Conn,
+    local: &str,
+    remote: &str,
+) -> Result<(String, Element), Fail> {
+    let wait = server.config().s2s.connect_timeout;
+    conn.send(&header_xml(local, Some(remote), None, true))
+        .await?;
+    let (id, features) = read_features(conn, wait).await?;
+    if conn.tls {
+        return Ok((id, features));
+    }
+    let policy = server.config().s2s_use_starttls;
+    let offered = features.child("starttls", ns::TLS);
+    let required_there = offered.is_some_and(|s| s.child("required", ns::TLS).is_some());
+    let use_tls = offered.is_some() && (policy != S2sStartTls::Disabled || required_there);
+    if !use_tls {
+        if policy == S2sStartTls::Required {
+            return Err(Fail::Unreachable(format!(
+                "{remote} does not offer STARTTLS (s2s_use_starttls: required)"
+            )));
+        }
+        return Ok((id, features));
+    }
+    conn.send(&format!("<starttls xmlns='{}'/>", ns::TLS))
+        .await?;
+    let answer = conn.next_element(wait).await?;
+    if !answer.is("proceed", ns::TLS) {
+        return Err(Fail::Unreachable(format!("{remote} refused STARTTLS")));
+    }
+    let io = conn.take_io()?;
+    let connector = server.s2s.tls.connector(local, false);
+    let name = rustls::pki_types::ServerName::try_from(remote.to_string())
+        .map_err(|_| Fail::Unreachable(format!("{remote}: not a DNS name")))?;
+    let tls = match tokio::time::timeout(wait, connector.connect(name, io)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(Fail::Unreachable(format!("TLS handshake: {e}"))),
+        Err(_) => return Err(Fail::Timeout),
+    };
+    let certs = super::stream::certs_of(tls.get_ref().1.peer_certificates());
+    conn.set_io(Box::new(tls), certs);
+    conn.send(&header_xml(local, Some(remote), None, true))
+        .await?;
+    read_features(conn, wait).await
+}
+
+/// Authenticate an opened stream: SASL EXTERNAL when offered (our
+/// certificate), else dialback if allowed.
+async fn authenticate(
+    server: &Arc<Server>,
+    opened: &mut Opened,
+    local: &str,
+    remote: &str,
+) -> Result<AuthMethod, Fail> {
+    let opts = &server.config().s2s;
+    let wait = opts.connect_timeout;
+    if opts.secure_auth && !opened.verified {
+        return Err(Fail::Unreachable(format!(
+            "{remote}'s certificate does not verify (s2s_secure_auth)"
+        )));
+    }
+    let conn = &mut opened.conn;
+    let external = conn.tls
+        && opened
+            .features
+            .child("mechanisms", ns::SASL)
+            .is_some_and(|m| {
+                m.child_elements()
+                    .any(|c| c.name == "mechanism" && c.text().trim() == "EXTERNAL")
+            });
+    if external {
+        let authzid = base64::engine::general_purpose::STANDARD.encode(local);
+        conn.send(&format!(
+            "<auth xmlns='{}' mechanism='EXTERNAL'>{authzid}</auth>",
+            ns::SASL
+        ))
+        .await?;
+        let answer = conn.next_element(wait).await?;
+        if answer.is("success", ns::SASL) {
+            conn.restart();
+            conn.send(&header_xml(local, Some(remote), None, true))
+                .await?;
+            let (id, features) = read_features(conn, wait).await?;
+            opened.id = id;
+            opened.features = features;
+            return Ok(AuthMethod::External);
+        }
+        tracing::info!("s2s {local} -> {remote}: SASL EXTERNAL refused; trying dialback");
+    }
+    if !opts.dialback || opts.secure_auth {
+        return Err(Fail::Unreachable(format!(
+            "{remote} does not accept our certificate and dialback is disabled"
+        )));
+    }
+    let _offered = opened
+        .features
+        .child("dialback", NS_DIALBACK_FEATURE)
+        .is_some();
+    let k = super::dialback::key(&server.s2s.secret, remote, local, &opened.id);
+    conn.send(&db_xml("result", local, remote, None, None, &k))
+        .await?;
+    for _ in 0..16 {
+        let el = conn.next_element(wait).await?;
+        if el.name == "result" && el.ns == NS_DIALBACK {
+            return match el.attr("type") {
+                Some("valid") => Ok(AuthMethod::Dialback),
+                other => Err(Fail::Unreachable(format!(
+                    "{remote} refused dialback ({})",
+                    other.unwrap_or("no type")
+                ))),
+            };
+        }
+    }
+    Err(Fail::Unreachable("no dialback answer".into()))
+}
+
+async fn establish(
+    server: &Arc<Server>,
+    conn_entry: &OutConn,
+    local: &str,
+    remote: &str,
+) -> Result<Conn, Fail> {
+    let mut opened = open(server, local, remote).await?;
+    let auth = match authenticate(server, &mut opened, local, remote).await {
+        Ok(a) => a,
+        Err(e) => {
+            opened.conn.close(None, None).await;
+            return Err(e);
+        }
+    };
+    let mut info = conn_entry.info.lock().unwrap_or_else(|e| e.into_inner());
+    info.auth = auth;
+    info.tls = opened.conn.tls;
+    info.peer = Some(opened.addr);
+    Ok(opened.conn)
+}
+
+async fn run(
+    server: Arc<Server>,
+    entry: Arc<OutConn>,
+    local: String,
+    remote: String,
+    mut rx: mpsc::Receiver<Box<Element>>,
+) {
+    let timeout = server.config().s2s.connect_timeout;
+    let mut shutdown = server.shutdown_signal();
+    let result = tokio::select! {
+        r = tokio::time::timeout(timeout, establish(&server, &entry, &local, &remote)) => r,
+        _ = shutdown.wait_for(|v| *v) => Ok(Err(Fail::Unreachable("shutting down".into()))),
+    };
+    let condition = match result {
+        Ok(Ok(conn)) => {
+            tracing::info!(
+                "s2s {local} -> {remote}: connected ({})",
+                entry
+                    .info
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .auth
+                    .as_str()
+            );
+            pump(&server, conn, &mut rx, &local, &remote).await;
+            "remote-server-not-found"
+        }
+        Ok(Err(Fail::Timeout)) | Err(_) => {
+            tracing::info!("s2s {local} -> {remote}: timed out");
+            "remote-server-timeout"
+        }
+        Ok(Err(e)) => {
+            tracing::info!("s2s {local} -> {remote}: {e}");
+            "remote-server-not-found"
+        }
+    };
+    server.s2s.out.remove(&local, &remote, entry.id);
+    rx.close();
+    let mut n = 0;
+    while let Ok(stanza) = rx.try_recv() {
+        n += 1;
+        crate::delivery::bounce(
+            &server,
+            &stanza,
+            StanzaError::new(ErrorType::Cancel, condition),
+        )
+        .await;
+    }
+    if n > 0 {
+        tracing::info!("s2s {local} -> {remote}: bounced {n} stanzas ({condition})");
+    }
+}
+
+/// Write queued stanzas until the stream ends, stays idle, or the server stops.
+async fn pump(
+    server: &Arc<Server>,
+    conn: Conn,
+    rx: &mut mpsc::Receiver<Box<Element>>,
+    local: &str,
+    remote: &str,
+) {
+    let Some((mut reader, mut writer)) = conn.into_parts() else {
+        return;
+    };
+    let idle = server.config().s2s.idle_timeout;
+    // The reader runs apart: parsing is not cancel-safe, and the peer only
+    // sends whitespace keep-alives or the stream's end on this stream.
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (l, r) = (local.to_string(), remote.to_string());
+    let reader_task = tokio::spawn(async move {
+        for _ in 0..100_000 {
+            match reader.next().await {
+                Ok(StreamEvent::Stanza(el)) => {
+                    tracing::debug!(
+                        "s2s {l} -> {r}: ignoring <{}/> on an outgoing stream",
+                        el.name
+                    );
+                }
+                _ => break,
+            }
+        }
+        let _ = done_tx.send(());
+    });
+    let mut shutdown = server.shutdown_signal();
+    let mut buf = String::new();
+    let mut tail = "</stream:stream>";
+    loop {
+        let first = tokio::select! {
+            s = rx.recv() => s,
+            _ = &mut done_rx => None,
+            _ = tokio::time::sleep(idle) => None,
+            _ = shutdown.wait_for(|v| *v) => { tail = "<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>"; None }
+        };
+        let Some(first) = first else { break };
+        first.write_to(&mut buf, ns::SERVER);
+        let mut batch = vec![first];
+        while buf.len() < BATCH {
+            match rx.try_recv() {
+                Ok(s) => {
+                    s.write_to(&mut buf, ns::SERVER);
+                    batch.push(s);
+                }
+                Err(_) => break,
+            }
+        }
+        let ok = tokio::time::timeout(super::stream::WRITE_TIMEOUT, async {
+            writer.write_all(buf.as_bytes()).await?;
+            writer.flush().await
+        })
+        .await;
+        buf = String::new();
+        if !matches!(ok, Ok(Ok(()))) {
+            // The batch may not have reached the peer: its senders learn it.
+            tracing::info!(
+                "s2s {local} -> {remote}: write failed; bouncing {} stanzas",
+                batch.len()
+            );
+            for s in batch {
+                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+                crate::delivery::bounce(server, &s, err).await;
+            }
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        writer.write_all(tail.as_bytes()).await?;
+        writer.shutdown().await
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), reader_task).await;
+}
