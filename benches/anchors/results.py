@@ -19,12 +19,15 @@ import math
 import re
 import sys
 
-SERVERS = ["rookery", "prosody", "ejabberd"]
-NAMES = {"rookery": "Rookery", "prosody": "Prosody", "ejabberd": "ejabberd"}
-ANCHORS = ["prosody", "ejabberd"]
+SERVERS = ["rookery", "prosody", "ejabberd", "relay"]
+NAMES = {"rookery": "Rookery", "prosody": "Prosody", "ejabberd": "ejabberd",
+         "relay": "TLS relay"}
+# Ratio columns: Rookery / each of these. The relay (loadgen's TLS byte relay,
+# the "speed of light") runs only the chat scenarios.
+ANCHORS = ["prosody", "ejabberd", "relay"]
 META = {"server", "server_version", "run_id", "scenario", "machine", "machine_busy_before",
         "other_processes_cpu_s", "other_processes_share", "loadavg",
-        "tool", "version", "mech", "server_addr", "domain", "time", "timestamp"}
+        "tool", "version", "loadgen_scenario", "mech", "server_addr", "domain", "time", "timestamp"}
 
 
 def tag(args):
@@ -32,7 +35,11 @@ def tag(args):
     rec = json.loads(line)
     if not isinstance(rec, dict):
         raise SystemExit("loadgen line is not a JSON object")
-    rec.setdefault("scenario", args.scenario)
+    # compare.sh's scenario name (chat10k is loadgen's chat at a set rate;
+    # the relay's chat is loadgen's chat-raw): the rows line up by it.
+    if "scenario" in rec and rec["scenario"] != args.scenario:
+        rec["loadgen_scenario"] = rec["scenario"]
+    rec["scenario"] = args.scenario
     rec["server"] = args.server
     rec["server_version"] = args.server_version
     rec["run_id"] = args.run_id
