@@ -37,6 +37,9 @@ pub struct Server {
     starttls_acceptor: tokio_rustls::TlsAcceptor,
     direct_tls_acceptor: tokio_rustls::TlsAcceptor,
     pub storage: Arc<dyn Storage>,
+    /// Batches the flushes that make offline messages durable (one fsync
+    /// for every message stored meanwhile), off the runtime's threads.
+    pub group_commit: Arc<crate::storage::group_commit::GroupCommit>,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
     pub rosters: crate::im::roster::RosterCache,
@@ -227,7 +230,12 @@ pub async fn run(config: Config) -> Result<(), String> {
                 tracing::warn!("not listening on {addr} (config line {}): {e}", l.line);
                 continue;
             }
-            Err(e) => return Err(format!("cannot listen on {addr} (config line {}): {e}", l.line)),
+            Err(e) => {
+                return Err(format!(
+                    "cannot listen on {addr} (config line {}): {e}",
+                    l.line
+                ))
+            }
         };
         bound.push((listener, l.clone()));
     }
@@ -245,6 +253,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
         tls,
         storage: storage.clone(),
+        group_commit: crate::storage::group_commit::GroupCommit::start(storage.clone()),
         router: Router::new(),
         rosters: Default::default(),
         account_locks: Default::default(),

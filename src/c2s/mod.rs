@@ -36,6 +36,9 @@ pub async fn handle(
     // for it for the session's whole life.
     let negotiation = Box::pin(negotiation::negotiate(server.clone(), sock, peer, listener));
     if let Some(bound) = negotiation.await {
-        session::run(server, bound).await;
+        // Boxed too: the task is then sized for neither phase, and the bound
+        // session's future holds only what it uses (instead of also keeping
+        // room for the `Bound` it was built from).
+        Box::pin(session::run(server, bound)).await;
     }
 }

@@ -46,7 +46,11 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         };
         match ev {
             Ok(StreamEvent::Stanza(el)) => {
-                if let Err(cond) = handle_stanza(&server, &handle, el).await {
+                // Boxed: routing a stanza (delivery, offline storage, iq
+                // handlers) is a deep future; inline, it would size this
+                // task, which every idle session keeps, for its largest
+                // case (3.6 KiB per session before, see docs/architecture.md).
+                if let Err(cond) = Box::pin(handle_stanza(&server, &handle, el)).await {
                     break End::Error(cond);
                 }
             }
@@ -59,13 +63,28 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
             }
         }
     };
+    drop(reader);
+    // Boxed: the clean-up's futures would otherwise enlarge the session's
+    // future, which every idle session keeps.
+    Box::pin(finish(server, handle, end, peer, writer_task)).await;
+}
+
+/// After reading stopped: unbind, close the stream, announce unavailability,
+/// and route what was queued but not written.
+async fn finish(
+    server: Arc<Server>,
+    handle: Arc<crate::router::SessionHandle>,
+    end: End,
+    peer: std::net::SocketAddr,
+    writer_task: tokio::task::JoinHandle<Vec<Element>>,
+) {
     server.router.unbind(&handle);
     match end {
         End::Closed | End::Gone => {
             let _ = handle.tx.try_send(Outgoing::Close(None));
         }
         End::Error(cond) => {
-            let _ = handle.tx.try_send(Outgoing::Close(Some(cond)));
+            let _ = handle.tx.try_send(Outgoing::Close(Some(Box::new(cond))));
         }
         End::Stopped => {}
     }
@@ -74,14 +93,13 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         m.session_closed(server.as_ref(), &handle.jid);
     }
     tracing::info!(%peer, "session ended: {}", handle.jid);
-    drop(reader);
     // The writer ends on Close or once every sender is gone; bound the wait.
     if let Ok(Ok(leftover)) =
         tokio::time::timeout(std::time::Duration::from_secs(35), writer_task).await
     {
         // Messages that were queued but not written go to another resource or offline storage.
         for msg in leftover {
-            crate::delivery::route(&server, msg).await;
+            Box::pin(crate::delivery::route(&server, msg)).await;
         }
     }
 }
@@ -138,9 +156,17 @@ async fn handle_stanza(
             // Boxed: presence handling (offline drain, fan-out) has a large
             // future that would otherwise enlarge every idle session's task.
             match el.attr("to").map(Jid::new) {
-                None => Box::pin(crate::im::presence::broadcast_from_session(server, handle, el)).await,
+                None => {
+                    Box::pin(crate::im::presence::broadcast_from_session(
+                        server, handle, el,
+                    ))
+                    .await
+                }
                 Some(Ok(to)) => {
-                    Box::pin(crate::im::presence::directed_from_session(server, handle, el, to)).await
+                    Box::pin(crate::im::presence::directed_from_session(
+                        server, handle, el, to,
+                    ))
+                    .await
                 }
                 Some(Err(_)) => {}
             }

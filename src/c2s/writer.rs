@@ -59,7 +59,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             match item {
                 Outgoing::Stanza(el) => el.write_to(&mut buf, ns::CLIENT),
                 Outgoing::Close(cond) => {
-                    close = Some(cond);
+                    close = Some(cond.map(|c| *c));
                     break;
                 }
                 Outgoing::Ack(tx) => {
