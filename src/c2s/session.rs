@@ -50,7 +50,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
                 // handlers) is a deep future; inline, it would size this
                 // task, which every idle session keeps, for its largest
                 // case (3.6 KiB per session before, see docs/architecture.md).
-                if let Err(cond) = Box::pin(handle_stanza(&server, &handle, el)).await {
+                if let Err(cond) = boxed_stanza(&server, &handle, el).await {
                     break End::Error(cond);
                 }
             }
@@ -66,7 +66,27 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     drop(reader);
     // Boxed: the clean-up's futures would otherwise enlarge the session's
     // future, which every idle session keeps.
-    Box::pin(finish(server, handle, end, peer, writer_task)).await;
+    boxed_finish(server, handle, end, peer, writer_task).await;
+}
+
+// Plain functions build the boxed futures: built inside `run`, a future
+// would be laid out in `run`'s own state before being moved to the heap.
+fn boxed_stanza<'a>(
+    server: &'a Arc<Server>,
+    handle: &'a Arc<crate::router::SessionHandle>,
+    el: Element,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), &'static str>> + Send + 'a>> {
+    Box::pin(handle_stanza(server, handle, el))
+}
+
+fn boxed_finish(
+    server: Arc<Server>,
+    handle: Arc<crate::router::SessionHandle>,
+    end: End,
+    peer: std::net::SocketAddr,
+    writer_task: tokio::task::JoinHandle<Vec<Element>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(finish(server, handle, end, peer, writer_task))
 }
 
 /// After reading stopped: unbind, close the stream, announce unavailability,

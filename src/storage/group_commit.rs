@@ -104,6 +104,7 @@ impl GroupCommit {
     }
 
     /// How many flushes ran so far.
+    #[cfg(test)]
     pub fn flushes(&self) -> u64 {
         self.shared.flushes.load(Ordering::Relaxed)
     }
