@@ -169,7 +169,16 @@ def table(args):
         print("(no results)")
         return 1
     run = args.run_id or recs[-1].get("run_id")
-    recs = [r for r in recs if r.get("run_id") == run]
+    # Several runs, comma-separated: a later run's result for a (server,
+    # scenario) replaces an earlier one's (e.g. the anchors of one run with
+    # Rookery re-measured after a change).
+    runs = run.split(",")
+    chosen = {}
+    for rid in runs:
+        for r in recs:
+            if r.get("run_id") == rid:
+                chosen[(r.get("server"), r.get("scenario"))] = r
+    recs = list(chosen.values())
     if not recs:
         print("(no results for run %s)" % run)
         return 1
@@ -186,7 +195,7 @@ def table(args):
     anchors = [a for a in ANCHORS if a in servers and "rookery" in servers]
 
     m = recs[0].get("machine") or {}
-    print("Run %s." % run)
+    print("Run%s %s." % ("s" if len(runs) > 1 else "", " + ".join(runs)))
     if m:
         print("Machine: %s, %s CPUs, %s MiB, Linux %s." % (m.get("cpu_model", "?"), m.get("cpus", "?"),
                                                          m.get("mem_mib", "?"), m.get("kernel", "?")))
@@ -253,7 +262,7 @@ def main():
     t.add_argument("--busy", help="fraction of the machine's CPU busy just before the run")
     t.add_argument("--other-cpu", help="'SECONDS SHARE': CPU used by other processes during the run")
     tb = sub.add_parser("table")
-    tb.add_argument("--run-id")
+    tb.add_argument("--run-id", help="the run to show, or several comma-separated (later ones win)")
     tb.add_argument("--all", action="store_true", help="every numeric field, not only the headline ones")
     tb.add_argument("files", nargs="+")
     args = p.parse_args()
