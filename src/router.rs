@@ -33,6 +33,7 @@ pub enum Outgoing {
     Stanza(Box<Element>),
     /// Close the stream, with a stream error condition if given (boxed: a
     /// thin pointer keeps every slot at 16 bytes, 512 per block of 32).
+    #[allow(clippy::redundant_allocation)] // the point: a thin pointer
     Close(Option<Box<&'static str>>),
     /// Signal once everything queued before this was written to the socket.
     Ack(oneshot::Sender<()>),
