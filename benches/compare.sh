@@ -35,12 +35,15 @@ Usage: benches/compare.sh [OPTIONS]
 
 Options:
   --quick               small counts and short runs (about 2 minutes in all)
-  --servers LIST        comma-separated, any of rookery,prosody,ejabberd
-                        (default: all three, in that order)
+  --servers LIST        comma-separated, any of rookery,prosody,ejabberd,relay
+                        (default: all four, in that order; "relay" is the
+                        speed-of-light baseline: loadgen's TLS byte relay,
+                        which runs only the chat scenarios, with chat --raw)
   --out FILE            append the JSON lines to FILE
                         (default: target/bench/results-<date>.jsonl)
   --scenarios LIST      comma-separated scenarios, run in this order
-                        (default: idle,login,chat,presence,offline)
+                        (default: idle,login,chat,chat10k,presence,offline;
+                        chat10k is chat at an offered 10,000 msgs/s)
   --users N             accounts used by login, chat (N/2 pairs), presence (a ring
                         of N) and offline (N/2 senders) (default 200; quick 50)
   --logins N            logins of the login scenario, round-robin over the
@@ -51,6 +54,7 @@ Options:
                         (default 20; quick 4)
   --mech MECH           scram-sha-1 or scram-sha-256 (default scram-sha-1)
   --server-timeout S    overall limit for one server's run (default 1200; quick 240)
+  --rate N              offered rate of chat10k, msgs/s (default 10000)
   --wait-quiet S        before each scenario, wait up to S seconds for the
                         machine to be quiet (other processes under 15% of the
                         CPUs) (default 0: measure at once, with a warning)
@@ -64,10 +68,11 @@ EOF
 
 # ---------------------------------------------------------------- options
 QUICK=0
-SERVERS=rookery,prosody,ejabberd
+SERVERS=rookery,prosody,ejabberd,relay
+RATE=10000
 # idle first, on the freshly started server: its memory per session must not
 # be hidden by memory the allocator (or GC) kept from earlier scenarios.
-SCENARIOS=idle,login,chat,presence,offline
+SCENARIOS=idle,login,chat,chat10k,presence,offline
 OUT=""
 USERS=""
 LOGINS=""
@@ -107,6 +112,8 @@ while [ $# -gt 0 ]; do
         --server-timeout=*) SERVER_TIMEOUT=${1#*=} ;;
         --loadgen-arg) LOADGEN_EXTRA+=("${2:?}"); shift ;;
         --loadgen-arg=*) LOADGEN_EXTRA+=("${1#*=}") ;;
+        --rate) RATE=${2:?}; shift ;;
+        --rate=*) RATE=${1#*=} ;;
         --wait-quiet) WAIT_QUIET=${2:?}; shift ;;
         --wait-quiet=*) WAIT_QUIET=${1#*=} ;;
         --no-install) INSTALL=0 ;;
@@ -126,7 +133,7 @@ else
     : "${SERVER_TIMEOUT:=1200}"
 fi
 
-for v in USERS LOGINS MESSAGES IDLE_USERS DURATION SERVER_TIMEOUT WAIT_QUIET; do
+for v in USERS LOGINS MESSAGES IDLE_USERS DURATION SERVER_TIMEOUT WAIT_QUIET RATE; do
     case ${!v} in ''|*[!0-9]*) echo "compare.sh: $v must be a whole number" >&2; exit 2 ;; esac
 done
 [ "$USERS" -ge 12 ] || { echo "compare.sh: --users must be at least 12" >&2; exit 2; }
@@ -137,13 +144,13 @@ case $MECH in
 esac
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
-    case $s in rookery|prosody|ejabberd) ;; *) echo "compare.sh: unknown server: $s" >&2; exit 2 ;; esac
+    case $s in rookery|prosody|ejabberd|relay) ;; *) echo "compare.sh: unknown server: $s" >&2; exit 2 ;; esac
 done
 IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 # One server's whole run is bounded by this (time spent waiting for quiet excepted).
 RUN_LIMIT=$((SERVER_TIMEOUT + WAIT_QUIET * ${#SCENARIO_LIST[@]}))
 for s in "${SCENARIO_LIST[@]}"; do
-    case $s in login|idle|chat|presence|offline) ;; *) echo "compare.sh: unknown scenario: $s" >&2; exit 2 ;; esac
+    case $s in login|idle|chat|chat10k|presence|offline) ;; *) echo "compare.sh: unknown scenario: $s" >&2; exit 2 ;; esac
 done
 
 DOMAIN=localhost
@@ -561,6 +568,31 @@ register_prosody() {
     return $rc
 }
 
+# -------------------------------------------------------------------- relay
+# The speed of light: loadgen's own TLS byte relay (no XML, no routing table:
+# it pairs two connections and copies bytes), driven by `chat --raw` with the
+# same frames as chat. What any server pays at least for TLS and sockets.
+RELAY_DIR=""
+
+setup_relay() {
+    RELAY_DIR=$WORK/relay
+    mkdir -p "$RELAY_DIR"
+    PORT=$(free_port)
+    VERSION="loadgen relay ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+}
+
+start_relay() {
+    "$LOADGEN" relay --listen "127.0.0.1:$PORT" --duration "$RUN_LIMIT" \
+        >"$RELAY_DIR/relay.out" 2>"$RELAY_DIR/relay.err" &
+    CUR_PID=$!
+    CUR_STOP=stop_relay
+    wait_port "$PORT" 30 "$CUR_PID"
+}
+
+stop_relay() {
+    kill_pid "$CUR_PID"
+}
+
 # ----------------------------------------------------------------- ejabberd
 EJABBERD_DIR=""
 EJABBERDCTL=()
@@ -635,6 +667,7 @@ scenario_args() { # scenario_args SCENARIO
     case $1 in
         login) echo "--logins $LOGINS --users $LOGINS --duration $BOUND" ;;
         chat) echo "--pairs $((USERS / 2)) --duration $DURATION" ;;
+        chat10k) echo "--pairs $((USERS / 2)) --rate $RATE --duration $DURATION" ;;
         presence) echo "--users $USERS --first-user $((USERS + 1)) --contacts 10 --changes 20 --duration $BOUND" ;;
         offline) echo "--messages $MESSAGES --senders $((USERS / 2)) --duration $BOUND" ;;
         idle) echo "--sessions $IDLE_USERS --duration $DURATION" ;;
@@ -644,13 +677,14 @@ scenario_args() { # scenario_args SCENARIO
 scenario_timeout() { # upper bound for one loadgen run, seconds (loadgen bounds itself first)
     case $1 in
         idle) echo $((660 + DURATION + 30)) ;;   # loadgen: 600 s for the logins, then the hold
-        chat) echo $((DURATION + 10 + 60)) ;;    # sending time, 10 s drain
+        chat|chat10k) echo $((DURATION + 10 + 60)) ;;    # sending time, 10 s drain
         *) echo $((BOUND + 60)) ;;
     esac
 }
 
 RESULT_LINES=0
 FAILED=()
+RAW=()   # (--raw) for the relay
 
 run_scenario() { # run_scenario SERVER SCENARIO
     local server=$1 scen=$2 out err rc line load
@@ -677,10 +711,10 @@ run_scenario() { # run_scenario SERVER SCENARIO
     children_cpu
     child0=$CHILD_CPU
     interruptible --out "$out" --err "$err" \
-        timeout -k 5 "$(scenario_timeout "$scen")" "$LOADGEN" "$scen" --server "127.0.0.1:$PORT" \
+        timeout -k 5 "$(scenario_timeout "$scen")" "$LOADGEN" "${scen%10k}" --server "127.0.0.1:$PORT" \
         --domain "$DOMAIN" --users-prefix "$PREFIX" --password "$PASSWORD" --mech "$MECH" \
         --server-pid "$CUR_PID" --scram-cache "$WORK/$server/scram-cache" \
-        "${args[@]}" "${LOADGEN_EXTRA[@]}"
+        "${args[@]}" "${RAW[@]}" "${LOADGEN_EXTRA[@]}"
     rc=$?
     children_cpu
     child1=$CHILD_CPU
@@ -722,6 +756,23 @@ run_server() { # run_server NAME
         FAILED+=("$s/start")
         stop_current; stop_watchdog; KEEP=1
         return 1
+    fi
+    if [ "$s" = relay ]; then
+        # The baseline: no accounts, no XMPP; only the chat scenarios, with --raw.
+        log "relay: PID $CUR_PID on 127.0.0.1:$PORT"
+        RAW=(--raw)
+        for scen in "${SCENARIO_LIST[@]}"; do
+            [ "$TIMED_OUT" = 1 ] && break
+            case $scen in chat|chat10k) ;; *) continue ;; esac
+            kill -0 "$CUR_PID" 2>/dev/null || { log "relay died; see $WORK/relay"; FAILED+=("relay/died"); KEEP=1; break; }
+            run_scenario "$s" "$scen" || KEEP=1
+        done
+        RAW=()
+        [ "$TIMED_OUT" = 1 ] && FAILED+=("$s/timeout")
+        stop_watchdog
+        stop_current
+        log "$s: done in $(($(date +%s) - t0)) s"
+        return 0
     fi
     log "$s $VERSION: PID $CUR_PID, c2s on 127.0.0.1:$PORT; creating $ACCOUNTS accounts"
     local nofile

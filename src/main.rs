@@ -139,6 +139,14 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// jemalloc instead of the system allocator: the TLS handshake and the
+/// stanza path allocate and free many small buffers across threads, where
+/// glibc's malloc spent ~10% of the server's CPU at login (perf); measured
+/// +15-30% logins per server CPU-second, same memory per idle session (see
+/// docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -152,6 +152,9 @@ impl Live {
 /// Everything the connections share.
 pub struct Server {
     live: RwLock<Arc<Live>>,
+    /// Batches the flushes that make offline messages durable (one fsync
+    /// for every message stored meanwhile), off the runtime's threads.
+    pub group_commit: Arc<crate::storage::group_commit::GroupCommit>,
     /// Federation: outgoing connections, incoming streams, s2s TLS.
     pub s2s: crate::s2s::S2s,
     pub storage: Arc<dyn Storage>,
@@ -928,6 +931,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let server = Arc::new(Server {
         live: RwLock::new(Arc::new(live)),
         storage: storage.clone(),
+        group_commit: crate::storage::group_commit::GroupCommit::start(storage.clone()),
         router: Router::new(),
         rosters: Default::default(),
         account_locks: Default::default(),

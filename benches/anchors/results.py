@@ -19,12 +19,15 @@ import math
 import re
 import sys
 
-SERVERS = ["rookery", "prosody", "ejabberd"]
-NAMES = {"rookery": "Rookery", "prosody": "Prosody", "ejabberd": "ejabberd"}
-ANCHORS = ["prosody", "ejabberd"]
+SERVERS = ["rookery", "prosody", "ejabberd", "relay"]
+NAMES = {"rookery": "Rookery", "prosody": "Prosody", "ejabberd": "ejabberd",
+         "relay": "TLS relay"}
+# Ratio columns: Rookery / each of these. The relay (loadgen's TLS byte relay,
+# the "speed of light") runs only the chat scenarios.
+ANCHORS = ["prosody", "ejabberd", "relay"]
 META = {"server", "server_version", "run_id", "scenario", "machine", "machine_busy_before",
         "other_processes_cpu_s", "other_processes_share", "loadavg",
-        "tool", "version", "mech", "server_addr", "domain", "time", "timestamp"}
+        "tool", "version", "loadgen_scenario", "mech", "server_addr", "domain", "time", "timestamp"}
 
 
 def tag(args):
@@ -32,7 +35,11 @@ def tag(args):
     rec = json.loads(line)
     if not isinstance(rec, dict):
         raise SystemExit("loadgen line is not a JSON object")
-    rec.setdefault("scenario", args.scenario)
+    # compare.sh's scenario name (chat10k is loadgen's chat at a set rate;
+    # the relay's chat is loadgen's chat-raw): the rows line up by it.
+    if "scenario" in rec and rec["scenario"] != args.scenario:
+        rec["loadgen_scenario"] = rec["scenario"]
+    rec["scenario"] = args.scenario
     rec["server"] = args.server
     rec["server_version"] = args.server_version
     rec["run_id"] = args.run_id
@@ -162,7 +169,16 @@ def table(args):
         print("(no results)")
         return 1
     run = args.run_id or recs[-1].get("run_id")
-    recs = [r for r in recs if r.get("run_id") == run]
+    # Several runs, comma-separated: a later run's result for a (server,
+    # scenario) replaces an earlier one's (e.g. the anchors of one run with
+    # Rookery re-measured after a change).
+    runs = run.split(",")
+    chosen = {}
+    for rid in runs:
+        for r in recs:
+            if r.get("run_id") == rid:
+                chosen[(r.get("server"), r.get("scenario"))] = r
+    recs = list(chosen.values())
     if not recs:
         print("(no results for run %s)" % run)
         return 1
@@ -179,7 +195,7 @@ def table(args):
     anchors = [a for a in ANCHORS if a in servers and "rookery" in servers]
 
     m = recs[0].get("machine") or {}
-    print("Run %s." % run)
+    print("Run%s %s." % ("s" if len(runs) > 1 else "", " + ".join(runs)))
     if m:
         print("Machine: %s, %s CPUs, %s MiB, Linux %s." % (m.get("cpu_model", "?"), m.get("cpus", "?"),
                                                          m.get("mem_mib", "?"), m.get("kernel", "?")))
@@ -246,7 +262,7 @@ def main():
     t.add_argument("--busy", help="fraction of the machine's CPU busy just before the run")
     t.add_argument("--other-cpu", help="'SECONDS SHARE': CPU used by other processes during the run")
     tb = sub.add_parser("table")
-    tb.add_argument("--run-id")
+    tb.add_argument("--run-id", help="the run to show, or several comma-separated (later ones win)")
     tb.add_argument("--all", action="store_true", help="every numeric field, not only the headline ones")
     tb.add_argument("files", nargs="+")
     args = p.parse_args()

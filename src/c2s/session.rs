@@ -110,7 +110,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
                     if pinger.is_reply(&el) {
                         Ok(())
                     } else {
-                        handle_stanza(&server, &handle, el).await
+                        boxed_stanza(&server, &handle, el).await
                     }
                 };
                 if let Err(cond) = result {
@@ -214,6 +214,17 @@ async fn wind_down(
     // Boxed, like the other cold paths: an idle session's task stays small.
     Box::pin(finish(&server, &handle, rx)).await;
     tracing::info!(%peer, "session ended: {}", handle.jid);
+}
+
+// A plain function builds the boxed future: built inside `run`, the future
+// would first be laid out in `run`'s own state (which every idle session
+// keeps) before being moved to the heap.
+fn boxed_stanza<'a>(
+    server: &'a Arc<Server>,
+    handle: &'a Arc<SessionHandle>,
+    el: Element,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), &'static str>> + Send + 'a>> {
+    Box::pin(handle_stanza(server, handle, el))
 }
 
 /// A new channel for resumptions to claim the session through.

@@ -203,7 +203,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 }
                 Outgoing::Flush => flush_held(&handle, &mut held, &mut buf),
                 Outgoing::Close(cond) => {
-                    close = Some(cond);
+                    close = Some(cond.map(|c| *c));
                     break;
                 }
                 Outgoing::Ack(tx) => {

@@ -153,10 +153,23 @@ pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
             .with_text("Offline storage"),
     );
     let limit = server.config().max_user_offline_messages(user, host);
-    match server
-        .storage
-        .offline_store(host, user, &stored.to_xml(ns::CLIENT), limit)
-    {
+    // Stored without a flush of its own, then made durable by the group
+    // commit (one fsync for all the messages stored meanwhile) before this
+    // returns: the sender's next stanza is handled only after that, so
+    // anything it was answered is on disk (the SIGKILL guarantee).
+    let result =
+        match server
+            .storage
+            .offline_store_unflushed(host, user, &stored.to_xml(ns::CLIENT), limit)
+        {
+            Ok(OfflineStored::Stored(seq)) => server
+                .group_commit
+                .durable()
+                .await
+                .map(|()| OfflineStored::Stored(seq)),
+            other => other,
+        };
+    match result {
         Ok(OfflineStored::Stored(_)) => {}
         Ok(OfflineStored::Full) => {
             crate::delivery::bounce(

@@ -15,6 +15,7 @@
 //! elements.
 
 mod backup;
+pub mod group_commit;
 mod offline_store;
 mod roster_store;
 pub mod sled_store;
@@ -268,6 +269,19 @@ pub trait Storage: Send + Sync {
         stanza_xml: &str,
         limit: Option<usize>,
     ) -> Result<OfflineStored, StorageError>;
+    /// [`Storage::offline_store`] without making the message durable: the
+    /// caller must not acknowledge it before a later [`Storage::flush`]
+    /// (see [`group_commit`], which batches those flushes). Engines without
+    /// a cheaper path keep the default, which is durable at once.
+    fn offline_store_unflushed(
+        &self,
+        host: &str,
+        user: &str,
+        stanza_xml: &str,
+        limit: Option<usize>,
+    ) -> Result<OfflineStored, StorageError> {
+        self.offline_store(host, user, stanza_xml, limit)
+    }
     /// Up to `max` stored messages as (seq, stanza_xml), oldest first.
     fn offline_peek(
         &self,

@@ -48,6 +48,7 @@ impl SledStorage {
         user: &str,
         stanza_xml: &str,
         limit: Option<usize>,
+        flush: bool,
     ) -> Result<OfflineStored, StorageError> {
         // Taken outside the transaction so that a retried closure reuses it.
         let seq = self.db.generate_id().map_err(|e| self.err(e))?;
@@ -70,7 +71,7 @@ impl SledStorage {
             Ok(OfflineStored::Stored(seq))
         });
         let stored = self.tx_result(result)?;
-        if stored != OfflineStored::Full {
+        if flush && stored != OfflineStored::Full {
             self.durable()?;
         }
         Ok(stored)

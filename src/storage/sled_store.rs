@@ -475,7 +475,18 @@ impl Storage for SledStorage {
         limit: Option<usize>,
     ) -> Result<OfflineStored, StorageError> {
         let _w = self.writing();
-        self.offline_store_impl(host, user, stanza_xml, limit)
+        self.offline_store_impl(host, user, stanza_xml, limit, true)
+    }
+
+    fn offline_store_unflushed(
+        &self,
+        host: &str,
+        user: &str,
+        stanza_xml: &str,
+        limit: Option<usize>,
+    ) -> Result<OfflineStored, StorageError> {
+        let _w = self.writing();
+        self.offline_store_impl(host, user, stanza_xml, limit, false)
     }
 
     fn offline_peek(

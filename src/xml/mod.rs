@@ -2,6 +2,7 @@
 //! checks and the stanza-size limit) and the byte limiter/shaper under it.
 //! Writing uses [`xep_support::element::Element::write_to`].
 
+pub mod bufread;
 pub mod limit;
 pub mod reader;
 

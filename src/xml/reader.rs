@@ -9,14 +9,16 @@
 //! being read is held in memory, and never more than `max_stanza_size` bytes
 //! of it, because the byte counter under the parser fails the read first.
 
+use super::bufread::LazyBufReader;
 use super::limit::LimitedRead;
 use quick_xml::events::{BytesStart, Event};
 use std::io;
-use tokio::io::{AsyncRead, BufReader};
+use tokio::io::AsyncRead;
 use xep_support::element::{Element, Node, NS_XML};
 use xep_support::ns;
 
-/// Bytes the buffered reader under the parser holds at most.
+/// Bytes the buffered reader under the parser holds at most (and only
+/// while bytes are arriving: none while the session waits, see [`LazyBufReader`]).
 const READ_BUFFER: usize = 1024;
 /// A parse buffer larger than this after a stanza is given back.
 const KEEP_BUFFER: usize = 1024;
@@ -92,7 +94,7 @@ impl std::fmt::Display for XmlError {
 
 /// The incremental stream reader over a transport `R`.
 pub struct StreamReader<R> {
-    reader: quick_xml::Reader<BufReader<LimitedRead<R>>>,
+    reader: quick_xml::Reader<LazyBufReader<LimitedRead<R>>>,
     buf: Vec<u8>,
     /// Elements open inside the current stanza (the stanza itself first).
     stack: Vec<Element>,
@@ -121,7 +123,7 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         // stanza being parsed, so the byte count is allowed that much slack.
         let limited = LimitedRead::new(inner, max_stanza_size.map(|m| m + READ_BUFFER));
         let mut reader =
-            quick_xml::Reader::from_reader(BufReader::with_capacity(READ_BUFFER, limited));
+            quick_xml::Reader::from_reader(LazyBufReader::with_capacity(READ_BUFFER, limited));
         configure(&mut reader);
         StreamReader {
             reader,
@@ -255,10 +257,12 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     }
 
     /// Finish a top-level element: count bytes afresh for the next one and
-    /// give back an oversized parse buffer.
+    /// give back an oversized parse buffer, or any parse buffer when no
+    /// more bytes are waiting (the session is likely to wait for its peer
+    /// now, and an idle session should hold no buffer).
     fn finished(&mut self, el: Element) -> StreamEvent {
         self.limiter().reset();
-        if self.buf.capacity() > KEEP_BUFFER {
+        if self.buf.capacity() > KEEP_BUFFER || self.reader.get_ref().buffer().is_empty() {
             self.buf = Vec::new();
         }
         StreamEvent::Stanza(el)
