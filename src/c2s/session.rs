@@ -172,7 +172,11 @@ async fn wind_down(
                     }
                 }
                 End::Error(cond) => {
-                    if handle.tx.try_send(Outgoing::Close(Some(cond))).is_err() {
+                    if handle
+                        .tx
+                        .try_send(Outgoing::Close(Some(Box::new(*cond))))
+                        .is_err()
+                    {
                         detach.notify_one();
                     }
                 }
