@@ -392,12 +392,18 @@ async fn binding_the_same_resource_ends_a_detached_session_without_losing_messag
         "detached session listed: {users}"
     );
     // A client that lost its resumption state binds the same resource again.
-    let (_a2, got) = im::online_with(&server, ALICE, "kicked", "<presence/>").await;
-    let b: Vec<String> = got
+    let (mut a2, got) = im::online_with(&server, ALICE, "kicked", "<presence/>").await;
+    let mut b: Vec<String> = got
         .iter()
         .filter(|e| e.name == "message")
         .map(|e| e.child_text("body").unwrap_or("").to_string())
         .collect();
+    // The old session's leftovers are routed while the new one logs in: a
+    // message stored after the new session drained offline storage reaches
+    // it live, after the drain, still in order.
+    if b.len() < 2 {
+        b.extend(bodies(&mut a2, 2 - b.len()).await);
+    }
     assert_eq!(b, ["c1", "c2"], "{}", im::show(&got));
 }
 
