@@ -536,3 +536,57 @@ async fn roster_versioning() {
         "catching up from the first version"
     );
 }
+
+/// Both contacts of many pairs send `subscribed` (pre-approval) and
+/// `subscribe` to each other at about the same moment (what the presence
+/// benchmark's set-up does): every pair ends with subscription `both` and no
+/// pending `ask` on both sides. The lost update this once hit (an account's
+/// own `subscribed` and the contact's `subscribe` changing the same item at
+/// once) depends on timing; this test does not reproduce it reliably.
+#[tokio::test]
+async fn simultaneous_mutual_subscriptions_all_end_as_both() {
+    const PAIRS: usize = 16;
+    let server = Server::start();
+    for i in 0..PAIRS * 2 {
+        server.register(&format!("racer{i}"), "localhost", "secret");
+    }
+    let names: Vec<String> = (0..PAIRS * 2).map(|i| format!("racer{i}")).collect();
+    let mut clients = Vec::new();
+    for n in &names {
+        clients.push(online(&server, (n.as_str(), "secret"), "r").await);
+    }
+    // Queue every stanza first, then let them go through at once.
+    let mut tasks = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let peer = format!("{}@localhost", names[i ^ 1]);
+        tasks.push(tokio::spawn(async move {
+            c.send(&format!(
+                "<presence type='subscribed' to='{peer}'/><presence type='subscribe' to='{peer}'/>"
+            ))
+            .await;
+            sync(&mut c).await;
+            c
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.expect("client task"));
+    }
+    for c in clients.iter_mut() {
+        sync(c).await;
+    }
+    for (i, n) in names.iter().enumerate() {
+        let roster = server.ctl_ok(&["get_roster", n, "localhost"]);
+        let peer = format!("{}@localhost", names[i ^ 1]);
+        let line = roster
+            .lines()
+            .find(|l| l.starts_with(&format!("{peer}\t")))
+            .unwrap_or_else(|| panic!("{n} has no item for {peer}: {roster}"));
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(
+            (cols[2], cols[3]),
+            ("both", "none"),
+            "{n}'s item for {peer}: {line}"
+        );
+    }
+}

@@ -247,6 +247,9 @@ pub async fn outbound_subscription(
     if contact_s == owner.to_string() {
         return; // subscribing to oneself is a no-op
     }
+    // Read, decide and write under the account's subscription lock (never
+    // across an await); roster pushes go out after it is released.
+    let guard = server.rosters.subscription_lock(owner);
     let item = server.rosters.item(server, owner, &contact_s);
     let current = match &item {
         Some(i) => Some(state_of(i)),
@@ -266,14 +269,21 @@ pub async fn outbound_subscription(
         }
     };
     let out = outbound(current.as_ref(), kind);
-    if (item.is_some() || out.create_item) && current.as_ref() != Some(&out.new_state) {
-        save_state(server, owner, &contact_s, item, &out.new_state, out.push).await;
-    }
+    let stored = if (item.is_some() || out.create_item) && current.as_ref() != Some(&out.new_state)
+    {
+        store_state(server, owner, &contact_s, item, &out.new_state)
+    } else {
+        None
+    };
     if matches!(kind, SubKind::Subscribed | SubKind::Unsubscribed) {
         let (host, user) = parts(owner);
         let _ = server
             .storage
             .pending_subscription_remove(host, user, &contact_s);
+    }
+    drop(guard);
+    if let (Some(stored), true) = (stored, out.push) {
+        push(server, owner, roster_item_xml(&stored), stored.ver).await;
     }
     if out.route {
         let mut p = presence(owner.as_str(), &contact_s, Some(kind.as_str()));
@@ -304,14 +314,15 @@ pub async fn outbound_subscription(
 
 /// Store a contact's new subscription state in `owner`'s roster (creating
 /// the item if needed) and push it when the change is visible.
-async fn save_state(
+/// Write the new subscription state of `contact` in `owner`'s roster (the
+/// caller holds the subscription lock); returns the stored item.
+fn store_state(
     server: &Server,
     owner: &BareJid,
     contact: &str,
     item: Option<RosterItem>,
     state: &SubState,
-    visible: bool,
-) {
+) -> Option<RosterItem> {
     let mut new = item.unwrap_or(RosterItem {
         jid: contact.to_string(),
         name: None,
@@ -327,12 +338,11 @@ async fn save_state(
     new.pending_in = state.pending_in;
     new.approved = state.approved;
     match server.rosters.put(server, owner, new) {
-        Ok(stored) => {
-            if visible {
-                push(server, owner, roster_item_xml(&stored), stored.ver).await;
-            }
+        Ok(stored) => Some(stored),
+        Err(e) => {
+            tracing::error!("roster update for {owner}: {e}");
+            None
         }
-        Err(e) => tracing::error!("roster update for {owner}: {e}"),
     }
 }
 
@@ -429,6 +439,8 @@ async fn inbound_subscription(
     el: Element,
 ) {
     let contact_s = contact.to_string();
+    // As in outbound_subscription: read, decide and write under the lock.
+    let guard = server.rosters.subscription_lock(user);
     let item = server.rosters.item(server, user, &contact_s);
     let had_from = matches!(
         item.as_ref().map(|i| &i.subscription),
@@ -436,10 +448,34 @@ async fn inbound_subscription(
     );
     let inb = inbound(item.as_ref().map(state_of).as_ref(), kind);
     let changed = item.as_ref().map(state_of) != Some(inb.new_state.clone());
-    if (item.is_some() || inb.create_item) && changed {
-        save_state(server, user, &contact_s, item, &inb.new_state, inb.push).await;
-    }
+    let stored = if (item.is_some() || inb.create_item) && changed {
+        store_state(server, user, &contact_s, item, &inb.new_state)
+    } else {
+        None
+    };
+    // Pending requests are subscription state too: changed under the lock.
     let (host, localpart) = parts(user);
+    match kind {
+        SubKind::Subscribe if inb.deliver && !inb.auto_reply_subscribed => {
+            let xml = el.to_xml(ns::CLIENT);
+            if let Err(e) = server
+                .storage
+                .pending_subscription_add(host, localpart, &contact_s, &xml)
+            {
+                tracing::error!("storing a subscription request for {user}: {e}");
+            }
+        }
+        SubKind::Unsubscribe => {
+            let _ = server
+                .storage
+                .pending_subscription_remove(host, localpart, &contact_s);
+        }
+        _ => {}
+    }
+    drop(guard);
+    if let (Some(stored), true) = (stored, inb.push) {
+        push(server, user, roster_item_xml(&stored), stored.ver).await;
+    }
     if inb.auto_reply_subscribed {
         send_subscription_stanza(server, user.as_str(), &contact_s, "subscribed").await;
         // And the contact now gets our presence.
@@ -457,23 +493,6 @@ async fn inbound_subscription(
                 .await;
             }
         }
-    }
-    match kind {
-        SubKind::Subscribe if inb.deliver => {
-            let xml = el.to_xml(ns::CLIENT);
-            if let Err(e) = server
-                .storage
-                .pending_subscription_add(host, localpart, &contact_s, &xml)
-            {
-                tracing::error!("storing a subscription request for {user}: {e}");
-            }
-        }
-        SubKind::Unsubscribe => {
-            let _ = server
-                .storage
-                .pending_subscription_remove(host, localpart, &contact_s);
-        }
-        _ => {}
     }
     if inb.deliver {
         let mut p = presence(&contact_s, user.as_str(), Some(kind.as_str()));

@@ -25,10 +25,25 @@ pub type Roster = HashMap<String, RosterItem>;
 /// Rosters of accounts with sessions, shared read-only with presence code.
 /// Writes go to sled first, then replace the cached copy, under `write_lock`
 /// so concurrent updates of one roster cannot interleave.
-#[derive(Default)]
 pub struct RosterCache {
     rosters: RwLock<HashMap<BareJid, Arc<Roster>>>,
     write_lock: Mutex<()>,
+    /// Sharded by account: held from reading a roster item to writing its
+    /// new subscription state, so two subscription stanzas handled at once
+    /// for the same account (its own `subscribed` and a contact's
+    /// `subscribe`, say) cannot overwrite each other's change. Never held
+    /// across an `.await`.
+    subscription_locks: Vec<Mutex<()>>,
+}
+
+impl Default for RosterCache {
+    fn default() -> Self {
+        RosterCache {
+            rosters: Default::default(),
+            write_lock: Mutex::new(()),
+            subscription_locks: (0..64).map(|_| Mutex::new(())).collect(),
+        }
+    }
 }
 
 fn parts(bare: &BareJid) -> (&str, &str) {
@@ -39,6 +54,17 @@ fn parts(bare: &BareJid) -> (&str, &str) {
 }
 
 impl RosterCache {
+    /// The lock that orders subscription-state changes of `bare`'s roster.
+    pub fn subscription_lock(&self, bare: &BareJid) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bare.hash(&mut h);
+        let i = (h.finish() as usize) % self.subscription_locks.len();
+        self.subscription_locks[i]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The roster of `bare`, from memory or loaded from storage.
     pub fn get(&self, server: &Server, bare: &BareJid) -> Arc<Roster> {
         if let Some(r) = self
@@ -315,6 +341,8 @@ async fn roster_set(server: &Server, iq: &Element, query: &Element, owner: &Bare
         );
     }
     // Subscription and ask in a roster set are ignored (§2.1.2.5): only name and groups change.
+    // Under the subscription lock, so a concurrent subscription change is not overwritten.
+    let guard = server.rosters.subscription_lock(owner);
     let existing = server.rosters.item(server, owner, &contact);
     let new = match existing {
         Some(mut i) => {
@@ -333,7 +361,9 @@ async fn roster_set(server: &Server, iq: &Element, query: &Element, owner: &Bare
             ver: 0,
         },
     };
-    match server.rosters.put(server, owner, new) {
+    let stored = server.rosters.put(server, owner, new);
+    drop(guard);
+    match stored {
         Ok(stored) => {
             push(server, owner, roster_item_xml(&stored), stored.ver).await;
             iq_result(iq, None)
