@@ -408,14 +408,6 @@ impl ServerContext for Server {
         ids
     }
 
-    fn resources(&self, bare: &jid::BareJid) -> Vec<jid::FullJid> {
-        self.router
-            .sessions_of(bare)
-            .iter()
-            .map(|s| s.jid.clone())
-            .collect()
-    }
-
     fn route(&self, stanza: Element) {
         // Modules run synchronously; their stanzas are routed on a task of their own.
         if let Some(server) = self.this.get().and_then(std::sync::Weak::upgrade) {

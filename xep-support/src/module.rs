@@ -243,11 +243,6 @@ pub trait ServerContext: Send + Sync {
         account: &BareJid,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// The full JIDs of an account's bound sessions (detached resumable
-    /// sessions included), in no particular order.
-    fn resources(&self, _bare: &BareJid) -> Vec<FullJid> {
-        Vec::new()
-    }
     /// Whether the `access_rules` rule allows this user and/or address
     /// (ejabberd semantics; an undefined rule denies, `all` allows).
     fn access_allows(&self, _rule: &str, _user: Option<(&str, &str)>, _ip: Option<IpAddr>) -> bool {
