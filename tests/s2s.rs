@@ -334,17 +334,9 @@ async fn sasl_external_federation() {
     alice
         .send("<message to='x@c.test' id='nf' type='chat'><body>x</body></message>")
         .await;
-    let e = alice
-        .recv_where("bounce", |e| {
-            e.name == "message" && e.attr("id") == Some("nf")
-        })
+    alice
+        .expect_message_error("nf", "remote-server-not-found")
         .await;
-    assert_eq!(e.attr("type"), Some("error"), "{e}");
-    assert_eq!(
-        e.stanza_error().map(|x| x.1),
-        Some("remote-server-not-found".into()),
-        "{e}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

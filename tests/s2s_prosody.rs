@@ -355,17 +355,9 @@ async fn federates_with_prosody() {
         alice
             .send("<message to='pat@prosody.test' id='m1' type='chat'><body>x</body></message>")
             .await;
-        let e = alice
-            .recv_where("bounce", |e| {
-                e.name == "message" && e.attr("id") == Some("m1")
-            })
+        alice
+            .expect_message_error("m1", "remote-server-not-found")
             .await;
-        assert_eq!(e.attr("type"), Some("error"), "{e}");
-        assert_eq!(
-            e.stanza_error().map(|x| x.1),
-            Some("remote-server-not-found".into()),
-            "{e}"
-        );
         pat.send("<message to='alice@rookery.test' id='m2' type='chat'><body>x</body></message>")
             .await;
         let e = pat

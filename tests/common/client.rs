@@ -406,6 +406,23 @@ impl Client {
         }
     }
 
+    /// Waits for the error reply to the message with `id` and checks that it
+    /// is `type='error'` with the defined `condition`; returns it.
+    pub async fn expect_message_error(&mut self, id: &str, condition: &str) -> Element {
+        let e = self
+            .recv_where("an error reply", |e| {
+                e.name == "message" && e.attr("id") == Some(id)
+            })
+            .await;
+        assert_eq!(e.attr("type"), Some("error"), "{e}");
+        assert_eq!(
+            e.stanza_error().map(|x| x.1),
+            Some(condition.to_string()),
+            "{e}"
+        );
+        e
+    }
+
     /// Reads until an element satisfying `pred` arrives (others are queued
     /// for later `recv` calls); panics after the default timeout, on stream
     /// errors, stream end or close.
