@@ -60,6 +60,7 @@ fn embedded_default_matches_the_documented_setup() {
         names,
         [
             "mod_disco",
+            "mod_caps",
             "mod_ping",
             "mod_carbons",
             "mod_client_state",

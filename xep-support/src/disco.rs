@@ -90,8 +90,8 @@ impl Module for Disco {
     }
 }
 
-/// A disco#info result.
-fn info(identities: Vec<Identity>, mut features: Vec<String>) -> Element {
+/// A disco#info result (features sorted, duplicates removed).
+pub fn info(identities: Vec<Identity>, mut features: Vec<String>) -> Element {
     let mut query = Element::new("query", ns::DISCO_INFO);
     for id in identities {
         let mut e = Element::new("identity", ns::DISCO_INFO)

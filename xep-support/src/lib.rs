@@ -8,6 +8,7 @@
 pub mod adhoc;
 pub mod blocking;
 pub mod bookmarks;
+pub mod caps;
 pub mod carbons;
 pub mod client_state;
 pub mod disco;

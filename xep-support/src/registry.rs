@@ -21,6 +21,7 @@ pub const KNOWN: &[&str] = &[
     "mod_adhoc",
     "mod_configure",
     "mod_register",
+    "mod_caps",
 ];
 
 /// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
@@ -127,6 +128,7 @@ pub fn build(
                 }
             }
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
+            "mod_caps" => Arc::new(crate::caps::Caps::default()),
             "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
             "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),
             "mod_adhoc" => Arc::new(crate::adhoc::AdHoc::default()),
