@@ -4,6 +4,7 @@
 mod acl;
 mod auth;
 mod c2s;
+mod component;
 mod config;
 mod ctl;
 mod delivery;

@@ -157,6 +157,8 @@ pub struct Server {
     pub group_commit: Arc<crate::storage::group_commit::GroupCommit>,
     /// Federation: outgoing connections, incoming streams, s2s TLS.
     pub s2s: crate::s2s::S2s,
+    /// XEP-0114 external components connected now.
+    pub components: crate::component::Components,
     pub storage: Arc<dyn Storage>,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
@@ -406,6 +408,10 @@ impl ServerContext for Server {
                 .flat_map(|m| m.disco_identities()),
         );
         ids
+    }
+
+    fn disco_items(&self) -> Vec<String> {
+        self.components.connected()
     }
 
     fn route(&self, stanza: Element) {
@@ -930,6 +936,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         resumable: Mutex::new(HashMap::new()),
         expired: Mutex::new(std::collections::VecDeque::new()),
         s2s: crate::s2s::S2s::new(s2s_tls),
+        components: Default::default(),
         shutdown,
         started: Instant::now(),
         connections: AtomicUsize::new(0),
@@ -966,8 +973,13 @@ pub async fn run(config: Config) -> Result<(), String> {
         let kind = match cfg.module {
             ListenerModule::C2s => "c2s",
             ListenerModule::S2s => "s2s",
+            ListenerModule::Service => "service",
         };
-        let mode = if cfg.tls { "tls" } else { "starttls" };
+        let mode = match (cfg.tls, cfg.module) {
+            (true, _) => "tls",
+            (false, ListenerModule::Service) => "plain",
+            (false, _) => "starttls",
+        };
         println!("rookery: listening {kind} {local} {mode}");
         tracing::info!("listening for {kind} on {local} ({mode})");
         accept_tasks.push(tokio::spawn(accept_loop(server.clone(), listener, cfg)));
@@ -1125,6 +1137,9 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
                 ListenerModule::C2s => crate::c2s::handle(server.clone(), sock, peer, cfg).await,
                 ListenerModule::S2s => {
                     crate::s2s::incoming::handle(server.clone(), sock, peer, cfg).await
+                }
+                ListenerModule::Service => {
+                    crate::component::handle(server.clone(), sock, peer, cfg).await
                 }
             }
             server.connections.fetch_sub(1, Ordering::Relaxed);

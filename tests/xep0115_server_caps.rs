@@ -55,7 +55,9 @@ async fn stream_features_carry_the_servers_caps_hash() {
     let server = server_with_users();
     let mut c = Client::login(&server, "alice", "secret", Some("caps")).await;
     let features = c.features.clone().expect("features");
-    let caps = features.child_ns("c", CAPS).expect("no <c/> in stream features");
+    let caps = features
+        .child_ns("c", CAPS)
+        .expect("no <c/> in stream features");
     assert_eq!(caps.attr("hash"), Some("sha-1"), "{caps}");
     let node = caps.attr("node").expect("node").to_string();
     let ver = caps.attr("ver").expect("ver").to_string();
@@ -64,7 +66,11 @@ async fn stream_features_carry_the_servers_caps_hash() {
     assert_eq!(info.attr("type"), Some("result"), "{info}");
     let query = info.child_ns("query", INFO).expect("query");
     assert!(query.children_named("feature").count() > 3, "{query}");
-    assert_eq!(hash(query), ver, "ver is not the hash of disco#info: {query}");
+    assert_eq!(
+        hash(query),
+        ver,
+        "ver is not the hash of disco#info: {query}"
+    );
 
     // The same answer on node#ver, with the node echoed.
     let on_node = disco(&mut c, Some(&format!("{node}#{ver}"))).await;
@@ -74,7 +80,11 @@ async fn stream_features_carry_the_servers_caps_hash() {
     assert_eq!(hash(q2), ver, "{q2}");
 
     // A stale ver is not a node the server has.
-    let stale = disco(&mut c, Some(&format!("{node}#AAAAAAAAAAAAAAAAAAAAAAAAAAA="))).await;
+    let stale = disco(
+        &mut c,
+        Some(&format!("{node}#AAAAAAAAAAAAAAAAAAAAAAAAAAA=")),
+    )
+    .await;
     assert_eq!(stale.attr("type"), Some("error"), "{stale}");
     assert!(
         stale

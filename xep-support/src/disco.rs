@@ -57,8 +57,13 @@ impl Module for Disco {
         if req.payload.ns == ns::DISCO_INFO {
             Ok(Some(info(ctx.disco_identities(), ctx.disco_features())))
         } else {
-            // No components yet: an empty item list.
-            Ok(Some(Element::new("query", ns::DISCO_ITEMS)))
+            // The server's components (XEP-0114), by domain.
+            let mut query = Element::new("query", ns::DISCO_ITEMS);
+            for jid in ctx.disco_items() {
+                query =
+                    query.with_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", jid));
+            }
+            Ok(Some(query))
         }
     }
     fn account_iq_namespaces(&self) -> Vec<&'static str> {

@@ -191,6 +191,10 @@ pub trait ServerContext: Send + Sync {
     fn disco_features(&self) -> Vec<String>;
     /// Every disco identity of the server.
     fn disco_identities(&self) -> Vec<Identity>;
+    /// The server's disco#items: the domains of its connected components.
+    fn disco_items(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Deliver a stanza that the server originates (it carries its own
     /// `from`). Routing happens on a task of its own, after the caller returns.
     fn route(&self, stanza: Element);
