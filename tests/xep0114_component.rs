@@ -238,3 +238,37 @@ async fn refusals() {
         .expect_silence(std::time::Duration::from_millis(300))
         .await;
 }
+
+/// A component nobody here wrote: slixmpp's `ComponentXMPP` (an echo
+/// gateway) and a slixmpp client (`tests/interop/slixmpp_component.py`).
+#[test]
+fn slixmpp_component_and_client() {
+    use common::interop::{ensure_venv, run_bounded, tests_file, SCRIPT_TIMEOUT};
+    let python = ensure_venv();
+    let script = tests_file("interop/slixmpp_component.py");
+    let server = server();
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(&script)
+        .arg("--host")
+        .arg(server.c2s().ip().to_string())
+        .arg("--port")
+        .arg(server.c2s().port().to_string())
+        .arg("--service-port")
+        .arg(service_addr(&server).port().to_string())
+        .args(["--jid", "alice@localhost", "--password", "secret"])
+        .args(["--component", GW, "--secret", SECRET])
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let ran = run_bounded(
+        cmd,
+        SCRIPT_TIMEOUT + SCRIPT_TIMEOUT / 6,
+        "slixmpp_component.py",
+    );
+    assert!(
+        ran.code == Some(0) && ran.stdout.lines().any(|l| l.starts_with("INTEROP OK ")),
+        "slixmpp component interop failed (exit {:?})\nstdout:\n{}\nstderr:\n{}",
+        ran.code,
+        ran.stdout,
+        ran.stderr
+    );
+}

@@ -835,3 +835,31 @@ fn documentation_covers_every_supported_option() {
         );
     }
 }
+
+#[test]
+fn component_listeners() {
+    let c = load(
+        "hosts: [a.org]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n    hosts:\n      irc.a.org:\n        password: one\n      bot.a.org: {}\n    password: two\n",
+    )
+    .unwrap();
+    let l = &c.listen[0];
+    assert_eq!(l.module, ListenerModule::Service);
+    let hosts: Vec<(&str, &str)> = l
+        .service_hosts
+        .iter()
+        .map(|h| (h.domain.as_str(), h.password.as_str()))
+        .collect();
+    assert_eq!(hosts, [("irc.a.org", "one"), ("bot.a.org", "two")]);
+    assert!(
+        error("hosts: [a.org]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n")
+            .contains("an ejabberd_service listener needs `hosts`")
+    );
+    assert!(error(
+        "hosts: [a.org]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n    hosts:\n      irc.a.org: {}\n"
+    )
+    .contains("6:7: listen[0].hosts.irc.a.org: no `password`"));
+    assert!(error(
+        "hosts: [a.org]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n    password: x\n    hosts:\n      a.org: {}\n"
+    )
+    .contains("component domain a.org is also one of `hosts`"));
+}
