@@ -17,6 +17,7 @@ const ENABLED: &[&str] = &[
     "mod_private",
     "mod_vcard",
     "mod_vcard_xupdate",
+    "mod_avatar",
     "mod_blocking",
     "mod_version",
     "mod_time",

@@ -68,6 +68,7 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_private",
             "mod_vcard",
             "mod_vcard_xupdate",
+            "mod_avatar",
             "mod_blocking",
             "mod_version",
             "mod_time",
