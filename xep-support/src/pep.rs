@@ -646,7 +646,7 @@ impl Pep {
             Some(x) => self.options(x, PUBLISH_OPTIONS)?,
             None => Options::default(),
         };
-        self.put_item(ctx, &owner, name, &id, payload, options, true)?;
+        self.put_item(ctx, &owner, name, (&id, payload), options, true)?;
         Ok(Some(
             Element::new("pubsub", ns::PUBSUB).with_child(
                 Element::new("publish", ns::PUBSUB)
@@ -663,8 +663,7 @@ impl Pep {
         ctx: &dyn ServerContext,
         owner: &BareJid,
         name: &str,
-        id: &str,
-        payload: Element,
+        (id, payload): (&str, Element),
         options: Options,
         convert: bool,
     ) -> Result<(), StanzaError> {
@@ -723,7 +722,7 @@ impl Pep {
         id: &str,
         payload: Element,
     ) -> Result<(), StanzaError> {
-        self.put_item(ctx, owner, name, id, payload, Options::default(), false)
+        self.put_item(ctx, owner, name, (id, payload), Options::default(), false)
     }
 
     /// The last item of one of `owner`'s nodes (id and payload).
