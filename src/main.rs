@@ -8,6 +8,7 @@ mod component;
 mod config;
 mod ctl;
 mod delivery;
+mod http;
 mod im;
 mod router;
 mod s2s;

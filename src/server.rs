@@ -76,6 +76,7 @@ impl Live {
         warnings.extend(tls_warnings);
         let globals = xep_support::module::Globals {
             registration_timeout: config.registration_timeout,
+            data_dir: config.data_dir.clone(),
         };
         let (modules, module_warnings) = xep_support::registry::build(&config.modules, &globals);
         for (module, message) in module_warnings {
@@ -412,6 +413,14 @@ impl ServerContext for Server {
 
     fn disco_items(&self) -> Vec<String> {
         self.components.connected()
+    }
+
+    fn disco_forms(&self) -> Vec<Element> {
+        self.live()
+            .modules
+            .iter()
+            .flat_map(|m| m.disco_forms())
+            .collect()
     }
 
     fn route(&self, stanza: Element) {
@@ -974,10 +983,11 @@ pub async fn run(config: Config) -> Result<(), String> {
             ListenerModule::C2s => "c2s",
             ListenerModule::S2s => "s2s",
             ListenerModule::Service => "service",
+            ListenerModule::Http => "http",
         };
         let mode = match (cfg.tls, cfg.module) {
             (true, _) => "tls",
-            (false, ListenerModule::Service) => "plain",
+            (false, ListenerModule::Service | ListenerModule::Http) => "plain",
             (false, _) => "starttls",
         };
         println!("rookery: listening {kind} {local} {mode}");
@@ -1141,6 +1151,7 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
                 ListenerModule::Service => {
                     crate::component::handle(server.clone(), sock, peer, cfg).await
                 }
+                ListenerModule::Http => crate::http::handle(server.clone(), sock, peer, cfg).await,
             }
             server.connections.fetch_sub(1, Ordering::Relaxed);
         });

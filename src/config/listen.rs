@@ -1,7 +1,8 @@
 //! The `listen` option: listener entries in ejabberd's format.
 //!
-//! Supported modules are `ejabberd_c2s` (`c2s`), `ejabberd_s2s_in` (`s2s`)
-//! and `ejabberd_service` (`service`, XEP-0114 external components).
+//! Supported modules are `ejabberd_c2s` (`c2s`), `ejabberd_s2s_in` (`s2s`),
+//! `ejabberd_service` (`service`, XEP-0114 external components) and
+//! `ejabberd_http` (`http`, only for `mod_http_upload`).
 //! Other ejabberd listener modules (`ejabberd_http`, `ejabberd_stun`,
 //! `mod_mqtt`, …) and ejabberd listener options Rookery does not implement are
 //! reported as warnings and skipped; wrong values of supported options are
@@ -27,6 +28,8 @@ pub enum ListenerModule {
     S2s,
     /// External components (`ejabberd_service`, XEP-0114).
     Service,
+    /// HTTP (`ejabberd_http`): only the XEP-0363 upload handler.
+    Http,
 }
 
 /// A component domain an `ejabberd_service` listener accepts, with its secret.
@@ -59,6 +62,8 @@ pub struct Listener {
     pub access: Option<String>,
     /// Component domains and secrets (`ejabberd_service` listeners only).
     pub service_hosts: Vec<ServiceHost>,
+    /// The path `mod_http_upload` serves (`ejabberd_http` listeners only).
+    pub upload_path: Option<String>,
     /// Line of the listener in the configuration file.
     pub line: usize,
 }
@@ -183,6 +188,7 @@ fn parse_one(
         "ejabberd_c2s" | "c2s" => ListenerModule::C2s,
         "ejabberd_s2s_in" | "s2s" => ListenerModule::S2s,
         "ejabberd_service" | "service" => ListenerModule::Service,
+        "ejabberd_http" | "http" => ListenerModule::Http,
         other if is_module_name(other) => {
             let port = item
                 .get("port")
@@ -232,11 +238,14 @@ fn parse_one(
         starttls_required: false,
         max_stanza_size: Some(match module {
             ListenerModule::C2s => DEFAULT_C2S_MAX_STANZA_SIZE,
-            ListenerModule::S2s | ListenerModule::Service => DEFAULT_S2S_MAX_STANZA_SIZE,
+            ListenerModule::S2s | ListenerModule::Service | ListenerModule::Http => {
+                DEFAULT_S2S_MAX_STANZA_SIZE
+            }
         }),
         shaper: None,
         access: None,
         service_hosts: Vec::new(),
+        upload_path: None,
         line: item.line,
     };
     let mut starttls: Option<bool> = None;
@@ -244,6 +253,8 @@ fn parse_one(
     // ejabberd_service: `password` for every host, `hosts` with their own.
     let mut service_password: Option<String> = None;
     let mut service_hosts: Vec<(String, Option<String>, &Node)> = Vec::new();
+    // ejabberd_http: handlers other than mod_http_upload (warned if the listener is kept).
+    let mut unsupported_handlers: Vec<(&Node, String)> = Vec::new();
 
     for (key, value) in entries {
         let name = check::key(key, path)?;
@@ -321,6 +332,20 @@ fn parse_one(
                     service_hosts.push((domain, password, host));
                 }
             }
+            "request_handlers" if module == ListenerModule::Http => {
+                let Kind::Map(handlers) = &value.kind else {
+                    return Err(check::expected(value, &opt_path, "a map of paths to handlers, e.g. {/upload: mod_http_upload}"));
+                };
+                for (p, h) in handlers {
+                    let p = check::key(p, &opt_path)?;
+                    let handler = check::string(h, &check::join(&opt_path, p), "a request handler module")?;
+                    if handler == "mod_http_upload" {
+                        listener.upload_path = Some(p.trim_end_matches('/').to_string());
+                    } else {
+                        unsupported_handlers.push((h, format!("{opt_path}.{p}: request handler `{handler}` is not supported by Rookery; {p} answers 404")));
+                    }
+                }
+            }
             "check_from" | "global_routes" if module == ListenerModule::Service => notes.warn(
                 key,
                 format!("{opt_path}: `{name}` is not supported by Rookery and is ignored (a component's stanzas must come from its domain)"),
@@ -333,6 +358,16 @@ fn parse_one(
         }
     }
 
+    if module == ListenerModule::Http && listener.upload_path.is_none() {
+        notes.warn(
+            item,
+            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (only mod_http_upload); listener skipped"),
+        );
+        return Ok(None);
+    }
+    for (node, warning) in unsupported_handlers {
+        notes.warn(node, warning);
+    }
     if module == ListenerModule::Service {
         if service_hosts.is_empty() {
             return Err(Problem::at(
@@ -353,7 +388,7 @@ fn parse_one(
         }
     }
     let (default_offered, default_required) = match module {
-        ListenerModule::C2s | ListenerModule::Service => (false, false),
+        ListenerModule::C2s | ListenerModule::Service | ListenerModule::Http => (false, false),
         ListenerModule::S2s => defaults.s2s_starttls,
     };
     listener.starttls_required =

@@ -28,10 +28,11 @@ impl Caps {
     /// The server's caps `ver`: XEP-0115 §5.1 over its disco#info.
     pub fn ver(&self, ctx: &dyn ServerContext) -> &str {
         self.ver.get_or_init(|| {
-            crate::pep::caps_hash(&crate::disco::info(
-                ctx.disco_identities(),
-                ctx.disco_features(),
-            ))
+            let mut query = crate::disco::info(ctx.disco_identities(), ctx.disco_features());
+            for form in ctx.disco_forms() {
+                query = query.with_child(form);
+            }
+            crate::pep::caps_hash(&query)
         })
     }
 

@@ -55,7 +55,11 @@ impl Module for Disco {
             return Ok(Some(query));
         }
         if req.payload.ns == ns::DISCO_INFO {
-            Ok(Some(info(ctx.disco_identities(), ctx.disco_features())))
+            let mut query = info(ctx.disco_identities(), ctx.disco_features());
+            for form in ctx.disco_forms() {
+                query = query.with_child(form);
+            }
+            Ok(Some(query))
         } else {
             // The server's components (XEP-0114), by domain.
             let mut query = Element::new("query", ns::DISCO_ITEMS);

@@ -14,6 +14,7 @@ pub mod carbons;
 pub mod client_state;
 pub mod disco;
 pub mod element;
+pub mod http_upload;
 pub mod last;
 pub mod module;
 pub mod ns;

@@ -23,6 +23,7 @@ pub const KNOWN: &[&str] = &[
     "mod_register",
     "mod_caps",
     "mod_avatar",
+    "mod_http_upload",
 ];
 
 /// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
@@ -30,6 +31,7 @@ pub const KNOWN: &[&str] = &[
 fn accepted_options(name: &str) -> &'static [&'static str] {
     match name {
         "mod_ping" => crate::ping::OPTIONS,
+        "mod_http_upload" => crate::http_upload::OPTIONS,
         "mod_stream_mgmt" => crate::stream_mgmt::OPTIONS,
         "mod_client_state" => crate::client_state::OPTIONS,
         "mod_disco" => &["server_info", "extra_domains", "name"],
@@ -135,6 +137,7 @@ pub fn build(
             }
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
             "mod_caps" => Arc::new(crate::caps::Caps::default()),
+            "mod_http_upload" => Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals)),
             "mod_avatar" => {
                 if !(has("mod_vcard") && has("mod_pep")) {
                     warnings.push((
