@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::client::Client;
+use common::server::DEFAULT_MODULES;
 use common::{Config, Element, Server, StreamEvent};
 use sha1::{Digest, Sha1};
 
@@ -18,7 +19,9 @@ fn server() -> Server {
     let server = Server::start_with(Config {
         extra_listeners: vec![
             "port: 0\nip: 127.0.0.1\nmodule: ejabberd_service\nhosts:\n  gw.localhost:\n    password: s3cret".to_string(),
+            "port: 0\nip: 127.0.0.1\nmodule: ejabberd_http\ntls: true\nrequest_handlers:\n  /upload: mod_http_upload".to_string(),
         ],
+        modules: format!("{DEFAULT_MODULES}  mod_http_upload: {{}}\n"),
         ..Config::default()
     });
     server.register("alice", "localhost", "secret");
@@ -179,6 +182,14 @@ async fn im_suite() {
     // User avatar compatibility (XEP-0398 with XEP-0153, Advanced): the
     // conversion is advertised (tests/mod_avatar.rs exercises it).
     assert!(acct.contains("urn:xmpp:pep-vcard-conversion:0"), "{acct:?}");
+    // File upload (XEP-0363): the server's domain is the upload service and
+    // grants slots (tests/xep0363_http_upload.rs uploads through one).
+    assert!(features.contains("urn:xmpp:http:upload:0"), "{features:?}");
+    let r = iq_ok(&mut c, "<iq type='get' to='localhost'><request xmlns='urn:xmpp:http:upload:0' filename='a.png' size='100' content-type='image/png'/></iq>").await;
+    assert!(
+        r.child("slot").and_then(|s| s.child("put")).is_some(),
+        "{r}"
+    );
     // Bookmarks (part of Advanced Group Chat): the XEP-0402 compat feature.
     assert!(acct.contains("urn:xmpp:bookmarks:1#compat"), "{acct:?}");
 }

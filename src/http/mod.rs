@@ -72,17 +72,19 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
             .boxed(),
     );
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert("content-type", "text/plain; charset=utf-8".parse().expect("header"));
+    r.headers_mut().insert(
+        "content-type",
+        "text/plain; charset=utf-8".parse().expect("header"),
+    );
     r
 }
 
 async fn serve(server: &Server, cfg: &Listener, req: Request<Incoming>) -> Response<Body> {
     let live = server.live();
-    let upload = live.modules.iter().find_map(|m| {
-        m.as_any()
-            .and_then(|a| a.downcast_ref::<HttpUpload>())
-    });
+    let upload = live
+        .modules
+        .iter()
+        .find_map(|m| m.as_any().and_then(|a| a.downcast_ref::<HttpUpload>()));
     let mut response = match (upload, &cfg.upload_path) {
         (Some(upload), Some(base)) => upload_request(upload, base, req).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
@@ -166,7 +168,12 @@ async fn put(
     match length {
         Some(l) if l == size => {}
         Some(l) if l > size => return text(StatusCode::PAYLOAD_TOO_LARGE, "larger than the slot"),
-        _ => return text(StatusCode::BAD_REQUEST, "Content-Length must be the slot's size"),
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Content-Length must be the slot's size",
+            )
+        }
     }
     let content_type = req
         .headers()
@@ -225,7 +232,9 @@ async fn get(file: &Path, dir: &Path, head: bool) -> Response<Body> {
         .await
         .unwrap_or_else(|_| "application/octet-stream".into());
     let body: Body = if head {
-        Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed()
     } else {
         StreamBody::new(tokio_util::io::ReaderStream::new(f).map_ok(Frame::data)).boxed()
     };

@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod http;
 pub mod im;
 pub mod interop;
 pub mod scram;

@@ -144,7 +144,11 @@ impl HttpUpload {
         let (Some(expires), Some(size), Some(sig)) = (expires, size, sig) else {
             return Err("not an upload slot");
         };
-        if !bool::from(self.sign(path, size, expires).as_bytes().ct_eq(sig.as_bytes())) {
+        if !bool::from(
+            self.sign(path, size, expires)
+                .as_bytes()
+                .ct_eq(sig.as_bytes()),
+        ) {
             return Err("not an upload slot");
         }
         if now() > expires {
@@ -297,7 +301,8 @@ mod tests {
         pub struct Dir(pub std::path::PathBuf);
         impl Dir {
             pub fn new() -> Dir {
-                let p = std::env::temp_dir().join(format!("rookery-upload-{}", rand::random::<u64>()));
+                let p =
+                    std::env::temp_dir().join(format!("rookery-upload-{}", rand::random::<u64>()));
                 std::fs::create_dir_all(&p).unwrap();
                 Dir(p)
             }
@@ -316,8 +321,15 @@ mod tests {
             .with_attr("filename", "../a b.png")
             .with_attr("size", "10");
         let slot = m.slot("example.org", &req).unwrap().unwrap();
-        let put = slot.child("put", NS).unwrap().attr("url").unwrap().to_string();
-        let rest = put.strip_prefix("https://example.org:5443/upload/").unwrap();
+        let put = slot
+            .child("put", NS)
+            .unwrap()
+            .attr("url")
+            .unwrap()
+            .to_string();
+        let rest = put
+            .strip_prefix("https://example.org:5443/upload/")
+            .unwrap();
         let (path, query) = rest.split_once('?').unwrap();
         assert!(path.ends_with("/_a%20b.png"), "{path}");
         assert_eq!(m.verify_put(path, query), Ok(10));

@@ -137,7 +137,9 @@ pub fn build(
             }
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
             "mod_caps" => Arc::new(crate::caps::Caps::default()),
-            "mod_http_upload" => Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals)),
+            "mod_http_upload" => {
+                Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals))
+            }
             "mod_avatar" => {
                 if !(has("mod_vcard") && has("mod_pep")) {
                     warnings.push((
