@@ -522,6 +522,7 @@ impl ServerContext for Server {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone(),
+                detached: s.detached.load(Ordering::Relaxed),
             })
             .collect()
     }

@@ -21,7 +21,7 @@ fn server() -> Server {
             "port: 0\nip: 127.0.0.1\nmodule: ejabberd_service\nhosts:\n  gw.localhost:\n    password: s3cret".to_string(),
             "port: 0\nip: 127.0.0.1\nmodule: ejabberd_http\ntls: true\nrequest_handlers:\n  /upload: mod_http_upload".to_string(),
         ],
-        modules: format!("{DEFAULT_MODULES}  mod_http_upload: {{}}\n"),
+        modules: format!("{DEFAULT_MODULES}  mod_http_upload: {{}}\n  mod_push: {{}}\n"),
         ..Config::default()
     });
     server.register("alice", "localhost", "secret");
@@ -211,4 +211,13 @@ async fn mobile_suite() {
     c.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
     c.send("<active xmlns='urn:xmpp:csi:0'/>").await;
     c.ping("localhost").await;
+    // Third-party push notifications (XEP-0357, Advanced): advertised on the
+    // account, registration accepted (tests/xep0357_push.rs pushes).
+    let (acct, _) = disco_info(&mut c, "alice@localhost").await;
+    assert!(acct.contains("urn:xmpp:push:0"), "{acct:?}");
+    iq_ok(
+        &mut c,
+        "<iq type='set'><enable xmlns='urn:xmpp:push:0' jid='push.example.org' node='n1'/></iq>",
+    )
+    .await;
 }

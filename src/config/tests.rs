@@ -78,6 +78,7 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_time",
             "mod_last",
             "mod_pep",
+            "mod_push",
             "mod_register",
             "mod_http_upload"
         ]

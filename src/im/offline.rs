@@ -170,7 +170,11 @@ pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
             other => other,
         };
     match result {
-        Ok(OfflineStored::Stored(_)) => {}
+        Ok(OfflineStored::Stored(_)) => {
+            for m in &server.live().modules {
+                m.message_stored_offline(server, to, &msg);
+            }
+        }
         Ok(OfflineStored::Full) => {
             crate::delivery::bounce(
                 server,

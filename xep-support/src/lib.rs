@@ -22,6 +22,7 @@ pub mod opts;
 pub mod pep;
 pub mod ping;
 pub mod private;
+pub mod push;
 pub mod register;
 pub mod registry;
 pub mod stanza;

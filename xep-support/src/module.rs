@@ -154,6 +154,8 @@ pub struct SessionInfo {
     pub priority: i32,
     /// Its last available broadcast presence.
     pub presence: Option<Element>,
+    /// A XEP-0198 session whose connection is gone, waiting for resumption.
+    pub detached: bool,
 }
 
 /// A storage failure reported to a module.
@@ -472,6 +474,10 @@ pub trait Module: Send + Sync {
         _account: &BareJid,
         _msg: &mut Element,
     ) {
+    }
+    /// A `<message/>` for the local account `account`, which had no session
+    /// to take it, was stored offline (durably).
+    fn message_stored_offline(&self, _ctx: &dyn ServerContext, _account: &BareJid, _msg: &Element) {
     }
     /// A `<message/>` was handed to these sessions of the local account
     /// `account`. Returns stanzas to route next (e.g. XEP-0280 `<received/>`

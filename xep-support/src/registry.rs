@@ -24,6 +24,7 @@ pub const KNOWN: &[&str] = &[
     "mod_caps",
     "mod_avatar",
     "mod_http_upload",
+    "mod_push",
 ];
 
 /// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
@@ -32,6 +33,7 @@ fn accepted_options(name: &str) -> &'static [&'static str] {
     match name {
         "mod_ping" => crate::ping::OPTIONS,
         "mod_http_upload" => crate::http_upload::OPTIONS,
+        "mod_push" => crate::push::OPTIONS,
         "mod_stream_mgmt" => crate::stream_mgmt::OPTIONS,
         "mod_client_state" => crate::client_state::OPTIONS,
         "mod_disco" => &["server_info", "extra_domains", "name"],
@@ -137,6 +139,7 @@ pub fn build(
             }
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
             "mod_caps" => Arc::new(crate::caps::Caps::default()),
+            "mod_push" => Arc::new(crate::push::Push::from_opts(&mut o)),
             "mod_http_upload" => {
                 Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals))
             }

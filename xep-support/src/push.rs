@@ -1,0 +1,279 @@
+//! XEP-0357 push notifications (`mod_push`, ejabberd's name and options): a
+//! client (typically on iOS, where apps cannot keep a connection) registers
+//! its push service (`<enable jid node/>`); when a message for the account
+//! is stored offline, or reaches only sessions whose connection is gone
+//! (XEP-0198, waiting for resumption), the server publishes a
+//! `urn:xmpp:push:summary` notification to that service, which wakes the
+//! app. Registrations are stored per account and cached in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use jid::{BareJid, FullJid, Jid};
+
+use crate::element::Element;
+use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::ns;
+use crate::opts::Opts;
+use crate::stanza::StanzaError;
+
+/// The XEP-0357 namespace.
+pub const NS: &str = "urn:xmpp:push:0";
+const MODULE: &str = "mod_push";
+const KEY: &str = "registrations";
+/// Most push services one account may register.
+const MAX_REGISTRATIONS: usize = 20;
+/// Accounts whose registrations are cached; more clears the cache.
+const MAX_CACHED: usize = 100_000;
+
+/// ejabberd's option names this module reads or accepts.
+pub const OPTIONS: &[&str] = &[
+    "include_sender",
+    "include_body",
+    "notify_on",
+    "db_type",
+    "use_cache",
+    "cache_size",
+    "cache_missed",
+    "cache_life_time",
+];
+
+/// One registered push service.
+#[derive(Clone, Debug, PartialEq)]
+struct Registration {
+    jid: String,
+    node: String,
+    /// The publish-options form the client gave (e.g. a secret).
+    options: Option<Element>,
+}
+
+/// `mod_push`.
+pub struct Push {
+    /// Put the sender's JID in notifications.
+    pub include_sender: bool,
+    /// `None`: no body; `Some("")`: the message's body; else this text.
+    pub include_body: Option<String>,
+    cache: RwLock<HashMap<BareJid, Arc<Vec<Registration>>>>,
+}
+
+impl Push {
+    pub fn from_opts(o: &mut Opts<'_>) -> Push {
+        let include_body = match o.get("include_body") {
+            Some(serde_yaml_ng::Value::Bool(true)) => Some(String::new()),
+            Some(serde_yaml_ng::Value::Bool(false)) => None,
+            Some(serde_yaml_ng::Value::String(s)) => Some(s.clone()),
+            _ => Some("New message".to_string()),
+        };
+        Push {
+            include_sender: o.bool("include_sender", false),
+            include_body,
+            cache: RwLock::default(),
+        }
+    }
+
+    fn registrations(&self, ctx: &dyn ServerContext, account: &BareJid) -> Arc<Vec<Registration>> {
+        if let Some(r) = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+        {
+            return r.clone();
+        }
+        let regs: Vec<Registration> = ctx
+            .kv_get(MODULE, account, KEY)
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|xml| ctx.parse_xml(&xml))
+            .map(|list| {
+                list.child_elements()
+                    .filter_map(|r| {
+                        Some(Registration {
+                            jid: r.attr("jid")?.to_string(),
+                            node: r.attr("node")?.to_string(),
+                            options: r.child("x", ns::DATA_FORMS).cloned(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let regs = Arc::new(regs);
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(account.clone(), regs.clone());
+        regs
+    }
+
+    fn store(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        regs: Vec<Registration>,
+    ) -> Result<(), StanzaError> {
+        let mut list = Element::new("registrations", NS);
+        for r in &regs {
+            let mut e = Element::new("registration", NS)
+                .with_attr("jid", r.jid.as_str())
+                .with_attr("node", r.node.as_str());
+            if let Some(x) = &r.options {
+                e = e.with_child(x.clone());
+            }
+            list = list.with_child(e);
+        }
+        if regs.is_empty() {
+            ctx.kv_delete(MODULE, account, KEY)?;
+        } else {
+            ctx.kv_put(MODULE, account, KEY, list.to_xml(ns::CLIENT).as_bytes())?;
+        }
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(account.clone(), Arc::new(regs));
+        Ok(())
+    }
+
+    /// Publish a summary notification to each of the account's services.
+    fn notify(&self, ctx: &dyn ServerContext, account: &BareJid, msg: &Element) {
+        let regs = self.registrations(ctx, account);
+        if regs.is_empty() {
+            return;
+        }
+        let field = |var: &str, value: &str| {
+            Element::new("field", ns::DATA_FORMS)
+                .with_attr("var", var)
+                .with_child(Element::new("value", ns::DATA_FORMS).with_text(value))
+        };
+        let mut form = Element::new("x", ns::DATA_FORMS)
+            .with_attr("type", "submit")
+            .with_child(field("FORM_TYPE", "urn:xmpp:push:summary"))
+            .with_child(field("message-count", "1"));
+        if self.include_sender {
+            if let Some(from) = msg.attr("from") {
+                form = form.with_child(field("last-message-sender", from));
+            }
+        }
+        match (&self.include_body, msg.child("body", ns::CLIENT)) {
+            (Some(text), Some(body)) if text.is_empty() => {
+                form = form.with_child(field("last-message-body", &body.text()));
+            }
+            (Some(text), Some(_)) => form = form.with_child(field("last-message-body", text)),
+            _ => {}
+        }
+        for (i, r) in regs.iter().enumerate() {
+            let mut pubsub = Element::new("pubsub", ns::PUBSUB).with_child(
+                Element::new("publish", ns::PUBSUB)
+                    .with_attr("node", r.node.as_str())
+                    .with_child(
+                        Element::new("item", ns::PUBSUB)
+                            .with_child(Element::new("notification", NS).with_child(form.clone())),
+                    ),
+            );
+            if let Some(x) = &r.options {
+                pubsub = pubsub
+                    .with_child(Element::new("publish-options", ns::PUBSUB).with_child(x.clone()));
+            }
+            let id = format!("push-{:016x}-{i}", rand_id());
+            ctx.route(
+                Element::new("iq", ns::CLIENT)
+                    .with_attr("type", "set")
+                    .with_attr("from", account.as_str())
+                    .with_attr("to", r.jid.as_str())
+                    .with_attr("id", id)
+                    .with_child(pubsub),
+            );
+        }
+    }
+}
+
+fn rand_id() -> u64 {
+    use rand::Rng;
+    rand::thread_rng().gen()
+}
+
+/// Messages worth waking a phone for: with a body (not chat states,
+/// receipts or errors).
+fn wakes(msg: &Element) -> bool {
+    msg.attr("type") != Some("error") && msg.child("body", ns::CLIENT).is_some()
+}
+
+impl Module for Push {
+    fn name(&self) -> &'static str {
+        MODULE
+    }
+    fn account_disco_features(&self) -> Vec<&'static str> {
+        vec![NS]
+    }
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![NS]
+    }
+    fn handle_account_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
+        if !req.is_set {
+            return Err(StanzaError::bad_request());
+        }
+        if !req.from_owner() {
+            return Err(StanzaError::forbidden());
+        }
+        let account = req.account();
+        let service = req
+            .payload
+            .attr("jid")
+            .and_then(|j| Jid::new(j).ok())
+            .ok_or_else(StanzaError::bad_request)?;
+        let mut regs = (*self.registrations(ctx, &account)).clone();
+        match req.payload.name.as_str() {
+            "enable" => {
+                let node = req
+                    .payload
+                    .attr("node")
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(StanzaError::bad_request)?;
+                regs.retain(|r| !(r.jid == service.as_str() && r.node == node));
+                if regs.len() >= MAX_REGISTRATIONS {
+                    return Err(StanzaError::new(
+                        crate::stanza::ErrorType::Wait,
+                        "resource-constraint",
+                    ));
+                }
+                regs.push(Registration {
+                    jid: service.to_string(),
+                    node: node.to_string(),
+                    options: req.payload.child("x", ns::DATA_FORMS).cloned(),
+                });
+            }
+            "disable" => {
+                let node = req.payload.attr("node");
+                regs.retain(|r| !(r.jid == service.as_str() && node.is_none_or(|n| n == r.node)));
+            }
+            _ => return Err(StanzaError::bad_request()),
+        }
+        self.store(ctx, &account, regs)?;
+        Ok(None)
+    }
+    fn message_stored_offline(&self, ctx: &dyn ServerContext, account: &BareJid, msg: &Element) {
+        if wakes(msg) {
+            self.notify(ctx, account, msg);
+        }
+    }
+    fn message_delivered(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        delivered_to: &[FullJid],
+        msg: &Element,
+    ) -> Vec<Element> {
+        // Only when every session it reached has lost its connection.
+        if wakes(msg) && !delivered_to.is_empty() {
+            let sessions = ctx.sessions(account);
+            let all_detached = delivered_to
+                .iter()
+                .all(|j| sessions.iter().any(|s| &s.jid == j && s.detached));
+            if all_detached {
+                self.notify(ctx, account, msg);
+            }
+        }
+        Vec::new()
+    }
+}
