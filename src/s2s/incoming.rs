@@ -57,7 +57,7 @@ pub async fn handle(
 ) {
     let max = listener.max_stanza_size;
     let conn = if listener.tls {
-        let acceptor = server.s2s.tls.direct_acceptor.clone();
+        let acceptor = server.live().s2s_tls.direct_acceptor.clone();
         match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
             Ok(Ok(s)) => {
                 let certs = certs_of(s.get_ref().1.peer_certificates());
@@ -125,7 +125,12 @@ impl Incoming {
     }
 
     fn cert_verifies(&self, domain: &str) -> bool {
-        self.conn.tls && self.server.s2s.tls.verify(&self.conn.peer_certs, domain)
+        self.conn.tls
+            && self
+                .server
+                .live()
+                .s2s_tls
+                .verify(&self.conn.peer_certs, domain)
     }
 
     fn update_registry(&self) {
@@ -266,7 +271,7 @@ impl Incoming {
             .send(&format!("<proceed xmlns='{}'/>", ns::TLS))
             .await?;
         let io = self.conn.take_io()?;
-        let acceptor = self.server.s2s.tls.starttls_acceptor.clone();
+        let acceptor = self.server.live().s2s_tls.starttls_acceptor.clone();
         let tls = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
             _ => return Err(Fail::Closed),

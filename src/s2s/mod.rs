@@ -75,9 +75,9 @@ impl ConnInfo {
 
 /// The s2s state of the server.
 pub struct S2s {
-    pub tls: tls::S2sTls,
     pub out: outgoing::Manager,
-    /// The dialback secret (random per process).
+    /// The dialback secret (made once, kept in the database: keys issued
+    /// before a restart still verify after it).
     pub secret: String,
     incoming: Mutex<HashMap<u64, ConnInfo>>,
     next_incoming: AtomicU64,
@@ -85,11 +85,10 @@ pub struct S2s {
 }
 
 impl S2s {
-    pub fn new(tls: tls::S2sTls) -> S2s {
+    pub fn new(secret: String) -> S2s {
         S2s {
-            tls,
             out: Default::default(),
-            secret: dialback::new_secret(),
+            secret,
             incoming: Mutex::new(HashMap::new()),
             next_incoming: AtomicU64::new(1),
             resolver: OnceLock::new(),

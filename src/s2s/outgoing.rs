@@ -197,7 +197,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
         };
         let _ = sock.set_nodelay(true);
         let mut conn = if target.direct_tls {
-            let connector = server.s2s.tls.connector(local, true);
+            let connector = server.live().s2s_tls.connector(local, true);
             let name = match rustls::pki_types::ServerName::try_from(remote.to_string()) {
                 Ok(n) => n,
                 Err(_) => return Err(Fail::Unreachable(format!("{remote}: not a DNS name"))),
@@ -219,7 +219,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
         };
         match negotiate_tls(server, &mut conn, local, remote).await {
             Ok((id, features)) => {
-                let verified = conn.tls && server.s2s.tls.verify(&conn.peer_certs, remote);
+                let verified = conn.tls && server.live().s2s_tls.verify(&conn.peer_certs, remote);
                 return Ok(Opened {
                     conn,
                     id,
@@ -270,7 +270,7 @@ async fn negotiate_tls(
         return Err(Fail::Unreachable(format!("{remote} refused STARTTLS")));
     }
     let io = conn.take_io()?;
-    let connector = server.s2s.tls.connector(local, false);
+    let connector = server.live().s2s_tls.connector(local, false);
     let name = rustls::pki_types::ServerName::try_from(remote.to_string())
         .map_err(|_| Fail::Unreachable(format!("{remote}: not a DNS name")))?;
     let tls = match tokio::time::timeout(wait, connector.connect(name, io)).await {
