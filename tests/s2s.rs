@@ -896,6 +896,144 @@ async fn s2s_uses_reloaded_certificates() {
     );
 }
 
+// ----- real DNS resolution (s2s_dns_servers, no s2s_hosts) -----
+
+/// Outgoing streams found through DNS, each path once: SRV
+/// `_xmpp-server._tcp` (STARTTLS), SRV `_xmpps-server._tcp` (direct TLS,
+/// XEP-0368), and no SRV at all (the domain's A record on
+/// `outgoing_s2s_port`); a domain without records bounces
+/// `<remote-server-not-found/>`. a.test on one Rookery; b.test, c.test and
+/// d.test on another, with a STARTTLS and a direct-TLS s2s listener. Both
+/// ask the test's DNS server (`s2s_dns_servers`); neither has `s2s_hosts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_resolution_paths() {
+    use common::dns::{Dns, Rr};
+    let files = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Rookery test CA");
+    let ca_file = write(files.path(), "ca.pem", &ca.pem);
+    let (pa, pr, pr_tls) = (free_port(), free_port(), free_port());
+    let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+    let dns = Dns::start(vec![
+        Rr::Srv(
+            "_xmpp-server._tcp.a.test".into(),
+            0,
+            5,
+            pa,
+            "a-host.test".into(),
+        ),
+        Rr::Addr("a-host.test".into(), lo),
+        Rr::Srv(
+            "_xmpp-server._tcp.b.test".into(),
+            0,
+            5,
+            pr,
+            "r-host.test".into(),
+        ),
+        Rr::Srv(
+            "_xmpps-server._tcp.c.test".into(),
+            0,
+            5,
+            pr_tls,
+            "r-host.test".into(),
+        ),
+        Rr::Addr("r-host.test".into(), lo),
+        Rr::Addr("d.test".into(), lo),
+    ]);
+    let dns_yaml = format!(
+        "s2s_use_starttls: required\ns2s_cafile: {:?}\ns2s_dns_servers: [\"{}\"]\ns2s_dns_timeout: 2\n",
+        ca_file.display().to_string(),
+        dns.addr
+    );
+    let a_cert = write(files.path(), "a.pem", &ca.issue("a.test"));
+    let a = Server::start_with(Config {
+        hosts: vec!["a.test".into()],
+        extra_listeners: vec![format!(
+            "port: {pa}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in"
+        )],
+        // No SRV for d.test: its A record, on this port.
+        extra_yaml: format!(
+            "certfiles: [{:?}]\noutgoing_s2s_port: {pr}\n{dns_yaml}",
+            a_cert.display().to_string()
+        ),
+        loglevel: "debug".into(),
+        ..Config::default()
+    });
+    a.register("alice", "a.test", "secret");
+    let mut certs = Vec::new();
+    for d in ["b.test", "c.test", "d.test"] {
+        certs.push(
+            write(files.path(), &format!("{d}.pem"), &ca.issue(d))
+                .display()
+                .to_string(),
+        );
+    }
+    let r = Server::start_with(Config {
+        hosts: vec!["b.test".into(), "c.test".into(), "d.test".into()],
+        extra_listeners: vec![
+            format!("port: {pr}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in"),
+            format!("port: {pr_tls}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in\ntls: true"),
+        ],
+        extra_yaml: format!("certfiles: {certs:?}\n{dns_yaml}"),
+        loglevel: "debug".into(),
+        ..Config::default()
+    });
+    for d in ["b.test", "c.test", "d.test"] {
+        r.register("bob", d, "secret");
+    }
+
+    let mut alice = user(&a, "a.test", "alice", "pc").await;
+    for d in ["b.test", "c.test", "d.test"] {
+        let mut bob = user(&r, d, "bob", "phone").await;
+        alice
+            .send(&format!(
+                "<message to='bob@{d}' type='chat'><body>to {d}</body></message>"
+            ))
+            .await;
+        let m = bob.recv_message().await;
+        assert_eq!(
+            m.child_text("body"),
+            Some(format!("to {d}").as_str()),
+            "{m}"
+        );
+        // And back: the other server finds a.test by its SRV record.
+        bob.send("<message to='alice@a.test/pc' type='chat'><body>back</body></message>")
+            .await;
+        let m = alice.recv_message().await;
+        assert_eq!(
+            m.attr("from"),
+            Some(format!("bob@{d}/phone").as_str()),
+            "{m}"
+        );
+    }
+    let conns = connections(&a);
+    for (d, port) in [("b.test", pr), ("c.test", pr_tls), ("d.test", pr)] {
+        assert!(
+            conns.contains(&format!(
+                "out a.test {d} sasl-external tls 127.0.0.1:{port}"
+            )),
+            "{d} through port {port}: {conns}"
+        );
+    }
+    for (name, kind) in [
+        ("_xmpp-server._tcp.b.test", "SRV"),
+        ("_xmpps-server._tcp.c.test", "SRV"),
+        ("_xmpp-server._tcp.d.test", "SRV"),
+        ("d.test", "A"),
+        ("_xmpp-server._tcp.a.test", "SRV"),
+    ] {
+        assert!(dns.asked(name, kind), "{name} {kind}: {:?}", dns.log());
+    }
+
+    // No records at all: the sender learns it.
+    alice
+        .send("<message to='bob@nowhere.test' id='nw' type='chat'><body>x</body></message>")
+        .await;
+    alice
+        .expect_message_error("nw", "remote-server-not-found")
+        .await;
+    assert!(dns.asked("nowhere.test", "A"), "{:?}", dns.log());
+}
+
 /// Measurement, not a check (run by hand, preferably with `--release`):
 /// `cargo test --release --test s2s s2s_throughput -- --ignored --nocapture`.
 /// alice@a.test sends N chat messages to bob@b.test over one s2s connection

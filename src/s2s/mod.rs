@@ -16,11 +16,14 @@ pub mod tls;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use xep_support::element::Element;
 
 use crate::server::Server;
+
+/// What a resolver is built from.
+type ResolverKey = (Vec<SocketAddr>, std::time::Duration, usize);
 
 /// How a peer (or we, on an outgoing stream) authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +84,8 @@ pub struct S2s {
     pub secret: String,
     incoming: Mutex<HashMap<u64, ConnInfo>>,
     next_incoming: AtomicU64,
-    resolver: OnceLock<hickory_resolver::TokioResolver>,
+    /// The DNS resolver and the options it was built for.
+    resolver: Mutex<Option<(ResolverKey, Arc<hickory_resolver::TokioResolver>)>>,
 }
 
 impl S2s {
@@ -91,13 +95,27 @@ impl S2s {
             secret,
             incoming: Mutex::new(HashMap::new()),
             next_incoming: AtomicU64::new(1),
-            resolver: OnceLock::new(),
+            resolver: Mutex::new(None),
         }
     }
 
-    /// The DNS resolver (built on first use).
-    pub fn resolver(&self) -> &hickory_resolver::TokioResolver {
-        self.resolver.get_or_init(resolve::resolver)
+    /// The DNS resolver for the current options: built on first use, and
+    /// again when `reload_config` changed the DNS options (else its cache
+    /// is kept).
+    pub fn resolver(
+        &self,
+        opts: &crate::config::s2s::S2sOptions,
+    ) -> Arc<hickory_resolver::TokioResolver> {
+        let key = (opts.dns_servers.clone(), opts.dns_timeout, opts.dns_retries);
+        let mut slot = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((k, r)) if *k == key => r.clone(),
+            _ => {
+                let r = Arc::new(resolve::resolver(opts));
+                *slot = Some((key, r.clone()));
+                r
+            }
+        }
     }
 
     fn register_incoming(&self, peer: SocketAddr) -> u64 {

@@ -176,9 +176,11 @@ async fn read_features(conn: &mut Conn, wait: Duration) -> Result<(String, Eleme
 /// Connect to `remote`'s server, open a stream from `local`, and use TLS as
 /// `s2s_use_starttls` says. Used for connections and dialback checks.
 pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Opened, Fail> {
-    let opts = &server.config().s2s;
+    let config = server.config();
+    let opts = &config.s2s;
     let wait = opts.connect_timeout;
-    let resolver = server.s2s.resolver();
+    let resolver = server.s2s.resolver(opts);
+    let resolver = resolver.as_ref();
     let targets = resolve::targets(resolver, opts, remote)
         .await
         .map_err(Fail::Unreachable)?;
@@ -188,7 +190,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
         if target.direct_tls && policy == S2sStartTls::Disabled {
             continue;
         }
-        let (sock, addr) = match resolve::connect(resolver, &target, wait).await {
+        let (sock, addr) = match resolve::connect(resolver, opts, &target, wait).await {
             Ok(x) => x,
             Err(e) => {
                 last = e;
