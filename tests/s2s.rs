@@ -603,6 +603,44 @@ async fn spoofed_from_is_refused() {
     let _ = NS_STANZAS;
 }
 
+// ----- bidirectional streams (XEP-0288) -----
+
+/// With `s2s_bidi` on both sides, the stream a.test opens carries b.test's
+/// stanzas back too: one TCP connection, seen by a.test as outgoing and by
+/// b.test as incoming, both marked `bidi`; in SASL EXTERNAL and dialback
+/// modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_federation() {
+    for (trust, auth) in [(true, "sasl-external"), (false, "dialback")] {
+        let (a, b, _files) = pair(trust, trust, "s2s_bidi: true\n", "s2s_bidi: true\n");
+        message_both_ways(&a, &b).await;
+        let mut bob = user(&b, "b.test", "bob", "r2").await;
+        let r = bob
+            .request(
+                "<iq type='get' to='a.test' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+                "p1",
+            )
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+        bob.send("<message to='nobody@a.test' id='nb' type='chat'><body>x</body></message>")
+            .await;
+        bob.expect_message_error("nb", "service-unavailable").await;
+        let ca = connections(&a);
+        let cb = connections(&b);
+        assert!(
+            ca.contains(&format!("out a.test b.test {auth} tls")),
+            "{ca}"
+        );
+        assert!(ca.trim_end().ends_with(" bidi"), "{ca}");
+        assert!(!ca.contains("in "), "{ca}");
+        assert!(cb.contains(&format!("in b.test a.test {auth} tls")), "{cb}");
+        assert!(cb.trim_end().ends_with(" bidi"), "{cb}");
+        assert!(!cb.contains("out "), "{cb}");
+        assert_eq!(a.ctl_ok(&["incoming_s2s_number"]).trim(), "0");
+        assert_eq!(b.ctl_ok(&["outgoing_s2s_number"]).trim(), "0");
+    }
+}
+
 // ----- the dialback secret survives a restart -----
 
 /// The text between `start` and the next `end` in `s`.

@@ -45,6 +45,8 @@ pub struct S2sOptions {
     pub dns_timeout: Duration,
     /// Times each DNS query is sent (`s2s_dns_retries`).
     pub dns_retries: usize,
+    /// Offer and use bidirectional streams (XEP-0288).
+    pub bidi: bool,
 }
 
 impl Default for S2sOptions {
@@ -60,6 +62,7 @@ impl Default for S2sOptions {
             dns_servers: Vec::new(),
             dns_timeout: Duration::from_secs(4),
             dns_retries: 2,
+            bidi: false,
         }
     }
 }
@@ -76,6 +79,7 @@ pub const OPTIONS: &[&str] = &[
     "s2s_dns_servers",
     "s2s_dns_timeout",
     "s2s_dns_retries",
+    "s2s_bidi",
 ];
 
 fn seconds(node: &Node, path: &str) -> Result<Duration, Problem> {
@@ -101,6 +105,9 @@ pub fn parse<'a>(
     }
     if let Some(node) = option("s2s_dialback") {
         o.dialback = check::boolean(node, "s2s_dialback")?;
+    }
+    if let Some(node) = option("s2s_bidi") {
+        o.bidi = check::boolean(node, "s2s_bidi")?;
     }
     if let Some(node) = option("outgoing_s2s_port") {
         o.port = check::integer(node, "outgoing_s2s_port", 1, 65535, "a port number")? as u16;
@@ -211,7 +218,7 @@ mod tests {
     fn reads_dns_options() {
         let c = load(
             "s2s_dns_servers: [\"127.0.0.1:5353\", 192.0.2.53, \"[::1]:54\", \"::2\"]\n\
-             s2s_dns_timeout: 3\ns2s_dns_retries: 1\n",
+             s2s_dns_timeout: 3\ns2s_dns_retries: 1\ns2s_bidi: true\n",
         )
         .unwrap();
         let o = &c.s2s;
@@ -223,6 +230,7 @@ mod tests {
         assert_eq!(o.dns_servers, want);
         assert_eq!(o.dns_timeout.as_secs(), 3);
         assert_eq!(o.dns_retries, 1);
+        assert!(o.bidi);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let e = load("s2s_dns_servers:\n  - ns.example.org\n").unwrap_err();
         assert!(e.starts_with("t.yml:3:"), "{e}");

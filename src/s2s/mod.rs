@@ -56,13 +56,16 @@ pub struct ConnInfo {
     pub auth: AuthMethod,
     pub tls: bool,
     pub peer: Option<SocketAddr>,
+    /// A bidirectional stream (XEP-0288): stanzas go both ways on it.
+    pub bidi: bool,
 }
 
 impl ConnInfo {
-    /// One line: `DIRECTION LOCAL REMOTE... AUTH tls|plain ADDRESS`.
+    /// One line: `DIRECTION LOCAL REMOTE... AUTH tls|plain ADDRESS`, then
+    /// `bidi` for a bidirectional stream.
     pub fn line(&self, direction: &str) -> String {
         format!(
-            "{direction} {} {} {} {} {}",
+            "{direction} {} {} {} {} {}{}",
             self.local,
             if self.remote.is_empty() {
                 "-".to_string()
@@ -71,7 +74,8 @@ impl ConnInfo {
             },
             self.auth.as_str(),
             if self.tls { "tls" } else { "plain" },
-            self.peer.map(|p| p.to_string()).unwrap_or_default()
+            self.peer.map(|p| p.to_string()).unwrap_or_default(),
+            if self.bidi { " bidi" } else { "" }
         )
     }
 }
@@ -126,6 +130,7 @@ impl S2s {
             auth: AuthMethod::None,
             tls: false,
             peer: Some(peer),
+            bidi: false,
         };
         self.incoming
             .lock()
