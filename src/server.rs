@@ -46,6 +46,9 @@ const CORE_DISCO_FEATURES: &[&str] = &["msgoffline"];
 pub struct Live {
     pub config: Arc<Config>,
     pub tls: Arc<TlsSetup>,
+    /// s2s TLS (trusted roots, acceptors, client certificates) built from
+    /// these certificates.
+    pub s2s_tls: Arc<crate::s2s::tls::S2sTls>,
     /// TLS acceptors built once per load: for STARTTLS, and for direct TLS (ALPN `xmpp-client`).
     starttls_acceptor: tokio_rustls::TlsAcceptor,
     direct_tls_acceptor: tokio_rustls::TlsAcceptor,
@@ -74,6 +77,9 @@ impl Live {
         )
         .map_err(|e| e.to_string())?;
         warnings.extend(tls_warnings);
+        let (s2s_tls, s2s_warnings) =
+            crate::s2s::tls::S2sTls::new(tls.clone(), config.s2s.cafile.as_deref())?;
+        warnings.extend(s2s_warnings);
         let globals = xep_support::module::Globals {
             registration_timeout: config.registration_timeout,
             data_dir: config.data_dir.clone(),
@@ -111,6 +117,7 @@ impl Live {
                 starttls_acceptor: tls.acceptor(&[]),
                 direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
                 tls,
+                s2s_tls: Arc::new(s2s_tls),
                 config: Arc::new(config),
                 sm: typed(&modules),
                 csi: typed(&modules),
@@ -228,11 +235,13 @@ impl Server {
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        let s2s_tls = Arc::new(old.s2s_tls.with_setup(tls.clone())?);
         let live = Live {
             config: old.config.clone(),
             starttls_acceptor: tls.acceptor(&[]),
             direct_tls_acceptor: tls.acceptor(&[b"xmpp-client"]),
             tls,
+            s2s_tls,
             modules: old.modules.clone(),
             iq_handlers: old.iq_handlers.clone(),
             pre_auth_handlers: old.pre_auth_handlers.clone(),
@@ -897,16 +906,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let config = live.config.clone();
-    // s2s uses the certificates loaded at start (a reload does not change them).
-    let (s2s_tls, s2s_warnings) =
-        crate::s2s::tls::S2sTls::new(live.tls.clone(), config.s2s.cafile.as_deref())?;
-    for w in s2s_warnings {
-        tracing::warn!("{w}");
-    }
     let storage: Arc<dyn Storage> = Arc::new(
         SledStorage::open(&config.data_dir.join("db"))
             .map_err(|e| format!("cannot open the database: {e}"))?,
     );
+    let dialback_secret = crate::s2s::dialback::stored_secret(storage.as_ref())?;
 
     // Bind every listener before announcing anything.
     let mut bound = Vec::new();
@@ -945,7 +949,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         account_locks: Default::default(),
         resumable: Mutex::new(HashMap::new()),
         expired: Mutex::new(std::collections::VecDeque::new()),
-        s2s: crate::s2s::S2s::new(s2s_tls),
+        s2s: crate::s2s::S2s::new(dialback_secret),
         components: Default::default(),
         shutdown,
         started: Instant::now(),

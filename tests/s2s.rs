@@ -603,6 +603,475 @@ async fn spoofed_from_is_refused() {
     let _ = NS_STANZAS;
 }
 
+// ----- bidirectional streams (XEP-0288) -----
+
+/// With `s2s_bidi` on both sides, the stream a.test opens carries b.test's
+/// stanzas back too: one TCP connection, seen by a.test as outgoing and by
+/// b.test as incoming, both marked `bidi`; in SASL EXTERNAL and dialback
+/// modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_federation() {
+    for (trust, auth) in [(true, "sasl-external"), (false, "dialback")] {
+        let (a, b, _files) = pair(trust, trust, "s2s_bidi: true\n", "s2s_bidi: true\n");
+        message_both_ways(&a, &b).await;
+        let mut bob = user(&b, "b.test", "bob", "r2").await;
+        let r = bob
+            .request(
+                "<iq type='get' to='a.test' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>",
+                "p1",
+            )
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+        bob.send("<message to='nobody@a.test' id='nb' type='chat'><body>x</body></message>")
+            .await;
+        bob.expect_message_error("nb", "service-unavailable").await;
+        let ca = connections(&a);
+        let cb = connections(&b);
+        assert!(
+            ca.contains(&format!("out a.test b.test {auth} tls")),
+            "{ca}"
+        );
+        assert!(ca.trim_end().ends_with(" bidi"), "{ca}");
+        assert!(!ca.contains("in "), "{ca}");
+        assert!(cb.contains(&format!("in b.test a.test {auth} tls")), "{cb}");
+        assert!(cb.trim_end().ends_with(" bidi"), "{cb}");
+        assert!(!cb.contains("out "), "{cb}");
+        assert_eq!(a.ctl_ok(&["incoming_s2s_number"]).trim(), "0");
+        assert_eq!(b.ctl_ok(&["outgoing_s2s_number"]).trim(), "0");
+    }
+}
+
+// ----- the dialback secret survives a restart -----
+
+/// The text between `start` and the next `end` in `s`.
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let i = s.find(start)? + start.len();
+    let j = s[i..].find(end)? + i;
+    Some(&s[i..j])
+}
+
+/// A server for a.test whose s2s needs no TLS (so a plain-TCP peer can play
+/// the other server), with b.test routed to `b_port`.
+fn plain_side(files: &Path, s2s_port: u16, b_port: u16) -> Server {
+    let ca = Ca::new("Rookery test CA");
+    let cert = write(files, "a.test.pem", &ca.issue("a.test"));
+    Server::start_with(Config {
+        hosts: vec!["a.test".into()],
+        extra_listeners: vec![format!(
+            "port: {s2s_port}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in"
+        )],
+        extra_yaml: format!(
+            "certfiles: [{:?}]\ns2s_use_starttls: optional\ns2s_hosts:\n  b.test: \"127.0.0.1:{b_port}\"\n",
+            cert.display().to_string()
+        ),
+        loglevel: "debug".into(),
+        ..Config::default()
+    })
+}
+
+/// XEP-0220/XEP-0185: a key a.test issued before a restart is still
+/// confirmed (`db:verify` answered `valid`) after it, because the secret is
+/// stored, not made per process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialback_key_survives_restart() {
+    let files = tempfile::tempdir().unwrap();
+    // A fake b.test: a plain TCP listener that offers only dialback.
+    let fake_b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pa = free_port();
+    let mut a = plain_side(files.path(), pa, fake_b.local_addr().unwrap().port());
+    a.register("alice", "a.test", "secret");
+    let mut alice = user(&a, "a.test", "alice", "pc").await;
+    alice
+        .send("<message to='bob@b.test' type='chat'><body>x</body></message>")
+        .await;
+    let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), fake_b.accept())
+        .await
+        .expect("a.test connects to b.test")
+        .unwrap();
+    let header = read_until(&mut sock, ">").await;
+    assert!(header.contains("from='a.test'"), "{header}");
+    const ID: &str = "restart-test-stream-1";
+    sock.write_all(
+        format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+             xmlns:db='jabber:server:dialback' from='b.test' to='a.test' id='{ID}' version='1.0'>\
+             <stream:features><dialback xmlns='urn:xmpp:features:dialback'/></stream:features>"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let got = read_until(&mut sock, "</db:result>").await;
+    let key = between(&got, "to='b.test'>", "</db:result>")
+        .unwrap_or_else(|| panic!("no dialback key in {got}"))
+        .to_string();
+    assert_eq!(key.len(), 64, "{got}");
+    drop(sock);
+    drop(alice);
+
+    a.stop();
+    a.restart();
+
+    // b.test asks the restarted a.test whether it issued that key.
+    let verify =
+        |key: &str| format!("<db:verify from='b.test' to='a.test' id='{ID}'>{key}</db:verify>");
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", pa))
+        .await
+        .unwrap();
+    tcp.write_all(s2s_header("b.test", "a.test").as_bytes())
+        .await
+        .unwrap();
+    read_until(&mut tcp, "</stream:features>").await;
+    tcp.write_all(verify(&key).as_bytes()).await.unwrap();
+    let r = read_until(&mut tcp, "verify").await;
+    let r = if r.contains("type=") {
+        r
+    } else {
+        r + &read_until(&mut tcp, "type=").await
+    };
+    assert!(
+        r.contains("type='valid'"),
+        "key from before the restart: {r}"
+    );
+    // A key it did not issue is still refused.
+    let mut wrong = key.clone();
+    wrong.replace_range(0..1, if key.starts_with('0') { "1" } else { "0" });
+    tcp.write_all(verify(&wrong).as_bytes()).await.unwrap();
+    let r = read_until(&mut tcp, "type='invalid'").await;
+    assert!(r.contains("type='invalid'"), "{r}");
+}
+
+// ----- reloaded certificates are used by s2s -----
+
+#[derive(Debug)]
+struct AnyClient;
+
+impl rustls::server::danger::ClientCertVerifier for AnyClient {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The leaf certificate (DER) of a PEM bundle.
+fn leaf_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+/// The certificate a.test presents to an incoming s2s stream (STARTTLS).
+async fn presented_certificate(addr: SocketAddr) -> Vec<u8> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(s2s_header("b.test", "a.test").as_bytes())
+        .await
+        .unwrap();
+    read_until(&mut tcp, "</stream:features>").await;
+    tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .unwrap();
+    read_until(&mut tcp, "<proceed").await;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("a.test".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// The client certificate a.test presents on its next outgoing s2s stream,
+/// as seen by a fake b.test listening on `fake_b` that requires STARTTLS.
+async fn client_certificate(
+    fake_b: &tokio::net::TcpListener,
+    alice: &mut Client,
+    b_pem: &str,
+) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    alice
+        .send("<message to='bob@b.test' type='chat'><body>x</body></message>")
+        .await;
+    let (mut sock, _) = tokio::time::timeout(Duration::from_secs(10), fake_b.accept())
+        .await
+        .expect("a.test connects to b.test")
+        .unwrap();
+    read_until(&mut sock, ">").await;
+    sock.write_all(
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+          from='b.test' to='a.test' id='cert-test' version='1.0'>\
+          <stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>",
+    )
+    .await
+    .unwrap();
+    read_until(&mut sock, "starttls").await;
+    sock.write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .unwrap();
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(b_pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(b_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_client_cert_verifier(Arc::new(AnyClient))
+    .with_single_cert(certs, key)
+    .unwrap();
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        .accept(sock)
+        .await
+        .unwrap();
+    let der = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a.test presents a client certificate")[0]
+        .to_vec();
+    drop(tls);
+    // The stanza bounces (b.test went away): wait for it so the next
+    // message starts a new connection.
+    alice
+        .recv_where("bounce", |e| {
+            e.name == "message" && e.attr("type") == Some("error")
+        })
+        .await;
+    der
+}
+
+/// Certificates replaced on disk reach s2s, in both directions: after
+/// `rookery ctl reload_config`, and after the certificate file watcher
+/// noticed the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2s_uses_reloaded_certificates() {
+    // The watcher checks every second in the servers this test starts.
+    std::env::set_var("ROOKERY_CERT_CHECK_SECS", "1");
+    let files = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Rookery test CA");
+    let fake_b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_pem = ca.issue("b.test");
+    let pa = free_port();
+    let a = plain_side(files.path(), pa, fake_b.local_addr().unwrap().port());
+    a.register("alice", "a.test", "secret");
+    let certfile = files.path().join("a.test.pem");
+    let addr: SocketAddr = format!("127.0.0.1:{pa}").parse().unwrap();
+    let first = std::fs::read_to_string(&certfile).unwrap();
+    let mut alice = user(&a, "a.test", "alice", "pc").await;
+    assert_eq!(presented_certificate(addr).await, leaf_der(&first));
+    assert_eq!(
+        client_certificate(&fake_b, &mut alice, &b_pem).await,
+        leaf_der(&first)
+    );
+
+    // Replaced, then reload_config.
+    let second = ca.issue("a.test");
+    std::fs::write(&certfile, &second).unwrap();
+    a.ctl_ok(&["reload_config"]);
+    assert_eq!(presented_certificate(addr).await, leaf_der(&second));
+    assert_eq!(
+        client_certificate(&fake_b, &mut alice, &b_pem).await,
+        leaf_der(&second)
+    );
+
+    // Replaced again: the watcher reloads it by itself.
+    let third = ca.issue("a.test");
+    std::fs::write(&certfile, &third).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while presented_certificate(addr).await != leaf_der(&third) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher did not reload the certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        client_certificate(&fake_b, &mut alice, &b_pem).await,
+        leaf_der(&third)
+    );
+}
+
+// ----- real DNS resolution (s2s_dns_servers, no s2s_hosts) -----
+
+/// Outgoing streams found through DNS, each path once: SRV
+/// `_xmpp-server._tcp` (STARTTLS), SRV `_xmpps-server._tcp` (direct TLS,
+/// XEP-0368), and no SRV at all (the domain's A record on
+/// `outgoing_s2s_port`); a domain without records bounces
+/// `<remote-server-not-found/>`. a.test on one Rookery; b.test, c.test and
+/// d.test on another, with a STARTTLS and a direct-TLS s2s listener. Both
+/// ask the test's DNS server (`s2s_dns_servers`); neither has `s2s_hosts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_resolution_paths() {
+    use common::dns::{Dns, Rr};
+    let files = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Rookery test CA");
+    let ca_file = write(files.path(), "ca.pem", &ca.pem);
+    let (pa, pr, pr_tls) = (free_port(), free_port(), free_port());
+    let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+    let dns = Dns::start(vec![
+        Rr::Srv(
+            "_xmpp-server._tcp.a.test".into(),
+            0,
+            5,
+            pa,
+            "a-host.test".into(),
+        ),
+        Rr::Addr("a-host.test".into(), lo),
+        Rr::Srv(
+            "_xmpp-server._tcp.b.test".into(),
+            0,
+            5,
+            pr,
+            "r-host.test".into(),
+        ),
+        Rr::Srv(
+            "_xmpps-server._tcp.c.test".into(),
+            0,
+            5,
+            pr_tls,
+            "r-host.test".into(),
+        ),
+        Rr::Addr("r-host.test".into(), lo),
+        Rr::Addr("d.test".into(), lo),
+    ]);
+    let dns_yaml = format!(
+        "s2s_use_starttls: required\ns2s_cafile: {:?}\ns2s_dns_servers: [\"{}\"]\ns2s_dns_timeout: 2\n",
+        ca_file.display().to_string(),
+        dns.addr
+    );
+    let a_cert = write(files.path(), "a.pem", &ca.issue("a.test"));
+    let a = Server::start_with(Config {
+        hosts: vec!["a.test".into()],
+        extra_listeners: vec![format!(
+            "port: {pa}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in"
+        )],
+        // No SRV for d.test: its A record, on this port.
+        extra_yaml: format!(
+            "certfiles: [{:?}]\noutgoing_s2s_port: {pr}\n{dns_yaml}",
+            a_cert.display().to_string()
+        ),
+        loglevel: "debug".into(),
+        ..Config::default()
+    });
+    a.register("alice", "a.test", "secret");
+    let mut certs = Vec::new();
+    for d in ["b.test", "c.test", "d.test"] {
+        certs.push(
+            write(files.path(), &format!("{d}.pem"), &ca.issue(d))
+                .display()
+                .to_string(),
+        );
+    }
+    let r = Server::start_with(Config {
+        hosts: vec!["b.test".into(), "c.test".into(), "d.test".into()],
+        extra_listeners: vec![
+            format!("port: {pr}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in"),
+            format!("port: {pr_tls}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in\ntls: true"),
+        ],
+        extra_yaml: format!("certfiles: {certs:?}\n{dns_yaml}"),
+        loglevel: "debug".into(),
+        ..Config::default()
+    });
+    for d in ["b.test", "c.test", "d.test"] {
+        r.register("bob", d, "secret");
+    }
+
+    let mut alice = user(&a, "a.test", "alice", "pc").await;
+    for d in ["b.test", "c.test", "d.test"] {
+        let mut bob = user(&r, d, "bob", "phone").await;
+        alice
+            .send(&format!(
+                "<message to='bob@{d}' type='chat'><body>to {d}</body></message>"
+            ))
+            .await;
+        let m = bob.recv_message().await;
+        assert_eq!(
+            m.child_text("body"),
+            Some(format!("to {d}").as_str()),
+            "{m}"
+        );
+        // And back: the other server finds a.test by its SRV record.
+        bob.send("<message to='alice@a.test/pc' type='chat'><body>back</body></message>")
+            .await;
+        let m = alice.recv_message().await;
+        assert_eq!(
+            m.attr("from"),
+            Some(format!("bob@{d}/phone").as_str()),
+            "{m}"
+        );
+    }
+    let conns = connections(&a);
+    for (d, port) in [("b.test", pr), ("c.test", pr_tls), ("d.test", pr)] {
+        assert!(
+            conns.contains(&format!(
+                "out a.test {d} sasl-external tls 127.0.0.1:{port}"
+            )),
+            "{d} through port {port}: {conns}"
+        );
+    }
+    for (name, kind) in [
+        ("_xmpp-server._tcp.b.test", "SRV"),
+        ("_xmpps-server._tcp.c.test", "SRV"),
+        ("_xmpp-server._tcp.d.test", "SRV"),
+        ("d.test", "A"),
+        ("_xmpp-server._tcp.a.test", "SRV"),
+    ] {
+        assert!(dns.asked(name, kind), "{name} {kind}: {:?}", dns.log());
+    }
+
+    // No records at all: the sender learns it.
+    alice
+        .send("<message to='bob@nowhere.test' id='nw' type='chat'><body>x</body></message>")
+        .await;
+    alice
+        .expect_message_error("nw", "remote-server-not-found")
+        .await;
+    assert!(dns.asked("nowhere.test", "A"), "{:?}", dns.log());
+}
+
 /// Measurement, not a check (run by hand, preferably with `--release`):
 /// `cargo test --release --test s2s s2s_throughput -- --ignored --nocapture`.
 /// alice@a.test sends N chat messages to bob@b.test over one s2s connection

@@ -6,7 +6,9 @@
 //! NXDOMAIN for SRV of `.test` names and falls back to A on 5269). Each
 //! Prosody gets its own config, data directory and the test CA, and is
 //! killed by its PID. Checked in both authentication modes: SASL EXTERNAL
-//! (both trust the test CA) and dialback (neither does).
+//! (both trust the test CA) and dialback (neither does); with bidirectional
+//! streams (XEP-0288: Prosody's mod_s2s_bidi, Rookery's `s2s_bidi`) opened
+//! by either side; and refusal under `s2s_secure_auth`.
 //!
 //! Standard ports on 127.0.0.2/127.0.0.3 are needed because Prosody cannot
 //! be told another port for a domain without DNS.
@@ -100,6 +102,21 @@ fn wait_port(addr: &str) {
 }
 
 fn start_prosody(dir: &Path, cert: &(String, String), cafile: Option<&Path>) -> Prosody {
+    start_prosody_with(dir, cert, cafile, false)
+}
+
+/// `bidi`: keep Prosody's mod_s2s_bidi (XEP-0288) enabled.
+fn start_prosody_with(
+    dir: &Path,
+    cert: &(String, String),
+    cafile: Option<&Path>,
+    bidi: bool,
+) -> Prosody {
+    let (enabled, disabled) = if bidi {
+        (", \"s2s_bidi\"", "")
+    } else {
+        ("", "\"s2s_bidi\"")
+    };
     let d = dir.display();
     write(dir, "prosody.crt", &cert.0);
     write(dir, "prosody.key", &cert.1);
@@ -122,8 +139,8 @@ s2s_direct_tls_ports = {{}}
 http_ports = {{}}
 https_ports = {{}}
 log = {{ debug = "{d}/prosody.log" }}
-modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "posix" }}
-modules_disabled = {{ "s2s_bidi" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "posix"{enabled} }}
+modules_disabled = {{ {disabled} }}
 unbound = {{ hoststxt = "{d}/hosts" }}
 authentication = "internal_hashed"
 c2s_require_encryption = true
@@ -218,6 +235,12 @@ async fn prosody_user() -> Client {
 }
 
 async fn exchange(rookery: &Server, expected_auth: &str) {
+    exchange_with(rookery, expected_auth, false).await
+}
+
+/// `bidi`: both ends use XEP-0288, so the stream Rookery opens carries
+/// Prosody's stanzas too and no incoming stream is needed.
+async fn exchange_with(rookery: &Server, expected_auth: &str, bidi: bool) {
     let mut alice = rookery_user(rookery).await;
     let mut pat = prosody_user().await;
 
@@ -297,10 +320,15 @@ async fn exchange(rookery: &Server, expected_auth: &str) {
         )),
         "{conns}"
     );
-    assert!(
-        conns.contains(&format!("in rookery.test prosody.test {expected_auth} tls")),
-        "{conns}"
-    );
+    if bidi {
+        assert!(conns.trim_end().ends_with(" bidi"), "{conns}");
+        assert!(!conns.contains("in "), "{conns}");
+    } else {
+        assert!(
+            conns.contains(&format!("in rookery.test prosody.test {expected_auth} tls")),
+            "{conns}"
+        );
+    }
 }
 
 fn prosody_available() -> bool {
@@ -330,6 +358,59 @@ async fn federates_with_prosody() {
         let _prosody = start_prosody(dir.path(), &issue(&ca, "prosody.test"), Some(&cafile));
         let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), Some(&cafile), "");
         exchange(&rookery, "sasl-external").await;
+    }
+    // Bidirectional streams (XEP-0288): Prosody's mod_s2s_bidi and s2s_bidi.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let cafile = write(dir.path(), "ca.pem", &ca.2);
+        let _prosody =
+            start_prosody_with(dir.path(), &issue(&ca, "prosody.test"), Some(&cafile), true);
+        let rookery = start_rookery(
+            dir.path(),
+            &issue(&ca, "rookery.test"),
+            Some(&cafile),
+            "s2s_bidi: true\n",
+        );
+        exchange_with(&rookery, "sasl-external", true).await;
+    }
+    // The same, Prosody opening the stream: Rookery answers on it.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let cafile = write(dir.path(), "ca.pem", &ca.2);
+        let _prosody =
+            start_prosody_with(dir.path(), &issue(&ca, "prosody.test"), Some(&cafile), true);
+        let rookery = start_rookery(
+            dir.path(),
+            &issue(&ca, "rookery.test"),
+            Some(&cafile),
+            "s2s_bidi: true\n",
+        );
+        let mut alice = rookery_user(&rookery).await;
+        let mut pat = prosody_user().await;
+        pat.send("<message to='alice@rookery.test/pc' type='chat'><body>first</body></message>")
+            .await;
+        let m = alice.recv_message().await;
+        assert_eq!(m.attr("from"), Some("pat@prosody.test/laptop"), "{m}");
+        alice
+            .send("<message to='pat@prosody.test/laptop' type='chat'><body>back</body></message>")
+            .await;
+        let m = pat.recv_message().await;
+        assert_eq!(m.child_text("body"), Some("back"), "{m}");
+        let r = alice
+            .request(
+                "<iq type='get' to='prosody.test' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>",
+                "p2",
+            )
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+        let conns = rookery.ctl_ok(&["s2s_connections"]);
+        assert!(
+            conns.contains("in rookery.test prosody.test sasl-external tls"),
+            "{conns}"
+        );
+        assert!(conns.trim_end().ends_with(" bidi"), "{conns}");
+        assert!(!conns.contains("out "), "{conns}");
+        assert_eq!(rookery.ctl_ok(&["outgoing_s2s_number"]).trim(), "0");
     }
     // Dialback: neither trusts it.
     {

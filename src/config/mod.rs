@@ -326,8 +326,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "s2s_certfile",
     "s2s_ciphers",
     "s2s_dhfile",
-    "s2s_dns_retries",
-    "s2s_dns_timeout",
     "s2s_max_retry_delay",
     "s2s_protocol_options",
     "s2s_queue_type",

@@ -1,9 +1,12 @@
 //! Server-to-server options: `s2s_cafile`, `s2s_hosts` (a Rookery option:
 //! static addresses for remote domains), `s2s_secure_auth` (Prosody's name:
 //! only peers with verified certificates, no dialback), `s2s_dialback`,
-//! `outgoing_s2s_port`, `outgoing_s2s_timeout`, `s2s_timeout`.
+//! `outgoing_s2s_port`, `outgoing_s2s_timeout`, `s2s_timeout`, ejabberd's
+//! `s2s_dns_timeout` and `s2s_dns_retries`, and `s2s_dns_servers` (a Rookery
+//! option: the nameservers to ask instead of /etc/resolv.conf's).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,6 +38,15 @@ pub struct S2sOptions {
     pub connect_timeout: Duration,
     /// An s2s stream idle this long is closed.
     pub idle_timeout: Duration,
+    /// Nameservers to ask (UDP, then TCP for long answers); empty: the
+    /// system's (/etc/resolv.conf).
+    pub dns_servers: Vec<SocketAddr>,
+    /// Time for one DNS query (`s2s_dns_timeout`).
+    pub dns_timeout: Duration,
+    /// Times each DNS query is sent (`s2s_dns_retries`).
+    pub dns_retries: usize,
+    /// Offer and use bidirectional streams (XEP-0288).
+    pub bidi: bool,
 }
 
 impl Default for S2sOptions {
@@ -47,6 +59,10 @@ impl Default for S2sOptions {
             port: 5269,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
+            dns_servers: Vec::new(),
+            dns_timeout: Duration::from_secs(4),
+            dns_retries: 2,
+            bidi: false,
         }
     }
 }
@@ -60,6 +76,10 @@ pub const OPTIONS: &[&str] = &[
     "outgoing_s2s_port",
     "outgoing_s2s_timeout",
     "s2s_timeout",
+    "s2s_dns_servers",
+    "s2s_dns_timeout",
+    "s2s_dns_retries",
+    "s2s_bidi",
 ];
 
 fn seconds(node: &Node, path: &str) -> Result<Duration, Problem> {
@@ -86,6 +106,9 @@ pub fn parse<'a>(
     if let Some(node) = option("s2s_dialback") {
         o.dialback = check::boolean(node, "s2s_dialback")?;
     }
+    if let Some(node) = option("s2s_bidi") {
+        o.bidi = check::boolean(node, "s2s_bidi")?;
+    }
     if let Some(node) = option("outgoing_s2s_port") {
         o.port = check::integer(node, "outgoing_s2s_port", 1, 65535, "a port number")? as u16;
     }
@@ -94,6 +117,36 @@ pub fn parse<'a>(
     }
     if let Some(node) = option("s2s_timeout") {
         o.idle_timeout = seconds(node, "s2s_timeout")?;
+    }
+    if let Some(node) = option("s2s_dns_timeout") {
+        let n = check::integer(node, "s2s_dns_timeout", 1, 60, "a number of seconds (1-60)")?;
+        o.dns_timeout = Duration::from_secs(n);
+    }
+    if let Some(node) = option("s2s_dns_retries") {
+        o.dns_retries =
+            check::integer(node, "s2s_dns_retries", 1, 10, "a number of tries (1-10)")? as usize;
+    }
+    if let Some(node) = option("s2s_dns_servers") {
+        for (i, item) in check::list_or_single(node).into_iter().enumerate() {
+            let p = check::index("s2s_dns_servers", i);
+            let what = "an IP address, optionally with a port (\"192.0.2.53\", \"127.0.0.1:5353\", \"[::1]:53\")";
+            let text = check::string(item, &p, what)?.trim();
+            let addr = match text.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => match text
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<IpAddr>()
+                {
+                    Ok(ip) => SocketAddr::new(ip, 53),
+                    Err(_) => return Err(check::expected(item, &p, what)),
+                },
+            };
+            if addr.port() == 0 {
+                return Err(check::expected(item, &p, what));
+            }
+            o.dns_servers.push(addr);
+        }
     }
     if let Some(node) = option("s2s_hosts") {
         let what = "a mapping of domain: \"host:port\"";
@@ -159,6 +212,31 @@ mod tests {
         assert_eq!(o.connect_timeout.as_secs(), 3);
         assert_eq!(o.idle_timeout.as_secs(), 60);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn reads_dns_options() {
+        let c = load(
+            "s2s_dns_servers: [\"127.0.0.1:5353\", 192.0.2.53, \"[::1]:54\", \"::2\"]\n\
+             s2s_dns_timeout: 3\ns2s_dns_retries: 1\ns2s_bidi: true\n",
+        )
+        .unwrap();
+        let o = &c.s2s;
+        let want: Vec<std::net::SocketAddr> =
+            ["127.0.0.1:5353", "192.0.2.53:53", "[::1]:54", "[::2]:53"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        assert_eq!(o.dns_servers, want);
+        assert_eq!(o.dns_timeout.as_secs(), 3);
+        assert_eq!(o.dns_retries, 1);
+        assert!(o.bidi);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let e = load("s2s_dns_servers:\n  - ns.example.org\n").unwrap_err();
+        assert!(e.starts_with("t.yml:3:"), "{e}");
+        assert!(e.contains("s2s_dns_servers[0]"), "{e}");
+        let e = load("s2s_dns_servers: \"127.0.0.1:0\"\n").unwrap_err();
+        assert!(e.contains("s2s_dns_servers[0]"), "{e}");
     }
 
     #[test]

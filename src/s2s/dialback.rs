@@ -1,6 +1,8 @@
 //! Server dialback (XEP-0220) with keys generated as XEP-0185 recommends:
 //! `HMAC-SHA256(SHA256(secret), receiving + ' ' + originating + ' ' + stream ID)`
-//! in lower-case hex, where the secret is random per process. A receiving
+//! in lower-case hex, where the secret is random, made on the first start and
+//! kept in the database (so a key issued before a restart is still
+//! confirmed after it, as XEP-0185 asks of a server's secret). A receiving
 //! server checks a key by connecting to the originating domain's
 //! authoritative server and asking it (`db:verify`).
 
@@ -37,6 +39,29 @@ pub fn new_secret() -> String {
     use rand::Rng;
     let v: [u8; 32] = rand::thread_rng().gen();
     hex(&v)
+}
+
+/// Where the secret is kept: server-wide values live under the empty host
+/// and user of the modules' key/value store (no account has them).
+const SECRET_MODULE: &str = "s2s";
+const SECRET_KEY: &str = "dialback_secret";
+
+/// The stored dialback secret; made and stored (durably) on the first start.
+pub fn stored_secret(storage: &dyn crate::storage::Storage) -> Result<String, String> {
+    let read = storage
+        .module_get("", "", SECRET_MODULE, SECRET_KEY)
+        .map_err(|e| format!("reading the dialback secret: {e}"))?;
+    if let Some(v) = read {
+        match String::from_utf8(v) {
+            Ok(s) if s.len() >= 32 => return Ok(s),
+            _ => tracing::warn!("the stored dialback secret is unusable; making a new one"),
+        }
+    }
+    let secret = new_secret();
+    storage
+        .module_put("", "", SECRET_MODULE, SECRET_KEY, secret.as_bytes())
+        .map_err(|e| format!("storing the dialback secret: {e}"))?;
+    Ok(secret)
 }
 
 /// As the receiving server `local`: ask `remote`'s authoritative server

@@ -15,12 +15,13 @@ use std::time::Duration;
 use base64::Engine;
 use jid::Jid;
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 use xep_support::element::Element;
 use xep_support::ns;
 
 use super::stream::{
-    certs_of, db_xml, header_xml, stream_id, to_client_ns, Conn, Fail, NS_DIALBACK,
-    NS_DIALBACK_FEATURE,
+    certs_of, db_xml, header_xml, stream_id, to_client_ns, write_shared, Conn, Fail, SharedWriter,
+    NS_BIDI, NS_BIDI_FEATURE, NS_DIALBACK, NS_DIALBACK_FEATURE,
 };
 use super::{AuthMethod, ConnInfo};
 use crate::c2s::BoxIo;
@@ -46,6 +47,19 @@ struct Incoming {
     authenticated: HashSet<String>,
     auth: AuthMethod,
     registry_id: u64,
+    /// The peer asked for a bidirectional stream (XEP-0288).
+    bidi: bool,
+    /// Once it is authenticated: the writer task taking our stanzas for it.
+    bidi_writer: Option<BidiWriter>,
+}
+
+/// The writer of our stanzas on a bidirectional incoming stream, and the
+/// outgoing routes (remote domain, entry id) that lead to it.
+struct BidiWriter {
+    tx: mpsc::Sender<Box<Element>>,
+    routes: Vec<(String, u64)>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Serve one incoming s2s connection until it ends.
@@ -57,7 +71,7 @@ pub async fn handle(
 ) {
     let max = listener.max_stanza_size;
     let conn = if listener.tls {
-        let acceptor = server.s2s.tls.direct_acceptor.clone();
+        let acceptor = server.live().s2s_tls.direct_acceptor.clone();
         match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
             Ok(Ok(s)) => {
                 let certs = certs_of(s.get_ref().1.peer_certificates());
@@ -82,6 +96,8 @@ pub async fn handle(
         authenticated: HashSet::new(),
         auth: AuthMethod::None,
         registry_id,
+        bidi: false,
+        bidi_writer: None,
     };
     let mut shutdown = server.shutdown_signal();
     let result = tokio::select! {
@@ -89,6 +105,16 @@ pub async fn handle(
         _ = shutdown.wait_for(|v| *v) => Err(Fail::Stream("system-shutdown", None)),
     };
     server.s2s.unregister_incoming(registry_id);
+    if let Some(w) = s.bidi_writer.take() {
+        // No more stanzas for this stream: later ones start a connection.
+        let local = s.local.clone().unwrap_or_default();
+        for (remote, id) in &w.routes {
+            server.s2s.out.remove(&local, remote, *id);
+        }
+        drop(w.tx);
+        let _ = w.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), w.task).await;
+    }
     match result {
         Ok(()) | Err(Fail::Closed) => s.conn.close(None, None).await,
         Err(Fail::Stream(cond, text)) => {
@@ -125,7 +151,12 @@ impl Incoming {
     }
 
     fn cert_verifies(&self, domain: &str) -> bool {
-        self.conn.tls && self.server.s2s.tls.verify(&self.conn.peer_certs, domain)
+        self.conn.tls
+            && self
+                .server
+                .live()
+                .s2s_tls
+                .verify(&self.conn.peer_certs, domain)
     }
 
     fn update_registry(&self) {
@@ -139,6 +170,7 @@ impl Incoming {
                 auth: self.auth,
                 tls: self.conn.tls,
                 peer: Some(self.peer),
+                bidi: self.bidi,
             },
         );
     }
@@ -208,7 +240,47 @@ impl Incoming {
                     .with_child(Element::new("errors", NS_DIALBACK_FEATURE)),
             );
         }
+        if self.bidi_offered() {
+            f = f.with_child(Element::new("bidi", NS_BIDI_FEATURE));
+        }
         f
+    }
+
+    /// XEP-0288 is offered before the peer authenticates.
+    fn bidi_offered(&self) -> bool {
+        self.server.config().s2s.bidi && self.authenticated.is_empty() && !self.tls_missing()
+    }
+
+    /// After `domain` authenticated on a stream that asked for bidi: our
+    /// stanzas for `domain` go out on this stream (unless a connection of
+    /// ours to it exists already).
+    fn bidi_route(&mut self, domain: &str) {
+        if !self.bidi {
+            return;
+        }
+        let Some(local) = self.local.clone() else {
+            return;
+        };
+        let w = self.bidi_writer.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(super::outgoing::OUT_QUEUE);
+            let (stop, stop_rx) = oneshot::channel();
+            let task = tokio::spawn(bidi_writer(
+                self.server.clone(),
+                self.conn.shared_writer(),
+                rx,
+                stop_rx,
+            ));
+            BidiWriter {
+                tx,
+                routes: Vec::new(),
+                stop,
+                task,
+            }
+        });
+        if let Some(id) = self.server.s2s.out.lend(&local, domain, w.tx.clone()) {
+            w.routes.push((domain.to_string(), id));
+            tracing::info!(peer = %self.peer, "s2s in: bidirectional stream for {local} -> {domain}");
+        }
     }
 
     async fn run(&mut self) -> Result<(), Fail> {
@@ -237,9 +309,22 @@ impl Incoming {
                 if self.external(&el).await? {
                     self.conn.restart();
                     self.open_stream().await?;
+                    // Only now: our stanzas must follow the new header.
+                    if let Some(domain) = self.claimed.clone() {
+                        self.bidi_route(&domain);
+                    }
                 }
             } else if el.ns == NS_DIALBACK && el.name == "result" {
                 self.db_result(&el).await?;
+            } else if el.is("bidi", NS_BIDI) {
+                if self.bidi_offered() {
+                    self.bidi = true;
+                } else {
+                    return Err(Fail::Stream(
+                        "policy-violation",
+                        Some("bidi was not offered".into()),
+                    ));
+                }
             } else if el.ns == NS_DIALBACK && el.name == "verify" {
                 self.db_verify(&el).await?;
             } else if el.ns == ns::SERVER
@@ -266,7 +351,7 @@ impl Incoming {
             .send(&format!("<proceed xmlns='{}'/>", ns::TLS))
             .await?;
         let io = self.conn.take_io()?;
-        let acceptor = self.server.s2s.tls.starttls_acceptor.clone();
+        let acceptor = self.server.live().s2s_tls.starttls_acceptor.clone();
         let tls = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
             _ => return Err(Fail::Closed),
@@ -374,6 +459,7 @@ impl Incoming {
                 self.auth = AuthMethod::Dialback;
             }
             self.update_registry();
+            self.bidi_route(&from);
             tracing::info!(peer = %self.peer, "s2s in: {from} authenticated by dialback");
             Ok(())
         } else {
@@ -443,5 +529,51 @@ impl Incoming {
             crate::delivery::route(&self.server, el).await;
         }
         Ok(())
+    }
+}
+
+/// Write our stanzas for the peer of a bidirectional stream (XEP-0288) in
+/// batches, until the stream ends; what is left then, or what a failed
+/// write may not have delivered, bounces to its senders.
+async fn bidi_writer(
+    server: Arc<Server>,
+    writer: SharedWriter,
+    mut rx: mpsc::Receiver<Box<Element>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    use xep_support::stanza::{ErrorType, StanzaError};
+    const BATCH: usize = 16 * 1024;
+    let mut buf = String::new();
+    loop {
+        let first = tokio::select! {
+            s = rx.recv() => s,
+            _ = &mut stop => None,
+        };
+        let Some(first) = first else { break };
+        first.write_to(&mut buf, ns::SERVER);
+        let mut batch = vec![first];
+        while buf.len() < BATCH {
+            match rx.try_recv() {
+                Ok(s) => {
+                    s.write_to(&mut buf, ns::SERVER);
+                    batch.push(s);
+                }
+                Err(_) => break,
+            }
+        }
+        let ok = write_shared(&writer, &buf).await.is_ok();
+        buf.clear();
+        if !ok {
+            for s in batch {
+                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+                crate::delivery::bounce(&server, &s, err).await;
+            }
+            break;
+        }
+    }
+    rx.close();
+    while let Ok(s) = rx.try_recv() {
+        let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+        crate::delivery::bounce(&server, &s, err).await;
     }
 }

@@ -16,11 +16,14 @@ pub mod tls;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use xep_support::element::Element;
 
 use crate::server::Server;
+
+/// What a resolver is built from.
+type ResolverKey = (Vec<SocketAddr>, std::time::Duration, usize);
 
 /// How a peer (or we, on an outgoing stream) authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,13 +56,16 @@ pub struct ConnInfo {
     pub auth: AuthMethod,
     pub tls: bool,
     pub peer: Option<SocketAddr>,
+    /// A bidirectional stream (XEP-0288): stanzas go both ways on it.
+    pub bidi: bool,
 }
 
 impl ConnInfo {
-    /// One line: `DIRECTION LOCAL REMOTE... AUTH tls|plain ADDRESS`.
+    /// One line: `DIRECTION LOCAL REMOTE... AUTH tls|plain ADDRESS`, then
+    /// `bidi` for a bidirectional stream.
     pub fn line(&self, direction: &str) -> String {
         format!(
-            "{direction} {} {} {} {} {}",
+            "{direction} {} {} {} {} {}{}",
             self.local,
             if self.remote.is_empty() {
                 "-".to_string()
@@ -68,37 +74,52 @@ impl ConnInfo {
             },
             self.auth.as_str(),
             if self.tls { "tls" } else { "plain" },
-            self.peer.map(|p| p.to_string()).unwrap_or_default()
+            self.peer.map(|p| p.to_string()).unwrap_or_default(),
+            if self.bidi { " bidi" } else { "" }
         )
     }
 }
 
 /// The s2s state of the server.
 pub struct S2s {
-    pub tls: tls::S2sTls,
     pub out: outgoing::Manager,
-    /// The dialback secret (random per process).
+    /// The dialback secret (made once, kept in the database: keys issued
+    /// before a restart still verify after it).
     pub secret: String,
     incoming: Mutex<HashMap<u64, ConnInfo>>,
     next_incoming: AtomicU64,
-    resolver: OnceLock<hickory_resolver::TokioResolver>,
+    /// The DNS resolver and the options it was built for.
+    resolver: Mutex<Option<(ResolverKey, Arc<hickory_resolver::TokioResolver>)>>,
 }
 
 impl S2s {
-    pub fn new(tls: tls::S2sTls) -> S2s {
+    pub fn new(secret: String) -> S2s {
         S2s {
-            tls,
             out: Default::default(),
-            secret: dialback::new_secret(),
+            secret,
             incoming: Mutex::new(HashMap::new()),
             next_incoming: AtomicU64::new(1),
-            resolver: OnceLock::new(),
+            resolver: Mutex::new(None),
         }
     }
 
-    /// The DNS resolver (built on first use).
-    pub fn resolver(&self) -> &hickory_resolver::TokioResolver {
-        self.resolver.get_or_init(resolve::resolver)
+    /// The DNS resolver for the current options: built on first use, and
+    /// again when `reload_config` changed the DNS options (else its cache
+    /// is kept).
+    pub fn resolver(
+        &self,
+        opts: &crate::config::s2s::S2sOptions,
+    ) -> Arc<hickory_resolver::TokioResolver> {
+        let key = (opts.dns_servers.clone(), opts.dns_timeout, opts.dns_retries);
+        let mut slot = self.resolver.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((k, r)) if *k == key => r.clone(),
+            _ => {
+                let r = Arc::new(resolve::resolver(opts));
+                *slot = Some((key, r.clone()));
+                r
+            }
+        }
     }
 
     fn register_incoming(&self, peer: SocketAddr) -> u64 {
@@ -109,6 +130,7 @@ impl S2s {
             auth: AuthMethod::None,
             tls: false,
             peer: Some(peer),
+            bidi: false,
         };
         self.incoming
             .lock()

@@ -47,6 +47,9 @@ pub struct OutConn {
     id: u64,
     tx: mpsc::Sender<Box<Element>>,
     pub info: Mutex<ConnInfo>,
+    /// An incoming bidirectional stream lent for this direction (not a
+    /// connection of ours: not counted as outgoing).
+    lent: bool,
 }
 
 /// The table of outgoing connections.
@@ -60,6 +63,7 @@ impl Manager {
     pub fn established(&self) -> Vec<ConnInfo> {
         let t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         t.values()
+            .filter(|c| !c.lent)
             .map(|c| c.info.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .filter(|i| i.auth != AuthMethod::None)
             .collect()
@@ -81,7 +85,9 @@ impl Manager {
                 auth: AuthMethod::None,
                 tls: false,
                 peer: None,
+                bidi: false,
             }),
+            lent: false,
         });
         t.insert(key, conn.clone());
         tokio::spawn(run(
@@ -94,7 +100,36 @@ impl Manager {
         conn
     }
 
-    fn remove(&self, local: &str, remote: &str, id: u64) {
+    /// Route stanzas from `local` to `remote` into `tx` (the writer of an
+    /// incoming bidirectional stream), unless a connection for that pair
+    /// exists already. Returns the entry's id (for [`Manager::remove`]).
+    pub fn lend(&self, local: &str, remote: &str, tx: mpsc::Sender<Box<Element>>) -> Option<u64> {
+        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (local.to_string(), remote.to_string());
+        if t.contains_key(&key) {
+            return None;
+        }
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        t.insert(
+            key,
+            Arc::new(OutConn {
+                id,
+                tx,
+                info: Mutex::new(ConnInfo {
+                    local: local.to_string(),
+                    remote: vec![remote.to_string()],
+                    auth: AuthMethod::None,
+                    tls: true,
+                    peer: None,
+                    bidi: true,
+                }),
+                lent: true,
+            }),
+        );
+        Some(id)
+    }
+
+    pub fn remove(&self, local: &str, remote: &str, id: u64) {
         let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let key = (local.to_string(), remote.to_string());
         if t.get(&key).is_some_and(|c| c.id == id) {
@@ -147,6 +182,8 @@ pub struct Opened {
     /// Whether the remote's certificate verified for its domain.
     pub verified: bool,
     pub addr: SocketAddr,
+    /// Whether we asked for a bidirectional stream (XEP-0288).
+    pub bidi: bool,
 }
 
 async fn read_features(conn: &mut Conn, wait: Duration) -> Result<(String, Element), Fail> {
@@ -176,9 +213,11 @@ async fn read_features(conn: &mut Conn, wait: Duration) -> Result<(String, Eleme
 /// Connect to `remote`'s server, open a stream from `local`, and use TLS as
 /// `s2s_use_starttls` says. Used for connections and dialback checks.
 pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Opened, Fail> {
-    let opts = &server.config().s2s;
+    let config = server.config();
+    let opts = &config.s2s;
     let wait = opts.connect_timeout;
-    let resolver = server.s2s.resolver();
+    let resolver = server.s2s.resolver(opts);
+    let resolver = resolver.as_ref();
     let targets = resolve::targets(resolver, opts, remote)
         .await
         .map_err(Fail::Unreachable)?;
@@ -188,7 +227,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
         if target.direct_tls && policy == S2sStartTls::Disabled {
             continue;
         }
-        let (sock, addr) = match resolve::connect(resolver, &target, wait).await {
+        let (sock, addr) = match resolve::connect(resolver, opts, &target, wait).await {
             Ok(x) => x,
             Err(e) => {
                 last = e;
@@ -197,7 +236,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
         };
         let _ = sock.set_nodelay(true);
         let mut conn = if target.direct_tls {
-            let connector = server.s2s.tls.connector(local, true);
+            let connector = server.live().s2s_tls.connector(local, true);
             let name = match rustls::pki_types::ServerName::try_from(remote.to_string()) {
                 Ok(n) => n,
                 Err(_) => return Err(Fail::Unreachable(format!("{remote}: not a DNS name"))),
@@ -219,13 +258,14 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
         };
         match negotiate_tls(server, &mut conn, local, remote).await {
             Ok((id, features)) => {
-                let verified = conn.tls && server.s2s.tls.verify(&conn.peer_certs, remote);
+                let verified = conn.tls && server.live().s2s_tls.verify(&conn.peer_certs, remote);
                 return Ok(Opened {
                     conn,
                     id,
                     features,
                     verified,
                     addr,
+                    bidi: false,
                 });
             }
             Err(Fail::Timeout) => return Err(Fail::Timeout),
@@ -270,7 +310,7 @@ async fn negotiate_tls(
         return Err(Fail::Unreachable(format!("{remote} refused STARTTLS")));
     }
     let io = conn.take_io()?;
-    let connector = server.s2s.tls.connector(local, false);
+    let connector = server.live().s2s_tls.connector(local, false);
     let name = rustls::pki_types::ServerName::try_from(remote.to_string())
         .map_err(|_| Fail::Unreachable(format!("{remote}: not a DNS name")))?;
     let tls = match tokio::time::timeout(wait, connector.connect(name, io)).await {
@@ -301,6 +341,18 @@ async fn authenticate(
         )));
     }
     let conn = &mut opened.conn;
+    if opts.bidi
+        && opened
+            .features
+            .child("bidi", super::stream::NS_BIDI_FEATURE)
+            .is_some()
+    {
+        // XEP-0288: asked before authenticating; the peer may then send
+        // its stanzas for us on this stream.
+        conn.send(&format!("<bidi xmlns='{}'/>", super::stream::NS_BIDI))
+            .await?;
+        opened.bidi = true;
+    }
     let external = conn.tls
         && opened
             .features
@@ -373,6 +425,7 @@ async fn establish(
     info.auth = auth;
     info.tls = opened.conn.tls;
     info.peer = Some(opened.addr);
+    info.bidi = opened.bidi;
     Ok(opened.conn)
 }
 
@@ -400,7 +453,8 @@ async fn run(
                     .auth
                     .as_str()
             );
-            pump(&server, conn, &mut rx, &local, &remote).await;
+            let bidi = entry.info.lock().unwrap_or_else(|e| e.into_inner()).bidi;
+            pump(&server, conn, &mut rx, &local, &remote, bidi).await;
             "remote-server-not-found"
         }
         Ok(Err(Fail::Timeout)) | Err(_) => {
@@ -436,18 +490,31 @@ async fn pump(
     rx: &mut mpsc::Receiver<Box<Element>>,
     local: &str,
     remote: &str,
+    bidi: bool,
 ) {
     let Some((mut reader, mut writer)) = conn.into_parts() else {
         return;
     };
     let idle = server.config().s2s.idle_timeout;
-    // The reader runs apart: parsing is not cancel-safe, and the peer only
-    // sends whitespace keep-alives or the stream's end on this stream.
+    // The reader runs apart: parsing is not cancel-safe. The peer sends
+    // whitespace keep-alives or the stream's end on this stream, and on a
+    // bidirectional one (XEP-0288) its stanzas for us.
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let (l, r) = (local.to_string(), remote.to_string());
+    let srv = server.clone();
     let reader_task = tokio::spawn(async move {
-        for _ in 0..100_000 {
+        loop {
             match reader.next().await {
+                Ok(StreamEvent::Stanza(el))
+                    if bidi
+                        && el.ns == ns::SERVER
+                        && matches!(el.name.as_str(), "message" | "presence" | "iq") =>
+                {
+                    if let Err(why) = bidi_stanza(&srv, el, &l, &r).await {
+                        tracing::info!("s2s {l} -> {r}: closing: {why}");
+                        break;
+                    }
+                }
                 Ok(StreamEvent::Stanza(el)) => {
                     tracing::debug!(
                         "s2s {l} -> {r}: ignoring <{}/> on an outgoing stream",
@@ -506,4 +573,32 @@ async fn pump(
     })
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(2), reader_task).await;
+}
+
+/// A stanza the peer sent on our bidirectional outgoing stream: it must
+/// come from the domain we connected to (authenticated by its certificate,
+/// or by DNS as in dialback) and go to our domain of this stream.
+async fn bidi_stanza(
+    server: &Arc<Server>,
+    mut el: Element,
+    local: &str,
+    remote: &str,
+) -> Result<(), String> {
+    let from = el
+        .attr("from")
+        .and_then(|f| jid::Jid::new(f).ok())
+        .ok_or("a stanza without a valid from")?;
+    let to = el
+        .attr("to")
+        .and_then(|t| jid::Jid::new(t).ok())
+        .ok_or("a stanza without a valid to")?;
+    if from.domain().as_str() != remote {
+        return Err(format!("a stanza from {} (invalid-from)", from.domain()));
+    }
+    if to.domain().as_str() != local {
+        return Err(format!("a stanza to {} (host-unknown)", to.domain()));
+    }
+    super::stream::to_client_ns(&mut el);
+    Box::pin(crate::delivery::route(server, el)).await;
+    Ok(())
 }

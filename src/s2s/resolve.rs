@@ -2,8 +2,10 @@
 //! `s2s_hosts` override first; else SRV `_xmpps-server._tcp` (direct TLS)
 //! and `_xmpp-server._tcp` (STARTTLS) ordered by priority and weight; else
 //! the domain itself on `outgoing_s2s_port` (5269). DNS queries go through
-//! hickory-resolver (async, reads /etc/resolv.conf); host names are looked
-//! up with the system resolver (so /etc/hosts applies).
+//! hickory-resolver (async), asking /etc/resolv.conf's nameservers, or the
+//! `s2s_dns_servers` when configured. Host names are looked up with the
+//! system resolver first (so /etc/hosts and nsswitch apply), then DNS;
+//! with `s2s_dns_servers`, with hickory only (which reads /etc/hosts too).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,18 +25,39 @@ pub struct Target {
     pub direct_tls: bool,
 }
 
-/// A resolver built on first use.
-pub fn resolver() -> TokioResolver {
-    let mut builder = TokioResolver::builder_tokio().unwrap_or_else(|e| {
-        tracing::warn!("s2s: cannot read the system DNS configuration ({e}); using defaults");
+/// A resolver for these options (`s2s_dns_servers`, `s2s_dns_timeout`,
+/// `s2s_dns_retries`).
+pub fn resolver(opts: &S2sOptions) -> TokioResolver {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::name_server::TokioConnectionProvider;
+    use hickory_resolver::proto::xfer::Protocol;
+    let mut builder = if opts.dns_servers.is_empty() {
+        TokioResolver::builder_tokio().unwrap_or_else(|e| {
+            tracing::warn!("s2s: cannot read the system DNS configuration ({e}); using defaults");
+            TokioResolver::builder_with_config(
+                ResolverConfig::default(),
+                TokioConnectionProvider::default(),
+            )
+        })
+    } else {
+        let servers: Vec<NameServerConfig> = opts
+            .dns_servers
+            .iter()
+            .flat_map(|a| {
+                [
+                    NameServerConfig::new(*a, Protocol::Udp),
+                    NameServerConfig::new(*a, Protocol::Tcp),
+                ]
+            })
+            .collect();
         TokioResolver::builder_with_config(
-            hickory_resolver::config::ResolverConfig::default(),
-            Default::default(),
+            ResolverConfig::from_parts(None, Vec::new(), servers),
+            TokioConnectionProvider::default(),
         )
-    });
-    let opts = builder.options_mut();
-    opts.timeout = Duration::from_secs(4);
-    opts.attempts = 2;
+    };
+    let o = builder.options_mut();
+    o.timeout = opts.dns_timeout;
+    o.attempts = opts.dns_retries;
     builder.build()
 }
 
@@ -123,22 +146,30 @@ pub async fn targets(
 /// Connect to one target: every address of its host in turn.
 pub async fn connect(
     resolver: &TokioResolver,
+    opts: &S2sOptions,
     target: &Target,
     per_address: Duration,
 ) -> Result<(TcpStream, SocketAddr), String> {
+    let system = if opts.dns_servers.is_empty() {
+        // The system resolver first (it reads /etc/hosts), then DNS.
+        tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .ok()
+            .map(|it| it.collect::<Vec<_>>())
+    } else {
+        None
+    };
     let addrs: Vec<SocketAddr> = if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
         vec![SocketAddr::new(ip, target.port)]
+    } else if let Some(addrs) = system {
+        addrs
     } else {
-        // The system resolver first (it reads /etc/hosts), then DNS.
-        match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
-            Ok(it) => it.collect(),
-            Err(_) => match resolver.lookup_ip(format!("{}.", target.host)).await {
-                Ok(ips) => ips
-                    .iter()
-                    .map(|ip| SocketAddr::new(ip, target.port))
-                    .collect(),
-                Err(e) => return Err(format!("{}: {e}", target.host)),
-            },
+        match resolver.lookup_ip(format!("{}.", target.host)).await {
+            Ok(ips) => ips
+                .iter()
+                .map(|ip| SocketAddr::new(ip, target.port))
+                .collect(),
+            Err(e) => return Err(format!("{}: {e}", target.host)),
         }
     };
     if addrs.is_empty() {

@@ -16,6 +16,9 @@ use crate::xml::{StreamEvent, StreamHeader, StreamReader, XmlError};
 pub const NS_DIALBACK: &str = "jabber:server:dialback";
 /// The dialback stream feature.
 pub const NS_DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+/// Bidirectional streams (XEP-0288): the stream feature, and the request.
+pub const NS_BIDI_FEATURE: &str = "urn:xmpp:features:bidi";
+pub const NS_BIDI: &str = "urn:xmpp:bidi";
 /// A write that does not finish in this time means a dead peer.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -53,10 +56,31 @@ impl std::fmt::Display for Fail {
     }
 }
 
+/// The write half of a connection, shared with the writer of a
+/// bidirectional stream (XEP-0288) once one is negotiated.
+pub type SharedWriter = std::sync::Arc<tokio::sync::Mutex<Option<WriteHalf<BoxIo>>>>;
+
+/// Write `xml` and flush, within [`WRITE_TIMEOUT`].
+pub async fn write_shared(writer: &SharedWriter, xml: &str) -> Result<(), Fail> {
+    let mut guard = writer.lock().await;
+    let Some(w) = guard.as_mut() else {
+        return Err(Fail::Closed);
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, async {
+        w.write_all(xml.as_bytes()).await?;
+        w.flush().await
+    })
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Fail::Closed),
+    }
+}
+
 /// An s2s connection: a parser over the read half and the write half.
 pub struct Conn {
     reader: Option<StreamReader<ReadHalf<BoxIo>>>,
-    writer: Option<WriteHalf<BoxIo>>,
+    writer: SharedWriter,
     max: Option<usize>,
     /// Whether TLS is up.
     pub tls: bool,
@@ -69,7 +93,7 @@ impl Conn {
         let (rd, wr) = split(io);
         Conn {
             reader: Some(StreamReader::new(rd, max)),
-            writer: Some(wr),
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(Some(wr))),
             max,
             tls,
             peer_certs: Vec::new(),
@@ -78,18 +102,18 @@ impl Conn {
 
     /// Write and flush.
     pub async fn send(&mut self, xml: &str) -> Result<(), Fail> {
-        let Some(w) = self.writer.as_mut() else {
-            return Err(Fail::Closed);
-        };
-        match tokio::time::timeout(WRITE_TIMEOUT, async {
-            w.write_all(xml.as_bytes()).await?;
-            w.flush().await
-        })
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Fail::Closed),
-        }
+        write_shared(&self.writer, xml).await
+    }
+
+    /// The write half, for a writer task of its own (bidirectional streams).
+    pub fn shared_writer(&self) -> SharedWriter {
+        self.writer.clone()
+    }
+
+    fn take_writer(&mut self) -> Option<WriteHalf<BoxIo>> {
+        // Only the owner writes before a bidirectional stream is set up,
+        // and none is while TLS starts or the stream is split.
+        self.writer.try_lock().ok().and_then(|mut w| w.take())
     }
 
     /// The next stream event, waiting at most `wait`.
@@ -137,7 +161,7 @@ impl Conn {
     /// Take the transport back for a TLS upgrade; fails if the peer sent
     /// bytes after its STARTTLS element (they would be read as plaintext).
     pub fn take_io(&mut self) -> Result<BoxIo, Fail> {
-        let (Some(r), Some(w)) = (self.reader.take(), self.writer.take()) else {
+        let (Some(r), Some(w)) = (self.reader.take(), self.take_writer()) else {
             return Err(Fail::Closed);
         };
         let (rd, leftover) = r.into_inner();
@@ -154,14 +178,15 @@ impl Conn {
     pub fn set_io(&mut self, io: BoxIo, certs: Vec<CertificateDer<'static>>) {
         let (rd, wr) = split(io);
         self.reader = Some(StreamReader::new(rd, self.max));
-        self.writer = Some(wr);
+        self.writer = std::sync::Arc::new(tokio::sync::Mutex::new(Some(wr)));
         self.tls = true;
         self.peer_certs = certs;
     }
 
     /// Split into the parser and the write half (for a running stream).
     pub fn into_parts(mut self) -> Option<(StreamReader<ReadHalf<BoxIo>>, WriteHalf<BoxIo>)> {
-        Some((self.reader.take()?, self.writer.take()?))
+        let w = self.take_writer()?;
+        Some((self.reader.take()?, w))
     }
 
     /// End the stream (with an error first if given) and close the socket.
@@ -171,7 +196,7 @@ impl Conn {
             None => "</stream:stream>".to_string(),
         };
         let _ = self.send(&tail).await;
-        if let Some(w) = self.writer.as_mut() {
+        if let Some(w) = self.writer.lock().await.as_mut() {
             let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
         }
     }

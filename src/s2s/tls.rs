@@ -23,7 +23,10 @@ use crate::tls::TlsSetup;
 /// ALPN protocol of direct-TLS s2s (XEP-0368).
 pub const ALPN_S2S: &[u8] = b"xmpp-server";
 
-/// The s2s TLS state, built once at start-up.
+/// The s2s TLS state: part of the server's live snapshot
+/// ([`crate::server::Live`]), so certificates reloaded by `reload_config` or
+/// the certificate file watcher (and `s2s_cafile` on `reload_config`) apply
+/// to the next s2s connection in both directions.
 pub struct S2sTls {
     /// Checks chains against the trusted roots; `None` when no root is trusted.
     webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
@@ -87,6 +90,14 @@ impl S2sTls {
                 .map_err(|e| format!("s2s: cannot build the certificate verifier: {e}"))?,
             )
         };
+        Ok((S2sTls::build(webpki, setup, provider)?, warnings))
+    }
+
+    fn build(
+        webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+        setup: Arc<TlsSetup>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<S2sTls, String> {
         let verifier = Arc::new(AcceptAny(provider.clone()));
         let starttls = setup
             .s2s_server_config(verifier.clone(), &[])
@@ -94,16 +105,19 @@ impl S2sTls {
         let direct = setup
             .s2s_server_config(verifier, &[ALPN_S2S])
             .map_err(|e| e.to_string())?;
-        Ok((
-            S2sTls {
-                webpki,
-                starttls_acceptor: tokio_rustls::TlsAcceptor::from(starttls),
-                direct_acceptor: tokio_rustls::TlsAcceptor::from(direct),
-                setup,
-                provider,
-            },
-            warnings,
-        ))
+        Ok(S2sTls {
+            webpki,
+            starttls_acceptor: tokio_rustls::TlsAcceptor::from(starttls),
+            direct_acceptor: tokio_rustls::TlsAcceptor::from(direct),
+            setup,
+            provider,
+        })
+    }
+
+    /// The same trust with other certificates of ours (after the
+    /// certificate files changed).
+    pub fn with_setup(&self, setup: Arc<TlsSetup>) -> Result<S2sTls, String> {
+        S2sTls::build(self.webpki.clone(), setup, self.provider.clone())
     }
 
     /// Whether `chain` (leaf first) is a valid certificate for `domain`

@@ -14,6 +14,9 @@
 //! | `offline_counts`        | `host\0user`                      | number of stored messages (u64 BE)     |
 //! | `module_data`           | `host\0user\0module\0key`         | a module's value for the account (bytes) |
 //!
+//! Server-wide values use `module_data` with an empty host and user (no
+//! account has them): `\0\0s2s\0dialback_secret` holds the dialback secret.
+//!
 //! Hosts and localparts never contain NUL (nodeprep and domain rules forbid
 //! control characters, and keys with NUL are refused here), so the key
 //! `host\0` is an exact prefix of the host's accounts and `list_users` is a

@@ -1,7 +1,8 @@
 //! Shared harness for Rookery's integration tests: spawning the real server
 //! binary ([`server`]), a strict async XMPP test client ([`client`]) with its
 //! XML splitter ([`xml`]) and a hand-rolled SCRAM implementation ([`scram`]),
-//! plus RFC 6121 helpers ([`im`]) and the Python venv for interop tests
+//! plus RFC 6121 helpers ([`im`]), a small DNS server for federation tests
+//! ([`dns`]) and the Python venv for interop tests
 //! ([`interop`]).
 //!
 //! Each test binary uses a different subset, hence the `dead_code` and
@@ -9,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod dns;
 pub mod http;
 pub mod im;
 pub mod interop;
