@@ -10,8 +10,7 @@ use std::collections::BTreeSet;
 
 use common::client::Client;
 use common::server::DEFAULT_MODULES;
-use common::{Config, Element, Server, StreamEvent};
-use sha1::{Digest, Sha1};
+use common::{Config, Element, Server};
 
 const INFO: &str = "http://jabber.org/protocol/disco#info";
 
@@ -101,23 +100,7 @@ async fn core_suite() {
     d.login_scram("bob", "hunter2").await;
     d.bind(Some("direct")).await.expect("bind over direct TLS");
     // Server extensibility (XEP-0114): a component hand-shakes.
-    let addr = server
-        .listeners
-        .iter()
-        .find(|l| l.module == "service")
-        .expect("service")
-        .addr;
-    let mut comp = Client::connect(addr).await;
-    comp.send("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='gw.localhost'>").await;
-    let StreamEvent::Header(h) = comp.recv_event().await else {
-        panic!("no component stream header")
-    };
-    let digest: String = Sha1::digest(format!("{}s3cret", h.attr("id").unwrap_or("")).as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    comp.send(&format!("<handshake>{digest}</handshake>")).await;
-    assert!(matches!(comp.recv_event().await, StreamEvent::Stanza(e) if e.name == "handshake"));
+    common::component::connect(&server, "gw.localhost", "s3cret").await;
 }
 
 /// IM Compliance Suite: the Server and Advanced Server rows Rookery meets.

@@ -8,7 +8,6 @@ mod common;
 
 use common::client::Client;
 use common::{Config, Element, Server, StreamEvent};
-use sha1::{Digest, Sha1};
 
 const NS: &str = "jabber:component:accept";
 const GW: &str = "gw.localhost";
@@ -25,43 +24,12 @@ fn server() -> Server {
     server
 }
 
-fn service_addr(server: &Server) -> std::net::SocketAddr {
-    server
-        .listeners
-        .iter()
-        .find(|l| l.module == "service")
-        .expect("service listener")
-        .addr
-}
-
-/// Open a component stream for `domain` and hand-shake with `secret`;
-/// returns the client and the server's answer to the handshake.
 async fn component(server: &Server, domain: &str, secret: &str) -> (Client, StreamEvent) {
-    let mut c = Client::connect(service_addr(server)).await;
-    c.send(&format!(
-        "<?xml version='1.0'?><stream:stream xmlns='{NS}' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}'>"
-    ))
-    .await;
-    let header = match c.recv_event().await {
-        StreamEvent::Header(h) => h,
-        other => panic!("no stream header: {other:?}"),
-    };
-    let id = header.attr("id").expect("stream id").to_string();
-    let digest: String = Sha1::digest(format!("{id}{secret}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    c.send(&format!("<handshake>{digest}</handshake>")).await;
-    let answer = c.recv_event().await;
-    (c, answer)
+    common::component::handshake(server, domain, secret).await
 }
 
 async fn connected(server: &Server) -> Client {
-    let (c, answer) = component(server, GW, SECRET).await;
-    match answer {
-        StreamEvent::Stanza(e) if e.name == "handshake" => c,
-        other => panic!("handshake refused: {other:?}"),
-    }
+    common::component::connect(server, GW, SECRET).await
 }
 
 fn is_message(e: &Element, body: &str) -> bool {
@@ -194,7 +162,7 @@ async fn refusals() {
     }
     assert!(matches!(c.recv_event().await, StreamEvent::End));
     // A domain this listener does not serve.
-    let mut c = Client::connect(service_addr(&server)).await;
+    let mut c = Client::connect(common::component::service_addr(&server)).await;
     c.send(&format!(
         "<?xml version='1.0'?><stream:stream xmlns='{NS}' xmlns:stream='http://etherx.jabber.org/streams' to='nobody.localhost'>"
     ))
@@ -243,32 +211,22 @@ async fn refusals() {
 /// gateway) and a slixmpp client (`tests/interop/slixmpp_component.py`).
 #[test]
 fn slixmpp_component_and_client() {
-    use common::interop::{ensure_venv, run_bounded, tests_file, SCRIPT_TIMEOUT};
-    let python = ensure_venv();
-    let script = tests_file("interop/slixmpp_component.py");
     let server = server();
-    let mut cmd = std::process::Command::new(&python);
-    cmd.arg(&script)
-        .arg("--host")
-        .arg(server.c2s().ip().to_string())
-        .arg("--port")
-        .arg(server.c2s().port().to_string())
-        .arg("--service-port")
-        .arg(service_addr(&server).port().to_string())
-        .args(["--jid", "alice@localhost", "--password", "secret"])
-        .args(["--component", GW, "--secret", SECRET])
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let ran = run_bounded(
-        cmd,
-        SCRIPT_TIMEOUT + SCRIPT_TIMEOUT / 6,
+    let port = common::component::service_addr(&server).port().to_string();
+    common::interop::run_slixmpp_script(
         "slixmpp_component.py",
-    );
-    assert!(
-        ran.code == Some(0) && ran.stdout.lines().any(|l| l.starts_with("INTEROP OK ")),
-        "slixmpp component interop failed (exit {:?})\nstdout:\n{}\nstderr:\n{}",
-        ran.code,
-        ran.stdout,
-        ran.stderr
+        &server,
+        &[
+            "--service-port",
+            &port,
+            "--jid",
+            "alice@localhost",
+            "--password",
+            "secret",
+            "--component",
+            GW,
+            "--secret",
+            SECRET,
+        ],
     );
 }

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::client::Client;
 use common::server::DEFAULT_MODULES;
-use common::{Config, Server, StreamEvent};
-use sha1::{Digest, Sha1};
+use common::{Config, Server};
 
 const PUSH: &str = "urn:xmpp:push:0";
 const APP: &str = "push.localhost";
@@ -29,26 +28,9 @@ fn server() -> Server {
     server
 }
 
-/// The app server: a component that hand-shakes for `APP`.
+/// The app server: a component for `APP`.
 async fn app_server(server: &Server) -> Client {
-    let addr = server
-        .listeners
-        .iter()
-        .find(|l| l.module == "service")
-        .expect("service")
-        .addr;
-    let mut c = Client::connect(addr).await;
-    c.send(&format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='{APP}'>")).await;
-    let StreamEvent::Header(h) = c.recv_event().await else {
-        panic!("no header")
-    };
-    let digest: String = Sha1::digest(format!("{}s3cret", h.attr("id").unwrap_or("")).as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    c.send(&format!("<handshake>{digest}</handshake>")).await;
-    assert!(matches!(c.recv_event().await, StreamEvent::Stanza(e) if e.name == "handshake"));
-    c
+    common::component::connect(server, APP, "s3cret").await
 }
 
 async fn enable(c: &mut Client, node: &str) {

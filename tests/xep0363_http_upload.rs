@@ -171,29 +171,10 @@ async fn upload_and_download_over_https() {
 /// verifies certificates and the test server's is self-signed).
 #[test]
 fn slixmpp_uploads_a_file() {
-    use common::interop::{ensure_venv, run_bounded, tests_file, SCRIPT_TIMEOUT};
-    let python = ensure_venv();
-    let script = tests_file("interop/slixmpp_upload.py");
     let (server, _addr) = server(false);
-    let mut cmd = std::process::Command::new(&python);
-    cmd.arg(&script)
-        .arg("--host")
-        .arg(server.c2s().ip().to_string())
-        .arg("--port")
-        .arg(server.c2s().port().to_string())
-        .args(["--jid", "alice@localhost", "--password", "secret"])
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    let ran = run_bounded(
-        cmd,
-        SCRIPT_TIMEOUT + SCRIPT_TIMEOUT / 6,
+    common::interop::run_slixmpp_script(
         "slixmpp_upload.py",
-    );
-    assert!(
-        ran.code == Some(0) && ran.stdout.lines().any(|l| l.starts_with("INTEROP OK ")),
-        "slixmpp upload interop failed (exit {:?})\nstdout:\n{}\nstderr:\n{}",
-        ran.code,
-        ran.stdout,
-        ran.stderr
+        &server,
+        &["--jid", "alice@localhost", "--password", "secret"],
     );
 }

@@ -30,18 +30,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve one component connection until it ends.
 pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg: Arc<Listener>) {
-    // `tls: true`: TLS from the first byte, with the server's certificates.
-    let io: crate::c2s::BoxIo = if cfg.tls {
-        let acceptor = server.live().tls_acceptor(false);
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-            Ok(Ok(tls)) => Box::new(tls),
-            _ => {
-                tracing::info!(%peer, "component TLS handshake failed");
-                return;
-            }
-        }
-    } else {
-        Box::new(sock)
+    let Some(io) = crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await
+    else {
+        tracing::info!(%peer, "component TLS handshake failed");
+        return;
     };
     let mut conn = Conn::new(io, cfg.tls, cfg.max_stanza_size);
     let (domain, conn_id, rx) = match handshake(&server, &mut conn, &cfg).await {

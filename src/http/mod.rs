@@ -38,17 +38,10 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Serve one HTTP connection.
 pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg: Arc<Listener>) {
-    let io: crate::c2s::BoxIo = if cfg.tls {
-        let acceptor = server.live().tls_acceptor(false);
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-            Ok(Ok(tls)) => Box::new(tls),
-            _ => {
-                tracing::debug!(%peer, "HTTP TLS handshake failed");
-                return;
-            }
-        }
-    } else {
-        Box::new(sock)
+    let Some(io) = crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await
+    else {
+        tracing::debug!(%peer, "HTTP TLS handshake failed");
+        return;
     };
     let service = hyper::service::service_fn(move |req| {
         let (server, cfg) = (server.clone(), cfg.clone());

@@ -221,3 +221,27 @@ pub fn ensure_venv() -> PathBuf {
     fs::write(&marker, &wanted).expect("write venv marker");
     python
 }
+
+/// Run `tests/interop/<script>` with the venv's Python against `server`'s
+/// STARTTLS c2s listener (`--host`, `--port`) plus `args`, and assert that
+/// it exited 0 after printing `INTEROP OK`.
+pub fn run_slixmpp_script(script: &str, server: &super::Server, args: &[&str]) {
+    let python = ensure_venv();
+    let mut cmd = Command::new(&python);
+    cmd.arg(tests_file(&format!("interop/{script}")))
+        .arg("--host")
+        .arg(server.c2s().ip().to_string())
+        .arg("--port")
+        .arg(server.c2s().port().to_string())
+        .args(args)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let ran = run_bounded(cmd, SCRIPT_TIMEOUT + SCRIPT_TIMEOUT / 6, script);
+    assert!(
+        ran.code == Some(0) && ran.stdout.lines().any(|l| l.starts_with("INTEROP OK ")),
+        "{script} failed (exit {:?})\nstdout:\n{}\nstderr:\n{}",
+        ran.code,
+        ran.stdout,
+        ran.stderr
+    );
+}

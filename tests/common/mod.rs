@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod component;
 pub mod dns;
 pub mod http;
 pub mod im;
