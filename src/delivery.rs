@@ -117,6 +117,13 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
         return;
     };
     let domain = to.domain().as_str();
+    if let Some(module) = server.live().service_module(domain).cloned() {
+        // A module's own service domain (mod_muc's conference.HOST): the
+        // module answers, and hands back what to route, in order.
+        let out = module.handle_service_stanza(server, &stanza);
+        route_all(server, out).await;
+        return;
+    }
     if !server.serves(domain) && crate::component::is_component(server, domain) {
         // An external component's domain (XEP-0114).
         crate::component::send(server, stanza, domain).await;

@@ -73,6 +73,7 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_time",
             "mod_last",
             "mod_pep",
+            "mod_muc",
             "mod_register"
         ]
     );

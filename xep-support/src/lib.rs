@@ -15,6 +15,7 @@ pub mod disco;
 pub mod element;
 pub mod last;
 pub mod module;
+pub mod muc;
 pub mod ns;
 pub mod opts;
 pub mod pep;
