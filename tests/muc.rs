@@ -119,7 +119,7 @@ fn error_condition(e: &Element) -> String {
 
 /// Submit the room configuration with these (var, value) fields.
 async fn configure(c: &mut Client, room_jid: &str, fields: &[(&str, &str)]) -> Element {
-    let mut x = format!("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>");
+    let mut x = "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>".to_string();
     for (var, value) in fields {
         x.push_str(&format!(
             "<field var='{var}'><value>{value}</value></field>"
