@@ -845,3 +845,58 @@ async fn room_creation_follows_access_create() {
     let got = join(&mut b, &rj, "bob", "").await;
     assert!(got.iter().all(|e| e.child("body").is_none()), "{got:?}");
 }
+
+#[tokio::test]
+async fn one_account_may_share_its_nick_between_clients() {
+    let server = common::im::im_server();
+    let rj = room("devices");
+    let mut pc = login(&server, ALICE, "pc").await;
+    let mut phone = login(&server, ALICE, "phone").await;
+    let mut b = login(&server, BOB, "pc").await;
+    join(&mut pc, &rj, "alice", "").await;
+    join(&mut b, &rj, "bob", "").await;
+    // Alice's second client joins under the same nick: no conflict, and it
+    // does not see "alice" as somebody else.
+    let got = join(&mut phone, &rj, "alice", "").await;
+    let from_alice: Vec<&Element> = got
+        .iter()
+        .filter(|e| e.name == "presence" && e.attr("from") == Some(&format!("{rj}/alice")))
+        .collect();
+    assert_eq!(from_alice.len(), 1, "{got:?}");
+    assert!(codes(from_alice[0]).contains(&"110".to_string()));
+    // Bob sees alice's presence again (now from her second client).
+    presence_from(&mut b, &format!("{rj}/alice"), None).await;
+    // Bob's message and his private message reach both clients.
+    groupchat(&mut b, &rj, "g1", "to both").await;
+    groupchat_from(&mut pc, &format!("{rj}/bob"), "to both").await;
+    groupchat_from(&mut phone, &format!("{rj}/bob"), "to both").await;
+    groupchat_from(&mut b, &format!("{rj}/bob"), "to both").await;
+    b.send(&format!(
+        "<message type='chat' to='{rj}/alice' id='p1'><body>private to both</body></message>"
+    ))
+    .await;
+    for c in [&mut pc, &mut phone] {
+        c.recv_where("the private message", |e| {
+            e.child_text("body") == Some("private to both")
+        })
+        .await;
+    }
+    // One client leaves: for Bob, alice is still there (no unavailable
+    // before his next echo); the other client still gets messages.
+    phone
+        .send(&format!("<presence to='{rj}/alice' type='unavailable'/>"))
+        .await;
+    presence_from(&mut phone, &format!("{rj}/alice"), Some("unavailable")).await;
+    groupchat(&mut b, &rj, "g2", "still here?").await;
+    let next = b
+        .recv_where("the next stanza from the room", |e| {
+            e.attr("from").is_some_and(|f| f.starts_with(&rj))
+        })
+        .await;
+    assert_eq!(next.child_text("body"), Some("still here?"), "{next}");
+    groupchat_from(&mut pc, &format!("{rj}/bob"), "still here?").await;
+    // The last client leaves: now Bob hears it.
+    pc.send(&format!("<presence to='{rj}/alice' type='unavailable'/>"))
+        .await;
+    presence_from(&mut b, &format!("{rj}/alice"), Some("unavailable")).await;
+}

@@ -722,6 +722,11 @@ impl Ctx<'_> {
         let occ = room.occupants.remove(idx);
         let extra = reason.map(|r| Element::new("reason", NS_MUC_USER).with_text(r));
         out.push(self.unavailable_of(node, room, &occ, &occ, codes, extra.clone(), status_text));
+        if room.occupants.iter().any(|o| o.nick == occ.nick) {
+            // Another session of the same account keeps the nick: for the
+            // others, nobody left.
+            return;
+        }
         for viewer in &room.occupants {
             out.push(self.unavailable_of(
                 node,
@@ -735,10 +740,15 @@ impl Ctx<'_> {
         }
     }
 
-    /// Tell every occupant the (new) presence of occupant `idx`.
+    /// Tell every occupant the (new) presence of occupant `idx` (not the
+    /// account's other sessions sharing its nick).
     fn broadcast_presence(&self, node: &str, room: &Room, idx: usize, out: &mut Out) {
         let occ = &room.occupants[idx];
-        for viewer in &room.occupants {
+        for viewer in room
+            .occupants
+            .iter()
+            .filter(|v| v.jid == occ.jid || v.nick != occ.nick)
+        {
             out.push(self.presence_of(node, room, occ, viewer, &[]));
         }
     }
@@ -1109,17 +1119,21 @@ impl Muc {
                     out.extend(error_to(stanza, StanzaError::forbidden()));
                     return;
                 }
-                let Some(target) = room.by_nick(nick).map(|i| &room.occupants[i]) else {
+                if room.by_nick(nick).is_none() {
                     out.extend(error_to(stanza, StanzaError::item_not_found()));
                     return;
-                };
+                }
                 let mut m = stanza.clone();
                 m.set_attr("from", format!("{}/{}", c.room_jid(node), me.nick));
-                m.set_attr("to", target.jid.to_string());
                 if m.child("x", NS_MUC_USER).is_none() {
                     m = m.with_child(Element::new("x", NS_MUC_USER));
                 }
-                out.push(m);
+                // Every session behind the nick gets it.
+                for target in room.occupants.iter().filter(|o| o.nick == nick) {
+                    let mut copy = m.clone();
+                    copy.set_attr("to", target.jid.to_string());
+                    out.push(copy);
+                }
             }
             "iq" => self.occupant_iq(c, svc, node, nick, stanza, &from, out),
             _ => {}
@@ -1274,7 +1288,12 @@ impl Muc {
             Some(StanzaError::forbidden())
         } else if room.config.members_only && aff < Affiliation::Member && !service_admin {
             Some(StanzaError::new(ErrorType::Auth, "registration-required"))
-        } else if room.by_nick(nick).is_some() {
+        } else if room
+            .by_nick(nick)
+            .is_some_and(|i| room.occupants[i].jid.to_bare() != from.to_bare())
+        {
+            // The same account may join under its nick from several
+            // clients (multi-session nicks, as ejabberd allows).
             Some(StanzaError::conflict())
         } else if room.occupants.len() >= room.config.max_users.min(self.max_users)
             && aff < Affiliation::Admin
@@ -1330,15 +1349,12 @@ impl Muc {
         out: &mut Out,
     ) {
         let me = &room.occupants[idx];
-        for (i, o) in room.occupants.iter().enumerate() {
-            if i != idx {
-                out.push(c.presence_of(node, room, o, me, &[]));
-            }
+        // The account's other sessions under the same nick are not "others".
+        for o in room.occupants.iter().filter(|o| o.nick != me.nick) {
+            out.push(c.presence_of(node, room, o, me, &[]));
         }
-        for (i, viewer) in room.occupants.iter().enumerate() {
-            if i != idx {
-                out.push(c.presence_of(node, room, me, viewer, &[]));
-            }
+        for viewer in room.occupants.iter().filter(|o| o.nick != me.nick) {
+            out.push(c.presence_of(node, room, me, viewer, &[]));
         }
         let mut codes = Vec::new();
         if !room.config.anonymous {
@@ -1871,7 +1887,10 @@ impl Muc {
                     return Err(StanzaError::not_allowed());
                 }
                 if role == Role::None {
-                    c.remove_occupant(node, room, idx, &[307], reason.as_deref(), None, out);
+                    // Every session behind the nick.
+                    while let Some(idx) = room.by_nick(nick) {
+                        c.remove_occupant(node, room, idx, &[307], reason.as_deref(), None, out);
+                    }
                 } else {
                     room.occupants[idx].role = role;
                     c.broadcast_presence(node, room, idx, out);
