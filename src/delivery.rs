@@ -411,15 +411,15 @@ async fn deliver_or_bounce(
 }
 
 /// Send a stanza the server produced back to its addressee: a local full
-/// JID, or a remote entity (over s2s).
+/// JID, or an entity elsewhere (a module's service such as a MUC room, a
+/// component, or a remote server over s2s), routed as any stanza is.
 async fn send_back(server: &Server, stanza: Element) {
-    if let Some(remote) = stanza
+    if stanza
         .attr("to")
         .and_then(|t| Jid::new(t).ok())
-        .filter(|t| !server.serves(t.domain().as_str()))
+        .is_some_and(|t| !server.serves(t.domain().as_str()))
     {
-        let domain = remote.domain().as_str().to_string();
-        Box::pin(crate::s2s::send(server, stanza, &domain)).await;
+        route(server, stanza).await;
         return;
     }
     let Some(to) = stanza.attr("to").and_then(|t| FullJid::new(t).ok()) else {

@@ -900,3 +900,121 @@ async fn one_account_may_share_its_nick_between_clients() {
         .await;
     presence_from(&mut b, &format!("{rj}/alice"), Some("unavailable")).await;
 }
+
+#[tokio::test]
+async fn voice_and_iqs_between_occupants() {
+    let server = common::im::im_server();
+    let rj = room("voice");
+    let mut a = login(&server, ALICE, "pc").await;
+    let mut b = login(&server, BOB, "pc").await;
+    join(&mut a, &rj, "alice", "").await;
+    join(&mut b, &rj, "bob", "").await;
+    // Bob loses his voice: visitors may not speak.
+    let r = iq(
+        &mut a,
+        "set",
+        &rj,
+        &format!("<query xmlns='{MUC_ADMIN}'><item nick='bob' role='visitor'/></query>"),
+    )
+    .await;
+    assert_result(&r);
+    let p = b
+        .recv_where("bob as visitor", |e| {
+            e.name == "presence"
+                && e.attr("from") == Some(&format!("{rj}/bob"))
+                && e.child_ns("x", MUC_USER)
+                    .and_then(|x| x.child("item"))
+                    .and_then(|i| i.attr("role"))
+                    == Some("visitor")
+        })
+        .await;
+    assert!(codes(&p).contains(&"110".to_string()));
+    groupchat(&mut b, &rj, "v1", "can I talk?").await;
+    b.expect_message_error("v1", "forbidden").await;
+    // The participant list no longer has him; the visitor list does.
+    let r = iq(
+        &mut a,
+        "get",
+        &rj,
+        &format!("<query xmlns='{MUC_ADMIN}'><item role='visitor'/></query>"),
+    )
+    .await;
+    let nicks: Vec<&str> = r
+        .child("query")
+        .unwrap()
+        .children_named("item")
+        .filter_map(|i| i.attr("nick"))
+        .collect();
+    assert_eq!(nicks, ["bob"], "{r}");
+    // Voice back.
+    let r = iq(
+        &mut a,
+        "set",
+        &rj,
+        &format!("<query xmlns='{MUC_ADMIN}'><item nick='bob' role='participant'/></query>"),
+    )
+    .await;
+    assert_result(&r);
+    groupchat(&mut b, &rj, "v2", "thanks").await;
+    groupchat_from(&mut a, &format!("{rj}/bob"), "thanks").await;
+
+    // A vCard request to an occupant goes to the account behind it (the
+    // server answers for the bare JID) and comes back from the room JID.
+    let id = b.id();
+    let r = b
+        .request(
+            &format!("<iq type='get' to='{rj}/alice' id='{id}'><vCard xmlns='vcard-temp'/></iq>"),
+            &id,
+        )
+        .await;
+    assert_result(&r);
+    assert_eq!(r.attr("from"), Some(format!("{rj}/alice").as_str()), "{r}");
+    assert!(r.child_ns("vCard", "vcard-temp").is_some(), "{r}");
+    // Other iqs go to the occupant's client, which answers; the answer comes back.
+    let id = b.id();
+    b.send(&format!(
+        "<iq type='get' to='{rj}/alice' id='{id}'><query xmlns='jabber:iq:version'/></iq>"
+    ))
+    .await;
+    let fwd = a
+        .recv_where("the forwarded iq", |e| {
+            e.name == "iq" && e.child_ns("query", "jabber:iq:version").is_some()
+        })
+        .await;
+    assert_eq!(
+        fwd.attr("from"),
+        Some(format!("{rj}/bob").as_str()),
+        "{fwd}"
+    );
+    let fid = fwd.attr("id").unwrap().to_string();
+    a.send(&format!(
+        "<iq type='result' to='{rj}/bob' id='{fid}'><query xmlns='jabber:iq:version'><name>A</name><version>1</version></query></iq>"
+    ))
+    .await;
+    let ans = b
+        .recv_where("the answer", |e| {
+            e.name == "iq" && e.attr("id") == Some(&id)
+        })
+        .await;
+    assert_result(&ans);
+    assert_eq!(
+        ans.attr("from"),
+        Some(format!("{rj}/alice").as_str()),
+        "{ans}"
+    );
+    assert_eq!(
+        ans.child_ns("query", "jabber:iq:version")
+            .and_then(|q| q.child_text("name")),
+        Some("A")
+    );
+    // A non-occupant may not query occupants.
+    let mut c = login(&server, CAROL, "pc").await;
+    let r = iq(
+        &mut c,
+        "get",
+        &format!("{rj}/alice"),
+        "<query xmlns='jabber:iq:version'/>",
+    )
+    .await;
+    assert_eq!(error_condition(&r), "not-acceptable");
+}

@@ -365,13 +365,25 @@ impl Room {
     }
 }
 
+/// An iq passed on from one occupant to another, waiting for its answer.
+struct Pending {
+    /// The requester's id.
+    id: String,
+    /// The requester's real full JID.
+    requester: String,
+    /// Where it went (the occupant's real full JID, or bare JID for vCards).
+    addressee: String,
+    /// The addressee's nick (the answer comes from it).
+    nick: String,
+}
+
 /// The rooms of one service domain.
 #[derive(Default)]
 struct Service {
     loaded: bool,
     rooms: BTreeMap<String, Room>,
-    /// Iqs forwarded between occupants: our id → (their id, requester, addressee).
-    pending: HashMap<String, (String, String, String)>,
+    /// Iqs passed on between occupants, by the room's id.
+    pending: HashMap<String, Pending>,
     pending_order: VecDeque<String>,
     next_id: u64,
 }
@@ -508,7 +520,9 @@ fn status(code: u16) -> Element {
 }
 
 fn error_to(stanza: &Element, e: StanzaError) -> Option<Element> {
-    if stanza.attr("type") == Some("error") {
+    if stanza.attr("type") == Some("error")
+        || (stanza.name == "iq" && stanza.attr("type") == Some("result"))
+    {
         return None;
     }
     Some(if stanza.name == "iq" {
@@ -1073,6 +1087,11 @@ impl Muc {
         out: &mut Out,
     ) {
         let kind = stanza.attr("type").unwrap_or("");
+        if stanza.name == "iq" && (kind == "result" || kind == "error") {
+            // An answer to an iq the room passed on (it may come from a bare JID).
+            self.occupant_iq_answer(c, svc, node, stanza, from, out);
+            return;
+        }
         let Ok(from) = from.clone().try_into_full() else {
             out.extend(error_to(stanza, StanzaError::bad_request()));
             return;
@@ -1153,32 +1172,10 @@ impl Muc {
         from: &FullJid,
         out: &mut Out,
     ) {
-        let kind = stanza.attr("type").unwrap_or("");
         let Some(room) = svc.rooms.get(node) else {
             out.extend(error_to(stanza, StanzaError::item_not_found()));
             return;
         };
-        if kind == "result" || kind == "error" {
-            // An answer to a forwarded iq: from the addressee, to the requester.
-            let Some(id) = stanza.attr("id") else { return };
-            let Some((orig_id, requester, addressee)) = svc.pending.get(id).cloned() else {
-                return;
-            };
-            let from_bare = from.to_bare().to_string();
-            if addressee != from.as_str() && addressee != from_bare {
-                return;
-            }
-            svc.pending.remove(id);
-            let Some(me) = room.by_jid(from).map(|i| room.occupants[i].nick.clone()) else {
-                return;
-            };
-            let mut r = stanza.clone();
-            r.set_attr("id", orig_id);
-            r.set_attr("from", format!("{}/{}", c.room_jid(node), me));
-            r.set_attr("to", requester);
-            out.push(r);
-            return;
-        }
         let Some(me) = room.by_jid(from).map(|i| room.occupants[i].nick.clone()) else {
             out.extend(error_to(stanza, StanzaError::not_acceptable()));
             return;
@@ -1197,11 +1194,12 @@ impl Muc {
         let id = format!("muc{}", svc.next_id);
         svc.pending.insert(
             id.clone(),
-            (
-                stanza.attr("id").unwrap_or("").to_string(),
-                from.to_string(),
-                addressee.clone(),
-            ),
+            Pending {
+                id: stanza.attr("id").unwrap_or("").to_string(),
+                requester: from.to_string(),
+                addressee: addressee.clone(),
+                nick: nick.to_string(),
+            },
         );
         svc.pending_order.push_back(id.clone());
         while svc.pending_order.len() > PENDING_IQS {
@@ -1214,6 +1212,32 @@ impl Muc {
         fwd.set_attr("from", format!("{}/{}", c.room_jid(node), me));
         fwd.set_attr("to", addressee);
         out.push(fwd);
+    }
+
+    /// The answer to an iq passed on by [`Muc::occupant_iq`]: only from the
+    /// addressee, back to the requester from the addressee's room JID.
+    fn occupant_iq_answer(
+        &self,
+        c: &Ctx<'_>,
+        svc: &mut Service,
+        node: &str,
+        stanza: &Element,
+        from: &Jid,
+        out: &mut Out,
+    ) {
+        let Some(id) = stanza.attr("id") else { return };
+        let Some(p) = svc.pending.get(id) else { return };
+        if p.addressee != from.as_str() {
+            return;
+        }
+        let Some(p) = svc.pending.remove(id) else {
+            return;
+        };
+        let mut r = stanza.clone();
+        r.set_attr("id", p.id);
+        r.set_attr("from", format!("{}/{}", c.room_jid(node), p.nick));
+        r.set_attr("to", p.requester);
+        out.push(r);
     }
 
     /// Available presence to `room/nick`: a join, a nick change or a presence update.
