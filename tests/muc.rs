@@ -827,7 +827,7 @@ async fn invitations_direct_and_mediated() {
 #[tokio::test]
 async fn room_creation_follows_access_create() {
     let server = common::Server::start_with(common::Config {
-        modules: "  mod_disco: {}\n  mod_muc:\n    access_create: admins_only\n    history_size: 0\n"
+        modules: "  mod_disco: {}\n  mod_muc:\n    access_create: admins_only\n    history_size: 0\n    max_user_conferences: 1\n"
             .into(),
         extra_yaml: "acl:\n  admin:\n    user: alice@localhost\naccess_rules:\n  admins_only:\n    allow: admin\n".into(),
         ..Default::default()
@@ -844,6 +844,11 @@ async fn room_creation_follows_access_create() {
     groupchat_from(&mut a, &format!("{rj}/alice"), "not kept").await;
     let got = join(&mut b, &rj, "bob", "").await;
     assert!(got.iter().all(|e| e.child("body").is_none()), "{got:?}");
+    // max_user_conferences: 1 — Alice may not be in a second room.
+    assert_eq!(
+        join_refused(&mut a, &room("second"), "alice", "").await,
+        "resource-constraint"
+    );
 }
 
 #[tokio::test]

@@ -41,6 +41,8 @@ const MODULE: &str = "mod_muc";
 pub const DEFAULT_HISTORY: usize = 20;
 /// ejabberd's `max_users` default.
 pub const DEFAULT_MAX_USERS: usize = 200;
+/// ejabberd's `max_user_conferences` default: rooms one account may be in.
+pub const DEFAULT_MAX_USER_CONFERENCES: usize = 100;
 /// Forwarded iqs between occupants waiting for their answer, at most.
 const PENDING_IQS: usize = 1000;
 
@@ -56,6 +58,7 @@ pub const OPTIONS: &[&str] = &[
     "access_persistent",
     "history_size",
     "max_users",
+    "max_user_conferences",
     "default_room_options",
     "db_type",
     "ram_db_type",
@@ -405,6 +408,7 @@ pub struct Muc {
     access_persistent: String,
     history_size: usize,
     max_users: usize,
+    max_user_conferences: usize,
     defaults: RoomConfig,
 }
 
@@ -495,6 +499,12 @@ impl Muc {
             access_persistent: string("access_persistent", "all", warnings),
             history_size: uint("history_size", DEFAULT_HISTORY, warnings),
             max_users,
+            max_user_conferences: uint(
+                "max_user_conferences",
+                DEFAULT_MAX_USER_CONFERENCES,
+                warnings,
+            )
+            .max(1),
             defaults,
         }
     }
@@ -1290,7 +1300,21 @@ impl Muc {
                 return;
             }
         }
-        // A join (§7.2).
+        // A join (§7.2), within the account's limit of rooms.
+        let in_rooms = svc
+            .rooms
+            .values()
+            .filter(|r| {
+                r.occupants
+                    .iter()
+                    .any(|o| o.jid.to_bare() == from.to_bare())
+            })
+            .count();
+        if in_rooms >= self.max_user_conferences {
+            out.extend(err(StanzaError::resource_constraint()
+                .with_text("You are in too many rooms (max_user_conferences)")));
+            return;
+        }
         let created = !svc.rooms.contains_key(node);
         if created {
             if !Muc::allows(c.ctx, &self.access_create, &Jid::from(from.clone())) {
