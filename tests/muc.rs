@@ -1023,3 +1023,50 @@ async fn voice_and_iqs_between_occupants() {
     .await;
     assert_eq!(error_condition(&r), "not-acceptable");
 }
+
+/// A rough fan-out figure (not run by default): `cargo test --release
+/// --test muc measure_groupchat_fanout -- --ignored --nocapture`. One room
+/// with OCCUPANTS local occupants; one of them sends MESSAGES groupchat
+/// messages; the time until every occupant has received every message.
+#[tokio::test]
+#[ignore]
+async fn measure_groupchat_fanout() {
+    const OCCUPANTS: usize = 20;
+    const MESSAGES: usize = 200;
+    let server = common::Server::start();
+    let rj = room("bench");
+    let mut clients = Vec::new();
+    for i in 0..OCCUPANTS {
+        let user = format!("u{i}");
+        server.register(&user, "localhost", "pw");
+        let mut c = Client::login(&server, &user, "pw", Some("b")).await;
+        join(&mut c, &rj, &user, "<history maxstanzas='0'/>").await;
+        clients.push(c);
+    }
+    let mut first = clients.remove(0);
+    let start = std::time::Instant::now();
+    for i in 0..MESSAGES {
+        groupchat(&mut first, &rj, &format!("n{i}"), &format!("message {i}")).await;
+    }
+    let last = format!("message {}", MESSAGES - 1);
+    let mut handles = Vec::new();
+    for mut c in clients {
+        let last = last.clone();
+        handles.push(tokio::spawn(async move {
+            c.recv_where("the last message", |e| e.child_text("body") == Some(&last))
+                .await;
+        }));
+    }
+    first
+        .recv_where("the last echo", |e| e.child_text("body") == Some(&last))
+        .await;
+    for h in handles {
+        h.await.unwrap();
+    }
+    let took = start.elapsed();
+    println!(
+        "MUC fan-out: {MESSAGES} messages x {OCCUPANTS} occupants = {} deliveries in {took:?} ({:.0} deliveries/s)",
+        MESSAGES * OCCUPANTS,
+        (MESSAGES * OCCUPANTS) as f64 / took.as_secs_f64()
+    );
+}
