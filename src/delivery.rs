@@ -117,6 +117,13 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
         return;
     };
     let domain = to.domain().as_str();
+    if let Some(module) = server.live().service_module(domain).cloned() {
+        // A module's own service domain (mod_muc's conference.HOST): the
+        // module answers, and hands back what to route, in order.
+        let out = module.handle_service_stanza(server, &stanza);
+        route_all(server, out).await;
+        return;
+    }
     if !server.serves(domain) && crate::component::is_component(server, domain) {
         // An external component's domain (XEP-0114).
         crate::component::send(server, stanza, domain).await;
@@ -404,15 +411,15 @@ async fn deliver_or_bounce(
 }
 
 /// Send a stanza the server produced back to its addressee: a local full
-/// JID, or a remote entity (over s2s).
+/// JID, or an entity elsewhere (a module's service such as a MUC room, a
+/// component, or a remote server over s2s), routed as any stanza is.
 async fn send_back(server: &Server, stanza: Element) {
-    if let Some(remote) = stanza
+    if stanza
         .attr("to")
         .and_then(|t| Jid::new(t).ok())
-        .filter(|t| !server.serves(t.domain().as_str()))
+        .is_some_and(|t| !server.serves(t.domain().as_str()))
     {
-        let domain = remote.domain().as_str().to_string();
-        Box::pin(crate::s2s::send(server, stanza, &domain)).await;
+        route(server, stanza).await;
         return;
     }
     let Some(to) = stanza.attr("to").and_then(|t| FullJid::new(t).ok()) else {

@@ -59,6 +59,9 @@ pub struct Live {
     account_iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
     /// Modules with stanza filters, in config order.
     pub filters: Vec<Arc<dyn Module>>,
+    /// Service domains of modules (mod_muc's `conference.HOST`): the module
+    /// and the served host the service belongs to.
+    services: HashMap<String, (Arc<dyn Module>, String)>,
     /// Options of the stream-level modules, when enabled.
     pub sm: Option<xep_support::stream_mgmt::StreamMgmt>,
     pub csi: Option<xep_support::client_state::ClientState>,
@@ -107,6 +110,23 @@ impl Live {
             .filter(|m| m.has_filters())
             .cloned()
             .collect();
+        let mut services: HashMap<String, (Arc<dyn Module>, String)> = HashMap::new();
+        for m in &modules {
+            for (domain, host) in m.service_domains(&config.hosts) {
+                let component = config
+                    .listen
+                    .iter()
+                    .any(|l| l.service_hosts.iter().any(|h| h.domain == domain));
+                if config.hosts.contains(&domain) || component || services.contains_key(&domain) {
+                    warnings.push(config.module_warning(
+                        m.name(),
+                        &format!("service domain {domain} is already a served host, a component or another module's service; the module does not serve it"),
+                    ));
+                    continue;
+                }
+                services.insert(domain, (m.clone(), host));
+            }
+        }
         fn typed<T: Clone + 'static>(modules: &[Arc<dyn Module>]) -> Option<T> {
             modules
                 .iter()
@@ -127,6 +147,7 @@ impl Live {
                 pre_auth_handlers,
                 account_iq_handlers,
                 filters,
+                services,
             },
             warnings,
         ))
@@ -145,6 +166,23 @@ impl Live {
     /// The module answering iqs to accounts with this payload namespace.
     pub fn account_module_for(&self, ns: &str) -> Option<&Arc<dyn Module>> {
         self.account_iq_handlers.get(ns)
+    }
+
+    /// The module serving `domain` as a service of its own (mod_muc).
+    pub fn service_module(&self, domain: &str) -> Option<&Arc<dyn Module>> {
+        self.services.get(domain).map(|(m, _)| m)
+    }
+
+    /// The module service domains that belong to `host`, sorted.
+    pub fn services_of(&self, host: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, (_, h))| h == host)
+            .map(|(d, _)| d.clone())
+            .collect();
+        v.sort();
+        v
     }
 
     /// The TLS acceptor for direct TLS (`true`) or STARTTLS (`false`).
@@ -247,6 +285,7 @@ impl Server {
             pre_auth_handlers: old.pre_auth_handlers.clone(),
             account_iq_handlers: old.account_iq_handlers.clone(),
             filters: old.filters.clone(),
+            services: old.services.clone(),
             sm: old.sm.clone(),
             csi: old.csi.clone(),
             ping: old.ping.clone(),
@@ -420,8 +459,10 @@ impl ServerContext for Server {
         ids
     }
 
-    fn disco_items(&self) -> Vec<String> {
-        self.components.connected()
+    fn disco_items(&self, host: &str) -> Vec<String> {
+        let mut items = self.components.connected();
+        items.extend(self.live().services_of(host));
+        items
     }
 
     fn disco_forms(&self) -> Vec<Element> {
@@ -436,6 +477,19 @@ impl ServerContext for Server {
         // Modules run synchronously; their stanzas are routed on a task of their own.
         if let Some(server) = self.this.get().and_then(std::sync::Weak::upgrade) {
             tokio::spawn(async move { crate::delivery::route(&server, stanza).await });
+        }
+    }
+
+    fn route_ordered(&self, stanzas: Vec<Element>) {
+        if stanzas.is_empty() {
+            return;
+        }
+        if let Some(server) = self.this.get().and_then(std::sync::Weak::upgrade) {
+            tokio::spawn(async move {
+                for s in stanzas {
+                    crate::delivery::route(&server, s).await;
+                }
+            });
         }
     }
 
@@ -693,11 +747,13 @@ impl ServerContext for Server {
     }
 }
 
-/// The (host, user) of a local account, for module storage.
+/// The (host, user) of a local account, for module storage; a bare domain
+/// (a module's service domain) is stored with an empty user, which no
+/// account has.
 fn account_parts(account: &BareJid) -> Result<(&str, &str), StoreError> {
     match account.node() {
         Some(node) => Ok((account.domain().as_str(), node.as_str())),
-        None => Err(StoreError(format!("{account} is not an account"))),
+        None => Ok((account.domain().as_str(), "")),
     }
 }
 

@@ -26,6 +26,7 @@ const ENABLED: &[&str] = &[
     "mod_carbons",
     "mod_client_state",
     "mod_stream_mgmt",
+    "mod_muc",
 ];
 
 /// Features the table promises for the harness's configuration.

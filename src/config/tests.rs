@@ -79,6 +79,7 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_last",
             "mod_pep",
             "mod_push",
+            "mod_muc",
             "mod_register",
             "mod_http_upload"
         ]

@@ -61,9 +61,10 @@ impl Module for Disco {
             }
             Ok(Some(query))
         } else {
-            // The server's components (XEP-0114), by domain.
+            // The server's components (XEP-0114) and module services
+            // (XEP-0045 MUC), by domain.
             let mut query = Element::new("query", ns::DISCO_ITEMS);
-            for jid in ctx.disco_items() {
+            for jid in ctx.disco_items(req.to.domain().as_str()) {
                 query =
                     query.with_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", jid));
             }

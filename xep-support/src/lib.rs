@@ -17,6 +17,7 @@ pub mod element;
 pub mod http_upload;
 pub mod last;
 pub mod module;
+pub mod muc;
 pub mod ns;
 pub mod opts;
 pub mod pep;

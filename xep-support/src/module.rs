@@ -18,7 +18,11 @@
 //!   another entity, and every stanza a local account sends to another
 //!   entity (blocking, avatar hash in presence). Filters run on the hot path:
 //!   they must answer from memory;
-//! - session events: bound, ended, and available presence broadcast.
+//! - session events: bound, ended, and available presence broadcast;
+//! - service domains ([`Module::service_domains`],
+//!   [`Module::handle_service_stanza`]): a module that is an XMPP service on
+//!   a domain of its own (mod_muc's `conference.HOST`) gets every stanza
+//!   addressed to that domain or a JID at it, and returns what to route.
 //!
 //! [`ServerContext`] gives modules the domains, routing, read access to the
 //! roster (subscription states) and to sessions, and a per-module,
@@ -199,8 +203,10 @@ pub trait ServerContext: Send + Sync {
     fn disco_forms(&self) -> Vec<Element> {
         Vec::new()
     }
-    /// The server's disco#items: the domains of its connected components.
-    fn disco_items(&self) -> Vec<String> {
+    /// The server's disco#items for its domain `host`: the domains of its
+    /// connected components and of the modules' services on that host
+    /// (e.g. mod_muc's `conference.HOST`).
+    fn disco_items(&self, _host: &str) -> Vec<String> {
         Vec::new()
     }
     /// Deliver a stanza that the server originates (it carries its own
@@ -210,6 +216,15 @@ pub trait ServerContext: Send + Sync {
     /// filters are not run (e.g. the unavailable presence sent to a contact
     /// being blocked).
     fn route_unfiltered(&self, stanza: Element);
+    /// Route these stanzas one after the other, in order, on one task of
+    /// their own (after the caller returns): for a module whose stanzas must
+    /// reach each recipient in sequence (a MUC room's presence, history,
+    /// subject) and that has no caller to return them to.
+    fn route_ordered(&self, stanzas: Vec<Element>) {
+        for s in stanzas {
+            self.route(s);
+        }
+    }
     /// Disco features of every account (from the enabled modules).
     fn account_disco_features(&self) -> Vec<String>;
     /// Disco identities of every account.
@@ -230,7 +245,9 @@ pub trait ServerContext: Send + Sync {
     fn uptime(&self) -> std::time::Duration;
     /// Parse one element from XML text (as stored with `Element::to_xml`).
     fn parse_xml(&self, xml: &str) -> Option<Element>;
-    /// A module's value under `key` for `account`.
+    /// A module's value under `key` for `account`. `account` may also be a
+    /// bare domain (no node): data a module keeps for a service domain of
+    /// its own (mod_muc's rooms), apart from every account's.
     fn kv_get(
         &self,
         module: &str,
@@ -489,6 +506,21 @@ pub trait Module: Send + Sync {
         _delivered_to: &[FullJid],
         _msg: &Element,
     ) -> Vec<Element> {
+        Vec::new()
+    }
+    /// Domains this module serves itself, as a service of its own (XEP-0045
+    /// MUC's `conference.example.org`), given the server's hosts: every
+    /// stanza addressed to such a domain or to a JID at it goes to
+    /// [`Module::handle_service_stanza`] instead of the core. Returns
+    /// (service domain, the host it belongs to, for the host's disco#items).
+    fn service_domains(&self, _hosts: &[String]) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// A stanza addressed to one of this module's service domains or to a
+    /// JID at it, its `from` stamped (a local account's full JID, or the
+    /// server). Returns the stanzas to route next, in order, on the caller's
+    /// task (answers, broadcasts to local accounts).
+    fn handle_service_stanza(&self, _ctx: &dyn ServerContext, _stanza: &Element) -> Vec<Element> {
         Vec::new()
     }
     /// The module as `Any`, so the server core can read the typed options of

@@ -25,6 +25,7 @@ pub const KNOWN: &[&str] = &[
     "mod_avatar",
     "mod_http_upload",
     "mod_push",
+    "mod_muc",
 ];
 
 /// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
@@ -64,6 +65,7 @@ fn accepted_options(name: &str) -> &'static [&'static str] {
         "mod_register" => crate::register::OPTIONS,
         "mod_adhoc" => &["report_commands_node"],
         "mod_configure" => &[],
+        "mod_muc" => crate::muc::OPTIONS,
         _ => &[],
     }
 }
@@ -159,6 +161,12 @@ pub fn build(
             // (mod_configure); here mod_adhoc carries both, so
             // mod_configure is accepted and adds nothing.
             "mod_configure" => continue,
+            "mod_muc" => {
+                let mut notes = Vec::new();
+                let module = crate::muc::Muc::from_opts(opts, &mut notes);
+                warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
+                Arc::new(module)
+            }
             "mod_register" => {
                 let (module, notes) = crate::register::Register::new(opts, globals);
                 warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
@@ -199,13 +207,13 @@ mod tests {
     fn builds_known_and_warns_unknown() {
         let cfg = vec![
             ("mod_ping".to_string(), serde_yaml_ng::Value::Null),
-            ("mod_muc".to_string(), serde_yaml_ng::Value::Null),
+            ("mod_irc".to_string(), serde_yaml_ng::Value::Null),
         ];
         let (mods, warns) = build(&cfg, &Globals::default());
         assert_eq!(mods.len(), 1);
         assert_eq!(mods[0].name(), "mod_ping");
         assert_eq!(warns.len(), 1);
-        assert_eq!(warns[0].0, "mod_muc");
+        assert_eq!(warns[0].0, "mod_irc");
     }
 
     #[test]
