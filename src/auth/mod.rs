@@ -27,6 +27,11 @@ pub trait CredentialStore: Send + Sync {
     /// The credentials of `username` (an already normalised localpart), or
     /// `None` if there is no such account.
     fn credentials(&self, username: &str) -> Option<credentials::StoredCredentials>;
+
+    /// Replace SCRAM-SHA-1-only credentials of `username` by `full` ones
+    /// (made from the password of a successful PLAIN login). Implementations
+    /// replace only credentials that still need it.
+    fn upgrade(&self, _username: &str, _full: &credentials::StoredCredentials) {}
 }
 
 /// The channel-binding data of the TLS connection, when available.
@@ -340,7 +345,7 @@ pub(crate) fn wipe(buf: &mut [u8]) {
 
 /// Overwrite the key material of credentials fetched from the store.
 pub(crate) fn wipe_credentials(creds: &mut credentials::StoredCredentials) {
-    for secret in [&mut creds.sha1, &mut creds.sha256] {
+    for secret in std::iter::once(&mut creds.sha1).chain(creds.sha256.as_mut()) {
         wipe(&mut secret.stored_key);
         wipe(&mut secret.server_key);
     }
