@@ -155,6 +155,8 @@ pub struct Config {
     pub shapers: HashMap<String, Shaper>,
     /// Named shaper rules.
     pub shaper_rules: ShaperRules,
+    /// `api_permissions`: who may run which command from which front end.
+    pub api_permissions: acl::ApiPermissions,
     /// Every `modules:` entry in file order, with its options (`Null` if none).
     pub modules: Vec<(String, serde_yaml_ng::Value)>,
     /// Directory of the database, generated certificates and control socket.
@@ -182,6 +184,7 @@ pub struct Config {
 const SUPPORTED_OPTIONS: &[&str] = &[
     "access_rules",
     "acl",
+    "api_permissions",
     "append_host_config",
     "auth_method",
     "auth_password_format",
@@ -210,7 +213,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "allow_contrib_modules",
     "allow_multiple_connections",
     "anonymous_protocol",
-    "api_permissions",
     "auth_cache_life_time",
     "auth_cache_missed",
     "auth_cache_size",
@@ -438,6 +440,25 @@ impl Config {
             acls: &self.acl,
             hosts: &self.hosts,
         }
+    }
+
+    /// Whether `api_permissions` lets `command` run from `frontend` for this
+    /// user and/or address (see [`acl::ApiPermissions`]).
+    pub fn api_allows(
+        &self,
+        frontend: acl::Frontend,
+        user: Option<(&str, &str)>,
+        ip: Option<IpAddr>,
+        command: &str,
+    ) -> bool {
+        self.api_permissions.allows(
+            &self.rule_context(),
+            &self.access_rules,
+            frontend,
+            &Subject { user, ip },
+            command,
+            crate::ctl::commands::tags(command),
+        )
     }
 
     /// True when the access rule allows this user and/or address. Built-in
@@ -839,6 +860,33 @@ fn build(
         shaper_rules.insert(&name, rule);
     }
 
+    let api_permissions = match option("api_permissions") {
+        Some(node) => {
+            let p = acl::ApiPermissions::parse(node, "api_permissions", notes, &|name| {
+                crate::ctl::commands::find(name).is_some() || name == "announce"
+            })?;
+            for (group, rule) in p.referenced_rules() {
+                if !access_rules.is_defined(rule) {
+                    notes.warn(
+                        node,
+                        format!(
+                            "api_permissions.{group}: access rule `{rule}` is not defined and allows nobody"
+                        ),
+                    );
+                }
+            }
+            if !p.ctl_has_group() {
+                notes.warn(
+                    node,
+                    "api_permissions: no group has `from: ejabberd_ctl` (or no `from:`): \
+                     `rookery ctl` will be refused every command",
+                );
+            }
+            p
+        }
+        None => acl::ApiPermissions::defaults(&access_rules),
+    };
+
     let (modules, module_lines) = match option("modules") {
         Some(node) => parse_modules(node)?,
         None => (Vec::new(), Vec::new()),
@@ -892,6 +940,7 @@ fn build(
         access_rules,
         shapers,
         shaper_rules,
+        api_permissions,
         modules,
         data_dir,
         ctl_socket,
