@@ -298,3 +298,57 @@ async fn plaintext_passwords_and_refusals() {
     );
     assert_eq!(server.ctl(&["import_piefxis", "/nonexistent.xml"]).0, 1);
 }
+
+/// `auth_scram_hash: sha` (ejabberd's option) offers SCRAM-SHA-1 only: the
+/// migration mode for accounts imported with SCRAM-SHA-1 secrets, whose
+/// clients would otherwise pick SCRAM-SHA-256 and fail. Taking the option
+/// out again (reload) offers SCRAM-SHA-256 once more.
+#[tokio::test]
+async fn auth_scram_hash_sha_offers_only_scram_sha_1() {
+    let server = Server::start_with(Config {
+        extra_yaml: "auth_scram_hash: sha\n".into(),
+        ..Config::default()
+    });
+    let file = server.dir().join("sha1.xml");
+    std::fs::write(
+        &file,
+        format!(
+            "<server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'><user name='dana'>{}</user></host></server-data>",
+            scram_xml(ScramHash::Sha1, "dana-pw", b"prosody-salt", false)
+        ),
+    )
+    .unwrap();
+    server.ctl_ok(&["import_piefxis", &file.display().to_string()]);
+    let mut c = Client::connect_starttls(server.c2s()).await;
+    let mechs = c.mechanisms();
+    assert!(
+        mechs.contains(&"SCRAM-SHA-1".to_string())
+            && mechs.contains(&"PLAIN".to_string())
+            && !mechs.iter().any(|m| m.starts_with("SCRAM-SHA-256")),
+        "{mechs:?}"
+    );
+    c.send_auth("SCRAM-SHA-256", Some(b"n,,n=dana,r=abcdefgh"))
+        .await;
+    match c.sasl_reply().await {
+        SaslReply::Failure(cond) => assert_eq!(cond, "invalid-mechanism"),
+        other => panic!("SCRAM-SHA-256 while not offered: {other:?}"),
+    }
+    let mut c = Client::connect_starttls(server.c2s()).await;
+    c.auth_scram("SCRAM-SHA-1", "dana", "dana-pw")
+        .await
+        .unwrap();
+
+    let yaml = std::fs::read_to_string(server.config_path()).unwrap();
+    std::fs::write(
+        server.config_path(),
+        yaml.replace("auth_scram_hash: sha\n", ""),
+    )
+    .unwrap();
+    server.ctl_ok(&["reload_config"]);
+    let c = Client::connect_starttls(server.c2s()).await;
+    assert!(
+        c.mechanisms().contains(&"SCRAM-SHA-256".to_string()),
+        "{:?}",
+        c.mechanisms()
+    );
+}

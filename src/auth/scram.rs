@@ -602,6 +602,7 @@ mod tests {
             tls: false,
             bindings: ChannelBindings::default(),
             store,
+            sha256: true,
         };
         let mut m = ScramMechanism::new(ScramHash::Sha256, false, c)
             .with_server_nonce("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");

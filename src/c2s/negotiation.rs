@@ -337,6 +337,7 @@ impl Negotiation {
                 server: self.server.clone(),
                 host,
             }),
+            sha256: self.server.config().scram_sha256,
         }
     }
 

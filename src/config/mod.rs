@@ -144,6 +144,8 @@ pub struct Config {
     pub auth_password_format: PasswordFormat,
     /// PBKDF2 iterations for new SCRAM secrets (`auth_scram_iterations`).
     pub scram_iterations: u32,
+    /// Whether SCRAM-SHA-256 is offered: `false` with `auth_scram_hash: sha`.
+    pub scram_sha256: bool,
     /// `registration_timeout`: minimum time between two in-band
     /// registrations from one IP address (`None` = `infinity`, no limit).
     pub registration_timeout: Option<std::time::Duration>,
@@ -749,9 +751,11 @@ fn build(
         },
     };
 
+    let mut scram_sha256 = true;
     if let Some(node) = option("auth_scram_hash") {
         match check::string(node, "auth_scram_hash", "sha, sha256 or sha512")? {
-            "sha" | "sha256" => {}
+            "sha" => scram_sha256 = false,
+            "sha256" => {}
             "sha512" => notes.warn(
                 node,
                 "auth_scram_hash: sha512 is not supported; Rookery stores SCRAM-SHA-1 and SCRAM-SHA-256 secrets",
@@ -935,6 +939,7 @@ fn build(
         listen: listeners,
         auth_password_format,
         scram_iterations,
+        scram_sha256,
         registration_timeout,
         acl: acls,
         access_rules,
