@@ -117,6 +117,11 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
         return;
     };
     let domain = to.domain().as_str();
+    if !server.serves(domain) && crate::component::is_component(server, domain) {
+        // An external component's domain (XEP-0114).
+        crate::component::send(server, stanza, domain).await;
+        return;
+    }
     if !server.serves(domain) {
         // Another server's domain: federation (s2s), which bounces
         // remote-server-not-found / -timeout itself when it cannot deliver.

@@ -4,9 +4,11 @@
 mod acl;
 mod auth;
 mod c2s;
+mod component;
 mod config;
 mod ctl;
 mod delivery;
+mod http;
 mod im;
 mod router;
 mod s2s;

@@ -76,6 +76,7 @@ impl Live {
         warnings.extend(tls_warnings);
         let globals = xep_support::module::Globals {
             registration_timeout: config.registration_timeout,
+            data_dir: config.data_dir.clone(),
         };
         let (modules, module_warnings) = xep_support::registry::build(&config.modules, &globals);
         for (module, message) in module_warnings {
@@ -157,6 +158,8 @@ pub struct Server {
     pub group_commit: Arc<crate::storage::group_commit::GroupCommit>,
     /// Federation: outgoing connections, incoming streams, s2s TLS.
     pub s2s: crate::s2s::S2s,
+    /// XEP-0114 external components connected now.
+    pub components: crate::component::Components,
     pub storage: Arc<dyn Storage>,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
@@ -406,6 +409,18 @@ impl ServerContext for Server {
                 .flat_map(|m| m.disco_identities()),
         );
         ids
+    }
+
+    fn disco_items(&self) -> Vec<String> {
+        self.components.connected()
+    }
+
+    fn disco_forms(&self) -> Vec<Element> {
+        self.live()
+            .modules
+            .iter()
+            .flat_map(|m| m.disco_forms())
+            .collect()
     }
 
     fn route(&self, stanza: Element) {
@@ -931,6 +946,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         resumable: Mutex::new(HashMap::new()),
         expired: Mutex::new(std::collections::VecDeque::new()),
         s2s: crate::s2s::S2s::new(s2s_tls),
+        components: Default::default(),
         shutdown,
         started: Instant::now(),
         connections: AtomicUsize::new(0),
@@ -967,8 +983,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         let kind = match cfg.module {
             ListenerModule::C2s => "c2s",
             ListenerModule::S2s => "s2s",
+            ListenerModule::Service => "service",
+            ListenerModule::Http => "http",
         };
-        let mode = if cfg.tls { "tls" } else { "starttls" };
+        let mode = match (cfg.tls, cfg.module) {
+            (true, _) => "tls",
+            (false, ListenerModule::Service | ListenerModule::Http) => "plain",
+            (false, _) => "starttls",
+        };
         println!("rookery: listening {kind} {local} {mode}");
         tracing::info!("listening for {kind} on {local} ({mode})");
         accept_tasks.push(tokio::spawn(accept_loop(server.clone(), listener, cfg)));
@@ -1127,6 +1149,10 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
                 ListenerModule::S2s => {
                     crate::s2s::incoming::handle(server.clone(), sock, peer, cfg).await
                 }
+                ListenerModule::Service => {
+                    crate::component::handle(server.clone(), sock, peer, cfg).await
+                }
+                ListenerModule::Http => crate::http::handle(server.clone(), sock, peer, cfg).await,
             }
             server.connections.fetch_sub(1, Ordering::Relaxed);
         });

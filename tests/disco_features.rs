@@ -13,9 +13,11 @@ use common::server_with_users;
 const ENABLED: &[&str] = &[
     "mod_ping",
     "mod_disco",
+    "mod_caps",
     "mod_private",
     "mod_vcard",
     "mod_vcard_xupdate",
+    "mod_avatar",
     "mod_blocking",
     "mod_version",
     "mod_time",

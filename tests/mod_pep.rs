@@ -665,3 +665,92 @@ async fn xep_0048_private_bookmarks_and_xep_0402_pep_bookmarks_are_kept_in_step(
     let r = items(&mut new, &bare(ALICE), BOOKMARKS, "").await;
     assert!(item_ids(&r).is_empty(), "{r}");
 }
+
+/// XEP-0352 with PEP (ejabberd's `queue_pep`): while Bob's client is
+/// inactive, Alice's notifications wait, only the latest per node, and
+/// come on `<active/>`; a message wakes the client and comes after them.
+#[tokio::test]
+async fn inactive_client_gets_only_the_latest_notification_per_node() {
+    let server = im_server();
+    subscribe_mutual(&server, ALICE, BOB).await;
+    let mut a = login(&server, ALICE, "pc").await;
+    let mut b = login(&server, BOB, "phone").await;
+    online_with_caps(&mut b, &[NICK, DEVICELIST], true).await;
+    b.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    sync(&mut b).await;
+    for nick in ["N1", "N2", "N3"] {
+        let r = publish(
+            &mut a,
+            NICK,
+            None,
+            &format!("<nick xmlns='{NICK}'>{nick}</nick>"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+    }
+    let r = publish(
+        &mut a,
+        DEVICELIST,
+        Some("current"),
+        "<list xmlns='eu.siacs.conversations.axolotl'><device id='7'/></list>",
+        &[],
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let got = sync(&mut b).await;
+    assert!(
+        no_event(&got, NICK) && no_event(&got, DEVICELIST),
+        "notification delivered while inactive: {got:?}"
+    );
+    b.send("<active xmlns='urn:xmpp:csi:0'/>").await;
+    let got = sync(&mut b).await;
+    let nicks: Vec<String> = got
+        .iter()
+        .filter(|e| is_event(e, &bare(ALICE), NICK))
+        .filter_map(|e| {
+            event_items(e)
+                .child("item")
+                .and_then(|i| i.child("nick"))
+                .map(|n| n.text.clone())
+        })
+        .collect();
+    assert_eq!(nicks, ["N3"], "{got:?}");
+    let lists = got
+        .iter()
+        .filter(|e| is_event(e, &bare(ALICE), DEVICELIST))
+        .count();
+    assert_eq!(lists, 1, "{got:?}");
+
+    // Inactive again: a chat message comes at once, after the held notification.
+    b.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    sync(&mut b).await;
+    publish(
+        &mut a,
+        NICK,
+        None,
+        &format!("<nick xmlns='{NICK}'>N4</nick>"),
+        &[],
+    )
+    .await;
+    assert!(no_event(&sync(&mut b).await, NICK));
+    a.send(&format!(
+        "<message to='{}' type='chat' id='m1'><body>hi</body></message>",
+        bare(BOB)
+    ))
+    .await;
+    sync(&mut a).await;
+    let got = sync(&mut b).await;
+    let order: Vec<&str> = got
+        .iter()
+        .filter(|e| e.name == "message")
+        .map(|e| {
+            if e.child("body").is_some() {
+                "msg"
+            } else {
+                "nick"
+            }
+        })
+        .collect();
+    assert_eq!(order, ["nick", "msg"], "{got:?}");
+}

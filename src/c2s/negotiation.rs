@@ -360,6 +360,12 @@ impl Negotiation {
                 for e in m.stream_features() {
                     f = f.with_child(e);
                 }
+                if let Some(caps) = m
+                    .as_any()
+                    .and_then(|a| a.downcast_ref::<xep_support::caps::Caps>())
+                {
+                    f = f.with_child(caps.stream_feature(self.server.as_ref()));
+                }
             }
             return f;
         }

@@ -6,9 +6,10 @@
 //! With XEP-0198 on, every stanza written moves (no copy) into the session's
 //! unacknowledged queue, an `<r/>` follows each batch when no request is
 //! outstanding, and an `<r/>` left unanswered for `ack_timeout` counts as a
-//! dead connection. With XEP-0352 `<inactive/>`, presence updates and
-//! chat-state-only messages are held here (the latest per sender) and written
-//! before the next other message, or on `<active/>`.
+//! dead connection. With XEP-0352 `<inactive/>`, presence updates,
+//! chat-state-only messages (the latest per sender) and PEP notifications
+//! (the latest per sender and node) are held here and written before the
+//! next other message, or on `<active/>`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,33 +78,56 @@ struct Held {
     // Boxed as they come from the queue and go on to the unacked queue: the
     // element moves as one pointer and is never reallocated.
     #[allow(clippy::vec_box)]
-    items: Vec<Box<Element>>,
+    items: Vec<(HoldKey, Box<Element>)>,
 }
 
 impl Held {
-    /// Whether `el` may wait while the client is inactive.
-    fn holdable(csi: &ClientState, el: &Element) -> bool {
+    /// Whether `el` may wait while the client is inactive, and if so what
+    /// it replaces: an older held stanza with the same key.
+    fn holdable(csi: &ClientState, el: &Element) -> Option<HoldKey> {
         match el.name.as_str() {
-            "presence" => {
-                csi.queue_presence && matches!(el.attr("type"), None | Some("unavailable"))
-            }
+            "presence" => (csi.queue_presence
+                && matches!(el.attr("type"), None | Some("unavailable")))
+            .then_some(HoldKey::Presence),
+            "message" if el.attr("type") == Some("error") => None,
             "message" => {
-                csi.queue_chat_states
-                    && el.attr("type") != Some("error")
-                    && el.child_elements().count() > 0
-                    && el.child_elements().all(|c| c.ns == ns::CHATSTATES)
+                el.child_elements().next()?;
+                if csi.queue_chat_states && el.child_elements().all(|c| c.ns == ns::CHATSTATES) {
+                    return Some(HoldKey::ChatState);
+                }
+                // A PEP notification: a pubsub#event payload (with at most a
+                // delay stamp beside it), keyed by its node.
+                if !csi.queue_pep
+                    || !el
+                        .child_elements()
+                        .all(|c| c.ns == ns::PUBSUB_EVENT || c.ns == ns::DELAY)
+                {
+                    return None;
+                }
+                let event = el.child_elements().find(|c| c.ns == ns::PUBSUB_EVENT)?;
+                let node = event.child_elements().next()?.attr("node")?;
+                Some(HoldKey::Pep(node.to_string()))
             }
-            _ => false,
+            _ => None,
         }
     }
 
-    /// Hold `el`, replacing an older one of the same kind from the same sender.
-    fn hold(&mut self, el: Box<Element>) {
+    /// Hold `el`, replacing an older one with the same key from the same sender.
+    fn hold(&mut self, key: HoldKey, el: Box<Element>) {
         let from = el.attr("from").unwrap_or("");
         self.items
-            .retain(|h| !(h.name == el.name && h.attr("from").unwrap_or("") == from));
-        self.items.push(el);
+            .retain(|(k, h)| !(*k == key && h.attr("from").unwrap_or("") == from));
+        self.items.push((key, el));
     }
+}
+
+/// What a held stanza replaces when a newer one comes from the same sender.
+#[derive(PartialEq, Eq)]
+enum HoldKey {
+    Presence,
+    ChatState,
+    /// A PEP notification for this node.
+    Pep(String),
 }
 
 /// Run until the queue closes, a Close arrives, the peer stops reading, or
@@ -171,14 +195,18 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     let inactive = handle
                         .csi_inactive
                         .load(std::sync::atomic::Ordering::Relaxed);
-                    match &settings.csi {
-                        Some(csi) if inactive && Held::holdable(csi, &el) => {
-                            held.hold(el);
+                    let key = match &settings.csi {
+                        Some(csi) if inactive => Held::holdable(csi, &el),
+                        _ => None,
+                    };
+                    match key {
+                        Some(key) => {
+                            held.hold(key, el);
                             if held.items.len() > MAX_HELD {
                                 flush_held(&handle, &mut held, &mut buf);
                             }
                         }
-                        _ => {
+                        None => {
                             // A message wakes the client: what was held comes
                             // first, so each sender's stanzas stay in order.
                             // Iqs and subscription presence pass on their own.
@@ -223,7 +251,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         if let Some(sm) = handle.sm.get() {
             let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
             if sm.counting && sm.id.is_some() {
-                sm.unacked.extend(held.items.drain(..));
+                sm.unacked.extend(held.items.drain(..).map(|(_, el)| el));
             }
         }
         return (rx, Exit::Lost);
@@ -276,7 +304,7 @@ fn write_stanza(handle: &SessionHandle, el: Box<Element>, buf: &mut String) {
 }
 
 fn flush_held(handle: &SessionHandle, held: &mut Held, buf: &mut String) {
-    for el in std::mem::take(&mut held.items) {
+    for (_, el) in std::mem::take(&mut held.items) {
         write_stanza(handle, el, buf);
     }
 }

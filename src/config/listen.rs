@@ -1,6 +1,8 @@
 //! The `listen` option: listener entries in ejabberd's format.
 //!
-//! Supported modules are `ejabberd_c2s` (`c2s`) and `ejabberd_s2s_in` (`s2s`).
+//! Supported modules are `ejabberd_c2s` (`c2s`), `ejabberd_s2s_in` (`s2s`),
+//! `ejabberd_service` (`service`, XEP-0114 external components) and
+//! `ejabberd_http` (`http`, only for `mod_http_upload`).
 //! Other ejabberd listener modules (`ejabberd_http`, `ejabberd_stun`,
 //! `mod_mqtt`, …) and ejabberd listener options Rookery does not implement are
 //! reported as warnings and skipped; wrong values of supported options are
@@ -24,6 +26,17 @@ pub enum ListenerModule {
     C2s,
     /// Incoming server-to-server (`ejabberd_s2s_in`).
     S2s,
+    /// External components (`ejabberd_service`, XEP-0114).
+    Service,
+    /// HTTP (`ejabberd_http`): only the XEP-0363 upload handler.
+    Http,
+}
+
+/// A component domain an `ejabberd_service` listener accepts, with its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHost {
+    pub domain: String,
+    pub password: String,
 }
 
 /// One supported listener.
@@ -47,6 +60,10 @@ pub struct Listener {
     pub shaper: Option<String>,
     /// Access rule that decides who may use the listener; `None` = everyone.
     pub access: Option<String>,
+    /// Component domains and secrets (`ejabberd_service` listeners only).
+    pub service_hosts: Vec<ServiceHost>,
+    /// The path `mod_http_upload` serves (`ejabberd_http` listeners only).
+    pub upload_path: Option<String>,
     /// Line of the listener in the configuration file.
     pub line: usize,
 }
@@ -170,6 +187,8 @@ fn parse_one(
     let module = match module_name {
         "ejabberd_c2s" | "c2s" => ListenerModule::C2s,
         "ejabberd_s2s_in" | "s2s" => ListenerModule::S2s,
+        "ejabberd_service" | "service" => ListenerModule::Service,
+        "ejabberd_http" | "http" => ListenerModule::Http,
         other if is_module_name(other) => {
             let port = item
                 .get("port")
@@ -185,7 +204,7 @@ fn parse_one(
         _ => return Err(check::expected(
             module_node,
             &module_path,
-            "ejabberd_c2s or ejabberd_s2s_in (other ejabberd_*/mod_* listener modules are skipped)",
+            "ejabberd_c2s, ejabberd_s2s_in or ejabberd_service (other ejabberd_*/mod_* listener modules are skipped)",
         )),
     };
 
@@ -219,14 +238,23 @@ fn parse_one(
         starttls_required: false,
         max_stanza_size: Some(match module {
             ListenerModule::C2s => DEFAULT_C2S_MAX_STANZA_SIZE,
-            ListenerModule::S2s => DEFAULT_S2S_MAX_STANZA_SIZE,
+            ListenerModule::S2s | ListenerModule::Service | ListenerModule::Http => {
+                DEFAULT_S2S_MAX_STANZA_SIZE
+            }
         }),
         shaper: None,
         access: None,
+        service_hosts: Vec::new(),
+        upload_path: None,
         line: item.line,
     };
     let mut starttls: Option<bool> = None;
     let mut starttls_required: Option<bool> = None;
+    // ejabberd_service: `password` for every host, `hosts` with their own.
+    let mut service_password: Option<String> = None;
+    let mut service_hosts: Vec<(String, Option<String>, &Node)> = Vec::new();
+    // ejabberd_http: handlers other than mod_http_upload (warned if the listener is kept).
+    let mut unsupported_handlers: Vec<(&Node, String)> = Vec::new();
 
     for (key, value) in entries {
         let name = check::key(key, path)?;
@@ -278,6 +306,50 @@ fn parse_one(
                     _ => return Err(check::expected(value, &opt_path, "an access rule name")),
                 }
             }
+            "password" if module == ListenerModule::Service => {
+                service_password =
+                    Some(check::string(value, &opt_path, "the components' shared secret")?.to_string());
+            }
+            "hosts" if module == ListenerModule::Service => {
+                let what = "a map of component domains, e.g. {icq.example.org: {password: secret}}";
+                let Kind::Map(hosts) = &value.kind else {
+                    return Err(check::expected(value, &opt_path, what));
+                };
+                for (host, opts) in hosts {
+                    let domain = check::key(host, &opt_path)?.to_lowercase();
+                    let host_path = check::join(&opt_path, &domain);
+                    if jid::BareJid::new(&domain).map_or(true, |j| j.node().is_some()) {
+                        return Err(check::expected(host, &opt_path, "a domain name"));
+                    }
+                    let password = match opts.get("password") {
+                        Some(pw) => Some(
+                            check::string(pw, &check::join(&host_path, "password"), "a shared secret")?
+                                .to_string(),
+                        ),
+                        None if opts.is_null() || opts.as_map().is_some() => None,
+                        None => return Err(check::expected(opts, &host_path, "{password: secret}")),
+                    };
+                    service_hosts.push((domain, password, host));
+                }
+            }
+            "request_handlers" if module == ListenerModule::Http => {
+                let Kind::Map(handlers) = &value.kind else {
+                    return Err(check::expected(value, &opt_path, "a map of paths to handlers, e.g. {/upload: mod_http_upload}"));
+                };
+                for (p, h) in handlers {
+                    let p = check::key(p, &opt_path)?;
+                    let handler = check::string(h, &check::join(&opt_path, p), "a request handler module")?;
+                    if handler == "mod_http_upload" {
+                        listener.upload_path = Some(p.trim_end_matches('/').to_string());
+                    } else {
+                        unsupported_handlers.push((h, format!("{opt_path}.{p}: request handler `{handler}` is not supported by Rookery; {p} answers 404")));
+                    }
+                }
+            }
+            "check_from" | "global_routes" if module == ListenerModule::Service => notes.warn(
+                key,
+                format!("{opt_path}: `{name}` is not supported by Rookery and is ignored (a component's stanzas must come from its domain)"),
+            ),
             _ if IGNORED_OPTIONS.contains(&name) => notes.warn(
                 key,
                 format!("{opt_path}: ejabberd listener option `{name}` is not supported by Rookery and is ignored"),
@@ -286,8 +358,37 @@ fn parse_one(
         }
     }
 
+    if module == ListenerModule::Http && listener.upload_path.is_none() {
+        notes.warn(
+            item,
+            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (only mod_http_upload); listener skipped"),
+        );
+        return Ok(None);
+    }
+    for (node, warning) in unsupported_handlers {
+        notes.warn(node, warning);
+    }
+    if module == ListenerModule::Service {
+        if service_hosts.is_empty() {
+            return Err(Problem::at(
+                item,
+                format!("{path}: an ejabberd_service listener needs `hosts`, the component domains it accepts"),
+            ));
+        }
+        for (domain, password, node) in service_hosts {
+            let Some(password) = password.or_else(|| service_password.clone()) else {
+                return Err(Problem::at(
+                    node,
+                    format!("{path}.hosts.{domain}: no `password` for this component (set it here or on the listener)"),
+                ));
+            };
+            listener
+                .service_hosts
+                .push(ServiceHost { domain, password });
+        }
+    }
     let (default_offered, default_required) = match module {
-        ListenerModule::C2s => (false, false),
+        ListenerModule::C2s | ListenerModule::Service | ListenerModule::Http => (false, false),
         ListenerModule::S2s => defaults.s2s_starttls,
     };
     listener.starttls_required =

@@ -857,6 +857,18 @@ fn build(
         Some(node) => listen::parse(node, &defaults, notes, &mut inline)?,
         None => Vec::new(),
     };
+    for l in &listeners {
+        if let Some(h) = l.service_hosts.iter().find(|h| hosts.contains(&h.domain)) {
+            return Err(Problem {
+                line: l.line,
+                col: 1,
+                message: format!(
+                    "listen: component domain {} is also one of `hosts`; a component needs a domain of its own (e.g. gateway.{})",
+                    h.domain, h.domain
+                ),
+            });
+        }
+    }
     for (name, rule) in inline.access {
         access_rules.insert(&name, rule);
     }

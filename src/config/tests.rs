@@ -36,7 +36,11 @@ fn embedded_default_matches_the_documented_setup() {
     assert_eq!(c.scram_iterations, 4096);
     assert!(c.certfiles.is_empty());
 
-    assert_eq!(c.listen.len(), 4);
+    assert_eq!(c.listen.len(), 6);
+    assert!(c
+        .listen
+        .iter()
+        .any(|l| l.port == 5443 && l.tls && l.upload_path.as_deref() == Some("/upload")));
     for ip_text in ["127.0.0.1", "::1"] {
         let addr: IpAddr = ip_text.parse().unwrap();
         let starttls = c
@@ -60,6 +64,7 @@ fn embedded_default_matches_the_documented_setup() {
         names,
         [
             "mod_disco",
+            "mod_caps",
             "mod_ping",
             "mod_carbons",
             "mod_client_state",
@@ -67,12 +72,14 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_private",
             "mod_vcard",
             "mod_vcard_xupdate",
+            "mod_avatar",
             "mod_blocking",
             "mod_version",
             "mod_time",
             "mod_last",
             "mod_pep",
-            "mod_register"
+            "mod_register",
+            "mod_http_upload"
         ]
     );
     // Every module in the embedded default is one this server provides,
@@ -346,10 +353,12 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
     assert_eq!(c.hosts, ["localhost", "example.com"]);
     assert_eq!(
         c.listen.len(),
-        3,
-        "c2s, c2s tls, s2s; http/stun/mqtt skipped"
+        4,
+        "c2s, c2s tls, s2s, https with /upload; plain http/stun/mqtt skipped"
     );
     assert_eq!(c.listen[2].module, ListenerModule::S2s);
+    assert_eq!(c.listen[3].module, ListenerModule::Http);
+    assert_eq!(c.listen[3].upload_path.as_deref(), Some("/upload"));
     assert!(c.listen[2].starttls, "s2s_use_starttls: optional");
     assert_eq!(c.modules.len(), 36);
     assert_eq!(c.modules[0].0, "mod_adhoc");
@@ -358,7 +367,7 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
     let w = c.warnings.join("\n");
     let expect = [
         "ejabberd.yml:11: certfiles[0]: \"/nonexistent-rookery-test/live/*/*.pem\" matches no file",
-        "ejabberd.yml:37: listen[3]: listener module `ejabberd_http` on port 5443 is not supported",
+        "listen[3].request_handlers./bosh: request handler `mod_bosh` is not supported by Rookery; /bosh answers 404",
         "ejabberd.yml:49: listen[4]: listener module `ejabberd_http` on port 5280",
         "ejabberd.yml:56: listen[5]: listener module `ejabberd_stun` on port 3478",
         "ejabberd.yml:62: listen[6]: listener module `mod_mqtt` on port 1883",
@@ -372,7 +381,7 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
         assert!(w.contains(e), "missing warning {e:?} in:\n{w}");
     }
     // Nothing about request_handlers or other options of skipped listeners.
-    assert!(!w.contains("request_handlers"), "{w}");
+    assert!(!w.contains("listen[4].request_handlers"), "{w}");
     assert!(
         c.warnings.iter().all(|w| w.starts_with("ejabberd.yml:")),
         "{w}"
@@ -834,4 +843,32 @@ fn documentation_covers_every_supported_option() {
             "docs/configuration.md does not list ignored option {option}"
         );
     }
+}
+
+#[test]
+fn component_listeners() {
+    let c = load(
+        "hosts: [a.org]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n    hosts:\n      irc.a.org:\n        password: one\n      bot.a.org: {}\n    password: two\n",
+    )
+    .unwrap();
+    let l = &c.listen[0];
+    assert_eq!(l.module, ListenerModule::Service);
+    let hosts: Vec<(&str, &str)> = l
+        .service_hosts
+        .iter()
+        .map(|h| (h.domain.as_str(), h.password.as_str()))
+        .collect();
+    assert_eq!(hosts, [("irc.a.org", "one"), ("bot.a.org", "two")]);
+    assert!(
+        error("hosts: [a.org]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n")
+            .contains("an ejabberd_service listener needs `hosts`")
+    );
+    assert!(error(
+        "hosts: [a.org]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n    hosts:\n      irc.a.org: {}\n"
+    )
+    .contains("6:7: listen[0].hosts.irc.a.org: no `password`"));
+    assert!(error(
+        "hosts: [a.org]\nlisten:\n  - port: 5347\n    module: ejabberd_service\n    password: x\n    hosts:\n      a.org: {}\n"
+    )
+    .contains("component domain a.org is also one of `hosts`"));
 }

@@ -51,6 +51,7 @@ pub fn check_config(config: &Config) -> Vec<Finding> {
     }
     let globals = xep_support::module::Globals {
         registration_timeout: config.registration_timeout,
+        data_dir: config.data_dir.clone(),
     };
     let (_, module_warnings) = xep_support::registry::build(&config.modules, &globals);
     for (module, message) in module_warnings {

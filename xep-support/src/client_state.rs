@@ -1,8 +1,9 @@
 //! XEP-0352 Client State Indication (`mod_client_state`, `urn:xmpp:csi:0`):
 //! the stream feature and ejabberd's options. While a client says it is
 //! `<inactive/>`, the session's writer holds back presence updates (only the
-//! latest per contact full JID) and chat-state-only messages (only the
-//! latest per sender), writes any other message at once right after
+//! latest per contact full JID), chat-state-only messages (only the latest
+//! per sender) and PEP notifications (only the latest per sender and node,
+//! as ejabberd's `queue_pep`), writes any other message at once right after
 //! everything it held (so each sender's stanzas stay in order), lets iqs
 //! and subscription presence pass, and flushes everything on `<active/>`.
 //! At most [`MAX_HELD`] senders' stanzas are held; one more flushes them. The work
@@ -21,6 +22,8 @@ pub struct ClientState {
     pub queue_presence: bool,
     /// Hold chat-state-only messages while inactive (default true).
     pub queue_chat_states: bool,
+    /// Hold PEP notifications while inactive (default true).
+    pub queue_pep: bool,
 }
 
 /// ejabberd's option names this module reads.
@@ -32,11 +35,10 @@ pub const MAX_HELD: usize = 256;
 impl ClientState {
     /// Read the options; bad values become warnings and keep defaults.
     pub fn from_opts(o: &mut Opts<'_>) -> Self {
-        // No PEP yet: queue_pep is accepted and has nothing to hold.
-        let _ = o.bool("queue_pep", true);
         ClientState {
             queue_presence: o.bool("queue_presence", true),
             queue_chat_states: o.bool("queue_chat_states", true),
+            queue_pep: o.bool("queue_pep", true),
         }
     }
 }

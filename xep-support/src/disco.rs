@@ -55,10 +55,19 @@ impl Module for Disco {
             return Ok(Some(query));
         }
         if req.payload.ns == ns::DISCO_INFO {
-            Ok(Some(info(ctx.disco_identities(), ctx.disco_features())))
+            let mut query = info(ctx.disco_identities(), ctx.disco_features());
+            for form in ctx.disco_forms() {
+                query = query.with_child(form);
+            }
+            Ok(Some(query))
         } else {
-            // No components yet: an empty item list.
-            Ok(Some(Element::new("query", ns::DISCO_ITEMS)))
+            // The server's components (XEP-0114), by domain.
+            let mut query = Element::new("query", ns::DISCO_ITEMS);
+            for jid in ctx.disco_items() {
+                query =
+                    query.with_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", jid));
+            }
+            Ok(Some(query))
         }
     }
     fn account_iq_namespaces(&self) -> Vec<&'static str> {
@@ -90,8 +99,8 @@ impl Module for Disco {
     }
 }
 
-/// A disco#info result.
-fn info(identities: Vec<Identity>, mut features: Vec<String>) -> Element {
+/// A disco#info result (features sorted, duplicates removed).
+pub fn info(identities: Vec<Identity>, mut features: Vec<String>) -> Element {
     let mut query = Element::new("query", ns::DISCO_INFO);
     for id in identities {
         let mut e = Element::new("identity", ns::DISCO_INFO)

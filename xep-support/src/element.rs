@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 pub const NS_CLIENT: &str = "jabber:client";
 /// Namespace of server-to-server streams' stanzas.
 pub const NS_SERVER: &str = "jabber:server";
+/// The XEP-0114 component stream namespace (the same content namespace again).
+pub const NS_COMPONENT: &str = "jabber:component:accept";
 /// The streams namespace, written with the `stream:` prefix.
 pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
 /// The `xml:` prefix's namespace.
@@ -214,7 +216,7 @@ impl Element {
 }
 
 fn is_content_ns(ns: &str) -> bool {
-    ns == NS_CLIENT || ns == NS_SERVER
+    ns == NS_CLIENT || ns == NS_SERVER || ns == NS_COMPONENT
 }
 
 /// Escape character data (and, with `attr`, attribute values quoted by `'`).

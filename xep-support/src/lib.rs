@@ -6,12 +6,15 @@
 //! the server by payload namespace, and collects their disco features.
 
 pub mod adhoc;
+pub mod avatar;
 pub mod blocking;
 pub mod bookmarks;
+pub mod caps;
 pub mod carbons;
 pub mod client_state;
 pub mod disco;
 pub mod element;
+pub mod http_upload;
 pub mod last;
 pub mod module;
 pub mod ns;

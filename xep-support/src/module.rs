@@ -115,6 +115,8 @@ pub struct Globals {
     /// `registration_timeout`: minimum time between two registrations from
     /// one IP address (`None` = no limit).
     pub registration_timeout: Option<std::time::Duration>,
+    /// The server's `data_dir` (modules keep files under it, e.g. uploads).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// What a module answers to an iq: a result payload or a stanza error.
@@ -191,6 +193,14 @@ pub trait ServerContext: Send + Sync {
     fn disco_features(&self) -> Vec<String>;
     /// Every disco identity of the server.
     fn disco_identities(&self) -> Vec<Identity>;
+    /// XEP-0128 forms in the server's disco#info (from the modules).
+    fn disco_forms(&self) -> Vec<Element> {
+        Vec::new()
+    }
+    /// The server's disco#items: the domains of its connected components.
+    fn disco_items(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Deliver a stanza that the server originates (it carries its own
     /// `from`). Routing happens on a task of its own, after the caller returns.
     fn route(&self, stanza: Element);
@@ -314,6 +324,11 @@ pub trait Module: Send + Sync {
     }
     /// Disco identities this module adds.
     fn disco_identities(&self) -> Vec<Identity> {
+        Vec::new()
+    }
+    /// XEP-0128 data forms this module adds to the server's disco#info
+    /// (e.g. XEP-0363's max-file-size).
+    fn disco_forms(&self) -> Vec<Element> {
         Vec::new()
     }
     /// Payload namespaces of iqs to the server this module answers.

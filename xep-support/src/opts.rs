@@ -21,7 +21,8 @@ impl<'a> Opts<'a> {
         }
     }
 
-    fn get(&self, key: &str) -> Option<&'a Value> {
+    /// The raw value of an option.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
         self.map.and_then(|m| m.get(key))
     }
 
@@ -69,6 +70,22 @@ impl<'a> Opts<'a> {
                     show(v)
                 ));
                 default
+            }
+        }
+    }
+
+    /// A string (numbers and booleans are taken as written); `None` when unset.
+    pub fn string(&mut self, key: &str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            other => {
+                self.warnings.push(format!(
+                    "option {key}: expected a string, got {}; using the default",
+                    show(other)
+                ));
+                None
             }
         }
     }

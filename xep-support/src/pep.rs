@@ -176,6 +176,9 @@ pub struct Pep {
     next_id: AtomicU64,
     /// XEP-0402 compatibility with `mod_private` (both modules enabled).
     bookmarks_compat: AtomicBool,
+    /// XEP-0398 avatar conversion with `mod_vcard` (`mod_avatar` enabled):
+    /// the photo hashes `mod_vcard_xupdate` puts in presence.
+    avatar_compat: std::sync::OnceLock<Arc<crate::vcard::PhotoHashes>>,
 }
 
 fn now_id() -> String {
@@ -217,6 +220,7 @@ impl Pep {
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
             bookmarks_compat: AtomicBool::new(false),
+            avatar_compat: std::sync::OnceLock::new(),
         }
     }
 
@@ -642,8 +646,29 @@ impl Pep {
             Some(x) => self.options(x, PUBLISH_OPTIONS)?,
             None => Options::default(),
         };
+        self.put_item(ctx, &owner, name, (&id, payload), options, true)?;
+        Ok(Some(
+            Element::new("pubsub", ns::PUBSUB).with_child(
+                Element::new("publish", ns::PUBSUB)
+                    .with_attr("node", name)
+                    .with_child(Element::new("item", ns::PUBSUB).with_attr("id", id)),
+            ),
+        ))
+    }
+
+    /// Store an item (replacing one with the same id) on a node of
+    /// `owner`, creating the node with `options` if needed, and notify.
+    fn put_item(
+        &self,
+        ctx: &dyn ServerContext,
+        owner: &BareJid,
+        name: &str,
+        (id, payload): (&str, Element),
+        options: Options,
+        convert: bool,
+    ) -> Result<(), StanzaError> {
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut node = match self.load_node(ctx, &owner, name)? {
+        let mut node = match self.load_node(ctx, owner, name)? {
             Some(existing) => {
                 let mismatch = options.access.is_some_and(|a| a != existing.access)
                     || options.max_items.is_some_and(|m| m != existing.max_items);
@@ -663,29 +688,75 @@ impl Pep {
             },
         };
         node.items.retain(|(i, _)| *i != id);
-        node.items.push((id.clone(), payload.clone()));
+        node.items.push((id.to_string(), payload.clone()));
         let excess = node.items.len().saturating_sub(node.max_items);
         node.items.drain(..excess);
-        self.store(ctx, &owner, name, Some(node.clone()))?;
+        self.store(ctx, owner, name, Some(node.clone()))?;
         if name == bookmarks::NS_BOOKMARKS2 {
-            self.bookmarks_to_private(ctx, &owner, Some(&node));
+            self.bookmarks_to_private(ctx, owner, Some(&node));
         }
         drop(_g);
         let event = Element::new("items", ns::PUBSUB_EVENT)
             .with_attr("node", name)
             .with_child(
                 Element::new("item", ns::PUBSUB_EVENT)
-                    .with_attr("id", id.as_str())
+                    .with_attr("id", id)
                     .with_child(payload),
             );
-        self.notify(ctx, &owner, name, &node, &event);
-        Ok(Some(
-            Element::new("pubsub", ns::PUBSUB).with_child(
-                Element::new("publish", ns::PUBSUB)
-                    .with_attr("node", name)
-                    .with_child(Element::new("item", ns::PUBSUB).with_attr("id", id)),
-            ),
-        ))
+        self.notify(ctx, owner, name, &node, &event);
+        if let Some(hashes) = self.avatar_compat.get().filter(|_| convert) {
+            if name == crate::avatar::NS_METADATA {
+                crate::avatar::pep_to_vcard(ctx, self, hashes, owner);
+            }
+        }
+        Ok(())
+    }
+
+    /// Publish an item on the owner's behalf (a node created here gets the
+    /// defaults), without converting it back to the storage it came from.
+    pub fn publish_as_owner(
+        &self,
+        ctx: &dyn ServerContext,
+        owner: &BareJid,
+        name: &str,
+        id: &str,
+        payload: Element,
+    ) -> Result<(), StanzaError> {
+        self.put_item(ctx, owner, name, (id, payload), Options::default(), false)
+    }
+
+    /// The last item of one of `owner`'s nodes (id and payload).
+    pub fn last_item(
+        &self,
+        ctx: &dyn ServerContext,
+        owner: &BareJid,
+        name: &str,
+    ) -> Option<(String, Element)> {
+        self.load_node(ctx, owner, name).ok().flatten()?.items.pop()
+    }
+
+    /// The item with this id on one of `owner`'s nodes.
+    pub fn item(
+        &self,
+        ctx: &dyn ServerContext,
+        owner: &BareJid,
+        name: &str,
+        id: &str,
+    ) -> Option<Element> {
+        let node = self.load_node(ctx, owner, name).ok().flatten()?;
+        node.items
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p)
+    }
+
+    /// Convert avatars between PEP and vCards (XEP-0398; `mod_avatar`).
+    pub fn enable_avatar_compat(&self, hashes: Arc<crate::vcard::PhotoHashes>) {
+        let _ = self.avatar_compat.set(hashes);
+    }
+
+    fn avatar_compat(&self) -> bool {
+        self.avatar_compat.get().is_some()
     }
 
     fn items(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>, items: &Element) -> IqResult {
@@ -1001,6 +1072,9 @@ impl Module for Pep {
         } else {
             Vec::new()
         };
+        if self.avatar_compat() {
+            f.push(crate::avatar::NS_CONVERSION);
+        }
         f.extend([
             ns::PUBSUB,
             "http://jabber.org/protocol/pubsub#access-open",

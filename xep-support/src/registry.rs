@@ -21,6 +21,9 @@ pub const KNOWN: &[&str] = &[
     "mod_adhoc",
     "mod_configure",
     "mod_register",
+    "mod_caps",
+    "mod_avatar",
+    "mod_http_upload",
 ];
 
 /// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
@@ -28,6 +31,7 @@ pub const KNOWN: &[&str] = &[
 fn accepted_options(name: &str) -> &'static [&'static str] {
     match name {
         "mod_ping" => crate::ping::OPTIONS,
+        "mod_http_upload" => crate::http_upload::OPTIONS,
         "mod_stream_mgmt" => crate::stream_mgmt::OPTIONS,
         "mod_client_state" => crate::client_state::OPTIONS,
         "mod_disco" => &["server_info", "extra_domains", "name"],
@@ -97,8 +101,12 @@ pub fn build(
             if has("mod_private") {
                 pep.enable_bookmarks_compat();
             }
+            if has("mod_avatar") && has("mod_vcard") {
+                pep.enable_avatar_compat(photo_hashes.clone());
+            }
             pep
         });
+    let avatar_pep = pep.clone().filter(|_| has("mod_avatar"));
     for (name, opts) in config {
         let mut o = crate::opts::Opts::new(opts);
         let module: Arc<dyn Module> = match name.as_str() {
@@ -107,6 +115,7 @@ pub fn build(
             "mod_private" => Arc::new(crate::private::Private { pep: pep.clone() }),
             "mod_vcard" => Arc::new(crate::vcard::Vcard {
                 hashes: photo_hashes.clone(),
+                avatar: avatar_pep.clone(),
             }),
             "mod_vcard_xupdate" => Arc::new(crate::vcard::VcardXupdate {
                 hashes: photo_hashes.clone(),
@@ -127,6 +136,17 @@ pub fn build(
                 }
             }
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
+            "mod_caps" => Arc::new(crate::caps::Caps::default()),
+            "mod_http_upload" => Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals)),
+            "mod_avatar" => {
+                if !(has("mod_vcard") && has("mod_pep")) {
+                    warnings.push((
+                        name.clone(),
+                        "mod_avatar converts between mod_vcard and mod_pep; enable both, or it does nothing".to_string(),
+                    ));
+                }
+                Arc::new(crate::avatar::Avatar)
+            }
             "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
             "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),
             "mod_adhoc" => Arc::new(crate::adhoc::AdHoc::default()),

@@ -22,8 +22,8 @@ use crate::module::{IqRequest, IqResult, Module, ServerContext, Verdict};
 use crate::ns;
 use crate::stanza::StanzaError;
 
-const MODULE: &str = "mod_vcard";
-const KEY: &str = "vcard";
+pub(crate) const MODULE: &str = "mod_vcard";
+pub(crate) const KEY: &str = "vcard";
 
 /// Photo hash per account with a session: `None` = no vCard stored,
 /// `Some("")` = a vCard without photo, `Some(hex)` = SHA-1 of the photo.
@@ -31,14 +31,14 @@ const KEY: &str = "vcard";
 pub struct PhotoHashes(RwLock<HashMap<BareJid, Option<String>>>);
 
 impl PhotoHashes {
-    fn get(&self, account: &BareJid) -> Option<Option<String>> {
+    pub(crate) fn get(&self, account: &BareJid) -> Option<Option<String>> {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(account)
             .cloned()
     }
-    fn set(&self, account: &BareJid, hash: Option<String>) {
+    pub(crate) fn set(&self, account: &BareJid, hash: Option<String>) {
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -75,7 +75,10 @@ pub fn photo_hash(vcard: &Element) -> String {
         .collect()
 }
 
-fn load_vcard(ctx: &dyn ServerContext, account: &BareJid) -> Result<Option<Element>, StanzaError> {
+pub(crate) fn load_vcard(
+    ctx: &dyn ServerContext,
+    account: &BareJid,
+) -> Result<Option<Element>, StanzaError> {
     Ok(ctx
         .kv_get(MODULE, account, KEY)?
         .and_then(|b| String::from_utf8(b).ok())
@@ -85,6 +88,8 @@ fn load_vcard(ctx: &dyn ServerContext, account: &BareJid) -> Result<Option<Eleme
 /// `mod_vcard`.
 pub struct Vcard {
     pub hashes: Arc<PhotoHashes>,
+    /// With `mod_avatar`: PEP, where a vCard photo is mirrored (XEP-0398).
+    pub avatar: Option<Arc<crate::pep::Pep>>,
 }
 
 impl Module for Vcard {
@@ -110,6 +115,9 @@ impl Module for Vcard {
             ctx.kv_put(MODULE, &account, KEY, xml.as_bytes())?;
             if self.hashes.get(&account).is_some() {
                 self.hashes.set(&account, Some(photo_hash(req.payload)));
+            }
+            if let Some(pep) = &self.avatar {
+                crate::avatar::vcard_to_pep(ctx, pep, &account, req.payload);
             }
             return Ok(None);
         }

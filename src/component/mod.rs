@@ -1,0 +1,112 @@
+//! XEP-0114 external components (`ejabberd_service` listeners): a gateway or
+//! bot (a Slidge or Biboumi bridge, a slixmpp `ComponentXMPP`) connects over
+//! TCP, names its domain in the stream header and proves the shared secret
+//! with `<handshake>` = hex(SHA-1(stream id ‖ secret)). From then on every
+//! stanza to that domain (or a JID at it) goes to the component, and the
+//! component's stanzas are routed like any other, provided their `from` is
+//! at its domain (anything else ends the stream with `<invalid-from/>`).
+//!
+//! Back-pressure: each connected component has a queue of [`QUEUE`]
+//! stanzas; a stanza that finds it full is bounced to its sender with
+//! `<resource-constraint/>` (never held without bound, never silently
+//! dropped). A configured component that is not connected answers
+//! `<service-unavailable/>`.
+
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use tokio::sync::mpsc;
+use xep_support::element::Element;
+use xep_support::stanza::{ErrorType, StanzaError};
+
+use crate::server::Server;
+
+pub use stream::handle;
+
+/// The XEP-0114 stream namespace.
+pub const NS_COMPONENT: &str = "jabber:component:accept";
+/// Stanzas queued for one component before new ones are bounced.
+pub const QUEUE: usize = 4096;
+
+/// One connected component: its queue, and which connection owns the route.
+struct Route {
+    tx: mpsc::Sender<Element>,
+    conn: u64,
+}
+
+/// The components connected now, by domain.
+#[derive(Default)]
+pub struct Components {
+    routes: RwLock<HashMap<String, Route>>,
+    next_conn: std::sync::atomic::AtomicU64,
+}
+
+impl Components {
+    /// Claim `domain` for a new connection; `None` if it is connected already.
+    fn claim(&self, domain: &str) -> Option<(u64, mpsc::Receiver<Element>)> {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if routes.contains_key(domain) {
+            return None;
+        }
+        let conn = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        routes.insert(domain.to_string(), Route { tx, conn });
+        Some((conn, rx))
+    }
+
+    /// Give `domain` up (only if `conn` still owns it).
+    fn release(&self, domain: &str, conn: u64) {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if routes.get(domain).is_some_and(|r| r.conn == conn) {
+            routes.remove(domain);
+        }
+    }
+
+    /// The connected component domains, sorted.
+    pub fn connected(&self) -> Vec<String> {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = routes.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn sender(&self, domain: &str) -> Option<mpsc::Sender<Element>> {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        routes.get(domain).map(|r| r.tx.clone())
+    }
+}
+
+/// Whether `domain` is a component domain of the configuration.
+pub fn is_component(server: &Server, domain: &str) -> bool {
+    server
+        .config()
+        .listen
+        .iter()
+        .any(|l| l.service_hosts.iter().any(|h| h.domain == domain))
+}
+
+/// Deliver a stanza addressed to a component domain: to the component's
+/// queue, or back to the sender as an error.
+pub async fn send(server: &Server, stanza: Element, domain: &str) {
+    let error = match server.components.sender(domain) {
+        Some(tx) => match tx.try_send(stanza) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(stanza)) => {
+                tracing::warn!(%domain, "component queue full; bouncing a stanza");
+                (
+                    stanza,
+                    StanzaError::new(ErrorType::Wait, "resource-constraint"),
+                )
+            }
+            Err(mpsc::error::TrySendError::Closed(stanza)) => {
+                (stanza, StanzaError::service_unavailable())
+            }
+        },
+        None => (stanza, StanzaError::service_unavailable()),
+    };
+    crate::delivery::bounce(server, &error.0, error.1).await;
+}

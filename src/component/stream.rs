@@ -1,0 +1,281 @@
+//! One component connection: the XEP-0114 handshake, then a reader that
+//! routes the component's stanzas and a writer task that drains its queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use xep_support::element::{escape, Element, Node};
+use xep_support::ns;
+use xep_support::stanza::StanzaError;
+
+use super::NS_COMPONENT;
+use crate::config::Listener;
+use crate::s2s::stream::{stream_id, Conn, Fail};
+use crate::server::Server;
+use crate::xml::StreamEvent;
+
+/// Time a new connection has for its header and handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A component may stay silent this long between stanzas (it is waited for
+/// again; the queue's writer notices dead peers on write).
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+/// A write that does not finish in this time means a dead or stuck component.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serve one component connection until it ends.
+pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg: Arc<Listener>) {
+    // `tls: true`: TLS from the first byte, with the server's certificates.
+    let io: crate::c2s::BoxIo = if cfg.tls {
+        let acceptor = server.live().tls_acceptor(false);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            _ => {
+                tracing::info!(%peer, "component TLS handshake failed");
+                return;
+            }
+        }
+    } else {
+        Box::new(sock)
+    };
+    let mut conn = Conn::new(io, cfg.tls, cfg.max_stanza_size);
+    let (domain, conn_id, rx) = match handshake(&server, &mut conn, &cfg).await {
+        Ok(x) => x,
+        Err(Fail::Stream(cond, text)) => {
+            tracing::info!(%peer, "component refused: {cond} {}", text.as_deref().unwrap_or(""));
+            conn.close(Some(cond), text.as_deref()).await;
+            return;
+        }
+        Err(e) => {
+            tracing::info!(%peer, "component connection ended during the handshake: {e}");
+            return;
+        }
+    };
+    tracing::info!(%peer, %domain, "component connected");
+    let Some((mut reader, writer)) = conn.into_parts() else {
+        server.components.release(&domain, conn_id);
+        return;
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn(write_loop(server.clone(), writer, rx, stop_rx));
+    let end = loop {
+        let event = match tokio::time::timeout(IDLE_WAIT, reader.next()).await {
+            Err(_) => continue,
+            Ok(Ok(ev)) => ev,
+            Ok(Err(e)) => break Fail::from(e),
+        };
+        let el = match event {
+            StreamEvent::Stanza(el) => el,
+            StreamEvent::End => break Fail::Closed,
+            StreamEvent::Header(_) => break Fail::Stream("not-well-formed", None),
+        };
+        if let Err(fail) = stanza(&server, &domain, el).await {
+            break fail;
+        }
+    };
+    tracing::info!(%peer, %domain, "component disconnected: {end}");
+    let error = match end {
+        Fail::Stream(c, text) => (c, text),
+        _ => ("", None),
+    };
+    // Stop the writer (with the stream error) before the route goes away,
+    // so the closing queue cannot end the stream first.
+    let _ = stop_tx.send(error);
+    server.components.release(&domain, conn_id);
+    let _ = writer.await;
+}
+
+/// Read the header, answer it, check `<handshake>`; claim the domain.
+async fn handshake(
+    server: &Server,
+    conn: &mut Conn,
+    cfg: &Listener,
+) -> Result<(String, u64, mpsc::Receiver<Element>), Fail> {
+    let header = match conn.next(HANDSHAKE_TIMEOUT).await? {
+        StreamEvent::Header(h) => h,
+        _ => return Err(Fail::Stream("not-well-formed", None)),
+    };
+    let id = stream_id();
+    let to = header.to.clone().unwrap_or_default().to_lowercase();
+    conn.send(&format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' xmlns:stream='{}' from='{}' id='{id}'>",
+        ns::STREAM,
+        escape(&to)
+    ))
+    .await?;
+    if !header.stream_ns_ok {
+        return Err(Fail::Stream("invalid-namespace", None));
+    }
+    if header.default_ns != NS_COMPONENT {
+        return Err(Fail::Stream(
+            "invalid-namespace",
+            Some(format!("components use {NS_COMPONENT}")),
+        ));
+    }
+    let Some(host) = cfg.service_hosts.iter().find(|h| h.domain == to) else {
+        return Err(Fail::Stream(
+            "host-unknown",
+            Some(format!("no component {to} is configured on this listener")),
+        ));
+    };
+    let el = match conn.next(HANDSHAKE_TIMEOUT).await? {
+        StreamEvent::Stanza(el) => el,
+        StreamEvent::End => return Err(Fail::Closed),
+        StreamEvent::Header(_) => return Err(Fail::Stream("not-well-formed", None)),
+    };
+    if el.name != "handshake" {
+        return Err(Fail::Stream(
+            "not-authorized",
+            Some("a component must send <handshake/> first".into()),
+        ));
+    }
+    let expected = hex(&Sha1::digest(format!("{id}{}", host.password).as_bytes()));
+    let given = el.text().trim().to_lowercase();
+    if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        return Err(Fail::Stream(
+            "not-authorized",
+            Some("wrong handshake".into()),
+        ));
+    }
+    if server.serves(&to) {
+        return Err(Fail::Stream(
+            "conflict",
+            Some(format!("{to} is a host of this server")),
+        ));
+    }
+    let Some((conn_id, rx)) = server.components.claim(&to) else {
+        return Err(Fail::Stream(
+            "conflict",
+            Some(format!("a component for {to} is connected already")),
+        ));
+    };
+    if let Err(e) = conn.send("<handshake/>").await {
+        server.components.release(&to, conn_id);
+        return Err(e);
+    }
+    Ok((to, conn_id, rx))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stanza from the component: check its addresses, then route it.
+async fn stanza(server: &Server, domain: &str, mut el: Element) -> Result<(), Fail> {
+    if !matches!(el.name.as_str(), "message" | "presence" | "iq") {
+        return Err(Fail::Stream("unsupported-stanza-type", None));
+    }
+    let from = el.attr("from").map(jid::Jid::new);
+    match from {
+        Some(Ok(f)) if f.domain().as_str() == domain => {}
+        Some(Ok(f)) => {
+            return Err(Fail::Stream(
+                "invalid-from",
+                Some(format!("{f} is not at {domain}")),
+            ))
+        }
+        _ => {
+            return Err(Fail::Stream(
+                "invalid-from",
+                Some(format!("stanzas from a component need a from at {domain}")),
+            ))
+        }
+    }
+    match el.attr("to").map(jid::Jid::new) {
+        Some(Ok(_)) => {}
+        Some(Err(_)) => {
+            crate::delivery::bounce(
+                server,
+                &to_client_ns(el),
+                StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"),
+            )
+            .await;
+            return Ok(());
+        }
+        None => {
+            return Err(Fail::Stream(
+                "improper-addressing",
+                Some("stanzas from a component need a to".into()),
+            ))
+        }
+    }
+    el = to_client_ns(el);
+    // Presence handling may route probes and answers back out: boxed.
+    Box::pin(crate::delivery::route(server, el)).await;
+    Ok(())
+}
+
+/// Inside the server every stanza is in `jabber:client`.
+fn to_client_ns(mut el: Element) -> Element {
+    fn walk(el: &mut Element) {
+        if el.ns == NS_COMPONENT {
+            el.ns = ns::CLIENT.to_string();
+        }
+        for child in el.children.iter_mut() {
+            if let Node::Element(e) = child {
+                walk(e);
+            }
+        }
+    }
+    walk(&mut el);
+    el
+}
+
+/// Write queued stanzas until the queue closes or the reader stops; then
+/// end the stream (with the reader's stream error, if any) and bounce what
+/// is left in the queue.
+async fn write_loop(
+    server: Arc<Server>,
+    mut w: tokio::io::WriteHalf<crate::c2s::BoxIo>,
+    mut rx: mpsc::Receiver<Element>,
+    mut stop: tokio::sync::oneshot::Receiver<(&'static str, Option<String>)>,
+) {
+    let mut buf = String::new();
+    let error = loop {
+        let el = tokio::select! {
+            biased;
+            c = &mut stop => break c.ok(),
+            el = rx.recv() => match el {
+                Some(el) => el,
+                None => break None,
+            },
+        };
+        buf.clear();
+        el.write_to(&mut buf, NS_COMPONENT);
+        while buf.len() < 16 * 1024 {
+            match rx.try_recv() {
+                Ok(el) => el.write_to(&mut buf, NS_COMPONENT),
+                Err(_) => break,
+            }
+        }
+        let ok = tokio::time::timeout(WRITE_TIMEOUT, async {
+            w.write_all(buf.as_bytes()).await?;
+            w.flush().await
+        })
+        .await;
+        if !matches!(ok, Ok(Ok(()))) {
+            break None;
+        }
+    };
+    let tail = match error {
+        Some((condition, text)) if !condition.is_empty() => {
+            crate::c2s::stream_error_xml(condition, text.as_deref())
+        }
+        _ => "</stream:stream>".to_string(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = w.write_all(tail.as_bytes()).await;
+        let _ = w.shutdown().await;
+    })
+    .await;
+    // Stanzas that never reached the component go back to their senders.
+    rx.close();
+    while let Ok(el) = rx.try_recv() {
+        crate::delivery::bounce(&server, &el, StanzaError::service_unavailable()).await;
+    }
+}

@@ -1,0 +1,203 @@
+//! XEP-0479 (XMPP Compliance Suites 2023): the server rows Rookery meets,
+//! each checked against the real binary by a protocol exchange, the way a
+//! compliance tester does, with the default modules on. docs/features.md
+//! ("XEP-0479 compliance") records the result of each row, including the
+//! rows Rookery does not meet (those have no check here).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::client::Client;
+use common::{Config, Element, Server, StreamEvent};
+use sha1::{Digest, Sha1};
+
+const INFO: &str = "http://jabber.org/protocol/disco#info";
+
+fn server() -> Server {
+    let server = Server::start_with(Config {
+        extra_listeners: vec![
+            "port: 0\nip: 127.0.0.1\nmodule: ejabberd_service\nhosts:\n  gw.localhost:\n    password: s3cret".to_string(),
+        ],
+        ..Config::default()
+    });
+    server.register("alice", "localhost", "secret");
+    server.register("bob", "localhost", "hunter2");
+    server
+}
+
+async fn disco_info(c: &mut Client, to: &str) -> (BTreeSet<String>, Vec<(String, String)>) {
+    let id = c.id();
+    let r = c
+        .request(
+            &format!("<iq type='get' to='{to}' id='{id}'><query xmlns='{INFO}'/></iq>"),
+            &id,
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "disco#info of {to}: {r}");
+    let q = r.child_ns("query", INFO).expect("query");
+    let features = q
+        .children_named("feature")
+        .filter_map(|f| f.attr("var").map(str::to_string))
+        .collect();
+    let ids = q
+        .children_named("identity")
+        .map(|i| {
+            (
+                i.attr("category").unwrap_or("").to_string(),
+                i.attr("type").unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    (features, ids)
+}
+
+async fn iq_ok(c: &mut Client, xml_without_id: &str) -> Element {
+    let id = c.id();
+    let xml = xml_without_id.replacen("<iq ", &format!("<iq id='{id}' "), 1);
+    let r = c.request(&xml, &id).await;
+    assert_eq!(r.attr("type"), Some("result"), "{xml} → {r}");
+    r
+}
+
+/// Core Compliance Suite: Server and Advanced Server.
+#[tokio::test]
+async fn core_suite() {
+    let server = server();
+    // Core features (RFC 6120) and TLS (RFC 7590): STARTTLS, SASL, bind,
+    // over TLS 1.2 or later.
+    let mut c = Client::login(&server, "alice", "secret", Some("core")).await;
+    let version = c
+        .tls
+        .as_ref()
+        .map(|t| t.version.clone())
+        .unwrap_or_default();
+    assert!(
+        version.contains("TLSv1_3") || version.contains("TLSv1_2"),
+        "TLS version {version}"
+    );
+    // Feature discovery (XEP-0030).
+    let (features, ids) = disco_info(&mut c, "localhost").await;
+    assert!(ids.contains(&("server".into(), "im".into())), "{ids:?}");
+    assert!(features.contains(INFO), "{features:?}");
+    // Feature broadcasts (XEP-0115, Advanced): the server's caps in stream features.
+    let f = c.features.clone().expect("features");
+    assert!(
+        f.child_ns("c", "http://jabber.org/protocol/caps").is_some(),
+        "{f}"
+    );
+    // Event publishing (XEP-0163, Advanced): PEP on the account.
+    let (acct, ids) = disco_info(&mut c, "alice@localhost").await;
+    assert!(ids.contains(&("pubsub".into(), "pep".into())), "{ids:?}");
+    assert!(
+        acct.contains("http://jabber.org/protocol/pubsub#publish"),
+        "{acct:?}"
+    );
+    // Direct TLS (XEP-0368, Advanced).
+    let mut d = Client::connect_tls(server.c2s_tls()).await;
+    d.login_scram("bob", "hunter2").await;
+    d.bind(Some("direct")).await.expect("bind over direct TLS");
+    // Server extensibility (XEP-0114): a component hand-shakes.
+    let addr = server
+        .listeners
+        .iter()
+        .find(|l| l.module == "service")
+        .expect("service")
+        .addr;
+    let mut comp = Client::connect(addr).await;
+    comp.send("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='gw.localhost'>").await;
+    let StreamEvent::Header(h) = comp.recv_event().await else {
+        panic!("no component stream header")
+    };
+    let digest: String = Sha1::digest(format!("{}s3cret", h.attr("id").unwrap_or("")).as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    comp.send(&format!("<handshake>{digest}</handshake>")).await;
+    assert!(matches!(comp.recv_event().await, StreamEvent::Stanza(e) if e.name == "handshake"));
+}
+
+/// IM Compliance Suite: the Server and Advanced Server rows Rookery meets.
+#[tokio::test]
+async fn im_suite() {
+    let server = server();
+    let mut c = Client::login(&server, "alice", "secret", Some("im")).await;
+    // Core features (RFC 6121): roster get, with versioning offered.
+    let f = c.features.clone().expect("features");
+    assert!(
+        f.child_ns("ver", "urn:xmpp:features:rosterver").is_some(),
+        "{f}"
+    );
+    iq_ok(
+        &mut c,
+        "<iq type='get'><query xmlns='jabber:iq:roster'/></iq>",
+    )
+    .await;
+    let (features, _) = disco_info(&mut c, "localhost").await;
+    // vcard-temp (XEP-0054): set, then get it back.
+    assert!(features.contains("vcard-temp"));
+    iq_ok(
+        &mut c,
+        "<iq type='set'><vCard xmlns='vcard-temp'><FN>Alice</FN></vCard></iq>",
+    )
+    .await;
+    let r = iq_ok(&mut c, "<iq type='get'><vCard xmlns='vcard-temp'/></iq>").await;
+    assert_eq!(
+        r.child("vCard").and_then(|v| v.child_text("FN")),
+        Some("Alice"),
+        "{r}"
+    );
+    // Outbound message synchronization (XEP-0280).
+    assert!(features.contains("urn:xmpp:carbons:2"));
+    iq_ok(
+        &mut c,
+        "<iq type='set'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+    )
+    .await;
+    // User blocking (XEP-0191, Advanced).
+    assert!(features.contains("urn:xmpp:blocking"));
+    iq_ok(&mut c, "<iq type='set'><block xmlns='urn:xmpp:blocking'><item jid='spam@example.org'/></block></iq>").await;
+    let r = iq_ok(
+        &mut c,
+        "<iq type='get'><blocklist xmlns='urn:xmpp:blocking'/></iq>",
+    )
+    .await;
+    assert!(r.to_string().contains("spam@example.org"), "{r}");
+    // Private XML storage (XEP-0049, Advanced).
+    assert!(features.contains("jabber:iq:private"));
+    iq_ok(&mut c, "<iq type='set'><query xmlns='jabber:iq:private'><note xmlns='urn:example:n'>x</note></query></iq>").await;
+    // Persistent storage of private data via PubSub (XEP-0223, Advanced):
+    // publish with persist_items and the whitelist access model.
+    let (acct, _) = disco_info(&mut c, "alice@localhost").await;
+    assert!(
+        acct.contains("http://jabber.org/protocol/pubsub#publish-options"),
+        "{acct:?}"
+    );
+    iq_ok(&mut c, "<iq type='set'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:example:private'><item id='current'><data xmlns='urn:example:private'>secret</data></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='pubsub#persist_items'><value>true</value></field><field var='pubsub#access_model'><value>whitelist</value></field></x></publish-options></pubsub></iq>").await;
+    // Stream management (XEP-0198, Advanced).
+    assert!(f.child_ns("sm", "urn:xmpp:sm:3").is_some(), "{f}");
+    // User avatar compatibility (XEP-0398 with XEP-0153, Advanced): the
+    // conversion is advertised (tests/mod_avatar.rs exercises it).
+    assert!(acct.contains("urn:xmpp:pep-vcard-conversion:0"), "{acct:?}");
+    // Bookmarks (part of Advanced Group Chat): the XEP-0402 compat feature.
+    assert!(acct.contains("urn:xmpp:bookmarks:1#compat"), "{acct:?}");
+}
+
+/// Mobile Compliance Suite: Server and Advanced Server rows Rookery meets.
+#[tokio::test]
+async fn mobile_suite() {
+    let server = server();
+    let mut c = Client::login(&server, "alice", "secret", Some("mobile")).await;
+    let f = c.features.clone().expect("features");
+    // Stream management (XEP-0198): enable with resumption.
+    assert!(f.child_ns("sm", "urn:xmpp:sm:3").is_some(), "{f}");
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let e = c.recv_where("enabled", |e| e.name == "enabled").await;
+    assert_eq!(e.attr("resume"), Some("true"), "{e}");
+    // Client state indication (XEP-0352).
+    assert!(f.child_ns("csi", "urn:xmpp:csi:0").is_some(), "{f}");
+    c.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    c.send("<active xmlns='urn:xmpp:csi:0'/>").await;
+    c.ping("localhost").await;
+}
