@@ -1,4 +1,6 @@
-//! The one evaluator of ejabberd-style `acl`, `access_rules` and `shaper_rules`.
+//! The one evaluator of ejabberd-style `acl`, `access_rules`, `shaper_rules`
+//! and `api_permissions` (who may run which administration command from
+//! which front end: [`ApiPermissions`]).
 //!
 //! Semantics follow ejabberd's `acl.erl` and `ejabberd_shaper.erl`:
 //!
@@ -868,6 +870,358 @@ fn user_pairs<'a>(value: &'a Node, path: &str) -> Result<Vec<UserPair<'a>>, Prob
     Ok(out)
 }
 
+// ------------------------------------------------------------ api_permissions
+
+/// A front end that runs administration commands (`api_permissions`' `from:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// `rookery ctl` over the control socket or on the database
+    /// (ejabberd's `ejabberd_ctl`).
+    Ctl,
+    /// XEP-0050 ad-hoc commands (`mod_adhoc`; also written `adhoc` or
+    /// ejabberd 25's `mod_adhoc_api`).
+    AdHoc,
+}
+
+/// One `who:` alternative.
+#[derive(Debug, Clone)]
+enum Who {
+    /// An ACL spec (`all`, `none`, `user:`, `ip:`, `acl:` ...).
+    Spec(AclSpec),
+    /// `access: RULE` (a rule name or an inline rule).
+    Access(AccessRule),
+    /// `access: NAME`.
+    AccessNamed(String),
+}
+
+/// One `what:` pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum What {
+    /// `"*"`.
+    All,
+    /// A command name.
+    Command(String),
+    /// `"[tag:NAME]"`.
+    Tag(String),
+}
+
+/// One named group of `api_permissions`.
+#[derive(Debug, Clone)]
+struct ApiGroup {
+    name: String,
+    /// `None`: every front end.
+    from: Option<Vec<Frontend>>,
+    who: Vec<Who>,
+    allow: Vec<What>,
+    except: Vec<What>,
+}
+
+/// ejabberd's `api_permissions`: named groups, each saying which front ends
+/// (`from`), which callers (`who`) may run which commands (`what`). A
+/// command runs when any group matches all three. Without the option, the
+/// defaults are ejabberd's: `rookery ctl` may run everything; ad-hoc
+/// commands need the `configure` access rule (`announce` for announcements
+/// when that rule is defined, as mod_announce's access).
+#[derive(Debug, Clone)]
+pub struct ApiPermissions {
+    groups: Vec<ApiGroup>,
+}
+
+impl ApiPermissions {
+    /// The defaults used when the option is absent.
+    pub fn defaults(access_rules: &AccessRules) -> ApiPermissions {
+        let mut groups = vec![ApiGroup {
+            name: "console commands".into(),
+            from: Some(vec![Frontend::Ctl]),
+            who: vec![Who::Spec(AclSpec::All)],
+            allow: vec![What::All],
+            except: vec![],
+        }];
+        let announce_rule = access_rules.is_defined("announce");
+        groups.push(ApiGroup {
+            name: "admin access".into(),
+            from: Some(vec![Frontend::AdHoc]),
+            who: vec![Who::AccessNamed("configure".into())],
+            allow: vec![What::All],
+            except: if announce_rule {
+                vec![What::Command("announce".into())]
+            } else {
+                vec![]
+            },
+        });
+        if announce_rule {
+            groups.push(ApiGroup {
+                name: "announcements".into(),
+                from: Some(vec![Frontend::AdHoc]),
+                who: vec![Who::AccessNamed("announce".into())],
+                allow: vec![What::Command("announce".into())],
+                except: vec![],
+            });
+        }
+        ApiPermissions { groups }
+    }
+
+    /// Whether `command` (with its `tags`) may run from `frontend` for
+    /// `subject`: the first group that matches all of from, who and what
+    /// allows it; no group, no command.
+    pub fn allows(
+        &self,
+        ctx: &Context<'_>,
+        rules: &AccessRules,
+        frontend: Frontend,
+        subject: &Subject<'_>,
+        command: &str,
+        tags: &[&str],
+    ) -> bool {
+        self.matching_group(ctx, rules, frontend, subject, command, tags)
+            .is_some()
+    }
+
+    /// The name of the group that allows the call, if any (for logs).
+    pub fn matching_group(
+        &self,
+        ctx: &Context<'_>,
+        rules: &AccessRules,
+        frontend: Frontend,
+        subject: &Subject<'_>,
+        command: &str,
+        tags: &[&str],
+    ) -> Option<&str> {
+        let pattern_matches = |p: &What| match p {
+            What::All => true,
+            What::Command(c) => c == command,
+            What::Tag(t) => tags.contains(&t.as_str()),
+        };
+        self.groups
+            .iter()
+            .find(|g| {
+                g.from.as_ref().is_none_or(|f| f.contains(&frontend))
+                    && g.allow.iter().any(pattern_matches)
+                    && !g.except.iter().any(pattern_matches)
+                    && g.who.iter().any(|w| match w {
+                        Who::Spec(spec) => ctx.spec_matches(spec, subject),
+                        Who::AccessNamed(rule) => ctx.access(rules, rule, subject) == Access::Allow,
+                        Who::Access(rule) => {
+                            rule.iter()
+                                .find(|(_, conds)| ctx.all_match(conds, subject))
+                                .map(|(a, _)| *a)
+                                == Some(Access::Allow)
+                        }
+                    })
+            })
+            .map(|g| g.name.as_str())
+    }
+
+    /// Whether some group lets `rookery ctl` run something (a config
+    /// without one locks the control socket; worth a warning).
+    pub fn ctl_has_group(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.from.as_ref().is_none_or(|f| f.contains(&Frontend::Ctl)))
+    }
+
+    /// Parses the `api_permissions` option. `known_command` tells whether a
+    /// command name exists (unknown ones are warned about, never matched:
+    /// ejabberd configs name commands Rookery lacks, such as `start`).
+    pub(crate) fn parse(
+        node: &Node,
+        path: &str,
+        notes: &mut Notes,
+        known_command: &dyn Fn(&str) -> bool,
+    ) -> Result<ApiPermissions, Problem> {
+        let mut groups = Vec::new();
+        for (key, value) in check::map(node, path, "a map of group names to {from, who, what}")? {
+            let name = check::key(key, path)?;
+            let gpath = check::join(path, name);
+            let mut group = ApiGroup {
+                name: name.to_string(),
+                from: None,
+                who: Vec::new(),
+                allow: Vec::new(),
+                except: Vec::new(),
+            };
+            let (mut saw_who, mut saw_what) = (false, false);
+            for (k, v) in check::map(value, &gpath, "a map with from, who and what")? {
+                let field = check::key(k, &gpath)?;
+                let fpath = check::join(&gpath, field);
+                match field {
+                    "from" => {
+                        let mut from = Vec::new();
+                        for f in check::list_or_single(v) {
+                            match check::string(f, &fpath, "a front end such as ejabberd_ctl")? {
+                                "ejabberd_ctl" | "rookery_ctl" => from.push(Frontend::Ctl),
+                                "mod_adhoc" | "adhoc" | "mod_adhoc_api" => {
+                                    from.push(Frontend::AdHoc)
+                                }
+                                other @ ("mod_http_api" | "ejabberd_xmlrpc"
+                                | "ejabberd_web_admin" | "mod_cron"
+                                | "mod_mqtt") => notes.warn(
+                                    f,
+                                    format!(
+                                        "{fpath}: Rookery has no `{other}` front end; this entry never matches"
+                                    ),
+                                ),
+                                other => {
+                                    return Err(Problem::at(
+                                        f,
+                                        format!(
+                                            "{fpath}: unknown front end `{other}`; expected ejabberd_ctl or mod_adhoc"
+                                        ),
+                                    ))
+                                }
+                            }
+                        }
+                        group.from = Some(from);
+                    }
+                    "who" => {
+                        saw_who = true;
+                        group.who = parse_who(v, &fpath, notes)?;
+                    }
+                    "what" => {
+                        saw_what = true;
+                        for (i, w) in check::list_or_single(v).into_iter().enumerate() {
+                            let text = check::string(
+                                w,
+                                &fpath,
+                                "a command name, \"*\", \"!NAME\" or \"[tag:NAME]\"",
+                            )?;
+                            let (neg, body) = match text.strip_prefix('!') {
+                                Some(rest) => (true, rest),
+                                None => (false, text),
+                            };
+                            let pattern = if body == "*" {
+                                What::All
+                            } else if let Some(tag) =
+                                body.strip_prefix("[tag:").and_then(|t| t.strip_suffix(']'))
+                            {
+                                What::Tag(tag.to_string())
+                            } else if !body.is_empty()
+                                && body.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            {
+                                if !known_command(body) {
+                                    notes.warn(
+                                        w,
+                                        format!(
+                                            "{}: no command `{body}` in Rookery; this entry never matches",
+                                            check::index(&fpath, i)
+                                        ),
+                                    );
+                                }
+                                What::Command(body.to_string())
+                            } else {
+                                return Err(check::expected(
+                                    w,
+                                    &fpath,
+                                    "a command name, \"*\", \"!NAME\" or \"[tag:NAME]\"",
+                                ));
+                            };
+                            if neg {
+                                group.except.push(pattern);
+                            } else {
+                                group.allow.push(pattern);
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(Problem::at(
+                            k,
+                            format!("{fpath}: unknown key; expected from, who or what"),
+                        ))
+                    }
+                }
+            }
+            if !saw_who {
+                return Err(Problem::at(key, format!("{gpath}: missing `who:`")));
+            }
+            if !saw_what {
+                return Err(Problem::at(key, format!("{gpath}: missing `what:`")));
+            }
+            groups.push(group);
+        }
+        Ok(ApiPermissions { groups })
+    }
+
+    /// Access rules named in `who: {access: NAME}` (for "undefined" warnings).
+    pub(crate) fn referenced_rules(&self) -> Vec<(&str, &str)> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            for w in &g.who {
+                if let Who::AccessNamed(rule) = w {
+                    out.push((g.name.as_str(), rule.as_str()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Parses `who:`: one alternative or a list; each an ACL name, `all`,
+/// `none`, an inline spec map (`user:`, `ip:`, `acl:` ...) or
+/// `access: RULE` (a rule name or an inline rule body).
+fn parse_who(node: &Node, path: &str, notes: &mut Notes) -> Result<Vec<Who>, Problem> {
+    let mut out = Vec::new();
+    let items: Vec<&Node> = match &node.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    for (i, item) in items.iter().enumerate() {
+        let item_path = if matches!(node.kind, Kind::Seq(_)) {
+            check::index(path, i)
+        } else {
+            path.to_string()
+        };
+        match &item.kind {
+            Kind::Scalar { value, .. } if !item.is_null() => {
+                out.push(Who::Spec(acl_reference(value)))
+            }
+            Kind::Map(entries) => {
+                for (kind, value) in entries {
+                    let kind_name = check::key(kind, &item_path)?;
+                    let spec_path = check::join(&item_path, kind_name);
+                    match kind_name {
+                        "access" => match &value.kind {
+                            Kind::Scalar { value: name, .. } if !value.is_null() => match name.as_str() {
+                                "all" => out.push(Who::Spec(AclSpec::All)),
+                                "none" => out.push(Who::Spec(AclSpec::None)),
+                                _ => out.push(Who::AccessNamed(name.clone())),
+                            },
+                            _ => out.push(Who::Access(parse_access_rule(value, &spec_path, notes)?)),
+                        },
+                        "acl" => {
+                            for v in check::list_or_single(value) {
+                                out.push(Who::Spec(acl_reference(check::string(
+                                    v,
+                                    &spec_path,
+                                    "an ACL name",
+                                )?)));
+                            }
+                        }
+                        "oauth" => {
+                            notes.warn(
+                                kind,
+                                format!("{spec_path}: Rookery has no OAuth; this entry never matches"),
+                            );
+                        }
+                        _ => out.extend(
+                            parse_spec(kind, kind_name, value, &spec_path, notes)?
+                                .into_iter()
+                                .map(Who::Spec),
+                        ),
+                    }
+                }
+            }
+            _ => {
+                return Err(check::expected(
+                    item,
+                    &item_path,
+                    "all, none, an ACL name, {access: RULE} or an ACL spec such as {user: bob@example.org}",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1220,5 +1574,210 @@ mod tests {
         assert!(!re.is_match("a.bcdxz"));
         let re = Regex::new(&glob_to_regex("[unclosed")).unwrap();
         assert!(re.is_match("[unclosed"));
+    }
+
+    fn api(text: &str) -> (Fixture, Result<ApiPermissions, Problem>) {
+        let mut f = fixture(text);
+        let root = doc(text);
+        let known = |name: &str| {
+            matches!(
+                name,
+                "register" | "unregister" | "status" | "stats_host" | "get_roster"
+            )
+        };
+        let p = match root.get("api_permissions") {
+            Some(node) => ApiPermissions::parse(node, "api_permissions", &mut f.notes, &known),
+            None => Ok(ApiPermissions::defaults(&f.access)),
+        };
+        (f, p)
+    }
+
+    fn may(
+        f: &Fixture,
+        p: &ApiPermissions,
+        from: Frontend,
+        user: Option<(&str, &str)>,
+        ip: Option<&str>,
+        command: &str,
+        tags: &[&str],
+    ) -> bool {
+        let ip = ip.map(|i| i.parse().unwrap());
+        p.allows(
+            &f.ctx(),
+            &f.access,
+            from,
+            &Subject { user, ip },
+            command,
+            tags,
+        )
+    }
+
+    #[test]
+    fn api_permissions_defaults_match_ejabberd() {
+        let admin = Some(("root", "example.org"));
+        let bob = Some(("bob", "example.org"));
+        let (f, p) = api(
+            "acl:\n  admin:\n    user: root@example.org\naccess_rules:\n  configure:\n    allow: admin\n",
+        );
+        let p = p.unwrap();
+        // rookery ctl: everything.
+        assert!(may(&f, &p, Frontend::Ctl, None, None, "unregister", &[]));
+        assert!(may(&f, &p, Frontend::Ctl, None, None, "stop", &[]));
+        // ad-hoc: the configure rule.
+        assert!(may(&f, &p, Frontend::AdHoc, admin, None, "register", &[]));
+        assert!(may(&f, &p, Frontend::AdHoc, admin, None, "announce", &[]));
+        assert!(!may(&f, &p, Frontend::AdHoc, bob, None, "register", &[]));
+        assert!(!may(&f, &p, Frontend::AdHoc, None, None, "register", &[]));
+        // With an `announce` rule, announcements follow it alone.
+        let (f, p) = api(
+            "acl:\n  admin:\n    user: root@example.org\n  staff:\n    user: bob@example.org\n\
+             access_rules:\n  configure:\n    allow: admin\n  announce:\n    allow: staff\n",
+        );
+        let p = p.unwrap();
+        assert!(may(&f, &p, Frontend::AdHoc, bob, None, "announce", &[]));
+        assert!(!may(&f, &p, Frontend::AdHoc, bob, None, "register", &[]));
+        assert!(!may(&f, &p, Frontend::AdHoc, admin, None, "announce", &[]));
+        assert!(may(&f, &p, Frontend::AdHoc, admin, None, "register", &[]));
+    }
+
+    #[test]
+    fn api_permissions_from_who_what() {
+        let (f, p) = api(
+            "acl:\n  admin:\n    user: root@example.org\n  loopback:\n    ip: 127.0.0.0/8\n\
+             access_rules:\n  configure:\n    allow: admin\n\
+             api_permissions:\n\
+             \x20 console:\n    from: ejabberd_ctl\n    who: all\n    what: [\"*\", \"!unregister\", \"!start\"]\n\
+             \x20 admins:\n    from: [mod_adhoc, mod_http_api]\n    who:\n      access: configure\n    what: \"*\"\n\
+             \x20 inline:\n    who:\n      - user: bob@example.org\n      - ip: 10.0.0.0/8\n    what: [\"[tag:roster]\", status]\n\
+             \x20 rule:\n    from: adhoc\n    who:\n      access:\n        - deny: admin\n        - allow: all\n    what: stats_host\n\
+             \x20 named_acl:\n    from: adhoc\n    who: loopback\n    what: register\n",
+        );
+        let p = p.unwrap();
+        let admin = Some(("root", "example.org"));
+        let bob = Some(("bob", "example.org"));
+        let eve = Some(("eve", "example.org"));
+        // console: "*" minus the negations.
+        assert!(may(&f, &p, Frontend::Ctl, None, None, "register", &[]));
+        assert!(!may(&f, &p, Frontend::Ctl, None, None, "unregister", &[]));
+        // admins: from mod_adhoc only (mod_http_api ignored with a warning).
+        assert!(may(&f, &p, Frontend::AdHoc, admin, None, "unregister", &[]));
+        assert!(!may(&f, &p, Frontend::AdHoc, eve, None, "unregister", &[]));
+        // inline: no from = every front end; who alternatives; tags.
+        assert!(may(
+            &f,
+            &p,
+            Frontend::AdHoc,
+            bob,
+            None,
+            "get_roster",
+            &["roster"]
+        ));
+        assert!(may(
+            &f,
+            &p,
+            Frontend::AdHoc,
+            eve,
+            Some("10.1.2.3"),
+            "status",
+            &[]
+        ));
+        assert!(!may(
+            &f,
+            &p,
+            Frontend::AdHoc,
+            eve,
+            Some("11.1.2.3"),
+            "status",
+            &[]
+        ));
+        assert!(!may(
+            &f,
+            &p,
+            Frontend::AdHoc,
+            bob,
+            None,
+            "register",
+            &["accounts"]
+        ));
+        // rule: an inline access rule, first match wins.
+        assert!(may(&f, &p, Frontend::AdHoc, eve, None, "stats_host", &[]));
+        assert!(may(&f, &p, Frontend::AdHoc, admin, None, "stats_host", &[]));
+        // named_acl: a bare ACL name.
+        assert!(may(
+            &f,
+            &p,
+            Frontend::AdHoc,
+            eve,
+            Some("127.0.0.1"),
+            "register",
+            &[]
+        ));
+        assert!(!may(
+            &f,
+            &p,
+            Frontend::AdHoc,
+            eve,
+            Some("10.0.0.1"),
+            "register",
+            &[]
+        ));
+        let warnings: Vec<&String> = f.notes.warnings.iter().map(|(_, w)| w).collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("no `mod_http_api` front end")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("no command `start`")),
+            "{warnings:?}"
+        );
+        assert!(p.ctl_has_group());
+    }
+
+    #[test]
+    fn api_permissions_errors_have_lines() {
+        for (text, line, needle) in [
+            (
+                "api_permissions:\n  g:\n    from: telnet\n    who: all\n    what: \"*\"\n",
+                3,
+                "unknown front end `telnet`",
+            ),
+            (
+                "api_permissions:\n  g:\n    who: all\n",
+                2,
+                "missing `what:`",
+            ),
+            (
+                "api_permissions:\n  g:\n    what: \"*\"\n",
+                2,
+                "missing `who:`",
+            ),
+            (
+                "api_permissions:\n  g:\n    who: all\n    what: \"*\"\n    when: now\n",
+                5,
+                "unknown key",
+            ),
+            (
+                "api_permissions:\n  g:\n    who:\n      colour: red\n    what: \"*\"\n",
+                4,
+                "unknown ACL spec `colour`",
+            ),
+            (
+                "api_permissions:\n  g:\n    who: all\n    what: \"re gister\"\n",
+                4,
+                "api_permissions.g.what",
+            ),
+            (
+                "api_permissions:\n  g:\n    who:\n      ip: 10.0.0.0/99\n    what: \"*\"\n",
+                4,
+                "expected an IP address",
+            ),
+        ] {
+            let (_, p) = api(text);
+            let e = p.expect_err(text);
+            assert_eq!(e.line, line, "{text}: {e:?}");
+            assert!(e.message.contains(needle), "{text}: {e:?}");
+        }
     }
 }

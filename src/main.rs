@@ -127,6 +127,18 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         Some((c, r)) => (c.clone(), r.to_vec()),
         None => ("help".to_string(), Vec::new()),
     };
+    // api_permissions (from: ejabberd_ctl), as the configuration file says;
+    // the running server checks its own configuration again.
+    let asks_help = command == "help"
+        || matches!(command.as_str(), "--help" | "-h")
+        || matches!(rest.as_slice(), [f] if f == "--help" || f == "-h");
+    if !asks_help
+        && ctl::commands::find(&command).is_some()
+        && !config.api_allows(acl::Frontend::Ctl, None, None, &command)
+    {
+        eprintln!("{}", ctl::socket::api_refusal(&command));
+        return ExitCode::from(1);
+    }
     if let Some(out) = ctl::run_local(&config, &command, &rest) {
         return ExitCode::from(u8::try_from(ctl::print(&out)).unwrap_or(1));
     }

@@ -720,16 +720,11 @@ impl ServerContext for Server {
             return false;
         };
         let user = Some((node.as_str(), who.domain().as_str()));
-        let config = self.config();
-        // ejabberd's rules: `announce` (mod_announce's access) for
-        // announcements when defined, `configure` for everything else. An
-        // undefined rule denies.
-        let rule = if name == "announce" && config.access_rules.is_defined("announce") {
-            "announce"
-        } else {
-            "configure"
-        };
-        config.access_allows(rule, user, None)
+        // `api_permissions`; by default (as ejabberd) the `configure` rule,
+        // and `announce` (mod_announce's access) for announcements when
+        // defined. An undefined rule denies.
+        self.config()
+            .api_allows(crate::acl::Frontend::AdHoc, user, None, name)
     }
 
     fn disco_node_items(&self, from: &FullJid, node: &str) -> Option<Vec<Element>> {
@@ -782,6 +777,12 @@ impl Control {
 }
 
 impl ServerControl for Control {
+    fn ctl_allows(&self, command: &str) -> bool {
+        self.server
+            .config()
+            .api_allows(crate::acl::Frontend::Ctl, None, None, command)
+    }
+
     fn connected_users(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .server

@@ -325,3 +325,128 @@ async fn without_mod_adhoc_the_command_list_is_an_error_not_silence() {
     let r = items(&mut c, NS_CMD).await;
     assert_eq!(r.attr("type"), Some("error"), "{r}");
 }
+
+/// `api_permissions` (ejabberd's): a configured group lets carol, who is
+/// no admin, run exactly one command (`get-online-users-num`, the ctl
+/// command `stats_host`) through ad-hoc commands; bob stays refused
+/// everything; `rookery ctl` keeps its own group minus `unregister`.
+#[tokio::test]
+async fn api_permissions_groups_decide_per_front_end_and_command() {
+    let server = Server::start_with_yaml_edit(Config::default(), |y| {
+        let y = y.replace(
+            "modules:\n",
+            "modules:\n  mod_adhoc: {}\n  mod_configure: {}\n",
+        );
+        format!(
+            "{y}acl:\n  admin:\n    user:\n      - alice@localhost\n\
+             access_rules:\n  configure:\n    allow: admin\n\
+             api_permissions:\n\
+             \x20 \"console commands\":\n\
+             \x20   from: ejabberd_ctl\n\
+             \x20   who: all\n\
+             \x20   what: [\"*\", \"!unregister\"]\n\
+             \x20 \"admin access\":\n\
+             \x20   from: [mod_adhoc]\n\
+             \x20   who:\n\
+             \x20     access: configure\n\
+             \x20   what: \"*\"\n\
+             \x20 \"carol counts users\":\n\
+             \x20   from: mod_adhoc\n\
+             \x20   who:\n\
+             \x20     user: carol@localhost\n\
+             \x20   what: stats_host\n"
+        )
+    });
+    for (u, p) in [
+        ("alice", "secret"),
+        ("bob", "hunter2"),
+        ("carol", "carolpw"),
+    ] {
+        server.register(u, "localhost", p);
+    }
+
+    let mut carol = Client::login(&server, "carol", "carolpw", Some("c")).await;
+    let r = items(&mut carol, NS_CMD).await;
+    let nodes: Vec<String> = r
+        .child("query")
+        .unwrap()
+        .children_named("item")
+        .filter_map(|i| i.attr("node").map(str::to_string))
+        .collect();
+    assert!(
+        nodes.contains(&format!("{ADMIN}#get-online-users-num")),
+        "{nodes:?}"
+    );
+    assert!(!nodes.contains(&format!("{ADMIN}#add-user")), "{nodes:?}");
+    let r = command(&mut carol, "get-online-users-num", "", &submit(&[])).await;
+    let cmd = completed(&r);
+    assert!(cmd.to_string().contains("onlineusersnum"), "{r}");
+    let r = command(
+        &mut carol,
+        "add-user",
+        "",
+        &submit(&[
+            field("accountjid", &["mallory@localhost"]),
+            field("password", &["x"]),
+        ]),
+    )
+    .await;
+    assert_eq!(error_condition(&r).0, "forbidden");
+
+    let mut bob = Client::login(&server, "bob", "hunter2", Some("b")).await;
+    let r = command(&mut bob, "get-online-users-num", "", &submit(&[])).await;
+    assert_eq!(error_condition(&r).0, "forbidden");
+    let r = command(
+        &mut bob,
+        "delete-user",
+        "",
+        &submit(&[field("accountjids", &["carol@localhost"])]),
+    )
+    .await;
+    assert_eq!(error_condition(&r).0, "forbidden");
+    assert_eq!(server.ctl(&["check_account", "carol", "localhost"]).0, 0);
+
+    // The admin group still works for alice.
+    let mut alice = Client::login(&server, "alice", "secret", Some("a")).await;
+    let r = command(
+        &mut alice,
+        "add-user",
+        "",
+        &submit(&[
+            field("accountjid", &["dave@localhost"]),
+            field("password", &["davepw"]),
+        ]),
+    )
+    .await;
+    completed(&r);
+    assert!(can_login(&server, "dave", "davepw").await);
+
+    // rookery ctl: everything but unregister.
+    let (code, _, err) = server.ctl(&["unregister", "dave", "localhost"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("api_permissions"), "{err}");
+    assert_eq!(server.ctl(&["check_account", "dave", "localhost"]).0, 0);
+    server.ctl_ok(&["change_password", "dave", "localhost", "newpw"]);
+    assert!(server.ctl_ok(&["help"]).contains("unregister"));
+
+    // A mistake in the group is a configuration error with file and line;
+    // the running server keeps its configuration.
+    let yaml = std::fs::read_to_string(server.config_path()).unwrap();
+    let bad = yaml.replace("from: ejabberd_ctl", "from: telnet");
+    let line = bad.lines().position(|l| l.contains("telnet")).unwrap() + 1;
+    std::fs::write(server.config_path(), &bad).unwrap();
+    let (code, _, err) = server.ctl(&["reload_config"]);
+    assert_eq!(code, 1, "{err}");
+    let file = server
+        .config_path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        err.contains(&format!("{file}:{line}")) && err.contains("unknown front end `telnet`"),
+        "{err}"
+    );
+    let r = command(&mut carol, "get-online-users-num", "", &submit(&[])).await;
+    completed(&r);
+}

@@ -40,10 +40,17 @@ impl std::fmt::Debug for ScramSecret {
 }
 
 /// The credentials of one account: a SCRAM secret per supported hash.
+///
+/// `sha256` is `None` only for accounts imported with SCRAM-SHA-1 secrets
+/// alone (Prosody's XEP-0227 export): without the password no SHA-256
+/// secret can be made. Such an account logs in with SCRAM-SHA-1 or PLAIN;
+/// its first PLAIN login (password known) or password change replaces the
+/// credentials with full ones ([`StoredCredentials::needs_upgrade`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredCredentials {
     pub sha1: ScramSecret,
-    pub sha256: ScramSecret,
+    #[serde(default)]
+    pub sha256: Option<ScramSecret>,
 }
 
 /// Why credentials could not be made from a password.
@@ -159,22 +166,44 @@ impl StoredCredentials {
         let iterations = iterations.max(DEFAULT_ITERATIONS);
         Ok(StoredCredentials {
             sha1: ScramSecret::derive(ScramHash::Sha1, &prepared, random_salt(), iterations),
-            sha256: ScramSecret::derive(ScramHash::Sha256, &prepared, random_salt(), iterations),
+            sha256: Some(ScramSecret::derive(
+                ScramHash::Sha256,
+                &prepared,
+                random_salt(),
+                iterations,
+            )),
         })
     }
 
-    /// The secret for one hash.
-    pub fn secret(&self, hash: ScramHash) -> &ScramSecret {
+    /// Credentials from a SCRAM-SHA-1 secret alone (an import without the
+    /// password); see the type's documentation.
+    pub fn sha1_only(sha1: ScramSecret) -> Self {
+        StoredCredentials { sha1, sha256: None }
+    }
+
+    /// Whether these are SCRAM-SHA-1-only credentials that should be
+    /// replaced by full ones as soon as the password is known.
+    pub fn needs_upgrade(&self) -> bool {
+        self.sha256.is_none()
+    }
+
+    /// The secret for one hash, if the account has one.
+    pub fn secret(&self, hash: ScramHash) -> Option<&ScramSecret> {
         match hash {
-            ScramHash::Sha1 => &self.sha1,
-            ScramHash::Sha256 => &self.sha256,
+            ScramHash::Sha1 => Some(&self.sha1),
+            ScramHash::Sha256 => self.sha256.as_ref(),
         }
     }
 
-    /// Verify a cleartext password (PLAIN, `check_password`) in constant time.
+    /// Verify a cleartext password (PLAIN, `check_password`) in constant
+    /// time, against the SHA-256 secret (the SHA-1 one when that is all the
+    /// account has).
     pub fn verify_password(&self, password: &str) -> bool {
         match prepare_password(password) {
-            Ok(prepared) => self.sha256.matches(ScramHash::Sha256, &prepared),
+            Ok(prepared) => match &self.sha256 {
+                Some(s) => s.matches(ScramHash::Sha256, &prepared),
+                None => self.sha1.matches(ScramHash::Sha1, &prepared),
+            },
             Err(_) => false,
         }
     }
@@ -207,6 +236,25 @@ mod tests {
         assert!(c.verify_password("secret"));
         assert!(!c.verify_password("Secret"));
         assert!(!format!("{c:?}").contains(&format!("{:?}", c.sha1.stored_key)));
+    }
+
+    #[test]
+    fn sha1_only_credentials_verify_and_read_old_records() {
+        let full = StoredCredentials::derive("secret", 4096).unwrap();
+        let c = StoredCredentials::sha1_only(full.sha1.clone());
+        assert!(c.needs_upgrade() && !full.needs_upgrade());
+        assert!(c.verify_password("secret"));
+        assert!(!c.verify_password("other"));
+        assert!(c.secret(ScramHash::Sha256).is_none());
+        // Records written before `sha256` became optional still load, and
+        // SHA-1-only records survive a round trip.
+        let json = serde_json::to_string(&full).unwrap();
+        assert_eq!(
+            serde_json::from_str::<StoredCredentials>(&json).unwrap(),
+            full
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<StoredCredentials>(&json).unwrap(), c);
     }
 
     #[test]

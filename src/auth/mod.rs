@@ -27,6 +27,11 @@ pub trait CredentialStore: Send + Sync {
     /// The credentials of `username` (an already normalised localpart), or
     /// `None` if there is no such account.
     fn credentials(&self, username: &str) -> Option<credentials::StoredCredentials>;
+
+    /// Replace SCRAM-SHA-1-only credentials of `username` by `full` ones
+    /// (made from the password of a successful PLAIN login). Implementations
+    /// replace only credentials that still need it.
+    fn upgrade(&self, _username: &str, _full: &credentials::StoredCredentials) {}
 }
 
 /// The channel-binding data of the TLS connection, when available.
@@ -79,6 +84,10 @@ pub struct SaslContext {
     pub bindings: ChannelBindings,
     /// Where credentials are looked up.
     pub store: Arc<dyn CredentialStore>,
+    /// Whether SCRAM-SHA-256(-PLUS) is offered (`auth_scram_hash: sha`
+    /// turns it off, e.g. while accounts imported from Prosody still have
+    /// SCRAM-SHA-1 secrets only).
+    pub sha256: bool,
 }
 
 /// A server mechanism: the sasl crate's trait plus the XMPP failure condition for an error it returned.
@@ -212,10 +221,14 @@ const PLAIN: &str = "PLAIN";
 pub fn offered_mechanisms(ctx: &SaslContext) -> Vec<&'static str> {
     let mut out = Vec::with_capacity(5);
     if ctx.bindings.any() {
-        out.push(SCRAM_SHA_256_PLUS);
+        if ctx.sha256 {
+            out.push(SCRAM_SHA_256_PLUS);
+        }
         out.push(SCRAM_SHA_1_PLUS);
     }
-    out.push(SCRAM_SHA_256);
+    if ctx.sha256 {
+        out.push(SCRAM_SHA_256);
+    }
     out.push(SCRAM_SHA_1);
     if ctx.tls {
         out.push(PLAIN);
@@ -242,7 +255,7 @@ pub fn new_mechanism(name: &str, ctx: &SaslContext) -> Option<Box<dyn ServerMech
     use credentials::ScramHash;
     let plus = ctx.bindings.any();
     let mech: Box<dyn ServerMechanism> = match name {
-        SCRAM_SHA_256_PLUS if plus => Box::new(scram::ScramMechanism::new(
+        SCRAM_SHA_256_PLUS if plus && ctx.sha256 => Box::new(scram::ScramMechanism::new(
             ScramHash::Sha256,
             true,
             ctx.clone(),
@@ -252,7 +265,7 @@ pub fn new_mechanism(name: &str, ctx: &SaslContext) -> Option<Box<dyn ServerMech
             true,
             ctx.clone(),
         )),
-        SCRAM_SHA_256 => Box::new(scram::ScramMechanism::new(
+        SCRAM_SHA_256 if ctx.sha256 => Box::new(scram::ScramMechanism::new(
             ScramHash::Sha256,
             false,
             ctx.clone(),
@@ -340,7 +353,7 @@ pub(crate) fn wipe(buf: &mut [u8]) {
 
 /// Overwrite the key material of credentials fetched from the store.
 pub(crate) fn wipe_credentials(creds: &mut credentials::StoredCredentials) {
-    for secret in [&mut creds.sha1, &mut creds.sha256] {
+    for secret in std::iter::once(&mut creds.sha1).chain(creds.sha256.as_mut()) {
         wipe(&mut secret.stored_key);
         wipe(&mut secret.server_key);
     }
@@ -382,6 +395,7 @@ pub(crate) mod test_util {
             tls,
             bindings,
             store: store(),
+            sha256: true,
         }
     }
 
@@ -458,6 +472,19 @@ mod tests {
             let mech = new_mechanism(name, &full).unwrap();
             assert_eq!(mech.name(), name);
         }
+
+        // auth_scram_hash: sha
+        let sha1 = SaslContext {
+            sha256: false,
+            ..ctx(true, full_bindings())
+        };
+        assert_eq!(
+            offered_mechanisms(&sha1),
+            ["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1", "PLAIN"]
+        );
+        assert!(new_mechanism("SCRAM-SHA-256", &sha1).is_none());
+        assert!(new_mechanism("SCRAM-SHA-256-PLUS", &sha1).is_none());
+        assert!(new_mechanism("SCRAM-SHA-1-PLUS", &sha1).is_some());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! against the stored SCRAM-SHA-256 secret in constant time. An unknown user
 //! costs the same key derivation as a known one. A non-empty authzid must
 //! name the authenticating user (`user@domain` or `user`), otherwise the
-//! exchange fails with `invalid-authzid`.
+//! exchange fails with `invalid-authzid`. An account imported with
+//! SCRAM-SHA-1 secrets only is checked against those, and on success gets
+//! full credentials made from the password ([`super::CredentialStore::upgrade`]).
 
 use std::sync::OnceLock;
 
@@ -39,7 +41,7 @@ fn dummy_credentials() -> &'static StoredCredentials {
         };
         StoredCredentials {
             sha1: secret(20),
-            sha256: secret(32),
+            sha256: Some(secret(32)),
         }
     })
 }
@@ -109,6 +111,16 @@ impl PlainMechanism {
         let verified = match stored {
             Some(mut creds) => {
                 let ok = creds.verify_password(msg.password);
+                if let (true, true, Some(user)) = (ok, creds.needs_upgrade(), &localpart) {
+                    // Imported with SCRAM-SHA-1 secrets only: now that the
+                    // password is known, make full credentials.
+                    if let Ok(mut full) =
+                        StoredCredentials::derive(msg.password, creds.sha1.iterations)
+                    {
+                        self.ctx.store.upgrade(user, &full);
+                        wipe_credentials(&mut full);
+                    }
+                }
                 wipe_credentials(&mut creds);
                 ok
             }

@@ -343,9 +343,24 @@ impl ScramMechanism {
         let identity = localpart.unwrap_or(first.username);
         let (secret, known) = match stored {
             Some(mut creds) => {
-                let secret = creds.secret(self.hash).clone();
+                let secret = creds.secret(self.hash).cloned();
                 wipe_credentials(&mut creds);
-                (secret, true)
+                match secret {
+                    Some(secret) => (secret, true),
+                    None => {
+                        // An account imported with SCRAM-SHA-1 secrets only
+                        // (Prosody): go on as for an unknown user, so the
+                        // client learns nothing, and fail at the end.
+                        tracing::info!(
+                            "{} for {identity}@{} refused: the account has only SCRAM-SHA-1 \
+                             credentials (imported); it gets SCRAM-SHA-256 ones at its next \
+                             PLAIN login over TLS or password change",
+                            self.name,
+                            self.ctx.domain
+                        );
+                        (fake_secret(self.hash, &identity), false)
+                    }
+                }
             }
             None => (fake_secret(self.hash, &identity), false),
         };
@@ -577,7 +592,7 @@ mod tests {
         let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
         let creds = StoredCredentials {
             sha1: ScramSecret::derive(ScramHash::Sha1, "pencil", salt.clone(), 4096),
-            sha256: ScramSecret::derive(ScramHash::Sha256, "pencil", salt, 4096),
+            sha256: Some(ScramSecret::derive(ScramHash::Sha256, "pencil", salt, 4096)),
         };
         let mut users = HashMap::new();
         users.insert("user".to_owned(), creds);
@@ -587,6 +602,7 @@ mod tests {
             tls: false,
             bindings: ChannelBindings::default(),
             store,
+            sha256: true,
         };
         let mut m = ScramMechanism::new(ScramHash::Sha256, false, c)
             .with_server_nonce("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");

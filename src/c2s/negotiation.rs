@@ -64,6 +64,25 @@ impl CredentialStore for HostCredentials {
             .ok()
             .flatten()
     }
+
+    fn upgrade(&self, username: &str, full: &auth::credentials::StoredCredentials) {
+        let current = self.credentials(username);
+        if !current.as_ref().is_some_and(|c| c.needs_upgrade()) {
+            return;
+        }
+        match self
+            .server
+            .storage
+            .set_credentials(&self.host, username, full)
+        {
+            Ok(_) => tracing::info!(
+                "{username}@{}: SCRAM-SHA-1-only credentials replaced by SCRAM-SHA-1 and \
+                 SCRAM-SHA-256 ones at a PLAIN login",
+                self.host
+            ),
+            Err(e) => tracing::warn!("{username}@{}: credential upgrade failed: {e}", self.host),
+        }
+    }
 }
 
 /// How the negotiation ended early.
@@ -318,6 +337,7 @@ impl Negotiation {
                 server: self.server.clone(),
                 host,
             }),
+            sha256: self.server.config().scram_sha256,
         }
     }
 

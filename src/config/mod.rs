@@ -144,6 +144,8 @@ pub struct Config {
     pub auth_password_format: PasswordFormat,
     /// PBKDF2 iterations for new SCRAM secrets (`auth_scram_iterations`).
     pub scram_iterations: u32,
+    /// Whether SCRAM-SHA-256 is offered: `false` with `auth_scram_hash: sha`.
+    pub scram_sha256: bool,
     /// `registration_timeout`: minimum time between two in-band
     /// registrations from one IP address (`None` = `infinity`, no limit).
     pub registration_timeout: Option<std::time::Duration>,
@@ -155,6 +157,8 @@ pub struct Config {
     pub shapers: HashMap<String, Shaper>,
     /// Named shaper rules.
     pub shaper_rules: ShaperRules,
+    /// `api_permissions`: who may run which command from which front end.
+    pub api_permissions: acl::ApiPermissions,
     /// Every `modules:` entry in file order, with its options (`Null` if none).
     pub modules: Vec<(String, serde_yaml_ng::Value)>,
     /// Directory of the database, generated certificates and control socket.
@@ -182,6 +186,7 @@ pub struct Config {
 const SUPPORTED_OPTIONS: &[&str] = &[
     "access_rules",
     "acl",
+    "api_permissions",
     "append_host_config",
     "auth_method",
     "auth_password_format",
@@ -210,7 +215,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "allow_contrib_modules",
     "allow_multiple_connections",
     "anonymous_protocol",
-    "api_permissions",
     "auth_cache_life_time",
     "auth_cache_missed",
     "auth_cache_size",
@@ -436,6 +440,25 @@ impl Config {
             acls: &self.acl,
             hosts: &self.hosts,
         }
+    }
+
+    /// Whether `api_permissions` lets `command` run from `frontend` for this
+    /// user and/or address (see [`acl::ApiPermissions`]).
+    pub fn api_allows(
+        &self,
+        frontend: acl::Frontend,
+        user: Option<(&str, &str)>,
+        ip: Option<IpAddr>,
+        command: &str,
+    ) -> bool {
+        self.api_permissions.allows(
+            &self.rule_context(),
+            &self.access_rules,
+            frontend,
+            &Subject { user, ip },
+            command,
+            crate::ctl::commands::tags(command),
+        )
     }
 
     /// True when the access rule allows this user and/or address. Built-in
@@ -726,9 +749,11 @@ fn build(
         },
     };
 
+    let mut scram_sha256 = true;
     if let Some(node) = option("auth_scram_hash") {
         match check::string(node, "auth_scram_hash", "sha, sha256 or sha512")? {
-            "sha" | "sha256" => {}
+            "sha" => scram_sha256 = false,
+            "sha256" => {}
             "sha512" => notes.warn(
                 node,
                 "auth_scram_hash: sha512 is not supported; Rookery stores SCRAM-SHA-1 and SCRAM-SHA-256 secrets",
@@ -849,6 +874,33 @@ fn build(
         shaper_rules.insert(&name, rule);
     }
 
+    let api_permissions = match option("api_permissions") {
+        Some(node) => {
+            let p = acl::ApiPermissions::parse(node, "api_permissions", notes, &|name| {
+                crate::ctl::commands::find(name).is_some() || name == "announce"
+            })?;
+            for (group, rule) in p.referenced_rules() {
+                if !access_rules.is_defined(rule) {
+                    notes.warn(
+                        node,
+                        format!(
+                            "api_permissions.{group}: access rule `{rule}` is not defined and allows nobody"
+                        ),
+                    );
+                }
+            }
+            if !p.ctl_has_group() {
+                notes.warn(
+                    node,
+                    "api_permissions: no group has `from: ejabberd_ctl` (or no `from:`): \
+                     `rookery ctl` will be refused every command",
+                );
+            }
+            p
+        }
+        None => acl::ApiPermissions::defaults(&access_rules),
+    };
+
     let (modules, module_lines) = match option("modules") {
         Some(node) => parse_modules(node)?,
         None => (Vec::new(), Vec::new()),
@@ -897,11 +949,13 @@ fn build(
         listen: listeners,
         auth_password_format,
         scram_iterations,
+        scram_sha256,
         registration_timeout,
         acl: acls,
         access_rules,
         shapers,
         shaper_rules,
+        api_permissions,
         modules,
         data_dir,
         ctl_socket,

@@ -375,7 +375,8 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
         "ejabberd.yml:62: listen[6]: listener module `mod_mqtt` on port 1883",
         "access rule `c2s` refers to ACL `blocked`, which is not defined",
         "access rule `announce` refers to ACL `admin`",
-        "ejabberd.yml:94: `api_permissions`: ejabberd option not supported by Rookery; ignored",
+        "ejabberd.yml:106: api_permissions.admin access.who.oauth: Rookery has no OAuth; this entry never matches",
+        "ejabberd.yml:115: api_permissions.admin access.what[2]: no command `start` in Rookery",
         "shaper rule `c2s_shaper` refers to ACL `admin`",
     ];
     for e in expect {

@@ -297,6 +297,31 @@ pub fn find(name: &str) -> Option<&'static CommandSpec> {
     COMMANDS.iter().find(|c| c.name == name)
 }
 
+/// The tags of a command, as ejabberd groups its commands, for
+/// `api_permissions` (`what: "[tag:roster]"`).
+pub fn tags(name: &str) -> &'static [&'static str] {
+    match name {
+        "register" | "unregister" | "change_password" | "check_account" | "check_password"
+        | "registered_users" => &["accounts"],
+        "connected_users"
+        | "connected_users_number"
+        | "connected_users_info"
+        | "user_sessions_info"
+        | "kick_session"
+        | "kick_user" => &["session"],
+        "send_message" | "send_stanza" | "announce" => &["stanza"],
+        "add_rosteritem" | "delete_rosteritem" | "get_roster" => &["roster"],
+        "get_offline_count" | "delete_old_messages" => &["offline", "purge"],
+        "incoming_s2s_number" | "outgoing_s2s_number" | "s2s_connections" => &["s2s"],
+        "status" | "stop" | "reload_config" | "registered_vhosts" | "check" | "cert_import" => {
+            &["server"]
+        }
+        "stats" | "stats_host" => &["statistics"],
+        "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],
+        _ => &[],
+    }
+}
+
 /// One session, for `connected_users_info` and `user_sessions_info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -325,6 +350,11 @@ pub trait ServerControl: Send + Sync {
     }
     /// End every session of `user@host`; returns how many were ended.
     fn kick_user(&self, user: &str, host: &str, reason: &str) -> usize;
+    /// Whether the running configuration's `api_permissions` lets the
+    /// control socket (`rookery ctl`) run `command`.
+    fn ctl_allows(&self, _command: &str) -> bool {
+        true
+    }
     /// End one session; whether it existed.
     fn kick_session(&self, _user: &str, _host: &str, _resource: &str, _reason: &str) -> bool {
         false
@@ -1165,9 +1195,14 @@ pub(crate) mod tests {
         pub sessions: Mutex<Vec<String>>,
         pub kicked: Mutex<Vec<(String, String, String)>>,
         pub stopped: AtomicBool,
+        /// Commands `ctl_allows` refuses (api_permissions).
+        pub refused: Mutex<Vec<String>>,
     }
 
     impl ServerControl for FakeServer {
+        fn ctl_allows(&self, command: &str) -> bool {
+            !self.refused.lock().unwrap().iter().any(|c| c == command)
+        }
         fn connected_users(&self) -> Vec<String> {
             self.sessions.lock().unwrap().clone()
         }

@@ -1,22 +1,32 @@
 //! XEP-0227 portable import/export (`export_piefxis DIR`,
-//! `import_piefxis FILE`), for what Rookery stores: accounts (SCRAM
-//! credentials, or a plaintext `password` turned into SCRAM on import),
-//! rosters and offline messages.
+//! `import_piefxis FILE`), for what Rookery stores: accounts, rosters with
+//! pending subscription requests, offline messages, vCards (`mod_vcard`)
+//! and private XML storage (`mod_private`).
 //!
-//! Export writes `DIR/<host>.xml` per host, with both SCRAM secrets
-//! (`urn:xmpp:pie:0#scram`, SCRAM-SHA-1 and SCRAM-SHA-256). Import reads
-//! accounts with a plaintext password (as ejabberd exports them with its
-//! default `auth_password_format: plain`) or with both SCRAM secrets (as
-//! Rookery exports them). Accounts that carry only a SCRAM-SHA-1 secret
-//! (Prosody's export) cannot be imported yet: Rookery keeps a SHA-256 secret
-//! for every account, which cannot be computed without the password; they
-//! are reported and skipped. Existing accounts are skipped too (never
-//! overwritten).
-
-use std::path::Path;
+//! Export writes `DIR/<host>.xml` per host, with the SCRAM secrets
+//! (`urn:xmpp:pie:0#scram`: SCRAM-SHA-1, and SCRAM-SHA-256 when the account
+//! has one). Import reads what ejabberd (`ejabberdctl export_piefxis`) and
+//! Prosody (`prosody-migrator` to its `xep0227` store) write:
+//!
+//! - credentials: a plaintext `password` (ejabberd's default
+//!   `auth_password_format: plain`) becomes SCRAM-SHA-1 and SCRAM-SHA-256
+//!   secrets; SCRAM-SHA-1 and SCRAM-SHA-256 secrets are kept; a SCRAM-SHA-1
+//!   secret alone (Prosody; ejabberd with `auth_password_format: scram`) is
+//!   kept as such: the account logs in with SCRAM-SHA-1 or PLAIN and gets
+//!   full credentials at its first PLAIN login or password change
+//!   ([`StoredCredentials::sha1_only`]). ejabberd 23.01 base64-encodes its
+//!   SCRAM values twice; keys of the wrong length are decoded once more.
+//! - `<xi:include href='...'/>` (ejabberd's top file names one file per
+//!   host), read from the including file's directory.
+//! - `<presence type='subscribe'/>` children of `<user>`: pending inbound
+//!   subscription requests.
+//!
+//! Existing accounts are skipped (never overwritten) and reported.
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use xep_support::element::Element;
+use xep_support::ns;
 
 use super::commands::{CtlEnv, CtlOutput};
 use crate::auth::credentials::{ScramSecret, StoredCredentials};
@@ -25,6 +35,13 @@ use crate::storage::{RosterItem, Subscription};
 const NS_PIE: &str = "urn:xmpp:pie:0";
 const NS_SCRAM: &str = "urn:xmpp:pie:0#scram";
 const NS_ROSTER: &str = "jabber:iq:roster";
+const NS_XINCLUDE: &str = "http://www.w3.org/2001/XInclude";
+/// Where `mod_vcard` keeps an account's vCard (module, key).
+const VCARD_STORE: (&str, &str) = ("mod_vcard", "vcard");
+/// `mod_private`'s key/value space (one key per namespace).
+const PRIVATE_STORE: &str = xep_support::private::MODULE;
+/// How many `xi:include`s one import follows.
+const MAX_INCLUDES: usize = 1000;
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -44,6 +61,72 @@ fn fail(e: impl std::fmt::Display) -> CtlOutput {
     CtlOutput::failed(format!("Error: {e}"))
 }
 
+/// A stored XML value parsed back, if it is one.
+fn stored_xml(bytes: &[u8]) -> Option<Element> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(crate::storage::stanza_codec::parse_stanza)
+}
+
+/// The `<user>` element of one account.
+fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, String> {
+    let st = &env.storage;
+    let e = |e: crate::storage::StorageError| e.to_string();
+    let mut u = Element::new("user", NS_PIE).with_attr("name", user);
+    match st.get_credentials(host, user).map_err(e)? {
+        Some(c) => {
+            u = u.with_child(scram_element("SCRAM-SHA-1", &c.sha1));
+            if let Some(sha256) = &c.sha256 {
+                u = u.with_child(scram_element("SCRAM-SHA-256", sha256));
+            }
+        }
+        None => return Ok(None),
+    }
+    let roster = st.roster_get(host, user).map_err(e)?;
+    if !roster.is_empty() {
+        let mut q = Element::new("query", NS_ROSTER);
+        for item in roster {
+            q = q.with_child(crate::im::subscription::roster_item_xml(&item));
+        }
+        u = u.with_child(q);
+    }
+    for (from, xml) in st.pending_subscriptions(host, user).map_err(e)? {
+        let mut p = stored_xml(xml.as_bytes()).unwrap_or_else(|| Element::new("presence", ""));
+        p.ns = ns::CLIENT.to_string();
+        p.set_attr("from", from);
+        p.set_attr("to", format!("{user}@{host}"));
+        p.set_attr("type", "subscribe");
+        u = u.with_child(p);
+    }
+    let offline = st.offline_peek(host, user, usize::MAX).map_err(e)?;
+    if !offline.is_empty() {
+        let mut o = Element::new("offline-messages", NS_PIE);
+        for (_, xml) in offline {
+            if let Some(m) = stored_xml(xml.as_bytes()) {
+                o = o.with_child(m);
+            }
+        }
+        u = u.with_child(o);
+    }
+    if let Some(v) = st
+        .module_get(host, user, VCARD_STORE.0, VCARD_STORE.1)
+        .map_err(e)?
+        .and_then(|b| stored_xml(&b))
+    {
+        u = u.with_child(v);
+    }
+    let private = st.module_scan(host, user, PRIVATE_STORE, "").map_err(e)?;
+    let fragments: Vec<Element> = private.iter().filter_map(|(_, b)| stored_xml(b)).collect();
+    if !fragments.is_empty() {
+        let mut q = Element::new("query", ns::PRIVATE);
+        for f in fragments {
+            q = q.with_child(f);
+        }
+        u = u.with_child(q);
+    }
+    Ok(Some(u))
+}
+
 /// `export_piefxis DIR`.
 pub fn export(env: &CtlEnv, dir: &str) -> CtlOutput {
     let dir = Path::new(dir);
@@ -58,41 +141,11 @@ pub fn export(env: &CtlEnv, dir: &str) -> CtlOutput {
             Err(e) => return fail(e),
         };
         for user in &users {
-            let mut u = Element::new("user", NS_PIE).with_attr("name", user.clone());
-            match env.storage.get_credentials(&host, user) {
-                Ok(Some(c)) => {
-                    u = u
-                        .with_child(scram_element("SCRAM-SHA-1", &c.sha1))
-                        .with_child(scram_element("SCRAM-SHA-256", &c.sha256));
-                }
-                Ok(None) => continue,
+            match export_user(env, &host, user) {
+                Ok(Some(u)) => h = h.with_child(u),
+                Ok(None) => {}
                 Err(e) => return fail(e),
             }
-            let roster = match env.storage.roster_get(&host, user) {
-                Ok(r) => r,
-                Err(e) => return fail(e),
-            };
-            if !roster.is_empty() {
-                let mut q = Element::new("query", NS_ROSTER);
-                for item in roster {
-                    q = q.with_child(crate::im::subscription::roster_item_xml(&item));
-                }
-                u = u.with_child(q);
-            }
-            let offline = match env.storage.offline_peek(&host, user, usize::MAX) {
-                Ok(o) => o,
-                Err(e) => return fail(e),
-            };
-            if !offline.is_empty() {
-                let mut o = Element::new("offline-messages", NS_PIE);
-                for (_, xml) in offline {
-                    if let Some(m) = crate::storage::stanza_codec::parse_stanza(&xml) {
-                        o = o.with_child(m);
-                    }
-                }
-                u = u.with_child(o);
-            }
-            h = h.with_child(u);
         }
         let doc = Element::new("server-data", NS_PIE).with_child(h);
         let path = dir.join(format!("{host}.xml"));
@@ -125,19 +178,41 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn scram_from(el: &Element) -> Option<ScramSecret> {
-    let text = |name: &str| {
-        el.child(name, NS_SCRAM)
-            .map(|c| c.text().trim().to_string())
-    };
-    let dec = |name: &str| {
-        text(name).and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
-    };
+/// One SCRAM value: base64, or (ejabberd 23.01) base64 of base64. A key
+/// must be as long as the hash (`key_len`); `None` for a salt, which is
+/// decoded twice exactly when the keys of its element were.
+fn decode_scram_value(text: &str, key_len: Option<usize>, twice: bool) -> Option<(Vec<u8>, bool)> {
+    let dec = |t: &[u8]| base64::engine::general_purpose::STANDARD.decode(t).ok();
+    let once = dec(text.trim().as_bytes())?;
+    match key_len {
+        Some(len) if once.len() == len => Some((once, false)),
+        Some(len) => {
+            let again = dec(&once)?;
+            (again.len() == len).then_some((again, true))
+        }
+        None if twice => Some((dec(&once)?, true)),
+        None => Some((once, false)),
+    }
+}
+
+/// The secret of one `<scram-credentials/>`; `key_len` is the hash's length.
+fn scram_from(el: &Element, key_len: usize) -> Option<ScramSecret> {
+    let text = |name: &str| el.child(name, NS_SCRAM).map(|c| c.text());
+    let (server_key, twice) = decode_scram_value(&text("server-key")?, Some(key_len), false)?;
+    let (stored_key, twice2) = decode_scram_value(&text("stored-key")?, Some(key_len), false)?;
+    if twice != twice2 {
+        return None;
+    }
+    let (salt, _) = decode_scram_value(&text("salt")?, None, twice)?;
+    let iterations: u32 = text("iter-count")?.trim().parse().ok()?;
+    if salt.is_empty() || iterations == 0 {
+        return None;
+    }
     Some(ScramSecret {
-        iterations: text("iter-count")?.parse().ok()?,
-        salt: dec("salt")?,
-        server_key: dec("server-key")?,
-        stored_key: dec("stored-key")?,
+        iterations,
+        salt,
+        server_key,
+        stored_key,
     })
 }
 
@@ -172,31 +247,223 @@ fn roster_item(el: &Element) -> Option<RosterItem> {
     })
 }
 
-/// `import_piefxis FILE`.
-pub fn import(env: &CtlEnv, file: &str) -> CtlOutput {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("cannot read {file}: {e}")),
-    };
-    // The stanza parser refuses processing instructions: drop the XML declaration.
+/// Read and parse one XML file (the XML declaration dropped: the stanza
+/// parser refuses processing instructions).
+fn read_xml(path: &Path) -> Result<Element, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let body = match text.trim_start().strip_prefix("<?xml") {
         Some(rest) => match rest.find("?>") {
             Some(end) => &rest[end + 2..],
-            None => return fail(format!("{file}: malformed XML declaration")),
+            None => return Err(format!("{}: malformed XML declaration", path.display())),
         },
         None => text.trim_start(),
     };
-    let Some(doc) = crate::storage::stanza_codec::parse_stanza(body.trim()) else {
-        return fail(format!("{file}: not a well-formed XML document"));
+    crate::storage::stanza_codec::parse_stanza(body.trim())
+        .ok_or_else(|| format!("{}: not a well-formed XML document", path.display()))
+}
+
+/// The `<host/>` elements of a file, following `xi:include`s (ejabberd)
+/// to files in the same directory.
+fn collect_hosts(file: &Path, doc: Element, hosts: &mut Vec<Element>) -> Result<(), String> {
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut includes = 0usize;
+    for child in doc.child_elements() {
+        if child.is("host", NS_PIE) {
+            hosts.push(child.clone());
+        } else if child.is("include", NS_XINCLUDE) {
+            includes += 1;
+            if includes > MAX_INCLUDES {
+                return Err(format!("{}: too many xi:include elements", file.display()));
+            }
+            let href = child.attr("href").unwrap_or("");
+            let rel = Path::new(href);
+            if href.is_empty()
+                || rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(format!(
+                    "{}: xi:include href {href:?} is not a file name in the same directory",
+                    file.display()
+                ));
+            }
+            let path: PathBuf = dir.join(rel);
+            let included = read_xml(&path)?;
+            if included.is("host", NS_PIE) {
+                hosts.push(included);
+            } else if included.is("server-data", NS_PIE) {
+                hosts.extend(
+                    included
+                        .child_elements()
+                        .filter(|e| e.is("host", NS_PIE))
+                        .cloned(),
+                );
+            } else {
+                return Err(format!(
+                    "{}: included file is neither <host/> nor <server-data/>",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The credentials of a `<user/>`, or why there are none.
+fn user_credentials(env: &CtlEnv, u: &Element) -> Result<StoredCredentials, String> {
+    let scram = |mech: &str, len: usize| -> Result<Option<ScramSecret>, String> {
+        match u
+            .child_elements()
+            .find(|c| c.is("scram-credentials", NS_SCRAM) && c.attr("mechanism") == Some(mech))
+        {
+            Some(el) => scram_from(el, len)
+                .map(Some)
+                .ok_or_else(|| format!("malformed {mech} credentials")),
+            None => Ok(None),
+        }
+    };
+    if let Some(pw) = u.attr("password").filter(|p| !p.is_empty()) {
+        return StoredCredentials::derive(pw, env.scram_iterations).map_err(|e| e.to_string());
+    }
+    match (scram("SCRAM-SHA-1", 20)?, scram("SCRAM-SHA-256", 32)?) {
+        (Some(sha1), None) => Ok(StoredCredentials::sha1_only(sha1)),
+        (Some(sha1), Some(sha256)) => Ok(StoredCredentials {
+            sha1,
+            sha256: Some(sha256),
+        }),
+        (None, Some(_)) => Err(
+            "only SCRAM-SHA-256 credentials (no password, no SCRAM-SHA-1); Rookery needs a \
+             SCRAM-SHA-1 secret or the password"
+                .into(),
+        ),
+        (None, None) => Err("no password or credentials".into()),
+    }
+}
+
+/// Store what a `<user/>` carries besides its credentials; returns notes.
+fn import_user_data(
+    env: &CtlEnv,
+    host: &str,
+    user: &str,
+    u: &Element,
+) -> Result<Vec<String>, crate::storage::StorageError> {
+    let st = &env.storage;
+    let mut notes = Vec::new();
+    let own = format!("{user}@{host}");
+    let mut roster: Vec<RosterItem> = Vec::new();
+    for q in u.child_elements().filter(|c| c.is("query", NS_ROSTER)) {
+        for item in q
+            .child_elements()
+            .filter(|i| i.name == "item")
+            .filter_map(roster_item)
+        {
+            if item.jid != own {
+                roster.push(item);
+            }
+        }
+    }
+    // Pending inbound requests (`<presence type='subscribe'/>`, as both
+    // ejabberd and Prosody write them; Prosody without a namespace of its
+    // own, so in the `<user/>`'s).
+    for p in u.child_elements().filter(|c| {
+        c.name == "presence"
+            && c.attr("type") == Some("subscribe")
+            && (c.ns == ns::CLIENT || c.ns == NS_PIE)
+    }) {
+        let Some(from) = p
+            .attr("from")
+            .and_then(|f| jid::Jid::new(f).ok())
+            .map(|j| j.to_bare().to_string())
+        else {
+            notes.push(format!(
+                "{own}: subscription request without a valid from; skipped"
+            ));
+            continue;
+        };
+        if let Some(item) = roster.iter_mut().find(|i| i.jid == from) {
+            item.pending_in = true;
+        }
+        let mut stanza = Element::new("presence", ns::CLIENT)
+            .with_attr("from", from.clone())
+            .with_attr("to", own.clone())
+            .with_attr("type", "subscribe");
+        for c in p
+            .child_elements()
+            .filter(|c| c.name == "status" || c.ns == "http://jabber.org/protocol/nick")
+        {
+            stanza = stanza.with_child(c.clone());
+        }
+        st.pending_subscription_add(host, user, &from, &stanza.to_xml(ns::CLIENT))?;
+    }
+    for item in roster {
+        st.roster_put(host, user, item)?;
+    }
+    for o in u
+        .child_elements()
+        .filter(|c| c.is("offline-messages", NS_PIE))
+    {
+        for m in o.child_elements().filter(|m| m.name == "message") {
+            let mut m = m.clone();
+            m.ns = ns::CLIENT.to_string();
+            if m.attr("to").is_none() {
+                m.set_attr("to", own.clone());
+            }
+            st.offline_store(host, user, &m.to_xml(ns::CLIENT), None)?;
+        }
+    }
+    if let Some(v) = u.child("vCard", ns::VCARD) {
+        st.module_put(
+            host,
+            user,
+            VCARD_STORE.0,
+            VCARD_STORE.1,
+            v.to_xml(ns::CLIENT).as_bytes(),
+        )?;
+    }
+    for q in u.child_elements().filter(|c| c.is("query", ns::PRIVATE)) {
+        for frag in q.child_elements() {
+            if frag.ns.is_empty()
+                || [ns::PRIVATE, ns::CLIENT, ns::SERVER].contains(&frag.ns.as_str())
+            {
+                notes.push(format!(
+                    "{own}: private XML in reserved namespace {:?}; skipped",
+                    frag.ns
+                ));
+                continue;
+            }
+            st.module_put(
+                host,
+                user,
+                PRIVATE_STORE,
+                &frag.ns,
+                frag.to_xml(ns::CLIENT).as_bytes(),
+            )?;
+        }
+    }
+    Ok(notes)
+}
+
+/// `import_piefxis FILE`.
+pub fn import(env: &CtlEnv, file: &str) -> CtlOutput {
+    let path = Path::new(file);
+    let doc = match read_xml(path) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
     };
     if !doc.is("server-data", NS_PIE) {
         return fail(format!(
             "{file}: not a XEP-0227 file (no <server-data xmlns='{NS_PIE}'/>)"
         ));
     }
+    let mut hosts = Vec::new();
+    if let Err(e) = collect_hosts(path, doc, &mut hosts) {
+        return fail(e);
+    }
     let served = env.hosts();
     let (mut imported, mut notes) = (0usize, Vec::new());
-    for host_el in doc.child_elements().filter(|e| e.is("host", NS_PIE)) {
+    for host_el in &hosts {
         let host = host_el.attr("jid").unwrap_or("").to_lowercase();
         if !served.contains(&host) {
             notes.push(format!("host {host} is not served here; skipped"));
@@ -211,39 +478,10 @@ pub fn import(env: &CtlEnv, file: &str) -> CtlOutput {
                 continue;
             };
             let user = user.as_str().to_string();
-            let scram = |mech: &str| {
-                u.child_elements()
-                    .find(|c| {
-                        c.is("scram-credentials", NS_SCRAM) && c.attr("mechanism") == Some(mech)
-                    })
-                    .and_then(scram_from)
-            };
-            let creds = match (
-                u.attr("password"),
-                scram("SCRAM-SHA-1"),
-                scram("SCRAM-SHA-256"),
-            ) {
-                (_, Some(sha1), Some(sha256)) => StoredCredentials { sha1, sha256 },
-                (Some(pw), _, _) if !pw.is_empty() => {
-                    match StoredCredentials::derive(pw, env.scram_iterations) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            notes.push(format!("{user}@{host}: {e}; skipped"));
-                            continue;
-                        }
-                    }
-                }
-                (_, Some(_), None) => {
-                    notes.push(format!(
-                        "{user}@{host}: only SCRAM-SHA-1 credentials (no password); Rookery needs the \
-                         password to make SCRAM-SHA-256 ones; skipped (set one with change_password)"
-                    ));
-                    continue;
-                }
-                _ => {
-                    notes.push(format!(
-                        "{user}@{host}: no password or credentials; skipped"
-                    ));
+            let creds = match user_credentials(env, u) {
+                Ok(c) => c,
+                Err(e) => {
+                    notes.push(format!("{user}@{host}: {e}; skipped"));
                     continue;
                 }
             };
@@ -255,29 +493,15 @@ pub fn import(env: &CtlEnv, file: &str) -> CtlOutput {
                 }
                 Err(e) => return fail(e),
             }
-            for q in u.child_elements().filter(|c| c.is("query", NS_ROSTER)) {
-                for item in q
-                    .child_elements()
-                    .filter(|i| i.name == "item")
-                    .filter_map(roster_item)
-                {
-                    if let Err(e) = env.storage.roster_put(&host, &user, item) {
-                        return fail(e);
-                    }
-                }
+            if creds.needs_upgrade() {
+                notes.push(format!(
+                    "{user}@{host}: SCRAM-SHA-1 credentials only; SCRAM-SHA-256 is refused until \
+                     the first PLAIN login over TLS or a password change"
+                ));
             }
-            for o in u
-                .child_elements()
-                .filter(|c| c.is("offline-messages", NS_PIE))
-            {
-                for m in o.child_elements().filter(|m| m.name == "message") {
-                    let mut m = m.clone();
-                    m.ns = xep_support::ns::CLIENT.to_string();
-                    let xml = m.to_xml(xep_support::ns::CLIENT);
-                    if let Err(e) = env.storage.offline_store(&host, &user, &xml, None) {
-                        return fail(e);
-                    }
-                }
+            match import_user_data(env, &host, &user, u) {
+                Ok(n) => notes.extend(n),
+                Err(e) => return fail(e),
             }
             imported += 1;
         }

@@ -217,6 +217,11 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
     }
 }
 
+/// What `rookery ctl` prints when `api_permissions` refuses a command.
+pub fn api_refusal(command: &str) -> String {
+    format!("Error: api_permissions does not let rookery ctl (from: ejabberd_ctl) run `{command}`")
+}
+
 /// Serve one connection: request, execute (on the blocking pool), answer.
 async fn handle(stream: UnixStream, env: Arc<CtlEnv>) {
     let allowed = peer_allowed(&stream);
@@ -231,6 +236,16 @@ async fn handle(stream: UnixStream, env: Arc<CtlEnv>) {
             Ok(Err(why)) => {
                 tracing::warn!(reason = %why, "bad control request");
                 CtlOutput::failed(why)
+            }
+            Ok(Ok(request))
+                if request.command != "help"
+                    && env
+                        .server
+                        .as_ref()
+                        .is_some_and(|s| !s.ctl_allows(&request.command)) =>
+            {
+                tracing::warn!(command = %request.command, "control command refused by api_permissions");
+                CtlOutput::failed(api_refusal(&request.command))
             }
             Ok(Ok(request)) => {
                 let command = request.command.clone();
@@ -332,6 +347,48 @@ mod tests {
         let err = bind(&file).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn api_permissions_refusal_on_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let server = Arc::new(FakeServer::default());
+        server
+            .refused
+            .lock()
+            .unwrap()
+            .push("connected_users".into());
+        server
+            .sessions
+            .lock()
+            .unwrap()
+            .push("amy@localhost/r".into());
+        let env = Arc::new(env_in(&dir.path().join("db"), Some(server)));
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(serve(path.clone(), env, rx));
+        while !path.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let p = path.clone();
+        let (refused, allowed) = tokio::task::spawn_blocking(move || {
+            (
+                raw_exchange(&p, b"{\"command\":\"connected_users\",\"args\":[]}\n"),
+                raw_exchange(
+                    &p,
+                    b"{\"command\":\"connected_users_number\",\"args\":[]}\n",
+                ),
+            )
+        })
+        .await
+        .unwrap();
+        let refused = parse(&refused);
+        assert_eq!(refused.code, 1);
+        assert!(refused.output.contains("api_permissions"), "{refused:?}");
+        assert!(!refused.output.contains("amy"), "{refused:?}");
+        assert_eq!(parse(&allowed), CtlOutput::ok("1"));
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -611,7 +611,7 @@ mod tests {
         };
         StoredCredentials {
             sha1: secret.clone(),
-            sha256: secret,
+            sha256: Some(secret),
         }
     }
 

@@ -51,6 +51,19 @@ impl ScramHash {
         }
     }
 
+    /// (StoredKey, ServerKey) of a password, as a server stores them
+    /// (RFC 5802 §3), e.g. to write a XEP-0227 file by hand.
+    pub fn stored_and_server_key(
+        self,
+        password: &str,
+        salt: &[u8],
+        iterations: u32,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let salted = self.salted_password(password.as_bytes(), salt, iterations);
+        let client_key = self.hmac(&salted, b"Client Key");
+        (self.hash(&client_key), self.hmac(&salted, b"Server Key"))
+    }
+
     fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             ScramHash::Sha1 => {
