@@ -338,6 +338,17 @@ pub trait Module: Send + Sync {
     fn handle_account_iq(&self, _ctx: &dyn ServerContext, _req: &IqRequest<'_>) -> IqResult {
         Err(StanzaError::service_unavailable())
     }
+    /// Like [`Module::handle_account_iq`], with stanzas the server routes, in
+    /// order, before it sends the iq's answer (e.g. XEP-0313 results, which
+    /// must reach the client before the `<fin/>`). Defaults to
+    /// `handle_account_iq` with no stanzas.
+    fn handle_account_iq_ordered(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &IqRequest<'_>,
+    ) -> (IqResult, Vec<Element>) {
+        (self.handle_account_iq(ctx, req), Vec::new())
+    }
     /// Disco features every account advertises because of this module.
     fn account_disco_features(&self) -> Vec<&'static str> {
         Vec::new()
