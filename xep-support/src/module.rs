@@ -233,6 +233,18 @@ pub trait ServerContext: Send + Sync {
         key: &str,
         value: &[u8],
     ) -> Result<(), StoreError>;
+    /// Like [`ServerContext::kv_put`], but without waiting for the disk (the
+    /// store flushes on its own within a second): for writes on the message
+    /// path (archiving).
+    fn kv_put_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.kv_put(module, account, key, value)
+    }
     /// Remove a module's value; whether there was one. Durable.
     fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError>;
     /// Every (key, value) of a module for `account` whose key starts with
