@@ -202,12 +202,12 @@ fn answer_account_iq(
     stanza: &Element,
     account: BareJid,
     is_set: bool,
-) -> Element {
+) -> (Element, Vec<Element>) {
     let (Some(payload), Some(from)) = (
         stanza.first_child(),
         stanza.attr("from").and_then(|f| FullJid::new(f).ok()),
     ) else {
-        return iq_error(stanza, &StanzaError::bad_request());
+        return (iq_error(stanza, &StanzaError::bad_request()), Vec::new());
     };
     let to = Jid::from(account);
     let req = IqRequest {
@@ -217,14 +217,15 @@ fn answer_account_iq(
         from: &from,
         to: &to,
     };
-    let mut reply = match module.handle_account_iq(server, &req) {
+    let (answer, before) = module.handle_account_iq_ordered(server, &req);
+    let mut reply = match answer {
         Ok(p) => iq_result(stanza, p),
         Err(e) => iq_error(stanza, &e),
     };
     if stanza.attr("to").is_none() {
         reply.remove_attr("from");
     }
-    reply
+    (reply, before)
 }
 
 async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
@@ -353,8 +354,11 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
                     bounce(server, &stanza, StanzaError::service_unavailable()).await;
                     return;
                 }
-                let reply =
+                let (reply, before) =
                     answer_account_iq(server, module.as_ref(), &stanza, bare, kind == "set");
+                // Stanzas the module wants first (XEP-0313 results before <fin/>),
+                // routed in order on this task.
+                route_all(server, before).await;
                 send_back(server, reply).await;
             } else if from_self && (ns == ns::SESSION || server.module_for(&ns).is_some()) {
                 let reply = answer_server_iq(server, &stanza, &Jid::from(bare), kind == "set");

@@ -544,6 +544,19 @@ impl ServerContext for Server {
             .map_err(|e| StoreError(e.to_string()))
     }
 
+    fn kv_put_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_put_lazy(host, user, module, key, value)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
     fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError> {
         let (host, user) = account_parts(account)?;
         self.storage

@@ -22,6 +22,7 @@ const ENABLED: &[&str] = &[
     "mod_last",
     "mod_pep",
     "mod_carbons",
+    "mod_mam",
     "mod_client_state",
     "mod_stream_mgmt",
 ];

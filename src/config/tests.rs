@@ -62,6 +62,7 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_disco",
             "mod_ping",
             "mod_carbons",
+            "mod_mam",
             "mod_client_state",
             "mod_stream_mgmt",
             "mod_private",

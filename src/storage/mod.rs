@@ -316,6 +316,19 @@ pub trait Storage: Send + Sync {
         key: &str,
         value: &[u8],
     ) -> Result<(), StorageError>;
+    /// Store a module's value without waiting for it to reach the disk (the
+    /// store flushes on its own shortly after: sled every 500 ms), for
+    /// writes on the message path such as archiving (XEP-0313).
+    fn module_put_lazy(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.module_put(host, user, module, key, value)
+    }
     /// Remove a module's value; whether there was one. Durable when it returns.
     fn module_delete(
         &self,

@@ -541,6 +541,23 @@ impl Storage for SledStorage {
         self.durable()
     }
 
+    fn module_put_lazy(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        let _w = self.writing();
+        let k = module_key(host, user, module, key)?;
+        self.trees
+            .module_data
+            .insert(k, value)
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn module_delete(
         &self,
         host: &str,

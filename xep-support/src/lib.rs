@@ -13,6 +13,7 @@ pub mod client_state;
 pub mod disco;
 pub mod element;
 pub mod last;
+pub mod mam;
 pub mod module;
 pub mod ns;
 pub mod opts;

@@ -233,6 +233,18 @@ pub trait ServerContext: Send + Sync {
         key: &str,
         value: &[u8],
     ) -> Result<(), StoreError>;
+    /// Like [`ServerContext::kv_put`], but without waiting for the disk (the
+    /// store flushes on its own within a second): for writes on the message
+    /// path (archiving).
+    fn kv_put_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.kv_put(module, account, key, value)
+    }
     /// Remove a module's value; whether there was one. Durable.
     fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError>;
     /// Every (key, value) of a module for `account` whose key starts with
@@ -337,6 +349,17 @@ pub trait Module: Send + Sync {
     /// the owner or by anyone else (`req.from`); the account exists.
     fn handle_account_iq(&self, _ctx: &dyn ServerContext, _req: &IqRequest<'_>) -> IqResult {
         Err(StanzaError::service_unavailable())
+    }
+    /// Like [`Module::handle_account_iq`], with stanzas the server routes, in
+    /// order, before it sends the iq's answer (e.g. XEP-0313 results, which
+    /// must reach the client before the `<fin/>`). Defaults to
+    /// `handle_account_iq` with no stanzas.
+    fn handle_account_iq_ordered(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &IqRequest<'_>,
+    ) -> (IqResult, Vec<Element>) {
+        (self.handle_account_iq(ctx, req), Vec::new())
     }
     /// Disco features every account advertises because of this module.
     fn account_disco_features(&self) -> Vec<&'static str> {

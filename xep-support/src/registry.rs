@@ -21,6 +21,7 @@ pub const KNOWN: &[&str] = &[
     "mod_adhoc",
     "mod_configure",
     "mod_register",
+    "mod_mam",
 ];
 
 /// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
@@ -58,6 +59,7 @@ fn accepted_options(name: &str) -> &'static [&'static str] {
         "mod_register" => crate::register::OPTIONS,
         "mod_adhoc" => &["report_commands_node"],
         "mod_configure" => &[],
+        "mod_mam" => crate::mam::OPTIONS,
         _ => &[],
     }
 }
@@ -127,6 +129,19 @@ pub fn build(
                 }
             }
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
+            "mod_mam" => {
+                // ejabberd's `default`: only `always` (archive every 1:1 chat) is implemented.
+                if let Some(d) = opts.get("default") {
+                    if d.as_str() != Some("always") {
+                        warnings.push((
+                            name.clone(),
+                            "option default: only 'always' is supported; archiving everything"
+                                .to_string(),
+                        ));
+                    }
+                }
+                Arc::new(crate::mam::Mam::default())
+            }
             "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
             "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),
             "mod_adhoc" => Arc::new(crate::adhoc::AdHoc::default()),
