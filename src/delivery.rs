@@ -237,10 +237,23 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
     if let Ok(full) = to.clone().try_into_full() {
         if let Some(session) = server.router.session(&full) {
             let extra = delivered_hooks(server, &bare, std::slice::from_ref(&full), &stanza);
-            if deliver_or_bounce(server, &session, stanza).await {
-                route_all(server, extra).await;
+            if kind == "error" || kind == "headline" || kind == "groupchat" {
+                if deliver_or_bounce(server, &session, stanza).await {
+                    route_all(server, extra).await;
+                }
+                return;
             }
-            return;
+            let backup = stanza.clone();
+            match server.router.deliver(&session, stanza).await {
+                Delivery::Delivered => {
+                    route_all(server, extra).await;
+                    return;
+                }
+                // The session ended meanwhile (its leftovers go to the
+                // account): this message follows them, as if the resource
+                // had not been there (below).
+                Delivery::Gone | Delivery::Stuck => stanza = backup,
+            }
         }
         // RFC 6121 §8.5.3.2.1: no such resource. Only chat is handled as if sent
         // to the bare JID; normal and groupchat get an error, headline and error
@@ -259,6 +272,9 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
         bounce(server, &stanza, StanzaError::service_unavailable()).await;
         return;
     }
+    // A session of the account that just ended may still be rerouting the
+    // messages it never delivered: this one goes after them.
+    server.router.wait_backlog(&bare).await;
     let targets = server.router.best_resources(&bare);
     if targets.is_empty() {
         if kind == "error" || kind == "headline" {
