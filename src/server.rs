@@ -576,6 +576,44 @@ impl ServerContext for Server {
             .map_err(|e| StoreError(e.to_string()))
     }
 
+    fn kv_scan_range(
+        &self,
+        module: &str,
+        account: &BareJid,
+        range: &xep_support::module::KeyRange<'_>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_scan_range(host, user, module, range, reverse, limit)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_count_range(
+        &self,
+        module: &str,
+        account: &BareJid,
+        range: &xep_support::module::KeyRange<'_>,
+    ) -> Result<usize, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_count_range(host, user, module, range)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_delete_many(
+        &self,
+        module: &str,
+        account: &BareJid,
+        keys: &[String],
+    ) -> Result<usize, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_delete_many(host, user, module, keys)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
     fn access_allows(&self, rule: &str, user: Option<(&str, &str)>, ip: Option<IpAddr>) -> bool {
         self.config().access_allows(rule, user, ip)
     }

@@ -26,6 +26,7 @@ pub use sled_store::SledStorage;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::credentials::StoredCredentials;
+pub use xep_support::module::KeyRange;
 
 /// The subscription state of a roster item (RFC 6121 §2.1.2.5), from the
 /// roster owner's point of view.
@@ -346,6 +347,36 @@ pub trait Storage: Send + Sync {
         module: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
+    /// At most `limit` (key, value) pairs of a module for `user@host` in
+    /// `range`, in key order or (`reverse`) from the last key down: a range
+    /// scan of the store's ordered keys.
+    fn module_scan_range(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        range: &KeyRange<'_>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
+    /// How many keys of a module for `user@host` are in `range`, without
+    /// copying values.
+    fn module_count_range(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        range: &KeyRange<'_>,
+    ) -> Result<usize, StorageError>;
+    /// Remove several keys of a module for `user@host` at once (atomic, one
+    /// flush); how many existed.
+    fn module_delete_many(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        keys: &[String],
+    ) -> Result<usize, StorageError>;
     // --- Whole database ---
 
     /// Write a consistent copy of the whole database to the file `path`
