@@ -1,36 +1,58 @@
 //! XEP-0313 Message Archive Management (`mod_mam`, `urn:xmpp:mam:2`) for
-//! one-to-one chats, with XEP-0359 stanza ids.
+//! one-to-one chats, with XEP-0359 stanza ids and XEP-0059 paging.
 //!
-//! Archiving: every `chat` or `normal` message with a `<body/>` is kept in
-//! the sender's archive when a local session sends it
-//! ([`Module::message_from_session`]) and in the recipient's archive when it
-//! reaches a local account ([`Module::filter_message_to_account`], which runs
-//! before delivery and before offline storage, so messages to an offline
-//! account are archived too). The copy delivered to the recipient carries
+//! Archiving: every `chat` or `normal` message with a `<body/>` (not
+//! groupchat, headline or error, not chat states alone, not with a XEP-0334
+//! `no-store`/`no-permanent-store` hint) is kept in the sender's archive
+//! when a local session sends it ([`Module::message_from_session`]) and in
+//! the recipient's archive when it reaches a local account
+//! ([`Module::filter_message_to_account`], which runs once per message,
+//! before delivery and before offline storage: a message to an offline
+//! account is archived once; a message between two resources of one
+//! account once, on the recipient side). The copy delivered carries
 //! `<stanza-id by='account' id='archive id'/>`; stanza ids claiming to be by
-//! the account that came from outside are removed first.
+//! the account that came from outside are removed first. The account's
+//! preferences (`<prefs/>`: default always/never/roster and always/never
+//! JID lists; the module's `default` option when it has none) decide per
+//! peer; they are read from storage once and kept in a bounded cache.
 //!
-//! Storage: the module's key/value space of the account; key = archive id,
-//! 20 digits of microseconds since the Unix epoch made strictly increasing
-//! by the module, so keys sort by time; value = `<archived with stamp>`
-//! wrapping the message. Written without waiting for the disk
-//! ([`ServerContext::kv_put_lazy`]; sled flushes within 500 ms): a flush per
-//! archived message (two per chat message) made the message path several
-//! times slower.
+//! Storage (the module's key/value space of the account):
+//! - `m:<id>` = `<peer bare JID>\n<message XML>`; the archive id is 20
+//!   digits of microseconds since the Unix epoch, made strictly increasing
+//!   by the module, so keys sort by time;
+//! - `w:<peer bare JID>\0<id>` = empty: the index by peer;
+//! - `prefs` = the `<prefs/>` element.
+//!
+//! Written without waiting for the disk ([`ServerContext::kv_put_lazy`];
+//! sled flushes within 500 ms): a flush per archived message (two per chat
+//! message) made the message path several times slower.
 //!
 //! Query: an iq set `<query/>` from the owner, with the optional form fields
-//! `with`, `start`, `end` and RSM `max` (capped at [`MAX_PAGE`]), `after`,
-//! `before` (empty: the last page). Results come as messages to the
-//! querying resource, routed in order before the iq result with `<fin/>`
-//! ([`Module::handle_account_iq_ordered`]). A query reads the account's
-//! archive from storage (it is not on the message path).
+//! `with`, `start`, `end`, `after-id`, `before-id` and RSM `max` (capped at
+//! [`MAX_PAGE`]), `after`, `before` (empty: the last page). All of them map
+//! to bounds of one range scan ([`ServerContext::kv_scan_range`]) of `m:`
+//! (or of `w:<with>` when `with` is a bare JID, then one read per result):
+//! its cost follows the page size, not the archive size; `before` scans
+//! backwards. A full JID `with` scans the peer's index and filters on the
+//! resource. The RSM `<count/>` counts keys of the range without reading
+//! values. Results come as messages to the querying resource, routed in
+//! order before the iq result with `<fin/>` ([`Module::handle_account_iq_ordered`]).
+//!
+//! Retention: with `archive_expires_after`, older messages are left out of
+//! queries at once and deleted from storage when the account logs in (in
+//! bounded rounds) or by `rookery ctl delete_old_mam_messages`
+//! ([`delete_older_than`]).
 
+use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use jid::{BareJid, FullJid, Jid};
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{IqRequest, IqResult, KeyRange, Module, ServerContext, StoreError};
 use crate::ns;
 use crate::stanza::StanzaError;
 
@@ -43,20 +65,212 @@ pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 pub const MAX_PAGE: usize = 250;
 /// Results of a query without RSM `max`.
 pub const DEFAULT_PAGE: usize = 50;
-/// Options accepted under `mod_mam:` (ejabberd's names).
+/// Options accepted under `mod_mam:` (ejabberd's names, and
+/// `archive_expires_after`).
 pub const OPTIONS: &[&str] = &[
     "default",
+    "archive_expires_after",
     "db_type",
     "use_cache",
     "cache_size",
     "cache_life_time",
     "cache_missed",
 ];
+/// Prefix of archived messages' keys.
+pub const MSG_PREFIX: &str = "m:";
+/// Prefix of the by-peer index keys.
+pub const WITH_PREFIX: &str = "w:";
+/// The key of the account's preferences.
+pub const PREFS_KEY: &str = "prefs";
+/// Accounts whose preferences are cached (the cache is emptied beyond).
+const PREFS_CACHE: usize = 10_000;
+/// Expired messages deleted per login (the rest at the next one).
+const EXPIRE_PER_LOGIN: usize = 5_000;
+/// Expired messages deleted per storage round.
+const EXPIRE_BATCH: usize = 1_000;
+
+/// An archiving policy (ejabberd's `default` option, XEP-0313 `<prefs default=''/>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Always,
+    Never,
+    Roster,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "always" => Some(Policy::Always),
+            "never" => Some(Policy::Never),
+            "roster" => Some(Policy::Roster),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Always => "always",
+            Policy::Never => "never",
+            Policy::Roster => "roster",
+        }
+    }
+}
+
+/// An account's archiving preferences.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prefs {
+    pub default: Policy,
+    /// JIDs (bare: every resource) always archived.
+    pub always: Vec<String>,
+    /// JIDs never archived (wins over `always`).
+    pub never: Vec<String>,
+}
+
+impl Prefs {
+    fn to_element(&self) -> Element {
+        let list = |name: &str, jids: &[String]| {
+            jids.iter().fold(Element::new(name, NS_MAM), |e, j| {
+                e.with_child(Element::new("jid", NS_MAM).with_text(j.clone()))
+            })
+        };
+        Element::new("prefs", NS_MAM)
+            .with_attr("default", self.default.as_str())
+            .with_child(list("always", &self.always))
+            .with_child(list("never", &self.never))
+    }
+
+    /// Read a `<prefs/>` element (from a client or from storage).
+    fn from_element(el: &Element) -> Result<Prefs, StanzaError> {
+        let default = el.attr("default").and_then(Policy::parse).ok_or_else(|| {
+            StanzaError::bad_request().with_text("default: always, never or roster")
+        })?;
+        let list = |name: &str| -> Result<Vec<String>, StanzaError> {
+            let mut out = Vec::new();
+            if let Some(l) = el.child(name, NS_MAM) {
+                for j in l.child_elements().filter(|j| j.name == "jid") {
+                    let jid = Jid::new(j.text().trim())
+                        .map_err(|_| StanzaError::bad_request().with_text("malformed jid"))?;
+                    if !out.contains(&jid.to_string()) {
+                        out.push(jid.to_string());
+                    }
+                }
+            }
+            Ok(out)
+        };
+        Ok(Prefs {
+            default,
+            always: list("always")?,
+            never: list("never")?,
+        })
+    }
+
+    /// Whether a message with `peer` is archived (never > always > default).
+    fn archives(&self, ctx: &dyn ServerContext, account: &BareJid, peer: &Jid) -> bool {
+        let bare = peer.to_bare();
+        let matches = |j: &String| j == bare.as_str() || j == peer.as_str();
+        if self.never.iter().any(matches) {
+            return false;
+        }
+        if self.always.iter().any(matches) {
+            return true;
+        }
+        match self.default {
+            Policy::Always => true,
+            Policy::Never => false,
+            Policy::Roster => {
+                bare == *account
+                    || ctx.subscription(account, &bare) != crate::module::Subscription::None
+            }
+        }
+    }
+}
+
+/// Storage access for archive maintenance, from a module context or from
+/// `rookery ctl` working on the database.
+pub trait ArchiveStore {
+    fn scan_range(
+        &self,
+        account: &BareJid,
+        range: &KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn delete_keys(&self, account: &BareJid, keys: &[String]) -> Result<usize, StoreError>;
+}
+
+impl ArchiveStore for dyn ServerContext + '_ {
+    fn scan_range(
+        &self,
+        account: &BareJid,
+        range: &KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.kv_scan_range(MODULE, account, range, false, limit)
+    }
+    fn delete_keys(&self, account: &BareJid, keys: &[String]) -> Result<usize, StoreError> {
+        self.kv_delete_many(MODULE, account, keys)
+    }
+}
+
+/// The key of archived message `id`.
+pub fn message_key(id: u64) -> String {
+    format!("{MSG_PREFIX}{id:020}")
+}
+
+fn index_prefix(with: &str) -> String {
+    format!("{WITH_PREFIX}{with}\0")
+}
+
+/// Delete `account`'s archived messages with ids (microseconds) below
+/// `cutoff`, at most `limit`; how many were deleted.
+pub fn delete_older_than<S: ArchiveStore + ?Sized>(
+    store: &S,
+    account: &BareJid,
+    cutoff: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let upper = message_key(cutoff);
+    let range = KeyRange {
+        prefix: MSG_PREFIX,
+        lower: Bound::Unbounded,
+        upper: Bound::Excluded(&upper),
+    };
+    let mut deleted = 0;
+    while deleted < limit {
+        let rows = store.scan_range(account, &range, EXPIRE_BATCH.min(limit - deleted))?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut keys = Vec::with_capacity(rows.len() * 2);
+        for (key, value) in &rows {
+            let id = &key[MSG_PREFIX.len()..];
+            if let Some((with, _)) = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.split_once('\n'))
+            {
+                keys.push(format!("{}{id}", index_prefix(with)));
+            }
+            keys.push(key.clone());
+        }
+        store.delete_keys(account, &keys)?;
+        deleted += rows.len();
+        if rows.len() < EXPIRE_BATCH {
+            break;
+        }
+    }
+    Ok(deleted)
+}
 
 /// `mod_mam`.
-#[derive(Default)]
 pub struct Mam {
     last_id: AtomicU64,
+    default: Policy,
+    expires: Option<Duration>,
+    prefs: Mutex<HashMap<BareJid, Option<Arc<Prefs>>>>,
+}
+
+impl Default for Mam {
+    fn default() -> Self {
+        Mam::new(Policy::Always, None)
+    }
 }
 
 fn now_micros() -> u64 {
@@ -166,23 +380,53 @@ pub fn parse_stamp(s: &str) -> Option<u64> {
     Some(secs as u64 * 1_000_000 + frac)
 }
 
-/// Whether a message goes into archives: `chat` or `normal` with a body.
+/// Whether a message goes into archives at all: `chat` or `normal` with a
+/// body, without a XEP-0334 hint against storing it.
 fn archivable(msg: &Element) -> bool {
     matches!(msg.attr("type").unwrap_or("normal"), "chat" | "normal")
         && msg
             .child_elements()
             .any(|c| c.is("body", ns::CLIENT) && !c.text().is_empty())
+        && msg.child("no-store", "urn:xmpp:hints").is_none()
+        && msg.child("no-permanent-store", "urn:xmpp:hints").is_none()
 }
 
 /// A stored entry, parsed.
 struct Entry {
-    id: String,
-    micros: u64,
-    with: String,
+    id: u64,
     message: Element,
 }
 
+/// What a query asks, once the form and RSM are read.
+struct Query {
+    with: Option<Jid>,
+    /// Lowest and highest archive id in the result set (inclusive).
+    lo: u64,
+    hi: u64,
+    /// The page: ids strictly between these.
+    after: Option<u64>,
+    before: Option<u64>,
+    /// Page backwards (RSM `<before/>`).
+    backwards: bool,
+    max: usize,
+}
+
+fn parse_id(s: &str) -> Option<u64> {
+    (s.len() == 20 && s.bytes().all(|c| c.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
 impl Mam {
+    pub fn new(default: Policy, expires: Option<Duration>) -> Self {
+        Mam {
+            last_id: AtomicU64::new(0),
+            default,
+            expires,
+            prefs: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// A fresh archive id: microseconds now, strictly above every earlier id.
     fn next_id(&self) -> u64 {
         let now = now_micros();
@@ -199,8 +443,58 @@ impl Mam {
         }
     }
 
+    /// Ids below this are expired (0: nothing is).
+    fn cutoff(&self) -> u64 {
+        self.expires
+            .map(|e| now_micros().saturating_sub(e.as_micros() as u64))
+            .unwrap_or(0)
+    }
+
+    fn default_prefs(&self) -> Prefs {
+        Prefs {
+            default: self.default,
+            always: Vec::new(),
+            never: Vec::new(),
+        }
+    }
+
+    /// The account's preferences (`None`: the module default), cached.
+    fn prefs_of(&self, ctx: &dyn ServerContext, account: &BareJid) -> Option<Arc<Prefs>> {
+        if let Some(p) = self
+            .prefs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+        {
+            return p.clone();
+        }
+        let stored = match ctx.kv_get(MODULE, account, PREFS_KEY) {
+            Ok(v) => v
+                .and_then(|v| ctx.parse_xml(std::str::from_utf8(&v).ok()?))
+                .and_then(|el| Prefs::from_element(&el).ok())
+                .map(Arc::new),
+            Err(e) => {
+                tracing::error!("mod_mam: reading preferences of {account}: {e}");
+                return None; // not cached: read again next time
+            }
+        };
+        let mut cache = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= PREFS_CACHE {
+            cache.clear();
+        }
+        cache.insert(account.clone(), stored.clone());
+        stored
+    }
+
+    fn archives(&self, ctx: &dyn ServerContext, account: &BareJid, peer: &Jid) -> bool {
+        match self.prefs_of(ctx, account) {
+            Some(p) => p.archives(ctx, account, peer),
+            None => self.default_prefs().archives(ctx, account, peer),
+        }
+    }
+
     /// Store `msg` in `account`'s archive; its archive id.
-    fn archive(
+    pub fn archive(
         &self,
         ctx: &dyn ServerContext,
         account: &BareJid,
@@ -208,13 +502,16 @@ impl Mam {
         msg: &Element,
     ) -> Option<String> {
         let id = self.next_id();
-        let key = format!("{id:020}");
-        let value = Element::new("archived", NS_MAM)
-            .with_attr("with", with.to_string())
-            .with_attr("stamp", stamp(id))
-            .with_child(msg.clone());
-        match ctx.kv_put_lazy(MODULE, account, &key, value.to_xml(ns::CLIENT).as_bytes()) {
-            Ok(()) => Some(key),
+        let key = message_key(id);
+        let mut value = with.to_string();
+        value.push('\n');
+        msg.write_to(&mut value, ns::CLIENT);
+        let index = format!("{}{id:020}", index_prefix(with.as_str()));
+        let r = ctx
+            .kv_put_lazy(MODULE, account, &key, value.as_bytes())
+            .and_then(|()| ctx.kv_put_lazy(MODULE, account, &index, b""));
+        match r {
+            Ok(()) => Some(format!("{id:020}")),
             Err(e) => {
                 tracing::error!("mod_mam: archiving for {account}: {e}");
                 None
@@ -222,59 +519,41 @@ impl Mam {
         }
     }
 
-    fn entries(
-        &self,
-        ctx: &dyn ServerContext,
-        account: &BareJid,
-    ) -> Result<Vec<Entry>, StanzaError> {
-        let rows = ctx.kv_scan(MODULE, account, "")?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(key, value)| {
-                let el = ctx.parse_xml(std::str::from_utf8(&value).ok()?)?;
-                let message = el.child_elements().next()?.clone();
-                Some(Entry {
-                    micros: key.parse().ok()?,
-                    with: el.attr("with")?.to_string(),
-                    id: key,
-                    message,
-                })
-            })
-            .collect())
+    fn entry(ctx: &dyn ServerContext, id: u64, value: &[u8]) -> Option<Entry> {
+        let (_, xml) = std::str::from_utf8(value).ok()?.split_once('\n')?;
+        Some(Entry {
+            id,
+            message: ctx.parse_xml(xml)?,
+        })
     }
 
-    fn query(
+    fn read_form(
         &self,
         ctx: &dyn ServerContext,
         req: &IqRequest<'_>,
-    ) -> Result<(Element, Vec<Element>), StanzaError> {
-        if !req.from_owner() {
-            return Err(StanzaError::forbidden());
-        }
-        if req.payload.name != "query" {
-            return Err(StanzaError::bad_request());
-        }
-        if !req.is_set {
-            // The search form (XEP-0313 §5.1).
-            let field = |var: &str, kind: &str| {
-                Element::new("field", ns::DATA_FORMS)
-                    .with_attr("var", var)
-                    .with_attr("type", kind)
-            };
-            let form = Element::new("x", ns::DATA_FORMS)
-                .with_attr("type", "form")
-                .with_child(
-                    field("FORM_TYPE", "hidden")
-                        .with_child(Element::new("value", ns::DATA_FORMS).with_text(NS_MAM)),
-                )
-                .with_child(field("with", "jid-single"))
-                .with_child(field("start", "text-single"))
-                .with_child(field("end", "text-single"));
-            return Ok((Element::new("query", NS_MAM).with_child(form), Vec::new()));
-        }
-        // The form.
-        let mut with: Option<Jid> = None;
-        let (mut start, mut end) = (None, None);
+    ) -> Result<Query, StanzaError> {
+        let account = req.account();
+        let mut q = Query {
+            with: None,
+            lo: self.cutoff(),
+            hi: u64::MAX,
+            after: None,
+            before: None,
+            backwards: false,
+            max: DEFAULT_PAGE,
+        };
+        // An id the client names must be in the archive (XEP-0313 §4.3.2).
+        let known = |s: &str| -> Result<u64, StanzaError> {
+            let id = parse_id(s.trim()).ok_or_else(StanzaError::item_not_found)?;
+            match ctx.kv_get(MODULE, &account, &message_key(id))? {
+                Some(_) => Ok(id),
+                None => Err(StanzaError::item_not_found()),
+            }
+        };
+        let stamp_field = |name: &str, value: &str| {
+            parse_stamp(value.trim())
+                .ok_or_else(|| StanzaError::bad_request().with_text(format!("malformed '{name}'")))
+        };
         if let Some(x) = req.payload.child("x", ns::DATA_FORMS) {
             for f in x.child_elements().filter(|f| f.name == "field") {
                 let value = f
@@ -288,20 +567,14 @@ impl Mam {
                         }
                     }
                     "with" => {
-                        with = Some(Jid::new(value.trim()).map_err(|_| {
+                        q.with = Some(Jid::new(value.trim()).map_err(|_| {
                             StanzaError::bad_request().with_text("malformed 'with'")
                         })?)
                     }
-                    "start" => {
-                        start = Some(parse_stamp(value.trim()).ok_or_else(|| {
-                            StanzaError::bad_request().with_text("malformed 'start'")
-                        })?)
-                    }
-                    "end" => {
-                        end = Some(parse_stamp(value.trim()).ok_or_else(|| {
-                            StanzaError::bad_request().with_text("malformed 'end'")
-                        })?)
-                    }
+                    "start" => q.lo = q.lo.max(stamp_field("start", &value)?),
+                    "end" => q.hi = q.hi.min(stamp_field("end", &value)?),
+                    "after-id" => q.after = Some(known(&value)?),
+                    "before-id" => q.before = Some(known(&value)?),
                     other => {
                         return Err(StanzaError::bad_request()
                             .with_text(format!("unsupported field '{other}'")))
@@ -309,87 +582,225 @@ impl Mam {
                 }
             }
         }
-        // RSM.
-        let mut max = DEFAULT_PAGE;
-        let (mut after, mut before): (Option<String>, Option<String>) = (None, None);
         if let Some(set) = req.payload.child("set", NS_RSM) {
             if let Some(m) = set.child("max", NS_RSM) {
-                max = m
+                q.max = m
                     .text()
                     .trim()
                     .parse::<usize>()
                     .map_err(|_| StanzaError::bad_request().with_text("malformed RSM max"))?
                     .min(MAX_PAGE);
             }
-            after = set
-                .child("after", NS_RSM)
-                .map(|a| a.text().trim().to_string());
-            before = set
-                .child("before", NS_RSM)
-                .map(|b| b.text().trim().to_string());
-        }
-        let account = req.account();
-        let all = self.entries(ctx, &account)?;
-        for id in [&after, &before].into_iter().flatten() {
-            if !id.is_empty() && !all.iter().any(|e| &e.id == id) {
-                return Err(StanzaError::item_not_found());
+            if let Some(a) = set.child("after", NS_RSM) {
+                let id = known(&a.text())?;
+                q.after = Some(q.after.map_or(id, |x| x.max(id)));
+            }
+            if let Some(b) = set.child("before", NS_RSM) {
+                q.backwards = true;
+                let t = b.text();
+                if !t.trim().is_empty() {
+                    let id = known(&t)?;
+                    q.before = Some(q.before.map_or(id, |x| x.min(id)));
+                }
             }
         }
-        let matching: Vec<&Entry> = all
-            .iter()
-            .filter(|e| match &with {
-                None => true,
-                Some(j) if j.resource().is_none() => e.with == j.as_str(),
-                Some(j) => {
-                    // A full JID: the peer's resource must match too.
+        Ok(q)
+    }
+
+    /// The query's page, in archive order, and whether it reaches the end
+    /// of the result set in the paging direction.
+    fn page(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        q: &Query,
+    ) -> Result<(Vec<Entry>, bool), StanzaError> {
+        let lo = q.lo.max(q.after.map_or(0, |a| a.saturating_add(1)));
+        let hi = q.hi.min(q.before.map_or(u64::MAX, |b| b.saturating_sub(1)));
+        if lo > hi || q.before == Some(0) {
+            return Ok((Vec::new(), true));
+        }
+        let prefix = match &q.with {
+            Some(w) => index_prefix(w.to_bare().as_str()),
+            None => MSG_PREFIX.to_string(),
+        };
+        let full_with = q.with.as_ref().filter(|w| w.resource().is_some());
+        let want = q.max + 1;
+        let mut found: Vec<Entry> = Vec::new();
+        let (mut lo, mut hi) = (lo, hi);
+        // Rounds: one, unless a full JID `with` filters rows out.
+        for _ in 0..100_000 {
+            let (lk, hk) = (format!("{prefix}{lo:020}"), format!("{prefix}{hi:020}"));
+            let range = KeyRange {
+                prefix: &prefix,
+                lower: Bound::Included(&lk),
+                upper: Bound::Included(&hk),
+            };
+            let chunk = if full_with.is_some() {
+                want.max(100)
+            } else {
+                want - found.len()
+            };
+            let rows = ctx.kv_scan_range(MODULE, account, &range, q.backwards, chunk)?;
+            let n = rows.len();
+            for (key, value) in rows {
+                let Some(id) = parse_id(&key[prefix.len()..]) else {
+                    continue;
+                };
+                if q.backwards {
+                    hi = id.saturating_sub(1);
+                } else {
+                    lo = id.saturating_add(1);
+                }
+                let value = if q.with.is_some() {
+                    match ctx.kv_get(MODULE, account, &message_key(id))? {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                } else {
+                    value
+                };
+                let Some(e) = Self::entry(ctx, id, &value) else {
+                    continue;
+                };
+                if let Some(w) = full_with {
                     let outgoing = e
                         .message
                         .attr("from")
                         .and_then(|f| Jid::new(f).ok())
-                        .is_some_and(|f| f.to_bare() == account);
+                        .is_some_and(|f| f.to_bare() == *account);
                     let peer = e.message.attr(if outgoing { "to" } else { "from" });
-                    peer == Some(j.as_str())
+                    if peer != Some(w.as_str()) {
+                        continue;
+                    }
                 }
-            })
-            .filter(|e| start.is_none_or(|s| e.micros >= s))
-            .filter(|e| end.is_none_or(|t| e.micros <= t))
-            .collect();
-        let count = matching.len();
-        let window: Vec<&Entry> = matching
-            .iter()
-            .copied()
-            .filter(|e| after.as_ref().is_none_or(|a| e.id.as_str() > a.as_str()))
-            .filter(|e| {
-                before
-                    .as_ref()
-                    .is_none_or(|b| b.is_empty() || e.id.as_str() < b.as_str())
-            })
-            .collect();
-        let (page, complete) = if before.is_some() {
-            let skip = window.len().saturating_sub(max);
-            (&window[skip..], skip == 0)
-        } else {
-            let n = window.len().min(max);
-            (&window[..n], n == window.len())
+                found.push(e);
+                if found.len() == want {
+                    break;
+                }
+            }
+            if found.len() == want || n < chunk || lo > hi || (q.backwards && hi == 0) {
+                break;
+            }
+        }
+        let complete = found.len() <= q.max;
+        found.truncate(q.max);
+        if q.backwards {
+            found.reverse();
+        }
+        Ok((found, complete))
+    }
+
+    /// The number of messages in the result set (without RSM paging).
+    fn count(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        q: &Query,
+    ) -> Result<usize, StanzaError> {
+        if q.lo > q.hi {
+            return Ok(0);
+        }
+        if let Some(w) = q.with.as_ref().filter(|w| w.resource().is_some()) {
+            // Counted by reading the peer's messages (no index per resource).
+            let all = Query {
+                with: Some(w.clone()),
+                lo: q.lo,
+                hi: q.hi,
+                after: None,
+                before: None,
+                backwards: false,
+                max: usize::MAX - 1,
+            };
+            return Ok(self.page(ctx, account, &all)?.0.len());
+        }
+        let prefix = match &q.with {
+            Some(w) => index_prefix(w.to_bare().as_str()),
+            None => MSG_PREFIX.to_string(),
         };
+        let (lk, hk) = (
+            format!("{prefix}{:020}", q.lo),
+            format!("{prefix}{:020}", q.hi),
+        );
+        let range = KeyRange {
+            prefix: &prefix,
+            lower: Bound::Included(&lk),
+            upper: Bound::Included(&hk),
+        };
+        Ok(ctx.kv_count_range(MODULE, account, &range)?)
+    }
+
+    fn search_form() -> Element {
+        let field = |var: &str, kind: &str| {
+            Element::new("field", ns::DATA_FORMS)
+                .with_attr("var", var)
+                .with_attr("type", kind)
+        };
+        let form = Element::new("x", ns::DATA_FORMS)
+            .with_attr("type", "form")
+            .with_child(
+                field("FORM_TYPE", "hidden")
+                    .with_child(Element::new("value", ns::DATA_FORMS).with_text(NS_MAM)),
+            )
+            .with_child(field("with", "jid-single"))
+            .with_child(field("start", "text-single"))
+            .with_child(field("end", "text-single"))
+            .with_child(field("after-id", "text-single"))
+            .with_child(field("before-id", "text-single"));
+        Element::new("query", NS_MAM).with_child(form)
+    }
+
+    fn prefs_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
+        let account = req.account();
+        if req.is_set {
+            let prefs = Prefs::from_element(req.payload)?;
+            let xml = prefs.to_element().to_xml(ns::CLIENT);
+            ctx.kv_put(MODULE, &account, PREFS_KEY, xml.as_bytes())?;
+            let mut cache = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= PREFS_CACHE {
+                cache.clear();
+            }
+            cache.insert(account, Some(Arc::new(prefs.clone())));
+            return Ok(Some(prefs.to_element()));
+        }
+        let prefs = self
+            .prefs_of(ctx, &account)
+            .map(|p| (*p).clone())
+            .unwrap_or_else(|| self.default_prefs());
+        Ok(Some(prefs.to_element()))
+    }
+
+    fn query(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &IqRequest<'_>,
+    ) -> Result<(Element, Vec<Element>), StanzaError> {
+        if !req.is_set {
+            return Ok((Self::search_form(), Vec::new()));
+        }
+        let account = req.account();
+        let q = self.read_form(ctx, req)?;
+        let (page, complete) = self.page(ctx, &account, &q)?;
+        let count = self.count(ctx, &account, &q)?;
         let queryid = req.payload.attr("queryid");
         let results = page
             .iter()
             .map(|e| {
-                let mut result = Element::new("result", NS_MAM).with_attr("id", e.id.clone());
-                if let Some(q) = queryid {
-                    result.set_attr("queryid", q);
+                let id = format!("{:020}", e.id);
+                let mut result = Element::new("result", NS_MAM).with_attr("id", id.clone());
+                if let Some(qid) = queryid {
+                    result.set_attr("queryid", qid);
                 }
                 Element::new("message", ns::CLIENT)
                     .with_attr("from", account.to_string())
                     .with_attr("to", req.from.to_string())
-                    .with_attr("id", format!("mam-{}", e.id))
+                    .with_attr("id", format!("mam-{id}"))
                     .with_child(
                         result.with_child(
                             Element::new("forwarded", ns::FORWARD)
                                 .with_child(
                                     Element::new("delay", ns::DELAY)
-                                        .with_attr("stamp", stamp(e.micros)),
+                                        .with_attr("stamp", stamp(e.id)),
                                 )
                                 .with_child(e.message.clone()),
                         ),
@@ -399,13 +810,13 @@ impl Mam {
         let mut set = Element::new("set", NS_RSM);
         if let (Some(first), Some(last)) = (page.first(), page.last()) {
             set = set
-                .with_child(Element::new("first", NS_RSM).with_text(first.id.clone()))
-                .with_child(Element::new("last", NS_RSM).with_text(last.id.clone()));
+                .with_child(Element::new("first", NS_RSM).with_text(format!("{:020}", first.id)))
+                .with_child(Element::new("last", NS_RSM).with_text(format!("{:020}", last.id)));
         }
         set = set.with_child(Element::new("count", NS_RSM).with_text(count.to_string()));
         let mut fin = Element::new("fin", NS_MAM).with_attr("complete", complete.to_string());
-        if let Some(q) = queryid {
-            fin.set_attr("queryid", q);
+        if let Some(qid) = queryid {
+            fin.set_attr("queryid", qid);
         }
         Ok((fin.with_child(set), results))
     }
@@ -429,9 +840,37 @@ impl Module for Mam {
         ctx: &dyn ServerContext,
         req: &IqRequest<'_>,
     ) -> (IqResult, Vec<Element>) {
-        match self.query(ctx, req) {
-            Ok((payload, results)) => (Ok(Some(payload)), results),
-            Err(e) => (Err(e), Vec::new()),
+        if !req.from_owner() {
+            return (Err(StanzaError::forbidden()), Vec::new());
+        }
+        match req.payload.name.as_str() {
+            "query" => match self.query(ctx, req) {
+                Ok((payload, results)) => (Ok(Some(payload)), results),
+                Err(e) => (Err(e), Vec::new()),
+            },
+            "prefs" => (self.prefs_iq(ctx, req), Vec::new()),
+            _ => (Err(StanzaError::bad_request()), Vec::new()),
+        }
+    }
+    fn session_opened(&self, ctx: &dyn ServerContext, jid: &FullJid) {
+        let cutoff = self.cutoff();
+        if cutoff > 0 {
+            let account = jid.to_bare();
+            match delete_older_than(ctx, &account, cutoff, EXPIRE_PER_LOGIN) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("mod_mam: {n} expired messages of {account} deleted"),
+                Err(e) => tracing::error!("mod_mam: expiring messages of {account}: {e}"),
+            }
+        }
+    }
+    fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
+        let account = jid.to_bare();
+        if ctx.sessions(&account).is_empty() {
+            // Read again at the next login (or message).
+            self.prefs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&account);
         }
     }
     fn message_from_session(
@@ -442,7 +881,12 @@ impl Module for Mam {
     ) -> Vec<Element> {
         if archivable(msg) {
             if let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) {
-                self.archive(ctx, &from.to_bare(), &to.to_bare(), msg);
+                let account = from.to_bare();
+                // Between two resources of the account: archived once, on
+                // the receiving side (with its stanza id).
+                if to.to_bare() != account && self.archives(ctx, &account, &to) {
+                    self.archive(ctx, &account, &to.to_bare(), msg);
+                }
             }
         }
         Vec::new()
@@ -467,6 +911,14 @@ impl Module for Mam {
         let Some(from) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return;
         };
+        if !self.archives(ctx, account, &from) {
+            return;
+        }
+        // No archive for an account that does not exist (the message is
+        // bounced); the store is read only when the account has no session.
+        if ctx.sessions(account).is_empty() && !ctx.account_exists(account) {
+            return;
+        }
         if let Some(id) = self.archive(ctx, account, &from.to_bare(), msg) {
             msg.children.push(crate::element::Node::Element(
                 Element::new("stanza-id", NS_SID)

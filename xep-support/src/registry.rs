@@ -130,17 +130,12 @@ pub fn build(
             }
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
             "mod_mam" => {
-                // ejabberd's `default`: only `always` (archive every 1:1 chat) is implemented.
-                if let Some(d) = opts.get("default") {
-                    if d.as_str() != Some("always") {
-                        warnings.push((
-                            name.clone(),
-                            "option default: only 'always' is supported; archiving everything"
-                                .to_string(),
-                        ));
-                    }
-                }
-                Arc::new(crate::mam::Mam::default())
+                let default = o.word("default", &["always", "never", "roster"], "always");
+                let expires = o.timeout("archive_expires_after", None);
+                Arc::new(crate::mam::Mam::new(
+                    crate::mam::Policy::parse(default).unwrap_or(crate::mam::Policy::Always),
+                    expires,
+                ))
             }
             "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
             "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),
