@@ -307,3 +307,252 @@ async fn account_advertises_mam() {
         "{r}"
     );
 }
+
+async fn prefs_iq(c: &mut Client, kind: &str, inner: &str) -> Element {
+    let id = c.id();
+    c.request(&format!("<iq type='{kind}' id='{id}'>{inner}</iq>"), &id)
+        .await
+}
+
+/// Bodies of the whole archive (one page of up to 250).
+async fn archive(c: &mut Client) -> Vec<String> {
+    let (rs, ans) = mam(c, None, &rsm("<max>250</max>")).await;
+    assert!(fin(&ans).0, "{ans}");
+    bodies(&rs)
+}
+
+#[tokio::test]
+async fn preferences_decide_what_is_archived() {
+    let server = im::im_server();
+    let (alice, bob_jid, carol) = (bare(ALICE), bare(BOB), bare(CAROL));
+    im::subscribe_mutual(&server, ALICE, CAROL).await;
+    let mut a = im::online(&server, ALICE, "a").await;
+    let mut b = im::online(&server, BOB, "b").await;
+    let mut c = im::online(&server, CAROL, "c").await;
+
+    // No preferences stored: the module default (always), empty lists.
+    let r = prefs_iq(&mut a, "get", &format!("<prefs xmlns='{NS_MAM}'/>")).await;
+    let p = r.child_ns("prefs", NS_MAM).unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(p.attr("default"), Some("always"), "{r}");
+
+    // never by default, but always carol.
+    let r = prefs_iq(
+        &mut a,
+        "set",
+        &format!(
+            "<prefs xmlns='{NS_MAM}' default='never'><always><jid>{carol}</jid></always><never/></prefs>"
+        ),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let p = r.child_ns("prefs", NS_MAM).unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(p.attr("default"), Some("never"), "{r}");
+    let r = prefs_iq(&mut a, "get", &format!("<prefs xmlns='{NS_MAM}'/>")).await;
+    let p = r.child_ns("prefs", NS_MAM).unwrap();
+    assert_eq!(p.attr("default"), Some("never"), "{r}");
+    let always: Vec<String> = p
+        .child_ns("always", NS_MAM)
+        .unwrap()
+        .children_named("jid")
+        .map(|j| j.text.clone())
+        .collect();
+    assert_eq!(always, [carol.clone()]);
+
+    a.send(&im::chat(&format!("{bob_jid}/b"), "p1", "to bob"))
+        .await;
+    b.send(&im::chat(&format!("{alice}/a"), "p2", "from bob"))
+        .await;
+    c.send(&im::chat(&format!("{alice}/a"), "p3", "from carol"))
+        .await;
+    sync(&mut b).await;
+    sync(&mut c).await;
+    sync(&mut a).await;
+    assert_eq!(archive(&mut a).await, ["from carol"]);
+    // Bob's own preferences (none: always) still keep his side.
+    assert_eq!(archive(&mut b).await, ["to bob", "from bob"]);
+
+    // roster: carol (subscribed) yes, bob (not in the roster) no; never wins.
+    let r = prefs_iq(
+        &mut a,
+        "set",
+        &format!("<prefs xmlns='{NS_MAM}' default='roster'><always/><never><jid>{bob_jid}/b</jid></never></prefs>"),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    c.send(&im::chat(&format!("{alice}/a"), "p4", "carol again"))
+        .await;
+    b.send(&im::chat(&format!("{alice}/a"), "p5", "bob again"))
+        .await;
+    sync(&mut b).await;
+    sync(&mut c).await;
+    sync(&mut a).await;
+    assert_eq!(archive(&mut a).await, ["from carol", "carol again"]);
+
+    // Bad preferences are refused; another account's preferences are not ours.
+    let r = prefs_iq(
+        &mut a,
+        "set",
+        &format!("<prefs xmlns='{NS_MAM}' default='sometimes'/>"),
+    )
+    .await;
+    assert_eq!(error_condition(&r), "bad-request");
+    let id = a.id();
+    let r = a
+        .request(
+            &format!("<iq type='get' id='{id}' to='{bob_jid}'><prefs xmlns='{NS_MAM}'/></iq>"),
+            &id,
+        )
+        .await;
+    assert_eq!(error_condition(&r), "forbidden");
+}
+
+#[tokio::test]
+async fn fin_complete_at_both_ends_and_what_is_never_archived() {
+    let server = im::im_server();
+    let bob_jid = bare(BOB);
+    let mut a = im::online(&server, ALICE, "a").await;
+    let mut b = im::online(&server, BOB, "b").await;
+    let to = format!("{bob_jid}/b");
+    for (i, body) in ["m1", "m2", "m3"].iter().enumerate() {
+        a.send(&im::chat(&to, &format!("c{i}"), body)).await;
+    }
+    // Not archived: headline, error, chat state only, a no-store hint.
+    a.send(&format!(
+        "<message to='{to}' type='headline'><body>news</body></message>"
+    ))
+    .await;
+    a.send(&format!(
+        "<message to='{to}' type='error'><body>oops</body></message>"
+    ))
+    .await;
+    a.send(&format!(
+        "<message to='{to}' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    ))
+    .await;
+    a.send(&format!(
+        "<message to='{to}' type='chat'><body>secret</body><no-store xmlns='urn:xmpp:hints'/></message>"
+    ))
+    .await;
+    sync(&mut a).await;
+    sync(&mut b).await;
+    assert_eq!(archive(&mut a).await, ["m1", "m2", "m3"]);
+    assert_eq!(archive(&mut b).await, ["m1", "m2", "m3"]);
+
+    // Exactly a page's worth: complete.
+    let (p, ans) = mam(&mut a, None, &rsm("<max>3</max>")).await;
+    assert_eq!(bodies(&p), ["m1", "m2", "m3"]);
+    assert!(fin(&ans).0, "{ans}");
+    // Forwards: the first page is not complete, the last one is.
+    let (p, ans) = mam(&mut a, None, &rsm("<max>2</max>")).await;
+    assert_eq!(bodies(&p), ["m1", "m2"]);
+    let (complete, _, last, count) = fin(&ans);
+    assert!(!complete, "{ans}");
+    assert_eq!(count.as_deref(), Some("3"));
+    let (p, ans) = mam(
+        &mut a,
+        None,
+        &rsm(&format!("<max>2</max><after>{}</after>", last.unwrap())),
+    )
+    .await;
+    assert_eq!(bodies(&p), ["m3"]);
+    assert!(fin(&ans).0, "{ans}");
+    // Backwards: the last page is not complete, the one with m1 is.
+    let (p, ans) = mam(&mut a, None, &rsm("<max>2</max><before/>")).await;
+    assert_eq!(bodies(&p), ["m2", "m3"]);
+    let (complete, first, _, _) = fin(&ans);
+    assert!(!complete, "{ans}");
+    let (p, ans) = mam(
+        &mut a,
+        None,
+        &rsm(&format!("<max>2</max><before>{}</before>", first.unwrap())),
+    )
+    .await;
+    assert_eq!(bodies(&p), ["m1"]);
+    assert!(fin(&ans).0, "{ans}");
+    // after-id / before-id form fields bound the range too.
+    let (all, _) = mam(&mut a, None, "").await;
+    let ids: Vec<String> = all.iter().map(result_id).collect();
+    let form = format!(
+        "<x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE' type='hidden'><value>{NS_MAM}</value></field>\
+         <field var='after-id'><value>{}</value></field>\
+         <field var='before-id'><value>{}</value></field></x>",
+        ids[0], ids[2]
+    );
+    let (p, ans) = mam(&mut a, None, &form).await;
+    assert_eq!(bodies(&p), ["m2"]);
+    let (complete, _, _, count) = fin(&ans);
+    assert!(complete);
+    assert_eq!(count.as_deref(), Some("3"));
+}
+
+#[tokio::test]
+async fn offline_self_and_carbon_copied_messages_are_archived_once() {
+    let server = im::im_server();
+    let (alice, bob_jid) = (bare(ALICE), bare(BOB));
+    let mut a = im::online(&server, ALICE, "a").await;
+    let mut a2 = im::online(&server, ALICE, "a2").await;
+    for c in [&mut a, &mut a2] {
+        let id = c.id();
+        let r = c
+            .request(
+                &format!("<iq type='set' id='{id}'><enable xmlns='urn:xmpp:carbons:2'/></iq>"),
+                &id,
+            )
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+    }
+    // To bob while he is offline (carbon-copied to a2).
+    a.send(&im::chat(&bob_jid, "o1", "offline one")).await;
+    // Between alice's own resources.
+    a.send(&im::chat(&format!("{alice}/a2"), "o2", "note to self"))
+        .await;
+    sync(&mut a).await;
+    sync(&mut a2).await;
+    let (mut b, got) = im::online_with(&server, BOB, "b", "<presence/>").await;
+    let m = got
+        .iter()
+        .find(|e| e.name == "message")
+        .unwrap_or_else(|| panic!("offline message: {}", im::show(&got)));
+    let sid = m
+        .child_ns("stanza-id", NS_SID)
+        .unwrap_or_else(|| panic!("{m}"));
+    assert_eq!(sid.attr("by"), Some(bob_jid.as_str()));
+    let (rs, _) = mam(&mut b, None, "").await;
+    assert_eq!(bodies(&rs), ["offline one"]);
+    assert_eq!(result_id(&rs[0]), sid.attr("id").unwrap());
+    assert_eq!(archive(&mut a).await, ["offline one", "note to self"]);
+}
+
+#[tokio::test]
+async fn expired_messages_are_left_out_and_deleted() {
+    let modules = common::server::DEFAULT_MODULES
+        .replace("  mod_mam: {}\n", "  mod_mam: {archive_expires_after: 2}\n");
+    let server = common::server::Server::start_with(common::server::Config {
+        modules,
+        ..common::server::Config::default()
+    });
+    server.register(ALICE.0, "localhost", ALICE.1);
+    server.register(BOB.0, "localhost", BOB.1);
+    let bob_jid = bare(BOB);
+    let mut a = im::online(&server, ALICE, "a").await;
+    a.send(&im::chat(&bob_jid, "x1", "old")).await;
+    sync(&mut a).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    a.send(&im::chat(&bob_jid, "x2", "new")).await;
+    sync(&mut a).await;
+    assert_eq!(archive(&mut a).await, ["new"]);
+    let (_, ans) = mam(&mut a, None, "").await;
+    assert_eq!(fin(&ans).3.as_deref(), Some("1"));
+    // The expired one was deleted from storage at bob's login (bob: "old"
+    // is expired, "new" waits); ctl finds only what is left.
+    let _b = im::online(&server, BOB, "b").await;
+    let (code, out, err) = server.ctl(&["delete_old_mam_messages", "sometimes", "1"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let out = server.ctl_ok(&["delete_old_mam_messages", "groupchat", "0"]);
+    assert_eq!(out.trim(), "0");
+    let out = server.ctl_ok(&["delete_old_mam_messages", "all", "0"]);
+    // alice's "old" and "new", bob's "new" ("old" went at his login).
+    assert_eq!(out.trim(), "3", "{out}");
+    assert!(archive(&mut a).await.is_empty());
+}
