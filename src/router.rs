@@ -8,8 +8,10 @@
 //! *sender's* reader (and so, through TCP, the sending client) down to the
 //! recipient's pace. A recipient whose queue stays full that long is a stuck
 //! reader: it is disconnected with `<policy-violation/>` and the stanza is
-//! bounced to its sender with `<resource-constraint/>` — never dropped
-//! silently.
+//! bounced to its sender with `<resource-constraint/>` (a chat message
+//! addressed to its full JID follows the session's leftovers to the account
+//! instead) — never
+//! dropped silently.
 //!
 //! Leftovers of an ending session: a session that leaves the table
 //! ([`Router::unbind`], or replaced in [`Router::bind`]) is marked *ending*
