@@ -469,5 +469,22 @@ async fn backlog_of_a_closed_session_is_not_overtaken_by_later_messages() {
         }
         let want: Vec<String> = (0..N).map(|i| format!("o{i}")).collect();
         assert_eq!(b, want, "round {round}: every message once, in order");
+        // Rerouting does not archive (XEP-0313) a second time.
+        let id = a2.id();
+        let r = a2
+            .request(
+                &format!(
+                    "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2'>\
+                     <set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query></iq>"
+                ),
+                &id,
+            )
+            .await;
+        let count = r
+            .child("fin")
+            .and_then(|f| f.child("set"))
+            .and_then(|s| s.child_text("count"))
+            .map(str::to_string);
+        assert_eq!(count, Some(N.to_string()), "archived once each: {r}");
     }
 }

@@ -356,7 +356,7 @@ async fn preferences_decide_what_is_archived() {
         .children_named("jid")
         .map(|j| j.text.clone())
         .collect();
-    assert_eq!(always, [carol.clone()]);
+    assert_eq!(always, std::slice::from_ref(&carol));
 
     a.send(&im::chat(&format!("{bob_jid}/b"), "p1", "to bob"))
         .await;
@@ -555,4 +555,32 @@ async fn expired_messages_are_left_out_and_deleted() {
     // alice's "old" and "new", bob's "new" ("old" went at his login).
     assert_eq!(out.trim(), "3", "{out}");
     assert!(archive(&mut a).await.is_empty());
+}
+
+#[tokio::test]
+async fn archive_is_removed_with_the_account() {
+    let server = im::im_server();
+    let mut a = im::online(&server, ALICE, "a").await;
+    a.send(&im::chat(&bare(BOB), "g1", "before")).await;
+    sync(&mut a).await;
+    assert_eq!(archive(&mut a).await, ["before"]);
+    let r = prefs_iq(
+        &mut a,
+        "set",
+        &format!("<prefs xmlns='{NS_MAM}' default='never'/>"),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    server.ctl_ok(&["unregister", ALICE.0, "localhost"]);
+    drop(a);
+    server.register(ALICE.0, "localhost", ALICE.1);
+    let mut a = im::online(&server, ALICE, "a").await;
+    assert!(archive(&mut a).await.is_empty());
+    // Preferences went too.
+    let r = prefs_iq(&mut a, "get", &format!("<prefs xmlns='{NS_MAM}'/>")).await;
+    assert_eq!(
+        r.child_ns("prefs", NS_MAM).and_then(|p| p.attr("default")),
+        Some("always"),
+        "{r}"
+    );
 }

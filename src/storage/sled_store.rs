@@ -685,12 +685,12 @@ impl Storage for SledStorage {
     }
 }
 
+/// Lower and upper bounds of a sled key range.
+type SledRange = (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>);
+
 /// The sled key range of `range` under a module's `base` key, clamped to
 /// the range's prefix; `None` when it is empty.
-fn sled_bounds(
-    base: &[u8],
-    range: &KeyRange<'_>,
-) -> Option<(std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>)> {
+fn sled_bounds(base: &[u8], range: &KeyRange<'_>) -> Option<SledRange> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
     let full = |k: &str| {
         let mut v = base.to_vec();
