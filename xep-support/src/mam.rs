@@ -952,6 +952,45 @@ mod tests {
     }
 
     #[test]
+    fn keys_sort_by_time_and_ids_parse_strictly() {
+        assert!(message_key(999) < message_key(1000));
+        assert_eq!(message_key(5), "m:00000000000000000005");
+        assert_eq!(parse_id("00000000000000000005"), Some(5));
+        assert_eq!(parse_id("5"), None);
+        assert_eq!(parse_id("0000000000000000000x"), None);
+        assert_eq!(index_prefix("bob@x"), "w:bob@x\0");
+    }
+
+    #[test]
+    fn prefs_parse_and_render() {
+        let el = Element::new("prefs", NS_MAM)
+            .with_attr("default", "roster")
+            .with_child(
+                Element::new("always", NS_MAM)
+                    .with_child(Element::new("jid", NS_MAM).with_text("a@x"))
+                    .with_child(Element::new("jid", NS_MAM).with_text("a@x")),
+            )
+            .with_child(
+                Element::new("never", NS_MAM)
+                    .with_child(Element::new("jid", NS_MAM).with_text("b@x/r")),
+            );
+        let p = Prefs::from_element(&el).unwrap();
+        assert_eq!(p.default, Policy::Roster);
+        assert_eq!(p.always, ["a@x"]);
+        assert_eq!(p.never, ["b@x/r"]);
+        assert_eq!(Prefs::from_element(&p.to_element()).unwrap(), p);
+        let bad = Element::new("prefs", NS_MAM).with_attr("default", "sometimes");
+        assert!(Prefs::from_element(&bad).is_err());
+        let bad_jid = Element::new("prefs", NS_MAM)
+            .with_attr("default", "always")
+            .with_child(
+                Element::new("never", NS_MAM)
+                    .with_child(Element::new("jid", NS_MAM).with_text("@@")),
+            );
+        assert!(Prefs::from_element(&bad_jid).is_err());
+    }
+
+    #[test]
     fn ids_strictly_increase() {
         let m = Mam::default();
         let a = m.next_id();
