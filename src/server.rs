@@ -557,6 +557,18 @@ impl ServerContext for Server {
             .map_err(|e| StoreError(e.to_string()))
     }
 
+    fn kv_put_many_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_put_many_lazy(host, user, module, entries)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
     fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError> {
         let (host, user) = account_parts(account)?;
         self.storage

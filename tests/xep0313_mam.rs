@@ -358,13 +358,15 @@ async fn preferences_decide_what_is_archived() {
         .collect();
     assert_eq!(always, std::slice::from_ref(&carol));
 
+    // One after the other, so each archive's order is known.
     a.send(&im::chat(&format!("{bob_jid}/b"), "p1", "to bob"))
         .await;
+    sync(&mut a).await;
     b.send(&im::chat(&format!("{alice}/a"), "p2", "from bob"))
         .await;
+    sync(&mut b).await;
     c.send(&im::chat(&format!("{alice}/a"), "p3", "from carol"))
         .await;
-    sync(&mut b).await;
     sync(&mut c).await;
     sync(&mut a).await;
     assert_eq!(archive(&mut a).await, ["from carol"]);

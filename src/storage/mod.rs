@@ -330,6 +330,15 @@ pub trait Storage: Send + Sync {
     ) -> Result<(), StorageError> {
         self.module_put(host, user, module, key, value)
     }
+    /// Store several values of a module atomically, without waiting for the
+    /// disk (like [`Storage::module_put_lazy`]).
+    fn module_put_many_lazy(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), StorageError>;
     /// Remove a module's value; whether there was one. Durable when it returns.
     fn module_delete(
         &self,

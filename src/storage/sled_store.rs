@@ -558,6 +558,24 @@ impl Storage for SledStorage {
         Ok(())
     }
 
+    fn module_put_many_lazy(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), StorageError> {
+        let _w = self.writing();
+        let mut batch = sled::Batch::default();
+        for (key, value) in entries {
+            batch.insert(module_key(host, user, module, key)?, *value);
+        }
+        self.trees
+            .module_data
+            .apply_batch(batch)
+            .map_err(|e| self.err(e))
+    }
+
     fn module_delete(
         &self,
         host: &str,

@@ -23,7 +23,8 @@
 //! - `w:<peer bare JID>\0<id>` = empty: the index by peer;
 //! - `prefs` = the `<prefs/>` element.
 //!
-//! Written without waiting for the disk ([`ServerContext::kv_put_lazy`];
+//! Written in one batch without waiting for the disk
+//! ([`ServerContext::kv_put_many_lazy`];
 //! sled flushes within 500 ms): a flush per archived message (two per chat
 //! message) made the message path several times slower.
 //!
@@ -507,9 +508,12 @@ impl Mam {
         value.push('\n');
         msg.write_to(&mut value, ns::CLIENT);
         let index = format!("{}{id:020}", index_prefix(with.as_str()));
-        let r = ctx
-            .kv_put_lazy(MODULE, account, &key, value.as_bytes())
-            .and_then(|()| ctx.kv_put_lazy(MODULE, account, &index, b""));
+        // One batch: the message and its index entry exist together or not at all.
+        let r = ctx.kv_put_many_lazy(
+            MODULE,
+            account,
+            &[(key.as_str(), value.as_bytes()), (index.as_str(), b"")],
+        );
         match r {
             Ok(()) => Some(format!("{id:020}")),
             Err(e) => {

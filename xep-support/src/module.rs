@@ -282,6 +282,19 @@ pub trait ServerContext: Send + Sync {
     ) -> Result<(), StoreError> {
         self.kv_put(module, account, key, value)
     }
+    /// Like [`ServerContext::kv_put_lazy`] for several keys at once,
+    /// atomically (all or none are stored).
+    fn kv_put_many_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        for (k, v) in entries {
+            self.kv_put_lazy(module, account, k, v)?;
+        }
+        Ok(())
+    }
     /// Remove a module's value; whether there was one. Durable.
     fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError>;
     /// Every (key, value) of a module for `account` whose key starts with
