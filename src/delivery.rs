@@ -214,12 +214,12 @@ fn answer_account_iq(
     stanza: &Element,
     account: BareJid,
     is_set: bool,
-) -> Element {
+) -> (Element, Vec<Element>) {
     let (Some(payload), Some(from)) = (
         stanza.first_child(),
         stanza.attr("from").and_then(|f| FullJid::new(f).ok()),
     ) else {
-        return iq_error(stanza, &StanzaError::bad_request());
+        return (iq_error(stanza, &StanzaError::bad_request()), Vec::new());
     };
     let to = Jid::from(account);
     let req = IqRequest {
@@ -229,14 +229,15 @@ fn answer_account_iq(
         from: &from,
         to: &to,
     };
-    let mut reply = match module.handle_account_iq(server, &req) {
+    let (answer, before) = module.handle_account_iq_ordered(server, &req);
+    let mut reply = match answer {
         Ok(p) => iq_result(stanza, p),
         Err(e) => iq_error(stanza, &e),
     };
     if stanza.attr("to").is_none() {
         reply.remove_attr("from");
     }
-    reply
+    (reply, before)
 }
 
 async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
@@ -248,10 +249,23 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
     if let Ok(full) = to.clone().try_into_full() {
         if let Some(session) = server.router.session(&full) {
             let extra = delivered_hooks(server, &bare, std::slice::from_ref(&full), &stanza);
-            if deliver_or_bounce(server, &session, stanza).await {
-                route_all(server, extra).await;
+            if kind == "error" || kind == "headline" || kind == "groupchat" {
+                if deliver_or_bounce(server, &session, stanza).await {
+                    route_all(server, extra).await;
+                }
+                return;
             }
-            return;
+            let backup = stanza.clone();
+            match server.router.deliver(&session, stanza).await {
+                Delivery::Delivered => {
+                    route_all(server, extra).await;
+                    return;
+                }
+                // The session ended meanwhile (its leftovers go to the
+                // account): this message follows them, as if the resource
+                // had not been there (below).
+                Delivery::Gone | Delivery::Stuck => stanza = backup,
+            }
         }
         // RFC 6121 §8.5.3.2.1: no such resource. Only chat is handled as if sent
         // to the bare JID; normal and groupchat get an error, headline and error
@@ -270,6 +284,9 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
         bounce(server, &stanza, StanzaError::service_unavailable()).await;
         return;
     }
+    // A session of the account that just ended may still be rerouting the
+    // messages it never delivered: this one goes after them.
+    server.router.wait_backlog(&bare).await;
     let targets = server.router.best_resources(&bare);
     if targets.is_empty() {
         if kind == "error" || kind == "headline" {
@@ -365,8 +382,11 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
                     bounce(server, &stanza, StanzaError::service_unavailable()).await;
                     return;
                 }
-                let reply =
+                let (reply, before) =
                     answer_account_iq(server, module.as_ref(), &stanza, bare, kind == "set");
+                // Stanzas the module wants first (XEP-0313 results before <fin/>),
+                // routed in order on this task.
+                route_all(server, before).await;
                 send_back(server, reply).await;
             } else if from_self && (ns == ns::SESSION || server.module_for(&ns).is_some()) {
                 let reply = answer_server_iq(server, &stanza, &Jid::from(bare), kind == "set");

@@ -8,11 +8,22 @@
 //! *sender's* reader (and so, through TCP, the sending client) down to the
 //! recipient's pace. A recipient whose queue stays full that long is a stuck
 //! reader: it is disconnected with `<policy-violation/>` and the stanza is
-//! bounced to its sender with `<resource-constraint/>` — never dropped
-//! silently.
+//! bounced to its sender with `<resource-constraint/>` (a chat message
+//! addressed to its full JID follows the session's leftovers to the account
+//! instead) — never
+//! dropped silently.
+//!
+//! Leftovers of an ending session: a session that leaves the table
+//! ([`Router::unbind`], or replaced in [`Router::bind`]) is marked *ending*
+//! until its clean-up ([`Router::release`]) has rerouted the stanzas it never
+//! delivered (XEP-0198 unacked ones, its queue). Meanwhile a message for that
+//! account that is not taken by one of its live full JIDs waits
+//! ([`Router::wait_backlog`]) so it cannot overtake that backlog on its way
+//! to another resource or to offline storage. Checking costs one atomic load
+//! while no session anywhere is ending.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,6 +35,10 @@ use xep_support::element::Element;
 pub const SESSION_QUEUE: usize = 256;
 /// How long delivery waits for room in a full queue.
 pub const SEND_WAIT: Duration = Duration::from_secs(5);
+/// How long a message waits for an ending session's backlog to be rerouted
+/// before it goes on anyway (the writer of a dead connection may take up to
+/// 35 s to give up).
+pub const BACKLOG_WAIT: Duration = Duration::from_secs(40);
 
 /// What a session's writer task is asked to do.
 #[derive(Debug)]
@@ -74,6 +89,9 @@ pub struct SessionHandle {
     pub since: std::time::Instant,
     /// The client's address and whether the stream is TLS (set once at bind).
     pub origin: std::sync::OnceLock<(std::net::SocketAddr, bool)>,
+    /// It left the session table and its leftovers are not yet rerouted
+    /// (see [`Router::release`]).
+    pub ending: AtomicBool,
 }
 
 impl SessionHandle {
@@ -107,6 +125,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Default)]
 pub struct Router {
     sessions: RwLock<HashMap<BareJid, Vec<Arc<SessionHandle>>>>,
+    /// Accounts with ending sessions (how many), see [`Router::release`].
+    ending: std::sync::Mutex<HashMap<BareJid, usize>>,
+    /// Number of ending sessions on the server (the fast path: zero).
+    ending_total: AtomicUsize,
+    /// Signalled whenever an ending session was released.
+    released: Notify,
 }
 
 impl Router {
@@ -131,6 +155,7 @@ impl Router {
             detached: AtomicBool::new(false),
             since: std::time::Instant::now(),
             origin: std::sync::OnceLock::new(),
+            ending: AtomicBool::new(false),
         })
     }
 
@@ -153,18 +178,86 @@ impl Router {
             }
         }
         let replaced = old_pos.map(|p| list.remove(p));
+        if let Some(old) = &replaced {
+            self.mark_ending(old);
+        }
         list.push(handle);
         Ok(replaced)
     }
 
-    /// Remove a session (only if it is still the one registered under its JID).
+    /// Remove a session (only if it is still the one registered under its
+    /// JID). It stays *ending* until [`Router::release`].
     pub fn unbind(&self, handle: &SessionHandle) {
         let bare = handle.jid.to_bare();
         let mut table = self.sessions.write().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = table.get_mut(&bare) {
+            let before = list.len();
             list.retain(|s| s.id != handle.id);
+            if list.len() != before {
+                // Marked while the table is still locked: nobody sees the
+                // account without the session and without the mark.
+                self.mark_ending(handle);
+            }
             if list.is_empty() {
                 table.remove(&bare);
+            }
+        }
+    }
+
+    fn mark_ending(&self, handle: &SessionHandle) {
+        if handle.ending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut ending = self.ending.lock().unwrap_or_else(|e| e.into_inner());
+        *ending.entry(handle.jid.to_bare()).or_default() += 1;
+        self.ending_total.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The session's leftovers were rerouted (or handed to a resumption):
+    /// messages for its account no longer wait for it. Idempotent.
+    pub fn release(&self, handle: &SessionHandle) {
+        if !handle.ending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let mut ending = self.ending.lock().unwrap_or_else(|e| e.into_inner());
+            let bare = handle.jid.to_bare();
+            if let Some(n) = ending.get_mut(&bare) {
+                *n -= 1;
+                if *n == 0 {
+                    ending.remove(&bare);
+                }
+            }
+            self.ending_total.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.released.notify_waiters();
+    }
+
+    /// Whether a session of `bare` is ending (its leftovers not yet rerouted).
+    pub fn is_ending(&self, bare: &BareJid) -> bool {
+        if self.ending_total.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let ending = self.ending.lock().unwrap_or_else(|e| e.into_inner());
+        ending.contains_key(bare)
+    }
+
+    /// Wait until no session of `bare` is ending, at most [`BACKLOG_WAIT`].
+    pub async fn wait_backlog(&self, bare: &BareJid) {
+        if !self.is_ending(bare) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + BACKLOG_WAIT;
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_ending(bare) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!("{bare}: an ending session's leftovers took too long; going on");
+                return;
             }
         }
     }
@@ -312,5 +405,32 @@ mod tests {
         assert_eq!(r.deliver(&a, msg()).await, Delivery::Delivered);
         assert_eq!(r.deliver(&a, msg()).await, Delivery::Stuck);
         assert_eq!(r.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn messages_wait_for_an_ending_session_until_it_is_released() {
+        let r = Arc::new(Router::new());
+        let (a, _ra) = handle("a@x/1");
+        let bare = BareJid::new("a@x").unwrap();
+        r.bind(a.clone(), None).unwrap();
+        assert!(!r.is_ending(&bare));
+        r.unbind(&a);
+        r.unbind(&a); // once only
+        assert!(r.is_ending(&bare));
+        assert!(!r.is_ending(&BareJid::new("b@x").unwrap()));
+        let waiter = {
+            let (r, bare) = (r.clone(), bare.clone());
+            tokio::spawn(async move { r.wait_backlog(&bare).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        r.release(&a);
+        r.release(&a);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!r.is_ending(&bare));
+        assert_eq!(r.ending_total.load(Ordering::Relaxed), 0);
     }
 }

@@ -623,6 +623,31 @@ impl ServerContext for Server {
             .map_err(|e| StoreError(e.to_string()))
     }
 
+    fn kv_put_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_put_lazy(host, user, module, key, value)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_put_many_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_put_many_lazy(host, user, module, entries)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
     fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError> {
         let (host, user) = account_parts(account)?;
         self.storage
@@ -639,6 +664,44 @@ impl ServerContext for Server {
         let (host, user) = account_parts(account)?;
         self.storage
             .module_scan(host, user, module, prefix)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_scan_range(
+        &self,
+        module: &str,
+        account: &BareJid,
+        range: &xep_support::module::KeyRange<'_>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_scan_range(host, user, module, range, reverse, limit)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_count_range(
+        &self,
+        module: &str,
+        account: &BareJid,
+        range: &xep_support::module::KeyRange<'_>,
+    ) -> Result<usize, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_count_range(host, user, module, range)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    fn kv_delete_many(
+        &self,
+        module: &str,
+        account: &BareJid,
+        keys: &[String],
+    ) -> Result<usize, StoreError> {
+        let (host, user) = account_parts(account)?;
+        self.storage
+            .module_delete_many(host, user, module, keys)
             .map_err(|e| StoreError(e.to_string()))
     }
 

@@ -24,6 +24,7 @@ const ENABLED: &[&str] = &[
     "mod_last",
     "mod_pep",
     "mod_carbons",
+    "mod_mam",
     "mod_client_state",
     "mod_stream_mgmt",
     "mod_muc",

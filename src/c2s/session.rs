@@ -203,6 +203,7 @@ async fn wind_down(
         (End::Taken(claim), Some(rx)) => match claim.send(rx) {
             Ok(()) => {
                 tracing::info!(%peer, "session {} taken over by a resumption", handle.jid);
+                server.router.release(&handle);
                 return;
             }
             Err(rx) => Some(rx),
@@ -284,7 +285,10 @@ async fn detached(
     };
     if let Some(claim) = claim {
         match claim.send(rx) {
-            Ok(()) => return None,
+            Ok(()) => {
+                server.router.release(handle);
+                return None;
+            }
             Err(rx) => {
                 server.router.unbind(handle);
                 return Some(rx);
@@ -323,9 +327,19 @@ async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Ta
     for m in &server.live().modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
-    for el in left {
-        reroute(server, handle, el).await;
+    // The whole backlog goes out under the account lock, before any message
+    // that came later: those wait for `release` (Router::wait_backlog) or for
+    // the lock (offline storage), so none overtakes it.
+    if !left.is_empty() {
+        let bare = handle.jid.to_bare();
+        let _guard = server.account_locks.lock(&bare).await;
+        let exists = !server.router.sessions_of(&bare).is_empty()
+            || crate::delivery::account_exists(server, &bare);
+        for el in left {
+            reroute(server, handle, el, exists).await;
+        }
     }
+    server.router.release(handle);
 }
 
 fn bare_of(handle: &SessionHandle) -> String {
@@ -334,8 +348,11 @@ fn bare_of(handle: &SessionHandle) -> String {
 
 /// A stanza a session never got to deliver: messages go to another resource
 /// or offline storage (a delay stamp says when they first came), iq
-/// requests are answered with an error, the rest is dropped.
-async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element) {
+/// requests are answered with an error, the rest is dropped. The caller
+/// holds the account lock. Messages went through the modules' filters and
+/// hooks (archiving, carbons) when they first reached the session; they are
+/// not run again.
+async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, exists: bool) {
     let bare = handle.jid.to_bare();
     match el.name.as_str() {
         "message" => {
@@ -360,7 +377,12 @@ async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element) 
                         .with_attr("stamp", crate::im::offline::now_stamp()),
                 ));
             }
-            crate::delivery::route(server, el).await;
+            if exists {
+                crate::im::offline::store_or_deliver_locked(server, el, &bare).await;
+            } else {
+                // The account was removed.
+                crate::delivery::bounce(server, &el, StanzaError::service_unavailable()).await;
+            }
         }
         "iq" if matches!(el.attr("type"), Some("get") | Some("set")) => {
             crate::delivery::bounce(server, &el, StanzaError::service_unavailable()).await;

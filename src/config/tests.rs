@@ -67,6 +67,7 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_caps",
             "mod_ping",
             "mod_carbons",
+            "mod_mam",
             "mod_client_state",
             "mod_stream_mgmt",
             "mod_private",

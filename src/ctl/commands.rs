@@ -183,6 +183,12 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "delete_old_mam_messages",
+        args: &["TYPE", "DAYS"],
+        help: "Delete archived (XEP-0313) messages older than DAYS days (TYPE: chat, groupchat or all) on every host; print how many",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "incoming_s2s_number",
         args: &[],
         help: "Print the number of authenticated incoming s2s streams",
@@ -682,6 +688,7 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
             delete_rosteritem(env, server, luser, lhost, user, host)
         }
         ("delete_old_messages", [days]) => delete_old_messages(env, days),
+        ("delete_old_mam_messages", [kind, days]) => delete_old_mam_messages(env, kind, days),
         ("reload_config", []) => match server.map(|s| s.reload_config()) {
             Some(Ok(text)) => Ok(CtlOutput::ok(text)),
             Some(Err(why)) => Err(CtlOutput::failed(why)),
@@ -959,6 +966,79 @@ fn delete_old_messages(env: &CtlEnv, days: &str) -> Result<CtlOutput, CtlOutput>
                     .map_err(db_failed)?;
                 deleted += old.len();
             }
+        }
+    }
+    Ok(CtlOutput::ok(deleted.to_string()))
+}
+
+/// mod_mam's archive of one account, straight on the database.
+struct MamStore<'a>(&'a dyn Storage);
+
+impl xep_support::mam::ArchiveStore for MamStore<'_> {
+    fn scan_range(
+        &self,
+        account: &jid::BareJid,
+        range: &xep_support::module::KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, xep_support::module::StoreError> {
+        let user = account.node().map(|n| n.as_str()).unwrap_or("");
+        self.0
+            .module_scan_range(
+                account.domain().as_str(),
+                user,
+                xep_support::mam::MODULE,
+                range,
+                false,
+                limit,
+            )
+            .map_err(|e| xep_support::module::StoreError(e.to_string()))
+    }
+    fn delete_keys(
+        &self,
+        account: &jid::BareJid,
+        keys: &[String],
+    ) -> Result<usize, xep_support::module::StoreError> {
+        let user = account.node().map(|n| n.as_str()).unwrap_or("");
+        self.0
+            .module_delete_many(
+                account.domain().as_str(),
+                user,
+                xep_support::mam::MODULE,
+                keys,
+            )
+            .map_err(|e| xep_support::module::StoreError(e.to_string()))
+    }
+}
+
+fn delete_old_mam_messages(env: &CtlEnv, kind: &str, days: &str) -> Result<CtlOutput, CtlOutput> {
+    if !matches!(kind, "chat" | "groupchat" | "all") {
+        return Err(CtlOutput::failed(format!(
+            "Invalid type '{kind}': expected chat, groupchat or all"
+        )));
+    }
+    let days: u64 = days.parse().map_err(|_| {
+        CtlOutput::failed(format!(
+            "Invalid number of days '{days}': expected a whole number"
+        ))
+    })?;
+    if kind == "groupchat" {
+        // Only one-to-one chats are archived (no MUC archives).
+        return Ok(CtlOutput::ok("0"));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    let cutoff = now.saturating_sub(days.saturating_mul(86_400_000_000));
+    let store = MamStore(env.storage.as_ref());
+    let mut deleted = 0usize;
+    for host in env.hosts() {
+        for user in env.storage.list_users(&host).map_err(db_failed)? {
+            let Ok(account) = jid::BareJid::new(&format!("{user}@{host}")) else {
+                continue;
+            };
+            deleted += xep_support::mam::delete_older_than(&store, &account, cutoff, usize::MAX)
+                .map_err(|e| CtlOutput::failed(format!("Database error: {e}")))?;
         }
     }
     Ok(CtlOutput::ok(deleted.to_string()))

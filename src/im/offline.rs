@@ -131,6 +131,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// else store it (or tell the sender why not).
 pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
     let _guard = server.account_locks.lock(to).await;
+    store_or_deliver_locked(server, msg, to).await;
+}
+
+/// [`store_or_deliver`] for a caller that holds `to`'s account lock (an
+/// ending session rerouting its whole backlog under one lock).
+pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid) {
     let targets = server.router.best_resources(to);
     if !targets.is_empty() {
         for s in targets {

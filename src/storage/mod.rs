@@ -26,6 +26,7 @@ pub use sled_store::SledStorage;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::credentials::StoredCredentials;
+pub use xep_support::module::KeyRange;
 
 /// The subscription state of a roster item (RFC 6121 §2.1.2.5), from the
 /// roster owner's point of view.
@@ -316,6 +317,28 @@ pub trait Storage: Send + Sync {
         key: &str,
         value: &[u8],
     ) -> Result<(), StorageError>;
+    /// Store a module's value without waiting for it to reach the disk (the
+    /// store flushes on its own shortly after: sled every 500 ms), for
+    /// writes on the message path such as archiving (XEP-0313).
+    fn module_put_lazy(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.module_put(host, user, module, key, value)
+    }
+    /// Store several values of a module atomically, without waiting for the
+    /// disk (like [`Storage::module_put_lazy`]).
+    fn module_put_many_lazy(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), StorageError>;
     /// Remove a module's value; whether there was one. Durable when it returns.
     fn module_delete(
         &self,
@@ -333,6 +356,36 @@ pub trait Storage: Send + Sync {
         module: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
+    /// At most `limit` (key, value) pairs of a module for `user@host` in
+    /// `range`, in key order or (`reverse`) from the last key down: a range
+    /// scan of the store's ordered keys.
+    fn module_scan_range(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        range: &KeyRange<'_>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
+    /// How many keys of a module for `user@host` are in `range`, without
+    /// copying values.
+    fn module_count_range(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        range: &KeyRange<'_>,
+    ) -> Result<usize, StorageError>;
+    /// Remove several keys of a module for `user@host` at once (atomic, one
+    /// flush); how many existed.
+    fn module_delete_many(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        keys: &[String],
+    ) -> Result<usize, StorageError>;
     // --- Whole database ---
 
     /// Write a consistent copy of the whole database to the file `path`

@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{OfflineStored, RosterChange, RosterItem, Storage, StorageError};
+use super::{KeyRange, OfflineStored, RosterChange, RosterItem, Storage, StorageError};
 use crate::auth::credentials::StoredCredentials;
 
 /// Name of the tree holding accounts.
@@ -544,6 +544,41 @@ impl Storage for SledStorage {
         self.durable()
     }
 
+    fn module_put_lazy(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        let _w = self.writing();
+        let k = module_key(host, user, module, key)?;
+        self.trees
+            .module_data
+            .insert(k, value)
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn module_put_many_lazy(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), StorageError> {
+        let _w = self.writing();
+        let mut batch = sled::Batch::default();
+        for (key, value) in entries {
+            batch.insert(module_key(host, user, module, key)?, *value);
+        }
+        self.trees
+            .module_data
+            .apply_batch(batch)
+            .map_err(|e| self.err(e))
+    }
+
     fn module_delete(
         &self,
         host: &str,
@@ -578,6 +613,90 @@ impl Storage for SledStorage {
         Ok(out)
     }
 
+    fn module_scan_range(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        range: &KeyRange<'_>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let base = module_key(host, user, module, "")?;
+        let Some(bounds) = sled_bounds(&base, range) else {
+            return Ok(Vec::new());
+        };
+        let iter = self.trees.module_data.range(bounds);
+        let mut out = Vec::new();
+        let mut push = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            out.push((key_suffix(&k, &base, "module data")?, v.to_vec()));
+            Ok::<(), StorageError>(())
+        };
+        if reverse {
+            for kv in iter.rev().take(limit) {
+                push(kv)?;
+            }
+        } else {
+            for kv in iter.take(limit) {
+                push(kv)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn module_count_range(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        range: &KeyRange<'_>,
+    ) -> Result<usize, StorageError> {
+        let base = module_key(host, user, module, "")?;
+        let Some(bounds) = sled_bounds(&base, range) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for kv in self.trees.module_data.range(bounds) {
+            kv.map_err(|e| self.err(e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn module_delete_many(
+        &self,
+        host: &str,
+        user: &str,
+        module: &str,
+        keys: &[String],
+    ) -> Result<usize, StorageError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let _w = self.writing();
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for key in keys {
+            let k = module_key(host, user, module, key)?;
+            if self
+                .trees
+                .module_data
+                .contains_key(&k)
+                .map_err(|e| self.err(e))?
+            {
+                n += 1;
+            }
+            batch.remove(k);
+        }
+        self.trees
+            .module_data
+            .apply_batch(batch)
+            .map_err(|e| self.err(e))?;
+        self.durable()?;
+        Ok(n)
+    }
+
     fn backup(&self, path: &Path) -> Result<u64, StorageError> {
         self.backup_impl(path)
     }
@@ -585,6 +704,48 @@ impl Storage for SledStorage {
     fn restore(&self, path: &Path) -> Result<u64, StorageError> {
         self.restore_impl(path)
     }
+}
+
+/// Lower and upper bounds of a sled key range.
+type SledRange = (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>);
+
+/// The sled key range of `range` under a module's `base` key, clamped to
+/// the range's prefix; `None` when it is empty.
+fn sled_bounds(base: &[u8], range: &KeyRange<'_>) -> Option<SledRange> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let full = |k: &str| {
+        let mut v = base.to_vec();
+        v.extend_from_slice(k.as_bytes());
+        v
+    };
+    let start = full(range.prefix);
+    // No UTF-8 key has the byte 0xFF: every key with the prefix is below this.
+    let mut end = start.clone();
+    end.push(0xFF);
+    let lower = match range.lower {
+        Included(k) if full(k) > start => Included(full(k)),
+        Excluded(k) if full(k) >= start => Excluded(full(k)),
+        _ => Included(start),
+    };
+    let upper = match range.upper {
+        Included(k) if full(k) < end => Included(full(k)),
+        Excluded(k) if full(k) < end => Excluded(full(k)),
+        _ => Excluded(end),
+    };
+    let (lo, lo_incl) = match &lower {
+        Included(k) => (k, true),
+        Excluded(k) => (k, false),
+        Unbounded => unreachable!(),
+    };
+    let (hi, hi_incl) = match &upper {
+        Included(k) => (k, true),
+        Excluded(k) => (k, false),
+        Unbounded => unreachable!(),
+    };
+    if lo > hi || (lo == hi && !(lo_incl && hi_incl)) {
+        return None;
+    }
+    Some((lower, upper))
 }
 
 /// The key `host\0user\0module\0key` of a module's record; the module's own
@@ -613,6 +774,78 @@ mod tests {
             sha1: secret.clone(),
             sha256: Some(secret),
         }
+    }
+
+    #[test]
+    fn module_range_scans_count_and_delete_many() {
+        use std::ops::Bound::*;
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path()).unwrap();
+        for k in ["m:01", "m:02", "m:03", "m:04", "n", "l"] {
+            s.module_put_lazy("localhost", "alice", "mod_mam", k, k.as_bytes())
+                .unwrap();
+        }
+        s.module_put("localhost", "alicex", "mod_mam", "m:00", b"x")
+            .unwrap();
+        let keys = |r: Vec<(String, Vec<u8>)>| r.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let all = KeyRange::prefix("m:");
+        let r = s
+            .module_scan_range("localhost", "alice", "mod_mam", &all, false, 10)
+            .unwrap();
+        assert_eq!(keys(r), ["m:01", "m:02", "m:03", "m:04"]);
+        let r = s
+            .module_scan_range("localhost", "alice", "mod_mam", &all, true, 2)
+            .unwrap();
+        assert_eq!(keys(r), ["m:04", "m:03"]);
+        let mid = KeyRange {
+            prefix: "m:",
+            lower: Excluded("m:01"),
+            upper: Included("m:03"),
+        };
+        let r = s
+            .module_scan_range("localhost", "alice", "mod_mam", &mid, false, 10)
+            .unwrap();
+        assert_eq!(keys(r), ["m:02", "m:03"]);
+        assert_eq!(
+            s.module_count_range("localhost", "alice", "mod_mam", &mid)
+                .unwrap(),
+            2
+        );
+        // Bounds outside the prefix are clamped to it; an empty range is empty.
+        let wide = KeyRange {
+            prefix: "m:",
+            lower: Included("a"),
+            upper: Included("z"),
+        };
+        assert_eq!(
+            s.module_count_range("localhost", "alice", "mod_mam", &wide)
+                .unwrap(),
+            4
+        );
+        let empty = KeyRange {
+            prefix: "m:",
+            lower: Excluded("m:03"),
+            upper: Excluded("m:03"),
+        };
+        assert_eq!(
+            s.module_count_range("localhost", "alice", "mod_mam", &empty)
+                .unwrap(),
+            0
+        );
+        let gone = s
+            .module_delete_many(
+                "localhost",
+                "alice",
+                "mod_mam",
+                &["m:01".into(), "m:02".into(), "m:99".into()],
+            )
+            .unwrap();
+        assert_eq!(gone, 2);
+        assert_eq!(
+            s.module_count_range("localhost", "alice", "mod_mam", &all)
+                .unwrap(),
+            2
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct Config {
 }
 
 /// The modules every test server enables unless a test says otherwise.
-pub const DEFAULT_MODULES: &str = "  mod_ping: {}\n  mod_disco: {}\n  mod_caps: {}\n  mod_private: {}\n  mod_vcard: {}\n  mod_vcard_xupdate: {}\n  mod_avatar: {}\n  mod_blocking: {}\n  mod_version: {}\n  mod_time: {}\n  mod_last: {}\n  mod_pep: {}\n  mod_carbons: {}\n  mod_client_state: {}\n  mod_stream_mgmt: {}\n  mod_muc: {}\n";
+pub const DEFAULT_MODULES: &str = "  mod_ping: {}\n  mod_disco: {}\n  mod_caps: {}\n  mod_private: {}\n  mod_vcard: {}\n  mod_vcard_xupdate: {}\n  mod_avatar: {}\n  mod_blocking: {}\n  mod_version: {}\n  mod_time: {}\n  mod_last: {}\n  mod_pep: {}\n  mod_carbons: {}\n  mod_mam: {}\n  mod_client_state: {}\n  mod_stream_mgmt: {}\n  mod_muc: {}\n";
 
 impl Default for Config {
     fn default() -> Self {

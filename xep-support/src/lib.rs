@@ -16,6 +16,7 @@ pub mod disco;
 pub mod element;
 pub mod http_upload;
 pub mod last;
+pub mod mam;
 pub mod module;
 pub mod muc;
 pub mod ns;

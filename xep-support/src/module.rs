@@ -179,6 +179,43 @@ impl From<StoreError> for StanzaError {
     }
 }
 
+/// A range of one module's keys for one account: the keys that start with
+/// `prefix` and lie between `lower` and `upper` (whole keys, prefix
+/// included; byte order). Read with [`ServerContext::kv_scan_range`]: a
+/// range scan in the store, never a scan of the account's other keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRange<'a> {
+    pub prefix: &'a str,
+    pub lower: std::ops::Bound<&'a str>,
+    pub upper: std::ops::Bound<&'a str>,
+}
+
+impl<'a> KeyRange<'a> {
+    /// Every key starting with `prefix`.
+    pub fn prefix(prefix: &'a str) -> Self {
+        KeyRange {
+            prefix,
+            lower: std::ops::Bound::Unbounded,
+            upper: std::ops::Bound::Unbounded,
+        }
+    }
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &str) -> bool {
+        use std::ops::Bound::*;
+        key.starts_with(self.prefix)
+            && match self.lower {
+                Included(l) => key >= l,
+                Excluded(l) => key > l,
+                Unbounded => true,
+            }
+            && match self.upper {
+                Included(u) => key <= u,
+                Excluded(u) => key < u,
+                Unbounded => true,
+            }
+    }
+}
+
 /// What a stanza filter decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -262,6 +299,31 @@ pub trait ServerContext: Send + Sync {
         key: &str,
         value: &[u8],
     ) -> Result<(), StoreError>;
+    /// Like [`ServerContext::kv_put`], but without waiting for the disk (the
+    /// store flushes on its own within a second): for writes on the message
+    /// path (archiving).
+    fn kv_put_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.kv_put(module, account, key, value)
+    }
+    /// Like [`ServerContext::kv_put_lazy`] for several keys at once,
+    /// atomically (all or none are stored).
+    fn kv_put_many_lazy(
+        &self,
+        module: &str,
+        account: &BareJid,
+        entries: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        for (k, v) in entries {
+            self.kv_put_lazy(module, account, k, v)?;
+        }
+        Ok(())
+    }
     /// Remove a module's value; whether there was one. Durable.
     fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError>;
     /// Every (key, value) of a module for `account` whose key starts with
@@ -272,6 +334,56 @@ pub trait ServerContext: Send + Sync {
         account: &BareJid,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// At most `limit` (key, value) pairs of a module for `account` in
+    /// `range`, in key order (`reverse`: from the last key down). A range
+    /// scan: its cost follows the rows returned, not the account's data.
+    fn kv_scan_range(
+        &self,
+        module: &str,
+        account: &BareJid,
+        range: &KeyRange<'_>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut rows: Vec<_> = self
+            .kv_scan(module, account, range.prefix)?
+            .into_iter()
+            .filter(|(k, _)| range.contains(k))
+            .collect();
+        if reverse {
+            rows.reverse();
+        }
+        rows.truncate(limit);
+        Ok(rows)
+    }
+    /// How many keys of a module for `account` are in `range` (values are
+    /// not read).
+    fn kv_count_range(
+        &self,
+        module: &str,
+        account: &BareJid,
+        range: &KeyRange<'_>,
+    ) -> Result<usize, StoreError> {
+        Ok(self
+            .kv_scan(module, account, range.prefix)?
+            .iter()
+            .filter(|(k, _)| range.contains(k))
+            .count())
+    }
+    /// Remove these keys of a module for `account` (one flush); how many
+    /// existed.
+    fn kv_delete_many(
+        &self,
+        module: &str,
+        account: &BareJid,
+        keys: &[String],
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for k in keys {
+            n += usize::from(self.kv_delete(module, account, k)?);
+        }
+        Ok(n)
+    }
     /// Whether the `access_rules` rule allows this user and/or address
     /// (ejabberd semantics; an undefined rule denies, `all` allows).
     fn access_allows(&self, _rule: &str, _user: Option<(&str, &str)>, _ip: Option<IpAddr>) -> bool {
@@ -371,6 +483,17 @@ pub trait Module: Send + Sync {
     /// the owner or by anyone else (`req.from`); the account exists.
     fn handle_account_iq(&self, _ctx: &dyn ServerContext, _req: &IqRequest<'_>) -> IqResult {
         Err(StanzaError::service_unavailable())
+    }
+    /// Like [`Module::handle_account_iq`], with stanzas the server routes, in
+    /// order, before it sends the iq's answer (e.g. XEP-0313 results, which
+    /// must reach the client before the `<fin/>`). Defaults to
+    /// `handle_account_iq` with no stanzas.
+    fn handle_account_iq_ordered(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &IqRequest<'_>,
+    ) -> (IqResult, Vec<Element>) {
+        (self.handle_account_iq(ctx, req), Vec::new())
     }
     /// Disco features every account advertises because of this module.
     fn account_disco_features(&self) -> Vec<&'static str> {

@@ -26,6 +26,7 @@ pub const KNOWN: &[&str] = &[
     "mod_http_upload",
     "mod_push",
     "mod_muc",
+    "mod_mam",
 ];
 
 /// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
@@ -66,6 +67,7 @@ fn accepted_options(name: &str) -> &'static [&'static str] {
         "mod_adhoc" => &["report_commands_node"],
         "mod_configure" => &[],
         "mod_muc" => crate::muc::OPTIONS,
+        "mod_mam" => crate::mam::OPTIONS,
         _ => &[],
     }
 }
@@ -153,6 +155,14 @@ pub fn build(
                     ));
                 }
                 Arc::new(crate::avatar::Avatar)
+            }
+            "mod_mam" => {
+                let default = o.word("default", &["always", "never", "roster"], "always");
+                let expires = o.timeout("archive_expires_after", None);
+                Arc::new(crate::mam::Mam::new(
+                    crate::mam::Policy::parse(default).unwrap_or(crate::mam::Policy::Always),
+                    expires,
+                ))
             }
             "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
             "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),

@@ -1,0 +1,1005 @@
+//! XEP-0313 Message Archive Management (`mod_mam`, `urn:xmpp:mam:2`) for
+//! one-to-one chats, with XEP-0359 stanza ids and XEP-0059 paging.
+//!
+//! Archiving: every `chat` or `normal` message with a `<body/>` (not
+//! groupchat, headline or error, not chat states alone, not with a XEP-0334
+//! `no-store`/`no-permanent-store` hint) is kept in the sender's archive
+//! when a local session sends it ([`Module::message_from_session`]) and in
+//! the recipient's archive when it reaches a local account
+//! ([`Module::filter_message_to_account`], which runs once per message,
+//! before delivery and before offline storage: a message to an offline
+//! account is archived once; a message between two resources of one
+//! account once, on the recipient side). The copy delivered carries
+//! `<stanza-id by='account' id='archive id'/>`; stanza ids claiming to be by
+//! the account that came from outside are removed first. The account's
+//! preferences (`<prefs/>`: default always/never/roster and always/never
+//! JID lists; the module's `default` option when it has none) decide per
+//! peer; they are read from storage once and kept in a bounded cache.
+//!
+//! Storage (the module's key/value space of the account):
+//! - `m:<id>` = `<peer bare JID>\n<message XML>`; the archive id is 20
+//!   digits of microseconds since the Unix epoch, made strictly increasing
+//!   by the module, so keys sort by time;
+//! - `w:<peer bare JID>\0<id>` = empty: the index by peer;
+//! - `prefs` = the `<prefs/>` element.
+//!
+//! Written in one batch without waiting for the disk
+//! ([`ServerContext::kv_put_many_lazy`];
+//! sled flushes within 500 ms): a flush per archived message (two per chat
+//! message) made the message path several times slower.
+//!
+//! Query: an iq set `<query/>` from the owner, with the optional form fields
+//! `with`, `start`, `end`, `after-id`, `before-id` and RSM `max` (capped at
+//! [`MAX_PAGE`]), `after`, `before` (empty: the last page). All of them map
+//! to bounds of one range scan ([`ServerContext::kv_scan_range`]) of `m:`
+//! (or of `w:<with>` when `with` is a bare JID, then one read per result):
+//! its cost follows the page size, not the archive size; `before` scans
+//! backwards. A full JID `with` scans the peer's index and filters on the
+//! resource. The RSM `<count/>` counts keys of the range without reading
+//! values. Results come as messages to the querying resource, routed in
+//! order before the iq result with `<fin/>` ([`Module::handle_account_iq_ordered`]).
+//!
+//! Retention: with `archive_expires_after`, older messages are left out of
+//! queries at once and deleted from storage when the account logs in (in
+//! bounded rounds) or by `rookery ctl delete_old_mam_messages`
+//! ([`delete_older_than`]).
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jid::{BareJid, FullJid, Jid};
+
+use crate::element::Element;
+use crate::module::{IqRequest, IqResult, KeyRange, Module, ServerContext, StoreError};
+use crate::ns;
+use crate::stanza::StanzaError;
+
+/// The module's name (its key/value space).
+pub const MODULE: &str = "mod_mam";
+pub const NS_MAM: &str = "urn:xmpp:mam:2";
+pub const NS_SID: &str = "urn:xmpp:sid:0";
+pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
+/// Most results one query returns (a larger RSM `max` is capped).
+pub const MAX_PAGE: usize = 250;
+/// Results of a query without RSM `max`.
+pub const DEFAULT_PAGE: usize = 50;
+/// Options accepted under `mod_mam:` (ejabberd's names, and
+/// `archive_expires_after`).
+pub const OPTIONS: &[&str] = &[
+    "default",
+    "archive_expires_after",
+    "db_type",
+    "use_cache",
+    "cache_size",
+    "cache_life_time",
+    "cache_missed",
+];
+/// Prefix of archived messages' keys.
+pub const MSG_PREFIX: &str = "m:";
+/// Prefix of the by-peer index keys.
+pub const WITH_PREFIX: &str = "w:";
+/// The key of the account's preferences.
+pub const PREFS_KEY: &str = "prefs";
+/// Accounts whose preferences are cached (the cache is emptied beyond).
+const PREFS_CACHE: usize = 10_000;
+/// Expired messages deleted per login (the rest at the next one).
+const EXPIRE_PER_LOGIN: usize = 5_000;
+/// Expired messages deleted per storage round.
+const EXPIRE_BATCH: usize = 1_000;
+
+/// An archiving policy (ejabberd's `default` option, XEP-0313 `<prefs default=''/>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Always,
+    Never,
+    Roster,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "always" => Some(Policy::Always),
+            "never" => Some(Policy::Never),
+            "roster" => Some(Policy::Roster),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Always => "always",
+            Policy::Never => "never",
+            Policy::Roster => "roster",
+        }
+    }
+}
+
+/// An account's archiving preferences.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prefs {
+    pub default: Policy,
+    /// JIDs (bare: every resource) always archived.
+    pub always: Vec<String>,
+    /// JIDs never archived (wins over `always`).
+    pub never: Vec<String>,
+}
+
+impl Prefs {
+    fn to_element(&self) -> Element {
+        let list = |name: &str, jids: &[String]| {
+            jids.iter().fold(Element::new(name, NS_MAM), |e, j| {
+                e.with_child(Element::new("jid", NS_MAM).with_text(j.clone()))
+            })
+        };
+        Element::new("prefs", NS_MAM)
+            .with_attr("default", self.default.as_str())
+            .with_child(list("always", &self.always))
+            .with_child(list("never", &self.never))
+    }
+
+    /// Read a `<prefs/>` element (from a client or from storage).
+    fn from_element(el: &Element) -> Result<Prefs, StanzaError> {
+        let default = el.attr("default").and_then(Policy::parse).ok_or_else(|| {
+            StanzaError::bad_request().with_text("default: always, never or roster")
+        })?;
+        let list = |name: &str| -> Result<Vec<String>, StanzaError> {
+            let mut out = Vec::new();
+            if let Some(l) = el.child(name, NS_MAM) {
+                for j in l.child_elements().filter(|j| j.name == "jid") {
+                    let jid = Jid::new(j.text().trim())
+                        .map_err(|_| StanzaError::bad_request().with_text("malformed jid"))?;
+                    if !out.contains(&jid.to_string()) {
+                        out.push(jid.to_string());
+                    }
+                }
+            }
+            Ok(out)
+        };
+        Ok(Prefs {
+            default,
+            always: list("always")?,
+            never: list("never")?,
+        })
+    }
+
+    /// Whether a message with `peer` is archived (never > always > default).
+    fn archives(&self, ctx: &dyn ServerContext, account: &BareJid, peer: &Jid) -> bool {
+        let bare = peer.to_bare();
+        let matches = |j: &String| j == bare.as_str() || j == peer.as_str();
+        if self.never.iter().any(matches) {
+            return false;
+        }
+        if self.always.iter().any(matches) {
+            return true;
+        }
+        match self.default {
+            Policy::Always => true,
+            Policy::Never => false,
+            Policy::Roster => {
+                bare == *account
+                    || ctx.subscription(account, &bare) != crate::module::Subscription::None
+            }
+        }
+    }
+}
+
+/// Storage access for archive maintenance, from a module context or from
+/// `rookery ctl` working on the database.
+pub trait ArchiveStore {
+    fn scan_range(
+        &self,
+        account: &BareJid,
+        range: &KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn delete_keys(&self, account: &BareJid, keys: &[String]) -> Result<usize, StoreError>;
+}
+
+impl ArchiveStore for dyn ServerContext + '_ {
+    fn scan_range(
+        &self,
+        account: &BareJid,
+        range: &KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.kv_scan_range(MODULE, account, range, false, limit)
+    }
+    fn delete_keys(&self, account: &BareJid, keys: &[String]) -> Result<usize, StoreError> {
+        self.kv_delete_many(MODULE, account, keys)
+    }
+}
+
+/// The key of archived message `id`.
+pub fn message_key(id: u64) -> String {
+    format!("{MSG_PREFIX}{id:020}")
+}
+
+fn index_prefix(with: &str) -> String {
+    format!("{WITH_PREFIX}{with}\0")
+}
+
+/// Delete `account`'s archived messages with ids (microseconds) below
+/// `cutoff`, at most `limit`; how many were deleted.
+pub fn delete_older_than<S: ArchiveStore + ?Sized>(
+    store: &S,
+    account: &BareJid,
+    cutoff: u64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let upper = message_key(cutoff);
+    let range = KeyRange {
+        prefix: MSG_PREFIX,
+        lower: Bound::Unbounded,
+        upper: Bound::Excluded(&upper),
+    };
+    let mut deleted = 0;
+    while deleted < limit {
+        let rows = store.scan_range(account, &range, EXPIRE_BATCH.min(limit - deleted))?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut keys = Vec::with_capacity(rows.len() * 2);
+        for (key, value) in &rows {
+            let id = &key[MSG_PREFIX.len()..];
+            if let Some((with, _)) = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.split_once('\n'))
+            {
+                keys.push(format!("{}{id}", index_prefix(with)));
+            }
+            keys.push(key.clone());
+        }
+        store.delete_keys(account, &keys)?;
+        deleted += rows.len();
+        if rows.len() < EXPIRE_BATCH {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
+/// `mod_mam`.
+pub struct Mam {
+    last_id: AtomicU64,
+    default: Policy,
+    expires: Option<Duration>,
+    prefs: Mutex<HashMap<BareJid, Option<Arc<Prefs>>>>,
+}
+
+impl Default for Mam {
+    fn default() -> Self {
+        Mam::new(Policy::Always, None)
+    }
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A civil date to days since 1970-01-01.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// XEP-0082 DateTime (UTC, microseconds) of `micros` since the epoch.
+pub fn stamp(micros: u64) -> String {
+    let secs = (micros / 1_000_000) as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        micros % 1_000_000
+    )
+}
+
+/// Parse an XEP-0082 DateTime (`CCYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm)`) to
+/// microseconds since the epoch.
+pub fn parse_stamp(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) && !t.is_empty() {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac: u64 = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let digits = &s[start..i.min(start + 6)];
+        frac = digits.parse().ok()?;
+        frac *= 10u64.pow(6 - digits.len() as u32);
+    }
+    let offset = match &s[i..] {
+        "Z" => 0,
+        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            let o = oh * 3600 + om * 60;
+            if tz.starts_with('-') {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset;
+    if secs < 0 {
+        return Some(0);
+    }
+    Some(secs as u64 * 1_000_000 + frac)
+}
+
+/// Whether a message goes into archives at all: `chat` or `normal` with a
+/// body, without a XEP-0334 hint against storing it.
+fn archivable(msg: &Element) -> bool {
+    matches!(msg.attr("type").unwrap_or("normal"), "chat" | "normal")
+        && msg
+            .child_elements()
+            .any(|c| c.is("body", ns::CLIENT) && !c.text().is_empty())
+        && msg.child("no-store", "urn:xmpp:hints").is_none()
+        && msg.child("no-permanent-store", "urn:xmpp:hints").is_none()
+}
+
+/// A stored entry, parsed.
+struct Entry {
+    id: u64,
+    message: Element,
+}
+
+/// What a query asks, once the form and RSM are read.
+struct Query {
+    with: Option<Jid>,
+    /// Lowest and highest archive id in the result set (inclusive).
+    lo: u64,
+    hi: u64,
+    /// The page: ids strictly between these.
+    after: Option<u64>,
+    before: Option<u64>,
+    /// Page backwards (RSM `<before/>`).
+    backwards: bool,
+    max: usize,
+}
+
+fn parse_id(s: &str) -> Option<u64> {
+    (s.len() == 20 && s.bytes().all(|c| c.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+impl Mam {
+    pub fn new(default: Policy, expires: Option<Duration>) -> Self {
+        Mam {
+            last_id: AtomicU64::new(0),
+            default,
+            expires,
+            prefs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A fresh archive id: microseconds now, strictly above every earlier id.
+    fn next_id(&self) -> u64 {
+        let now = now_micros();
+        let mut prev = self.last_id.load(Ordering::Relaxed);
+        loop {
+            let id = now.max(prev + 1);
+            match self
+                .last_id
+                .compare_exchange(prev, id, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return id,
+                Err(p) => prev = p,
+            }
+        }
+    }
+
+    /// Ids below this are expired (0: nothing is).
+    fn cutoff(&self) -> u64 {
+        self.expires
+            .map(|e| now_micros().saturating_sub(e.as_micros() as u64))
+            .unwrap_or(0)
+    }
+
+    fn default_prefs(&self) -> Prefs {
+        Prefs {
+            default: self.default,
+            always: Vec::new(),
+            never: Vec::new(),
+        }
+    }
+
+    /// The account's preferences (`None`: the module default), cached.
+    fn prefs_of(&self, ctx: &dyn ServerContext, account: &BareJid) -> Option<Arc<Prefs>> {
+        if let Some(p) = self
+            .prefs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+        {
+            return p.clone();
+        }
+        let stored = match ctx.kv_get(MODULE, account, PREFS_KEY) {
+            Ok(v) => v
+                .and_then(|v| ctx.parse_xml(std::str::from_utf8(&v).ok()?))
+                .and_then(|el| Prefs::from_element(&el).ok())
+                .map(Arc::new),
+            Err(e) => {
+                tracing::error!("mod_mam: reading preferences of {account}: {e}");
+                return None; // not cached: read again next time
+            }
+        };
+        let mut cache = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= PREFS_CACHE {
+            cache.clear();
+        }
+        cache.insert(account.clone(), stored.clone());
+        stored
+    }
+
+    fn archives(&self, ctx: &dyn ServerContext, account: &BareJid, peer: &Jid) -> bool {
+        match self.prefs_of(ctx, account) {
+            Some(p) => p.archives(ctx, account, peer),
+            None => self.default_prefs().archives(ctx, account, peer),
+        }
+    }
+
+    /// Store `msg` in `account`'s archive; its archive id.
+    pub fn archive(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        with: &BareJid,
+        msg: &Element,
+    ) -> Option<String> {
+        let id = self.next_id();
+        let key = message_key(id);
+        let mut value = with.to_string();
+        value.push('\n');
+        msg.write_to(&mut value, ns::CLIENT);
+        let index = format!("{}{id:020}", index_prefix(with.as_str()));
+        // One batch: the message and its index entry exist together or not at all.
+        let r = ctx.kv_put_many_lazy(
+            MODULE,
+            account,
+            &[(key.as_str(), value.as_bytes()), (index.as_str(), b"")],
+        );
+        match r {
+            Ok(()) => Some(format!("{id:020}")),
+            Err(e) => {
+                tracing::error!("mod_mam: archiving for {account}: {e}");
+                None
+            }
+        }
+    }
+
+    fn entry(ctx: &dyn ServerContext, id: u64, value: &[u8]) -> Option<Entry> {
+        let (_, xml) = std::str::from_utf8(value).ok()?.split_once('\n')?;
+        Some(Entry {
+            id,
+            message: ctx.parse_xml(xml)?,
+        })
+    }
+
+    fn read_form(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &IqRequest<'_>,
+    ) -> Result<Query, StanzaError> {
+        let account = req.account();
+        let mut q = Query {
+            with: None,
+            lo: self.cutoff(),
+            hi: u64::MAX,
+            after: None,
+            before: None,
+            backwards: false,
+            max: DEFAULT_PAGE,
+        };
+        // An id the client names must be in the archive (XEP-0313 §4.3.2).
+        let known = |s: &str| -> Result<u64, StanzaError> {
+            let id = parse_id(s.trim()).ok_or_else(StanzaError::item_not_found)?;
+            match ctx.kv_get(MODULE, &account, &message_key(id))? {
+                Some(_) => Ok(id),
+                None => Err(StanzaError::item_not_found()),
+            }
+        };
+        let stamp_field = |name: &str, value: &str| {
+            parse_stamp(value.trim())
+                .ok_or_else(|| StanzaError::bad_request().with_text(format!("malformed '{name}'")))
+        };
+        if let Some(x) = req.payload.child("x", ns::DATA_FORMS) {
+            for f in x.child_elements().filter(|f| f.name == "field") {
+                let value = f
+                    .child("value", ns::DATA_FORMS)
+                    .map(|v| v.text())
+                    .unwrap_or_default();
+                match f.attr("var").unwrap_or("") {
+                    "FORM_TYPE" => {
+                        if value != NS_MAM {
+                            return Err(StanzaError::bad_request().with_text("FORM_TYPE"));
+                        }
+                    }
+                    "with" => {
+                        q.with = Some(Jid::new(value.trim()).map_err(|_| {
+                            StanzaError::bad_request().with_text("malformed 'with'")
+                        })?)
+                    }
+                    "start" => q.lo = q.lo.max(stamp_field("start", &value)?),
+                    "end" => q.hi = q.hi.min(stamp_field("end", &value)?),
+                    "after-id" => q.after = Some(known(&value)?),
+                    "before-id" => q.before = Some(known(&value)?),
+                    other => {
+                        return Err(StanzaError::bad_request()
+                            .with_text(format!("unsupported field '{other}'")))
+                    }
+                }
+            }
+        }
+        if let Some(set) = req.payload.child("set", NS_RSM) {
+            if let Some(m) = set.child("max", NS_RSM) {
+                q.max = m
+                    .text()
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| StanzaError::bad_request().with_text("malformed RSM max"))?
+                    .min(MAX_PAGE);
+            }
+            if let Some(a) = set.child("after", NS_RSM) {
+                let id = known(&a.text())?;
+                q.after = Some(q.after.map_or(id, |x| x.max(id)));
+            }
+            if let Some(b) = set.child("before", NS_RSM) {
+                q.backwards = true;
+                let t = b.text();
+                if !t.trim().is_empty() {
+                    let id = known(&t)?;
+                    q.before = Some(q.before.map_or(id, |x| x.min(id)));
+                }
+            }
+        }
+        Ok(q)
+    }
+
+    /// The query's page, in archive order, and whether it reaches the end
+    /// of the result set in the paging direction.
+    fn page(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        q: &Query,
+    ) -> Result<(Vec<Entry>, bool), StanzaError> {
+        let lo = q.lo.max(q.after.map_or(0, |a| a.saturating_add(1)));
+        let hi = q.hi.min(q.before.map_or(u64::MAX, |b| b.saturating_sub(1)));
+        if lo > hi || q.before == Some(0) {
+            return Ok((Vec::new(), true));
+        }
+        let prefix = match &q.with {
+            Some(w) => index_prefix(w.to_bare().as_str()),
+            None => MSG_PREFIX.to_string(),
+        };
+        let full_with = q.with.as_ref().filter(|w| w.resource().is_some());
+        let want = q.max + 1;
+        let mut found: Vec<Entry> = Vec::new();
+        let (mut lo, mut hi) = (lo, hi);
+        // Rounds: one, unless a full JID `with` filters rows out.
+        for _ in 0..100_000 {
+            let (lk, hk) = (format!("{prefix}{lo:020}"), format!("{prefix}{hi:020}"));
+            let range = KeyRange {
+                prefix: &prefix,
+                lower: Bound::Included(&lk),
+                upper: Bound::Included(&hk),
+            };
+            let chunk = if full_with.is_some() {
+                want.max(100)
+            } else {
+                want - found.len()
+            };
+            let rows = ctx.kv_scan_range(MODULE, account, &range, q.backwards, chunk)?;
+            let n = rows.len();
+            for (key, value) in rows {
+                let Some(id) = parse_id(&key[prefix.len()..]) else {
+                    continue;
+                };
+                if q.backwards {
+                    hi = id.saturating_sub(1);
+                } else {
+                    lo = id.saturating_add(1);
+                }
+                let value = if q.with.is_some() {
+                    match ctx.kv_get(MODULE, account, &message_key(id))? {
+                        Some(v) => v,
+                        None => continue,
+                    }
+                } else {
+                    value
+                };
+                let Some(e) = Self::entry(ctx, id, &value) else {
+                    continue;
+                };
+                if let Some(w) = full_with {
+                    let outgoing = e
+                        .message
+                        .attr("from")
+                        .and_then(|f| Jid::new(f).ok())
+                        .is_some_and(|f| f.to_bare() == *account);
+                    let peer = e.message.attr(if outgoing { "to" } else { "from" });
+                    if peer != Some(w.as_str()) {
+                        continue;
+                    }
+                }
+                found.push(e);
+                if found.len() == want {
+                    break;
+                }
+            }
+            if found.len() == want || n < chunk || lo > hi || (q.backwards && hi == 0) {
+                break;
+            }
+        }
+        let complete = found.len() <= q.max;
+        found.truncate(q.max);
+        if q.backwards {
+            found.reverse();
+        }
+        Ok((found, complete))
+    }
+
+    /// The number of messages in the result set (without RSM paging).
+    fn count(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        q: &Query,
+    ) -> Result<usize, StanzaError> {
+        if q.lo > q.hi {
+            return Ok(0);
+        }
+        if let Some(w) = q.with.as_ref().filter(|w| w.resource().is_some()) {
+            // Counted by reading the peer's messages (no index per resource).
+            let all = Query {
+                with: Some(w.clone()),
+                lo: q.lo,
+                hi: q.hi,
+                after: None,
+                before: None,
+                backwards: false,
+                max: usize::MAX - 1,
+            };
+            return Ok(self.page(ctx, account, &all)?.0.len());
+        }
+        let prefix = match &q.with {
+            Some(w) => index_prefix(w.to_bare().as_str()),
+            None => MSG_PREFIX.to_string(),
+        };
+        let (lk, hk) = (
+            format!("{prefix}{:020}", q.lo),
+            format!("{prefix}{:020}", q.hi),
+        );
+        let range = KeyRange {
+            prefix: &prefix,
+            lower: Bound::Included(&lk),
+            upper: Bound::Included(&hk),
+        };
+        Ok(ctx.kv_count_range(MODULE, account, &range)?)
+    }
+
+    fn search_form() -> Element {
+        let field = |var: &str, kind: &str| {
+            Element::new("field", ns::DATA_FORMS)
+                .with_attr("var", var)
+                .with_attr("type", kind)
+        };
+        let form = Element::new("x", ns::DATA_FORMS)
+            .with_attr("type", "form")
+            .with_child(
+                field("FORM_TYPE", "hidden")
+                    .with_child(Element::new("value", ns::DATA_FORMS).with_text(NS_MAM)),
+            )
+            .with_child(field("with", "jid-single"))
+            .with_child(field("start", "text-single"))
+            .with_child(field("end", "text-single"))
+            .with_child(field("after-id", "text-single"))
+            .with_child(field("before-id", "text-single"));
+        Element::new("query", NS_MAM).with_child(form)
+    }
+
+    fn prefs_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
+        let account = req.account();
+        if req.is_set {
+            let prefs = Prefs::from_element(req.payload)?;
+            let xml = prefs.to_element().to_xml(ns::CLIENT);
+            ctx.kv_put(MODULE, &account, PREFS_KEY, xml.as_bytes())?;
+            let mut cache = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= PREFS_CACHE {
+                cache.clear();
+            }
+            cache.insert(account, Some(Arc::new(prefs.clone())));
+            return Ok(Some(prefs.to_element()));
+        }
+        let prefs = self
+            .prefs_of(ctx, &account)
+            .map(|p| (*p).clone())
+            .unwrap_or_else(|| self.default_prefs());
+        Ok(Some(prefs.to_element()))
+    }
+
+    fn query(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &IqRequest<'_>,
+    ) -> Result<(Element, Vec<Element>), StanzaError> {
+        if !req.is_set {
+            return Ok((Self::search_form(), Vec::new()));
+        }
+        let account = req.account();
+        let q = self.read_form(ctx, req)?;
+        let (page, complete) = self.page(ctx, &account, &q)?;
+        let count = self.count(ctx, &account, &q)?;
+        let queryid = req.payload.attr("queryid");
+        let results = page
+            .iter()
+            .map(|e| {
+                let id = format!("{:020}", e.id);
+                let mut result = Element::new("result", NS_MAM).with_attr("id", id.clone());
+                if let Some(qid) = queryid {
+                    result.set_attr("queryid", qid);
+                }
+                Element::new("message", ns::CLIENT)
+                    .with_attr("from", account.to_string())
+                    .with_attr("to", req.from.to_string())
+                    .with_attr("id", format!("mam-{id}"))
+                    .with_child(
+                        result.with_child(
+                            Element::new("forwarded", ns::FORWARD)
+                                .with_child(
+                                    Element::new("delay", ns::DELAY)
+                                        .with_attr("stamp", stamp(e.id)),
+                                )
+                                .with_child(e.message.clone()),
+                        ),
+                    )
+            })
+            .collect();
+        let mut set = Element::new("set", NS_RSM);
+        if let (Some(first), Some(last)) = (page.first(), page.last()) {
+            set = set
+                .with_child(Element::new("first", NS_RSM).with_text(format!("{:020}", first.id)))
+                .with_child(Element::new("last", NS_RSM).with_text(format!("{:020}", last.id)));
+        }
+        set = set.with_child(Element::new("count", NS_RSM).with_text(count.to_string()));
+        let mut fin = Element::new("fin", NS_MAM).with_attr("complete", complete.to_string());
+        if let Some(qid) = queryid {
+            fin.set_attr("queryid", qid);
+        }
+        Ok((fin.with_child(set), results))
+    }
+}
+
+impl Module for Mam {
+    fn name(&self) -> &'static str {
+        MODULE
+    }
+    fn account_disco_features(&self) -> Vec<&'static str> {
+        vec![NS_MAM]
+    }
+    fn account_iq_namespaces(&self) -> Vec<&'static str> {
+        vec![NS_MAM]
+    }
+    fn handle_account_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
+        self.handle_account_iq_ordered(ctx, req).0
+    }
+    fn handle_account_iq_ordered(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &IqRequest<'_>,
+    ) -> (IqResult, Vec<Element>) {
+        if !req.from_owner() {
+            return (Err(StanzaError::forbidden()), Vec::new());
+        }
+        match req.payload.name.as_str() {
+            "query" => match self.query(ctx, req) {
+                Ok((payload, results)) => (Ok(Some(payload)), results),
+                Err(e) => (Err(e), Vec::new()),
+            },
+            "prefs" => (self.prefs_iq(ctx, req), Vec::new()),
+            _ => (Err(StanzaError::bad_request()), Vec::new()),
+        }
+    }
+    fn session_opened(&self, ctx: &dyn ServerContext, jid: &FullJid) {
+        let cutoff = self.cutoff();
+        if cutoff > 0 {
+            let account = jid.to_bare();
+            match delete_older_than(ctx, &account, cutoff, EXPIRE_PER_LOGIN) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("mod_mam: {n} expired messages of {account} deleted"),
+                Err(e) => tracing::error!("mod_mam: expiring messages of {account}: {e}"),
+            }
+        }
+    }
+    fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
+        let account = jid.to_bare();
+        if ctx.sessions(&account).is_empty() {
+            // Read again at the next login (or message).
+            self.prefs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&account);
+        }
+    }
+    fn message_from_session(
+        &self,
+        ctx: &dyn ServerContext,
+        from: &FullJid,
+        msg: &Element,
+    ) -> Vec<Element> {
+        if archivable(msg) {
+            if let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) {
+                let account = from.to_bare();
+                // Between two resources of the account: archived once, on
+                // the receiving side (with its stanza id).
+                if to.to_bare() != account && self.archives(ctx, &account, &to) {
+                    self.archive(ctx, &account, &to.to_bare(), msg);
+                }
+            }
+        }
+        Vec::new()
+    }
+    fn filter_message_to_account(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        msg: &mut Element,
+    ) {
+        // XEP-0359 §5: stanza ids by this account from anyone else are forged.
+        let by = account.to_string();
+        msg.children.retain(|n| match n {
+            crate::element::Node::Element(c) => {
+                !(c.is("stanza-id", NS_SID) && c.attr("by") == Some(by.as_str()))
+            }
+            _ => true,
+        });
+        if !archivable(msg) {
+            return;
+        }
+        let Some(from) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            return;
+        };
+        if !self.archives(ctx, account, &from) {
+            return;
+        }
+        // No archive for an account that does not exist (the message is
+        // bounced); the store is read only when the account has no session.
+        if ctx.sessions(account).is_empty() && !ctx.account_exists(account) {
+            return;
+        }
+        if let Some(id) = self.archive(ctx, account, &from.to_bare(), msg) {
+            msg.children.push(crate::element::Node::Element(
+                Element::new("stanza-id", NS_SID)
+                    .with_attr("by", by)
+                    .with_attr("id", id),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        assert_eq!(stamp(0), "1970-01-01T00:00:00.000000Z");
+        let t = 1_704_067_200_123_456; // 2024-01-01T00:00:00.123456Z
+        assert_eq!(stamp(t), "2024-01-01T00:00:00.123456Z");
+        assert_eq!(parse_stamp("2024-01-01T00:00:00.123456Z"), Some(t));
+        assert_eq!(
+            parse_stamp("2024-01-01T01:00:00+01:00"),
+            Some(1_704_067_200_000_000)
+        );
+        assert_eq!(
+            parse_stamp("2024-01-01T00:00:00.5Z"),
+            Some(1_704_067_200_500_000)
+        );
+        assert_eq!(parse_stamp("yesterday"), None);
+        assert_eq!(parse_stamp("2024-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn keys_sort_by_time_and_ids_parse_strictly() {
+        assert!(message_key(999) < message_key(1000));
+        assert_eq!(message_key(5), "m:00000000000000000005");
+        assert_eq!(parse_id("00000000000000000005"), Some(5));
+        assert_eq!(parse_id("5"), None);
+        assert_eq!(parse_id("0000000000000000000x"), None);
+        assert_eq!(index_prefix("bob@x"), "w:bob@x\0");
+    }
+
+    #[test]
+    fn prefs_parse_and_render() {
+        let el = Element::new("prefs", NS_MAM)
+            .with_attr("default", "roster")
+            .with_child(
+                Element::new("always", NS_MAM)
+                    .with_child(Element::new("jid", NS_MAM).with_text("a@x"))
+                    .with_child(Element::new("jid", NS_MAM).with_text("a@x")),
+            )
+            .with_child(
+                Element::new("never", NS_MAM)
+                    .with_child(Element::new("jid", NS_MAM).with_text("b@x/r")),
+            );
+        let p = Prefs::from_element(&el).unwrap();
+        assert_eq!(p.default, Policy::Roster);
+        assert_eq!(p.always, ["a@x"]);
+        assert_eq!(p.never, ["b@x/r"]);
+        assert_eq!(Prefs::from_element(&p.to_element()).unwrap(), p);
+        let bad = Element::new("prefs", NS_MAM).with_attr("default", "sometimes");
+        assert!(Prefs::from_element(&bad).is_err());
+        let bad_jid = Element::new("prefs", NS_MAM)
+            .with_attr("default", "always")
+            .with_child(
+                Element::new("never", NS_MAM)
+                    .with_child(Element::new("jid", NS_MAM).with_text("@@")),
+            );
+        assert!(Prefs::from_element(&bad_jid).is_err());
+    }
+
+    #[test]
+    fn ids_strictly_increase() {
+        let m = Mam::default();
+        let a = m.next_id();
+        let b = m.next_id();
+        assert!(b > a);
+        assert_eq!(format!("{a:020}").len(), 20);
+    }
+}
