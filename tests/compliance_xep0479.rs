@@ -173,6 +173,43 @@ async fn im_suite() {
         r.child("slot").and_then(|s| s.child("put")).is_some(),
         "{r}"
     );
+    // Group chat (XEP-0045): the MUC service is listed and a room can be
+    // created and entered (tests/muc.rs covers the rest).
+    let id = c.id();
+    let items = c
+        .request(&format!("<iq type='get' to='localhost' id='{id}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"), &id)
+        .await;
+    assert!(
+        items.to_string().contains("conference.localhost"),
+        "{items}"
+    );
+    c.send("<presence to='room@conference.localhost/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>").await;
+    let own = c
+        .recv_where("own room presence", |e| {
+            e.name == "presence" && e.attr("from") == Some("room@conference.localhost/alice")
+        })
+        .await;
+    assert!(
+        own.to_string().contains("code='110'") || own.to_string().contains("code=\"110\""),
+        "{own}"
+    );
+    // History storage / retrieval (XEP-0313, Advanced): a query answers
+    // with <fin/>.
+    assert!(
+        features.contains("urn:xmpp:mam:2") || acct.contains("urn:xmpp:mam:2"),
+        "{acct:?}"
+    );
+    let id = c.id();
+    c.send(&format!(
+        "<iq type='set' id='{id}'><query xmlns='urn:xmpp:mam:2'/></iq>"
+    ))
+    .await;
+    let fin = c
+        .recv_where("mam fin", |e| {
+            e.name == "iq" && e.attr("id") == Some(id.as_str())
+        })
+        .await;
+    assert!(fin.child("fin").is_some(), "{fin}");
     // Bookmarks (part of Advanced Group Chat): the XEP-0402 compat feature.
     assert!(acct.contains("urn:xmpp:bookmarks:1#compat"), "{acct:?}");
 }
