@@ -488,6 +488,10 @@ async fn ten_thousand_messages_arrive_in_order() {
         bob
     });
     send_numbered(&mut alice, B, "ord-", 0, N).await;
+    // The server handles alice's 10,000 messages (each archived twice by
+    // mod_mam) before the sync's ping: in a debug build on a busy machine
+    // that can take longer than the client's default wait.
+    alice.timeout = Duration::from_secs(60);
     let back = sync(&mut alice).await;
     assert!(
         back.iter().all(|e| e.name != "message"),
