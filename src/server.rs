@@ -1273,61 +1273,36 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
         // session 5.7 KiB, measured with massif).
         match cfg.module {
             ListenerModule::C2s => {
-                tokio::spawn(c2s_connection(server, sock, peer, cfg));
+                tokio::spawn(counted(
+                    server.clone(),
+                    crate::c2s::handle(server, sock, peer, cfg),
+                ));
             }
             ListenerModule::S2s => {
-                tokio::spawn(s2s_connection(server, sock, peer, cfg));
+                tokio::spawn(counted(
+                    server.clone(),
+                    crate::s2s::incoming::handle(server, sock, peer, cfg),
+                ));
             }
             ListenerModule::Service => {
-                tokio::spawn(component_connection(server, sock, peer, cfg));
+                tokio::spawn(counted(
+                    server.clone(),
+                    crate::component::handle(server, sock, peer, cfg),
+                ));
             }
             ListenerModule::Http => {
-                tokio::spawn(http_connection(server, sock, peer, cfg));
+                tokio::spawn(counted(
+                    server.clone(),
+                    crate::http::handle(server, sock, peer, cfg),
+                ));
             }
         }
     }
 }
 
-/// The task of one accepted XEP-0114 component connection.
-async fn component_connection(
-    server: Arc<Server>,
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    cfg: Arc<Listener>,
-) {
-    crate::component::handle(server.clone(), sock, peer, cfg).await;
-    server.connections.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// The task of one accepted HTTP connection.
-async fn http_connection(
-    server: Arc<Server>,
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    cfg: Arc<Listener>,
-) {
-    crate::http::handle(server.clone(), sock, peer, cfg).await;
-    server.connections.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// The task of one accepted client connection.
-async fn c2s_connection(
-    server: Arc<Server>,
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    cfg: Arc<Listener>,
-) {
-    crate::c2s::handle(server.clone(), sock, peer, cfg).await;
-    server.connections.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// The task of one accepted server-to-server connection.
-async fn s2s_connection(
-    server: Arc<Server>,
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    cfg: Arc<Listener>,
-) {
-    crate::s2s::incoming::handle(server.clone(), sock, peer, cfg).await;
+/// The task of one accepted connection: `serve` (each listener type's own
+/// future, so each gets a task sized for it), then the connection count.
+async fn counted(server: Arc<Server>, serve: impl std::future::Future<Output = ()>) {
+    serve.await;
     server.connections.fetch_sub(1, Ordering::Relaxed);
 }
