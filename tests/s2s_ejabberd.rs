@@ -355,55 +355,8 @@ async fn exchange(rookery: &Server, expected_auth: &str, ports: &Ports) {
     let mut alice = rookery_user(rookery).await;
     let mut pat = ejabberd_user(ports).await;
 
-    alice
-        .send("<message to='pat@ejabberd.test' type='chat'><body>hi pat</body></message>")
-        .await;
-    let m = pat.recv_message().await;
-    assert_eq!(m.attr("from"), Some("alice@rookery.test/pc"), "{m}");
-    assert_eq!(m.child_text("body"), Some("hi pat"));
-    pat.send("<message to='alice@rookery.test/pc' type='chat'><body>hi alice</body></message>")
-        .await;
-    let m = alice.recv_message().await;
-    assert_eq!(m.attr("from"), Some("pat@ejabberd.test/laptop"), "{m}");
-    assert_eq!(m.child_text("body"), Some("hi alice"));
-
-    // Subscription alice -> pat, with presence.
-    alice
-        .send("<presence to='pat@ejabberd.test' type='subscribe'/>")
-        .await;
-    let s = pat
-        .recv_where("subscribe", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribe")
-        })
-        .await;
-    assert_eq!(s.attr("from"), Some("alice@rookery.test"));
-    pat.send("<presence to='alice@rookery.test' type='subscribed'/>")
-        .await;
-    alice
-        .recv_where("pat's presence", |e| {
-            e.name == "presence"
-                && e.attr("type").is_none()
-                && e.attr("from") == Some("pat@ejabberd.test/laptop")
-        })
-        .await;
-    // And pat -> alice.
-    pat.send("<presence to='alice@rookery.test' type='subscribe'/>")
-        .await;
-    let s = alice
-        .recv_where("subscribe", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribe")
-        })
-        .await;
-    assert_eq!(s.attr("from"), Some("pat@ejabberd.test"));
-    alice
-        .send("<presence to='pat@ejabberd.test' type='subscribed'/>")
-        .await;
-    pat.recv_where("alice's presence", |e| {
-        e.name == "presence"
-            && e.attr("type").is_none()
-            && e.attr("from") == Some("alice@rookery.test/pc")
-    })
-    .await;
+    // Messages both ways, then a subscription each way with presence.
+    common::federation::chat_and_subscribe(&mut alice, &mut pat, "ejabberd.test").await;
 
     // iq to the other server: ping and disco#info, both ways.
     for (c, server) in [(&mut alice, "ejabberd.test"), (&mut pat, "rookery.test")] {

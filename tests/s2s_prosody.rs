@@ -244,56 +244,8 @@ async fn exchange_with(rookery: &Server, expected_auth: &str, bidi: bool) {
     let mut alice = rookery_user(rookery).await;
     let mut pat = prosody_user().await;
 
-    // Messages both ways.
-    alice
-        .send("<message to='pat@prosody.test' type='chat'><body>hi pat</body></message>")
-        .await;
-    let m = pat.recv_message().await;
-    assert_eq!(m.attr("from"), Some("alice@rookery.test/pc"), "{m}");
-    assert_eq!(m.child_text("body"), Some("hi pat"));
-    pat.send("<message to='alice@rookery.test/pc' type='chat'><body>hi alice</body></message>")
-        .await;
-    let m = alice.recv_message().await;
-    assert_eq!(m.attr("from"), Some("pat@prosody.test/laptop"), "{m}");
-    assert_eq!(m.child_text("body"), Some("hi alice"));
-
-    // Subscription alice -> pat, with presence.
-    alice
-        .send("<presence to='pat@prosody.test' type='subscribe'/>")
-        .await;
-    let s = pat
-        .recv_where("subscribe", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribe")
-        })
-        .await;
-    assert_eq!(s.attr("from"), Some("alice@rookery.test"));
-    pat.send("<presence to='alice@rookery.test' type='subscribed'/>")
-        .await;
-    alice
-        .recv_where("pat's presence", |e| {
-            e.name == "presence"
-                && e.attr("type").is_none()
-                && e.attr("from") == Some("pat@prosody.test/laptop")
-        })
-        .await;
-    // And pat -> alice.
-    pat.send("<presence to='alice@rookery.test' type='subscribe'/>")
-        .await;
-    let s = alice
-        .recv_where("subscribe", |e| {
-            e.name == "presence" && e.attr("type") == Some("subscribe")
-        })
-        .await;
-    assert_eq!(s.attr("from"), Some("pat@prosody.test"));
-    alice
-        .send("<presence to='pat@prosody.test' type='subscribed'/>")
-        .await;
-    pat.recv_where("alice's presence", |e| {
-        e.name == "presence"
-            && e.attr("type").is_none()
-            && e.attr("from") == Some("alice@rookery.test/pc")
-    })
-    .await;
+    // Messages both ways, then a subscription each way with presence.
+    common::federation::chat_and_subscribe(&mut alice, &mut pat, "prosody.test").await;
 
     // iq to Prosody's server, and a nonexistent user there.
     let r = alice

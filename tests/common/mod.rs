@@ -12,6 +12,7 @@
 pub mod client;
 pub mod component;
 pub mod dns;
+pub mod federation;
 pub mod http;
 pub mod im;
 pub mod interop;
