@@ -4,7 +4,7 @@
 //! flows, sessions, and each command's effect checked through `rookery ctl`
 //! or a client.
 
-mod common;
+use crate::common;
 
 use common::client::esc;
 use common::*;

@@ -4,7 +4,7 @@
 //! authzid handling, SASL protocol errors, TLS requirements and the
 //! direct-TLS listener.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -4,7 +4,7 @@
 //! stamping, and IQ handling by the server (ping, disco#info, unknown
 //! payloads, results/errors, malformed IQs).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

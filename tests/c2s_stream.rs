@@ -3,7 +3,7 @@
 //! restricted and malformed XML, stanza size limits, keep-alives, clean close
 //! and shutdown on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! ("XEP-0479 compliance") records the result of each row, including the
 //! rows Rookery does not meet (those have no check here).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! management with the server running and stopped, exit codes, connected
 //! users, status and stop.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! send_message/send_stanza, roster items, delete_old_messages, stats,
 //! reload_config, backup/restore, help and exit codes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! TLS connections at once, sessions kept), refused imports, and the
 //! certificate findings of `check`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

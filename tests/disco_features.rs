@@ -2,7 +2,7 @@
 //! feature the table lists for a done row (core rows always, module rows for
 //! the modules the test config enables) is advertised, and nothing else.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -12,7 +12,7 @@
 //! between two online users, 1,000 stored messages, and live messages sent
 //! while the recipient comes online, all arrive in the order sent.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -12,7 +12,7 @@
 //! directed presence, presence to nonexistent users. Messages: priorities,
 //! full/bare JID rules, groupchat/headline/error handling.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

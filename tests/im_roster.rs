@@ -5,7 +5,7 @@
 //! cases of roster sets, persistence across a restart, and roster
 //! versioning (§2.6).
 
-mod common;
+use crate::common;
 
 use common::im::*;
 use common::*;

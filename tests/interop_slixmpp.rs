@@ -7,7 +7,7 @@
 //! message in each direction. The venv logic lives in [`common::interop`].
 //! Fails (never skips) when Python's venv module is unavailable.
 
-mod common;
+use crate::common;
 
 use common::*;
 

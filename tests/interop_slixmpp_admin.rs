@@ -4,7 +4,7 @@
 //! add-user through its form) against `mod_adhoc`. The venv logic lives in
 //! [`common::interop`]; fails (never skips) without Python's venv module.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -5,7 +5,7 @@
 //! (with the Rust harness). Fails (never skips) when Python's venv module is
 //! unavailable.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

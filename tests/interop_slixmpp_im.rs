@@ -10,7 +10,7 @@
 //! through [`common::interop`]. Fails (never skips) when Python's venv
 //! module is unavailable.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -4,7 +4,7 @@
 //! `tests/interop/slixmpp_muc.py` against the real server. Fails (never
 //! skips) when Python's venv module is unavailable.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

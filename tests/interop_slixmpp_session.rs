@@ -9,7 +9,7 @@
 //! [`common::interop`]. Fails (never skips) when Python's venv module is
 //! unavailable.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -24,7 +24,7 @@
 //! Both need root (the servers run as their own system users) and skip
 //! with a message when the tools are missing (they fail under `CI`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! the vCard (XEP-0054/0153) and the other way round, against the real
 //! binary.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::client::Client;

@@ -2,7 +2,7 @@
 //! list management and pushes, and enforcement both ways for messages,
 //! presence and iqs, online and offline, across a restart.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

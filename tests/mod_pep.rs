@@ -4,7 +4,7 @@
 //! announce XEP-0115 caps with `+notify` features and answer the server's
 //! disco#info query for them, as real clients do.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::im::{bare, im_server, login, subscribe_mutual, sync, ALICE, BOB, CAROL};

@@ -3,7 +3,7 @@
 //! roster notes, the roster group delimiter), kept across a restart, and
 //! never readable or writable by another account.
 
-mod common;
+use crate::common;
 
 use common::im::{bare, login, sync, ALICE, BOB};
 use common::{Client, Element};

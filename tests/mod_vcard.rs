@@ -1,7 +1,7 @@
 //! XEP-0054 vcard-temp (`mod_vcard`) and XEP-0153 avatar hashes in presence
 //! (`mod_vcard_xupdate`) against the real server.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::im::{

@@ -2,7 +2,7 @@
 //! (`mod_time`), XEP-0012 last activity (`mod_last`) and disco#info/items on
 //! an account's bare JID (`mod_disco` with `mod_pep`), against the real server.
 
-mod common;
+use crate::common;
 
 use common::im::{bare, im_server, login, online, subscribe_mutual, sync, ALICE, BOB, CAROL};
 use common::server::{Config, DEFAULT_MODULES};

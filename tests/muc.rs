@@ -6,7 +6,7 @@
 //! form, destroy, persistence across a restart, disco of the service and of
 //! rooms, XEP-0249 direct and mediated invitations.
 
-mod common;
+use crate::common;
 
 use common::im::{login, ALICE, BOB, CAROL};
 use common::{Client, Element};
@@ -1025,7 +1025,7 @@ async fn voice_and_iqs_between_occupants() {
 }
 
 /// A rough fan-out figure (not run by default): `cargo test --release
-/// --test muc measure_groupchat_fanout -- --ignored --nocapture`. One room
+/// --test integration muc::measure_groupchat_fanout -- --ignored --nocapture`. One room
 /// with OCCUPANTS local occupants; one of them sends MESSAGES groupchat
 /// messages; the time until every occupant has received every message.
 #[tokio::test]

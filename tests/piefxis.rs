@@ -6,7 +6,7 @@
 //! own round trip, and what is refused or skipped. Exports of real Prosody
 //! and ejabberd installations: tests/migrate_real.rs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

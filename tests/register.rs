@@ -4,7 +4,7 @@
 //! welcome_message, registration_watchers, redirect_url), and password
 //! change and cancellation after authentication.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! server, bounces, SASL EXTERNAL and dialback, refusal of untrusted
 //! certificates under `s2s_secure_auth`, and spoofed `from` refused.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -1073,7 +1073,7 @@ async fn dns_resolution_paths() {
 }
 
 /// Measurement, not a check (run by hand, preferably with `--release`):
-/// `cargo test --release --test s2s s2s_throughput -- --ignored --nocapture`.
+/// `cargo test --release --test integration s2s::s2s_throughput -- --ignored --nocapture`.
 /// alice@a.test sends N chat messages to bob@b.test over one s2s connection
 /// (SASL EXTERNAL, TLS); prints the time until bob has all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@
 //! connections and their authentication in `rookery ctl s2s_connections`.
 //! About 40 s (each ejabberd starts in 6-12 s).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -13,7 +13,7 @@
 //! Standard ports on 127.0.0.2/127.0.0.3 are needed because Prosody cannot
 //! be told another port for a domain without DNS.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

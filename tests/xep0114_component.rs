@@ -4,7 +4,7 @@
 //! domain, spoofed `from`, a second connection for the same domain, a
 //! component that is not connected).
 
-mod common;
+use crate::common;
 
 use common::client::Client;
 use common::{Config, Element, Server, StreamEvent};

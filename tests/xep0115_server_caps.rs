@@ -2,7 +2,7 @@
 //! stream features carry `<c/>` whose `ver` is the §5.1 hash of what the
 //! server answers to disco#info, and disco#info on `node#ver` gives the same.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::client::Client;

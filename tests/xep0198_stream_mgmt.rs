@@ -6,7 +6,7 @@
 //! timeout path: unacknowledged and queued messages go to offline storage,
 //! queued iqs are answered with an error, contacts see unavailable presence.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

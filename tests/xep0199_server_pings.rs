@@ -3,7 +3,7 @@
 //! `timeout_action: kill`, one that does not answer within
 //! `ping_ack_timeout` is disconnected; without it, it stays.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! `<private/>`, XEP-0334 `<no-copy/>`), and that carbon-looking wrappers
 //! from outside the account never reach a client.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

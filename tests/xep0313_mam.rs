@@ -4,7 +4,7 @@
 //! bad form values, another account's archive refused, and messages to an
 //! offline account archived.
 
-mod common;
+use crate::common;
 
 use common::client::Client;
 use common::im::{self, bare, sync, ALICE, BOB, CAROL};

@@ -6,7 +6,7 @@
 //! (docs/benchmarks.md has the timings on 100,000 messages, measured with
 //! the ignored `mam_query_times` below; nothing here asserts a time).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -191,8 +191,8 @@ async fn pages_of_a_twenty_thousand_message_archive() {
 }
 
 /// Timings for docs/benchmarks.md (not a test of speed: it asserts only
-/// results). `MAM_BENCH_N=100000 cargo test --release --test
-/// xep0313_mam_large -- --ignored --nocapture`
+/// results). `MAM_BENCH_N=100000 cargo test --release --test integration
+/// xep0313_mam_large::mam_query_times -- --ignored --nocapture`
 #[tokio::test]
 #[ignore]
 async fn mam_query_times() {

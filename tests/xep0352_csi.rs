@@ -3,7 +3,7 @@
 //! latest per sender), other messages come at once after what was held, and
 //! everything held comes on `<active/>`.
 
-mod common;
+use crate::common;
 
 use common::client::Client;
 use common::im::{self, bare, sync, ALICE, BOB, CAROL, NS_CHATSTATES};

@@ -4,7 +4,7 @@
 //! died wake it with a summary notification; chat states do not; after
 //! `<disable/>` nothing is pushed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! listener, and the refusals (too large, used twice, wrong size, forged
 //! or altered URL); plus slixmpp's own upload plugin over plain HTTP.
 
-mod common;
+use crate::common;
 
 use common::client::Client;
 use common::http::https;

@@ -1,8 +1,9 @@
 //! Shared helpers for interoperability tests with third-party Python
 //! clients: a Python venv under `<target>/interop-venv` built (once, under a
 //! file lock) from `tests/interop/requirements.txt`, and bounded child
-//! processes. Same venv, lock and marker as `tests/interop_slixmpp.rs`, so
-//! the test binaries share one installation.
+//! processes. Every interop test module uses this one venv; the lock keeps
+//! concurrent tests (and concurrent `cargo test` runs) from building it
+//! twice.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::server::ROOKERY;
 
-/// Bound on waiting for another test binary that is building the venv.
+/// Bound on waiting for another test (or test run) that is building the venv.
 pub const VENV_LOCK_TIMEOUT: Duration = Duration::from_secs(900);
 /// Bound on `python3 -m venv`.
 pub const VENV_CREATE_TIMEOUT: Duration = Duration::from_secs(180);

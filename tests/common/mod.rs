@@ -5,7 +5,7 @@
 //! ([`dns`]) and the Python venv for interop tests
 //! ([`interop`]).
 //!
-//! Each test binary uses a different subset, hence the `dead_code` and
+//! Each test module uses a different subset, hence the `dead_code` and
 //! `unused_imports` allowances.
 #![allow(dead_code, unused_imports)]
 
