@@ -10,6 +10,7 @@ mod ctl;
 mod delivery;
 mod http;
 mod im;
+mod queue;
 mod router;
 mod s2s;
 mod server;

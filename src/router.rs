@@ -2,7 +2,7 @@
 //! delivery of stanzas between sessions of this server and to the server's
 //! modules.
 //!
-//! Each session owns a bounded queue ([`SESSION_QUEUE`] stanzas) drained by
+//! Each session owns a bounded queue ([`crate::queue`], [`SESSION_QUEUE`] stanzas) drained by
 //! its writer task. Back-pressure policy: delivery waits for room in the
 //! recipient's queue for at most [`SEND_WAIT`]; that wait slows the
 //! *sender's* reader (and so, through TCP, the sending client) down to the
@@ -28,7 +28,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jid::{BareJid, FullJid};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
+
+use crate::queue;
 use xep_support::element::Element;
 
 /// Stanzas a session's outgoing queue holds.
@@ -43,11 +45,10 @@ pub const BACKLOG_WAIT: Duration = Duration::from_secs(40);
 /// What a session's writer task is asked to do.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// Write a stanza (boxed: the queue's slots stay small, and tokio
-    /// allocates a queue's slots 32 at a time, even for an idle session).
+    /// Write a stanza (boxed: every queued item stays 16 bytes).
     Stanza(Box<Element>),
     /// Close the stream, with a stream error condition if given (boxed: a
-    /// thin pointer keeps every slot at 16 bytes, 512 per block of 32).
+    /// thin pointer keeps the item at 16 bytes).
     #[allow(clippy::redundant_allocation)] // the point: a thin pointer
     Close(Option<Box<&'static str>>),
     /// Signal once everything queued before this was written to the socket.
@@ -65,7 +66,7 @@ pub enum Outgoing {
 pub struct SessionHandle {
     pub id: u64,
     pub jid: FullJid,
-    pub tx: mpsc::Sender<Outgoing>,
+    pub tx: queue::Sender<Outgoing>,
     /// Signalled when the session must stop reading (kicked, replaced, shut down).
     pub stop: Notify,
     /// Whether the session has sent available presence.
@@ -139,7 +140,7 @@ impl Router {
     }
 
     /// Make a handle for a new session.
-    pub fn new_handle(jid: FullJid, tx: mpsc::Sender<Outgoing>) -> Arc<SessionHandle> {
+    pub fn new_handle(jid: FullJid, tx: queue::Sender<Outgoing>) -> Arc<SessionHandle> {
         Arc::new(SessionHandle {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             jid,
@@ -315,8 +316,8 @@ impl Router {
     pub async fn deliver(&self, session: &SessionHandle, stanza: Element) -> Delivery {
         match session.tx.try_send(Outgoing::Stanza(Box::new(stanza))) {
             Ok(()) => Delivery::Delivered,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-            Err(mpsc::error::TrySendError::Full(_)) if session.detached.load(Ordering::Relaxed) => {
+            Err(queue::TrySendError::Closed(_)) => Delivery::Gone,
+            Err(queue::TrySendError::Full(_)) if session.detached.load(Ordering::Relaxed) => {
                 // A detached session's queue only fills while nobody reads
                 // it: end the session now (what it holds goes to another
                 // resource or offline storage) rather than wait.
@@ -325,15 +326,15 @@ impl Router {
                 self.unbind(session);
                 Delivery::Stuck
             }
-            Err(mpsc::error::TrySendError::Full(Outgoing::Stanza(stanza))) => {
+            Err(queue::TrySendError::Full(Outgoing::Stanza(stanza))) => {
                 match session
                     .tx
                     .send_timeout(Outgoing::Stanza(stanza), SEND_WAIT)
                     .await
                 {
                     Ok(()) => Delivery::Delivered,
-                    Err(mpsc::error::SendTimeoutError::Closed(_)) => Delivery::Gone,
-                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    Err(queue::SendTimeoutError::Closed(_)) => Delivery::Gone,
+                    Err(queue::SendTimeoutError::Timeout(_)) => {
                         tracing::warn!(jid = %session.jid, "output queue stayed full; disconnecting");
                         session.close(Some("policy-violation"));
                         self.unbind(session);
@@ -341,7 +342,7 @@ impl Router {
                     }
                 }
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Gone,
+            Err(queue::TrySendError::Full(_)) => Delivery::Gone,
         }
     }
 }
@@ -350,8 +351,8 @@ impl Router {
 mod tests {
     use super::*;
 
-    fn handle(j: &str) -> (Arc<SessionHandle>, mpsc::Receiver<Outgoing>) {
-        let (tx, rx) = mpsc::channel(2);
+    fn handle(j: &str) -> (Arc<SessionHandle>, queue::Receiver<Outgoing>) {
+        let (tx, rx) = queue::channel(2);
         (Router::new_handle(FullJid::new(j).unwrap(), tx), rx)
     }
 

@@ -28,22 +28,26 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 pub type BoxIo = Box<dyn Io>;
 
 /// Serve one client connection until it ends.
-pub async fn handle(
+///
+/// The negotiation's future (TLS handshake, SASL) is large; boxing it frees
+/// that memory once the session is bound, instead of keeping the task sized
+/// for it for the session's whole life. The session's future is boxed too,
+/// so the task is sized for neither phase. Both are built by plain
+/// functions and joined by a combinator rather than an async fn: an async
+/// fn keeps its arguments for its whole life and would hold the
+/// negotiation's result (the 464-byte `Bound`) while the session runs.
+pub fn handle(
     server: Arc<Server>,
     sock: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
-) {
-    // The negotiation's future (TLS handshake, SASL) is large; boxing it frees
-    // that memory once the session is bound, instead of keeping the task sized
-    // for it for the session's whole life. The session's future is boxed too,
-    // so the task is sized for neither phase. Both are built by plain
-    // functions: built inside this async fn, a future is laid out in this
-    // future's state before being moved to the heap (3.1 KiB per idle
-    // session, measured).
-    if let Some(bound) = boxed_negotiation(server.clone(), sock, peer, listener).await {
-        boxed_session(server, bound).await;
-    }
+) -> impl std::future::Future<Output = ()> + Send {
+    use futures_util::FutureExt;
+    let for_session = server.clone();
+    boxed_negotiation(server, sock, peer, listener).then(move |bound| match bound {
+        Some(bound) => boxed_session(for_session, bound),
+        None => Box::pin(std::future::ready(())),
+    })
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -58,5 +62,5 @@ fn boxed_negotiation(
 }
 
 fn boxed_session(server: Arc<Server>, bound: negotiation::Bound) -> BoxFuture<()> {
-    Box::pin(session::run(server, bound))
+    Box::pin(session::run(server, Box::new(bound)))
 }

@@ -13,7 +13,6 @@ use sasl::common::Identity;
 use sasl::server::Response;
 use tokio::io::{split, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use xep_support::element::Element;
 use xep_support::ns;
 use xep_support::stanza::{iq_error, ErrorType, StanzaError};
@@ -35,7 +34,7 @@ const MAX_AUTH_ATTEMPTS: u32 = 5;
 /// Iqs (registration) one connection may send before authenticating.
 const MAX_PRE_AUTH_IQS: u32 = 10;
 
-type Rd = ReadHalf<BoxIo>;
+pub(super) type Rd = ReadHalf<BoxIo>;
 type Wr = WriteHalf<BoxIo>;
 
 /// A bound session, ready for stanzas.
@@ -43,7 +42,7 @@ pub struct Bound {
     pub reader: StreamReader<Rd>,
     pub writer: Wr,
     pub handle: Arc<SessionHandle>,
-    pub rx: mpsc::Receiver<Outgoing>,
+    pub rx: crate::queue::Receiver<Outgoing>,
     pub peer: SocketAddr,
     /// For a XEP-0198 resumption: the `<resumed/>` to write first (the
     /// unacknowledged stanzas follow it).
@@ -686,7 +685,7 @@ impl Negotiation {
                 Err(_) => return Err(Stop::Error("internal-server-error", None)),
             },
         };
-        let (tx, mut rx) = mpsc::channel(SESSION_QUEUE);
+        let (tx, mut rx) = crate::queue::channel(SESSION_QUEUE);
         let mut result = xep_support::stanza::iq_result(&iq, None);
         result.remove_attr("from");
         result.remove_attr("to");

@@ -16,12 +16,12 @@ use xep_support::ns;
 use xep_support::ping::Ping;
 use xep_support::stanza::{error_reply, iq_error, StanzaError};
 
-use super::negotiation::Bound;
+use super::negotiation::{Bound, Rd};
 use super::sm::{self, Claim, SmState, Takeover};
 use super::writer::{Exit, Settings};
 use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
-use crate::xml::{StreamEvent, XmlError};
+use crate::xml::{StreamEvent, StreamReader, XmlError};
 
 type WriterResult = Result<(Takeover, Exit), tokio::task::JoinError>;
 
@@ -43,7 +43,11 @@ enum End {
 /// XEP-0198 session whose connection drops stays bound ("detached") for
 /// its resumption timeout, its queue filling (bounded) meanwhile; a
 /// resumption takes its queue over, the timeout ends it.
-pub async fn run(server: Arc<Server>, bound: Bound) {
+///
+/// `bound` comes boxed: an async fn keeps its arguments in its state for
+/// its whole life, so a `Bound` by value would cost every idle session its
+/// size (464 bytes) a second time.
+pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
     let Bound {
         mut reader,
         writer,
@@ -51,7 +55,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         rx,
         peer,
         resumed,
-    } = bound;
+    } = *bound;
     let resumed_session = resumed.is_some();
     let detach = Arc::new(Notify::new());
     let settings = Box::new(Settings {
@@ -75,54 +79,37 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         let _ = server.rosters.get(&server, &handle.jid.to_bare());
     }
     let mut pinger = Pinger::new(server.live().ping.clone());
-    let mut writer_done = None;
-    let end = loop {
+    // The writer's result, when it ended first, leaves with the loop's
+    // break value (a local would be kept in every idle session's state).
+    let (end, writer_done) = loop {
         let wake = pinger.wake();
         let ev = tokio::select! {
-            ev = reader.next() => ev,
-            _ = handle.stop.notified() => break End::Stopped,
+            ev = next_event(&mut reader) => ev,
+            _ = handle.stop.notified() => break (End::Stopped, None),
             w = &mut writer_task => {
                 // The writer closed the stream itself (too many unacked
                 // stanzas): the session ends; otherwise the connection is lost.
                 let closed = matches!(&w, Ok((_, Exit::Closed)));
-                writer_done = Some(w);
-                break if closed { End::Stopped } else { End::Gone };
+                break (if closed { End::Stopped } else { End::Gone }, Some(w));
             }
-            Some(claim) = next_claim(&mut claims) => break End::Taken(claim),
+            Some(claim) = next_claim(&mut claims) => break (End::Taken(claim), None),
             _ = sleep_until(wake), if wake.is_some() => {
                 if pinger.on_timer(&handle) {
                     continue;
                 }
-                break End::Gone;
+                break (End::Gone, None);
             }
         };
         pinger.activity();
-        match ev {
-            Ok(StreamEvent::Stanza(el)) => {
-                let result = if el.ns == ns::SM {
-                    Box::pin(sm_nonza(&server, &handle, &mut claims, el)).await
-                } else if el.ns == ns::CSI && server.live().csi.is_some() {
-                    csi_nonza(&handle, &el).await
-                } else {
-                    if let Some(sm) = handle.sm.get() {
-                        sm.lock().unwrap_or_else(|e| e.into_inner()).handled();
-                    }
-                    if pinger.is_reply(&el) {
-                        Ok(())
-                    } else {
-                        boxed_stanza(&server, &handle, el).await
-                    }
-                };
-                if let Err(cond) = result {
-                    break End::Error(cond);
+        // `ev` is consumed by a plain function, so neither it nor the
+        // stanza is kept in this future's state across the await.
+        match dispatch(&server, &handle, &mut claims, &mut pinger, ev, peer) {
+            Err(end) => break (end, None),
+            Ok(None) => {}
+            Ok(Some(handling)) => {
+                if let Err(cond) = handling.await {
+                    break (End::Error(cond), None);
                 }
-            }
-            Ok(StreamEvent::End) => break End::Closed,
-            Ok(StreamEvent::Header(_)) => break End::Error("not-well-formed"),
-            Err(XmlError::Closed) | Err(XmlError::Io(_)) => break End::Gone,
-            Err(e) => {
-                tracing::debug!(%peer, jid = %handle.jid, "stream error: {e}");
-                break End::Error(e.condition().unwrap_or("internal-server-error"));
             }
         }
     };
@@ -130,7 +117,7 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
     // detached wait, the final clean-up) would otherwise enlarge every idle
     // session's task.
     drop(reader);
-    Box::pin(wind_down(
+    let rest = Box::pin(wind_down(
         server,
         handle,
         end,
@@ -139,8 +126,8 @@ pub async fn run(server: Arc<Server>, bound: Bound) {
         detach,
         claims,
         peer,
-    ))
-    .await;
+    ));
+    rest.await;
 }
 
 /// After the reading loop: stop the writer, then detach (resumable), hand
@@ -221,15 +208,62 @@ async fn wind_down(
     tracing::info!(%peer, "session ended: {}", handle.jid);
 }
 
-// A plain function builds the boxed future: built inside `run`, the future
-// would first be laid out in `run`'s own state (which every idle session
-// keeps) before being moved to the heap.
-fn boxed_stanza<'a>(
+type Handling<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), &'static str>> + Send + 'a>>;
+
+/// What to do with one event read from the client: end the session, or
+/// run the returned (boxed) handling of a stanza or nonza. A plain function
+/// builds the boxed futures: built inside `run`, a future would first be
+/// laid out in `run`'s own state (which every idle session keeps) before
+/// being moved to the heap.
+fn dispatch<'a>(
     server: &'a Arc<Server>,
     handle: &'a Arc<SessionHandle>,
-    el: Element,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), &'static str>> + Send + 'a>> {
-    Box::pin(handle_stanza(server, handle, el))
+    claims: &'a mut Option<mpsc::Receiver<Claim>>,
+    pinger: &mut Pinger,
+    ev: Result<StreamEvent, XmlError>,
+    peer: std::net::SocketAddr,
+) -> Result<Option<Handling<'a>>, End> {
+    match ev {
+        Ok(StreamEvent::Stanza(el)) => {
+            if el.ns == ns::SM {
+                return Ok(Some(Box::pin(sm_nonza(server, handle, claims, el))));
+            }
+            if el.ns == ns::CSI && server.live().csi.is_some() {
+                return Ok(Some(Box::pin(csi_nonza(handle, el))));
+            }
+            if let Some(sm) = handle.sm.get() {
+                sm.lock().unwrap_or_else(|e| e.into_inner()).handled();
+            }
+            if pinger.is_reply(&el) {
+                return Ok(None);
+            }
+            Ok(Some(Box::pin(handle_stanza(server, handle, el))))
+        }
+        Ok(StreamEvent::End) => Err(End::Closed),
+        Ok(StreamEvent::Header(_)) => Err(End::Error("not-well-formed")),
+        Err(XmlError::Closed) | Err(XmlError::Io(_)) => Err(End::Gone),
+        Err(e) => {
+            tracing::debug!(%peer, jid = %handle.jid, "stream error: {e}");
+            Err(End::Error(e.condition().unwrap_or("internal-server-error")))
+        }
+    }
+}
+
+/// The next event from the client. An idle session waits in
+/// [`StreamReader::readable`], whose state is a pointer; the parser's
+/// future (about 250 bytes) exists, boxed, only while bytes are arriving.
+async fn next_event(reader: &mut StreamReader<Rd>) -> Result<StreamEvent, XmlError> {
+    reader.readable().await;
+    let next = boxed_next(reader);
+    next.await
+}
+
+type NextEvent<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<StreamEvent, XmlError>> + Send + 'a>>;
+
+fn boxed_next(reader: &mut StreamReader<Rd>) -> NextEvent<'_> {
+    Box::pin(reader.next())
 }
 
 /// A new channel for resumptions to claim the session through.
@@ -455,7 +489,7 @@ async fn sm_nonza(
 }
 
 /// A XEP-0352 element from the client.
-async fn csi_nonza(handle: &SessionHandle, el: &Element) -> Result<(), &'static str> {
+async fn csi_nonza(handle: &SessionHandle, el: Element) -> Result<(), &'static str> {
     match el.name.as_str() {
         "inactive" => handle.csi_inactive.store(true, Ordering::Relaxed),
         "active" => {

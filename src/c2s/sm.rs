@@ -18,7 +18,7 @@ use crate::router::Outgoing;
 
 /// What a resumption takes over from the session it resumes: the queue of
 /// stanzas routed to the session (its handle and XEP-0198 state stay shared).
-pub type Takeover = mpsc::Receiver<Outgoing>;
+pub type Takeover = crate::queue::Receiver<Outgoing>;
 
 /// A request to hand a session over to a new connection.
 pub type Claim = oneshot::Sender<Takeover>;

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
+
+use crate::queue::Receiver;
 use xep_support::client_state::{ClientState, MAX_HELD};
 use xep_support::element::Element;
 use xep_support::ns;
@@ -41,15 +43,24 @@ pub fn stream_error_xml(condition: &str, text: Option<&str>) -> String {
     s
 }
 
-async fn write(w: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, async {
-            w.write_all(bytes).await?;
-            w.flush().await
-        })
-        .await,
-        Ok(Ok(()))
-    )
+/// Write `bytes` and flush, within [`WRITE_TIMEOUT`]; false if that failed.
+/// Boxed: the write's future (with its timer, about 200 bytes) exists only
+/// while a write is under way, instead of enlarging every idle session's
+/// writer task.
+fn write<'a, W: AsyncWrite + Unpin + Send>(
+    w: &'a mut W,
+    bytes: &'a [u8],
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+    Box::pin(async move {
+        matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, async {
+                w.write_all(bytes).await?;
+                w.flush().await
+            })
+            .await,
+            Ok(Ok(()))
+        )
+    })
 }
 
 /// How the writer ended.
@@ -133,13 +144,13 @@ enum HoldKey {
 /// Run until the queue closes, a Close arrives, the peer stops reading, or
 /// the session asks to detach. Returns the queue (so the session can route
 /// what is left in it, or keep it for a resumption) and how it ended.
-pub async fn run<W: AsyncWrite + Unpin>(
+pub async fn run<W: AsyncWrite + Unpin + Send>(
     mut w: W,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: Receiver<Outgoing>,
     handle: Arc<SessionHandle>,
     detach: Arc<Notify>,
     mut settings: Box<Settings>,
-) -> (mpsc::Receiver<Outgoing>, Exit) {
+) -> (Receiver<Outgoing>, Exit) {
     let mut buf = String::new();
     let mut close: Option<Option<&'static str>> = None;
     let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();

@@ -284,6 +284,23 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     }
 
     /// Read the next stream event.
+    /// Wait until bytes (or the end of the stream, or a read error) have
+    /// arrived, without parsing: [`Self::next`] then finds them buffered.
+    /// Cancel-safe. Its future holds only `self`, so an idle session can
+    /// wait here cheaply and start the parser's larger future on data.
+    pub async fn readable(&mut self) {
+        std::future::poll_fn(|cx| {
+            let inner = std::pin::Pin::new(self.reader.get_mut());
+            match tokio::io::AsyncBufRead::poll_fill_buf(inner, cx) {
+                std::task::Poll::Pending => std::task::Poll::Pending,
+                // Errors and the end of the stream are for `next` to report:
+                // the limit error is sticky, a failed connection fails again.
+                std::task::Poll::Ready(_) => std::task::Poll::Ready(()),
+            }
+        })
+        .await
+    }
+
     pub async fn next(&mut self) -> Result<StreamEvent, XmlError> {
         loop {
             self.buf.clear();
