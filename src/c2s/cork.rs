@@ -218,25 +218,37 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Corked<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Whether `b` receives anything within a short wait.
+    async fn quiet(b: &mut tokio::io::DuplexStream) -> bool {
+        let mut buf = [0u8; 16];
+        tokio::time::timeout(Duration::from_millis(50), b.read(&mut buf))
+            .await
+            .is_err()
+    }
+
     #[tokio::test]
-    async fn held_until_read_then_passed_through() {
+    async fn held_until_a_read_finds_nothing_then_passed_through() {
         let (a, mut b) = tokio::io::duplex(1024);
         let cork = Cork::new();
         let mut c = Corked::new(a, cork.clone());
         c.write_all(b"one").await.unwrap();
+        c.flush().await.unwrap();
         c.write_all(b"two").await.unwrap();
         c.flush().await.unwrap();
-        // Nothing sent yet: the peer reads nothing within a short wait.
-        let mut buf = [0u8; 16];
-        let early =
-            tokio::time::timeout(std::time::Duration::from_millis(50), b.read(&mut buf)).await;
-        assert!(early.is_err(), "corked bytes were sent before a read");
-        // A read sends them (in one write) before waiting.
+        assert!(quiet(&mut b).await, "corked bytes were sent before a read");
+        // A read that finds data does not send them (the server goes on
+        // and may write more first)...
         b.write_all(b"x").await.unwrap();
         let mut one = [0u8; 1];
         c.read_exact(&mut one).await.unwrap();
+        assert!(quiet(&mut b).await, "sent on a read that found data");
+        // ...a read that finds nothing does, in one write.
+        let waited = tokio::time::timeout(Duration::from_millis(50), c.read(&mut one)).await;
+        assert!(waited.is_err());
+        let mut buf = [0u8; 16];
         let n = b.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"onetwo");
         // Released: a flushed write goes out at once.
@@ -254,10 +266,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn held_once_more_still_sent_before_waiting() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let cork = Cork::new();
+        let mut c = Corked::new(a, cork.clone());
+        c.write_all(b"tickets").await.unwrap();
+        cork.hold_once_more();
+        // The first read that finds nothing keeps them but has the task
+        // polled again; if it still finds nothing, they go out.
+        let mut one = [0u8; 1];
+        let waited = tokio::time::timeout(Duration::from_millis(50), c.read(&mut one)).await;
+        assert!(waited.is_err());
+        let mut buf = [0u8; 16];
+        let n = b.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"tickets");
+    }
+
+    #[tokio::test]
     async fn shutdown_sends_held_bytes() {
         let (a, mut b) = tokio::io::duplex(1024);
-        let mut c = Corked::new(a, Cork::new());
+        let cork = Cork::new();
+        cork.release();
+        let mut c = Corked::new(a, cork.clone());
+        cork.recork();
         c.write_all(b"</stream:stream>").await.unwrap();
+        c.flush().await.unwrap();
         c.shutdown().await.unwrap();
         drop(c);
         let mut got = Vec::new();
