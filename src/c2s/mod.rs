@@ -4,6 +4,7 @@
 //! [`session`], which reads stanzas while [`writer`] writes the session's
 //! queue.
 
+mod cork;
 mod negotiation;
 mod session;
 pub mod sm;

@@ -17,6 +17,7 @@ use xep_support::element::Element;
 use xep_support::ns;
 use xep_support::stanza::{iq_error, ErrorType, StanzaError};
 
+use super::cork::{Cork, Corked};
 use super::writer::stream_error_xml;
 use super::BoxIo;
 use crate::auth::{self, ChannelBindings, CredentialStore, SaslContext};
@@ -47,6 +48,9 @@ pub struct Bound {
     /// For a XEP-0198 resumption: the `<resumed/>` to write first (the
     /// unacknowledged stanzas follow it).
     pub resumed: Option<Element>,
+    /// The transport's cork, released: the writer puts it back in to send
+    /// the stream's end and the TLS close_notify in one write.
+    pub cork: Cork,
 }
 
 /// Reads credentials for one host from storage.
@@ -116,6 +120,8 @@ struct Negotiation {
     header_sent: bool,
     auth_failures: u32,
     pre_auth_iqs: u32,
+    /// Holds the negotiation's writes until its next read (see [`Cork`]).
+    cork: Cork,
 }
 
 fn stream_id() -> String {
@@ -134,17 +140,16 @@ pub async fn negotiate(
     let max = listener.max_stanza_size;
     let mut tls = false;
     let mut bindings = ChannelBindings::default();
+    let cork = Cork::new();
+    let sock: BoxIo = Box::new(Corked::new(sock, cork.clone()));
     let io: BoxIo = if listener.tls {
         let acceptor = server.live().tls_acceptor(true);
-        let stream = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
-            Ok(Ok(s)) => s,
-            _ => return None,
-        };
+        let stream = tls_accept(&acceptor, sock, &cork).await?;
         tls = true;
         bindings = binding_data(&server, stream.get_ref().1);
         Box::new(stream)
     } else {
-        Box::new(sock)
+        sock
     };
     let (rd, wr) = split(io);
     let mut reader = StreamReader::new(rd, max);
@@ -168,6 +173,7 @@ pub async fn negotiate(
         header_sent: false,
         auth_failures: 0,
         pre_auth_iqs: 0,
+        cork,
     };
     let mut shutdown = n.server.shutdown_signal();
     let result = tokio::select! {
@@ -175,11 +181,40 @@ pub async fn negotiate(
         _ = shutdown.wait_for(|v| *v) => Err(Stop::Error("system-shutdown", None)),
     };
     match result {
-        Ok(bound) => Some(bound),
+        Ok(bound) => {
+            // The session's writer task writes while nothing reads: from
+            // now on every write goes out when flushed.
+            n.cork.release();
+            Some(bound)
+        }
         Err(stop) => {
             n.finish(stop).await;
             None
         }
+    }
+}
+
+/// The TLS handshake on a corked transport. On failure, the alert rustls
+/// wrote (if any) is sent before the connection is dropped, as without
+/// the cork; `None` on failure or after `TLS_TIMEOUT`.
+async fn tls_accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: BoxIo,
+    cork: &Cork,
+) -> Option<tokio_rustls::server::TlsStream<BoxIo>> {
+    match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io).into_fallible()).await {
+        Ok(Ok(s)) => {
+            // The session tickets rustls wrote at the handshake's end leave
+            // with the stream features, not on their own.
+            cork.hold_once_more();
+            Some(s)
+        }
+        Ok(Err((_, mut io))) => {
+            cork.release();
+            let _ = tokio::time::timeout(Duration::from_secs(2), io.flush()).await;
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -463,15 +498,17 @@ impl Negotiation {
         let reader = std::mem::replace(&mut self.reader, placeholder_reader());
         let (rd, leftover) = reader.into_inner();
         let writer = std::mem::replace(&mut self.writer, placeholder_writer());
+        let mut io = rd.unsplit(writer);
         if leftover {
-            // Bytes pipelined after <starttls/> would be read as plaintext: refuse.
+            // Bytes pipelined after <starttls/> would be read as plaintext:
+            // refuse (after the <proceed/>, which the cork still holds).
+            self.cork.release();
+            let _ = tokio::time::timeout(Duration::from_secs(2), io.flush()).await;
             return Err(Stop::Quiet);
         }
-        let io = rd.unsplit(writer);
         let acceptor = self.server.live().tls_acceptor(false);
-        let stream = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
-            Ok(Ok(s)) => s,
-            _ => return Err(Stop::Quiet),
+        let Some(stream) = tls_accept(&acceptor, io, &self.cork).await else {
+            return Err(Stop::Quiet);
         };
         self.bindings = binding_data(&self.server, stream.get_ref().1);
         self.tls = true;
@@ -728,6 +765,7 @@ impl Negotiation {
             rx,
             peer: self.peer,
             resumed: None,
+            cork: self.cork.clone(),
         }))
     }
 
@@ -815,6 +853,7 @@ impl Negotiation {
             rx: queue,
             peer: self.peer,
             resumed: Some(resumed),
+            cork: self.cork.clone(),
         }))
     }
 }

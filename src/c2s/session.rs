@@ -55,6 +55,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         rx,
         peer,
         resumed,
+        cork,
     } = *bound;
     let resumed_session = resumed.is_some();
     let detach = Arc::new(Notify::new());
@@ -63,6 +64,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         ack_timeout: server.live().sm.as_ref().and_then(|s| s.ack_timeout),
         max_ack_queue: server.live().sm.as_ref().and_then(|s| s.max_ack_queue),
         resumed,
+        cork: Some(cork),
     });
     let mut writer_task = tokio::spawn(super::writer::run(
         writer,

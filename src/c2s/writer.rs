@@ -81,6 +81,9 @@ pub struct Settings {
     /// After a resumption: `<resumed/>`, written first, followed by the
     /// unacknowledged stanzas again.
     pub resumed: Option<Element>,
+    /// The transport's cork ([`super::cork`]), put back in at the end so
+    /// the stream's end and the TLS close_notify leave in one write.
+    pub cork: Option<super::cork::Cork>,
 }
 
 /// Stanzas held back while the client is inactive (XEP-0352).
@@ -273,6 +276,9 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
         _ => "</stream:stream>".to_string(),
     };
     buf.push_str(&tail);
+    if let Some(cork) = &settings.cork {
+        cork.recork();
+    }
     let _ = write(&mut w, buf.as_bytes()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
     (rx, Exit::Closed)
