@@ -58,6 +58,8 @@ Options:
   --wait-quiet S        before each scenario, wait up to S seconds for the
                         machine to be quiet (other processes under 15% of the
                         CPUs) (default 0: measure at once, with a warning)
+  --key rsa|ecdsa       the certificate all three servers share: RSA 2048
+                        (default) or ECDSA P-256 (certbot's default key type)
   --loadgen-arg ARG     pass ARG to every loadgen run (repeatable)
   --no-install          do not install missing Debian packages
   --no-build            do not run cargo build (use the existing binaries)
@@ -80,6 +82,7 @@ MESSAGES=""
 IDLE_USERS=""
 DURATION=""
 MECH=scram-sha-1
+KEY=rsa
 SERVER_TIMEOUT=""
 INSTALL=1
 BUILD=1
@@ -107,6 +110,8 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=${2:?}; shift ;;
         --duration=*) DURATION=${1#*=} ;;
         --mech) MECH=${2:?}; shift ;;
+        --key) KEY=${2:?}; shift ;;
+        --key=*) KEY=${1#*=} ;;
         --mech=*) MECH=${1#*=} ;;
         --server-timeout) SERVER_TIMEOUT=${2:?}; shift ;;
         --server-timeout=*) SERVER_TIMEOUT=${1#*=} ;;
@@ -386,8 +391,14 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/rookery-bench.XXXXXX") || die "mktemp failed"
 chmod 755 "$WORK"   # the anchors run as their own users and must reach their directories
 mkdir -p "$WORK/certs"
 # One certificate for all three servers (same key type and size, so the same
-# TLS handshake cost): RSA 2048, self-signed for localhost.
-openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=$DOMAIN" \
+# TLS handshake cost): RSA 2048 or ECDSA P-256 (--key), self-signed for localhost.
+case $KEY in
+    rsa) KEYOPT=(-newkey rsa:2048) ;;
+    ecdsa) KEYOPT=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    *) die "--key must be rsa or ecdsa" ;;
+esac
+log "certificate: $KEY"
+openssl req -x509 "${KEYOPT[@]}" -nodes -days 365 -subj "/CN=$DOMAIN" \
     -addext "subjectAltName=DNS:$DOMAIN" \
     -keyout "$WORK/certs/localhost.key" -out "$WORK/certs/localhost.crt" >/dev/null 2>&1 \
     || die "openssl could not make a certificate"

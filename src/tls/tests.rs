@@ -29,6 +29,7 @@ struct Outcome {
     server_exporter: Option<Vec<u8>>,
     client_exporter: Option<Vec<u8>>,
     end_point: Option<Vec<u8>>,
+    suite: Option<rustls::CipherSuite>,
 }
 
 /// Options of the test client.
@@ -38,6 +39,8 @@ struct Client<'a> {
     sni: bool,
     versions: &'a [&'static rustls::SupportedProtocolVersion],
     alpn: &'a [&'a [u8]],
+    /// The crypto provider (cipher suites in its order), Rookery's by default.
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl<'a> Client<'a> {
@@ -48,6 +51,7 @@ impl<'a> Client<'a> {
             sni: true,
             versions: rustls::ALL_VERSIONS,
             alpn: &[],
+            provider: provider(),
         }
     }
 
@@ -58,7 +62,7 @@ impl<'a> Client<'a> {
                 roots.add(cert).expect("trust anchor");
             }
         }
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(self.versions)
             .expect("versions")
             .with_root_certificates(roots)
@@ -104,7 +108,9 @@ async fn handshake(
         .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", Some(&[]))
         .ok();
     let served_leaf = conn.peer_certificates().expect("server certificate")[0].clone();
+    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
     Ok(Outcome {
+        suite,
         served_leaf,
         version,
         server_alpn,
@@ -224,6 +230,30 @@ fn tls11_client_hello() -> Vec<u8> {
     record.extend(u16::try_from(handshake.len()).expect("len").to_be_bytes());
     record.extend(handshake);
     record
+}
+
+#[tokio::test]
+async fn the_server_chooses_aes_128_gcm_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (setup, _) = TlsSetup::load(&[], &hosts(&["x.example"]), dir.path()).expect("load");
+    let file = dir.path().join("certs/x.example.pem");
+    for versions in [rustls::ALL_VERSIONS, TLS12_ONLY] {
+        // rustls's own client order puts AES-256-GCM first.
+        let mut client = Client::new(&[&file], "x.example");
+        client.provider = Arc::new(rustls::crypto::ring::default_provider());
+        client.versions = versions;
+        assert_eq!(
+            client.provider.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+        );
+        let out = handshake(&setup, &[], &client).await.expect("handshake");
+        let want = if out.version == Some(ProtocolVersion::TLSv1_3) {
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        } else {
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        };
+        assert_eq!(out.suite, Some(want), "{versions:?}");
+    }
 }
 
 #[tokio::test]
