@@ -24,6 +24,17 @@ async fn stream_error_for(server: &Server, payload: &str) -> String {
     c.expect_stream_error().await
 }
 
+/// The server picks the suite by its own order (AES-128-GCM first), not by
+/// the client's (rustls's client offers AES-256-GCM first).
+#[tokio::test]
+async fn starttls_negotiates_the_servers_preferred_suite() {
+    let server = Server::start();
+    let c = tls_client(&server).await;
+    let tls = c.tls.as_ref().expect("TLS is up");
+    assert_eq!(tls.version, "Some(TLSv1_3)");
+    assert_eq!(tls.suite, "Some(TLS13_AES_128_GCM_SHA256)");
+}
+
 #[tokio::test]
 async fn stream_header_and_features_before_and_after_starttls() {
     let server = Server::start();

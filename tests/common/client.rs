@@ -47,6 +47,8 @@ pub struct TlsInfo {
     pub peer_certs: Vec<Vec<u8>>,
     /// Negotiated protocol version, e.g. `TLSv1_3`.
     pub version: String,
+    /// Negotiated cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub suite: String,
 }
 
 /// One event read from the stream.
@@ -127,6 +129,8 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
+/// A client with rustls's own cipher-suite order (AES-256-GCM first) that
+/// accepts any certificate.
 pub fn tls_connector() -> tokio_rustls::TlsConnector {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -600,10 +604,12 @@ impl Client {
             .map(|cs| cs.iter().map(|c| c.as_ref().to_vec()).collect())
             .unwrap_or_default();
         let version = format!("{:?}", conn.protocol_version());
+        let suite = format!("{:?}", conn.negotiated_cipher_suite().map(|s| s.suite()));
         self.tls = Some(TlsInfo {
             exporter,
             peer_certs,
             version,
+            suite,
         });
         self.scope.clear();
         self.conn = Conn::Tls(Box::new(tls));
