@@ -62,6 +62,11 @@ async fn inactive_client_gets_only_latest_presence_and_messages_at_once() {
     sync(&mut a).await;
 
     a.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    // The session reads in order: once this round trip is answered, the
+    // server has taken <inactive/> (without it, Bob's presence could race
+    // Alice's <inactive/> on a loaded machine and arrive before it).
+    let got = sync(&mut a).await;
+    assert!(summary(&got).is_empty(), "{}", im::show(&got));
     show(&mut bob, "away").await;
     show(&mut bob, "dnd").await;
     show(&mut carol, "xa").await;
