@@ -184,6 +184,10 @@ async fn wind_down(
                 .ok()
         }
     };
+    // The writer may have closed the stream itself (too many unacked
+    // stanzas) just before the reader saw the connection go: that session
+    // ends, it is not kept for a resumption.
+    let writer_closed = matches!(&writer_result, Some(Ok((_, Exit::Closed))));
     let rx = match writer_result {
         Some(Ok((rx, _exit))) => Some(rx),
         _ => None,
@@ -197,7 +201,7 @@ async fn wind_down(
             }
             Err(rx) => Some(rx),
         },
-        (End::Gone, Some(rx)) if keep => {
+        (End::Gone, Some(rx)) if keep && !writer_closed => {
             match Box::pin(detached(&server, &handle, claims.as_mut(), rx)).await {
                 None => return,
                 Some(rx) => Some(rx),
