@@ -2,7 +2,10 @@
 //! checks, features, STARTTLS (or direct TLS), SASL through the `sasl`
 //! crate's server trait, the stream restart, and resource binding.
 //! Everything before binding runs in the connection's one task, reading and
-//! writing in turn, under a negotiation timeout.
+//! writing in turn. Until SASL succeeds the stream reads under the
+//! listener's small pre-authentication stanza limit, then under
+//! `max_stanza_size`; every read waits at most `STEP_TIMEOUT`, and none
+//! past the `negotiation_timeout` deadline counted from the accept.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,6 +125,8 @@ struct Negotiation {
     pre_auth_iqs: u32,
     /// Holds the negotiation's writes until its next read (see [`Cork`]).
     cork: Cork,
+    /// No read waits past this (`negotiation_timeout` after the accept).
+    deadline: Option<tokio::time::Instant>,
 }
 
 fn stream_id() -> String {
@@ -137,7 +142,10 @@ pub async fn negotiate(
     peer: SocketAddr,
     listener: Arc<Listener>,
 ) -> Option<Bound> {
-    let max = listener.max_stanza_size;
+    let deadline = server
+        .config()
+        .negotiation_timeout
+        .map(|t| tokio::time::Instant::now() + t);
     let mut tls = false;
     let mut bindings = ChannelBindings::default();
     let cork = Cork::new();
@@ -152,7 +160,7 @@ pub async fn negotiate(
         sock
     };
     let (rd, wr) = split(io);
-    let mut reader = StreamReader::new(rd, max);
+    let mut reader = StreamReader::new(rd, listener.pre_auth_limit());
     if let Some(shaper) = listener
         .shaper
         .as_deref()
@@ -174,6 +182,7 @@ pub async fn negotiate(
         auth_failures: 0,
         pre_auth_iqs: 0,
         cork,
+        deadline,
     };
     let mut shutdown = n.server.shutdown_signal();
     let result = tokio::select! {
@@ -239,9 +248,15 @@ impl Negotiation {
     }
 
     async fn next(&mut self) -> Result<StreamEvent, Stop> {
-        match tokio::time::timeout(STEP_TIMEOUT, self.reader.next()).await {
+        let step = tokio::time::Instant::now() + STEP_TIMEOUT;
+        let until = self.deadline.map_or(step, |d| d.min(step));
+        match tokio::time::timeout_at(until, self.reader.next()).await {
             Ok(Ok(ev)) => Ok(ev),
             Ok(Err(e)) => Err(e.into()),
+            Err(_) if until < step => Err(Stop::Error(
+                "connection-timeout",
+                Some("stream negotiation not finished within negotiation_timeout".into()),
+            )),
             Err(_) => Err(Stop::Error("connection-timeout", None)),
         }
     }
@@ -456,6 +471,9 @@ impl Negotiation {
                     // Stream restart (RFC 6120 §6.4.6): a fresh parser, same transport.
                     let reader = std::mem::replace(&mut self.reader, placeholder_reader());
                     self.reader = reader.restart();
+                    // Authenticated: stanzas may be as large as the listener allows.
+                    self.reader
+                        .set_max_stanza_size(self.listener.max_stanza_size);
                     self.open_stream().await?;
                 }
             } else if el.ns == ns::SM && self.user.is_some() && self.server.live().sm.is_some() {
@@ -513,7 +531,7 @@ impl Negotiation {
         self.bindings = binding_data(&self.server, stream.get_ref().1);
         self.tls = true;
         let (rd, wr) = split(Box::new(stream) as BoxIo);
-        self.reader = StreamReader::new(rd, self.listener.max_stanza_size);
+        self.reader = StreamReader::new(rd, self.listener.pre_auth_limit());
         if let Some(shaper) = self.listener.shaper.as_deref().and_then(|name| {
             self.server
                 .config()

@@ -1,5 +1,8 @@
 //! One component connection: the XEP-0114 handshake, then a reader that
 //! routes the component's stanzas and a writer task that drains its queue.
+//! Until the handshake succeeds the stream reads under the listener's
+//! pre-authentication stanza limit and within `negotiation_timeout`; a
+//! stream error always follows our stream header.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,13 +33,17 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve one component connection until it ends.
 pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg: Arc<Listener>) {
+    let deadline = server
+        .config()
+        .negotiation_timeout
+        .map(|t| tokio::time::Instant::now() + t);
     let Some(io) = crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await
     else {
         tracing::info!(%peer, "component TLS handshake failed");
         return;
     };
-    let mut conn = Conn::new(io, cfg.tls, cfg.max_stanza_size);
-    let (domain, conn_id, rx) = match handshake(&server, &mut conn, &cfg).await {
+    let mut conn = Conn::new(io, cfg.tls, cfg.pre_auth_limit());
+    let (domain, conn_id, rx) = match handshake(&server, &mut conn, &cfg, deadline).await {
         Ok(x) => x,
         Err(Fail::Stream(cond, text)) => {
             tracing::info!(%peer, "component refused: {cond} {}", text.as_deref().unwrap_or(""));
@@ -48,6 +55,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
             return;
         }
     };
+    conn.set_max_stanza_size(cfg.max_stanza_size);
     tracing::info!(%peer, %domain, "component connected");
     let Some((mut reader, writer)) = conn.into_parts() else {
         server.components.release(&domain, conn_id);
@@ -87,19 +95,40 @@ async fn handshake(
     server: &Server,
     conn: &mut Conn,
     cfg: &Listener,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<(String, u64, mpsc::Receiver<Element>), Fail> {
-    let header = match conn.next(HANDSHAKE_TIMEOUT).await? {
-        StreamEvent::Header(h) => h,
-        _ => return Err(Fail::Stream("not-well-formed", None)),
+    // Each read waits HANDSHAKE_TIMEOUT at most, and not past the deadline.
+    let wait = || match deadline {
+        Some(d) => HANDSHAKE_TIMEOUT.min(d.saturating_duration_since(tokio::time::Instant::now())),
+        None => HANDSHAKE_TIMEOUT,
     };
     let id = stream_id();
+    let our_header = |to: &str| {
+        format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' xmlns:stream='{}' from='{}' id='{id}'>",
+            ns::STREAM,
+            escape(to)
+        )
+    };
+    let header = match conn.next(wait()).await {
+        Ok(StreamEvent::Header(h)) => h,
+        // A stream error goes after a stream header (RFC 6120 §4.9.1.1).
+        Ok(_) => {
+            conn.send(&our_header("")).await?;
+            return Err(Fail::Stream("not-well-formed", None));
+        }
+        Err(e @ Fail::Stream(..)) => {
+            conn.send(&our_header("")).await?;
+            return Err(e);
+        }
+        Err(Fail::Timeout) => {
+            conn.send(&our_header("")).await?;
+            return Err(Fail::Stream("connection-timeout", None));
+        }
+        Err(e) => return Err(e),
+    };
     let to = header.to.clone().unwrap_or_default().to_lowercase();
-    conn.send(&format!(
-        "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' xmlns:stream='{}' from='{}' id='{id}'>",
-        ns::STREAM,
-        escape(&to)
-    ))
-    .await?;
+    conn.send(&our_header(&to)).await?;
     if !header.stream_ns_ok {
         return Err(Fail::Stream("invalid-namespace", None));
     }
@@ -115,7 +144,11 @@ async fn handshake(
             Some(format!("no component {to} is configured on this listener")),
         ));
     };
-    let el = match conn.next(HANDSHAKE_TIMEOUT).await? {
+    let el = match conn.next(wait()).await {
+        Err(Fail::Timeout) => return Err(Fail::Stream("connection-timeout", None)),
+        other => other?,
+    };
+    let el = match el {
         StreamEvent::Stanza(el) => el,
         StreamEvent::End => return Err(Fail::Closed),
         StreamEvent::Header(_) => return Err(Fail::Stream("not-well-formed", None)),

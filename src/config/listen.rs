@@ -18,6 +18,10 @@ use crate::acl::{self, AccessRules, ShaperRules};
 pub const DEFAULT_C2S_MAX_STANZA_SIZE: usize = 262_144;
 /// Default `max_stanza_size` of server listeners (ejabberd's shipped config).
 pub const DEFAULT_S2S_MAX_STANZA_SIZE: usize = 524_288;
+/// Default `pre_auth_max_stanza_size` of every listener: before it is
+/// authenticated a peer sends only a stream header, `<starttls/>`, SASL,
+/// dialback, a component handshake or an in-band registration.
+pub const DEFAULT_PRE_AUTH_MAX_STANZA_SIZE: usize = 8192;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +60,10 @@ pub struct Listener {
     pub starttls_required: bool,
     /// Largest stanza in bytes; `None` = unlimited.
     pub max_stanza_size: Option<usize>,
+    /// Largest stanza in bytes before the peer is authenticated (c2s: SASL
+    /// success; s2s: a domain authenticated; components: the handshake);
+    /// `None` = unlimited. See [`Listener::pre_auth_limit`].
+    pub pre_auth_max_stanza_size: Option<usize>,
     /// Shaper rule or shaper name (see `Config::shaper_for`); `None` = no shaper.
     pub shaper: Option<String>,
     /// Access rule that decides who may use the listener; `None` = everyone.
@@ -66,6 +74,17 @@ pub struct Listener {
     pub upload_path: Option<String>,
     /// Line of the listener in the configuration file.
     pub line: usize,
+}
+
+impl Listener {
+    /// The stanza-size limit before the peer is authenticated: the smaller
+    /// of `pre_auth_max_stanza_size` and `max_stanza_size`.
+    pub fn pre_auth_limit(&self) -> Option<usize> {
+        match (self.pre_auth_max_stanza_size, self.max_stanza_size) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// ejabberd listener options Rookery accepts but ignores (with a warning).
@@ -81,7 +100,6 @@ const IGNORED_OPTIONS: &[&str] = &[
     "max_fsm_queue",
     "max_stanza_elements",
     "pre_auth_max_stanza_elements",
-    "pre_auth_max_stanza_size",
     "protocol_options",
     "send_timeout",
     "supervisor",
@@ -242,6 +260,7 @@ fn parse_one(
                 DEFAULT_S2S_MAX_STANZA_SIZE
             }
         }),
+        pre_auth_max_stanza_size: Some(DEFAULT_PRE_AUTH_MAX_STANZA_SIZE),
         shaper: None,
         access: None,
         service_hosts: Vec::new(),
@@ -276,6 +295,10 @@ fn parse_one(
             "starttls_required" => starttls_required = Some(check::boolean(value, &opt_path)?),
             "max_stanza_size" => {
                 listener.max_stanza_size = check::pos_int_or_infinity(value, &opt_path)?
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+            }
+            "pre_auth_max_stanza_size" => {
+                listener.pre_auth_max_stanza_size = check::pos_int_or_infinity(value, &opt_path)?
                     .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
             }
             "shaper" => {
@@ -487,6 +510,27 @@ mod tests {
             l[2].starttls && !l[2].starttls_required,
             "from s2s_use_starttls"
         );
+    }
+
+    #[test]
+    fn pre_auth_max_stanza_size() {
+        let (result, notes, _) = listeners(
+            "listen:\n  - {port: 5222, module: c2s}\n  - {port: 5223, module: c2s, pre_auth_max_stanza_size: 4096}\n  \
+             - {port: 5224, module: c2s, max_stanza_size: 2000}\n  \
+             - {port: 5225, module: c2s, max_stanza_size: infinity, pre_auth_max_stanza_size: infinity}\n  \
+             - {port: 5269, module: s2s}\n  - {port: 5347, module: service, password: x, hosts: {c.a.org: {}}}\n",
+        );
+        let l = result.unwrap();
+        assert!(notes.warnings.is_empty(), "{:?}", notes.warnings);
+        let limits: Vec<Option<usize>> = l.iter().map(Listener::pre_auth_limit).collect();
+        assert_eq!(
+            limits,
+            [Some(8192), Some(4096), Some(2000), None, Some(8192), Some(8192)]
+        );
+        let (result, _, _) =
+            listeners("listen:\n  - {port: 5222, module: c2s, pre_auth_max_stanza_size: 0}\n");
+        let e = result.unwrap_err().message;
+        assert!(e.contains("pre_auth_max_stanza_size"), "{e}");
     }
 
     #[test]

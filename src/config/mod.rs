@@ -40,6 +40,10 @@ pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
 /// Largest accepted `auth_scram_iterations` (logins get slow beyond this).
 pub const MAX_SCRAM_ITERATIONS: u32 = 10_000_000;
 
+/// Default `negotiation_timeout` in seconds: from accept to authenticated
+/// (and bound), for every listener.
+pub const DEFAULT_NEGOTIATION_TIMEOUT: u64 = 60;
+
 /// Log verbosity (ejabberd's `loglevel`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -149,6 +153,9 @@ pub struct Config {
     /// `registration_timeout`: minimum time between two in-band
     /// registrations from one IP address (`None` = `infinity`, no limit).
     pub registration_timeout: Option<std::time::Duration>,
+    /// `negotiation_timeout`: time a connection has from its accept until
+    /// it is authenticated (and, for clients, bound); `None` = `infinity`.
+    pub negotiation_timeout: Option<std::time::Duration>,
     /// Named ACLs.
     pub acl: Acls,
     /// Named access rules (listener inline rules included under generated names).
@@ -203,6 +210,7 @@ const SUPPORTED_OPTIONS: &[&str] = &[
     "listen",
     "loglevel",
     "modules",
+    "negotiation_timeout",
     "registration_timeout",
     "s2s_use_starttls",
     "shaper",
@@ -283,7 +291,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "log_rotate_date",
     "log_rotate_size",
     "max_fsm_queue",
-    "negotiation_timeout",
     "net_ticktime",
     "new_sql_schema",
     "oauth_access",
@@ -785,6 +792,13 @@ fn build(
             .map(std::time::Duration::from_secs),
     };
 
+    // Seconds, as ejabberd's option of the same name.
+    let negotiation_timeout = match option("negotiation_timeout") {
+        None => Some(std::time::Duration::from_secs(DEFAULT_NEGOTIATION_TIMEOUT)),
+        Some(node) => check::pos_int_or_infinity(node, "negotiation_timeout")?
+            .map(std::time::Duration::from_secs),
+    };
+
     let s2s_use_starttls = match option("s2s_use_starttls") {
         None => S2sStartTls::Disabled,
         Some(node) => {
@@ -951,6 +965,7 @@ fn build(
         scram_iterations,
         scram_sha256,
         registration_timeout,
+        negotiation_timeout,
         acl: acls,
         access_rules,
         shapers,

@@ -29,7 +29,8 @@ use crate::config::Listener;
 use crate::server::Server;
 use crate::xml::StreamEvent;
 
-/// Time allowed for each step before the stream is authenticated.
+/// Time allowed for each step before the stream is authenticated (and no
+/// step waits past the `negotiation_timeout` deadline then).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -51,6 +52,8 @@ struct Incoming {
     bidi: bool,
     /// Once it is authenticated: the writer task taking our stanzas for it.
     bidi_writer: Option<BidiWriter>,
+    /// Until a domain is authenticated, no read waits past this.
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// The writer of our stanzas on a bidirectional incoming stream, and the
@@ -69,7 +72,12 @@ pub async fn handle(
     peer: SocketAddr,
     listener: Arc<Listener>,
 ) {
-    let max = listener.max_stanza_size;
+    // Until a domain is authenticated: the small pre-authentication limit.
+    let max = listener.pre_auth_limit();
+    let deadline = server
+        .config()
+        .negotiation_timeout
+        .map(|t| tokio::time::Instant::now() + t);
     let conn = if listener.tls {
         let acceptor = server.live().s2s_tls.direct_acceptor.clone();
         match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
@@ -98,6 +106,7 @@ pub async fn handle(
         registry_id,
         bidi: false,
         bidi_writer: None,
+        deadline,
     };
     let mut shutdown = server.shutdown_signal();
     let result = tokio::select! {
@@ -175,9 +184,26 @@ impl Incoming {
         );
     }
 
+    /// How long the next read may wait before the stream is authenticated.
+    fn step_wait(&self) -> Duration {
+        match self.deadline {
+            Some(d) => STEP_TIMEOUT.min(d.saturating_duration_since(tokio::time::Instant::now())),
+            None => STEP_TIMEOUT,
+        }
+    }
+
+    /// A domain was authenticated on this stream: stanzas may now be as
+    /// large as the listener allows, and no deadline applies.
+    fn authenticated_now(&mut self, domain: String) {
+        self.authenticated.insert(domain);
+        self.deadline = None;
+        self.conn
+            .set_max_stanza_size(self.listener.max_stanza_size);
+    }
+
     /// Read a stream header and answer with ours (and features on 1.0 streams).
     async fn open_stream(&mut self) -> Result<(), Fail> {
-        let h = self.conn.next_header(STEP_TIMEOUT).await?;
+        let h = self.conn.next_header(self.step_wait()).await?;
         if !h.stream_ns_ok || h.default_ns != ns::SERVER {
             return Err(Fail::Stream(
                 "invalid-namespace",
@@ -287,7 +313,7 @@ impl Incoming {
         self.open_stream().await?;
         loop {
             let wait = if self.authenticated.is_empty() {
-                STEP_TIMEOUT
+                self.step_wait()
             } else {
                 self.server.config().s2s.idle_timeout
             };
@@ -407,7 +433,7 @@ impl Incoming {
             .send(&format!("<success xmlns='{}'/>", ns::SASL))
             .await?;
         self.claimed = Some(domain.clone());
-        self.authenticated.insert(domain.clone());
+        self.authenticated_now(domain.clone());
         self.auth = AuthMethod::External;
         self.update_registry();
         tracing::info!(peer = %self.peer, "s2s in: {domain} authenticated by certificate (SASL EXTERNAL)");
@@ -454,7 +480,7 @@ impl Incoming {
             .send(&db_xml("result", &to, &from, None, Some(kind), ""))
             .await?;
         if valid {
-            self.authenticated.insert(from.clone());
+            self.authenticated_now(from.clone());
             if self.auth == AuthMethod::None {
                 self.auth = AuthMethod::Dialback;
             }

@@ -81,6 +81,7 @@ pub async fn write_shared(writer: &SharedWriter, xml: &str) -> Result<(), Fail> 
 pub struct Conn {
     reader: Option<StreamReader<ReadHalf<BoxIo>>>,
     writer: SharedWriter,
+    /// The stanza-size limit in force (kept across a TLS upgrade).
     max: Option<usize>,
     /// Whether TLS is up.
     pub tls: bool,
@@ -97,6 +98,15 @@ impl Conn {
             max,
             tls,
             peer_certs: Vec::new(),
+        }
+    }
+
+    /// Change the stanza-size limit, e.g. from the pre-authentication
+    /// limit to `max_stanza_size` once the peer is authenticated.
+    pub fn set_max_stanza_size(&mut self, max: Option<usize>) {
+        self.max = max;
+        if let Some(r) = self.reader.as_mut() {
+            r.set_max_stanza_size(max);
         }
     }
 

@@ -1,5 +1,6 @@
-//! A byte-counting wrapper under the XML parser: it enforces
-//! `max_stanza_size` while bytes are read (so the parser never buffers past
+//! A byte-counting wrapper under the XML parser: it enforces the stanza-size
+//! limit in force (`max_stanza_size`, or the smaller one before
+//! authentication) while bytes are read (so the parser never buffers past
 //! the limit) and applies the listener's shaper (a token bucket in bytes per
 //! second, ejabberd's `shaper`).
 
@@ -54,6 +55,11 @@ impl<R> LimitedRead<R> {
             tokens: burst as f64,
             last: Instant::now(),
         });
+    }
+
+    /// Change the limit (`None`: none); bytes counted so far still count.
+    pub fn set_limit(&mut self, limit: Option<usize>) {
+        self.limit = limit;
     }
 
     /// Start counting anew (called at each stanza boundary).

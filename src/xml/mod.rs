@@ -1,9 +1,17 @@
-//! XML on the wire: the incremental stream reader (with restricted-XML
-//! checks and the stanza-size limit) and the byte limiter/shaper under it.
+//! XML on the wire: the incremental stream reader (with XML 1.0
+//! well-formedness, restricted-XML checks, shape limits and the stanza-size
+//! limit), the well-formedness checks it applies, and the byte
+//! limiter/shaper under it.
 //! Writing uses [`xep_support::element::Element::write_to`].
 
 pub mod bufread;
 pub mod limit;
 pub mod reader;
+pub mod wellformed;
+
+#[cfg(test)]
+mod parse_bench;
+#[cfg(test)]
+mod strict_tests;
 
 pub use reader::{StreamEvent, StreamHeader, StreamReader, XmlError};

@@ -1,21 +1,44 @@
 //! The incremental XML stream reader: turns bytes from a (TLS) socket into a
 //! stream header, then one complete stanza at a time, then the stream's end.
+//! c2s, s2s and component streams (and stored stanzas) all read through it.
 //!
-//! It uses quick-xml's async reader over a [`LimitedRead`], resolves
-//! namespaces itself (a stack of declarations), and enforces RFC 6120 §11.1
-//! restricted XML: a DTD, a processing instruction (other than the XML
-//! declaration), a comment, or a reference to an entity other than the five
-//! predefined ones ends the stream; nothing is ever expanded. Only the stanza
-//! being read is held in memory, and never more than `max_stanza_size` bytes
-//! of it, because the byte counter under the parser fails the read first.
+//! It uses quick-xml's async reader over a [`LimitedRead`] for tokens, and
+//! checks every token against XML 1.0 and Namespaces in XML 1.0 itself
+//! ([`super::wellformed`]: characters, names, attribute syntax, references),
+//! since quick-xml is permissive by design. It resolves namespaces itself (a
+//! stack of declarations) and refuses unbound prefixes, misused `xml`/`xmlns`
+//! prefixes and attributes that are duplicates after resolution. It enforces
+//! RFC 6120 §11.1 restricted XML: a DTD, a processing instruction (other than
+//! the XML declaration), a comment, or a reference to an entity other than the
+//! five predefined ones ends the stream; nothing is ever expanded.
+//!
+//! Limits hold at all times: a stanza nests at most [`MAX_DEPTH`] elements,
+//! an element has at most [`MAX_ATTRIBUTES`] attributes (namespace
+//! declarations included), at most [`MAX_NAMESPACES`] declarations are in
+//! scope; passing one is [`XmlError::Limit`] at once. Only the stanza being
+//! read is held in memory, and never more than the stanza-size limit (set at
+//! creation, changed with [`StreamReader::set_max_stanza_size`], e.g. after
+//! authentication): the byte counter under the parser fails the read first.
+//!
+//! Errors map to stream error conditions ([`XmlError::condition`]):
+//! not well-formed → `not-well-formed`, restricted XML → `restricted-xml`,
+//! a limit → `policy-violation`.
 
 use super::bufread::LazyBufReader;
 use super::limit::LimitedRead;
+use super::wellformed::{self, RawAttr};
 use quick_xml::events::{BytesStart, Event};
 use std::io;
 use tokio::io::AsyncRead;
 use xep_support::element::{Element, Node, NS_XML};
 use xep_support::ns;
+
+/// Elements a stanza may nest, itself included (deeper is a policy violation).
+pub const MAX_DEPTH: usize = 64;
+/// Attributes one element may have, namespace declarations included.
+pub const MAX_ATTRIBUTES: usize = 100;
+/// Namespace declarations in scope at once (the stream header's included).
+pub const MAX_NAMESPACES: usize = 128;
 
 /// Bytes the buffered reader under the parser holds at most (and only
 /// while bytes are arriving: none while the session waits, see [`LazyBufReader`]).
@@ -60,8 +83,11 @@ pub enum XmlError {
     NotWellFormed(String),
     /// XML that RFC 6120 §11.1 forbids (DTD, PI, comment, entity).
     Restricted(String),
-    /// A stanza larger than `max_stanza_size`.
+    /// A stanza larger than the stanza-size limit in force.
     TooBig,
+    /// A stanza nesting too deep, or an element with too many attributes
+    /// or namespace declarations.
+    Limit(String),
     /// An encoding other than UTF-8 was declared.
     UnsupportedEncoding,
 }
@@ -73,7 +99,7 @@ impl XmlError {
             XmlError::Closed | XmlError::Io(_) => None,
             XmlError::NotWellFormed(_) => Some("not-well-formed"),
             XmlError::Restricted(_) => Some("restricted-xml"),
-            XmlError::TooBig => Some("policy-violation"),
+            XmlError::TooBig | XmlError::Limit(_) => Some("policy-violation"),
             XmlError::UnsupportedEncoding => Some("unsupported-encoding"),
         }
     }
@@ -86,7 +112,8 @@ impl std::fmt::Display for XmlError {
             XmlError::Io(e) => write!(f, "i/o error: {e}"),
             XmlError::NotWellFormed(why) => write!(f, "not well-formed: {why}"),
             XmlError::Restricted(why) => write!(f, "restricted XML: {why}"),
-            XmlError::TooBig => write!(f, "stanza larger than max_stanza_size"),
+            XmlError::TooBig => write!(f, "stanza larger than the stanza size limit"),
+            XmlError::Limit(why) => write!(f, "limit passed: {why}"),
             XmlError::UnsupportedEncoding => write!(f, "unsupported encoding"),
         }
     }
@@ -103,8 +130,12 @@ pub struct StreamReader<R> {
     /// For each open element (the stream header included), where its
     /// declarations start in `bindings`.
     marks: Vec<usize>,
+    /// The attributes of the start tag being read (kept for its capacity).
+    attrs: Vec<RawAttr>,
     /// Whether the stream header was read.
     started: bool,
+    /// Whether an XML declaration was read in this stream.
+    declared: bool,
 }
 
 fn configure<B>(reader: &mut quick_xml::Reader<B>) {
@@ -116,39 +147,50 @@ fn configure<B>(reader: &mut quick_xml::Reader<B>) {
     cfg.allow_unmatched_ends = false;
 }
 
+/// The byte limit under the parser for a stanza-size limit: the buffered
+/// reader reads ahead up to READ_BUFFER bytes past the stanza being
+/// parsed, so the count is allowed that much slack.
+fn byte_limit(max_stanza_size: Option<usize>) -> Option<usize> {
+    max_stanza_size.map(|m| m.saturating_add(READ_BUFFER))
+}
+
 impl<R: AsyncRead + Unpin> StreamReader<R> {
     /// A reader over `inner`, refusing stanzas over `max_stanza_size` bytes.
     pub fn new(inner: R, max_stanza_size: Option<usize>) -> Self {
-        // The buffered reader reads ahead up to READ_BUFFER bytes past the
-        // stanza being parsed, so the byte count is allowed that much slack.
-        let limited = LimitedRead::new(inner, max_stanza_size.map(|m| m + READ_BUFFER));
+        let limited = LimitedRead::new(inner, byte_limit(max_stanza_size));
         let mut reader =
             quick_xml::Reader::from_reader(LazyBufReader::with_capacity(READ_BUFFER, limited));
         configure(&mut reader);
+        Self::over(reader)
+    }
+
+    fn over(reader: quick_xml::Reader<LazyBufReader<LimitedRead<R>>>) -> Self {
         StreamReader {
             reader,
             buf: Vec::new(),
             stack: Vec::new(),
             bindings: Vec::new(),
             marks: Vec::new(),
+            attrs: Vec::new(),
             started: false,
+            declared: false,
         }
     }
 
     /// A fresh parser for a restarted stream (after SASL), over the same
-    /// transport and whatever bytes are already buffered.
+    /// transport and whatever bytes are already buffered; the stanza-size
+    /// limit stays.
     pub fn restart(self) -> Self {
         let inner = self.reader.into_inner();
         let mut reader = quick_xml::Reader::from_reader(inner);
         configure(&mut reader);
-        StreamReader {
-            reader,
-            buf: Vec::new(),
-            stack: Vec::new(),
-            bindings: Vec::new(),
-            marks: Vec::new(),
-            started: false,
-        }
+        Self::over(reader)
+    }
+
+    /// Change the stanza-size limit (`None`: none), e.g. from the
+    /// pre-authentication limit to `max_stanza_size` after authentication.
+    pub fn set_max_stanza_size(&mut self, max_stanza_size: Option<usize>) {
+        self.limiter().set_limit(byte_limit(max_stanza_size));
     }
 
     /// The byte counter/shaper under the parser.
@@ -175,66 +217,78 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
             .map(|(_, u)| u.as_str())
     }
 
-    /// Read an opening tag into an element, pushing its namespace declarations.
+    /// Read a start tag into an element, pushing its namespace declarations.
     fn open(&mut self, start: &BytesStart<'_>) -> Result<Element, XmlError> {
+        let tag = wellformed::chars(start)?;
+        let mut attrs = std::mem::take(&mut self.attrs);
         self.marks.push(self.bindings.len());
-        let mut plain: Vec<(String, String)> = Vec::new();
-        let mut prefixed: Vec<(String, String, String)> = Vec::new();
-        for attr in start.attributes() {
-            let attr = attr.map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-            let key = std::str::from_utf8(attr.key.as_ref())
-                .map_err(|_| XmlError::NotWellFormed("attribute name is not UTF-8".into()))?
-                .to_string();
-            let value = match attr.unescape_value() {
-                Ok(v) => v.into_owned(),
-                Err(quick_xml::Error::Escape(e)) => {
-                    return Err(XmlError::Restricted(format!("attribute {key}: {e}")))
-                }
-                Err(e) => return Err(XmlError::NotWellFormed(e.to_string())),
+        let result = self.open_tag(tag, &mut attrs);
+        self.attrs = attrs;
+        result
+    }
+
+    fn open_tag(&mut self, tag: &str, attrs: &mut Vec<RawAttr>) -> Result<Element, XmlError> {
+        let name = wellformed::start_tag(tag, MAX_ATTRIBUTES, attrs)?;
+        let mark = self.bindings.len();
+        // Declarations first: they apply to the element's own names.
+        for a in attrs.iter() {
+            let prefix = match a.name.split(tag) {
+                ("", "xmlns") => "",
+                ("xmlns", p) => p,
+                _ => continue,
             };
-            if key == "xmlns" {
-                self.bindings.push((String::new(), value));
-            } else if let Some(p) = key.strip_prefix("xmlns:") {
-                if value.is_empty() {
-                    return Err(XmlError::NotWellFormed(format!(
-                        "empty namespace for prefix {p}"
-                    )));
-                }
-                self.bindings.push((p.to_string(), value));
-            } else if let Some((p, local)) = key.split_once(':') {
-                prefixed.push((p.to_string(), local.to_string(), value));
-            } else {
-                plain.push((key, value));
+            let uri = wellformed::attr_value(&tag[a.value.clone()])?;
+            wellformed::check_binding(prefix, &uri)?;
+            if self.bindings[mark..].iter().any(|(p, _)| p == prefix) {
+                return Err(XmlError::NotWellFormed(format!(
+                    "namespace of '{}' declared twice",
+                    wellformed::excerpt(prefix)
+                )));
             }
+            if self.bindings.len() >= MAX_NAMESPACES {
+                return Err(XmlError::Limit(format!(
+                    "more than {MAX_NAMESPACES} namespace declarations in scope"
+                )));
+            }
+            self.bindings.push((prefix.to_string(), uri.into_owned()));
         }
-        let qname = std::str::from_utf8(start.name().as_ref())
-            .map_err(|_| XmlError::NotWellFormed("element name is not UTF-8".into()))?
-            .to_string();
-        let (prefix, local) = match qname.split_once(':') {
-            Some((p, l)) => (p.to_string(), l.to_string()),
-            None => (String::new(), qname.clone()),
-        };
-        let ns = match self.resolve(&prefix) {
+        let (prefix, local) = name.split(tag);
+        if prefix == "xmlns" {
+            return Err(XmlError::NotWellFormed(
+                "the prefix xmlns is not for elements".into(),
+            ));
+        }
+        let ns = match self.resolve(prefix) {
             Some(u) => u.to_string(),
             None if prefix.is_empty() => String::new(),
-            None => {
-                return Err(XmlError::NotWellFormed(format!(
-                    "undeclared prefix {prefix}"
-                )))
-            }
+            None => return Err(unbound(prefix)),
         };
         let mut el = Element::new(local, ns);
-        el.attrs = plain;
-        for (p, local, value) in prefixed {
-            let name = if p == "xml" {
-                format!("xml:{local}")
-            } else {
-                match self.resolve(&p) {
-                    Some(u) => format!("{{{u}}}{local}"),
-                    None => return Err(XmlError::NotWellFormed(format!("undeclared prefix {p}"))),
+        // Unprefixed attributes (in no namespace) first, then prefixed ones
+        // named `xml:local` or `{uri}local`, each in document order.
+        for prefixed in [false, true] {
+            for a in attrs.iter() {
+                let (p, l) = a.name.split(tag);
+                if p.is_empty() == prefixed || p == "xmlns" || (p.is_empty() && l == "xmlns") {
+                    continue;
                 }
-            };
-            el.attrs.push((name, value));
+                let name = match p {
+                    "" => l.to_string(),
+                    "xml" => format!("xml:{l}"),
+                    _ => match self.resolve(p) {
+                        Some(u) => format!("{{{u}}}{l}"),
+                        None => return Err(unbound(p)),
+                    },
+                };
+                if el.attrs.iter().any(|(n, _)| *n == name) {
+                    return Err(XmlError::NotWellFormed(format!(
+                        "duplicate attribute '{}'",
+                        wellformed::excerpt(&tag[a.name.range.clone()])
+                    )));
+                }
+                let value = wellformed::attr_value(&tag[a.value.clone()])?.into_owned();
+                el.attrs.push((name, value));
+            }
         }
         Ok(el)
     }
@@ -256,19 +310,14 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         }
     }
 
-    /// Finish a top-level element: count bytes afresh for the next one and
-    /// give back an oversized parse buffer, or any parse buffer when no
-    /// more bytes are waiting (the session is likely to wait for its peer
-    /// now, and an idle session should hold no buffer).
+    /// Finish a top-level element: count bytes afresh for the next one.
     fn finished(&mut self, el: Element) -> StreamEvent {
         self.limiter().reset();
-        if self.buf.capacity() > KEEP_BUFFER || self.reader.get_ref().buffer().is_empty() {
-            self.buf = Vec::new();
-        }
         StreamEvent::Stanza(el)
     }
 
-    fn push_text(&mut self, text: &str) -> Result<(), XmlError> {
+    /// Character data (from text, CDATA or a reference) at the current place.
+    fn push_text(&mut self, text: &str, literal: bool) -> Result<(), XmlError> {
         match self.stack.last_mut() {
             Some(top) => {
                 if let Some(Node::Text(t)) = top.children.last_mut() {
@@ -278,12 +327,17 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                 }
                 Ok(())
             }
-            None if text.chars().all(|c| c.is_ascii_whitespace()) => Ok(()), // keep-alive
+            // Whitespace between stanzas (keep-alives) and before the header.
+            None if literal && text.bytes().all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) => {
+                Ok(())
+            }
+            None if !self.started => Err(XmlError::NotWellFormed(
+                "text before the stream header".into(),
+            )),
             None => Err(XmlError::NotWellFormed("text at stream level".into())),
         }
     }
 
-    /// Read the next stream event.
     /// Wait until bytes (or the end of the stream, or a read error) have
     /// arrived, without parsing: [`Self::next`] then finds them buffered.
     /// Cancel-safe. Its future holds only `self`, so an idle session can
@@ -301,46 +355,70 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         .await
     }
 
+    /// Read the next stream event.
     pub async fn next(&mut self) -> Result<StreamEvent, XmlError> {
-        loop {
-            self.buf.clear();
-            let event = match self.reader.read_event_into_async(&mut self.buf).await {
-                Ok(ev) => ev.into_owned(),
-                Err(e) => {
-                    if self.reader.get_ref().get_ref().exceeded() {
-                        return Err(XmlError::TooBig);
-                    }
-                    return Err(match e {
-                        quick_xml::Error::Io(io) => {
-                            if io.kind() == io::ErrorKind::UnexpectedEof {
-                                XmlError::Closed
-                            } else {
-                                XmlError::Io(io::Error::new(io.kind(), io.to_string()))
-                            }
-                        }
-                        quick_xml::Error::Escape(e) => XmlError::Restricted(e.to_string()),
-                        other => XmlError::NotWellFormed(other.to_string()),
-                    });
+        // The events borrow the parse buffer: it is taken out of `self`
+        // while they are read, so no event needs to be copied.
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.next_in(&mut buf).await;
+        // After a stanza, give back an oversized parse buffer, or any parse
+        // buffer when no more bytes are waiting (the session is likely to
+        // wait for its peer now, and an idle session should hold no buffer).
+        if matches!(result, Ok(StreamEvent::Stanza(_)))
+            && (buf.capacity() > KEEP_BUFFER || self.reader.get_ref().buffer().is_empty())
+        {
+            buf = Vec::new();
+        }
+        self.buf = buf;
+        result
+    }
+
+    fn read_error(&self, e: quick_xml::Error) -> XmlError {
+        if self.reader.get_ref().get_ref().exceeded() {
+            return XmlError::TooBig;
+        }
+        match e {
+            quick_xml::Error::Io(io) => {
+                if io.kind() == io::ErrorKind::UnexpectedEof {
+                    XmlError::Closed
+                } else {
+                    XmlError::Io(io::Error::new(io.kind(), io.to_string()))
                 }
+            }
+            quick_xml::Error::Escape(e) => {
+                XmlError::Restricted(wellformed::excerpt(&e.to_string()))
+            }
+            // quick-xml's messages may quote the input: keep them short and
+            // free of characters XML cannot carry.
+            other => XmlError::NotWellFormed(wellformed::excerpt(&other.to_string())),
+        }
+    }
+
+    async fn next_in(&mut self, buf: &mut Vec<u8>) -> Result<StreamEvent, XmlError> {
+        loop {
+            buf.clear();
+            let event = match self.reader.read_event_into_async(buf).await {
+                Ok(ev) => ev,
+                Err(e) => return Err(self.read_error(e)),
             };
             match event {
                 Event::Decl(decl) => {
-                    if self.started {
+                    if self.started || self.declared {
                         return Err(XmlError::Restricted(
                             "XML declaration inside the stream".into(),
                         ));
                     }
-                    if let Some(Ok(enc)) = decl.encoding() {
-                        if !enc.eq_ignore_ascii_case(b"utf-8") {
-                            return Err(XmlError::UnsupportedEncoding);
-                        }
-                    }
+                    self.declared = true;
+                    wellformed::xml_decl(&decl)?;
                 }
                 Event::DocType(_) => return Err(XmlError::Restricted("DTD".into())),
                 Event::PI(_) => return Err(XmlError::Restricted("processing instruction".into())),
                 Event::Comment(_) => return Err(XmlError::Restricted("comment".into())),
                 Event::Eof => return Err(XmlError::Closed),
                 Event::Start(start) => {
+                    if self.stack.len() >= MAX_DEPTH {
+                        return Err(too_deep());
+                    }
                     let el = self.open(&start)?;
                     if !self.started {
                         self.started = true;
@@ -351,6 +429,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     self.stack.push(el);
                 }
                 Event::Empty(start) => {
+                    if self.stack.len() >= MAX_DEPTH {
+                        return Err(too_deep());
+                    }
                     let el = self.open(&start)?;
                     self.close_scope();
                     if !self.started {
@@ -374,63 +455,32 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     }
                 }
                 Event::Text(t) => {
-                    if !self.started {
-                        // Whitespace before the header is allowed.
-                        let raw = t
-                            .decode()
-                            .map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-                        if raw.chars().all(|c| c.is_ascii_whitespace()) {
-                            continue;
-                        }
-                        return Err(XmlError::NotWellFormed(
-                            "text before the stream header".into(),
-                        ));
-                    }
-                    let text = t
-                        .xml_content()
-                        .map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-                    self.push_text(&text)?;
+                    let text = wellformed::text(&t)?;
+                    self.push_text(&text, true)?;
                 }
                 Event::CData(c) => {
-                    let text = c
-                        .decode()
-                        .map_err(|e| XmlError::NotWellFormed(e.to_string()))?
-                        .into_owned();
-                    self.push_text(&text)?;
+                    let text = wellformed::cdata(&c)?;
+                    self.push_text(&text, false)?;
                 }
                 Event::GeneralRef(r) => {
-                    let ch = if r.is_char_ref() {
-                        match r.resolve_char_ref() {
-                            Ok(Some(c)) => c,
-                            _ => {
-                                return Err(XmlError::NotWellFormed(
-                                    "bad character reference".into(),
-                                ))
-                            }
-                        }
-                    } else {
-                        let name = r
-                            .decode()
-                            .map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
-                        match name.as_ref() {
-                            "amp" => '&',
-                            "lt" => '<',
-                            "gt" => '>',
-                            "apos" => '\'',
-                            "quot" => '"',
-                            other => {
-                                return Err(XmlError::Restricted(format!(
-                                    "entity reference &{other};"
-                                )))
-                            }
-                        }
-                    };
+                    let ch = wellformed::reference(wellformed::chars(&r)?)?;
                     let mut tmp = [0u8; 4];
-                    self.push_text(ch.encode_utf8(&mut tmp))?;
+                    self.push_text(ch.encode_utf8(&mut tmp), false)?;
                 }
             }
         }
     }
+}
+
+fn unbound(prefix: &str) -> XmlError {
+    XmlError::NotWellFormed(format!(
+        "undeclared prefix {}",
+        wellformed::excerpt(prefix)
+    ))
+}
+
+fn too_deep() -> XmlError {
+    XmlError::Limit(format!("a stanza nests more than {MAX_DEPTH} elements"))
 }
 
 #[cfg(test)]
