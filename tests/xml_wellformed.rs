@@ -35,13 +35,37 @@ fn char_cases(code: u32, to: &str) -> Vec<(String, Vec<u8>)> {
     };
     vec![
         m("raw in body", "", &format!("<body>x{c}y</body>")),
-        m("raw in attribute value", &format!(" id='x{c}y'"), "<body>hi</body>"),
+        m(
+            "raw in attribute value",
+            &format!(" id='x{c}y'"),
+            "<body>hi</body>",
+        ),
         m("raw in element name", "", &format!("<bo{c}dy>hi</bo{c}dy>")),
-        m("raw in attribute name", &format!(" i{c}d='1'"), "<body>hi</body>"),
-        m("decimal reference in body", "", &format!("<body>x&#{code};y</body>")),
-        m("hex reference in body", "", &format!("<body>x&#x{code:X};y</body>")),
-        m("decimal reference in attribute", &format!(" id='&#{code};'"), "<body>hi</body>"),
-        m("hex reference in attribute", &format!(" id='&#x{code:x};'"), "<body>hi</body>"),
+        m(
+            "raw in attribute name",
+            &format!(" i{c}d='1'"),
+            "<body>hi</body>",
+        ),
+        m(
+            "decimal reference in body",
+            "",
+            &format!("<body>x&#{code};y</body>"),
+        ),
+        m(
+            "hex reference in body",
+            "",
+            &format!("<body>x&#x{code:X};y</body>"),
+        ),
+        m(
+            "decimal reference in attribute",
+            &format!(" id='&#{code};'"),
+            "<body>hi</body>",
+        ),
+        m(
+            "hex reference in attribute",
+            &format!(" id='&#x{code:x};'"),
+            "<body>hi</body>",
+        ),
     ]
 }
 
@@ -100,7 +124,10 @@ async fn malformed_input_before_authentication_is_not_well_formed() {
     // In the stream header itself.
     cases.push((
         "U+0001 in the stream header".into(),
-        format!("<stream:stream to='local\u{1}host' version='1.0' xmlns='jabber:client' {STREAM_NS}>").into_bytes(),
+        format!(
+            "<stream:stream to='local\u{1}host' version='1.0' xmlns='jabber:client' {STREAM_NS}>"
+        )
+        .into_bytes(),
     ));
     for (i, (label, stanza)) in cases.iter().enumerate() {
         let mut c = Client::connect(server.c2s()).await;
@@ -111,7 +138,8 @@ async fn malformed_input_before_authentication_is_not_well_formed() {
         c.open_stream().await;
         // A few over TLS too (the usual pre-authentication state).
         if i % 8 == 0 {
-            c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await;
+            c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .await;
             let p = c.recv().await;
             assert!(p.is("proceed", NS_TLS), "{p}");
             c.tls_handshake().await;
@@ -144,7 +172,11 @@ async fn post_auth_case(
         ))
         .await;
     let m = bob.recv_message().await;
-    assert_eq!(m.child_text("body"), Some(marker.as_str()), "{label}: Bob got {m}");
+    assert_eq!(
+        m.child_text("body"),
+        Some(marker.as_str()),
+        "{label}: Bob got {m}"
+    );
     let reply = format!("reply {n}");
     bob.send(&format!(
         "<message to='{}' type='chat' id='r{n}'><body>{reply}</body></message>",
@@ -174,7 +206,16 @@ async fn malformed_input_after_authentication_is_not_well_formed() {
     }
     cases.extend(syntax_cases("bob@localhost"));
     for (n, (label, stanza)) in cases.iter().enumerate() {
-        post_auth_case(&server, &mut other, &mut bob, n, label, stanza, "not-well-formed").await;
+        post_auth_case(
+            &server,
+            &mut other,
+            &mut bob,
+            n,
+            label,
+            stanza,
+            "not-well-formed",
+        )
+        .await;
     }
 }
 
@@ -191,9 +232,11 @@ async fn depth_and_attribute_limits_after_authentication_are_policy_violations()
         "</x>".repeat(100)
     );
     let attrs: String = (0..200).map(|i| format!(" a{i}='x'")).collect();
-    let many = format!("<message to='bob@localhost' type='chat'{attrs}><body>many</body></message>");
+    let many =
+        format!("<message to='bob@localhost' type='chat'{attrs}><body>many</body></message>");
     let decls: String = (0..200).map(|i| format!(" xmlns:p{i}='urn:{i}'")).collect();
-    let namespaces = format!("<message to='bob@localhost' type='chat'><x{decls}/><body>ns</body></message>");
+    let namespaces =
+        format!("<message to='bob@localhost' type='chat'><x{decls}/><body>ns</body></message>");
     for (n, (label, stanza)) in [
         ("100 nested elements", deep),
         ("200 attributes", many),
@@ -202,7 +245,16 @@ async fn depth_and_attribute_limits_after_authentication_are_policy_violations()
     .iter()
     .enumerate()
     {
-        post_auth_case(&server, &mut other, &mut bob, n, label, stanza.as_bytes(), "policy-violation").await;
+        post_auth_case(
+            &server,
+            &mut other,
+            &mut bob,
+            n,
+            label,
+            stanza.as_bytes(),
+            "policy-violation",
+        )
+        .await;
     }
 }
 
@@ -218,19 +270,29 @@ async fn large_legal_stanzas_are_still_delivered() {
     // and every kind of legal character.
     let text = "é€😀\u{FFFD}\u{E000}\u{10FFFF}\t &lt;&amp;&#x1F600;&#9;".repeat(800);
     let nest = 57;
-    let attrs: String = (0..90).map(|i| format!(" a{i}='v&#x{:X};'", 0x41 + i % 26)).collect();
+    let attrs: String = (0..90)
+        .map(|i| format!(" a{i}='v&#x{:X};'", 0x41 + i % 26))
+        .collect();
     let stanza = format!(
         "<message to='bob@localhost' type='chat' id='big'{attrs}><body>{text}<![CDATA[<cdata & more>]]></body>\
          <data xmlns='urn:example:deep' xmlns:e='urn:example:e' e:x='1'>{}<e:leaf/>{}</data></message>",
         "<l>".repeat(nest),
         "</l>".repeat(nest)
     );
-    assert!(stanza.len() > 20_000 && stanza.len() < 60_000, "{}", stanza.len());
+    assert!(
+        stanza.len() > 20_000 && stanza.len() < 60_000,
+        "{}",
+        stanza.len()
+    );
     alice.send(&stanza).await;
     let m = bob.recv_message().await;
     assert_eq!(m.attr("id"), Some("big"));
     let body = m.child_text("body").expect("body");
-    assert!(body.starts_with("é€😀\u{FFFD}\u{E000}\u{10FFFF}\t <&😀\t"), "{}", &body[..40]);
+    assert!(
+        body.starts_with("é€😀\u{FFFD}\u{E000}\u{10FFFF}\t <&😀\t"),
+        "{}",
+        &body[..40]
+    );
     assert!(body.ends_with("<cdata & more>"));
     assert_eq!(m.attr("a1"), Some("vB"));
     // The nested payload arrived whole.
@@ -250,7 +312,8 @@ async fn bomb(server: &Server, label: &str, bytes: &[u8]) {
     let mut c = Client::connect_starttls(server.c2s()).await;
     let started = Instant::now();
     // Written in pieces: the server stops reading long before the end.
-    c.send_lossy(bytes, 16 * 1024, Duration::from_millis(500)).await;
+    c.send_lossy(bytes, 16 * 1024, Duration::from_millis(500))
+        .await;
     c.timeout = Duration::from_secs(5);
     let cond = c.expect_stream_error_only().await;
     let took = started.elapsed();
@@ -266,14 +329,29 @@ async fn pre_authentication_bombs_are_cut_within_a_second() {
         max_stanza_size: 64 * 1024 * 1024,
         ..Config::default()
     });
-    let attribute = format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' a='{}'/>", "x".repeat(10_000_000));
+    let attribute = format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' a='{}'/>",
+        "x".repeat(10_000_000)
+    );
     bomb(&server, "10 MB attribute", attribute.as_bytes()).await;
     let nested = "<a>".repeat(100_000);
     bomb(&server, "100,000 nested elements", nested.as_bytes()).await;
     let attrs: String = (0..100_000).map(|i| format!(" a{i}='x'")).collect();
-    bomb(&server, "100,000 attributes", format!("<auth{attrs}/>").as_bytes()).await;
-    let decls: String = (0..50_000).map(|i| format!(" xmlns:p{i}='urn:{i}'")).collect();
-    bomb(&server, "50,000 namespace declarations", format!("<auth{decls}/>").as_bytes()).await;
+    bomb(
+        &server,
+        "100,000 attributes",
+        format!("<auth{attrs}/>").as_bytes(),
+    )
+    .await;
+    let decls: String = (0..50_000)
+        .map(|i| format!(" xmlns:p{i}='urn:{i}'"))
+        .collect();
+    bomb(
+        &server,
+        "50,000 namespace declarations",
+        format!("<auth{decls}/>").as_bytes(),
+    )
+    .await;
     let siblings = format!(
         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
         "<a/>".repeat(1_000_000)
@@ -305,17 +383,29 @@ async fn pre_auth_limit_is_per_listener_and_lifted_after_authentication() {
     let mut c = Client::connect_starttls(server.c2s()).await;
     c.send(&padded).await;
     let r = c.recv().await;
-    assert!(r.is("failure", NS_SASL) && r.child("invalid-mechanism").is_some(), "{r}");
+    assert!(
+        r.is("failure", NS_SASL) && r.child("invalid-mechanism").is_some(),
+        "{r}"
+    );
     let small = server.addr("tls", 1);
     let mut c = Client::connect_tls(small).await;
-    expect_cut(&mut c, padded.as_bytes(), "policy-violation", "3000 bytes on a 1000-byte listener").await;
+    expect_cut(
+        &mut c,
+        padded.as_bytes(),
+        "policy-violation",
+        "3000 bytes on a 1000-byte listener",
+    )
+    .await;
     // After authentication on that listener, max_stanza_size holds.
     let mut c = Client::connect_tls(small).await;
     c.login_scram("alice", "secret").await;
     c.bind(Some("big")).await.expect("bind");
     let me = c.full_jid();
     let body = "b".repeat(20_000);
-    c.send(&format!("<message to='{me}' type='chat'><body>{body}</body></message>")).await;
+    c.send(&format!(
+        "<message to='{me}' type='chat'><body>{body}</body></message>"
+    ))
+    .await;
     let m = c.recv_message().await;
     assert_eq!(m.child_text("body").map(str::len), Some(body.len()));
 }
@@ -345,7 +435,10 @@ async fn negotiation_timeout_cuts_a_slow_negotiation() {
     };
     let took = started.elapsed();
     assert_eq!(cond, "connection-timeout");
-    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
     // A normal login is well within it.
     let mut a = Client::login(&server, "alice", "secret", Some("quick")).await;
     let r = a.ping("localhost").await;
@@ -403,17 +496,23 @@ async fn s2s_and_component_streams_get_the_same_treatment() {
     assert_eq!(c.expect_stream_error_only().await, "policy-violation");
     assert!(started.elapsed() < SECOND);
     let mut c = s2s_stream(&server).await;
-    let deep = format!("<db:verify from='evil.example' to='localhost' id='x'>{}", "<a>".repeat(1000));
+    let deep = format!(
+        "<db:verify from='evil.example' to='localhost' id='x'>{}",
+        "<a>".repeat(1000)
+    );
     expect_cut(&mut c, deep.as_bytes(), "policy-violation", "s2s: nesting").await;
 
     // Components, before and in the handshake: a header comes first, then
     // the error.
     let service = listener_addr(&server, "service");
-    let header = format!("<stream:stream xmlns='jabber:component:accept' {STREAM_NS} to='gw.localhost'>");
+    let header =
+        format!("<stream:stream xmlns='jabber:component:accept' {STREAM_NS} to='gw.localhost'>");
     let mut c = Client::connect(service).await;
     expect_cut(
         &mut c,
-        header.replace("gw.localhost", "gw.local\u{FFFF}host").as_bytes(),
+        header
+            .replace("gw.localhost", "gw.local\u{FFFF}host")
+            .as_bytes(),
         "not-well-formed",
         "component: bad header",
     )
@@ -421,15 +520,37 @@ async fn s2s_and_component_streams_get_the_same_treatment() {
     assert!(c.header.is_some(), "no stream header before the error");
     for (label, stanza) in [
         ("raw U+0001", "<handshake>\u{1}</handshake>".to_string()),
-        ("reference to U+FFFF", "<handshake>&#xFFFF;</handshake>".to_string()),
-        ("attributes without whitespace", "<handshake a='1'b='2'>x</handshake>".to_string()),
-        ("oversized handshake", format!("<handshake>{}</handshake>", "0".repeat(20_000))),
+        (
+            "reference to U+FFFF",
+            "<handshake>&#xFFFF;</handshake>".to_string(),
+        ),
+        (
+            "attributes without whitespace",
+            "<handshake a='1'b='2'>x</handshake>".to_string(),
+        ),
+        (
+            "oversized handshake",
+            format!("<handshake>{}</handshake>", "0".repeat(20_000)),
+        ),
     ] {
         let mut c = Client::connect(service).await;
         c.send(&header).await;
-        assert!(matches!(c.recv_event().await, StreamEvent::Header(_)), "{label}");
-        let want = if label.starts_with("oversized") { "policy-violation" } else { "not-well-formed" };
-        expect_cut(&mut c, stanza.as_bytes(), want, &format!("component: {label}")).await;
+        assert!(
+            matches!(c.recv_event().await, StreamEvent::Header(_)),
+            "{label}"
+        );
+        let want = if label.starts_with("oversized") {
+            "policy-violation"
+        } else {
+            "not-well-formed"
+        };
+        expect_cut(
+            &mut c,
+            stanza.as_bytes(),
+            want,
+            &format!("component: {label}"),
+        )
+        .await;
     }
     // After the handshake, a component's larger stanzas are fine, and
     // malformed ones still are not.
@@ -446,7 +567,11 @@ async fn s2s_and_component_streams_get_the_same_treatment() {
     assert_eq!(m.child_text("body").map(str::len), Some(body.len()));
     expect_cut(
         &mut comp,
-        format!("<message from='bot@gw.localhost' to='{}'><body>\u{1}</body></message>", alice.full_jid()).as_bytes(),
+        format!(
+            "<message from='bot@gw.localhost' to='{}'><body>\u{1}</body></message>",
+            alice.full_jid()
+        )
+        .as_bytes(),
         "not-well-formed",
         "component after the handshake",
     )

@@ -525,7 +525,14 @@ mod tests {
         let limits: Vec<Option<usize>> = l.iter().map(Listener::pre_auth_limit).collect();
         assert_eq!(
             limits,
-            [Some(8192), Some(4096), Some(2000), None, Some(8192), Some(8192)]
+            [
+                Some(8192),
+                Some(4096),
+                Some(2000),
+                None,
+                Some(8192),
+                Some(8192)
+            ]
         );
         let (result, _, _) =
             listeners("listen:\n  - {port: 5222, module: c2s, pre_auth_max_stanza_size: 0}\n");

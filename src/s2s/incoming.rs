@@ -197,8 +197,7 @@ impl Incoming {
     fn authenticated_now(&mut self, domain: String) {
         self.authenticated.insert(domain);
         self.deadline = None;
-        self.conn
-            .set_max_stanza_size(self.listener.max_stanza_size);
+        self.conn.set_max_stanza_size(self.listener.max_stanza_size);
     }
 
     /// Read a stream header and answer with ours (and features on 1.0 streams).

@@ -328,7 +328,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                 Ok(())
             }
             // Whitespace between stanzas (keep-alives) and before the header.
-            None if literal && text.bytes().all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) => {
+            None if literal
+                && text
+                    .bytes()
+                    .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) =>
+            {
                 Ok(())
             }
             None if !self.started => Err(XmlError::NotWellFormed(
@@ -386,11 +390,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                 }
             }
             quick_xml::Error::Escape(e) => {
-                XmlError::Restricted(wellformed::excerpt(&e.to_string()))
+                XmlError::Restricted(wellformed::printable(&e.to_string(), 200))
             }
             // quick-xml's messages may quote the input: keep them short and
             // free of characters XML cannot carry.
-            other => XmlError::NotWellFormed(wellformed::excerpt(&other.to_string())),
+            other => XmlError::NotWellFormed(wellformed::printable(&other.to_string(), 200)),
         }
     }
 
@@ -473,10 +477,7 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
 }
 
 fn unbound(prefix: &str) -> XmlError {
-    XmlError::NotWellFormed(format!(
-        "undeclared prefix {}",
-        wellformed::excerpt(prefix)
-    ))
+    XmlError::NotWellFormed(format!("undeclared prefix {}", wellformed::excerpt(prefix)))
 }
 
 fn too_deep() -> XmlError {

@@ -69,7 +69,11 @@ async fn verdict(stanza: &[u8]) -> String {
     match read_all(input, None).await {
         (_, Some(cond), _) => cond,
         (s, None, _) if s.len() == 1 => "ok".into(),
-        (s, None, _) => panic!("{} stanzas from {:?}", s.len(), String::from_utf8_lossy(stanza)),
+        (s, None, _) => panic!(
+            "{} stanzas from {:?}",
+            s.len(),
+            String::from_utf8_lossy(stanza)
+        ),
     }
 }
 
@@ -92,12 +96,20 @@ async fn invalid_characters_raw_are_not_well_formed_everywhere() {
             format!("<message></message{c}>"),
             format!("<message xmlns:p='urn:{c}' p:a='1'/>"),
         ] {
-            assert_eq!(verdict(place.as_bytes()).await, "not-well-formed", "U+{code:04X}: {place:?}");
+            assert_eq!(
+                verdict(place.as_bytes()).await,
+                "not-well-formed",
+                "U+{code:04X}: {place:?}"
+            );
         }
         // In the stream header itself.
         let header = format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='local{c}host'>");
         let (_, cond, _) = read_all(header.into_bytes(), None).await;
-        assert_eq!(cond.as_deref(), Some("not-well-formed"), "U+{code:04X} in the header");
+        assert_eq!(
+            cond.as_deref(),
+            Some("not-well-formed"),
+            "U+{code:04X} in the header"
+        );
         // Between stanzas.
         let between = format!("{HEADER}<presence/>{c}<presence/>");
         let (s, cond, _) = read_all(between.into_bytes(), None).await;
@@ -109,25 +121,50 @@ async fn invalid_characters_raw_are_not_well_formed_everywhere() {
 async fn invalid_characters_referenced_are_not_well_formed() {
     let refs = BAD
         .iter()
-        .flat_map(|c| [format!("&#{c};"), format!("&#x{c:X};"), format!("&#x{c:04x};")])
+        .flat_map(|c| {
+            [
+                format!("&#{c};"),
+                format!("&#x{c:X};"),
+                format!("&#x{c:04x};"),
+            ]
+        })
         // Surrogates and values past Unicode cannot be characters either.
-        .chain(["&#xD800;", "&#55296;", "&#xDFFF;", "&#x110000;", "&#4294967296;"].map(String::from));
+        .chain(
+            [
+                "&#xD800;",
+                "&#55296;",
+                "&#xDFFF;",
+                "&#x110000;",
+                "&#4294967296;",
+            ]
+            .map(String::from),
+        );
     for r in refs {
         for place in [
             format!("<message><body>a{r}b</body></message>"),
             format!("<message id='a{r}b'/>"),
             format!("<message><body>{r}</body></message>"),
         ] {
-            assert_eq!(verdict(place.as_bytes()).await, "not-well-formed", "{place}");
+            assert_eq!(
+                verdict(place.as_bytes()).await,
+                "not-well-formed",
+                "{place}"
+            );
         }
     }
     // Malformed references.
-    for r in ["&#;", "&#x;", "&#X41;", "&#x+41;", "&#+65;", "&# 65;", "&#65", "& amp;", "&1a;"] {
+    for r in [
+        "&#;", "&#x;", "&#X41;", "&#x+41;", "&#+65;", "&# 65;", "&#65", "& amp;", "&1a;",
+    ] {
         for place in [
             format!("<message><body>{r}</body></message>"),
             format!("<message id='{r}'/>"),
         ] {
-            assert_eq!(verdict(place.as_bytes()).await, "not-well-formed", "{place}");
+            assert_eq!(
+                verdict(place.as_bytes()).await,
+                "not-well-formed",
+                "{place}"
+            );
         }
     }
     // Names cannot hold references at all.
@@ -274,7 +311,10 @@ async fn namespaces_in_xml_are_enforced() {
     // Resolution itself.
     let input = format!("{HEADER}<message xmlns:a='urn:x' a:x='1' x='2'><a:y/></message>");
     let (s, _, _) = read_all(input.into_bytes(), None).await;
-    assert_eq!(s, ["<message x='2' xmlns:a0='urn:x' a0:x='1'><y xmlns='urn:x'/></message>"]);
+    assert_eq!(
+        s,
+        ["<message x='2' xmlns:a0='urn:x' a0:x='1'><y xmlns='urn:x'/></message>"]
+    );
 }
 
 #[tokio::test]
@@ -286,23 +326,32 @@ async fn text_and_prolog_rules() {
         assert_eq!(verdict(bad.as_bytes()).await, "not-well-formed", "{bad}");
     }
     // Line ends are normalised in text and CDATA; attribute whitespace too.
-    let input = format!("{HEADER}<message a='x\r\ny\tz'><body>1\r\n2\r3<![CDATA[4\r\n]]></body></message>");
+    let input =
+        format!("{HEADER}<message a='x\r\ny\tz'><body>1\r\n2\r3<![CDATA[4\r\n]]></body></message>");
     let (s, cond, _) = read_all(input.into_bytes(), None).await;
     assert_eq!(cond, None);
     assert_eq!(s, ["<message a='x y z'><body>1\n2\n34\n</body></message>"]);
     // Before the header: whitespace only; no CDATA, reference or text.
-    let tail = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    let tail =
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
     for (pre, want) in [
         (" \r\n\t", None),
         ("<![CDATA[ ]]>", Some("not-well-formed")),
         ("&#32;", Some("not-well-formed")),
         ("x", Some("not-well-formed")),
-        ("<?xml version='1.0'?><?xml version='1.0'?>", Some("restricted-xml")),
+        (
+            "<?xml version='1.0'?><?xml version='1.0'?>",
+            Some("restricted-xml"),
+        ),
         ("<?xml?>", Some("not-well-formed")),
         ("<?xml version='2.0'?>", Some("not-well-formed")),
-        ("<?xml version='1.0' encoding='latin1'?>", Some("unsupported-encoding")),
+        (
+            "<?xml version='1.0' encoding='latin1'?>",
+            Some("unsupported-encoding"),
+        ),
     ] {
-        let (_, cond, _) = read_all(format!("{pre}{tail}</stream:stream>").into_bytes(), None).await;
+        let (_, cond, _) =
+            read_all(format!("{pre}{tail}</stream:stream>").into_bytes(), None).await;
         assert_eq!(cond.as_deref(), want, "{pre:?}");
     }
     // At stream level: whitespace only, literally.
@@ -325,31 +374,53 @@ async fn depth_attribute_and_namespace_limits() {
     assert_eq!(verdict(ok.as_bytes()).await, "ok");
     let deep = format!("<message>{}</message>", nest(MAX_DEPTH));
     assert_eq!(verdict(deep.as_bytes()).await, "policy-violation");
-    let deep_empty = format!("<message>{}<b/>{}</message>", "<a>".repeat(MAX_DEPTH - 1), "</a>".repeat(MAX_DEPTH - 1));
+    let deep_empty = format!(
+        "<message>{}<b/>{}</message>",
+        "<a>".repeat(MAX_DEPTH - 1),
+        "</a>".repeat(MAX_DEPTH - 1)
+    );
     assert_eq!(verdict(deep_empty.as_bytes()).await, "policy-violation");
 
     let attrs = |n: usize| (0..n).map(|i| format!(" a{i}='x'")).collect::<String>();
-    assert_eq!(verdict(format!("<message{}/>", attrs(MAX_ATTRIBUTES)).as_bytes()).await, "ok");
+    assert_eq!(
+        verdict(format!("<message{}/>", attrs(MAX_ATTRIBUTES)).as_bytes()).await,
+        "ok"
+    );
     assert_eq!(
         verdict(format!("<message{}/>", attrs(MAX_ATTRIBUTES + 1)).as_bytes()).await,
         "policy-violation"
     );
     // Namespace declarations count as attributes...
-    let decls = |n: usize, tag: &str| (0..n).map(|i| format!(" xmlns:{tag}{i}='urn:{i}'")).collect::<String>();
+    let decls = |n: usize, tag: &str| {
+        (0..n)
+            .map(|i| format!(" xmlns:{tag}{i}='urn:{i}'"))
+            .collect::<String>()
+    };
     assert_eq!(
         verdict(format!("<message{}/>", decls(MAX_ATTRIBUTES + 1, "p")).as_bytes()).await,
         "policy-violation"
     );
     // ... and at most MAX_NAMESPACES are in scope at once (siblings do not add up).
-    let siblings = format!("<message><x{}/><y{}/></message>", decls(90, "p"), decls(90, "q"));
+    let siblings = format!(
+        "<message><x{}/><y{}/></message>",
+        decls(90, "p"),
+        decls(90, "q")
+    );
     assert_eq!(verdict(siblings.as_bytes()).await, "ok");
-    let nested = format!("<message{}><y{}/></message>", decls(90, "p"), decls(90, "q"));
+    let nested = format!(
+        "<message{}><y{}/></message>",
+        decls(90, "p"),
+        decls(90, "q")
+    );
     assert_eq!(verdict(nested.as_bytes()).await, "policy-violation");
 }
 
 #[tokio::test]
 async fn the_stanza_size_limit_can_change() {
-    let big = format!("{HEADER}<message><body>{}</body></message>", "a".repeat(20_000));
+    let big = format!(
+        "{HEADER}<message><body>{}</body></message>",
+        "a".repeat(20_000)
+    );
     let (_, cond, _) = read_all(big.clone().into_bytes(), Some(8192)).await;
     assert_eq!(cond.as_deref(), Some("policy-violation"));
     // Raised after the header (as after authentication): read.
@@ -366,22 +437,44 @@ async fn the_stanza_size_limit_can_change() {
 async fn pre_auth_bombs_are_cut_early() {
     const PRE_AUTH: usize = 8192;
     let bombs: Vec<(&str, Vec<u8>)> = vec![
-        ("10 MB attribute", format!("<auth a='{}'/>", "x".repeat(10_000_000)).into_bytes()),
-        ("100,000 nested elements", "<a>".repeat(100_000).into_bytes()),
+        (
+            "10 MB attribute",
+            format!("<auth a='{}'/>", "x".repeat(10_000_000)).into_bytes(),
+        ),
+        (
+            "100,000 nested elements",
+            "<a>".repeat(100_000).into_bytes(),
+        ),
         (
             "100,000 attributes",
-            format!("<auth{}/>", (0..100_000).map(|i| format!(" a{i}='x'")).collect::<String>())
-                .into_bytes(),
+            format!(
+                "<auth{}/>",
+                (0..100_000)
+                    .map(|i| format!(" a{i}='x'"))
+                    .collect::<String>()
+            )
+            .into_bytes(),
         ),
         (
             "50,000 namespace declarations",
-            format!("<auth{}/>", (0..50_000).map(|i| format!(" xmlns:p{i}='urn:{i}'")).collect::<String>())
-                .into_bytes(),
+            format!(
+                "<auth{}/>",
+                (0..50_000)
+                    .map(|i| format!(" xmlns:p{i}='urn:{i}'"))
+                    .collect::<String>()
+            )
+            .into_bytes(),
         ),
-        ("a million sibling elements", format!("<auth>{}</auth>", "<a/>".repeat(1_000_000)).into_bytes()),
+        (
+            "a million sibling elements",
+            format!("<auth>{}</auth>", "<a/>".repeat(1_000_000)).into_bytes(),
+        ),
         (
             "50,000 nested namespace declarations",
-            (0..50_000).map(|i| format!("<a xmlns:p{i}='urn:{i}'>")).collect::<String>().into_bytes(),
+            (0..50_000)
+                .map(|i| format!("<a xmlns:p{i}='urn:{i}'>"))
+                .collect::<String>()
+                .into_bytes(),
         ),
     ];
     for (what, bomb) in bombs {
@@ -390,7 +483,13 @@ async fn pre_auth_bombs_are_cut_early() {
         let started = std::time::Instant::now();
         let (_, cond, taken) = read_all(input, Some(PRE_AUTH)).await;
         assert_eq!(cond.as_deref(), Some("policy-violation"), "{what}");
-        assert!(taken <= HEADER.len() + PRE_AUTH + 4096, "{what}: read {taken} bytes");
-        assert!(started.elapsed() < std::time::Duration::from_millis(500), "{what}");
+        assert!(
+            taken <= HEADER.len() + PRE_AUTH + 4096,
+            "{what}: read {taken} bytes"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "{what}"
+        );
     }
 }

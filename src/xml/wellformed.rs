@@ -47,12 +47,17 @@ fn nwf(why: impl Into<String>) -> XmlError {
 /// At most 32 characters of `s`, each an XML `Char` (others replaced), for
 /// error messages that go back to the peer.
 pub fn excerpt(s: &str) -> String {
+    printable(s, 32)
+}
+
+/// At most `max` characters of `s`, each an XML `Char` (others replaced).
+pub fn printable(s: &str, max: usize) -> String {
     let mut out: String = s
         .chars()
-        .take(32)
+        .take(max)
         .map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' })
         .collect();
-    if s.chars().nth(32).is_some() {
+    if s.chars().nth(max).is_some() {
         out.push('…');
     }
     out
@@ -145,7 +150,8 @@ pub fn is_ncname(s: &str) -> bool {
 /// Whether `s` is an XML `Name` (colons allowed anywhere).
 fn is_name(s: &str) -> bool {
     let mut it = s.chars();
-    it.next().is_some_and(|c| c == ':' || is_name_start(c)) && it.all(|c| c == ':' || is_name_char(c))
+    it.next().is_some_and(|c| c == ':' || is_name_start(c))
+        && it.all(|c| c == ':' || is_name_char(c))
 }
 
 /// Where the colon of a QName is in `name` (`None`: no prefix); an error
@@ -192,7 +198,11 @@ fn is_space(b: u8) -> bool {
 /// into the element's name and its attributes (in `attrs`, cleared first).
 /// More than `max_attrs` attributes (namespace declarations included) is
 /// a [`XmlError::Limit`].
-pub fn start_tag(tag: &str, max_attrs: usize, attrs: &mut Vec<RawAttr>) -> Result<TagName, XmlError> {
+pub fn start_tag(
+    tag: &str,
+    max_attrs: usize,
+    attrs: &mut Vec<RawAttr>,
+) -> Result<TagName, XmlError> {
     let b = tag.as_bytes();
     attrs.clear();
     let mut i = b.iter().position(|&c| is_space(c)).unwrap_or(b.len());
@@ -237,7 +247,8 @@ pub fn start_tag(tag: &str, max_attrs: usize, attrs: &mut Vec<RawAttr>) -> Resul
             _ => return Err(nwf("attribute value not in quotes")),
         };
         i += 1;
-        let len = memchr::memchr(quote, &b[i..]).ok_or_else(|| nwf("unterminated attribute value"))?;
+        let len =
+            memchr::memchr(quote, &b[i..]).ok_or_else(|| nwf("unterminated attribute value"))?;
         let value = i..i + len;
         i += len + 1;
         if memchr::memchr(b'<', &b[value.clone()]).is_some() {
@@ -374,8 +385,7 @@ pub fn check_binding(prefix: &str, uri: &str) -> Result<(), XmlError> {
 pub fn xml_decl(content: &[u8]) -> Result<(), XmlError> {
     let content = chars(content)?;
     let mut attrs = Vec::new();
-    let name = start_tag(content, 3, &mut attrs)
-        .map_err(|_| nwf("malformed XML declaration"))?;
+    let name = start_tag(content, 3, &mut attrs).map_err(|_| nwf("malformed XML declaration"))?;
     if &content[name.range] != "xml" {
         return Err(nwf("malformed XML declaration"));
     }
@@ -428,7 +438,11 @@ mod tests {
             // At every offset, so both the chunk test and the tail see it.
             for pad in 0..40 {
                 let s = format!("{}{c}{}", "a".repeat(pad), "b".repeat(40 - pad));
-                assert_eq!(cond(chars(s.as_bytes())), "not-well-formed", "U+{bad:04X} at {pad}");
+                assert_eq!(
+                    cond(chars(s.as_bytes())),
+                    "not-well-formed",
+                    "U+{bad:04X} at {pad}"
+                );
             }
         }
         // Invalid UTF-8: a lone continuation byte, a truncated sequence, an
@@ -450,9 +464,34 @@ mod tests {
         assert_eq!(reference("#9").unwrap(), '\t');
         assert_eq!(reference("lt").unwrap(), '<');
         for bad in [
-            "#0", "#1", "#x1", "#x0B", "#12", "#x1F", "#xFFFE", "#65534", "#xFFFF", "#65535",
-            "#xD800", "#55296", "#xDFFF", "#x110000", "#99999999999", "#", "#x", "#X41", "#x+41",
-            "#+65", "#-1", "# 65", "#6 5", "#1a", "#xg", "", "1abc", "a b",
+            "#0",
+            "#1",
+            "#x1",
+            "#x0B",
+            "#12",
+            "#x1F",
+            "#xFFFE",
+            "#65534",
+            "#xFFFF",
+            "#65535",
+            "#xD800",
+            "#55296",
+            "#xDFFF",
+            "#x110000",
+            "#99999999999",
+            "#",
+            "#x",
+            "#X41",
+            "#x+41",
+            "#+65",
+            "#-1",
+            "# 65",
+            "#6 5",
+            "#1a",
+            "#xg",
+            "",
+            "1abc",
+            "a b",
         ] {
             assert_eq!(cond(reference(bad)), "not-well-formed", "&{bad};");
         }
@@ -497,16 +536,35 @@ mod tests {
             "a$ b='1'",
             "a b$='1'",
         ] {
-            assert_eq!(cond(start_tag(bad, 100, &mut attrs)), "not-well-formed", "<{bad}>");
+            assert_eq!(
+                cond(start_tag(bad, 100, &mut attrs)),
+                "not-well-formed",
+                "<{bad}>"
+            );
         }
         // Combining characters and the middle dot are name characters, but
         // cannot start a name.
-        assert_eq!(cond(start_tag("a\u{B7}b c\u{300}=''", 100, &mut attrs)), "ok");
-        assert_eq!(cond(start_tag("\u{B7}a", 100, &mut attrs)), "not-well-formed");
-        assert_eq!(cond(start_tag("a \u{300}b=''", 100, &mut attrs)), "not-well-formed");
-        assert_eq!(cond(start_tag("élan ñ='1' 名前='2'", 100, &mut attrs)), "ok");
+        assert_eq!(
+            cond(start_tag("a\u{B7}b c\u{300}=''", 100, &mut attrs)),
+            "ok"
+        );
+        assert_eq!(
+            cond(start_tag("\u{B7}a", 100, &mut attrs)),
+            "not-well-formed"
+        );
+        assert_eq!(
+            cond(start_tag("a \u{300}b=''", 100, &mut attrs)),
+            "not-well-formed"
+        );
+        assert_eq!(
+            cond(start_tag("élan ñ='1' 名前='2'", 100, &mut attrs)),
+            "ok"
+        );
         let many: String = (0..101).map(|i| format!(" a{i}='x'")).collect();
-        assert_eq!(cond(start_tag(&format!("a{many}"), 100, &mut attrs)), "policy-violation");
+        assert_eq!(
+            cond(start_tag(&format!("a{many}"), 100, &mut attrs)),
+            "policy-violation"
+        );
         assert_eq!(cond(start_tag(&format!("a{many}"), 101, &mut attrs)), "ok");
     }
 
@@ -548,7 +606,11 @@ mod tests {
             ("", NS_XMLNS),
             ("p", ""),
         ] {
-            assert_eq!(cond(check_binding(p, u)), "not-well-formed", "xmlns:{p}='{u}'");
+            assert_eq!(
+                cond(check_binding(p, u)),
+                "not-well-formed",
+                "xmlns:{p}='{u}'"
+            );
         }
     }
 
