@@ -63,7 +63,7 @@ impl CredentialStore for HostCredentials {
     fn credentials(&self, username: &str) -> Option<auth::credentials::StoredCredentials> {
         self.server
             .storage
-            .get_credentials(&self.host, username)
+            .get_credentials(crate::storage::AccountKey::new(&self.host, username))
             .ok()
             .flatten()
     }
@@ -76,7 +76,7 @@ impl CredentialStore for HostCredentials {
         match self
             .server
             .storage
-            .set_credentials(&self.host, username, full)
+            .set_credentials(crate::storage::AccountKey::new(&self.host, username), full)
         {
             Ok(_) => tracing::info!(
                 "{username}@{}: SCRAM-SHA-1-only credentials replaced by SCRAM-SHA-1 and \

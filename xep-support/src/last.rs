@@ -59,7 +59,8 @@ impl Module for Last {
             ));
         }
         let stored = ctx
-            .kv_get(self.name(), &account, KEY)?
+            .store(self.name())
+            .get(&account, KEY)?
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.trim().parse::<u64>().ok());
         match stored {
@@ -73,12 +74,10 @@ impl Module for Last {
     fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
         let account = jid.to_bare();
         if ctx.sessions(&account).is_empty() {
-            if let Err(e) = ctx.kv_put(
-                self.name(),
-                &account,
-                KEY,
-                now_secs().to_string().as_bytes(),
-            ) {
+            if let Err(e) =
+                ctx.store(self.name())
+                    .put(&account, KEY, now_secs().to_string().as_bytes())
+            {
                 tracing::error!("storing the last logout of {account}: {e}");
             }
         }
