@@ -270,7 +270,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
             }
             Err(Fail::Timeout) => return Err(Fail::Timeout),
             Err(e) => {
-                conn.close(None, None).await;
+                conn.close().await;
                 last = format!("{addr}: {e}");
             }
         }
@@ -309,7 +309,7 @@ async fn negotiate_tls(
     if !answer.is("proceed", ns::TLS) {
         return Err(Fail::Unreachable(format!("{remote} refused STARTTLS")));
     }
-    let io = conn.take_io()?;
+    let io = conn.take_io("s2s out", &remote)?;
     let connector = server.live().s2s_tls.connector(local, false);
     let name = rustls::pki_types::ServerName::try_from(remote.to_string())
         .map_err(|_| Fail::Unreachable(format!("{remote}: not a DNS name")))?;
@@ -417,7 +417,7 @@ async fn establish(
     let auth = match authenticate(server, &mut opened, local, remote).await {
         Ok(a) => a,
         Err(e) => {
-            opened.conn.close(None, None).await;
+            opened.conn.close().await;
             return Err(e);
         }
     };
