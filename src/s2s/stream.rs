@@ -167,6 +167,10 @@ impl Conn {
         };
         let (rd, leftover) = r.into_inner();
         if !crate::conn_log::starttls_leftover_ok(kind, peer, &leftover) {
+            // The write half goes back, so the stream error can be sent.
+            if let Ok(mut guard) = self.writer.try_lock() {
+                *guard = Some(w);
+            }
             return Err(Fail::Stream(
                 "policy-violation",
                 Some("data pipelined after STARTTLS".into()),
