@@ -231,7 +231,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                         }
                     }
                     if over_ack_queue(&handle, settings.max_ack_queue) {
-                        tracing::warn!(jid = %handle.jid, "too many unacknowledged stanzas; closing");
+                        // Logged (once) with the stream error below.
                         close = Some(Some(Box::new((
                             "policy-violation",
                             Some("too many unacknowledged stanzas".into()),
