@@ -21,6 +21,7 @@ mod disco_features;
 mod im_offline;
 mod im_presence;
 mod im_roster;
+mod interop_go_sendxmpp;
 mod interop_slixmpp;
 mod interop_slixmpp_admin;
 mod interop_slixmpp_blocking_pep;

@@ -91,7 +91,7 @@ pub async fn verify_remote(
         for _ in 0..16 {
             let el = conn.next_element(wait).await?;
             if el.name == "verify" && el.ns == NS_DIALBACK && el.attr("id") == Some(id) {
-                conn.close(None, None).await;
+                conn.close().await;
                 return Ok(el.attr("type") == Some("valid"));
             }
         }

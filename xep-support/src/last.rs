@@ -3,7 +3,8 @@
 //! last session ended, stored when the last session of the account ends.
 //! An account's last activity is shown only to the account itself and to
 //! contacts allowed to see its presence (subscription `from`/`both`), as
-//! the XEP requires; others get `<forbidden/>`.
+//! the XEP requires; others get `<forbidden/>`. The account asking about its
+//! own bare JID is online and gets 0 seconds (as from ejabberd and Prosody).
 
 use crate::element::Element;
 use crate::module::{IqRequest, IqResult, Module, ServerContext};
@@ -53,7 +54,9 @@ impl Module for Last {
         if !req.from_owner() && !ctx.subscription(&account, &req.from.to_bare()).has_from() {
             return Err(StanzaError::forbidden());
         }
-        if ctx.sessions(&account).iter().any(|s| s.available) {
+        // Online: 0 seconds (XEP-0012 §3). The account asking about itself
+        // is online by asking (as ejabberd answers: any session counts).
+        if req.from_owner() || ctx.sessions(&account).iter().any(|s| s.available) {
             return Ok(Some(
                 Element::new("query", ns::LAST).with_attr("seconds", "0"),
             ));
