@@ -598,6 +598,10 @@ impl ServerContext for Server {
         crate::storage::stanza_codec::parse_stanza(xml)
     }
 
+    fn parse_stored_xml(&self, xml: &str, owner: &str) -> Option<Element> {
+        crate::storage::stanza_codec::parse_stored(xml, Some(owner))
+    }
+
     fn kv_get(
         &self,
         module: &str,

@@ -251,7 +251,8 @@ pub fn db_xml(
     if body.is_empty() {
         s.push_str("/>");
     } else {
-        s.push_str(&format!(">{body}</db:{name}>"));
+        // The body may be a key a peer sent (relayed in db:verify): escaped.
+        s.push_str(&format!(">{}</db:{name}>", escape(body)));
     }
     s
 }

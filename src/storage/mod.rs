@@ -20,6 +20,7 @@ mod offline_store;
 mod roster_store;
 pub mod sled_store;
 pub mod stanza_codec;
+mod stored_chars;
 
 pub use sled_store::SledStorage;
 
