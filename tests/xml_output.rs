@@ -39,8 +39,8 @@ const XML_TREES: [&str; 3] = ["offline", "pending_subscriptions", "module_data"]
 /// Replace every `marker` in stored XML values by [`POISON`]; returns how
 /// many values were changed.
 fn poison_stored(server: &Server, markers: &[&str]) -> usize {
-    let db = sled::open(server.dir().join("data").join("db"))
-        .expect("open the stopped server's data");
+    let db =
+        sled::open(server.dir().join("data").join("db")).expect("open the stopped server's data");
     let mut changed = 0;
     for name in XML_TREES {
         let tree = db.open_tree(name).unwrap();
@@ -102,7 +102,8 @@ async fn join(c: &mut Client, nick: &str) -> Vec<Element> {
             })
             .await;
         assert_ne!(e.attr("type"), Some("error"), "join refused: {e}");
-        let subject = e.name == "message" && e.child("subject").is_some() && e.child("body").is_none();
+        let subject =
+            e.name == "message" && e.child("subject").is_some() && e.child("body").is_none();
         got.push(e);
         if subject {
             return got;
@@ -114,7 +115,10 @@ async fn join(c: &mut Client, nick: &str) -> Vec<Element> {
 async fn iq_result(c: &mut Client, to: &str, inner: &str) {
     let id = c.id();
     let r = c
-        .request(&format!("<iq type='set' to='{to}' id='{id}'>{inner}</iq>"), &id)
+        .request(
+            &format!("<iq type='set' to='{to}' id='{id}'>{inner}</iq>"),
+            &id,
+        )
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
 }
@@ -128,7 +132,7 @@ async fn poisoned_stored_stanzas_are_delivered_synced_and_replayed_repaired() {
         // Offline message (also archived for both), pending subscription.
         a.send(&im::chat(&bob, "m1", "MARK-offline")).await;
         a.send(&format!(
-            "<presence to='{bob}' type='subscribe'><status>MARK-sub</status></presence>"
+            "<presence to='{bob}' type='subscribe'><status>MARK-request</status></presence>"
         ))
         .await;
         // A persistent room with a subject.
@@ -145,18 +149,23 @@ async fn poisoned_stored_stanzas_are_delivered_synced_and_replayed_repaired() {
         )
         .await;
         a.send(&format!(
-            "<message type='groupchat' to='{ROOM}'><subject>MARK-subject</subject></message>"
+            "<message type='groupchat' to='{ROOM}'><subject>MARK-topic</subject></message>"
         ))
         .await;
-        a.recv_where("the subject", |e| e.child_text("subject") == Some("MARK-subject"))
-            .await;
+        a.recv_where("the subject", |e| {
+            e.child_text("subject") == Some("MARK-topic")
+        })
+        .await;
         sync(&mut a).await;
         a.close().await;
     }
     server.stop();
     // Offline copy, subscription request, bob's and alice's archive, room.
-    let changed = poison_stored(&server, &["MARK-offline", "MARK-sub", "MARK-subject"]);
-    assert!(changed >= 5, "only {changed} stored values carried a marker");
+    let changed = poison_stored(&server, &["MARK-offline", "MARK-request", "MARK-topic"]);
+    assert!(
+        changed >= 5,
+        "only {changed} stored values carried a marker"
+    );
     server.restart();
 
     // Delivered at login, with everything else of the stanza kept.

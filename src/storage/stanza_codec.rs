@@ -178,6 +178,9 @@ mod tests {
             Some("x\u{FFFD}y\u{FFFD}z\u{FFFD}\u{FFFD}".to_string())
         );
         let out = el.to_xml(NS_CLIENT);
-        assert!(out.chars().all(xep_support::element::is_xml_char), "{out:?}");
+        assert!(
+            out.chars().all(xep_support::element::is_xml_char),
+            "{out:?}"
+        );
     }
 }

@@ -27,7 +27,11 @@ pub fn repair(xml: &str) -> (Cow<'_, str>, usize) {
             || (b == 0xEF && bytes.get(i + 1) == Some(&0xBF))
             || (b == b'&' && bytes.get(i + 1) == Some(&b'#'))
     };
-    let Some(first) = bytes.iter().enumerate().position(|(i, &b)| suspicious(i, b)) else {
+    let Some(first) = bytes
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| suspicious(i, b))
+    else {
         return (Cow::Borrowed(xml), 0);
     };
     let mut out = String::with_capacity(xml.len());

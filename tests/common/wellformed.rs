@@ -30,9 +30,9 @@ pub fn check_chars(bytes: &[u8]) -> Result<(), String> {
             Some(hex) => (hex, 16),
             None => (tail, 10),
         };
-        let end = digits.find(';').ok_or_else(|| {
-            format!("unterminated character reference: {text:?}")
-        })?;
+        let end = digits
+            .find(';')
+            .ok_or_else(|| format!("unterminated character reference: {text:?}"))?;
         let valid = u32::from_str_radix(&digits[..end], radix)
             .ok()
             .and_then(char::from_u32)
@@ -50,7 +50,9 @@ pub fn check_chars(bytes: &[u8]) -> Result<(), String> {
 
 #[test]
 fn the_check_itself() {
-    assert!(check_chars(b"<m a='&#10;&#x20;'>\t\r\n\xc3\xa9 &#65; &amp;#1; \xef\xbf\xbd</m>").is_ok());
+    assert!(
+        check_chars(b"<m a='&#10;&#x20;'>\t\r\n\xc3\xa9 &#65; &amp;#1; \xef\xbf\xbd</m>").is_ok()
+    );
     for bad in [
         &b"<m>\x01</m>"[..],
         b"<m>\x00</m>",
@@ -66,6 +68,10 @@ fn the_check_itself() {
         b"<m>&#x;</m>",
         b"<m>\xff</m>",
     ] {
-        assert!(check_chars(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        assert!(
+            check_chars(bad).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }

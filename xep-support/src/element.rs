@@ -342,9 +342,10 @@ fn escape_counted(out: &mut String, s: &str, attr: bool) -> usize {
 /// not allow by U+FFFD (itself a name character); returns how many.
 fn push_name(out: &mut String, name: &str) -> usize {
     let bytes = name.as_bytes();
-    let clean = !bytes.iter().enumerate().any(|(i, &b)| {
-        b < 0x20 || (b == 0xEF && is_nonchar_at(bytes, i))
-    });
+    let clean = !bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b < 0x20 || (b == 0xEF && is_nonchar_at(bytes, i)));
     if clean {
         out.push_str(name);
         return 0;
@@ -376,7 +377,10 @@ static LAST_REPORT: AtomicU64 = AtomicU64::new(u64::MAX);
 fn report_replaced(n: usize, name: &str, from: Option<&str>, to: Option<&str>) {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let total = REPLACED_TOTAL.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-    let now = START.get_or_init(std::time::Instant::now).elapsed().as_secs();
+    let now = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
     let last = LAST_REPORT.load(Ordering::Relaxed);
     let due = last == u64::MAX || now >= last.saturating_add(60);
     if due
@@ -506,16 +510,30 @@ mod tests {
                 "\u{EFFF}\u{F000}\u{FEFF}\u{FFBD}\u{FFFD}\u{FFFD}\u{10000}\u{1F600}é"
             )
         );
-        for c in ['\u{0}', '\u{8}', '\u{B}', '\u{C}', '\u{E}', '\u{1F}', '\u{FFFE}', '\u{FFFF}'] {
+        for c in [
+            '\u{0}', '\u{8}', '\u{B}', '\u{C}', '\u{E}', '\u{1F}', '\u{FFFE}', '\u{FFFF}',
+        ] {
             assert!(!is_xml_char(c), "{c:?}");
         }
-        for c in ['\t', '\n', '\r', ' ', '\u{D7FF}', '\u{E000}', '\u{FFFD}', '\u{10FFFF}'] {
+        for c in [
+            '\t',
+            '\n',
+            '\r',
+            ' ',
+            '\u{D7FF}',
+            '\u{E000}',
+            '\u{FFFD}',
+            '\u{10FFFF}',
+        ] {
             assert!(is_xml_char(c), "{c:?}");
         }
     }
 
-    /// A typical chat message, serialised a million times: run with
-    /// `cargo test -p xep-support --release -- --ignored --nocapture to_xml_timing`.
+    /// A typical chat message, serialised `TO_XML_N` times (a million by
+    /// default): run with
+    /// `cargo test -p xep-support --release -- --ignored --nocapture to_xml_timing`,
+    /// or count instructions with `TO_XML_N=10000 valgrind --tool=callgrind`
+    /// on the test binary (minus a run with `TO_XML_N=0`).
     #[test]
     #[ignore]
     fn to_xml_timing() {
@@ -528,8 +546,14 @@ mod tests {
                 "Wherefore art thou, Romeo? Deny thy father & refuse thy name; \
                  or if thou wilt not, be but sworn my love <3",
             ))
-            .with_child(Element::new("active", "http://jabber.org/protocol/chatstates"));
-        let n = 1_000_000;
+            .with_child(Element::new(
+                "active",
+                "http://jabber.org/protocol/chatstates",
+            ));
+        let n: usize = std::env::var("TO_XML_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
         let t = std::time::Instant::now();
         let mut len = 0;
         for _ in 0..n {
@@ -538,8 +562,8 @@ mod tests {
         let el = t.elapsed();
         println!(
             "to_xml: {:.0} ns per message ({} bytes)",
-            el.as_nanos() as f64 / n as f64,
-            len / n
+            el.as_nanos() as f64 / n.max(1) as f64,
+            len / n.max(1)
         );
     }
 
