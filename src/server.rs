@@ -600,6 +600,10 @@ impl ServerContext for Server {
         &self.module_data
     }
 
+    fn parse_stored_xml(&self, xml: &str, owner: &str) -> Option<Element> {
+        crate::storage::stanza_codec::parse_stored(xml, Some(owner))
+    }
+
     fn access_allows(&self, rule: &str, user: Option<(&str, &str)>, ip: Option<IpAddr>) -> bool {
         self.config().access_allows(rule, user, ip)
     }

@@ -52,3 +52,4 @@ mod xep0313_mam_large;
 mod xep0352_csi;
 mod xep0357_push;
 mod xep0363_http_upload;
+mod xml_output;

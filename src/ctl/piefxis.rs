@@ -61,17 +61,19 @@ fn fail(e: impl std::fmt::Display) -> CtlOutput {
     CtlOutput::failed(format!("Error: {e}"))
 }
 
-/// A stored XML value parsed back, if it is one.
-fn stored_xml(bytes: &[u8]) -> Option<Element> {
+/// A stored XML value of `owner` parsed back, if it is one (characters
+/// XML 1.0 forbids, stored by earlier versions, are replaced by U+FFFD).
+fn stored_xml(bytes: &[u8], owner: &str) -> Option<Element> {
     std::str::from_utf8(bytes)
         .ok()
-        .and_then(crate::storage::stanza_codec::parse_stanza)
+        .and_then(|xml| crate::storage::stanza_codec::parse_stored(xml, Some(owner)))
 }
 
 /// The `<user>` element of one account.
 fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, String> {
     let st = &env.storage;
     let e = |e: crate::storage::StorageError| e.to_string();
+    let owner = format!("{user}@{host}");
     let mut u = Element::new("user", NS_PIE).with_attr("name", user);
     match st.get_credentials(AccountKey::new(host, user)).map_err(e)? {
         Some(c) => {
@@ -94,7 +96,8 @@ fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, 
         .pending_subscriptions(AccountKey::new(host, user))
         .map_err(e)?
     {
-        let mut p = stored_xml(xml.as_bytes()).unwrap_or_else(|| Element::new("presence", ""));
+        let mut p =
+            stored_xml(xml.as_bytes(), &owner).unwrap_or_else(|| Element::new("presence", ""));
         p.ns = ns::CLIENT.to_string();
         p.set_attr("from", from);
         p.set_attr("to", format!("{user}@{host}"));
@@ -107,7 +110,7 @@ fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, 
     if !offline.is_empty() {
         let mut o = Element::new("offline-messages", NS_PIE);
         for (_, xml) in offline {
-            if let Some(m) = stored_xml(xml.as_bytes()) {
+            if let Some(m) = stored_xml(xml.as_bytes(), &owner) {
                 o = o.with_child(m);
             }
         }
@@ -116,14 +119,17 @@ fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, 
     if let Some(v) = st
         .module_get(AccountKey::new(host, user), VCARD_STORE.0, VCARD_STORE.1)
         .map_err(e)?
-        .and_then(|b| stored_xml(&b))
+        .and_then(|b| stored_xml(&b, &owner))
     {
         u = u.with_child(v);
     }
     let private = st
         .module_scan(AccountKey::new(host, user), PRIVATE_STORE, "")
         .map_err(e)?;
-    let fragments: Vec<Element> = private.iter().filter_map(|(_, b)| stored_xml(b)).collect();
+    let fragments: Vec<Element> = private
+        .iter()
+        .filter_map(|(_, b)| stored_xml(b, &owner))
+        .collect();
     if !fragments.is_empty() {
         let mut q = Element::new("query", ns::PRIVATE);
         for f in fragments {

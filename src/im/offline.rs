@@ -223,7 +223,9 @@ pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<Sessi
         let mut gone = false;
         for (seq, xml) in batch {
             seqs.push(seq);
-            let Some(mut el) = crate::storage::stanza_codec::parse_stanza(&xml) else {
+            let Some(mut el) =
+                crate::storage::stanza_codec::parse_stored(&xml, Some(bare.as_str()))
+            else {
                 tracing::error!("offline message {seq} of {bare} is unreadable; dropping it");
                 continue;
             };

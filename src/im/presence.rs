@@ -165,7 +165,7 @@ async fn redeliver_pending(server: &Arc<Server>, session: &Arc<SessionHandle>, b
         .unwrap_or_default();
     for (from, xml) in pending {
         // The stored request keeps its payload (status text, XEP-0172 nick).
-        let mut p = crate::storage::stanza_codec::parse_stanza(&xml)
+        let mut p = crate::storage::stanza_codec::parse_stored(&xml, Some(bare.as_str()))
             .filter(|p| p.name == "presence")
             .unwrap_or_else(|| presence(&from, bare.as_str(), Some("subscribe")));
         p.set_attr("from", from.clone());

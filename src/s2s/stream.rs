@@ -269,7 +269,8 @@ pub fn db_xml(
     if body.is_empty() {
         s.push_str("/>");
     } else {
-        s.push_str(&format!(">{body}</db:{name}>"));
+        // The body may be a key a peer sent (relayed in db:verify): escaped.
+        s.push_str(&format!(">{}</db:{name}>", escape(body)));
     }
     s
 }
@@ -293,4 +294,22 @@ pub fn certs_of(certs: Option<&[CertificateDer<'_>]>) -> Vec<CertificateDer<'sta
     certs
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialback_elements_escape_what_a_peer_sent() {
+        // A key relayed in db:verify comes from the peer's db:result.
+        assert_eq!(
+            db_xml("verify", "a.example", "b.example", Some("i'd"), None, "k<&\u{1}"),
+            "<db:verify from='a.example' to='b.example' id='i&apos;d'>k&lt;&amp;\u{FFFD}</db:verify>"
+        );
+        assert_eq!(
+            db_xml("result", "a.example", "b.example", None, Some("valid"), ""),
+            "<db:result from='a.example' to='b.example' type='valid'/>"
+        );
+    }
 }

@@ -31,6 +31,7 @@ pub mod group_commit;
 pub mod modules;
 pub mod sled;
 pub mod stanza_codec;
+mod stored_chars;
 
 pub use self::sled::SledStorage;
 

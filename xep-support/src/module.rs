@@ -282,6 +282,13 @@ pub trait ServerContext: Send + Sync {
     fn uptime(&self) -> std::time::Duration;
     /// Parse one element from XML text (as stored with `Element::to_xml`).
     fn parse_xml(&self, xml: &str) -> Option<Element>;
+    /// [`ServerContext::parse_xml`] for stored data of `owner` (an account
+    /// or a room JID): characters XML 1.0 does not allow, which earlier
+    /// versions stored, are replaced by U+FFFD and reported naming `owner`.
+    fn parse_stored_xml(&self, xml: &str, owner: &str) -> Option<Element> {
+        let _ = owner;
+        self.parse_xml(xml)
+    }
     /// The module-data store behind [`ServerContext::store`] (the server's
     /// storage engine).
     fn module_data(&self) -> &dyn crate::store::ModuleData;

@@ -641,7 +641,10 @@ impl Ctx<'_> {
                     let node = key.trim_start_matches("room:").to_string();
                     let room = std::str::from_utf8(&value)
                         .ok()
-                        .and_then(|x| self.ctx.parse_xml(x))
+                        .and_then(|x| {
+                            self.ctx
+                                .parse_stored_xml(x, &format!("{node}@{}", self.service))
+                        })
                         .and_then(|e| Room::from_stored(&e));
                     match room {
                         Some(room) => {
