@@ -465,11 +465,8 @@ pub async fn bounce(server: &Server, stanza: &Element, error: StanzaError) {
 
 /// Whether an account exists (used when it has no session).
 pub fn account_exists(server: &Server, bare: &BareJid) -> bool {
-    let Some(node) = bare.node() else {
+    if bare.node().is_none() {
         return false;
-    };
-    server
-        .storage
-        .user_exists(bare.domain().as_str(), node.as_str())
-        .unwrap_or(false)
+    }
+    server.storage.user_exists(bare.into()).unwrap_or(false)
 }

@@ -6,6 +6,7 @@ mod auth;
 mod c2s;
 mod component;
 mod config;
+mod conn_log;
 mod ctl;
 mod delivery;
 mod http;

@@ -47,10 +47,9 @@ pub const BACKLOG_WAIT: Duration = Duration::from_secs(40);
 pub enum Outgoing {
     /// Write a stanza (boxed: every queued item stays 16 bytes).
     Stanza(Box<Element>),
-    /// Close the stream, with a stream error condition if given (boxed: a
-    /// thin pointer keeps the item at 16 bytes).
-    #[allow(clippy::redundant_allocation)] // the point: a thin pointer
-    Close(Option<Box<&'static str>>),
+    /// Close the stream, with a stream error if given (boxed: a thin
+    /// pointer keeps the item at 16 bytes).
+    Close(Option<Box<StreamErrorOut>>),
     /// Signal once everything queued before this was written to the socket.
     Ack(oneshot::Sender<()>),
     /// Write a stream-level element that is not a stanza (XEP-0198 `<a/>`,
@@ -61,6 +60,10 @@ pub enum Outgoing {
     /// XEP-0352: the client became active; write what was held back.
     Flush,
 }
+
+/// A stream error a session's writer is to send: its condition and, for
+/// the log and the peer, why (if more than the condition says).
+pub type StreamErrorOut = (&'static str, Option<String>);
 
 /// A bound session as the router sees it.
 pub struct SessionHandle {
@@ -98,7 +101,9 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Ask the session to close its stream (with an optional stream error).
     pub fn close(&self, condition: Option<&'static str>) {
-        let _ = self.tx.try_send(Outgoing::Close(condition.map(Box::new)));
+        let _ = self
+            .tx
+            .try_send(Outgoing::Close(condition.map(|c| Box::new((c, None)))));
         self.stop.notify_one();
     }
 }

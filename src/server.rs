@@ -14,11 +14,11 @@ use tokio::sync::watch;
 use xep_support::element::Element;
 use xep_support::module::{
     AccountError, CommandOutcome, Identity, Module, ServerContext, SessionInfo as ModSessionInfo,
-    StoreError, Subscription as ModSubscription,
+    Subscription as ModSubscription,
 };
 
 use crate::auth::credentials::StoredCredentials;
-use crate::storage::StorageError;
+use crate::storage::{AccountKey, StorageError};
 
 use crate::config::{Config, Listener, ListenerModule};
 use crate::ctl::commands::{CtlEnv, ServerControl, SessionInfo};
@@ -206,6 +206,8 @@ pub struct Server {
     /// XEP-0114 external components connected now.
     pub components: crate::component::Components,
     pub storage: Arc<dyn Storage>,
+    /// The modules' view of `storage` (`ctx.store(MODULE)`).
+    module_data: crate::storage::modules::ModuleAccess,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
     pub rosters: crate::im::roster::RosterCache,
@@ -553,12 +555,8 @@ impl ServerContext for Server {
         };
         if self.router.sessions_of(owner).is_empty() {
             // Not cached (no session): read it without caching.
-            let (host, user) = (
-                owner.domain().as_str(),
-                owner.node().map(|n| n.as_str()).unwrap_or(""),
-            );
             self.storage
-                .roster_get(host, user)
+                .roster_get(owner.into())
                 .unwrap_or_default()
                 .iter()
                 .filter_map(entry)
@@ -598,111 +596,12 @@ impl ServerContext for Server {
         crate::storage::stanza_codec::parse_stanza(xml)
     }
 
-    fn kv_get(
-        &self,
-        module: &str,
-        account: &BareJid,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_get(host, user, module, key)
-            .map_err(|e| StoreError(e.to_string()))
+    fn module_data(&self) -> &dyn xep_support::store::ModuleData {
+        &self.module_data
     }
 
-    fn kv_put(
-        &self,
-        module: &str,
-        account: &BareJid,
-        key: &str,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_put(host, user, module, key, value)
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn kv_put_lazy(
-        &self,
-        module: &str,
-        account: &BareJid,
-        key: &str,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_put_lazy(host, user, module, key, value)
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn kv_put_many_lazy(
-        &self,
-        module: &str,
-        account: &BareJid,
-        entries: &[(&str, &[u8])],
-    ) -> Result<(), StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_put_many_lazy(host, user, module, entries)
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_delete(host, user, module, key)
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn kv_scan(
-        &self,
-        module: &str,
-        account: &BareJid,
-        prefix: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_scan(host, user, module, prefix)
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn kv_scan_range(
-        &self,
-        module: &str,
-        account: &BareJid,
-        range: &xep_support::module::KeyRange<'_>,
-        reverse: bool,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_scan_range(host, user, module, range, reverse, limit)
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn kv_count_range(
-        &self,
-        module: &str,
-        account: &BareJid,
-        range: &xep_support::module::KeyRange<'_>,
-    ) -> Result<usize, StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_count_range(host, user, module, range)
-            .map_err(|e| StoreError(e.to_string()))
-    }
-
-    fn kv_delete_many(
-        &self,
-        module: &str,
-        account: &BareJid,
-        keys: &[String],
-    ) -> Result<usize, StoreError> {
-        let (host, user) = account_parts(account)?;
-        self.storage
-            .module_delete_many(host, user, module, keys)
-            .map_err(|e| StoreError(e.to_string()))
+    fn parse_stored_xml(&self, xml: &str, owner: &str) -> Option<Element> {
+        crate::storage::stanza_codec::parse_stored(xml, Some(owner))
     }
 
     fn access_allows(&self, rule: &str, user: Option<(&str, &str)>, ip: Option<IpAddr>) -> bool {
@@ -721,7 +620,10 @@ impl ServerContext for Server {
             .map_err(|e| AccountError::Invalid(format!("invalid user name: {e}")))?;
         let creds = StoredCredentials::derive(password, self.config().scram_iterations)
             .map_err(|e| AccountError::Invalid(e.to_string()))?;
-        match self.storage.create_user(host, user.as_str(), &creds) {
+        match self
+            .storage
+            .create_user(AccountKey::new(host, user.as_str()), &creds)
+        {
             Ok(()) => Ok(()),
             Err(StorageError::AlreadyExists) => Err(AccountError::Exists),
             Err(e) => Err(AccountError::Failed(e.to_string())),
@@ -731,7 +633,10 @@ impl ServerContext for Server {
     fn change_password(&self, user: &str, host: &str, password: &str) -> Result<(), AccountError> {
         let creds = StoredCredentials::derive(password, self.config().scram_iterations)
             .map_err(|e| AccountError::Invalid(e.to_string()))?;
-        match self.storage.set_credentials(host, user, &creds) {
+        match self
+            .storage
+            .set_credentials(AccountKey::new(host, user), &creds)
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(AccountError::NotFound),
             Err(e) => Err(AccountError::Failed(e.to_string())),
@@ -739,7 +644,7 @@ impl ServerContext for Server {
     }
 
     fn remove_account(&self, user: &str, host: &str) -> Result<(), AccountError> {
-        match self.storage.delete_user(host, user) {
+        match self.storage.delete_user(AccountKey::new(host, user)) {
             Ok(true) => {}
             Ok(false) => return Err(AccountError::NotFound),
             Err(e) => return Err(AccountError::Failed(e.to_string())),
@@ -802,16 +707,6 @@ impl ServerContext for Server {
         live.modules
             .iter()
             .find_map(|m| m.disco_node_info(self, from, node))
-    }
-}
-
-/// The (host, user) of a local account, for module storage; a bare domain
-/// (a module's service domain) is stored with an empty user, which no
-/// account has.
-fn account_parts(account: &BareJid) -> Result<(&str, &str), StoreError> {
-    match account.node() {
-        Some(node) => Ok((account.domain().as_str(), node.as_str())),
-        None => Ok((account.domain().as_str(), "")),
     }
 }
 
@@ -1063,6 +958,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let server = Arc::new(Server {
         live: RwLock::new(Arc::new(live)),
         storage: storage.clone(),
+        module_data: crate::storage::modules::ModuleAccess::new(storage.clone()),
         group_commit: crate::storage::group_commit::GroupCommit::start(storage.clone()),
         router: Router::new(),
         rosters: Default::default(),

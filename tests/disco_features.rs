@@ -119,3 +119,73 @@ async fn disco_info_matches_the_table_with_admin_modules() {
         "disco#info and docs/features.md disagree"
     );
 }
+
+/// XEP-0157: `mod_disco`'s `server_info` (ejabberd's format) puts the
+/// contact addresses in a serverinfo form in the server's disco#info; an
+/// entry only for another module is not shown there.
+#[tokio::test]
+async fn server_info_contact_addresses_in_disco_info() {
+    let cfg = common::server::Config {
+        modules: common::server::DEFAULT_MODULES.replace(
+            "  mod_disco: {}\n",
+            "  mod_disco:\n    server_info:\n      - modules: all\n        name: abuse-addresses\n        urls: [\"mailto:abuse@localhost\", \"https://localhost/abuse\"]\n      - modules: [mod_disco]\n        name: admin-addresses\n        urls: [\"xmpp:admin@localhost\"]\n      - modules: [mod_muc]\n        name: support-addresses\n        urls: [\"xmpp:support@localhost\"]\n",
+        ),
+        ..common::server::Config::default()
+    };
+    let server = common::Server::start_with(cfg);
+    server.register("alice", "localhost", "secret");
+    let mut c = Client::login(&server, "alice", "secret", Some("disco")).await;
+    let id = c.id();
+    let reply = c
+        .request(
+            &format!("<iq type='get' to='localhost' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+            &id,
+        )
+        .await;
+    assert_eq!(reply.attr("type"), Some("result"), "{reply}");
+    let query = reply.child("query").expect("query");
+    let forms: Vec<_> = query
+        .children_named("x")
+        .filter(|x| {
+            x.children_named("field").any(|f| {
+                f.attr("var") == Some("FORM_TYPE")
+                    && f.child_text("value") == Some("http://jabber.org/network/serverinfo")
+            })
+        })
+        .collect();
+    assert_eq!(forms.len(), 1, "one serverinfo form expected: {reply}");
+    let values = |var: &str| -> Vec<String> {
+        forms[0]
+            .children_named("field")
+            .filter(|f| f.attr("var") == Some(var))
+            .flat_map(|f| f.children_named("value").map(|v| v.text.clone()))
+            .collect()
+    };
+    assert_eq!(
+        values("abuse-addresses"),
+        vec!["mailto:abuse@localhost", "https://localhost/abuse"],
+        "{reply}"
+    );
+    assert_eq!(
+        values("admin-addresses"),
+        vec!["xmpp:admin@localhost"],
+        "{reply}"
+    );
+    assert!(values("support-addresses").is_empty(), "{reply}");
+    // The default configuration has none: no serverinfo form at all.
+    let plain = server_with_users();
+    let mut c = Client::login(&plain, "alice", "secret", Some("disco")).await;
+    let id = c.id();
+    let reply = c
+        .request(
+            &format!("<iq type='get' to='localhost' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+            &id,
+        )
+        .await;
+    assert!(
+        !reply
+            .to_string()
+            .contains("http://jabber.org/network/serverinfo"),
+        "{reply}"
+    );
+}

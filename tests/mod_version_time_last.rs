@@ -126,11 +126,24 @@ async fn last_activity_of_server_and_accounts() {
         Some(("auth".into(), "forbidden".into())),
         "{r}"
     );
-    // Carol never logged out: nothing stored, for herself.
+    // Carol asking about herself: she is online (her asking session, even
+    // without available presence), so 0 seconds, as ejabberd and Prosody
+    // answer; not item-not-found because she never logged out.
     let r = query(&mut c, &bare(CAROL), "<query xmlns='jabber:iq:last'/>").await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
     assert_eq!(
-        r.stanza_error().map(|e| e.1),
-        Some("item-not-found".into()),
+        r.child_ns("query", "jabber:iq:last")
+            .and_then(|q| q.attr("seconds")),
+        Some("0"),
+        "{r}"
+    );
+    // Alice, logged out two seconds ago, logs in again and asks: 0 too.
+    let mut a2 = login(&server, ALICE, "phone").await;
+    let r = query(&mut a2, &bare(ALICE), "<query xmlns='jabber:iq:last'/>").await;
+    assert_eq!(
+        r.child_ns("query", "jabber:iq:last")
+            .and_then(|q| q.attr("seconds")),
+        Some("0"),
         "{r}"
     );
 }

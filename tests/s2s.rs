@@ -1115,3 +1115,73 @@ async fn s2s_throughput() {
         N as f64 / t.as_secs_f64()
     );
 }
+
+/// Incoming s2s STARTTLS: whitespace after `<starttls/>` is dropped and TLS
+/// proceeds; anything else after it (here a dialback request that would be
+/// read as if sent over TLS) is refused with `<policy-violation/>`, and the
+/// refusal and the stream error are logged at info with the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_starttls_drops_whitespace_and_refuses_pipelined_data() {
+    let files = tempfile::tempdir().unwrap();
+    let pa = free_port();
+    let a = plain_side(files.path(), pa, free_port());
+    let addr: SocketAddr = format!("127.0.0.1:{pa}").parse().unwrap();
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(s2s_header("b.test", "a.test").as_bytes())
+        .await
+        .unwrap();
+    read_until(&mut tcp, "</stream:features>").await;
+    tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\r\n")
+        .await
+        .unwrap();
+    read_until(&mut tcp, "<proceed").await;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCert))
+    .with_no_client_auth();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("a.test".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS after a newline following <starttls/>");
+    tls.write_all(s2s_header("b.test", "a.test").as_bytes())
+        .await
+        .unwrap();
+    let f = read_until(&mut tls, "</stream:features>").await;
+    assert!(!f.contains("starttls"), "{f}");
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(s2s_header("b.test", "a.test").as_bytes())
+        .await
+        .unwrap();
+    read_until(&mut tcp, "</stream:features>").await;
+    tcp.write_all(
+        b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n\
+          <db:result from='b.test' to='a.test'>key</db:result>",
+    )
+    .await
+    .unwrap();
+    let r = read_until(&mut tcp, "</stream:stream>").await;
+    assert!(r.contains("policy-violation"), "{r}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = a.stderr_tail();
+        let refused = log.lines().any(|l| {
+            l.contains("INFO") && l.contains("s2s in: ") && l.contains("after <starttls/>")
+        });
+        let error_sent = log.lines().any(|l| {
+            l.contains("INFO")
+                && l.contains("s2s in: sending stream error policy-violation")
+                && l.contains("127.0.0.1:")
+        });
+        if refused && error_sent {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not logged: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -170,6 +170,28 @@ async fn refusals() {
     .await;
     assert!(matches!(c.recv_event().await, StreamEvent::Header(_)));
     assert_eq!(c.expect_stream_error().await, "host-unknown");
+    // Each refusal is logged once at info with the component's address.
+    for cond in ["not-authorized", "host-unknown"] {
+        let needle = format!("component: sending stream error {cond}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = server.stderr_tail();
+            let n = log
+                .lines()
+                .filter(|l| {
+                    l.contains("INFO") && l.contains(&needle) && l.contains("peer=127.0.0.1:")
+                })
+                .count();
+            if n == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{needle}: logged {n} times, not once: {log}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     // The listener-wide password serves the host without its own.
     let (_other, answer) = component(&server, "other.localhost", "shared").await;
     assert!(

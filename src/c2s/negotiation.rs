@@ -21,7 +21,6 @@ use xep_support::ns;
 use xep_support::stanza::{iq_error, ErrorType, StanzaError};
 
 use super::cork::{Cork, Corked};
-use super::writer::stream_error_xml;
 use super::BoxIo;
 use crate::auth::{self, ChannelBindings, CredentialStore, SaslContext};
 use crate::config::Listener;
@@ -66,7 +65,7 @@ impl CredentialStore for HostCredentials {
     fn credentials(&self, username: &str) -> Option<auth::credentials::StoredCredentials> {
         self.server
             .storage
-            .get_credentials(&self.host, username)
+            .get_credentials(crate::storage::AccountKey::new(&self.host, username))
             .ok()
             .flatten()
     }
@@ -79,7 +78,7 @@ impl CredentialStore for HostCredentials {
         match self
             .server
             .storage
-            .set_credentials(&self.host, username, full)
+            .set_credentials(crate::storage::AccountKey::new(&self.host, username), full)
         {
             Ok(_) => tracing::info!(
                 "{username}@{}: SCRAM-SHA-1-only credentials replaced by SCRAM-SHA-1 and \
@@ -152,7 +151,7 @@ pub async fn negotiate(
     let sock: BoxIo = Box::new(Corked::new(sock, cork.clone()));
     let io: BoxIo = if listener.tls {
         let acceptor = server.live().tls_acceptor(true);
-        let stream = tls_accept(&acceptor, sock, &cork).await?;
+        let stream = tls_accept(&acceptor, sock, &cork, peer).await?;
         tls = true;
         bindings = binding_data(&server, stream.get_ref().1);
         Box::new(stream)
@@ -205,11 +204,12 @@ pub async fn negotiate(
 
 /// The TLS handshake on a corked transport. On failure, the alert rustls
 /// wrote (if any) is sent before the connection is dropped, as without
-/// the cork; `None` on failure or after `TLS_TIMEOUT`.
+/// the cork; `None` (logged) on failure or after `TLS_TIMEOUT`.
 async fn tls_accept(
     acceptor: &tokio_rustls::TlsAcceptor,
     io: BoxIo,
     cork: &Cork,
+    peer: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<BoxIo>> {
     match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io).into_fallible()).await {
         Ok(Ok(s)) => {
@@ -218,12 +218,16 @@ async fn tls_accept(
             cork.hold_once_more();
             Some(s)
         }
-        Ok(Err((_, mut io))) => {
+        Ok(Err((e, mut io))) => {
+            crate::conn_log::tls_failed("c2s", &peer, &e);
             cork.release();
             let _ = tokio::time::timeout(Duration::from_secs(2), io.flush()).await;
             None
         }
-        Err(_) => None,
+        Err(_) => {
+            crate::conn_log::tls_failed("c2s", &peer, &"timed out");
+            None
+        }
     }
 }
 
@@ -278,16 +282,18 @@ impl Negotiation {
             }
             Stop::PeerClosed => "</stream:stream>".to_string(),
             Stop::Error(cond, text) => {
-                if let Some(t) = &text {
-                    tracing::debug!(peer = %self.peer, "closing stream: {cond}: {t}");
-                }
                 let mut s = String::new();
                 if !self.header_sent {
                     s.push_str(
                         &self.header_xml(self.host.clone().unwrap_or_else(|| self.default_host())),
                     );
                 }
-                s.push_str(&stream_error_xml(cond, text.as_deref()));
+                s.push_str(&crate::conn_log::stream_error(
+                    "c2s",
+                    &self.peer,
+                    cond,
+                    text.as_deref(),
+                ));
                 s
             }
         };
@@ -517,15 +523,16 @@ impl Negotiation {
         let (rd, leftover) = reader.into_inner();
         let writer = std::mem::replace(&mut self.writer, placeholder_writer());
         let mut io = rd.unsplit(writer);
-        if leftover {
+        if !crate::conn_log::starttls_leftover_ok("c2s", &self.peer, &leftover) {
             // Bytes pipelined after <starttls/> would be read as plaintext:
             // refuse (after the <proceed/>, which the cork still holds).
+            // Whitespace (go-xmpp's newline) is dropped.
             self.cork.release();
             let _ = tokio::time::timeout(Duration::from_secs(2), io.flush()).await;
             return Err(Stop::Quiet);
         }
         let acceptor = self.server.live().tls_acceptor(false);
-        let Some(stream) = tls_accept(&acceptor, io, &self.cork).await else {
+        let Some(stream) = tls_accept(&acceptor, io, &self.cork, self.peer).await else {
             return Err(Stop::Quiet);
         };
         self.bindings = binding_data(&self.server, stream.get_ref().1);

@@ -31,8 +31,8 @@ enum End {
     Closed,
     /// Kicked, replaced or shut down: the writer was already told.
     Stopped,
-    /// A stream error to send.
-    Error(&'static str),
+    /// A stream error to send (condition, why), boxed: a thin pointer.
+    Error(Box<crate::router::StreamErrorOut>),
     /// The connection is gone (read or write failed, ack or ping timeout).
     Gone,
     /// A XEP-0198 resumption on another connection takes the session over.
@@ -105,12 +105,12 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         pinger.activity();
         // `ev` is consumed by a plain function, so neither it nor the
         // stanza is kept in this future's state across the await.
-        match dispatch(&server, &handle, &mut claims, &mut pinger, ev, peer) {
+        match dispatch(&server, &handle, &mut claims, &mut pinger, ev) {
             Err(end) => break (end, None),
             Ok(None) => {}
             Ok(Some(handling)) => {
                 if let Err(cond) = handling.await {
-                    break (End::Error(cond), None);
+                    break (End::Error(Box::new((cond, None))), None);
                 }
             }
         }
@@ -163,7 +163,7 @@ async fn wind_down(
                 End::Error(cond) => {
                     if handle
                         .tx
-                        .try_send(Outgoing::Close(Some(Box::new(*cond))))
+                        .try_send(Outgoing::Close(Some(cond.clone())))
                         .is_err()
                     {
                         detach.notify_one();
@@ -228,7 +228,6 @@ fn dispatch<'a>(
     claims: &'a mut Option<mpsc::Receiver<Claim>>,
     pinger: &mut Pinger,
     ev: Result<StreamEvent, XmlError>,
-    peer: std::net::SocketAddr,
 ) -> Result<Option<Handling<'a>>, End> {
     match ev {
         Ok(StreamEvent::Stanza(el)) => {
@@ -247,11 +246,14 @@ fn dispatch<'a>(
             Ok(Some(Box::pin(handle_stanza(server, handle, el))))
         }
         Ok(StreamEvent::End) => Err(End::Closed),
-        Ok(StreamEvent::Header(_)) => Err(End::Error("not-well-formed")),
+        Ok(StreamEvent::Header(_)) => Err(End::Error(Box::new((
+            "not-well-formed",
+            Some("a second stream header".into()),
+        )))),
         Err(XmlError::Closed) | Err(XmlError::Io(_)) => Err(End::Gone),
         Err(e) => {
-            tracing::debug!(%peer, jid = %handle.jid, "stream error: {e}");
-            Err(End::Error(e.condition().unwrap_or("internal-server-error")))
+            let cond = e.condition().unwrap_or("internal-server-error");
+            Err(End::Error(Box::new((cond, Some(e.to_string())))))
         }
     }
 }

@@ -155,7 +155,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
     mut settings: Box<Settings>,
 ) -> (Receiver<Outgoing>, Exit) {
     let mut buf = String::new();
-    let mut close: Option<Option<&'static str>> = None;
+    let mut close: Option<Option<Box<crate::router::StreamErrorOut>>> = None;
     let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut held = Held::default();
     if let Some(resumed) = settings.resumed.take() {
@@ -231,8 +231,11 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                         }
                     }
                     if over_ack_queue(&handle, settings.max_ack_queue) {
-                        tracing::warn!(jid = %handle.jid, "too many unacknowledged stanzas; closing");
-                        close = Some(Some("policy-violation"));
+                        // Logged (once) with the stream error below.
+                        close = Some(Some(Box::new((
+                            "policy-violation",
+                            Some("too many unacknowledged stanzas".into()),
+                        ))));
                         break;
                     }
                 }
@@ -245,7 +248,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                 }
                 Outgoing::Flush => flush_held(&handle, &mut held, &mut buf),
                 Outgoing::Close(cond) => {
-                    close = Some(cond.map(|c| *c));
+                    close = Some(cond);
                     break;
                 }
                 Outgoing::Ack(tx) => {
@@ -272,7 +275,14 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
     }
     flush_held(&handle, &mut held, &mut buf);
     let tail = match close {
-        Some(Some(cond)) => stream_error_xml(cond, None),
+        Some(Some(err)) => {
+            let peer: &dyn std::fmt::Display = match handle.origin.get() {
+                Some((addr, _)) => addr,
+                None => &"?",
+            };
+            let kind = format!("c2s {}", handle.jid);
+            crate::conn_log::stream_error(&kind, peer, err.0, err.1.as_deref())
+        }
         _ => "</stream:stream>".to_string(),
     };
     buf.push_str(&tail);

@@ -37,17 +37,16 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
         .config()
         .negotiation_timeout
         .map(|t| tokio::time::Instant::now() + t);
-    let Some(io) = crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await
-    else {
-        tracing::info!(%peer, "component TLS handshake failed");
-        return;
+    let io = match crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await {
+        Ok(io) => io,
+        Err(why) => return crate::conn_log::tls_failed("component", &peer, &why),
     };
     let mut conn = Conn::new(io, cfg.tls, cfg.pre_auth_limit());
     let (domain, conn_id, rx) = match handshake(&server, &mut conn, &cfg, deadline).await {
         Ok(x) => x,
         Err(Fail::Stream(cond, text)) => {
-            tracing::info!(%peer, "component refused: {cond} {}", text.as_deref().unwrap_or(""));
-            conn.close(Some(cond), text.as_deref()).await;
+            conn.close_error("component", &peer, cond, text.as_deref())
+                .await;
             return;
         }
         Err(e) => {
@@ -62,7 +61,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
         return;
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let writer = tokio::spawn(write_loop(server.clone(), writer, rx, stop_rx));
+    let writer = tokio::spawn(write_loop(server.clone(), writer, rx, stop_rx, peer));
     let end = loop {
         let event = match tokio::time::timeout(IDLE_WAIT, reader.next()).await {
             Err(_) => continue,
@@ -259,6 +258,7 @@ async fn write_loop(
     mut w: tokio::io::WriteHalf<crate::c2s::BoxIo>,
     mut rx: mpsc::Receiver<Element>,
     mut stop: tokio::sync::oneshot::Receiver<(&'static str, Option<String>)>,
+    peer: SocketAddr,
 ) {
     let mut buf = String::new();
     let error = loop {
@@ -289,7 +289,7 @@ async fn write_loop(
     };
     let tail = match error {
         Some((condition, text)) if !condition.is_empty() => {
-            crate::c2s::stream_error_xml(condition, text.as_deref())
+            crate::conn_log::stream_error("component", &peer, condition, text.as_deref())
         }
         _ => "</stream:stream>".to_string(),
     };

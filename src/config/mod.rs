@@ -16,6 +16,7 @@
 pub mod check;
 pub mod listen;
 pub mod s2s;
+mod server_info;
 pub mod yaml;
 
 use std::collections::{HashMap, HashSet};
@@ -916,7 +917,7 @@ fn build(
     };
 
     let (modules, module_lines) = match option("modules") {
-        Some(node) => parse_modules(node)?,
+        Some(node) => parse_modules(node, notes)?,
         None => (Vec::new(), Vec::new()),
     };
 
@@ -1264,7 +1265,7 @@ fn parse_shapers(node: &Node) -> Result<(HashMap<String, Shaper>, HashSet<String
 type Modules = (Vec<(String, serde_yaml_ng::Value)>, Vec<usize>);
 
 /// Reads the `modules` map.
-fn parse_modules(node: &Node) -> Result<Modules, Problem> {
+fn parse_modules(node: &Node, notes: &mut Notes) -> Result<Modules, Problem> {
     let mut modules = Vec::new();
     let mut lines = Vec::new();
     for (key, value) in check::map(node, "modules", "a map of module names to their options")? {
@@ -1280,6 +1281,11 @@ fn parse_modules(node: &Node) -> Result<Modules, Problem> {
                 "a map of module options (or {} for none)",
             ));
         };
+        if name == "mod_disco" {
+            if let Some(info) = value.get("server_info") {
+                server_info::check(info, "modules.mod_disco.server_info", notes)?;
+            }
+        }
         modules.push((name.to_string(), options));
         lines.push(key.line);
     }

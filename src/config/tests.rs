@@ -875,3 +875,27 @@ fn component_listeners() {
     )
     .contains("component domain a.org is also one of `hosts`"));
 }
+
+#[test]
+fn mod_disco_server_info_is_checked_with_file_and_line() {
+    let good = "hosts: [example.org]\nmodules:\n  mod_disco:\n    server_info:\n      - modules: all\n        name: abuse-addresses\n        urls: [\"mailto:abuse@example.org\"]\n";
+    let c = load(good).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let bad = "hosts: [example.org]\nmodules:\n  mod_disco:\n    server_info:\n      - name: abuse-addresses\n        urls: [\"abuse@example.org\"]\n";
+    assert_eq!(
+        error(bad),
+        "rookery.yml:6:16: modules.mod_disco.server_info[0].urls[0]: expected a URI such as \
+         mailto:abuse@example.org, xmpp:admin@example.org or https://example.org/contact, \
+         found \"abuse@example.org\""
+    );
+    let typo = "hosts: [example.org]\nmodules:\n  mod_disco:\n    server_info:\n      - name: abuse-address\n        urls: [\"mailto:abuse@example.org\"]\n";
+    let c = load(typo).unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("rookery.yml:5")
+                && w.contains("abuse-address is not a XEP-0157 field")),
+        "{:?}",
+        c.warnings
+    );
+}

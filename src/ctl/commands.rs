@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::credentials::StoredCredentials;
-use crate::storage::{RosterItem, Storage, StorageError, Subscription};
+use crate::storage::{AccountKey, RosterItem, Storage, StorageError, Subscription};
 
 /// The command succeeded.
 pub const EXIT_OK: i32 = 0;
@@ -650,10 +650,17 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
             Ok(CtlOutput::ok(""))
         }
         ("get_offline_count", [user, host]) => account(env, user, host).and_then(|(user, host)| {
-            if !env.storage.user_exists(&host, &user).map_err(db_failed)? {
+            if !env
+                .storage
+                .user_exists(AccountKey::new(&host, &user))
+                .map_err(db_failed)?
+            {
                 return Err(no_such_user(&user, &host));
             }
-            let n = env.storage.offline_count(&host, &user).map_err(db_failed)?;
+            let n = env
+                .storage
+                .offline_count(AccountKey::new(&host, &user))
+                .map_err(db_failed)?;
             Ok(CtlOutput::ok(n.to_string()))
         }),
         ("get_roster", [user, host]) => get_roster(env, user, host),
@@ -847,7 +854,11 @@ fn add_rosteritem(
     subs: &str,
 ) -> Result<CtlOutput, CtlOutput> {
     let (luser, lhost) = account(env, luser, lhost)?;
-    if !env.storage.user_exists(&lhost, &luser).map_err(db_failed)? {
+    if !env
+        .storage
+        .user_exists(AccountKey::new(&lhost, &luser))
+        .map_err(db_failed)?
+    {
         return Err(no_such_user(&luser, &lhost));
     }
     let contact = contact_jid(user, host)?;
@@ -884,7 +895,7 @@ fn add_rosteritem(
         Some(s) => s.roster_put(&luser, &lhost, item).map_err(db_failed)?,
         None => {
             env.storage
-                .roster_put(&lhost, &luser, item)
+                .roster_put(AccountKey::new(&lhost, &luser), item)
                 .map_err(db_failed)?;
         }
     }
@@ -900,7 +911,11 @@ fn delete_rosteritem(
     host: &str,
 ) -> Result<CtlOutput, CtlOutput> {
     let (luser, lhost) = account(env, luser, lhost)?;
-    if !env.storage.user_exists(&lhost, &luser).map_err(db_failed)? {
+    if !env
+        .storage
+        .user_exists(AccountKey::new(&lhost, &luser))
+        .map_err(db_failed)?
+    {
         return Err(no_such_user(&luser, &lhost));
     }
     let contact = contact_jid(user, host)?;
@@ -910,7 +925,7 @@ fn delete_rosteritem(
             .map_err(db_failed)?,
         None => env
             .storage
-            .roster_remove(&lhost, &luser, &contact)
+            .roster_remove(AccountKey::new(&lhost, &luser), &contact)
             .map_err(db_failed)?
             .is_some(),
     };
@@ -949,7 +964,7 @@ fn delete_old_messages(env: &CtlEnv, days: &str) -> Result<CtlOutput, CtlOutput>
         for user in env.storage.list_users(&host).map_err(db_failed)? {
             let messages = env
                 .storage
-                .offline_peek(&host, &user, usize::MAX)
+                .offline_peek(AccountKey::new(&host, &user), usize::MAX)
                 .map_err(db_failed)?;
             let old: Vec<u64> = messages
                 .iter()
@@ -962,7 +977,7 @@ fn delete_old_messages(env: &CtlEnv, days: &str) -> Result<CtlOutput, CtlOutput>
                 .collect();
             if !old.is_empty() {
                 env.storage
-                    .offline_remove(&host, &user, &old)
+                    .offline_remove(AccountKey::new(&host, &user), &old)
                     .map_err(db_failed)?;
                 deleted += old.len();
             }
@@ -981,11 +996,9 @@ impl xep_support::mam::ArchiveStore for MamStore<'_> {
         range: &xep_support::module::KeyRange<'_>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, xep_support::module::StoreError> {
-        let user = account.node().map(|n| n.as_str()).unwrap_or("");
         self.0
             .module_scan_range(
-                account.domain().as_str(),
-                user,
+                account.into(),
                 xep_support::mam::MODULE,
                 range,
                 false,
@@ -998,14 +1011,8 @@ impl xep_support::mam::ArchiveStore for MamStore<'_> {
         account: &jid::BareJid,
         keys: &[String],
     ) -> Result<usize, xep_support::module::StoreError> {
-        let user = account.node().map(|n| n.as_str()).unwrap_or("");
         self.0
-            .module_delete_many(
-                account.domain().as_str(),
-                user,
-                xep_support::mam::MODULE,
-                keys,
-            )
+            .module_delete_many(account.into(), xep_support::mam::MODULE, keys)
             .map_err(|e| xep_support::module::StoreError(e.to_string()))
     }
 }
@@ -1077,10 +1084,17 @@ fn restore(
 
 fn get_roster(env: &CtlEnv, user: &str, host: &str) -> Result<CtlOutput, CtlOutput> {
     let (user, host) = account(env, user, host)?;
-    if !env.storage.user_exists(&host, &user).map_err(db_failed)? {
+    if !env
+        .storage
+        .user_exists(AccountKey::new(&host, &user))
+        .map_err(db_failed)?
+    {
         return Err(no_such_user(&user, &host));
     }
-    let mut items = env.storage.roster_get(&host, &user).map_err(db_failed)?;
+    let mut items = env
+        .storage
+        .roster_get(AccountKey::new(&host, &user))
+        .map_err(db_failed)?;
     items.sort_by(|a, b| a.jid.cmp(&b.jid));
     let lines: Vec<String> = items
         .iter()
@@ -1160,7 +1174,10 @@ fn stats_host(
 fn register(env: &CtlEnv, user: &str, host: &str, password: &str) -> Result<CtlOutput, CtlOutput> {
     let (user, host) = account(env, user, host)?;
     let creds = derive(env, password)?;
-    match env.storage.create_user(&host, &user, &creds) {
+    match env
+        .storage
+        .create_user(AccountKey::new(&host, &user), &creds)
+    {
         Ok(()) => Ok(CtlOutput::ok(format!(
             "User {user}@{host} successfully registered"
         ))),
@@ -1178,7 +1195,11 @@ fn unregister(
     host: &str,
 ) -> Result<CtlOutput, CtlOutput> {
     let (user, host) = account(env, user, host)?;
-    if !env.storage.delete_user(&host, &user).map_err(db_failed)? {
+    if !env
+        .storage
+        .delete_user(AccountKey::new(&host, &user))
+        .map_err(db_failed)?
+    {
         return Err(no_such_user(&user, &host));
     }
     // Deleted first, so the kicked sessions cannot log in again.
@@ -1198,7 +1219,7 @@ fn change_password(
     let creds = derive(env, password)?;
     if env
         .storage
-        .set_credentials(&host, &user, &creds)
+        .set_credentials(AccountKey::new(&host, &user), &creds)
         .map_err(db_failed)?
     {
         Ok(CtlOutput::ok(""))
@@ -1209,7 +1230,11 @@ fn change_password(
 
 fn check_account(env: &CtlEnv, user: &str, host: &str) -> Result<CtlOutput, CtlOutput> {
     let (user, host) = account(env, user, host)?;
-    if env.storage.user_exists(&host, &user).map_err(db_failed)? {
+    if env
+        .storage
+        .user_exists(AccountKey::new(&host, &user))
+        .map_err(db_failed)?
+    {
         Ok(CtlOutput::ok(""))
     } else {
         Err(no_such_user(&user, &host))
@@ -1225,7 +1250,7 @@ fn check_password(
     let (user, host) = account(env, user, host)?;
     let creds = env
         .storage
-        .get_credentials(&host, &user)
+        .get_credentials(AccountKey::new(&host, &user))
         .map_err(db_failed)?
         .ok_or_else(|| no_such_user(&user, &host))?;
     if creds.verify_password(password) {
@@ -1368,10 +1393,13 @@ pub(crate) mod tests {
             out,
             CtlOutput::ok("User alice@localhost successfully registered")
         );
-        assert!(env.storage.user_exists("localhost", "alice").unwrap());
+        assert!(env
+            .storage
+            .user_exists(AccountKey::new("localhost", "alice"))
+            .unwrap());
         let creds = env
             .storage
-            .get_credentials("localhost", "alice")
+            .get_credentials(AccountKey::new("localhost", "alice"))
             .unwrap()
             .unwrap();
         assert!(creds.verify_password("secret"));
@@ -1408,7 +1436,10 @@ pub(crate) mod tests {
             run(&env, "unregister", &["alice", "localhost"]),
             CtlOutput::ok("")
         );
-        assert!(!env.storage.user_exists("localhost", "alice").unwrap());
+        assert!(!env
+            .storage
+            .user_exists(AccountKey::new("localhost", "alice"))
+            .unwrap());
         assert_eq!(
             run(&env, "unregister", &["alice", "localhost"]),
             CtlOutput::failed("User alice@localhost does not exist")
@@ -1443,7 +1474,10 @@ pub(crate) mod tests {
             run(&env, "change_password", &["alice", "localhost", "new"]),
             CtlOutput::failed("User alice@localhost does not exist")
         );
-        assert!(!env.storage.user_exists("localhost", "alice").unwrap());
+        assert!(!env
+            .storage
+            .user_exists(AccountKey::new("localhost", "alice"))
+            .unwrap());
         run(&env, "register", &["alice", "localhost", "old"]);
         assert_eq!(
             run(&env, "check_password", &["alice", "localhost", "old"]).code,

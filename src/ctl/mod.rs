@@ -270,7 +270,7 @@ mod tests {
     use super::commands::tests::{env_in, FakeServer};
     use super::commands::{EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE, NOT_RUNNING};
     use super::*;
-    use crate::storage::Storage;
+    use crate::storage::{AccountKey, AccountStore};
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::Ordering;
 
@@ -380,7 +380,9 @@ mod tests {
                 sock.display()
             )
         );
-        assert!(!holder.user_exists("localhost", "bob").unwrap());
+        assert!(!holder
+            .user_exists(AccountKey::new("localhost", "bob"))
+            .unwrap());
         assert_eq!(
             run(
                 &sock,
@@ -448,7 +450,9 @@ mod tests {
         assert_eq!(outs[7], CtlOutput::ok(""));
         assert!(server.stopped.load(Ordering::SeqCst));
         assert!(server.sessions.lock().unwrap().is_empty(), "alice kicked");
-        assert!(!storage.user_exists("localhost", "alice").unwrap());
+        assert!(!storage
+            .user_exists(AccountKey::new("localhost", "alice"))
+            .unwrap());
 
         tx.send(true).unwrap();
         task.await.unwrap().unwrap();

@@ -30,7 +30,7 @@ use xep_support::ns;
 
 use super::commands::{CtlEnv, CtlOutput};
 use crate::auth::credentials::{ScramSecret, StoredCredentials};
-use crate::storage::{RosterItem, Subscription};
+use crate::storage::{AccountKey, RosterItem, Subscription};
 
 const NS_PIE: &str = "urn:xmpp:pie:0";
 const NS_SCRAM: &str = "urn:xmpp:pie:0#scram";
@@ -61,19 +61,21 @@ fn fail(e: impl std::fmt::Display) -> CtlOutput {
     CtlOutput::failed(format!("Error: {e}"))
 }
 
-/// A stored XML value parsed back, if it is one.
-fn stored_xml(bytes: &[u8]) -> Option<Element> {
+/// A stored XML value of `owner` parsed back, if it is one (characters
+/// XML 1.0 forbids, stored by earlier versions, are replaced by U+FFFD).
+fn stored_xml(bytes: &[u8], owner: &str) -> Option<Element> {
     std::str::from_utf8(bytes)
         .ok()
-        .and_then(crate::storage::stanza_codec::parse_stanza)
+        .and_then(|xml| crate::storage::stanza_codec::parse_stored(xml, Some(owner)))
 }
 
 /// The `<user>` element of one account.
 fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, String> {
     let st = &env.storage;
     let e = |e: crate::storage::StorageError| e.to_string();
+    let owner = format!("{user}@{host}");
     let mut u = Element::new("user", NS_PIE).with_attr("name", user);
-    match st.get_credentials(host, user).map_err(e)? {
+    match st.get_credentials(AccountKey::new(host, user)).map_err(e)? {
         Some(c) => {
             u = u.with_child(scram_element("SCRAM-SHA-1", &c.sha1));
             if let Some(sha256) = &c.sha256 {
@@ -82,7 +84,7 @@ fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, 
         }
         None => return Ok(None),
     }
-    let roster = st.roster_get(host, user).map_err(e)?;
+    let roster = st.roster_get(AccountKey::new(host, user)).map_err(e)?;
     if !roster.is_empty() {
         let mut q = Element::new("query", NS_ROSTER);
         for item in roster {
@@ -90,33 +92,44 @@ fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, 
         }
         u = u.with_child(q);
     }
-    for (from, xml) in st.pending_subscriptions(host, user).map_err(e)? {
-        let mut p = stored_xml(xml.as_bytes()).unwrap_or_else(|| Element::new("presence", ""));
+    for (from, xml) in st
+        .pending_subscriptions(AccountKey::new(host, user))
+        .map_err(e)?
+    {
+        let mut p =
+            stored_xml(xml.as_bytes(), &owner).unwrap_or_else(|| Element::new("presence", ""));
         p.ns = ns::CLIENT.to_string();
         p.set_attr("from", from);
         p.set_attr("to", format!("{user}@{host}"));
         p.set_attr("type", "subscribe");
         u = u.with_child(p);
     }
-    let offline = st.offline_peek(host, user, usize::MAX).map_err(e)?;
+    let offline = st
+        .offline_peek(AccountKey::new(host, user), usize::MAX)
+        .map_err(e)?;
     if !offline.is_empty() {
         let mut o = Element::new("offline-messages", NS_PIE);
         for (_, xml) in offline {
-            if let Some(m) = stored_xml(xml.as_bytes()) {
+            if let Some(m) = stored_xml(xml.as_bytes(), &owner) {
                 o = o.with_child(m);
             }
         }
         u = u.with_child(o);
     }
     if let Some(v) = st
-        .module_get(host, user, VCARD_STORE.0, VCARD_STORE.1)
+        .module_get(AccountKey::new(host, user), VCARD_STORE.0, VCARD_STORE.1)
         .map_err(e)?
-        .and_then(|b| stored_xml(&b))
+        .and_then(|b| stored_xml(&b, &owner))
     {
         u = u.with_child(v);
     }
-    let private = st.module_scan(host, user, PRIVATE_STORE, "").map_err(e)?;
-    let fragments: Vec<Element> = private.iter().filter_map(|(_, b)| stored_xml(b)).collect();
+    let private = st
+        .module_scan(AccountKey::new(host, user), PRIVATE_STORE, "")
+        .map_err(e)?;
+    let fragments: Vec<Element> = private
+        .iter()
+        .filter_map(|(_, b)| stored_xml(b, &owner))
+        .collect();
     if !fragments.is_empty() {
         let mut q = Element::new("query", ns::PRIVATE);
         for f in fragments {
@@ -395,10 +408,14 @@ fn import_user_data(
         {
             stanza = stanza.with_child(c.clone());
         }
-        st.pending_subscription_add(host, user, &from, &stanza.to_xml(ns::CLIENT))?;
+        st.pending_subscription_add(
+            AccountKey::new(host, user),
+            &from,
+            &stanza.to_xml(ns::CLIENT),
+        )?;
     }
     for item in roster {
-        st.roster_put(host, user, item)?;
+        st.roster_put(AccountKey::new(host, user), item)?;
     }
     for o in u
         .child_elements()
@@ -410,13 +427,12 @@ fn import_user_data(
             if m.attr("to").is_none() {
                 m.set_attr("to", own.clone());
             }
-            st.offline_store(host, user, &m.to_xml(ns::CLIENT), None)?;
+            st.offline_store(AccountKey::new(host, user), &m.to_xml(ns::CLIENT), None)?;
         }
     }
     if let Some(v) = u.child("vCard", ns::VCARD) {
         st.module_put(
-            host,
-            user,
+            AccountKey::new(host, user),
             VCARD_STORE.0,
             VCARD_STORE.1,
             v.to_xml(ns::CLIENT).as_bytes(),
@@ -434,8 +450,7 @@ fn import_user_data(
                 continue;
             }
             st.module_put(
-                host,
-                user,
+                AccountKey::new(host, user),
                 PRIVATE_STORE,
                 &frag.ns,
                 frag.to_xml(ns::CLIENT).as_bytes(),
@@ -485,7 +500,10 @@ pub fn import(env: &CtlEnv, file: &str) -> CtlOutput {
                     continue;
                 }
             };
-            match env.storage.create_user(&host, &user, &creds) {
+            match env
+                .storage
+                .create_user(AccountKey::new(&host, &user), &creds)
+            {
                 Ok(()) => {}
                 Err(crate::storage::StorageError::AlreadyExists) => {
                     notes.push(format!("{user}@{host} already exists; skipped"));

@@ -38,10 +38,12 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Serve one HTTP connection.
 pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg: Arc<Listener>) {
-    let Some(io) = crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await
-    else {
-        tracing::debug!(%peer, "HTTP TLS handshake failed");
-        return;
+    let io = match crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await {
+        Ok(io) => io,
+        Err(why) => {
+            tracing::debug!(%peer, "HTTP TLS handshake failed: {why}");
+            return;
+        }
     };
     let service = hyper::service::service_fn(move |req| {
         let (server, cfg) = (server.clone(), cfg.clone());

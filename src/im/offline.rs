@@ -24,7 +24,7 @@ use xep_support::stanza::{ErrorType, StanzaError};
 
 use crate::router::{Delivery, Outgoing, SessionHandle};
 use crate::server::Server;
-use crate::storage::OfflineStored;
+use crate::storage::{AccountKey, OfflineStored};
 
 /// Number of account locks.
 pub const LOCK_SHARDS: usize = 256;
@@ -55,13 +55,6 @@ impl AccountLocks {
             .lock()
             .await
     }
-}
-
-fn parts(bare: &BareJid) -> (&str, &str) {
-    (
-        bare.domain().as_str(),
-        bare.node().map(|n| n.as_str()).unwrap_or(""),
-    )
 }
 
 /// Whether a message is worth storing (XEP-0160 §3, XEP-0334 hints).
@@ -149,16 +142,18 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
     if !storable(&msg) {
         return; // chat states, receipts and the like are not kept (XEP-0160 §3)
     }
-    let (host, user) = parts(to);
+    let account = AccountKey::from(to);
     let mut stored = msg.clone();
     stored.remove_children("delay", "urn:xmpp:delay");
     stored = stored.with_child(
         Element::new("delay", "urn:xmpp:delay")
-            .with_attr("from", host)
+            .with_attr("from", account.host)
             .with_attr("stamp", now_stamp())
             .with_text("Offline storage"),
     );
-    let limit = server.config().max_user_offline_messages(user, host);
+    let limit = server
+        .config()
+        .max_user_offline_messages(account.user, account.host);
     // Stored without a flush of its own, then made durable by the group
     // commit (one fsync for all the messages stored meanwhile) before this
     // returns: the sender's next stanza is handled only after that, so
@@ -166,7 +161,7 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
     let result =
         match server
             .storage
-            .offline_store_unflushed(host, user, &stored.to_xml(ns::CLIENT), limit)
+            .offline_store_unflushed(account, &stored.to_xml(ns::CLIENT), limit)
         {
             Ok(OfflineStored::Stored(seq)) => server
                 .group_commit
@@ -207,14 +202,14 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
 pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<SessionHandle>) {
     let bare = session.jid.to_bare();
     let _guard = server.account_locks.lock(&bare).await;
-    let (host, user) = parts(&bare);
+    let account = AccountKey::from(&bare);
     let mut rounds = 0usize;
     loop {
         rounds += 1;
         if rounds > 100_000 {
             break;
         }
-        let batch = match server.storage.offline_peek(host, user, DRAIN_BATCH) {
+        let batch = match server.storage.offline_peek(account, DRAIN_BATCH) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!("reading offline messages of {bare}: {e}");
@@ -228,7 +223,9 @@ pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<Sessi
         let mut gone = false;
         for (seq, xml) in batch {
             seqs.push(seq);
-            let Some(mut el) = crate::storage::stanza_codec::parse_stanza(&xml) else {
+            let Some(mut el) =
+                crate::storage::stanza_codec::parse_stored(&xml, Some(bare.as_str()))
+            else {
                 tracing::error!("offline message {seq} of {bare} is unreadable; dropping it");
                 continue;
             };
@@ -247,7 +244,7 @@ pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<Sessi
         }
         match tokio::time::timeout(ACK_WAIT, rx).await {
             Ok(Ok(())) => {
-                if let Err(e) = server.storage.offline_remove(host, user, &seqs) {
+                if let Err(e) = server.storage.offline_remove(account, &seqs) {
                     tracing::error!("removing delivered offline messages of {bare}: {e}");
                     break;
                 }

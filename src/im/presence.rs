@@ -19,14 +19,7 @@ use crate::im::roster::push;
 use crate::im::subscription::{inbound, outbound, roster_item_xml, SubKind, SubState};
 use crate::router::SessionHandle;
 use crate::server::Server;
-use crate::storage::{RosterItem, Subscription};
-
-fn parts(bare: &BareJid) -> (&str, &str) {
-    (
-        bare.domain().as_str(),
-        bare.node().map(|n| n.as_str()).unwrap_or(""),
-    )
-}
+use crate::storage::{AccountKey, RosterItem, Subscription};
 
 fn state_of(item: &RosterItem) -> SubState {
     SubState {
@@ -165,14 +158,14 @@ async fn send_probes(server: &Arc<Server>, bare: &BareJid) {
 
 /// Deliver stored inbound subscription requests again (RFC 6121 §3.1.3).
 async fn redeliver_pending(server: &Arc<Server>, session: &Arc<SessionHandle>, bare: &BareJid) {
-    let (host, user) = parts(bare);
+    let account = AccountKey::from(bare);
     let pending = server
         .storage
-        .pending_subscriptions(host, user)
+        .pending_subscriptions(account)
         .unwrap_or_default();
     for (from, xml) in pending {
         // The stored request keeps its payload (status text, XEP-0172 nick).
-        let mut p = crate::storage::stanza_codec::parse_stanza(&xml)
+        let mut p = crate::storage::stanza_codec::parse_stored(&xml, Some(bare.as_str()))
             .filter(|p| p.name == "presence")
             .unwrap_or_else(|| presence(&from, bare.as_str(), Some("subscribe")));
         p.set_attr("from", from.clone());
@@ -255,10 +248,10 @@ pub async fn outbound_subscription(
         Some(i) => Some(state_of(i)),
         None => {
             // A request from someone not in the roster is kept apart (§3.1.3).
-            let (host, user) = parts(owner);
+            let account = AccountKey::from(owner);
             let pending = server
                 .storage
-                .pending_subscriptions(host, user)
+                .pending_subscriptions(account)
                 .unwrap_or_default()
                 .iter()
                 .any(|(from, _)| *from == contact_s);
@@ -276,10 +269,10 @@ pub async fn outbound_subscription(
         None
     };
     if matches!(kind, SubKind::Subscribed | SubKind::Unsubscribed) {
-        let (host, user) = parts(owner);
+        let account = AccountKey::from(owner);
         let _ = server
             .storage
-            .pending_subscription_remove(host, user, &contact_s);
+            .pending_subscription_remove(account, &contact_s);
     }
     drop(guard);
     if let (Some(stored), true) = (stored, out.push) {
@@ -454,13 +447,13 @@ async fn inbound_subscription(
         None
     };
     // Pending requests are subscription state too: changed under the lock.
-    let (host, localpart) = parts(user);
+    let account = AccountKey::from(user);
     match kind {
         SubKind::Subscribe if inb.deliver && !inb.auto_reply_subscribed => {
             let xml = el.to_xml(ns::CLIENT);
             if let Err(e) = server
                 .storage
-                .pending_subscription_add(host, localpart, &contact_s, &xml)
+                .pending_subscription_add(account, &contact_s, &xml)
             {
                 tracing::error!("storing a subscription request for {user}: {e}");
             }
@@ -468,7 +461,7 @@ async fn inbound_subscription(
         SubKind::Unsubscribe => {
             let _ = server
                 .storage
-                .pending_subscription_remove(host, localpart, &contact_s);
+                .pending_subscription_remove(account, &contact_s);
         }
         _ => {}
     }

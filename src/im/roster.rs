@@ -12,7 +12,7 @@ use xep_support::stanza::{iq_error, iq_result, ErrorType, StanzaError};
 
 use crate::im::subscription::{removed_item_xml, roster_item_xml};
 use crate::server::Server;
-use crate::storage::{RosterChange, RosterItem, StorageError, Subscription};
+use crate::storage::{AccountKey, RosterChange, RosterItem, StorageError, Subscription};
 
 /// The roster namespace.
 pub const NS_ROSTER: &str = "jabber:iq:roster";
@@ -44,13 +44,6 @@ impl Default for RosterCache {
             subscription_locks: (0..64).map(|_| Mutex::new(())).collect(),
         }
     }
-}
-
-fn parts(bare: &BareJid) -> (&str, &str) {
-    (
-        bare.domain().as_str(),
-        bare.node().map(|n| n.as_str()).unwrap_or(""),
-    )
 }
 
 impl RosterCache {
@@ -86,8 +79,8 @@ impl RosterCache {
         {
             return r.clone();
         }
-        let (host, user) = parts(bare);
-        let items = server.storage.roster_get(host, user).unwrap_or_else(|e| {
+        let account = AccountKey::from(bare);
+        let items = server.storage.roster_get(account).unwrap_or_else(|e| {
             tracing::error!("reading the roster of {bare}: {e}");
             Vec::new()
         });
@@ -113,10 +106,10 @@ impl RosterCache {
             return r.get(contact).cloned();
         }
         // Not cached (no session): read just this item.
-        let (host, user) = parts(bare);
+        let account = AccountKey::from(bare);
         server
             .storage
-            .roster_item(host, user, contact)
+            .roster_item(account, contact)
             .unwrap_or_else(|e| {
                 tracing::error!("reading the roster of {bare}: {e}");
                 None
@@ -156,8 +149,8 @@ impl RosterCache {
         item: RosterItem,
     ) -> Result<RosterItem, StorageError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (host, user) = parts(bare);
-        let stored = server.storage.roster_put(host, user, item)?;
+        let account = AccountKey::from(bare);
+        let stored = server.storage.roster_put(account, item)?;
         let copy = stored.clone();
         self.replace_cached(bare, |r| {
             r.insert(copy.jid.clone(), copy);
@@ -173,8 +166,8 @@ impl RosterCache {
         contact: &str,
     ) -> Result<Option<u64>, StorageError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (host, user) = parts(bare);
-        let ver = server.storage.roster_remove(host, user, contact)?;
+        let account = AccountKey::from(bare);
+        let ver = server.storage.roster_remove(account, contact)?;
         self.replace_cached(bare, |r| {
             r.remove(contact);
         });
@@ -231,14 +224,14 @@ async fn roster_get(
     if let Some(session) = from.as_ref().and_then(|f| server.router.session(f)) {
         session.interested.store(true, Ordering::Relaxed);
     }
-    let (host, user) = parts(owner);
-    let current = server.storage.roster_version(host, user).unwrap_or(0);
+    let account = AccountKey::from(owner);
+    let current = server.storage.roster_version(account).unwrap_or(0);
     if let Some(client_ver) = query.attr("ver") {
         if let Ok(v) = client_ver.parse::<u64>() {
             if v == current {
                 return Some(iq_result(iq, None));
             }
-            if let Ok(Some(changes)) = server.storage.roster_changes_since(host, user, v) {
+            if let Ok(Some(changes)) = server.storage.roster_changes_since(account, v) {
                 // Up to date except for these: an empty result, then a push per change (§2.6.3).
                 let reply = iq_result(iq, None);
                 if let Some(f) = from {
@@ -399,8 +392,10 @@ async fn remove_item(server: &Server, iq: &Element, owner: &BareJid, contact: &s
             .await;
     }
     let _ = server.storage.pending_subscription_remove(
-        owner.domain().as_str(),
-        owner.node().map(|n| n.as_str()).unwrap_or(""),
+        AccountKey::new(
+            owner.domain().as_str(),
+            owner.node().map(|n| n.as_str()).unwrap_or(""),
+        ),
         contact,
     );
     iq_result(iq, None)

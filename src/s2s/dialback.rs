@@ -47,9 +47,13 @@ const SECRET_MODULE: &str = "s2s";
 const SECRET_KEY: &str = "dialback_secret";
 
 /// The stored dialback secret; made and stored (durably) on the first start.
-pub fn stored_secret(storage: &dyn crate::storage::Storage) -> Result<String, String> {
+pub fn stored_secret(storage: &dyn crate::storage::ModuleStore) -> Result<String, String> {
     let read = storage
-        .module_get("", "", SECRET_MODULE, SECRET_KEY)
+        .module_get(
+            crate::storage::AccountKey::new("", ""),
+            SECRET_MODULE,
+            SECRET_KEY,
+        )
         .map_err(|e| format!("reading the dialback secret: {e}"))?;
     if let Some(v) = read {
         match String::from_utf8(v) {
@@ -59,7 +63,12 @@ pub fn stored_secret(storage: &dyn crate::storage::Storage) -> Result<String, St
     }
     let secret = new_secret();
     storage
-        .module_put("", "", SECRET_MODULE, SECRET_KEY, secret.as_bytes())
+        .module_put(
+            crate::storage::AccountKey::new("", ""),
+            SECRET_MODULE,
+            SECRET_KEY,
+            secret.as_bytes(),
+        )
         .map_err(|e| format!("storing the dialback secret: {e}"))?;
     Ok(secret)
 }
@@ -82,7 +91,7 @@ pub async fn verify_remote(
         for _ in 0..16 {
             let el = conn.next_element(wait).await?;
             if el.name == "verify" && el.ns == NS_DIALBACK && el.attr("id") == Some(id) {
-                conn.close(None, None).await;
+                conn.close().await;
                 return Ok(el.attr("type") == Some("valid"));
             }
         }

@@ -87,7 +87,8 @@ pub async fn handle(
                 c.peer_certs = certs;
                 c
             }
-            _ => return,
+            Ok(Err(e)) => return crate::conn_log::tls_failed("s2s in", &peer, &e),
+            Err(_) => return crate::conn_log::tls_failed("s2s in", &peer, &"timed out"),
         }
     } else {
         Conn::new(Box::new(sock) as BoxIo, false, max)
@@ -125,9 +126,8 @@ pub async fn handle(
         let _ = tokio::time::timeout(Duration::from_secs(5), w.task).await;
     }
     match result {
-        Ok(()) | Err(Fail::Closed) => s.conn.close(None, None).await,
+        Ok(()) | Err(Fail::Closed) => s.conn.close().await,
         Err(Fail::Stream(cond, text)) => {
-            tracing::info!(peer = %s.peer, "s2s in: closing with {cond}: {}", text.as_deref().unwrap_or(""));
             if s.local.is_none() {
                 let host = s.server.config().hosts.first().cloned().unwrap_or_default();
                 let _ = s
@@ -135,12 +135,18 @@ pub async fn handle(
                     .send(&header_xml(&host, None, Some(&s.id), true))
                     .await;
             }
-            s.conn.close(Some(cond), text.as_deref()).await;
+            s.conn
+                .close_error("s2s in", &s.peer, cond, text.as_deref())
+                .await;
         }
-        Err(Fail::Timeout) => s.conn.close(Some("connection-timeout"), None).await,
+        Err(Fail::Timeout) => {
+            s.conn
+                .close_error("s2s in", &s.peer, "connection-timeout", None)
+                .await
+        }
         Err(Fail::Unreachable(why)) => {
             tracing::info!(peer = %s.peer, "s2s in: {why}");
-            s.conn.close(None, None).await;
+            s.conn.close().await;
         }
     }
 }
@@ -375,11 +381,18 @@ impl Incoming {
         self.conn
             .send(&format!("<proceed xmlns='{}'/>", ns::TLS))
             .await?;
-        let io = self.conn.take_io()?;
+        let io = self.conn.take_io("s2s in", &self.peer)?;
         let acceptor = self.server.live().s2s_tls.starttls_acceptor.clone();
         let tls = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
             Ok(Ok(s)) => s,
-            _ => return Err(Fail::Closed),
+            Ok(Err(e)) => {
+                crate::conn_log::tls_failed("s2s in", &self.peer, &e);
+                return Err(Fail::Closed);
+            }
+            Err(_) => {
+                crate::conn_log::tls_failed("s2s in", &self.peer, &"timed out");
+                return Err(Fail::Closed);
+            }
         };
         let certs = certs_of(tls.get_ref().1.peer_certificates());
         self.conn.set_io(Box::new(tls), certs);

@@ -270,7 +270,7 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
             }
             Err(Fail::Timeout) => return Err(Fail::Timeout),
             Err(e) => {
-                conn.close(None, None).await;
+                conn.close().await;
                 last = format!("{addr}: {e}");
             }
         }
@@ -309,7 +309,7 @@ async fn negotiate_tls(
     if !answer.is("proceed", ns::TLS) {
         return Err(Fail::Unreachable(format!("{remote} refused STARTTLS")));
     }
-    let io = conn.take_io()?;
+    let io = conn.take_io("s2s out", &remote)?;
     let connector = server.live().s2s_tls.connector(local, false);
     let name = rustls::pki_types::ServerName::try_from(remote.to_string())
         .map_err(|_| Fail::Unreachable(format!("{remote}: not a DNS name")))?;
@@ -417,7 +417,7 @@ async fn establish(
     let auth = match authenticate(server, &mut opened, local, remote).await {
         Ok(a) => a,
         Err(e) => {
-            opened.conn.close(None, None).await;
+            opened.conn.close().await;
             return Err(e);
         }
     };
@@ -528,13 +528,13 @@ async fn pump(
     });
     let mut shutdown = server.shutdown_signal();
     let mut buf = String::new();
-    let mut tail = "</stream:stream>";
+    let mut shutting_down = false;
     loop {
         let first = tokio::select! {
             s = rx.recv() => s,
             _ = &mut done_rx => None,
             _ = tokio::time::sleep(idle) => None,
-            _ = shutdown.wait_for(|v| *v) => { tail = "<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>"; None }
+            _ = shutdown.wait_for(|v| *v) => { shutting_down = true; None }
         };
         let Some(first) = first else { break };
         first.write_to(&mut buf, ns::SERVER);
@@ -567,6 +567,12 @@ async fn pump(
             break;
         }
     }
+    let tail = if shutting_down {
+        let peer = format!("{local} -> {remote}");
+        crate::conn_log::stream_error("s2s out", &peer, "system-shutdown", None)
+    } else {
+        "</stream:stream>".to_string()
+    };
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         writer.write_all(tail.as_bytes()).await?;
         writer.shutdown().await

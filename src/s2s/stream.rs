@@ -169,13 +169,18 @@ impl Conn {
     }
 
     /// Take the transport back for a TLS upgrade; fails if the peer sent
-    /// bytes after its STARTTLS element (they would be read as plaintext).
-    pub fn take_io(&mut self) -> Result<BoxIo, Fail> {
+    /// bytes other than whitespace after its STARTTLS element or `<proceed/>`
+    /// (they would be read as plaintext; logged with `kind` and `peer`).
+    pub fn take_io(&mut self, kind: &str, peer: &dyn std::fmt::Display) -> Result<BoxIo, Fail> {
         let (Some(r), Some(w)) = (self.reader.take(), self.take_writer()) else {
             return Err(Fail::Closed);
         };
         let (rd, leftover) = r.into_inner();
-        if leftover {
+        if !crate::conn_log::starttls_leftover_ok(kind, peer, &leftover) {
+            // The write half goes back, so the stream error can be sent.
+            if let Ok(mut guard) = self.writer.try_lock() {
+                *guard = Some(w);
+            }
             return Err(Fail::Stream(
                 "policy-violation",
                 Some("data pipelined after STARTTLS".into()),
@@ -199,13 +204,26 @@ impl Conn {
         Some((self.reader.take()?, w))
     }
 
-    /// End the stream (with an error first if given) and close the socket.
-    pub async fn close(&mut self, condition: Option<&str>, text: Option<&str>) {
-        let tail = match condition {
-            Some(c) => crate::c2s::stream_error_xml(c, text),
-            None => "</stream:stream>".to_string(),
-        };
-        let _ = self.send(&tail).await;
+    /// End the stream and close the socket.
+    pub async fn close(&mut self) {
+        self.close_with("</stream:stream>").await;
+    }
+
+    /// Send a stream error (logged, see [`crate::conn_log`]) to `peer` on a
+    /// stream of `kind`, end the stream and close the socket.
+    pub async fn close_error(
+        &mut self,
+        kind: &str,
+        peer: &(dyn std::fmt::Display + Sync),
+        condition: &str,
+        text: Option<&str>,
+    ) {
+        let tail = crate::conn_log::stream_error(kind, peer, condition, text);
+        self.close_with(&tail).await;
+    }
+
+    async fn close_with(&mut self, tail: &str) {
+        let _ = self.send(tail).await;
         if let Some(w) = self.writer.lock().await.as_mut() {
             let _ = tokio::time::timeout(Duration::from_secs(2), w.shutdown()).await;
         }
@@ -261,7 +279,8 @@ pub fn db_xml(
     if body.is_empty() {
         s.push_str("/>");
     } else {
-        s.push_str(&format!(">{body}</db:{name}>"));
+        // The body may be a key a peer sent (relayed in db:verify): escaped.
+        s.push_str(&format!(">{}</db:{name}>", escape(body)));
     }
     s
 }
@@ -285,4 +304,22 @@ pub fn certs_of(certs: Option<&[CertificateDer<'_>]>) -> Vec<CertificateDer<'sta
     certs
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialback_elements_escape_what_a_peer_sent() {
+        // A key relayed in db:verify comes from the peer's db:result.
+        assert_eq!(
+            db_xml("verify", "a.example", "b.example", Some("i'd"), None, "k<&\u{1}"),
+            "<db:verify from='a.example' to='b.example' id='i&apos;d'>k&lt;&amp;\u{FFFD}</db:verify>"
+        );
+        assert_eq!(
+            db_xml("result", "a.example", "b.example", None, Some("valid"), ""),
+            "<db:result from='a.example' to='b.example' type='valid'/>"
+        );
+    }
 }

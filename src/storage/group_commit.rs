@@ -2,7 +2,7 @@
 //!
 //! A writer that must not acknowledge before its change is durable (an
 //! offline message) applies the change without flushing, then awaits
-//! [`GroupCommit::durable`]. One flusher task runs `Storage::flush` on a
+//! [`GroupCommit::durable`]. One flusher task runs `Maintenance::flush` on a
 //! blocking thread, over and over while anyone waits; every writer whose
 //! change was applied before a flush *started* is released when that flush
 //! ends. Under load one fsync then covers every message that arrived during
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use super::{Storage, StorageError};
+use super::{Maintenance, StorageError};
 
 /// The state the flusher publishes after each flush.
 #[derive(Clone, Copy, Debug)]
@@ -45,7 +45,7 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Start the flusher task on the current runtime. It ends once the
     /// returned value is dropped.
-    pub fn start(storage: Arc<dyn Storage>) -> Arc<GroupCommit> {
+    pub fn start(storage: Arc<dyn Maintenance>) -> Arc<GroupCommit> {
         let (tx, rx) = watch::channel(Done {
             ticket: 0,
             ok: true,
@@ -113,7 +113,7 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{OfflineStored, SledStorage};
+    use crate::storage::{AccountKey, OfflineStored, SledStorage, Storage};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_flush_covers_many_writers_and_every_write_is_acknowledged() {
@@ -127,7 +127,11 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let user = format!("u{}", i % 20);
                 let r = s
-                    .offline_store_unflushed("localhost", &user, "<message/>", None)
+                    .offline_store_unflushed(
+                        AccountKey::new("localhost", &user),
+                        "<message/>",
+                        None,
+                    )
                     .unwrap();
                 assert!(matches!(r, OfflineStored::Stored(_)));
                 gc.durable().await
@@ -139,7 +143,7 @@ mod tests {
         let total: usize = (0..20)
             .map(|i| {
                 storage
-                    .offline_count("localhost", &format!("u{i}"))
+                    .offline_count(AccountKey::new("localhost", &format!("u{i}")))
                     .unwrap()
             })
             .sum();
@@ -157,7 +161,7 @@ mod tests {
         assert_eq!(gc.flushes(), before);
         // A later writer is covered by a later flush.
         storage
-            .offline_store_unflushed("localhost", "late", "<message/>", None)
+            .offline_store_unflushed(AccountKey::new("localhost", "late"), "<message/>", None)
             .unwrap();
         gc.durable().await.unwrap();
         assert_eq!(gc.flushes(), before + 1);

@@ -1,27 +1,39 @@
-//! Rookery's storage layer: the [`Storage`] trait every database engine
-//! implements, and the [`StorageError`] it reports.
+//! Rookery's storage layer: small engine-neutral traits, one per concern,
+//! that every database engine implements, and the [`StorageError`] they
+//! report.
 //!
-//! The only engine today is the embedded sled database in [`sled_store`]
-//! ([`SledStorage`]). The trait is kept small and engine-neutral so that
-//! another engine (for clusters) can be added later without touching callers.
+//! | trait            | what it keeps                                              |
+//! |------------------|------------------------------------------------------------|
+//! | [`AccountStore`] | accounts and their SCRAM credentials                       |
+//! | [`RosterStore`]  | rosters (RFC 6121 §2) with versions (§2.6) and tombstones, and pending inbound subscription requests (§3.1.3) |
+//! | [`OfflineStore`] | offline messages (XEP-0160), with an O(1) per-user count   |
+//! | [`ModuleStore`]  | modules' data: key/value per (owner, module)               |
+//! | [`Maintenance`]  | flush, and backup/restore of the whole database            |
 //!
-//! Host and user strings handed to storage are already normalised by the
-//! caller (nodeprep / domain normalisation); storage does not validate JIDs.
+//! [`Storage`] is all of them together (implemented for every type that
+//! implements each); the server holds an `Arc<dyn Storage>` and hands out
+//! narrower views (`&dyn ModuleStore` through [`modules::ModuleAccess`] to
+//! the modules). The only engine today is the embedded sled database in
+//! [`sled`] ([`SledStorage`]); another engine (PostgreSQL, for clusters)
+//! implements the five traits and nothing else changes.
 //!
-//! Besides accounts, storage keeps the RFC 6121 instant-messaging state:
-//! rosters with versions (§2.6) and tombstones of removed items, pending
-//! inbound subscription requests (§3.1.3), and offline messages (XEP-0160).
-//! Stanzas are stored as XML text; [`stanza_codec`] turns them back into
-//! elements.
+//! Accounts are named by [`AccountKey`] (host, localpart), borrowed from the
+//! caller's `BareJid` without allocating. Host and user strings are already
+//! normalised by the caller (nodeprep / domain normalisation); storage does
+//! not validate JIDs. Stanzas are stored as XML text; [`stanza_codec`] turns
+//! them back into elements.
+//!
+//! Every method that changes data is durable when it returns `Ok` unless its
+//! name says otherwise (`_unflushed`, `_lazy`): a crash right after never
+//! loses an acknowledged change.
 
-mod backup;
 pub mod group_commit;
-mod offline_store;
-mod roster_store;
-pub mod sled_store;
+pub mod modules;
+pub mod sled;
 pub mod stanza_codec;
+mod stored_chars;
 
-pub use sled_store::SledStorage;
+pub use self::sled::SledStorage;
 
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +106,7 @@ pub struct RosterItem {
     /// ("Pending In"; not shown in the roster).
     pub pending_in: bool,
     /// The roster version at which this item last changed (set by
-    /// [`Storage::roster_put`]).
+    /// [`RosterStore::roster_put`]).
     pub ver: u64,
 }
 
@@ -117,7 +129,7 @@ impl RosterChange {
     }
 }
 
-/// What [`Storage::offline_store`] did with a message.
+/// What [`OfflineStore::offline_store`] did with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OfflineStored {
     /// Stored (durably) under this sequence number.
@@ -155,63 +167,90 @@ impl std::fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
-/// What Rookery keeps on disk. Accounts are keyed by (host, localpart); a
-/// user's rosters, pending requests and offline messages by (host,
-/// localpart, ...), and `contact` / `from_bare` arguments are bare JIDs
-/// already normalised by the caller.
-///
-/// Every method that changes data is durable when it returns `Ok`: a crash
-/// right after never loses an acknowledged change.
-pub trait Storage: Send + Sync {
-    /// Whether the account `user@host` exists.
-    fn user_exists(&self, host: &str, user: &str) -> Result<bool, StorageError>;
-    /// Create `user@host` atomically; [`StorageError::AlreadyExists`] if present.
+/// The key of one account: its host (domain) and localpart, both already
+/// normalised. Borrowed and `Copy`, so passing it costs nothing; made from a
+/// `BareJid` with [`AccountKey::from`] (a bare domain gives an empty user,
+/// which no account has: modules keep a service domain's data there, and
+/// server-wide values use an empty host too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AccountKey<'a> {
+    pub host: &'a str,
+    pub user: &'a str,
+}
+
+impl<'a> AccountKey<'a> {
+    /// The account `user@host`.
+    pub fn new(host: &'a str, user: &'a str) -> AccountKey<'a> {
+        AccountKey { host, user }
+    }
+}
+
+impl<'a> From<&'a jid::BareJid> for AccountKey<'a> {
+    fn from(bare: &'a jid::BareJid) -> AccountKey<'a> {
+        AccountKey {
+            host: bare.domain().as_str(),
+            user: bare.node().map(|n| n.as_str()).unwrap_or(""),
+        }
+    }
+}
+
+impl std::fmt::Display for AccountKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.user, self.host)
+    }
+}
+
+/// Accounts and their SCRAM credentials.
+pub trait AccountStore: Send + Sync {
+    /// Whether the account exists.
+    fn user_exists(&self, account: AccountKey<'_>) -> Result<bool, StorageError>;
+    /// Create the account atomically; [`StorageError::AlreadyExists`] if present.
     fn create_user(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         creds: &StoredCredentials,
     ) -> Result<(), StorageError>;
-    /// Delete `user@host`; `Ok(false)` if it did not exist.
-    fn delete_user(&self, host: &str, user: &str) -> Result<bool, StorageError>;
-    /// The stored credentials of `user@host`, if the account exists.
+    /// Delete the account and everything every store keeps for it (roster,
+    /// pending requests, offline messages, module data); `Ok(false)` if it
+    /// did not exist. The account's data goes first and the account last,
+    /// so an interrupted deletion can be run again and never leaves data
+    /// that a new account of the same name would inherit.
+    fn delete_user(&self, account: AccountKey<'_>) -> Result<bool, StorageError>;
+    /// The stored credentials, if the account exists.
     fn get_credentials(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
     ) -> Result<Option<StoredCredentials>, StorageError>;
     /// Replace the credentials of an existing account; `Ok(false)` if there
     /// is no such user (nothing is created then).
     fn set_credentials(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         creds: &StoredCredentials,
     ) -> Result<bool, StorageError>;
     /// The localparts registered on `host`, sorted.
     fn list_users(&self, host: &str) -> Result<Vec<String>, StorageError>;
     /// How many accounts `host` has.
     fn count_users(&self, host: &str) -> Result<usize, StorageError>;
-    /// Write everything still buffered to disk.
-    fn flush(&self) -> Result<(), StorageError>;
+}
 
-    // --- Rosters (RFC 6121 §2), with versioning (§2.6) ---
-
-    /// The live items of `user@host`'s roster, sorted by contact JID.
-    fn roster_get(&self, host: &str, user: &str) -> Result<Vec<RosterItem>, StorageError>;
+/// Rosters (RFC 6121 §2) with versioning (§2.6), and pending inbound
+/// subscription requests (§3.1.3). `contact` / `from_bare` are bare JIDs
+/// already normalised by the caller.
+pub trait RosterStore: Send + Sync {
+    /// The live items of the account's roster, sorted by contact JID.
+    fn roster_get(&self, account: AccountKey<'_>) -> Result<Vec<RosterItem>, StorageError>;
     /// One roster item, if `contact` is in the roster.
     fn roster_item(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         contact: &str,
     ) -> Result<Option<RosterItem>, StorageError>;
     /// Add or replace the item for `item.jid`, bumping the roster version in
     /// the same transaction; returns the item as stored (with its new `ver`).
     fn roster_put(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         item: RosterItem,
     ) -> Result<RosterItem, StorageError>;
     /// Remove `contact` from the roster, leaving a tombstone for versioned
@@ -219,181 +258,184 @@ pub trait Storage: Send + Sync {
     /// contact was not in the roster.
     fn roster_remove(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         contact: &str,
     ) -> Result<Option<u64>, StorageError>;
     /// The current roster version (0 for a roster never written).
-    fn roster_version(&self, host: &str, user: &str) -> Result<u64, StorageError>;
+    fn roster_version(&self, account: AccountKey<'_>) -> Result<u64, StorageError>;
     /// The changes after version `ver`, ordered by version; empty if `ver`
     /// is current, `None` if `ver` is unknown (newer than the current one,
     /// or older than the oldest kept tombstone): send the full roster then.
     fn roster_changes_since(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         ver: u64,
     ) -> Result<Option<Vec<RosterChange>>, StorageError>;
-
-    // --- Pending inbound subscription requests (RFC 6121 §3.1.3) ---
 
     /// Keep the request from `from_bare` (replacing an older one from it).
     fn pending_subscription_add(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         from_bare: &str,
         stanza_xml: &str,
     ) -> Result<(), StorageError>;
     /// Forget the request from `from_bare`; whether there was one.
     fn pending_subscription_remove(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         from_bare: &str,
     ) -> Result<bool, StorageError>;
     /// Every pending request as (from_bare, stanza_xml), sorted by JID.
     fn pending_subscriptions(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
     ) -> Result<Vec<(String, String)>, StorageError>;
+}
 
-    // --- Offline messages (XEP-0160) ---
-
+/// Offline messages (XEP-0160), on the message path: keep these calls
+/// cheap (no scans; one transaction per store).
+pub trait OfflineStore: Send + Sync {
     /// Store a message unless the user already has `limit` messages waiting.
     /// Never scans: the count is kept in a counter updated atomically.
     fn offline_store(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         stanza_xml: &str,
         limit: Option<usize>,
     ) -> Result<OfflineStored, StorageError>;
-    /// [`Storage::offline_store`] without making the message durable: the
-    /// caller must not acknowledge it before a later [`Storage::flush`]
-    /// (see [`group_commit`], which batches those flushes). Engines without
-    /// a cheaper path keep the default, which is durable at once.
+    /// [`OfflineStore::offline_store`] without making the message durable:
+    /// the caller must not acknowledge it before a later
+    /// [`Maintenance::flush`] (see [`group_commit`], which batches those
+    /// flushes). Engines without a cheaper path keep the default, which is
+    /// durable at once.
     fn offline_store_unflushed(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         stanza_xml: &str,
         limit: Option<usize>,
     ) -> Result<OfflineStored, StorageError> {
-        self.offline_store(host, user, stanza_xml, limit)
+        self.offline_store(account, stanza_xml, limit)
     }
     /// Up to `max` stored messages as (seq, stanza_xml), oldest first.
     fn offline_peek(
         &self,
-        host: &str,
-        user: &str,
+        account: AccountKey<'_>,
         max: usize,
     ) -> Result<Vec<(u64, String)>, StorageError>;
     /// Remove delivered messages (unknown sequence numbers are ignored).
-    fn offline_remove(&self, host: &str, user: &str, seqs: &[u64]) -> Result<(), StorageError>;
+    fn offline_remove(&self, account: AccountKey<'_>, seqs: &[u64]) -> Result<(), StorageError>;
     /// How many messages are waiting, in O(1).
-    fn offline_count(&self, host: &str, user: &str) -> Result<usize, StorageError>;
+    fn offline_count(&self, account: AccountKey<'_>) -> Result<usize, StorageError>;
     /// Remove every stored message; how many there were.
-    #[allow(dead_code)] // part of the storage API; delete_user uses the sled internals
-    fn offline_delete_all(&self, host: &str, user: &str) -> Result<usize, StorageError>;
+    #[allow(dead_code)] // part of the storage API; delete_user uses the engine's internals
+    fn offline_delete_all(&self, account: AccountKey<'_>) -> Result<usize, StorageError>;
+}
 
-    // --- Modules' per-account data (key/value per module and account) ---
-
-    /// A module's value under `key` for `user@host`.
+/// Modules' data: a key/value space per (owner, module). The owner is an
+/// account, or a bare domain (empty user: a module's service domain, e.g.
+/// mod_muc's rooms), or nothing (empty host and user: server-wide values
+/// such as the dialback secret). Keys of one (owner, module) are ordered
+/// bytewise; scans are prefix or range scans, never full scans. Modules
+/// reach this through [`modules::ModuleAccess`] (`ctx.store(MODULE)`).
+pub trait ModuleStore: Send + Sync {
+    /// A module's value under `key`.
     fn module_get(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, StorageError>;
     /// Store (replace) a module's value; durable when it returns.
     fn module_put(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         key: &str,
         value: &[u8],
     ) -> Result<(), StorageError>;
     /// Store a module's value without waiting for it to reach the disk (the
     /// store flushes on its own shortly after: sled every 500 ms), for
-    /// writes on the message path such as archiving (XEP-0313).
+    /// writes on the message path.
     fn module_put_lazy(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         key: &str,
         value: &[u8],
     ) -> Result<(), StorageError> {
-        self.module_put(host, user, module, key, value)
+        self.module_put(owner, module, key, value)
     }
     /// Store several values of a module atomically, without waiting for the
-    /// disk (like [`Storage::module_put_lazy`]).
+    /// disk (like [`ModuleStore::module_put_lazy`]).
     fn module_put_many_lazy(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         entries: &[(&str, &[u8])],
     ) -> Result<(), StorageError>;
     /// Remove a module's value; whether there was one. Durable when it returns.
     fn module_delete(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         key: &str,
     ) -> Result<bool, StorageError>;
-    /// Every (key, value) of a module for `user@host` whose key starts with
-    /// `prefix`, sorted by key (a prefix scan, never a full scan).
+    /// Every (key, value) of a module whose key starts with `prefix`, sorted
+    /// by key (a prefix scan, never a full scan).
     fn module_scan(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
-    /// At most `limit` (key, value) pairs of a module for `user@host` in
-    /// `range`, in key order or (`reverse`) from the last key down: a range
-    /// scan of the store's ordered keys.
+    /// At most `limit` (key, value) pairs of a module in `range`, in key
+    /// order or (`reverse`) from the last key down: a range scan of the
+    /// store's ordered keys.
     fn module_scan_range(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         range: &KeyRange<'_>,
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
-    /// How many keys of a module for `user@host` are in `range`, without
-    /// copying values.
+    /// How many keys of a module are in `range`, without copying values.
     fn module_count_range(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         range: &KeyRange<'_>,
     ) -> Result<usize, StorageError>;
-    /// Remove several keys of a module for `user@host` at once (atomic, one
-    /// flush); how many existed.
+    /// Remove several keys of a module at once (atomic, one flush); how
+    /// many existed.
     fn module_delete_many(
         &self,
-        host: &str,
-        user: &str,
+        owner: AccountKey<'_>,
         module: &str,
         keys: &[String],
     ) -> Result<usize, StorageError>;
-    // --- Whole database ---
+}
 
+/// The whole database: durability and backup/restore (`rookery ctl
+/// backup` / `restore`).
+pub trait Maintenance: Send + Sync {
+    /// Write everything still buffered to disk.
+    fn flush(&self) -> Result<(), StorageError>;
     /// Write a consistent copy of the whole database to the file `path`
     /// (while writes go on); returns the number of records.
     fn backup(&self, path: &std::path::Path) -> Result<u64, StorageError>;
     /// Replace the whole database with a backup file (checked first);
     /// returns the number of records loaded.
     fn restore(&self, path: &std::path::Path) -> Result<u64, StorageError>;
+}
+
+/// Everything Rookery keeps on disk: an engine implements the traits by
+/// concern and gets this one for free.
+pub trait Storage: AccountStore + RosterStore + OfflineStore + ModuleStore + Maintenance {}
+
+impl<T: AccountStore + RosterStore + OfflineStore + ModuleStore + Maintenance + ?Sized> Storage
+    for T
+{
 }
 
 #[cfg(test)]

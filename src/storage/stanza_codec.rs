@@ -8,9 +8,17 @@
 //! declaring `jabber:client` as the default namespace and read from memory.
 //! Reading from a byte slice never waits, so the reader's future is polled
 //! to completion right here, without a runtime.
+//!
+//! Stored text may hold characters XML 1.0 does not allow (raw, or as
+//! character references), written by earlier versions that relayed them.
+//! They are replaced by U+FFFD before parsing ([`super::stored_chars`]), so
+//! such a stanza is delivered without them instead of being refused by the
+//! reader, and a warning names whose data it was, once per owner.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use xep_support::element::Element;
@@ -32,8 +40,42 @@ fn run_ready<F: Future>(fut: F) -> Option<F::Output> {
 }
 
 /// Parse one stored stanza back into an element; `None` if `xml` is not
-/// exactly one well-formed, unrestricted element.
+/// exactly one well-formed, unrestricted element once characters XML 1.0
+/// does not allow are replaced by U+FFFD.
 pub fn parse_stanza(xml: &str) -> Option<Element> {
+    parse_stored(xml, None)
+}
+
+/// [`parse_stanza`] for data that belongs to `owner` (an account or a room),
+/// named in the warning when characters had to be replaced.
+pub fn parse_stored(xml: &str, owner: Option<&str>) -> Option<Element> {
+    let (xml, replaced) = super::stored_chars::repair(xml);
+    if replaced > 0 {
+        report(owner, replaced);
+    }
+    parse_exact(&xml)
+}
+
+/// Owners already named in a warning (bounded: after that many, no more).
+static REPORTED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+const REPORTED_MAX: usize = 10_000;
+
+/// Warn once per owner that stored data held forbidden characters.
+fn report(owner: Option<&str>, replaced: usize) {
+    let owner = owner.unwrap_or("(unknown owner)");
+    let mut seen = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashSet::new);
+    if seen.len() >= REPORTED_MAX || !seen.insert(owner.to_string()) {
+        return;
+    }
+    tracing::warn!(
+        "stored data of {owner} held {replaced} character(s) XML 1.0 does not allow \
+         (written by an earlier version); delivered with U+FFFD in their place \
+         (logged once per owner)"
+    );
+}
+
+fn parse_exact(xml: &str) -> Option<Element> {
     let mut input = String::with_capacity(HEADER.len() + xml.len());
     input.push_str(HEADER);
     input.push_str(xml);
@@ -121,5 +163,24 @@ mod tests {
         }
         // Whitespace after the element is harmless.
         assert!(parse_stanza("<message/>\n").is_some());
+    }
+
+    #[test]
+    fn repairs_forbidden_characters_of_earlier_versions() {
+        let el = parse_stored(
+            "<message from='a\u{1}b@ex'><body>x\u{1}y&#2;z&#xFFFE;\u{FFFF}</body></message>",
+            Some("alice@ex"),
+        )
+        .expect("delivered, repaired");
+        assert_eq!(el.attr("from"), Some("a\u{FFFD}b@ex"));
+        assert_eq!(
+            el.child("body", NS_CLIENT).map(|b| b.text()),
+            Some("x\u{FFFD}y\u{FFFD}z\u{FFFD}\u{FFFD}".to_string())
+        );
+        let out = el.to_xml(NS_CLIENT);
+        assert!(
+            out.chars().all(xep_support::element::is_xml_char),
+            "{out:?}"
+        );
     }
 }

@@ -282,20 +282,21 @@ mod tests;
 
 /// The transport of a listener without STARTTLS (components, HTTP): TLS
 /// from the first byte with the server's certificates when `tls`, else the
-/// TCP stream itself. `None` if the TLS handshake fails or takes longer
-/// than `timeout`.
+/// TCP stream itself. An error (why) if the TLS handshake fails or takes
+/// longer than `timeout`.
 pub async fn accept_transport(
     server: &crate::server::Server,
     sock: tokio::net::TcpStream,
     tls: bool,
     timeout: std::time::Duration,
-) -> Option<crate::c2s::BoxIo> {
+) -> Result<crate::c2s::BoxIo, String> {
     if !tls {
-        return Some(Box::new(sock));
+        return Ok(Box::new(sock));
     }
     let acceptor = server.live().tls_acceptor(false);
     match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
-        Ok(Ok(stream)) => Some(Box::new(stream)),
-        _ => None,
+        Ok(Ok(stream)) => Ok(Box::new(stream)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
     }
 }

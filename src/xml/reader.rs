@@ -198,11 +198,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         self.reader.get_mut().get_mut()
     }
 
-    /// Give back the transport, and whether bytes were left unread in the
-    /// buffer (which must not happen before a TLS upgrade).
-    pub fn into_inner(self) -> (R, bool) {
+    /// Give back the transport, and the bytes read from it but not parsed
+    /// (before a TLS upgrade the caller decides whether they may be dropped).
+    pub fn into_inner(self) -> (R, Vec<u8>) {
         let bufreader = self.reader.into_inner();
-        let leftover = !bufreader.buffer().is_empty();
+        let leftover = bufreader.buffer().to_vec();
         (bufreader.into_inner().into_inner(), leftover)
     }
 

@@ -5,6 +5,8 @@
 //! (via the `sasl` crate) or a hand-rolled SCRAM-*-PLUS, binds resources and
 //! exchanges stanzas. Every read is bounded by [`Client::timeout`] (10 s by
 //! default) and no loop runs unbounded. Raw writes allow hostile input.
+//! Every unit received is held to XML 1.0's characters
+//! ([`super::wellformed::check_chars`]); a violation fails the test.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -363,6 +365,11 @@ impl Client {
             if !self.buf.is_empty() {
                 match parse_unit(&self.buf, &mut self.scope) {
                     Ok(Some((unit, n))) => {
+                        // Every unit the server writes is held to XML 1.0's
+                        // characters, which quick-xml does not check.
+                        if let Err(e) = super::wellformed::check_chars(&self.buf[..n]) {
+                            panic!("the server sent XML a strict parser refuses: {e}");
+                        }
                         self.buf.drain(..n);
                         return match unit {
                             Unit::Header(h) => {

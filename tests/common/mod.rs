@@ -3,7 +3,8 @@
 //! XML splitter ([`xml`]) and a hand-rolled SCRAM implementation ([`scram`]),
 //! plus RFC 6121 helpers ([`im`]), a small DNS server for federation tests
 //! ([`dns`]) and the Python venv for interop tests
-//! ([`interop`]).
+//! ([`interop`]), and the strict character check every received unit gets
+//! ([`wellformed`]).
 //!
 //! Each test module uses a different subset, hence the `dead_code` and
 //! `unused_imports` allowances.
@@ -18,6 +19,7 @@ pub mod im;
 pub mod interop;
 pub mod scram;
 pub mod server;
+pub mod wellformed;
 pub mod xml;
 
 pub use client::{Client, SaslReply, StreamEvent};

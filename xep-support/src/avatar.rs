@@ -75,12 +75,10 @@ pub fn pep_to_vcard(ctx: &dyn ServerContext, pep: &Pep, hashes: &PhotoHashes, ow
         vcard.children.push(crate::Node::Element(photo));
     }
     let xml = vcard.to_xml(ns::CLIENT);
-    if let Err(e) = ctx.kv_put(
-        crate::vcard::MODULE,
-        owner,
-        crate::vcard::KEY,
-        xml.as_bytes(),
-    ) {
+    if let Err(e) = ctx
+        .store(crate::vcard::MODULE)
+        .put(owner, crate::vcard::KEY, xml.as_bytes())
+    {
         tracing::error!("storing the vCard avatar of {owner}: {e:?}");
         return;
     }

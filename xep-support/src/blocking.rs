@@ -79,7 +79,7 @@ impl Blocking {
         {
             return l.clone();
         }
-        let text = match ctx.kv_get(self.name(), account, KEY) {
+        let text = match ctx.store(self.name()).get(account, KEY) {
             Ok(v) => v
                 .and_then(|b| String::from_utf8(b).ok())
                 .unwrap_or_default(),
@@ -104,9 +104,10 @@ impl Blocking {
     ) -> Result<(), StanzaError> {
         let text: Vec<&str> = list.iter().map(String::as_str).collect();
         if list.is_empty() {
-            ctx.kv_delete(self.name(), account, KEY)?;
+            ctx.store(self.name()).delete(account, KEY)?;
         } else {
-            ctx.kv_put(self.name(), account, KEY, text.join("\n").as_bytes())?;
+            ctx.store(self.name())
+                .put(account, KEY, text.join("\n").as_bytes())?;
         }
         let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
         if lists.contains_key(account) || !ctx.sessions(account).is_empty() {

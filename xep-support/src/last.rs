@@ -3,7 +3,8 @@
 //! last session ended, stored when the last session of the account ends.
 //! An account's last activity is shown only to the account itself and to
 //! contacts allowed to see its presence (subscription `from`/`both`), as
-//! the XEP requires; others get `<forbidden/>`.
+//! the XEP requires; others get `<forbidden/>`. The account asking about its
+//! own bare JID is online and gets 0 seconds (as from ejabberd and Prosody).
 
 use crate::element::Element;
 use crate::module::{IqRequest, IqResult, Module, ServerContext};
@@ -53,13 +54,16 @@ impl Module for Last {
         if !req.from_owner() && !ctx.subscription(&account, &req.from.to_bare()).has_from() {
             return Err(StanzaError::forbidden());
         }
-        if ctx.sessions(&account).iter().any(|s| s.available) {
+        // Online: 0 seconds (XEP-0012 §3). The account asking about itself
+        // is online by asking (as ejabberd answers: any session counts).
+        if req.from_owner() || ctx.sessions(&account).iter().any(|s| s.available) {
             return Ok(Some(
                 Element::new("query", ns::LAST).with_attr("seconds", "0"),
             ));
         }
         let stored = ctx
-            .kv_get(self.name(), &account, KEY)?
+            .store(self.name())
+            .get(&account, KEY)?
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.trim().parse::<u64>().ok());
         match stored {
@@ -73,12 +77,10 @@ impl Module for Last {
     fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
         let account = jid.to_bare();
         if ctx.sessions(&account).is_empty() {
-            if let Err(e) = ctx.kv_put(
-                self.name(),
-                &account,
-                KEY,
-                now_secs().to_string().as_bytes(),
-            ) {
+            if let Err(e) =
+                ctx.store(self.name())
+                    .put(&account, KEY, now_secs().to_string().as_bytes())
+            {
                 tracing::error!("storing the last logout of {account}: {e}");
             }
         }

@@ -28,6 +28,7 @@ pub mod push;
 pub mod register;
 pub mod registry;
 pub mod stanza;
+pub mod store;
 pub mod stream_mgmt;
 pub mod time;
 pub mod vcard;

@@ -471,7 +471,7 @@ impl Mam {
         }
         let stored = match ctx.kv_get(MODULE, account, PREFS_KEY) {
             Ok(v) => v
-                .and_then(|v| ctx.parse_xml(std::str::from_utf8(&v).ok()?))
+                .and_then(|v| ctx.parse_stored_xml(std::str::from_utf8(&v).ok()?, account.as_str()))
                 .and_then(|el| Prefs::from_element(&el).ok())
                 .map(Arc::new),
             Err(e) => {
@@ -523,11 +523,11 @@ impl Mam {
         }
     }
 
-    fn entry(ctx: &dyn ServerContext, id: u64, value: &[u8]) -> Option<Entry> {
+    fn entry(ctx: &dyn ServerContext, account: &BareJid, id: u64, value: &[u8]) -> Option<Entry> {
         let (_, xml) = std::str::from_utf8(value).ok()?.split_once('\n')?;
         Some(Entry {
             id,
-            message: ctx.parse_xml(xml)?,
+            message: ctx.parse_stored_xml(xml, account.as_str())?,
         })
     }
 
@@ -664,7 +664,7 @@ impl Mam {
                 } else {
                     value
                 };
-                let Some(e) = Self::entry(ctx, id, &value) else {
+                let Some(e) = Self::entry(ctx, account, id, &value) else {
                     continue;
                 };
                 if let Some(w) = full_with {

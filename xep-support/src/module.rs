@@ -25,9 +25,9 @@
 //!   addressed to that domain or a JID at it, and returns what to route.
 //!
 //! [`ServerContext`] gives modules the domains, routing, read access to the
-//! roster (subscription states) and to sessions, and a per-module,
-//! per-account key/value store (sled tree `module_data`, key
-//! `host\0user\0module\0key`; writes are durable when they return).
+//! roster (subscription states) and to sessions, and each module's own
+//! key/value store per account ([`ServerContext::store`], see
+//! [`crate::store`]; writes are durable when they return).
 //! Hooks: iqs addressed to the server (dispatched by payload namespace),
 //! disco features and identities, extra stream features, session events, and
 //! three message hooks (a message left a local session; a message for a
@@ -181,7 +181,7 @@ impl From<StoreError> for StanzaError {
 
 /// A range of one module's keys for one account: the keys that start with
 /// `prefix` and lie between `lower` and `upper` (whole keys, prefix
-/// included; byte order). Read with [`ServerContext::kv_scan_range`]: a
+/// included; byte order). Read with [`crate::store::ModuleStore::scan_range`]: a
 /// range scan in the store, never a scan of the account's other keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyRange<'a> {
@@ -282,26 +282,46 @@ pub trait ServerContext: Send + Sync {
     fn uptime(&self) -> std::time::Duration;
     /// Parse one element from XML text (as stored with `Element::to_xml`).
     fn parse_xml(&self, xml: &str) -> Option<Element>;
-    /// A module's value under `key` for `account`. `account` may also be a
-    /// bare domain (no node): data a module keeps for a service domain of
-    /// its own (mod_muc's rooms), apart from every account's.
+    /// [`ServerContext::parse_xml`] for stored data of `owner` (an account
+    /// or a room JID): characters XML 1.0 does not allow, which earlier
+    /// versions stored, are replaced by U+FFFD and reported naming `owner`.
+    fn parse_stored_xml(&self, xml: &str, owner: &str) -> Option<Element> {
+        let _ = owner;
+        self.parse_xml(xml)
+    }
+    /// The module-data store behind [`ServerContext::store`] (the server's
+    /// storage engine).
+    fn module_data(&self) -> &dyn crate::store::ModuleData;
+    /// The data store of `module` (its config name): a key/value space per
+    /// owner (an account, or a bare service domain), see [`crate::store`].
+    fn store<'a>(&'a self, module: &'a str) -> crate::store::ModuleStore<'a> {
+        crate::store::ModuleStore::new(self.module_data(), module)
+    }
+
+    // --- The old per-call key/value API: thin wrappers over `store()`,
+    // kept only for mod_mam until the archive moves to its own store
+    // (issue 13 §2). For removal: new code uses `ctx.store(MODULE)`. ---
+
+    /// For removal: `self.store(module).get(account, key)`.
     fn kv_get(
         &self,
         module: &str,
         account: &BareJid,
         key: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Store a module's value for `account`; durable when it returns.
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store(module).get(account, key)
+    }
+    /// For removal: `self.store(module).put(account, key, value)`.
     fn kv_put(
         &self,
         module: &str,
         account: &BareJid,
         key: &str,
         value: &[u8],
-    ) -> Result<(), StoreError>;
-    /// Like [`ServerContext::kv_put`], but without waiting for the disk (the
-    /// store flushes on its own within a second): for writes on the message
-    /// path (archiving).
+    ) -> Result<(), StoreError> {
+        self.store(module).put(account, key, value)
+    }
+    /// For removal: `self.store(module).put_lazy(account, key, value)`.
     fn kv_put_lazy(
         &self,
         module: &str,
@@ -309,34 +329,31 @@ pub trait ServerContext: Send + Sync {
         key: &str,
         value: &[u8],
     ) -> Result<(), StoreError> {
-        self.kv_put(module, account, key, value)
+        self.store(module).put_lazy(account, key, value)
     }
-    /// Like [`ServerContext::kv_put_lazy`] for several keys at once,
-    /// atomically (all or none are stored).
+    /// For removal: `self.store(module).put_many_lazy(account, entries)`.
     fn kv_put_many_lazy(
         &self,
         module: &str,
         account: &BareJid,
         entries: &[(&str, &[u8])],
     ) -> Result<(), StoreError> {
-        for (k, v) in entries {
-            self.kv_put_lazy(module, account, k, v)?;
-        }
-        Ok(())
+        self.store(module).put_many_lazy(account, entries)
     }
-    /// Remove a module's value; whether there was one. Durable.
-    fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError>;
-    /// Every (key, value) of a module for `account` whose key starts with
-    /// `prefix`, sorted by key.
+    /// For removal: `self.store(module).delete(account, key)`.
+    fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError> {
+        self.store(module).delete(account, key)
+    }
+    /// For removal: `self.store(module).scan(account, prefix)`.
     fn kv_scan(
         &self,
         module: &str,
         account: &BareJid,
         prefix: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// At most `limit` (key, value) pairs of a module for `account` in
-    /// `range`, in key order (`reverse`: from the last key down). A range
-    /// scan: its cost follows the rows returned, not the account's data.
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.store(module).scan(account, prefix)
+    }
+    /// For removal: `self.store(module).scan_range(account, range, reverse, limit)`.
     fn kv_scan_range(
         &self,
         module: &str,
@@ -345,44 +362,26 @@ pub trait ServerContext: Send + Sync {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let mut rows: Vec<_> = self
-            .kv_scan(module, account, range.prefix)?
-            .into_iter()
-            .filter(|(k, _)| range.contains(k))
-            .collect();
-        if reverse {
-            rows.reverse();
-        }
-        rows.truncate(limit);
-        Ok(rows)
+        self.store(module)
+            .scan_range(account, range, reverse, limit)
     }
-    /// How many keys of a module for `account` are in `range` (values are
-    /// not read).
+    /// For removal: `self.store(module).count_range(account, range)`.
     fn kv_count_range(
         &self,
         module: &str,
         account: &BareJid,
         range: &KeyRange<'_>,
     ) -> Result<usize, StoreError> {
-        Ok(self
-            .kv_scan(module, account, range.prefix)?
-            .iter()
-            .filter(|(k, _)| range.contains(k))
-            .count())
+        self.store(module).count_range(account, range)
     }
-    /// Remove these keys of a module for `account` (one flush); how many
-    /// existed.
+    /// For removal: `self.store(module).delete_many(account, keys)`.
     fn kv_delete_many(
         &self,
         module: &str,
         account: &BareJid,
         keys: &[String],
     ) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for k in keys {
-            n += usize::from(self.kv_delete(module, account, k)?);
-        }
-        Ok(n)
+        self.store(module).delete_many(account, keys)
     }
     /// Whether the `access_rules` rule allows this user and/or address
     /// (ejabberd semantics; an undefined rule denies, `all` allows).

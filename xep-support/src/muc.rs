@@ -604,14 +604,11 @@ impl Ctx<'_> {
         };
         let key = format!("room:{node}");
         let r = if room.config.persistent {
-            self.ctx.kv_put(
-                MODULE,
-                &domain,
-                &key,
-                room.to_stored().to_xml("").as_bytes(),
-            )
+            self.ctx
+                .store(MODULE)
+                .put(&domain, &key, room.to_stored().to_xml("").as_bytes())
         } else {
-            self.ctx.kv_delete(MODULE, &domain, &key).map(|_| ())
+            self.ctx.store(MODULE).delete(&domain, &key).map(|_| ())
         };
         if let Err(e) = r {
             tracing::error!("mod_muc: storing room {node}@{}: {e}", self.service);
@@ -620,7 +617,11 @@ impl Ctx<'_> {
 
     fn forget(&self, node: &str) {
         if let Ok(domain) = BareJid::new(self.service) {
-            if let Err(e) = self.ctx.kv_delete(MODULE, &domain, &format!("room:{node}")) {
+            if let Err(e) = self
+                .ctx
+                .store(MODULE)
+                .delete(&domain, &format!("room:{node}"))
+            {
                 tracing::error!("mod_muc: removing room {node}@{}: {e}", self.service);
             }
         }
@@ -634,13 +635,16 @@ impl Ctx<'_> {
         let Ok(domain) = BareJid::new(self.service) else {
             return;
         };
-        match self.ctx.kv_scan(MODULE, &domain, "room:") {
+        match self.ctx.store(MODULE).scan(&domain, "room:") {
             Ok(rows) => {
                 for (key, value) in rows {
                     let node = key.trim_start_matches("room:").to_string();
                     let room = std::str::from_utf8(&value)
                         .ok()
-                        .and_then(|x| self.ctx.parse_xml(x))
+                        .and_then(|x| {
+                            self.ctx
+                                .parse_stored_xml(x, &format!("{node}@{}", self.service))
+                        })
                         .and_then(|e| Room::from_stored(&e));
                     match room {
                         Some(room) => {

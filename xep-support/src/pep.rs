@@ -241,15 +241,15 @@ impl Pep {
             return;
         }
         let previous = ctx
-            .kv_get(crate::private::MODULE, owner, bookmarks::NS_BOOKMARKS)
+            .store(crate::private::MODULE)
+            .get(owner, bookmarks::NS_BOOKMARKS)
             .ok()
             .flatten()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|xml| ctx.parse_xml(&xml));
         let items = node.map(|n| n.items.as_slice()).unwrap_or(&[]);
         let storage = bookmarks::items_to_storage(items, previous.as_ref());
-        if let Err(e) = ctx.kv_put(
-            crate::private::MODULE,
+        if let Err(e) = ctx.store(crate::private::MODULE).put(
             owner,
             bookmarks::NS_BOOKMARKS,
             storage.to_xml(ns::CLIENT).as_bytes(),
@@ -364,7 +364,7 @@ impl Pep {
     }
 
     fn load_uncached(&self, ctx: &dyn ServerContext, owner: &BareJid) -> Nodes {
-        let rows = match ctx.kv_scan(MODULE, owner, "node:") {
+        let rows = match ctx.store(MODULE).scan(owner, "node:") {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("reading PEP nodes of {owner}: {e}");
@@ -391,7 +391,7 @@ impl Pep {
         owner: &BareJid,
         name: &str,
     ) -> Result<Option<Node>, StanzaError> {
-        let Some(bytes) = ctx.kv_get(MODULE, owner, &format!("node:{name}"))? else {
+        let Some(bytes) = ctx.store(MODULE).get(owner, &format!("node:{name}"))? else {
             return Ok(None);
         };
         let node = String::from_utf8(bytes)
@@ -439,9 +439,9 @@ impl Pep {
     ) -> Result<(), StanzaError> {
         let key = format!("node:{name}");
         match &node {
-            Some(n) => ctx.kv_put(MODULE, owner, &key, n.to_xml().as_bytes())?,
+            Some(n) => ctx.store(MODULE).put(owner, &key, n.to_xml().as_bytes())?,
             None => {
-                ctx.kv_delete(MODULE, owner, &key)?;
+                ctx.store(MODULE).delete(owner, &key)?;
             }
         }
         let mut map = self.nodes.write().unwrap_or_else(|e| e.into_inner());

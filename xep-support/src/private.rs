@@ -53,12 +53,8 @@ impl Module for Private {
         let mut out = Element::new("query", ns::PRIVATE);
         if req.is_set {
             for c in &children {
-                ctx.kv_put(
-                    self.name(),
-                    &account,
-                    &c.ns,
-                    c.to_xml(ns::CLIENT).as_bytes(),
-                )?;
+                ctx.store(self.name())
+                    .put(&account, &c.ns, c.to_xml(ns::CLIENT).as_bytes())?;
                 if c.ns == crate::bookmarks::NS_BOOKMARKS {
                     if let Some(pep) = &self.pep {
                         pep.bookmarks_from_private(ctx, &account, c)?;
@@ -69,7 +65,8 @@ impl Module for Private {
         }
         for c in children {
             let stored = ctx
-                .kv_get(self.name(), &account, &c.ns)?
+                .store(self.name())
+                .get(&account, &c.ns)?
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|xml| ctx.parse_xml(&xml));
             // Nothing stored: the requested (empty) element comes back.

@@ -81,7 +81,8 @@ impl Push {
             return r.clone();
         }
         let regs: Vec<Registration> = ctx
-            .kv_get(MODULE, account, KEY)
+            .store(MODULE)
+            .get(account, KEY)
             .ok()
             .flatten()
             .and_then(|b| String::from_utf8(b).ok())
@@ -124,9 +125,10 @@ impl Push {
             list = list.with_child(e);
         }
         if regs.is_empty() {
-            ctx.kv_delete(MODULE, account, KEY)?;
+            ctx.store(MODULE).delete(account, KEY)?;
         } else {
-            ctx.kv_put(MODULE, account, KEY, list.to_xml(ns::CLIENT).as_bytes())?;
+            ctx.store(MODULE)
+                .put(account, KEY, list.to_xml(ns::CLIENT).as_bytes())?;
         }
         self.cache
             .write()

@@ -117,7 +117,7 @@ pub fn build(
         let mut o = crate::opts::Opts::new(opts);
         let module: Arc<dyn Module> = match name.as_str() {
             "mod_ping" => Arc::new(crate::ping::Ping::from_opts(&mut o)),
-            "mod_disco" => Arc::new(crate::disco::Disco),
+            "mod_disco" => Arc::new(crate::disco::Disco::from_opts(opts)),
             "mod_private" => Arc::new(crate::private::Private { pep: pep.clone() }),
             "mod_vcard" => Arc::new(crate::vcard::Vcard {
                 hashes: photo_hashes.clone(),

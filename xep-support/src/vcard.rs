@@ -80,7 +80,8 @@ pub(crate) fn load_vcard(
     account: &BareJid,
 ) -> Result<Option<Element>, StanzaError> {
     Ok(ctx
-        .kv_get(MODULE, account, KEY)?
+        .store(MODULE)
+        .get(account, KEY)?
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|xml| ctx.parse_xml(&xml)))
 }
@@ -112,7 +113,7 @@ impl Module for Vcard {
                 return Err(StanzaError::forbidden());
             }
             let xml = req.payload.to_xml(ns::CLIENT);
-            ctx.kv_put(MODULE, &account, KEY, xml.as_bytes())?;
+            ctx.store(MODULE).put(&account, KEY, xml.as_bytes())?;
             if self.hashes.get(&account).is_some() {
                 self.hashes.set(&account, Some(photo_hash(req.payload)));
             }

@@ -1,4 +1,5 @@
-//! Rosters in sled (RFC 6121 §2) with roster versioning (§2.6).
+//! Rosters in sled (RFC 6121 §2) with roster versioning (§2.6), and pending
+//! inbound subscription requests (§3.1.3): the `RosterStore` trait.
 //!
 //! Three trees change together, always in one sled transaction:
 //!
@@ -20,12 +21,17 @@
 //! At most [`MAX_TOMBSTONES`] tombstones are kept per user; pruning older
 //! ones raises the oldest diffable version, below which
 //! `roster_changes_since` answers `None` (send the full roster).
+//!
+//! Pending subscription requests live in `pending_subscriptions` under
+//! `host\0user\0from_bare` → the request stanza (XML text), one per
+//! requesting JID (a newer request replaces the older); added and removed
+//! durably, listed by a prefix scan (sorted by JID).
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::sled_store::{decode, decode_u64, encode, key2, key3, key_suffix, prefix2, SledStorage};
-use super::{RosterChange, RosterItem, StorageError};
+use super::{decode, decode_u64, encode, key2, key3, key_suffix, prefix2, SledStorage};
+use crate::storage::{AccountKey, RosterChange, RosterItem, RosterStore, StorageError};
 
 /// Tombstones kept per user before the oldest are pruned.
 pub(super) const MAX_TOMBSTONES: usize = 1000;
@@ -294,12 +300,144 @@ impl SledStorage {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+
+    pub(super) fn pending_add_impl(
+        &self,
+        host: &str,
+        user: &str,
+        from_bare: &str,
+        stanza_xml: &str,
+    ) -> Result<(), StorageError> {
+        let key = key3(host, user, from_bare)?;
+        self.trees
+            .pending
+            .insert(key, stanza_xml.as_bytes())
+            .map_err(|e| self.err(e))?;
+        self.durable()
+    }
+
+    pub(super) fn pending_remove_impl(
+        &self,
+        host: &str,
+        user: &str,
+        from_bare: &str,
+    ) -> Result<bool, StorageError> {
+        let key = key3(host, user, from_bare)?;
+        let old = self.trees.pending.remove(key).map_err(|e| self.err(e))?;
+        if old.is_none() {
+            return Ok(false);
+        }
+        self.durable()?;
+        Ok(true)
+    }
+
+    pub(super) fn pending_list_impl(
+        &self,
+        host: &str,
+        user: &str,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let prefix = prefix2(host, user)?;
+        let mut out = Vec::new();
+        for entry in self.trees.pending.scan_prefix(&prefix) {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            out.push((
+                key_suffix(&key, &prefix, "pending subscription request")?,
+                text(&value),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// Stored stanzas were written from `&str`; should the disk hand back
+/// invalid UTF-8 anyway, the text is passed on lossily.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl RosterStore for SledStorage {
+    fn roster_get(&self, account: AccountKey<'_>) -> Result<Vec<RosterItem>, StorageError> {
+        let AccountKey { host, user } = account;
+        self.roster_get_impl(host, user)
+    }
+
+    fn roster_item(
+        &self,
+        account: AccountKey<'_>,
+        contact: &str,
+    ) -> Result<Option<RosterItem>, StorageError> {
+        let AccountKey { host, user } = account;
+        self.roster_item_impl(host, user, contact)
+    }
+
+    fn roster_put(
+        &self,
+        account: AccountKey<'_>,
+        item: RosterItem,
+    ) -> Result<RosterItem, StorageError> {
+        let AccountKey { host, user } = account;
+        let _w = self.writing();
+        self.roster_put_impl(host, user, item)
+    }
+
+    fn roster_remove(
+        &self,
+        account: AccountKey<'_>,
+        contact: &str,
+    ) -> Result<Option<u64>, StorageError> {
+        let AccountKey { host, user } = account;
+        let _w = self.writing();
+        self.roster_remove_impl(host, user, contact)
+    }
+
+    fn roster_version(&self, account: AccountKey<'_>) -> Result<u64, StorageError> {
+        let AccountKey { host, user } = account;
+        self.roster_version_impl(host, user)
+    }
+
+    fn roster_changes_since(
+        &self,
+        account: AccountKey<'_>,
+        ver: u64,
+    ) -> Result<Option<Vec<RosterChange>>, StorageError> {
+        let AccountKey { host, user } = account;
+        self.roster_changes_since_impl(host, user, ver)
+    }
+
+    fn pending_subscription_add(
+        &self,
+        account: AccountKey<'_>,
+        from_bare: &str,
+        stanza_xml: &str,
+    ) -> Result<(), StorageError> {
+        let AccountKey { host, user } = account;
+        let _w = self.writing();
+        self.pending_add_impl(host, user, from_bare, stanza_xml)
+    }
+
+    fn pending_subscription_remove(
+        &self,
+        account: AccountKey<'_>,
+        from_bare: &str,
+    ) -> Result<bool, StorageError> {
+        let AccountKey { host, user } = account;
+        let _w = self.writing();
+        self.pending_remove_impl(host, user, from_bare)
+    }
+
+    fn pending_subscriptions(
+        &self,
+        account: AccountKey<'_>,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let AccountKey { host, user } = account;
+        self.pending_list_impl(host, user)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Storage, Subscription};
+    use crate::storage::Subscription;
 
     fn open() -> (tempfile::TempDir, SledStorage) {
         let dir = tempfile::tempdir().unwrap();
@@ -323,11 +461,22 @@ mod tests {
     #[test]
     fn empty_roster() {
         let (_d, s) = open();
-        assert!(s.roster_get("ex", "alice").unwrap().is_empty());
-        assert_eq!(s.roster_item("ex", "alice", "bob@ex").unwrap(), None);
-        assert_eq!(s.roster_version("ex", "alice").unwrap(), 0);
-        assert_eq!(s.roster_remove("ex", "alice", "bob@ex").unwrap(), None);
-        assert_eq!(s.roster_version("ex", "alice").unwrap(), 0);
+        assert!(s
+            .roster_get(AccountKey::new("ex", "alice"))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            s.roster_item(AccountKey::new("ex", "alice"), "bob@ex")
+                .unwrap(),
+            None
+        );
+        assert_eq!(s.roster_version(AccountKey::new("ex", "alice")).unwrap(), 0);
+        assert_eq!(
+            s.roster_remove(AccountKey::new("ex", "alice"), "bob@ex")
+                .unwrap(),
+            None
+        );
+        assert_eq!(s.roster_version(AccountKey::new("ex", "alice")).unwrap(), 0);
     }
 
     #[test]
@@ -338,14 +487,27 @@ mod tests {
         b.ask = true;
         b.approved = true;
         b.pending_in = true;
-        let stored_b = s.roster_put("ex", "alice", b.clone()).unwrap();
+        let stored_b = s
+            .roster_put(AccountKey::new("ex", "alice"), b.clone())
+            .unwrap();
         assert!(stored_b.ver > 0);
-        assert_eq!(s.roster_version("ex", "alice").unwrap(), stored_b.ver);
-        let stored_c = s.roster_put("ex", "alice", item("carol@ex")).unwrap();
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            stored_b.ver
+        );
+        let stored_c = s
+            .roster_put(AccountKey::new("ex", "alice"), item("carol@ex"))
+            .unwrap();
         assert!(stored_c.ver > stored_b.ver);
-        assert_eq!(s.roster_version("ex", "alice").unwrap(), stored_c.ver);
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            stored_c.ver
+        );
         // Everything but ver is kept as given.
-        let back = s.roster_item("ex", "alice", "bob@ex").unwrap().unwrap();
+        let back = s
+            .roster_item(AccountKey::new("ex", "alice"), "bob@ex")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             back,
             RosterItem {
@@ -354,41 +516,75 @@ mod tests {
             }
         );
         // Sorted by JID, live items only.
-        let all = s.roster_get("ex", "alice").unwrap();
+        let all = s.roster_get(AccountKey::new("ex", "alice")).unwrap();
         assert_eq!(all, vec![stored_b.clone(), stored_c.clone()]);
         // Updating an item replaces it and bumps the version again.
         let mut b2 = stored_b.clone();
         b2.groups.clear();
-        let stored_b2 = s.roster_put("ex", "alice", b2).unwrap();
+        let stored_b2 = s.roster_put(AccountKey::new("ex", "alice"), b2).unwrap();
         assert!(stored_b2.ver > stored_c.ver);
-        assert_eq!(s.roster_get("ex", "alice").unwrap().len(), 2);
+        assert_eq!(
+            s.roster_get(AccountKey::new("ex", "alice")).unwrap().len(),
+            2
+        );
         assert!(s
-            .roster_item("ex", "alice", "bob@ex")
+            .roster_item(AccountKey::new("ex", "alice"), "bob@ex")
             .unwrap()
             .unwrap()
             .groups
             .is_empty());
         // Other users and hosts are separate.
-        assert!(s.roster_get("ex", "al").unwrap().is_empty());
-        assert!(s.roster_get("ex.org", "alice").unwrap().is_empty());
+        assert!(s
+            .roster_get(AccountKey::new("ex", "al"))
+            .unwrap()
+            .is_empty());
+        assert!(s
+            .roster_get(AccountKey::new("ex.org", "alice"))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn remove_bumps_version_and_leaves_tombstone() {
         let (_d, s) = open();
-        let b = s.roster_put("ex", "alice", item("bob@ex")).unwrap();
-        let c = s.roster_put("ex", "alice", item("carol@ex")).unwrap();
-        let removed = s.roster_remove("ex", "alice", "bob@ex").unwrap().unwrap();
+        let b = s
+            .roster_put(AccountKey::new("ex", "alice"), item("bob@ex"))
+            .unwrap();
+        let c = s
+            .roster_put(AccountKey::new("ex", "alice"), item("carol@ex"))
+            .unwrap();
+        let removed = s
+            .roster_remove(AccountKey::new("ex", "alice"), "bob@ex")
+            .unwrap()
+            .unwrap();
         assert!(removed > c.ver);
-        assert_eq!(s.roster_version("ex", "alice").unwrap(), removed);
-        assert_eq!(s.roster_item("ex", "alice", "bob@ex").unwrap(), None);
-        assert_eq!(s.roster_get("ex", "alice").unwrap(), vec![c.clone()]);
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            removed
+        );
+        assert_eq!(
+            s.roster_item(AccountKey::new("ex", "alice"), "bob@ex")
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.roster_get(AccountKey::new("ex", "alice")).unwrap(),
+            vec![c.clone()]
+        );
         // Removing again changes nothing.
-        assert_eq!(s.roster_remove("ex", "alice", "bob@ex").unwrap(), None);
-        assert_eq!(s.roster_version("ex", "alice").unwrap(), removed);
+        assert_eq!(
+            s.roster_remove(AccountKey::new("ex", "alice"), "bob@ex")
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            removed
+        );
         // A client at b.ver must learn about carol's add and bob's removal.
         assert_eq!(
-            s.roster_changes_since("ex", "alice", b.ver).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), b.ver)
+                .unwrap(),
             Some(vec![
                 RosterChange::Upsert(c.clone()),
                 RosterChange::Removed {
@@ -402,21 +598,34 @@ mod tests {
     #[test]
     fn changes_since_is_ordered_and_bounded() {
         let (_d, s) = open();
-        let b = s.roster_put("ex", "alice", item("bob@ex")).unwrap();
-        let z = s.roster_put("ex", "alice", item("zed@ex")).unwrap();
-        let a = s.roster_put("ex", "alice", item("ann@ex")).unwrap();
-        let gone = s.roster_remove("ex", "alice", "zed@ex").unwrap().unwrap();
-        let b2 = s.roster_put("ex", "alice", item("bob@ex")).unwrap();
-        let current = s.roster_version("ex", "alice").unwrap();
+        let b = s
+            .roster_put(AccountKey::new("ex", "alice"), item("bob@ex"))
+            .unwrap();
+        let z = s
+            .roster_put(AccountKey::new("ex", "alice"), item("zed@ex"))
+            .unwrap();
+        let a = s
+            .roster_put(AccountKey::new("ex", "alice"), item("ann@ex"))
+            .unwrap();
+        let gone = s
+            .roster_remove(AccountKey::new("ex", "alice"), "zed@ex")
+            .unwrap()
+            .unwrap();
+        let b2 = s
+            .roster_put(AccountKey::new("ex", "alice"), item("bob@ex"))
+            .unwrap();
+        let current = s.roster_version(AccountKey::new("ex", "alice")).unwrap();
         assert_eq!(current, b2.ver);
         // Current version: nothing to send.
         assert_eq!(
-            s.roster_changes_since("ex", "alice", current).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), current)
+                .unwrap(),
             Some(vec![])
         );
         // Ordered by version, not by JID; bob appears once, as changed last.
         assert_eq!(
-            s.roster_changes_since("ex", "alice", b.ver).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), b.ver)
+                .unwrap(),
             Some(vec![
                 RosterChange::Upsert(a.clone()),
                 RosterChange::Removed {
@@ -427,7 +636,8 @@ mod tests {
             ])
         );
         assert_eq!(
-            s.roster_changes_since("ex", "alice", a.ver).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), a.ver)
+                .unwrap(),
             Some(vec![
                 RosterChange::Removed {
                     jid: "zed@ex".into(),
@@ -439,24 +649,37 @@ mod tests {
         assert!(z.ver < a.ver);
         // Unknown versions: newer than current, or before the roster existed.
         assert_eq!(
-            s.roster_changes_since("ex", "alice", current + 1).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), current + 1)
+                .unwrap(),
             None
         );
         assert_eq!(
-            s.roster_changes_since("ex", "alice", b.ver - 1).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), b.ver - 1)
+                .unwrap(),
             None
         );
-        assert_eq!(s.roster_changes_since("ex", "alice", 0).unwrap(), None);
+        assert_eq!(
+            s.roster_changes_since(AccountKey::new("ex", "alice"), 0)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
     fn re_adding_clears_the_tombstone() {
         let (_d, s) = open();
-        let b = s.roster_put("ex", "alice", item("bob@ex")).unwrap();
-        s.roster_remove("ex", "alice", "bob@ex").unwrap().unwrap();
-        let again = s.roster_put("ex", "alice", item("bob@ex")).unwrap();
+        let b = s
+            .roster_put(AccountKey::new("ex", "alice"), item("bob@ex"))
+            .unwrap();
+        s.roster_remove(AccountKey::new("ex", "alice"), "bob@ex")
+            .unwrap()
+            .unwrap();
+        let again = s
+            .roster_put(AccountKey::new("ex", "alice"), item("bob@ex"))
+            .unwrap();
         assert_eq!(
-            s.roster_changes_since("ex", "alice", b.ver).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), b.ver)
+                .unwrap(),
             Some(vec![RosterChange::Upsert(again)])
         );
     }
@@ -465,26 +688,38 @@ mod tests {
     fn never_written_roster_knows_only_version_zero() {
         let (_d, s) = open();
         assert_eq!(
-            s.roster_changes_since("ex", "alice", 0).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), 0)
+                .unwrap(),
             Some(vec![])
         );
-        assert_eq!(s.roster_changes_since("ex", "alice", 5).unwrap(), None);
+        assert_eq!(
+            s.roster_changes_since(AccountKey::new("ex", "alice"), 5)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
     fn pruned_tombstones_make_old_versions_unknown() {
         let (_d, s) = open();
-        let first = s.roster_put("ex", "alice", item("keep@ex")).unwrap();
+        let first = s
+            .roster_put(AccountKey::new("ex", "alice"), item("keep@ex"))
+            .unwrap();
         let n = 10;
         let mut removals = Vec::new();
         for i in 0..n {
             let jid = format!("c{i:02}@ex");
-            s.roster_put("ex", "alice", item(&jid)).unwrap();
-            removals.push(s.roster_remove("ex", "alice", &jid).unwrap().unwrap());
+            s.roster_put(AccountKey::new("ex", "alice"), item(&jid))
+                .unwrap();
+            removals.push(
+                s.roster_remove(AccountKey::new("ex", "alice"), &jid)
+                    .unwrap()
+                    .unwrap(),
+            );
         }
         // Under the limit nothing is pruned.
         assert_eq!(
-            s.roster_changes_since("ex", "alice", first.ver)
+            s.roster_changes_since(AccountKey::new("ex", "alice"), first.ver)
                 .unwrap()
                 .map(|c| c.len()),
             Some(n)
@@ -500,16 +735,18 @@ mod tests {
         // The three oldest removals are forgotten: a client from before the
         // last of them must get the full roster.
         assert_eq!(
-            s.roster_changes_since("ex", "alice", first.ver).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), first.ver)
+                .unwrap(),
             None
         );
         assert_eq!(
-            s.roster_changes_since("ex", "alice", removals[1]).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), removals[1])
+                .unwrap(),
             None
         );
         // From the last pruned removal on, diffs still work.
         let since = s
-            .roster_changes_since("ex", "alice", removals[2])
+            .roster_changes_since(AccountKey::new("ex", "alice"), removals[2])
             .unwrap()
             .unwrap();
         assert_eq!(since.len(), n - 3);
@@ -517,7 +754,10 @@ mod tests {
             .iter()
             .all(|c| matches!(c, RosterChange::Removed { .. })));
         assert!(since.windows(2).all(|w| w[0].ver() < w[1].ver()));
-        assert_eq!(s.roster_get("ex", "alice").unwrap(), vec![first]);
+        assert_eq!(
+            s.roster_get(AccountKey::new("ex", "alice")).unwrap(),
+            vec![first]
+        );
     }
 
     #[test]
@@ -525,24 +765,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (b, gone) = {
             let s = SledStorage::open(dir.path()).unwrap();
-            let b = s.roster_put("ex", "alice", item("bob@ex")).unwrap();
-            s.roster_put("ex", "alice", item("carol@ex")).unwrap();
-            let gone = s.roster_remove("ex", "alice", "carol@ex").unwrap().unwrap();
+            let b = s
+                .roster_put(AccountKey::new("ex", "alice"), item("bob@ex"))
+                .unwrap();
+            s.roster_put(AccountKey::new("ex", "alice"), item("carol@ex"))
+                .unwrap();
+            let gone = s
+                .roster_remove(AccountKey::new("ex", "alice"), "carol@ex")
+                .unwrap()
+                .unwrap();
             (b, gone)
         };
         let s = SledStorage::open(dir.path()).unwrap();
-        assert_eq!(s.roster_get("ex", "alice").unwrap(), vec![b.clone()]);
-        assert_eq!(s.roster_version("ex", "alice").unwrap(), gone);
+        assert_eq!(
+            s.roster_get(AccountKey::new("ex", "alice")).unwrap(),
+            vec![b.clone()]
+        );
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            gone
+        );
         // Carol came and went after b: only her removal is news.
         assert_eq!(
-            s.roster_changes_since("ex", "alice", b.ver).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), b.ver)
+                .unwrap(),
             Some(vec![RosterChange::Removed {
                 jid: "carol@ex".into(),
                 ver: gone
             }])
         );
         // Versions keep increasing after a restart.
-        let d = s.roster_put("ex", "alice", item("dave@ex")).unwrap();
+        let d = s
+            .roster_put(AccountKey::new("ex", "alice"), item("dave@ex"))
+            .unwrap();
         assert!(d.ver > gone);
     }
 
@@ -554,11 +809,11 @@ mod tests {
             .insert(key3("ex", "alice", "bob@ex").unwrap(), &b"{"[..])
             .unwrap();
         assert!(matches!(
-            s.roster_item("ex", "alice", "bob@ex"),
+            s.roster_item(AccountKey::new("ex", "alice"), "bob@ex"),
             Err(StorageError::Corrupt(_))
         ));
         assert!(matches!(
-            s.roster_get("ex", "alice"),
+            s.roster_get(AccountKey::new("ex", "alice")),
             Err(StorageError::Corrupt(_))
         ));
         s.trees
@@ -566,11 +821,11 @@ mod tests {
             .insert(key2("ex", "alice").unwrap(), &b"short"[..])
             .unwrap();
         assert!(matches!(
-            s.roster_version("ex", "alice"),
+            s.roster_version(AccountKey::new("ex", "alice")),
             Err(StorageError::Corrupt(_))
         ));
         assert!(matches!(
-            s.roster_put("ex", "alice", item("carol@ex")),
+            s.roster_put(AccountKey::new("ex", "alice"), item("carol@ex")),
             Err(StorageError::Corrupt(_))
         ));
     }
@@ -579,12 +834,73 @@ mod tests {
     fn nul_in_contact_is_refused() {
         let (_d, s) = open();
         assert!(matches!(
-            s.roster_put("ex", "alice", item("a\0b")),
+            s.roster_put(AccountKey::new("ex", "alice"), item("a\0b")),
             Err(StorageError::Io(_))
         ));
         assert!(matches!(
-            s.roster_item("ex", "alice", "a\0b"),
+            s.roster_item(AccountKey::new("ex", "alice"), "a\0b"),
             Err(StorageError::Io(_))
         ));
+    }
+
+    #[test]
+    fn pending_requests_replace_and_remove() {
+        let (_d, s) = open();
+        assert!(s
+            .pending_subscriptions(AccountKey::new("ex", "alice"))
+            .unwrap()
+            .is_empty());
+        assert!(!s
+            .pending_subscription_remove(AccountKey::new("ex", "alice"), "bob@ex")
+            .unwrap());
+        s.pending_subscription_add(
+            AccountKey::new("ex", "alice"),
+            "carol@ex",
+            "<presence id='c'/>",
+        )
+        .unwrap();
+        s.pending_subscription_add(
+            AccountKey::new("ex", "alice"),
+            "bob@ex",
+            "<presence id='b1'/>",
+        )
+        .unwrap();
+        s.pending_subscription_add(
+            AccountKey::new("ex", "alice"),
+            "bob@ex",
+            "<presence id='b2'/>",
+        )
+        .unwrap();
+        s.pending_subscription_add(
+            AccountKey::new("ex", "al"),
+            "bob@ex",
+            "<presence id='other'/>",
+        )
+        .unwrap();
+        assert_eq!(
+            s.pending_subscriptions(AccountKey::new("ex", "alice"))
+                .unwrap(),
+            vec![
+                ("bob@ex".to_string(), "<presence id='b2'/>".to_string()),
+                ("carol@ex".to_string(), "<presence id='c'/>".to_string()),
+            ]
+        );
+        assert!(s
+            .pending_subscription_remove(AccountKey::new("ex", "alice"), "bob@ex")
+            .unwrap());
+        assert!(!s
+            .pending_subscription_remove(AccountKey::new("ex", "alice"), "bob@ex")
+            .unwrap());
+        assert_eq!(
+            s.pending_subscriptions(AccountKey::new("ex", "alice"))
+                .unwrap(),
+            vec![("carol@ex".to_string(), "<presence id='c'/>".to_string())]
+        );
+        assert_eq!(
+            s.pending_subscriptions(AccountKey::new("ex", "al"))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

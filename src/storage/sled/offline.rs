@@ -1,5 +1,5 @@
-//! Offline messages (XEP-0160) and pending inbound subscription requests
-//! (RFC 6121 §3.1.3) in sled.
+//! Offline messages (XEP-0160) in sled: the `OfflineStore` trait over the
+//! `offline` and `offline_counts` trees.
 //!
 //! Offline messages live in `offline` under `host\0user\0` + an 8-byte
 //! big-endian sequence number from sled's persistent monotonic id generator,
@@ -14,15 +14,12 @@
 //! to the session, and remove them by sequence number once the session's
 //! writer has accepted them. Removing an already removed sequence number
 //! is a no-op and leaves the counter alone.
-//!
-//! Pending subscription requests live in `pending_subscriptions` under
-//! `host\0user\0from_bare`, one per requesting JID.
 
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
-use super::sled_store::{decode_u64, key2, key3, key_suffix, prefix2, SledStorage};
-use super::{OfflineStored, StorageError};
+use super::{decode_u64, key2, prefix2, SledStorage};
+use crate::storage::{AccountKey, OfflineStore, OfflineStored, StorageError};
 
 /// Messages removed per transaction by `offline_delete_all`.
 const DELETE_CHUNK: usize = 1000;
@@ -196,52 +193,55 @@ impl SledStorage {
         }
         Ok(total)
     }
+}
 
-    pub(super) fn pending_add_impl(
+impl OfflineStore for SledStorage {
+    fn offline_store(
         &self,
-        host: &str,
-        user: &str,
-        from_bare: &str,
+        account: AccountKey<'_>,
         stanza_xml: &str,
-    ) -> Result<(), StorageError> {
-        let key = key3(host, user, from_bare)?;
-        self.trees
-            .pending
-            .insert(key, stanza_xml.as_bytes())
-            .map_err(|e| self.err(e))?;
-        self.durable()
+        limit: Option<usize>,
+    ) -> Result<OfflineStored, StorageError> {
+        let AccountKey { host, user } = account;
+        let _w = self.writing();
+        self.offline_store_impl(host, user, stanza_xml, limit, true)
     }
 
-    pub(super) fn pending_remove_impl(
+    fn offline_store_unflushed(
         &self,
-        host: &str,
-        user: &str,
-        from_bare: &str,
-    ) -> Result<bool, StorageError> {
-        let key = key3(host, user, from_bare)?;
-        let old = self.trees.pending.remove(key).map_err(|e| self.err(e))?;
-        if old.is_none() {
-            return Ok(false);
-        }
-        self.durable()?;
-        Ok(true)
+        account: AccountKey<'_>,
+        stanza_xml: &str,
+        limit: Option<usize>,
+    ) -> Result<OfflineStored, StorageError> {
+        let AccountKey { host, user } = account;
+        let _w = self.writing();
+        self.offline_store_impl(host, user, stanza_xml, limit, false)
     }
 
-    pub(super) fn pending_list_impl(
+    fn offline_peek(
         &self,
-        host: &str,
-        user: &str,
-    ) -> Result<Vec<(String, String)>, StorageError> {
-        let prefix = prefix2(host, user)?;
-        let mut out = Vec::new();
-        for entry in self.trees.pending.scan_prefix(&prefix) {
-            let (key, value) = entry.map_err(|e| self.err(e))?;
-            out.push((
-                key_suffix(&key, &prefix, "pending subscription request")?,
-                text(&value),
-            ));
-        }
-        Ok(out)
+        account: AccountKey<'_>,
+        max: usize,
+    ) -> Result<Vec<(u64, String)>, StorageError> {
+        let AccountKey { host, user } = account;
+        self.offline_peek_impl(host, user, max)
+    }
+
+    fn offline_remove(&self, account: AccountKey<'_>, seqs: &[u64]) -> Result<(), StorageError> {
+        let AccountKey { host, user } = account;
+        let _w = self.writing();
+        self.offline_remove_impl(host, user, seqs)
+    }
+
+    fn offline_count(&self, account: AccountKey<'_>) -> Result<usize, StorageError> {
+        let AccountKey { host, user } = account;
+        self.offline_count_impl(host, user)
+    }
+
+    fn offline_delete_all(&self, account: AccountKey<'_>) -> Result<usize, StorageError> {
+        let AccountKey { host, user } = account;
+        let _w = self.writing();
+        self.offline_delete_all_impl(host, user)
     }
 }
 
@@ -249,7 +249,7 @@ impl SledStorage {
 mod tests {
     use super::*;
     use crate::auth::credentials::{ScramSecret, StoredCredentials};
-    use crate::storage::{RosterItem, Storage, Subscription};
+    use crate::storage::{AccountStore, RosterItem, RosterStore, Subscription};
 
     fn open() -> (tempfile::TempDir, SledStorage) {
         let dir = tempfile::tempdir().unwrap();
@@ -268,44 +268,62 @@ mod tests {
     #[test]
     fn store_peek_remove_in_order() {
         let (_d, s) = open();
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 0);
-        assert!(s.offline_peek("ex", "alice", 10).unwrap().is_empty());
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 0);
+        assert!(s
+            .offline_peek(AccountKey::new("ex", "alice"), 10)
+            .unwrap()
+            .is_empty());
         let n = 300;
         let mut seqs = Vec::new();
         for i in 0..n {
-            match s.offline_store("ex", "alice", &msg(i), None).unwrap() {
+            match s
+                .offline_store(AccountKey::new("ex", "alice"), &msg(i), None)
+                .unwrap()
+            {
                 OfflineStored::Stored(seq) => seqs.push(seq),
                 OfflineStored::Full => panic!("unlimited store is never full"),
             }
         }
         // Other users are untouched.
-        s.offline_store("ex", "al", &msg(999), None).unwrap();
-        s.offline_store("ex.org", "alice", &msg(998), None).unwrap();
+        s.offline_store(AccountKey::new("ex", "al"), &msg(999), None)
+            .unwrap();
+        s.offline_store(AccountKey::new("ex.org", "alice"), &msg(998), None)
+            .unwrap();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), n);
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), n);
         // Peek is oldest first and does not consume.
-        let first = s.offline_peek("ex", "alice", 100).unwrap();
+        let first = s.offline_peek(AccountKey::new("ex", "alice"), 100).unwrap();
         assert_eq!(first.len(), 100);
         assert_eq!(first[0], (seqs[0], msg(0)));
-        assert_eq!(first, s.offline_peek("ex", "alice", 100).unwrap());
+        assert_eq!(
+            first,
+            s.offline_peek(AccountKey::new("ex", "alice"), 100).unwrap()
+        );
         // Drain in batches: every message exactly once, in order.
         let mut seen = Vec::new();
         loop {
-            let batch = s.offline_peek("ex", "alice", 64).unwrap();
+            let batch = s.offline_peek(AccountKey::new("ex", "alice"), 64).unwrap();
             if batch.is_empty() {
                 break;
             }
             let batch_seqs: Vec<u64> = batch.iter().map(|(q, _)| *q).collect();
             seen.extend(bodies(&batch));
-            s.offline_remove("ex", "alice", &batch_seqs).unwrap();
-            assert_eq!(s.offline_count("ex", "alice").unwrap(), n - seen.len());
+            s.offline_remove(AccountKey::new("ex", "alice"), &batch_seqs)
+                .unwrap();
+            assert_eq!(
+                s.offline_count(AccountKey::new("ex", "alice")).unwrap(),
+                n - seen.len()
+            );
         }
         assert_eq!(seen, (0..n).map(msg).collect::<Vec<_>>());
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 0);
-        assert_eq!(s.offline_count("ex", "al").unwrap(), 1);
-        assert_eq!(s.offline_count("ex.org", "alice").unwrap(), 1);
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 0);
+        assert_eq!(s.offline_count(AccountKey::new("ex", "al")).unwrap(), 1);
         assert_eq!(
-            bodies(&s.offline_peek("ex", "al", 10).unwrap()),
+            s.offline_count(AccountKey::new("ex.org", "alice")).unwrap(),
+            1
+        );
+        assert_eq!(
+            bodies(&s.offline_peek(AccountKey::new("ex", "al"), 10).unwrap()),
             vec![msg(999)]
         );
     }
@@ -315,23 +333,30 @@ mod tests {
         let (_d, s) = open();
         let mut seqs = Vec::new();
         for i in 0..5 {
-            if let OfflineStored::Stored(q) = s.offline_store("ex", "alice", &msg(i), None).unwrap()
+            if let OfflineStored::Stored(q) = s
+                .offline_store(AccountKey::new("ex", "alice"), &msg(i), None)
+                .unwrap()
             {
                 seqs.push(q);
             }
         }
-        s.offline_remove("ex", "alice", &[seqs[1], seqs[1], seqs[3]])
+        s.offline_remove(AccountKey::new("ex", "alice"), &[seqs[1], seqs[1], seqs[3]])
             .unwrap();
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 3);
-        s.offline_remove("ex", "alice", &[seqs[1], seqs[3], u64::MAX])
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 3);
+        s.offline_remove(
+            AccountKey::new("ex", "alice"),
+            &[seqs[1], seqs[3], u64::MAX],
+        )
+        .unwrap();
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 3);
+        s.offline_remove(AccountKey::new("ex", "alice"), &[])
             .unwrap();
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 3);
-        s.offline_remove("ex", "alice", &[]).unwrap();
         // Another user's sequence numbers do not touch this user.
-        s.offline_remove("ex", "bob", &seqs).unwrap();
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 3);
+        s.offline_remove(AccountKey::new("ex", "bob"), &seqs)
+            .unwrap();
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 3);
         assert_eq!(
-            bodies(&s.offline_peek("ex", "alice", 10).unwrap()),
+            bodies(&s.offline_peek(AccountKey::new("ex", "alice"), 10).unwrap()),
             vec![msg(0), msg(2), msg(4)]
         );
     }
@@ -341,34 +366,40 @@ mod tests {
         let (_d, s) = open();
         for i in 0..3 {
             assert!(matches!(
-                s.offline_store("ex", "alice", &msg(i), Some(3)).unwrap(),
+                s.offline_store(AccountKey::new("ex", "alice"), &msg(i), Some(3))
+                    .unwrap(),
                 OfflineStored::Stored(_)
             ));
         }
         assert_eq!(
-            s.offline_store("ex", "alice", &msg(3), Some(3)).unwrap(),
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(3), Some(3))
+                .unwrap(),
             OfflineStored::Full
         );
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 3);
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 3);
         // A larger limit (another rule) or none still accepts.
         assert!(matches!(
-            s.offline_store("ex", "alice", &msg(4), Some(4)).unwrap(),
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(4), Some(4))
+                .unwrap(),
             OfflineStored::Stored(_)
         ));
         assert_eq!(
-            s.offline_store("ex", "alice", &msg(5), Some(0)).unwrap(),
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(5), Some(0))
+                .unwrap(),
             OfflineStored::Full
         );
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 4);
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 4);
         // Once some are delivered there is room again.
-        let oldest = s.offline_peek("ex", "alice", 1).unwrap();
-        s.offline_remove("ex", "alice", &[oldest[0].0]).unwrap();
+        let oldest = s.offline_peek(AccountKey::new("ex", "alice"), 1).unwrap();
+        s.offline_remove(AccountKey::new("ex", "alice"), &[oldest[0].0])
+            .unwrap();
         assert!(matches!(
-            s.offline_store("ex", "alice", &msg(6), Some(4)).unwrap(),
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(6), Some(4))
+                .unwrap(),
             OfflineStored::Stored(_)
         ));
         assert_eq!(
-            bodies(&s.offline_peek("ex", "alice", 10).unwrap()),
+            bodies(&s.offline_peek(AccountKey::new("ex", "alice"), 10).unwrap()),
             vec![msg(1), msg(2), msg(4), msg(6)]
         );
     }
@@ -376,45 +407,61 @@ mod tests {
     #[test]
     fn delete_all_clears_and_counts() {
         let (_d, s) = open();
-        assert_eq!(s.offline_delete_all("ex", "alice").unwrap(), 0);
+        assert_eq!(
+            s.offline_delete_all(AccountKey::new("ex", "alice"))
+                .unwrap(),
+            0
+        );
         let n = DELETE_CHUNK + 5;
         for i in 0..n {
-            s.offline_store("ex", "alice", &msg(i), None).unwrap();
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(i), None)
+                .unwrap();
         }
-        s.offline_store("ex", "bob", &msg(0), None).unwrap();
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), n);
-        assert_eq!(s.offline_delete_all("ex", "alice").unwrap(), n);
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 0);
-        assert!(s.offline_peek("ex", "alice", 10).unwrap().is_empty());
-        assert_eq!(s.offline_count("ex", "bob").unwrap(), 1);
+        s.offline_store(AccountKey::new("ex", "bob"), &msg(0), None)
+            .unwrap();
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), n);
+        assert_eq!(
+            s.offline_delete_all(AccountKey::new("ex", "alice"))
+                .unwrap(),
+            n
+        );
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 0);
+        assert!(s
+            .offline_peek(AccountKey::new("ex", "alice"), 10)
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.offline_count(AccountKey::new("ex", "bob")).unwrap(), 1);
         // The queue works as new afterwards.
-        s.offline_store("ex", "alice", &msg(7), Some(1)).unwrap();
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 1);
+        s.offline_store(AccountKey::new("ex", "alice"), &msg(7), Some(1))
+            .unwrap();
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 1);
     }
 
     #[test]
     fn count_is_a_counter_not_a_scan() {
         let (_d, s) = open();
         for i in 0..3 {
-            s.offline_store("ex", "alice", &msg(i), None).unwrap();
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(i), None)
+                .unwrap();
         }
         // Remove a message behind storage's back: the count does not move,
         // proving it is read from the counter.
-        let first = s.offline_peek("ex", "alice", 1).unwrap()[0].0;
+        let first = s.offline_peek(AccountKey::new("ex", "alice"), 1).unwrap()[0].0;
         s.trees
             .offline
             .remove(offline_key("ex", "alice", first).unwrap())
             .unwrap();
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 3);
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 3);
     }
 
     #[test]
     fn unicode_and_escapes_survive() {
         let (_d, s) = open();
         let xml = "<message><body>héllo ✓ &lt;&amp;&gt; 'q' \"d\"</body></message>";
-        s.offline_store("ex", "émile", xml, None).unwrap();
+        s.offline_store(AccountKey::new("ex", "émile"), xml, None)
+            .unwrap();
         assert_eq!(
-            bodies(&s.offline_peek("ex", "émile", 1).unwrap()),
+            bodies(&s.offline_peek(AccountKey::new("ex", "émile"), 1).unwrap()),
             vec![xml]
         );
     }
@@ -425,71 +472,54 @@ mod tests {
         let last = {
             let s = SledStorage::open(dir.path()).unwrap();
             for i in 0..4 {
-                s.offline_store("ex", "alice", &msg(i), None).unwrap();
+                s.offline_store(AccountKey::new("ex", "alice"), &msg(i), None)
+                    .unwrap();
             }
-            let first = s.offline_peek("ex", "alice", 1).unwrap()[0].0;
-            s.offline_remove("ex", "alice", &[first]).unwrap();
-            s.pending_subscription_add("ex", "alice", "bob@ex", "<presence type='subscribe'/>")
+            let first = s.offline_peek(AccountKey::new("ex", "alice"), 1).unwrap()[0].0;
+            s.offline_remove(AccountKey::new("ex", "alice"), &[first])
                 .unwrap();
-            s.offline_peek("ex", "alice", 10).unwrap().last().unwrap().0
+            s.pending_subscription_add(
+                AccountKey::new("ex", "alice"),
+                "bob@ex",
+                "<presence type='subscribe'/>",
+            )
+            .unwrap();
+            s.offline_peek(AccountKey::new("ex", "alice"), 10)
+                .unwrap()
+                .last()
+                .unwrap()
+                .0
         };
         let s = SledStorage::open(dir.path()).unwrap();
-        assert_eq!(s.offline_count("ex", "alice").unwrap(), 3);
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 3);
         assert_eq!(
-            bodies(&s.offline_peek("ex", "alice", 10).unwrap()),
+            bodies(&s.offline_peek(AccountKey::new("ex", "alice"), 10).unwrap()),
             vec![msg(1), msg(2), msg(3)]
         );
         // New messages still sort after the old ones.
-        match s.offline_store("ex", "alice", &msg(4), None).unwrap() {
+        match s
+            .offline_store(AccountKey::new("ex", "alice"), &msg(4), None)
+            .unwrap()
+        {
             OfflineStored::Stored(seq) => assert!(seq > last),
             OfflineStored::Full => panic!("not full"),
         }
         assert_eq!(
-            s.offline_peek("ex", "alice", 10).unwrap().last().unwrap().1,
+            s.offline_peek(AccountKey::new("ex", "alice"), 10)
+                .unwrap()
+                .last()
+                .unwrap()
+                .1,
             msg(4)
         );
         assert_eq!(
-            s.pending_subscriptions("ex", "alice").unwrap(),
+            s.pending_subscriptions(AccountKey::new("ex", "alice"))
+                .unwrap(),
             vec![(
                 "bob@ex".to_string(),
                 "<presence type='subscribe'/>".to_string()
             )]
         );
-    }
-
-    #[test]
-    fn pending_requests_replace_and_remove() {
-        let (_d, s) = open();
-        assert!(s.pending_subscriptions("ex", "alice").unwrap().is_empty());
-        assert!(!s
-            .pending_subscription_remove("ex", "alice", "bob@ex")
-            .unwrap());
-        s.pending_subscription_add("ex", "alice", "carol@ex", "<presence id='c'/>")
-            .unwrap();
-        s.pending_subscription_add("ex", "alice", "bob@ex", "<presence id='b1'/>")
-            .unwrap();
-        s.pending_subscription_add("ex", "alice", "bob@ex", "<presence id='b2'/>")
-            .unwrap();
-        s.pending_subscription_add("ex", "al", "bob@ex", "<presence id='other'/>")
-            .unwrap();
-        assert_eq!(
-            s.pending_subscriptions("ex", "alice").unwrap(),
-            vec![
-                ("bob@ex".to_string(), "<presence id='b2'/>".to_string()),
-                ("carol@ex".to_string(), "<presence id='c'/>".to_string()),
-            ]
-        );
-        assert!(s
-            .pending_subscription_remove("ex", "alice", "bob@ex")
-            .unwrap());
-        assert!(!s
-            .pending_subscription_remove("ex", "alice", "bob@ex")
-            .unwrap());
-        assert_eq!(
-            s.pending_subscriptions("ex", "alice").unwrap(),
-            vec![("carol@ex".to_string(), "<presence id='c'/>".to_string())]
-        );
-        assert_eq!(s.pending_subscriptions("ex", "al").unwrap().len(), 1);
     }
 
     fn creds() -> StoredCredentials {
@@ -521,11 +551,15 @@ mod tests {
     /// Everything `user@host` has, for checking cascades.
     fn footprint(s: &SledStorage, host: &str, user: &str) -> (usize, u64, usize, usize, usize) {
         (
-            s.roster_get(host, user).unwrap().len(),
-            s.roster_version(host, user).unwrap(),
-            s.pending_subscriptions(host, user).unwrap().len(),
-            s.offline_count(host, user).unwrap(),
-            s.offline_peek(host, user, 100).unwrap().len(),
+            s.roster_get(AccountKey::new(host, user)).unwrap().len(),
+            s.roster_version(AccountKey::new(host, user)).unwrap(),
+            s.pending_subscriptions(AccountKey::new(host, user))
+                .unwrap()
+                .len(),
+            s.offline_count(AccountKey::new(host, user)).unwrap(),
+            s.offline_peek(AccountKey::new(host, user), 100)
+                .unwrap()
+                .len(),
         )
     }
 
@@ -533,18 +567,24 @@ mod tests {
     fn delete_user_cascades() {
         let (_d, s) = open();
         for user in ["alice", "alicia"] {
-            s.create_user("ex", user, &creds()).unwrap();
-            s.roster_put("ex", user, contact("bob@ex")).unwrap();
-            s.roster_put("ex", user, contact("carol@ex")).unwrap();
-            s.roster_remove("ex", user, "carol@ex").unwrap();
-            s.pending_subscription_add("ex", user, "dave@ex", "<presence/>")
+            s.create_user(AccountKey::new("ex", user), &creds())
                 .unwrap();
-            s.offline_store("ex", user, &msg(1), None).unwrap();
-            s.offline_store("ex", user, &msg(2), None).unwrap();
+            s.roster_put(AccountKey::new("ex", user), contact("bob@ex"))
+                .unwrap();
+            s.roster_put(AccountKey::new("ex", user), contact("carol@ex"))
+                .unwrap();
+            s.roster_remove(AccountKey::new("ex", user), "carol@ex")
+                .unwrap();
+            s.pending_subscription_add(AccountKey::new("ex", user), "dave@ex", "<presence/>")
+                .unwrap();
+            s.offline_store(AccountKey::new("ex", user), &msg(1), None)
+                .unwrap();
+            s.offline_store(AccountKey::new("ex", user), &msg(2), None)
+                .unwrap();
         }
-        let old_ver = s.roster_version("ex", "alice").unwrap();
+        let old_ver = s.roster_version(AccountKey::new("ex", "alice")).unwrap();
         let alicia = footprint(&s, "ex", "alicia");
-        assert!(s.delete_user("ex", "alice").unwrap());
+        assert!(s.delete_user(AccountKey::new("ex", "alice")).unwrap());
         assert_eq!(footprint(&s, "ex", "alice"), (0, 0, 0, 0, 0));
         assert_eq!(
             s.trees
@@ -557,21 +597,27 @@ mod tests {
         assert_eq!(footprint(&s, "ex", "alicia"), alicia);
         // A client of the old account gets the full roster of a new one.
         assert_eq!(
-            s.roster_changes_since("ex", "alice", old_ver).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), old_ver)
+                .unwrap(),
             None
         );
-        s.create_user("ex", "alice", &creds()).unwrap();
-        let fresh = s.roster_put("ex", "alice", contact("erin@ex")).unwrap();
+        s.create_user(AccountKey::new("ex", "alice"), &creds())
+            .unwrap();
+        let fresh = s
+            .roster_put(AccountKey::new("ex", "alice"), contact("erin@ex"))
+            .unwrap();
         assert!(fresh.ver > old_ver);
         assert_eq!(
-            s.roster_changes_since("ex", "alice", old_ver).unwrap(),
+            s.roster_changes_since(AccountKey::new("ex", "alice"), old_ver)
+                .unwrap(),
             None
         );
         // Deleting a missing account still reports false, and clears strays.
-        assert!(!s.delete_user("ex", "nobody").unwrap());
-        s.offline_store("ex", "ghost", &msg(1), None).unwrap();
-        assert!(!s.delete_user("ex", "ghost").unwrap());
-        assert_eq!(s.offline_count("ex", "ghost").unwrap(), 0);
+        assert!(!s.delete_user(AccountKey::new("ex", "nobody")).unwrap());
+        s.offline_store(AccountKey::new("ex", "ghost"), &msg(1), None)
+            .unwrap();
+        assert!(!s.delete_user(AccountKey::new("ex", "ghost")).unwrap());
+        assert_eq!(s.offline_count(AccountKey::new("ex", "ghost")).unwrap(), 0);
     }
 
     #[test]
@@ -582,11 +628,11 @@ mod tests {
             .insert(key2("ex", "alice").unwrap(), &b"xyz"[..])
             .unwrap();
         assert!(matches!(
-            s.offline_count("ex", "alice"),
+            s.offline_count(AccountKey::new("ex", "alice")),
             Err(StorageError::Corrupt(_))
         ));
         assert!(matches!(
-            s.offline_store("ex", "alice", &msg(0), None),
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(0), None),
             Err(StorageError::Corrupt(_))
         ));
     }
@@ -598,7 +644,7 @@ mod tests {
             .offline
             .insert(offline_key("ex", "alice", 1).unwrap(), &b"<a>\xff</a>"[..])
             .unwrap();
-        let got = s.offline_peek("ex", "alice", 5).unwrap();
+        let got = s.offline_peek(AccountKey::new("ex", "alice"), 5).unwrap();
         assert_eq!(got, vec![(1, "<a>\u{fffd}</a>".to_string())]);
     }
 }

@@ -218,7 +218,7 @@ fn read_backup(path: &Path) -> Result<TreeRecords, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Storage;
+    use crate::storage::{AccountKey, AccountStore, Maintenance, OfflineStore};
 
     fn creds() -> crate::auth::credentials::StoredCredentials {
         crate::auth::credentials::StoredCredentials::derive("pw", 4096).unwrap()
@@ -228,10 +228,10 @@ mod tests {
     fn backup_restore_round_trip_and_damage_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = SledStorage::open(&dir.path().join("db")).unwrap();
-        db.create_user("localhost", "alice", &creds()).unwrap();
+        db.create_user(AccountKey::new("localhost", "alice"), &creds())
+            .unwrap();
         db.offline_store(
-            "localhost",
-            "alice",
+            AccountKey::new("localhost", "alice"),
             "<message xmlns='jabber:client'/>",
             None,
         )
@@ -240,12 +240,20 @@ mod tests {
         let n = db.backup(&file).unwrap();
         assert!(n >= 3, "{n}");
         assert!(!tmp_path(&file).exists());
-        db.create_user("localhost", "bob", &creds()).unwrap();
-        db.delete_user("localhost", "alice").unwrap();
+        db.create_user(AccountKey::new("localhost", "bob"), &creds())
+            .unwrap();
+        db.delete_user(AccountKey::new("localhost", "alice"))
+            .unwrap();
         assert_eq!(db.restore(&file).unwrap(), n);
-        assert!(db.user_exists("localhost", "alice").unwrap());
-        assert!(!db.user_exists("localhost", "bob").unwrap());
-        assert_eq!(db.offline_count("localhost", "alice").unwrap(), 1);
+        assert!(db
+            .user_exists(AccountKey::new("localhost", "alice"))
+            .unwrap());
+        assert!(!db.user_exists(AccountKey::new("localhost", "bob")).unwrap());
+        assert_eq!(
+            db.offline_count(AccountKey::new("localhost", "alice"))
+                .unwrap(),
+            1
+        );
 
         // A flipped byte or a truncated file is refused and changes nothing.
         let mut bytes = std::fs::read(&file).unwrap();
@@ -263,6 +271,8 @@ mod tests {
         assert!(db.restore(&truncated).is_err());
         std::fs::write(&truncated, b"hello").unwrap();
         assert!(db.restore(&truncated).is_err());
-        assert!(db.user_exists("localhost", "alice").unwrap());
+        assert!(db
+            .user_exists(AccountKey::new("localhost", "alice"))
+            .unwrap());
     }
 }
