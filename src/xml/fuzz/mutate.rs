@@ -61,9 +61,34 @@ const RAW: &[&[u8]] = &[
 
 /// Code points for character references.
 const CODES: &[u32] = &[
-    0, 1, 8, 9, 0xA, 0xB, 0xC, 0xD, 0x1F, 0x20, 0x26, 0x3C, 0x7F, 0x85, 0xD7FF, 0xD800,
-    0xDBFF, 0xDC00, 0xDFFF, 0xE000, 0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x1FFFE, 0x10FFFF,
-    0x110000, 0xFFFF_FFFF,
+    0,
+    1,
+    8,
+    9,
+    0xA,
+    0xB,
+    0xC,
+    0xD,
+    0x1F,
+    0x20,
+    0x26,
+    0x3C,
+    0x7F,
+    0x85,
+    0xD7FF,
+    0xD800,
+    0xDBFF,
+    0xDC00,
+    0xDFFF,
+    0xE000,
+    0xFFFD,
+    0xFFFE,
+    0xFFFF,
+    0x10000,
+    0x1FFFE,
+    0x10FFFF,
+    0x110000,
+    0xFFFF_FFFF,
 ];
 
 const TOKENS: &[&str] = &[
@@ -107,9 +132,34 @@ const TOKENS: &[&str] = &[
 ];
 
 const NAMES: &[&str] = &[
-    "a", "1a", "-a", ".a", "a-b.c_d", ":a", "a:", "a:b:c", "p:a", "q:a", "xml:lang", "xmlns:p",
-    "xmlns", "xmlfoo", "XML", "_", "\u{D7}", "a\u{B7}b", "\u{B7}a", "é", "\u{300}a", "a\u{300}",
-    "\u{37E}", "\u{2070}", "\u{FFFD}", "\u{10000}", "\u{F0000}", "a\u{0}",
+    "a",
+    "1a",
+    "-a",
+    ".a",
+    "a-b.c_d",
+    ":a",
+    "a:",
+    "a:b:c",
+    "p:a",
+    "q:a",
+    "xml:lang",
+    "xmlns:p",
+    "xmlns",
+    "xmlfoo",
+    "XML",
+    "_",
+    "\u{D7}",
+    "a\u{B7}b",
+    "\u{B7}a",
+    "é",
+    "\u{300}a",
+    "a\u{300}",
+    "\u{37E}",
+    "\u{2070}",
+    "\u{FFFD}",
+    "\u{10000}",
+    "\u{F0000}",
+    "a\u{0}",
 ];
 
 const ATTRS: &[&str] = &[
@@ -151,7 +201,12 @@ fn is_name_byte(b: u8) -> bool {
 /// Positions just after the `<` of a start or end tag.
 fn tag_starts(data: &[u8]) -> Vec<usize> {
     (0..data.len())
-        .filter(|&i| data[i] == b'<' && data.get(i + 1).is_some_and(|&b| b == b'/' || is_name_byte(b)))
+        .filter(|&i| {
+            data[i] == b'<'
+                && data
+                    .get(i + 1)
+                    .is_some_and(|&b| b == b'/' || is_name_byte(b))
+        })
         .map(|i| i + 1)
         .collect()
 }
@@ -191,7 +246,7 @@ pub fn mutate(data: &mut Vec<u8>, other: &[u8], rng: &mut Rng, max_len: usize) {
                 data[i] = *rng.pick(b"\x00\x01\x0B<>&'\"=:/ \x7F\x80\xC0\xED\xEF\xFF");
             }
             2 => {
-                let raw: &[u8] = *rng.pick::<&[u8]>(RAW);
+                let raw: &[u8] = rng.pick::<&[u8]>(RAW);
                 splice(data, at, raw)
             }
             3 => splice(data, at, char_ref(rng).as_bytes()),

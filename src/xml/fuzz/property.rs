@@ -208,12 +208,12 @@ fn run_guarded(input: &[u8], chunk: usize, limit: usize) -> Result<Run, Finding>
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_reader(input, chunk, limit, events)
     }))
-        .unwrap_or_else(|p| {
-            Err(Finding::new(
-                "panic",
-                format!("chunk {chunk}: {}", panic_message(&*p)),
-            ))
-        })
+    .unwrap_or_else(|p| {
+        Err(Finding::new(
+            "panic",
+            format!("chunk {chunk}: {}", panic_message(&*p)),
+        ))
+    })
 }
 
 /// The qualified name of the first element's start tag (after an XML

@@ -204,12 +204,17 @@ fn references_refuse_what_xml_forbids() {
 #[test]
 fn reader_memory_is_bounded_by_the_limit() {
     const LIMIT: usize = 16 * 1024;
-    let header = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    let header =
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
     let long_ns = format!("urn:{}", "n".repeat(LIMIT / 2));
     let children = "<a/>".repeat(LIMIT / 2 / 4);
     let cases = [
         format!("<message xmlns='{long_ns}'>{children}</message>"),
-        format!("<message>{}{}</message>", "<a>".repeat(2000), "</a>".repeat(2000)),
+        format!(
+            "<message>{}{}</message>",
+            "<a>".repeat(2000),
+            "</a>".repeat(2000)
+        ),
         format!(
             "<message {}/>",
             (0..1500).map(|i| format!("a{i}='' ")).collect::<String>()
