@@ -8,8 +8,9 @@
 //! 2. for every event it yields, the strict references accept the prefix
 //!    read so far, closed with the header's end tag (the stream's end:
 //!    the prefix as it is), as well-formed XML 1.0 with namespaces, and
-//!    it holds no comment, PI or DTD (RFC 6120 §11.1). The reader may
-//!    refuse more (size and depth limits), never less;
+//!    it holds no comment, PI or DTD (RFC 6120 §11.1) and keeps within
+//!    the reader's depth, attribute and namespace limits. The reader may
+//!    refuse more (the stanza size limit, its own choices), never less;
 //! 3. the same events and verdict whatever the chunking (up to the size
 //!    limit, whose count includes read-ahead);
 //! 4. peak memory held while reading within [`memory_bound`] of the
@@ -246,9 +247,27 @@ fn root_qname(input: &[u8]) -> Option<&[u8]> {
     None
 }
 
+/// The waiver of [`reference_accepts`]: element names with the prefix
+/// `xml` renamed to unprefixed ones.
+fn waive(doc: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match std::str::from_utf8(doc) {
+        Ok(text) if text.contains("<xml:") || text.contains("</xml:") => text
+            .replace("<xml:", "<xml\u{B7}")
+            .replace("</xml:", "</xml\u{B7}")
+            .into_bytes()
+            .into(),
+        _ => doc.into(),
+    }
+}
+
 /// Whether both references accept `doc` as one well-formed, namespace
 /// well-formed XML 1.0 document; the first one's reason if not.
+///
+/// One waiver: both refuse element names with the prefix `xml`, which the
+/// Namespaces recommendation allows (the prefix is bound by definition), so
+/// such names are renamed to unprefixed ones (`xml·name`) before parsing.
 pub fn reference_accepts(doc: &[u8]) -> Result<(), String> {
+    let doc = &waive(doc)[..];
     let text = std::str::from_utf8(doc).map_err(|e| format!("not UTF-8: {e}"))?;
     let mut cfg = xml::ParserConfig::new();
     cfg.allow_multiple_root_elements = false;
@@ -260,14 +279,69 @@ pub fn reference_accepts(doc: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether RFC 6120 §11.1 allows `doc` (taken as well-formed): no
-/// comment, processing instruction or DTD (the references already refuse
-/// entities other than the predefined ones).
+/// The reader's shape limits (`MAX_DEPTH`, `MAX_ATTRIBUTES`,
+/// `MAX_NAMESPACES` in src/xml/reader.rs): elements a stanza nests, itself
+/// included; attributes of one element, namespace declarations included;
+/// namespace declarations in scope, the stream header's included.
+pub const MAX_DEPTH: usize = 64;
+pub const MAX_ATTRIBUTES: usize = 100;
+pub const MAX_NAMESPACES: usize = 128;
+
+/// Whether Rookery's restrictions allow `doc` (taken as well-formed): no
+/// comment, processing instruction or DTD (RFC 6120 §11.1; the references
+/// already refuse entities other than the predefined ones), and the shape
+/// limits. Declarations are counted as the mappings an element adds or
+/// changes, so a redeclaration to the same URI is not counted (an
+/// undercount: never a false finding).
 pub fn xmpp_allows(doc: &[u8]) -> Result<(), String> {
+    use std::collections::BTreeMap;
+    let doc = &waive(doc)[..];
     let mut cfg = xml::ParserConfig::new();
     cfg.ignore_comments = false;
+    let initial: BTreeMap<String, String> = [
+        ("", ""),
+        ("xml", "http://www.w3.org/XML/1998/namespace"),
+        ("xmlns", "http://www.w3.org/2000/xmlns/"),
+    ]
+    .into_iter()
+    .map(|(p, u)| (p.to_string(), u.to_string()))
+    .collect();
+    // For each open element: its in-scope mappings and declarations in scope.
+    let mut open: Vec<(BTreeMap<String, String>, usize)> = Vec::new();
     for ev in xml::EventReader::new_with_config(doc, cfg) {
         match ev {
+            Ok(xml::reader::XmlEvent::StartElement {
+                attributes,
+                namespace,
+                ..
+            }) => {
+                let (parent, in_scope) = open.last().map_or((&initial, 0), |(m, n)| (m, *n));
+                let declared = namespace
+                    .0
+                    .iter()
+                    .filter(|(p, u)| parent.get(*p) != Some(*u))
+                    .count();
+                let in_scope = in_scope + declared;
+                // The stream header is the document's root: a stanza at depth 1.
+                if open.len() > MAX_DEPTH {
+                    return Err(format!("deeper than {MAX_DEPTH} elements in a stanza"));
+                }
+                if attributes.len() + declared > MAX_ATTRIBUTES {
+                    return Err(format!(
+                        "{} attributes on one element (limit {MAX_ATTRIBUTES})",
+                        attributes.len() + declared
+                    ));
+                }
+                if in_scope > MAX_NAMESPACES {
+                    return Err(format!(
+                        "{in_scope} namespace declarations in scope (limit {MAX_NAMESPACES})"
+                    ));
+                }
+                open.push((namespace.0, in_scope));
+            }
+            Ok(xml::reader::XmlEvent::EndElement { .. }) => {
+                open.pop();
+            }
             Ok(xml::reader::XmlEvent::Comment(_)) => return Err("RFC 6120: a comment".into()),
             Ok(xml::reader::XmlEvent::ProcessingInstruction { name, .. }) => {
                 return Err(format!("RFC 6120: a processing instruction <?{name}"))

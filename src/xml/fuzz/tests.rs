@@ -191,6 +191,7 @@ fn references_refuse_what_xml_forbids() {
         "<a>\u{7F}\u{85}\u{FFFD}\u{10FFFF}&#x9;&#xD;&#xE000;</a>",
         "<a x='>' xml:lang='en'>></a>",
         "<?xml version='1.0'?><a xmlnsx='1'><![CDATA[<&]]></a>",
+        "<a><xml:g xml:lang='en'/></a>",
     ];
     for doc in good {
         assert_eq!(reference_accepts(doc.as_bytes()), Ok(()), "{doc:?}");
