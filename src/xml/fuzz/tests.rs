@@ -199,30 +199,36 @@ fn references_refuse_what_xml_forbids() {
 }
 
 /// The memory the reader holds grows with the limit, not with the input:
-/// many stanzas, each near the limit, built to amplify (a long default
-/// namespace inherited by many small children, deep nesting, many
-/// attributes).
+/// many stanzas, each near the limit and within the shape limits, built to
+/// amplify (a long default namespace inherited by many small children, many
+/// siblings, nesting, many attributes and declarations).
 #[test]
 fn reader_memory_is_bounded_by_the_limit() {
     const LIMIT: usize = 16 * 1024;
     let header =
         "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
     let long_ns = format!("urn:{}", "n".repeat(LIMIT / 2));
-    let children = "<a/>".repeat(LIMIT / 2 / 4);
+    let nest = format!("{}{}", "<a>".repeat(60), "</a>".repeat(60));
+    let attrs: String = (0..99).map(|i| format!(" a{i}=''")).collect();
+    let decls: String = (0..99).map(|i| format!(" xmlns:p{i}='u'")).collect();
     let cases = [
-        format!("<message xmlns='{long_ns}'>{children}</message>"),
         format!(
-            "<message>{}{}</message>",
-            "<a>".repeat(2000),
-            "</a>".repeat(2000)
+            "<message xmlns='{long_ns}'>{}</message>",
+            "<a/>".repeat(LIMIT / 2 / 4)
+        ),
+        format!("<message>{}</message>", "<a/>".repeat(LIMIT / 4 - 8)),
+        format!("<message>{}</message>", nest.repeat(LIMIT / nest.len() - 1)),
+        format!(
+            "<message>{}</message>",
+            format!("<a{attrs}/>").repeat(LIMIT / (attrs.len() + 5) - 1)
         ),
         format!(
-            "<message {}/>",
-            (0..1500).map(|i| format!("a{i}='' ")).collect::<String>()
+            "<message{decls}>{}</message>",
+            "<p1:a/>".repeat(LIMIT / 2 / 7)
         ),
-        format!("<message>{children}</message>"),
     ];
     for stanza in cases {
+        assert!(stanza.len() <= LIMIT, "{}", stanza.len());
         let input = format!("{header}{}", stanza.repeat(10));
         let outcome = check_with_limit(input.as_bytes(), LIMIT);
         if let Err(f) = &outcome {
@@ -231,7 +237,7 @@ fn reader_memory_is_bounded_by_the_limit() {
         let o = outcome.unwrap();
         assert!(o.peak.is_some(), "the test binary counts allocations");
         assert!(o.peak.unwrap() <= memory_bound(LIMIT));
-        assert!(o.stanzas > 0, "the stanzas are within the limit");
+        assert!(o.stanzas > 0, "the stanzas are within the limits");
     }
 }
 
