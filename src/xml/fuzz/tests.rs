@@ -207,7 +207,7 @@ fn reader_memory_is_bounded_by_the_limit() {
     const LIMIT: usize = 16 * 1024;
     let header =
         "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-    let long_ns = format!("urn:{}", "n".repeat(LIMIT / 2));
+    let long_ns = format!("urn:{}", "n".repeat(LIMIT / 2 - 64));
     let nest = format!("{}{}", "<a>".repeat(60), "</a>".repeat(60));
     let attrs: String = (0..99).map(|i| format!(" a{i}=''")).collect();
     let decls: String = (0..99).map(|i| format!(" xmlns:p{i}='u'")).collect();
