@@ -160,9 +160,15 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
 /// glibc's malloc spent ~10% of the server's CPU at login (perf); measured
 /// +15-30% logins per server CPU-second, same memory per idle session (see
 /// docs/benchmarks.md).
-#[cfg(feature = "jemalloc")]
+#[cfg(all(feature = "jemalloc", not(test)))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Unit tests count the bytes a thread holds instead, for the XML reader's
+/// memory property (src/xml/fuzz/alloc.rs).
+#[cfg(test)]
+#[global_allocator]
+static GLOBAL: xml::fuzz::alloc::CountingAlloc = xml::fuzz::alloc::CountingAlloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

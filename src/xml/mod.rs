@@ -5,6 +5,9 @@
 //! Writing uses [`xep_support::element::Element::write_to`].
 
 pub mod bufread;
+/// Tests only: holds the reader to strict reference parsers.
+#[cfg(test)]
+pub mod fuzz;
 pub mod limit;
 pub mod reader;
 pub mod wellformed;
