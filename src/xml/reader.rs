@@ -19,6 +19,19 @@
 //! read is held in memory, and never more than the stanza-size limit (set at
 //! creation, changed with [`StreamReader::set_max_stanza_size`], e.g. after
 //! authentication): the byte counter under the parser fails the read first.
+//! What the parsed tree holds is bounded by that limit too: every element
+//! carries its namespace name as its own string, so a long default
+//! namespace inherited by many small children would make memory grow with
+//! the square of the stanza size; the names and namespaces of a stanza's
+//! elements are counted, and more than [`TREE_FACTOR`] times the limit is a
+//! policy violation.
+//!
+//! Before the stream header only whitespace may come, and a byte order mark
+//! as the very first character (however the bytes arrive); an XML
+//! declaration must be the first thing of its document (after the BOM),
+//! as XML 1.0 says: whitespace before it is not well-formed, except in a
+//! restarted stream, where it is what the client sent after the previous
+//! document's last element.
 //!
 //! Errors map to stream error conditions ([`XmlError::condition`]):
 //! not well-formed → `not-well-formed`, restricted XML → `restricted-xml`,
@@ -39,6 +52,11 @@ pub const MAX_DEPTH: usize = 64;
 pub const MAX_ATTRIBUTES: usize = 100;
 /// Namespace declarations in scope at once (the stream header's included).
 pub const MAX_NAMESPACES: usize = 128;
+
+/// The names and namespace names of one stanza's elements may add up to
+/// this many times the stanza-size limit (a legal stanza needs a few times
+/// at most: a namespace inherited by children a few bytes long each).
+pub const TREE_FACTOR: usize = 16;
 
 /// Bytes the buffered reader under the parser holds at most (and only
 /// while bytes are arriving: none while the session waits, see [`LazyBufReader`]).
@@ -136,6 +154,23 @@ pub struct StreamReader<R> {
     started: bool,
     /// Whether an XML declaration was read in this stream.
     declared: bool,
+    /// Whether anything (a BOM, whitespace) came before the header.
+    opened: bool,
+    /// Whether whitespace came before the header.
+    preamble: bool,
+    /// Whether this is a restarted stream (whitespace the client sent after
+    /// its last element of the previous document may precede the header
+    /// and its declaration).
+    restarted: bool,
+    /// Bytes of element names and namespace names of the stanza being read.
+    tree_bytes: usize,
+    /// `TREE_FACTOR` times the stanza-size limit (`None`: no limit).
+    tree_limit: Option<usize>,
+}
+
+/// The bound on a stanza's element names and namespaces for a size limit.
+fn tree_limit(max_stanza_size: Option<usize>) -> Option<usize> {
+    max_stanza_size.map(|m| m.saturating_add(READ_BUFFER).saturating_mul(TREE_FACTOR))
 }
 
 fn configure<B>(reader: &mut quick_xml::Reader<B>) {
@@ -161,10 +196,13 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         let mut reader =
             quick_xml::Reader::from_reader(LazyBufReader::with_capacity(READ_BUFFER, limited));
         configure(&mut reader);
-        Self::over(reader)
+        Self::over(reader, tree_limit(max_stanza_size))
     }
 
-    fn over(reader: quick_xml::Reader<LazyBufReader<LimitedRead<R>>>) -> Self {
+    fn over(
+        reader: quick_xml::Reader<LazyBufReader<LimitedRead<R>>>,
+        tree_limit: Option<usize>,
+    ) -> Self {
         StreamReader {
             reader,
             buf: Vec::new(),
@@ -174,6 +212,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
             attrs: Vec::new(),
             started: false,
             declared: false,
+            opened: false,
+            preamble: false,
+            restarted: false,
+            tree_bytes: 0,
+            tree_limit,
         }
     }
 
@@ -181,16 +224,20 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     /// transport and whatever bytes are already buffered; the stanza-size
     /// limit stays.
     pub fn restart(self) -> Self {
+        let tree_limit = self.tree_limit;
         let inner = self.reader.into_inner();
         let mut reader = quick_xml::Reader::from_reader(inner);
         configure(&mut reader);
-        Self::over(reader)
+        let mut restarted = Self::over(reader, tree_limit);
+        restarted.restarted = true;
+        restarted
     }
 
     /// Change the stanza-size limit (`None`: none), e.g. from the
     /// pre-authentication limit to `max_stanza_size` after authentication.
     pub fn set_max_stanza_size(&mut self, max_stanza_size: Option<usize>) {
         self.limiter().set_limit(byte_limit(max_stanza_size));
+        self.tree_limit = tree_limit(max_stanza_size);
     }
 
     /// The byte counter/shaper under the parser.
@@ -263,6 +310,12 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
             None if prefix.is_empty() => String::new(),
             None => return Err(unbound(prefix)),
         };
+        self.tree_bytes += local.len() + ns.len();
+        if self.tree_limit.is_some_and(|max| self.tree_bytes > max) {
+            return Err(XmlError::Limit(
+                "the stanza's element names and namespaces are too large".into(),
+            ));
+        }
         let mut el = Element::new(local, ns);
         // Unprefixed attributes (in no namespace) first, then prefixed ones
         // named `xml:local` or `{uri}local`, each in document order.
@@ -313,6 +366,7 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     /// Finish a top-level element: count bytes afresh for the next one.
     fn finished(&mut self, el: Element) -> StreamEvent {
         self.limiter().reset();
+        self.tree_bytes = 0;
         StreamEvent::Stanza(el)
     }
 
@@ -327,12 +381,28 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                 }
                 Ok(())
             }
-            // Whitespace between stanzas (keep-alives) and before the header.
-            None if literal
-                && text
+            // Whitespace between stanzas (keep-alives) and before the header,
+            // where a BOM may open the document (quick-xml drops it itself
+            // only when it comes in the first read).
+            None if literal => {
+                let text = match text.strip_prefix('\u{FEFF}') {
+                    Some(rest) if !self.started && !self.opened && !self.declared => rest,
+                    _ => text,
+                };
+                if !text
                     .bytes()
-                    .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) =>
-            {
+                    .all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+                {
+                    return Err(XmlError::NotWellFormed(if self.started {
+                        "text at stream level".into()
+                    } else {
+                        "text before the stream header".into()
+                    }));
+                }
+                if !self.started {
+                    self.opened = true;
+                    self.preamble |= !text.is_empty();
+                }
                 Ok(())
             }
             None if !self.started => Err(XmlError::NotWellFormed(
@@ -377,6 +447,29 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         result
     }
 
+    /// At a document's first byte: take a BOM that arrived whole here, so
+    /// that quick-xml (which drops one only when its first read holds all
+    /// of it) never does, and a BOM counts once however the bytes arrive
+    /// (one that arrives in pieces reaches [`Self::push_text`] as text).
+    /// A read error is left for the parser's next read to report.
+    /// A second BOM right behind the first is refused here: quick-xml would
+    /// drop it otherwise.
+    async fn take_bom(&mut self) -> Result<(), XmlError> {
+        use tokio::io::AsyncBufReadExt;
+        const BOM: &[u8] = b"\xEF\xBB\xBF";
+        let inner = self.reader.get_mut();
+        if inner.fill_buf().await.is_ok_and(|b| b.starts_with(BOM)) {
+            inner.consume(BOM.len());
+            self.opened = true;
+            if inner.fill_buf().await.is_ok_and(|b| b.starts_with(BOM)) {
+                return Err(XmlError::NotWellFormed(
+                    "text before the stream header".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn read_error(&self, e: quick_xml::Error) -> XmlError {
         if self.reader.get_ref().get_ref().exceeded() {
             return XmlError::TooBig;
@@ -399,6 +492,9 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
     }
 
     async fn next_in(&mut self, buf: &mut Vec<u8>) -> Result<StreamEvent, XmlError> {
+        if !self.opened && !self.declared && self.reader.buffer_position() == 0 {
+            self.take_bom().await?;
+        }
         loop {
             buf.clear();
             let event = match self.reader.read_event_into_async(buf).await {
@@ -410,6 +506,11 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
                     if self.started || self.declared {
                         return Err(XmlError::Restricted(
                             "XML declaration inside the stream".into(),
+                        ));
+                    }
+                    if self.preamble && !self.restarted {
+                        return Err(XmlError::NotWellFormed(
+                            "the XML declaration must open the document".into(),
                         ));
                     }
                     self.declared = true;

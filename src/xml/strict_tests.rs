@@ -493,3 +493,99 @@ async fn pre_auth_bombs_are_cut_early() {
         );
     }
 }
+
+/// A source that hands out one byte per read (as a slow peer would).
+struct ByteByByte(Vec<u8>, usize);
+
+impl AsyncRead for ByteByByte {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.1 < self.0.len() && buf.remaining() > 0 {
+            let b = self.0[self.1];
+            buf.put_slice(&[b]);
+            self.1 += 1;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+async fn first_event(input: &[u8], one_at_a_time: bool) -> Result<&'static str, String> {
+    let ev = if one_at_a_time {
+        StreamReader::new(ByteByByte(input.to_vec(), 0), None)
+            .next()
+            .await
+    } else {
+        StreamReader::new(input, None).next().await
+    };
+    match ev {
+        Ok(StreamEvent::Header(_)) => Ok("header"),
+        Ok(_) => Ok("other"),
+        Err(e) => Err(e.condition().unwrap_or("none").to_string()),
+    }
+}
+
+#[tokio::test]
+async fn a_bom_opens_the_document_however_it_arrives_and_the_declaration_comes_first() {
+    let header =
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    for one in [false, true] {
+        let bom = format!("\u{FEFF}<?xml version='1.0'?>{header}");
+        assert_eq!(
+            first_event(bom.as_bytes(), one).await,
+            Ok("header"),
+            "BOM, one byte per read: {one}"
+        );
+        let bom_ws = format!("\u{FEFF}\n {header}");
+        assert_eq!(first_event(bom_ws.as_bytes(), one).await, Ok("header"));
+        let ws_decl = format!("\n<?xml version='1.0'?>{header}");
+        assert_eq!(
+            first_event(ws_decl.as_bytes(), one).await,
+            Err("not-well-formed".into()),
+            "whitespace before the declaration, one byte per read: {one}"
+        );
+        let two_boms = format!("\u{FEFF}\u{FEFF}{header}");
+        assert_eq!(
+            first_event(two_boms.as_bytes(), one).await,
+            Err("not-well-formed".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_stream_may_follow_whitespace_left_from_the_previous_document() {
+    let header =
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    let input = format!("{header}<auth/>\n<?xml version='1.0'?>{header}<iq/>");
+    let mut r = StreamReader::new(input.as_bytes(), Some(4096));
+    assert!(matches!(r.next().await, Ok(StreamEvent::Header(_))));
+    assert!(matches!(r.next().await, Ok(StreamEvent::Stanza(_))));
+    let mut r = r.restart();
+    assert!(matches!(r.next().await, Ok(StreamEvent::Header(_))));
+    assert!(matches!(r.next().await, Ok(StreamEvent::Stanza(_))));
+}
+
+#[tokio::test]
+async fn names_and_namespaces_of_a_stanza_are_bounded_by_the_size_limit() {
+    // An 8 KiB namespace inherited by 2,000 children: 16 KiB on the wire,
+    // 16 MB as elements each owning its namespace name.
+    let long_ns = format!("urn:{}", "n".repeat(8 * 1024));
+    let stanza = format!(
+        "<message xmlns='{long_ns}'>{}</message>",
+        "<a/>".repeat(2000)
+    );
+    let (stanzas, error, _) =
+        read_all(format!("{HEADER}{stanza}").into_bytes(), Some(32 * 1024)).await;
+    assert!(stanzas.is_empty());
+    assert_eq!(error.as_deref(), Some("policy-violation"));
+    // The same children in a namespace of ordinary length are read.
+    let stanza = format!(
+        "<message><x xmlns='urn:xmpp:test'>{}</x></message>",
+        "<a/>".repeat(2000)
+    );
+    let (stanzas, error, _) =
+        read_all(format!("{HEADER}{stanza}").into_bytes(), Some(32 * 1024)).await;
+    assert_eq!((stanzas.len(), error), (1, None));
+}
