@@ -128,8 +128,15 @@ impl SledStorage {
         let prefix = prefix2(host, user)?;
         let mut items = Vec::new();
         for entry in self.trees.roster.scan_prefix(&prefix) {
-            let (_, value) = entry.map_err(|e| self.err(e))?;
-            items.push(decode(&format!("roster item of {user}@{host}"), &value)?);
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            let contact = String::from_utf8_lossy(&key[prefix.len()..]);
+            match decode::<RosterItem>(&format!("roster item {contact} of {user}@{host}"), &value) {
+                Ok(item) => items.push(item),
+                // One unreadable item must not cost the user the rest of the
+                // roster (and with it presence to every contact): skipped,
+                // and a later roster set for the contact replaces it.
+                Err(e) => tracing::error!("skipping an unreadable roster item: {e}"),
+            }
         }
         Ok(items)
     }
@@ -142,10 +149,16 @@ impl SledStorage {
     ) -> Result<Option<RosterItem>, StorageError> {
         let key = key3(host, user, contact)?;
         match self.trees.roster.get(key).map_err(|e| self.err(e))? {
-            Some(bytes) => Ok(Some(decode(
-                &format!("roster item {contact} of {user}@{host}"),
-                &bytes,
-            )?)),
+            Some(bytes) => {
+                match decode(&format!("roster item {contact} of {user}@{host}"), &bytes) {
+                    Ok(item) => Ok(Some(item)),
+                    // As in roster_get: an unreadable item is no item.
+                    Err(e) => {
+                        tracing::error!("skipping an unreadable roster item: {e}");
+                        Ok(None)
+                    }
+                }
+            }
             None => Ok(None),
         }
     }
@@ -276,7 +289,15 @@ impl SledStorage {
         let prefix = prefix2(host, user)?;
         for entry in self.trees.roster_tombstones.scan_prefix(&prefix) {
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            let removed_at = decode_u64("roster tombstone", &value)?;
+            let removed_at = match decode_u64("roster tombstone", &value) {
+                Ok(v) => v,
+                // Unknown removal version: the client cannot be sent a
+                // correct diff, so it gets the full roster instead.
+                Err(e) => {
+                    tracing::error!("roster of {user}@{host}: {e}; sending the full roster");
+                    return Ok(None);
+                }
+            };
             if removed_at > ver {
                 changes.push(RosterChange::Removed {
                     jid: key_suffix(&key, &prefix, "roster tombstone")?,
@@ -456,6 +477,47 @@ mod tests {
             pending_in: false,
             ver: 0,
         }
+    }
+
+    #[test]
+    fn unreadable_item_is_skipped_and_replaceable() {
+        let (_d, s) = open();
+        let alice = AccountKey::new("ex", "alice");
+        let v1 = s.roster_put(alice, item("bob@ex")).unwrap().ver;
+        s.roster_put(alice, item("dave@ex")).unwrap();
+        // Garbage, and a record cut short, under real item keys.
+        s.trees
+            .roster
+            .insert(
+                key3("ex", "alice", "carol@ex").unwrap(),
+                &b"\xff\x00garbage"[..],
+            )
+            .unwrap();
+        let whole = encode(&item("dave@ex")).unwrap();
+        s.trees
+            .roster
+            .insert(
+                key3("ex", "alice", "dave@ex").unwrap(),
+                &whole[..whole.len() / 2],
+            )
+            .unwrap();
+        let jids: Vec<String> = s
+            .roster_get(alice)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.jid)
+            .collect();
+        assert_eq!(jids, vec!["bob@ex".to_string()]);
+        assert_eq!(s.roster_item(alice, "carol@ex").unwrap(), None);
+        // Diffs skip it too; a roster set for the contact replaces it.
+        let changes = s.roster_changes_since(alice, v1).unwrap().unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+        s.roster_put(alice, item("carol@ex")).unwrap();
+        assert_eq!(
+            s.roster_item(alice, "carol@ex").unwrap().unwrap().jid,
+            "carol@ex"
+        );
+        assert_eq!(s.roster_get(alice).unwrap().len(), 2);
     }
 
     #[test]
@@ -802,20 +864,22 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_item_is_reported() {
+    fn corrupt_item_is_skipped_corrupt_meta_is_reported() {
         let (_d, s) = open();
         s.trees
             .roster
             .insert(key3("ex", "alice", "bob@ex").unwrap(), &b"{"[..])
             .unwrap();
-        assert!(matches!(
-            s.roster_item(AccountKey::new("ex", "alice"), "bob@ex"),
-            Err(StorageError::Corrupt(_))
-        ));
-        assert!(matches!(
-            s.roster_get(AccountKey::new("ex", "alice")),
-            Err(StorageError::Corrupt(_))
-        ));
+        // An unreadable item is skipped (logged), not an error for the roster.
+        assert_eq!(
+            s.roster_item(AccountKey::new("ex", "alice"), "bob@ex")
+                .unwrap(),
+            None
+        );
+        assert!(s
+            .roster_get(AccountKey::new("ex", "alice"))
+            .unwrap()
+            .is_empty());
         s.trees
             .roster_meta
             .insert(key2("ex", "alice").unwrap(), &b"short"[..])
