@@ -122,6 +122,55 @@ mod tests {
     use super::*;
     use crate::storage::{AccountKey, OfflineStored, SledStorage, Storage};
 
+    /// A store whose flushes fail as a full disk does, until `ok` is set.
+    struct FailingFlush {
+        ok: std::sync::atomic::AtomicBool,
+    }
+
+    impl Maintenance for FailingFlush {
+        fn flush(&self) -> Result<(), StorageError> {
+            if self.ok.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(StorageError::Full("/db: No space left on device".into()))
+            }
+        }
+        fn backup(&self, _: &std::path::Path) -> Result<u64, StorageError> {
+            unreachable!()
+        }
+        fn restore(&self, _: &std::path::Path) -> Result<u64, StorageError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_flush_hands_its_own_error_to_every_waiter_and_the_flusher_goes_on() {
+        let store = Arc::new(FailingFlush {
+            ok: std::sync::atomic::AtomicBool::new(false),
+        });
+        let gc = GroupCommit::start(store.clone());
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let gc = gc.clone();
+                tokio::spawn(async move { gc.durable().await })
+            })
+            .collect();
+        for w in waiters {
+            let e = tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .expect("a failed flush must not leave waiters hanging")
+                .unwrap()
+                .unwrap_err();
+            assert!(matches!(e, StorageError::Full(_)), "{e:?}");
+            assert_eq!(e.stanza_error().condition, "resource-constraint");
+        }
+        store.ok.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(10), gc.durable())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_flush_covers_many_writers_and_every_write_is_acknowledged() {
         let dir = tempfile::tempdir().unwrap();

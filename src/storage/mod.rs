@@ -481,6 +481,28 @@ mod tests {
     }
 
     #[test]
+    fn full_disk_is_resource_constraint_anything_else_internal_error() {
+        use xep_support::stanza::ErrorType;
+        let full = StorageError::Full("/db: No space left on device".into()).stanza_error();
+        assert_eq!(
+            (full.kind, full.condition),
+            (ErrorType::Wait, "resource-constraint")
+        );
+        assert!(full.text.is_some());
+        for e in [
+            StorageError::Io("EIO".into()),
+            StorageError::Corrupt("bad".into()),
+            StorageError::Locked("/db".into()),
+        ] {
+            let s = e.stanza_error();
+            assert_eq!(
+                (s.kind, s.condition),
+                (ErrorType::Cancel, "internal-server-error")
+            );
+        }
+    }
+
+    #[test]
     fn subscription_halves_and_names() {
         for (to, from, s, name) in [
             (false, false, Subscription::None, "none"),

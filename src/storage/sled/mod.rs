@@ -360,6 +360,31 @@ impl Maintenance for SledStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enospc_and_edquot_are_full_also_as_sleds_copies() {
+        let dir = Path::new("/db");
+        for os in [28, 122] {
+            let io = std::io::Error::from_raw_os_error(os);
+            // sled hands later callers `Error::clone`, which keeps only the
+            // kind and the Debug text of the first error.
+            let copy = sled::Error::Io(io).clone();
+            assert!(
+                matches!(map_sled_error(dir, copy), StorageError::Full(_)),
+                "os error {os}"
+            );
+            let io = std::io::Error::from_raw_os_error(os);
+            assert!(matches!(
+                map_sled_error(dir, sled::Error::Io(io)),
+                StorageError::Full(_)
+            ));
+        }
+        let eio = std::io::Error::from_raw_os_error(5);
+        assert!(matches!(
+            map_sled_error(dir, sled::Error::Io(eio)),
+            StorageError::Io(_)
+        ));
+    }
     use crate::storage::{
         AccountKey, AccountStore, ModuleStore, OfflineStore, RosterItem, RosterStore, Subscription,
     };
