@@ -5,7 +5,8 @@
 //! only; without it the test says SKIPPED). Once the disk is full, the
 //! sender of a message that cannot be stored offline gets
 //! `resource-constraint` (type `wait`, RFC 6120 §8.3.3.18) and a log line
-//! names the accounts; everybody else keeps being served (logins, live
+//! names the accounts, and so does a roster set or a vCard set (module
+//! data); everybody else keeps being served (logins, live
 //! messages, pings); the server stops on SIGTERM; after space is freed and
 //! the server restarted, every message stored before (and every one whose
 //! sender got no error) is delivered once, in order, and nothing else.
@@ -172,6 +173,25 @@ async fn full_disk_bounces_offline_messages_keeps_serving_and_loses_nothing() {
     alice
         .expect_message_error("g1", "resource-constraint")
         .await;
+    // Other stores refuse the same way: a roster set, a module's data.
+    let r = roster_set(&mut alice, &item_xml("bob@localhost", None, &[])).await;
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    assert_eq!(
+        r.stanza_error(),
+        Some(("wait".to_string(), "resource-constraint".to_string())),
+        "{r}"
+    );
+    let r = iq(
+        &mut alice,
+        "set",
+        "<vCard xmlns='vcard-temp'><FN>A</FN></vCard>",
+    )
+    .await;
+    assert_eq!(
+        r.stanza_error(),
+        Some(("wait".to_string(), "resource-constraint".to_string())),
+        "{r}"
+    );
 
     // Everybody else is still served: a login, a live message, a ping.
     let mut bob = online(&server, BOB, "b1").await;
