@@ -11,7 +11,8 @@
 //! the server restarted, every message stored before (and every one whose
 //! sender got no error) is delivered once, in order, and nothing else.
 //!
-//! Corruption: garbage under a roster item, a truncated offline message,
+//! Corruption: garbage under a roster item and the roster's version record,
+//! a truncated offline message,
 //! an offline key cut short, an unreadable message counter, unreadable
 //! module data (vCard, private XML, last logout) and unreadable credentials
 //! are skipped (or refuse just that login) with a log line naming the
@@ -296,6 +297,9 @@ async fn corrupt_records_are_skipped_with_a_log_line_naming_the_account() {
                 &b"\xff{\"jid\":\"carol@loc"[..],
             )
             .unwrap();
+        tree("roster_meta")
+            .insert(key(&["localhost", "alice"]), &b"short"[..])
+            .unwrap();
         let offline = tree("offline");
         let bob_prefix = key(&["localhost", "bob", ""]);
         let bobs: Vec<_> = offline
@@ -382,6 +386,7 @@ async fn corrupt_records_are_skipped_with_a_log_line_naming_the_account() {
     let log = server.stderr_tail();
     for needle in [
         "roster item carol@localhost of alice@localhost",
+        "roster of alice@localhost: corrupt database: roster version record",
         "vCard of alice@localhost",
         "test:notes of alice@localhost",
         "of bob@localhost is unreadable",

@@ -55,15 +55,23 @@ impl Meta {
 
     fn decode(bytes: &[u8]) -> Result<Meta, StorageError> {
         if bytes.len() != 16 {
-            return Err(StorageError::Corrupt(
-                "roster version record is not 16 bytes".into(),
-            ));
+            return Err(StorageError::Corrupt(format!(
+                "{META_WHAT} is not 16 bytes"
+            )));
         }
         Ok(Meta {
             ver: decode_u64("roster version", &bytes[..8])?,
             floor: decode_u64("roster version floor", &bytes[8..])?,
         })
     }
+}
+
+/// How the error for an unreadable version record starts.
+const META_WHAT: &str = "roster version record";
+
+/// Whether `e` is an unreadable roster version record.
+fn is_bad_meta(e: &StorageError) -> bool {
+    matches!(e, StorageError::Corrupt(why) if why.starts_with(META_WHAT))
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StorageError>>;
@@ -112,6 +120,45 @@ fn write_meta(meta: &TransactionalTree, key: &[u8], old: Option<Meta>, ver: u64)
 }
 
 impl SledStorage {
+    /// Run `op`; if it found the roster's version record unreadable,
+    /// rebuild it (current version: the highest of the readable items and
+    /// tombstones; nothing older diffable, so clients get the full roster
+    /// once), log it, and run `op` once more.
+    fn with_meta_repair<T>(
+        &self,
+        host: &str,
+        user: &str,
+        op: impl Fn() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match op() {
+            Err(e) if is_bad_meta(&e) => {
+                let prefix = prefix2(host, user)?;
+                let mut ver = 0u64;
+                for entry in self.trees.roster.scan_prefix(&prefix) {
+                    let (_, value) = entry.map_err(|e| self.err(e))?;
+                    if let Ok(item) = decode::<RosterItem>("roster item", &value) {
+                        ver = ver.max(item.ver);
+                    }
+                }
+                for entry in self.trees.roster_tombstones.scan_prefix(&prefix) {
+                    let (_, value) = entry.map_err(|e| self.err(e))?;
+                    if let Ok(v) = decode_u64("roster tombstone", &value) {
+                        ver = ver.max(v);
+                    }
+                }
+                tracing::error!(
+                    "roster of {user}@{host}: {e}; version record rebuilt at version {ver}"
+                );
+                self.trees
+                    .roster_meta
+                    .insert(key2(host, user)?, Meta { ver, floor: ver }.encode())
+                    .map_err(|e| self.err(e))?;
+                op()
+            }
+            other => other,
+        }
+    }
+
     fn roster_meta(&self, host: &str, user: &str) -> Result<Option<Meta>, StorageError> {
         let key = key2(host, user)?;
         match self.trees.roster_meta.get(key).map_err(|e| self.err(e))? {
@@ -398,7 +445,9 @@ impl RosterStore for SledStorage {
     ) -> Result<RosterItem, StorageError> {
         let AccountKey { host, user } = account;
         let _w = self.writing();
-        self.roster_put_impl(host, user, item)
+        self.with_meta_repair(host, user, || {
+            self.roster_put_impl(host, user, item.clone())
+        })
     }
 
     fn roster_remove(
@@ -408,12 +457,12 @@ impl RosterStore for SledStorage {
     ) -> Result<Option<u64>, StorageError> {
         let AccountKey { host, user } = account;
         let _w = self.writing();
-        self.roster_remove_impl(host, user, contact)
+        self.with_meta_repair(host, user, || self.roster_remove_impl(host, user, contact))
     }
 
     fn roster_version(&self, account: AccountKey<'_>) -> Result<u64, StorageError> {
         let AccountKey { host, user } = account;
-        self.roster_version_impl(host, user)
+        self.with_meta_repair(host, user, || self.roster_version_impl(host, user))
     }
 
     fn roster_changes_since(
@@ -422,7 +471,9 @@ impl RosterStore for SledStorage {
         ver: u64,
     ) -> Result<Option<Vec<RosterChange>>, StorageError> {
         let AccountKey { host, user } = account;
-        self.roster_changes_since_impl(host, user, ver)
+        self.with_meta_repair(host, user, || {
+            self.roster_changes_since_impl(host, user, ver)
+        })
     }
 
     fn pending_subscription_add(
@@ -864,7 +915,7 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_item_is_skipped_corrupt_meta_is_reported() {
+    fn corrupt_item_is_skipped_corrupt_version_is_rebuilt() {
         let (_d, s) = open();
         s.trees
             .roster
@@ -884,14 +935,36 @@ mod tests {
             .roster_meta
             .insert(key2("ex", "alice").unwrap(), &b"short"[..])
             .unwrap();
-        assert!(matches!(
-            s.roster_version(AccountKey::new("ex", "alice")),
-            Err(StorageError::Corrupt(_))
-        ));
-        assert!(matches!(
-            s.roster_put(AccountKey::new("ex", "alice"), item("carol@ex")),
-            Err(StorageError::Corrupt(_))
-        ));
+        // The version record is rebuilt from the items and tombstones.
+        let dave = s
+            .roster_put(AccountKey::new("ex", "alice"), item("dave@ex"))
+            .unwrap();
+        s.trees
+            .roster_meta
+            .insert(key2("ex", "alice").unwrap(), &b"short"[..])
+            .unwrap();
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            dave.ver
+        );
+        // Nothing older is diffable any more: the full roster is sent.
+        assert_eq!(
+            s.roster_changes_since(AccountKey::new("ex", "alice"), dave.ver - 1)
+                .unwrap(),
+            None
+        );
+        s.trees
+            .roster_meta
+            .insert(key2("ex", "alice").unwrap(), &b"short"[..])
+            .unwrap();
+        let carol = s
+            .roster_put(AccountKey::new("ex", "alice"), item("carol@ex"))
+            .unwrap();
+        assert!(carol.ver > dave.ver);
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            carol.ver
+        );
     }
 
     #[test]
