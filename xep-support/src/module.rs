@@ -667,3 +667,24 @@ pub trait Module: Send + Sync {
         None
     }
 }
+
+#[cfg(test)]
+mod store_error_tests {
+    use super::*;
+    use crate::stanza::ErrorType;
+
+    #[test]
+    fn a_full_disk_is_resource_constraint_anything_else_internal_error() {
+        let full = StoreError::full("database disk full: /db: No space left on device");
+        assert!(full.is_full());
+        let s: StanzaError = full.into();
+        assert_eq!(
+            (s.kind, s.condition),
+            (ErrorType::Wait, "resource-constraint")
+        );
+        let other = StoreError("database I/O error: EIO".into());
+        assert!(!other.is_full());
+        let s: StanzaError = other.into();
+        assert_eq!(s.condition, "internal-server-error");
+    }
+}
