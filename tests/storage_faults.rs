@@ -208,10 +208,16 @@ async fn full_disk_bounces_offline_messages_keeps_serving_and_loses_nothing() {
     drop(bob);
     drop(alice);
 
-    // It stops (sled's final flush fails: no hang, no panic).
-    server.stop();
+    // It stops on SIGTERM without hanging or panicking; its final flush
+    // fails, which it says, and so does its exit status.
+    let st = server.stop();
     let log = server.stderr_tail();
     assert!(!log.contains("panicked"), "{log}");
+    assert!(!st.success(), "{st:?}");
+    assert!(
+        log.contains("flushing the database: database disk full"),
+        "{log}"
+    );
 
     // Space freed, restarted: the stored messages, once, in order.
     std::fs::remove_file(filler).unwrap();
