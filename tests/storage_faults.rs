@@ -219,6 +219,37 @@ async fn full_disk_bounces_offline_messages_keeps_serving_and_loses_nothing() {
         "{log}"
     );
 
+    // Started again on the still full disk, it refuses at once with a
+    // clear error (sled cannot open its log), instead of hanging.
+    let log_path = server.dir().join("full-start.stderr");
+    let mut child = Command::new(common::server::ROOKERY)
+        .arg("serve")
+        .arg("-c")
+        .arg(server.config_path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("spawn rookery");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rookery started on a full disk did not exit within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let err = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("cannot open the database: database disk full"),
+        "{err}"
+    );
+
     // Space freed, restarted: the stored messages, once, in order.
     std::fs::remove_file(filler).unwrap();
     server.restart();
