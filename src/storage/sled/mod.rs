@@ -13,6 +13,14 @@
 //! This file opens the database and the trees and holds the helpers they
 //! share (keys, encoding, durability, the backup gate).
 //!
+//! Faults (docs/architecture.md, "Faults"): `ENOSPC`/`EDQUOT` become
+//! `StorageError::Full` (logged once with the advice to free space and
+//! restart: sled refuses every write of the run after its first failed
+//! one, reads go on); records that do not decode are skipped with a log
+//! line naming the account, or rebuilt where they can be (offline message
+//! counters, roster version records). `full_disk.rs` tests this on a real
+//! tmpfs.
+//!
 //! Layout (all trees opened once, in [`Trees::open`]). The on-disk format
 //! is the one every earlier release wrote: existing data directories open
 //! as they are.
