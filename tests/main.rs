@@ -42,6 +42,7 @@ mod register;
 mod s2s;
 mod s2s_ejabberd;
 mod s2s_prosody;
+mod storage_faults;
 mod xep0114_component;
 mod xep0115_server_caps;
 mod xep0198_stream_mgmt;

@@ -63,11 +63,17 @@ struct HostCredentials {
 
 impl CredentialStore for HostCredentials {
     fn credentials(&self, username: &str) -> Option<auth::credentials::StoredCredentials> {
-        self.server
-            .storage
-            .get_credentials(crate::storage::AccountKey::new(&self.host, username))
-            .ok()
-            .flatten()
+        let account = crate::storage::AccountKey::new(&self.host, username);
+        match self.server.storage.get_credentials(account) {
+            Ok(creds) => creds,
+            Err(e) => {
+                // Unreadable credentials fail this login like a wrong
+                // password (the client learns nothing more); the admin
+                // learns which account.
+                tracing::error!("reading the credentials of {account}: {e}; login refused");
+                None
+            }
+        }
     }
 
     fn upgrade(&self, username: &str, full: &auth::credentials::StoredCredentials) {

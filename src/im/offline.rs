@@ -163,11 +163,20 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
             .storage
             .offline_store_unflushed(account, &stored.to_xml(ns::CLIENT), limit)
         {
-            Ok(OfflineStored::Stored(seq)) => server
-                .group_commit
-                .durable()
-                .await
-                .map(|()| OfflineStored::Stored(seq)),
+            Ok(OfflineStored::Stored(seq)) => match server.group_commit.durable().await {
+                Ok(()) => Ok(OfflineStored::Stored(seq)),
+                Err(e) => {
+                    // The sender is told it failed: take the message back
+                    // out, so that a store which still reads (sled refuses
+                    // writes, not reads, after a failed flush) does not hand
+                    // it over later. Best effort: on a full disk the removal
+                    // fails too, and the message never reached the disk.
+                    if let Err(undo) = server.storage.offline_remove(account, &[seq]) {
+                        tracing::debug!("withdrawing offline message {seq} of {to}: {undo}");
+                    }
+                    Err(e)
+                }
+            },
             other => other,
         };
     match result {
@@ -186,13 +195,11 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
             .await;
         }
         Err(e) => {
-            tracing::error!("storing an offline message for {to}: {e}");
-            crate::delivery::bounce(
-                server,
-                &msg,
-                StanzaError::new(ErrorType::Wait, "internal-server-error"),
-            )
-            .await;
+            let from = msg.attr("from").unwrap_or("?");
+            tracing::error!(
+                "storing an offline message from {from} for {to}: {e}; the sender gets an error"
+            );
+            crate::delivery::bounce(server, &msg, e.stanza_error()).await;
         }
     }
 }

@@ -363,7 +363,7 @@ async fn roster_set(server: &Server, iq: &Element, query: &Element, owner: &Bare
         }
         Err(e) => {
             tracing::error!("roster set for {owner}: {e}");
-            iq_error(iq, &StanzaError::internal_server_error())
+            iq_error(iq, &e.stanza_error())
         }
     }
 }
@@ -377,7 +377,7 @@ async fn remove_item(server: &Server, iq: &Element, owner: &BareJid, contact: &s
         Ok(None) => return iq_error(iq, &StanzaError::item_not_found()),
         Err(e) => {
             tracing::error!("roster remove for {owner}: {e}");
-            return iq_error(iq, &StanzaError::internal_server_error());
+            return iq_error(iq, &e.stanza_error());
         }
     };
     push(server, owner, removed_item_xml(contact), ver).await;

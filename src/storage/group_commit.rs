@@ -10,7 +10,10 @@
 //! thread ever blocks on the disk. An idle server does no flushing.
 //!
 //! The guarantee is unchanged: `durable()` returns `Ok` only after a flush
-//! that began after the caller's change was applied has completed.
+//! that began after the caller's change was applied has completed. When
+//! that flush fails, every writer it covered gets the flush's own error (a
+//! full disk stays [`StorageError::Full`], so senders are told
+//! `resource-constraint`), and the flusher goes on serving later writers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,12 +24,12 @@ use tokio::sync::{watch, Notify};
 use super::{Maintenance, StorageError};
 
 /// The state the flusher publishes after each flush.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Done {
     /// Tickets up to this one are covered by a completed flush.
     ticket: u64,
-    /// Whether that flush succeeded.
-    ok: bool,
+    /// How that flush ended.
+    result: Result<(), StorageError>,
 }
 
 struct Shared {
@@ -48,7 +51,7 @@ impl GroupCommit {
     pub fn start(storage: Arc<dyn Maintenance>) -> Arc<GroupCommit> {
         let (tx, rx) = watch::channel(Done {
             ticket: 0,
-            ok: true,
+            result: Ok(()),
         });
         let shared = Arc::new(Shared {
             requested: AtomicU64::new(0),
@@ -70,18 +73,20 @@ impl GroupCommit {
                 // Every ticket <= upto was taken after its change was
                 // applied, and before this flush starts: covered by it.
                 let s = storage.clone();
-                let ok = match tokio::task::spawn_blocking(move || s.flush()).await {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        tracing::error!("flushing storage: {e}");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::error!("flushing storage: {e}");
-                        false
-                    }
+                let result = match tokio::task::spawn_blocking(move || s.flush()).await {
+                    Ok(r) => r,
+                    Err(e) => Err(StorageError::Io(format!("the flush thread failed: {e}"))),
                 };
-                if tx.send(Done { ticket: upto, ok }).is_err() {
+                if let Err(e) = &result {
+                    tracing::error!("flushing storage: {e}");
+                }
+                if tx
+                    .send(Done {
+                        ticket: upto,
+                        result,
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -95,10 +100,12 @@ impl GroupCommit {
         let ticket = self.shared.requested.fetch_add(1, Ordering::AcqRel) + 1;
         self.shared.wake.notify_one();
         let mut rx = self.done.clone();
-        let done = rx.wait_for(|d| d.ticket >= ticket).await.map(|d| *d);
+        let done = rx
+            .wait_for(|d| d.ticket >= ticket)
+            .await
+            .map(|d| d.result.clone());
         match done {
-            Ok(d) if d.ok => Ok(()),
-            Ok(_) => Err(StorageError::Io("flush failed".into())),
+            Ok(result) => result,
             Err(_) => Err(StorageError::Io("storage flusher stopped".into())),
         }
     }
@@ -114,6 +121,55 @@ impl GroupCommit {
 mod tests {
     use super::*;
     use crate::storage::{AccountKey, OfflineStored, SledStorage, Storage};
+
+    /// A store whose flushes fail as a full disk does, until `ok` is set.
+    struct FailingFlush {
+        ok: std::sync::atomic::AtomicBool,
+    }
+
+    impl Maintenance for FailingFlush {
+        fn flush(&self) -> Result<(), StorageError> {
+            if self.ok.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(StorageError::Full("/db: No space left on device".into()))
+            }
+        }
+        fn backup(&self, _: &std::path::Path) -> Result<u64, StorageError> {
+            unreachable!()
+        }
+        fn restore(&self, _: &std::path::Path) -> Result<u64, StorageError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_flush_hands_its_own_error_to_every_waiter_and_the_flusher_goes_on() {
+        let store = Arc::new(FailingFlush {
+            ok: std::sync::atomic::AtomicBool::new(false),
+        });
+        let gc = GroupCommit::start(store.clone());
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let gc = gc.clone();
+                tokio::spawn(async move { gc.durable().await })
+            })
+            .collect();
+        for w in waiters {
+            let e = tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .expect("a failed flush must not leave waiters hanging")
+                .unwrap()
+                .unwrap_err();
+            assert!(matches!(e, StorageError::Full(_)), "{e:?}");
+            assert_eq!(e.stanza_error().condition, "resource-constraint");
+        }
+        store.ok.store(true, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(10), gc.durable())
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_flush_covers_many_writers_and_every_write_is_acknowledged() {

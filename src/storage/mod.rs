@@ -148,8 +148,28 @@ pub enum StorageError {
     AlreadyExists,
     /// Data on disk could not be decoded, or the engine detected corruption.
     Corrupt(String),
+    /// The disk (or the user's quota) is full: `ENOSPC` / `EDQUOT`. sled
+    /// refuses every later write of this run once one failed (see
+    /// docs/architecture.md, "Faults"); reads go on.
+    Full(String),
     /// Any other I/O or engine failure.
     Io(String),
+}
+
+impl StorageError {
+    /// The stanza error for the sender of a stanza that could not be
+    /// stored (RFC 6120 §8.3.3): a full disk is `resource-constraint`
+    /// (§8.3.3.18, "lacks the system resources", type `wait`: it may work
+    /// once space is freed); anything else is `internal-server-error`
+    /// (§8.3.3.8, type `cancel` as the RFC says it SHOULD be).
+    pub fn stanza_error(&self) -> xep_support::stanza::StanzaError {
+        use xep_support::stanza::{ErrorType, StanzaError};
+        match self {
+            StorageError::Full(_) => StanzaError::new(ErrorType::Wait, "resource-constraint")
+                .with_text("the server's storage is full"),
+            _ => StanzaError::new(ErrorType::Cancel, "internal-server-error"),
+        }
+    }
 }
 
 impl std::fmt::Display for StorageError {
@@ -160,6 +180,7 @@ impl std::fmt::Display for StorageError {
             }
             StorageError::AlreadyExists => write!(f, "the account already exists"),
             StorageError::Corrupt(why) => write!(f, "corrupt database: {why}"),
+            StorageError::Full(why) => write!(f, "database disk full: {why}"),
             StorageError::Io(why) => write!(f, "database I/O error: {why}"),
         }
     }
@@ -458,6 +479,28 @@ mod tests {
             .contains("bad"));
         let boxed: Box<dyn std::error::Error> = Box::new(StorageError::Io("disk".into()));
         assert!(boxed.to_string().contains("disk"));
+    }
+
+    #[test]
+    fn full_disk_is_resource_constraint_anything_else_internal_error() {
+        use xep_support::stanza::ErrorType;
+        let full = StorageError::Full("/db: No space left on device".into()).stanza_error();
+        assert_eq!(
+            (full.kind, full.condition),
+            (ErrorType::Wait, "resource-constraint")
+        );
+        assert!(full.text.is_some());
+        for e in [
+            StorageError::Io("EIO".into()),
+            StorageError::Corrupt("bad".into()),
+            StorageError::Locked("/db".into()),
+        ] {
+            let s = e.stanza_error();
+            assert_eq!(
+                (s.kind, s.condition),
+                (ErrorType::Cancel, "internal-server-error")
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! It only translates: the owner `BareJid` becomes an [`AccountKey`](super::AccountKey)
 //! borrowed from it (a bare domain gets an empty user, which no account
 //! has), and a [`StorageError`] becomes the modules' `StoreError` (its
-//! text, for logs). Nothing is allocated or locked here beyond what the
+//! text, for logs; a full disk made with `StoreError::full`, so that modules
+//! answer `resource-constraint`). Nothing is allocated or locked here beyond what the
 //! engine does.
 
 use std::sync::Arc;
@@ -30,7 +31,11 @@ impl ModuleAccess {
 }
 
 fn store_error(e: StorageError) -> StoreError {
-    StoreError(e.to_string())
+    match e {
+        // Modules answer resource-constraint for it (RFC 6120 §8.3.3.18).
+        StorageError::Full(_) => StoreError::full(e),
+        e => StoreError(e.to_string()),
+    }
 }
 
 impl ModuleData for ModuleAccess {

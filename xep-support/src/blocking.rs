@@ -81,7 +81,13 @@ impl Blocking {
         }
         let text = match ctx.store(self.name()).get(account, KEY) {
             Ok(v) => v
-                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|b| match String::from_utf8(b) {
+                    Ok(text) => Some(text),
+                    Err(_) => {
+                        tracing::error!("the blocklist of {account} is unreadable; skipped");
+                        None
+                    }
+                })
                 .unwrap_or_default(),
             Err(e) => {
                 tracing::error!("reading the blocklist of {account}: {e}");

@@ -61,11 +61,15 @@ impl Module for Last {
                 Element::new("query", ns::LAST).with_attr("seconds", "0"),
             ));
         }
-        let stored = ctx
-            .store(self.name())
-            .get(&account, KEY)?
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.trim().parse::<u64>().ok());
+        let stored = ctx.store(self.name()).get(&account, KEY)?.and_then(|b| {
+            let t = std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if t.is_none() {
+                tracing::error!("the last logout time of {account} is unreadable; skipped");
+            }
+            t
+        });
         match stored {
             Some(t) => Ok(Some(
                 Element::new("query", ns::LAST)

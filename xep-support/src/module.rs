@@ -162,9 +162,25 @@ pub struct SessionInfo {
     pub detached: bool,
 }
 
-/// A storage failure reported to a module.
+/// A storage failure reported to a module: its text. A full disk is told
+/// apart by [`StoreError::full`] (text starting with [`StoreError::FULL`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreError(pub String);
+
+impl StoreError {
+    /// How the text of a full-disk error starts.
+    pub const FULL: &'static str = "disk full: ";
+
+    /// The disk (or quota) holding the data is full.
+    pub fn full(why: impl std::fmt::Display) -> StoreError {
+        StoreError(format!("{}{why}", Self::FULL))
+    }
+
+    /// Whether this is a full disk.
+    pub fn is_full(&self) -> bool {
+        self.0.starts_with(Self::FULL)
+    }
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,10 +188,16 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// RFC 6120 §8.3.3: a full disk is `resource-constraint` (type `wait`, it
+/// may work once space is freed), any other failure `internal-server-error`.
 impl From<StoreError> for StanzaError {
     fn from(e: StoreError) -> Self {
         tracing::error!("module storage: {e}");
-        StanzaError::internal_server_error()
+        if e.is_full() {
+            StanzaError::resource_constraint().with_text("the server's storage is full")
+        } else {
+            StanzaError::internal_server_error()
+        }
     }
 }
 
@@ -650,5 +672,26 @@ pub trait Module: Send + Sync {
     /// mod_client_state, mod_ping's server-side pings).
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
+    }
+}
+
+#[cfg(test)]
+mod store_error_tests {
+    use super::*;
+    use crate::stanza::ErrorType;
+
+    #[test]
+    fn a_full_disk_is_resource_constraint_anything_else_internal_error() {
+        let full = StoreError::full("database disk full: /db: No space left on device");
+        assert!(full.is_full());
+        let s: StanzaError = full.into();
+        assert_eq!(
+            (s.kind, s.condition),
+            (ErrorType::Wait, "resource-constraint")
+        );
+        let other = StoreError("database I/O error: EIO".into());
+        assert!(!other.is_full());
+        let s: StanzaError = other.into();
+        assert_eq!(s.condition, "internal-server-error");
     }
 }

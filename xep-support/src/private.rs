@@ -64,11 +64,18 @@ impl Module for Private {
             return Ok(None);
         }
         for c in children {
-            let stored = ctx
-                .store(self.name())
-                .get(&account, &c.ns)?
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|xml| ctx.parse_xml(&xml));
+            let stored = ctx.store(self.name()).get(&account, &c.ns)?.and_then(|b| {
+                let el = String::from_utf8(b)
+                    .ok()
+                    .and_then(|xml| ctx.parse_xml(&xml));
+                if el.is_none() {
+                    tracing::error!(
+                        "the private XML {} of {account} is unreadable; answered as empty",
+                        c.ns
+                    );
+                }
+                el
+            });
             // Nothing stored: the requested (empty) element comes back.
             out = out
                 .with_child(stored.unwrap_or_else(|| Element::new(c.name.clone(), c.ns.clone())));

@@ -79,11 +79,17 @@ pub(crate) fn load_vcard(
     ctx: &dyn ServerContext,
     account: &BareJid,
 ) -> Result<Option<Element>, StanzaError> {
-    Ok(ctx
-        .store(MODULE)
-        .get(account, KEY)?
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|xml| ctx.parse_xml(&xml)))
+    let Some(bytes) = ctx.store(MODULE).get(account, KEY)? else {
+        return Ok(None);
+    };
+    let vcard = String::from_utf8(bytes)
+        .ok()
+        .and_then(|xml| ctx.parse_xml(&xml));
+    if vcard.is_none() {
+        // Answered as if there were none; the next vCard set replaces it.
+        tracing::error!("the stored vCard of {account} is unreadable; skipped");
+    }
+    Ok(vcard)
 }
 
 /// `mod_vcard`.

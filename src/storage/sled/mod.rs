@@ -13,6 +13,14 @@
 //! This file opens the database and the trees and holds the helpers they
 //! share (keys, encoding, durability, the backup gate).
 //!
+//! Faults (docs/architecture.md, "Faults"): `ENOSPC`/`EDQUOT` become
+//! `StorageError::Full` (logged once with the advice to free space and
+//! restart: sled refuses every write of the run after its first failed
+//! one, reads go on); records that do not decode are skipped with a log
+//! line naming the account, or rebuilt where they can be (offline message
+//! counters, roster version records). `full_disk.rs` tests this on a real
+//! tmpfs.
+//!
 //! Layout (all trees opened once, in [`Trees::open`]). The on-disk format
 //! is the one every earlier release wrote: existing data directories open
 //! as they are.
@@ -60,6 +68,8 @@
 
 mod accounts;
 mod backup;
+#[cfg(test)]
+mod full_disk;
 mod modules;
 mod offline;
 mod roster;
@@ -124,6 +134,8 @@ pub struct SledStorage {
     /// Writers hold it shared, `backup` and `restore` exclusively, so a
     /// backup is a consistent copy of every tree (see `backup.rs`).
     pub(super) gate: std::sync::RwLock<()>,
+    /// Whether the "disk full" advice was logged (once per run).
+    full_reported: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -139,11 +151,29 @@ fn is_lock_error(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
+/// Whether an I/O error means the disk or quota is full. sled hands later
+/// callers a copy of its first write error that keeps only the kind and the
+/// text, so the OS error number may be gone: the kind and text are checked
+/// too.
+fn is_full_error(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(e.raw_os_error(), Some(ENOSPC) | Some(EDQUOT))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+        || e.to_string().contains("No space left on device")
+}
+
 /// Translate a sled error into ours; `dir` names the database in messages.
 fn map_sled_error(dir: &Path, e: sled::Error) -> StorageError {
     match e {
         sled::Error::Io(io) if is_lock_error(&io) => {
             StorageError::Locked(dir.display().to_string())
+        }
+        sled::Error::Io(io) if is_full_error(&io) => {
+            StorageError::Full(format!("{}: {io}", dir.display()))
         }
         sled::Error::Io(io) => StorageError::Io(format!("{}: {io}", dir.display())),
         sled::Error::Corruption { .. } => StorageError::Corrupt(format!("{}: {e}", dir.display())),
@@ -249,6 +279,7 @@ impl SledStorage {
             dir: dir.to_path_buf(),
             trees,
             gate: std::sync::RwLock::new(()),
+            full_reported: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -259,7 +290,22 @@ impl SledStorage {
     }
 
     pub(super) fn err(&self, e: sled::Error) -> StorageError {
-        map_sled_error(&self.dir, e)
+        let e = map_sled_error(&self.dir, e);
+        if matches!(e, StorageError::Full(_))
+            && !self
+                .full_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            // sled keeps its first write error for the rest of the run: no
+            // write succeeds again until the database is reopened.
+            tracing::error!(
+                "storage: the disk holding {} is full ({e}); nothing new can be stored \
+                 until space is freed and rookery is restarted (messages and changes \
+                 already acknowledged are safe; senders get resource-constraint errors)",
+                self.dir.display()
+            );
+        }
+        e
     }
 
     /// Translate the outcome of a sled transaction whose closure aborts with
@@ -322,6 +368,31 @@ impl Maintenance for SledStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enospc_and_edquot_are_full_also_as_sleds_copies() {
+        let dir = Path::new("/db");
+        for os in [28, 122] {
+            let io = std::io::Error::from_raw_os_error(os);
+            // sled hands later callers `Error::clone`, which keeps only the
+            // kind and the Debug text of the first error.
+            let copy = sled::Error::Io(io).clone();
+            assert!(
+                matches!(map_sled_error(dir, copy), StorageError::Full(_)),
+                "os error {os}"
+            );
+            let io = std::io::Error::from_raw_os_error(os);
+            assert!(matches!(
+                map_sled_error(dir, sled::Error::Io(io)),
+                StorageError::Full(_)
+            ));
+        }
+        let eio = std::io::Error::from_raw_os_error(5);
+        assert!(matches!(
+            map_sled_error(dir, sled::Error::Io(eio)),
+            StorageError::Io(_)
+        ));
+    }
     use crate::storage::{
         AccountKey, AccountStore, ModuleStore, OfflineStore, RosterItem, RosterStore, Subscription,
     };

@@ -38,7 +38,45 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The start of the error for an unreadable per-user message counter.
+const COUNT_WHAT: &str = "offline message count";
+
+/// Whether `e` is an unreadable message counter (repaired by a recount).
+fn is_bad_count(e: &StorageError) -> bool {
+    matches!(e, StorageError::Corrupt(why) if why.starts_with(COUNT_WHAT))
+}
+
 impl SledStorage {
+    /// Run `op`; if it found the user's message counter unreadable, count
+    /// the user's messages again (a prefix scan, only on this rare path),
+    /// write the counter, log it, and run `op` once more.
+    fn with_count_repair<T>(
+        &self,
+        host: &str,
+        user: &str,
+        op: impl Fn() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match op() {
+            Err(e) if is_bad_count(&e) => {
+                let prefix = prefix2(host, user)?;
+                let mut n = 0u64;
+                for key in self.trees.offline.scan_prefix(&prefix).keys() {
+                    key.map_err(|e| self.err(e))?;
+                    n += 1;
+                }
+                tracing::error!(
+                    "offline messages of {user}@{host}: {e}; recounted {n} stored messages"
+                );
+                self.trees
+                    .offline_counts
+                    .insert(key2(host, user)?, &n.to_be_bytes()[..])
+                    .map_err(|e| self.err(e))?;
+                op()
+            }
+            other => other,
+        }
+    }
+
     pub(super) fn offline_store_impl(
         &self,
         host: &str,
@@ -54,8 +92,9 @@ impl SledStorage {
         let t = &self.trees;
         let result = (&t.offline, &t.offline_counts).transaction(|(offline, counts)| {
             let count = match counts.get(&count_key)? {
-                Some(bytes) => decode_u64("offline message count", &bytes)
-                    .map_err(ConflictableTransactionError::Abort)?,
+                Some(bytes) => {
+                    decode_u64(COUNT_WHAT, &bytes).map_err(ConflictableTransactionError::Abort)?
+                }
                 None => 0,
             };
             if let Some(limit) = limit {
@@ -82,10 +121,18 @@ impl SledStorage {
     ) -> Result<Vec<(u64, String)>, StorageError> {
         let prefix = prefix2(host, user)?;
         let mut out = Vec::new();
-        for entry in self.trees.offline.scan_prefix(&prefix).take(max) {
+        for entry in self.trees.offline.scan_prefix(&prefix) {
+            if out.len() >= max {
+                break;
+            }
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            let seq = decode_u64("offline message key", &key[prefix.len()..])?;
-            out.push((seq, text(&value)));
+            match decode_u64("offline message key", &key[prefix.len()..]) {
+                Ok(seq) => out.push((seq, text(&value))),
+                // A key that is no sequence number cannot be removed by
+                // one either: skipped (it stays; the messages after it
+                // still come out).
+                Err(e) => tracing::error!("offline messages of {user}@{host}: skipping {e}"),
+            }
         }
         Ok(out)
     }
@@ -133,8 +180,9 @@ impl SledStorage {
                 return Ok(0);
             }
             let count = match counts.get(&count_key)? {
-                Some(bytes) => decode_u64("offline message count", &bytes)
-                    .map_err(ConflictableTransactionError::Abort)?,
+                Some(bytes) => {
+                    decode_u64(COUNT_WHAT, &bytes).map_err(ConflictableTransactionError::Abort)?
+                }
                 None => 0,
             };
             let left = count.saturating_sub(removed as u64);
@@ -157,7 +205,7 @@ impl SledStorage {
             .map_err(|e| self.err(e))?
         {
             Some(bytes) => {
-                let n = decode_u64("offline message count", &bytes)?;
+                let n = decode_u64(COUNT_WHAT, &bytes)?;
                 usize::try_from(n)
                     .map_err(|_| StorageError::Corrupt("offline message count too large".into()))
             }
@@ -204,7 +252,9 @@ impl OfflineStore for SledStorage {
     ) -> Result<OfflineStored, StorageError> {
         let AccountKey { host, user } = account;
         let _w = self.writing();
-        self.offline_store_impl(host, user, stanza_xml, limit, true)
+        self.with_count_repair(host, user, || {
+            self.offline_store_impl(host, user, stanza_xml, limit, true)
+        })
     }
 
     fn offline_store_unflushed(
@@ -215,7 +265,9 @@ impl OfflineStore for SledStorage {
     ) -> Result<OfflineStored, StorageError> {
         let AccountKey { host, user } = account;
         let _w = self.writing();
-        self.offline_store_impl(host, user, stanza_xml, limit, false)
+        self.with_count_repair(host, user, || {
+            self.offline_store_impl(host, user, stanza_xml, limit, false)
+        })
     }
 
     fn offline_peek(
@@ -230,18 +282,18 @@ impl OfflineStore for SledStorage {
     fn offline_remove(&self, account: AccountKey<'_>, seqs: &[u64]) -> Result<(), StorageError> {
         let AccountKey { host, user } = account;
         let _w = self.writing();
-        self.offline_remove_impl(host, user, seqs)
+        self.with_count_repair(host, user, || self.offline_remove_impl(host, user, seqs))
     }
 
     fn offline_count(&self, account: AccountKey<'_>) -> Result<usize, StorageError> {
         let AccountKey { host, user } = account;
-        self.offline_count_impl(host, user)
+        self.with_count_repair(host, user, || self.offline_count_impl(host, user))
     }
 
     fn offline_delete_all(&self, account: AccountKey<'_>) -> Result<usize, StorageError> {
         let AccountKey { host, user } = account;
         let _w = self.writing();
-        self.offline_delete_all_impl(host, user)
+        self.with_count_repair(host, user, || self.offline_delete_all_impl(host, user))
     }
 }
 
@@ -621,20 +673,47 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_counter_is_reported() {
+    fn corrupt_counter_is_recounted() {
         let (_d, s) = open();
+        for i in 0..2 {
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(i), None)
+                .unwrap();
+        }
         s.trees
             .offline_counts
             .insert(key2("ex", "alice").unwrap(), &b"xyz"[..])
             .unwrap();
+        // Read: the counter is rebuilt from the messages themselves.
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 2);
+        s.trees
+            .offline_counts
+            .insert(key2("ex", "alice").unwrap(), &b"xyz"[..])
+            .unwrap();
+        // Store: repaired, then stored, and the limit counts every message.
         assert!(matches!(
-            s.offline_count(AccountKey::new("ex", "alice")),
-            Err(StorageError::Corrupt(_))
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(2), Some(3))
+                .unwrap(),
+            OfflineStored::Stored(_)
         ));
-        assert!(matches!(
-            s.offline_store(AccountKey::new("ex", "alice"), &msg(0), None),
-            Err(StorageError::Corrupt(_))
-        ));
+        assert_eq!(
+            s.offline_store(AccountKey::new("ex", "alice"), &msg(3), Some(3))
+                .unwrap(),
+            OfflineStored::Full
+        );
+        assert_eq!(s.offline_count(AccountKey::new("ex", "alice")).unwrap(), 3);
+    }
+
+    #[test]
+    fn unreadable_key_is_skipped_and_the_rest_come_out() {
+        let (_d, s) = open();
+        s.offline_store(AccountKey::new("ex", "alice"), &msg(1), None)
+            .unwrap();
+        // A truncated key (3 bytes where 8 belong) sorts before the rest.
+        let mut bad = prefix2("ex", "alice").unwrap();
+        bad.extend_from_slice(&[0, 0, 0]);
+        s.trees.offline.insert(bad, &b"<message/>"[..]).unwrap();
+        let got = s.offline_peek(AccountKey::new("ex", "alice"), 1).unwrap();
+        assert_eq!(bodies(&got), vec![msg(1)]);
     }
 
     #[test]

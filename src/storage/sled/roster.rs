@@ -55,15 +55,23 @@ impl Meta {
 
     fn decode(bytes: &[u8]) -> Result<Meta, StorageError> {
         if bytes.len() != 16 {
-            return Err(StorageError::Corrupt(
-                "roster version record is not 16 bytes".into(),
-            ));
+            return Err(StorageError::Corrupt(format!(
+                "{META_WHAT} is not 16 bytes"
+            )));
         }
         Ok(Meta {
             ver: decode_u64("roster version", &bytes[..8])?,
             floor: decode_u64("roster version floor", &bytes[8..])?,
         })
     }
+}
+
+/// How the error for an unreadable version record starts.
+const META_WHAT: &str = "roster version record";
+
+/// Whether `e` is an unreadable roster version record.
+fn is_bad_meta(e: &StorageError) -> bool {
+    matches!(e, StorageError::Corrupt(why) if why.starts_with(META_WHAT))
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StorageError>>;
@@ -112,6 +120,45 @@ fn write_meta(meta: &TransactionalTree, key: &[u8], old: Option<Meta>, ver: u64)
 }
 
 impl SledStorage {
+    /// Run `op`; if it found the roster's version record unreadable,
+    /// rebuild it (current version: the highest of the readable items and
+    /// tombstones; nothing older diffable, so clients get the full roster
+    /// once), log it, and run `op` once more.
+    fn with_meta_repair<T>(
+        &self,
+        host: &str,
+        user: &str,
+        op: impl Fn() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        match op() {
+            Err(e) if is_bad_meta(&e) => {
+                let prefix = prefix2(host, user)?;
+                let mut ver = 0u64;
+                for entry in self.trees.roster.scan_prefix(&prefix) {
+                    let (_, value) = entry.map_err(|e| self.err(e))?;
+                    if let Ok(item) = decode::<RosterItem>("roster item", &value) {
+                        ver = ver.max(item.ver);
+                    }
+                }
+                for entry in self.trees.roster_tombstones.scan_prefix(&prefix) {
+                    let (_, value) = entry.map_err(|e| self.err(e))?;
+                    if let Ok(v) = decode_u64("roster tombstone", &value) {
+                        ver = ver.max(v);
+                    }
+                }
+                tracing::error!(
+                    "roster of {user}@{host}: {e}; version record rebuilt at version {ver}"
+                );
+                self.trees
+                    .roster_meta
+                    .insert(key2(host, user)?, Meta { ver, floor: ver }.encode())
+                    .map_err(|e| self.err(e))?;
+                op()
+            }
+            other => other,
+        }
+    }
+
     fn roster_meta(&self, host: &str, user: &str) -> Result<Option<Meta>, StorageError> {
         let key = key2(host, user)?;
         match self.trees.roster_meta.get(key).map_err(|e| self.err(e))? {
@@ -128,8 +175,15 @@ impl SledStorage {
         let prefix = prefix2(host, user)?;
         let mut items = Vec::new();
         for entry in self.trees.roster.scan_prefix(&prefix) {
-            let (_, value) = entry.map_err(|e| self.err(e))?;
-            items.push(decode(&format!("roster item of {user}@{host}"), &value)?);
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            let contact = String::from_utf8_lossy(&key[prefix.len()..]);
+            match decode::<RosterItem>(&format!("roster item {contact} of {user}@{host}"), &value) {
+                Ok(item) => items.push(item),
+                // One unreadable item must not cost the user the rest of the
+                // roster (and with it presence to every contact): skipped,
+                // and a later roster set for the contact replaces it.
+                Err(e) => tracing::error!("skipping an unreadable roster item: {e}"),
+            }
         }
         Ok(items)
     }
@@ -142,10 +196,16 @@ impl SledStorage {
     ) -> Result<Option<RosterItem>, StorageError> {
         let key = key3(host, user, contact)?;
         match self.trees.roster.get(key).map_err(|e| self.err(e))? {
-            Some(bytes) => Ok(Some(decode(
-                &format!("roster item {contact} of {user}@{host}"),
-                &bytes,
-            )?)),
+            Some(bytes) => {
+                match decode(&format!("roster item {contact} of {user}@{host}"), &bytes) {
+                    Ok(item) => Ok(Some(item)),
+                    // As in roster_get: an unreadable item is no item.
+                    Err(e) => {
+                        tracing::error!("skipping an unreadable roster item: {e}");
+                        Ok(None)
+                    }
+                }
+            }
             None => Ok(None),
         }
     }
@@ -276,7 +336,15 @@ impl SledStorage {
         let prefix = prefix2(host, user)?;
         for entry in self.trees.roster_tombstones.scan_prefix(&prefix) {
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            let removed_at = decode_u64("roster tombstone", &value)?;
+            let removed_at = match decode_u64("roster tombstone", &value) {
+                Ok(v) => v,
+                // Unknown removal version: the client cannot be sent a
+                // correct diff, so it gets the full roster instead.
+                Err(e) => {
+                    tracing::error!("roster of {user}@{host}: {e}; sending the full roster");
+                    return Ok(None);
+                }
+            };
             if removed_at > ver {
                 changes.push(RosterChange::Removed {
                     jid: key_suffix(&key, &prefix, "roster tombstone")?,
@@ -377,7 +445,9 @@ impl RosterStore for SledStorage {
     ) -> Result<RosterItem, StorageError> {
         let AccountKey { host, user } = account;
         let _w = self.writing();
-        self.roster_put_impl(host, user, item)
+        self.with_meta_repair(host, user, || {
+            self.roster_put_impl(host, user, item.clone())
+        })
     }
 
     fn roster_remove(
@@ -387,12 +457,12 @@ impl RosterStore for SledStorage {
     ) -> Result<Option<u64>, StorageError> {
         let AccountKey { host, user } = account;
         let _w = self.writing();
-        self.roster_remove_impl(host, user, contact)
+        self.with_meta_repair(host, user, || self.roster_remove_impl(host, user, contact))
     }
 
     fn roster_version(&self, account: AccountKey<'_>) -> Result<u64, StorageError> {
         let AccountKey { host, user } = account;
-        self.roster_version_impl(host, user)
+        self.with_meta_repair(host, user, || self.roster_version_impl(host, user))
     }
 
     fn roster_changes_since(
@@ -401,7 +471,9 @@ impl RosterStore for SledStorage {
         ver: u64,
     ) -> Result<Option<Vec<RosterChange>>, StorageError> {
         let AccountKey { host, user } = account;
-        self.roster_changes_since_impl(host, user, ver)
+        self.with_meta_repair(host, user, || {
+            self.roster_changes_since_impl(host, user, ver)
+        })
     }
 
     fn pending_subscription_add(
@@ -456,6 +528,47 @@ mod tests {
             pending_in: false,
             ver: 0,
         }
+    }
+
+    #[test]
+    fn unreadable_item_is_skipped_and_replaceable() {
+        let (_d, s) = open();
+        let alice = AccountKey::new("ex", "alice");
+        let v1 = s.roster_put(alice, item("bob@ex")).unwrap().ver;
+        s.roster_put(alice, item("dave@ex")).unwrap();
+        // Garbage, and a record cut short, under real item keys.
+        s.trees
+            .roster
+            .insert(
+                key3("ex", "alice", "carol@ex").unwrap(),
+                &b"\xff\x00garbage"[..],
+            )
+            .unwrap();
+        let whole = encode(&item("dave@ex")).unwrap();
+        s.trees
+            .roster
+            .insert(
+                key3("ex", "alice", "dave@ex").unwrap(),
+                &whole[..whole.len() / 2],
+            )
+            .unwrap();
+        let jids: Vec<String> = s
+            .roster_get(alice)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.jid)
+            .collect();
+        assert_eq!(jids, vec!["bob@ex".to_string()]);
+        assert_eq!(s.roster_item(alice, "carol@ex").unwrap(), None);
+        // Diffs skip it too; a roster set for the contact replaces it.
+        let changes = s.roster_changes_since(alice, v1).unwrap().unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+        s.roster_put(alice, item("carol@ex")).unwrap();
+        assert_eq!(
+            s.roster_item(alice, "carol@ex").unwrap().unwrap().jid,
+            "carol@ex"
+        );
+        assert_eq!(s.roster_get(alice).unwrap().len(), 2);
     }
 
     #[test]
@@ -802,32 +915,56 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_item_is_reported() {
+    fn corrupt_item_is_skipped_corrupt_version_is_rebuilt() {
         let (_d, s) = open();
         s.trees
             .roster
             .insert(key3("ex", "alice", "bob@ex").unwrap(), &b"{"[..])
             .unwrap();
-        assert!(matches!(
-            s.roster_item(AccountKey::new("ex", "alice"), "bob@ex"),
-            Err(StorageError::Corrupt(_))
-        ));
-        assert!(matches!(
-            s.roster_get(AccountKey::new("ex", "alice")),
-            Err(StorageError::Corrupt(_))
-        ));
+        // An unreadable item is skipped (logged), not an error for the roster.
+        assert_eq!(
+            s.roster_item(AccountKey::new("ex", "alice"), "bob@ex")
+                .unwrap(),
+            None
+        );
+        assert!(s
+            .roster_get(AccountKey::new("ex", "alice"))
+            .unwrap()
+            .is_empty());
         s.trees
             .roster_meta
             .insert(key2("ex", "alice").unwrap(), &b"short"[..])
             .unwrap();
-        assert!(matches!(
-            s.roster_version(AccountKey::new("ex", "alice")),
-            Err(StorageError::Corrupt(_))
-        ));
-        assert!(matches!(
-            s.roster_put(AccountKey::new("ex", "alice"), item("carol@ex")),
-            Err(StorageError::Corrupt(_))
-        ));
+        // The version record is rebuilt from the items and tombstones.
+        let dave = s
+            .roster_put(AccountKey::new("ex", "alice"), item("dave@ex"))
+            .unwrap();
+        s.trees
+            .roster_meta
+            .insert(key2("ex", "alice").unwrap(), &b"short"[..])
+            .unwrap();
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            dave.ver
+        );
+        // Nothing older is diffable any more: the full roster is sent.
+        assert_eq!(
+            s.roster_changes_since(AccountKey::new("ex", "alice"), dave.ver - 1)
+                .unwrap(),
+            None
+        );
+        s.trees
+            .roster_meta
+            .insert(key2("ex", "alice").unwrap(), &b"short"[..])
+            .unwrap();
+        let carol = s
+            .roster_put(AccountKey::new("ex", "alice"), item("carol@ex"))
+            .unwrap();
+        assert!(carol.ver > dave.ver);
+        assert_eq!(
+            s.roster_version(AccountKey::new("ex", "alice")).unwrap(),
+            carol.ver
+        );
     }
 
     #[test]
