@@ -1499,7 +1499,7 @@ impl Muc {
             let chars = m.to_xml(ns::CLIENT).len();
             room.history.push_back(HistoryEntry {
                 msg: m.clone(),
-                stamp: crate::time::now_utc(),
+                stamp: crate::date::now_utc(),
                 secs: now_secs(),
                 chars,
             });
