@@ -7,6 +7,14 @@
 //! disabled) removes the PHOTO; a vCard without PHOTO disables the PEP
 //! avatar. Needs `mod_vcard` and `mod_pep`; the account then advertises
 //! `urn:xmpp:pep-vcard-conversion:0`.
+//!
+//! Dependencies run one way: this file uses `pep.rs` and `vcard.rs`, which
+//! call it only through the hooks they define ([`PepToVcard`] is a
+//! [`PepHook`], [`VcardToPep`] a [`VcardHook`]; the registry attaches them).
+//! Writes made here do not call the hooks back: a vCard written from PEP
+//! goes straight to storage, and [`Pep::publish_as_owner`] does not convert.
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use jid::BareJid;
@@ -15,8 +23,8 @@ use sha1::{Digest, Sha1};
 use crate::element::Element;
 use crate::module::{Module, ServerContext};
 use crate::ns;
-use crate::pep::Pep;
-use crate::vcard::{load_vcard, photo_hash, PhotoHashes};
+use crate::pep::{Pep, PepHook};
+use crate::vcard::{load_vcard, photo_hash, PhotoHashes, VcardHook};
 
 /// XEP-0084 metadata node.
 pub const NS_METADATA: &str = "urn:xmpp:avatar:metadata";
@@ -25,8 +33,8 @@ pub const NS_DATA: &str = "urn:xmpp:avatar:data";
 /// The account feature of XEP-0398.
 pub const NS_CONVERSION: &str = "urn:xmpp:pep-vcard-conversion:0";
 
-/// `mod_avatar`: the conversion itself lives in `mod_pep` and `mod_vcard`,
-/// which the registry links when this module is enabled.
+/// `mod_avatar`: the conversion runs in the hooks below, which the registry
+/// attaches to `mod_pep` and `mod_vcard` when this module is enabled.
 pub struct Avatar;
 
 impl Module for Avatar {
@@ -35,8 +43,37 @@ impl Module for Avatar {
     }
 }
 
+/// PEP → vCard: the owner published avatar metadata. Also advertises
+/// [`NS_CONVERSION`] on accounts.
+pub struct PepToVcard {
+    /// The photo hashes `mod_vcard_xupdate` puts in presence.
+    pub hashes: Arc<PhotoHashes>,
+}
+
+impl PepHook for PepToVcard {
+    fn account_features(&self) -> Vec<&'static str> {
+        vec![NS_CONVERSION]
+    }
+    fn item_published(&self, ctx: &dyn ServerContext, pep: &Pep, owner: &BareJid, node: &str) {
+        if node == NS_METADATA {
+            pep_to_vcard(ctx, pep, &self.hashes, owner);
+        }
+    }
+}
+
+/// vCard → PEP: a vCard was set.
+pub struct VcardToPep {
+    pub pep: Arc<Pep>,
+}
+
+impl VcardHook for VcardToPep {
+    fn vcard_set(&self, ctx: &dyn ServerContext, account: &BareJid, vcard: &Element) {
+        vcard_to_pep(ctx, &self.pep, account, vcard);
+    }
+}
+
 /// The metadata node changed: mirror the avatar it points at into the vCard.
-pub fn pep_to_vcard(ctx: &dyn ServerContext, pep: &Pep, hashes: &PhotoHashes, owner: &BareJid) {
+fn pep_to_vcard(ctx: &dyn ServerContext, pep: &Pep, hashes: &PhotoHashes, owner: &BareJid) {
     let Some((_, metadata)) = pep.last_item(ctx, owner, NS_METADATA) else {
         return;
     };
@@ -89,7 +126,7 @@ pub fn pep_to_vcard(ctx: &dyn ServerContext, pep: &Pep, hashes: &PhotoHashes, ow
 
 /// A vCard was set: publish its photo to the PEP avatar nodes (or disable
 /// the PEP avatar when the vCard has none and PEP had one).
-pub fn vcard_to_pep(ctx: &dyn ServerContext, pep: &Pep, owner: &BareJid, vcard: &Element) {
+fn vcard_to_pep(ctx: &dyn ServerContext, pep: &Pep, owner: &BareJid, vcard: &Element) {
     let current = pep.last_item(ctx, owner, NS_METADATA).and_then(|(_, m)| {
         m.child_elements()
             .find(|i| i.is("info", NS_METADATA))

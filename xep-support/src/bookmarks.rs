@@ -8,8 +8,23 @@
 //!
 //! What does not map is kept where it is: URL bookmarks stay in private
 //! storage; XEP-0402 `<extensions/>` stay in PEP for rooms that remain.
+//!
+//! The whole bridge lives here: [`ToPrivate`] is a [`PepHook`] and
+//! [`FromPrivate`] a [`PrivateHook`], attached by the registry when both
+//! modules are enabled; `pep.rs` and `private.rs` do not import this file.
+//! A write made by the bridge does not call the other side's hook back, so
+//! a change crosses once.
+
+use std::sync::Arc;
+
+use jid::BareJid;
 
 use crate::element::Element;
+use crate::module::ServerContext;
+use crate::ns;
+use crate::pep::{Access, Pep, PepHook};
+use crate::private::PrivateHook;
+use crate::stanza::StanzaError;
 
 /// The XEP-0402 node and payload namespace.
 pub const NS_BOOKMARKS2: &str = "urn:xmpp:bookmarks:1";
@@ -87,6 +102,75 @@ pub fn items_to_storage(items: &[(String, Element)], previous: Option<&Element>)
 pub fn keep_extensions(new: &mut Element, old: &Element) {
     if let Some(ext) = old.child("extensions", NS_BOOKMARKS2) {
         new.children.push(crate::Node::Element(ext.clone()));
+    }
+}
+
+/// PEP → private storage: the XEP-0402 node changed, so its rooms are
+/// written to private storage as XEP-0048 bookmarks (keeping the URL
+/// bookmarks stored there). Also advertises [`COMPAT`] on accounts.
+pub struct ToPrivate;
+
+impl PepHook for ToPrivate {
+    fn account_features(&self) -> Vec<&'static str> {
+        vec![COMPAT]
+    }
+    fn node_stored(
+        &self,
+        ctx: &dyn ServerContext,
+        owner: &BareJid,
+        node: &str,
+        items: Option<&[(String, Element)]>,
+    ) {
+        if node != NS_BOOKMARKS2 {
+            return;
+        }
+        let previous = ctx
+            .store(crate::private::MODULE)
+            .get(owner, NS_BOOKMARKS)
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|xml| ctx.parse_xml(&xml));
+        let storage = items_to_storage(items.unwrap_or(&[]), previous.as_ref());
+        if let Err(e) = ctx.store(crate::private::MODULE).put(
+            owner,
+            NS_BOOKMARKS,
+            storage.to_xml(ns::CLIENT).as_bytes(),
+        ) {
+            tracing::error!("mirroring bookmarks of {owner} to private storage: {e}");
+        }
+    }
+}
+
+/// Private storage → PEP: XEP-0048 bookmarks were replaced, so the XEP-0402
+/// node is made to hold the same rooms (created whitelist-only if needed)
+/// and the owner's resources are notified of what changed.
+pub struct FromPrivate {
+    pub pep: Arc<Pep>,
+}
+
+impl PrivateHook for FromPrivate {
+    fn stored(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        fragment: &Element,
+    ) -> Result<(), StanzaError> {
+        if fragment.ns != NS_BOOKMARKS {
+            return Ok(());
+        }
+        self.pep
+            .replace_items(ctx, account, NS_BOOKMARKS2, Access::Whitelist, |old| {
+                let mut items: Vec<(String, Element)> = Vec::new();
+                for (jid, mut conf) in storage_to_items(fragment) {
+                    if let Some((_, o)) = old.iter().find(|(i, _)| *i == jid) {
+                        keep_extensions(&mut conf, o);
+                    }
+                    items.retain(|(i, _)| *i != jid);
+                    items.push((jid, conf));
+                }
+                items
+            })
     }
 }
 

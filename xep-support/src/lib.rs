@@ -12,6 +12,7 @@ pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod client_state;
+pub mod date;
 pub mod disco;
 pub mod element;
 pub mod http_upload;

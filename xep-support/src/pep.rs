@@ -31,16 +31,18 @@
 //! only up to 4 KiB, so avatar data does not sit in memory); notifications
 //! and last-item delivery use it. Offline owners' nodes are read when a
 //! contact logs in.
+//!
+//! Bridges to other storage (XEP-0402 bookmarks in `bookmarks.rs`, XEP-0398
+//! avatars in `avatar.rs`) attach a [`PepHook`]; this module knows none of
+//! them and imports neither.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use base64::Engine as _;
 use jid::{BareJid, FullJid, Jid};
-use sha1::{Digest, Sha1};
 
-use crate::bookmarks;
+use crate::caps::caps_hash;
 use crate::element::Element;
 use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
@@ -64,7 +66,7 @@ const MAX_CAPS_CACHE: usize = 10_000;
 
 /// Who may retrieve items and receive notifications.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
+pub enum Access {
     Open,
     Presence,
     Whitelist,
@@ -174,11 +176,33 @@ pub struct Pep {
     /// Outstanding caps queries: iq id → (ver, node#ver, session asked).
     pending: Mutex<HashMap<String, (String, FullJid)>>,
     next_id: AtomicU64,
-    /// XEP-0402 compatibility with `mod_private` (both modules enabled).
-    bookmarks_compat: AtomicBool,
-    /// XEP-0398 avatar conversion with `mod_vcard` (`mod_avatar` enabled):
-    /// the photo hashes `mod_vcard_xupdate` puts in presence.
-    avatar_compat: std::sync::OnceLock<Arc<crate::vcard::PhotoHashes>>,
+    /// Bridges told of node changes, in the order the registry added them.
+    hooks: Vec<Arc<dyn PepHook>>,
+}
+
+/// A bridge from PEP to another module's storage (XEP-0402 bookmarks,
+/// XEP-0398 avatars): PEP calls it and never names it, so the bridge
+/// depends on PEP and not the other way round.
+pub trait PepHook: Send + Sync {
+    /// Features the bridge adds to each account's disco#info.
+    fn account_features(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// A node of `owner` was written (`Some(items)`, oldest first) or deleted
+    /// (`None`) by a publish, retract or delete. Called with the account's
+    /// PEP write lock held: it must not call back into the [`Pep`].
+    fn node_stored(
+        &self,
+        _ctx: &dyn ServerContext,
+        _owner: &BareJid,
+        _node: &str,
+        _items: Option<&[(String, Element)]>,
+    ) {
+    }
+    /// The owner published an item on `node` (not through
+    /// [`Pep::publish_as_owner`]), after notifications went out; the lock is
+    /// released, so the hook may read or publish through `pep`.
+    fn item_published(&self, _ctx: &dyn ServerContext, _pep: &Pep, _owner: &BareJid, _node: &str) {}
 }
 
 fn now_id() -> String {
@@ -219,71 +243,52 @@ impl Pep {
             own_caps: RwLock::default(),
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
-            bookmarks_compat: AtomicBool::new(false),
-            avatar_compat: std::sync::OnceLock::new(),
+            hooks: Vec::new(),
         }
     }
 
-    /// Mirror XEP-0402 bookmarks to and from private storage (the registry
-    /// calls this when `mod_private` is enabled too).
-    pub fn enable_bookmarks_compat(&self) {
-        self.bookmarks_compat.store(true, Ordering::Relaxed);
+    /// Add a bridge (before the module is shared).
+    pub fn with_hook(mut self, hook: Arc<dyn PepHook>) -> Pep {
+        self.hooks.push(hook);
+        self
     }
 
-    fn compat(&self) -> bool {
-        self.bookmarks_compat.load(Ordering::Relaxed)
-    }
-
-    /// The XEP-0402 node changed: write its rooms to private storage as
-    /// XEP-0048 bookmarks (keeping the URL bookmarks stored there).
-    fn bookmarks_to_private(&self, ctx: &dyn ServerContext, owner: &BareJid, node: Option<&Node>) {
-        if !self.compat() {
-            return;
-        }
-        let previous = ctx
-            .store(crate::private::MODULE)
-            .get(owner, bookmarks::NS_BOOKMARKS)
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|xml| ctx.parse_xml(&xml));
-        let items = node.map(|n| n.items.as_slice()).unwrap_or(&[]);
-        let storage = bookmarks::items_to_storage(items, previous.as_ref());
-        if let Err(e) = ctx.store(crate::private::MODULE).put(
-            owner,
-            bookmarks::NS_BOOKMARKS,
-            storage.to_xml(ns::CLIENT).as_bytes(),
-        ) {
-            tracing::error!("mirroring bookmarks of {owner} to private storage: {e}");
-        }
-    }
-
-    /// Private storage's XEP-0048 bookmarks were replaced: make the XEP-0402
-    /// node hold the same rooms (creating it if needed) and notify the
-    /// owner's resources of what changed.
-    pub fn bookmarks_from_private(
+    /// Tell the hooks a node was stored (write lock held).
+    fn node_stored(
         &self,
         ctx: &dyn ServerContext,
         owner: &BareJid,
-        storage: &Element,
+        name: &str,
+        items: Option<&[(String, Element)]>,
+    ) {
+        for h in &self.hooks {
+            h.node_stored(ctx, owner, name, items);
+        }
+    }
+
+    /// Replace all items of one of `owner`'s nodes on the owner's behalf
+    /// (creating it with `access` and the largest `max_items` if needed):
+    /// `f` maps the current items to the new ones, oldest first (trimmed
+    /// to the node's `max_items`); the owner's subscribers are notified of
+    /// the items added or changed and of those removed. Hooks are not
+    /// called: the caller is the bridge that made the change.
+    pub fn replace_items(
+        &self,
+        ctx: &dyn ServerContext,
+        owner: &BareJid,
+        name: &str,
+        access: Access,
+        f: impl FnOnce(&[(String, Element)]) -> Vec<(String, Element)>,
     ) -> Result<(), StanzaError> {
-        let name = bookmarks::NS_BOOKMARKS2;
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.load_node(ctx, owner, name)?;
         let mut node = old.clone().unwrap_or(Node {
-            access: Access::Whitelist,
+            access,
             max_items: self.max_items,
             items: Vec::new(),
         });
         let old_items = old.map(|n| n.items).unwrap_or_default();
-        let mut items = Vec::new();
-        for (jid, mut conf) in bookmarks::storage_to_items(storage) {
-            if let Some((_, o)) = old_items.iter().find(|(i, _)| *i == jid) {
-                bookmarks::keep_extensions(&mut conf, o);
-            }
-            items.retain(|(i, _): &(String, Element)| *i != jid);
-            items.push((jid, conf));
-        }
+        let mut items = f(&old_items);
         let excess = items.len().saturating_sub(node.max_items);
         items.drain(..excess);
         let changed: Vec<(String, Element)> = items
@@ -692,9 +697,7 @@ impl Pep {
         let excess = node.items.len().saturating_sub(node.max_items);
         node.items.drain(..excess);
         self.store(ctx, owner, name, Some(node.clone()))?;
-        if name == bookmarks::NS_BOOKMARKS2 {
-            self.bookmarks_to_private(ctx, owner, Some(&node));
-        }
+        self.node_stored(ctx, owner, name, Some(&node.items));
         drop(_g);
         let event = Element::new("items", ns::PUBSUB_EVENT)
             .with_attr("node", name)
@@ -704,9 +707,9 @@ impl Pep {
                     .with_child(payload),
             );
         self.notify(ctx, owner, name, &node, &event);
-        if let Some(hashes) = self.avatar_compat.get().filter(|_| convert) {
-            if name == crate::avatar::NS_METADATA {
-                crate::avatar::pep_to_vcard(ctx, self, hashes, owner);
+        if convert {
+            for h in &self.hooks {
+                h.item_published(ctx, self, owner, name);
             }
         }
         Ok(())
@@ -748,15 +751,6 @@ impl Pep {
             .into_iter()
             .find(|(i, _)| i == id)
             .map(|(_, p)| p)
-    }
-
-    /// Convert avatars between PEP and vCards (XEP-0398; `mod_avatar`).
-    pub fn enable_avatar_compat(&self, hashes: Arc<crate::vcard::PhotoHashes>) {
-        let _ = self.avatar_compat.set(hashes);
-    }
-
-    fn avatar_compat(&self) -> bool {
-        self.avatar_compat.get().is_some()
     }
 
     fn items(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>, items: &Element) -> IqResult {
@@ -831,9 +825,7 @@ impl Pep {
             return Err(StanzaError::item_not_found());
         }
         self.store(ctx, &owner, name, Some(node.clone()))?;
-        if name == bookmarks::NS_BOOKMARKS2 {
-            self.bookmarks_to_private(ctx, &owner, Some(&node));
-        }
+        self.node_stored(ctx, &owner, name, Some(&node.items));
         drop(_g);
         if matches!(retract.attr("notify"), Some("true") | Some("1")) {
             let mut event = Element::new("items", ns::PUBSUB_EVENT).with_attr("node", name);
@@ -917,9 +909,7 @@ impl Pep {
             }
             (true, "delete") => {
                 self.store(ctx, &owner, &name, None)?;
-                if name == bookmarks::NS_BOOKMARKS2 {
-                    self.bookmarks_to_private(ctx, &owner, None);
-                }
+                self.node_stored(ctx, &owner, &name, None);
                 drop(_g);
                 let event =
                     Element::new("delete", ns::PUBSUB_EVENT).with_attr("node", name.as_str());
@@ -978,80 +968,6 @@ fn notify_nodes(query: &Element) -> HashSet<String> {
         .collect()
 }
 
-/// A data form field: var and values.
-type Field = (String, Vec<String>);
-
-/// The XEP-0115 §5.1 verification string's SHA-1, base64: what `ver` must be.
-pub fn caps_hash(query: &Element) -> String {
-    let mut s = String::new();
-    let mut ids: Vec<String> = query
-        .child_elements()
-        .filter(|c| c.is("identity", ns::DISCO_INFO))
-        .map(|i| {
-            format!(
-                "{}/{}/{}/{}",
-                i.attr("category").unwrap_or(""),
-                i.attr("type").unwrap_or(""),
-                i.attr("xml:lang").unwrap_or(""),
-                i.attr("name").unwrap_or("")
-            )
-        })
-        .collect();
-    ids.sort();
-    for i in ids {
-        s.push_str(&i);
-        s.push('<');
-    }
-    let mut features: Vec<&str> = query
-        .child_elements()
-        .filter(|c| c.is("feature", ns::DISCO_INFO))
-        .filter_map(|f| f.attr("var"))
-        .collect();
-    features.sort();
-    for f in features {
-        s.push_str(f);
-        s.push('<');
-    }
-    let mut forms: Vec<(String, Vec<Field>)> = query
-        .child_elements()
-        .filter(|c| c.is("x", ns::DATA_FORMS))
-        .filter_map(|x| {
-            let mut form_type = None;
-            let mut fields = Vec::new();
-            for f in x.child_elements().filter(|f| f.is("field", ns::DATA_FORMS)) {
-                let var = f.attr("var")?.to_string();
-                let mut values: Vec<String> = f
-                    .child_elements()
-                    .filter(|v| v.is("value", ns::DATA_FORMS))
-                    .map(|v| v.text())
-                    .collect();
-                if var == "FORM_TYPE" {
-                    form_type = values.first().cloned();
-                } else {
-                    values.sort();
-                    fields.push((var, values));
-                }
-            }
-            fields.sort();
-            Some((form_type?, fields))
-        })
-        .collect();
-    forms.sort();
-    for (ft, fields) in forms {
-        s.push_str(&ft);
-        s.push('<');
-        for (var, values) in fields {
-            s.push_str(&var);
-            s.push('<');
-            for v in values {
-                s.push_str(&v);
-                s.push('<');
-            }
-        }
-    }
-    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
-}
-
 impl Module for Pep {
     fn name(&self) -> &'static str {
         MODULE
@@ -1067,14 +983,11 @@ impl Module for Pep {
         }]
     }
     fn account_disco_features(&self) -> Vec<&'static str> {
-        let mut f = if self.compat() {
-            vec![bookmarks::COMPAT]
-        } else {
-            Vec::new()
-        };
-        if self.avatar_compat() {
-            f.push(crate::avatar::NS_CONVERSION);
-        }
+        let mut f: Vec<&'static str> = self
+            .hooks
+            .iter()
+            .flat_map(|h| h.account_features())
+            .collect();
         f.extend([
             ns::PUBSUB,
             "http://jabber.org/protocol/pubsub#access-open",
@@ -1251,34 +1164,6 @@ impl Module for Pep {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn caps_hash_of_the_xep_0115_simple_example() {
-        let q = Element::new("query", ns::DISCO_INFO)
-            .with_child(
-                Element::new("identity", ns::DISCO_INFO)
-                    .with_attr("category", "client")
-                    .with_attr("type", "pc")
-                    .with_attr("name", "Exodus 0.9.1"),
-            )
-            .with_child(
-                Element::new("feature", ns::DISCO_INFO)
-                    .with_attr("var", "http://jabber.org/protocol/caps"),
-            )
-            .with_child(
-                Element::new("feature", ns::DISCO_INFO)
-                    .with_attr("var", "http://jabber.org/protocol/disco#info"),
-            )
-            .with_child(
-                Element::new("feature", ns::DISCO_INFO)
-                    .with_attr("var", "http://jabber.org/protocol/disco#items"),
-            )
-            .with_child(
-                Element::new("feature", ns::DISCO_INFO)
-                    .with_attr("var", "http://jabber.org/protocol/muc"),
-            );
-        assert_eq!(caps_hash(&q), "QgayPKawpkPSDYmwT/WM94uAlu0=");
-    }
 
     #[test]
     fn node_round_trips_through_its_record() {

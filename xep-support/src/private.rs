@@ -2,6 +2,11 @@
 //! fragments on its server, one per namespace (bookmarks `storage:bookmarks`,
 //! Gajim's `roster:delimiter`, mcabber's `storage:rosternotes`...). Stored
 //! in the module's key/value space under the fragment's namespace.
+//!
+//! A [`PrivateHook`] (the XEP-0402 bookmarks bridge, `bookmarks.rs`) is told
+//! of each fragment stored; this module does not know what it does.
+
+use jid::BareJid;
 
 use crate::element::Element;
 use crate::module::{IqRequest, IqResult, Module, ServerContext};
@@ -14,9 +19,21 @@ pub const MODULE: &str = "mod_private";
 /// `mod_private`.
 #[derive(Default)]
 pub struct Private {
-    /// `mod_pep`, when enabled: XEP-0048 bookmarks stored here are mirrored
-    /// to the XEP-0402 PEP node (see [`crate::bookmarks`]).
-    pub pep: Option<std::sync::Arc<crate::pep::Pep>>,
+    /// Told of each fragment stored (with `mod_pep`: XEP-0048 bookmarks are
+    /// mirrored to the XEP-0402 PEP node).
+    pub hook: Option<std::sync::Arc<dyn PrivateHook>>,
+}
+
+/// A bridge from private storage to another module.
+pub trait PrivateHook: Send + Sync {
+    /// `fragment` was stored for `account`; an error fails the client's iq
+    /// (the fragment stays stored).
+    fn stored(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        fragment: &Element,
+    ) -> Result<(), StanzaError>;
 }
 
 /// Namespaces a client may not store under (the protocol's own and stanza namespaces).
@@ -55,10 +72,8 @@ impl Module for Private {
             for c in &children {
                 ctx.store(self.name())
                     .put(&account, &c.ns, c.to_xml(ns::CLIENT).as_bytes())?;
-                if c.ns == crate::bookmarks::NS_BOOKMARKS {
-                    if let Some(pep) = &self.pep {
-                        pep.bookmarks_from_private(ctx, &account, c)?;
-                    }
+                if let Some(hook) = &self.hook {
+                    hook.stored(ctx, &account, c)?;
                 }
             }
             return Ok(None);

@@ -94,34 +94,46 @@ pub fn build(
     let mut warnings = Vec::new();
     // Shared by mod_vcard (writes) and mod_vcard_xupdate (reads).
     let photo_hashes = Arc::new(crate::vcard::PhotoHashes::default());
-    // mod_pep is built once and shared with mod_private for XEP-0402 compatibility.
+    // mod_pep is built once and shared with the bridges that use it: the
+    // XEP-0402 bookmarks bridge (with mod_private) and the XEP-0398 avatar
+    // bridge (mod_avatar). Each bridge is a hook the bridged module calls.
     let has = |m: &str| config.iter().any(|(n, _)| n == m);
     let pep = config
         .iter()
         .find(|(n, _)| n == "mod_pep")
         .map(|(_, opts)| {
-            let pep = Arc::new(crate::pep::Pep::new(
+            let mut pep = crate::pep::Pep::new(
                 uint_option(opts, "max_items_node", crate::pep::DEFAULT_MAX_ITEMS),
                 uint_option(opts, "max_payload_size", crate::pep::DEFAULT_MAX_PAYLOAD),
-            ));
+            );
             if has("mod_private") {
-                pep.enable_bookmarks_compat();
+                pep = pep.with_hook(Arc::new(crate::bookmarks::ToPrivate));
             }
             if has("mod_avatar") && has("mod_vcard") {
-                pep.enable_avatar_compat(photo_hashes.clone());
+                pep = pep.with_hook(Arc::new(crate::avatar::PepToVcard {
+                    hashes: photo_hashes.clone(),
+                }));
             }
-            pep
+            Arc::new(pep)
         });
-    let avatar_pep = pep.clone().filter(|_| has("mod_avatar"));
+    let private_hook = pep.clone().map(|pep| {
+        Arc::new(crate::bookmarks::FromPrivate { pep }) as Arc<dyn crate::private::PrivateHook>
+    });
+    let vcard_hook = pep
+        .clone()
+        .filter(|_| has("mod_avatar"))
+        .map(|pep| Arc::new(crate::avatar::VcardToPep { pep }) as Arc<dyn crate::vcard::VcardHook>);
     for (name, opts) in config {
         let mut o = crate::opts::Opts::new(opts);
         let module: Arc<dyn Module> = match name.as_str() {
             "mod_ping" => Arc::new(crate::ping::Ping::from_opts(&mut o)),
             "mod_disco" => Arc::new(crate::disco::Disco::from_opts(opts)),
-            "mod_private" => Arc::new(crate::private::Private { pep: pep.clone() }),
+            "mod_private" => Arc::new(crate::private::Private {
+                hook: private_hook.clone(),
+            }),
             "mod_vcard" => Arc::new(crate::vcard::Vcard {
                 hashes: photo_hashes.clone(),
-                avatar: avatar_pep.clone(),
+                hook: vcard_hook.clone(),
             }),
             "mod_vcard_xupdate" => Arc::new(crate::vcard::VcardXupdate {
                 hashes: photo_hashes.clone(),

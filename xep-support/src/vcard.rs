@@ -9,6 +9,9 @@
 //! ([`PhotoHashes`], shared by both modules), so presence never reads the
 //! database: loaded when a session is bound, updated by a vCard set,
 //! dropped when the account's last session ends.
+//!
+//! A [`VcardHook`] (the XEP-0398 avatar bridge, `avatar.rs`) is told of each
+//! vCard set; this module does not know what it does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -95,8 +98,15 @@ pub(crate) fn load_vcard(
 /// `mod_vcard`.
 pub struct Vcard {
     pub hashes: Arc<PhotoHashes>,
-    /// With `mod_avatar`: PEP, where a vCard photo is mirrored (XEP-0398).
-    pub avatar: Option<Arc<crate::pep::Pep>>,
+    /// Told of each vCard set (with `mod_avatar`: the photo is mirrored to
+    /// PEP, XEP-0398).
+    pub hook: Option<Arc<dyn VcardHook>>,
+}
+
+/// A bridge from vCards to another module.
+pub trait VcardHook: Send + Sync {
+    /// `account` stored `vcard` (already written and hashed).
+    fn vcard_set(&self, ctx: &dyn ServerContext, account: &BareJid, vcard: &Element);
 }
 
 impl Module for Vcard {
@@ -123,8 +133,8 @@ impl Module for Vcard {
             if self.hashes.get(&account).is_some() {
                 self.hashes.set(&account, Some(photo_hash(req.payload)));
             }
-            if let Some(pep) = &self.avatar {
-                crate::avatar::vcard_to_pep(ctx, pep, &account, req.payload);
+            if let Some(hook) = &self.hook {
+                hook.vcard_set(ctx, &account, req.payload);
             }
             return Ok(None);
         }

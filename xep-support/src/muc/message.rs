@@ -1,0 +1,151 @@
+//! Messages to the room's bare JID: groupchat messages (kept in the
+//! history and sent to every occupant) and mediated invitations and
+//! declines (XEP-0045 §7.8.2, §7.8.3).
+//!
+//! Invariants: only occupants with voice send groupchat messages; the
+//! history is bounded by `history_size`; every occupant gets the message at
+//! its real full JID, from the sender's room JID.
+
+use super::*;
+
+impl Muc {
+    /// A groupchat message to the room.
+    pub(super) fn groupchat(
+        &self,
+        c: &Ctx<'_>,
+        node: &str,
+        room: &mut Room,
+        stanza: &Element,
+        from: &FullJid,
+        out: &mut Out,
+    ) {
+        let Some(me) = room.by_jid(from).map(|i| room.occupants[i].clone()) else {
+            out.extend(error_to(
+                stanza,
+                StanzaError::not_acceptable().with_text("Only occupants may send messages"),
+            ));
+            return;
+        };
+        if me.role == Role::Visitor {
+            out.extend(error_to(
+                stanza,
+                StanzaError::forbidden().with_text("Visitors may not speak in this room"),
+            ));
+            return;
+        }
+        let body = stanza.child("body", ns::CLIENT);
+        let subject = stanza.child("subject", ns::CLIENT);
+        if let (Some(subject), None) = (subject, body) {
+            if !room.config.allow_change_subj && me.role != Role::Moderator {
+                out.extend(error_to(
+                    stanza,
+                    StanzaError::forbidden().with_text("Only moderators may change the subject"),
+                ));
+                return;
+            }
+            room.subject = Some((subject.text(), me.nick.clone()));
+            if room.config.persistent {
+                c.save(node, room);
+            }
+        }
+        let mut m = stanza.clone();
+        m.set_attr("from", format!("{}/{}", c.room_jid(node), me.nick));
+        m.remove_attr("to");
+        if body.is_some() && self.history_size > 0 {
+            let chars = m.to_xml(ns::CLIENT).len();
+            room.history.push_back(HistoryEntry {
+                msg: m.clone(),
+                stamp: crate::date::now_utc(),
+                secs: now_secs(),
+                chars,
+            });
+            while room.history.len() > self.history_size {
+                room.history.pop_front();
+            }
+        }
+        for o in &room.occupants {
+            let mut copy = m.clone();
+            copy.set_attr("to", o.jid.to_string());
+            out.push(copy);
+        }
+    }
+
+    /// A mediated invitation (§7.8.2) or a decline (§7.8.3) sent through the room.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn invite_or_decline(
+        &self,
+        c: &Ctx<'_>,
+        node: &str,
+        room: &mut Room,
+        x: &Element,
+        stanza: &Element,
+        from: &FullJid,
+        out: &mut Out,
+    ) {
+        let bare = from.to_bare().to_string();
+        if let Some(invite) = x.child("invite", NS_MUC_USER) {
+            let Some(to) = invite.attr("to").and_then(|t| BareJid::new(t).ok()) else {
+                out.extend(error_to(stanza, StanzaError::bad_request()));
+                return;
+            };
+            let Some(me) = room.by_jid(from).map(|i| room.occupants[i].clone()) else {
+                out.extend(error_to(stanza, StanzaError::not_acceptable()));
+                return;
+            };
+            let aff = room.affiliation(&bare);
+            if room.config.members_only
+                && !room.config.allow_user_invites
+                && aff < Affiliation::Admin
+            {
+                out.extend(error_to(stanza, StanzaError::forbidden()));
+                return;
+            }
+            let _ = me;
+            if room.config.members_only
+                && room.affiliation(to.as_str()) < Affiliation::Member
+                && room.affiliation(to.as_str()) != Affiliation::Outcast
+            {
+                room.affiliations
+                    .insert(to.to_string(), Affiliation::Member);
+                if room.config.persistent {
+                    c.save(node, room);
+                }
+            }
+            let mut inv = Element::new("invite", NS_MUC_USER).with_attr("from", bare);
+            if let Some(r) = invite.child("reason", NS_MUC_USER) {
+                inv = inv.with_child(r.clone());
+            }
+            let mut ux = Element::new("x", NS_MUC_USER).with_child(inv);
+            if room.config.password_protected {
+                ux = ux.with_child(
+                    Element::new("password", NS_MUC_USER).with_text(room.config.password.clone()),
+                );
+            }
+            let mut m = Element::new("message", ns::CLIENT)
+                .with_attr("from", c.room_jid(node))
+                .with_attr("to", to.to_string())
+                .with_child(ux);
+            if let Some(id) = stanza.attr("id") {
+                m.set_attr("id", id);
+            }
+            out.push(m);
+        } else if let Some(decline) = x.child("decline", NS_MUC_USER) {
+            let Some(to) = decline.attr("to").and_then(|t| Jid::new(t).ok()) else {
+                out.extend(error_to(stanza, StanzaError::bad_request()));
+                return;
+            };
+            let mut d = Element::new("decline", NS_MUC_USER).with_attr("from", bare);
+            if let Some(r) = decline.child("reason", NS_MUC_USER) {
+                d = d.with_child(r.clone());
+            }
+            out.push(
+                Element::new("message", ns::CLIENT)
+                    .with_attr("from", c.room_jid(node))
+                    .with_attr("to", to.to_string())
+                    .with_child(Element::new("x", NS_MUC_USER).with_child(d)),
+            );
+        } else {
+            out.extend(error_to(stanza, StanzaError::bad_request()));
+        }
+    }
+}

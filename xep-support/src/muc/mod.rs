@@ -1,0 +1,460 @@
+//! XEP-0045 Multi-User Chat (`mod_muc`), a service on a domain of its own
+//! (`host`, default `conference.@HOST@` for each served host).
+//!
+//! The server hands the module every stanza addressed to a service domain or
+//! a JID at it ([`Module::handle_service_stanza`]); the module answers and
+//! returns the stanzas to route (presence of occupants, history, subject,
+//! groupchat messages to every occupant's real JID), in order.
+//!
+//! Rooms live in memory (one map for the whole process, so they outlive a
+//! `reload_config`, which rebuilds the modules but keeps the rooms).
+//! Persistent rooms (their configuration, affiliations and subject, not
+//! their history) are written through to the module store under the service
+//! domain (key `room:NODE`), and read back the first time a service domain
+//! is used after a start. Temporary rooms vanish when their last occupant
+//! leaves.
+//!
+//! Room occupants are local accounts: rooms' stanzas to remote users are
+//! not sent over s2s (the s2s code sends only from served hosts), and remote
+//! servers cannot open streams to the service domain.
+//!
+//! The module is a folder: this file holds the options, the [`Muc`] module
+//! and the stanzas to the service domain itself; `room.rs` the room model
+//! and its stored form; `service.rs` the process-wide rooms and the
+//! per-call context; `route.rs` the dispatch of stanzas to rooms and
+//! occupants; `join.rs` joins and presence; `message.rs` groupchat
+//! messages and invitations; `owner.rs` and `admin.rs` the muc#owner and
+//! muc#admin iqs. Each is an `impl Muc` or helpers over the room model.
+
+use crate::element::Element;
+use crate::module::{Identity, Module, ServerContext};
+use crate::ns;
+use crate::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaError};
+use jid::{BareJid, FullJid, Jid};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, OnceLock};
+
+mod admin;
+mod join;
+mod message;
+mod owner;
+mod room;
+mod route;
+mod service;
+
+use room::*;
+use service::*;
+
+pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+pub const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+const NS_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+const NS_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// The namespace of a room as stored.
+const NS_STORED: &str = "urn:rookery:muc:room";
+/// Module name in the store.
+const MODULE: &str = "mod_muc";
+
+/// ejabberd's `history_size` default.
+pub const DEFAULT_HISTORY: usize = 20;
+/// ejabberd's `max_users` default.
+pub const DEFAULT_MAX_USERS: usize = 200;
+/// ejabberd's `max_user_conferences` default: rooms one account may be in.
+pub const DEFAULT_MAX_USER_CONFERENCES: usize = 100;
+/// Forwarded iqs between occupants waiting for their answer, at most.
+const PENDING_IQS: usize = 1000;
+
+/// Options of `mod_muc` (those not implemented are accepted and ignored, for
+/// ejabberd configurations).
+pub const OPTIONS: &[&str] = &[
+    "host",
+    "hosts",
+    "name",
+    "access",
+    "access_admin",
+    "access_create",
+    "access_persistent",
+    "history_size",
+    "max_users",
+    "max_user_conferences",
+    "default_room_options",
+    "db_type",
+    "ram_db_type",
+];
+
+/// Room options of `default_room_options` this module knows.
+const ROOM_OPTIONS: &[&str] = &[
+    "allow_change_subj",
+    "allow_private_messages",
+    "allow_user_invites",
+    "anonymous",
+    "max_users",
+    "members_by_default",
+    "members_only",
+    "moderated",
+    "password_protected",
+    "password",
+    "persistent",
+    "public",
+    "public_list",
+    "title",
+    "description",
+];
+
+/// `mod_muc`.
+pub struct Muc {
+    /// Service domain templates (`@HOST@` is each served host).
+    hosts: Vec<String>,
+    name: String,
+    access: String,
+    access_admin: String,
+    access_create: String,
+    access_persistent: String,
+    history_size: usize,
+    max_users: usize,
+    max_user_conferences: usize,
+    defaults: RoomConfig,
+}
+
+impl Muc {
+    /// Read the options; warnings are for the registry to report.
+    pub fn from_opts(opts: &serde_yaml_ng::Value, warnings: &mut Vec<String>) -> Muc {
+        let get = |k: &str| opts.as_mapping().and_then(|m| m.get(k));
+        let string = |k: &str, default: &str, warnings: &mut Vec<String>| match get(k) {
+            None => default.to_string(),
+            Some(serde_yaml_ng::Value::String(s)) => s.clone(),
+            Some(_) => {
+                warnings.push(format!("option {k}: expected a string; using {default}"));
+                default.to_string()
+            }
+        };
+        let uint = |k: &str, default: usize, warnings: &mut Vec<String>| match get(k) {
+            None => default,
+            Some(serde_yaml_ng::Value::Number(n)) if n.as_u64().is_some() => {
+                n.as_u64().unwrap_or(0) as usize
+            }
+            Some(_) => {
+                warnings.push(format!(
+                    "option {k}: expected a non-negative number; using {default}"
+                ));
+                default
+            }
+        };
+        let mut hosts = Vec::new();
+        if let Some(serde_yaml_ng::Value::Sequence(list)) = get("hosts") {
+            for h in list {
+                match h.as_str() {
+                    Some(h) => hosts.push(h.to_string()),
+                    None => warnings.push("option hosts: expected a list of domains".into()),
+                }
+            }
+        }
+        if hosts.is_empty() {
+            hosts.push(string("host", "conference.@HOST@", warnings));
+        }
+        let max_users = uint("max_users", DEFAULT_MAX_USERS, warnings).max(1);
+        let mut defaults = RoomConfig {
+            max_users,
+            ..RoomConfig::default()
+        };
+        if let Some(v) = get("default_room_options") {
+            match v.as_mapping() {
+                Some(map) => {
+                    for (k, v) in map {
+                        let k = k.as_str().unwrap_or("?");
+                        match (k, v) {
+                            ("title", serde_yaml_ng::Value::String(s)) => defaults.title = s.clone(),
+                            ("description", serde_yaml_ng::Value::String(s)) => {
+                                defaults.description = s.clone()
+                            }
+                            ("password", serde_yaml_ng::Value::String(s)) => {
+                                defaults.password = s.clone()
+                            }
+                            ("max_users", serde_yaml_ng::Value::Number(n))
+                                if n.as_u64().is_some_and(|n| n > 0) =>
+                            {
+                                defaults.max_users =
+                                    (n.as_u64().unwrap_or(1) as usize).min(max_users)
+                            }
+                            (k, serde_yaml_ng::Value::Bool(b))
+                                if RoomConfig::BOOLS.contains(&k) =>
+                            {
+                                defaults.set_bool(k, *b);
+                            }
+                            (k, _) if ROOM_OPTIONS.contains(&k) => warnings.push(format!(
+                                "option default_room_options: bad value for {k}; using the default"
+                            )),
+                            (k, _) => warnings.push(format!(
+                                "option default_room_options: room option {k} is not supported and is ignored"
+                            )),
+                        }
+                    }
+                }
+                None => warnings
+                    .push("option default_room_options: expected a map of room options".into()),
+            }
+        }
+        Muc {
+            hosts,
+            name: string("name", "Chatrooms", warnings),
+            access: string("access", "all", warnings),
+            access_admin: string("access_admin", "none", warnings),
+            access_create: string("access_create", "all", warnings),
+            access_persistent: string("access_persistent", "all", warnings),
+            history_size: uint("history_size", DEFAULT_HISTORY, warnings),
+            max_users,
+            max_user_conferences: uint(
+                "max_user_conferences",
+                DEFAULT_MAX_USER_CONFERENCES,
+                warnings,
+            )
+            .max(1),
+            defaults,
+        }
+    }
+
+    /// Whether the access rule allows `who` (`all` always, `none` never).
+    fn allows(ctx: &dyn ServerContext, rule: &str, who: &Jid) -> bool {
+        match rule {
+            "all" => true,
+            "none" => false,
+            _ => match who.node() {
+                Some(n) => ctx.access_allows(rule, Some((n.as_str(), who.domain().as_str())), None),
+                None => false,
+            },
+        }
+    }
+}
+
+/// Collects the stanzas to route.
+type Out = Vec<Element>;
+
+fn status(code: u16) -> Element {
+    Element::new("status", NS_MUC_USER).with_attr("code", code.to_string())
+}
+
+fn error_to(stanza: &Element, e: StanzaError) -> Option<Element> {
+    if stanza.attr("type") == Some("error")
+        || (stanza.name == "iq" && stanza.attr("type") == Some("result"))
+    {
+        return None;
+    }
+    Some(if stanza.name == "iq" {
+        iq_error(stanza, &e)
+    } else {
+        error_reply(stanza, &e)
+    })
+}
+
+fn is_true(v: &str) -> bool {
+    v == "1" || v == "true"
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A data form field.
+fn field(var: &str, kind: &str, label: &str, values: &[&str]) -> Element {
+    let mut f = Element::new("field", ns::DATA_FORMS)
+        .with_attr("var", var)
+        .with_attr("type", kind);
+    if !label.is_empty() {
+        f.set_attr("label", label);
+    }
+    for v in values {
+        f = f.with_child(Element::new("value", ns::DATA_FORMS).with_text(*v));
+    }
+    f
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+impl Module for Muc {
+    fn name(&self) -> &'static str {
+        "mod_muc"
+    }
+
+    fn service_domains(&self, hosts: &[String]) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for host in hosts {
+            for t in &self.hosts {
+                let domain = t.replace("@HOST@", host).to_lowercase();
+                if !v.iter().any(|(d, _)| d == &domain) {
+                    v.push((domain, host.clone()));
+                }
+            }
+        }
+        v
+    }
+
+    fn handle_service_stanza(&self, ctx: &dyn ServerContext, stanza: &Element) -> Vec<Element> {
+        let (Some(to), Some(from)) = (
+            stanza.attr("to").and_then(|t| Jid::new(t).ok()),
+            stanza.attr("from").and_then(|f| Jid::new(f).ok()),
+        ) else {
+            return Vec::new();
+        };
+        let service = to.domain().as_str().to_string();
+        let mut out = Vec::new();
+        if !Muc::allows(ctx, &self.access, &from) {
+            out.extend(error_to(stanza, StanzaError::forbidden()));
+            return out;
+        }
+        let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
+        let svc = guard.entry(service.clone()).or_default();
+        let c = Ctx {
+            ctx,
+            service: &service,
+        };
+        c.load(svc);
+        match (to.node(), to.resource()) {
+            (None, None) => self.to_service(&c, svc, stanza, &from, &mut out),
+            (None, Some(_)) => out.extend(error_to(stanza, StanzaError::service_unavailable())),
+            (Some(node), None) => self.to_room(&c, svc, node.as_str(), stanza, &from, &mut out),
+            (Some(node), Some(nick)) => self.to_occupant(
+                &c,
+                svc,
+                node.as_str(),
+                nick.as_str(),
+                stanza,
+                &from,
+                &mut out,
+            ),
+        }
+        out
+    }
+
+    fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
+        let mut out = Vec::new();
+        let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
+        for (service, svc) in guard.iter_mut() {
+            let c = Ctx { ctx, service };
+            let mut gone = Vec::new();
+            for (node, room) in svc.rooms.iter_mut() {
+                if let Some(idx) = room.by_jid(jid) {
+                    c.remove_occupant(node, room, idx, &[], None, None, &mut out);
+                    if room.occupants.is_empty() && !room.config.persistent {
+                        gone.push(node.clone());
+                    }
+                }
+            }
+            for node in gone {
+                svc.rooms.remove(&node);
+            }
+        }
+        drop(guard);
+        ctx.route_ordered(out);
+    }
+}
+
+impl Muc {
+    /// Stanzas to the service domain itself.
+    fn to_service(&self, c: &Ctx<'_>, svc: &Service, stanza: &Element, from: &Jid, out: &mut Out) {
+        let _ = from;
+        if stanza.name != "iq" {
+            if stanza.name == "message" {
+                out.extend(error_to(stanza, StanzaError::service_unavailable()));
+            }
+            return;
+        }
+        let kind = stanza.attr("type").unwrap_or("");
+        if kind != "get" && kind != "set" {
+            return;
+        }
+        let Some(payload) = stanza.first_child() else {
+            out.extend(error_to(stanza, StanzaError::bad_request()));
+            return;
+        };
+        let reply = if kind == "get" && payload.is("query", ns::DISCO_INFO) {
+            if payload.attr("node").is_some() {
+                iq_error(stanza, &StanzaError::item_not_found())
+            } else {
+                let ids = vec![Identity {
+                    category: "conference".into(),
+                    kind: "text".into(),
+                    name: Some(self.name.clone()),
+                }];
+                let features = vec![
+                    NS_MUC.to_string(),
+                    ns::DISCO_INFO.to_string(),
+                    ns::DISCO_ITEMS.to_string(),
+                ];
+                iq_result(stanza, Some(crate::disco::info(ids, features)))
+            }
+        } else if kind == "get" && payload.is("query", ns::DISCO_ITEMS) {
+            let mut q = Element::new("query", ns::DISCO_ITEMS);
+            for (node, room) in &svc.rooms {
+                if !room.config.public {
+                    continue;
+                }
+                let name = if room.config.title.is_empty() {
+                    node.clone()
+                } else {
+                    room.config.title.clone()
+                };
+                q = q.with_child(
+                    Element::new("item", ns::DISCO_ITEMS)
+                        .with_attr("jid", c.room_jid(node))
+                        .with_attr("name", name),
+                );
+            }
+            iq_result(stanza, Some(q))
+        } else {
+            iq_error(stanza, &StanzaError::service_unavailable())
+        };
+        out.push(reply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_and_service_domains() {
+        let opts: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            "host: muc.@HOST@\nhistory_size: 5\ndefault_room_options: {persistent: true, public: false, bogus: 1}\n",
+        )
+        .unwrap();
+        let mut w = Vec::new();
+        let m = Muc::from_opts(&opts, &mut w);
+        assert_eq!(m.history_size, 5);
+        assert!(m.defaults.persistent && !m.defaults.public);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(
+            m.service_domains(&["a.org".into(), "b.org".into()]),
+            vec![
+                ("muc.a.org".to_string(), "a.org".to_string()),
+                ("muc.b.org".to_string(), "b.org".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn stored_room_round_trips() {
+        let mut room = Room::new(RoomConfig {
+            title: "T".into(),
+            persistent: true,
+            members_only: true,
+            ..RoomConfig::default()
+        });
+        room.subject = Some(("hello".into(), "al".into()));
+        room.affiliations.insert("a@x".into(), Affiliation::Owner);
+        room.affiliations.insert("b@x".into(), Affiliation::Outcast);
+        let back = Room::from_stored(&room.to_stored()).unwrap();
+        assert_eq!(back.config, room.config);
+        assert_eq!(back.subject, room.subject);
+        assert_eq!(back.affiliations, room.affiliations);
+    }
+}
