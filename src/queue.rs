@@ -102,6 +102,14 @@ pub enum TryRecvError {
 
 pub struct Sender<T>(Arc<Shared<T>>);
 
+/// What an empty queue of `T` holds: the mutex-guarded state and the
+/// `Notify` (its one allocation adds the `Arc`'s two counts, 16 bytes). For
+/// the compile-time size guard where the session queue's item type is
+/// defined (`router.rs`).
+pub const fn empty_size<T>() -> usize {
+    std::mem::size_of::<Shared<T>>()
+}
+
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         self.0.lock().senders += 1;

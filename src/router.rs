@@ -65,6 +65,19 @@ pub enum Outgoing {
 /// the log and the peer, why (if more than the condition says).
 pub type StreamErrorOut = (&'static str, Option<String>);
 
+// Size guards (64-bit targets): docs/architecture.md, "Memory per
+// session", counts these in what every idle session costs. A change that
+// moves one updates that section (and measures) along with the number here.
+// Every queued item is 16 bytes (the payloads are boxed, see above).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Outgoing>() == 16);
+// The session queue while empty: 112 bytes.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(queue::empty_size::<Outgoing>() == 112);
+// The session table's handle: 328 bytes.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<SessionHandle>() == 328);
+
 /// A bound session as the router sees it.
 pub struct SessionHandle {
     pub id: u64,

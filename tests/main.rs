@@ -6,18 +6,28 @@
 //!
 //! Run one area with `cargo test --test integration MODULE::`, e.g.
 //! `cargo test --test integration im_offline::`.
+//!
+//! Naming rule: a module is named by feature, never by spec number:
+//! `AREA.rs` or `AREA_TOPIC.rs`, where AREA is the part of Rookery under
+//! test: `c2s`, `s2s`, `component`, `im`, `ctl`, `xml`, `mod_NAME` for a
+//! module (NAME exactly as its key under `modules:`, e.g. `mod_muc`,
+//! `mod_stream_mgmt`), `interop_PROGRAM` for a third-party client driving
+//! the server (`s2s_PROGRAM` for a third-party server), `compliance` for
+//! compliance suites. The XEPs and RFC sections a module checks are named
+//! in its header comment (see docs/architecture.md, "Tests").
 
 mod common;
 
-mod adhoc;
 mod c2s_auth;
 mod c2s_session;
 mod c2s_stream;
-mod compliance_xep0479;
+mod compliance_suites;
+mod component;
 mod ctl;
 mod ctl_admin;
 mod ctl_check;
-mod disco_features;
+mod ctl_migrate_real;
+mod ctl_piefxis;
 mod im_offline;
 mod im_presence;
 mod im_roster;
@@ -29,29 +39,28 @@ mod interop_slixmpp_im;
 mod interop_slixmpp_mam;
 mod interop_slixmpp_muc;
 mod interop_slixmpp_session;
-mod migrate_real;
+mod mod_adhoc;
 mod mod_avatar;
 mod mod_blocking;
+mod mod_caps;
+mod mod_carbons;
+mod mod_client_state;
+mod mod_disco_features;
+mod mod_http_upload;
+mod mod_muc;
 mod mod_pep;
+mod mod_ping;
 mod mod_private;
+mod mod_push;
+mod mod_register;
+mod mod_stream_mgmt;
 mod mod_vcard;
 mod mod_version_time_last;
-mod muc;
-mod piefxis;
-mod register;
 mod s2s;
 mod s2s_ejabberd;
 mod s2s_prosody;
 mod storage_faults;
-mod xep0114_component;
-mod xep0115_server_caps;
-mod xep0198_stream_mgmt;
-mod xep0199_server_pings;
-mod xep0280_carbons;
 mod xep0313_mam;
 mod xep0313_mam_large;
-mod xep0352_csi;
-mod xep0357_push;
-mod xep0363_http_upload;
 mod xml_output;
 mod xml_wellformed;

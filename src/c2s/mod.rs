@@ -36,7 +36,7 @@ pub type BoxIo = Box<dyn Io>;
 /// so the task is sized for neither phase. Both are built by plain
 /// functions and joined by a combinator rather than an async fn: an async
 /// fn keeps its arguments for its whole life and would hold the
-/// negotiation's result (the 464-byte `Bound`) while the session runs.
+/// negotiation's result (the 520-byte `Bound`) while the session runs.
 pub fn handle(
     server: Arc<Server>,
     sock: TcpStream,

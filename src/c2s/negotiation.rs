@@ -38,6 +38,17 @@ const MAX_AUTH_ATTEMPTS: u32 = 5;
 const MAX_PRE_AUTH_IQS: u32 = 10;
 
 pub(super) type Rd = ReadHalf<BoxIo>;
+
+// Size guards (64-bit targets; docs/architecture.md, "Memory per
+// session"): the stream reader lives as long as the session, 360 bytes;
+// `Bound` (520 bytes) is why the negotiation's result is passed boxed and
+// never kept by an `async fn` (c2s/mod.rs, session.rs). Update those texts
+// when a number here changes.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<StreamReader<Rd>>() == 360);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Bound>() == 520);
+
 type Wr = WriteHalf<BoxIo>;
 
 /// A bound session, ready for stanzas.

@@ -46,7 +46,7 @@ enum End {
 ///
 /// `bound` comes boxed: an async fn keeps its arguments in its state for
 /// its whole life, so a `Bound` by value would cost every idle session its
-/// size (464 bytes) a second time.
+/// size (520 bytes) a second time.
 pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
     let Bound {
         mut reader,

@@ -19,101 +19,45 @@ Prints "INTEROP OK <token>" and exits 0 only if every check passed.
 Usage: slixmpp_blocking_pep.py --port PORT --jid1 JID --password1 PW --jid2 JID --password2 PW
 """
 
-import argparse
 import asyncio
-import logging
-import signal
-import ssl
-import sys
 import uuid
 
-import slixmpp
 from slixmpp.jid import JID
+
+import harness
+from harness import check
 
 HARD_TIMEOUT = 60
 STEP_TIMEOUT = 15
 
 
-def check(cond, what):
-    if not cond:
-        fail(what)
-
-
-def fail(what):
-    print(f"INTEROP FAIL: {what}", flush=True)
-    raise SystemExit(1)
-
-
-class Client(slixmpp.ClientXMPP):
+class Client(harness.Client):
     def __init__(self, jid, password, host, port):
-        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.ssl_context = ctx
-        self.enable_direct_tls = False
-        self.enable_starttls = True
-        self.enable_plaintext = False
-        self.target = (host, port)
-        for p in ("xep_0030", "xep_0115", "xep_0060", "xep_0163", "xep_0172", "xep_0191", "xep_0199"):
-            self.register_plugin(p)
+        super().__init__(jid, password, host, port,
+                         plugins=("xep_0030", "xep_0115", "xep_0060", "xep_0163", "xep_0172",
+                                  "xep_0191", "xep_0199"))
         self.messages = asyncio.Queue()
         self.nicks = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self.started = loop.create_future()
-        self.add_event_handler("session_start", self._on_start)
-        self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
-        self.add_event_handler("message_error", lambda m: self.messages.put_nowait(m))
-        self.add_event_handler("user_nick_publish", lambda m: self.nicks.put_nowait(m))
-        self.add_event_handler("failed_all_auth", self._on_fail)
+        self.add_event_handler("message", self.messages.put_nowait)
+        self.add_event_handler("message_error", self.messages.put_nowait)
+        self.add_event_handler("user_nick_publish", self.nicks.put_nowait)
 
-    async def _on_start(self, _event):
-        try:
-            await self.get_roster(timeout=STEP_TIMEOUT)
-            self.send_presence()
-            if not self.started.done():
-                self.started.set_result(True)
-        except Exception as e:  # noqa: BLE001 - reported through the future
-            if not self.started.done():
-                self.started.set_exception(e)
-
-    def _on_fail(self, _event):
-        if not self.started.done():
-            self.started.set_exception(RuntimeError("authentication failed"))
+    async def on_session(self):
+        await self.get_roster(timeout=STEP_TIMEOUT)
+        self.send_presence()
 
     async def start(self):
-        self.connect(*self.target)
-        await asyncio.wait_for(self.started, STEP_TIMEOUT)
+        await super().start(STEP_TIMEOUT)
 
     async def ping_server(self):
-        await self.plugin["xep_0199"].ping(jid=self.boundjid.domain, timeout=STEP_TIMEOUT)
+        await super().ping_server(STEP_TIMEOUT)
 
     async def next_message(self, pred, what):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP_TIMEOUT
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                fail(f"{self.boundjid.bare}: no {what}")
-            try:
-                m = await asyncio.wait_for(self.messages.get(), left)
-            except asyncio.TimeoutError:
-                fail(f"{self.boundjid.bare}: no {what}")
-            if pred(m):
-                return m
+        return await harness.next_matching(self.messages, pred, STEP_TIMEOUT,
+                                           f"{self.boundjid.bare}: no {what}")
 
     async def bodies_for(self, seconds):
-        got = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while (left := deadline - loop.time()) > 0:
-            try:
-                m = await asyncio.wait_for(self.messages.get(), left)
-            except asyncio.TimeoutError:
-                break
-            if m["body"]:
-                got.append(m)
-        return got
+        return await harness.collect_for(self.messages, seconds, lambda m: bool(m["body"]))
 
 
 async def run(args):
@@ -130,19 +74,12 @@ async def run(args):
         # --- PEP: alice's nickname reaches bob through +notify caps.
         nick = f"Ally-{token[:8]}"
         await a.plugin["xep_0172"].publish_nick(nick, timeout=STEP_TIMEOUT)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STEP_TIMEOUT
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                fail("bob never got alice's nick event")
-            try:
-                ev = await asyncio.wait_for(b.nicks.get(), left)
-            except asyncio.TimeoutError:
-                fail("bob never got alice's nick event")
-            if ev["from"].bare == abare and ev["pubsub_event"]["items"]["item"]["nick"]["nick"] == nick:
-                break
-        print(f"bob got alice's nick {nick} by PEP", flush=True)
+        await harness.next_matching(
+            b.nicks,
+            lambda ev: ev["from"].bare == abare
+            and ev["pubsub_event"]["items"]["item"]["nick"]["nick"] == nick,
+            STEP_TIMEOUT, "bob never got alice's nick event")
+        harness.step(f"bob got alice's nick {nick} by PEP")
 
         # --- Blocking.
         await a.plugin["xep_0191"].block(JID(bbare), timeout=STEP_TIMEOUT)
@@ -158,7 +95,7 @@ async def run(args):
         await b.ping_server()
         got = [m["body"] for m in await a.bodies_for(0.5) if m["type"] != "error"]
         check(not any(token in g for g in got if g.startswith("blocked")), f"alice got bob's message: {got}")
-        print("blocking enforced both ways", flush=True)
+        harness.step("blocking enforced both ways")
 
         await a.plugin["xep_0191"].unblock(JID(bbare), timeout=STEP_TIMEOUT)
         blocked = await a.plugin["xep_0191"].get_blocked_jids(timeout=STEP_TIMEOUT)
@@ -166,37 +103,10 @@ async def run(args):
         b.send_message(mto=abare, mbody=f"unblocked {token}", mtype="chat")
         m = await a.next_message(lambda m: m["body"] == f"unblocked {token}", "bob's message after unblock")
         check(m["from"].bare == bbare, f"from {m['from']}")
-        print(f"INTEROP OK {token}", flush=True)
+        harness.ok(token)
     finally:
-        for c in (a, b):
-            try:
-                c.disconnect(wait=1)
-            except Exception:  # noqa: BLE001 - best-effort cleanup
-                pass
-        await asyncio.sleep(0.2)
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--jid1", required=True)
-    p.add_argument("--password1", required=True)
-    p.add_argument("--jid2", required=True)
-    p.add_argument("--password2", required=True)
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, stream=sys.stderr)
-    signal.alarm(HARD_TIMEOUT)
-    try:
-        asyncio.run(asyncio.wait_for(run(args), HARD_TIMEOUT - 2))
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001 - report anything as failure
-        print(f"INTEROP FAIL: {type(e).__name__}: {e}", flush=True)
-        raise SystemExit(1)
-    raise SystemExit(0)
+        await harness.disconnect_all(a, b)
 
 
 if __name__ == "__main__":
-    main()
+    harness.main(run, harness.parser(__doc__, accounts=2), HARD_TIMEOUT)

@@ -10,34 +10,22 @@ component, must get the echo back from that JID, and must see the gateway
 identity in disco#info of the component's domain.
 
 Prints "INTEROP OK <token>" and exits 0 only if every check passed; exits 1
-on any failure and is killed by SIGALRM after a hard timeout.
+on any failure and is killed by SIGALRM after a hard timeout (see harness.py).
 
 Usage: slixmpp_component.py --port C2S --service-port PORT --jid JID
        --password PW --component DOMAIN --secret SECRET
 """
 
-import argparse
 import asyncio
-import logging
-import signal
-import ssl
-import sys
 import uuid
 
 import slixmpp
 
+import harness
+from harness import check
+
 HARD_TIMEOUT = 60
 STEP_TIMEOUT = 15
-
-
-def check(cond, what):
-    if not cond:
-        fail(what)
-
-
-def fail(what):
-    print(f"INTEROP FAIL: {what}", flush=True)
-    raise SystemExit(1)
 
 
 class Echo(slixmpp.ComponentXMPP):
@@ -46,38 +34,22 @@ class Echo(slixmpp.ComponentXMPP):
         self.register_plugin("xep_0030")
         self["xep_0030"].add_identity(category="gateway", itype="test", name="Echo gateway")
         self.ready = asyncio.get_running_loop().create_future()
-        self.add_event_handler("session_start", self._start)
+        self.add_event_handler("session_start", lambda _e: harness.settle(self.ready))
         self.add_event_handler("message", self._message)
-
-    def _start(self, _event):
-        if not self.ready.done():
-            self.ready.set_result(True)
 
     def _message(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
             msg.reply(f"echo: {msg['body']}").send()
 
 
-class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password):
-        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.ssl_context = ctx
-        self.enable_direct_tls = False
-        self.enable_starttls = True
-        self.enable_plaintext = False
-        self.register_plugin("xep_0030")
+class Client(harness.Client):
+    def __init__(self, jid, password, host, port):
+        super().__init__(jid, password, host, port, plugins=("xep_0030",))
         self.messages = asyncio.Queue()
-        self.started = asyncio.get_running_loop().create_future()
-        self.add_event_handler("session_start", self._start)
-        self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
+        self.add_event_handler("message", self.messages.put_nowait)
 
-    def _start(self, _event):
+    async def on_session(self):
         self.send_presence()
-        if not self.started.done():
-            self.started.set_result(True)
 
 
 async def run(args):
@@ -86,9 +58,8 @@ async def run(args):
     comp.connect(args.host, args.service_port)
     await asyncio.wait_for(comp.ready, STEP_TIMEOUT)
 
-    client = Client(args.jid, args.password)
-    client.connect(args.host, args.port)
-    await asyncio.wait_for(client.started, STEP_TIMEOUT)
+    client = Client(args.jid, args.password, args.host, args.port)
+    await client.start(STEP_TIMEOUT)
     try:
         peer = f"echo@{args.component}"
         client.send_message(mto=peer, mbody=f"ping {token}", mtype="chat")
@@ -100,39 +71,14 @@ async def run(args):
         ids = info["disco_info"]["identities"]
         check(any(i[0] == "gateway" and i[1] == "test" for i in ids),
               f"no gateway identity in disco#info of {args.component}: {ids}")
-        print(f"INTEROP OK {token}", flush=True)
+        harness.ok(token)
     finally:
-        for x in (client, comp):
-            try:
-                x.disconnect(wait=1)
-            except Exception:  # noqa: BLE001 - best-effort cleanup
-                pass
-        await asyncio.sleep(0.2)
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--service-port", type=int, required=True)
-    p.add_argument("--jid", required=True)
-    p.add_argument("--password", required=True)
-    p.add_argument("--component", required=True)
-    p.add_argument("--secret", required=True)
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        stream=sys.stderr)
-    signal.alarm(HARD_TIMEOUT)
-    try:
-        asyncio.run(asyncio.wait_for(run(args), HARD_TIMEOUT - 2))
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001 - report anything as failure
-        print(f"INTEROP FAIL: {type(e).__name__}: {e}", flush=True)
-        raise SystemExit(1)
-    raise SystemExit(0)
+        await harness.disconnect_all(client, comp)
 
 
 if __name__ == "__main__":
-    main()
+    p = harness.parser(__doc__)
+    p.add_argument("--service-port", type=int, required=True)
+    p.add_argument("--component", required=True)
+    p.add_argument("--secret", required=True)
+    harness.main(run, p, HARD_TIMEOUT)

@@ -20,111 +20,54 @@ on any failure and is killed by SIGALRM after a hard timeout.
 Usage: slixmpp_im.py --port PORT --jid1 JID --password1 PW --jid2 JID --password2 PW
 """
 
-import argparse
 import asyncio
-import logging
-import signal
-import ssl
-import sys
 import uuid
 
-import slixmpp
+import harness
+from harness import check, fail
 
 HARD_TIMEOUT = 60
 STEP_TIMEOUT = 15
-MECH = "SCRAM-SHA-256"
 
 
-def check(cond, what):
-    if not cond:
-        fail(what)
-
-
-def fail(what):
-    print(f"INTEROP FAIL: {what}", flush=True)
-    raise SystemExit(1)
-
-
-class Client(slixmpp.ClientXMPP):
-    """A slixmpp client restricted to STARTTLS + SCRAM-SHA-256 that records
-    presence and message events."""
+class Client(harness.Client):
+    """A slixmpp client (STARTTLS + SCRAM-SHA-256) that records presence
+    and message events."""
 
     def __init__(self, jid, password, host, port):
-        super().__init__(jid, password, sasl_mech=MECH)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.ssl_context = ctx
-        self.enable_direct_tls = False
-        self.enable_starttls = True
-        self.enable_plaintext = False
-        self.target = (host, port)
+        super().__init__(jid, password, host, port, plugins=(
+            "xep_0199",  # ping
+            "xep_0203",  # delayed delivery
+        ))
         # slixmpp's automatic subscription handling (the defaults, made explicit).
         self.auto_authorize = True
         self.auto_subscribe = True
-        self.register_plugin("xep_0199")  # ping
-        self.register_plugin("xep_0203")  # delayed delivery
         self.messages = asyncio.Queue()
         self.online = {}  # bare JID -> future set on got_online
         self.offline = {}  # bare JID -> future set on got_offline
         self.subscribe_requests = []
-        loop = asyncio.get_running_loop()
-        self.started = loop.create_future()
-        self.gone = loop.create_future()
-        self.add_event_handler("session_start", self._on_start)
-        self.add_event_handler("message", self._on_message)
-        self.add_event_handler("got_online", self._on_online)
-        self.add_event_handler("got_offline", self._on_offline)
-        self.add_event_handler("presence_subscribe", self._on_subscribe)
-        self.add_event_handler("disconnected", self._on_disconnected)
-        self.add_event_handler("failed_all_auth", self._on_fail)
-        self.add_event_handler("failed_auth", self._on_fail)
+        self.gone = asyncio.get_running_loop().create_future()
+        self.add_event_handler("message", self.messages.put_nowait)
+        self.add_event_handler("got_online",
+                               lambda p: harness.settle(self._future(self.online, p["from"].bare), p))
+        self.add_event_handler("got_offline",
+                               lambda p: harness.settle(self._future(self.offline, p["from"].bare), p))
+        self.add_event_handler("presence_subscribe",
+                               lambda p: self.subscribe_requests.append(p["from"].bare))
+        self.add_event_handler("disconnected", lambda _e: harness.settle(self.gone))
 
     def _future(self, table, bare):
         if bare not in table:
             table[bare] = asyncio.get_running_loop().create_future()
         return table[bare]
 
-    async def _on_start(self, _event):
-        try:
-            await self.get_roster(timeout=STEP_TIMEOUT)
-            self.send_presence()
-            if not self.started.done():
-                self.started.set_result(True)
-        except Exception as e:  # noqa: BLE001 - reported through the future
-            if not self.started.done():
-                self.started.set_exception(e)
-
-    def _on_fail(self, _event):
-        if not self.started.done():
-            self.started.set_exception(RuntimeError(f"{self.boundjid.bare}: authentication failed"))
-
-    def _on_message(self, msg):
-        self.messages.put_nowait(msg)
-
-    def _on_online(self, pres):
-        fut = self._future(self.online, pres["from"].bare)
-        if not fut.done():
-            fut.set_result(pres)
-
-    def _on_offline(self, pres):
-        fut = self._future(self.offline, pres["from"].bare)
-        if not fut.done():
-            fut.set_result(pres)
-
-    def _on_subscribe(self, pres):
-        self.subscribe_requests.append(pres["from"].bare)
-
-    def _on_disconnected(self, _event):
-        if not self.gone.done():
-            self.gone.set_result(True)
+    async def on_session(self):
+        await self.get_roster(timeout=STEP_TIMEOUT)
+        self.send_presence()
 
     async def start(self):
-        self.connect(*self.target)
-        await asyncio.wait_for(self.started, STEP_TIMEOUT)
-        mech = self.plugin["feature_mechanisms"].mech
-        check(mech is not None and mech.name == MECH,
-              f"{self.boundjid.bare} authenticated with {mech and mech.name}, not {MECH}")
+        await super().start(STEP_TIMEOUT)
+        self.check_mech()
         check(bool(self.boundjid.resource), f"no resource bound: {self.boundjid}")
 
     async def wait_online(self, bare):
@@ -151,7 +94,7 @@ class Client(slixmpp.ClientXMPP):
         fail(f"{self.boundjid.bare}: subscription with {bare} is {have!r}, not {want!r}")
 
     async def ping_server(self):
-        await self.plugin["xep_0199"].ping(jid=self.boundjid.domain, timeout=STEP_TIMEOUT)
+        await super().ping_server(STEP_TIMEOUT)
 
     async def bodies_until(self, body, seconds):
         """Messages with a body received until one with `body` (or the end
@@ -166,23 +109,14 @@ class Client(slixmpp.ClientXMPP):
             got.extend(await self.bodies_for(min(left, 0.2)))
         return got
 
+    def _with_body(self, msg):
+        if msg["type"] == "error":
+            fail(f"{self.boundjid} got an error message: {msg}")
+        return bool(msg["body"])
+
     async def bodies_for(self, seconds):
         """Messages with a body received within `seconds` (errors fail)."""
-        got = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                return got
-            try:
-                msg = await asyncio.wait_for(self.messages.get(), left)
-            except asyncio.TimeoutError:
-                return got
-            if msg["type"] == "error":
-                fail(f"{self.boundjid} got an error message: {msg}")
-            if msg["body"]:
-                got.append(msg)
+        return await harness.collect_for(self.messages, seconds, self._with_body)
 
     async def close(self):
         self.disconnect(wait=2)
@@ -199,7 +133,7 @@ async def run(args):
     try:
         await asyncio.gather(a.start(), b.start())
         abare, bbare = a.boundjid.bare, b.boundjid.bare
-        print(f"logged in as {a.boundjid.full} and {b.boundjid.full}", flush=True)
+        harness.step(f"logged in as {a.boundjid.full} and {b.boundjid.full}")
 
         # Subscription both ways through slixmpp's automatic handling.
         a.send_presence_subscription(pto=bbare)
@@ -208,7 +142,7 @@ async def run(args):
         await a.wait_subscription(bbare, "both")
         await b.wait_subscription(abare, "both")
         check(abare in b.subscribe_requests, f"{bbare} never got alice's subscription request")
-        print("subscribed both ways, presence seen both ways", flush=True)
+        harness.step("subscribed both ways, presence seen both ways")
 
         # Bob leaves; alice sees it and writes to him while he is away.
         await b.close()
@@ -236,42 +170,11 @@ async def run(args):
         more = [m for m in await b2.bodies_for(1) if m["body"] == body]
         check(not more, "offline message delivered twice")
         await a.wait_online(bbare)
-        print(f"offline message delivered once, stamped {stamp.isoformat()}", flush=True)
-        print(f"INTEROP OK {token}", flush=True)
+        harness.step(f"offline message delivered once, stamped {stamp.isoformat()}")
+        harness.ok(token)
     finally:
-        for c in (a, b, b2):
-            if c is None:
-                continue
-            try:
-                c.disconnect(wait=1)
-            except Exception:  # noqa: BLE001 - best-effort cleanup
-                pass
-        await asyncio.sleep(0.2)
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--jid1", required=True)
-    p.add_argument("--password1", required=True)
-    p.add_argument("--jid2", required=True)
-    p.add_argument("--password2", required=True)
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        stream=sys.stderr)
-    # Hard backstop: SIGALRM's default action terminates the process.
-    signal.alarm(HARD_TIMEOUT)
-    try:
-        asyncio.run(asyncio.wait_for(run(args), HARD_TIMEOUT - 2))
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001 - report anything as failure
-        print(f"INTEROP FAIL: {type(e).__name__}: {e}", flush=True)
-        raise SystemExit(1)
-    raise SystemExit(0)
+        await harness.disconnect_all(a, b, b2)
 
 
 if __name__ == "__main__":
-    main()
+    harness.main(run, harness.parser(__doc__, accounts=2), HARD_TIMEOUT)

@@ -18,63 +18,33 @@ on any failure and is killed by SIGALRM after a hard timeout.
 Usage: slixmpp_mam.py --port PORT --jid1 JID --password1 PW --jid2 JID --password2 PW [--count N]
 """
 
-import argparse
 import asyncio
-import logging
-import signal
-import ssl
-import sys
 import uuid
 
 import slixmpp
 
+import harness
+from harness import check, fail
+
 HARD_TIMEOUT = 60
 STEP_TIMEOUT = 20
-MECH = "SCRAM-SHA-256"
 PAGE = 7
 
 
-def check(cond, what):
-    if not cond:
-        fail(what)
-
-
-def fail(what):
-    print(f"INTEROP FAIL: {what}", flush=True)
-    raise SystemExit(1)
-
-
-class Client(slixmpp.ClientXMPP):
+class Client(harness.Client):
     def __init__(self, jid, password, host, port):
-        super().__init__(jid, password, sasl_mech=MECH)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.ssl_context = ctx
-        self.enable_direct_tls = False
-        self.enable_starttls = True
-        self.enable_plaintext = False
-        self.target = (host, port)
-        self.register_plugin("xep_0059")  # result set management
-        self.register_plugin("xep_0313")  # message archive management
-        self.register_plugin("xep_0359")  # stanza ids
-        self.register_plugin("xep_0199")  # ping
+        super().__init__(jid, password, host, port, plugins=(
+            "xep_0059",  # result set management
+            "xep_0313",  # message archive management
+            "xep_0359",  # stanza ids
+            "xep_0199",  # ping
+        ))
         self.messages = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self.started = loop.create_future()
-        self.add_event_handler("session_start", self._on_start)
         self.add_event_handler("message", self._on_message)
-        self.add_event_handler("failed_all_auth", self._on_fail)
 
-    async def _on_start(self, _event):
+    async def on_session(self):
         self.send_presence()
-        await self.plugin["xep_0199"].ping(jid=self.boundjid.domain, timeout=STEP_TIMEOUT)
-        if not self.started.done():
-            self.started.set_result(True)
-
-    def _on_fail(self, _event):
-        if not self.started.done():
-            self.started.set_exception(RuntimeError("authentication failed"))
+        await self.ping_server(STEP_TIMEOUT)
 
     def _on_message(self, msg):
         # MAM results arrive as messages too; only live chats are queued.
@@ -82,8 +52,7 @@ class Client(slixmpp.ClientXMPP):
             self.messages.put_nowait(msg)
 
     async def start(self):
-        self.connect(*self.target)
-        await asyncio.wait_for(self.started, STEP_TIMEOUT)
+        await super().start(STEP_TIMEOUT)
 
     async def archive(self, with_jid=None, reverse=False):
         """(result id, forwarded message) of every archived message, paging
@@ -122,7 +91,7 @@ async def run(args):
             sids.append(m["stanza_id"]["id"])
         check(got == sent, f"bob got {len(got)} of {len(sent)} live messages, or out of order")
         check(all(sids), "a live message without a stanza-id")
-        print(f"{len(sent)} messages delivered live with stanza ids", flush=True)
+        harness.step(f"{len(sent)} messages delivered live with stanza ids")
 
         fwd = await a.archive(with_jid=slixmpp.JID(bbare))
         bodies = [m["body"] for _, m in fwd]
@@ -130,50 +99,23 @@ async def run(args):
               f"forward paging of alice's archive: {len(bodies)} results, expected {len(sent)} in order")
         check(len({i for i, _ in fwd}) == len(fwd), "an archive id appears twice")
         check(all(m["to"].bare == bbare for _, m in fwd), "an archived message is not to bob")
-        print(f"alice's archive paged forwards {PAGE} at a time: {len(fwd)} once each, in order", flush=True)
+        harness.step(f"alice's archive paged forwards {PAGE} at a time: {len(fwd)} once each, in order")
 
         back = await a.archive(with_jid=slixmpp.JID(bbare), reverse=True)
         check([m["body"] for _, m in back] == list(reversed(sent)),
               f"backward paging: {len(back)} results, expected {len(sent)} newest first")
-        print(f"alice's archive paged backwards: {len(back)} once each, newest first", flush=True)
+        harness.step(f"alice's archive paged backwards: {len(back)} once each, newest first")
 
         theirs = await b.archive()
         check([m["body"] for _, m in theirs] == sent, "bob's archive differs from what he got")
         check([i for i, _ in theirs] == sids, "bob's archive ids differ from his stanza-ids")
-        print("bob's archive ids are the stanza ids he was given", flush=True)
-        print(f"INTEROP OK {token}", flush=True)
+        harness.step("bob's archive ids are the stanza ids he was given")
+        harness.ok(token)
     finally:
-        for c in (a, b):
-            try:
-                c.disconnect(wait=1)
-            except Exception:  # noqa: BLE001 - best-effort cleanup
-                pass
-        await asyncio.sleep(0.2)
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--jid1", required=True)
-    p.add_argument("--password1", required=True)
-    p.add_argument("--jid2", required=True)
-    p.add_argument("--password2", required=True)
-    p.add_argument("--count", type=int, default=40)
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        stream=sys.stderr)
-    signal.alarm(HARD_TIMEOUT)
-    try:
-        asyncio.run(asyncio.wait_for(run(args), HARD_TIMEOUT - 2))
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001 - report anything as failure
-        print(f"INTEROP FAIL: {type(e).__name__}: {e}", flush=True)
-        raise SystemExit(1)
-    raise SystemExit(0)
+        await harness.disconnect_all(a, b)
 
 
 if __name__ == "__main__":
-    main()
+    p = harness.parser(__doc__, accounts=2)
+    p.add_argument("--count", type=int, default=40)
+    harness.main(run, p, HARD_TIMEOUT)

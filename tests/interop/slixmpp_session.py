@@ -20,92 +20,46 @@ on any failure and is killed by SIGALRM after a hard timeout.
 Usage: slixmpp_session.py --port PORT --jid1 JID --password1 PW --jid2 JID --password2 PW
 """
 
-import argparse
 import asyncio
-import logging
-import signal
-import ssl
-import sys
 import uuid
 
-import slixmpp
+import harness
+from harness import check, fail
 
 HARD_TIMEOUT = 60
 STEP_TIMEOUT = 15
-MECH = "SCRAM-SHA-256"
 
 
-def check(cond, what):
-    if not cond:
-        fail(what)
-
-
-def fail(what):
-    print(f"INTEROP FAIL: {what}", flush=True)
-    raise SystemExit(1)
-
-
-class Client(slixmpp.ClientXMPP):
+class Client(harness.Client):
     def __init__(self, jid, password, host, port, sm):
-        super().__init__(jid, password, sasl_mech=MECH)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        self.ssl_context = ctx
-        self.enable_direct_tls = False
-        self.enable_starttls = True
-        self.enable_plaintext = False
-        self.target = (host, port)
-        self.register_plugin("xep_0199")
-        self.register_plugin("xep_0280")
-        self.register_plugin("xep_0352")
-        if sm:
-            self.register_plugin("xep_0198")
+        plugins = ("xep_0199", "xep_0280", "xep_0352") + (("xep_0198",) if sm else ())
+        super().__init__(jid, password, host, port, plugins=plugins)
         self.messages = asyncio.Queue()
         self.carbons_received = asyncio.Queue()
         self.carbons_sent = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self.started = loop.create_future()
-        self.sm_enabled = loop.create_future()
+        self.sm_enabled = asyncio.get_running_loop().create_future()
         self.resumed = None
         self.starts = 0
-        self.add_event_handler("session_start", self._on_start)
         self.add_event_handler("session_resumed", self._on_resumed)
-        self.add_event_handler("sm_enabled", self._on_sm_enabled)
-        self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
-        self.add_event_handler("carbon_received", lambda m: self.carbons_received.put_nowait(m))
-        self.add_event_handler("carbon_sent", lambda m: self.carbons_sent.put_nowait(m))
-        self.add_event_handler("failed_all_auth", self._on_fail)
+        self.add_event_handler("sm_enabled", lambda stanza: harness.settle(self.sm_enabled, stanza))
+        self.add_event_handler("message", self.messages.put_nowait)
+        self.add_event_handler("carbon_received", self.carbons_received.put_nowait)
+        self.add_event_handler("carbon_sent", self.carbons_sent.put_nowait)
 
-    async def _on_start(self, _event):
+    async def on_session(self):
         self.starts += 1
-        try:
-            self.send_presence()
-            await self.plugin["xep_0280"].enable(timeout=STEP_TIMEOUT)
-            if not self.started.done():
-                self.started.set_result(True)
-        except Exception as e:  # noqa: BLE001
-            if not self.started.done():
-                self.started.set_exception(e)
+        self.send_presence()
+        await self.plugin["xep_0280"].enable(timeout=STEP_TIMEOUT)
 
     def _on_resumed(self, _event):
-        if self.resumed is not None and not self.resumed.done():
-            self.resumed.set_result(True)
-
-    def _on_sm_enabled(self, stanza):
-        if not self.sm_enabled.done():
-            self.sm_enabled.set_result(stanza)
-
-    def _on_fail(self, _event):
-        if not self.started.done():
-            self.started.set_exception(RuntimeError("authentication failed"))
+        if self.resumed is not None:
+            harness.settle(self.resumed)
 
     async def start(self):
-        self.connect(*self.target)
-        await asyncio.wait_for(self.started, STEP_TIMEOUT)
+        await super().start(STEP_TIMEOUT)
 
     async def ping_server(self):
-        await self.plugin["xep_0199"].ping(jid=self.boundjid.domain, timeout=STEP_TIMEOUT)
+        await super().ping_server(STEP_TIMEOUT)
 
     async def next(self, queue, what):
         try:
@@ -113,22 +67,14 @@ class Client(slixmpp.ClientXMPP):
         except asyncio.TimeoutError:
             fail(f"{self.boundjid.full}: no {what}")
 
+    def _live_body(self, msg):
+        if msg["type"] == "error":
+            fail(f"{self.boundjid} got an error message: {msg}")
+        return bool(msg["body"]) and not msg["carbon_received"] and not msg["carbon_sent"]
+
     async def bodies_for(self, seconds):
-        got = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            left = deadline - loop.time()
-            if left <= 0:
-                return got
-            try:
-                msg = await asyncio.wait_for(self.messages.get(), left)
-            except asyncio.TimeoutError:
-                return got
-            if msg["type"] == "error":
-                fail(f"{self.boundjid} got an error message: {msg}")
-            if msg["body"] and not msg["carbon_received"] and not msg["carbon_sent"]:
-                got.append(msg["body"])
+        got = await harness.collect_for(self.messages, seconds, self._live_body)
+        return [m["body"] for m in got]
 
 
 async def run(args):
@@ -142,7 +88,7 @@ async def run(args):
         enabled = await asyncio.wait_for(phone.sm_enabled, STEP_TIMEOUT)
         check(bool(enabled["id"]), f"no resumption id in {enabled}")
         check(phone.plugin["xep_0198"].sm_id == enabled["id"], "slixmpp kept no sm_id")
-        print(f"stream management on, id {enabled['id']}", flush=True)
+        harness.step(f"stream management on, id {enabled['id']}")
 
         # Carbons: received.
         body = f"to phone {token}"
@@ -160,7 +106,7 @@ async def run(args):
         inner = c["carbon_sent"]
         check(inner["body"] == body and inner["to"].bare == bob.boundjid.bare,
               f"bad sent carbon: {c}")
-        print("carbons received and sent", flush=True)
+        harness.step("carbons received and sent")
 
         # CSI: an inactive client still gets messages at once.
         check(desk.plugin["xep_0352"].enabled, "slixmpp saw no csi stream feature")
@@ -171,7 +117,7 @@ async def run(args):
         got = await desk.bodies_for(2)
         check(got == [body], f"inactive desk got {got}")
         desk.plugin["xep_0352"].send_active()
-        print("inactive client got its message", flush=True)
+        harness.step("inactive client got its message")
 
         # Stream management: cut phone's connection, queue messages, resume.
         await phone.ping_server()
@@ -194,39 +140,11 @@ async def run(args):
         await phone.ping_server()
         got = await phone.bodies_for(2)
         check(sorted(got) == sorted(sent), f"after resuming got {got}, expected {sent} once each")
-        print("resumed after a dropped connection; queued messages delivered once", flush=True)
-        print(f"INTEROP OK {token}", flush=True)
+        harness.step("resumed after a dropped connection; queued messages delivered once")
+        harness.ok(token)
     finally:
-        for c in (phone, desk, bob):
-            try:
-                c.disconnect(wait=1)
-            except Exception:  # noqa: BLE001
-                pass
-        await asyncio.sleep(0.2)
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--jid1", required=True)
-    p.add_argument("--password1", required=True)
-    p.add_argument("--jid2", required=True)
-    p.add_argument("--password2", required=True)
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        stream=sys.stderr)
-    signal.alarm(HARD_TIMEOUT)
-    try:
-        asyncio.run(asyncio.wait_for(run(args), HARD_TIMEOUT - 2))
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001
-        print(f"INTEROP FAIL: {type(e).__name__}: {e}", flush=True)
-        raise SystemExit(1)
-    raise SystemExit(0)
+        await harness.disconnect_all(phone, desk, bob)
 
 
 if __name__ == "__main__":
-    main()
+    harness.main(run, harness.parser(__doc__, accounts=2), HARD_TIMEOUT)

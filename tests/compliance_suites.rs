@@ -166,7 +166,7 @@ async fn im_suite() {
     // conversion is advertised (tests/mod_avatar.rs exercises it).
     assert!(acct.contains("urn:xmpp:pep-vcard-conversion:0"), "{acct:?}");
     // File upload (XEP-0363): the server's domain is the upload service and
-    // grants slots (tests/xep0363_http_upload.rs uploads through one).
+    // grants slots (tests/mod_http_upload.rs uploads through one).
     assert!(features.contains("urn:xmpp:http:upload:0"), "{features:?}");
     let r = iq_ok(&mut c, "<iq type='get' to='localhost'><request xmlns='urn:xmpp:http:upload:0' filename='a.png' size='100' content-type='image/png'/></iq>").await;
     assert!(
@@ -174,7 +174,7 @@ async fn im_suite() {
         "{r}"
     );
     // Group chat (XEP-0045): the MUC service is listed and a room can be
-    // created and entered (tests/muc.rs covers the rest).
+    // created and entered (tests/mod_muc.rs covers the rest).
     let id = c.id();
     let items = c
         .request(&format!("<iq type='get' to='localhost' id='{id}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"), &id)
@@ -232,7 +232,7 @@ async fn mobile_suite() {
     c.send("<active xmlns='urn:xmpp:csi:0'/>").await;
     c.ping("localhost").await;
     // Third-party push notifications (XEP-0357, Advanced): advertised on the
-    // account, registration accepted (tests/xep0357_push.rs pushes).
+    // account, registration accepted (tests/mod_push.rs pushes).
     let (acct, _) = disco_info(&mut c, "alice@localhost").await;
     assert!(acct.contains("urn:xmpp:push:0"), "{acct:?}");
     iq_ok(

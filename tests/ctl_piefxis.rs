@@ -4,7 +4,7 @@
 //! vCards, private XML), ejabberd-style plaintext passwords,
 //! SCRAM-SHA-1-only accounts (Prosody's and ejabberd's encodings) and their
 //! own round trip, and what is refused or skipped. Exports of real Prosody
-//! and ejabberd installations: tests/migrate_real.rs.
+//! and ejabberd installations: tests/ctl_migrate_real.rs.
 
 use crate::common;
 

@@ -1025,7 +1025,7 @@ async fn voice_and_iqs_between_occupants() {
 }
 
 /// A rough fan-out figure (not run by default): `cargo test --release
-/// --test integration muc::measure_groupchat_fanout -- --ignored --nocapture`. One room
+/// --test integration mod_muc::measure_groupchat_fanout -- --ignored --nocapture`. One room
 /// with OCCUPANTS local occupants; one of them sends MESSAGES groupchat
 /// messages; the time until every occupant has received every message.
 #[tokio::test]
