@@ -34,6 +34,15 @@ struct Cli {
 enum Cmd {
     /// Measure the engines (see docs/benchmarks.md, "Archive storage engines").
     Run(bench::Opts),
+    /// Open an existing database and read the newest page of the heavy
+    /// archive; prints `{"open_ms": .., "first_page_ms": ..}` (the clean
+    /// reopen of `run`, in a fresh process).
+    Reopen {
+        #[arg(long)]
+        engine: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Internal: append chat batches until killed, printing `ACK <entries> <last id>` after each durable batch.
     CrashWriter {
         #[arg(long)]
@@ -52,6 +61,7 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Run(o) => bench::run(&o),
         Cmd::CrashWriter { engine, dir, batch, accounts } => crash::writer(&engine, &dir, batch, accounts),
+        Cmd::Reopen { engine, dir } => bench::reopen_here(&engine, &dir),
     };
     if let Err(e) = r {
         eprintln!("archive-engines: {e}");
