@@ -90,7 +90,11 @@ pub fn decode_counter(v: &[u8]) -> Result<Counter, String> {
         return Err(format!("counter of {} bytes", v.len()));
     }
     let n = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().unwrap());
-    Ok(Counter { count: n(0), first: n(8), last: n(16) })
+    Ok(Counter {
+        count: n(0),
+        first: n(8),
+        last: n(16),
+    })
 }
 
 fn be_u32(b: &[u8]) -> u32 {
@@ -121,7 +125,10 @@ pub fn decode_message(key: &[u8], v: &[u8]) -> Result<Stored, String> {
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl Archive {
@@ -134,7 +141,12 @@ impl Archive {
             last_id = last_id.max(c.last);
             counters.insert(be_u32(&k), c);
         }
-        Ok(Archive { kv, counters, last_id, dedupe: true })
+        Ok(Archive {
+            kv,
+            counters,
+            last_id,
+            dedupe: true,
+        })
     }
 
     fn next_id(&mut self) -> u64 {
@@ -171,12 +183,26 @@ impl Archive {
             v.push(e.origin.len() as u8);
             v.extend_from_slice(e.origin.as_bytes());
             v.extend_from_slice(&e.stanza);
-            writes.push(Write { tree: Tree::Messages, key: msg_key(e.archive, id), value: v });
+            writes.push(Write {
+                tree: Tree::Messages,
+                key: msg_key(e.archive, id),
+                value: v,
+            });
             let mut pk = peer_prefix(e.archive, &e.peer);
             pk.extend_from_slice(&id.to_be_bytes());
-            writes.push(Write { tree: Tree::ByPeer, key: pk, value: Vec::new() });
-            writes.push(Write { tree: Tree::ByOrigin, key: okey, value: id.to_be_bytes().to_vec() });
-            let c = touched.entry(e.archive).or_insert_with(|| self.counters.get(&e.archive).copied().unwrap_or_default());
+            writes.push(Write {
+                tree: Tree::ByPeer,
+                key: pk,
+                value: Vec::new(),
+            });
+            writes.push(Write {
+                tree: Tree::ByOrigin,
+                key: okey,
+                value: id.to_be_bytes().to_vec(),
+            });
+            let c = touched
+                .entry(e.archive)
+                .or_insert_with(|| self.counters.get(&e.archive).copied().unwrap_or_default());
             if c.count == 0 {
                 c.first = id;
             }
@@ -184,14 +210,24 @@ impl Archive {
             c.last = id;
         }
         for (a, c) in &touched {
-            writes.push(Write { tree: Tree::Counters, key: a.to_be_bytes().to_vec(), value: encode_counter(c) });
+            writes.push(Write {
+                tree: Tree::Counters,
+                key: a.to_be_bytes().to_vec(),
+                value: encode_counter(c),
+            });
         }
         self.kv.apply(&writes)?;
         self.counters.extend(touched);
         Ok(ids)
     }
 
-    fn page_range(&self, lo: Vec<u8>, hi: Vec<u8>, rev: bool, n: usize) -> Result<Vec<Stored>, String> {
+    fn page_range(
+        &self,
+        lo: Vec<u8>,
+        hi: Vec<u8>,
+        rev: bool,
+        n: usize,
+    ) -> Result<Vec<Stored>, String> {
         let mut out: Vec<Stored> = self
             .kv
             .scan(Tree::Messages, &lo, &hi, rev, n)?
@@ -216,12 +252,22 @@ impl Archive {
 
     /// The `n` messages after id `after` (RSM `<after/>`).
     pub fn page_after(&self, archive: u32, after: u64, n: usize) -> Result<Vec<Stored>, String> {
-        self.page_range(msg_key(archive, after + 1), msg_key(archive, u64::MAX), false, n)
+        self.page_range(
+            msg_key(archive, after + 1),
+            msg_key(archive, u64::MAX),
+            false,
+            n,
+        )
     }
 
     /// The newest `n` messages exchanged with `peer` (`with`): the peer index,
     /// then one point read per message.
-    pub fn page_with_last(&self, archive: u32, peer: &str, n: usize) -> Result<Vec<Stored>, String> {
+    pub fn page_with_last(
+        &self,
+        archive: u32,
+        peer: &str,
+        n: usize,
+    ) -> Result<Vec<Stored>, String> {
         let lo = peer_prefix(archive, peer);
         let mut hi = lo.clone();
         hi.extend_from_slice(&[0xff; 8]);
@@ -238,11 +284,20 @@ impl Archive {
 
     /// RSM `<count/>`: one read of the counter.
     pub fn count(&self, archive: u32) -> Result<u64, String> {
-        Ok(self.kv.get(Tree::Counters, &archive.to_be_bytes())?.map(|v| decode_counter(&v)).transpose()?.map_or(0, |c| c.count))
+        Ok(self
+            .kv
+            .get(Tree::Counters, &archive.to_be_bytes())?
+            .map(|v| decode_counter(&v))
+            .transpose()?
+            .map_or(0, |c| c.count))
     }
 
     /// The count by walking the archive's keys (what a layout without counters pays).
     pub fn scan_count(&self, archive: u32) -> Result<u64, String> {
-        self.kv.count(Tree::Messages, &msg_key(archive, 0), &msg_key(archive, u64::MAX))
+        self.kv.count(
+            Tree::Messages,
+            &msg_key(archive, 0),
+            &msg_key(archive, u64::MAX),
+        )
     }
 }

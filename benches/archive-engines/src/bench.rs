@@ -68,7 +68,13 @@ struct Phase {
 }
 
 /// Append `n` units from `gen` in batches of `batch` entries.
-fn phase(a: &mut Archive, w: &mut Workload, n: u64, batch: usize, heavy: bool) -> Result<Phase, String> {
+fn phase(
+    a: &mut Archive,
+    w: &mut Workload,
+    n: u64,
+    batch: usize,
+    heavy: bool,
+) -> Result<Phase, String> {
     let (c0, t0) = (cpu::process(), Instant::now());
     let mut gen_cpu = 0.0;
     let mut done = 0u64;
@@ -87,11 +93,18 @@ fn phase(a: &mut Archive, w: &mut Workload, n: u64, batch: usize, heavy: bool) -
         gen_cpu += cpu::thread() - g0;
         appends += a.append(&entries)?.iter().filter(|&&i| i != 0).count() as u64;
     }
-    Ok(Phase { appends, cpu: cpu::process() - c0 - gen_cpu, wall: t0.elapsed().as_secs_f64() })
+    Ok(Phase {
+        appends,
+        cpu: cpu::process() - c0 - gen_cpu,
+        wall: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// Median and 99th percentile of `reps` runs of `f`, in milliseconds.
-fn timed<T>(reps: usize, mut f: impl FnMut(usize) -> Result<T, String>) -> Result<(f64, f64), String> {
+fn timed<T>(
+    reps: usize,
+    mut f: impl FnMut(usize) -> Result<T, String>,
+) -> Result<(f64, f64), String> {
     let mut v = Vec::with_capacity(reps);
     for i in 0..reps {
         let t = Instant::now();
@@ -109,14 +122,33 @@ fn check_page(p: &[crate::archive::Stored], n: usize, what: &str) -> Result<(), 
     check_page_with(p, n, what, None)
 }
 
-fn check_page_with(p: &[crate::archive::Stored], n: usize, what: &str, peer: Option<&str>) -> Result<(), String> {
+fn check_page_with(
+    p: &[crate::archive::Stored],
+    n: usize,
+    what: &str,
+    peer: Option<&str>,
+) -> Result<(), String> {
     let sorted = p.windows(2).all(|w| w[0].id < w[1].id);
     let bad = p.iter().any(|m| {
-        m.stanza.len() != crate::workload::STANZA_BYTES || m.origin.len() != 36 || m.outgoing || peer.is_some_and(|x| x != m.peer)
+        m.stanza.len() != crate::workload::STANZA_BYTES
+            || m.origin.len() != 36
+            || m.outgoing
+            || peer.is_some_and(|x| x != m.peer)
     });
     if p.len() != n || !sorted || bad {
-        let m = p.first().map(|m| (m.id, m.peer.clone(), m.outgoing, m.origin.len(), m.stanza.len()));
-        return Err(format!("{what}: got {} messages, expected {n} well-formed (sorted {sorted}; first {m:?})", p.len()));
+        let m = p.first().map(|m| {
+            (
+                m.id,
+                m.peer.clone(),
+                m.outgoing,
+                m.origin.len(),
+                m.stanza.len(),
+            )
+        });
+        return Err(format!(
+            "{what}: got {} messages, expected {n} well-formed (sorted {sorted}; first {m:?})",
+            p.len()
+        ));
     }
     Ok(())
 }
@@ -131,7 +163,10 @@ fn one(engine: &str, o: &Opts) -> Result<serde_json::Value, String> {
 
     // 1. chat
     let chat = phase(&mut a, &mut w, o.messages, o.batch, false)?;
-    eprintln!("   chat: {} appends in {:.1}s wall, {:.1} CPU-s", chat.appends, chat.wall, chat.cpu);
+    eprintln!(
+        "   chat: {} appends in {:.1}s wall, {:.1} CPU-s",
+        chat.appends, chat.wall, chat.cpu
+    );
     // 2. settle
     let c0 = cpu::process();
     std::thread::sleep(Duration::from_secs(o.settle));
@@ -139,7 +174,10 @@ fn one(engine: &str, o: &Opts) -> Result<serde_json::Value, String> {
     let chat_disk = cpu::disk_bytes(&dir);
     // 3. heavy
     let heavy = phase(&mut a, &mut w, o.heavy, o.batch, true)?;
-    eprintln!("   heavy: {} appends in {:.1}s wall, {:.1} CPU-s", heavy.appends, heavy.wall, heavy.cpu);
+    eprintln!(
+        "   heavy: {} appends in {:.1}s wall, {:.1} CPU-s",
+        heavy.appends, heavy.wall, heavy.cpu
+    );
     let c0 = cpu::process();
     std::thread::sleep(Duration::from_secs(o.settle));
     let heavy_settle_cpu = cpu::process() - c0;
@@ -163,8 +201,16 @@ fn one(engine: &str, o: &Opts) -> Result<serde_json::Value, String> {
     let span = hc.last - hc.first;
     let first = timed(o.reps, |_| a.page_first(HEAVY, n))?;
     let last = timed(o.reps, |_| a.page_last(HEAVY, n))?;
-    let middle = timed(o.reps, |i| a.page_after(HEAVY, hc.first + span / 4 + (span / 2) * i as u64 / o.reps as u64, n))?;
-    let with = timed(o.reps, |i| a.page_with_last(HEAVY, &jid(i as u32 % o.accounts), n))?;
+    let middle = timed(o.reps, |i| {
+        a.page_after(
+            HEAVY,
+            hc.first + span / 4 + (span / 2) * i as u64 / o.reps as u64,
+            n,
+        )
+    })?;
+    let with = timed(o.reps, |i| {
+        a.page_with_last(HEAVY, &jid(i as u32 % o.accounts), n)
+    })?;
     let small_last = timed(o.reps, |i| a.page_last(i as u32 % o.accounts, n))?;
     let count = timed(o.reps, |_| a.count(HEAVY))?;
     let scan_count = timed(3, |_| a.scan_count(HEAVY))?;
@@ -176,7 +222,11 @@ fn one(engine: &str, o: &Opts) -> Result<serde_json::Value, String> {
     eprintln!("   reopen {reopen_ms:.0} ms, first page after {first_page_after_reopen_ms:.1} ms");
 
     // 7. crash
-    let crash = if o.no_crash { json!(null) } else { crash::test(engine, &dir, o.batch, o.accounts)? };
+    let crash = if o.no_crash {
+        json!(null)
+    } else {
+        crash::test(engine, &dir, o.batch, o.accounts)?
+    };
     eprintln!("   crash: {crash}");
     if !o.keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -222,7 +272,10 @@ pub fn reopen_here(engine: &str, dir: &std::path::Path) -> Result<(), String> {
     let t = Instant::now();
     let n = a.page_last(HEAVY, 50)?.len();
     let page_ms = t.elapsed().as_secs_f64() * 1e3;
-    println!("{}", json!({"open_ms": open_ms, "first_page_ms": page_ms, "page_len": n}));
+    println!(
+        "{}",
+        json!({"open_ms": open_ms, "first_page_ms": page_ms, "page_len": n})
+    );
     Ok(())
 }
 
@@ -236,13 +289,20 @@ fn reopen_child(engine: &str, dir: &std::path::Path) -> Result<(f64, f64), Strin
         .output()
         .map_err(|e| format!("cannot run reopen: {e}"))?;
     if !out.status.success() {
-        return Err(format!("reopen failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "reopen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("reopen output: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("reopen output: {e}"))?;
     if v["page_len"] != 50 {
         return Err(format!("reopen: page of {} messages", v["page_len"]));
     }
-    Ok((v["open_ms"].as_f64().unwrap_or(f64::NAN), v["first_page_ms"].as_f64().unwrap_or(f64::NAN)))
+    Ok((
+        v["open_ms"].as_f64().unwrap_or(f64::NAN),
+        v["first_page_ms"].as_f64().unwrap_or(f64::NAN),
+    ))
 }
 
 pub fn run(o: &Opts) -> Result<(), String> {
@@ -256,7 +316,11 @@ pub fn run(o: &Opts) -> Result<(), String> {
         let r = one(e, o)?;
         if let Some(p) = &o.json {
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| e.to_string())?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| e.to_string())?;
             writeln!(f, "{r}").map_err(|e| e.to_string())?;
         }
         println!("{r}");

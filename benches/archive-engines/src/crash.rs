@@ -35,7 +35,9 @@ pub fn writer(engine: &str, dir: &Path, batch: usize, accounts: u32) -> Result<(
         let ids = a.append(&entries)?;
         acked += ids.iter().filter(|&&i| i != 0).count() as u64;
         let mut o = out.lock();
-        writeln!(o, "ACK {acked} {}", a.last_id()).and_then(|_| o.flush()).map_err(|e| e.to_string())?;
+        writeln!(o, "ACK {acked} {}", a.last_id())
+            .and_then(|_| o.flush())
+            .map_err(|e| e.to_string())?;
     }
 }
 
@@ -52,7 +54,14 @@ struct Totals {
 
 fn totals(a: &Archive, lo: u64, hi: u64) -> Result<Totals, String> {
     let full = [0xffu8; 16];
-    let mut t = Totals { messages: 0, by_peer: 0, by_origin: 0, counters: 0, in_window: 0, past_window: 0 };
+    let mut t = Totals {
+        messages: 0,
+        by_peer: 0,
+        by_origin: 0,
+        counters: 0,
+        in_window: 0,
+        past_window: 0,
+    };
     // Messages in chunks (a scan returns owned pairs).
     let mut from = Vec::new();
     loop {
@@ -80,10 +89,23 @@ fn totals(a: &Archive, lo: u64, hi: u64) -> Result<Totals, String> {
 
 /// Kill a writer on `dir` after 2-3 s of writing, reopen, check. `dir` may
 /// already hold data (the large archive).
-pub fn test(engine: &str, dir: &Path, batch: usize, accounts: u32) -> Result<serde_json::Value, String> {
+pub fn test(
+    engine: &str,
+    dir: &Path,
+    batch: usize,
+    accounts: u32,
+) -> Result<serde_json::Value, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
-        .args(["crash-writer", "--engine", engine, "--batch", &batch.to_string(), "--accounts", &accounts.to_string()])
+        .args([
+            "crash-writer",
+            "--engine",
+            engine,
+            "--batch",
+            &batch.to_string(),
+            "--accounts",
+            &accounts.to_string(),
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::piped())
@@ -98,14 +120,22 @@ pub fn test(engine: &str, dir: &Path, batch: usize, accounts: u32) -> Result<ser
             }
         }
     });
-    let ready = rx.recv_timeout(Duration::from_secs(300)).map_err(|_| "crash-writer did not start".to_string())?;
-    let start_id: u64 = ready.strip_prefix("READY ").and_then(|s| s.parse().ok()).ok_or(format!("unexpected {ready:?}"))?;
+    let ready = rx
+        .recv_timeout(Duration::from_secs(300))
+        .map_err(|_| "crash-writer did not start".to_string())?;
+    let start_id: u64 = ready
+        .strip_prefix("READY ")
+        .and_then(|s| s.parse().ok())
+        .ok_or(format!("unexpected {ready:?}"))?;
     let kill_after = Duration::from_millis(2000 + rand::thread_rng().gen_range(0..1000));
     let t0 = Instant::now();
     let (mut acked, mut acked_id) = (0u64, start_id);
     while t0.elapsed() < kill_after {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(5)) {
-            let mut f = line.split(' ').skip(1).map(|x| x.parse::<u64>().unwrap_or(0));
+            let mut f = line
+                .split(' ')
+                .skip(1)
+                .map(|x| x.parse::<u64>().unwrap_or(0));
             acked = f.next().unwrap_or(acked);
             acked_id = f.next().unwrap_or(acked_id);
         }
@@ -114,7 +144,10 @@ pub fn test(engine: &str, dir: &Path, batch: usize, accounts: u32) -> Result<ser
     let _ = child.wait();
     // Lines already written before the kill are acknowledgements too.
     while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-        let mut f = line.split(' ').skip(1).map(|x| x.parse::<u64>().unwrap_or(0));
+        let mut f = line
+            .split(' ')
+            .skip(1)
+            .map(|x| x.parse::<u64>().unwrap_or(0));
         acked = f.next().unwrap_or(acked);
         acked_id = f.next().unwrap_or(acked_id);
     }
@@ -124,7 +157,9 @@ pub fn test(engine: &str, dir: &Path, batch: usize, accounts: u32) -> Result<ser
     let a = match reopened {
         Ok(a) => a,
         Err(e) => {
-            return Ok(json!({"killed_after_ms": kill_after.as_millis() as u64, "acked": acked, "reopen_error": e, "reopen_ms": reopen_ms}))
+            return Ok(
+                json!({"killed_after_ms": kill_after.as_millis() as u64, "acked": acked, "reopen_error": e, "reopen_ms": reopen_ms}),
+            )
         }
     };
     let t = totals(&a, start_id, acked_id)?;

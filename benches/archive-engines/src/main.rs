@@ -60,7 +60,12 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run(o) => bench::run(&o),
-        Cmd::CrashWriter { engine, dir, batch, accounts } => crash::writer(&engine, &dir, batch, accounts),
+        Cmd::CrashWriter {
+            engine,
+            dir,
+            batch,
+            accounts,
+        } => crash::writer(&engine, &dir, batch, accounts),
         Cmd::Reopen { engine, dir } => bench::reopen_here(&engine, &dir),
     };
     if let Err(e) = r {

@@ -27,13 +27,24 @@ pub fn jid(i: u32) -> String {
 
 impl Workload {
     pub fn new(accounts: u32, seed: u64) -> Workload {
-        Workload { rng: StdRng::seed_from_u64(seed), accounts, seq: 0 }
+        Workload {
+            rng: StdRng::seed_from_u64(seed),
+            accounts,
+            seq: 0,
+        }
     }
 
     fn origin(&mut self) -> String {
         let a: u128 = self.rng.gen();
         let h = format!("{a:032x}");
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 
     fn stanza(&mut self, from: &str, to: &str, origin: &str) -> Vec<u8> {
@@ -68,8 +79,20 @@ impl Workload {
         let (ja, jb) = (jid(a), jid(b));
         let origin = self.origin();
         let stanza = self.stanza(&ja, &jb, &origin);
-        out.push(Entry { archive: a, peer: jb.clone(), outgoing: true, origin: origin.clone(), stanza: stanza.clone() });
-        out.push(Entry { archive: b, peer: ja, outgoing: false, origin, stanza });
+        out.push(Entry {
+            archive: a,
+            peer: jb.clone(),
+            outgoing: true,
+            origin: origin.clone(),
+            stanza: stanza.clone(),
+        });
+        out.push(Entry {
+            archive: b,
+            peer: ja,
+            outgoing: false,
+            origin,
+            stanza,
+        });
     }
 
     /// One incoming message into the heavy archive, from the accounts in turn.
@@ -78,6 +101,12 @@ impl Workload {
         let from = jid(p);
         let origin = self.origin();
         let stanza = self.stanza(&from, "heavy@localhost", &origin);
-        out.push(Entry { archive: HEAVY, peer: from, outgoing: false, origin, stanza });
+        out.push(Entry {
+            archive: HEAVY,
+            peer: from,
+            outgoing: false,
+            origin,
+            stanza,
+        });
     }
 }

@@ -64,7 +64,11 @@ fn disco_reply(c: &Conn, u: &Unit) -> Option<String> {
     if !conn::contains(raw, b"http://jabber.org/protocol/disco#info") {
         return None;
     }
-    let node = if conn::contains(raw, NODE.as_bytes()) { format!(" node='{NODE}#{VER}'") } else { String::new() };
+    let node = if conn::contains(raw, NODE.as_bytes()) {
+        format!(" node='{NODE}#{VER}'")
+    } else {
+        String::new()
+    };
     let id = c.str(&u.id);
     let to = match c.str(&u.from) {
         "" => String::new(),
@@ -97,7 +101,12 @@ pub fn on_unit(c: &Conn, u: &Unit, sm: &mut Sm) -> Option<String> {
 
 /// After bind: SM with resumption, carbons, presence with caps, CSI
 /// inactive, ping; returns once all are answered.
-pub async fn setup(c: &mut Conn, domain: &str, ping_id: &str, deadline: Instant) -> Result<Sm, Error> {
+pub async fn setup(
+    c: &mut Conn,
+    domain: &str,
+    ping_id: &str,
+    deadline: Instant,
+) -> Result<Sm, Error> {
     let msg = format!(
         "<enable xmlns='urn:xmpp:sm:3' resume='true'/>\
          <iq type='set' id='{CARBONS_ID}'><enable xmlns='urn:xmpp:carbons:2'/></iq>\
@@ -116,14 +125,22 @@ pub async fn setup(c: &mut Conn, domain: &str, ping_id: &str, deadline: Instant)
                 sm = Some(Sm::default());
                 continue;
             }
-            b"failed" => return Err(Error { kind: "protocol", msg: "stream management refused (<failed/>)".into() }),
+            b"failed" => {
+                return Err(Error {
+                    kind: "protocol",
+                    msg: "stream management refused (<failed/>)".into(),
+                })
+            }
             _ => {}
         }
         if name == b"iq" {
             let (id, typ) = (c.opt(&u.id).to_vec(), c.opt(&u.typ).to_vec());
             if id == CARBONS_ID.as_bytes() {
                 if typ != b"result" {
-                    return Err(Error { kind: "modern", msg: "carbons refused".into() });
+                    return Err(Error {
+                        kind: "modern",
+                        msg: "carbons refused".into(),
+                    });
                 }
                 carbons = true;
             } else if id == ping_id.as_bytes() && (typ == b"result" || typ == b"error") {
@@ -136,7 +153,10 @@ pub async fn setup(c: &mut Conn, domain: &str, ping_id: &str, deadline: Instant)
             c.send(r.as_bytes(), deadline).await?;
         }
         if carbons && pong {
-            return sm.ok_or(Error { kind: "protocol", msg: "no <enabled/> before the ping's answer (server offers no XEP-0198?)".into() });
+            return sm.ok_or(Error {
+                kind: "protocol",
+                msg: "no <enabled/> before the ping's answer (server offers no XEP-0198?)".into(),
+            });
         }
     }
 }
@@ -158,7 +178,8 @@ mod tests {
         }
         use base64::Engine;
         use sha1::Digest;
-        let want = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()));
+        let want =
+            base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(s.as_bytes()));
         assert_eq!(VER, want);
     }
 }

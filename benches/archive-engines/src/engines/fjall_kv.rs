@@ -36,20 +36,36 @@ impl Kv for FjallKv {
     fn apply(&self, writes: &[Write]) -> Result<(), String> {
         let mut b: Batch = self.ks.batch().durability(Some(PersistMode::SyncAll));
         for w in writes {
-            b.insert(&self.parts[w.tree as usize], w.key.as_slice(), w.value.as_slice());
+            b.insert(
+                &self.parts[w.tree as usize],
+                w.key.as_slice(),
+                w.value.as_slice(),
+            );
         }
         b.commit().map_err(e)
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.parts[tree as usize].get(key).map_err(e)?.map(|v| v.to_vec()))
+        Ok(self.parts[tree as usize]
+            .get(key)
+            .map_err(e)?
+            .map(|v| v.to_vec()))
     }
 
-    fn scan(&self, tree: Tree, lo: &[u8], hi: &[u8], rev: bool, limit: usize) -> Result<Vec<Pair>, String> {
+    fn scan(
+        &self,
+        tree: Tree,
+        lo: &[u8],
+        hi: &[u8],
+        rev: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, String> {
         let r = self.parts[tree as usize].range(lo.to_vec()..hi.to_vec());
         let it: Box<dyn Iterator<Item = fjall::Result<fjall::KvPair>>> =
             if rev { Box::new(r.rev()) } else { Box::new(r) };
-        it.take(limit).map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(e)).collect()
+        it.take(limit)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(e))
+            .collect()
     }
 
     fn count(&self, tree: Tree, lo: &[u8], hi: &[u8]) -> Result<u64, String> {

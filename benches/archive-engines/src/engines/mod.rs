@@ -50,7 +50,14 @@ pub trait Kv {
     fn apply(&self, writes: &[Write]) -> Result<(), String>;
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
     /// Up to `limit` pairs with `lo <= key < hi`, ascending, or descending from `hi` if `rev`.
-    fn scan(&self, tree: Tree, lo: &[u8], hi: &[u8], rev: bool, limit: usize) -> Result<Vec<Pair>, String>;
+    fn scan(
+        &self,
+        tree: Tree,
+        lo: &[u8],
+        hi: &[u8],
+        rev: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, String>;
     /// Number of keys with `lo <= key < hi` (a full range walk).
     fn count(&self, tree: Tree, lo: &[u8], hi: &[u8]) -> Result<u64, String>;
 }
@@ -65,7 +72,9 @@ pub fn open(name: &str, dir: &Path) -> Result<Box<dyn Kv>, String> {
         "sled" => Ok(Box::new(sled_kv::SledKv::open(dir)?)),
         "fjall" => Ok(Box::new(fjall_kv::FjallKv::open(dir)?)),
         "redb" => Ok(Box::new(redb_kv::RedbKv::open(dir)?)),
-        other => Err(format!("unknown engine {other:?} (expected one of {ENGINES:?})")),
+        other => Err(format!(
+            "unknown engine {other:?} (expected one of {ENGINES:?})"
+        )),
     }
 }
 

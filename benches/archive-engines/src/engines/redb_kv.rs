@@ -53,7 +53,9 @@ impl Kv for RedbKv {
                 tables.push(tx.open_table(DEFS[t as usize]).map_err(e)?);
             }
             for w in writes {
-                tables[w.tree as usize].insert(w.key.as_slice(), w.value.as_slice()).map_err(e)?;
+                tables[w.tree as usize]
+                    .insert(w.key.as_slice(), w.value.as_slice())
+                    .map_err(e)?;
             }
         }
         tx.commit().map_err(e)
@@ -66,12 +68,23 @@ impl Kv for RedbKv {
         Ok(v)
     }
 
-    fn scan(&self, tree: Tree, lo: &[u8], hi: &[u8], rev: bool, limit: usize) -> Result<Vec<Pair>, String> {
+    fn scan(
+        &self,
+        tree: Tree,
+        lo: &[u8],
+        hi: &[u8],
+        rev: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, String> {
         let tx = self.db.begin_read().map_err(e)?;
         let t = tx.open_table(DEFS[tree as usize]).map_err(e)?;
         let r = t.range(lo..hi).map_err(e)?;
-        let conv = |kv: Result<(redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| {
-            kv.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(e)
+        let conv = |kv: Result<
+            (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
+            redb::StorageError,
+        >| {
+            kv.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(e)
         };
         if rev {
             r.rev().take(limit).map(conv).collect()

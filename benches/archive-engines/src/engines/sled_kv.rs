@@ -22,8 +22,16 @@ fn e(err: sled::Error) -> String {
 
 impl SledKv {
     pub fn open(dir: &Path) -> Result<Self, String> {
-        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open().map_err(e)?;
-        let trees = TREES.iter().map(|t| db.open_tree(t.name())).collect::<Result<Vec<_>, _>>().map_err(e)?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(e)?;
+        let trees = TREES
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e)?;
         Ok(SledKv { db, trees })
     }
 }
@@ -46,14 +54,26 @@ impl Kv for SledKv {
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.trees[tree as usize].get(key).map_err(e)?.map(|v| v.to_vec()))
+        Ok(self.trees[tree as usize]
+            .get(key)
+            .map_err(e)?
+            .map(|v| v.to_vec()))
     }
 
-    fn scan(&self, tree: Tree, lo: &[u8], hi: &[u8], rev: bool, limit: usize) -> Result<Vec<Pair>, String> {
+    fn scan(
+        &self,
+        tree: Tree,
+        lo: &[u8],
+        hi: &[u8],
+        rev: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, String> {
         let r = self.trees[tree as usize].range(lo..hi);
         let it: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
             if rev { Box::new(r.rev()) } else { Box::new(r) };
-        it.take(limit).map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(e)).collect()
+        it.take(limit)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(e))
+            .collect()
     }
 
     fn count(&self, tree: Tree, lo: &[u8], hi: &[u8]) -> Result<u64, String> {

@@ -86,7 +86,11 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
         cfg.clone(),
         run::users(o.common.first_user, n),
         o.common.concurrency,
-        if o.modern { Ready::Modern } else { Ready::Available },
+        if o.modern {
+            Ready::Modern
+        } else {
+            Ready::Available
+        },
         deadline,
     )
     .await;
@@ -127,7 +131,10 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
     let mut r = Map::new();
     r.insert("scenario".into(), json!("idle"));
     r.insert("sessions".into(), json!(n));
-    r.insert("client".into(), json!(if o.modern { "modern" } else { "bare" }));
+    r.insert(
+        "client".into(),
+        json!(if o.modern { "modern" } else { "bare" }),
+    );
     r.insert("ok".into(), json!(ok));
     logins.failures.put(&mut r, "failures");
     r.insert("dropped_while_held".into(), json!(dropped));
