@@ -626,7 +626,13 @@ stop_prosody() {
 register_prosody() {
     # prosodyctl's admin shell (mod_admin_shell), in chunks of 1000: one
     # `prosodyctl register` per account costs a Lua start-up each.
-    local from=1 to rc=0 out
+    local from=1 to rc=0 out n=300
+    # The admin socket may come up after the c2s port (more modules to load
+    # in the production profile): wait for it (bounded).
+    while [ ! -S "$PROSODY_DIR/data/prosody.sock" ] && [ "$n" -gt 0 ]; do
+        sleep 0.1
+        n=$((n - 1))
+    done
     while [ "$from" -le "$ACCOUNTS" ]; do
         to=$((from + 999))
         [ "$to" -gt "$ACCOUNTS" ] && to=$ACCOUNTS

@@ -232,6 +232,15 @@ def table(args):
         flats = {s: flatten({k: v for k, v in per[s].items() if k not in META}) for s in per}
         for s in flats:
             flats[s].update(derived(flats[s]))
+        # A server with its database in another process (ejabberd on
+        # PostgreSQL) has with_database.* figures; for the servers that keep
+        # their data in-process the same figures are their own, so that the
+        # ratio columns compare like with like.
+        if any(k.startswith("with_database.") for f in flats.values() for k in f):
+            for s, f in flats.items():
+                if s != "relay" and not any(k.startswith("with_database.") for k in f):
+                    f.update({"with_database." + k: v for k, v in list(f.items())
+                              if k.endswith("per_cpu_s")})
         metrics = []
         for s in servers:
             for k in flats.get(s, {}):
