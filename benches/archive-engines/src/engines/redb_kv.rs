@@ -11,6 +11,15 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Kv, Pair, Tree, Write, CACHE_BYTES, TREES};
 
+/// One item of a range over a `&[u8] -> &[u8]` table.
+type Guards<'a> = Result<
+    (
+        redb::AccessGuard<'a, &'static [u8]>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 const DEFS: [Def; 4] = [
@@ -79,10 +88,7 @@ impl Kv for RedbKv {
         let tx = self.db.begin_read().map_err(e)?;
         let t = tx.open_table(DEFS[tree as usize]).map_err(e)?;
         let r = t.range(lo..hi).map_err(e)?;
-        let conv = |kv: Result<
-            (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
-            redb::StorageError,
-        >| {
+        let conv = |kv: Guards<'_>| {
             kv.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                 .map_err(e)
         };
