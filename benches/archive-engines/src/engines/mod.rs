@@ -63,13 +63,15 @@ pub trait Kv {
 }
 
 /// The engines by name, as given on the command line.
-pub const ENGINES: [&str; 3] = ["sled", "fjall", "redb"];
+/// `sled-tx` is sled with each batch as one transaction over its trees.
+pub const ENGINES: [&str; 4] = ["sled", "sled-tx", "fjall", "redb"];
 
 /// Open (creating if needed) engine `name`'s database in `dir`.
 pub fn open(name: &str, dir: &Path) -> Result<Box<dyn Kv>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     match name {
         "sled" => Ok(Box::new(sled_kv::SledKv::open(dir)?)),
+        "sled-tx" => Ok(Box::new(sled_kv::SledKv::open_tx(dir)?)),
         "fjall" => Ok(Box::new(fjall_kv::FjallKv::open(dir)?)),
         "redb" => Ok(Box::new(redb_kv::RedbKv::open(dir)?)),
         other => Err(format!(

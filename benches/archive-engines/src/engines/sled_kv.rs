@@ -4,8 +4,9 @@
 //! `apply` groups the writes by tree, applies one `sled::Batch` per tree
 //! (each atomic on its own) and then `Db::flush` (write + fsync of the log):
 //! a crash between two trees' batches can leave one tree ahead of another,
-//! which the crash test reports. (sled's multi-tree transactions would make
-//! them atomic together, at a higher cost per batch.)
+//! which the crash test reports. The `sled-tx` engine ([`SledKv::open_tx`])
+//! applies the batch as one sled transaction over the four trees instead
+//! (atomic together), then flushes.
 
 use std::path::Path;
 
@@ -14,6 +15,8 @@ use super::{Kv, Pair, Tree, Write, CACHE_BYTES, TREES};
 pub struct SledKv {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// Apply each batch as one multi-tree transaction.
+    tx: bool,
 }
 
 fn e(err: sled::Error) -> String {
@@ -32,12 +35,48 @@ impl SledKv {
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(e)?;
-        Ok(SledKv { db, trees })
+        Ok(SledKv {
+            db,
+            trees,
+            tx: false,
+        })
+    }
+
+    /// As [`SledKv::open`], applying each batch as one transaction over the trees.
+    pub fn open_tx(dir: &Path) -> Result<Self, String> {
+        Ok(SledKv {
+            tx: true,
+            ..SledKv::open(dir)?
+        })
+    }
+
+    fn apply_tx(&self, writes: &[Write]) -> Result<(), String> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let t = &self.trees;
+        let r: Result<(), TransactionError<()>> =
+            (&t[0], &t[1], &t[2], &t[3]).transaction(|(a, b, c, d)| {
+                for w in writes {
+                    let tree = match w.tree {
+                        Tree::Messages => a,
+                        Tree::ByPeer => b,
+                        Tree::ByOrigin => c,
+                        Tree::Counters => d,
+                    };
+                    tree.insert(w.key.as_slice(), w.value.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        r.map_err(|e| format!("sled transaction: {e:?}"))?;
+        self.db.flush().map_err(e)?;
+        Ok(())
     }
 }
 
 impl Kv for SledKv {
     fn apply(&self, writes: &[Write]) -> Result<(), String> {
+        if self.tx {
+            return self.apply_tx(writes);
+        }
         let mut batches: Vec<sled::Batch> = TREES.iter().map(|_| sled::Batch::default()).collect();
         let mut used = [false; 4];
         for w in writes {
