@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # Rookery side by side with Prosody and ejabberd, on this machine.
 #
-#   benches/compare.sh [--quick] [--servers rookery,prosody,ejabberd] [--out FILE]
+#   benches/compare.sh [--quick] [--profile production|minimal] [--servers rookery,prosody,ejabberd] [--out FILE]
+#
+# Two configuration profiles (--profile):
+#  * production (the default): what users run. Rookery with the embedded
+#    default modules (src/config/default.yml: the message archive on, carbons,
+#    stream management, CSI, ...); Prosody with Debian's default modules plus
+#    mod_mam (internal storage); ejabberd with Debian's default modules plus
+#    mod_mam, every module on PostgreSQL (`default_db: sql`, Debian's
+#    sql/pg.sql), a private PostgreSQL cluster started by this script on
+#    loopback (fsync and synchronous_commit on) whose CPU time is counted
+#    with ejabberd's (benches/anchors/*-production.*.in).
+#  * minimal: the few modules the scenarios need (no archive), as in the
+#    earlier figures (benches/anchors/{rookery.yml,prosody.cfg.lua,ejabberd.yml}.in).
 #
 # For each server in turn, alone: set it up in a temporary directory with an
-# equivalent configuration (benches/anchors/*.in: c2s with STARTTLS on
+# equivalent configuration (c2s with STARTTLS on
 # 127.0.0.1, the same self-signed certificate, no rate limits, unlimited
 # sessions and offline messages), create the benchmark accounts with the
 # server's own tools, check that one account can log in, run the load
@@ -35,6 +47,9 @@ Usage: benches/compare.sh [OPTIONS]
 
 Options:
   --quick               small counts and short runs (about 2 minutes in all)
+  --profile P           production (default: archives on, the servers' default
+                        modules; ejabberd on PostgreSQL) or minimal (the
+                        modules the scenarios need, no archive)
   --servers LIST        comma-separated, any of rookery,prosody,ejabberd,relay
                         (default: all four, in that order; "relay" is the
                         speed-of-light baseline: loadgen's TLS byte relay,
@@ -42,8 +57,11 @@ Options:
   --out FILE            append the JSON lines to FILE
                         (default: target/bench/results-<date>.jsonl)
   --scenarios LIST      comma-separated scenarios, run in this order
-                        (default: idle,login,chat,chat10k,presence,offline;
-                        chat10k is chat at an offered 10,000 msgs/s)
+                        (default: idle,idle-modern,login,chat,chat10k,presence,
+                        offline; chat10k is chat at an offered 10,000 msgs/s;
+                        idle-modern is idle with modern clients: carbons,
+                        stream management with resumption, presence with
+                        caps, CSI inactive; production profile only)
   --users N             accounts used by login, chat (N/2 pairs), presence (a ring
                         of N) and offline (N/2 senders) (default 200; quick 50)
   --logins N            logins of the login scenario, round-robin over the
@@ -74,7 +92,8 @@ SERVERS=rookery,prosody,ejabberd,relay
 RATE=10000
 # idle first, on the freshly started server: its memory per session must not
 # be hidden by memory the allocator (or GC) kept from earlier scenarios.
-SCENARIOS=idle,login,chat,chat10k,presence,offline
+SCENARIOS=idle,idle-modern,login,chat,chat10k,presence,offline
+PROFILE=production
 OUT=""
 USERS=""
 LOGINS=""
@@ -93,6 +112,8 @@ LOADGEN_EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
+        --profile) PROFILE=${2:?--profile needs a value}; shift ;;
+        --profile=*) PROFILE=${1#*=} ;;
         --servers) SERVERS=${2:?--servers needs a value}; shift ;;
         --servers=*) SERVERS=${1#*=} ;;
         --scenarios) SCENARIOS=${2:?--scenarios needs a value}; shift ;;
@@ -147,6 +168,10 @@ case $MECH in
     scram-sha-256) PROSODY_HASH=SHA-256; EJABBERD_HASH=sha256; SASL_MECH=SCRAM-SHA-256 ;;
     *) echo "compare.sh: --mech must be scram-sha-1 or scram-sha-256" >&2; exit 2 ;;
 esac
+case $PROFILE in
+    production|minimal) ;;
+    *) echo "compare.sh: --profile must be production or minimal" >&2; exit 2 ;;
+esac
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
     case $s in rookery|prosody|ejabberd|relay) ;; *) echo "compare.sh: unknown server: $s" >&2; exit 2 ;; esac
@@ -155,8 +180,24 @@ IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 # One server's whole run is bounded by this (time spent waiting for quiet excepted).
 RUN_LIMIT=$((SERVER_TIMEOUT + WAIT_QUIET * ${#SCENARIO_LIST[@]}))
 for s in "${SCENARIO_LIST[@]}"; do
-    case $s in login|idle|chat|chat10k|presence|offline) ;; *) echo "compare.sh: unknown scenario: $s" >&2; exit 2 ;; esac
+    case $s in login|idle|idle-modern|chat|chat10k|presence|offline) ;; *) echo "compare.sh: unknown scenario: $s" >&2; exit 2 ;; esac
 done
+if [ "$PROFILE" = minimal ]; then
+    # The minimal configurations offer no stream management: no modern client.
+    kept=()
+    for s in "${SCENARIO_LIST[@]}"; do
+        if [ "$s" = idle-modern ]; then
+            echo "compare.sh: idle-modern needs --profile production (skipped)" >&2
+        else
+            kept+=("$s")
+        fi
+    done
+    SCENARIO_LIST=("${kept[@]}")
+fi
+# Template of each server's configuration for the profile.
+anchor_file() { # anchor_file BASENAME EXT: benches/anchors/BASENAME[-production].EXT.in
+    if [ "$PROFILE" = production ]; then echo "$ANCHORS/$1-production.$2.in"; else echo "$ANCHORS/$1.$2.in"; fi
+}
 
 DOMAIN=localhost
 PASSWORD=bench-password
@@ -206,6 +247,7 @@ cleanup() {
     stop_bg
     stop_watchdog
     stop_current
+    stop_pg
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then
             log "kept $WORK (configs, logs, data)"
@@ -332,13 +374,18 @@ install_anchors() {
     local missing=()
     wants prosody && ! dpkg-query -W -f='${Status}' prosody 2>/dev/null | grep -q 'install ok installed' && missing+=(prosody)
     wants ejabberd && ! dpkg-query -W -f='${Status}' ejabberd 2>/dev/null | grep -q 'install ok installed' && missing+=(ejabberd)
+    if wants ejabberd && [ "$PROFILE" = production ]; then
+        # ejabberd's PostgreSQL driver and the database server itself.
+        dpkg-query -W -f='${Status}' erlang-p1-pgsql 2>/dev/null | grep -q 'install ok installed' || missing+=(erlang-p1-pgsql)
+        ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+    fi
     [ ${#missing[@]} -eq 0 ] && return 0
     [ "$INSTALL" = 1 ] || die "not installed: ${missing[*]} (run without --no-install, as root)"
     [ "$(id -u)" = 0 ] || die "not installed: ${missing[*]}; run as root to install them, or: apt-get install ${missing[*]}"
     command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
     log "installing ${missing[*]} from Debian's packages"
     timeout 600 apt-get update -q >&2 || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q prosody ejabberd >&2 \
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q "${missing[@]}" >&2 \
         || die "apt-get install failed"
     # A package install may start the system services (on a systemd machine).
     # They are left alone (not ours to stop), but say so: they share the CPU.
@@ -509,7 +556,19 @@ setup_rookery() {
     mkdir -p "$ROOKERY_DIR"
     copy_certs "$ROOKERY_DIR"
     PORT=$(free_port)
-    subst "$ANCHORS/rookery.yml.in" "$ROOKERY_CFG" DIR="$ROOKERY_DIR" PORT="$PORT" DOMAIN="$DOMAIN"
+    if [ "$PROFILE" = production ]; then
+        local http_port
+        http_port=$(free_port)
+        subst "$(anchor_file rookery yml)" "$ROOKERY_CFG" DIR="$ROOKERY_DIR" PORT="$PORT" \
+            HTTP_PORT="$http_port" DOMAIN="$DOMAIN"
+        # The embedded default's modules, unchanged but for the upload URL's port.
+        [ -f "$ROOT/src/config/default.yml" ] || { log "src/config/default.yml missing"; return 1; }
+        sed -n '/^modules:/,$p' "$ROOT/src/config/default.yml" \
+            | sed "s|:5443/|:$http_port/|" >>"$ROOKERY_CFG"
+        grep -q '^  mod_mam:' "$ROOKERY_CFG" || log "rookery: note: the embedded default has no mod_mam"
+    else
+        subst "$ANCHORS/rookery.yml.in" "$ROOKERY_CFG" DIR="$ROOKERY_DIR" PORT="$PORT" DOMAIN="$DOMAIN"
+    fi
     VERSION=$("$ROOKERY" --version 2>/dev/null | awk '{print $NF}')
     VERSION="$VERSION ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))"
 }
@@ -540,7 +599,7 @@ setup_prosody() {
     mkdir -p "$PROSODY_DIR/data"
     copy_certs "$PROSODY_DIR" prosody:prosody
     PORT=$(free_port)
-    subst "$ANCHORS/prosody.cfg.lua.in" "$PROSODY_CFG" DIR="$PROSODY_DIR" PORT="$PORT" \
+    subst "$(anchor_file prosody cfg.lua)" "$PROSODY_CFG" DIR="$PROSODY_DIR" PORT="$PORT" \
         DOMAIN="$DOMAIN" PASSWORD_HASH="$PROSODY_HASH"
     chmod 644 "$PROSODY_CFG"
     touch "$PROSODY_DIR/prosody.log"
@@ -567,7 +626,13 @@ stop_prosody() {
 register_prosody() {
     # prosodyctl's admin shell (mod_admin_shell), in chunks of 1000: one
     # `prosodyctl register` per account costs a Lua start-up each.
-    local from=1 to rc=0 out
+    local from=1 to rc=0 out n=300
+    # The admin socket may come up after the c2s port (more modules to load
+    # in the production profile): wait for it (bounded).
+    while [ ! -S "$PROSODY_DIR/data/prosody.sock" ] && [ "$n" -gt 0 ]; do
+        sleep 0.1
+        n=$((n - 1))
+    done
     while [ "$from" -le "$ACCOUNTS" ]; do
         to=$((from + 999))
         [ "$to" -gt "$ACCOUNTS" ] && to=$ACCOUNTS
@@ -617,8 +682,13 @@ setup_ejabberd() {
     local dist_port node
     dist_port=$(free_port)
     node=rookerybench$$
-    subst "$ANCHORS/ejabberd.yml.in" "$EJABBERD_DIR/ejabberd.yml" DIR="$EJABBERD_DIR" PORT="$PORT" \
-        API_PORT="$API_PORT" DOMAIN="$DOMAIN" SCRAM_HASH="$EJABBERD_HASH"
+    local pg_port=""
+    if [ "$PROFILE" = production ]; then
+        setup_pg || { log "ejabberd: PostgreSQL setup failed; see $WORK/pg"; return 1; }
+        pg_port=$PG_PORT
+    fi
+    subst "$(anchor_file ejabberd yml)" "$EJABBERD_DIR/ejabberd.yml" DIR="$EJABBERD_DIR" PORT="$PORT" \
+        API_PORT="$API_PORT" DOMAIN="$DOMAIN" SCRAM_HASH="$EJABBERD_HASH" PG_PORT="$pg_port"
     subst "$ANCHORS/ejabberdctl.cfg.in" "$EJABBERD_DIR/ejabberdctl.cfg" DIR="$EJABBERD_DIR" \
         NODE="$node" DIST_PORT="$dist_port"
     # Erlang's resolver configuration (ejabberdctl points ERL_INETRC at the
@@ -638,6 +708,8 @@ setup_ejabberd() {
         --ctl-config "$EJABBERD_DIR/ejabberdctl.cfg" --spool "$EJABBERD_DIR/spool"
         --logs "$EJABBERD_DIR/logs")
     VERSION="$(pkg_version ejabberd) (Erlang/OTP $(pkg_version erlang-base | sed 's/^[0-9]*://'))"
+    [ "$PROFILE" = production ] && VERSION="$VERSION + PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
+    return 0
 }
 
 start_ejabberd() {
@@ -659,7 +731,101 @@ stop_ejabberd() {
         log "ejabberd (PID $CUR_PID) still running after ejabberdctl stop; TERM"
         kill_pid "$CUR_PID"
     fi
-    # ejabberdctl started no EPMD (ERL_DIST_PORT is set): nothing else to stop.
+    # ejabberdctl started no EPMD (ERL_DIST_PORT is set): nothing else to
+    # stop. PostgreSQL outlives a restart; run_server and cleanup stop it.
+}
+
+# --------------------------------------------------------------- PostgreSQL
+# ejabberd's production storage: a private cluster in $WORK/pg, run as the
+# "postgres" user in the foreground (so its PID is known), listening on
+# 127.0.0.1 only at a free port, with a Unix socket in its own directory;
+# trust authentication for the one database user "ejabberd" (loopback only,
+# a throwaway cluster). fsync and synchronous_commit are on (PostgreSQL's
+# defaults, set explicitly): a commit is on disk before ejabberd goes on.
+# Its processes' CPU time (the postmaster, its backends, and those already
+# exited) is read around each scenario and reported as db_cpu_s.
+PG_DIR=""
+PG_PID=""
+PG_PORT=""
+PG_BIN=""
+
+as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$PG_DIR" "$@"; }
+
+setup_pg() {
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    [ -x "$PG_BIN/postgres" ] || { log "PostgreSQL not found (apt-get install postgresql)"; return 1; }
+    getent passwd postgres >/dev/null || { log "no 'postgres' user"; return 1; }
+    local schema
+    schema=$(dpkg -L ejabberd 2>/dev/null | grep '/sql/pg\.sql$' | head -1)
+    [ -n "$schema" ] && [ -f "$schema" ] || { log "ejabberd's sql/pg.sql not found (dpkg -L ejabberd)"; return 1; }
+    PG_DIR=$WORK/pg
+    mkdir -p "$PG_DIR"
+    chown postgres:postgres "$PG_DIR"
+    PG_PORT=$(free_port)
+    timeout 120 setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$PG_DIR" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-locale \
+        >"$PG_DIR/initdb.out" 2>&1 || { log "initdb failed: $(tail -2 "$PG_DIR/initdb.out")"; return 1; }
+    printf '%s\n' "# benches/compare.sh" "listen_addresses = '127.0.0.1'" "port = $PG_PORT" \
+        "unix_socket_directories = '$PG_DIR'" "fsync = on" "synchronous_commit = on" \
+        "full_page_writes = on" "logging_collector = off" >>"$PG_DIR/data/postgresql.conf"
+    # Not through as_pg (a function would run in a subshell): setpriv and env
+    # exec, so $! is the postmaster's PID.
+    setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$PG_DIR" \
+        "$PG_BIN/postgres" -D "$PG_DIR/data" >"$PG_DIR/postgres.log" 2>&1 &
+    PG_PID=$!
+    local n=300
+    until as_pg "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; do
+        n=$((n - 1))
+        if [ "$n" -le 0 ] || ! kill -0 "$PG_PID" 2>/dev/null; then
+            log "PostgreSQL did not start: $(tail -3 "$PG_DIR/postgres.log")"
+            return 1
+        fi
+        sleep 0.1
+    done
+    local psql=(timeout 120 setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$PG_DIR"
+        "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT")
+    "${psql[@]}" -U postgres -d postgres -c "CREATE USER ejabberd" -c "CREATE DATABASE ejabberd OWNER ejabberd" \
+        >>"$PG_DIR/schema.out" 2>&1 || { log "createdb failed: $(tail -2 "$PG_DIR/schema.out")"; return 1; }
+    "${psql[@]}" -U ejabberd -d ejabberd -f "$schema" >>"$PG_DIR/schema.out" 2>&1 \
+        || { log "loading $schema failed: $(tail -2 "$PG_DIR/schema.out")"; return 1; }
+    log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}'): PID $PG_PID on 127.0.0.1:$PG_PORT, schema $schema"
+}
+
+stop_pg() {
+    [ -n "$PG_PID" ] || return 0
+    # SIGINT: PostgreSQL's fast shutdown (ends the sessions, checkpoints).
+    kill -INT "$PG_PID" 2>/dev/null
+    if ! wait_gone "$PG_PID" 30; then
+        log "PostgreSQL (PID $PG_PID) still running after 30 s; KILL"
+        kill -KILL "$PG_PID" 2>/dev/null
+        wait_gone "$PG_PID" 5
+    fi
+    PG_PID=""
+}
+
+# db_cpu: CPU seconds used so far by the PostgreSQL cluster (0 without one):
+# the postmaster, its live children and its exited children.
+db_cpu() {
+    [ -n "$PG_PID" ] || { echo 0; return 0; }
+    "$PY" - "$PG_PID" <<'PYEOF'
+import os, sys
+pid = sys.argv[1]
+hz = os.sysconf("SC_CLK_TCK")
+def stat(p):
+    try:
+        return open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+total = 0
+f = stat(pid)
+if f:
+    total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])   # utime stime cutime cstime
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        g = stat(p)
+        if g and g[1] == pid:
+            total += int(g[11]) + int(g[12])
+print("%.2f" % (total / hz))
+PYEOF
 }
 
 register_ejabberd() {
@@ -682,12 +848,21 @@ scenario_args() { # scenario_args SCENARIO
         presence) echo "--users $USERS --first-user $((USERS + 1)) --contacts 10 --changes 20 --duration $BOUND" ;;
         offline) echo "--messages $MESSAGES --senders $((USERS / 2)) --duration $BOUND" ;;
         idle) echo "--sessions $IDLE_USERS --duration $DURATION" ;;
+        idle-modern) echo "--sessions $IDLE_USERS --duration $DURATION --resource modern --modern" ;;
+    esac
+}
+
+loadgen_cmd() { # loadgen_cmd SCENARIO: loadgen's subcommand for it
+    case $1 in
+        chat10k) echo chat ;;
+        idle-modern) echo idle ;;
+        *) echo "$1" ;;
     esac
 }
 
 scenario_timeout() { # upper bound for one loadgen run, seconds (loadgen bounds itself first)
     case $1 in
-        idle) echo $((660 + DURATION + 30)) ;;   # loadgen: 600 s for the logins, then the hold
+        idle|idle-modern) echo $((660 + DURATION + 30)) ;;   # loadgen: 600 s for the logins, then the hold
         chat|chat10k) echo $((DURATION + 10 + 60)) ;;    # sending time, 10 s drain
         *) echo $((BOUND + 60)) ;;
     esac
@@ -718,11 +893,13 @@ run_scenario() { # run_scenario SERVER SCENARIO
     fi
     log "$server: $scen ($(scenario_args "$scen"))"
     local snap0 snap1 child0 child1 other
+    local db0 db1 dbcpu
+    db0=$(db_cpu)
     snap0=$(cpu_snap "$CUR_PID")
     children_cpu
     child0=$CHILD_CPU
     interruptible --out "$out" --err "$err" \
-        timeout -k 5 "$(scenario_timeout "$scen")" "$LOADGEN" "${scen%10k}" --server "127.0.0.1:$PORT" \
+        timeout -k 5 "$(scenario_timeout "$scen")" "$LOADGEN" "$(loadgen_cmd "$scen")" --server "127.0.0.1:$PORT" \
         --domain "$DOMAIN" --users-prefix "$PREFIX" --password "$PASSWORD" --mech "$MECH" \
         --server-pid "$CUR_PID" --scram-cache "$WORK/$server/scram-cache" \
         "${args[@]}" "${RAW[@]}" "${LOADGEN_EXTRA[@]}"
@@ -730,7 +907,11 @@ run_scenario() { # run_scenario SERVER SCENARIO
     children_cpu
     child1=$CHILD_CPU
     snap1=$(cpu_snap "$CUR_PID")
-    other=$(other_cpu "$snap0" "$snap1" "$child0" "$child1")
+    db1=$(db_cpu)
+    dbcpu=$("$PY" -c "import sys; print('%.2f' % max(0.0, float(sys.argv[2]) - float(sys.argv[1])))" "$db0" "$db1")
+    # The database's CPU is the server's, not "other processes".
+    other=$(other_cpu "$snap0" "$snap1" "$child0" "$(
+        "$PY" -c "import sys; print(float(sys.argv[1]) + float(sys.argv[2]))" "$child1" "$dbcpu")")
     # (A fraction of a CPU-second is this script's own bookkeeping.)
     if "$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 and float(sys.argv[2]) > 0.10 else 1)" \
         "${other% *}" "${other#* }"; then
@@ -750,7 +931,8 @@ run_scenario() { # run_scenario SERVER SCENARIO
     fi
     printf '%s\n' "$line" | "$PY" "$ANCHORS/results.py" tag \
         --server "$server" --server-version "$VERSION" --run-id "$RUN_ID" --scenario "$scen" \
-        --machine "$MACHINE" --busy "$load" --other-cpu "$other" >>"$OUT" || return 1
+        --machine "$MACHINE" --busy "$load" --other-cpu "$other" --profile "$PROFILE" \
+        --db-cpu "$([ -n "$PG_PID" ] && echo "$dbcpu")" >>"$OUT" || return 1
     RESULT_LINES=$((RESULT_LINES + 1))
     grep -v '^{' "$err" | tail -1 >&2
 }
@@ -765,7 +947,7 @@ run_server() { # run_server NAME
     if ! "start_$s"; then
         log "$s: did not start; see $WORK/$s"
         FAILED+=("$s/start")
-        stop_current; stop_watchdog; KEEP=1
+        stop_current; stop_pg; stop_watchdog; KEEP=1
         return 1
     fi
     if [ "$s" = relay ]; then
@@ -820,18 +1002,37 @@ run_server() { # run_server NAME
         --server-pid "$CUR_PID" --scram-cache "$WORK/$s/scram-cache" \
         --logins "$ACCOUNTS" --users "$ACCOUNTS" --duration $((BOUND + ACCOUNTS / 20)) \
         || log "$s: warm-up had failures: $(tail -2 "$WORK/$s/warmup.err" | tr '\n' ' ')"
+    local ran=0
     for scen in "${SCENARIO_LIST[@]}"; do
         [ "$TIMED_OUT" = 1 ] && break
         kill -0 "$CUR_PID" 2>/dev/null || { log "$s: server died; see $WORK/$s"; FAILED+=("$s/died"); KEEP=1; break; }
+        case $scen in
+            idle|idle-modern)
+                # Memory per session is measured on a freshly started server
+                # (memory the allocator or GC kept from an earlier scenario
+                # would hide part of it): restart it, same data.
+                if [ "$ran" = 1 ]; then
+                    log "$s: restarting it for $scen (fresh process)"
+                    stop_current
+                    CUR_SERVER=$s
+                    if ! "start_$s"; then
+                        log "$s: did not restart; see $WORK/$s"
+                        FAILED+=("$s/restart"); KEEP=1
+                        break
+                    fi
+                fi ;;
+        esac
         run_scenario "$s" "$scen" || KEEP=1
+        ran=1
     done
     [ "$TIMED_OUT" = 1 ] && FAILED+=("$s/timeout")
     stop_watchdog
     stop_current
+    stop_pg
     log "$s: done in $(($(date +%s) - t0)) s"
 }
 
-log "run $RUN_ID: servers ${SERVER_LIST[*]}; scenarios ${SCENARIO_LIST[*]}; $USERS users, idle $IDLE_USERS, ${DURATION}s per timed scenario, $MECH"
+log "run $RUN_ID: profile $PROFILE; servers ${SERVER_LIST[*]}; scenarios ${SCENARIO_LIST[*]}; $USERS users, idle $IDLE_USERS, ${DURATION}s per timed scenario, $MECH"
 log "results: $OUT"
 for s in "${SERVER_LIST[@]}"; do
     run_server "$s"

@@ -2,11 +2,16 @@
 """Results of benches/compare.sh: tag loadgen's JSON lines, print the table.
 
     results.py tag --server S --server-version V --run-id ID --scenario SC
-                   [--machine JSON] [--busy FRACTION]  < one JSON line
+                   [--machine JSON] [--busy FRACTION] [--profile P] [--db-cpu S]  < one JSON line
     results.py table [--run-id ID] FILE...
 
-`tag` adds the server, its version, the run id, the machine and how busy
-the machine was just before the run to one loadgen JSON line. `table` prints, for each
+`tag` adds the server, its version, the run id, the machine, how busy
+the machine was just before the run, the configuration profile and the CPU
+seconds of the server's database (a separate process: ejabberd's PostgreSQL)
+to one loadgen JSON line; with a database, every `*_per_cpu_s` figure is
+also given per CPU-second of the server and its database together, under
+`with_database.` (the database's CPU is shared among a scenario's phases in
+proportion to the server's). `table` prints, for each
 scenario, a markdown table of every numeric metric of each server (nested
 objects are flattened with dots), the ratios Rookery / Prosody and
 Rookery / ejabberd, and per-server-CPU-second figures derived from the
@@ -25,7 +30,7 @@ NAMES = {"rookery": "Rookery", "prosody": "Prosody", "ejabberd": "ejabberd",
 # Ratio columns: Rookery / each of these. The relay (loadgen's TLS byte relay,
 # the "speed of light") runs only the chat scenarios.
 ANCHORS = ["prosody", "ejabberd", "relay"]
-META = {"server", "server_version", "run_id", "scenario", "machine", "machine_busy_before",
+META = {"server", "server_version", "run_id", "scenario", "machine", "machine_busy_before", "profile",
         "other_processes_cpu_s", "other_processes_share", "loadavg",
         "tool", "version", "loadgen_scenario", "mech", "server_addr", "domain", "time", "timestamp"}
 
@@ -51,7 +56,22 @@ def tag(args):
         secs, share = args.other_cpu.split()
         rec["other_processes_cpu_s"] = float(secs)
         rec["other_processes_share"] = float(share)
+    if args.profile:
+        rec["profile"] = args.profile
+    if args.db_cpu:
+        add_database(rec, float(args.db_cpu))
     print(json.dumps(rec, separators=(",", ":")))
+
+
+def add_database(rec, db):
+    """db_cpu_s, and each per-CPU-second figure per server + database CPU-second."""
+    rec["db_cpu_s"] = db
+    server = sum(v for k, v in rec.items()
+                 if k.endswith("server_cpu_s") and isinstance(v, (int, float)))
+    if server <= 0:
+        return
+    rec["with_database"] = {k: v / (1.0 + db / server) for k, v in rec.items()
+                            if k.endswith("per_cpu_s") and isinstance(v, (int, float))}
 
 
 def flatten(obj, prefix=""):
@@ -104,7 +124,7 @@ def derived(flat):
 ERRORS_RX = re.compile(r"(^|_)(failures|lost|missing|dropped|duplicates|out_of_order|bounced|errors|"
                        r"stale|unexpected|broken)(_|$)")
 HEADLINE_RX = re.compile(r"^(?!client_|.*_client_)(.*per_s|.*per_cpu_s|.*latency_p(50|99)_ms|"
-                         r"server_cpu_s|server_rss_kib|kib_per_session|server_rss_kib_after_hold|"
+                         r"server_cpu_s|db_cpu_s|server_rss_kib|kib_per_session|server_rss_kib_after_hold|"
                          r"ok|failures|lost|updates_missing|dropped_while_held)$")
 
 
@@ -196,6 +216,8 @@ def table(args):
 
     m = recs[0].get("machine") or {}
     print("Run%s %s." % ("s" if len(runs) > 1 else "", " + ".join(runs)))
+    profiles = sorted({r.get("profile", "minimal") for r in recs})
+    print("Configuration profile: %s." % ", ".join(profiles))
     if m:
         print("Machine: %s, %s CPUs, %s MiB, Linux %s." % (m.get("cpu_model", "?"), m.get("cpus", "?"),
                                                          m.get("mem_mib", "?"), m.get("kernel", "?")))
@@ -210,6 +232,15 @@ def table(args):
         flats = {s: flatten({k: v for k, v in per[s].items() if k not in META}) for s in per}
         for s in flats:
             flats[s].update(derived(flats[s]))
+        # A server with its database in another process (ejabberd on
+        # PostgreSQL) has with_database.* figures; for the servers that keep
+        # their data in-process the same figures are their own, so that the
+        # ratio columns compare like with like.
+        if any(k.startswith("with_database.") for f in flats.values() for k in f):
+            for s, f in flats.items():
+                if s != "relay" and not any(k.startswith("with_database.") for k in f):
+                    f.update({"with_database." + k: v for k, v in list(f.items())
+                              if k.endswith("per_cpu_s")})
         metrics = []
         for s in servers:
             for k in flats.get(s, {}):
@@ -261,6 +292,8 @@ def main():
     t.add_argument("--machine")
     t.add_argument("--busy", help="fraction of the machine's CPU busy just before the run")
     t.add_argument("--other-cpu", help="'SECONDS SHARE': CPU used by other processes during the run")
+    t.add_argument("--profile", help="configuration profile (production, minimal)")
+    t.add_argument("--db-cpu", help="CPU seconds of the server's database process(es) during the run")
     tb = sub.add_parser("table")
     tb.add_argument("--run-id", help="the run to show, or several comma-separated (later ones win)")
     tb.add_argument("--all", action="store_true", help="every numeric field, not only the headline ones")

@@ -183,6 +183,8 @@ pub struct Conn {
     pos: usize,
     pending: usize,
     in_stream: bool,
+    /// XEP-0198 state of a "modern" session (`idle --modern`), else None.
+    pub sm: Option<crate::modern::Sm>,
 }
 
 /// The client's stream header.
@@ -226,6 +228,7 @@ impl Conn {
             pos: 0,
             pending: 0,
             in_stream: false,
+            sm: None,
         })
     }
 

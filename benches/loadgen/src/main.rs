@@ -9,6 +9,7 @@
 //! without XML that `chat --raw` can be pointed at. See docs/benchmarks.md.
 
 mod conn;
+mod modern;
 mod provision;
 mod relay;
 mod run;

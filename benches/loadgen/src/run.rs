@@ -26,6 +26,10 @@ pub enum Ready {
     Bound,
     /// Bound, initial presence sent, ping answered.
     Available,
+    /// Bound, then what a modern client does (see `modern.rs`): stream
+    /// management with resumption, carbons, presence with caps, CSI
+    /// inactive; ping answered.
+    Modern,
 }
 
 /// Id of the ping that ends the ready handshake.
@@ -49,6 +53,10 @@ pub async fn session_as(
         let msg = format!("<presence/>{}", conn::ping(&cfg.domain, READY_PING));
         c.send(msg.as_bytes(), deadline).await?;
         wait_pong(&mut c, READY_PING, deadline).await?;
+    } else if ready == Ready::Modern {
+        let deadline = Instant::now() + cfg.login_timeout;
+        let sm = crate::modern::setup(&mut c, &cfg.domain, READY_PING, deadline).await?;
+        c.sm = Some(sm);
     }
     // Sessions often sit idle after login: hold no read buffer until data
     // arrives (the freed buffer serves the next login).

@@ -6,6 +6,9 @@
 //! with a temporary config, provisions 20 accounts with `rookery ctl`, runs
 //! `chat --pairs 10 --duration 2` and `offline --messages 50`, and checks the
 //! JSON reports: nothing lost, nothing out of order, nothing duplicated.
+//! `idle --modern` runs against a server with stream management, carbons,
+//! caps and CSI (every session held) and against one without them (every
+//! login refused).
 //! Every child process is bounded in time and stopped by its own PID.
 
 use std::io::{BufRead, BufReader, Read};
@@ -102,6 +105,11 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path) -> Server {
+        Server::start_with(bin, "  mod_ping: {}\n")
+    }
+
+    /// Starts the server with `modules` (YAML lines under `modules:`).
+    fn start_with(bin: &Path, modules: &str) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("loadgen-smoke-")
             .tempdir()
@@ -114,7 +122,7 @@ impl Server {
              ctl_socket: {ctl:?}\n\
              listen:\n  - port: 0\n    ip: 127.0.0.1\n    module: ejabberd_c2s\n    starttls_required: true\n\
              shaper_rules:\n  max_user_sessions: infinity\n  max_user_offline_messages: infinity\n\
-             modules:\n  mod_ping: {{}}\n",
+             modules:\n{modules}",
             data = data.display().to_string(),
             ctl = data.join("rookery.ctl").display().to_string(),
         );
@@ -191,8 +199,20 @@ impl Drop for Server {
     }
 }
 
-/// Runs `loadgen ARGS` (bounded) and returns its JSON report.
+/// Runs `loadgen ARGS` (bounded) and returns its JSON report; it must exit 0.
 fn loadgen(args: &[&str], server: &Server) -> serde_json::Value {
+    let (code, v, err) = loadgen_exit(args, server);
+    assert_eq!(
+        code,
+        0,
+        "loadgen {args:?} exited {code}: {v}\nstderr: {err}\nserver: {}",
+        server.stderr()
+    );
+    v
+}
+
+/// Runs `loadgen ARGS` (bounded): its exit code, JSON report and stderr.
+fn loadgen_exit(args: &[&str], server: &Server) -> (i32, serde_json::Value, String) {
     let child = Command::new(LOADGEN)
         .args(args)
         .stdin(Stdio::null())
@@ -212,13 +232,67 @@ fn loadgen(args: &[&str], server: &Server) -> serde_json::Value {
             )
         });
     let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
-    assert_eq!(
-        code,
-        0,
-        "loadgen {args:?} exited {code}: {v}\nstderr: {err}\nserver: {}",
-        server.stderr()
+    (code, v, err)
+}
+
+/// Creates accounts `bench1..benchN` (loadgen's default names) with the
+/// server's own `rookery ctl`.
+fn provision(bin: &Path, server: &Server, n: &str) {
+    let ctl = format!("{} ctl -c {}", bin.display(), server.config.display());
+    let p = loadgen(
+        &["provision", "--users", n, "--ctl-cmd", &ctl, "--jobs", "4"],
+        server,
     );
-    v
+    assert_eq!(p["failed"], 0, "{p}");
+}
+
+#[test]
+fn idle_modern_clients_against_rookery() {
+    let bin = rookery_binary();
+    // What a modern client uses: stream management, carbons, caps, CSI.
+    let server = Server::start_with(
+        &bin,
+        "  mod_ping: {}\n  mod_disco: {}\n  mod_caps: {}\n  mod_carbons: {}\n  \
+         mod_stream_mgmt: {}\n  mod_client_state: {}\n",
+    );
+    provision(&bin, &server, "8");
+    let pid = server.pid().to_string();
+    let args = [
+        "idle",
+        "--sessions",
+        "8",
+        "--duration",
+        "1",
+        "--modern",
+        "--server",
+        &server.addr,
+        "--server-pid",
+        &pid,
+    ];
+    let idle = loadgen(&args, &server);
+    assert_eq!(idle["client"], "modern", "{idle}");
+    assert_eq!(idle["ok"], 8, "{idle}");
+    assert_eq!(idle["failures"], 0, "{idle}");
+    assert_eq!(idle["dropped_while_held"], 0, "{idle}");
+    assert!(idle["kib_per_session"].is_number(), "{idle}");
+
+    // Without stream management the modern login is refused, and said so.
+    let bare = Server::start(&bin);
+    provision(&bin, &bare, "3");
+    let args = [
+        "idle",
+        "--sessions",
+        "3",
+        "--duration",
+        "1",
+        "--modern",
+        "--server",
+        &bare.addr,
+    ];
+    let (code, v, err) = loadgen_exit(&args, &bare);
+    assert_eq!(code, 2, "{v}\n{err}");
+    assert_eq!(v["ok"], 0, "{v}");
+    assert_eq!(v["failures"], 3, "{v}");
 }
 
 #[test]

@@ -6,6 +6,11 @@
 //! held, each session is read by its own small task (answering server iqs);
 //! nothing is sent. This process's own RSS growth per session (at the end
 //! of the hold) is reported too (`client_kib_per_session`).
+//!
+//! `--modern` logs each session in as a modern client (stream management
+//! with resumption, carbons, presence with caps, CSI inactive; `modern.rs`)
+//! and answers the server's `<r/>` while held; the report says which
+//! (`client`: `bare` or `modern`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +33,10 @@ pub struct Opts {
     /// Sessions to hold.
     #[arg(long, default_value_t = 1000)]
     pub sessions: u64,
+    /// Log in as a modern client: stream management with resumption,
+    /// carbons, presence with entity caps, CSI inactive (see modern.rs).
+    #[arg(long)]
+    pub modern: bool,
 }
 
 async fn hold(mut c: Conn, mut stop: watch::Receiver<bool>) -> Option<Conn> {
@@ -40,7 +49,15 @@ async fn hold(mut c: Conn, mut stop: watch::Receiver<bool>) -> Option<Conn> {
                 if u.kind == crate::xml::Kind::End {
                     return None;
                 }
-                if let Some(reply) = c.iq_reply(&u) {
+                let reply = match c.sm {
+                    Some(mut sm) => {
+                        let r = crate::modern::on_unit(&c, &u, &mut sm);
+                        c.sm = Some(sm);
+                        r
+                    }
+                    None => c.iq_reply(&u),
+                };
+                if let Some(reply) = reply {
                     if c.send_now(reply.as_bytes()).await.is_err() {
                         return None;
                     }
@@ -69,7 +86,11 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
         cfg.clone(),
         run::users(o.common.first_user, n),
         o.common.concurrency,
-        Ready::Available,
+        if o.modern {
+            Ready::Modern
+        } else {
+            Ready::Available
+        },
         deadline,
     )
     .await;
@@ -110,6 +131,10 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
     let mut r = Map::new();
     r.insert("scenario".into(), json!("idle"));
     r.insert("sessions".into(), json!(n));
+    r.insert(
+        "client".into(),
+        json!(if o.modern { "modern" } else { "bare" }),
+    );
     r.insert("ok".into(), json!(ok));
     logins.failures.put(&mut r, "failures");
     r.insert("dropped_while_held".into(), json!(dropped));
@@ -141,7 +166,8 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
         _ => "n/a (no --server-pid)".to_string(),
     };
     run::summary(&format!(
-        "idle: {ok}/{n} sessions held {hold_s} s, server {kib} per session, client {:.1} KiB per session, {} login failures, {dropped} dropped",
+        "idle{}: {ok}/{n} sessions held {hold_s} s, server {kib} per session, client {:.1} KiB per session, {} login failures, {dropped} dropped",
+        if o.modern { " (modern clients)" } else { "" },
         (self1 as f64 - self0 as f64) / ok.max(1) as f64,
         logins.failures.total(),
     ));
