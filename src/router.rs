@@ -93,6 +93,9 @@ pub struct SessionHandle {
     /// It left the session table and its leftovers are not yet rerouted
     /// (see [`Router::release`]).
     pub ending: AtomicBool,
+    /// The archive's ticket after the last message this session sent was
+    /// routed: its acknowledgements wait for it ([`crate::server::Server::archive_durable`]).
+    pub archive_ticket: std::sync::atomic::AtomicU64,
 }
 
 impl SessionHandle {
@@ -157,6 +160,7 @@ impl Router {
             since: std::time::Instant::now(),
             origin: std::sync::OnceLock::new(),
             ending: AtomicBool::new(false),
+            archive_ticket: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -206,6 +206,8 @@ pub struct Server {
     /// XEP-0114 external components connected now.
     pub components: crate::component::Components,
     pub storage: Arc<dyn Storage>,
+    /// The message archives (XEP-0313), written off the routing path.
+    pub archive: Arc<dyn crate::storage::ArchiveEngine>,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
     pub rosters: crate::im::roster::RosterCache,
@@ -417,6 +419,23 @@ impl Server {
         t.get(id).cloned()
     }
 
+    /// Wait until the archive appends `session` caused (its messages, in
+    /// its own and its peers' archives) are on disk: before the session
+    /// acknowledges anything (XEP-0198 `<a/>`, `<resumed/>`) or handles an
+    /// iq, so nothing acknowledged is lost to a crash. Returns at once when
+    /// they already are (the usual case: the archive flushes within 200 ms).
+    pub async fn archive_durable(&self, session: &crate::router::SessionHandle) {
+        let t = session
+            .archive_ticket
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if t == 0 {
+            return;
+        }
+        if let Err(e) = self.archive.durable(t).await {
+            tracing::error!(jid = %session.jid, "archive writes of the session: {e}");
+        }
+    }
+
     /// Forget failures of an address that authenticated.
     pub fn auth_succeeded(&self, ip: IpAddr) {
         let mut table = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -596,6 +615,10 @@ impl ServerContext for Server {
 
     fn parse_xml(&self, xml: &str) -> Option<Element> {
         crate::storage::stanza_codec::parse_stanza(xml)
+    }
+
+    fn archive(&self) -> Option<&dyn xep_support::archive::ArchiveStore> {
+        Some(self.archive.as_ref())
     }
 
     fn kv_get(
@@ -1063,6 +1086,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let server = Arc::new(Server {
         live: RwLock::new(Arc::new(live)),
         storage: storage.clone(),
+        archive: storage.archive(),
         group_commit: crate::storage::group_commit::GroupCommit::start(storage.clone()),
         router: Router::new(),
         rosters: Default::default(),

@@ -28,6 +28,7 @@ mod interop_slixmpp_im;
 mod interop_slixmpp_mam;
 mod interop_slixmpp_muc;
 mod interop_slixmpp_session;
+mod mam_storage;
 mod migrate_real;
 mod mod_avatar;
 mod mod_blocking;

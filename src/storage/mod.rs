@@ -14,6 +14,16 @@
 //! Stanzas are stored as XML text; [`stanza_codec`] turns them back into
 //! elements.
 
+// The message archive's sled engine (its own trees, by concern, under
+// storage/sled/; see archive.rs there).
+#[path = "sled/archive.rs"]
+pub mod archive;
+#[path = "sled/archive_migrate.rs"]
+mod archive_migrate;
+#[path = "sled/archive_record.rs"]
+mod archive_record;
+#[path = "sled/archive_writer.rs"]
+mod archive_writer;
 mod backup;
 pub mod group_commit;
 mod offline_store;
@@ -154,6 +164,21 @@ impl std::fmt::Display for StorageError {
 }
 
 impl std::error::Error for StorageError {}
+
+/// The message archive (XEP-0313) as the server sees it: the modules' API
+/// ([`xep_support::archive::ArchiveStore`]) plus durability tickets, so a
+/// session can hold its acknowledgements until the appends it caused are on
+/// disk (docs/architecture.md, "Durability").
+pub trait ArchiveEngine: xep_support::archive::ArchiveStore {
+    /// The ticket of the last append so far.
+    fn ticket(&self) -> u64;
+    /// Wait until every append up to `ticket` is on disk; `Err` if a write
+    /// covering it failed.
+    fn durable(
+        &self,
+        ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>;
+}
 
 /// What Rookery keeps on disk. Accounts are keyed by (host, localpart); a
 /// user's rosters, pending requests and offline messages by (host,
@@ -386,6 +411,11 @@ pub trait Storage: Send + Sync {
         module: &str,
         keys: &[String],
     ) -> Result<usize, StorageError>;
+    // --- The message archive ---
+
+    /// The message archives (their own layout and write path).
+    fn archive(&self) -> std::sync::Arc<dyn ArchiveEngine>;
+
     // --- Whole database ---
 
     /// Write a consistent copy of the whole database to the file `path`

@@ -103,7 +103,9 @@ pub struct SledStorage {
     pub(super) trees: Trees,
     /// Writers hold it shared, `backup` and `restore` exclusively, so a
     /// backup is a consistent copy of every tree (see `backup.rs`).
-    pub(super) gate: std::sync::RwLock<()>,
+    pub(super) gate: std::sync::Arc<std::sync::RwLock<()>>,
+    /// The message archive (trees `archive_*`, see `sled/archive.rs`).
+    pub(super) archive: std::sync::Arc<super::archive::SledArchive>,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -224,11 +226,16 @@ impl SledStorage {
             .open()
             .map_err(|e| map_sled_error(dir, e))?;
         let trees = Trees::open(&db).map_err(|e| map_sled_error(dir, e))?;
+        let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
+        let archive = super::archive::SledArchive::open(&db, dir, gate.clone())?;
+        // Archives of the old layout (mod_mam's module data), converted once.
+        archive.migrate(&trees.module_data)?;
         Ok(SledStorage {
             db,
             dir: dir.to_path_buf(),
             trees,
-            gate: std::sync::RwLock::new(()),
+            gate,
+            archive: std::sync::Arc::new(archive),
         })
     }
 
@@ -315,11 +322,19 @@ impl Storage for SledStorage {
     }
 
     /// Deletes the account and everything kept for it: roster (items,
-    /// tombstones, version), pending requests and offline messages. The
+    /// tombstones, version), pending requests, offline messages, module data
+    /// and the message archive. The
     /// user's data goes first and the account last, so an interrupted
     /// deletion leaves an account that can be deleted again, never orphaned
     /// data that a new account of the same name would inherit.
     fn delete_user(&self, host: &str, user: &str) -> Result<bool, StorageError> {
+        // The archive first (it takes the gate itself).
+        if let Ok(owner) = jid::BareJid::new(&format!("{user}@{host}")) {
+            use xep_support::archive::ArchiveStore;
+            self.archive
+                .delete_archive(&owner)
+                .map_err(|e| StorageError::Io(e.0))?;
+        }
         let _w = self.writing();
         let key = key2(host, user)?;
         self.offline_delete_all_impl(host, user)?;
@@ -697,12 +712,19 @@ impl Storage for SledStorage {
         Ok(n)
     }
 
+    fn archive(&self) -> std::sync::Arc<dyn super::ArchiveEngine> {
+        self.archive.clone()
+    }
+
     fn backup(&self, path: &Path) -> Result<u64, StorageError> {
         self.backup_impl(path)
     }
 
     fn restore(&self, path: &Path) -> Result<u64, StorageError> {
-        self.restore_impl(path)
+        let n = self.restore_impl(path)?;
+        // A backup from before the archive had its own trees.
+        self.archive.migrate(&self.trees.module_data)?;
+        Ok(n)
     }
 }
 

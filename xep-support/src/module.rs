@@ -25,9 +25,10 @@
 //!   addressed to that domain or a JID at it, and returns what to route.
 //!
 //! [`ServerContext`] gives modules the domains, routing, read access to the
-//! roster (subscription states) and to sessions, and a per-module,
+//! roster (subscription states) and to sessions, a per-module,
 //! per-account key/value store (sled tree `module_data`, key
-//! `host\0user\0module\0key`; writes are durable when they return).
+//! `host\0user\0module\0key`; writes are durable when they return), and
+//! the message archives ([`ServerContext::archive`], see [`crate::archive`]).
 //! Hooks: iqs addressed to the server (dispatched by payload namespace),
 //! disco features and identities, extra stream features, session events, and
 //! three message hooks (a message left a local session; a message for a
@@ -383,6 +384,11 @@ pub trait ServerContext: Send + Sync {
             n += usize::from(self.kv_delete(module, account, k)?);
         }
         Ok(n)
+    }
+    /// The message archives (XEP-0313; one per account, later per MUC
+    /// room): an engine-neutral store, `None` when the server has none.
+    fn archive(&self) -> Option<&dyn crate::archive::ArchiveStore> {
+        None
     }
     /// Whether the `access_rules` rule allows this user and/or address
     /// (ejabberd semantics; an undefined rule denies, `all` allows).

@@ -1,0 +1,811 @@
+//! The message archive (XEP-0313) in sled: [`SledArchive`] implements
+//! `xep_support::archive::ArchiveStore` on trees of its own, apart from
+//! every other kind of record.
+//!
+//! | tree                | key                                  | value                        |
+//! |---------------------|--------------------------------------|------------------------------|
+//! | `archive_owners`    | `o` owner bare JID                   | archive id (u32 BE)          |
+//! |                     | `i` archive id (u32 BE)              | owner bare JID               |
+//! |                     | `m:last_id`, `m:next_archive`        | u64 BE: highest message id given out, next archive id |
+//! |                     | `m:migrated`                         | present once the old layout was converted |
+//! | `archive_messages`  | archive(4) id(8)                     | the compact record (`archive_record.rs`) |
+//! | `archive_by_peer`   | archive(4) peer `\0` id(8)           | empty                        |
+//! | `archive_by_origin` | archive(4) peer `\0` origin-id       | id (u64 BE)                  |
+//! | `archive_counts`    | archive(4)                           | messages in the archive (u64 BE) |
+//! |                     | archive(4) peer                      | messages with that peer (u64 BE) |
+//!
+//! One record per message per archive; a page is one range scan of
+//! `archive_messages` (or of `archive_by_peer`, then one read per result);
+//! counts are single reads. Every change of one batch (records, both
+//! indexes, counters, the id high-water mark) is one sled transaction over
+//! the trees, so a crash leaves all of it or none of it.
+//!
+//! Writes go through `archive_writer.rs` (a queue, an applier thread and a
+//! flusher thread): appends return at once, are visible to reads as soon as
+//! the applier took them (reads wait for that, see [`Inner::settle`]) and
+//! are durable within 200 ms plus an fsync (well within the 1 s bound of
+//! `xep_support::archive::DURABILITY_BOUND_MS`). Deletions (retention,
+//! account removal) run on the caller's thread under the same write lock
+//! as the applier and are flushed before they return.
+//!
+//! A record that does not decode is skipped with a log line naming the
+//! owner; queries never fail on it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use jid::BareJid;
+use xep_support::archive::{
+    Appended, ArchiveStore, ArchivedMessage, Count, NewMessage, PageQuery, EXACT_COUNT_LIMIT,
+};
+use xep_support::module::StoreError;
+
+use super::archive_record as rec;
+use super::archive_writer::{Writer, WriterState};
+use crate::storage::StorageError;
+
+pub(super) const OWNERS_TREE: &str = "archive_owners";
+pub(super) const MESSAGES_TREE: &str = "archive_messages";
+pub(super) const BY_PEER_TREE: &str = "archive_by_peer";
+pub(super) const BY_ORIGIN_TREE: &str = "archive_by_origin";
+pub(super) const COUNTS_TREE: &str = "archive_counts";
+/// `archive_owners` key of the highest message id given out.
+pub(super) const LAST_ID_KEY: &[u8] = b"m:last_id";
+/// `archive_owners` key of the next archive id to give out.
+pub(super) const NEXT_ARCHIVE_KEY: &[u8] = b"m:next_archive";
+/// Rows removed per transaction by deletions.
+const DELETE_CHUNK: usize = 1000;
+
+/// The archive's trees.
+pub(super) struct Trees {
+    pub owners: sled::Tree,
+    pub messages: sled::Tree,
+    pub by_peer: sled::Tree,
+    pub by_origin: sled::Tree,
+    pub counts: sled::Tree,
+}
+
+/// What the archive, its writer threads and its callers share.
+pub(super) struct Inner {
+    pub db: sled::Db,
+    pub dir: PathBuf,
+    pub trees: Trees,
+    /// The storage gate (shared while writing, exclusive for backups).
+    pub gate: Arc<RwLock<()>>,
+    /// Held by whoever changes the archive trees (applier, deletions), so
+    /// counters are read and written by one at a time.
+    pub write_lock: Mutex<()>,
+    pub w: Writer,
+}
+
+/// The message archive in sled.
+pub struct SledArchive {
+    pub(super) inner: Arc<Inner>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+pub(super) fn owner_key(owner: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + owner.len());
+    k.push(b'o');
+    k.extend_from_slice(owner.as_bytes());
+    k
+}
+
+pub(super) fn owner_rev_key(archive: u32) -> [u8; 5] {
+    let mut k = [b'i'; 5];
+    k[1..].copy_from_slice(&archive.to_be_bytes());
+    k
+}
+
+impl Inner {
+    pub fn err(&self, e: sled::Error) -> StorageError {
+        StorageError::Io(format!("{}: archive: {e}", self.dir.display()))
+    }
+
+    pub fn store_err(&self, e: sled::Error) -> StoreError {
+        StoreError(self.err(e).to_string())
+    }
+
+    /// The archive id of `owner`, if it has one (appended or stored).
+    pub fn archive_of(&self, owner: &str) -> Result<Option<u32>, StoreError> {
+        if let Some(a) = self.w.cached_owner(owner) {
+            return Ok(Some(a));
+        }
+        let v = self
+            .trees
+            .owners
+            .get(owner_key(owner))
+            .map_err(|e| self.store_err(e))?;
+        let a = v.and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?)));
+        if let Some(a) = a {
+            self.w.cache_owner(owner, a);
+        }
+        Ok(a)
+    }
+
+    /// Wait until every append made before this call is applied (visible).
+    pub fn settle(&self) {
+        self.w.settle();
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+        Ok(self
+            .trees
+            .counts
+            .get(key)
+            .map_err(|e| self.store_err(e))?
+            .and_then(|v| rec::u64_of(&v))
+            .unwrap_or(0))
+    }
+
+    fn decode_logged(owner: &BareJid, id: u64, value: &[u8]) -> Option<ArchivedMessage> {
+        let m = rec::decode(id, value);
+        if m.is_none() {
+            tracing::error!("archive of {owner}: message {id:020} is damaged; skipped");
+        }
+        m
+    }
+
+    /// Keys of `tree` in `lo..=hi`, counted up to `cap + 1`.
+    fn count_keys(
+        &self,
+        tree: &sled::Tree,
+        lo: &[u8],
+        hi: &[u8],
+        cap: usize,
+    ) -> Result<usize, StoreError> {
+        if lo > hi {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for k in tree.range(lo..=hi).keys() {
+            k.map_err(|e| self.store_err(e))?;
+            n += 1;
+            if n > cap {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Remove these messages (and their index entries and counts) in one
+    /// transaction; the caller holds the write lock.
+    fn remove_messages(&self, archive: u32, rows: &[(u64, sled::IVec)]) -> Result<(), StoreError> {
+        use sled::Transactional;
+        let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut index = Vec::with_capacity(rows.len());
+        for (id, value) in rows {
+            *deltas
+                .entry(rec::archive_prefix(archive).to_vec())
+                .or_default() += 1;
+            match rec::peer_of(value) {
+                Some((peer, origin)) => {
+                    *deltas
+                        .entry(rec::peer_count_key(archive, peer))
+                        .or_default() += 1;
+                    index.push((
+                        rec::peer_key(archive, peer, *id),
+                        origin.map(|o| rec::origin_key(archive, peer, o)),
+                    ));
+                }
+                None => index.push((Vec::new(), None)),
+            }
+        }
+        let t = &self.trees;
+        let r = (&t.messages, &t.by_peer, &t.by_origin, &t.counts).transaction(|(m, p, o, c)| {
+            for ((id, _), (pk, ok)) in rows.iter().zip(&index) {
+                m.remove(&rec::message_key(archive, *id)[..])?;
+                if !pk.is_empty() {
+                    p.remove(pk.as_slice())?;
+                }
+                if let Some(ok) = ok {
+                    // Only if it names this message (a later one may reuse it).
+                    if o.get(ok.as_slice())?.and_then(|v| rec::u64_of(&v)) == Some(*id) {
+                        o.remove(ok.as_slice())?;
+                    }
+                }
+            }
+            for (k, d) in &deltas {
+                let cur = c
+                    .get(k.as_slice())?
+                    .and_then(|v| rec::u64_of(&v))
+                    .unwrap_or(0);
+                let n = cur.saturating_sub(*d);
+                if n == 0 {
+                    c.remove(k.as_slice())?;
+                } else {
+                    c.insert(k.as_slice(), &n.to_be_bytes())?;
+                }
+            }
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        });
+        r.map_err(|e| StoreError(format!("{}: archive: {e:?}", self.dir.display())))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.store_err(e))
+    }
+}
+
+impl SledArchive {
+    /// Open the archive's trees in `db` and start its writer threads.
+    pub fn open(
+        db: &sled::Db,
+        dir: &std::path::Path,
+        gate: Arc<RwLock<()>>,
+    ) -> Result<SledArchive, StorageError> {
+        let e = |e: sled::Error| StorageError::Io(format!("{}: archive: {e}", dir.display()));
+        let trees = Trees {
+            owners: db.open_tree(OWNERS_TREE).map_err(e)?,
+            messages: db.open_tree(MESSAGES_TREE).map_err(e)?,
+            by_peer: db.open_tree(BY_PEER_TREE).map_err(e)?,
+            by_origin: db.open_tree(BY_ORIGIN_TREE).map_err(e)?,
+            counts: db.open_tree(COUNTS_TREE).map_err(e)?,
+        };
+        let state = WriterState::load(&trees.owners).map_err(e)?;
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            dir: dir.to_path_buf(),
+            trees,
+            gate,
+            write_lock: Mutex::new(()),
+            w: Writer::new(state),
+        });
+        let threads = super::archive_writer::start(&inner);
+        Ok(SledArchive {
+            inner,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Reload the in-memory state from the trees (after a restore).
+    pub fn reload(&self) -> Result<(), StorageError> {
+        let _w = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let state = WriterState::load(&self.inner.trees.owners).map_err(|e| self.inner.err(e))?;
+        self.inner.w.replace_state(state);
+        Ok(())
+    }
+
+    /// The ticket of the last append so far (see [`SledArchive::durable`]).
+    pub fn ticket(&self) -> u64 {
+        self.inner.w.ticket()
+    }
+
+    /// Wait until every append up to `ticket` is on disk.
+    pub async fn durable(&self, ticket: u64) -> Result<(), StorageError> {
+        self.inner.w.durable(ticket).await
+    }
+
+    /// Stop the writer threads after they wrote and flushed everything.
+    pub fn shutdown(&self) {
+        self.inner.w.stop();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Convert archives of the old layout (mod_mam's module data) once.
+    pub fn migrate(&self, module_data: &sled::Tree) -> Result<u64, StorageError> {
+        super::archive_migrate::run(&self.inner, module_data)
+    }
+}
+
+impl Drop for SledArchive {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl ArchiveStore for SledArchive {
+    fn append(&self, msgs: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+        super::archive_writer::append(&self.inner, msgs)
+    }
+
+    fn page(&self, owner: &BareJid, q: &PageQuery<'_>) -> Result<Vec<ArchivedMessage>, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(Vec::new());
+        };
+        if q.lo > q.hi || q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(q.limit.min(256));
+        match q.with {
+            None => {
+                let range = inner
+                    .trees
+                    .messages
+                    .range(rec::message_key(a, q.lo)..=rec::message_key(a, q.hi));
+                let mut step =
+                    |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
+                        let (k, v) = kv.map_err(|e| inner.store_err(e))?;
+                        if let Some(m) =
+                            rec::id_of_key(&k).and_then(|id| Inner::decode_logged(owner, id, &v))
+                        {
+                            out.push(m);
+                        }
+                        Ok(out.len() < q.limit)
+                    };
+                if q.reverse {
+                    for kv in range.rev() {
+                        if !step(kv)? {
+                            break;
+                        }
+                    }
+                } else {
+                    for kv in range {
+                        if !step(kv)? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Some(peer) => {
+                let range = inner
+                    .trees
+                    .by_peer
+                    .range(rec::peer_key(a, peer, q.lo)..=rec::peer_key(a, peer, q.hi));
+                let mut step = |k: sled::Result<sled::IVec>| -> Result<bool, StoreError> {
+                    let k = k.map_err(|e| inner.store_err(e))?;
+                    let Some(id) = rec::id_of_key(&k) else {
+                        return Ok(true);
+                    };
+                    let v = inner
+                        .trees
+                        .messages
+                        .get(rec::message_key(a, id))
+                        .map_err(|e| inner.store_err(e))?;
+                    match v {
+                        Some(v) => {
+                            if let Some(m) = Inner::decode_logged(owner, id, &v) {
+                                out.push(m);
+                            }
+                        }
+                        None => tracing::error!(
+                            "archive of {owner}: index names message {id:020}, which is missing"
+                        ),
+                    }
+                    Ok(out.len() < q.limit)
+                };
+                if q.reverse {
+                    for k in range.keys().rev() {
+                        if !step(k)? {
+                            break;
+                        }
+                    }
+                } else {
+                    for k in range.keys() {
+                        if !step(k)? {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn get(&self, owner: &BareJid, id: u64) -> Result<Option<ArchivedMessage>, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(None);
+        };
+        let v = inner
+            .trees
+            .messages
+            .get(rec::message_key(a, id))
+            .map_err(|e| inner.store_err(e))?;
+        Ok(v.and_then(|v| Inner::decode_logged(owner, id, &v)))
+    }
+
+    fn find_origin_id(
+        &self,
+        owner: &BareJid,
+        peer: &BareJid,
+        origin_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(None);
+        };
+        let v = inner
+            .trees
+            .by_origin
+            .get(rec::origin_key(a, peer.as_str(), origin_id))
+            .map_err(|e| inner.store_err(e))?;
+        Ok(v.and_then(|v| rec::u64_of(&v)))
+    }
+
+    fn count(&self, owner: &BareJid) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        match inner.archive_of(owner.as_str())? {
+            Some(a) => inner.counter(&rec::archive_prefix(a)),
+            None => Ok(0),
+        }
+    }
+
+    fn count_range(
+        &self,
+        owner: &BareJid,
+        with: Option<&str>,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Count, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(Count::Exact(0));
+        };
+        if lo > hi {
+            return Ok(Count::Exact(0));
+        }
+        let (tree, total, key): (&sled::Tree, u64, Box<dyn Fn(u64) -> Vec<u8>>) = match with {
+            None => (
+                &inner.trees.messages,
+                inner.counter(&rec::archive_prefix(a))?,
+                Box::new(move |id| rec::message_key(a, id).to_vec()),
+            ),
+            Some(peer) => {
+                let peer = peer.to_string();
+                (
+                    &inner.trees.by_peer,
+                    inner.counter(&rec::peer_count_key(a, &peer))?,
+                    Box::new(move |id| rec::peer_key(a, &peer, id)),
+                )
+            }
+        };
+        if total == 0 {
+            return Ok(Count::Exact(0));
+        }
+        if lo == 0 && hi == u64::MAX {
+            return Ok(Count::Exact(total));
+        }
+        let cap = EXACT_COUNT_LIMIT;
+        let n = inner.count_keys(tree, &key(lo), &key(hi), cap)?;
+        if n <= cap {
+            return Ok(Count::Exact(n as u64));
+        }
+        let below = if lo == 0 {
+            0
+        } else {
+            inner.count_keys(tree, &key(0), &key(lo - 1), cap)?
+        };
+        let above = if hi == u64::MAX {
+            0
+        } else {
+            inner.count_keys(tree, &key(hi + 1), &key(u64::MAX), cap)?
+        };
+        if below <= cap && above <= cap {
+            return Ok(Count::Exact(total.saturating_sub((below + above) as u64)));
+        }
+        // Interpolate over the archive's time span (ids are microseconds).
+        let first = tree
+            .range(key(0)..=key(u64::MAX))
+            .keys()
+            .next()
+            .and_then(|k| k.ok())
+            .and_then(|k| rec::id_of_key(&k))
+            .unwrap_or(lo);
+        let last = tree
+            .range(key(0)..=key(u64::MAX))
+            .keys()
+            .next_back()
+            .and_then(|k| k.ok())
+            .and_then(|k| rec::id_of_key(&k))
+            .unwrap_or(hi);
+        let (l, h) = (lo.max(first), hi.min(last));
+        let span = last.saturating_sub(first).max(1) as u128;
+        let est = (total as u128 * h.saturating_sub(l) as u128 / span) as u64;
+        Ok(Count::Estimate(est.clamp(cap as u64 + 1, total)))
+    }
+
+    fn delete_before(
+        &self,
+        owner: &BareJid,
+        cutoff: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(0);
+        };
+        if cutoff == 0 {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        while deleted < limit {
+            let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+            let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rows = Vec::new();
+            for kv in inner
+                .trees
+                .messages
+                .range(rec::message_key(a, 0)..rec::message_key(a, cutoff))
+                .take(DELETE_CHUNK.min(limit - deleted))
+            {
+                let (k, v) = kv.map_err(|e| inner.store_err(e))?;
+                if let Some(id) = rec::id_of_key(&k) {
+                    rows.push((id, v));
+                }
+            }
+            if rows.is_empty() {
+                break;
+            }
+            inner.remove_messages(a, &rows)?;
+            deleted += rows.len();
+            if rows.len() < DELETE_CHUNK {
+                break;
+            }
+        }
+        if deleted > 0 {
+            inner.flush()?;
+        }
+        Ok(deleted)
+    }
+
+    fn delete_archive(&self, owner: &BareJid) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(0);
+        };
+        let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Appends not applied yet would come back after the removal.
+        inner.w.drop_pending(a);
+        let n = inner.counter(&rec::archive_prefix(a))?;
+        let t = &inner.trees;
+        for tree in [&t.messages, &t.by_peer, &t.by_origin, &t.counts] {
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut k = 0;
+                for key in tree
+                    .scan_prefix(rec::archive_prefix(a))
+                    .keys()
+                    .take(DELETE_CHUNK)
+                {
+                    batch.remove(key.map_err(|e| inner.store_err(e))?);
+                    k += 1;
+                }
+                if k == 0 {
+                    break;
+                }
+                tree.apply_batch(batch).map_err(|e| inner.store_err(e))?;
+            }
+        }
+        inner.flush()?;
+        Ok(n)
+    }
+
+    fn owners(&self) -> Result<Vec<BareJid>, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let mut out = Vec::new();
+        for kv in inner.trees.owners.scan_prefix(b"o") {
+            let (k, _) = kv.map_err(|e| inner.store_err(e))?;
+            match std::str::from_utf8(&k[1..])
+                .ok()
+                .and_then(|s| BareJid::new(s).ok())
+            {
+                Some(j) => out.push(j),
+                None => tracing::error!("archive: an owner name is damaged; skipped"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl crate::storage::ArchiveEngine for SledArchive {
+    fn ticket(&self) -> u64 {
+        SledArchive::ticket(self)
+    }
+    fn durable(
+        &self,
+        ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
+    {
+        Box::pin(SledArchive::durable(self, ticket))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xep_support::archive::Direction;
+
+    fn open(dir: &std::path::Path) -> SledArchive {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        SledArchive::open(&db, dir, Arc::new(RwLock::new(()))).unwrap()
+    }
+
+    fn jid(s: &str) -> BareJid {
+        BareJid::new(s).unwrap()
+    }
+
+    fn msg(owner: &str, peer: &str, origin: Option<&str>, body: &str) -> NewMessage {
+        NewMessage {
+            owner: jid(owner),
+            peer: jid(peer),
+            direction: Direction::Incoming,
+            origin_id: origin.map(str::to_string),
+            xml: format!("<message><body>{body}</body></message>"),
+        }
+    }
+
+    fn page(
+        a: &SledArchive,
+        owner: &str,
+        with: Option<&str>,
+        reverse: bool,
+        limit: usize,
+    ) -> Vec<String> {
+        a.page(
+            &jid(owner),
+            &PageQuery {
+                with,
+                lo: 0,
+                hi: u64::MAX,
+                reverse,
+                limit,
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|m| m.xml)
+        .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn append_query_count_dedupe_delete_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let mut ids = Vec::new();
+        for i in 0..30 {
+            let peer = if i % 3 == 0 { "carol@x" } else { "bob@x" };
+            let r = a
+                .append(vec![msg(
+                    "alice@x",
+                    peer,
+                    Some(&format!("o{i}")),
+                    &format!("m{i}"),
+                )])
+                .unwrap();
+            assert!(matches!(r[0], Appended::Stored(_)));
+            ids.push(r[0].id());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
+        // Visible at once, in order, both directions, with `with`.
+        let all = page(&a, "alice@x", None, false, 100);
+        assert_eq!(all.len(), 30);
+        assert!(all[0].contains("m0") && all[29].contains("m29"));
+        let last2 = page(&a, "alice@x", None, true, 2);
+        assert!(last2[0].contains("m29") && last2[1].contains("m28"));
+        let carol = page(&a, "alice@x", Some("carol@x"), false, 100);
+        assert_eq!(carol.len(), 10);
+        assert!(carol[1].contains("m3"));
+        assert!(page(&a, "bob@x", None, false, 10).is_empty());
+        // Counts: O(1) totals, exact ranges.
+        let alice = jid("alice@x");
+        assert_eq!(a.count(&alice).unwrap(), 30);
+        assert_eq!(
+            a.count_range(&alice, None, 0, u64::MAX).unwrap(),
+            Count::Exact(30)
+        );
+        assert_eq!(
+            a.count_range(&alice, Some("bob@x"), 0, u64::MAX).unwrap(),
+            Count::Exact(20)
+        );
+        assert_eq!(
+            a.count_range(&alice, None, ids[5], ids[9]).unwrap(),
+            Count::Exact(5)
+        );
+        assert_eq!(
+            a.count_range(&alice, Some("carol@x"), ids[3], ids[9])
+                .unwrap(),
+            Count::Exact(3)
+        );
+        // Idempotent by (peer, origin-id), also within one batch.
+        let r = a
+            .append(vec![
+                msg("alice@x", "bob@x", Some("o1"), "again"),
+                msg("alice@x", "bob@x", Some("new"), "n"),
+                msg("alice@x", "bob@x", Some("new"), "n"),
+                msg("alice@x", "carol@x", Some("o1"), "other peer"),
+            ])
+            .unwrap();
+        assert_eq!(r[0], Appended::Duplicate(ids[1]));
+        assert!(matches!(r[1], Appended::Stored(_)));
+        assert_eq!(r[2], Appended::Duplicate(r[1].id()));
+        assert!(matches!(r[3], Appended::Stored(_)));
+        assert_eq!(a.count(&alice).unwrap(), 32);
+        assert_eq!(
+            a.find_origin_id(&alice, &jid("bob@x"), "o4").unwrap(),
+            Some(ids[4])
+        );
+        assert_eq!(
+            a.get(&alice, ids[4]).unwrap().unwrap().origin_id.as_deref(),
+            Some("o4")
+        );
+        // Durable on request.
+        let t = a.ticket();
+        a.durable(t).await.unwrap();
+        // Retention: the first ten go, with their index entries and counts.
+        assert_eq!(a.delete_before(&alice, ids[10], usize::MAX).unwrap(), 10);
+        assert_eq!(a.count(&alice).unwrap(), 22);
+        assert_eq!(
+            a.count_range(&alice, Some("carol@x"), 0, u64::MAX).unwrap(),
+            Count::Exact(7)
+        );
+        assert_eq!(page(&a, "alice@x", Some("carol@x"), false, 100).len(), 7);
+        assert_eq!(a.find_origin_id(&alice, &jid("bob@x"), "o4").unwrap(), None);
+        // Reopen: data kept, new ids above the old ones.
+        a.append(vec![msg("dave@x", "bob@x", None, "d")]).unwrap();
+        drop(a);
+        let a = open(dir.path());
+        assert_eq!(a.count(&alice).unwrap(), 22);
+        assert_eq!(a.count(&jid("dave@x")).unwrap(), 1);
+        let r = a
+            .append(vec![msg("alice@x", "bob@x", None, "later")])
+            .unwrap();
+        assert!(r[0].id() > ids[29]);
+        let mut owners: Vec<String> = a.owners().unwrap().iter().map(|j| j.to_string()).collect();
+        owners.sort();
+        assert_eq!(owners, ["alice@x", "dave@x"]);
+        // Removal of a whole archive.
+        assert_eq!(a.delete_archive(&alice).unwrap(), 23);
+        assert_eq!(a.count(&alice).unwrap(), 0);
+        assert!(page(&a, "alice@x", None, false, 10).is_empty());
+        assert!(page(&a, "alice@x", Some("bob@x"), false, 10).is_empty());
+        assert_eq!(a.count(&jid("dave@x")).unwrap(), 1);
+    }
+
+    #[test]
+    fn damaged_records_are_skipped_and_large_ranges_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let alice = jid("alice@x");
+        let n = EXACT_COUNT_LIMIT * 3 + 300;
+        let msgs: Vec<_> = (0..n)
+            .map(|i| msg("alice@x", "bob@x", None, &format!("m{i}")))
+            .collect();
+        let ids: Vec<u64> = a.append(msgs).unwrap().iter().map(|r| r.id()).collect();
+        // Damage one record on disk (once it is written).
+        assert_eq!(a.count(&alice).unwrap(), n as u64);
+        let arch = a.inner.archive_of("alice@x").unwrap().unwrap();
+        a.inner
+            .trees
+            .messages
+            .insert(rec::message_key(arch, ids[1]), &[0xff, 0, 0][..])
+            .unwrap();
+        let first = page(&a, "alice@x", None, false, 3);
+        assert_eq!(first.len(), 3);
+        assert!(first[0].contains("m0") && first[1].contains("m2"));
+        // The whole archive: exact from the counter.
+        assert_eq!(a.count(&alice).unwrap(), n as u64);
+        // The range and its complement both small: exact.
+        let r = a.count_range(&alice, None, ids[20], ids[n - 20]).unwrap();
+        assert_eq!(r, Count::Exact((n - 39) as u64));
+        // More than the limit inside and on both sides: an estimate, bounded.
+        let (lo, hi) = (EXACT_COUNT_LIMIT + 50, 2 * EXACT_COUNT_LIMIT + 250);
+        let big = a.count_range(&alice, None, ids[lo], ids[hi]).unwrap();
+        assert!(matches!(big, Count::Estimate(_)), "{big:?}");
+        assert!(
+            big.value() > EXACT_COUNT_LIMIT as u64 && big.value() <= n as u64,
+            "{big:?}"
+        );
+        let small = a
+            .count_range(&alice, Some("bob@x"), ids[100], ids[199])
+            .unwrap();
+        assert_eq!(small, Count::Exact(100));
+    }
+}
