@@ -20,6 +20,8 @@
 pub mod archive;
 #[path = "sled/archive_migrate.rs"]
 mod archive_migrate;
+#[path = "sled/archive_read.rs"]
+mod archive_read;
 #[path = "sled/archive_record.rs"]
 mod archive_record;
 #[path = "sled/archive_writer.rs"]

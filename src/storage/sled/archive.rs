@@ -8,15 +8,18 @@
 //! |                     | `i` archive id (u32 BE)              | owner bare JID               |
 //! |                     | `m:last_id`, `m:next_archive`        | u64 BE: highest message id given out, next archive id |
 //! |                     | `m:migrated`                         | present once the old layout was converted |
-//! | `archive_messages`  | archive(4) id(8)                     | the compact record (`archive_record.rs`) |
-//! | `archive_by_peer`   | archive(4) peer `\0` id(8)           | empty                        |
+//! | `archive_messages`  | archive(4) id(8)                     | a block: the compact records of up to 128 messages of one batch (`archive_record.rs`) |
+//! | `archive_by_peer`   | archive(4) peer `\0` id(8)           | per peer and block: the block's id, the peer's message ids in it |
 //! | `archive_by_origin` | archive(4) peer `\0` origin-id       | id (u64 BE)                  |
 //! | `archive_counts`    | archive(4)                           | messages in the archive (u64 BE) |
 //! |                     | archive(4) peer                      | messages with that peer (u64 BE) |
 //!
-//! One record per message per archive; a page is one range scan of
-//! `archive_messages` (or of `archive_by_peer`, then one read per result);
-//! counts are single reads. Every change of one batch (records, both
+//! One record per message per archive, in blocks: the messages one batch
+//! wrote to one archive share one key (and one sled insert), and so do
+//! their peer index entries; a page is one range scan of `archive_messages`
+//! (or of `archive_by_peer`, then one read per block); counts are single
+//! reads. The origin-id index has one key per message that has an
+//! origin-id (it is looked up by exact key). Every change of one batch (records, both
 //! indexes, counters, the id high-water mark) is one sled transaction over
 //! the trees, so a crash leaves all of it or none of it.
 //!
@@ -29,9 +32,9 @@
 //! as the applier and are flushed before they return.
 //!
 //! A record that does not decode is skipped with a log line naming the
-//! owner; queries never fail on it.
+//! owner (a damaged block: the rest of that block); queries never fail on
+//! it. Reads and retention are in `archive_read.rs`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -129,7 +132,7 @@ impl Inner {
         self.w.settle();
     }
 
-    fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+    pub fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
         Ok(self
             .trees
             .counts
@@ -139,91 +142,7 @@ impl Inner {
             .unwrap_or(0))
     }
 
-    fn decode_logged(owner: &BareJid, id: u64, value: &[u8]) -> Option<ArchivedMessage> {
-        let m = rec::decode(id, value);
-        if m.is_none() {
-            tracing::error!("archive of {owner}: message {id:020} is damaged; skipped");
-        }
-        m
-    }
-
-    /// Keys of `tree` in `lo..=hi`, counted up to `cap + 1`.
-    fn count_keys(
-        &self,
-        tree: &sled::Tree,
-        lo: &[u8],
-        hi: &[u8],
-        cap: usize,
-    ) -> Result<usize, StoreError> {
-        if lo > hi {
-            return Ok(0);
-        }
-        let mut n = 0;
-        for k in tree.range(lo..=hi).keys() {
-            k.map_err(|e| self.store_err(e))?;
-            n += 1;
-            if n > cap {
-                break;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Remove these messages (and their index entries and counts) in one
-    /// transaction; the caller holds the write lock.
-    fn remove_messages(&self, archive: u32, rows: &[(u64, sled::IVec)]) -> Result<(), StoreError> {
-        use sled::Transactional;
-        let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
-        let mut index = Vec::with_capacity(rows.len());
-        for (id, value) in rows {
-            *deltas
-                .entry(rec::archive_prefix(archive).to_vec())
-                .or_default() += 1;
-            match rec::peer_of(value) {
-                Some((peer, origin)) => {
-                    *deltas
-                        .entry(rec::peer_count_key(archive, peer))
-                        .or_default() += 1;
-                    index.push((
-                        rec::peer_key(archive, peer, *id),
-                        origin.map(|o| rec::origin_key(archive, peer, o)),
-                    ));
-                }
-                None => index.push((Vec::new(), None)),
-            }
-        }
-        let t = &self.trees;
-        let r = (&t.messages, &t.by_peer, &t.by_origin, &t.counts).transaction(|(m, p, o, c)| {
-            for ((id, _), (pk, ok)) in rows.iter().zip(&index) {
-                m.remove(&rec::message_key(archive, *id)[..])?;
-                if !pk.is_empty() {
-                    p.remove(pk.as_slice())?;
-                }
-                if let Some(ok) = ok {
-                    // Only if it names this message (a later one may reuse it).
-                    if o.get(ok.as_slice())?.and_then(|v| rec::u64_of(&v)) == Some(*id) {
-                        o.remove(ok.as_slice())?;
-                    }
-                }
-            }
-            for (k, d) in &deltas {
-                let cur = c
-                    .get(k.as_slice())?
-                    .and_then(|v| rec::u64_of(&v))
-                    .unwrap_or(0);
-                let n = cur.saturating_sub(*d);
-                if n == 0 {
-                    c.remove(k.as_slice())?;
-                } else {
-                    c.insert(k.as_slice(), &n.to_be_bytes())?;
-                }
-            }
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        });
-        r.map_err(|e| StoreError(format!("{}: archive: {e:?}", self.dir.display())))
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
+    pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.store_err(e))
     }
 }
@@ -313,83 +232,7 @@ impl ArchiveStore for SledArchive {
         let Some(a) = inner.archive_of(owner.as_str())? else {
             return Ok(Vec::new());
         };
-        if q.lo > q.hi || q.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(q.limit.min(256));
-        match q.with {
-            None => {
-                let range = inner
-                    .trees
-                    .messages
-                    .range(rec::message_key(a, q.lo)..=rec::message_key(a, q.hi));
-                let mut step =
-                    |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
-                        let (k, v) = kv.map_err(|e| inner.store_err(e))?;
-                        if let Some(m) =
-                            rec::id_of_key(&k).and_then(|id| Inner::decode_logged(owner, id, &v))
-                        {
-                            out.push(m);
-                        }
-                        Ok(out.len() < q.limit)
-                    };
-                if q.reverse {
-                    for kv in range.rev() {
-                        if !step(kv)? {
-                            break;
-                        }
-                    }
-                } else {
-                    for kv in range {
-                        if !step(kv)? {
-                            break;
-                        }
-                    }
-                }
-            }
-            Some(peer) => {
-                let range = inner
-                    .trees
-                    .by_peer
-                    .range(rec::peer_key(a, peer, q.lo)..=rec::peer_key(a, peer, q.hi));
-                let mut step = |k: sled::Result<sled::IVec>| -> Result<bool, StoreError> {
-                    let k = k.map_err(|e| inner.store_err(e))?;
-                    let Some(id) = rec::id_of_key(&k) else {
-                        return Ok(true);
-                    };
-                    let v = inner
-                        .trees
-                        .messages
-                        .get(rec::message_key(a, id))
-                        .map_err(|e| inner.store_err(e))?;
-                    match v {
-                        Some(v) => {
-                            if let Some(m) = Inner::decode_logged(owner, id, &v) {
-                                out.push(m);
-                            }
-                        }
-                        None => tracing::error!(
-                            "archive of {owner}: index names message {id:020}, which is missing"
-                        ),
-                    }
-                    Ok(out.len() < q.limit)
-                };
-                if q.reverse {
-                    for k in range.keys().rev() {
-                        if !step(k)? {
-                            break;
-                        }
-                    }
-                } else {
-                    for k in range.keys() {
-                        if !step(k)? {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+        inner.page_of(owner, a, q.with, q.lo, q.hi, q.reverse, q.limit)
     }
 
     fn get(&self, owner: &BareJid, id: u64) -> Result<Option<ArchivedMessage>, StoreError> {
@@ -398,12 +241,7 @@ impl ArchiveStore for SledArchive {
         let Some(a) = inner.archive_of(owner.as_str())? else {
             return Ok(None);
         };
-        let v = inner
-            .trees
-            .messages
-            .get(rec::message_key(a, id))
-            .map_err(|e| inner.store_err(e))?;
-        Ok(v.and_then(|v| Inner::decode_logged(owner, id, &v)))
+        inner.get_one(owner, a, id)
     }
 
     fn find_origin_id(
@@ -449,20 +287,9 @@ impl ArchiveStore for SledArchive {
         if lo > hi {
             return Ok(Count::Exact(0));
         }
-        let (tree, total, key): (&sled::Tree, u64, Box<dyn Fn(u64) -> Vec<u8>>) = match with {
-            None => (
-                &inner.trees.messages,
-                inner.counter(&rec::archive_prefix(a))?,
-                Box::new(move |id| rec::message_key(a, id).to_vec()),
-            ),
-            Some(peer) => {
-                let peer = peer.to_string();
-                (
-                    &inner.trees.by_peer,
-                    inner.counter(&rec::peer_count_key(a, &peer))?,
-                    Box::new(move |id| rec::peer_key(a, &peer, id)),
-                )
-            }
+        let total = match with {
+            None => inner.counter(&rec::archive_prefix(a))?,
+            Some(peer) => inner.counter(&rec::peer_count_key(a, peer))?,
         };
         if total == 0 {
             return Ok(Count::Exact(0));
@@ -471,42 +298,29 @@ impl ArchiveStore for SledArchive {
             return Ok(Count::Exact(total));
         }
         let cap = EXACT_COUNT_LIMIT;
-        let n = inner.count_keys(tree, &key(lo), &key(hi), cap)?;
+        let n = inner.count_between(owner, a, with, lo, hi, cap)?;
         if n <= cap {
             return Ok(Count::Exact(n as u64));
         }
-        let below = if lo == 0 {
-            0
-        } else {
-            inner.count_keys(tree, &key(0), &key(lo - 1), cap)?
+        let below = match lo {
+            0 => 0,
+            lo => inner.count_between(owner, a, with, 0, lo - 1, cap)?,
         };
-        let above = if hi == u64::MAX {
-            0
-        } else {
-            inner.count_keys(tree, &key(hi + 1), &key(u64::MAX), cap)?
+        let above = match hi {
+            u64::MAX => 0,
+            hi => inner.count_between(owner, a, with, hi + 1, u64::MAX, cap)?,
         };
         if below <= cap && above <= cap {
             return Ok(Count::Exact(total.saturating_sub((below + above) as u64)));
         }
         // Interpolate over the archive's time span (ids are microseconds).
-        let first = tree
-            .range(key(0)..=key(u64::MAX))
-            .keys()
-            .next()
-            .and_then(|k| k.ok())
-            .and_then(|k| rec::id_of_key(&k))
-            .unwrap_or(lo);
-        let last = tree
-            .range(key(0)..=key(u64::MAX))
-            .keys()
-            .next_back()
-            .and_then(|k| k.ok())
-            .and_then(|k| rec::id_of_key(&k))
-            .unwrap_or(hi);
+        let (first, last) = inner.span(owner, a, with)?.unwrap_or((lo, hi));
         let (l, h) = (lo.max(first), hi.min(last));
         let span = last.saturating_sub(first).max(1) as u128;
         let est = (total as u128 * h.saturating_sub(l) as u128 / span) as u64;
-        Ok(Count::Estimate(est.clamp(cap as u64 + 1, total)))
+        Ok(Count::Estimate(
+            est.clamp(cap as u64 + 1, total.max(cap as u64 + 1)),
+        ))
     }
 
     fn delete_before(
@@ -520,34 +334,14 @@ impl ArchiveStore for SledArchive {
         let Some(a) = inner.archive_of(owner.as_str())? else {
             return Ok(0);
         };
-        if cutoff == 0 {
+        if cutoff == 0 || limit == 0 {
             return Ok(0);
         }
-        let mut deleted = 0;
-        while deleted < limit {
+        let deleted = {
             let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
             let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let mut rows = Vec::new();
-            for kv in inner
-                .trees
-                .messages
-                .range(rec::message_key(a, 0)..rec::message_key(a, cutoff))
-                .take(DELETE_CHUNK.min(limit - deleted))
-            {
-                let (k, v) = kv.map_err(|e| inner.store_err(e))?;
-                if let Some(id) = rec::id_of_key(&k) {
-                    rows.push((id, v));
-                }
-            }
-            if rows.is_empty() {
-                break;
-            }
-            inner.remove_messages(a, &rows)?;
-            deleted += rows.len();
-            if rows.len() < DELETE_CHUNK {
-                break;
-            }
-        }
+            super::archive_read::delete_before(inner, owner, a, cutoff, limit)?
+        };
         if deleted > 0 {
             inner.flush()?;
         }
@@ -779,18 +573,7 @@ mod tests {
             .map(|i| msg("alice@x", "bob@x", None, &format!("m{i}")))
             .collect();
         let ids: Vec<u64> = a.append(msgs).unwrap().iter().map(|r| r.id()).collect();
-        // Damage one record on disk (once it is written).
-        assert_eq!(a.count(&alice).unwrap(), n as u64);
-        let arch = a.inner.archive_of("alice@x").unwrap().unwrap();
-        a.inner
-            .trees
-            .messages
-            .insert(rec::message_key(arch, ids[1]), &[0xff, 0, 0][..])
-            .unwrap();
-        let first = page(&a, "alice@x", None, false, 3);
-        assert_eq!(first.len(), 3);
-        assert!(first[0].contains("m0") && first[1].contains("m2"));
-        // The whole archive: exact from the counter.
+        // The whole archive: exact from the counter (once written).
         assert_eq!(a.count(&alice).unwrap(), n as u64);
         // The range and its complement both small: exact.
         let r = a.count_range(&alice, None, ids[20], ids[n - 20]).unwrap();
@@ -807,5 +590,20 @@ mod tests {
             .count_range(&alice, Some("bob@x"), ids[100], ids[199])
             .unwrap();
         assert_eq!(small, Count::Exact(100));
+        // Damage the first block on disk (once it is written): cut it in
+        // its second message.
+        let arch = a.inner.archive_of("alice@x").unwrap().unwrap();
+        let key = rec::message_key(arch, ids[0]);
+        let block = a.inner.trees.messages.get(key).unwrap().unwrap();
+        let (e, _) = rec::block_entries(ids[0], &block);
+        let cut = e[1].1.as_ptr() as usize - block.as_ptr() as usize + 3;
+        a.inner.trees.messages.insert(key, &block[..cut]).unwrap();
+        let first = page(&a, "alice@x", None, false, 3);
+        assert_eq!(first.len(), 3);
+        let next = rec::BLOCK_MESSAGES;
+        assert!(
+            first[0].contains(">m0<") && first[1].contains(&format!(">m{next}<")),
+            "{first:?}"
+        );
     }
 }

@@ -17,8 +17,6 @@
 //! walk ends, `m:migrated` is written to `archive_owners`, so later starts
 //! do not walk `module_data` again.
 
-use std::collections::HashMap;
-
 use sled::Transactional;
 use xep_support::archive::{parse_id, Direction};
 
@@ -132,11 +130,9 @@ pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, Storag
         if chunk.is_empty() {
             break;
         }
-        // New records, counters and owners of this chunk.
+        // New records and owners of this chunk.
         let mut records = Vec::new();
-        let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut owners = Vec::new();
-        let mut last_id = 0;
         for old in &chunk {
             let Some((id, value)) = &old.message else {
                 continue;
@@ -162,12 +158,15 @@ pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, Storag
                     a
                 }
             };
-            *deltas.entry(rec::archive_prefix(a).to_vec()).or_default() += 1;
-            *deltas.entry(rec::peer_count_key(a, &peer)).or_default() += 1;
-            last_id = last_id.max(*id);
             let record = rec::encode(dir, &peer, origin.as_deref(), &xml);
             records.push((a, *id, peer, origin, record));
         }
+        let b = super::archive_writer::blocks_of(
+            records
+                .iter()
+                .map(|(a, id, peer, _, r)| (*a, *id, peer.as_str(), r.as_slice())),
+        );
+        let last_id = b.last_id;
         let next_archive = inner.w.next_archive();
         let r = (
             module_data,
@@ -181,14 +180,18 @@ pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, Storag
                 for old in &chunk {
                     md.remove(&old.key)?;
                 }
-                for (a, id, peer, origin, record) in &records {
-                    m.insert(&rec::message_key(*a, *id)[..], record.as_slice())?;
-                    pi.insert(rec::peer_key(*a, peer, *id), &[][..])?;
+                for (a, base, block) in &b.blocks {
+                    m.insert(&rec::message_key(*a, *base)[..], block.as_slice())?;
+                }
+                for (k, v) in &b.peers {
+                    pi.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (a, id, peer, origin, _) in &records {
                     if let Some(origin) = origin {
                         oi.insert(rec::origin_key(*a, peer, origin), &id.to_be_bytes())?;
                     }
                 }
-                for (k, d) in &deltas {
+                for (k, d) in &b.deltas {
                     let cur = c
                         .get(k.as_slice())?
                         .and_then(|v| rec::u64_of(&v))

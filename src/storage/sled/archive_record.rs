@@ -6,7 +6,16 @@
 //! (microseconds, see `xep_support::archive`), so every key of one archive
 //! shares the 4-byte prefix and sorts by time within it.
 //!
-//! Record (the value under `archive(4) id(8)`):
+//! Messages are kept in blocks: the value under `archive(4) id(8)` in
+//! `archive_messages` holds the messages of one archive written by one
+//! batch (at most [`BLOCK_MESSAGES`]), the key's id being the first one's:
+//!
+//! ```text
+//! per message: varint (id - key id), varint record_len, record
+//! ```
+//!
+//! so the block holding message `id` is the last key at or below
+//! `archive(4) id(8)`. A record:
 //!
 //! ```text
 //! flags u8 (bit 0: outgoing, bit 1: has origin-id; others 0)
@@ -15,10 +24,19 @@
 //! stanza XML (UTF-8, the rest)
 //! ```
 //!
-//! A record that does not parse (unknown flag bits, lengths past the end,
-//! not UTF-8) decodes to `None`: callers skip it and log it.
+//! The peer index (`archive_by_peer`) has one entry per peer and block,
+//! under `archive(4) peer 0x00 id(8)` (the peer's first message in the
+//! block): the block's key id (u64 BE), then varint (id - entry id) for
+//! each of the peer's messages in it.
+//!
+//! A record or block that does not parse (unknown flag bits, lengths past
+//! the end, not UTF-8) decodes to `None` / stops the walk: callers skip it
+//! and log it.
 
 use xep_support::archive::{ArchivedMessage, Direction};
+
+/// Most messages in one block.
+pub const BLOCK_MESSAGES: usize = 128;
 
 const OUTGOING: u8 = 1;
 const HAS_ORIGIN: u8 = 2;
@@ -80,7 +98,7 @@ pub fn u64_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: usize) {
+fn put_varint64(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;
@@ -88,17 +106,82 @@ fn put_varint(out: &mut Vec<u8>, mut n: usize) {
     out.push(n as u8);
 }
 
-fn get_varint(b: &[u8], pos: &mut usize) -> Option<usize> {
-    let mut n: usize = 0;
-    for shift in (0..35).step_by(7) {
+fn put_varint(out: &mut Vec<u8>, n: usize) {
+    put_varint64(out, n as u64)
+}
+
+fn get_varint64(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut n: u64 = 0;
+    for shift in (0..64).step_by(7) {
         let byte = *b.get(*pos)?;
         *pos += 1;
-        n |= ((byte & 0x7f) as usize) << shift;
+        n |= ((byte & 0x7f) as u64) << shift;
         if byte & 0x80 == 0 {
             return Some(n);
         }
     }
     None
+}
+
+fn get_varint(b: &[u8], pos: &mut usize) -> Option<usize> {
+    let n = get_varint64(b, pos)?;
+    (n <= u32::MAX as u64).then_some(n as usize)
+}
+
+/// Append message `id` (its encoded `record`) to a block keyed `base`.
+pub fn block_push(block: &mut Vec<u8>, base: u64, id: u64, record: &[u8]) {
+    put_varint64(block, id - base);
+    put_varint(block, record.len());
+    block.extend_from_slice(record);
+}
+
+/// The (id, record) entries of a block keyed `base`, in order, and whether
+/// the whole block parsed (`false`: damaged from some entry on).
+pub fn block_entries(base: u64, b: &[u8]) -> (Vec<(u64, &[u8])>, bool) {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < b.len() {
+        let Some(delta) = get_varint64(b, &mut pos) else {
+            return (out, false);
+        };
+        let Some(len) = get_varint(b, &mut pos) else {
+            return (out, false);
+        };
+        let (Some(id), Some(rec)) = (
+            base.checked_add(delta),
+            pos.checked_add(len).and_then(|end| b.get(pos..end)),
+        ) else {
+            return (out, false);
+        };
+        if out.last().is_some_and(|(prev, _)| *prev >= id) {
+            return (out, false);
+        }
+        out.push((id, rec));
+        pos += len;
+    }
+    (out, true)
+}
+
+/// A peer index entry keyed `base` for messages `ids` (ascending, the
+/// first one `base`) of the block keyed `block`.
+pub fn peer_entry(block: u64, base: u64, ids: &[u64]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + ids.len() * 2);
+    v.extend_from_slice(&block.to_be_bytes());
+    for id in ids {
+        put_varint64(&mut v, id - base);
+    }
+    v
+}
+
+/// The block key id and message ids of a peer index entry keyed `base`.
+pub fn peer_entry_ids(base: u64, v: &[u8]) -> Option<(u64, Vec<u64>)> {
+    let block = u64_of(v.get(..8)?)?;
+    let mut ids = Vec::new();
+    let mut pos = 8;
+    while pos < v.len() {
+        ids.push(base.checked_add(get_varint64(v, &mut pos)?)?);
+    }
+    Some((block, ids))
 }
 
 /// Encode a record.
@@ -209,6 +292,30 @@ mod tests {
                 .peer,
             long
         );
+    }
+
+    #[test]
+    fn blocks_and_peer_entries_round_trip() {
+        let mut b = Vec::new();
+        block_push(&mut b, 100, 100, b"one");
+        block_push(&mut b, 100, 105, b"");
+        block_push(&mut b, 100, 100_000, b"three");
+        let (e, ok) = block_entries(100, &b);
+        assert!(ok);
+        assert_eq!(
+            e,
+            vec![
+                (100, &b"one"[..]),
+                (105, &b""[..]),
+                (100_000, &b"three"[..])
+            ]
+        );
+        let (e, ok) = block_entries(100, &b[..b.len() - 1]);
+        assert!(!ok);
+        assert_eq!(e.len(), 2);
+        let v = peer_entry(90, 100, &[100, 107, 300]);
+        assert_eq!(peer_entry_ids(100, &v), Some((90, vec![100, 107, 300])));
+        assert_eq!(peer_entry_ids(100, &v[..5]), None);
     }
 
     #[test]

@@ -37,6 +37,9 @@ use super::archive::{owner_key, owner_rev_key, Inner, LAST_ID_KEY, NEXT_ARCHIVE_
 use super::archive_record as rec;
 use crate::storage::StorageError;
 
+/// Appends gather this long before the applier writes them (unless a read
+/// or a durability wait needs them now): larger batches, fewer blocks.
+const APPLY_EVERY: Duration = Duration::from_millis(20);
 /// Longest time an applied batch waits for its flush.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// After a failed write, appends are refused this long.
@@ -77,6 +80,10 @@ pub(super) struct WriterState {
     /// The applier waits for work (so `append` wakes it; otherwise it
     /// finds the queue itself and no wake-up system call is spent).
     applier_idle: bool,
+    /// A reader or a durability waiter needs the queue applied now.
+    urgent: bool,
+    /// When the oldest queued append came.
+    queued_since: Option<Instant>,
 }
 
 impl WriterState {
@@ -105,6 +112,8 @@ impl WriterState {
             failed: None,
             stop: false,
             applier_idle: false,
+            urgent: false,
+            queued_since: None,
         })
     }
 }
@@ -232,6 +241,10 @@ impl Writer {
     pub fn settle(&self) {
         let mut s = self.lock();
         let target = s.submitted;
+        if s.applied < target {
+            s.urgent = true;
+            self.work.notify_one();
+        }
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         while s.applied < target && !s.stop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -258,6 +271,8 @@ impl Writer {
                 return Ok(());
             }
             s.wanted = s.wanted.max(ticket);
+            s.urgent = true;
+            self.work.notify_one();
             self.flush_cv.notify_one();
         }
         let mut rx = self.durable_tx.subscribe();
@@ -355,6 +370,9 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
         });
         out.push(Appended::Stored(id));
     }
+    if s.queued_since.is_none() {
+        s.queued_since = Some(Instant::now());
+    }
     s.submitted += 1;
     inner.w.submitted_a.store(s.submitted, Ordering::Release);
     if s.applier_idle {
@@ -398,11 +416,26 @@ fn applier(inner: &Inner) {
             if s.stop && s.applied == s.submitted {
                 return;
             }
+            // Gather (see APPLY_EVERY).
+            while !s.urgent && !s.stop {
+                let since = s.queued_since.unwrap_or_else(Instant::now);
+                let left = APPLY_EVERY.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                s = w
+                    .work
+                    .wait_timeout(s, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         }
         let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
         let _wl = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (batch, owners, upto, from, next_archive) = {
             let mut s = w.lock();
+            s.urgent = false;
+            s.queued_since = None;
             (
                 std::mem::take(&mut s.queue),
                 std::mem::take(&mut s.new_owners),
@@ -443,6 +476,57 @@ fn applier(inner: &Inner) {
     }
 }
 
+/// A batch's blocks and peer index entries (see `archive_record.rs`).
+pub(super) struct Blocks {
+    pub blocks: Vec<(u32, u64, Vec<u8>)>,
+    pub peers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub deltas: HashMap<Vec<u8>, u64>,
+    pub last_id: u64,
+}
+
+/// Group messages (archive, id, peer, record), in id order per archive,
+/// into blocks of at most `rec::BLOCK_MESSAGES`.
+pub(super) fn blocks_of<'a>(msgs: impl Iterator<Item = (u32, u64, &'a str, &'a [u8])>) -> Blocks {
+    let mut by_archive: HashMap<u32, Vec<(u64, &str, &[u8])>> = HashMap::new();
+    let mut out = Blocks {
+        blocks: Vec::new(),
+        peers: Vec::new(),
+        deltas: HashMap::new(),
+        last_id: 0,
+    };
+    for (a, id, peer, record) in msgs {
+        by_archive.entry(a).or_default().push((id, peer, record));
+        *out.deltas
+            .entry(rec::archive_prefix(a).to_vec())
+            .or_default() += 1;
+        *out.deltas.entry(rec::peer_count_key(a, peer)).or_default() += 1;
+        out.last_id = out.last_id.max(id);
+    }
+    for (a, mut msgs) in by_archive {
+        msgs.sort_by_key(|m| m.0);
+        for chunk in msgs.chunks(rec::BLOCK_MESSAGES) {
+            let base = chunk[0].0;
+            let mut block = Vec::with_capacity(chunk.iter().map(|m| m.2.len() + 4).sum());
+            let mut peers: Vec<(&str, Vec<u64>)> = Vec::new();
+            for (id, peer, record) in chunk {
+                rec::block_push(&mut block, base, *id, record);
+                match peers.iter_mut().find(|(p, _)| p == peer) {
+                    Some((_, ids)) => ids.push(*id),
+                    None => peers.push((peer, vec![*id])),
+                }
+            }
+            for (peer, ids) in peers {
+                out.peers.push((
+                    rec::peer_key(a, peer, ids[0]),
+                    rec::peer_entry(base, ids[0], &ids),
+                ));
+            }
+            out.blocks.push((a, base, block));
+        }
+    }
+    out
+}
+
 /// One batch in one transaction.
 fn write_batch(
     inner: &Inner,
@@ -453,28 +537,26 @@ fn write_batch(
     if batch.is_empty() && owners.is_empty() {
         return Ok(());
     }
-    let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
-    let mut last_id = 0;
-    for p in batch {
-        *deltas
-            .entry(rec::archive_prefix(p.archive).to_vec())
-            .or_default() += 1;
-        *deltas
-            .entry(rec::peer_count_key(p.archive, &p.peer))
-            .or_default() += 1;
-        last_id = last_id.max(p.id);
-    }
+    let b = blocks_of(
+        batch
+            .iter()
+            .map(|p| (p.archive, p.id, p.peer.as_str(), p.record.as_slice())),
+    );
     let t = &inner.trees;
     let r = (&t.messages, &t.by_peer, &t.by_origin, &t.counts, &t.owners).transaction(
         |(m, pi, oi, c, o)| {
+            for (a, base, block) in &b.blocks {
+                m.insert(&rec::message_key(*a, *base)[..], block.as_slice())?;
+            }
+            for (k, v) in &b.peers {
+                pi.insert(k.as_slice(), v.as_slice())?;
+            }
             for p in batch {
-                m.insert(&rec::message_key(p.archive, p.id)[..], p.record.as_slice())?;
-                pi.insert(rec::peer_key(p.archive, &p.peer, p.id), &[][..])?;
                 if let Some((k, _)) = &p.origin {
                     oi.insert(k.as_slice(), &p.id.to_be_bytes())?;
                 }
             }
-            for (k, d) in &deltas {
+            for (k, d) in &b.deltas {
                 let cur = c
                     .get(k.as_slice())?
                     .and_then(|v| rec::u64_of(&v))
@@ -488,8 +570,8 @@ fn write_batch(
             if !owners.is_empty() {
                 o.insert(NEXT_ARCHIVE_KEY, &(next_archive as u64).to_be_bytes())?;
             }
-            if last_id > 0 {
-                o.insert(LAST_ID_KEY, &last_id.to_be_bytes())?;
+            if b.last_id > 0 {
+                o.insert(LAST_ID_KEY, &b.last_id.to_be_bytes())?;
             }
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         },
