@@ -267,6 +267,12 @@ impl Router {
         }
     }
 
+    /// Whether `bare` has a bound session.
+    pub fn has_sessions(&self, bare: &BareJid) -> bool {
+        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        table.get(bare).is_some_and(|l| !l.is_empty())
+    }
+
     /// The sessions of one account.
     pub fn sessions_of(&self, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
         let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());

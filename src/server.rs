@@ -609,6 +609,10 @@ impl ServerContext for Server {
             .collect()
     }
 
+    fn has_sessions(&self, account: &BareJid) -> bool {
+        self.router.has_sessions(account)
+    }
+
     fn uptime(&self) -> Duration {
         self.started.elapsed()
     }

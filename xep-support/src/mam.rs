@@ -157,9 +157,15 @@ impl Prefs {
         })
     }
 
-    /// Whether a message with `peer` is archived (never > always > default).
-    fn archives(&self, ctx: &dyn ServerContext, account: &BareJid, peer: &Jid) -> bool {
-        let bare = peer.to_bare();
+    /// Whether a message with `peer` (`bare`: its bare JID) is archived
+    /// (never > always > default).
+    fn archives(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        peer: &Jid,
+        bare: &BareJid,
+    ) -> bool {
         let matches = |j: &String| j == bare.as_str() || j == peer.as_str();
         if self.never.iter().any(matches) {
             return false;
@@ -171,8 +177,8 @@ impl Prefs {
             Policy::Always => true,
             Policy::Never => false,
             Policy::Roster => {
-                bare == *account
-                    || ctx.subscription(account, &bare) != crate::module::Subscription::None
+                bare == account
+                    || ctx.subscription(account, bare) != crate::module::Subscription::None
             }
         }
     }
@@ -398,10 +404,17 @@ impl Mam {
         stored
     }
 
-    fn archives(&self, ctx: &dyn ServerContext, account: &BareJid, peer: &Jid) -> bool {
+    fn archives(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        peer: &Jid,
+        bare: &BareJid,
+    ) -> bool {
         match self.prefs_of(ctx, account) {
-            Some(p) => p.archives(ctx, account, peer),
-            None => self.default_prefs().archives(ctx, account, peer),
+            Some(p) => p.archives(ctx, account, peer, bare),
+            None if self.default == Policy::Always => true,
+            None => self.default_prefs().archives(ctx, account, peer, bare),
         }
     }
 
@@ -788,10 +801,11 @@ impl Module for Mam {
         if archivable(msg) {
             if let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) {
                 let account = from.to_bare();
+                let to_bare = to.to_bare();
                 // Between two resources of the account: archived once, on
                 // the receiving side (with its stanza id).
-                if to.to_bare() != account && self.archives(ctx, &account, &to) {
-                    self.archive(ctx, &account, &to.to_bare(), Direction::Outgoing, msg);
+                if to_bare != account && self.archives(ctx, &account, &to, &to_bare) {
+                    self.archive(ctx, &account, &to_bare, Direction::Outgoing, msg);
                 }
             }
         }
@@ -817,21 +831,22 @@ impl Module for Mam {
         let Some(from) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return;
         };
-        if !self.archives(ctx, account, &from) {
+        let from_bare = from.to_bare();
+        if !self.archives(ctx, account, &from, &from_bare) {
             return;
         }
         // No archive for an account that does not exist (the message is
         // bounced); the store is read only when the account has no session.
-        if ctx.sessions(account).is_empty() && !ctx.account_exists(account) {
+        if !ctx.has_sessions(account) && !ctx.account_exists(account) {
             return;
         }
         // From the account itself (another of its resources): outgoing.
-        let direction = if from.to_bare() == *account {
+        let direction = if from_bare == *account {
             Direction::Outgoing
         } else {
             Direction::Incoming
         };
-        if let Some(id) = self.archive(ctx, account, &from.to_bare(), direction, msg) {
+        if let Some(id) = self.archive(ctx, account, &from_bare, direction, msg) {
             msg.children.push(crate::element::Node::Element(
                 Element::new("stanza-id", NS_SID)
                     .with_attr("by", by)

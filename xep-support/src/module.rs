@@ -279,6 +279,11 @@ pub trait ServerContext: Send + Sync {
     fn roster_contacts(&self, owner: &BareJid) -> Vec<(BareJid, Subscription)>;
     /// The bound sessions of an account.
     fn sessions(&self, account: &BareJid) -> Vec<SessionInfo>;
+    /// Whether the account has a bound session (cheaper than
+    /// [`ServerContext::sessions`]: nothing is copied).
+    fn has_sessions(&self, account: &BareJid) -> bool {
+        !self.sessions(account).is_empty()
+    }
     /// How long the server has been running.
     fn uptime(&self) -> std::time::Duration;
     /// Parse one element from XML text (as stored with `Element::to_xml`).

@@ -79,6 +79,9 @@ pub(super) struct Inner {
     /// Held by whoever changes the archive trees (applier, deletions), so
     /// counters are read and written by one at a time.
     pub write_lock: Mutex<()>,
+    /// Counter values as last written by the applier (read and changed
+    /// under the write lock; emptied by every other writer of counters).
+    pub counts_cache: Mutex<std::collections::HashMap<Vec<u8>, u64>>,
     pub w: Writer,
 }
 
@@ -142,6 +145,14 @@ impl Inner {
             .unwrap_or(0))
     }
 
+    /// Forget cached counters (their trees are changed by someone else).
+    pub fn clear_counts_cache(&self) {
+        self.counts_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.store_err(e))
     }
@@ -169,6 +180,7 @@ impl SledArchive {
             trees,
             gate,
             write_lock: Mutex::new(()),
+            counts_cache: Mutex::new(std::collections::HashMap::new()),
             w: Writer::new(state),
         });
         let threads = super::archive_writer::start(&inner);
@@ -185,6 +197,7 @@ impl SledArchive {
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        self.inner.clear_counts_cache();
         let state = WriterState::load(&self.inner.trees.owners).map_err(|e| self.inner.err(e))?;
         self.inner.w.replace_state(state);
         Ok(())
@@ -340,6 +353,7 @@ impl ArchiveStore for SledArchive {
         let deleted = {
             let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
             let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            inner.clear_counts_cache();
             super::archive_read::delete_before(inner, owner, a, cutoff, limit)?
         };
         if deleted > 0 {
@@ -357,6 +371,7 @@ impl ArchiveStore for SledArchive {
         let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         // Appends not applied yet would come back after the removal.
         inner.w.drop_pending(a);
+        inner.clear_counts_cache();
         let n = inner.counter(&rec::archive_prefix(a))?;
         let t = &inner.trees;
         for tree in [&t.messages, &t.by_peer, &t.by_origin, &t.counts] {

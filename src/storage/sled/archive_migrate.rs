@@ -90,6 +90,7 @@ pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, Storag
     }
     let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
     let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+    inner.clear_counts_cache();
     let mut moved = 0u64;
     let mut after: Option<sled::IVec> = None;
     loop {

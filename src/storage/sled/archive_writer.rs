@@ -46,6 +46,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest a read waits for the applier (then it reads what is there).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Counters kept in memory by the applier (the cache is emptied beyond).
+const COUNTS_CACHE: usize = 200_000;
 /// Owners whose archive id is cached (the cache is emptied beyond).
 const OWNER_CACHE: usize = 1_000_000;
 
@@ -542,6 +544,22 @@ fn write_batch(
             .iter()
             .map(|p| (p.archive, p.id, p.peer.as_str(), p.record.as_slice())),
     );
+    // New counter values, from the cache (the write lock is held).
+    let mut cache = inner.counts_cache.lock().unwrap_or_else(|e| e.into_inner());
+    let mut counts = Vec::with_capacity(b.deltas.len());
+    for (k, d) in &b.deltas {
+        let cur = match cache.get(k) {
+            Some(n) => *n,
+            None => inner
+                .trees
+                .counts
+                .get(k)
+                .map_err(|e| e.to_string())?
+                .and_then(|v| rec::u64_of(&v))
+                .unwrap_or(0),
+        };
+        counts.push((k.clone(), cur + d));
+    }
     let t = &inner.trees;
     let r = (&t.messages, &t.by_peer, &t.by_origin, &t.counts, &t.owners).transaction(
         |(m, pi, oi, c, o)| {
@@ -556,12 +574,8 @@ fn write_batch(
                     oi.insert(k.as_slice(), &p.id.to_be_bytes())?;
                 }
             }
-            for (k, d) in &b.deltas {
-                let cur = c
-                    .get(k.as_slice())?
-                    .and_then(|v| rec::u64_of(&v))
-                    .unwrap_or(0);
-                c.insert(k.as_slice(), &(cur + d).to_be_bytes())?;
+            for (k, n) in &counts {
+                c.insert(k.as_slice(), &n.to_be_bytes())?;
             }
             for (name, a) in owners {
                 o.insert(owner_key(name), &a.to_be_bytes())?;
@@ -576,7 +590,19 @@ fn write_batch(
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         },
     );
-    r.map_err(|e| format!("{e:?}"))
+    match r {
+        Ok(()) => {
+            if cache.len() > COUNTS_CACHE {
+                cache.clear();
+            }
+            cache.extend(counts);
+            Ok(())
+        }
+        Err(e) => {
+            cache.clear();
+            Err(format!("{e:?}"))
+        }
+    }
 }
 
 fn flusher(inner: &Inner) {
