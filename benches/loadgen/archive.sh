@@ -72,7 +72,7 @@ start() {
   stop_server
   "$ROOKERY" serve -c "$dir/rookery.yml" >"$dir/server.out" 2>>"$dir/server.err" &
   SERVER_PID=$!
-  for _ in $(seq 300); do grep -q '^rookery: ready' "$dir/server.out" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1200); do grep -q "^rookery: ready" "$dir/server.out" 2>/dev/null && break; sleep 0.1; done
   ADDR=$(awk '/^rookery: listening c2s/ {print $4; exit}' "$dir/server.out")
 }
 

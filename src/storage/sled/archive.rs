@@ -6,22 +6,27 @@
 //! |---------------------|--------------------------------------|------------------------------|
 //! | `archive_owners`    | `o` owner bare JID                   | archive id (u32 BE)          |
 //! |                     | `i` archive id (u32 BE)              | owner bare JID               |
-//! |                     | `m:last_id`, `m:next_archive`        | u64 BE: highest message id given out, next archive id |
+//! |                     | `m:last_id`, `m:next_archive`        | u64 BE: highest message id given out (by the conversion), next archive id |
+//! |                     | `m:journal`                          | the last batch begun: its highest and lowest ids, its archives |
 //! |                     | `m:migrated`                         | present once the old layout was converted |
 //! | `archive_messages`  | archive(4) id(8)                     | a block: the compact records of up to 128 messages of one batch (`archive_record.rs`) |
 //! | `archive_by_peer`   | archive(4) peer `\0` id(8)           | per peer and block: the block's id, the peer's message ids in it |
 //! | `archive_by_origin` | archive(4) peer `\0` origin-id       | id (u64 BE)                  |
 //! | `archive_counts`    | archive(4)                           | messages in the archive (u64 BE) |
 //! |                     | archive(4) peer                      | messages with that peer (u64 BE) |
+//! |                     | `hwm`                                | highest id of the last complete batch (u64 BE) |
 //!
 //! One record per message per archive, in blocks: the messages one batch
 //! wrote to one archive share one key (and one sled insert), and so do
 //! their peer index entries; a page is one range scan of `archive_messages`
 //! (or of `archive_by_peer`, then one read per block); counts are single
 //! reads. The origin-id index has one key per message that has an
-//! origin-id (it is looked up by exact key). Every change of one batch (records, both
-//! indexes, counters, the id high-water mark) is one sled transaction over
-//! the trees, so a crash leaves all of it or none of it.
+//! origin-id (it is looked up by exact key). A batch is written as one sled batch
+//! per tree (owners with a journal, blocks, peer index, origin-ids,
+//! counters with the high-water mark `hwm`, in that order; sled recovers a
+//! prefix of its log): after a crash the journal tells
+//! `archive_writer::repair` which blocks to complete the indexes and
+//! counters from, at the next open.
 //!
 //! Writes go through `archive_writer.rs` (a queue, an applier thread and a
 //! flusher thread): appends return at once, are visible to reads as soon as
@@ -173,6 +178,7 @@ impl SledArchive {
             by_origin: db.open_tree(BY_ORIGIN_TREE).map_err(e)?,
             counts: db.open_tree(COUNTS_TREE).map_err(e)?,
         };
+        super::archive_writer::repair(&trees).map_err(e)?;
         let state = WriterState::load(&trees.owners).map_err(e)?;
         let inner = Arc::new(Inner {
             db: db.clone(),
@@ -620,5 +626,62 @@ mod tests {
             first[0].contains(">m0<") && first[1].contains(&format!(">m{next}<")),
             "{first:?}"
         );
+    }
+
+    #[test]
+    fn a_batch_torn_by_a_crash_is_completed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let alice = jid("alice@x");
+        a.append(vec![msg("alice@x", "bob@x", Some("o0"), "m0")])
+            .unwrap();
+        assert_eq!(a.count(&alice).unwrap(), 1);
+        let arch = a.inner.archive_of("alice@x").unwrap().unwrap();
+        // As if the process died after the journal and the blocks of the
+        // next batch were written, before its indexes and counters.
+        let ids = [u64::MAX / 4, u64::MAX / 4 + 1];
+        let recs: Vec<Vec<u8>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                rec::encode(
+                    Direction::Incoming,
+                    "carol@x",
+                    Some(&format!("t{i}")),
+                    &format!("<message><body>t{i}</body></message>"),
+                )
+            })
+            .collect();
+        let b = super::super::archive_writer::blocks_of(
+            ids.iter()
+                .zip(&recs)
+                .map(|(id, r)| (arch, *id, "carol@x", r.as_slice())),
+        );
+        let mut journal = ids[1].to_be_bytes().to_vec();
+        journal.extend_from_slice(&ids[0].to_be_bytes());
+        journal.extend_from_slice(&arch.to_be_bytes());
+        let t = &a.inner.trees;
+        t.owners
+            .insert(super::super::archive_writer::JOURNAL_KEY, journal)
+            .unwrap();
+        for (ar, base, block) in &b.blocks {
+            t.messages
+                .insert(rec::message_key(*ar, *base), block.as_slice())
+                .unwrap();
+        }
+        drop(a);
+        let a = open(dir.path());
+        assert_eq!(a.count(&alice).unwrap(), 3);
+        assert_eq!(page(&a, "alice@x", Some("carol@x"), false, 10).len(), 2);
+        assert_eq!(
+            a.find_origin_id(&alice, &jid("carol@x"), "t1").unwrap(),
+            Some(ids[1])
+        );
+        // Idempotent: nothing more at the next open; new ids above.
+        drop(a);
+        let a = open(dir.path());
+        assert_eq!(a.count(&alice).unwrap(), 3);
+        let r = a.append(vec![msg("alice@x", "bob@x", None, "n")]).unwrap();
+        assert!(r[0].id() > ids[1]);
     }
 }

@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use sled::Transactional;
 use xep_support::archive::{Appended, NewMessage};
 use xep_support::module::StoreError;
 
@@ -100,6 +99,12 @@ impl WriterState {
             .and_then(|v| rec::u64_of(&v))
             .unwrap_or(0);
         LAST_ID.fetch_max(last_id, Ordering::Relaxed);
+        // The journal names the last batch begun (complete or repaired).
+        if let Some(j) = owners.get(JOURNAL_KEY)? {
+            if let Some(max) = j.get(..8).and_then(rec::u64_of) {
+                LAST_ID.fetch_max(max, Ordering::Relaxed);
+            }
+        }
         Ok(WriterState {
             queue: Vec::new(),
             submitted: 0,
@@ -529,7 +534,21 @@ pub(super) fn blocks_of<'a>(msgs: impl Iterator<Item = (u32, u64, &'a str, &'a [
     out
 }
 
-/// One batch in one transaction.
+/// `archive_owners` key of the journal of the batch being written: its
+/// highest and lowest message ids (u64 BE each), then the archives it
+/// touches (u32 BE each).
+pub(super) const JOURNAL_KEY: &[u8] = b"m:journal";
+/// `archive_counts` key of the highest message id whose batch is complete
+/// (3 bytes: never an archive's counter key, which has at least 4).
+pub(super) const HWM_KEY: &[u8] = b"hwm";
+
+/// One batch: one sled batch per tree, in this order: owners (with the
+/// journal), blocks, peer index, origin-ids, counters (with the high-water
+/// mark). sled's batches are atomic per tree and its log is recovered as a
+/// prefix, so after a crash a batch is complete (its counters and
+/// high-water mark are there) or its journal names what [`repair`]
+/// re-derives from the blocks. (A multi-tree sled transaction would do
+/// this too, but it reads every key it writes: twice the cost.)
 fn write_batch(
     inner: &Inner,
     batch: &[Pending],
@@ -561,35 +580,58 @@ fn write_batch(
         counts.push((k.clone(), cur + d));
     }
     let t = &inner.trees;
-    let r = (&t.messages, &t.by_peer, &t.by_origin, &t.counts, &t.owners).transaction(
-        |(m, pi, oi, c, o)| {
-            for (a, base, block) in &b.blocks {
-                m.insert(&rec::message_key(*a, *base)[..], block.as_slice())?;
-            }
-            for (k, v) in &b.peers {
-                pi.insert(k.as_slice(), v.as_slice())?;
-            }
-            for p in batch {
-                if let Some((k, _)) = &p.origin {
-                    oi.insert(k.as_slice(), &p.id.to_be_bytes())?;
+    let r = (|| -> Result<(), sled::Error> {
+        let mut o = sled::Batch::default();
+        for (name, a) in owners {
+            o.insert(owner_key(name), &a.to_be_bytes()[..]);
+            o.insert(&owner_rev_key(*a)[..], name.as_bytes());
+        }
+        if !owners.is_empty() {
+            o.insert(NEXT_ARCHIVE_KEY, &(next_archive as u64).to_be_bytes()[..]);
+        }
+        if !batch.is_empty() {
+            let mut journal = Vec::with_capacity(16 + 4 * b.blocks.len());
+            journal.extend_from_slice(&b.last_id.to_be_bytes());
+            journal.extend_from_slice(&batch[0].id.to_be_bytes());
+            let mut seen = std::collections::HashSet::new();
+            for (a, _, _) in &b.blocks {
+                if seen.insert(*a) {
+                    journal.extend_from_slice(&a.to_be_bytes());
                 }
             }
-            for (k, n) in &counts {
-                c.insert(k.as_slice(), &n.to_be_bytes())?;
+            o.insert(JOURNAL_KEY, journal);
+        }
+        t.owners.apply_batch(o)?;
+        let mut m = sled::Batch::default();
+        for (a, base, block) in &b.blocks {
+            m.insert(&rec::message_key(*a, *base)[..], block.as_slice());
+        }
+        t.messages.apply_batch(m)?;
+        let mut pi = sled::Batch::default();
+        for (k, v) in &b.peers {
+            pi.insert(k.as_slice(), v.as_slice());
+        }
+        t.by_peer.apply_batch(pi)?;
+        let mut oi = sled::Batch::default();
+        let mut any = false;
+        for p in batch {
+            if let Some((k, _)) = &p.origin {
+                oi.insert(k.as_slice(), &p.id.to_be_bytes()[..]);
+                any = true;
             }
-            for (name, a) in owners {
-                o.insert(owner_key(name), &a.to_be_bytes())?;
-                o.insert(&owner_rev_key(*a)[..], name.as_bytes())?;
-            }
-            if !owners.is_empty() {
-                o.insert(NEXT_ARCHIVE_KEY, &(next_archive as u64).to_be_bytes())?;
-            }
-            if b.last_id > 0 {
-                o.insert(LAST_ID_KEY, &b.last_id.to_be_bytes())?;
-            }
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        },
-    );
+        }
+        if any {
+            t.by_origin.apply_batch(oi)?;
+        }
+        let mut c = sled::Batch::default();
+        for (k, n) in &counts {
+            c.insert(k.as_slice(), &n.to_be_bytes()[..]);
+        }
+        if b.last_id > 0 {
+            c.insert(HWM_KEY, &b.last_id.to_be_bytes()[..]);
+        }
+        t.counts.apply_batch(c)
+    })();
     match r {
         Ok(()) => {
             if cache.len() > COUNTS_CACHE {
@@ -600,9 +642,96 @@ fn write_batch(
         }
         Err(e) => {
             cache.clear();
-            Err(format!("{e:?}"))
+            Err(e.to_string())
         }
     }
+}
+
+/// After a crash in the middle of [`write_batch`]: complete the batch the
+/// journal names (peer index, origin-ids and counters re-derived from its
+/// blocks, which hold everything). Idempotent; how many messages it found.
+pub(super) fn repair(t: &super::archive::Trees) -> Result<u64, sled::Error> {
+    let Some(j) = t.owners.get(JOURNAL_KEY)? else {
+        return Ok(0);
+    };
+    let (Some(max), Some(min)) = (
+        j.get(..8).and_then(rec::u64_of),
+        j.get(8..16).and_then(rec::u64_of),
+    ) else {
+        return Ok(0);
+    };
+    let hwm = t
+        .counts
+        .get(HWM_KEY)?
+        .and_then(|v| rec::u64_of(&v))
+        .unwrap_or(0);
+    if hwm >= max {
+        return Ok(0);
+    }
+    let mut msgs = Vec::new();
+    for a in j[16..].chunks_exact(4) {
+        let a = u32::from_be_bytes(a.try_into().expect("4 bytes"));
+        for kv in t
+            .messages
+            .range(rec::message_key(a, min)..=rec::message_key(a, max))
+        {
+            let (k, v) = kv?;
+            let Some(base) = rec::id_of_key(&k) else {
+                continue;
+            };
+            for (id, r) in rec::block_entries(base, &v).0 {
+                if let Some((peer, origin)) = rec::peer_of(r) {
+                    msgs.push((a, id, peer.to_string(), origin.map(str::to_string), base));
+                }
+            }
+        }
+    }
+    // The peer entries exactly as the batch wrote them (same blocks).
+    let mut pi = sled::Batch::default();
+    let mut by_block: HashMap<(u32, u64), Vec<(u64, &str)>> = HashMap::new();
+    for (a, id, peer, _, base) in &msgs {
+        by_block.entry((*a, *base)).or_default().push((*id, peer));
+    }
+    for ((a, base), entries) in &by_block {
+        let mut peers: Vec<(&str, Vec<u64>)> = Vec::new();
+        for (id, peer) in entries {
+            match peers.iter_mut().find(|(p, _)| p == peer) {
+                Some((_, ids)) => ids.push(*id),
+                None => peers.push((peer, vec![*id])),
+            }
+        }
+        for (peer, ids) in peers {
+            pi.insert(
+                rec::peer_key(*a, peer, ids[0]),
+                rec::peer_entry(*base, ids[0], &ids),
+            );
+        }
+    }
+    t.by_peer.apply_batch(pi)?;
+    let mut oi = sled::Batch::default();
+    let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
+    for (a, id, peer, origin, _) in &msgs {
+        if let Some(o) = origin {
+            oi.insert(rec::origin_key(*a, peer, o), &id.to_be_bytes()[..]);
+        }
+        *deltas.entry(rec::archive_prefix(*a).to_vec()).or_default() += 1;
+        *deltas.entry(rec::peer_count_key(*a, peer)).or_default() += 1;
+    }
+    t.by_origin.apply_batch(oi)?;
+    let mut c = sled::Batch::default();
+    for (k, d) in deltas {
+        let cur = t.counts.get(&k)?.and_then(|v| rec::u64_of(&v)).unwrap_or(0);
+        c.insert(k, &(cur + d).to_be_bytes()[..]);
+    }
+    c.insert(HWM_KEY, &max.to_be_bytes()[..]);
+    t.counts.apply_batch(c)?;
+    if !msgs.is_empty() {
+        tracing::warn!(
+            "archive: completed a batch of {} messages interrupted by a crash",
+            msgs.len()
+        );
+    }
+    Ok(msgs.len() as u64)
 }
 
 fn flusher(inner: &Inner) {
