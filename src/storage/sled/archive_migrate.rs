@@ -61,6 +61,22 @@ fn split(key: &[u8]) -> Option<(String, &[u8])> {
 fn convert(owner: &str, value: &[u8]) -> Option<(String, Direction, Option<String>, String)> {
     let text = std::str::from_utf8(value).ok()?;
     let (peer, xml) = text.split_once('\n')?;
+    if !xml.contains("origin-id") {
+        // No origin-id: only the sender is needed, from the start tag (the
+        // old server wrote it with `Element::write_to`: single quotes, '>'
+        // escaped in values; a bare JID has no quote or ampersand).
+        let tag = &xml[..xml.find('>')?];
+        let from = tag
+            .split_once(" from='")
+            .and_then(|(_, rest)| rest.split_once('\''))
+            .map(|(v, _)| v.split('/').next().unwrap_or(v));
+        let direction = if from == Some(owner) {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        };
+        return Some((peer.to_string(), direction, None, xml.to_string()));
+    }
     let el = crate::storage::stanza_codec::parse_stanza(xml);
     let from_bare = el
         .as_ref()
@@ -247,6 +263,18 @@ mod tests {
         assert_eq!(origin.as_deref(), Some("o7"));
         assert!(xml.starts_with("<message"));
         assert!(convert("a@b", b"no newline").is_none());
+        let (_, dir, origin, _) = convert(
+            "alice@localhost",
+            b"bob@localhost\n<message to='bob@localhost' from='alice@localhost/x&apos;y'><body>a&gt;b</body></message>",
+        )
+        .unwrap();
+        assert_eq!((dir, origin), (Direction::Outgoing, None));
+        let (_, dir, _, _) = convert(
+            "alice@localhost",
+            b"bob@localhost\n<message from='bob@localhost/b' to='alice@localhost'><body/></message>",
+        )
+        .unwrap();
+        assert_eq!(dir, Direction::Incoming);
     }
 
     #[test]
