@@ -684,4 +684,134 @@ mod tests {
         let r = a.append(vec![msg("alice@x", "bob@x", None, "n")]).unwrap();
         assert!(r[0].id() > ids[1]);
     }
+
+    /// Query times and bytes on disk of a large archive, at the store (no
+    /// XMPP): `ARCHIVE_BENCH_N=1000000 cargo test --release --bin rookery
+    /// archive_query_times -- --ignored --nocapture` (docs/benchmarks.md).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn archive_query_times() {
+        let n: usize = std::env::var("ARCHIVE_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let alice = jid("alice@localhost");
+        // A 200-byte stanza; every tenth message with carol, the rest bob.
+        let xml = |i: usize, peer: &str| {
+            let body = format!("message {i} {}", "x".repeat(60));
+            let s = format!(
+                "<message from='{peer}/phone' to='alice@localhost' type='chat' id='id{i:08}'><body>{body}</body></message>"
+            );
+            format!("{s:<200}")
+        };
+        let t0 = std::time::Instant::now();
+        let mut ids = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
+            let msgs = chunk
+                .iter()
+                .map(|i| {
+                    let peer = if i % 10 == 9 {
+                        "carol@localhost"
+                    } else {
+                        "bob@localhost"
+                    };
+                    NewMessage {
+                        owner: alice.clone(),
+                        peer: jid(peer),
+                        direction: Direction::Incoming,
+                        origin_id: Some(format!("o{i}")),
+                        xml: xml(*i, peer),
+                    }
+                })
+                .collect();
+            ids.extend(a.append(msgs).unwrap().iter().map(|r| r.id()));
+        }
+        let t = a.ticket();
+        a.durable(t).await.unwrap();
+        let fill = t0.elapsed();
+        let mut bytes = 0u64;
+        for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_file() {
+                bytes += m.len();
+            } else if m.is_dir() {
+                for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                    bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        println!(
+            "{n} messages of 200 bytes (with origin-ids) appended in {fill:.1?}; {:.0} bytes on disk per message",
+            bytes as f64 / n as f64
+        );
+        let mid = ids[n / 2];
+        let q = |with, lo, hi, reverse| PageQuery {
+            with,
+            lo,
+            hi,
+            reverse,
+            limit: 50,
+        };
+        let cases: Vec<(&str, PageQuery<'_>)> = vec![
+            ("first page of 50", q(None, 0, u64::MAX, false)),
+            (
+                "middle page of 50 (after an id)",
+                q(None, mid + 1, u64::MAX, false),
+            ),
+            ("last page of 50 (<before/>)", q(None, 0, u64::MAX, true)),
+            (
+                "with carol, middle page of 50",
+                q(Some("carol@localhost"), mid + 1, u64::MAX, false),
+            ),
+            (
+                "with carol, last page of 50",
+                q(Some("carol@localhost"), 0, u64::MAX, true),
+            ),
+        ];
+        for (name, query) in &cases {
+            let mut times = Vec::new();
+            for _ in 0..21 {
+                let t = std::time::Instant::now();
+                let page = a.page(&alice, query).unwrap();
+                times.push(t.elapsed());
+                assert_eq!(page.len(), 50, "{name}");
+            }
+            times.sort();
+            println!("{name}: median {:?}, max {:?}", times[10], times[20]);
+        }
+        let counts: Vec<(&str, Option<&str>, u64, u64)> = vec![
+            ("count, whole archive (counter)", None, 0, u64::MAX),
+            (
+                "count, with carol (counter)",
+                Some("carol@localhost"),
+                0,
+                u64::MAX,
+            ),
+            (
+                "count after the middle (complement walked)",
+                None,
+                mid + 1,
+                u64::MAX,
+            ),
+            ("count of the last 5,000", None, ids[n - 5000], u64::MAX),
+        ];
+        for (name, with, lo, hi) in counts {
+            let mut times = Vec::new();
+            let mut last = None;
+            for _ in 0..21 {
+                let t = std::time::Instant::now();
+                last = Some(a.count_range(&alice, with, lo, hi).unwrap());
+                times.push(t.elapsed());
+            }
+            times.sort();
+            println!(
+                "{name}: {:?}, median {:?}, max {:?}",
+                last.unwrap(),
+                times[10],
+                times[20]
+            );
+        }
+    }
 }
