@@ -4,7 +4,7 @@
 //! start: `mam_storage` tests the conversion itself), then the last
 //! page, a page in the middle (forwards and backwards), a `with` + time
 //! range and the RSM count are queried over XMPP. Queries are range scans
-//! (docs/benchmarks.md has the timings on 100,000 messages, measured with
+//! (docs/benchmarks.md has the timings on 400,000 messages, measured with
 //! the ignored `mam_query_times` below; nothing here asserts a time).
 
 use crate::common;
