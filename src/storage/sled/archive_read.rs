@@ -201,6 +201,7 @@ impl Inner {
     }
 
     /// At most `limit` messages of archive `a` in `lo..=hi` (with `peer`).
+    #[allow(clippy::too_many_arguments)]
     pub fn page_of(
         &self,
         owner: &BareJid,

@@ -491,10 +491,13 @@ pub(super) struct Blocks {
     pub last_id: u64,
 }
 
+/// One message of a block: id, peer, record.
+type Msg<'a> = (u64, &'a str, &'a [u8]);
+
 /// Group messages (archive, id, peer, record), in id order per archive,
 /// into blocks of at most `rec::BLOCK_MESSAGES`.
 pub(super) fn blocks_of<'a>(msgs: impl Iterator<Item = (u32, u64, &'a str, &'a [u8])>) -> Blocks {
-    let mut by_archive: HashMap<u32, Vec<(u64, &str, &[u8])>> = HashMap::new();
+    let mut by_archive: HashMap<u32, Vec<Msg<'_>>> = HashMap::new();
     let mut out = Blocks {
         blocks: Vec::new(),
         peers: Vec::new(),
