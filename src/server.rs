@@ -1170,6 +1170,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;
+    // The archive's queue is written and flushed (its writer threads end).
+    let archive = server.archive.clone();
+    let _ = tokio::task::spawn_blocking(move || archive.close()).await;
     storage
         .flush()
         .map_err(|e| format!("flushing the database: {e}"))?;

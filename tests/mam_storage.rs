@@ -6,7 +6,8 @@
 //! records, written here byte for byte as the old server wrote them) is
 //! converted at the first start: queries return the old messages with
 //! their old ids, `with` and counts work, and the converted origin-ids
-//! still make resends idempotent.
+//! still make resends idempotent; and a graceful stop writes what was
+//! archived but not yet flushed.
 
 use crate::common;
 
@@ -254,4 +255,27 @@ async fn archives_of_the_old_layout_are_converted_at_start() {
     let mut a = im::login(&server, ALICE, "a").await;
     let (_, count, _) = archive(&mut a, "").await;
     assert_eq!(count, 1200);
+}
+
+#[tokio::test]
+async fn a_graceful_stop_writes_what_was_archived() {
+    let mut server = common::server_with_users();
+    let mut a = im::login(&server, ALICE, "a").await;
+    let mut b = im::online(&server, BOB, "b").await;
+    for n in 0..30 {
+        a.send(&chat_o(&bare(BOB), n)).await;
+    }
+    // Delivered to bob, so routed and archived (both ends); stop at once,
+    // before the archive's own flush would have run.
+    for _ in 0..30 {
+        b.recv_where("a message", |e| e.name == "message").await;
+    }
+    drop(a);
+    drop(b);
+    server.stop();
+    server.restart();
+    let mut b = im::login(&server, BOB, "b").await;
+    let (bodies, count, _) = archive(&mut b, "").await;
+    assert_eq!(bodies, names(0..30));
+    assert_eq!(count, 30);
 }

@@ -174,6 +174,9 @@ impl std::error::Error for StorageError {}
 pub trait ArchiveEngine: xep_support::archive::ArchiveStore {
     /// The ticket of the last append so far.
     fn ticket(&self) -> u64;
+    /// Write and flush every append made so far, then refuse new ones (the
+    /// server is stopping).
+    fn close(&self);
     /// Wait until every append up to `ticket` is on disk; `Err` if a write
     /// covering it failed.
     fn durable(

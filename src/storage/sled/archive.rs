@@ -223,8 +223,16 @@ impl SledArchive {
     pub fn shutdown(&self) {
         self.inner.w.stop();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let stopped = !threads.is_empty();
         for t in threads {
             let _ = t.join();
+        }
+        // The applier's last batch may have come after the flusher's last
+        // flush.
+        if stopped {
+            if let Err(e) = self.inner.db.flush() {
+                tracing::error!("archive: flushing at close: {e}");
+            }
         }
     }
 
@@ -423,6 +431,9 @@ impl ArchiveStore for SledArchive {
 impl crate::storage::ArchiveEngine for SledArchive {
     fn ticket(&self) -> u64 {
         SledArchive::ticket(self)
+    }
+    fn close(&self) {
+        self.shutdown();
     }
     fn durable(
         &self,
