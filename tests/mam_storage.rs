@@ -6,8 +6,9 @@
 //! records, written here byte for byte as the old server wrote them) is
 //! converted at the first start: queries return the old messages with
 //! their old ids, `with` and counts work, and the converted origin-ids
-//! still make resends idempotent; and a graceful stop writes what was
-//! archived but not yet flushed.
+//! still make resends idempotent; a graceful stop writes what was
+//! archived but not yet flushed; and archives travel in a XEP-0227
+//! export/import with their ids.
 
 use crate::common;
 
@@ -278,4 +279,36 @@ async fn a_graceful_stop_writes_what_was_archived() {
     let (bodies, count, _) = archive(&mut b, "").await;
     assert_eq!(bodies, names(0..30));
     assert_eq!(count, 30);
+}
+
+#[tokio::test]
+async fn archives_travel_in_xep0227_export_and_import() {
+    let a = common::server_with_users();
+    let mut al = im::login(&a, ALICE, "a").await;
+    for n in 0..3 {
+        al.send(&chat_o(&bare(BOB), n)).await;
+    }
+    sync(&mut al).await;
+    let (_, _, ids) = archive(&mut al, "").await;
+    assert_eq!(ids.len(), 3);
+    drop(al);
+    let dir = a.dir().join("export");
+    a.ctl_ok(&["export_piefxis", &dir.display().to_string()]);
+    let file = dir.join("localhost.xml");
+    let xml = std::fs::read_to_string(&file).unwrap();
+    assert!(xml.contains("urn:xmpp:pie:0#mam"), "{xml}");
+    let b = Server::start();
+    let out = b.ctl_ok(&["import_piefxis", &file.display().to_string()]);
+    assert!(out.contains("Imported 2 account(s)"), "{out}");
+    let mut al = im::login(&b, ALICE, "a").await;
+    let (bodies, count, ids2) = archive(&mut al, "").await;
+    assert_eq!(bodies, names(0..3));
+    assert_eq!(count, 3);
+    assert_eq!(ids2, ids, "ids kept");
+    // The origin-ids came along: a resend is not stored again.
+    al.send(&chat_o(&bare(BOB), 1)).await;
+    sync(&mut al).await;
+    assert_eq!(archive(&mut al, "").await.1, 3);
+    let mut bo = im::login(&b, BOB, "b").await;
+    assert_eq!(archive(&mut bo, "").await.0, names(0..3));
 }

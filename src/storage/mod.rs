@@ -177,6 +177,13 @@ pub trait ArchiveEngine: xep_support::archive::ArchiveStore {
     /// Write and flush every append made so far, then refuse new ones (the
     /// server is stopping).
     fn close(&self);
+    /// Load messages with their own ids (a XEP-0227 import) into an empty
+    /// archive; how many were stored. Durable when it returns.
+    fn import(
+        &self,
+        owner: &jid::BareJid,
+        msgs: Vec<(u64, xep_support::archive::NewMessage)>,
+    ) -> Result<usize, xep_support::module::StoreError>;
     /// Wait until every append up to `ticket` is on disk; `Err` if a write
     /// covering it failed.
     fn durable(

@@ -236,6 +236,49 @@ impl SledArchive {
         }
     }
 
+    /// Load messages with their own ids (a XEP-0227 import) into `owner`'s
+    /// archive, which must be empty (ids of one archive's blocks must not
+    /// overlap); how many were stored. Durable when it returns.
+    pub fn import(
+        &self,
+        owner: &BareJid,
+        msgs: Vec<(u64, NewMessage)>,
+    ) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        if self.count(owner)? > 0 {
+            return Err(StoreError(format!("the archive of {owner} is not empty")));
+        }
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (a, owners) = match inner.archive_of(owner.as_str())? {
+            Some(a) => (a, Vec::new()),
+            None => {
+                let a = inner
+                    .w
+                    .allocate(owner.as_str())
+                    .ok_or_else(|| StoreError("archive ids exhausted".into()))?;
+                (a, vec![(owner.to_string(), a)])
+            }
+        };
+        let mut batch: Vec<_> = msgs
+            .iter()
+            .map(|(id, m)| super::archive_writer::Pending::new(a, *id, m))
+            .collect();
+        batch.sort_by_key(|p| p.id());
+        batch.dedup_by_key(|p| p.id());
+        let n = batch.len();
+        let max = batch.last().map(|p| p.id()).unwrap_or(0);
+        super::archive_writer::raise_last_id(max);
+        super::archive_writer::write_batch(inner, &batch, &owners, inner.w.next_archive())
+            .map_err(StoreError)?;
+        inner.flush()?;
+        Ok(n)
+    }
+
     /// Convert archives of the old layout (mod_mam's module data) once.
     pub fn migrate(&self, module_data: &sled::Tree) -> Result<u64, StorageError> {
         super::archive_migrate::run(&self.inner, module_data)
@@ -434,6 +477,9 @@ impl crate::storage::ArchiveEngine for SledArchive {
     }
     fn close(&self) {
         self.shutdown();
+    }
+    fn import(&self, owner: &BareJid, msgs: Vec<(u64, NewMessage)>) -> Result<usize, StoreError> {
+        SledArchive::import(self, owner, msgs)
     }
     fn durable(
         &self,

@@ -59,6 +59,27 @@ pub(super) struct Pending {
     record: Vec<u8>,
 }
 
+impl Pending {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A message with a given id (import), for [`write_batch`].
+    pub fn new(archive: u32, id: u64, m: &NewMessage) -> Pending {
+        let peer = m.peer.as_str();
+        Pending {
+            archive,
+            id,
+            peer: peer.to_string(),
+            origin: m
+                .origin_id
+                .as_deref()
+                .map(|o| (rec::origin_key(archive, peer, o), o.to_string())),
+            record: rec::encode(m.direction, peer, m.origin_id.as_deref(), &m.xml),
+        }
+    }
+}
+
 /// The writer's state, under one mutex.
 pub(super) struct WriterState {
     queue: Vec<Pending>,
@@ -552,7 +573,7 @@ pub(super) const HWM_KEY: &[u8] = b"hwm";
 /// high-water mark are there) or its journal names what [`repair`]
 /// re-derives from the blocks. (A multi-tree sled transaction would do
 /// this too, but it reads every key it writes: twice the cost.)
-fn write_batch(
+pub(super) fn write_batch(
     inner: &Inner,
     batch: &[Pending],
     owners: &[(String, u32)],
