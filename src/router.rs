@@ -74,9 +74,10 @@ const _: () = assert!(std::mem::size_of::<Outgoing>() == 16);
 // The session queue while empty: 112 bytes.
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(queue::empty_size::<Outgoing>() == 112);
-// The session table's handle: 328 bytes.
+// The session table's handle: 336 bytes (328 before the archive's
+// durability ticket).
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<SessionHandle>() == 328);
+const _: () = assert!(std::mem::size_of::<SessionHandle>() == 336);
 
 /// A bound session as the router sees it.
 pub struct SessionHandle {
@@ -109,6 +110,9 @@ pub struct SessionHandle {
     /// It left the session table and its leftovers are not yet rerouted
     /// (see [`Router::release`]).
     pub ending: AtomicBool,
+    /// The archive's ticket after the last message this session sent was
+    /// routed: its acknowledgements wait for it ([`crate::server::Server::archive_durable`]).
+    pub archive_ticket: std::sync::atomic::AtomicU64,
 }
 
 impl SessionHandle {
@@ -175,6 +179,7 @@ impl Router {
             since: std::time::Instant::now(),
             origin: std::sync::OnceLock::new(),
             ending: AtomicBool::new(false),
+            archive_ticket: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -279,6 +284,12 @@ impl Router {
                 return;
             }
         }
+    }
+
+    /// Whether `bare` has a bound session.
+    pub fn has_sessions(&self, bare: &BareJid) -> bool {
+        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        table.get(bare).is_some_and(|l| !l.is_empty())
     }
 
     /// The sessions of one account.

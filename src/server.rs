@@ -208,6 +208,8 @@ pub struct Server {
     pub storage: Arc<dyn Storage>,
     /// The modules' view of `storage` (`ctx.store(MODULE)`).
     module_data: crate::storage::modules::ModuleAccess,
+    /// The message archives (XEP-0313), written off the routing path.
+    pub archive: Arc<dyn crate::storage::ArchiveEngine>,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
     pub rosters: crate::im::roster::RosterCache,
@@ -419,6 +421,23 @@ impl Server {
         t.get(id).cloned()
     }
 
+    /// Wait until the archive appends `session` caused (its messages, in
+    /// its own and its peers' archives) are on disk: before the session
+    /// acknowledges anything (XEP-0198 `<a/>`, `<resumed/>`) or handles an
+    /// iq, so nothing acknowledged is lost to a crash. Returns at once when
+    /// they already are (the usual case: the archive flushes within 200 ms).
+    pub async fn archive_durable(&self, session: &crate::router::SessionHandle) {
+        let t = session
+            .archive_ticket
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if t == 0 {
+            return;
+        }
+        if let Err(e) = self.archive.durable(t).await {
+            tracing::error!(jid = %session.jid, "archive writes of the session: {e}");
+        }
+    }
+
     /// Forget failures of an address that authenticated.
     pub fn auth_succeeded(&self, ip: IpAddr) {
         let mut table = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -588,6 +607,10 @@ impl ServerContext for Server {
             .collect()
     }
 
+    fn has_sessions(&self, account: &BareJid) -> bool {
+        self.router.has_sessions(account)
+    }
+
     fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
@@ -598,6 +621,10 @@ impl ServerContext for Server {
 
     fn module_data(&self) -> &dyn xep_support::store::ModuleData {
         &self.module_data
+    }
+
+    fn archive(&self) -> Option<&dyn xep_support::archive::ArchiveStore> {
+        Some(self.archive.as_ref())
     }
 
     fn parse_stored_xml(&self, xml: &str, owner: &str) -> Option<Element> {
@@ -959,6 +986,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         live: RwLock::new(Arc::new(live)),
         storage: storage.clone(),
         module_data: crate::storage::modules::ModuleAccess::new(storage.clone()),
+        archive: storage.archive(),
         group_commit: crate::storage::group_commit::GroupCommit::start(storage.clone()),
         router: Router::new(),
         rosters: Default::default(),
@@ -1038,6 +1066,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;
+    // The archive's queue is written and flushed (its writer threads end).
+    let archive = server.archive.clone();
+    let _ = tokio::task::spawn_blocking(move || archive.close()).await;
     storage
         .flush()
         .map_err(|e| format!("flushing the database: {e}"))?;

@@ -39,6 +39,7 @@ mod interop_slixmpp_im;
 mod interop_slixmpp_mam;
 mod interop_slixmpp_muc;
 mod interop_slixmpp_session;
+mod mam_storage;
 mod mod_adhoc;
 mod mod_avatar;
 mod mod_blocking;

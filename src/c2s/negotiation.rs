@@ -882,6 +882,9 @@ impl Negotiation {
             s.claims = None;
             s.h_in
         };
+        // `h` acknowledges the old connection's stanzas: their archive
+        // appends are durable first.
+        self.server.archive_durable(&handle).await;
         tracing::info!(peer = %self.peer, "session resumed: {}", handle.jid);
         let resumed = Element::new("resumed", ns::SM)
             .with_attr("h", h_in.to_string())

@@ -468,6 +468,8 @@ async fn sm_nonza(
         }
         "r" => match handle.sm.get() {
             Some(sm) => {
+                // What this answer acknowledges is durable first.
+                server.archive_durable(handle).await;
                 let h = sm.lock().unwrap_or_else(|e| e.into_inner()).h_in;
                 Outgoing::Nonza(Box::new(sm::a(h)))
             }
@@ -655,6 +657,11 @@ async fn handle_stanza(
                 let _ = handle.tx.send(Outgoing::Stanza(Box::new(reply))).await;
                 return Ok(());
             }
+            if kind == "get" || kind == "set" {
+                // An iq answer acknowledges what came before it: the
+                // session's archived messages are durable first.
+                server.archive_durable(handle).await;
+            }
             if el.attr("to").is_none() && (kind == "get" || kind == "set") {
                 // No `to`: handled by the server on behalf of the account (RFC 6120 §10.3.3).
                 el.set_attr("to", handle.jid.to_bare().to_string());
@@ -692,6 +699,10 @@ async fn handle_stanza(
         for s in extra {
             crate::delivery::route(server, s).await;
         }
+        // Covers the archive appends of this message (both ends).
+        handle
+            .archive_ticket
+            .store(server.archive.ticket(), Ordering::Relaxed);
         return Ok(());
     }
     crate::delivery::route(server, el).await;

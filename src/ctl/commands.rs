@@ -986,37 +986,6 @@ fn delete_old_messages(env: &CtlEnv, days: &str) -> Result<CtlOutput, CtlOutput>
     Ok(CtlOutput::ok(deleted.to_string()))
 }
 
-/// mod_mam's archive of one account, straight on the database.
-struct MamStore<'a>(&'a dyn Storage);
-
-impl xep_support::mam::ArchiveStore for MamStore<'_> {
-    fn scan_range(
-        &self,
-        account: &jid::BareJid,
-        range: &xep_support::module::KeyRange<'_>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, xep_support::module::StoreError> {
-        self.0
-            .module_scan_range(
-                account.into(),
-                xep_support::mam::MODULE,
-                range,
-                false,
-                limit,
-            )
-            .map_err(|e| xep_support::module::StoreError(e.to_string()))
-    }
-    fn delete_keys(
-        &self,
-        account: &jid::BareJid,
-        keys: &[String],
-    ) -> Result<usize, xep_support::module::StoreError> {
-        self.0
-            .module_delete_many(account.into(), xep_support::mam::MODULE, keys)
-            .map_err(|e| xep_support::module::StoreError(e.to_string()))
-    }
-}
-
 fn delete_old_mam_messages(env: &CtlEnv, kind: &str, days: &str) -> Result<CtlOutput, CtlOutput> {
     if !matches!(kind, "chat" | "groupchat" | "all") {
         return Err(CtlOutput::failed(format!(
@@ -1037,16 +1006,19 @@ fn delete_old_mam_messages(env: &CtlEnv, kind: &str, days: &str) -> Result<CtlOu
         .unwrap_or_default()
         .as_micros() as u64;
     let cutoff = now.saturating_sub(days.saturating_mul(86_400_000_000));
-    let store = MamStore(env.storage.as_ref());
+    let archive = env.storage.archive();
     let mut deleted = 0usize;
-    for host in env.hosts() {
-        for user in env.storage.list_users(&host).map_err(db_failed)? {
-            let Ok(account) = jid::BareJid::new(&format!("{user}@{host}")) else {
-                continue;
-            };
-            deleted += xep_support::mam::delete_older_than(&store, &account, cutoff, usize::MAX)
-                .map_err(|e| CtlOutput::failed(format!("Database error: {e}")))?;
+    let hosts = env.hosts();
+    for account in archive
+        .owners()
+        .map_err(|e| CtlOutput::failed(format!("Database error: {e}")))?
+    {
+        if account.node().is_none() || !hosts.iter().any(|h| h == account.domain().as_str()) {
+            continue;
         }
+        deleted +=
+            xep_support::mam::delete_older_than(archive.as_ref(), &account, cutoff, usize::MAX)
+                .map_err(|e| CtlOutput::failed(format!("Database error: {e}")))?;
     }
     Ok(CtlOutput::ok(deleted.to_string()))
 }

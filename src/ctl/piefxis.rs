@@ -1,7 +1,9 @@
 //! XEP-0227 portable import/export (`export_piefxis DIR`,
 //! `import_piefxis FILE`), for what Rookery stores: accounts, rosters with
-//! pending subscription requests, offline messages, vCards (`mod_vcard`)
-//! and private XML storage (`mod_private`).
+//! pending subscription requests, offline messages, vCards (`mod_vcard`),
+//! private XML storage (`mod_private`) and message archives (`mod_mam`:
+//! `<archive xmlns='urn:xmpp:pie:0#mam'/>` of XEP-0313 `<result/>`s, ids
+//! and stamps kept).
 //!
 //! Export writes `DIR/<host>.xml` per host, with the SCRAM secrets
 //! (`urn:xmpp:pie:0#scram`: SCRAM-SHA-1, and SCRAM-SHA-256 when the account
@@ -34,6 +36,8 @@ use crate::storage::{AccountKey, RosterItem, Subscription};
 
 const NS_PIE: &str = "urn:xmpp:pie:0";
 const NS_SCRAM: &str = "urn:xmpp:pie:0#scram";
+/// XEP-0227's message archive element.
+const NS_PIE_MAM: &str = "urn:xmpp:pie:0#mam";
 const NS_ROSTER: &str = "jabber:iq:roster";
 const NS_XINCLUDE: &str = "http://www.w3.org/2001/XInclude";
 /// Where `mod_vcard` keeps an account's vCard (module, key).
@@ -123,6 +127,9 @@ fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, 
     {
         u = u.with_child(v);
     }
+    if let Some(archive) = export_archive(env, host, user)? {
+        u = u.with_child(archive);
+    }
     let private = st
         .module_scan(AccountKey::new(host, user), PRIVATE_STORE, "")
         .map_err(e)?;
@@ -138,6 +145,117 @@ fn export_user(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, 
         u = u.with_child(q);
     }
     Ok(Some(u))
+}
+
+/// The account's message archive (XEP-0227 `urn:xmpp:pie:0#mam`): each
+/// message as a XEP-0313 `<result/>` with its archive id and a XEP-0203
+/// delay stamp; `None` when it is empty.
+fn export_archive(env: &CtlEnv, host: &str, user: &str) -> Result<Option<Element>, String> {
+    use xep_support::archive::{format_id, PageQuery};
+    let Ok(owner) = jid::BareJid::new(&format!("{user}@{host}")) else {
+        return Ok(None);
+    };
+    let store = env.storage.archive();
+    let mut archive = Element::new("archive", NS_PIE_MAM);
+    let mut lo = 0;
+    let mut any = false;
+    loop {
+        let page = store
+            .page(
+                &owner,
+                &PageQuery {
+                    with: None,
+                    lo,
+                    hi: u64::MAX,
+                    reverse: false,
+                    limit: 1000,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last().map(|m| m.id) else {
+            break;
+        };
+        for m in page {
+            let Some(msg) = stored_xml(m.xml.as_bytes(), owner.as_str()) else {
+                continue;
+            };
+            any = true;
+            archive = archive.with_child(
+                Element::new("result", xep_support::mam::NS_MAM)
+                    .with_attr("id", format_id(m.id))
+                    .with_child(
+                        Element::new("forwarded", ns::FORWARD)
+                            .with_child(
+                                Element::new("delay", ns::DELAY)
+                                    .with_attr("stamp", xep_support::mam::stamp(m.id)),
+                            )
+                            .with_child(msg),
+                    ),
+            );
+        }
+        lo = last + 1;
+    }
+    Ok(any.then_some(archive))
+}
+
+/// The messages of a XEP-0227 `<archive/>` as (id, message) for the
+/// account `owner`: the id from the result (20 digits) or else from the
+/// delay stamp; the peer and direction from the message's from/to.
+fn import_archive(
+    owner: &jid::BareJid,
+    el: &Element,
+) -> (Vec<(u64, xep_support::archive::NewMessage)>, usize) {
+    use xep_support::archive::{parse_id, Direction, NewMessage};
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for r in el.child_elements().filter(|r| r.name == "result") {
+        let Some(fwd) = r.child("forwarded", ns::FORWARD) else {
+            skipped += 1;
+            continue;
+        };
+        let stamp = fwd
+            .child("delay", ns::DELAY)
+            .and_then(|d| d.attr("stamp"))
+            .and_then(xep_support::mam::parse_stamp);
+        let id = r.attr("id").and_then(parse_id).or(stamp);
+        let msg = fwd.child_elements().find(|m| m.name == "message");
+        let (Some(id), Some(msg)) = (id, msg) else {
+            skipped += 1;
+            continue;
+        };
+        let mut msg = msg.clone();
+        msg.ns = ns::CLIENT.to_string();
+        let bare = |a: &str| {
+            msg.attr(a)
+                .and_then(|j| jid::Jid::new(j).ok())
+                .map(|j| j.to_bare())
+        };
+        let (from, to) = (bare("from"), bare("to"));
+        let (direction, peer) = if from.as_ref() == Some(owner) {
+            (Direction::Outgoing, to)
+        } else {
+            (Direction::Incoming, from)
+        };
+        let Some(peer) = peer else {
+            skipped += 1;
+            continue;
+        };
+        let origin_id = msg
+            .child("origin-id", xep_support::mam::NS_SID)
+            .and_then(|o| o.attr("id"))
+            .map(str::to_string);
+        out.push((
+            id,
+            NewMessage {
+                owner: owner.clone(),
+                peer,
+                direction,
+                origin_id,
+                xml: msg.to_xml(ns::CLIENT),
+            },
+        ));
+    }
+    (out, skipped)
 }
 
 /// `export_piefxis DIR`.
@@ -429,6 +547,17 @@ fn import_user_data(
             }
             st.offline_store(AccountKey::new(host, user), &m.to_xml(ns::CLIENT), None)?;
         }
+    }
+    if let (Some(a), Ok(owner)) = (u.child("archive", NS_PIE_MAM), jid::BareJid::new(&own)) {
+        let (msgs, skipped) = import_archive(&owner, a);
+        if skipped > 0 {
+            notes.push(format!(
+                "{own}: {skipped} archived messages unreadable; skipped"
+            ));
+        }
+        st.archive()
+            .import(&owner, msgs)
+            .map_err(|e| crate::storage::StorageError::Io(e.0))?;
     }
     if let Some(v) = u.child("vCard", ns::VCARD) {
         st.module_put(

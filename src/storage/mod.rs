@@ -8,6 +8,7 @@
 //! | [`RosterStore`]  | rosters (RFC 6121 §2) with versions (§2.6) and tombstones, and pending inbound subscription requests (§3.1.3) |
 //! | [`OfflineStore`] | offline messages (XEP-0160), with an O(1) per-user count   |
 //! | [`ModuleStore`]  | modules' data: key/value per (owner, module)               |
+//! | [`ArchiveAccess`] | the message archives ([`ArchiveEngine`], `sled/archive.rs`) |
 //! | [`Maintenance`]  | flush, and backup/restore of the whole database            |
 //!
 //! [`Storage`] is all of them together (implemented for every type that
@@ -219,6 +220,31 @@ impl std::fmt::Display for AccountKey<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}@{}", self.user, self.host)
     }
+}
+
+/// The message archive (XEP-0313) as the server sees it: the modules' API
+/// ([`xep_support::archive::ArchiveStore`]) plus durability tickets, so a
+/// session can hold its acknowledgements until the appends it caused are on
+/// disk (docs/architecture.md, "Durability").
+pub trait ArchiveEngine: xep_support::archive::ArchiveStore {
+    /// The ticket of the last append so far.
+    fn ticket(&self) -> u64;
+    /// Write and flush every append made so far, then refuse new ones (the
+    /// server is stopping).
+    fn close(&self);
+    /// Load messages with their own ids (a XEP-0227 import) into an empty
+    /// archive; how many were stored. Durable when it returns.
+    fn import(
+        &self,
+        owner: &jid::BareJid,
+        msgs: Vec<(u64, xep_support::archive::NewMessage)>,
+    ) -> Result<usize, xep_support::module::StoreError>;
+    /// Wait until every append up to `ticket` is on disk; `Err` if a write
+    /// covering it failed.
+    fn durable(
+        &self,
+        ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>;
 }
 
 /// Accounts and their SCRAM credentials.
@@ -450,12 +476,28 @@ pub trait Maintenance: Send + Sync {
     fn restore(&self, path: &std::path::Path) -> Result<u64, StorageError>;
 }
 
+/// The message archives (XEP-0313): their own layout and write path.
+pub trait ArchiveAccess: Send + Sync {
+    /// The engine's message archives.
+    fn archive(&self) -> std::sync::Arc<dyn ArchiveEngine>;
+}
+
 /// Everything Rookery keeps on disk: an engine implements the traits by
 /// concern and gets this one for free.
-pub trait Storage: AccountStore + RosterStore + OfflineStore + ModuleStore + Maintenance {}
+pub trait Storage:
+    AccountStore + RosterStore + OfflineStore + ModuleStore + ArchiveAccess + Maintenance
+{
+}
 
-impl<T: AccountStore + RosterStore + OfflineStore + ModuleStore + Maintenance + ?Sized> Storage
-    for T
+impl<
+        T: AccountStore
+            + RosterStore
+            + OfflineStore
+            + ModuleStore
+            + ArchiveAccess
+            + Maintenance
+            + ?Sized,
+    > Storage for T
 {
 }
 

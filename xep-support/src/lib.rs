@@ -6,6 +6,7 @@
 //! the server by payload namespace, and collects their disco features.
 
 pub mod adhoc;
+pub mod archive;
 pub mod avatar;
 pub mod blocking;
 pub mod bookmarks;

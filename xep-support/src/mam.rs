@@ -16,44 +16,43 @@
 //! JID lists; the module's `default` option when it has none) decide per
 //! peer; they are read from storage once and kept in a bounded cache.
 //!
-//! Storage (the module's key/value space of the account):
-//! - `m:<id>` = `<peer bare JID>\n<message XML>`; the archive id is 20
-//!   digits of microseconds since the Unix epoch, made strictly increasing
-//!   by the module, so keys sort by time;
-//! - `w:<peer bare JID>\0<id>` = empty: the index by peer;
-//! - `prefs` = the `<prefs/>` element.
-//!
-//! Written in one batch without waiting for the disk
-//! ([`ServerContext::kv_put_many_lazy`];
-//! sled flushes within 500 ms): a flush per archived message (two per chat
-//! message) made the message path several times slower.
+//! Storage: the server's message archive ([`ServerContext::archive`], see
+//! [`crate::archive`]): one archive per account, each message stored once
+//! with its peer, direction and XEP-0359 origin-id; the archive id is
+//! microseconds since the Unix epoch, strictly increasing, so ids sort by
+//! time. Appending is idempotent by origin-id (a resent or resumed stanza
+//! keeps its first id) and does not wait for the disk (the store makes it
+//! durable within a second; the server holds the sender's acknowledgements
+//! until then). The account's `<prefs/>` stay in the module's key/value
+//! space (`prefs`).
 //!
 //! Query: an iq set `<query/>` from the owner, with the optional form fields
 //! `with`, `start`, `end`, `after-id`, `before-id` and RSM `max` (capped at
 //! [`MAX_PAGE`]), `after`, `before` (empty: the last page). All of them map
-//! to bounds of one range scan ([`ServerContext::kv_scan_range`]) of `m:`
-//! (or of `w:<with>` when `with` is a bare JID, then one read per result):
-//! its cost follows the page size, not the archive size; `before` scans
-//! backwards. A full JID `with` scans the peer's index and filters on the
-//! resource. The RSM `<count/>` counts keys of the range without reading
-//! values. Results come as messages to the querying resource, routed in
+//! to one id range of the archive (of the peer's index when `with` is
+//! given), read a page at a time ([`crate::archive::ArchiveStore::page`]):
+//! its cost follows the page size, not the archive size; `before` pages
+//! backwards. A full JID `with` reads the peer's messages and filters on
+//! the resource. The RSM `<count/>` comes from the archive's counters
+//! ([`crate::archive::ArchiveStore::count_range`]: exact for a whole archive
+//! or conversation and for small ranges, never a scan of the archive).
+//! Results come as messages to the querying resource, routed in
 //! order before the iq result with `<fin/>` ([`Module::handle_account_iq_ordered`]).
 //!
 //! Retention: with `archive_expires_after`, older messages are left out of
 //! queries at once and deleted from storage when the account logs in (in
 //! bounded rounds) or by `rookery ctl delete_old_mam_messages`
-//! ([`delete_older_than`]).
+//! ([`crate::archive::ArchiveStore::delete_before`]).
 
 use std::collections::HashMap;
-use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jid::{BareJid, FullJid, Jid};
 
+use crate::archive::{format_id, parse_id, ArchiveStore, Direction, NewMessage, PageQuery};
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, KeyRange, Module, ServerContext, StoreError};
+use crate::module::{IqRequest, IqResult, Module, ServerContext, StoreError};
 use crate::ns;
 use crate::stanza::StanzaError;
 
@@ -77,18 +76,12 @@ pub const OPTIONS: &[&str] = &[
     "cache_life_time",
     "cache_missed",
 ];
-/// Prefix of archived messages' keys.
-pub const MSG_PREFIX: &str = "m:";
-/// Prefix of the by-peer index keys.
-pub const WITH_PREFIX: &str = "w:";
 /// The key of the account's preferences.
 pub const PREFS_KEY: &str = "prefs";
 /// Accounts whose preferences are cached (the cache is emptied beyond).
 const PREFS_CACHE: usize = 10_000;
 /// Expired messages deleted per login (the rest at the next one).
 const EXPIRE_PER_LOGIN: usize = 5_000;
-/// Expired messages deleted per storage round.
-const EXPIRE_BATCH: usize = 1_000;
 
 /// An archiving policy (ejabberd's `default` option, XEP-0313 `<prefs default=''/>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,9 +157,15 @@ impl Prefs {
         })
     }
 
-    /// Whether a message with `peer` is archived (never > always > default).
-    fn archives(&self, ctx: &dyn ServerContext, account: &BareJid, peer: &Jid) -> bool {
-        let bare = peer.to_bare();
+    /// Whether a message with `peer` (`bare`: its bare JID) is archived
+    /// (never > always > default).
+    fn archives(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        peer: &Jid,
+        bare: &BareJid,
+    ) -> bool {
         let matches = |j: &String| j == bare.as_str() || j == peer.as_str();
         if self.never.iter().any(matches) {
             return false;
@@ -178,91 +177,32 @@ impl Prefs {
             Policy::Always => true,
             Policy::Never => false,
             Policy::Roster => {
-                bare == *account
-                    || ctx.subscription(account, &bare) != crate::module::Subscription::None
+                bare == account
+                    || ctx.subscription(account, bare) != crate::module::Subscription::None
             }
         }
     }
-}
-
-/// Storage access for archive maintenance, from a module context or from
-/// `rookery ctl` working on the database.
-pub trait ArchiveStore {
-    fn scan_range(
-        &self,
-        account: &BareJid,
-        range: &KeyRange<'_>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    fn delete_keys(&self, account: &BareJid, keys: &[String]) -> Result<usize, StoreError>;
-}
-
-impl ArchiveStore for dyn ServerContext + '_ {
-    fn scan_range(
-        &self,
-        account: &BareJid,
-        range: &KeyRange<'_>,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.kv_scan_range(MODULE, account, range, false, limit)
-    }
-    fn delete_keys(&self, account: &BareJid, keys: &[String]) -> Result<usize, StoreError> {
-        self.kv_delete_many(MODULE, account, keys)
-    }
-}
-
-/// The key of archived message `id`.
-pub fn message_key(id: u64) -> String {
-    format!("{MSG_PREFIX}{id:020}")
-}
-
-fn index_prefix(with: &str) -> String {
-    format!("{WITH_PREFIX}{with}\0")
 }
 
 /// Delete `account`'s archived messages with ids (microseconds) below
 /// `cutoff`, at most `limit`; how many were deleted.
-pub fn delete_older_than<S: ArchiveStore + ?Sized>(
-    store: &S,
+pub fn delete_older_than(
+    store: &dyn ArchiveStore,
     account: &BareJid,
     cutoff: u64,
     limit: usize,
 ) -> Result<usize, StoreError> {
-    let upper = message_key(cutoff);
-    let range = KeyRange {
-        prefix: MSG_PREFIX,
-        lower: Bound::Unbounded,
-        upper: Bound::Excluded(&upper),
-    };
-    let mut deleted = 0;
-    while deleted < limit {
-        let rows = store.scan_range(account, &range, EXPIRE_BATCH.min(limit - deleted))?;
-        if rows.is_empty() {
-            break;
-        }
-        let mut keys = Vec::with_capacity(rows.len() * 2);
-        for (key, value) in &rows {
-            let id = &key[MSG_PREFIX.len()..];
-            if let Some((with, _)) = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.split_once('\n'))
-            {
-                keys.push(format!("{}{id}", index_prefix(with)));
-            }
-            keys.push(key.clone());
-        }
-        store.delete_keys(account, &keys)?;
-        deleted += rows.len();
-        if rows.len() < EXPIRE_BATCH {
-            break;
-        }
-    }
-    Ok(deleted)
+    store.delete_before(account, cutoff, limit)
+}
+
+/// The archive, or an error for a server without one.
+fn store(ctx: &dyn ServerContext) -> Result<&dyn ArchiveStore, StoreError> {
+    ctx.archive()
+        .ok_or_else(|| StoreError("no message archive".into()))
 }
 
 /// `mod_mam`.
 pub struct Mam {
-    last_id: AtomicU64,
     default: Policy,
     expires: Option<Duration>,
     prefs: Mutex<HashMap<BareJid, Option<Arc<Prefs>>>>,
@@ -412,35 +352,12 @@ struct Query {
     max: usize,
 }
 
-fn parse_id(s: &str) -> Option<u64> {
-    (s.len() == 20 && s.bytes().all(|c| c.is_ascii_digit()))
-        .then(|| s.parse().ok())
-        .flatten()
-}
-
 impl Mam {
     pub fn new(default: Policy, expires: Option<Duration>) -> Self {
         Mam {
-            last_id: AtomicU64::new(0),
             default,
             expires,
             prefs: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// A fresh archive id: microseconds now, strictly above every earlier id.
-    fn next_id(&self) -> u64 {
-        let now = now_micros();
-        let mut prev = self.last_id.load(Ordering::Relaxed);
-        loop {
-            let id = now.max(prev + 1);
-            match self
-                .last_id
-                .compare_exchange(prev, id, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return id,
-                Err(p) => prev = p,
-            }
         }
     }
 
@@ -469,7 +386,7 @@ impl Mam {
         {
             return p.clone();
         }
-        let stored = match ctx.kv_get(MODULE, account, PREFS_KEY) {
+        let stored = match ctx.store(MODULE).get(account, PREFS_KEY) {
             Ok(v) => v
                 .and_then(|v| ctx.parse_stored_xml(std::str::from_utf8(&v).ok()?, account.as_str()))
                 .and_then(|el| Prefs::from_element(&el).ok())
@@ -487,35 +404,45 @@ impl Mam {
         stored
     }
 
-    fn archives(&self, ctx: &dyn ServerContext, account: &BareJid, peer: &Jid) -> bool {
+    fn archives(
+        &self,
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        peer: &Jid,
+        bare: &BareJid,
+    ) -> bool {
         match self.prefs_of(ctx, account) {
-            Some(p) => p.archives(ctx, account, peer),
-            None => self.default_prefs().archives(ctx, account, peer),
+            Some(p) => p.archives(ctx, account, peer, bare),
+            None if self.default == Policy::Always => true,
+            None => self.default_prefs().archives(ctx, account, peer, bare),
         }
     }
 
-    /// Store `msg` in `account`'s archive; its archive id.
+    /// Store `msg` in `account`'s archive (`direction` seen from the
+    /// account); its archive id (the first one if the message, by its
+    /// origin-id, is already there).
     pub fn archive(
         &self,
         ctx: &dyn ServerContext,
         account: &BareJid,
         with: &BareJid,
+        direction: Direction,
         msg: &Element,
     ) -> Option<String> {
-        let id = self.next_id();
-        let key = message_key(id);
-        let mut value = with.to_string();
-        value.push('\n');
-        msg.write_to(&mut value, ns::CLIENT);
-        let index = format!("{}{id:020}", index_prefix(with.as_str()));
-        // One batch: the message and its index entry exist together or not at all.
-        let r = ctx.kv_put_many_lazy(
-            MODULE,
-            account,
-            &[(key.as_str(), value.as_bytes()), (index.as_str(), b"")],
-        );
-        match r {
-            Ok(()) => Some(format!("{id:020}")),
+        let origin_id = msg
+            .child("origin-id", NS_SID)
+            .and_then(|o| o.attr("id"))
+            .filter(|o| !o.is_empty())
+            .map(str::to_string);
+        let new = NewMessage {
+            owner: account.clone(),
+            peer: with.clone(),
+            direction,
+            origin_id,
+            xml: msg.to_xml(ns::CLIENT),
+        };
+        match store(ctx).and_then(|s| s.append(vec![new])) {
+            Ok(ids) => ids.first().map(|a| format_id(a.id())),
             Err(e) => {
                 tracing::error!("mod_mam: archiving for {account}: {e}");
                 None
@@ -523,12 +450,21 @@ impl Mam {
         }
     }
 
-    fn entry(ctx: &dyn ServerContext, account: &BareJid, id: u64, value: &[u8]) -> Option<Entry> {
-        let (_, xml) = std::str::from_utf8(value).ok()?.split_once('\n')?;
-        Some(Entry {
-            id,
-            message: ctx.parse_stored_xml(xml, account.as_str())?,
-        })
+    fn entry(
+        ctx: &dyn ServerContext,
+        account: &BareJid,
+        m: crate::archive::ArchivedMessage,
+    ) -> Option<Entry> {
+        match ctx.parse_stored_xml(&m.xml, account.as_str()) {
+            Some(message) => Some(Entry { id: m.id, message }),
+            None => {
+                tracing::error!(
+                    "mod_mam: archive of {account}: message {} does not parse; skipped",
+                    format_id(m.id)
+                );
+                None
+            }
+        }
     }
 
     fn read_form(
@@ -549,7 +485,7 @@ impl Mam {
         // An id the client names must be in the archive (XEP-0313 §4.3.2).
         let known = |s: &str| -> Result<u64, StanzaError> {
             let id = parse_id(s.trim()).ok_or_else(StanzaError::item_not_found)?;
-            match ctx.kv_get(MODULE, &account, &message_key(id))? {
+            match store(ctx)?.get(&account, id)? {
                 Some(_) => Ok(id),
                 None => Err(StanzaError::item_not_found()),
             }
@@ -624,55 +560,41 @@ impl Mam {
         if lo > hi || q.before == Some(0) {
             return Ok((Vec::new(), true));
         }
-        let prefix = match &q.with {
-            Some(w) => index_prefix(w.to_bare().as_str()),
-            None => MSG_PREFIX.to_string(),
-        };
+        let with_bare = q.with.as_ref().map(|w| w.to_bare().to_string());
         let full_with = q.with.as_ref().filter(|w| w.resource().is_some());
         let want = q.max + 1;
         let mut found: Vec<Entry> = Vec::new();
         let (mut lo, mut hi) = (lo, hi);
-        // Rounds: one, unless a full JID `with` filters rows out.
+        let archive = store(ctx)?;
+        // Rounds: one, unless a full JID `with` filters messages out.
         for _ in 0..100_000 {
-            let (lk, hk) = (format!("{prefix}{lo:020}"), format!("{prefix}{hi:020}"));
-            let range = KeyRange {
-                prefix: &prefix,
-                lower: Bound::Included(&lk),
-                upper: Bound::Included(&hk),
-            };
-            let chunk = if full_with.is_some() {
+            let limit = if full_with.is_some() {
                 want.max(100)
             } else {
                 want - found.len()
             };
-            let rows = ctx.kv_scan_range(MODULE, account, &range, q.backwards, chunk)?;
+            let rows = archive.page(
+                account,
+                &PageQuery {
+                    with: with_bare.as_deref(),
+                    lo,
+                    hi,
+                    reverse: q.backwards,
+                    limit,
+                },
+            )?;
             let n = rows.len();
-            for (key, value) in rows {
-                let Some(id) = parse_id(&key[prefix.len()..]) else {
-                    continue;
-                };
+            for m in rows {
                 if q.backwards {
-                    hi = id.saturating_sub(1);
+                    hi = m.id.saturating_sub(1);
                 } else {
-                    lo = id.saturating_add(1);
+                    lo = m.id.saturating_add(1);
                 }
-                let value = if q.with.is_some() {
-                    match ctx.kv_get(MODULE, account, &message_key(id))? {
-                        Some(v) => v,
-                        None => continue,
-                    }
-                } else {
-                    value
-                };
-                let Some(e) = Self::entry(ctx, account, id, &value) else {
+                let outgoing = m.direction == Direction::Outgoing;
+                let Some(e) = Self::entry(ctx, account, m) else {
                     continue;
                 };
                 if let Some(w) = full_with {
-                    let outgoing = e
-                        .message
-                        .attr("from")
-                        .and_then(|f| Jid::new(f).ok())
-                        .is_some_and(|f| f.to_bare() == *account);
                     let peer = e.message.attr(if outgoing { "to" } else { "from" });
                     if peer != Some(w.as_str()) {
                         continue;
@@ -683,7 +605,7 @@ impl Mam {
                     break;
                 }
             }
-            if found.len() == want || n < chunk || lo > hi || (q.backwards && hi == 0) {
+            if found.len() == want || n < limit || lo > hi || (q.backwards && hi == 0) {
                 break;
             }
         }
@@ -706,7 +628,8 @@ impl Mam {
             return Ok(0);
         }
         if let Some(w) = q.with.as_ref().filter(|w| w.resource().is_some()) {
-            // Counted by reading the peer's messages (no index per resource).
+            // Counted by reading the peer's messages (no index per
+            // resource), at most EXACT_COUNT_LIMIT of them.
             let all = Query {
                 with: Some(w.clone()),
                 lo: q.lo,
@@ -714,24 +637,14 @@ impl Mam {
                 after: None,
                 before: None,
                 backwards: false,
-                max: usize::MAX - 1,
+                max: crate::archive::EXACT_COUNT_LIMIT,
             };
             return Ok(self.page(ctx, account, &all)?.0.len());
         }
-        let prefix = match &q.with {
-            Some(w) => index_prefix(w.to_bare().as_str()),
-            None => MSG_PREFIX.to_string(),
-        };
-        let (lk, hk) = (
-            format!("{prefix}{:020}", q.lo),
-            format!("{prefix}{:020}", q.hi),
-        );
-        let range = KeyRange {
-            prefix: &prefix,
-            lower: Bound::Included(&lk),
-            upper: Bound::Included(&hk),
-        };
-        Ok(ctx.kv_count_range(MODULE, account, &range)?)
+        let with = q.with.as_ref().map(|w| w.to_bare().to_string());
+        Ok(store(ctx)?
+            .count_range(account, with.as_deref(), q.lo, q.hi)?
+            .value() as usize)
     }
 
     fn search_form() -> Element {
@@ -759,7 +672,7 @@ impl Mam {
         if req.is_set {
             let prefs = Prefs::from_element(req.payload)?;
             let xml = prefs.to_element().to_xml(ns::CLIENT);
-            ctx.kv_put(MODULE, &account, PREFS_KEY, xml.as_bytes())?;
+            ctx.store(MODULE).put(&account, PREFS_KEY, xml.as_bytes())?;
             let mut cache = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= PREFS_CACHE {
                 cache.clear();
@@ -860,7 +773,9 @@ impl Module for Mam {
         let cutoff = self.cutoff();
         if cutoff > 0 {
             let account = jid.to_bare();
-            match delete_older_than(ctx, &account, cutoff, EXPIRE_PER_LOGIN) {
+            let deleted =
+                store(ctx).and_then(|s| s.delete_before(&account, cutoff, EXPIRE_PER_LOGIN));
+            match deleted {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("mod_mam: {n} expired messages of {account} deleted"),
                 Err(e) => tracing::error!("mod_mam: expiring messages of {account}: {e}"),
@@ -886,10 +801,11 @@ impl Module for Mam {
         if archivable(msg) {
             if let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) {
                 let account = from.to_bare();
+                let to_bare = to.to_bare();
                 // Between two resources of the account: archived once, on
                 // the receiving side (with its stanza id).
-                if to.to_bare() != account && self.archives(ctx, &account, &to) {
-                    self.archive(ctx, &account, &to.to_bare(), msg);
+                if to_bare != account && self.archives(ctx, &account, &to, &to_bare) {
+                    self.archive(ctx, &account, &to_bare, Direction::Outgoing, msg);
                 }
             }
         }
@@ -915,15 +831,22 @@ impl Module for Mam {
         let Some(from) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
             return;
         };
-        if !self.archives(ctx, account, &from) {
+        let from_bare = from.to_bare();
+        if !self.archives(ctx, account, &from, &from_bare) {
             return;
         }
         // No archive for an account that does not exist (the message is
         // bounced); the store is read only when the account has no session.
-        if ctx.sessions(account).is_empty() && !ctx.account_exists(account) {
+        if !ctx.has_sessions(account) && !ctx.account_exists(account) {
             return;
         }
-        if let Some(id) = self.archive(ctx, account, &from.to_bare(), msg) {
+        // From the account itself (another of its resources): outgoing.
+        let direction = if from_bare == *account {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        };
+        if let Some(id) = self.archive(ctx, account, &from_bare, direction, msg) {
             msg.children.push(crate::element::Node::Element(
                 Element::new("stanza-id", NS_SID)
                     .with_attr("by", by)
@@ -956,16 +879,6 @@ mod tests {
     }
 
     #[test]
-    fn keys_sort_by_time_and_ids_parse_strictly() {
-        assert!(message_key(999) < message_key(1000));
-        assert_eq!(message_key(5), "m:00000000000000000005");
-        assert_eq!(parse_id("00000000000000000005"), Some(5));
-        assert_eq!(parse_id("5"), None);
-        assert_eq!(parse_id("0000000000000000000x"), None);
-        assert_eq!(index_prefix("bob@x"), "w:bob@x\0");
-    }
-
-    #[test]
     fn prefs_parse_and_render() {
         let el = Element::new("prefs", NS_MAM)
             .with_attr("default", "roster")
@@ -992,14 +905,5 @@ mod tests {
                     .with_child(Element::new("jid", NS_MAM).with_text("@@")),
             );
         assert!(Prefs::from_element(&bad_jid).is_err());
-    }
-
-    #[test]
-    fn ids_strictly_increase() {
-        let m = Mam::default();
-        let a = m.next_id();
-        let b = m.next_id();
-        assert!(b > a);
-        assert_eq!(format!("{a:020}").len(), 20);
     }
 }

@@ -27,7 +27,8 @@
 //! [`ServerContext`] gives modules the domains, routing, read access to the
 //! roster (subscription states) and to sessions, and each module's own
 //! key/value store per account ([`ServerContext::store`], see
-//! [`crate::store`]; writes are durable when they return).
+//! [`crate::store`]; writes are durable when they return), and the message
+//! archives ([`ServerContext::archive`], see [`crate::archive`]).
 //! Hooks: iqs addressed to the server (dispatched by payload namespace),
 //! disco features and identities, extra stream features, session events, and
 //! three message hooks (a message left a local session; a message for a
@@ -300,6 +301,11 @@ pub trait ServerContext: Send + Sync {
     fn roster_contacts(&self, owner: &BareJid) -> Vec<(BareJid, Subscription)>;
     /// The bound sessions of an account.
     fn sessions(&self, account: &BareJid) -> Vec<SessionInfo>;
+    /// Whether the account has a bound session (cheaper than
+    /// [`ServerContext::sessions`]: nothing is copied).
+    fn has_sessions(&self, account: &BareJid) -> bool {
+        !self.sessions(account).is_empty()
+    }
     /// How long the server has been running.
     fn uptime(&self) -> std::time::Duration;
     /// Parse one element from XML text (as stored with `Element::to_xml`).
@@ -320,90 +326,10 @@ pub trait ServerContext: Send + Sync {
         crate::store::ModuleStore::new(self.module_data(), module)
     }
 
-    // --- The old per-call key/value API: thin wrappers over `store()`,
-    // kept only for mod_mam until the archive moves to its own store
-    // (issue 13 §2). For removal: new code uses `ctx.store(MODULE)`. ---
-
-    /// For removal: `self.store(module).get(account, key)`.
-    fn kv_get(
-        &self,
-        module: &str,
-        account: &BareJid,
-        key: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store(module).get(account, key)
-    }
-    /// For removal: `self.store(module).put(account, key, value)`.
-    fn kv_put(
-        &self,
-        module: &str,
-        account: &BareJid,
-        key: &str,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        self.store(module).put(account, key, value)
-    }
-    /// For removal: `self.store(module).put_lazy(account, key, value)`.
-    fn kv_put_lazy(
-        &self,
-        module: &str,
-        account: &BareJid,
-        key: &str,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        self.store(module).put_lazy(account, key, value)
-    }
-    /// For removal: `self.store(module).put_many_lazy(account, entries)`.
-    fn kv_put_many_lazy(
-        &self,
-        module: &str,
-        account: &BareJid,
-        entries: &[(&str, &[u8])],
-    ) -> Result<(), StoreError> {
-        self.store(module).put_many_lazy(account, entries)
-    }
-    /// For removal: `self.store(module).delete(account, key)`.
-    fn kv_delete(&self, module: &str, account: &BareJid, key: &str) -> Result<bool, StoreError> {
-        self.store(module).delete(account, key)
-    }
-    /// For removal: `self.store(module).scan(account, prefix)`.
-    fn kv_scan(
-        &self,
-        module: &str,
-        account: &BareJid,
-        prefix: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.store(module).scan(account, prefix)
-    }
-    /// For removal: `self.store(module).scan_range(account, range, reverse, limit)`.
-    fn kv_scan_range(
-        &self,
-        module: &str,
-        account: &BareJid,
-        range: &KeyRange<'_>,
-        reverse: bool,
-        limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.store(module)
-            .scan_range(account, range, reverse, limit)
-    }
-    /// For removal: `self.store(module).count_range(account, range)`.
-    fn kv_count_range(
-        &self,
-        module: &str,
-        account: &BareJid,
-        range: &KeyRange<'_>,
-    ) -> Result<usize, StoreError> {
-        self.store(module).count_range(account, range)
-    }
-    /// For removal: `self.store(module).delete_many(account, keys)`.
-    fn kv_delete_many(
-        &self,
-        module: &str,
-        account: &BareJid,
-        keys: &[String],
-    ) -> Result<usize, StoreError> {
-        self.store(module).delete_many(account, keys)
+    /// The message archives (XEP-0313; one per account, later per MUC
+    /// room): an engine-neutral store, `None` when the server has none.
+    fn archive(&self) -> Option<&dyn crate::archive::ArchiveStore> {
+        None
     }
     /// Whether the `access_rules` rule allows this user and/or address
     /// (ejabberd semantics; an undefined rule denies, `all` allows).

@@ -43,12 +43,19 @@ impl AccountStore for SledStorage {
     }
 
     /// Deletes the account and everything kept for it: roster (items,
-    /// tombstones, version), pending requests and offline messages. The
-    /// user's data goes first and the account last, so an interrupted
+    /// tombstones, version), pending requests, offline messages, module data
+    /// and the message archive. The user's data goes first and the account last, so an interrupted
     /// deletion leaves an account that can be deleted again, never orphaned
     /// data that a new account of the same name would inherit.
     fn delete_user(&self, account: AccountKey<'_>) -> Result<bool, StorageError> {
         let AccountKey { host, user } = account;
+        // The archive first (it takes the gate itself).
+        if let Ok(owner) = jid::BareJid::new(&format!("{user}@{host}")) {
+            use xep_support::archive::ArchiveStore;
+            self.archive
+                .delete_archive(&owner)
+                .map_err(|e| StorageError::Io(e.0))?;
+        }
         let _w = self.writing();
         let key = key2(host, user)?;
         self.offline_delete_all_impl(host, user)?;

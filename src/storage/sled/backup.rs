@@ -139,6 +139,7 @@ impl SledStorage {
             tree.apply_batch(batch).map_err(|e| self.err(e))?;
         }
         self.durable()?;
+        self.archive.reload()?;
         Ok(count)
     }
 }

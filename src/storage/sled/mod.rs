@@ -67,6 +67,13 @@
 //! to the caller's later flush (group commit) or sled's own 500 ms flush.
 
 mod accounts;
+// The message archive: its own trees (`archive_*`), write path and
+// conversion from the old layout; see archive.rs.
+pub mod archive;
+mod archive_migrate;
+mod archive_read;
+mod archive_record;
+mod archive_writer;
 mod backup;
 #[cfg(test)]
 mod full_disk;
@@ -133,7 +140,9 @@ pub struct SledStorage {
     pub(super) trees: Trees,
     /// Writers hold it shared, `backup` and `restore` exclusively, so a
     /// backup is a consistent copy of every tree (see `backup.rs`).
-    pub(super) gate: std::sync::RwLock<()>,
+    pub(super) gate: std::sync::Arc<std::sync::RwLock<()>>,
+    /// The message archive (trees `archive_*`, see `archive.rs`).
+    pub(super) archive: std::sync::Arc<archive::SledArchive>,
     /// Whether the "disk full" advice was logged (once per run).
     full_reported: std::sync::atomic::AtomicBool,
 }
@@ -274,11 +283,16 @@ impl SledStorage {
             .open()
             .map_err(|e| map_sled_error(dir, e))?;
         let trees = Trees::open(&db).map_err(|e| map_sled_error(dir, e))?;
+        let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
+        let archive = archive::SledArchive::open(&db, dir, gate.clone())?;
+        // Archives of the old layout (mod_mam's module data), converted once.
+        archive.migrate(&trees.module_data)?;
         Ok(SledStorage {
             db,
             dir: dir.to_path_buf(),
             trees,
-            gate: std::sync::RwLock::new(()),
+            gate,
+            archive: std::sync::Arc::new(archive),
             full_reported: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -361,7 +375,16 @@ impl Maintenance for SledStorage {
     }
 
     fn restore(&self, path: &Path) -> Result<u64, StorageError> {
-        self.restore_impl(path)
+        let n = self.restore_impl(path)?;
+        // A backup from before the archive had its own trees.
+        self.archive.migrate(&self.trees.module_data)?;
+        Ok(n)
+    }
+}
+
+impl super::ArchiveAccess for SledStorage {
+    fn archive(&self) -> std::sync::Arc<dyn super::ArchiveEngine> {
+        self.archive.clone()
     }
 }
 

@@ -1,0 +1,874 @@
+//! The message archive (XEP-0313) in sled: [`SledArchive`] implements
+//! `xep_support::archive::ArchiveStore` on trees of its own, apart from
+//! every other kind of record.
+//!
+//! | tree                | key                                  | value                        |
+//! |---------------------|--------------------------------------|------------------------------|
+//! | `archive_owners`    | `o` owner bare JID                   | archive id (u32 BE)          |
+//! |                     | `i` archive id (u32 BE)              | owner bare JID               |
+//! |                     | `m:last_id`, `m:next_archive`        | u64 BE: highest message id given out (by the conversion), next archive id |
+//! |                     | `m:journal`                          | the last batch begun: its highest and lowest ids, its archives |
+//! |                     | `m:migrated`                         | present once the old layout was converted |
+//! | `archive_messages`  | archive(4) id(8)                     | a block: the compact records of up to 128 messages of one batch (`archive_record.rs`) |
+//! | `archive_by_peer`   | archive(4) peer `\0` id(8)           | per peer and block: the block's id, the peer's message ids in it |
+//! | `archive_by_origin` | archive(4) peer `\0` origin-id       | id (u64 BE)                  |
+//! | `archive_counts`    | archive(4)                           | messages in the archive (u64 BE) |
+//! |                     | archive(4) peer                      | messages with that peer (u64 BE) |
+//! |                     | `hwm`                                | highest id of the last complete batch (u64 BE) |
+//!
+//! One record per message per archive, in blocks: the messages one batch
+//! wrote to one archive share one key (and one sled insert), and so do
+//! their peer index entries; a page is one range scan of `archive_messages`
+//! (or of `archive_by_peer`, then one read per block); counts are single
+//! reads. The origin-id index has one key per message that has an
+//! origin-id (it is looked up by exact key). A batch is written as one sled batch
+//! per tree (owners with a journal, blocks, peer index, origin-ids,
+//! counters with the high-water mark `hwm`, in that order; sled recovers a
+//! prefix of its log): after a crash the journal tells
+//! `archive_writer::repair` which blocks to complete the indexes and
+//! counters from, at the next open.
+//!
+//! Writes go through `archive_writer.rs` (a queue, an applier thread and a
+//! flusher thread): appends return at once, are visible to reads as soon as
+//! the applier took them (reads wait for that, see [`Inner::settle`]) and
+//! are durable within 200 ms plus an fsync (well within the 1 s bound of
+//! `xep_support::archive::DURABILITY_BOUND_MS`). Deletions (retention,
+//! account removal) run on the caller's thread under the same write lock
+//! as the applier and are flushed before they return.
+//!
+//! A record that does not decode is skipped with a log line naming the
+//! owner (a damaged block: the rest of that block); queries never fail on
+//! it. Reads and retention are in `archive_read.rs`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use jid::BareJid;
+use xep_support::archive::{
+    Appended, ArchiveStore, ArchivedMessage, Count, NewMessage, PageQuery, EXACT_COUNT_LIMIT,
+};
+use xep_support::module::StoreError;
+
+use super::archive_record as rec;
+use super::archive_writer::{Writer, WriterState};
+use crate::storage::StorageError;
+
+pub(super) const OWNERS_TREE: &str = "archive_owners";
+pub(super) const MESSAGES_TREE: &str = "archive_messages";
+pub(super) const BY_PEER_TREE: &str = "archive_by_peer";
+pub(super) const BY_ORIGIN_TREE: &str = "archive_by_origin";
+pub(super) const COUNTS_TREE: &str = "archive_counts";
+/// `archive_owners` key of the highest message id given out.
+pub(super) const LAST_ID_KEY: &[u8] = b"m:last_id";
+/// `archive_owners` key of the next archive id to give out.
+pub(super) const NEXT_ARCHIVE_KEY: &[u8] = b"m:next_archive";
+/// Rows removed per transaction by deletions.
+const DELETE_CHUNK: usize = 1000;
+
+/// The archive's trees.
+pub(super) struct Trees {
+    pub owners: sled::Tree,
+    pub messages: sled::Tree,
+    pub by_peer: sled::Tree,
+    pub by_origin: sled::Tree,
+    pub counts: sled::Tree,
+}
+
+/// What the archive, its writer threads and its callers share.
+pub(super) struct Inner {
+    pub db: sled::Db,
+    pub dir: PathBuf,
+    pub trees: Trees,
+    /// The storage gate (shared while writing, exclusive for backups).
+    pub gate: Arc<RwLock<()>>,
+    /// Held by whoever changes the archive trees (applier, deletions), so
+    /// counters are read and written by one at a time.
+    pub write_lock: Mutex<()>,
+    /// Counter values as last written by the applier (read and changed
+    /// under the write lock; emptied by every other writer of counters).
+    pub counts_cache: Mutex<std::collections::HashMap<Vec<u8>, u64>>,
+    pub w: Writer,
+}
+
+/// The message archive in sled.
+pub struct SledArchive {
+    pub(super) inner: Arc<Inner>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+pub(super) fn owner_key(owner: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + owner.len());
+    k.push(b'o');
+    k.extend_from_slice(owner.as_bytes());
+    k
+}
+
+pub(super) fn owner_rev_key(archive: u32) -> [u8; 5] {
+    let mut k = [b'i'; 5];
+    k[1..].copy_from_slice(&archive.to_be_bytes());
+    k
+}
+
+impl Inner {
+    pub fn err(&self, e: sled::Error) -> StorageError {
+        StorageError::Io(format!("{}: archive: {e}", self.dir.display()))
+    }
+
+    pub fn store_err(&self, e: sled::Error) -> StoreError {
+        StoreError(self.err(e).to_string())
+    }
+
+    /// The archive id of `owner`, if it has one (appended or stored).
+    pub fn archive_of(&self, owner: &str) -> Result<Option<u32>, StoreError> {
+        if let Some(a) = self.w.cached_owner(owner) {
+            return Ok(Some(a));
+        }
+        let v = self
+            .trees
+            .owners
+            .get(owner_key(owner))
+            .map_err(|e| self.store_err(e))?;
+        let a = v.and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?)));
+        if let Some(a) = a {
+            self.w.cache_owner(owner, a);
+        }
+        Ok(a)
+    }
+
+    /// Wait until every append made before this call is applied (visible).
+    pub fn settle(&self) {
+        self.w.settle();
+    }
+
+    pub fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+        Ok(self
+            .trees
+            .counts
+            .get(key)
+            .map_err(|e| self.store_err(e))?
+            .and_then(|v| rec::u64_of(&v))
+            .unwrap_or(0))
+    }
+
+    /// Forget cached counters (their trees are changed by someone else).
+    pub fn clear_counts_cache(&self) {
+        self.counts_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.store_err(e))
+    }
+}
+
+impl SledArchive {
+    /// Open the archive's trees in `db` and start its writer threads.
+    pub fn open(
+        db: &sled::Db,
+        dir: &std::path::Path,
+        gate: Arc<RwLock<()>>,
+    ) -> Result<SledArchive, StorageError> {
+        let e = |e: sled::Error| StorageError::Io(format!("{}: archive: {e}", dir.display()));
+        let trees = Trees {
+            owners: db.open_tree(OWNERS_TREE).map_err(e)?,
+            messages: db.open_tree(MESSAGES_TREE).map_err(e)?,
+            by_peer: db.open_tree(BY_PEER_TREE).map_err(e)?,
+            by_origin: db.open_tree(BY_ORIGIN_TREE).map_err(e)?,
+            counts: db.open_tree(COUNTS_TREE).map_err(e)?,
+        };
+        super::archive_writer::repair(&trees).map_err(e)?;
+        let state = WriterState::load(&trees.owners).map_err(e)?;
+        let inner = Arc::new(Inner {
+            db: db.clone(),
+            dir: dir.to_path_buf(),
+            trees,
+            gate,
+            write_lock: Mutex::new(()),
+            counts_cache: Mutex::new(std::collections::HashMap::new()),
+            w: Writer::new(state),
+        });
+        let threads = super::archive_writer::start(&inner);
+        Ok(SledArchive {
+            inner,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Reload the in-memory state from the trees (after a restore).
+    pub fn reload(&self) -> Result<(), StorageError> {
+        let _w = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.inner.clear_counts_cache();
+        let state = WriterState::load(&self.inner.trees.owners).map_err(|e| self.inner.err(e))?;
+        self.inner.w.replace_state(state);
+        Ok(())
+    }
+
+    /// The ticket of the last append so far (see [`SledArchive::durable`]).
+    pub fn ticket(&self) -> u64 {
+        self.inner.w.ticket()
+    }
+
+    /// Wait until every append up to `ticket` is on disk.
+    pub async fn durable(&self, ticket: u64) -> Result<(), StorageError> {
+        self.inner.w.durable(ticket).await
+    }
+
+    /// Stop the writer threads after they wrote and flushed everything.
+    pub fn shutdown(&self) {
+        self.inner.w.stop();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let stopped = !threads.is_empty();
+        for t in threads {
+            let _ = t.join();
+        }
+        // The applier's last batch may have come after the flusher's last
+        // flush.
+        if stopped {
+            if let Err(e) = self.inner.db.flush() {
+                tracing::error!("archive: flushing at close: {e}");
+            }
+        }
+    }
+
+    /// Load messages with their own ids (a XEP-0227 import) into `owner`'s
+    /// archive, which must be empty (ids of one archive's blocks must not
+    /// overlap); how many were stored. Durable when it returns.
+    pub fn import(
+        &self,
+        owner: &BareJid,
+        msgs: Vec<(u64, NewMessage)>,
+    ) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        if self.count(owner)? > 0 {
+            return Err(StoreError(format!("the archive of {owner} is not empty")));
+        }
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (a, owners) = match inner.archive_of(owner.as_str())? {
+            Some(a) => (a, Vec::new()),
+            None => {
+                let a = inner
+                    .w
+                    .allocate(owner.as_str())
+                    .ok_or_else(|| StoreError("archive ids exhausted".into()))?;
+                (a, vec![(owner.to_string(), a)])
+            }
+        };
+        let mut batch: Vec<_> = msgs
+            .iter()
+            .map(|(id, m)| super::archive_writer::Pending::new(a, *id, m))
+            .collect();
+        batch.sort_by_key(|p| p.id());
+        batch.dedup_by_key(|p| p.id());
+        let n = batch.len();
+        let max = batch.last().map(|p| p.id()).unwrap_or(0);
+        super::archive_writer::raise_last_id(max);
+        super::archive_writer::write_batch(inner, &batch, &owners, inner.w.next_archive())
+            .map_err(StoreError)?;
+        inner.flush()?;
+        Ok(n)
+    }
+
+    /// Convert archives of the old layout (mod_mam's module data) once.
+    pub fn migrate(&self, module_data: &sled::Tree) -> Result<u64, StorageError> {
+        super::archive_migrate::run(&self.inner, module_data)
+    }
+}
+
+impl Drop for SledArchive {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl ArchiveStore for SledArchive {
+    fn append(&self, msgs: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+        super::archive_writer::append(&self.inner, msgs)
+    }
+
+    fn page(&self, owner: &BareJid, q: &PageQuery<'_>) -> Result<Vec<ArchivedMessage>, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(Vec::new());
+        };
+        inner.page_of(owner, a, q.with, q.lo, q.hi, q.reverse, q.limit)
+    }
+
+    fn get(&self, owner: &BareJid, id: u64) -> Result<Option<ArchivedMessage>, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(None);
+        };
+        inner.get_one(owner, a, id)
+    }
+
+    fn find_origin_id(
+        &self,
+        owner: &BareJid,
+        peer: &BareJid,
+        origin_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(None);
+        };
+        let v = inner
+            .trees
+            .by_origin
+            .get(rec::origin_key(a, peer.as_str(), origin_id))
+            .map_err(|e| inner.store_err(e))?;
+        Ok(v.and_then(|v| rec::u64_of(&v)))
+    }
+
+    fn count(&self, owner: &BareJid) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        match inner.archive_of(owner.as_str())? {
+            Some(a) => inner.counter(&rec::archive_prefix(a)),
+            None => Ok(0),
+        }
+    }
+
+    fn count_range(
+        &self,
+        owner: &BareJid,
+        with: Option<&str>,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Count, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(Count::Exact(0));
+        };
+        if lo > hi {
+            return Ok(Count::Exact(0));
+        }
+        let total = match with {
+            None => inner.counter(&rec::archive_prefix(a))?,
+            Some(peer) => inner.counter(&rec::peer_count_key(a, peer))?,
+        };
+        if total == 0 {
+            return Ok(Count::Exact(0));
+        }
+        if lo == 0 && hi == u64::MAX {
+            return Ok(Count::Exact(total));
+        }
+        let cap = EXACT_COUNT_LIMIT;
+        let n = inner.count_between(owner, a, with, lo, hi, cap)?;
+        if n <= cap {
+            return Ok(Count::Exact(n as u64));
+        }
+        let below = match lo {
+            0 => 0,
+            lo => inner.count_between(owner, a, with, 0, lo - 1, cap)?,
+        };
+        let above = match hi {
+            u64::MAX => 0,
+            hi => inner.count_between(owner, a, with, hi + 1, u64::MAX, cap)?,
+        };
+        if below <= cap && above <= cap {
+            return Ok(Count::Exact(total.saturating_sub((below + above) as u64)));
+        }
+        // Interpolate over the archive's time span (ids are microseconds).
+        let (first, last) = inner.span(owner, a, with)?.unwrap_or((lo, hi));
+        let (l, h) = (lo.max(first), hi.min(last));
+        let span = last.saturating_sub(first).max(1) as u128;
+        let est = (total as u128 * h.saturating_sub(l) as u128 / span) as u64;
+        Ok(Count::Estimate(
+            est.clamp(cap as u64 + 1, total.max(cap as u64 + 1)),
+        ))
+    }
+
+    fn delete_before(
+        &self,
+        owner: &BareJid,
+        cutoff: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(0);
+        };
+        if cutoff == 0 || limit == 0 {
+            return Ok(0);
+        }
+        let deleted = {
+            let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+            let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            inner.clear_counts_cache();
+            super::archive_read::delete_before(inner, owner, a, cutoff, limit)?
+        };
+        if deleted > 0 {
+            inner.flush()?;
+        }
+        Ok(deleted)
+    }
+
+    fn delete_archive(&self, owner: &BareJid) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(0);
+        };
+        let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Appends not applied yet would come back after the removal.
+        inner.w.drop_pending(a);
+        inner.clear_counts_cache();
+        let n = inner.counter(&rec::archive_prefix(a))?;
+        let t = &inner.trees;
+        for tree in [&t.messages, &t.by_peer, &t.by_origin, &t.counts] {
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut k = 0;
+                for key in tree
+                    .scan_prefix(rec::archive_prefix(a))
+                    .keys()
+                    .take(DELETE_CHUNK)
+                {
+                    batch.remove(key.map_err(|e| inner.store_err(e))?);
+                    k += 1;
+                }
+                if k == 0 {
+                    break;
+                }
+                tree.apply_batch(batch).map_err(|e| inner.store_err(e))?;
+            }
+        }
+        inner.flush()?;
+        Ok(n)
+    }
+
+    fn owners(&self) -> Result<Vec<BareJid>, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let mut out = Vec::new();
+        for kv in inner.trees.owners.scan_prefix(b"o") {
+            let (k, _) = kv.map_err(|e| inner.store_err(e))?;
+            match std::str::from_utf8(&k[1..])
+                .ok()
+                .and_then(|s| BareJid::new(s).ok())
+            {
+                Some(j) => out.push(j),
+                None => tracing::error!("archive: an owner name is damaged; skipped"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl crate::storage::ArchiveEngine for SledArchive {
+    fn ticket(&self) -> u64 {
+        SledArchive::ticket(self)
+    }
+    fn close(&self) {
+        self.shutdown();
+    }
+    fn import(&self, owner: &BareJid, msgs: Vec<(u64, NewMessage)>) -> Result<usize, StoreError> {
+        SledArchive::import(self, owner, msgs)
+    }
+    fn durable(
+        &self,
+        ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
+    {
+        Box::pin(SledArchive::durable(self, ticket))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xep_support::archive::Direction;
+
+    fn open(dir: &std::path::Path) -> SledArchive {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        SledArchive::open(&db, dir, Arc::new(RwLock::new(()))).unwrap()
+    }
+
+    fn jid(s: &str) -> BareJid {
+        BareJid::new(s).unwrap()
+    }
+
+    fn msg(owner: &str, peer: &str, origin: Option<&str>, body: &str) -> NewMessage {
+        NewMessage {
+            owner: jid(owner),
+            peer: jid(peer),
+            direction: Direction::Incoming,
+            origin_id: origin.map(str::to_string),
+            xml: format!("<message><body>{body}</body></message>"),
+        }
+    }
+
+    fn page(
+        a: &SledArchive,
+        owner: &str,
+        with: Option<&str>,
+        reverse: bool,
+        limit: usize,
+    ) -> Vec<String> {
+        a.page(
+            &jid(owner),
+            &PageQuery {
+                with,
+                lo: 0,
+                hi: u64::MAX,
+                reverse,
+                limit,
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|m| m.xml)
+        .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn append_query_count_dedupe_delete_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let mut ids = Vec::new();
+        for i in 0..30 {
+            let peer = if i % 3 == 0 { "carol@x" } else { "bob@x" };
+            let r = a
+                .append(vec![msg(
+                    "alice@x",
+                    peer,
+                    Some(&format!("o{i}")),
+                    &format!("m{i}"),
+                )])
+                .unwrap();
+            assert!(matches!(r[0], Appended::Stored(_)));
+            ids.push(r[0].id());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
+        // Visible at once, in order, both directions, with `with`.
+        let all = page(&a, "alice@x", None, false, 100);
+        assert_eq!(all.len(), 30);
+        assert!(all[0].contains("m0") && all[29].contains("m29"));
+        let last2 = page(&a, "alice@x", None, true, 2);
+        assert!(last2[0].contains("m29") && last2[1].contains("m28"));
+        let carol = page(&a, "alice@x", Some("carol@x"), false, 100);
+        assert_eq!(carol.len(), 10);
+        assert!(carol[1].contains("m3"));
+        assert!(page(&a, "bob@x", None, false, 10).is_empty());
+        // Counts: O(1) totals, exact ranges.
+        let alice = jid("alice@x");
+        assert_eq!(a.count(&alice).unwrap(), 30);
+        assert_eq!(
+            a.count_range(&alice, None, 0, u64::MAX).unwrap(),
+            Count::Exact(30)
+        );
+        assert_eq!(
+            a.count_range(&alice, Some("bob@x"), 0, u64::MAX).unwrap(),
+            Count::Exact(20)
+        );
+        assert_eq!(
+            a.count_range(&alice, None, ids[5], ids[9]).unwrap(),
+            Count::Exact(5)
+        );
+        assert_eq!(
+            a.count_range(&alice, Some("carol@x"), ids[3], ids[9])
+                .unwrap(),
+            Count::Exact(3)
+        );
+        // Idempotent by (peer, origin-id), also within one batch.
+        let r = a
+            .append(vec![
+                msg("alice@x", "bob@x", Some("o1"), "again"),
+                msg("alice@x", "bob@x", Some("new"), "n"),
+                msg("alice@x", "bob@x", Some("new"), "n"),
+                msg("alice@x", "carol@x", Some("o1"), "other peer"),
+            ])
+            .unwrap();
+        assert_eq!(r[0], Appended::Duplicate(ids[1]));
+        assert!(matches!(r[1], Appended::Stored(_)));
+        assert_eq!(r[2], Appended::Duplicate(r[1].id()));
+        assert!(matches!(r[3], Appended::Stored(_)));
+        assert_eq!(a.count(&alice).unwrap(), 32);
+        assert_eq!(
+            a.find_origin_id(&alice, &jid("bob@x"), "o4").unwrap(),
+            Some(ids[4])
+        );
+        assert_eq!(
+            a.get(&alice, ids[4]).unwrap().unwrap().origin_id.as_deref(),
+            Some("o4")
+        );
+        // Durable on request.
+        let t = a.ticket();
+        a.durable(t).await.unwrap();
+        // Retention: the first ten go, with their index entries and counts.
+        assert_eq!(a.delete_before(&alice, ids[10], usize::MAX).unwrap(), 10);
+        assert_eq!(a.count(&alice).unwrap(), 22);
+        assert_eq!(
+            a.count_range(&alice, Some("carol@x"), 0, u64::MAX).unwrap(),
+            Count::Exact(7)
+        );
+        assert_eq!(page(&a, "alice@x", Some("carol@x"), false, 100).len(), 7);
+        assert_eq!(a.find_origin_id(&alice, &jid("bob@x"), "o4").unwrap(), None);
+        // Reopen: data kept, new ids above the old ones.
+        a.append(vec![msg("dave@x", "bob@x", None, "d")]).unwrap();
+        drop(a);
+        let a = open(dir.path());
+        assert_eq!(a.count(&alice).unwrap(), 22);
+        assert_eq!(a.count(&jid("dave@x")).unwrap(), 1);
+        let r = a
+            .append(vec![msg("alice@x", "bob@x", None, "later")])
+            .unwrap();
+        assert!(r[0].id() > ids[29]);
+        let mut owners: Vec<String> = a.owners().unwrap().iter().map(|j| j.to_string()).collect();
+        owners.sort();
+        assert_eq!(owners, ["alice@x", "dave@x"]);
+        // Removal of a whole archive.
+        assert_eq!(a.delete_archive(&alice).unwrap(), 23);
+        assert_eq!(a.count(&alice).unwrap(), 0);
+        assert!(page(&a, "alice@x", None, false, 10).is_empty());
+        assert!(page(&a, "alice@x", Some("bob@x"), false, 10).is_empty());
+        assert_eq!(a.count(&jid("dave@x")).unwrap(), 1);
+    }
+
+    #[test]
+    fn damaged_records_are_skipped_and_large_ranges_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let alice = jid("alice@x");
+        let n = EXACT_COUNT_LIMIT * 3 + 300;
+        let msgs: Vec<_> = (0..n)
+            .map(|i| msg("alice@x", "bob@x", None, &format!("m{i}")))
+            .collect();
+        let ids: Vec<u64> = a.append(msgs).unwrap().iter().map(|r| r.id()).collect();
+        // The whole archive: exact from the counter (once written).
+        assert_eq!(a.count(&alice).unwrap(), n as u64);
+        // The range and its complement both small: exact.
+        let r = a.count_range(&alice, None, ids[20], ids[n - 20]).unwrap();
+        assert_eq!(r, Count::Exact((n - 39) as u64));
+        // More than the limit inside and on both sides: an estimate, bounded.
+        let (lo, hi) = (EXACT_COUNT_LIMIT + 50, 2 * EXACT_COUNT_LIMIT + 250);
+        let big = a.count_range(&alice, None, ids[lo], ids[hi]).unwrap();
+        assert!(matches!(big, Count::Estimate(_)), "{big:?}");
+        assert!(
+            big.value() > EXACT_COUNT_LIMIT as u64 && big.value() <= n as u64,
+            "{big:?}"
+        );
+        let small = a
+            .count_range(&alice, Some("bob@x"), ids[100], ids[199])
+            .unwrap();
+        assert_eq!(small, Count::Exact(100));
+        // Damage the first block on disk (once it is written): cut it in
+        // its second message.
+        let arch = a.inner.archive_of("alice@x").unwrap().unwrap();
+        let key = rec::message_key(arch, ids[0]);
+        let block = a.inner.trees.messages.get(key).unwrap().unwrap();
+        let (e, _) = rec::block_entries(ids[0], &block);
+        let cut = e[1].1.as_ptr() as usize - block.as_ptr() as usize + 3;
+        a.inner.trees.messages.insert(key, &block[..cut]).unwrap();
+        let first = page(&a, "alice@x", None, false, 3);
+        assert_eq!(first.len(), 3);
+        let next = rec::BLOCK_MESSAGES;
+        assert!(
+            first[0].contains(">m0<") && first[1].contains(&format!(">m{next}<")),
+            "{first:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_torn_by_a_crash_is_completed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let alice = jid("alice@x");
+        a.append(vec![msg("alice@x", "bob@x", Some("o0"), "m0")])
+            .unwrap();
+        assert_eq!(a.count(&alice).unwrap(), 1);
+        let arch = a.inner.archive_of("alice@x").unwrap().unwrap();
+        // As if the process died after the journal and the blocks of the
+        // next batch were written, before its indexes and counters.
+        let ids = [u64::MAX / 4, u64::MAX / 4 + 1];
+        let recs: Vec<Vec<u8>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                rec::encode(
+                    Direction::Incoming,
+                    "carol@x",
+                    Some(&format!("t{i}")),
+                    &format!("<message><body>t{i}</body></message>"),
+                )
+            })
+            .collect();
+        let b = super::super::archive_writer::blocks_of(
+            ids.iter()
+                .zip(&recs)
+                .map(|(id, r)| (arch, *id, "carol@x", r.as_slice())),
+        );
+        let mut journal = ids[1].to_be_bytes().to_vec();
+        journal.extend_from_slice(&ids[0].to_be_bytes());
+        journal.extend_from_slice(&arch.to_be_bytes());
+        let t = &a.inner.trees;
+        t.owners
+            .insert(super::super::archive_writer::JOURNAL_KEY, journal)
+            .unwrap();
+        for (ar, base, block) in &b.blocks {
+            t.messages
+                .insert(rec::message_key(*ar, *base), block.as_slice())
+                .unwrap();
+        }
+        drop(a);
+        let a = open(dir.path());
+        assert_eq!(a.count(&alice).unwrap(), 3);
+        assert_eq!(page(&a, "alice@x", Some("carol@x"), false, 10).len(), 2);
+        assert_eq!(
+            a.find_origin_id(&alice, &jid("carol@x"), "t1").unwrap(),
+            Some(ids[1])
+        );
+        // Idempotent: nothing more at the next open; new ids above.
+        drop(a);
+        let a = open(dir.path());
+        assert_eq!(a.count(&alice).unwrap(), 3);
+        let r = a.append(vec![msg("alice@x", "bob@x", None, "n")]).unwrap();
+        assert!(r[0].id() > ids[1]);
+    }
+
+    /// Query times and bytes on disk of a large archive, at the store (no
+    /// XMPP): `ARCHIVE_BENCH_N=1000000 cargo test --release --bin rookery
+    /// archive_query_times -- --ignored --nocapture` (docs/benchmarks.md).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn archive_query_times() {
+        let n: usize = std::env::var("ARCHIVE_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let alice = jid("alice@localhost");
+        // A 200-byte stanza; every tenth message with carol, the rest bob.
+        let xml = |i: usize, peer: &str| {
+            let body = format!("message {i} {}", "x".repeat(60));
+            let s = format!(
+                "<message from='{peer}/phone' to='alice@localhost' type='chat' id='id{i:08}'><body>{body}</body></message>"
+            );
+            format!("{s:<200}")
+        };
+        let t0 = std::time::Instant::now();
+        let mut ids = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
+            let msgs = chunk
+                .iter()
+                .map(|i| {
+                    let peer = if i % 10 == 9 {
+                        "carol@localhost"
+                    } else {
+                        "bob@localhost"
+                    };
+                    NewMessage {
+                        owner: alice.clone(),
+                        peer: jid(peer),
+                        direction: Direction::Incoming,
+                        origin_id: Some(format!("o{i}")),
+                        xml: xml(*i, peer),
+                    }
+                })
+                .collect();
+            ids.extend(a.append(msgs).unwrap().iter().map(|r| r.id()));
+        }
+        let t = a.ticket();
+        a.durable(t).await.unwrap();
+        let fill = t0.elapsed();
+        let mut bytes = 0u64;
+        for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_file() {
+                bytes += m.len();
+            } else if m.is_dir() {
+                for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                    bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        println!(
+            "{n} messages of 200 bytes (with origin-ids) appended in {fill:.1?}; {:.0} bytes on disk per message",
+            bytes as f64 / n as f64
+        );
+        let mid = ids[n / 2];
+        let q = |with, lo, hi, reverse| PageQuery {
+            with,
+            lo,
+            hi,
+            reverse,
+            limit: 50,
+        };
+        let cases: Vec<(&str, PageQuery<'_>)> = vec![
+            ("first page of 50", q(None, 0, u64::MAX, false)),
+            (
+                "middle page of 50 (after an id)",
+                q(None, mid + 1, u64::MAX, false),
+            ),
+            ("last page of 50 (<before/>)", q(None, 0, u64::MAX, true)),
+            (
+                "with carol, middle page of 50",
+                q(Some("carol@localhost"), mid + 1, u64::MAX, false),
+            ),
+            (
+                "with carol, last page of 50",
+                q(Some("carol@localhost"), 0, u64::MAX, true),
+            ),
+        ];
+        for (name, query) in &cases {
+            let mut times = Vec::new();
+            for _ in 0..21 {
+                let t = std::time::Instant::now();
+                let page = a.page(&alice, query).unwrap();
+                times.push(t.elapsed());
+                assert_eq!(page.len(), 50, "{name}");
+            }
+            times.sort();
+            println!("{name}: median {:?}, max {:?}", times[10], times[20]);
+        }
+        let counts: Vec<(&str, Option<&str>, u64, u64)> = vec![
+            ("count, whole archive (counter)", None, 0, u64::MAX),
+            (
+                "count, with carol (counter)",
+                Some("carol@localhost"),
+                0,
+                u64::MAX,
+            ),
+            (
+                "count after the middle (complement walked)",
+                None,
+                mid + 1,
+                u64::MAX,
+            ),
+            ("count of the last 5,000", None, ids[n - 5000], u64::MAX),
+        ];
+        for (name, with, lo, hi) in counts {
+            let mut times = Vec::new();
+            let mut last = None;
+            for _ in 0..21 {
+                let t = std::time::Instant::now();
+                last = Some(a.count_range(&alice, with, lo, hi).unwrap());
+                times.push(t.elapsed());
+            }
+            times.sort();
+            println!(
+                "{name}: {:?}, median {:?}, max {:?}",
+                last.unwrap(),
+                times[10],
+                times[20]
+            );
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Converting archives of the old layout, once, when the database opens.
+//!
+//! Before the archive had trees of its own, mod_mam kept each account's
+//! messages in the module key/value space (`module_data`, key
+//! `host\0user\0mod_mam\0KEY`): `m:<id, 20 digits>` = `<peer bare JID>\n<the
+//! message XML>`, plus an index entry `w:<peer>\0<id>` (empty) per message.
+//! [`run`] walks `module_data` once, in key order, and moves every `m:`
+//! record into the archive trees (same id, so stanza-ids clients hold stay
+//! valid; direction and origin-id read from the stanza), dropping the `w:`
+//! entries (the peer index is rebuilt from the records). The module's
+//! other keys (`prefs`) stay.
+//!
+//! Each chunk is one transaction over `module_data` and the archive trees
+//! that writes the new records and deletes the old keys: a migration killed
+//! midway resumes with what is left at the next start, and converting an
+//! already converted chunk is impossible (its old keys are gone). When the
+//! walk ends, `m:migrated` is written to `archive_owners`, so later starts
+//! do not walk `module_data` again.
+
+use sled::Transactional;
+use xep_support::archive::{parse_id, Direction};
+
+use super::archive::{owner_key, owner_rev_key, Inner, LAST_ID_KEY, NEXT_ARCHIVE_KEY};
+use super::archive_record as rec;
+use crate::storage::StorageError;
+
+/// The old module name.
+const MODULE: &[u8] = b"mod_mam";
+/// `archive_owners` key present once the old layout was converted.
+pub(super) const MIGRATED_KEY: &[u8] = b"m:migrated";
+/// Old keys converted per transaction.
+const CHUNK: usize = 500;
+
+/// One old key, split.
+struct Old {
+    key: sled::IVec,
+    owner: String,
+    /// `Some` for a message (`m:`), `None` for an index entry (`w:`).
+    message: Option<(u64, sled::IVec)>,
+}
+
+/// Split `host\0user\0mod_mam\0KEY` (host-only keys are a service's, e.g. rooms').
+fn split(key: &[u8]) -> Option<(String, &[u8])> {
+    let mut parts = key.splitn(4, |b| *b == 0);
+    let host = std::str::from_utf8(parts.next()?).ok()?;
+    let user = std::str::from_utf8(parts.next()?).ok()?;
+    let module = parts.next()?;
+    let rest = parts.next()?;
+    if module != MODULE || host.is_empty() {
+        return None;
+    }
+    let owner = if user.is_empty() {
+        host.to_string()
+    } else {
+        format!("{user}@{host}")
+    };
+    Some((owner, rest))
+}
+
+/// Peer, direction, origin-id and XML of an old record.
+fn convert(owner: &str, value: &[u8]) -> Option<(String, Direction, Option<String>, String)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (peer, xml) = text.split_once('\n')?;
+    if !xml.contains("origin-id") {
+        // No origin-id: only the sender is needed, from the start tag (the
+        // old server wrote it with `Element::write_to`: single quotes, '>'
+        // escaped in values; a bare JID has no quote or ampersand).
+        let tag = &xml[..xml.find('>')?];
+        let from = tag
+            .split_once(" from='")
+            .and_then(|(_, rest)| rest.split_once('\''))
+            .map(|(v, _)| v.split('/').next().unwrap_or(v));
+        let direction = if from == Some(owner) {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        };
+        return Some((peer.to_string(), direction, None, xml.to_string()));
+    }
+    let el = crate::storage::stanza_codec::parse_stanza(xml);
+    let from_bare = el
+        .as_ref()
+        .and_then(|e| e.attr("from"))
+        .map(|f| f.split('/').next().unwrap_or(f).to_string());
+    let direction = if from_bare.as_deref() == Some(owner) {
+        Direction::Outgoing
+    } else {
+        Direction::Incoming
+    };
+    let origin = el
+        .as_ref()
+        .and_then(|e| e.child("origin-id", "urn:xmpp:sid:0"))
+        .and_then(|o| o.attr("id"))
+        .map(str::to_string);
+    Some((peer.to_string(), direction, origin, xml.to_string()))
+}
+
+/// Convert what is left of the old layout; how many messages were moved.
+pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, StorageError> {
+    let t = &inner.trees;
+    if t.owners
+        .contains_key(MIGRATED_KEY)
+        .map_err(|e| inner.err(e))?
+    {
+        return Ok(0);
+    }
+    let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+    let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+    inner.clear_counts_cache();
+    let mut moved = 0u64;
+    let mut after: Option<sled::IVec> = None;
+    loop {
+        let range = match &after {
+            Some(k) => module_data.range::<&[u8], _>((
+                std::ops::Bound::Excluded(k.as_ref()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => module_data.iter(),
+        };
+        let mut chunk: Vec<Old> = Vec::new();
+        for kv in range {
+            let (k, v) = kv.map_err(|e| inner.err(e))?;
+            after = Some(k.clone());
+            let Some((owner, rest)) = split(&k) else {
+                continue;
+            };
+            if let Some(id) = rest.strip_prefix(b"m:") {
+                match std::str::from_utf8(id).ok().and_then(parse_id) {
+                    Some(id) => chunk.push(Old {
+                        key: k.clone(),
+                        owner,
+                        message: Some((id, v)),
+                    }),
+                    None => tracing::error!("archive migration: {owner}: a damaged key; left"),
+                }
+            } else if rest.starts_with(b"w:") {
+                chunk.push(Old {
+                    key: k.clone(),
+                    owner,
+                    message: None,
+                });
+            }
+            if chunk.len() >= CHUNK {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        // New records and owners of this chunk.
+        let mut records = Vec::new();
+        let mut owners = Vec::new();
+        for old in &chunk {
+            let Some((id, value)) = &old.message else {
+                continue;
+            };
+            let Some((peer, dir, origin, xml)) = convert(&old.owner, value) else {
+                tracing::error!(
+                    "archive migration: {}: message {id:020} is damaged; dropped",
+                    old.owner
+                );
+                continue;
+            };
+            let a = match inner
+                .archive_of(&old.owner)
+                .map_err(|e| StorageError::Io(e.0))?
+            {
+                Some(a) => a,
+                None => {
+                    let a = inner
+                        .w
+                        .allocate(&old.owner)
+                        .ok_or_else(|| StorageError::Io("archive ids exhausted".into()))?;
+                    owners.push((old.owner.clone(), a));
+                    a
+                }
+            };
+            let record = rec::encode(dir, &peer, origin.as_deref(), &xml);
+            records.push((a, *id, peer, origin, record));
+        }
+        let b = super::archive_writer::blocks_of(
+            records
+                .iter()
+                .map(|(a, id, peer, _, r)| (*a, *id, peer.as_str(), r.as_slice())),
+        );
+        let last_id = b.last_id;
+        let next_archive = inner.w.next_archive();
+        let r = (
+            module_data,
+            &t.messages,
+            &t.by_peer,
+            &t.by_origin,
+            &t.counts,
+            &t.owners,
+        )
+            .transaction(|(md, m, pi, oi, c, o)| {
+                for old in &chunk {
+                    md.remove(&old.key)?;
+                }
+                for (a, base, block) in &b.blocks {
+                    m.insert(&rec::message_key(*a, *base)[..], block.as_slice())?;
+                }
+                for (k, v) in &b.peers {
+                    pi.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (a, id, peer, origin, _) in &records {
+                    if let Some(origin) = origin {
+                        oi.insert(rec::origin_key(*a, peer, origin), &id.to_be_bytes())?;
+                    }
+                }
+                for (k, d) in &b.deltas {
+                    let cur = c
+                        .get(k.as_slice())?
+                        .and_then(|v| rec::u64_of(&v))
+                        .unwrap_or(0);
+                    c.insert(k.as_slice(), &(cur + d).to_be_bytes())?;
+                }
+                for (name, a) in &owners {
+                    o.insert(owner_key(name), &a.to_be_bytes())?;
+                    o.insert(&owner_rev_key(*a)[..], name.as_bytes())?;
+                }
+                o.insert(NEXT_ARCHIVE_KEY, &(next_archive as u64).to_be_bytes())?;
+                let prev = o
+                    .get(LAST_ID_KEY)?
+                    .and_then(|v| rec::u64_of(&v))
+                    .unwrap_or(0);
+                o.insert(LAST_ID_KEY, &prev.max(last_id).to_be_bytes())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            });
+        r.map_err(|e| StorageError::Io(format!("archive migration: {e:?}")))?;
+        super::archive_writer::raise_last_id(last_id);
+        moved += records.len() as u64;
+    }
+    t.owners
+        .insert(MIGRATED_KEY, &[][..])
+        .map_err(|e| inner.err(e))?;
+    inner.db.flush().map_err(|e| inner.err(e))?;
+    if moved > 0 {
+        tracing::info!("archive: {moved} messages converted from the old layout");
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_keys_split_into_owner_and_key() {
+        let (o, k) = split(b"localhost\0alice\0mod_mam\0m:1").unwrap();
+        assert_eq!((o.as_str(), k), ("alice@localhost", &b"m:1"[..]));
+        let (o, _) = split(b"conference.localhost\0\0mod_mam\0m:1").unwrap();
+        assert_eq!(o, "conference.localhost");
+        assert!(split(b"localhost\0alice\0mod_pep\0m:1").is_none());
+        assert!(split(b"\0\0s2s\0dialback_secret").is_none());
+        let (peer, dir, origin, xml) = convert(
+            "alice@localhost",
+            b"bob@localhost\n<message from='alice@localhost/a' to='bob@localhost'><body>x</body><origin-id xmlns='urn:xmpp:sid:0' id='o7'/></message>",
+        )
+        .unwrap();
+        assert_eq!(peer, "bob@localhost");
+        assert_eq!(dir, Direction::Outgoing);
+        assert_eq!(origin.as_deref(), Some("o7"));
+        assert!(xml.starts_with("<message"));
+        assert!(convert("a@b", b"no newline").is_none());
+        let (_, dir, origin, _) = convert(
+            "alice@localhost",
+            b"bob@localhost\n<message to='bob@localhost' from='alice@localhost/x&apos;y'><body>a&gt;b</body></message>",
+        )
+        .unwrap();
+        assert_eq!((dir, origin), (Direction::Outgoing, None));
+        let (_, dir, _, _) = convert(
+            "alice@localhost",
+            b"bob@localhost\n<message from='bob@localhost/b' to='alice@localhost'><body/></message>",
+        )
+        .unwrap();
+        assert_eq!(dir, Direction::Incoming);
+    }
+
+    #[test]
+    fn conversion_is_complete_resumable_and_runs_once() {
+        use xep_support::archive::{ArchiveStore, PageQuery};
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let md = db.open_tree("module_data").unwrap();
+        let put = |user: &str, i: u64, peer: &str| {
+            let k = format!("localhost\0{user}\0mod_mam\0m:{i:020}");
+            let v = format!(
+                "{peer}\n<message from='{peer}/r' to='{user}@localhost'><body>{i}</body></message>"
+            );
+            md.insert(k, v.as_bytes()).unwrap();
+            md.insert(
+                format!("localhost\0{user}\0mod_mam\0w:{peer}\0{i:020}"),
+                &b""[..],
+            )
+            .unwrap();
+        };
+        let n: u64 = std::env::var("MIG_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(700);
+        for i in 1..=n {
+            put("alice", i, "bob@localhost");
+        }
+        md.insert("localhost\0alice\0mod_mam\0prefs", &b"<prefs/>"[..])
+            .unwrap();
+        md.insert("localhost\0alice\0mod_pep\0m:1", &b"pep"[..])
+            .unwrap();
+        let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
+        let a = super::super::archive::SledArchive::open(&db, dir.path(), gate).unwrap();
+        let t0 = std::time::Instant::now();
+        assert_eq!(a.migrate(&md).unwrap(), n);
+        eprintln!("MIGRATION {n}: {:?}", t0.elapsed());
+        if n != 700 {
+            return;
+        }
+        assert_eq!(a.migrate(&md).unwrap(), 0, "once");
+        // As if killed after part of the work: old keys left, no marker.
+        for i in 701..=750 {
+            put("alice", i, "carol@localhost");
+        }
+        a.inner.trees.owners.remove(MIGRATED_KEY).unwrap();
+        assert_eq!(a.migrate(&md).unwrap(), 50);
+        let alice = jid::BareJid::new("alice@localhost").unwrap();
+        assert_eq!(a.count(&alice).unwrap(), 750);
+        let q = |with| PageQuery {
+            with,
+            lo: 0,
+            hi: u64::MAX,
+            reverse: false,
+            limit: 1000,
+        };
+        let carol = a.page(&alice, &q(Some("carol@localhost"))).unwrap();
+        assert_eq!(carol.len(), 50);
+        assert_eq!(carol[0].id, 701);
+        assert_eq!(carol[0].direction, Direction::Incoming);
+        assert_eq!(a.page(&alice, &q(None)).unwrap().len(), 750);
+        // Only mod_mam's m:/w: keys went; prefs and other modules stay.
+        let left: Vec<_> = md.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        // New ids continue above the converted ones.
+        let r = a
+            .append(vec![xep_support::archive::NewMessage {
+                owner: alice.clone(),
+                peer: jid::BareJid::new("bob@localhost").unwrap(),
+                direction: Direction::Outgoing,
+                origin_id: None,
+                xml: "<message/>".into(),
+            }])
+            .unwrap();
+        assert!(r[0].id() > 750);
+    }
+}

@@ -1,0 +1,808 @@
+//! The archive's write path: appends are queued in memory by the routing
+//! threads and written by one applier thread, a batch (one sled
+//! transaction) at a time; a flusher thread makes them durable.
+//!
+//! - [`append`] gives each message its id (microseconds, strictly
+//!   increasing across the server and across restarts: the high-water mark
+//!   is written with every batch), checks its origin-id against the queue
+//!   and the index (idempotency), queues it and returns: no disk I/O but one
+//!   index read for messages with an origin-id.
+//! - The applier takes the whole queue under the write lock and the storage
+//!   gate and writes it in one transaction (records, indexes, counters,
+//!   new owners, the high-water mark). Then it is "applied": reads wait for
+//!   that ([`Writer::settle`]), so a query sees every message appended
+//!   before it.
+//! - The flusher runs `Db::flush` (write + fsync of sled's log) when a
+//!   caller waits for durability ([`Writer::durable`]), or at the latest
+//!   [`FLUSH_EVERY`] after an apply: an appended message is on disk within
+//!   that plus one fsync, inside the 1 s bound of the module API.
+//! - Tickets: every `append` call takes the next ticket. `applied` and
+//!   `durable` are the tickets up to which batches were applied / flushed;
+//!   [`Writer::durable`] waits for a ticket (the server holds a session's
+//!   XEP-0198 `<a/>` and iq answers on it).
+//! - A failed transaction or flush (a full disk) fails the tickets it
+//!   covered (their waiters get an error), and `append` refuses new
+//!   messages for [`RETRY_AFTER`], then tries again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use xep_support::archive::{Appended, NewMessage};
+use xep_support::module::StoreError;
+
+use super::archive::{owner_key, owner_rev_key, Inner, LAST_ID_KEY, NEXT_ARCHIVE_KEY};
+use super::archive_record as rec;
+use crate::storage::StorageError;
+
+/// Appends gather this long before the applier writes them (unless a read
+/// or a durability wait needs them now): larger batches, fewer blocks.
+const APPLY_EVERY: Duration = Duration::from_millis(20);
+/// Longest time an applied batch waits for its flush.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// After a failed write, appends are refused this long.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Longest a read waits for the applier (then it reads what is there).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Counters kept in memory by the applier (the cache is emptied beyond).
+const COUNTS_CACHE: usize = 200_000;
+/// Owners whose archive id is cached (the cache is emptied beyond).
+const OWNER_CACHE: usize = 1_000_000;
+
+/// One queued message.
+pub(super) struct Pending {
+    archive: u32,
+    id: u64,
+    peer: String,
+    origin: Option<(Vec<u8>, String)>,
+    record: Vec<u8>,
+}
+
+impl Pending {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A message with a given id (import), for [`write_batch`].
+    pub fn new(archive: u32, id: u64, m: &NewMessage) -> Pending {
+        let peer = m.peer.as_str();
+        Pending {
+            archive,
+            id,
+            peer: peer.to_string(),
+            origin: m
+                .origin_id
+                .as_deref()
+                .map(|o| (rec::origin_key(archive, peer, o), o.to_string())),
+            record: rec::encode(m.direction, peer, m.origin_id.as_deref(), &m.xml),
+        }
+    }
+}
+
+/// The writer's state, under one mutex.
+pub(super) struct WriterState {
+    queue: Vec<Pending>,
+    /// Tickets: last handed out, applied, flushed.
+    submitted: u64,
+    applied: u64,
+    durable: u64,
+    /// Highest ticket someone waits durability for.
+    wanted: u64,
+    /// When the oldest applied-but-unflushed batch was applied.
+    unflushed_since: Option<Instant>,
+    /// Origin-id keys queued and not yet applied (-> id).
+    pending_origins: HashMap<Vec<u8>, u64>,
+    owners: HashMap<String, u32>,
+    new_owners: Vec<(String, u32)>,
+    next_archive: u32,
+    /// The last failure and when.
+    failed: Option<(String, Instant)>,
+    stop: bool,
+    /// The applier waits for work (so `append` wakes it; otherwise it
+    /// finds the queue itself and no wake-up system call is spent).
+    applier_idle: bool,
+    /// A reader or a durability waiter needs the queue applied now.
+    urgent: bool,
+    /// When the oldest queued append came.
+    queued_since: Option<Instant>,
+}
+
+impl WriterState {
+    /// The persistent counters from `archive_owners`.
+    pub fn load(owners: &sled::Tree) -> Result<WriterState, sled::Error> {
+        let next_archive = owners
+            .get(NEXT_ARCHIVE_KEY)?
+            .and_then(|v| rec::u64_of(&v))
+            .unwrap_or(1) as u32;
+        let last_id = owners
+            .get(LAST_ID_KEY)?
+            .and_then(|v| rec::u64_of(&v))
+            .unwrap_or(0);
+        LAST_ID.fetch_max(last_id, Ordering::Relaxed);
+        // The journal names the last batch begun (complete or repaired).
+        if let Some(j) = owners.get(JOURNAL_KEY)? {
+            if let Some(max) = j.get(..8).and_then(rec::u64_of) {
+                LAST_ID.fetch_max(max, Ordering::Relaxed);
+            }
+        }
+        Ok(WriterState {
+            queue: Vec::new(),
+            submitted: 0,
+            applied: 0,
+            durable: 0,
+            wanted: 0,
+            unflushed_since: None,
+            pending_origins: HashMap::new(),
+            owners: HashMap::new(),
+            new_owners: Vec::new(),
+            next_archive: next_archive.max(1),
+            failed: None,
+            stop: false,
+            applier_idle: false,
+            urgent: false,
+            queued_since: None,
+        })
+    }
+}
+
+/// What waiters of durability see.
+#[derive(Clone, Copy, Debug, Default)]
+struct Durable {
+    /// Tickets up to this one are on disk.
+    ticket: u64,
+    /// Tickets in `failed.0 < t <= failed.1` were lost to a write error.
+    failed: (u64, u64),
+}
+
+pub(super) struct Writer {
+    state: Mutex<WriterState>,
+    /// Wakes the applier (queue not empty, stop).
+    work: Condvar,
+    /// Wakes readers waiting for `applied`.
+    applied_cv: Condvar,
+    /// Wakes the flusher.
+    flush_cv: Condvar,
+    durable_tx: tokio::sync::watch::Sender<Durable>,
+    /// `submitted` and `durable`, readable without the lock.
+    submitted_a: AtomicU64,
+    durable_a: AtomicU64,
+}
+
+/// The highest message id given out (ids are server-wide).
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+/// Ids from now on are above `id` (migrated messages keep theirs).
+pub(super) fn raise_last_id(id: u64) {
+    LAST_ID.fetch_max(id, Ordering::Relaxed);
+}
+
+/// A fresh message id: microseconds now, strictly above every earlier id.
+fn next_id() -> u64 {
+    let now = now_micros();
+    let mut prev = LAST_ID.load(Ordering::Relaxed);
+    loop {
+        let id = now.max(prev + 1);
+        match LAST_ID.compare_exchange_weak(prev, id, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return id,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+impl Writer {
+    pub fn new(state: WriterState) -> Writer {
+        Writer {
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            applied_cv: Condvar::new(),
+            flush_cv: Condvar::new(),
+            durable_tx: tokio::sync::watch::channel(Durable::default()).0,
+            submitted_a: AtomicU64::new(0),
+            durable_a: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn cached_owner(&self, owner: &str) -> Option<u32> {
+        self.lock().owners.get(owner).copied()
+    }
+
+    pub fn cache_owner(&self, owner: &str, archive: u32) {
+        let mut s = self.lock();
+        if s.owners.len() >= OWNER_CACHE && s.new_owners.is_empty() {
+            s.owners.clear();
+        }
+        s.owners.insert(owner.to_string(), archive);
+    }
+
+    /// Allocate an archive id for `owner` (migration; written by the caller).
+    pub fn allocate(&self, owner: &str) -> Option<u32> {
+        let mut s = self.lock();
+        if let Some(a) = s.owners.get(owner) {
+            return Some(*a);
+        }
+        let a = s.next_archive;
+        s.next_archive = a.checked_add(1)?;
+        s.owners.insert(owner.to_string(), a);
+        Some(a)
+    }
+
+    /// The next archive id to give out.
+    pub fn next_archive(&self) -> u32 {
+        self.lock().next_archive
+    }
+
+    pub fn replace_state(&self, fresh: WriterState) {
+        let mut s = self.lock();
+        s.owners.clear();
+        s.pending_origins.clear();
+        s.queue.clear();
+        s.new_owners.clear();
+        s.next_archive = fresh.next_archive;
+    }
+
+    pub fn ticket(&self) -> u64 {
+        self.submitted_a.load(Ordering::Acquire)
+    }
+
+    /// Forget queued appends to `archive` (it is being deleted; the caller
+    /// holds the write lock, so none is being applied).
+    pub fn drop_pending(&self, archive: u32) {
+        let mut s = self.lock();
+        s.queue.retain(|p| p.archive != archive);
+        s.pending_origins
+            .retain(|k, _| k[..4] != archive.to_be_bytes());
+    }
+
+    /// Wait until every append made so far is applied.
+    pub fn settle(&self) {
+        let mut s = self.lock();
+        let target = s.submitted;
+        if s.applied < target {
+            s.urgent = true;
+            self.work.notify_one();
+        }
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while s.applied < target && !s.stop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!("archive: the writer is slow; reading without its last appends");
+                break;
+            }
+            s = self
+                .applied_cv
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Wait until appends up to `ticket` are on disk.
+    pub async fn durable(&self, ticket: u64) -> Result<(), StorageError> {
+        if self.durable_a.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        {
+            let mut s = self.lock();
+            if s.durable >= ticket {
+                return Ok(());
+            }
+            s.wanted = s.wanted.max(ticket);
+            s.urgent = true;
+            self.work.notify_one();
+            self.flush_cv.notify_one();
+        }
+        let mut rx = self.durable_tx.subscribe();
+        let d = rx
+            .wait_for(|d| d.ticket >= ticket || (d.failed.0 < ticket && ticket <= d.failed.1))
+            .await
+            .map(|d| *d)
+            .map_err(|_| StorageError::Io("the archive writer stopped".into()))?;
+        if d.failed.0 < ticket && ticket <= d.failed.1 {
+            return Err(StorageError::Io("archive write failed".into()));
+        }
+        Ok(())
+    }
+
+    pub fn stop(&self) {
+        let mut s = self.lock();
+        s.stop = true;
+        self.work.notify_all();
+        self.flush_cv.notify_all();
+        self.applied_cv.notify_all();
+    }
+
+    fn fail(&self, s: &mut WriterState, lo: u64, hi: u64, why: String) {
+        tracing::error!("archive: {why}");
+        s.failed = Some((why, Instant::now()));
+        self.durable_tx.send_modify(|d| d.failed = (lo, hi));
+    }
+}
+
+/// Queue messages (see the module header).
+pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+    let mut out = Vec::with_capacity(msgs.len());
+    let mut s = inner.w.lock();
+    if let Some((why, at)) = &s.failed {
+        if at.elapsed() < RETRY_AFTER {
+            return Err(StoreError(format!("archive unavailable: {why}")));
+        }
+    }
+    if s.stop {
+        return Err(StoreError("archive closed".into()));
+    }
+    for m in msgs {
+        let owner = m.owner.as_str();
+        let archive = match s.owners.get(owner) {
+            Some(a) => *a,
+            None => {
+                drop(s);
+                let stored = inner.archive_of(owner)?;
+                s = inner.w.lock();
+                match stored.or_else(|| s.owners.get(owner).copied()) {
+                    Some(a) => a,
+                    None => {
+                        let a = s.next_archive;
+                        s.next_archive = a
+                            .checked_add(1)
+                            .ok_or_else(|| StoreError("archive ids exhausted".into()))?;
+                        s.owners.insert(owner.to_string(), a);
+                        s.new_owners.push((owner.to_string(), a));
+                        a
+                    }
+                }
+            }
+        };
+        let peer = m.peer.as_str();
+        let origin = m
+            .origin_id
+            .as_deref()
+            .map(|o| (rec::origin_key(archive, peer, o), o.to_string()));
+        if let Some((key, _)) = &origin {
+            let known = match s.pending_origins.get(key) {
+                Some(id) => Some(*id),
+                None => inner
+                    .trees
+                    .by_origin
+                    .get(key)
+                    .map_err(|e| inner.store_err(e))?
+                    .and_then(|v| rec::u64_of(&v)),
+            };
+            if let Some(id) = known {
+                out.push(Appended::Duplicate(id));
+                continue;
+            }
+        }
+        let id = next_id();
+        let record = rec::encode(m.direction, peer, m.origin_id.as_deref(), &m.xml);
+        if let Some((key, _)) = &origin {
+            s.pending_origins.insert(key.clone(), id);
+        }
+        s.queue.push(Pending {
+            archive,
+            id,
+            peer: peer.to_string(),
+            origin,
+            record,
+        });
+        out.push(Appended::Stored(id));
+    }
+    if s.queued_since.is_none() {
+        s.queued_since = Some(Instant::now());
+    }
+    s.submitted += 1;
+    inner.w.submitted_a.store(s.submitted, Ordering::Release);
+    if s.applier_idle {
+        inner.w.work.notify_one();
+    }
+    Ok(out)
+}
+
+/// Start the applier and the flusher.
+pub(super) fn start(inner: &Arc<Inner>) -> Vec<std::thread::JoinHandle<()>> {
+    let a = inner.clone();
+    let f = inner.clone();
+    let mut threads = Vec::new();
+    match std::thread::Builder::new()
+        .name("archive-apply".into())
+        .spawn(move || applier(&a))
+    {
+        Ok(t) => threads.push(t),
+        Err(e) => tracing::error!("archive: cannot start the applier: {e}"),
+    }
+    match std::thread::Builder::new()
+        .name("archive-flush".into())
+        .spawn(move || flusher(&f))
+    {
+        Ok(t) => threads.push(t),
+        Err(e) => tracing::error!("archive: cannot start the flusher: {e}"),
+    }
+    threads
+}
+
+fn applier(inner: &Inner) {
+    let w = &inner.w;
+    loop {
+        {
+            let mut s = w.lock();
+            while s.applied == s.submitted && s.new_owners.is_empty() && !s.stop {
+                s.applier_idle = true;
+                s = w.work.wait(s).unwrap_or_else(|e| e.into_inner());
+                s.applier_idle = false;
+            }
+            if s.stop && s.applied == s.submitted {
+                return;
+            }
+            // Gather (see APPLY_EVERY).
+            while !s.urgent && !s.stop {
+                let since = s.queued_since.unwrap_or_else(Instant::now);
+                let left = APPLY_EVERY.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                s = w
+                    .work
+                    .wait_timeout(s, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _wl = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (batch, owners, upto, from, next_archive) = {
+            let mut s = w.lock();
+            s.urgent = false;
+            s.queued_since = None;
+            (
+                std::mem::take(&mut s.queue),
+                std::mem::take(&mut s.new_owners),
+                s.submitted,
+                s.applied,
+                s.next_archive,
+            )
+        };
+        let r = write_batch(inner, &batch, &owners, next_archive);
+        let mut s = w.lock();
+        for p in &batch {
+            if let Some((k, _)) = &p.origin {
+                s.pending_origins.remove(k);
+            }
+        }
+        match r {
+            Ok(()) => {
+                if s.unflushed_since.is_none() {
+                    s.unflushed_since = Some(Instant::now());
+                }
+                s.failed = None;
+            }
+            Err(e) => {
+                for (o, _) in &owners {
+                    s.owners.remove(o);
+                }
+                w.fail(
+                    &mut s,
+                    from,
+                    upto,
+                    format!("writing {} messages: {e}", batch.len()),
+                );
+            }
+        }
+        s.applied = upto;
+        w.applied_cv.notify_all();
+        w.flush_cv.notify_one();
+    }
+}
+
+/// A batch's blocks and peer index entries (see `archive_record.rs`).
+pub(super) struct Blocks {
+    pub blocks: Vec<(u32, u64, Vec<u8>)>,
+    pub peers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub deltas: HashMap<Vec<u8>, u64>,
+    pub last_id: u64,
+}
+
+/// One message of a block: id, peer, record.
+type Msg<'a> = (u64, &'a str, &'a [u8]);
+
+/// Group messages (archive, id, peer, record), in id order per archive,
+/// into blocks of at most `rec::BLOCK_MESSAGES`.
+pub(super) fn blocks_of<'a>(msgs: impl Iterator<Item = (u32, u64, &'a str, &'a [u8])>) -> Blocks {
+    let mut by_archive: HashMap<u32, Vec<Msg<'_>>> = HashMap::new();
+    let mut out = Blocks {
+        blocks: Vec::new(),
+        peers: Vec::new(),
+        deltas: HashMap::new(),
+        last_id: 0,
+    };
+    for (a, id, peer, record) in msgs {
+        by_archive.entry(a).or_default().push((id, peer, record));
+        *out.deltas
+            .entry(rec::archive_prefix(a).to_vec())
+            .or_default() += 1;
+        *out.deltas.entry(rec::peer_count_key(a, peer)).or_default() += 1;
+        out.last_id = out.last_id.max(id);
+    }
+    for (a, mut msgs) in by_archive {
+        msgs.sort_by_key(|m| m.0);
+        for chunk in msgs.chunks(rec::BLOCK_MESSAGES) {
+            let base = chunk[0].0;
+            let mut block = Vec::with_capacity(chunk.iter().map(|m| m.2.len() + 4).sum());
+            let mut peers: Vec<(&str, Vec<u64>)> = Vec::new();
+            for (id, peer, record) in chunk {
+                rec::block_push(&mut block, base, *id, record);
+                match peers.iter_mut().find(|(p, _)| p == peer) {
+                    Some((_, ids)) => ids.push(*id),
+                    None => peers.push((peer, vec![*id])),
+                }
+            }
+            for (peer, ids) in peers {
+                out.peers.push((
+                    rec::peer_key(a, peer, ids[0]),
+                    rec::peer_entry(base, ids[0], &ids),
+                ));
+            }
+            out.blocks.push((a, base, block));
+        }
+    }
+    out
+}
+
+/// `archive_owners` key of the journal of the batch being written: its
+/// highest and lowest message ids (u64 BE each), then the archives it
+/// touches (u32 BE each).
+pub(super) const JOURNAL_KEY: &[u8] = b"m:journal";
+/// `archive_counts` key of the highest message id whose batch is complete
+/// (3 bytes: never an archive's counter key, which has at least 4).
+pub(super) const HWM_KEY: &[u8] = b"hwm";
+
+/// One batch: one sled batch per tree, in this order: owners (with the
+/// journal), blocks, peer index, origin-ids, counters (with the high-water
+/// mark). sled's batches are atomic per tree and its log is recovered as a
+/// prefix, so after a crash a batch is complete (its counters and
+/// high-water mark are there) or its journal names what [`repair`]
+/// re-derives from the blocks. (A multi-tree sled transaction would do
+/// this too, but it reads every key it writes: twice the cost.)
+pub(super) fn write_batch(
+    inner: &Inner,
+    batch: &[Pending],
+    owners: &[(String, u32)],
+    next_archive: u32,
+) -> Result<(), String> {
+    if batch.is_empty() && owners.is_empty() {
+        return Ok(());
+    }
+    let b = blocks_of(
+        batch
+            .iter()
+            .map(|p| (p.archive, p.id, p.peer.as_str(), p.record.as_slice())),
+    );
+    // New counter values, from the cache (the write lock is held).
+    let mut cache = inner.counts_cache.lock().unwrap_or_else(|e| e.into_inner());
+    let mut counts = Vec::with_capacity(b.deltas.len());
+    for (k, d) in &b.deltas {
+        let cur = match cache.get(k) {
+            Some(n) => *n,
+            None => inner
+                .trees
+                .counts
+                .get(k)
+                .map_err(|e| e.to_string())?
+                .and_then(|v| rec::u64_of(&v))
+                .unwrap_or(0),
+        };
+        counts.push((k.clone(), cur + d));
+    }
+    let t = &inner.trees;
+    let r = (|| -> Result<(), sled::Error> {
+        let mut o = sled::Batch::default();
+        for (name, a) in owners {
+            o.insert(owner_key(name), &a.to_be_bytes()[..]);
+            o.insert(&owner_rev_key(*a)[..], name.as_bytes());
+        }
+        if !owners.is_empty() {
+            o.insert(NEXT_ARCHIVE_KEY, &(next_archive as u64).to_be_bytes()[..]);
+        }
+        if !batch.is_empty() {
+            let mut journal = Vec::with_capacity(16 + 4 * b.blocks.len());
+            journal.extend_from_slice(&b.last_id.to_be_bytes());
+            journal.extend_from_slice(&batch[0].id.to_be_bytes());
+            let mut seen = std::collections::HashSet::new();
+            for (a, _, _) in &b.blocks {
+                if seen.insert(*a) {
+                    journal.extend_from_slice(&a.to_be_bytes());
+                }
+            }
+            o.insert(JOURNAL_KEY, journal);
+        }
+        t.owners.apply_batch(o)?;
+        let mut m = sled::Batch::default();
+        for (a, base, block) in &b.blocks {
+            m.insert(&rec::message_key(*a, *base)[..], block.as_slice());
+        }
+        t.messages.apply_batch(m)?;
+        let mut pi = sled::Batch::default();
+        for (k, v) in &b.peers {
+            pi.insert(k.as_slice(), v.as_slice());
+        }
+        t.by_peer.apply_batch(pi)?;
+        let mut oi = sled::Batch::default();
+        let mut any = false;
+        for p in batch {
+            if let Some((k, _)) = &p.origin {
+                oi.insert(k.as_slice(), &p.id.to_be_bytes()[..]);
+                any = true;
+            }
+        }
+        if any {
+            t.by_origin.apply_batch(oi)?;
+        }
+        let mut c = sled::Batch::default();
+        for (k, n) in &counts {
+            c.insert(k.as_slice(), &n.to_be_bytes()[..]);
+        }
+        if b.last_id > 0 {
+            c.insert(HWM_KEY, &b.last_id.to_be_bytes()[..]);
+        }
+        t.counts.apply_batch(c)
+    })();
+    match r {
+        Ok(()) => {
+            if cache.len() > COUNTS_CACHE {
+                cache.clear();
+            }
+            cache.extend(counts);
+            Ok(())
+        }
+        Err(e) => {
+            cache.clear();
+            Err(e.to_string())
+        }
+    }
+}
+
+/// After a crash in the middle of [`write_batch`]: complete the batch the
+/// journal names (peer index, origin-ids and counters re-derived from its
+/// blocks, which hold everything). Idempotent; how many messages it found.
+pub(super) fn repair(t: &super::archive::Trees) -> Result<u64, sled::Error> {
+    let Some(j) = t.owners.get(JOURNAL_KEY)? else {
+        return Ok(0);
+    };
+    let (Some(max), Some(min)) = (
+        j.get(..8).and_then(rec::u64_of),
+        j.get(8..16).and_then(rec::u64_of),
+    ) else {
+        return Ok(0);
+    };
+    let hwm = t
+        .counts
+        .get(HWM_KEY)?
+        .and_then(|v| rec::u64_of(&v))
+        .unwrap_or(0);
+    if hwm >= max {
+        return Ok(0);
+    }
+    let mut msgs = Vec::new();
+    for a in j[16..].chunks_exact(4) {
+        let a = u32::from_be_bytes(a.try_into().expect("4 bytes"));
+        for kv in t
+            .messages
+            .range(rec::message_key(a, min)..=rec::message_key(a, max))
+        {
+            let (k, v) = kv?;
+            let Some(base) = rec::id_of_key(&k) else {
+                continue;
+            };
+            for (id, r) in rec::block_entries(base, &v).0 {
+                if let Some((peer, origin)) = rec::peer_of(r) {
+                    msgs.push((a, id, peer.to_string(), origin.map(str::to_string), base));
+                }
+            }
+        }
+    }
+    // The peer entries exactly as the batch wrote them (same blocks).
+    let mut pi = sled::Batch::default();
+    let mut by_block: HashMap<(u32, u64), Vec<(u64, &str)>> = HashMap::new();
+    for (a, id, peer, _, base) in &msgs {
+        by_block.entry((*a, *base)).or_default().push((*id, peer));
+    }
+    for ((a, base), entries) in &by_block {
+        let mut peers: Vec<(&str, Vec<u64>)> = Vec::new();
+        for (id, peer) in entries {
+            match peers.iter_mut().find(|(p, _)| p == peer) {
+                Some((_, ids)) => ids.push(*id),
+                None => peers.push((peer, vec![*id])),
+            }
+        }
+        for (peer, ids) in peers {
+            pi.insert(
+                rec::peer_key(*a, peer, ids[0]),
+                rec::peer_entry(*base, ids[0], &ids),
+            );
+        }
+    }
+    t.by_peer.apply_batch(pi)?;
+    let mut oi = sled::Batch::default();
+    let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
+    for (a, id, peer, origin, _) in &msgs {
+        if let Some(o) = origin {
+            oi.insert(rec::origin_key(*a, peer, o), &id.to_be_bytes()[..]);
+        }
+        *deltas.entry(rec::archive_prefix(*a).to_vec()).or_default() += 1;
+        *deltas.entry(rec::peer_count_key(*a, peer)).or_default() += 1;
+    }
+    t.by_origin.apply_batch(oi)?;
+    let mut c = sled::Batch::default();
+    for (k, d) in deltas {
+        let cur = t.counts.get(&k)?.and_then(|v| rec::u64_of(&v)).unwrap_or(0);
+        c.insert(k, &(cur + d).to_be_bytes()[..]);
+    }
+    c.insert(HWM_KEY, &max.to_be_bytes()[..]);
+    t.counts.apply_batch(c)?;
+    if !msgs.is_empty() {
+        tracing::warn!(
+            "archive: completed a batch of {} messages interrupted by a crash",
+            msgs.len()
+        );
+    }
+    Ok(msgs.len() as u64)
+}
+
+fn flusher(inner: &Inner) {
+    let w = &inner.w;
+    loop {
+        let upto = {
+            let mut s = w.lock();
+            loop {
+                let pending = s.applied > s.durable;
+                if pending
+                    && (s.wanted > s.durable
+                        || s.stop
+                        || s.unflushed_since
+                            .is_some_and(|t| t.elapsed() >= FLUSH_EVERY))
+                {
+                    break;
+                }
+                if s.stop && !pending {
+                    return;
+                }
+                let wait = match s.unflushed_since {
+                    Some(t) if pending => FLUSH_EVERY.saturating_sub(t.elapsed()),
+                    _ => Duration::from_millis(500),
+                };
+                s = w
+                    .flush_cv
+                    .wait_timeout(s, wait.max(Duration::from_millis(1)))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            s.unflushed_since = None;
+            (s.durable, s.applied)
+        };
+        let r = inner.db.flush();
+        let mut s = w.lock();
+        match r {
+            Ok(_) => {
+                s.durable = s.durable.max(upto.1);
+                let t = s.durable;
+                w.durable_a.store(t, Ordering::Release);
+                w.durable_tx.send_modify(|d| d.ticket = t);
+            }
+            Err(e) => {
+                let (lo, hi) = upto;
+                s.durable = hi;
+                w.fail(&mut s, lo, hi, format!("flushing: {e}"));
+            }
+        }
+    }
+}
