@@ -38,7 +38,7 @@ use crate::storage::StorageError;
 
 /// Appends gather this long before the applier writes them (unless a read
 /// or a durability wait needs them now): larger batches, fewer blocks.
-const APPLY_EVERY: Duration = Duration::from_millis(20);
+const APPLY_EVERY: Duration = Duration::from_millis(250);
 /// Longest time an applied batch waits for its flush.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// After a failed write, appends are refused this long.
