@@ -28,7 +28,7 @@
 
 use jid::BareJid;
 
-use crate::module::StoreError;
+use crate::store::StoreError;
 
 /// Appended messages are on disk at most this long after `append` returns.
 pub const DURABILITY_BOUND_MS: u64 = 1000;

@@ -40,6 +40,7 @@
 
 use crate::element::Element;
 use crate::stanza::StanzaError;
+pub use crate::store::{KeyRange, StoreError};
 use jid::{BareJid, FullJid, Jid};
 use std::net::IpAddr;
 
@@ -161,82 +162,6 @@ pub struct SessionInfo {
     pub presence: Option<Element>,
     /// A XEP-0198 session whose connection is gone, waiting for resumption.
     pub detached: bool,
-}
-
-/// A storage failure reported to a module: its text. A full disk is told
-/// apart by [`StoreError::full`] (text starting with [`StoreError::FULL`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreError(pub String);
-
-impl StoreError {
-    /// How the text of a full-disk error starts.
-    pub const FULL: &'static str = "disk full: ";
-
-    /// The disk (or quota) holding the data is full.
-    pub fn full(why: impl std::fmt::Display) -> StoreError {
-        StoreError(format!("{}{why}", Self::FULL))
-    }
-
-    /// Whether this is a full disk.
-    pub fn is_full(&self) -> bool {
-        self.0.starts_with(Self::FULL)
-    }
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// RFC 6120 §8.3.3: a full disk is `resource-constraint` (type `wait`, it
-/// may work once space is freed), any other failure `internal-server-error`.
-impl From<StoreError> for StanzaError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!("module storage: {e}");
-        if e.is_full() {
-            StanzaError::resource_constraint().with_text("the server's storage is full")
-        } else {
-            StanzaError::internal_server_error()
-        }
-    }
-}
-
-/// A range of one module's keys for one account: the keys that start with
-/// `prefix` and lie between `lower` and `upper` (whole keys, prefix
-/// included; byte order). Read with [`crate::store::ModuleStore::scan_range`]: a
-/// range scan in the store, never a scan of the account's other keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyRange<'a> {
-    pub prefix: &'a str,
-    pub lower: std::ops::Bound<&'a str>,
-    pub upper: std::ops::Bound<&'a str>,
-}
-
-impl<'a> KeyRange<'a> {
-    /// Every key starting with `prefix`.
-    pub fn prefix(prefix: &'a str) -> Self {
-        KeyRange {
-            prefix,
-            lower: std::ops::Bound::Unbounded,
-            upper: std::ops::Bound::Unbounded,
-        }
-    }
-    /// Whether `key` is in the range.
-    pub fn contains(&self, key: &str) -> bool {
-        use std::ops::Bound::*;
-        key.starts_with(self.prefix)
-            && match self.lower {
-                Included(l) => key >= l,
-                Excluded(l) => key > l,
-                Unbounded => true,
-            }
-            && match self.upper {
-                Included(u) => key <= u,
-                Excluded(u) => key < u,
-                Unbounded => true,
-            }
-    }
 }
 
 /// What a stanza filter decides.
