@@ -33,6 +33,13 @@ const POISON: &str = "A\u{1}B&#1;C&#xFFFE;D\u{FFFF}E\u{B}F&#x1f;G";
 /// What must arrive instead.
 const REPAIRED: &str = "A\u{FFFD}B\u{FFFD}C\u{FFFD}D\u{FFFD}E\u{FFFD}F\u{FFFD}G";
 
+/// What an archived message of an earlier version held, as the same number
+/// of bytes as `MARK-offline` (archive blocks are length-prefixed records,
+/// so their text is poisoned in place).
+const POISON_12: &[u8] = b"A\x01B&#1;C\xEF\xBF\xBFD";
+/// What must arrive instead.
+const REPAIRED_12: &str = "A\u{FFFD}B\u{FFFD}C\u{FFFD}D";
+
 /// The trees whose values are stanzas stored as XML text.
 const XML_TREES: [&str; 3] = ["offline", "pending_subscriptions", "module_data"];
 
@@ -57,6 +64,23 @@ fn poison_stored(server: &Server, markers: &[&str]) -> usize {
                 tree.insert(k, t.as_bytes()).unwrap();
                 changed += 1;
             }
+        }
+    }
+    // The message archive: binary blocks, the stanza text inside records.
+    let tree = db.open_tree("archive_messages").unwrap();
+    let marker = b"MARK-offline";
+    assert_eq!(marker.len(), POISON_12.len());
+    for row in tree.iter() {
+        let (k, v) = row.unwrap();
+        let mut v = v.to_vec();
+        let mut hit = false;
+        while let Some(at) = v.windows(marker.len()).position(|w| w == marker) {
+            v[at..at + marker.len()].copy_from_slice(POISON_12);
+            hit = true;
+        }
+        if hit {
+            tree.insert(k, v).unwrap();
+            changed += 1;
         }
     }
     db.flush().unwrap();
@@ -192,9 +216,9 @@ async fn poisoned_stored_stanzas_are_delivered_synced_and_replayed_repaired() {
     assert_eq!(sub.child_text("status"), Some(REPAIRED), "{sub}");
 
     // The archives sync, on both sides.
-    assert_eq!(archived_bodies(&mut b).await, [REPAIRED]);
+    assert_eq!(archived_bodies(&mut b).await, [REPAIRED_12]);
     let mut a = im::online(&server, ALICE, "a2").await;
-    assert_eq!(archived_bodies(&mut a).await, [REPAIRED]);
+    assert_eq!(archived_bodies(&mut a).await, [REPAIRED_12]);
 
     // The room's subject is replayed to a joiner.
     let mut c = im::online(&server, CAROL, "c").await;

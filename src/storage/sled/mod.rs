@@ -516,6 +516,9 @@ mod tests {
             .map(|(t, k)| (t.to_string(), k))
             .collect();
         let mut got = raw_keys(&s);
+        // The message archive's own trees (`archive_*`, with the marker that
+        // the old layout was converted) are new; archive.rs pins them.
+        got.retain(|(t, _)| !t.starts_with("archive_"));
         got.sort();
         let mut want = expected;
         want.sort();
