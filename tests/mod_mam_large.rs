@@ -1,7 +1,7 @@
 //! XEP-0313 on a large archive, against the real binary: 20,000 messages
 //! are written straight into the stopped server's database in the old
 //! layout (mod_mam's module key/value records, converted at the next
-//! start: `mam_storage` tests the conversion itself), then the last
+//! start: `mod_mam_storage` tests the conversion itself), then the last
 //! page, a page in the middle (forwards and backwards), a `with` + time
 //! range and the RSM count are queried over XMPP. Queries are range scans
 //! (docs/benchmarks.md has the timings on 400,000 messages, measured with
@@ -193,7 +193,7 @@ async fn pages_of_a_twenty_thousand_message_archive() {
 
 /// Timings for docs/benchmarks.md (not a test of speed: it asserts only
 /// results). `MAM_BENCH_N=100000 cargo test --release --test integration
-/// xep0313_mam_large::mam_query_times -- --ignored --nocapture`
+/// mod_mam_large::mam_query_times -- --ignored --nocapture`
 #[tokio::test]
 #[ignore]
 async fn mam_query_times() {
