@@ -557,7 +557,7 @@ fn import_user_data(
         }
         st.archive()
             .import(&owner, msgs)
-            .map_err(|e| crate::storage::StorageError::Io(e.0))?;
+            .map_err(crate::storage::StorageError::from)?;
     }
     if let Some(v) = u.child("vCard", ns::VCARD) {
         st.module_put(

@@ -189,6 +189,19 @@ impl std::fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
+/// A module-API store error back in the server's terms (the archive reports
+/// through the module API): a full disk stays [`StorageError::Full`].
+impl From<xep_support::module::StoreError> for StorageError {
+    fn from(e: xep_support::module::StoreError) -> Self {
+        if e.is_full() {
+            let why = e.0[xep_support::module::StoreError::FULL.len()..].to_string();
+            StorageError::Full(why)
+        } else {
+            StorageError::Io(e.0)
+        }
+    }
+}
+
 /// The key of one account: its host (domain) and localpart, both already
 /// normalised. Borrowed and `Copy`, so passing it costs nothing; made from a
 /// `BareJid` with [`AccountKey::from`] (a bare domain gives an empty user,

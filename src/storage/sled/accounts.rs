@@ -54,7 +54,7 @@ impl AccountStore for SledStorage {
             use xep_support::archive::ArchiveStore;
             self.archive
                 .delete_archive(&owner)
-                .map_err(|e| StorageError::Io(e.0))?;
+                .map_err(StorageError::from)?;
         }
         let _w = self.writing();
         let key = key2(host, user)?;

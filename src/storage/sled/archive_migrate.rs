@@ -161,10 +161,7 @@ pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, Storag
                 );
                 continue;
             };
-            let a = match inner
-                .archive_of(&old.owner)
-                .map_err(|e| StorageError::Io(e.0))?
-            {
+            let a = match inner.archive_of(&old.owner).map_err(StorageError::from)? {
                 Some(a) => a,
                 None => {
                     let a = inner
