@@ -15,6 +15,7 @@
 
 pub mod check;
 pub mod listen;
+pub mod modules;
 pub mod s2s;
 mod server_info;
 pub mod yaml;
@@ -167,8 +168,12 @@ pub struct Config {
     pub shaper_rules: ShaperRules,
     /// `api_permissions`: who may run which command from which front end.
     pub api_permissions: acl::ApiPermissions,
-    /// Every `modules:` entry in file order, with its options (`Null` if none).
+    /// Every `modules:` entry in file order, with its options (`Null` if
+    /// none), checked against and normalised by the module's option spec.
     pub modules: Vec<(String, serde_yaml_ng::Value)>,
+    /// The shaper rule limiting stored offline messages (`mod_offline`'s
+    /// `access_max_user_messages`, default `max_user_offline_messages`).
+    pub offline_limit_rule: String,
     /// Directory of the database, generated certificates and control socket.
     pub data_dir: PathBuf,
     /// Path of the control socket.
@@ -186,6 +191,9 @@ pub struct Config {
     file_label: String,
     /// Line of each `modules` entry, parallel to `modules`.
     module_lines: Vec<usize>,
+    /// Line of each access rule written inline in a module's options, by
+    /// its generated name.
+    module_rule_lines: Vec<(String, usize)>,
     /// Shapers defined as `infinity`.
     unlimited_shapers: HashSet<String>,
 }
@@ -505,11 +513,12 @@ impl Config {
         self.shaper_rule_limit("max_user_sessions", Some((localpart, host)), None)
     }
 
-    /// Maximum stored offline messages of a user (`shaper_rules:
-    /// max_user_offline_messages`); `None` = unlimited, ejabberd's default
+    /// Maximum stored offline messages of a user (the shaper rule named by
+    /// `mod_offline`'s `access_max_user_messages`, by default
+    /// `max_user_offline_messages`); `None` = unlimited, ejabberd's default
     /// when the rule is absent.
     pub fn max_user_offline_messages(&self, localpart: &str, host: &str) -> Option<usize> {
-        self.shaper_rule_limit("max_user_offline_messages", Some((localpart, host)), None)
+        self.shaper_rule_limit(&self.offline_limit_rule, Some((localpart, host)), None)
     }
 
     /// The shaper to apply for a listener's `shaper:` value, which is a shaper
@@ -916,10 +925,19 @@ fn build(
         None => acl::ApiPermissions::defaults(&access_rules),
     };
 
-    let (modules, module_lines) = match option("modules") {
-        Some(node) => parse_modules(node, notes)?,
-        None => (Vec::new(), Vec::new()),
+    let modules::Modules {
+        entries: modules,
+        lines: module_lines,
+        rule_lines: module_rule_lines,
+    } = match option("modules") {
+        Some(node) => modules::parse(node, notes, &mut access_rules)?,
+        None => modules::Modules {
+            entries: Vec::new(),
+            lines: Vec::new(),
+            rule_lines: Vec::new(),
+        },
     };
+    let offline_limit_rule = modules::offline_limit_rule(&modules);
 
     let data_dir = match option("data_dir") {
         Some(node) => resolve(
@@ -973,6 +991,7 @@ fn build(
         shaper_rules,
         api_permissions,
         modules,
+        offline_limit_rule,
         data_dir,
         ctl_socket,
         language,
@@ -981,6 +1000,7 @@ fn build(
         warnings: Vec::new(),
         file_label: file_label.to_string(),
         module_lines,
+        module_rule_lines,
         unlimited_shapers,
     };
     check_references(
@@ -1261,37 +1281,6 @@ fn parse_shapers(node: &Node) -> Result<(HashMap<String, Shaper>, HashSet<String
     Ok((shapers, unlimited))
 }
 
-/// Parses `modules`: a map of module names to options, kept in file order.
-type Modules = (Vec<(String, serde_yaml_ng::Value)>, Vec<usize>);
-
-/// Reads the `modules` map.
-fn parse_modules(node: &Node, notes: &mut Notes) -> Result<Modules, Problem> {
-    let mut modules = Vec::new();
-    let mut lines = Vec::new();
-    for (key, value) in check::map(node, "modules", "a map of module names to their options")? {
-        let name = check::key(key, "modules")?;
-        let options = if value.is_null() || value.as_map().is_some_and(<[_]>::is_empty) {
-            serde_yaml_ng::Value::Null
-        } else if value.as_map().is_some() {
-            value.to_value()
-        } else {
-            return Err(check::expected(
-                value,
-                &check::join("modules", name),
-                "a map of module options (or {} for none)",
-            ));
-        };
-        if name == "mod_disco" {
-            if let Some(info) = value.get("server_info") {
-                server_info::check(info, "modules.mod_disco.server_info", notes)?;
-            }
-        }
-        modules.push((name.to_string(), options));
-        lines.push(key.line);
-    }
-    Ok((modules, lines))
-}
-
 /// Warns about names used but not defined: ACLs in rules, shapers in shaper
 /// rules, rules and shapers in listeners, non-numeric session limits.
 fn check_references(
@@ -1314,6 +1303,13 @@ fn check_references(
                 .iter()
                 .find(|l| l.access.as_deref() == Some(rule))
                 .map(|l| l.line)
+                .or_else(|| {
+                    config
+                        .module_rule_lines
+                        .iter()
+                        .find(|(name, _)| name == rule)
+                        .map(|(_, line)| *line)
+                })
                 .unwrap_or_else(|| line_of(access_node, rule));
             found.push((
                 line,
@@ -1332,7 +1328,7 @@ fn check_references(
     let is_shaper =
         |name: &str| config.shapers.contains_key(name) || config.unlimited_shapers.contains(name);
     for (rule, value) in config.shaper_rules.values() {
-        let numeric_rule = matches!(rule, "max_user_sessions" | "max_user_offline_messages");
+        let numeric_rule = rule == "max_user_sessions" || rule == config.offline_limit_rule;
         match value {
             ShaperValue::Shaper(name) if numeric_rule => found.push((
                 line_of(shaper_node, rule),

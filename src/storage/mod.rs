@@ -193,11 +193,15 @@ impl std::error::Error for StorageError {}
 /// through the module API): a full disk stays [`StorageError::Full`].
 impl From<xep_support::module::StoreError> for StorageError {
     fn from(e: xep_support::module::StoreError) -> Self {
+        if let Some(original) = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<StorageError>())
+        {
+            return original.clone();
+        }
         if e.is_full() {
-            let why = e.0[xep_support::module::StoreError::FULL.len()..].to_string();
-            StorageError::Full(why)
+            StorageError::Full(e.message().to_string())
         } else {
-            StorageError::Io(e.0)
+            StorageError::Io(e.message().to_string())
         }
     }
 }

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use jid::BareJid;
-use xep_support::module::{KeyRange, StoreError};
+use xep_support::module::{KeyRange, StoreError, StoreErrorKind};
 use xep_support::store::{ModuleData, Row};
 
 use super::{ModuleStore, StorageError};
@@ -33,8 +33,8 @@ impl ModuleAccess {
 fn store_error(e: StorageError) -> StoreError {
     match e {
         // Modules answer resource-constraint for it (RFC 6120 §8.3.3.18).
-        StorageError::Full(_) => StoreError::full(e),
-        e => StoreError(e.to_string()),
+        StorageError::Full(_) => StoreError::from_source(StoreErrorKind::Full, e),
+        e => StoreError::from_source(StoreErrorKind::Other, e),
     }
 }
 

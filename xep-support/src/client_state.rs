@@ -13,6 +13,7 @@
 use crate::element::Element;
 use crate::module::Module;
 use crate::ns;
+use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
 
 /// `mod_client_state` and its options.
@@ -26,8 +27,16 @@ pub struct ClientState {
     pub queue_pep: bool,
 }
 
-/// ejabberd's option names this module reads.
-pub const OPTIONS: &[&str] = &["queue_presence", "queue_chat_states", "queue_pep"];
+/// The options of `mod_client_state` (ejabberd's).
+pub const SPEC: ModuleSpec = ModuleSpec::module(
+    "mod_client_state",
+    &[
+        OptSpec::honoured("queue_presence", Kind::Bool, "true", "hold presence updates"),
+        OptSpec::honoured("queue_chat_states", Kind::Bool, "true", "hold messages that only carry chat states"),
+        OptSpec::honoured("queue_pep", Kind::Bool, "true", "hold PEP notifications"),
+    ],
+    false,
+);
 
 /// Most distinct senders held for one inactive session; one more flushes them.
 pub const MAX_HELD: usize = 256;
@@ -36,9 +45,9 @@ impl ClientState {
     /// Read the options; bad values become warnings and keep defaults.
     pub fn from_opts(o: &mut Opts<'_>) -> Self {
         ClientState {
-            queue_presence: o.bool("queue_presence", true),
-            queue_chat_states: o.bool("queue_chat_states", true),
-            queue_pep: o.bool("queue_pep", true),
+            queue_presence: o.bool("queue_presence"),
+            queue_chat_states: o.bool("queue_chat_states"),
+            queue_pep: o.bool("queue_pep"),
         }
     }
 }

@@ -23,31 +23,37 @@ use subtle::ConstantTimeEq;
 use crate::element::Element;
 use crate::module::{Globals, Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
+use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
 use crate::stanza::{ErrorType, StanzaError};
 
 /// The XEP-0363 namespace.
 pub const NS: &str = "urn:xmpp:http:upload:0";
-/// ejabberd's option names this module reads or accepts.
-pub const OPTIONS: &[&str] = &[
-    "put_url",
-    "get_url",
-    "docroot",
-    "max_size",
-    "custom_headers",
-    "secret_length",
-    "jid_in_url",
-    "file_mode",
-    "dir_mode",
-    "thumbnail",
-    "host",
-    "hosts",
-    "name",
-    "access",
-    "service_url",
-    "rm_on_unregister",
-    "external_secret",
-];
+/// The options of `mod_http_upload` (ejabberd's).
+pub const SPEC: ModuleSpec = ModuleSpec::module(
+    "mod_http_upload",
+    &[
+        OptSpec::honoured("put_url", Kind::Text, "https://@HOST@:5443/upload", "base of upload URLs; `@HOST@` is the account's domain"),
+        OptSpec::honoured("get_url", Kind::Text, "`put_url`", "base of download URLs"),
+        OptSpec::honoured("docroot", Kind::Text, "`DATA_DIR/upload`", "where files are stored"),
+        OptSpec::honoured("max_size", Kind::Count, "104857600", "largest file in bytes, or `infinity`"),
+        OptSpec::honoured("custom_headers", Kind::Map, "", "headers added to every HTTP answer (e.g. CORS)"),
+        OptSpec::ignored("secret_length", Kind::Any, "length of the random part of URLs"),
+        OptSpec::ignored("jid_in_url", Kind::Any, "how the uploader appears in URLs"),
+        OptSpec::ignored("file_mode", Kind::Any, "permissions of stored files"),
+        OptSpec::ignored("dir_mode", Kind::Any, "permissions of created directories"),
+        OptSpec::ignored("thumbnail", Kind::Any, "thumbnails of images"),
+        OptSpec::ignored("host", Kind::Any, "the service domain (Rookery uses the server's own)"),
+        OptSpec::ignored("hosts", Kind::Any, "the service domains"),
+        OptSpec::ignored("name", Kind::Any, "the service's name"),
+        OptSpec::ignored("access", Kind::Any, "who may upload (local accounts may)"),
+        OptSpec::ignored("service_url", Kind::Any, "an external upload service"),
+        OptSpec::ignored("rm_on_unregister", Kind::Any, "removing files with the account"),
+        OptSpec::ignored("external_secret", Kind::Any, "an external upload service's secret"),
+        OptSpec::ignored("vcard", Kind::Any, "the service's vCard"),
+    ],
+    false,
+);
 /// How long a slot's PUT URL stays valid.
 pub const SLOT_LIFETIME: Duration = Duration::from_secs(300);
 /// Longest file name kept (bytes, after cleaning).
@@ -72,8 +78,7 @@ impl HttpUpload {
     /// Read the options (bad values become warnings and keep defaults).
     pub fn from_opts(o: &mut Opts<'_>, globals: &Globals) -> HttpUpload {
         let put_url = o
-            .string("put_url")
-            .unwrap_or_else(|| "https://@HOST@:5443/upload".to_string())
+            .text("put_url")
             .trim_end_matches('/')
             .to_string();
         let get_url = o
@@ -84,7 +89,7 @@ impl HttpUpload {
             .string("docroot")
             .map(PathBuf::from)
             .unwrap_or_else(|| globals.data_dir.join("upload"));
-        let max_size = o.count("max_size", Some(104_857_600)).unwrap_or(u64::MAX);
+        let max_size = o.count("max_size").unwrap_or(u64::MAX);
         let custom_headers = match o.get("custom_headers") {
             Some(serde_yaml_ng::Value::Mapping(m)) => m
                 .iter()
@@ -293,7 +298,7 @@ mod tests {
             dir.0.display()
         ))
         .unwrap();
-        let mut o = Opts::new(&cfg);
+        let mut o = Opts::new(&cfg, &SPEC);
         (HttpUpload::from_opts(&mut o, &Globals::default()), dir)
     }
 

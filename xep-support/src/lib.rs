@@ -22,6 +22,7 @@ pub mod mam;
 pub mod module;
 pub mod muc;
 pub mod ns;
+pub mod options;
 pub mod opts;
 pub mod pep;
 pub mod ping;

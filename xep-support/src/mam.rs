@@ -54,6 +54,7 @@ use crate::archive::{format_id, parse_id, ArchiveStore, Direction, NewMessage, P
 use crate::element::Element;
 use crate::module::{IqRequest, IqResult, Module, ServerContext, StoreError};
 use crate::ns;
+use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::stanza::StanzaError;
 
 /// The module's name (its key/value space).
@@ -65,17 +66,22 @@ pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 pub const MAX_PAGE: usize = 250;
 /// Results of a query without RSM `max`.
 pub const DEFAULT_PAGE: usize = 50;
-/// Options accepted under `mod_mam:` (ejabberd's names, and
+/// The options of `mod_mam` (ejabberd's, and Prosody's
 /// `archive_expires_after`).
-pub const OPTIONS: &[&str] = &[
-    "default",
-    "archive_expires_after",
-    "db_type",
-    "use_cache",
-    "cache_size",
-    "cache_life_time",
-    "cache_missed",
-];
+pub const SPEC: ModuleSpec = ModuleSpec::module(
+    "mod_mam",
+    &[
+        OptSpec::honoured("default", Kind::Enum(&["always", "never", "roster"]), "always", "archiving policy for accounts without preferences"),
+        OptSpec::honoured("archive_expires_after", Kind::Timeout, "infinity", "retention of archived messages"),
+        OptSpec::ignored("access_preferences", Kind::Any, "who may change their preferences (everyone may)"),
+        OptSpec::ignored("assume_mam_usage", Kind::Any, "treating MAM clients as having received messages"),
+        OptSpec::ignored("clear_archive_on_room_destroy", Kind::Any, "group chat archives (not implemented)"),
+        OptSpec::ignored("compress_xml", Kind::Any, "compressed storage in SQL"),
+        OptSpec::ignored("request_activates_archiving", Kind::Any, "archiving only after a first query"),
+        OptSpec::ignored("user_mucsub_from_muc_archive", Kind::Any, "MucSub messages from room archives"),
+    ],
+    true,
+);
 /// The key of the account's preferences.
 pub const PREFS_KEY: &str = "prefs";
 /// Accounts whose preferences are cached (the cache is emptied beyond).
@@ -198,7 +204,7 @@ pub fn delete_older_than(
 /// The archive, or an error for a server without one.
 fn store(ctx: &dyn ServerContext) -> Result<&dyn ArchiveStore, StoreError> {
     ctx.archive()
-        .ok_or_else(|| StoreError("no message archive".into()))
+        .ok_or_else(|| StoreError::other("no message archive"))
 }
 
 /// `mod_mam`.

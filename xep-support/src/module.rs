@@ -40,7 +40,7 @@
 
 use crate::element::Element;
 use crate::stanza::StanzaError;
-pub use crate::store::{KeyRange, StoreError};
+pub use crate::store::{KeyRange, StoreError, StoreErrorKind};
 use jid::{BareJid, FullJid, Jid};
 use std::net::IpAddr;
 
@@ -535,14 +535,34 @@ mod store_error_tests {
     fn a_full_disk_is_resource_constraint_anything_else_internal_error() {
         let full = StoreError::full("database disk full: /db: No space left on device");
         assert!(full.is_full());
+        assert_eq!(
+            full.to_string(),
+            "disk full: database disk full: /db: No space left on device"
+        );
+        assert_eq!(
+            full.message(),
+            "database disk full: /db: No space left on device"
+        );
         let s: StanzaError = full.into();
         assert_eq!(
             (s.kind, s.condition),
             (ErrorType::Wait, "resource-constraint")
         );
-        let other = StoreError("database I/O error: EIO".into());
+        let other = StoreError::other("database I/O error: EIO");
         assert!(!other.is_full());
+        assert_eq!(other.to_string(), "database I/O error: EIO");
         let s: StanzaError = other.into();
         assert_eq!(s.condition, "internal-server-error");
+    }
+
+    #[test]
+    fn the_source_is_kept() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let e = StoreError::from_source(StoreErrorKind::Full, io);
+        assert!(e.is_full());
+        let source = std::error::Error::source(&e).expect("a source");
+        let io = source.downcast_ref::<std::io::Error>().expect("the io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(e.clone(), e);
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::module::{IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
+use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
 use crate::stanza::StanzaError;
 
@@ -26,41 +27,40 @@ pub struct Ping {
     pub kill: bool,
 }
 
-/// ejabberd's option names this module reads.
-pub const OPTIONS: &[&str] = &[
-    "send_pings",
-    "ping_interval",
-    "ping_ack_timeout",
-    "timeout_action",
-];
+/// The options of `mod_ping` (ejabberd's).
+pub const SPEC: ModuleSpec = ModuleSpec::module(
+    "mod_ping",
+    &[
+        OptSpec::honoured("send_pings", Kind::Bool, "false", "ping a client from which nothing arrived for `ping_interval`"),
+        OptSpec::honoured("ping_interval", Kind::Timeout, "60", "silence before a ping"),
+        OptSpec::honoured("ping_ack_timeout", Kind::Timeout, "32", "time a client has to answer a ping"),
+        OptSpec::honoured("timeout_action", Kind::Enum(&["none", "kill"]), "none", "`kill`: disconnect a client that did not answer; `none`: only log it"),
+    ],
+    false,
+);
 
 impl Default for Ping {
+    /// The spec's defaults.
     fn default() -> Self {
-        Ping {
-            send_pings: false,
-            ping_interval: Duration::from_secs(60),
-            ping_ack_timeout: Duration::from_secs(32),
-            kill: false,
-        }
+        Ping::from_opts(&mut Opts::new(&serde_yaml_ng::Value::Null, &SPEC))
     }
 }
 
 impl Ping {
     /// Read the options; bad values become warnings and keep defaults.
     pub fn from_opts(o: &mut Opts<'_>) -> Self {
-        let d = Ping::default();
         let floor = Duration::from_millis(100);
         Ping {
-            send_pings: o.bool("send_pings", d.send_pings),
+            send_pings: o.bool("send_pings"),
             ping_interval: o
-                .timeout("ping_interval", Some(d.ping_interval))
+                .timeout("ping_interval")
                 .unwrap_or(Duration::from_secs(u32::MAX as u64))
                 .max(floor),
             ping_ack_timeout: o
-                .timeout("ping_ack_timeout", Some(d.ping_ack_timeout))
+                .timeout("ping_ack_timeout")
                 .unwrap_or(Duration::from_secs(u32::MAX as u64))
                 .max(floor),
-            kill: o.word("timeout_action", &["none", "kill"], "none") == "kill",
+            kill: o.word("timeout_action") == "kill",
         }
     }
 }

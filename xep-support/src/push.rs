@@ -14,6 +14,7 @@ use jid::{BareJid, FullJid, Jid};
 use crate::element::Element;
 use crate::module::{IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
+use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
 use crate::stanza::StanzaError;
 
@@ -26,17 +27,16 @@ const MAX_REGISTRATIONS: usize = 20;
 /// Accounts whose registrations are cached; more clears the cache.
 const MAX_CACHED: usize = 100_000;
 
-/// ejabberd's option names this module reads or accepts.
-pub const OPTIONS: &[&str] = &[
-    "include_sender",
-    "include_body",
-    "notify_on",
-    "db_type",
-    "use_cache",
-    "cache_size",
-    "cache_missed",
-    "cache_life_time",
-];
+/// The options of `mod_push` (ejabberd's).
+pub const SPEC: ModuleSpec = ModuleSpec::module(
+    "mod_push",
+    &[
+        OptSpec::honoured("include_sender", Kind::Bool, "false", "put the sender's JID in notifications"),
+        OptSpec::honoured("include_body", Kind::BoolOrText, "New message", "`true`: the message's body; `false`: none; a text: that text"),
+        OptSpec::ignored("notify_on", Kind::Any, "which events notify (Rookery: messages)"),
+    ],
+    true,
+);
 
 /// One registered push service.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,10 +62,10 @@ impl Push {
             Some(serde_yaml_ng::Value::Bool(true)) => Some(String::new()),
             Some(serde_yaml_ng::Value::Bool(false)) => None,
             Some(serde_yaml_ng::Value::String(s)) => Some(s.clone()),
-            _ => Some("New message".to_string()),
+            _ => SPEC.option("include_body").map(|s| s.default.to_string()),
         };
         Push {
-            include_sender: o.bool("include_sender", false),
+            include_sender: o.bool("include_sender"),
             include_body,
             cache: RwLock::default(),
         }

@@ -24,6 +24,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::element::Element;
+use crate::options::{Kind, ModuleSpec, OptSpec};
+use crate::opts::Opts;
 use crate::module::{AccountError, Globals, IqRequest, IqResult, Module, PreAuthIq, ServerContext};
 use crate::stanza::{ErrorType, StanzaError};
 
@@ -60,87 +62,46 @@ fn yaml_str(v: &serde_yaml_ng::Value) -> Option<String> {
     }
 }
 
-/// The options this module reads (others are reported by the registry).
-pub const OPTIONS: &[&str] = &[
-    "access",
-    "access_from",
-    "access_remove",
-    "ip_access",
-    "password_strength",
-    "welcome_message",
-    "registration_watchers",
-    "redirect_url",
-];
+/// The options of `mod_register` (ejabberd's).
+pub const SPEC: ModuleSpec = ModuleSpec::module(
+    "mod_register",
+    &[
+        OptSpec::honoured("ip_access", Kind::AccessRule, "", "access rule on the client's address: who may register (default: loopback only)"),
+        OptSpec::honoured("access", Kind::AccessRule, "all", "access rule on the new account and address"),
+        OptSpec::honoured("access_remove", Kind::AccessRule, "all", "access rule for deleting one's own account"),
+        OptSpec::honoured("password_strength", Kind::Number { min: 0.0 }, "0", "minimum password entropy in bits (0: no check)"),
+        OptSpec::honoured("welcome_message", Kind::Map, "", "`{subject: ..., body: ...}` sent to each new account"),
+        OptSpec::honoured("registration_watchers", Kind::JidList, "", "JIDs told of each new account"),
+        OptSpec::honoured("redirect_url", Kind::Text, "", "register on this web page instead"),
+        OptSpec::ignored("access_from", Kind::Any, "registration through other servers"),
+        OptSpec::ignored("captcha_protected", Kind::Any, "CAPTCHA before registration"),
+        OptSpec::ignored("allow_modules", Kind::Any, "modules that may register accounts"),
+    ],
+    false,
+);
 
 impl Register {
     /// Build from the module's options; returns warnings for bad values
     /// (the default is used instead).
     pub fn new(options: &serde_yaml_ng::Value, globals: &Globals) -> (Register, Vec<String>) {
-        let mut warnings = Vec::new();
-        let mut r = Register {
-            access: "all".into(),
-            access_remove: "all".into(),
-            ip_access: None,
-            password_strength: 0.0,
-            welcome: None,
-            watchers: Vec::new(),
-            redirect_url: None,
+        let mut o = Opts::new(options, &SPEC);
+        let welcome = o.get("welcome_message").and_then(|v| {
+            let get = |name: &str| v.get(name).and_then(yaml_str).unwrap_or_default();
+            let (subject, body) = (get("subject"), get("body"));
+            (!subject.is_empty() || !body.is_empty()).then_some((subject, body))
+        });
+        let r = Register {
+            access: o.text("access"),
+            access_remove: o.text("access_remove"),
+            ip_access: o.string("ip_access"),
+            password_strength: o.number("password_strength"),
+            welcome,
+            watchers: o.list("registration_watchers"),
+            redirect_url: o.string("redirect_url").filter(|u| !u.is_empty()),
             timeout: globals.registration_timeout,
             recent: Mutex::new(HashMap::new()),
         };
-        let serde_yaml_ng::Value::Mapping(map) = options else {
-            return (r, warnings);
-        };
-        for (k, v) in map {
-            let key = k.as_str().unwrap_or("");
-            let bad = |what: &str| format!("option {key}: expected {what}; using the default");
-            match key {
-                "access" | "access_remove" | "ip_access" => match yaml_str(v) {
-                    Some(rule) => match key {
-                        "access" => r.access = rule,
-                        "access_remove" => r.access_remove = rule,
-                        _ => r.ip_access = Some(rule),
-                    },
-                    None => warnings.push(bad("an access rule name")),
-                },
-                "password_strength" => match v.as_f64() {
-                    Some(n) if n >= 0.0 => r.password_strength = n,
-                    _ => warnings.push(bad("a number of entropy bits (0 = no check)")),
-                },
-                "welcome_message" => {
-                    let get = |name: &str| v.get(name).and_then(yaml_str).unwrap_or_default();
-                    if v.as_mapping().is_some() {
-                        let (subject, body) = (get("subject"), get("body"));
-                        if !subject.is_empty() || !body.is_empty() {
-                            r.welcome = Some((subject, body));
-                        }
-                    } else {
-                        warnings.push(bad("a mapping with subject and body"));
-                    }
-                }
-                "registration_watchers" => match v.as_sequence() {
-                    Some(list) => {
-                        for item in list {
-                            match yaml_str(item).and_then(|s| jid::Jid::new(&s).ok()) {
-                                Some(j) => r.watchers.push(j.to_string()),
-                                None => warnings.push(format!(
-                                    "option registration_watchers: {item:?} is not a JID; ignored"
-                                )),
-                            }
-                        }
-                    }
-                    None => warnings.push(bad("a list of JIDs")),
-                },
-                "redirect_url" => match yaml_str(v) {
-                    Some(url) if !url.is_empty() => r.redirect_url = Some(url),
-                    _ => {}
-                },
-                // Registration through s2s/components does not exist here.
-                "access_from" => {}
-                _ => {}
-            }
-        }
-        (r, warnings)
+        (r, o.warnings)
     }
 
     fn ip_allowed(&self, ctx: &dyn ServerContext, ip: IpAddr) -> bool {
@@ -447,9 +408,14 @@ mod tests {
         assert_eq!(r.ip_access.as_deref(), Some("trusted"));
         assert_eq!(r.password_strength, 32.0);
         assert_eq!(r.welcome, Some(("Hi".into(), "Welcome".into())));
-        assert_eq!(r.watchers, vec!["admin@localhost".to_string()]);
+        // A list with a bad JID is refused whole (the config loader makes it
+        // an error with its position; here it is a warning).
+        assert!(r.watchers.is_empty());
         assert!(r.redirect_url.is_none());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let yaml = serde_yaml_ng::from_str("registration_watchers: [Admin@localhost]").unwrap();
+        let (r2, _) = Register::new(&yaml, &Globals::default());
+        assert_eq!(r2.watchers, vec!["admin@localhost".to_string()]);
         assert!(r.weak("abc"));
         assert!(!r.weak("correct horse battery staple"));
     }

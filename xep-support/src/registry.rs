@@ -1,91 +1,135 @@
-//! Builds the enabled modules from the config's `modules:` section.
+//! Builds the enabled modules from the config's `modules:` section, and
+//! lists the modules this crate implements with their option specs
+//! ([`SPECS`]), which the server's config loader checks `modules:` against.
 
 use crate::module::{Globals, Module};
+use crate::options::{Kind, ModuleSpec, OptSpec};
 use std::sync::Arc;
 
-/// Module names this crate implements.
-pub const KNOWN: &[&str] = &[
-    "mod_disco",
-    "mod_ping",
-    "mod_private",
-    "mod_vcard",
-    "mod_vcard_xupdate",
-    "mod_blocking",
-    "mod_version",
-    "mod_time",
-    "mod_last",
-    "mod_pep",
-    "mod_carbons",
-    "mod_client_state",
-    "mod_stream_mgmt",
-    "mod_adhoc",
-    "mod_configure",
-    "mod_register",
-    "mod_caps",
-    "mod_avatar",
-    "mod_http_upload",
-    "mod_push",
-    "mod_muc",
-    "mod_mam",
+/// The modules this crate implements, each with the options it takes
+/// (declared beside its code where it reads options, here for the modules
+/// that take none or only ejabberd's storage options).
+pub const SPECS: &[&ModuleSpec] = &[
+    &DISCO,
+    &crate::ping::SPEC,
+    &PRIVATE,
+    &VCARD,
+    &VCARD_XUPDATE,
+    &BLOCKING,
+    &VERSION,
+    &TIME,
+    &LAST,
+    &PEP,
+    &CARBONS,
+    &CARBONCOPY,
+    &crate::client_state::SPEC,
+    &crate::stream_mgmt::SPEC,
+    &ADHOC,
+    &CONFIGURE,
+    &crate::register::SPEC,
+    &CAPS,
+    &AVATAR,
+    &crate::http_upload::SPEC,
+    &crate::push::SPEC,
+    &crate::muc::SPEC,
+    &crate::mam::SPEC,
 ];
 
-/// Options each module accepts (some only for ejabberd compatibility) (ejabberd's names); any
-/// other option is reported as unsupported.
-fn accepted_options(name: &str) -> &'static [&'static str] {
-    match name {
-        "mod_ping" => crate::ping::OPTIONS,
-        "mod_http_upload" => crate::http_upload::OPTIONS,
-        "mod_push" => crate::push::OPTIONS,
-        "mod_stream_mgmt" => crate::stream_mgmt::OPTIONS,
-        "mod_client_state" => crate::client_state::OPTIONS,
-        "mod_disco" => &["server_info", "extra_domains", "name"],
-        "mod_version" => &["show_os"],
-        "mod_private" | "mod_blocking" | "mod_last" | "mod_vcard_xupdate" => &[
-            "db_type",
-            "use_cache",
-            "cache_size",
-            "cache_life_time",
-            "cache_missed",
-        ],
-        "mod_vcard" => &[
-            "db_type",
-            "use_cache",
-            "cache_size",
-            "cache_life_time",
-            "cache_missed",
-            "search",
-            "host",
-            "hosts",
-            "name",
-            "matches",
-            "allow_return_all",
-            "search_all_hosts",
-            "vcard",
-        ],
-        "mod_pep" => &["max_items_node", "max_payload_size"],
-        "mod_register" => crate::register::OPTIONS,
-        "mod_adhoc" => &["report_commands_node"],
-        "mod_configure" => &[],
-        "mod_muc" => crate::muc::OPTIONS,
-        "mod_mam" => crate::mam::OPTIONS,
-        _ => &[],
-    }
+/// The spec of a module this crate implements.
+pub fn spec(name: &str) -> Option<&'static ModuleSpec> {
+    SPECS.iter().copied().find(|s| s.name == name)
 }
 
-/// A non-negative integer option, or `default`.
-fn uint_option(opts: &serde_yaml_ng::Value, key: &str, default: usize) -> usize {
-    match opts.get(key) {
-        Some(serde_yaml_ng::Value::Number(n)) => n.as_u64().map(|n| n as usize).unwrap_or(default),
-        _ => default,
-    }
-}
+/// `mod_disco`; `server_info` is checked by the config loader.
+pub const DISCO: ModuleSpec = ModuleSpec::module(
+    "mod_disco",
+    &[
+        OptSpec::honoured("server_info", Kind::MapList, "", "XEP-0157 contact addresses"),
+        OptSpec::ignored("extra_domains", Kind::Any, "more domains in disco#items"),
+        OptSpec::ignored("name", Kind::Any, "the server's name in disco"),
+        OptSpec::ignored("access", Kind::Any, "who may discover the server"),
+    ],
+    false,
+);
+pub const PRIVATE: ModuleSpec = ModuleSpec::module("mod_private", &[], true);
+pub const VCARD: ModuleSpec = ModuleSpec::module(
+    "mod_vcard",
+    &[
+        OptSpec::ignored("search", Kind::Any, "the vCard search service (not implemented)"),
+        OptSpec::ignored("host", Kind::Any, "the search service's domain"),
+        OptSpec::ignored("hosts", Kind::Any, "the search service's domains"),
+        OptSpec::ignored("name", Kind::Any, "the search service's name"),
+        OptSpec::ignored("matches", Kind::Any, "search results at most"),
+        OptSpec::ignored("allow_return_all", Kind::Any, "empty searches"),
+        OptSpec::ignored("search_all_hosts", Kind::Any, "searching every host"),
+        OptSpec::ignored("vcard", Kind::Any, "the search service's vCard"),
+    ],
+    true,
+);
+pub const VCARD_XUPDATE: ModuleSpec = ModuleSpec::module("mod_vcard_xupdate", &[], true);
+pub const BLOCKING: ModuleSpec = ModuleSpec::module("mod_blocking", &[], true);
+pub const VERSION: ModuleSpec = ModuleSpec::module(
+    "mod_version",
+    &[OptSpec::honoured(
+        "show_os",
+        Kind::Bool,
+        "true",
+        "include the operating system and kernel release",
+    )],
+    false,
+);
+pub const TIME: ModuleSpec = ModuleSpec::module("mod_time", &[], false);
+pub const LAST: ModuleSpec = ModuleSpec::module("mod_last", &[], true);
+/// Prosody's `mod_pep` (ejabberd's PEP is a `mod_pubsub` plugin).
+pub const PEP: ModuleSpec = ModuleSpec::module(
+    "mod_pep",
+    &[
+        OptSpec::honoured(
+            "max_items_node",
+            Kind::Int { min: 1, max: u32::MAX as u64 },
+            "1000",
+            "most items a node keeps (what `pubsub#max_items` = `max` means)",
+        ),
+        OptSpec::honoured(
+            "max_payload_size",
+            Kind::Int { min: 1, max: u32::MAX as u64 },
+            "262144",
+            "largest item payload in bytes",
+        ),
+    ],
+    false,
+);
+pub const CARBONS: ModuleSpec = ModuleSpec::module("mod_carbons", &[], false);
+/// ejabberd's name of `mod_carbons`: the same module.
+pub const CARBONCOPY: ModuleSpec = ModuleSpec::module("mod_carboncopy", &[], true);
+pub const ADHOC: ModuleSpec = ModuleSpec::module(
+    "mod_adhoc",
+    &[OptSpec::ignored(
+        "report_commands_node",
+        Kind::Any,
+        "commands listed in disco#items of the commands node",
+    )],
+    false,
+);
+/// ejabberd's XEP-0133 module; `mod_adhoc` carries its commands.
+pub const CONFIGURE: ModuleSpec = ModuleSpec::module("mod_configure", &[], false);
+pub const CAPS: ModuleSpec = ModuleSpec::module("mod_caps", &[], true);
+pub const AVATAR: ModuleSpec = ModuleSpec::module(
+    "mod_avatar",
+    &[
+        OptSpec::ignored("convert", Kind::Any, "image format conversion"),
+        OptSpec::ignored("rate_limit", Kind::Any, "conversions per minute"),
+    ],
+    false,
+);
 
 /// A warning about one module: its name and the message.
 pub type ModuleWarning = (String, String);
 
 /// Build the modules named in the config, in order. Returns the modules and
-/// warnings (module name, message) for names this server does not implement
-/// (ejabberd configs list many) and for options it does not know.
+/// warnings (module name, message) about values. Names this crate does not
+/// implement are skipped: the config loader has checked names and options
+/// against [`SPECS`] (and the server core's own specs) and warned.
 pub fn build(
     config: &[(String, serde_yaml_ng::Value)],
     globals: &Globals,
@@ -102,9 +146,10 @@ pub fn build(
         .iter()
         .find(|(n, _)| n == "mod_pep")
         .map(|(_, opts)| {
+            let mut o = crate::opts::Opts::new(opts, &PEP);
             let mut pep = crate::pep::Pep::new(
-                uint_option(opts, "max_items_node", crate::pep::DEFAULT_MAX_ITEMS),
-                uint_option(opts, "max_payload_size", crate::pep::DEFAULT_MAX_PAYLOAD),
+                o.uint("max_items_node") as usize,
+                o.uint("max_payload_size") as usize,
             );
             if has("mod_private") {
                 pep = pep.with_hook(Arc::new(crate::bookmarks::ToPrivate));
@@ -124,7 +169,8 @@ pub fn build(
         .filter(|_| has("mod_avatar"))
         .map(|pep| Arc::new(crate::avatar::VcardToPep { pep }) as Arc<dyn crate::vcard::VcardHook>);
     for (name, opts) in config {
-        let mut o = crate::opts::Opts::new(opts);
+        let Some(spec) = spec(name) else { continue };
+        let mut o = crate::opts::Opts::new(opts, spec);
         let module: Arc<dyn Module> = match name.as_str() {
             "mod_ping" => Arc::new(crate::ping::Ping::from_opts(&mut o)),
             "mod_disco" => Arc::new(crate::disco::Disco::from_opts(opts)),
@@ -140,20 +186,23 @@ pub fn build(
             }),
             "mod_blocking" => Arc::new(crate::blocking::Blocking::default()),
             "mod_version" => Arc::new(crate::version::Version {
-                show_os: o.bool("show_os", true),
+                show_os: o.bool("show_os"),
             }),
             "mod_time" => Arc::new(crate::time::Time),
             "mod_last" => Arc::new(crate::last::Last),
             "mod_pep" => {
                 // Read (above) before the loop; here only to warn about bad values.
-                o.count("max_items_node", None);
-                o.count("max_payload_size", None);
+                o.uint("max_items_node");
+                o.uint("max_payload_size");
                 match &pep {
                     Some(p) => p.clone(),
                     None => continue,
                 }
             }
             "mod_carbons" => Arc::new(crate::carbons::Carbons::default()),
+            // ejabberd's name for the same module; once if both are listed.
+            "mod_carboncopy" if has("mod_carbons") => continue,
+            "mod_carboncopy" => Arc::new(crate::carbons::Carbons::default()),
             "mod_caps" => Arc::new(crate::caps::Caps::default()),
             "mod_push" => Arc::new(crate::push::Push::from_opts(&mut o)),
             "mod_http_upload" => {
@@ -169,8 +218,8 @@ pub fn build(
                 Arc::new(crate::avatar::Avatar)
             }
             "mod_mam" => {
-                let default = o.word("default", &["always", "never", "roster"], "always");
-                let expires = o.timeout("archive_expires_after", None);
+                let default = o.word("default");
+                let expires = o.timeout("archive_expires_after");
                 Arc::new(crate::mam::Mam::new(
                     crate::mam::Policy::parse(default).unwrap_or(crate::mam::Policy::Always),
                     expires,
@@ -194,25 +243,8 @@ pub fn build(
                 warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
                 Arc::new(module)
             }
-            other => {
-                warnings.push((
-                    other.to_string(),
-                    format!("module {other} is not supported yet and is ignored"),
-                ));
-                continue;
-            }
+            _ => continue,
         };
-        if let serde_yaml_ng::Value::Mapping(map) = opts {
-            for key in map.keys() {
-                let key = key.as_str().unwrap_or("?");
-                if !accepted_options(name).contains(&key) {
-                    warnings.push((
-                        name.clone(),
-                        format!("option {key} is not supported and is ignored"),
-                    ));
-                }
-            }
-        }
         for w in o.warnings {
             warnings.push((name.clone(), w));
         }
@@ -226,16 +258,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builds_known_and_warns_unknown() {
+    fn builds_known_and_skips_others() {
+        // The config loader warns about modules nobody provides; the
+        // server core's (mod_roster) are not built here either.
         let cfg = vec![
             ("mod_ping".to_string(), serde_yaml_ng::Value::Null),
             ("mod_irc".to_string(), serde_yaml_ng::Value::Null),
+            ("mod_roster".to_string(), serde_yaml_ng::Value::Null),
         ];
         let (mods, warns) = build(&cfg, &Globals::default());
         assert_eq!(mods.len(), 1);
         assert_eq!(mods[0].name(), "mod_ping");
-        assert_eq!(warns.len(), 1);
-        assert_eq!(warns[0].0, "mod_irc");
+        assert!(warns.is_empty(), "{warns:?}");
+    }
+
+    #[test]
+    fn carboncopy_is_carbons_once() {
+        let null = serde_yaml_ng::Value::Null;
+        let one = vec![("mod_carboncopy".to_string(), null.clone())];
+        let (mods, _) = build(&one, &Globals::default());
+        assert_eq!(mods.len(), 1);
+        assert_eq!(mods[0].name(), "mod_carbons");
+        let both = vec![
+            ("mod_carbons".to_string(), null.clone()),
+            ("mod_carboncopy".to_string(), null),
+        ];
+        assert_eq!(build(&both, &Globals::default()).0.len(), 1);
+    }
+
+    #[test]
+    fn every_spec_builds_a_module() {
+        let cfg: Vec<(String, serde_yaml_ng::Value)> = SPECS
+            .iter()
+            .map(|s| (s.name.to_string(), serde_yaml_ng::Value::Null))
+            .collect();
+        let (mods, _) = build(&cfg, &Globals::default());
+        // mod_configure adds nothing; mod_carboncopy is mod_carbons, once.
+        assert_eq!(mods.len(), SPECS.len() - 2);
     }
 
     #[test]

@@ -141,29 +141,99 @@ impl<'a> ModuleStore<'a> {
     }
 }
 
-/// A storage failure reported to a module: its text. A full disk is told
-/// apart by [`StoreError::full`] (text starting with [`StoreError::FULL`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreError(pub String);
+/// What kind of storage failure a [`StoreError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The disk (or quota) holding the data is full: it may work again
+    /// once space is freed.
+    Full,
+    /// Any other failure (I/O, corruption, a closed or missing store).
+    Other,
+}
+
+/// A storage failure reported to a module: its kind, a message and, when
+/// the engine gave one, the error it came from (kept for logs and for the
+/// server, which turns a full disk back into its own `Full` error).
+#[derive(Clone, Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
 
 impl StoreError {
     /// How the text of a full-disk error starts.
     pub const FULL: &'static str = "disk full: ";
 
+    /// A failure that is not a full disk, described by `message`.
+    pub fn other(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: StoreErrorKind::Other,
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// The disk (or quota) holding the data is full.
     pub fn full(why: impl std::fmt::Display) -> StoreError {
-        StoreError(format!("{}{why}", Self::FULL))
+        StoreError {
+            kind: StoreErrorKind::Full,
+            message: why.to_string(),
+            source: None,
+        }
+    }
+
+    /// A failure of this kind caused by `source` (its text is the message).
+    pub fn from_source(
+        kind: StoreErrorKind,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError {
+            kind,
+            message: source.to_string(),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// The message, without the "disk full: " prefix of [`Display`](std::fmt::Display).
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// Whether this is a full disk.
     pub fn is_full(&self) -> bool {
-        self.0.starts_with(Self::FULL)
+        self.kind == StoreErrorKind::Full
     }
 }
 
+/// Equal when kind and message are (the source is not compared).
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for StoreError {}
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        if self.is_full() {
+            f.write_str(Self::FULL)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::element::Element;
 use crate::module::Module;
 use crate::ns;
+use crate::options::{Kind, ModuleSpec, OptSpec, Use};
 use crate::opts::Opts;
 
 /// `mod_stream_mgmt` and its options.
@@ -26,53 +27,57 @@ pub struct StreamMgmt {
     pub max_ack_queue: Option<u64>,
 }
 
-/// ejabberd's option names this module reads.
-pub const OPTIONS: &[&str] = &[
-    "resume_timeout",
-    "max_resume_timeout",
-    "ack_timeout",
-    "max_ack_queue",
-    "resend_on_timeout",
-    "queue_type",
-];
+/// The options of `mod_stream_mgmt` (ejabberd's).
+pub const SPEC: ModuleSpec = ModuleSpec::module(
+    "mod_stream_mgmt",
+    &[
+        OptSpec::honoured("resume_timeout", Kind::Timeout, "300", "how long a dropped resumable session waits for `<resume/>`"),
+        OptSpec::honoured("max_resume_timeout", Kind::Timeout, "`resume_timeout`", "the longest wait a client may ask for"),
+        OptSpec::honoured("ack_timeout", Kind::Timeout, "60", "an `<r/>` unanswered this long means a dead connection"),
+        OptSpec::honoured("max_ack_queue", Kind::Count, "5000", "unacknowledged stanzas a session may hold"),
+        OptSpec {
+            name: "resend_on_timeout",
+            kind: Kind::Enum(&["false", "true", "if_offline"]),
+            default: "",
+            doc: "unacknowledged messages of an ended session always go to another resource or offline storage",
+            used: Use::Fixed("if_offline"),
+        },
+        OptSpec {
+            name: "queue_type",
+            kind: Kind::Enum(&["ram", "file"]),
+            default: "",
+            doc: "queues are in memory",
+            used: Use::Fixed("ram"),
+        },
+    ],
+    true,
+);
 
 impl Default for StreamMgmt {
+    /// The spec's defaults.
     fn default() -> Self {
-        StreamMgmt {
-            resume_timeout: Duration::from_secs(300),
-            max_resume_timeout: Duration::from_secs(300),
-            ack_timeout: Some(Duration::from_secs(60)),
-            max_ack_queue: Some(5000),
-        }
+        StreamMgmt::from_opts(&mut Opts::new(&serde_yaml_ng::Value::Null, &SPEC))
     }
 }
 
 impl StreamMgmt {
     /// Read the options; bad values become warnings and keep defaults.
     pub fn from_opts(o: &mut Opts<'_>) -> Self {
-        let d = StreamMgmt::default();
         let resume_timeout = o
-            .timeout("resume_timeout", Some(d.resume_timeout))
+            .timeout("resume_timeout")
             .unwrap_or(Duration::from_secs(u32::MAX as u64));
         let max_resume_timeout = o
-            .timeout("max_resume_timeout", Some(resume_timeout))
+            .timeout_or("max_resume_timeout", Some(resume_timeout))
             .unwrap_or(Duration::from_secs(u32::MAX as u64))
             .max(resume_timeout);
-        // Unacked stanzas always go to another resource or offline storage
-        // when a session ends (never lost); the option is accepted for
-        // ejabberd configs and its value changes nothing.
-        let _ = o.word(
-            "resend_on_timeout",
-            &["false", "true", "if_offline"],
-            "false",
-        );
-        // Queues are in memory; `file` is accepted and behaves as `ram`.
-        let _ = o.word("queue_type", &["ram", "file"], "ram");
+        // `resend_on_timeout` and `queue_type` are `Use::Fixed`: unacked
+        // stanzas always go to another resource or offline storage when a
+        // session ends (never lost), and queues are in memory.
         StreamMgmt {
             resume_timeout,
             max_resume_timeout,
-            ack_timeout: o.timeout("ack_timeout", d.ack_timeout),
-            max_ack_queue: o.count("max_ack_queue", d.max_ack_queue),
+            ack_timeout: o.timeout("ack_timeout"),
+            max_ack_queue: o.count("max_ack_queue"),
         }
     }
 

@@ -48,7 +48,7 @@ use jid::BareJid;
 use xep_support::archive::{
     Appended, ArchiveStore, ArchivedMessage, Count, NewMessage, PageQuery, EXACT_COUNT_LIMIT,
 };
-use xep_support::module::StoreError;
+use xep_support::module::{StoreError, StoreErrorKind};
 
 use super::archive_record as rec;
 use super::archive_writer::{Writer, WriterState};
@@ -116,7 +116,7 @@ impl Inner {
     }
 
     pub fn store_err(&self, e: sled::Error) -> StoreError {
-        StoreError(self.err(e).to_string())
+        StoreError::from_source(StoreErrorKind::Other, self.err(e))
     }
 
     /// The archive id of `owner`, if it has one (appended or stored).
@@ -248,7 +248,7 @@ impl SledArchive {
         let inner = &self.inner;
         inner.settle();
         if self.count(owner)? > 0 {
-            return Err(StoreError(format!("the archive of {owner} is not empty")));
+            return Err(StoreError::other(format!("the archive of {owner} is not empty")));
         }
         if msgs.is_empty() {
             return Ok(0);
@@ -261,7 +261,7 @@ impl SledArchive {
                 let a = inner
                     .w
                     .allocate(owner.as_str())
-                    .ok_or_else(|| StoreError("archive ids exhausted".into()))?;
+                    .ok_or_else(|| StoreError::other("archive ids exhausted"))?;
                 (a, vec![(owner.to_string(), a)])
             }
         };
@@ -275,7 +275,7 @@ impl SledArchive {
         let max = batch.last().map(|p| p.id()).unwrap_or(0);
         super::archive_writer::raise_last_id(max);
         super::archive_writer::write_batch(inner, &batch, &owners, inner.w.next_archive())
-            .map_err(StoreError)?;
+            .map_err(StoreError::other)?;
         inner.flush()?;
         Ok(n)
     }

@@ -463,7 +463,7 @@ pub fn delete_before(
             }
             Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
         });
-        r.map_err(|e| StoreError(format!("{}: archive: {e:?}", inner.dir.display())))?;
+        r.map_err(|e| StoreError::other(format!("{}: archive: {e:?}", inner.dir.display())))?;
         if !more {
             break;
         }

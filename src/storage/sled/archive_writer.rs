@@ -336,11 +336,11 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
     let mut s = inner.w.lock();
     if let Some((why, at)) = &s.failed {
         if at.elapsed() < RETRY_AFTER {
-            return Err(StoreError(format!("archive unavailable: {why}")));
+            return Err(StoreError::other(format!("archive unavailable: {why}")));
         }
     }
     if s.stop {
-        return Err(StoreError("archive closed".into()));
+        return Err(StoreError::other("archive closed"));
     }
     for m in msgs {
         let owner = m.owner.as_str();
@@ -356,7 +356,7 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
                         let a = s.next_archive;
                         s.next_archive = a
                             .checked_add(1)
-                            .ok_or_else(|| StoreError("archive ids exhausted".into()))?;
+                            .ok_or_else(|| StoreError::other("archive ids exhausted"))?;
                         s.owners.insert(owner.to_string(), a);
                         s.new_owners.push((owner.to_string(), a));
                         a

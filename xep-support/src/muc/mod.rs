@@ -29,6 +29,8 @@
 use crate::element::Element;
 use crate::module::{Identity, Module, ServerContext};
 use crate::ns;
+use crate::options::{Kind, ModuleSpec, OptSpec};
+use crate::opts::Opts;
 use crate::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaError};
 use jid::{BareJid, FullJid, Jid};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -65,23 +67,46 @@ pub const DEFAULT_MAX_USER_CONFERENCES: usize = 100;
 /// Forwarded iqs between occupants waiting for their answer, at most.
 const PENDING_IQS: usize = 1000;
 
-/// Options of `mod_muc` (those not implemented are accepted and ignored, for
-/// ejabberd configurations).
-pub const OPTIONS: &[&str] = &[
-    "host",
-    "hosts",
-    "name",
-    "access",
-    "access_admin",
-    "access_create",
-    "access_persistent",
-    "history_size",
-    "max_users",
-    "max_user_conferences",
-    "default_room_options",
-    "db_type",
-    "ram_db_type",
-];
+/// The options of `mod_muc` (ejabberd's).
+pub const SPEC: ModuleSpec = ModuleSpec::module(
+    "mod_muc",
+    &[
+        OptSpec::honoured("host", Kind::Text, "conference.@HOST@", "the service domain; `@HOST@` is each served host"),
+        OptSpec::honoured("hosts", Kind::TextList, "", "a list of service domains, instead of `host`"),
+        OptSpec::honoured("name", Kind::Text, "Chatrooms", "the service's name in disco"),
+        OptSpec::honoured("access", Kind::AccessRule, "all", "who may use the service"),
+        OptSpec::honoured("access_create", Kind::AccessRule, "all", "who may create rooms"),
+        OptSpec::honoured("access_persistent", Kind::AccessRule, "all", "who may make a room persistent"),
+        OptSpec::honoured("access_admin", Kind::AccessRule, "none", "service administrators"),
+        OptSpec::honoured("history_size", Kind::Int { min: 0, max: u64::MAX }, "20", "messages kept per room"),
+        OptSpec::honoured("max_users", Kind::Int { min: 1, max: u64::MAX }, "200", "most occupants of a room"),
+        OptSpec::honoured("max_user_conferences", Kind::Int { min: 1, max: u64::MAX }, "100", "rooms one account may be in at once"),
+        OptSpec::honoured("default_room_options", Kind::Map, "", "the configuration of a new room"),
+        OptSpec::storage("ram_db_type", Kind::Any),
+        OptSpec::ignored("access_mam", Kind::Any, "room archives (not implemented)"),
+        OptSpec::ignored("access_register", Kind::Any, "nick registration (not implemented)"),
+        OptSpec::ignored("cleanup_affiliations_on_start", Kind::Any, "removing affiliations of gone accounts"),
+        OptSpec::ignored("hibernation_timeout", Kind::Any, "room hibernation"),
+        OptSpec::ignored("max_captcha_whitelist", Kind::Any, "CAPTCHA"),
+        OptSpec::ignored("max_password", Kind::Any, "longest room password"),
+        OptSpec::ignored("max_room_desc", Kind::Any, "longest room description"),
+        OptSpec::ignored("max_room_id", Kind::Any, "longest room name"),
+        OptSpec::ignored("max_room_name", Kind::Any, "longest room title"),
+        OptSpec::ignored("max_rooms_discoitems", Kind::Any, "rooms listed in disco#items"),
+        OptSpec::ignored("max_users_admin_threshold", Kind::Any, "admins beyond max_users"),
+        OptSpec::ignored("max_users_presence", Kind::Any, "occupants whose presence is broadcast"),
+        OptSpec::ignored("min_message_interval", Kind::Any, "message rate limit"),
+        OptSpec::ignored("min_presence_interval", Kind::Any, "presence rate limit"),
+        OptSpec::ignored("preload_rooms", Kind::Any, "loading rooms at start"),
+        OptSpec::ignored("queue_type", Kind::Any, "queue storage"),
+        OptSpec::ignored("regexp_room_id", Kind::Any, "allowed room names"),
+        OptSpec::ignored("room_shaper", Kind::Any, "room traffic shaper"),
+        OptSpec::ignored("user_message_shaper", Kind::Any, "occupant message shaper"),
+        OptSpec::ignored("user_presence_shaper", Kind::Any, "occupant presence shaper"),
+        OptSpec::ignored("vcard", Kind::Any, "the service's vCard"),
+    ],
+    true,
+);
 
 /// Room options of `default_room_options` this module knows.
 const ROOM_OPTIONS: &[&str] = &[
@@ -120,45 +145,17 @@ pub struct Muc {
 impl Muc {
     /// Read the options; warnings are for the registry to report.
     pub fn from_opts(opts: &serde_yaml_ng::Value, warnings: &mut Vec<String>) -> Muc {
-        let get = |k: &str| opts.as_mapping().and_then(|m| m.get(k));
-        let string = |k: &str, default: &str, warnings: &mut Vec<String>| match get(k) {
-            None => default.to_string(),
-            Some(serde_yaml_ng::Value::String(s)) => s.clone(),
-            Some(_) => {
-                warnings.push(format!("option {k}: expected a string; using {default}"));
-                default.to_string()
-            }
-        };
-        let uint = |k: &str, default: usize, warnings: &mut Vec<String>| match get(k) {
-            None => default,
-            Some(serde_yaml_ng::Value::Number(n)) if n.as_u64().is_some() => {
-                n.as_u64().unwrap_or(0) as usize
-            }
-            Some(_) => {
-                warnings.push(format!(
-                    "option {k}: expected a non-negative number; using {default}"
-                ));
-                default
-            }
-        };
-        let mut hosts = Vec::new();
-        if let Some(serde_yaml_ng::Value::Sequence(list)) = get("hosts") {
-            for h in list {
-                match h.as_str() {
-                    Some(h) => hosts.push(h.to_string()),
-                    None => warnings.push("option hosts: expected a list of domains".into()),
-                }
-            }
-        }
+        let mut o = Opts::new(opts, &SPEC);
+        let mut hosts = o.list("hosts");
         if hosts.is_empty() {
-            hosts.push(string("host", "conference.@HOST@", warnings));
+            hosts.push(o.text("host"));
         }
-        let max_users = uint("max_users", DEFAULT_MAX_USERS, warnings).max(1);
+        let max_users = (o.uint("max_users") as usize).max(1);
         let mut defaults = RoomConfig {
             max_users,
             ..RoomConfig::default()
         };
-        if let Some(v) = get("default_room_options") {
+        if let Some(v) = o.get("default_room_options") {
             match v.as_mapping() {
                 Some(map) => {
                     for (k, v) in map {
@@ -195,23 +192,20 @@ impl Muc {
                     .push("option default_room_options: expected a map of room options".into()),
             }
         }
-        Muc {
+        let muc = Muc {
             hosts,
-            name: string("name", "Chatrooms", warnings),
-            access: string("access", "all", warnings),
-            access_admin: string("access_admin", "none", warnings),
-            access_create: string("access_create", "all", warnings),
-            access_persistent: string("access_persistent", "all", warnings),
-            history_size: uint("history_size", DEFAULT_HISTORY, warnings),
+            name: o.text("name"),
+            access: o.text("access"),
+            access_admin: o.text("access_admin"),
+            access_create: o.text("access_create"),
+            access_persistent: o.text("access_persistent"),
+            history_size: o.uint("history_size") as usize,
             max_users,
-            max_user_conferences: uint(
-                "max_user_conferences",
-                DEFAULT_MAX_USER_CONFERENCES,
-                warnings,
-            )
-            .max(1),
+            max_user_conferences: (o.uint("max_user_conferences") as usize).max(1),
             defaults,
-        }
+        };
+        warnings.extend(o.warnings);
+        muc
     }
 
     /// Whether the access rule allows `who` (`all` always, `none` never).
