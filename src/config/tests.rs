@@ -401,6 +401,33 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
         serde_yaml_ng::Value::Bool(true)
     );
 
+    // Modules nobody provides are warned about with their line; the ones
+    // Rookery's core provides (mod_roster, mod_offline, mod_s2s_dialback)
+    // and ejabberd's mod_carboncopy are recognised with their options.
+    let line_of = |m: &str| c.module_line(m).unwrap();
+    for m in ["mod_mqtt", "mod_bosh", "mod_privacy", "mod_proxy65", "mod_shared_roster"] {
+        let e = format!(
+            "ejabberd.yml:{}: modules.{m}: module `{m}` is not provided by Rookery and is ignored",
+            line_of(m)
+        );
+        assert!(c.warnings.contains(&e), "missing {e:?} in:\n{w}");
+    }
+    assert!(w.contains("module `mod_pubsub` is not provided by Rookery and is ignored (PEP is provided by mod_pep)"), "{w}");
+    for m in ["mod_roster", "mod_offline", "mod_carboncopy", "mod_stream_mgmt", "mod_s2s_dialback", "mod_muc", "mod_mam"] {
+        assert!(!w.contains(&format!("module `{m}` is not provided")), "{m}: {w}");
+    }
+    assert!(w.contains(&format!(
+        "ejabberd.yml:{}: modules.mod_mam: option `assume_mam_usage` accepted for ejabberd configurations but not implemented by Rookery; ignored",
+        line_of("mod_mam")
+    )), "{w}");
+    assert!(w.contains("modules.mod_muc: option `access_mam` accepted"), "{w}");
+    assert_eq!(c.offline_limit_rule, "max_user_offline_messages");
+    // mod_muc's inline access rules are defined under generated names.
+    let muc = c.module_options("mod_muc").unwrap();
+    assert_eq!(muc["access"].as_str(), Some("modules.mod_muc.access (inline)"));
+    assert!(c.access_allows("modules.mod_muc.access (inline)", Some(("bob", "localhost")), None));
+    assert!(w.contains("access rule `modules.mod_muc.access_admin (inline)` refers to ACL `admin`"), "{w}");
+
     // The server decides which modules it supports; warnings carry lines.
     let module_warnings = c.unsupported_module_warnings(&["mod_disco", "mod_ping"]);
     assert_eq!(module_warnings.len(), 34);
@@ -596,7 +623,7 @@ fn macros_replace_scalars_lists_and_maps() {
     let text = "define_macro:\n  HOSTS: [example.org, example.net]\n  PORT: 5222\n  TLS_ON: true\n  \
                 ADMIN: {user: [root@example.org]}\n  NESTED: PORT\n\
                 hosts: HOSTS\nlisten:\n  - {port: NESTED, module: c2s, tls: TLS_ON}\nacl:\n  admin: ADMIN\n\
-                modules:\n  mod_x:\n    port: PORT\n";
+                modules:\n  mod_muc:\n    max_users: PORT\n";
     let c = load(text).unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.hosts, ["example.org", "example.net"]);
@@ -604,7 +631,7 @@ fn macros_replace_scalars_lists_and_maps() {
     assert!(c.listen[0].tls);
     assert!(c.acl_matches("admin", Some(("root", "example.org")), None));
     assert_eq!(
-        c.module_options("mod_x").unwrap()["port"],
+        c.module_options("mod_muc").unwrap()["max_users"],
         serde_yaml_ng::Value::from(5222u64)
     );
 
@@ -898,4 +925,79 @@ fn mod_disco_server_info_is_checked_with_file_and_line() {
         "{:?}",
         c.warnings
     );
+}
+
+/// ejabberd refuses to start on a wrong module option; so does Rookery,
+/// with file, line, column, the option and what was expected.
+#[test]
+fn module_option_errors_have_positions() {
+    let e = error("hosts: [a.org]\nmodules:\n  mod_mam:\n    default: sometimes\n");
+    assert_eq!(
+        e,
+        "rookery.yml:4:14: modules.mod_mam.default: expected one of always, never, roster, found \"sometimes\""
+    );
+    let e = error("hosts: [a.org]\nmodules:\n  mod_ping: {send_pings: maybe}\n");
+    assert_eq!(
+        e,
+        "rookery.yml:3:26: modules.mod_ping.send_pings: expected true or false, found \"maybe\""
+    );
+    let e = error("hosts: [a.org]\nmodules:\n  mod_muc:\n    max_users: 0\n");
+    assert!(e.starts_with("rookery.yml:4:16: modules.mod_muc.max_users: expected an integer, at least 1"), "{e}");
+    let e = error("hosts: [a.org]\nmodules:\n  mod_mam:\n    defualt: always\n");
+    assert!(e.starts_with("rookery.yml:4:5: modules.mod_mam: unknown option `defualt` of mod_mam; did you mean `default`?"), "{e}");
+    // Macros are replaced before the check.
+    let c = load("define_macro:\n  SM: 30\nhosts: [a.org]\nmodules:\n  mod_stream_mgmt: {resume_timeout: SM}\n").unwrap();
+    assert_eq!(c.module_options("mod_stream_mgmt").unwrap()["resume_timeout"], serde_yaml_ng::Value::from(30u64));
+    // mod_offline's rule name is applied.
+    let c = load("hosts: [a.org]\nshaper_rules:\n  offline_cap: 7\nmodules:\n  mod_offline: {access_max_user_messages: offline_cap}\n").unwrap();
+    assert_eq!(c.max_user_offline_messages("alice", "a.org"), Some(7));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+/// Every module option (the specs beside each module's code, and the
+/// core's) is in docs/configuration.md, each with its default on the same
+/// line, so the documentation cannot drift from the code.
+#[test]
+fn every_module_option_is_documented_with_its_default() {
+    use xep_support::options::Use;
+    let doc = include_str!("../../docs/configuration.md");
+    let mut missing = Vec::new();
+    for spec in modules::all_specs() {
+        let tick = format!("`{}`", spec.name);
+        // A module's part: the sections whose heading names it, and the
+        // table rows that start with it.
+        let mut part: Vec<&str> = Vec::new();
+        let mut in_section = false;
+        for line in doc.lines() {
+            if line.starts_with('#') {
+                in_section = line.contains(&tick);
+            }
+            if in_section || line.starts_with(&format!("| {tick}")) {
+                part.push(line);
+            }
+        }
+        if part.is_empty() {
+            missing.push(format!("{}: no section or table row", spec.name));
+            continue;
+        }
+        for o in spec.options {
+            let name = format!("`{}`", o.name);
+            let lines: Vec<&&str> = part.iter().filter(|l| l.contains(&name)).collect();
+            if lines.is_empty() {
+                missing.push(format!("{}.{}: not documented", spec.name, o.name));
+            } else if o.used == Use::Honoured
+                && !o.default.is_empty()
+                && !lines.iter().any(|l| l.contains(o.default))
+            {
+                missing.push(format!(
+                    "{}.{}: default {} not on the option's line",
+                    spec.name, o.name, o.default
+                ));
+            }
+        }
+        if spec.storage && !part.iter().any(|l| l.contains("`db_type`")) {
+            missing.push(format!("{}: the storage options (`db_type`, ...) not named", spec.name));
+        }
+    }
+    assert!(missing.is_empty(), "docs/configuration.md lacks:\n{}", missing.join("\n"));
 }

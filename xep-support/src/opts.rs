@@ -171,33 +171,7 @@ fn show(v: &Value) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Parse an ejabberd timeout: `Some(None)` is infinity.
-pub fn parse_timeout(v: &Value) -> Option<Option<Duration>> {
-    match v {
-        Value::Number(n) => n.as_u64().map(|s| Some(Duration::from_secs(s))),
-        Value::String(s) => {
-            let s = s.trim();
-            if s == "infinity" || s == "infinite" || s == "unlimited" {
-                return Some(None);
-            }
-            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-            let n: u64 = s[..split].parse().ok()?;
-            let unit = s[split..].trim();
-            let mult = match unit {
-                "" | "s" | "sec" | "second" | "seconds" => 1,
-                "ms" | "msec" | "millisecond" | "milliseconds" => {
-                    return Some(Some(Duration::from_millis(n)))
-                }
-                "m" | "min" | "minute" | "minutes" => 60,
-                "h" | "hour" | "hours" => 3600,
-                "d" | "day" | "days" => 86_400,
-                _ => return None,
-            };
-            Some(Some(Duration::from_secs(n.checked_mul(mult)?)))
-        }
-        _ => None,
-    }
-}
+pub use crate::options::parse_timeout;
 
 #[cfg(test)]
 mod tests {

@@ -312,4 +312,27 @@ mod tests {
         assert_eq!(warns.len(), 1, "{warns:?}");
         assert!(warns[0].1.contains("max_ack_queue"));
     }
+
+    /// Every spec's default, when it is a literal, is a valid value.
+    #[test]
+    fn literal_defaults_are_valid() {
+        for m in SPECS {
+            for o in m.all() {
+                if o.used == crate::options::Use::Honoured
+                    && !o.default.is_empty()
+                    && !o.default.contains(['`', ' '])
+                    && !matches!(o.kind, Kind::AccessRule | Kind::Text | Kind::BoolOrText)
+                {
+                    assert!(
+                        crate::options::default_value(o).is_some(),
+                        "{}.{}: default {:?} is not {}",
+                        m.name,
+                        o.name,
+                        o.default,
+                        o.kind.expected()
+                    );
+                }
+            }
+        }
+    }
 }
