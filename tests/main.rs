@@ -9,7 +9,7 @@
 //!
 //! Naming rule: a module is named by feature, never by spec number:
 //! `AREA.rs` or `AREA_TOPIC.rs`, where AREA is the part of Rookery under
-//! test: `c2s`, `s2s`, `component`, `im`, `ctl`, `xml`, `mod_NAME` for a
+//! test: `c2s`, `s2s`, `component`, `config`, `im`, `ctl`, `xml`, `mod_NAME` for a
 //! module (NAME exactly as its key under `modules:`, e.g. `mod_muc`,
 //! `mod_stream_mgmt`), `interop_PROGRAM` for a third-party client driving
 //! the server (`s2s_PROGRAM` for a third-party server), `compliance` for
@@ -23,6 +23,7 @@ mod c2s_session;
 mod c2s_stream;
 mod compliance_suites;
 mod component;
+mod config_modules;
 mod ctl;
 mod ctl_admin;
 mod ctl_check;
