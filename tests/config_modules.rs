@@ -121,11 +121,13 @@ fn an_unknown_module_option_stops_the_server_with_a_suggestion() {
         .stdin(Stdio::null())
         .output()
         .expect("run rookery ctl");
-    let text = String::from_utf8_lossy(&out.stderr).to_string()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains(&format!("{file}:{line}:5: modules.mod_stream_mgmt: unknown option")),
+        text.contains(&format!(
+            "{file}:{line}:5: modules.mod_stream_mgmt: unknown option"
+        )),
         "{text}"
     );
 }
@@ -175,9 +177,7 @@ async fn an_ejabberd_style_module_list_starts_cleanly_and_is_applied() {
     let id = alice.id();
     let r = alice
         .request(
-            &format!(
-                "<iq type='set' id='{id}'><enable xmlns='urn:xmpp:carbons:2'/></iq>"
-            ),
+            &format!("<iq type='set' id='{id}'><enable xmlns='urn:xmpp:carbons:2'/></iq>"),
             &id,
         )
         .await;
@@ -187,7 +187,11 @@ async fn an_ejabberd_style_module_list_starts_cleanly_and_is_applied() {
     // third bounces.
     for i in 0..3 {
         alice
-            .send(&chat("bob@localhost", &format!("o{i}"), &format!("off-{i}")))
+            .send(&chat(
+                "bob@localhost",
+                &format!("o{i}"),
+                &format!("off-{i}"),
+            ))
             .await;
     }
     let back = sync(&mut alice).await;

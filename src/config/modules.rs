@@ -148,7 +148,9 @@ pub fn parse(
                 };
                 notes.warn(
                     key,
-                    format!("{path}: module `{name}` is not provided by Rookery and is ignored{hint}"),
+                    format!(
+                        "{path}: module `{name}` is not provided by Rookery and is ignored{hint}"
+                    ),
                 );
                 if empty {
                     Value::Null
@@ -273,7 +275,8 @@ mod tests {
 
     #[test]
     fn a_bad_value_is_an_error_at_its_position() {
-        let (r, _, _) = parse_text("modules:\n  mod_ping: {}\n  mod_mam:\n    default: sometimes\n");
+        let (r, _, _) =
+            parse_text("modules:\n  mod_ping: {}\n  mod_mam:\n    default: sometimes\n");
         let p = r.err().unwrap();
         assert_eq!((p.line, p.col), (4, 14), "{p:?}");
         assert_eq!(
@@ -284,11 +287,17 @@ mod tests {
         let p = r.err().unwrap();
         assert_eq!((p.line, p.col), (2, 37), "{p:?}");
         assert!(p.message.contains("expected a duration"), "{p:?}");
-        let (r, _, _) =
-            parse_text("modules:\n  mod_register:\n    registration_watchers:\n      - a@b\n      - \"@@\"\n");
+        let (r, _, _) = parse_text(
+            "modules:\n  mod_register:\n    registration_watchers:\n      - a@b\n      - \"@@\"\n",
+        );
         let p = r.err().unwrap();
         assert_eq!((p.line, p.col), (5, 9), "{p:?}");
-        assert!(p.message.starts_with("modules.mod_register.registration_watchers[1]: expected a list of JIDs"), "{p:?}");
+        assert!(
+            p.message.starts_with(
+                "modules.mod_register.registration_watchers[1]: expected a list of JIDs"
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -297,9 +306,18 @@ mod tests {
         let p = r.err().unwrap();
         assert_eq!((p.line, p.col), (3, 5));
         assert!(p.message.starts_with("modules.mod_stream_mgmt: unknown option `resume_timout` of mod_stream_mgmt; did you mean `resume_timeout`?"), "{}", p.message);
-        assert!(p.message.contains("its options: resume_timeout, max_resume_timeout"), "{}", p.message);
+        assert!(
+            p.message
+                .contains("its options: resume_timeout, max_resume_timeout"),
+            "{}",
+            p.message
+        );
         let (r, _, _) = parse_text("modules:\n  mod_time: {zone: utc}\n");
-        assert!(r.err().unwrap().message.contains("mod_time takes no options"));
+        assert!(r
+            .err()
+            .unwrap()
+            .message
+            .contains("mod_time takes no options"));
     }
 
     #[test]
@@ -324,15 +342,25 @@ mod tests {
         );
         let m = r.unwrap();
         assert_eq!(offline_limit_rule(&m.entries), "max_offline");
-        let w: Vec<String> = notes.warnings.iter().map(|(l, m)| format!("{l}: {m}")).collect();
+        let w: Vec<String> = notes
+            .warnings
+            .iter()
+            .map(|(l, m)| format!("{l}: {m}"))
+            .collect();
         assert_eq!(w.len(), 4, "{w:#?}");
         assert_eq!(w[0], "2: modules.mod_roster: option `store_current_id` accepted for ejabberd configurations but not implemented by Rookery; ignored");
         assert_eq!(w[1], "3: modules.mod_offline: option `store_groupchat` accepted for ejabberd configurations but not implemented by Rookery; ignored");
         assert!(w[2].starts_with("7: modules.mod_stream_mgmt.resend_on_timeout: Rookery always behaves as `resend_on_timeout: if_offline`"), "{}", w[2]);
-        assert_eq!(w[3], "8: modules.mod_irc: module `mod_irc` is not provided by Rookery and is ignored");
+        assert_eq!(
+            w[3],
+            "8: modules.mod_irc: module `mod_irc` is not provided by Rookery and is ignored"
+        );
         let (r, _, _) = parse_text("modules:\n  mod_roster: {versioning: sometimes}\n");
         assert!(r.is_err());
         let (r, _, _) = parse_text("modules:\n  mod_offline: {}\n");
-        assert_eq!(offline_limit_rule(&r.unwrap().entries), "max_user_offline_messages");
+        assert_eq!(
+            offline_limit_rule(&r.unwrap().entries),
+            "max_user_offline_messages"
+        );
     }
 }

@@ -405,7 +405,13 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
     // Rookery's core provides (mod_roster, mod_offline, mod_s2s_dialback)
     // and ejabberd's mod_carboncopy are recognised with their options.
     let line_of = |m: &str| c.module_line(m).unwrap();
-    for m in ["mod_mqtt", "mod_bosh", "mod_privacy", "mod_proxy65", "mod_shared_roster"] {
+    for m in [
+        "mod_mqtt",
+        "mod_bosh",
+        "mod_privacy",
+        "mod_proxy65",
+        "mod_shared_roster",
+    ] {
         let e = format!(
             "ejabberd.yml:{}: modules.{m}: module `{m}` is not provided by Rookery and is ignored",
             line_of(m)
@@ -413,20 +419,44 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
         assert!(c.warnings.contains(&e), "missing {e:?} in:\n{w}");
     }
     assert!(w.contains("module `mod_pubsub` is not provided by Rookery and is ignored (PEP is provided by mod_pep)"), "{w}");
-    for m in ["mod_roster", "mod_offline", "mod_carboncopy", "mod_stream_mgmt", "mod_s2s_dialback", "mod_muc", "mod_mam"] {
-        assert!(!w.contains(&format!("module `{m}` is not provided")), "{m}: {w}");
+    for m in [
+        "mod_roster",
+        "mod_offline",
+        "mod_carboncopy",
+        "mod_stream_mgmt",
+        "mod_s2s_dialback",
+        "mod_muc",
+        "mod_mam",
+    ] {
+        assert!(
+            !w.contains(&format!("module `{m}` is not provided")),
+            "{m}: {w}"
+        );
     }
     assert!(w.contains(&format!(
         "ejabberd.yml:{}: modules.mod_mam: option `assume_mam_usage` accepted for ejabberd configurations but not implemented by Rookery; ignored",
         line_of("mod_mam")
     )), "{w}");
-    assert!(w.contains("modules.mod_muc: option `access_mam` accepted"), "{w}");
+    assert!(
+        w.contains("modules.mod_muc: option `access_mam` accepted"),
+        "{w}"
+    );
     assert_eq!(c.offline_limit_rule, "max_user_offline_messages");
     // mod_muc's inline access rules are defined under generated names.
     let muc = c.module_options("mod_muc").unwrap();
-    assert_eq!(muc["access"].as_str(), Some("modules.mod_muc.access (inline)"));
-    assert!(c.access_allows("modules.mod_muc.access (inline)", Some(("bob", "localhost")), None));
-    assert!(w.contains("access rule `modules.mod_muc.access_admin (inline)` refers to ACL `admin`"), "{w}");
+    assert_eq!(
+        muc["access"].as_str(),
+        Some("modules.mod_muc.access (inline)")
+    );
+    assert!(c.access_allows(
+        "modules.mod_muc.access (inline)",
+        Some(("bob", "localhost")),
+        None
+    ));
+    assert!(
+        w.contains("access rule `modules.mod_muc.access_admin (inline)` refers to ACL `admin`"),
+        "{w}"
+    );
 
     // The server decides which modules it supports; warnings carry lines.
     let module_warnings = c.unsupported_module_warnings(&["mod_disco", "mod_ping"]);
@@ -942,12 +972,20 @@ fn module_option_errors_have_positions() {
         "rookery.yml:3:26: modules.mod_ping.send_pings: expected true or false, found \"maybe\""
     );
     let e = error("hosts: [a.org]\nmodules:\n  mod_muc:\n    max_users: 0\n");
-    assert!(e.starts_with("rookery.yml:4:16: modules.mod_muc.max_users: expected an integer, at least 1"), "{e}");
+    assert!(
+        e.starts_with(
+            "rookery.yml:4:16: modules.mod_muc.max_users: expected an integer, at least 1"
+        ),
+        "{e}"
+    );
     let e = error("hosts: [a.org]\nmodules:\n  mod_mam:\n    defualt: always\n");
     assert!(e.starts_with("rookery.yml:4:5: modules.mod_mam: unknown option `defualt` of mod_mam; did you mean `default`?"), "{e}");
     // Macros are replaced before the check.
     let c = load("define_macro:\n  SM: 30\nhosts: [a.org]\nmodules:\n  mod_stream_mgmt: {resume_timeout: SM}\n").unwrap();
-    assert_eq!(c.module_options("mod_stream_mgmt").unwrap()["resume_timeout"], serde_yaml_ng::Value::from(30u64));
+    assert_eq!(
+        c.module_options("mod_stream_mgmt").unwrap()["resume_timeout"],
+        serde_yaml_ng::Value::from(30u64)
+    );
     // mod_offline's rule name is applied.
     let c = load("hosts: [a.org]\nshaper_rules:\n  offline_cap: 7\nmodules:\n  mod_offline: {access_max_user_messages: offline_cap}\n").unwrap();
     assert_eq!(c.max_user_offline_messages("alice", "a.org"), Some(7));
@@ -996,8 +1034,15 @@ fn every_module_option_is_documented_with_its_default() {
             }
         }
         if spec.storage && !part.iter().any(|l| l.contains("`db_type`")) {
-            missing.push(format!("{}: the storage options (`db_type`, ...) not named", spec.name));
+            missing.push(format!(
+                "{}: the storage options (`db_type`, ...) not named",
+                spec.name
+            ));
         }
     }
-    assert!(missing.is_empty(), "docs/configuration.md lacks:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks:\n{}",
+        missing.join("\n")
+    );
 }

@@ -193,8 +193,8 @@ impl std::error::Error for StorageError {}
 /// through the module API): a full disk stays [`StorageError::Full`].
 impl From<xep_support::module::StoreError> for StorageError {
     fn from(e: xep_support::module::StoreError) -> Self {
-        if let Some(original) = std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<StorageError>())
+        if let Some(original) =
+            std::error::Error::source(&e).and_then(|s| s.downcast_ref::<StorageError>())
         {
             return original.clone();
         }

@@ -31,8 +31,18 @@ pub struct ClientState {
 pub const SPEC: ModuleSpec = ModuleSpec::module(
     "mod_client_state",
     &[
-        OptSpec::honoured("queue_presence", Kind::Bool, "true", "hold presence updates"),
-        OptSpec::honoured("queue_chat_states", Kind::Bool, "true", "hold messages that only carry chat states"),
+        OptSpec::honoured(
+            "queue_presence",
+            Kind::Bool,
+            "true",
+            "hold presence updates",
+        ),
+        OptSpec::honoured(
+            "queue_chat_states",
+            Kind::Bool,
+            "true",
+            "hold messages that only carry chat states",
+        ),
         OptSpec::honoured("queue_pep", Kind::Bool, "true", "hold PEP notifications"),
     ],
     false,

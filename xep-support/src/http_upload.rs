@@ -33,23 +33,59 @@ pub const NS: &str = "urn:xmpp:http:upload:0";
 pub const SPEC: ModuleSpec = ModuleSpec::module(
     "mod_http_upload",
     &[
-        OptSpec::honoured("put_url", Kind::Text, "https://@HOST@:5443/upload", "base of upload URLs; `@HOST@` is the account's domain"),
+        OptSpec::honoured(
+            "put_url",
+            Kind::Text,
+            "https://@HOST@:5443/upload",
+            "base of upload URLs; `@HOST@` is the account's domain",
+        ),
         OptSpec::honoured("get_url", Kind::Text, "`put_url`", "base of download URLs"),
-        OptSpec::honoured("docroot", Kind::Text, "`DATA_DIR/upload`", "where files are stored"),
-        OptSpec::honoured("max_size", Kind::Count, "104857600", "largest file in bytes, or `infinity`"),
-        OptSpec::honoured("custom_headers", Kind::Map, "", "headers added to every HTTP answer (e.g. CORS)"),
-        OptSpec::ignored("secret_length", Kind::Any, "length of the random part of URLs"),
+        OptSpec::honoured(
+            "docroot",
+            Kind::Text,
+            "`DATA_DIR/upload`",
+            "where files are stored",
+        ),
+        OptSpec::honoured(
+            "max_size",
+            Kind::Count,
+            "104857600",
+            "largest file in bytes, or `infinity`",
+        ),
+        OptSpec::honoured(
+            "custom_headers",
+            Kind::Map,
+            "",
+            "headers added to every HTTP answer (e.g. CORS)",
+        ),
+        OptSpec::ignored(
+            "secret_length",
+            Kind::Any,
+            "length of the random part of URLs",
+        ),
         OptSpec::ignored("jid_in_url", Kind::Any, "how the uploader appears in URLs"),
         OptSpec::ignored("file_mode", Kind::Any, "permissions of stored files"),
         OptSpec::ignored("dir_mode", Kind::Any, "permissions of created directories"),
         OptSpec::ignored("thumbnail", Kind::Any, "thumbnails of images"),
-        OptSpec::ignored("host", Kind::Any, "the service domain (Rookery uses the server's own)"),
+        OptSpec::ignored(
+            "host",
+            Kind::Any,
+            "the service domain (Rookery uses the server's own)",
+        ),
         OptSpec::ignored("hosts", Kind::Any, "the service domains"),
         OptSpec::ignored("name", Kind::Any, "the service's name"),
         OptSpec::ignored("access", Kind::Any, "who may upload (local accounts may)"),
         OptSpec::ignored("service_url", Kind::Any, "an external upload service"),
-        OptSpec::ignored("rm_on_unregister", Kind::Any, "removing files with the account"),
-        OptSpec::ignored("external_secret", Kind::Any, "an external upload service's secret"),
+        OptSpec::ignored(
+            "rm_on_unregister",
+            Kind::Any,
+            "removing files with the account",
+        ),
+        OptSpec::ignored(
+            "external_secret",
+            Kind::Any,
+            "an external upload service's secret",
+        ),
         OptSpec::ignored("vcard", Kind::Any, "the service's vCard"),
     ],
     false,
@@ -77,10 +113,7 @@ pub struct HttpUpload {
 impl HttpUpload {
     /// Read the options (bad values become warnings and keep defaults).
     pub fn from_opts(o: &mut Opts<'_>, globals: &Globals) -> HttpUpload {
-        let put_url = o
-            .text("put_url")
-            .trim_end_matches('/')
-            .to_string();
+        let put_url = o.text("put_url").trim_end_matches('/').to_string();
         let get_url = o
             .string("get_url")
             .map(|g| g.trim_end_matches('/').to_string())

@@ -71,14 +71,44 @@ pub const DEFAULT_PAGE: usize = 50;
 pub const SPEC: ModuleSpec = ModuleSpec::module(
     "mod_mam",
     &[
-        OptSpec::honoured("default", Kind::Enum(&["always", "never", "roster"]), "always", "archiving policy for accounts without preferences"),
-        OptSpec::honoured("archive_expires_after", Kind::Timeout, "infinity", "retention of archived messages"),
-        OptSpec::ignored("access_preferences", Kind::Any, "who may change their preferences (everyone may)"),
-        OptSpec::ignored("assume_mam_usage", Kind::Any, "treating MAM clients as having received messages"),
-        OptSpec::ignored("clear_archive_on_room_destroy", Kind::Any, "group chat archives (not implemented)"),
+        OptSpec::honoured(
+            "default",
+            Kind::Enum(&["always", "never", "roster"]),
+            "always",
+            "archiving policy for accounts without preferences",
+        ),
+        OptSpec::honoured(
+            "archive_expires_after",
+            Kind::Timeout,
+            "infinity",
+            "retention of archived messages",
+        ),
+        OptSpec::ignored(
+            "access_preferences",
+            Kind::Any,
+            "who may change their preferences (everyone may)",
+        ),
+        OptSpec::ignored(
+            "assume_mam_usage",
+            Kind::Any,
+            "treating MAM clients as having received messages",
+        ),
+        OptSpec::ignored(
+            "clear_archive_on_room_destroy",
+            Kind::Any,
+            "group chat archives (not implemented)",
+        ),
         OptSpec::ignored("compress_xml", Kind::Any, "compressed storage in SQL"),
-        OptSpec::ignored("request_activates_archiving", Kind::Any, "archiving only after a first query"),
-        OptSpec::ignored("user_mucsub_from_muc_archive", Kind::Any, "MucSub messages from room archives"),
+        OptSpec::ignored(
+            "request_activates_archiving",
+            Kind::Any,
+            "archiving only after a first query",
+        ),
+        OptSpec::ignored(
+            "user_mucsub_from_muc_archive",
+            Kind::Any,
+            "MucSub messages from room archives",
+        ),
     ],
     true,
 );

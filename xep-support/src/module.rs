@@ -561,7 +561,9 @@ mod store_error_tests {
         let e = StoreError::from_source(StoreErrorKind::Full, io);
         assert!(e.is_full());
         let source = std::error::Error::source(&e).expect("a source");
-        let io = source.downcast_ref::<std::io::Error>().expect("the io::Error");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io::Error");
         assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
         assert_eq!(e.clone(), e);
     }

@@ -470,7 +470,10 @@ mod tests {
         assert!(check(&int, &y("-1")).is_err());
         assert_eq!(check(&Kind::Count, &y("unlimited")), Ok(y("infinity")));
         assert!(check(&Kind::Count, &y("0")).is_err());
-        assert_eq!(check(&Kind::Timeout, &y("\"5 minutes\"")), Ok(y("5 minutes")));
+        assert_eq!(
+            check(&Kind::Timeout, &y("\"5 minutes\"")),
+            Ok(y("5 minutes"))
+        );
         assert!(check(&Kind::Timeout, &y("soon")).is_err());
         let e = Kind::Enum(&["always", "never", "roster"]);
         let err = check(&e, &y("sometimes")).unwrap_err();
@@ -488,7 +491,10 @@ mod tests {
         assert!(check(&Kind::AccessRule, &y("[allow]")).is_ok());
         assert_eq!(check(&Kind::AccessRule, &y("local")), Ok(y("local")));
         assert!(check(&Kind::Map, &y("3")).is_err());
-        assert_eq!(check(&Kind::MapList, &y("[{a: 1}, 2]")).unwrap_err().item, Some(1));
+        assert_eq!(
+            check(&Kind::MapList, &y("[{a: 1}, 2]")).unwrap_err().item,
+            Some(1)
+        );
         assert!(check(&Kind::Number { min: 0.0 }, &y("40.5")).is_ok());
         assert!(check(&Kind::Number { min: 0.0 }, &y("-1")).is_err());
     }
@@ -505,6 +511,9 @@ mod tests {
         assert!(m.contains("default, db_type, use_cache"), "{m}");
         assert!(!S.unknown_option_message("zzz").contains("did you mean"));
         assert!(S.option("cache_size").is_some());
-        assert_eq!(did_you_mean("resume_timout", &["resume_timeout", "ack_timeout"]), Some("resume_timeout"));
+        assert_eq!(
+            did_you_mean("resume_timout", &["resume_timeout", "ack_timeout"]),
+            Some("resume_timeout")
+        );
     }
 }

@@ -31,10 +31,30 @@ pub struct Ping {
 pub const SPEC: ModuleSpec = ModuleSpec::module(
     "mod_ping",
     &[
-        OptSpec::honoured("send_pings", Kind::Bool, "false", "ping a client from which nothing arrived for `ping_interval`"),
-        OptSpec::honoured("ping_interval", Kind::Timeout, "60", "silence before a ping"),
-        OptSpec::honoured("ping_ack_timeout", Kind::Timeout, "32", "time a client has to answer a ping"),
-        OptSpec::honoured("timeout_action", Kind::Enum(&["none", "kill"]), "none", "`kill`: disconnect a client that did not answer; `none`: only log it"),
+        OptSpec::honoured(
+            "send_pings",
+            Kind::Bool,
+            "false",
+            "ping a client from which nothing arrived for `ping_interval`",
+        ),
+        OptSpec::honoured(
+            "ping_interval",
+            Kind::Timeout,
+            "60",
+            "silence before a ping",
+        ),
+        OptSpec::honoured(
+            "ping_ack_timeout",
+            Kind::Timeout,
+            "32",
+            "time a client has to answer a ping",
+        ),
+        OptSpec::honoured(
+            "timeout_action",
+            Kind::Enum(&["none", "kill"]),
+            "none",
+            "`kill`: disconnect a client that did not answer; `none`: only log it",
+        ),
     ],
     false,
 );

@@ -31,9 +31,23 @@ const MAX_CACHED: usize = 100_000;
 pub const SPEC: ModuleSpec = ModuleSpec::module(
     "mod_push",
     &[
-        OptSpec::honoured("include_sender", Kind::Bool, "false", "put the sender's JID in notifications"),
-        OptSpec::honoured("include_body", Kind::BoolOrText, "New message", "`true`: the message's body; `false`: none; a text: that text"),
-        OptSpec::ignored("notify_on", Kind::Any, "which events notify (Rookery: messages)"),
+        OptSpec::honoured(
+            "include_sender",
+            Kind::Bool,
+            "false",
+            "put the sender's JID in notifications",
+        ),
+        OptSpec::honoured(
+            "include_body",
+            Kind::BoolOrText,
+            "New message",
+            "`true`: the message's body; `false`: none; a text: that text",
+        ),
+        OptSpec::ignored(
+            "notify_on",
+            Kind::Any,
+            "which events notify (Rookery: messages)",
+        ),
     ],
     true,
 );

@@ -24,9 +24,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::element::Element;
+use crate::module::{AccountError, Globals, IqRequest, IqResult, Module, PreAuthIq, ServerContext};
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
-use crate::module::{AccountError, Globals, IqRequest, IqResult, Module, PreAuthIq, ServerContext};
 use crate::stanza::{ErrorType, StanzaError};
 
 /// `jabber:iq:register`.
@@ -66,16 +66,63 @@ fn yaml_str(v: &serde_yaml_ng::Value) -> Option<String> {
 pub const SPEC: ModuleSpec = ModuleSpec::module(
     "mod_register",
     &[
-        OptSpec::honoured("ip_access", Kind::AccessRule, "", "access rule on the client's address: who may register (default: loopback only)"),
-        OptSpec::honoured("access", Kind::AccessRule, "all", "access rule on the new account and address"),
-        OptSpec::honoured("access_remove", Kind::AccessRule, "all", "access rule for deleting one's own account"),
-        OptSpec::honoured("password_strength", Kind::Number { min: 0.0 }, "0", "minimum password entropy in bits (0: no check)"),
-        OptSpec::honoured("welcome_message", Kind::Map, "", "`{subject: ..., body: ...}` sent to each new account"),
-        OptSpec::honoured("registration_watchers", Kind::JidList, "", "JIDs told of each new account"),
-        OptSpec::honoured("redirect_url", Kind::Text, "", "register on this web page instead"),
-        OptSpec::ignored("access_from", Kind::Any, "registration through other servers"),
-        OptSpec::ignored("captcha_protected", Kind::Any, "CAPTCHA before registration"),
-        OptSpec::ignored("allow_modules", Kind::Any, "modules that may register accounts"),
+        OptSpec::honoured(
+            "ip_access",
+            Kind::AccessRule,
+            "",
+            "access rule on the client's address: who may register (default: loopback only)",
+        ),
+        OptSpec::honoured(
+            "access",
+            Kind::AccessRule,
+            "all",
+            "access rule on the new account and address",
+        ),
+        OptSpec::honoured(
+            "access_remove",
+            Kind::AccessRule,
+            "all",
+            "access rule for deleting one's own account",
+        ),
+        OptSpec::honoured(
+            "password_strength",
+            Kind::Number { min: 0.0 },
+            "0",
+            "minimum password entropy in bits (0: no check)",
+        ),
+        OptSpec::honoured(
+            "welcome_message",
+            Kind::Map,
+            "",
+            "`{subject: ..., body: ...}` sent to each new account",
+        ),
+        OptSpec::honoured(
+            "registration_watchers",
+            Kind::JidList,
+            "",
+            "JIDs told of each new account",
+        ),
+        OptSpec::honoured(
+            "redirect_url",
+            Kind::Text,
+            "",
+            "register on this web page instead",
+        ),
+        OptSpec::ignored(
+            "access_from",
+            Kind::Any,
+            "registration through other servers",
+        ),
+        OptSpec::ignored(
+            "captcha_protected",
+            Kind::Any,
+            "CAPTCHA before registration",
+        ),
+        OptSpec::ignored(
+            "allow_modules",
+            Kind::Any,
+            "modules that may register accounts",
+        ),
     ],
     false,
 );

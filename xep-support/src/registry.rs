@@ -44,7 +44,12 @@ pub fn spec(name: &str) -> Option<&'static ModuleSpec> {
 pub const DISCO: ModuleSpec = ModuleSpec::module(
     "mod_disco",
     &[
-        OptSpec::honoured("server_info", Kind::MapList, "", "XEP-0157 contact addresses"),
+        OptSpec::honoured(
+            "server_info",
+            Kind::MapList,
+            "",
+            "XEP-0157 contact addresses",
+        ),
         OptSpec::ignored("extra_domains", Kind::Any, "more domains in disco#items"),
         OptSpec::ignored("name", Kind::Any, "the server's name in disco"),
         OptSpec::ignored("access", Kind::Any, "who may discover the server"),
@@ -55,7 +60,11 @@ pub const PRIVATE: ModuleSpec = ModuleSpec::module("mod_private", &[], true);
 pub const VCARD: ModuleSpec = ModuleSpec::module(
     "mod_vcard",
     &[
-        OptSpec::ignored("search", Kind::Any, "the vCard search service (not implemented)"),
+        OptSpec::ignored(
+            "search",
+            Kind::Any,
+            "the vCard search service (not implemented)",
+        ),
         OptSpec::ignored("host", Kind::Any, "the search service's domain"),
         OptSpec::ignored("hosts", Kind::Any, "the search service's domains"),
         OptSpec::ignored("name", Kind::Any, "the search service's name"),
@@ -86,13 +95,19 @@ pub const PEP: ModuleSpec = ModuleSpec::module(
     &[
         OptSpec::honoured(
             "max_items_node",
-            Kind::Int { min: 1, max: u32::MAX as u64 },
+            Kind::Int {
+                min: 1,
+                max: u32::MAX as u64,
+            },
             "1000",
             "most items a node keeps (what `pubsub#max_items` = `max` means)",
         ),
         OptSpec::honoured(
             "max_payload_size",
-            Kind::Int { min: 1, max: u32::MAX as u64 },
+            Kind::Int {
+                min: 1,
+                max: u32::MAX as u64,
+            },
             "262144",
             "largest item payload in bytes",
         ),

@@ -248,7 +248,9 @@ impl SledArchive {
         let inner = &self.inner;
         inner.settle();
         if self.count(owner)? > 0 {
-            return Err(StoreError::other(format!("the archive of {owner} is not empty")));
+            return Err(StoreError::other(format!(
+                "the archive of {owner} is not empty"
+            )));
         }
         if msgs.is_empty() {
             return Ok(0);
