@@ -186,6 +186,12 @@ fn module_options(
 ) -> Result<Value, Problem> {
     let mut normalised = serde_yaml_ng::Mapping::new();
     let mut ignored: Vec<String> = Vec::new();
+    // First, for its more precise messages than the generic check.
+    if spec.name == "mod_disco" {
+        if let Some(info) = value.get("server_info") {
+            server_info::check(info, "modules.mod_disco.server_info", notes)?;
+        }
+    }
     for (k, v) in value.as_map().unwrap_or_default() {
         let opt_name = check::key(k, path)?;
         let opt_path = check::join(path, opt_name);
@@ -225,11 +231,6 @@ fn module_options(
             _ => {}
         }
         normalised.insert(Value::String(opt_name.to_string()), checked);
-    }
-    if spec.name == "mod_disco" {
-        if let Some(info) = value.get("server_info") {
-            server_info::check(info, "modules.mod_disco.server_info", notes)?;
-        }
     }
     if !ignored.is_empty() {
         notes.warn(

@@ -394,6 +394,7 @@ pub fn check(kind: &Kind, v: &Value) -> Result<Value, Mismatch> {
             _ => Err(bad()),
         },
         Kind::MapList => match v {
+            Value::Null => Ok(Value::Sequence(Vec::new())),
             Value::Sequence(items) => match items.iter().position(|i| !i.is_mapping()) {
                 None => Ok(v.clone()),
                 Some(i) => Err(Mismatch {

@@ -350,4 +350,36 @@ mod tests {
             }
         }
     }
+
+    /// The modules' own constants agree with their specs' defaults.
+    #[test]
+    fn spec_defaults_match_the_modules_constants() {
+        let d = |m: &ModuleSpec, o: &str| m.option(o).unwrap().default.to_string();
+        let pep = crate::pep::DEFAULT_MAX_ITEMS.to_string();
+        assert_eq!(d(&PEP, "max_items_node"), pep);
+        let payload = crate::pep::DEFAULT_MAX_PAYLOAD.to_string();
+        assert_eq!(d(&PEP, "max_payload_size"), payload);
+        let muc = &crate::muc::SPEC;
+        assert_eq!(
+            d(muc, "history_size"),
+            crate::muc::DEFAULT_HISTORY.to_string()
+        );
+        assert_eq!(
+            d(muc, "max_users"),
+            crate::muc::DEFAULT_MAX_USERS.to_string()
+        );
+        assert_eq!(
+            d(muc, "max_user_conferences"),
+            crate::muc::DEFAULT_MAX_USER_CONFERENCES.to_string()
+        );
+        let sm = crate::stream_mgmt::StreamMgmt::default();
+        assert_eq!(sm.resume_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(sm.max_resume_timeout, sm.resume_timeout);
+        assert_eq!(sm.ack_timeout, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(sm.max_ack_queue, Some(5000));
+        let ping = crate::ping::Ping::default();
+        assert!(!ping.send_pings && !ping.kill);
+        assert_eq!(ping.ping_interval, std::time::Duration::from_secs(60));
+        assert_eq!(ping.ping_ack_timeout, std::time::Duration::from_secs(32));
+    }
 }
