@@ -11,7 +11,8 @@
 //! them, one warning naming the ejabberd options accepted but not
 //! implemented, and the options Rookery honours are applied
 //! (`mod_offline: {access_max_user_messages: RULE}` limits stored offline
-//! messages with that shaper rule; `mod_carboncopy` enables XEP-0280).
+//! messages with that shaper rule; `mod_carboncopy` enables XEP-0280); a
+//! bad module option written afterwards is refused by `reload_config`.
 
 use crate::common;
 
@@ -203,4 +204,27 @@ async fn an_ejabberd_style_module_list_starts_cleanly_and_is_applied() {
     assert_eq!(bounced, ["o2"], "{}", show(&back));
     let (_bob, got) = online_with(&server, BOB, "b1", "<presence/>").await;
     assert_eq!(bodies(&got), ["off-0", "off-1"], "{}", show(&got));
+
+    // A bad module option in the file is refused by reload_config (exit
+    // 1, with its position); the running server keeps its configuration.
+    let yaml = std::fs::read_to_string(server.config_path()).unwrap();
+    let bad = yaml.replace("    resume_timeout: 300\n", "    resume_timeout: soon\n");
+    assert_ne!(bad, yaml);
+    std::fs::write(server.config_path(), &bad).unwrap();
+    let line = line_of(&bad, "    resume_timeout: soon");
+    let (code, out, err) = server.ctl(&["reload_config"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let want = format!(
+        "{}:{line}:21: modules.mod_stream_mgmt.resume_timeout: expected a duration",
+        server.config_path().display()
+    );
+    assert!(err.contains(&want), "want {want:?} in {out}{err}");
+    let id = alice.id();
+    let r = alice
+        .request(
+            &format!("<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"),
+            &id,
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
 }
