@@ -147,6 +147,7 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
     let code = ctl::run(
         &config.ctl_socket,
         &config.data_dir.join("db"),
+        config.archive_engine,
         &config.hosts,
         config.scram_iterations,
         &command,

@@ -949,8 +949,14 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     let config = live.config.clone();
     let storage: Arc<dyn Storage> = Arc::new(
-        SledStorage::open(&config.data_dir.join("db"))
-            .map_err(|e| format!("cannot open the database: {e}"))?,
+        SledStorage::open_with(
+            &config.data_dir.join("db"),
+            Some(&crate::storage::ArchivePlacement::in_data_dir(
+                &config.data_dir,
+                config.archive_engine,
+            )),
+        )
+        .map_err(|e| format!("cannot open the database: {e}"))?,
     );
     let dialback_secret = crate::s2s::dialback::stored_secret(storage.as_ref())?;
 

@@ -5,7 +5,7 @@
 //! `modules`, `define_macro`, …) so an existing `ejabberd.yml` loads: ejabberd
 //! options, listeners and listener options Rookery does not implement become
 //! warnings naming them and their line. Rookery's own keys are `data_dir`,
-//! `ctl_socket` and `auth_scram_iterations`. Wrong values and YAML errors are
+//! `archive_engine`, `ctl_socket` and `auth_scram_iterations`. Wrong values and YAML errors are
 //! [`ConfigError`]s with file, line, column and what was expected.
 //!
 //! Files in this module: `yaml.rs` (YAML tree with positions), `check.rs`
@@ -176,6 +176,9 @@ pub struct Config {
     pub offline_limit_rule: String,
     /// Directory of the database, generated certificates and control socket.
     pub data_dir: PathBuf,
+    /// The message archive's engine (`archive_engine`: `fjall`, the
+    /// default, in `data_dir/archive/`, or `sled`, in `data_dir/db/`).
+    pub archive_engine: crate::storage::ArchiveKind,
     /// Path of the control socket.
     pub ctl_socket: PathBuf,
     /// Default language of server messages (`language`, default `en`).
@@ -204,6 +207,7 @@ const SUPPORTED_OPTIONS: &[&str] = &[
     "acl",
     "api_permissions",
     "append_host_config",
+    "archive_engine",
     "auth_method",
     "auth_password_format",
     "auth_scram_hash",
@@ -946,6 +950,14 @@ fn build(
         ),
         None => resolve(base_dir, "rookery-data"),
     };
+    let archive_engine = match option("archive_engine") {
+        Some(node) => {
+            let what = "`fjall` or `sled`";
+            crate::storage::ArchiveKind::parse(check::string(node, "archive_engine", what)?)
+                .ok_or_else(|| check::expected(node, "archive_engine", what))?
+        }
+        None => crate::storage::ArchiveKind::DEFAULT,
+    };
     let ctl_socket = match option("ctl_socket") {
         Some(node) => resolve(base_dir, check::string(node, "ctl_socket", "a file path")?),
         None => data_dir.join("rookery.ctl"),
@@ -993,6 +1005,7 @@ fn build(
         modules,
         offline_limit_rule,
         data_dir,
+        archive_engine,
         ctl_socket,
         language,
         s2s_use_starttls,

@@ -93,11 +93,13 @@ fn ask_server(socket_path: &Path, command: &str, args: &[String]) -> Result<CtlO
         .map_err(|e| Ask::Failed(format!("malformed answer from the server on {shown}: {e}")))
 }
 
-/// Run the command with the server stopped, directly on the database.
+/// Run the command with the server stopped, directly on the database
+/// (`data_dir` is `DATA_DIR/db`; the archive is where the server keeps it).
 fn run_offline(
     spec: &CommandSpec,
     socket_path: &Path,
     data_dir: &Path,
+    archive_engine: crate::storage::ArchiveKind,
     hosts: &[String],
     scram_iterations: u32,
     args: &[String],
@@ -105,7 +107,11 @@ fn run_offline(
     if spec.needs_server {
         return CtlOutput::not_running(commands::NOT_RUNNING);
     }
-    let storage = match SledStorage::open(data_dir) {
+    let place = crate::storage::ArchivePlacement::in_data_dir(
+        data_dir.parent().unwrap_or(Path::new(".")),
+        archive_engine,
+    );
+    let storage = match SledStorage::open_with(data_dir, Some(&place)) {
         Ok(storage) => storage,
         Err(StorageError::Locked(_)) => {
             return CtlOutput::failed(format!(
@@ -134,6 +140,7 @@ fn run_offline(
 pub fn dispatch(
     socket_path: &Path,
     data_dir: &Path,
+    archive_engine: crate::storage::ArchiveKind,
     hosts: &[String],
     scram_iterations: u32,
     command: &str,
@@ -176,7 +183,15 @@ pub fn dispatch(
         Ok(out) => out,
         Err(Ask::Failed(why)) => CtlOutput::failed(why),
         Err(Ask::NotRunning) => {
-            run_offline(spec, socket_path, data_dir, hosts, scram_iterations, args)
+            run_offline(
+                spec,
+                socket_path,
+                data_dir,
+                archive_engine,
+                hosts,
+                scram_iterations,
+                args,
+            )
         }
     }
 }
@@ -240,6 +255,7 @@ pub fn print(out: &CtlOutput) -> i32 {
 pub fn run(
     socket_path: &Path,
     data_dir: &Path,
+    archive_engine: crate::storage::ArchiveKind,
     hosts: &[String],
     scram_iterations: u32,
     command: &str,
@@ -248,6 +264,7 @@ pub fn run(
     let out = dispatch(
         socket_path,
         data_dir,
+        archive_engine,
         hosts,
         scram_iterations,
         command,
@@ -274,6 +291,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::Ordering;
 
+    use crate::storage::ArchiveKind;
+
     fn hosts() -> Vec<String> {
         vec!["localhost".into()]
     }
@@ -283,7 +302,7 @@ mod tests {
     }
 
     fn offline(sock: &Path, db: &Path, command: &str, args: &[&str]) -> CtlOutput {
-        dispatch(sock, db, &hosts(), 4096, command, &a(args))
+        dispatch(sock, db, ArchiveKind::DEFAULT, &hosts(), 4096, command, &a(args))
     }
 
     #[test]
@@ -347,7 +366,7 @@ mod tests {
         assert_eq!(offline(&sock, &db, "help", &[]).code, EXIT_OK);
         assert_eq!(offline(&sock, &db, "help", &["stop"]).code, EXIT_OK);
         assert!(!db.exists());
-        assert_eq!(run(&sock, &db, &hosts(), 4096, "nope", &[]), EXIT_USAGE);
+        assert_eq!(run(&sock, &db, ArchiveKind::DEFAULT, &hosts(), 4096, "nope", &[]), EXIT_USAGE);
     }
 
     #[test]
@@ -387,6 +406,7 @@ mod tests {
             run(
                 &sock,
                 &db,
+                ArchiveKind::DEFAULT,
                 &hosts(),
                 4096,
                 "registered_users",
@@ -420,7 +440,7 @@ mod tests {
 
         let (s, d) = (sock.clone(), db.clone());
         let outs = tokio::task::spawn_blocking(move || {
-            let call = |c: &str, args: &[&str]| dispatch(&s, &d, &hosts(), 4096, c, &a(args));
+            let call = |c: &str, args: &[&str]| dispatch(&s, &d, ArchiveKind::DEFAULT, &hosts(), 4096, c, &a(args));
             vec![
                 call("register", &["Alice", "localhost", "pw"]),
                 call("register", &["alice", "localhost", "pw"]),
@@ -461,7 +481,7 @@ mod tests {
         // Once the server is gone (and the database released), ctl works offline.
         let (s, d) = (sock.clone(), db.clone());
         let out =
-            tokio::task::spawn_blocking(move || dispatch(&s, &d, &hosts(), 4096, "status", &[]))
+            tokio::task::spawn_blocking(move || dispatch(&s, &d, ArchiveKind::DEFAULT, &hosts(), 4096, "status", &[]))
                 .await
                 .unwrap();
         assert_eq!(out, CtlOutput::not_running(NOT_RUNNING));

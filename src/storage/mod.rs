@@ -8,7 +8,7 @@
 //! | [`RosterStore`]  | rosters (RFC 6121 §2) with versions (§2.6) and tombstones, and pending inbound subscription requests (§3.1.3) |
 //! | [`OfflineStore`] | offline messages (XEP-0160), with an O(1) per-user count   |
 //! | [`ModuleStore`]  | modules' data: key/value per (owner, module)               |
-//! | [`ArchiveAccess`] | the message archives ([`ArchiveEngine`], `sled/archive.rs`) |
+//! | [`ArchiveAccess`] | the message archives ([`ArchiveEngine`], `archive/`: fjall or sled) |
 //! | [`Maintenance`]  | flush, and backup/restore of the whole database            |
 //!
 //! [`Storage`] is all of them together (implemented for every type that
@@ -28,12 +28,14 @@
 //! name says otherwise (`_unflushed`, `_lazy`): a crash right after never
 //! loses an acknowledged change.
 
+pub mod archive;
 pub mod group_commit;
 pub mod modules;
 pub mod sled;
 pub mod stanza_codec;
 mod stored_chars;
 
+pub use self::archive::{EngineKind as ArchiveKind, Placement as ArchivePlacement};
 pub use self::sled::SledStorage;
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! Converting archives of the old layout, once, when the database opens.
+//! Converting archives of the old layout, once, when the database opens;
+//! and moving the archive between engines when `archive_engine` changed.
 //!
 //! Before the archive had trees of its own, mod_mam kept each account's
 //! messages in the module key/value space (`module_data`, key
@@ -10,24 +11,42 @@
 //! entries (the peer index is rebuilt from the records). The module's
 //! other keys (`prefs`) stay.
 //!
-//! Each chunk is one transaction over `module_data` and the archive trees
-//! that writes the new records and deletes the old keys: a migration killed
-//! midway resumes with what is left at the next start, and converting an
-//! already converted chunk is impossible (its old keys are gone). When the
-//! walk ends, `m:migrated` is written to `archive_owners`, so later starts
-//! do not walk `module_data` again.
+//! Each chunk is one atomic archive write (the new records, counters and
+//! owners, and `m:converted` = the chunk's last old key), persisted, then
+//! the removal of the chunk's old keys from `module_data` (sled; the
+//! archive may be in another engine, so the two are not one transaction):
+//! a migration killed midway resumes with what is left at the next start,
+//! and old keys at or below `m:converted` are only removed (converting a
+//! chunk twice would count its messages twice). When the walk ends,
+//! `m:migrated` is written to `archive_owners` (and `m:converted` removed),
+//! so later starts do not walk `module_data` again.
+//!
+//! [`move_engine`] copies every record of the archive's trees from one
+//! engine to the other as it is (same keys and values: the layout is the
+//! same on both), persists the copy, then empties the source. It runs at
+//! open when the source holds records and the destination is empty or
+//! holds a copy begun earlier (marked by `m:copying` in its
+//! `archive_owners` until the source is empty), so a move killed midway
+//! resumes from the start at the next open; both holding archives of
+//! their own is refused with an error naming both places.
 
-use sled::Transactional;
 use xep_support::archive::{parse_id, Direction};
 
-use super::archive::{owner_key, owner_rev_key, Inner, LAST_ID_KEY, NEXT_ARCHIVE_KEY};
-use super::archive_record as rec;
+use super::kv::{self, ArchiveKv, Tree, TREES};
+use super::record as rec;
+use super::{owner_key, owner_rev_key, Inner, LAST_ID_KEY, NEXT_ARCHIVE_KEY};
 use crate::storage::StorageError;
 
 /// The old module name.
 const MODULE: &[u8] = b"mod_mam";
 /// `archive_owners` key present once the old layout was converted.
-pub(super) const MIGRATED_KEY: &[u8] = b"m:migrated";
+pub const MIGRATED_KEY: &[u8] = b"m:migrated";
+/// `archive_owners` key of the last old key converted (while converting).
+const CONVERTED_KEY: &[u8] = b"m:converted";
+/// `archive_owners` key present in the destination while a move runs.
+const COPYING_KEY: &[u8] = b"m:copying";
+/// Records per write when moving between engines.
+const COPY_CHUNK: usize = 10_000;
 /// Old keys converted per transaction.
 const CHUNK: usize = 500;
 
@@ -97,16 +116,16 @@ fn convert(owner: &str, value: &[u8]) -> Option<(String, Direction, Option<Strin
 
 /// Convert what is left of the old layout; how many messages were moved.
 pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, StorageError> {
-    let t = &inner.trees;
-    if t.owners
-        .contains_key(MIGRATED_KEY)
-        .map_err(|e| inner.err(e))?
-    {
+    let kvs = inner.kv.as_ref();
+    if kvs.get(Tree::Owners, MIGRATED_KEY)?.is_some() {
         return Ok(0);
     }
+    let md_err = |e: sled::Error| StorageError::Io(format!("archive migration: module data: {e}"));
     let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
     let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
     inner.clear_counts_cache();
+    // Old keys up to this one were converted by an interrupted run.
+    let done: Option<Vec<u8>> = kvs.get(Tree::Owners, CONVERTED_KEY)?.map(|v| v.to_vec());
     let mut moved = 0u64;
     let mut after: Option<sled::IVec> = None;
     loop {
@@ -118,13 +137,17 @@ pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, Storag
             None => module_data.iter(),
         };
         let mut chunk: Vec<Old> = Vec::new();
+        let mut stale: Vec<sled::IVec> = Vec::new();
         for kv in range {
-            let (k, v) = kv.map_err(|e| inner.err(e))?;
+            let (k, v) = kv.map_err(md_err)?;
             after = Some(k.clone());
             let Some((owner, rest)) = split(&k) else {
                 continue;
             };
-            if let Some(id) = rest.strip_prefix(b"m:") {
+            let old = rest.starts_with(b"m:") || rest.starts_with(b"w:");
+            if old && done.as_deref().is_some_and(|d| k.as_ref() <= d) {
+                stale.push(k.clone());
+            } else if let Some(id) = rest.strip_prefix(b"m:") {
                 match std::str::from_utf8(id).ok().and_then(parse_id) {
                     Some(id) => chunk.push(Old {
                         key: k.clone(),
@@ -140,11 +163,11 @@ pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, Storag
                     message: None,
                 });
             }
-            if chunk.len() >= CHUNK {
+            if chunk.len() + stale.len() >= CHUNK {
                 break;
             }
         }
-        if chunk.is_empty() {
+        if chunk.is_empty() && stale.is_empty() {
             break;
         }
         // New records and owners of this chunk.
@@ -175,67 +198,140 @@ pub(super) fn run(inner: &Inner, module_data: &sled::Tree) -> Result<u64, Storag
             let record = rec::encode(dir, &peer, origin.as_deref(), &xml);
             records.push((a, *id, peer, origin, record));
         }
-        let b = super::archive_writer::blocks_of(
-            records
-                .iter()
-                .map(|(a, id, peer, _, r)| (*a, *id, peer.as_str(), r.as_slice())),
-        );
-        let last_id = b.last_id;
-        let next_archive = inner.w.next_archive();
-        let r = (
-            module_data,
-            &t.messages,
-            &t.by_peer,
-            &t.by_origin,
-            &t.counts,
-            &t.owners,
-        )
-            .transaction(|(md, m, pi, oi, c, o)| {
-                for old in &chunk {
-                    md.remove(&old.key)?;
+        if let Some(last) = chunk.last() {
+            let b = super::writer::blocks_of(
+                records
+                    .iter()
+                    .map(|(a, id, peer, _, r)| (*a, *id, peer.as_str(), r.as_slice())),
+            );
+            let last_id = b.last_id;
+            let mut w = kv::Batch::default();
+            for (a, base, block) in b.blocks {
+                w.insert(Tree::Messages, rec::message_key(a, base), block);
+            }
+            for (k, v) in b.peers {
+                w.insert(Tree::ByPeer, k, v);
+            }
+            for (a, id, peer, origin, _) in &records {
+                if let Some(origin) = origin {
+                    w.insert(
+                        Tree::ByOrigin,
+                        rec::origin_key(*a, peer, origin),
+                        id.to_be_bytes(),
+                    );
                 }
-                for (a, base, block) in &b.blocks {
-                    m.insert(&rec::message_key(*a, *base)[..], block.as_slice())?;
-                }
-                for (k, v) in &b.peers {
-                    pi.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (a, id, peer, origin, _) in &records {
-                    if let Some(origin) = origin {
-                        oi.insert(rec::origin_key(*a, peer, origin), &id.to_be_bytes())?;
-                    }
-                }
-                for (k, d) in &b.deltas {
-                    let cur = c
-                        .get(k.as_slice())?
-                        .and_then(|v| rec::u64_of(&v))
-                        .unwrap_or(0);
-                    c.insert(k.as_slice(), &(cur + d).to_be_bytes())?;
-                }
-                for (name, a) in &owners {
-                    o.insert(owner_key(name), &a.to_be_bytes())?;
-                    o.insert(&owner_rev_key(*a)[..], name.as_bytes())?;
-                }
-                o.insert(NEXT_ARCHIVE_KEY, &(next_archive as u64).to_be_bytes())?;
-                let prev = o
-                    .get(LAST_ID_KEY)?
+            }
+            for (k, d) in b.deltas {
+                let cur = kvs
+                    .get(Tree::Counts, &k)?
                     .and_then(|v| rec::u64_of(&v))
                     .unwrap_or(0);
-                o.insert(LAST_ID_KEY, &prev.max(last_id).to_be_bytes())?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            });
-        r.map_err(|e| StorageError::Io(format!("archive migration: {e:?}")))?;
-        super::archive_writer::raise_last_id(last_id);
-        moved += records.len() as u64;
+                w.insert(Tree::Counts, k, (cur + d).to_be_bytes());
+            }
+            for (name, a) in &owners {
+                w.insert(Tree::Owners, owner_key(name), a.to_be_bytes());
+                w.insert(Tree::Owners, owner_rev_key(*a), name.as_bytes());
+            }
+            let next_archive = inner.w.next_archive();
+            w.insert(
+                Tree::Owners,
+                NEXT_ARCHIVE_KEY,
+                (next_archive as u64).to_be_bytes(),
+            );
+            let prev = kvs
+                .get(Tree::Owners, LAST_ID_KEY)?
+                .and_then(|v| rec::u64_of(&v))
+                .unwrap_or(0);
+            w.insert(Tree::Owners, LAST_ID_KEY, prev.max(last_id).to_be_bytes());
+            w.insert(Tree::Owners, CONVERTED_KEY, last.key.to_vec());
+            kvs.write_atomic(w)?;
+            // On disk before the old keys go.
+            kvs.persist()?;
+            super::writer::raise_last_id(last_id);
+            moved += records.len() as u64;
+        }
+        let mut gone = sled::Batch::default();
+        for k in stale.into_iter().chain(chunk.into_iter().map(|o| o.key)) {
+            gone.remove(k);
+        }
+        module_data.apply_batch(gone).map_err(md_err)?;
     }
-    t.owners
-        .insert(MIGRATED_KEY, &[][..])
-        .map_err(|e| inner.err(e))?;
-    inner.db.flush().map_err(|e| inner.err(e))?;
+    let mut w = kv::Batch::default();
+    w.insert(Tree::Owners, MIGRATED_KEY, &[][..]);
+    w.remove(Tree::Owners, CONVERTED_KEY);
+    kvs.write_atomic(w)?;
+    kvs.persist()?;
+    module_data.flush().map_err(md_err)?;
     if moved > 0 {
         tracing::info!("archive: {moved} messages converted from the old layout");
     }
     Ok(moved)
+}
+
+/// Move the archive from `from` to `to` (see the module header); how many
+/// records were copied.
+pub fn move_engine(from: &dyn ArchiveKv, to: &dyn ArchiveKv) -> Result<u64, StorageError> {
+    let resuming = to.get(Tree::Owners, COPYING_KEY)?.is_some();
+    if kv::is_empty(from)? {
+        if resuming {
+            let mut w = kv::Batch::default();
+            w.remove(Tree::Owners, COPYING_KEY);
+            to.write_atomic(w)?;
+            to.persist()?;
+        }
+        return Ok(0);
+    }
+    if !resuming && !kv::is_empty(to)? {
+        return Err(StorageError::Io(format!(
+            "both {} ({}) and {} ({}) hold message archives: keep the one of the configured \
+             archive_engine and move the other away",
+            from.dir().display(),
+            from.engine(),
+            to.dir().display(),
+            to.engine()
+        )));
+    }
+    if from.engine() == "sled" {
+        // A batch torn by a crash is completed before it is copied.
+        super::writer::repair(from)?;
+    }
+    tracing::info!(
+        "archive: moving the message archive from {} ({}) to {} ({})",
+        from.dir().display(),
+        from.engine(),
+        to.dir().display(),
+        to.engine()
+    );
+    let mut w = kv::Batch::default();
+    w.insert(Tree::Owners, COPYING_KEY, &[][..]);
+    to.write_atomic(w)?;
+    let mut copied = 0u64;
+    for t in TREES {
+        let mut w = kv::Batch::default();
+        for item in from.prefix(t, b"") {
+            let (k, v) = item?;
+            if t == Tree::Owners && &k[..] == COPYING_KEY {
+                continue;
+            }
+            w.insert(t, k.to_vec(), v.to_vec());
+            copied += 1;
+            if w.len() >= COPY_CHUNK {
+                to.write(std::mem::take(&mut w))?;
+            }
+        }
+        to.write(w)?;
+    }
+    to.persist()?;
+    for t in TREES {
+        from.clear(t)?;
+    }
+    from.persist()?;
+    let mut w = kv::Batch::default();
+    w.remove(Tree::Owners, COPYING_KEY);
+    to.write_atomic(w)?;
+    to.persist()?;
+    tracing::info!("archive: moved {copied} records to {}", to.engine());
+    Ok(copied)
 }
 
 #[cfg(test)]
@@ -276,9 +372,19 @@ mod tests {
 
     #[test]
     fn conversion_is_complete_resumable_and_runs_once() {
+        for engine in [super::super::EngineKind::Fjall, super::super::EngineKind::Sled] {
+            conversion_is_complete_resumable_and_runs_once_on(engine);
+        }
+    }
+
+    fn conversion_is_complete_resumable_and_runs_once_on(engine: super::super::EngineKind) {
         use xep_support::archive::{ArchiveStore, PageQuery};
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        // module_data in a sled database of its own, the archive on `engine`.
+        let db = sled::Config::new()
+            .path(dir.path().join("md"))
+            .open()
+            .unwrap();
         let md = db.open_tree("module_data").unwrap();
         let put = |user: &str, i: u64, peer: &str| {
             let k = format!("localhost\0{user}\0mod_mam\0m:{i:020}");
@@ -303,8 +409,7 @@ mod tests {
             .unwrap();
         md.insert("localhost\0alice\0mod_pep\0m:1", &b"pep"[..])
             .unwrap();
-        let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
-        let a = super::super::archive::SledArchive::open(&db, dir.path(), gate).unwrap();
+        let a = super::super::tests::open_on(engine, dir.path());
         let t0 = std::time::Instant::now();
         assert_eq!(a.migrate(&md).unwrap(), n);
         eprintln!("MIGRATION {n}: {:?}", t0.elapsed());
@@ -316,8 +421,21 @@ mod tests {
         for i in 701..=750 {
             put("alice", i, "carol@localhost");
         }
-        a.inner.trees.owners.remove(MIGRATED_KEY).unwrap();
+        let mut w = kv::Batch::default();
+        w.remove(Tree::Owners, MIGRATED_KEY);
+        a.inner.kv.write(w).unwrap();
         assert_eq!(a.migrate(&md).unwrap(), 50);
+        // As if killed after a chunk was written, before its old keys were
+        // removed: they are removed, not converted again.
+        for i in 751..=760 {
+            put("alice", i, "carol@localhost");
+        }
+        let last = format!("localhost\0alice\0mod_mam\0w:carol@localhost\0{:020}", 760);
+        let mut w = kv::Batch::default();
+        w.remove(Tree::Owners, MIGRATED_KEY);
+        w.insert(Tree::Owners, CONVERTED_KEY, last.as_bytes());
+        a.inner.kv.write(w).unwrap();
+        assert_eq!(a.migrate(&md).unwrap(), 0);
         let alice = jid::BareJid::new("alice@localhost").unwrap();
         assert_eq!(a.count(&alice).unwrap(), 750);
         let q = |with| PageQuery {

@@ -1,15 +1,28 @@
-//! The message archive (XEP-0313) in sled: [`SledArchive`] implements
-//! `xep_support::archive::ArchiveStore` on trees of its own, apart from
-//! every other kind of record.
+//! The message archive (XEP-0313): [`Archive`] implements
+//! `xep_support::archive::ArchiveStore` (and the server's `ArchiveEngine`)
+//! over five trees of an ordered key-value engine ([`kv::ArchiveKv`]: fjall
+//! in `DATA_DIR/archive/` by default, or sled trees beside the other
+//! records, `archive_engine` in the configuration), apart from every other
+//! kind of record. One copy of the logic serves both engines:
+//!
+//! | file          | what                                                     |
+//! |---------------|----------------------------------------------------------|
+//! | `mod.rs`      | the store: queries, counts, removals, import             |
+//! | `writer.rs`   | the write path: queue, applier, flusher, tickets         |
+//! | `read.rs`     | walking blocks: pages, bounded counts, retention         |
+//! | `record.rs`   | keys and the compact block/record encoding (no I/O)      |
+//! | `migrate.rs`  | the old layout's conversion; moving between engines     |
+//! | `kv.rs`       | the key-value seam; `kv_fjall.rs`, `kv_sled.rs` the engines |
 //!
 //! | tree                | key                                  | value                        |
 //! |---------------------|--------------------------------------|------------------------------|
 //! | `archive_owners`    | `o` owner bare JID                   | archive id (u32 BE)          |
 //! |                     | `i` archive id (u32 BE)              | owner bare JID               |
 //! |                     | `m:last_id`, `m:next_archive`        | u64 BE: highest message id given out (by the conversion), next archive id |
-//! |                     | `m:journal`                          | the last batch begun: its highest and lowest ids, its archives |
+//! |                     | `m:journal`                          | the last batch begun (sled only): its highest and lowest ids, its archives |
 //! |                     | `m:migrated`                         | present once the old layout was converted |
-//! | `archive_messages`  | archive(4) id(8)                     | a block: the compact records of up to 128 messages of one batch (`archive_record.rs`) |
+//! |                     | `m:converted`                        | while converting: the last old key converted |
+//! | `archive_messages`  | archive(4) id(8)                     | a block: the compact records of up to 128 messages of one batch (`record.rs`) |
 //! | `archive_by_peer`   | archive(4) peer `\0` id(8)           | per peer and block: the block's id, the peer's message ids in it |
 //! | `archive_by_origin` | archive(4) peer `\0` origin-id       | id (u64 BE)                  |
 //! | `archive_counts`    | archive(4)                           | messages in the archive (u64 BE) |
@@ -17,18 +30,19 @@
 //! |                     | `hwm`                                | highest id of the last complete batch (u64 BE) |
 //!
 //! One record per message per archive, in blocks: the messages one batch
-//! wrote to one archive share one key (and one sled insert), and so do
-//! their peer index entries; a page is one range scan of `archive_messages`
-//! (or of `archive_by_peer`, then one read per block); counts are single
+//! wrote to one archive share one key (and one insert), and so do their
+//! peer index entries; a page is one range scan of `archive_messages` (or
+//! of `archive_by_peer`, then one read per block); counts are single
 //! reads. The origin-id index has one key per message that has an
-//! origin-id (it is looked up by exact key). A batch is written as one sled batch
-//! per tree (owners with a journal, blocks, peer index, origin-ids,
+//! origin-id (it is looked up by exact key). A batch is one
+//! [`kv::ArchiveKv::write`]: atomic across trees on fjall; on sled one
+//! batch per tree (owners with a journal, blocks, peer index, origin-ids,
 //! counters with the high-water mark `hwm`, in that order; sled recovers a
-//! prefix of its log): after a crash the journal tells
-//! `archive_writer::repair` which blocks to complete the indexes and
-//! counters from, at the next open.
+//! prefix of its log), and after a crash the journal tells
+//! `writer::repair` which blocks to complete the indexes and counters
+//! from, at the next open.
 //!
-//! Writes go through `archive_writer.rs` (a queue, an applier thread and a
+//! Writes go through `writer.rs` (a queue, an applier thread and a
 //! flusher thread): appends return at once, are visible to reads as soon as
 //! the applier took them (reads wait for that, see [`Inner::settle`]) and
 //! are durable within 450 ms plus an fsync (gathered up to 250 ms, flushed
@@ -39,9 +53,16 @@
 //!
 //! A record that does not decode is skipped with a log line naming the
 //! owner (a damaged block: the rest of that block); queries never fail on
-//! it. Reads and retention are in `archive_read.rs`.
+//! it. Reads and retention are in `read.rs`.
 
-use std::path::PathBuf;
+pub mod kv;
+pub mod kv_fjall;
+pub mod kv_sled;
+pub mod migrate;
+mod read;
+pub mod record;
+mod writer;
+
 use std::sync::{Arc, Mutex, RwLock};
 
 use jid::BareJid;
@@ -50,36 +71,67 @@ use xep_support::archive::{
 };
 use xep_support::module::{StoreError, StoreErrorKind};
 
-use super::archive_record as rec;
-use super::archive_writer::{Writer, WriterState};
+use self::kv::{ArchiveKv, Tree};
+use self::record as rec;
+use self::writer::{Writer, WriterState};
 use crate::storage::StorageError;
 
-pub(super) const OWNERS_TREE: &str = "archive_owners";
-pub(super) const MESSAGES_TREE: &str = "archive_messages";
-pub(super) const BY_PEER_TREE: &str = "archive_by_peer";
-pub(super) const BY_ORIGIN_TREE: &str = "archive_by_origin";
-pub(super) const COUNTS_TREE: &str = "archive_counts";
+/// Which engine holds the archive (`archive_engine` in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    /// fjall, in `DATA_DIR/archive/` (the default; see docs/architecture.md).
+    Fjall,
+    /// Five trees of the sled database in `DATA_DIR/db/`.
+    Sled,
+}
+
+impl EngineKind {
+    pub const DEFAULT: EngineKind = EngineKind::Fjall;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Fjall => "fjall",
+            EngineKind::Sled => "sled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EngineKind> {
+        match s {
+            "fjall" => Some(EngineKind::Fjall),
+            "sled" => Some(EngineKind::Sled),
+            _ => None,
+        }
+    }
+}
+
+/// Where the archive lives: its engine, and fjall's directory (looked at
+/// also with `sled`, to move an archive kept there before).
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub engine: EngineKind,
+    pub fjall_dir: std::path::PathBuf,
+}
+
+impl Placement {
+    /// The server's places: `DATA_DIR/archive/` beside `DATA_DIR/db/`.
+    pub fn in_data_dir(data_dir: &std::path::Path, engine: EngineKind) -> Placement {
+        Placement {
+            engine,
+            fjall_dir: data_dir.join("archive"),
+        }
+    }
+}
+
 /// `archive_owners` key of the highest message id given out.
-pub(super) const LAST_ID_KEY: &[u8] = b"m:last_id";
+const LAST_ID_KEY: &[u8] = b"m:last_id";
 /// `archive_owners` key of the next archive id to give out.
-pub(super) const NEXT_ARCHIVE_KEY: &[u8] = b"m:next_archive";
+const NEXT_ARCHIVE_KEY: &[u8] = b"m:next_archive";
 /// Rows removed per transaction by deletions.
 const DELETE_CHUNK: usize = 1000;
 
-/// The archive's trees.
-pub(super) struct Trees {
-    pub owners: sled::Tree,
-    pub messages: sled::Tree,
-    pub by_peer: sled::Tree,
-    pub by_origin: sled::Tree,
-    pub counts: sled::Tree,
-}
-
 /// What the archive, its writer threads and its callers share.
-pub(super) struct Inner {
-    pub db: sled::Db,
-    pub dir: PathBuf,
-    pub trees: Trees,
+struct Inner {
+    pub kv: Box<dyn ArchiveKv>,
     /// The storage gate (shared while writing, exclusive for backups).
     pub gate: Arc<RwLock<()>>,
     /// Held by whoever changes the archive trees (applier, deletions), so
@@ -91,32 +143,28 @@ pub(super) struct Inner {
     pub w: Writer,
 }
 
-/// The message archive in sled.
-pub struct SledArchive {
-    pub(super) inner: Arc<Inner>,
+/// The message archive on one engine.
+pub struct Archive {
+    inner: Arc<Inner>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-pub(super) fn owner_key(owner: &str) -> Vec<u8> {
+fn owner_key(owner: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + owner.len());
     k.push(b'o');
     k.extend_from_slice(owner.as_bytes());
     k
 }
 
-pub(super) fn owner_rev_key(archive: u32) -> [u8; 5] {
+fn owner_rev_key(archive: u32) -> [u8; 5] {
     let mut k = [b'i'; 5];
     k[1..].copy_from_slice(&archive.to_be_bytes());
     k
 }
 
 impl Inner {
-    pub fn err(&self, e: sled::Error) -> StorageError {
-        StorageError::Io(format!("{}: archive: {e}", self.dir.display()))
-    }
-
-    pub fn store_err(&self, e: sled::Error) -> StoreError {
-        StoreError::from_source(StoreErrorKind::Other, self.err(e))
+    pub fn store_err(&self, e: StorageError) -> StoreError {
+        store_error(e)
     }
 
     /// The archive id of `owner`, if it has one (appended or stored).
@@ -125,9 +173,8 @@ impl Inner {
             return Ok(Some(a));
         }
         let v = self
-            .trees
-            .owners
-            .get(owner_key(owner))
+            .kv
+            .get(Tree::Owners, &owner_key(owner))
             .map_err(|e| self.store_err(e))?;
         let a = v.and_then(|v| Some(u32::from_be_bytes(v.as_ref().try_into().ok()?)));
         if let Some(a) = a {
@@ -143,9 +190,8 @@ impl Inner {
 
     pub fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
         Ok(self
-            .trees
-            .counts
-            .get(key)
+            .kv
+            .get(Tree::Counts, key)
             .map_err(|e| self.store_err(e))?
             .and_then(|v| rec::u64_of(&v))
             .unwrap_or(0))
@@ -160,41 +206,42 @@ impl Inner {
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.store_err(e))
+        self.kv.persist().map_err(|e| self.store_err(e))
     }
 }
 
-impl SledArchive {
-    /// Open the archive's trees in `db` and start its writer threads.
-    pub fn open(
-        db: &sled::Db,
-        dir: &std::path::Path,
-        gate: Arc<RwLock<()>>,
-    ) -> Result<SledArchive, StorageError> {
-        let e = |e: sled::Error| StorageError::Io(format!("{}: archive: {e}", dir.display()));
-        let trees = Trees {
-            owners: db.open_tree(OWNERS_TREE).map_err(e)?,
-            messages: db.open_tree(MESSAGES_TREE).map_err(e)?,
-            by_peer: db.open_tree(BY_PEER_TREE).map_err(e)?,
-            by_origin: db.open_tree(BY_ORIGIN_TREE).map_err(e)?,
-            counts: db.open_tree(COUNTS_TREE).map_err(e)?,
-        };
-        super::archive_writer::repair(&trees).map_err(e)?;
-        let state = WriterState::load(&trees.owners).map_err(e)?;
+/// A full disk is `StoreErrorKind::Full` (senders get resource-constraint).
+pub(crate) fn store_error(e: StorageError) -> StoreError {
+    match e {
+        StorageError::Full(_) => StoreError::from_source(StoreErrorKind::Full, e),
+        e => StoreError::from_source(StoreErrorKind::Other, e),
+    }
+}
+
+impl Archive {
+    /// Start the archive on `kv` (a torn sled batch is completed first).
+    pub fn open(kv: Box<dyn ArchiveKv>, gate: Arc<RwLock<()>>) -> Result<Archive, StorageError> {
+        if !kv.atomic_batches() {
+            writer::repair(kv.as_ref())?;
+        }
+        let state = WriterState::load(kv.as_ref())?;
         let inner = Arc::new(Inner {
-            db: db.clone(),
-            dir: dir.to_path_buf(),
-            trees,
+            kv,
             gate,
             write_lock: Mutex::new(()),
             counts_cache: Mutex::new(std::collections::HashMap::new()),
             w: Writer::new(state),
         });
-        let threads = super::archive_writer::start(&inner);
-        Ok(SledArchive {
+        let threads = writer::start(&inner);
+        Ok(Archive {
             inner,
             threads: Mutex::new(threads),
         })
+    }
+
+    /// The engine's key-value trees (backup, restore, moving engines).
+    pub fn kv(&self) -> &dyn ArchiveKv {
+        self.inner.kv.as_ref()
     }
 
     /// Reload the in-memory state from the trees (after a restore).
@@ -205,12 +252,12 @@ impl SledArchive {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         self.inner.clear_counts_cache();
-        let state = WriterState::load(&self.inner.trees.owners).map_err(|e| self.inner.err(e))?;
+        let state = WriterState::load(self.inner.kv.as_ref())?;
         self.inner.w.replace_state(state);
         Ok(())
     }
 
-    /// The ticket of the last append so far (see [`SledArchive::durable`]).
+    /// The ticket of the last append so far (see [`Archive::durable`]).
     pub fn ticket(&self) -> u64 {
         self.inner.w.ticket()
     }
@@ -231,7 +278,7 @@ impl SledArchive {
         // The applier's last batch may have come after the flusher's last
         // flush.
         if stopped {
-            if let Err(e) = self.inner.db.flush() {
+            if let Err(e) = self.inner.kv.persist() {
                 tracing::error!("archive: flushing at close: {e}");
             }
         }
@@ -269,14 +316,14 @@ impl SledArchive {
         };
         let mut batch: Vec<_> = msgs
             .iter()
-            .map(|(id, m)| super::archive_writer::Pending::new(a, *id, m))
+            .map(|(id, m)| writer::Pending::new(a, *id, m))
             .collect();
         batch.sort_by_key(|p| p.id());
         batch.dedup_by_key(|p| p.id());
         let n = batch.len();
         let max = batch.last().map(|p| p.id()).unwrap_or(0);
-        super::archive_writer::raise_last_id(max);
-        super::archive_writer::write_batch(inner, &batch, &owners, inner.w.next_archive())
+        writer::raise_last_id(max);
+        writer::write_batch(inner, &batch, &owners, inner.w.next_archive())
             .map_err(StoreError::other)?;
         inner.flush()?;
         Ok(n)
@@ -284,19 +331,19 @@ impl SledArchive {
 
     /// Convert archives of the old layout (mod_mam's module data) once.
     pub fn migrate(&self, module_data: &sled::Tree) -> Result<u64, StorageError> {
-        super::archive_migrate::run(&self.inner, module_data)
+        migrate::run(&self.inner, module_data)
     }
 }
 
-impl Drop for SledArchive {
+impl Drop for Archive {
     fn drop(&mut self) {
         self.shutdown();
     }
 }
 
-impl ArchiveStore for SledArchive {
+impl ArchiveStore for Archive {
     fn append(&self, msgs: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
-        super::archive_writer::append(&self.inner, msgs)
+        writer::append(&self.inner, msgs)
     }
 
     fn page(&self, owner: &BareJid, q: &PageQuery<'_>) -> Result<Vec<ArchivedMessage>, StoreError> {
@@ -329,9 +376,8 @@ impl ArchiveStore for SledArchive {
             return Ok(None);
         };
         let v = inner
-            .trees
-            .by_origin
-            .get(rec::origin_key(a, peer.as_str(), origin_id))
+            .kv
+            .get(Tree::ByOrigin, &rec::origin_key(a, peer.as_str(), origin_id))
             .map_err(|e| inner.store_err(e))?;
         Ok(v.and_then(|v| rec::u64_of(&v)))
     }
@@ -414,7 +460,7 @@ impl ArchiveStore for SledArchive {
             let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
             let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
             inner.clear_counts_cache();
-            super::archive_read::delete_before(inner, owner, a, cutoff, limit)?
+            read::delete_before(inner, owner, a, cutoff, limit)?
         };
         if deleted > 0 {
             inner.flush()?;
@@ -433,23 +479,21 @@ impl ArchiveStore for SledArchive {
         inner.w.drop_pending(a);
         inner.clear_counts_cache();
         let n = inner.counter(&rec::archive_prefix(a))?;
-        let t = &inner.trees;
-        for tree in [&t.messages, &t.by_peer, &t.by_origin, &t.counts] {
+        for tree in [Tree::Messages, Tree::ByPeer, Tree::ByOrigin, Tree::Counts] {
             loop {
-                let mut batch = sled::Batch::default();
-                let mut k = 0;
-                for key in tree
-                    .scan_prefix(rec::archive_prefix(a))
-                    .keys()
+                let mut batch = kv::Batch::default();
+                for kv in inner
+                    .kv
+                    .prefix(tree, &rec::archive_prefix(a))
                     .take(DELETE_CHUNK)
                 {
-                    batch.remove(key.map_err(|e| inner.store_err(e))?);
-                    k += 1;
+                    let (k, _) = kv.map_err(|e| inner.store_err(e))?;
+                    batch.remove(tree, k.to_vec());
                 }
-                if k == 0 {
+                if batch.is_empty() {
                     break;
                 }
-                tree.apply_batch(batch).map_err(|e| inner.store_err(e))?;
+                inner.kv.write(batch).map_err(|e| inner.store_err(e))?;
             }
         }
         inner.flush()?;
@@ -460,7 +504,7 @@ impl ArchiveStore for SledArchive {
         let inner = &self.inner;
         inner.settle();
         let mut out = Vec::new();
-        for kv in inner.trees.owners.scan_prefix(b"o") {
+        for kv in inner.kv.prefix(Tree::Owners, b"o") {
             let (k, _) = kv.map_err(|e| inner.store_err(e))?;
             match std::str::from_utf8(&k[1..])
                 .ok()
@@ -474,22 +518,22 @@ impl ArchiveStore for SledArchive {
     }
 }
 
-impl crate::storage::ArchiveEngine for SledArchive {
+impl crate::storage::ArchiveEngine for Archive {
     fn ticket(&self) -> u64 {
-        SledArchive::ticket(self)
+        Archive::ticket(self)
     }
     fn close(&self) {
         self.shutdown();
     }
     fn import(&self, owner: &BareJid, msgs: Vec<(u64, NewMessage)>) -> Result<usize, StoreError> {
-        SledArchive::import(self, owner, msgs)
+        Archive::import(self, owner, msgs)
     }
     fn durable(
         &self,
         ticket: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
     {
-        Box::pin(SledArchive::durable(self, ticket))
+        Box::pin(Archive::durable(self, ticket))
     }
 }
 
@@ -498,10 +542,23 @@ mod tests {
     use super::*;
     use xep_support::archive::Direction;
 
-    fn open(dir: &std::path::Path) -> SledArchive {
-        let db = sled::Config::new().path(dir).open().unwrap();
-        SledArchive::open(&db, dir, Arc::new(RwLock::new(()))).unwrap()
+    use super::kv_fjall::FjallKv;
+    use super::kv_sled::SledKv;
+
+    /// The archive on `engine` in `dir` (fjall in `dir/archive`, sled in
+    /// `dir/db`).
+    pub(crate) fn open_on(engine: EngineKind, dir: &std::path::Path) -> Archive {
+        let kv: Box<dyn ArchiveKv> = match engine {
+            EngineKind::Fjall => Box::new(FjallKv::open(&dir.join("archive")).unwrap()),
+            EngineKind::Sled => {
+                let db = sled::Config::new().path(dir.join("db")).open().unwrap();
+                Box::new(SledKv::open(&db, dir).unwrap())
+            }
+        };
+        Archive::open(kv, Arc::new(RwLock::new(()))).unwrap()
     }
+
+    const ENGINES: [EngineKind; 2] = [EngineKind::Fjall, EngineKind::Sled];
 
     fn jid(s: &str) -> BareJid {
         BareJid::new(s).unwrap()
@@ -518,7 +575,7 @@ mod tests {
     }
 
     fn page(
-        a: &SledArchive,
+        a: &Archive,
         owner: &str,
         with: Option<&str>,
         reverse: bool,
@@ -542,7 +599,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn append_query_count_dedupe_delete_and_reopen() {
+        for engine in ENGINES {
+            append_query_count_dedupe_delete_and_reopen_on(engine).await;
+        }
+    }
+
+    async fn append_query_count_dedupe_delete_and_reopen_on(engine: EngineKind) {
         let dir = tempfile::tempdir().unwrap();
+        let open = |d: &std::path::Path| open_on(engine, d);
         let a = open(dir.path());
         let mut ids = Vec::new();
         for i in 0..30 {
@@ -646,8 +710,14 @@ mod tests {
 
     #[test]
     fn damaged_records_are_skipped_and_large_ranges_are_bounded() {
+        for engine in ENGINES {
+            damaged_records_are_skipped_and_large_ranges_are_bounded_on(engine);
+        }
+    }
+
+    fn damaged_records_are_skipped_and_large_ranges_are_bounded_on(engine: EngineKind) {
         let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path());
+        let a = open_on(engine, dir.path());
         let alice = jid("alice@x");
         let n = EXACT_COUNT_LIMIT * 3 + 300;
         let msgs: Vec<_> = (0..n)
@@ -675,10 +745,12 @@ mod tests {
         // its second message.
         let arch = a.inner.archive_of("alice@x").unwrap().unwrap();
         let key = rec::message_key(arch, ids[0]);
-        let block = a.inner.trees.messages.get(key).unwrap().unwrap();
+        let block = a.inner.kv.get(Tree::Messages, &key).unwrap().unwrap();
         let (e, _) = rec::block_entries(ids[0], &block);
         let cut = e[1].1.as_ptr() as usize - block.as_ptr() as usize + 3;
-        a.inner.trees.messages.insert(key, &block[..cut]).unwrap();
+        let mut w = kv::Batch::default();
+        w.insert(Tree::Messages, key, &block[..cut]);
+        a.inner.kv.write(w).unwrap();
         let first = page(&a, "alice@x", None, false, 3);
         assert_eq!(first.len(), 3);
         let next = rec::BLOCK_MESSAGES;
@@ -688,9 +760,11 @@ mod tests {
         );
     }
 
+    /// sled only: fjall's batches are atomic across trees.
     #[test]
     fn a_batch_torn_by_a_crash_is_completed_at_open() {
         let dir = tempfile::tempdir().unwrap();
+        let open = |d: &std::path::Path| open_on(EngineKind::Sled, d);
         let a = open(dir.path());
         let alice = jid("alice@x");
         a.append(vec![msg("alice@x", "bob@x", Some("o0"), "m0")])
@@ -712,7 +786,7 @@ mod tests {
                 )
             })
             .collect();
-        let b = super::super::archive_writer::blocks_of(
+        let b = super::writer::blocks_of(
             ids.iter()
                 .zip(&recs)
                 .map(|(id, r)| (arch, *id, "carol@x", r.as_slice())),
@@ -720,15 +794,13 @@ mod tests {
         let mut journal = ids[1].to_be_bytes().to_vec();
         journal.extend_from_slice(&ids[0].to_be_bytes());
         journal.extend_from_slice(&arch.to_be_bytes());
-        let t = &a.inner.trees;
-        t.owners
-            .insert(super::super::archive_writer::JOURNAL_KEY, journal)
-            .unwrap();
+        // One sled batch per tree, as the writer does: owners, blocks.
+        let mut w = kv::Batch::default();
+        w.insert(Tree::Owners, writer::JOURNAL_KEY, journal);
         for (ar, base, block) in &b.blocks {
-            t.messages
-                .insert(rec::message_key(*ar, *base), block.as_slice())
-                .unwrap();
+            w.insert(Tree::Messages, rec::message_key(*ar, *base), block.as_slice());
         }
+        a.inner.kv.write(w).unwrap();
         drop(a);
         let a = open(dir.path());
         assert_eq!(a.count(&alice).unwrap(), 3);
@@ -746,17 +818,27 @@ mod tests {
     }
 
     /// Query times and bytes on disk of a large archive, at the store (no
-    /// XMPP): `ARCHIVE_BENCH_N=1000000 cargo test --release --bin rookery
-    /// archive_query_times -- --ignored --nocapture` (docs/benchmarks.md).
+    /// XMPP), per engine: `ARCHIVE_BENCH_N=1000000 cargo test --release
+    /// --bin rookery archive_query_times -- --ignored --nocapture`
+    /// (`ARCHIVE_BENCH_ENGINES=fjall` for one; docs/benchmarks.md).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore]
     async fn archive_query_times() {
+        let engines = std::env::var("ARCHIVE_BENCH_ENGINES").unwrap_or("fjall,sled".into());
+        for name in engines.split(',') {
+            let engine = EngineKind::parse(name).expect("fjall or sled");
+            println!("== {name}");
+            archive_query_times_on(engine).await;
+        }
+    }
+
+    async fn archive_query_times_on(engine: EngineKind) {
         let n: usize = std::env::var("ARCHIVE_BENCH_N")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
         let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path());
+        let a = open_on(engine, dir.path());
         let alice = jid("alice@localhost");
         // A 200-byte stanza; every tenth message with carol, the rest bob.
         let xml = |i: usize, peer: &str| {
@@ -791,17 +873,18 @@ mod tests {
         let t = a.ticket();
         a.durable(t).await.unwrap();
         let fill = t0.elapsed();
-        let mut bytes = 0u64;
-        for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
-            let m = e.metadata().unwrap();
-            if m.is_file() {
-                bytes += m.len();
-            } else if m.is_dir() {
-                for f in std::fs::read_dir(e.path()).unwrap().flatten() {
-                    bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+        fn du(p: &std::path::Path) -> u64 {
+            let mut bytes = 0;
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                match e.metadata() {
+                    Ok(m) if m.is_dir() => bytes += du(&e.path()),
+                    Ok(m) => bytes += m.len(),
+                    Err(_) => {}
                 }
             }
+            bytes
         }
+        let bytes = du(dir.path());
         println!(
             "{n} messages of 200 bytes (with origin-ids) appended in {fill:.1?}; {:.0} bytes on disk per message",
             bytes as f64 / n as f64

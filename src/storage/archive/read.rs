@@ -1,4 +1,5 @@
-//! Reading and trimming the archive's blocks (layout in `archive_record.rs`):
+//! Reading and trimming the archive's blocks (layout in `record.rs`), on
+//! any engine (`kv.rs`):
 //! pages by id range in either direction, with or without a peer, bounded
 //! counts, and the removal of messages below an id (retention).
 //!
@@ -10,13 +11,15 @@
 
 use std::collections::{HashMap, HashSet};
 
+use std::ops::Bound;
+
 use jid::BareJid;
-use sled::Transactional;
 use xep_support::archive::ArchivedMessage;
 use xep_support::module::StoreError;
 
-use super::archive::Inner;
-use super::archive_record as rec;
+use super::kv::{self, Bytes, Tree};
+use super::record as rec;
+use super::Inner;
 
 /// Blocks trimmed per transaction by [`delete_before`].
 const DELETE_BLOCKS: usize = 64;
@@ -29,12 +32,10 @@ enum Step {
 
 impl Inner {
     /// The block holding (or that would hold) `id`: its key id and value.
-    fn block_at(&self, a: u32, id: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
-        let last = self
-            .trees
-            .messages
-            .range(rec::message_key(a, 0)..=rec::message_key(a, id))
-            .next_back();
+    fn block_at(&self, a: u32, id: u64) -> Result<Option<(u64, Bytes)>, StoreError> {
+        let (lo, hi) = (rec::message_key(a, 0), rec::message_key(a, id));
+        let (lo, hi) = kv::incl(&lo, &hi);
+        let last = self.kv.range(Tree::Messages, lo, hi, true).next();
         match last {
             Some(kv) => {
                 let (k, v) = kv.map_err(|e| self.store_err(e))?;
@@ -78,10 +79,11 @@ impl Inner {
         if lo > hi {
             return Ok(());
         }
-        let m = &self.trees.messages;
         if !reverse {
             let start = self.block_at(a, lo)?.map_or(lo, |(b, _)| b);
-            for kv in m.range(rec::message_key(a, start)..=rec::message_key(a, hi)) {
+            let (from, to) = (rec::message_key(a, start), rec::message_key(a, hi));
+            let (from, to) = kv::incl(&from, &to);
+            for kv in self.kv.range(Tree::Messages, from, to, false) {
                 let (k, v) = kv.map_err(|e| self.store_err(e))?;
                 let Some(base) = rec::id_of_key(&k) else {
                     continue;
@@ -99,10 +101,9 @@ impl Inner {
                 }
             }
         } else {
-            for kv in m
-                .range(rec::message_key(a, 0)..=rec::message_key(a, hi))
-                .rev()
-            {
+            let (from, to) = (rec::message_key(a, 0), rec::message_key(a, hi));
+            let (from, to) = kv::incl(&from, &to);
+            for kv in self.kv.range(Tree::Messages, from, to, true) {
                 let (k, v) = kv.map_err(|e| self.store_err(e))?;
                 let Some(base) = rec::id_of_key(&k) else {
                     continue;
@@ -140,8 +141,7 @@ impl Inner {
         if lo > hi {
             return Ok(());
         }
-        let p = &self.trees.by_peer;
-        let entry = |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Result<Option<(u64, Vec<u64>)>, StoreError> {
+        let entry = |kv: Result<(Bytes, Bytes), crate::storage::StorageError>| -> Result<Option<(u64, Vec<u64>)>, StoreError> {
             let (k, v) = kv.map_err(|e| self.store_err(e))?;
             let Some(base) = rec::id_of_key(&k) else {
                 return Ok(None);
@@ -149,14 +149,15 @@ impl Inner {
             Ok(rec::peer_entry_ids(base, &v))
         };
         if !reverse {
-            let start = match p
-                .range(rec::peer_key(a, peer, 0)..=rec::peer_key(a, peer, lo))
-                .next_back()
-            {
+            let (from, to) = (rec::peer_key(a, peer, 0), rec::peer_key(a, peer, lo));
+            let (from, to) = kv::incl(&from, &to);
+            let start = match self.kv.range(Tree::ByPeer, from, to, true).next() {
                 Some(kv) => rec::id_of_key(&kv.map_err(|e| self.store_err(e))?.0).unwrap_or(lo),
                 None => lo,
             };
-            for kv in p.range(rec::peer_key(a, peer, start)..=rec::peer_key(a, peer, hi)) {
+            let (from, to) = (rec::peer_key(a, peer, start), rec::peer_key(a, peer, hi));
+            let (from, to) = kv::incl(&from, &to);
+            for kv in self.kv.range(Tree::ByPeer, from, to, false) {
                 let Some((block, ids)) = entry(kv)? else {
                     continue;
                 };
@@ -173,10 +174,9 @@ impl Inner {
                 }
             }
         } else {
-            for kv in p
-                .range(rec::peer_key(a, peer, 0)..=rec::peer_key(a, peer, hi))
-                .rev()
-            {
+            let (from, to) = (rec::peer_key(a, peer, 0), rec::peer_key(a, peer, hi));
+            let (from, to) = kv::incl(&from, &to);
+            for kv in self.kv.range(Tree::ByPeer, from, to, true) {
                 let Some((block, ids)) = entry(kv)? else {
                     continue;
                 };
@@ -229,13 +229,12 @@ impl Inner {
             })?,
             Some(peer) => {
                 // One block read serves its consecutive messages.
-                let mut cached: Option<(u64, sled::IVec)> = None;
+                let mut cached: Option<(u64, Bytes)> = None;
                 self.walk_peer(a, peer, lo, hi, reverse, &mut |block, id| {
                     if cached.as_ref().map(|c| c.0) != Some(block) {
                         let v = self
-                            .trees
-                            .messages
-                            .get(rec::message_key(a, block))
+                            .kv
+                            .get(Tree::Messages, &rec::message_key(a, block))
                             .map_err(|e| self.store_err(e))?;
                         match v {
                             Some(v) => cached = Some((block, v)),
@@ -349,8 +348,9 @@ impl Inner {
 
 /// Remove at most `limit` messages of archive `a` with ids below `cutoff`
 /// (their blocks trimmed or removed, their peer index entries, origin-ids
-/// and counts with them), a transaction per [`DELETE_BLOCKS`] blocks; the
-/// caller holds the gate and the write lock. How many were removed.
+/// and counts with them), one atomic write per [`DELETE_BLOCKS`] blocks;
+/// the caller holds the gate and the write lock (so what is read here does
+/// not change before the write). How many were removed.
 pub fn delete_before(
     inner: &Inner,
     owner: &BareJid,
@@ -358,7 +358,7 @@ pub fn delete_before(
     cutoff: u64,
     limit: usize,
 ) -> Result<usize, StoreError> {
-    let t = &inner.trees;
+    let kvs = inner.kv.as_ref();
     let mut deleted = 0;
     while deleted < limit {
         // The blocks to trim: (key id, remaining value or None).
@@ -367,10 +367,13 @@ pub fn delete_before(
         let mut origins: Vec<(Vec<u8>, u64)> = Vec::new();
         let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut more = false;
-        for kv in t
-            .messages
-            .range(rec::message_key(a, 0)..rec::message_key(a, cutoff))
-        {
+        let (from, to) = (rec::message_key(a, 0), rec::message_key(a, cutoff));
+        for kv in kvs.range(
+            Tree::Messages,
+            Bound::Included(&from),
+            Bound::Excluded(&to),
+            false,
+        ) {
             if blocks.len() >= DELETE_BLOCKS || deleted >= limit {
                 more = true;
                 break;
@@ -407,10 +410,9 @@ pub fn delete_before(
         let mut entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for (peer, ids) in &gone {
             let max = ids.iter().max().copied().unwrap_or(0);
-            for kv in t
-                .by_peer
-                .range(rec::peer_key(a, peer, 0)..=rec::peer_key(a, peer, max))
-            {
+            let (from, to) = (rec::peer_key(a, peer, 0), rec::peer_key(a, peer, max));
+            let (from, to) = kv::incl(&from, &to);
+            for kv in kvs.range(Tree::ByPeer, from, to, false) {
                 let (k, v) = kv.map_err(|e| inner.store_err(e))?;
                 let Some(base) = rec::id_of_key(&k) else {
                     continue;
@@ -429,41 +431,42 @@ pub fn delete_before(
                 ));
             }
         }
-        let r = (&t.messages, &t.by_peer, &t.by_origin, &t.counts).transaction(|(m, p, o, c)| {
-            for (base, kept) in &blocks {
-                let key = rec::message_key(a, *base);
-                match kept {
-                    Some(v) => m.insert(&key[..], v.as_slice())?,
-                    None => m.remove(&key[..])?,
-                };
+        let err = |e| inner.store_err(e);
+        let mut w = kv::Batch::default();
+        for (base, kept) in blocks {
+            let key = rec::message_key(a, base);
+            match kept {
+                Some(v) => w.insert(Tree::Messages, key, v),
+                None => w.remove(Tree::Messages, key),
             }
-            for (k, v) in &entries {
-                match v {
-                    Some(v) => p.insert(k.as_slice(), v.as_slice())?,
-                    None => p.remove(k.as_slice())?,
-                };
+        }
+        for (k, v) in entries {
+            match v {
+                Some(v) => w.insert(Tree::ByPeer, k, v),
+                None => w.remove(Tree::ByPeer, k),
             }
-            for (k, id) in &origins {
-                // Only if it names this message.
-                if o.get(k.as_slice())?.and_then(|v| rec::u64_of(&v)) == Some(*id) {
-                    o.remove(k.as_slice())?;
-                }
+        }
+        for (k, id) in origins {
+            // Only if it names this message.
+            let named = kvs.get(Tree::ByOrigin, &k).map_err(err)?;
+            if named.and_then(|v| rec::u64_of(&v)) == Some(id) {
+                w.remove(Tree::ByOrigin, k);
             }
-            for (k, d) in &deltas {
-                let cur = c
-                    .get(k.as_slice())?
-                    .and_then(|v| rec::u64_of(&v))
-                    .unwrap_or(0);
-                let n = cur.saturating_sub(*d);
-                if n == 0 {
-                    c.remove(k.as_slice())?;
-                } else {
-                    c.insert(k.as_slice(), &n.to_be_bytes())?;
-                }
+        }
+        for (k, d) in deltas {
+            let cur = kvs
+                .get(Tree::Counts, &k)
+                .map_err(err)?
+                .and_then(|v| rec::u64_of(&v))
+                .unwrap_or(0);
+            let n = cur.saturating_sub(d);
+            if n == 0 {
+                w.remove(Tree::Counts, k);
+            } else {
+                w.insert(Tree::Counts, k, n.to_be_bytes());
             }
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-        });
-        r.map_err(|e| StoreError::other(format!("{}: archive: {e:?}", inner.dir.display())))?;
+        }
+        kvs.write_atomic(w).map_err(err)?;
         if !more {
             break;
         }

@@ -1,6 +1,8 @@
 //! The archive's write path: appends are queued in memory by the routing
-//! threads and written by one applier thread, a batch (one sled
-//! transaction) at a time; a flusher thread makes them durable.
+//! threads and written by one applier thread, a batch (one
+//! `ArchiveKv::write`) at a time; a flusher thread makes them durable.
+//! Engine-neutral (see `kv.rs`); the journal and [`repair`] are for engines
+//! whose batches are not atomic across trees (sled).
 //!
 //! - [`append`] gives each message its id (microseconds, strictly
 //!   increasing across the server and across restarts: the high-water mark
@@ -8,11 +10,12 @@
 //!   and the index (idempotency), queues it and returns: no disk I/O but one
 //!   index read for messages with an origin-id.
 //! - The applier takes the whole queue under the write lock and the storage
-//!   gate and writes it in one transaction (records, indexes, counters,
-//!   new owners, the high-water mark). Then it is "applied": reads wait for
+//!   gate and writes it in one batch (records, indexes, counters, new
+//!   owners, the high-water mark). Then it is "applied": reads wait for
 //!   that ([`Writer::settle`]), so a query sees every message appended
 //!   before it.
-//! - The flusher runs `Db::flush` (write + fsync of sled's log) when a
+//! - The flusher runs `ArchiveKv::persist` (write + fsync of the engine's
+//!   log: sled's, or fjall's journal with `SyncAll`) when a
 //!   caller waits for durability ([`Writer::durable`]), or at the latest
 //!   [`FLUSH_EVERY`] after an apply: an appended message is on disk within
 //!   that plus one fsync, inside the 1 s bound of the module API.
@@ -32,8 +35,9 @@ use std::time::{Duration, Instant};
 use xep_support::archive::{Appended, NewMessage};
 use xep_support::module::StoreError;
 
-use super::archive::{owner_key, owner_rev_key, Inner, LAST_ID_KEY, NEXT_ARCHIVE_KEY};
-use super::archive_record as rec;
+use super::kv::{self, ArchiveKv, Tree};
+use super::record as rec;
+use super::{owner_key, owner_rev_key, Inner, LAST_ID_KEY, NEXT_ARCHIVE_KEY};
 use crate::storage::StorageError;
 
 /// Appends gather this long before the applier writes them (unless a read
@@ -109,20 +113,26 @@ pub(super) struct WriterState {
 }
 
 impl WriterState {
-    /// The persistent counters from `archive_owners`.
-    pub fn load(owners: &sled::Tree) -> Result<WriterState, sled::Error> {
-        let next_archive = owners
-            .get(NEXT_ARCHIVE_KEY)?
+    /// The persistent counters from `archive_owners` (and the high-water
+    /// mark of the last batch from `archive_counts`).
+    pub fn load(kv: &dyn ArchiveKv) -> Result<WriterState, StorageError> {
+        let next_archive = kv
+            .get(Tree::Owners, NEXT_ARCHIVE_KEY)?
             .and_then(|v| rec::u64_of(&v))
             .unwrap_or(1) as u32;
-        let last_id = owners
-            .get(LAST_ID_KEY)?
+        let last_id = kv
+            .get(Tree::Owners, LAST_ID_KEY)?
             .and_then(|v| rec::u64_of(&v))
             .unwrap_or(0);
         LAST_ID.fetch_max(last_id, Ordering::Relaxed);
         // The journal names the last batch begun (complete or repaired).
-        if let Some(j) = owners.get(JOURNAL_KEY)? {
+        if let Some(j) = kv.get(Tree::Owners, JOURNAL_KEY)? {
             if let Some(max) = j.get(..8).and_then(rec::u64_of) {
+                LAST_ID.fetch_max(max, Ordering::Relaxed);
+            }
+        }
+        if let Some(hwm) = kv.get(Tree::Counts, HWM_KEY)? {
+            if let Some(max) = rec::u64_of(&hwm) {
                 LAST_ID.fetch_max(max, Ordering::Relaxed);
             }
         }
@@ -373,9 +383,8 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
             let known = match s.pending_origins.get(key) {
                 Some(id) => Some(*id),
                 None => inner
-                    .trees
-                    .by_origin
-                    .get(key)
+                    .kv
+                    .get(Tree::ByOrigin, key)
                     .map_err(|e| inner.store_err(e))?
                     .and_then(|v| rec::u64_of(&v)),
             };
@@ -566,13 +575,12 @@ pub(super) const JOURNAL_KEY: &[u8] = b"m:journal";
 /// (3 bytes: never an archive's counter key, which has at least 4).
 pub(super) const HWM_KEY: &[u8] = b"hwm";
 
-/// One batch: one sled batch per tree, in this order: owners (with the
-/// journal), blocks, peer index, origin-ids, counters (with the high-water
-/// mark). sled's batches are atomic per tree and its log is recovered as a
-/// prefix, so after a crash a batch is complete (its counters and
-/// high-water mark are there) or its journal names what [`repair`]
-/// re-derives from the blocks. (A multi-tree sled transaction would do
-/// this too, but it reads every key it writes: twice the cost.)
+/// One batch: one [`ArchiveKv::write`], in this order of trees: owners
+/// (with the journal), blocks, peer index, origin-ids, counters (with the
+/// high-water mark). On fjall it is atomic. On sled it is one sled batch
+/// per tree, atomic per tree, and its log is recovered as a prefix, so
+/// after a crash a batch is complete (its counters and high-water mark are
+/// there) or its journal names what [`repair`] re-derives from the blocks.
 pub(super) fn write_batch(
     inner: &Inner,
     batch: &[Pending],
@@ -594,69 +602,57 @@ pub(super) fn write_batch(
         let cur = match cache.get(k) {
             Some(n) => *n,
             None => inner
-                .trees
-                .counts
-                .get(k)
+                .kv
+                .get(Tree::Counts, k)
                 .map_err(|e| e.to_string())?
                 .and_then(|v| rec::u64_of(&v))
                 .unwrap_or(0),
         };
         counts.push((k.clone(), cur + d));
     }
-    let t = &inner.trees;
-    let r = (|| -> Result<(), sled::Error> {
-        let mut o = sled::Batch::default();
-        for (name, a) in owners {
-            o.insert(owner_key(name), &a.to_be_bytes()[..]);
-            o.insert(&owner_rev_key(*a)[..], name.as_bytes());
-        }
-        if !owners.is_empty() {
-            o.insert(NEXT_ARCHIVE_KEY, &(next_archive as u64).to_be_bytes()[..]);
-        }
-        if !batch.is_empty() {
-            let mut journal = Vec::with_capacity(16 + 4 * b.blocks.len());
-            journal.extend_from_slice(&b.last_id.to_be_bytes());
-            journal.extend_from_slice(&batch[0].id.to_be_bytes());
-            let mut seen = std::collections::HashSet::new();
-            for (a, _, _) in &b.blocks {
-                if seen.insert(*a) {
-                    journal.extend_from_slice(&a.to_be_bytes());
-                }
-            }
-            o.insert(JOURNAL_KEY, journal);
-        }
-        t.owners.apply_batch(o)?;
-        let mut m = sled::Batch::default();
-        for (a, base, block) in &b.blocks {
-            m.insert(&rec::message_key(*a, *base)[..], block.as_slice());
-        }
-        t.messages.apply_batch(m)?;
-        let mut pi = sled::Batch::default();
-        for (k, v) in &b.peers {
-            pi.insert(k.as_slice(), v.as_slice());
-        }
-        t.by_peer.apply_batch(pi)?;
-        let mut oi = sled::Batch::default();
-        let mut any = false;
-        for p in batch {
-            if let Some((k, _)) = &p.origin {
-                oi.insert(k.as_slice(), &p.id.to_be_bytes()[..]);
-                any = true;
+    let mut w = kv::Batch::default();
+    for (name, a) in owners {
+        w.insert(Tree::Owners, owner_key(name), a.to_be_bytes());
+        w.insert(Tree::Owners, owner_rev_key(*a), name.as_bytes());
+    }
+    if !owners.is_empty() {
+        w.insert(
+            Tree::Owners,
+            NEXT_ARCHIVE_KEY,
+            (next_archive as u64).to_be_bytes(),
+        );
+    }
+    if !batch.is_empty() && !inner.kv.atomic_batches() {
+        let mut journal = Vec::with_capacity(16 + 4 * b.blocks.len());
+        journal.extend_from_slice(&b.last_id.to_be_bytes());
+        journal.extend_from_slice(&batch[0].id.to_be_bytes());
+        let mut seen = std::collections::HashSet::new();
+        for (a, _, _) in &b.blocks {
+            if seen.insert(*a) {
+                journal.extend_from_slice(&a.to_be_bytes());
             }
         }
-        if any {
-            t.by_origin.apply_batch(oi)?;
+        w.insert(Tree::Owners, JOURNAL_KEY, journal);
+    }
+    let Blocks { blocks, peers, .. } = b;
+    for (a, base, block) in blocks {
+        w.insert(Tree::Messages, rec::message_key(a, base), block);
+    }
+    for (k, v) in peers {
+        w.insert(Tree::ByPeer, k, v);
+    }
+    for p in batch {
+        if let Some((k, _)) = &p.origin {
+            w.insert(Tree::ByOrigin, k.as_slice(), p.id.to_be_bytes());
         }
-        let mut c = sled::Batch::default();
-        for (k, n) in &counts {
-            c.insert(k.as_slice(), &n.to_be_bytes()[..]);
-        }
-        if b.last_id > 0 {
-            c.insert(HWM_KEY, &b.last_id.to_be_bytes()[..]);
-        }
-        t.counts.apply_batch(c)
-    })();
-    match r {
+    }
+    for (k, n) in &counts {
+        w.insert(Tree::Counts, k.as_slice(), n.to_be_bytes());
+    }
+    if b.last_id > 0 {
+        w.insert(Tree::Counts, HWM_KEY, b.last_id.to_be_bytes());
+    }
+    match inner.kv.write(w) {
         Ok(()) => {
             if cache.len() > COUNTS_CACHE {
                 cache.clear();
@@ -674,8 +670,8 @@ pub(super) fn write_batch(
 /// After a crash in the middle of [`write_batch`]: complete the batch the
 /// journal names (peer index, origin-ids and counters re-derived from its
 /// blocks, which hold everything). Idempotent; how many messages it found.
-pub(super) fn repair(t: &super::archive::Trees) -> Result<u64, sled::Error> {
-    let Some(j) = t.owners.get(JOURNAL_KEY)? else {
+pub(super) fn repair(kv: &dyn ArchiveKv) -> Result<u64, StorageError> {
+    let Some(j) = kv.get(Tree::Owners, JOURNAL_KEY)? else {
         return Ok(0);
     };
     let (Some(max), Some(min)) = (
@@ -684,9 +680,8 @@ pub(super) fn repair(t: &super::archive::Trees) -> Result<u64, sled::Error> {
     ) else {
         return Ok(0);
     };
-    let hwm = t
-        .counts
-        .get(HWM_KEY)?
+    let hwm = kv
+        .get(Tree::Counts, HWM_KEY)?
         .and_then(|v| rec::u64_of(&v))
         .unwrap_or(0);
     if hwm >= max {
@@ -695,11 +690,10 @@ pub(super) fn repair(t: &super::archive::Trees) -> Result<u64, sled::Error> {
     let mut msgs = Vec::new();
     for a in j[16..].chunks_exact(4) {
         let a = u32::from_be_bytes(a.try_into().expect("4 bytes"));
-        for kv in t
-            .messages
-            .range(rec::message_key(a, min)..=rec::message_key(a, max))
-        {
-            let (k, v) = kv?;
+        let (lo, hi) = (rec::message_key(a, min), rec::message_key(a, max));
+        let (lo, hi) = kv::incl(&lo, &hi);
+        for item in kv.range(Tree::Messages, lo, hi, false) {
+            let (k, v) = item?;
             let Some(base) = rec::id_of_key(&k) else {
                 continue;
             };
@@ -711,7 +705,7 @@ pub(super) fn repair(t: &super::archive::Trees) -> Result<u64, sled::Error> {
         }
     }
     // The peer entries exactly as the batch wrote them (same blocks).
-    let mut pi = sled::Batch::default();
+    let mut w = kv::Batch::default();
     let mut by_block: HashMap<(u32, u64), Vec<(u64, &str)>> = HashMap::new();
     for (a, id, peer, _, base) in &msgs {
         by_block.entry((*a, *base)).or_default().push((*id, peer));
@@ -725,30 +719,30 @@ pub(super) fn repair(t: &super::archive::Trees) -> Result<u64, sled::Error> {
             }
         }
         for (peer, ids) in peers {
-            pi.insert(
+            w.insert(
+                Tree::ByPeer,
                 rec::peer_key(*a, peer, ids[0]),
                 rec::peer_entry(*base, ids[0], &ids),
             );
         }
     }
-    t.by_peer.apply_batch(pi)?;
-    let mut oi = sled::Batch::default();
     let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
     for (a, id, peer, origin, _) in &msgs {
         if let Some(o) = origin {
-            oi.insert(rec::origin_key(*a, peer, o), &id.to_be_bytes()[..]);
+            w.insert(Tree::ByOrigin, rec::origin_key(*a, peer, o), id.to_be_bytes());
         }
         *deltas.entry(rec::archive_prefix(*a).to_vec()).or_default() += 1;
         *deltas.entry(rec::peer_count_key(*a, peer)).or_default() += 1;
     }
-    t.by_origin.apply_batch(oi)?;
-    let mut c = sled::Batch::default();
     for (k, d) in deltas {
-        let cur = t.counts.get(&k)?.and_then(|v| rec::u64_of(&v)).unwrap_or(0);
-        c.insert(k, &(cur + d).to_be_bytes()[..]);
+        let cur = kv
+            .get(Tree::Counts, &k)?
+            .and_then(|v| rec::u64_of(&v))
+            .unwrap_or(0);
+        w.insert(Tree::Counts, k, (cur + d).to_be_bytes());
     }
-    c.insert(HWM_KEY, &max.to_be_bytes()[..]);
-    t.counts.apply_batch(c)?;
+    w.insert(Tree::Counts, HWM_KEY, max.to_be_bytes());
+    kv.write(w)?;
     if !msgs.is_empty() {
         tracing::warn!(
             "archive: completed a batch of {} messages interrupted by a crash",
@@ -789,7 +783,7 @@ fn flusher(inner: &Inner) {
             s.unflushed_since = None;
             (s.durable, s.applied)
         };
-        let r = inner.db.flush();
+        let r = inner.kv.persist();
         let mut s = w.lock();
         match r {
             Ok(_) => {

@@ -1,7 +1,10 @@
-//! `rookery ctl backup FILE` / `restore FILE` for the sled database.
+//! `rookery ctl backup FILE` / `restore FILE` for the sled database and the
+//! message archive.
 //!
 //! A backup is one file holding every tree of the database (whatever trees
-//! later code adds), written while the storage gate is held exclusively, so
+//! later code adds) and the archive's five trees, read from its engine
+//! (fjall or sled: same names and records either way, so a backup restores
+//! on both), written while the storage gate is held exclusively, so
 //! no change is half in it: it is a consistent copy even while the server
 //! runs. Writers wait for the copy (milliseconds for a family server's
 //! data). The file is written to `FILE.tmp`, fsynced and renamed, so a
@@ -18,7 +21,8 @@
 //!
 //! `restore` reads and checks the whole file (magic, structure, checksum)
 //! before touching the database, then, under the exclusive gate, empties
-//! every tree and loads the file's records, and flushes.
+//! every tree and the archive, loads the file's records (the `archive_*`
+//! trees into the archive's engine), and flushes both.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -27,6 +31,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{SledStorage, StorageError};
+use crate::storage::archive::kv::{Batch, Tree, TREES};
 
 const MAGIC: &[u8] = b"ROOKERY-BACKUP 1\n";
 /// Largest key or value accepted from a backup file.
@@ -84,6 +89,7 @@ impl SledStorage {
             let _exclusive = self.gate.write().unwrap_or_else(|e| e.into_inner());
             out.put(MAGIC).map_err(write_err)?;
             let mut names = self.db.tree_names();
+            names.retain(|n| Tree::named(n).is_none());
             names.sort();
             for name in names {
                 let tree = self.db.open_tree(&name).map_err(|e| self.err(e))?;
@@ -91,6 +97,18 @@ impl SledStorage {
                 out.field(&name).map_err(write_err)?;
                 for item in tree.iter() {
                     let (k, v) = item.map_err(|e| self.err(e))?;
+                    out.put(b"R").map_err(write_err)?;
+                    out.field(&k).map_err(write_err)?;
+                    out.field(&v).map_err(write_err)?;
+                    count += 1;
+                }
+            }
+            let kv = self.archive.kv();
+            for t in TREES {
+                out.put(b"T").map_err(write_err)?;
+                out.field(t.name().as_bytes()).map_err(write_err)?;
+                for item in kv.prefix(t, b"") {
+                    let (k, v) = item?;
                     out.put(b"R").map_err(write_err)?;
                     out.field(&k).map_err(write_err)?;
                     out.field(&v).map_err(write_err)?;
@@ -124,12 +142,29 @@ impl SledStorage {
                 names.push(name.clone().into());
             }
         }
+        names.retain(|n| Tree::named(n).is_none());
         for name in names {
             let tree = self.db.open_tree(&name).map_err(|e| self.err(e))?;
             tree.clear().map_err(|e| self.err(e))?;
         }
+        let kv = self.archive.kv();
+        for t in TREES {
+            kv.clear(t)?;
+        }
         let mut count = 0;
         for (name, records) in trees {
+            if let Some(t) = Tree::named(&name) {
+                let mut batch = Batch::default();
+                for (k, v) in records {
+                    batch.insert(t, k, v);
+                    count += 1;
+                    if batch.len() >= 10_000 {
+                        kv.write(std::mem::take(&mut batch))?;
+                    }
+                }
+                kv.write(batch)?;
+                continue;
+            }
             let tree = self.db.open_tree(&name).map_err(|e| self.err(e))?;
             let mut batch = sled::Batch::default();
             for (k, v) in records {
@@ -139,6 +174,7 @@ impl SledStorage {
             tree.apply_batch(batch).map_err(|e| self.err(e))?;
         }
         self.durable()?;
+        kv.persist()?;
         self.archive.reload()?;
         Ok(count)
     }

@@ -10,6 +10,11 @@
 //! | `modules.rs`  | `ModuleStore`    | `module_data`                                           |
 //! | `backup.rs`   | `Maintenance`    | every tree (backup / restore)                           |
 //!
+//! The message archive (`ArchiveAccess`) is `crate::storage::archive`, on
+//! fjall in `DATA_DIR/archive/` or on five trees of this database
+//! (`archive_engine`); [`SledStorage::open_with`] opens it, moves it from
+//! the other engine if it is there, and converts the old layout.
+//!
 //! This file opens the database and the trees and holds the helpers they
 //! share (keys, encoding, durability, the backup gate).
 //!
@@ -67,13 +72,6 @@
 //! to the caller's later flush (group commit) or sled's own 500 ms flush.
 
 mod accounts;
-// The message archive: its own trees (`archive_*`), write path and
-// conversion from the old layout; see archive.rs.
-pub mod archive;
-mod archive_migrate;
-mod archive_read;
-mod archive_record;
-mod archive_writer;
 mod backup;
 #[cfg(test)]
 mod full_disk;
@@ -86,6 +84,10 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::storage::archive::kv::ArchiveKv;
+use crate::storage::archive::kv_fjall::FjallKv;
+use crate::storage::archive::kv_sled::SledKv;
+use crate::storage::archive::{self, EngineKind, Placement};
 use crate::storage::{Maintenance, StorageError};
 
 /// Name of the tree holding accounts.
@@ -141,8 +143,8 @@ pub struct SledStorage {
     /// Writers hold it shared, `backup` and `restore` exclusively, so a
     /// backup is a consistent copy of every tree (see `backup.rs`).
     pub(super) gate: std::sync::Arc<std::sync::RwLock<()>>,
-    /// The message archive (trees `archive_*`, see `archive.rs`).
-    pub(super) archive: std::sync::Arc<archive::SledArchive>,
+    /// The message archive (`crate::storage::archive`).
+    pub(super) archive: std::sync::Arc<archive::Archive>,
     /// Whether the "disk full" advice was logged (once per run).
     full_reported: std::sync::atomic::AtomicBool,
 }
@@ -176,7 +178,7 @@ fn is_full_error(e: &std::io::Error) -> bool {
 }
 
 /// Translate a sled error into ours; `dir` names the database in messages.
-fn map_sled_error(dir: &Path, e: sled::Error) -> StorageError {
+pub(crate) fn map_sled_error(dir: &Path, e: sled::Error) -> StorageError {
     match e {
         sled::Error::Io(io) if is_lock_error(&io) => {
             StorageError::Locked(dir.display().to_string())
@@ -255,7 +257,7 @@ pub(super) fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, StorageError> 
 }
 
 /// Create `dir` (and missing parents) owner-only, if it does not exist.
-fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
@@ -268,11 +270,22 @@ fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
 }
 
 impl SledStorage {
-    /// Open (creating if needed, owner-only 0700) the database in `dir`.
+    /// Open (creating if needed, owner-only 0700) the database in `dir`,
+    /// with the message archive in its own trees (`archive_engine: sled`;
+    /// no other place is looked at: tests and tools).
     ///
     /// Returns [`StorageError::Locked`] if another process (or another open
     /// handle in this process) holds the database.
+    #[cfg(test)]
     pub fn open(dir: &Path) -> Result<SledStorage, StorageError> {
+        SledStorage::open_with(dir, None)
+    }
+
+    /// Open the database in `dir` with the message archive where `place`
+    /// says (the server: `DATA_DIR/db` and `Placement::in_data_dir`). An
+    /// archive found in the other engine is moved into the configured one
+    /// (`archive/migrate.rs`), then the old layout is converted.
+    pub fn open_with(dir: &Path, place: Option<&Placement>) -> Result<SledStorage, StorageError> {
         // sled's default page cache is 1 GiB; hot data (credentials at login,
         // rosters at bind) is small, and rosters are cached by the server itself.
         const CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
@@ -284,7 +297,32 @@ impl SledStorage {
             .map_err(|e| map_sled_error(dir, e))?;
         let trees = Trees::open(&db).map_err(|e| map_sled_error(dir, e))?;
         let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
-        let archive = archive::SledArchive::open(&db, dir, gate.clone())?;
+        let kv: Box<dyn ArchiveKv> = match place {
+            None => Box::new(SledKv::open(&db, dir)?),
+            Some(p) if p.engine == EngineKind::Sled => {
+                let kv = SledKv::open(&db, dir)?;
+                if FjallKv::exists_in(&p.fjall_dir) {
+                    let old = FjallKv::open(&p.fjall_dir)?;
+                    archive::migrate::move_engine(&old, &kv)?;
+                }
+                Box::new(kv)
+            }
+            Some(p) => {
+                let kv = FjallKv::open(&p.fjall_dir)?;
+                if SledKv::exists_in(&db) {
+                    let old = SledKv::open(&db, dir)?;
+                    archive::migrate::move_engine(&old, &kv)?;
+                    if archive::kv::is_empty(&old)? {
+                        old.drop_trees()?;
+                    }
+                }
+                Box::new(kv)
+            }
+        };
+        if let Some(p) = place {
+            tracing::debug!("message archive: {} in {}", p.engine.name(), kv.dir().display());
+        }
+        let archive = archive::Archive::open(kv, gate.clone())?;
         // Archives of the old layout (mod_mam's module data), converted once.
         archive.migrate(&trees.module_data)?;
         Ok(SledStorage {

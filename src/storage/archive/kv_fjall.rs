@@ -1,0 +1,215 @@
+//! The archive in fjall (`archive_engine: fjall`, the default): one fjall
+//! keyspace in `DATA_DIR/archive/` with one partition per archive tree
+//! (names in `kv.rs`). fjall is a log-structured merge tree: a write is an
+//! append to its journal and an insert into an in-memory table, flushed to
+//! sorted files in the background; no page of the tree is read or
+//! rewritten on the write path (what sled spends its time on, see
+//! docs/benchmarks.md, "The message archive (issue 13)").
+//!
+//! - A keyspace batch is atomic across partitions (one journal entry):
+//!   [`ArchiveKv::write`] and [`ArchiveKv::write_atomic`] are the same, and
+//!   the writer needs no journal of its own nor a repair at open.
+//! - Batches reach the OS at commit (a `write`), the disk at
+//!   [`ArchiveKv::persist`] (`PersistMode::SyncAll`: write + fsync of the
+//!   journal), which the archive's flusher calls within its bound.
+//! - After a write or fsync failed (a full disk), fjall refuses every later
+//!   write of the run ("poisoned"), like sled; reads go on. Restarting after
+//!   space is freed recovers the journal up to its last complete batch.
+//! - Memory is bounded: see [`CACHE_BYTES`] and [`WRITE_BUFFER_BYTES`].
+//! - Only one process opens it: the caller holds sled's lock on
+//!   `DATA_DIR/db` first (fjall takes no lock of its own).
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+
+use super::kv::{ArchiveKv, Batch, Bytes, Iter, Tree};
+use crate::storage::StorageError;
+
+/// The block cache: recent blocks (the pages clients ask for are mostly the
+/// newest), counters, owners and index blocks. 16 MiB keeps a small
+/// server's working set and bounds a large one's; sled's cache for every
+/// other record is 64 MiB (`sled/mod.rs`).
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// All in-memory tables together (fjall flushes the largest when the sum
+/// passes this): 16 MiB is several seconds of archive writes at 10,000
+/// messages/s, so the files flushed are few and large.
+const WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
+/// One partition's in-memory table: the blocks get most of the budget.
+const MESSAGES_MEMTABLE: u32 = 8 * 1024 * 1024;
+const OTHER_MEMTABLE: u32 = 2 * 1024 * 1024;
+/// Journals kept before fjall forces a flush (disk, not memory; fjall's
+/// least is 24 MiB).
+const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
+/// Records removed per batch by [`ArchiveKv::clear`].
+const CLEAR_CHUNK: usize = 10_000;
+
+pub struct FjallKv {
+    ks: Keyspace,
+    parts: [PartitionHandle; 5],
+    dir: PathBuf,
+}
+
+/// Whether an I/O error means the disk or quota is full.
+fn full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+}
+
+fn err(dir: &Path, e: fjall::Error) -> StorageError {
+    let at = dir.display();
+    match &e {
+        fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) if full(io) => {
+            StorageError::Full(format!("{at}: {io}"))
+        }
+        fjall::Error::Poisoned => StorageError::Io(format!(
+            "{at}: archive: an earlier write failed (disk full?); the archive takes no writes until rookery is restarted"
+        )),
+        fjall::Error::Decode(_) | fjall::Error::JournalRecovery(_) => {
+            StorageError::Corrupt(format!("{at}: archive: {e}"))
+        }
+        _ => StorageError::Io(format!("{at}: archive: {e}")),
+    }
+}
+
+impl FjallKv {
+    /// Open (creating, owner-only) the keyspace in `dir`.
+    pub fn open(dir: &Path) -> Result<FjallKv, StorageError> {
+        crate::storage::sled::create_private_dir(dir)?;
+        let ks = Config::new(dir)
+            .cache_size(CACHE_BYTES)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .flush_workers(1)
+            .compaction_workers(1)
+            .open()
+            .map_err(|e| err(dir, e))?;
+        let open = |t: Tree| {
+            let size = if t == Tree::Messages {
+                MESSAGES_MEMTABLE
+            } else {
+                OTHER_MEMTABLE
+            };
+            ks.open_partition(
+                t.name(),
+                PartitionCreateOptions::default().max_memtable_size(size),
+            )
+            .map_err(|e| err(dir, e))
+        };
+        let parts = [
+            open(Tree::Owners)?,
+            open(Tree::Messages)?,
+            open(Tree::ByPeer)?,
+            open(Tree::ByOrigin)?,
+            open(Tree::Counts)?,
+        ];
+        Ok(FjallKv {
+            ks,
+            parts,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Whether `dir` holds a keyspace (without creating one).
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join("version").exists() || dir.join("journals").exists()
+    }
+
+    fn part(&self, t: Tree) -> &PartitionHandle {
+        &self.parts[t as usize]
+    }
+
+    fn pair(&self, kv: fjall::Result<fjall::KvPair>) -> Result<(Bytes, Bytes), StorageError> {
+        kv.map(|(k, v)| (Bytes::Fjall(k), Bytes::Fjall(v)))
+            .map_err(|e| err(&self.dir, e))
+    }
+
+    fn commit(&self, b: Batch) -> Result<(), StorageError> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        let mut fb = fjall::Batch::with_capacity(self.ks.clone(), b.len());
+        for (t, k, v) in b.ops {
+            match v {
+                Some(v) => fb.insert(self.part(t), k, v),
+                None => fb.remove(self.part(t), k),
+            }
+        }
+        fb.commit().map_err(|e| err(&self.dir, e))
+    }
+}
+
+impl ArchiveKv for FjallKv {
+    fn engine(&self) -> &'static str {
+        "fjall"
+    }
+
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn get(&self, t: Tree, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        self.part(t)
+            .get(key)
+            .map(|v| v.map(Bytes::Fjall))
+            .map_err(|e| err(&self.dir, e))
+    }
+
+    fn range<'a>(&'a self, t: Tree, lo: Bound<&[u8]>, hi: Bound<&[u8]>, reverse: bool) -> Iter<'a> {
+        let r = self.part(t).range::<&[u8], _>((lo, hi));
+        if reverse {
+            Box::new(r.rev().map(move |kv| self.pair(kv)))
+        } else {
+            Box::new(r.map(move |kv| self.pair(kv)))
+        }
+    }
+
+    fn prefix<'a>(&'a self, t: Tree, prefix: &[u8]) -> Iter<'a> {
+        Box::new(self.part(t).prefix(prefix).map(move |kv| self.pair(kv)))
+    }
+
+    fn atomic_batches(&self) -> bool {
+        true
+    }
+
+    fn write(&self, b: Batch) -> Result<(), StorageError> {
+        self.commit(b)
+    }
+
+    fn write_atomic(&self, b: Batch) -> Result<(), StorageError> {
+        self.commit(b)
+    }
+
+    fn persist(&self) -> Result<(), StorageError> {
+        self.ks
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| err(&self.dir, e))
+    }
+
+    fn clear(&self, t: Tree) -> Result<(), StorageError> {
+        loop {
+            let mut b = Batch::default();
+            for k in self.part(t).keys().take(CLEAR_CHUNK) {
+                b.remove(t, k.map_err(|e| err(&self.dir, e))?.to_vec());
+            }
+            if b.is_empty() {
+                return Ok(());
+            }
+            self.commit(b)?;
+        }
+    }
+}
+
+impl Drop for FjallKv {
+    fn drop(&mut self) {
+        // What the flusher did not persist yet (a graceful stop persists
+        // before; this covers a dropped handle in tests and tools).
+        if let Err(e) = self.ks.persist(PersistMode::SyncAll) {
+            tracing::error!("archive: persisting at close: {e}");
+        }
+    }
+}
