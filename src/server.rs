@@ -318,6 +318,10 @@ impl Server {
                 format!("{:?}", old.config.listen) != format!("{:?}", new.listen),
             ),
             ("data_dir", old.config.data_dir != new.data_dir),
+            (
+                "archive_engine",
+                old.config.archive_engine != new.archive_engine,
+            ),
             ("ctl_socket", old.config.ctl_socket != new.ctl_socket),
             ("loglevel", old.config.loglevel != new.loglevel),
         ];
@@ -336,6 +340,7 @@ impl Server {
         let mut config = (*live.config).clone();
         config.listen = old.config.listen.clone();
         config.data_dir = old.config.data_dir.clone();
+        config.archive_engine = old.config.archive_engine;
         config.ctl_socket = old.config.ctl_socket.clone();
         config.loglevel = old.config.loglevel;
         let live = Live {

@@ -49,6 +49,7 @@ mod mod_client_state;
 mod mod_disco_features;
 mod mod_http_upload;
 mod mod_mam;
+mod mod_mam_engines;
 mod mod_mam_large;
 mod mod_mam_storage;
 mod mod_muc;

@@ -55,14 +55,11 @@ async fn server_with_archive(n: usize) -> Server {
             batch.insert(key(&format!("m:{}", id_of(i))), value.as_bytes());
             batch.insert(key(&format!("w:bob@localhost\0{}", id_of(i))), &b""[..]);
         }
-        // As in a data directory of a server from before the conversion.
-        db.open_tree("archive_owners")
-            .unwrap()
-            .remove("m:migrated")
-            .unwrap();
         tree.apply_batch(batch).unwrap();
         db.flush().unwrap();
     }
+    // As in a data directory of a server from before the conversion.
+    common::archive_files::ArchiveFiles::open(&server.dir().join("data")).forget_conversion();
     server.restart();
     server
 }

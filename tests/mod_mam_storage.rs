@@ -191,13 +191,10 @@ async fn archives_of_the_old_layout_are_converted_at_start() {
             &b"<prefs xmlns='urn:xmpp:mam:2' default='always'><always/><never/></prefs>"[..],
         );
         tree.apply_batch(batch).unwrap();
-        // A data directory from before the conversion has no marker.
-        db.open_tree("archive_owners")
-            .unwrap()
-            .remove("m:migrated")
-            .unwrap();
         db.flush().unwrap();
     }
+    // A data directory from before the conversion has no marker.
+    common::archive_files::ArchiveFiles::open(&server.dir().join("data")).forget_conversion();
     server.restart();
     let mut a = im::login(&server, ALICE, "a").await;
     let (b, count, ids) = archive(&mut a, "").await;

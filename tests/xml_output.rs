@@ -66,24 +66,26 @@ fn poison_stored(server: &Server, markers: &[&str]) -> usize {
             }
         }
     }
-    // The message archive: binary blocks, the stanza text inside records.
-    let tree = db.open_tree("archive_messages").unwrap();
+    db.flush().unwrap();
+    drop(db);
+    // The message archive (fjall by default): binary blocks, the stanza
+    // text inside records.
+    let files = common::archive_files::ArchiveFiles::open(&server.dir().join("data"));
     let marker = b"MARK-offline";
     assert_eq!(marker.len(), POISON_12.len());
-    for row in tree.iter() {
-        let (k, v) = row.unwrap();
-        let mut v = v.to_vec();
+    for (k, v) in files.pairs("archive_messages") {
+        let mut v = v;
         let mut hit = false;
         while let Some(at) = v.windows(marker.len()).position(|w| w == marker) {
             v[at..at + marker.len()].copy_from_slice(POISON_12);
             hit = true;
         }
         if hit {
-            tree.insert(k, v).unwrap();
+            files.insert("archive_messages", &k, &v);
             changed += 1;
         }
     }
-    db.flush().unwrap();
+    files.flush();
     changed
 }
 

@@ -9,7 +9,9 @@
 #            default: always, as src/config/default.yml)
 # then a rate-limited run (RATE msgs/s offered, p99) with the default modules.
 # Prints one JSON line per run to OUTDIR/results.jsonl, tagged with the
-# configuration, and the data directory's size per archived message.
+# configuration, and the data directory's size (the database in data/db
+# and the archive in data/archive, where archive_engine is fjall) per
+# message delivered in the default configuration's runs.
 #
 # Usage: benches/loadgen/archive.sh [OUTDIR]   (release builds of rookery and loadgen)
 # Environment: ROOKERY, LOADGEN, ROUNDS (3), SECS (10), RATE (10000).
@@ -98,16 +100,22 @@ done
 start default
 lg default-rate chat --pairs 100 --window 5 --rate "$RATE" --duration "$SECS"
 stop_server
-du -sb "$OUT/default/data/db" >"$OUT/du.txt"
+# The database and the archive (fjall's directory is absent with sled).
+du -scb "$OUT/default/data/db" "$OUT/default/data/archive" 2>/dev/null | tail -1 | cut -f1 >"$OUT/du.txt"
 echo "results: $OUT/results.jsonl"
 python3 - "$OUT/results.jsonl" "$OUT/du.txt" <<'PY'
 import json, sys
+delivered = 0
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if r.get("scenario", "chat") != "chat" or "msgs_per_cpu_s" not in r:
         continue
+    if r["config"].startswith("default"):
+        delivered += r["received"]
     print(f"{r['config']:13} msgs/CPU-s {r['msgs_per_cpu_s']:>9}  delivered/s {r['delivered_per_s']:>9}  "
           f"p50 {r['latency_p50_ms']} ms  p99 {r['latency_p99_ms']} ms  lost {r['lost']}  "
           f"out of order {r['out_of_order']}  duplicates {r['duplicates']}  received {r['received']}")
-print(open(sys.argv[2]).read().strip(), "bytes in the default configuration's database")
+size = int(open(sys.argv[2]).read().strip() or 0)
+print(size, "bytes in the default configuration's data directory (db + archive);",
+      f"{size / max(delivered, 1):.0f} bytes per message delivered ({delivered}, each archived at both ends)")
 PY

@@ -1046,3 +1046,20 @@ fn every_module_option_is_documented_with_its_default() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn archive_engine_defaults_to_fjall_and_refuses_others_with_position() {
+    use crate::storage::ArchiveKind;
+    assert_eq!(load("hosts: [a.org]\n").unwrap().archive_engine, ArchiveKind::Fjall);
+    let c = load("hosts: [a.org]\narchive_engine: sled\n").unwrap();
+    assert_eq!(c.archive_engine, ArchiveKind::Sled);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let e = load("hosts: [a.org]\narchive_engine: rocksdb\n").unwrap_err();
+    assert_eq!(e.line, 2);
+    assert!(
+        e.to_string()
+            .contains("archive_engine: expected `fjall` or `sled`, found"),
+        "{e}"
+    );
+    assert!(load("hosts: [a.org]\narchive_engine: [fjall]\n").is_err());
+}

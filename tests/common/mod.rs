@@ -10,6 +10,7 @@
 //! `unused_imports` allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod archive_files;
 pub mod client;
 pub mod component;
 pub mod dns;

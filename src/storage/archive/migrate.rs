@@ -466,3 +466,73 @@ mod tests {
         assert!(r[0].id() > 750);
     }
 }
+
+#[cfg(test)]
+mod move_tests {
+    use super::*;
+    use crate::storage::archive::kv_fjall::FjallKv;
+    use crate::storage::archive::kv_sled::SledKv;
+
+    fn fill(kv: &dyn ArchiveKv, n: usize) {
+        let mut w = kv::Batch::default();
+        for i in 0..n {
+            let t = TREES[i % TREES.len()];
+            w.insert(t, format!("k{i:05}").into_bytes(), format!("v{i}").into_bytes());
+        }
+        kv.write(w).unwrap();
+    }
+
+    fn dump(kv: &dyn ArchiveKv) -> Vec<(Tree, Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for t in TREES {
+            for item in kv.prefix(t, b"") {
+                let (k, v) = item.unwrap();
+                out.push((t, k.to_vec(), v.to_vec()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_move_copies_everything_resumes_and_refuses_two_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .unwrap();
+        let sled_kv = SledKv::open(&db, dir.path()).unwrap();
+        let fjall_kv = FjallKv::open(&dir.path().join("archive")).unwrap();
+        fill(&sled_kv, 25_000);
+        let want = dump(&sled_kv);
+        // Killed during an earlier move: part copied, the marker left.
+        let mut w = kv::Batch::default();
+        w.insert(Tree::Owners, COPYING_KEY, &[][..]);
+        for (t, k, v) in want.iter().take(100) {
+            w.insert(*t, k.clone(), v.clone());
+        }
+        fjall_kv.write(w).unwrap();
+        assert_eq!(move_engine(&sled_kv, &fjall_kv).unwrap(), 25_000);
+        assert_eq!(dump(&fjall_kv), want, "copied as is, the marker gone");
+        assert!(kv::is_empty(&sled_kv).unwrap(), "the source is emptied");
+        // Nothing left to move: nothing happens.
+        assert_eq!(move_engine(&sled_kv, &fjall_kv).unwrap(), 0);
+        // Killed after the source was emptied, before the marker went.
+        let mut w = kv::Batch::default();
+        w.insert(Tree::Owners, COPYING_KEY, &[][..]);
+        fjall_kv.write(w).unwrap();
+        assert_eq!(move_engine(&sled_kv, &fjall_kv).unwrap(), 0);
+        assert_eq!(dump(&fjall_kv), want);
+        // Both holding archives of their own: refused, nothing changed.
+        fill(&sled_kv, 10);
+        let e = move_engine(&sled_kv, &fjall_kv).unwrap_err().to_string();
+        assert!(e.contains("both") && e.contains("hold message archives"), "{e}");
+        assert_eq!(dump(&fjall_kv), want);
+        // And back: fjall to an empty sled.
+        for t in TREES {
+            sled_kv.clear(t).unwrap();
+        }
+        assert_eq!(move_engine(&fjall_kv, &sled_kv).unwrap(), 25_000);
+        assert_eq!(dump(&sled_kv), want);
+        assert!(kv::is_empty(&fjall_kv).unwrap());
+    }
+}
