@@ -95,9 +95,8 @@ fn sled_has_archive_trees(data: &std::path::Path) -> bool {
 #[tokio::test]
 async fn an_archive_in_sled_moves_to_fjall_at_start_and_back() {
     // As every release before fjall: the archive in sled's trees.
-    let mut server = Server::start_with_yaml_edit(Config::default(), |y| {
-        format!("archive_engine: sled\n{y}")
-    });
+    let mut server =
+        Server::start_with_yaml_edit(Config::default(), |y| format!("archive_engine: sled\n{y}"));
     server.register("alice", "localhost", "secret");
     server.register("bob", "localhost", "hunter2");
     let data = server.dir().join("data");
@@ -114,7 +113,9 @@ async fn an_archive_in_sled_moves_to_fjall_at_start_and_back() {
     {
         let files = ArchiveFiles::open(&data);
         assert_eq!(files.engine(), "sled");
-        let arch = files.archive_of("alice@localhost").expect("alice's archive");
+        let arch = files
+            .archive_of("alice@localhost")
+            .expect("alice's archive");
         assert!(!files.keys("archive_messages", &arch).is_empty());
     }
 

@@ -19,9 +19,10 @@
 //! account; no query, login or delivery fails because of them.
 //!
 //! The archive (XEP-0313) half of these tests is
-//! `full_disk_archive_*` / `corrupt_archive_*` below, `#[ignore]`d until the
-//! new archive (branch `archive`) is merged: its store and key layout are
-//! that branch's.
+//! `full_disk_archive_*` / `corrupt_archive_*` below: the corrupt block is
+//! written through the archive's engine (fjall by default; layout in
+//! src/storage/archive/mod.rs); `full_disk_archive_*` is `#[ignore]`d
+//! until the server side of its error path is in.
 
 use crate::common;
 
@@ -600,7 +601,9 @@ async fn corrupt_archive_entry_is_skipped_with_a_log_line_naming_the_account() {
     // checks pass and the record decoder meets the damage.
     {
         let files = common::archive_files::ArchiveFiles::open(&server.dir().join("data"));
-        let archive = files.archive_of("alice@localhost").expect("alice's archive id");
+        let archive = files
+            .archive_of("alice@localhost")
+            .expect("alice's archive id");
         let blocks = files.keys("archive_messages", &archive);
         assert_eq!(blocks.len(), 3, "one block per batch");
         files.insert("archive_messages", &blocks[1], b"\xff\xff\xff\x07garbage");

@@ -182,17 +182,15 @@ pub fn dispatch(
     match ask_server(socket_path, command, args) {
         Ok(out) => out,
         Err(Ask::Failed(why)) => CtlOutput::failed(why),
-        Err(Ask::NotRunning) => {
-            run_offline(
-                spec,
-                socket_path,
-                data_dir,
-                archive_engine,
-                hosts,
-                scram_iterations,
-                args,
-            )
-        }
+        Err(Ask::NotRunning) => run_offline(
+            spec,
+            socket_path,
+            data_dir,
+            archive_engine,
+            hosts,
+            scram_iterations,
+            args,
+        ),
     }
 }
 
@@ -302,7 +300,15 @@ mod tests {
     }
 
     fn offline(sock: &Path, db: &Path, command: &str, args: &[&str]) -> CtlOutput {
-        dispatch(sock, db, ArchiveKind::DEFAULT, &hosts(), 4096, command, &a(args))
+        dispatch(
+            sock,
+            db,
+            ArchiveKind::DEFAULT,
+            &hosts(),
+            4096,
+            command,
+            &a(args),
+        )
     }
 
     #[test]
@@ -366,7 +372,18 @@ mod tests {
         assert_eq!(offline(&sock, &db, "help", &[]).code, EXIT_OK);
         assert_eq!(offline(&sock, &db, "help", &["stop"]).code, EXIT_OK);
         assert!(!db.exists());
-        assert_eq!(run(&sock, &db, ArchiveKind::DEFAULT, &hosts(), 4096, "nope", &[]), EXIT_USAGE);
+        assert_eq!(
+            run(
+                &sock,
+                &db,
+                ArchiveKind::DEFAULT,
+                &hosts(),
+                4096,
+                "nope",
+                &[]
+            ),
+            EXIT_USAGE
+        );
     }
 
     #[test]
@@ -440,7 +457,9 @@ mod tests {
 
         let (s, d) = (sock.clone(), db.clone());
         let outs = tokio::task::spawn_blocking(move || {
-            let call = |c: &str, args: &[&str]| dispatch(&s, &d, ArchiveKind::DEFAULT, &hosts(), 4096, c, &a(args));
+            let call = |c: &str, args: &[&str]| {
+                dispatch(&s, &d, ArchiveKind::DEFAULT, &hosts(), 4096, c, &a(args))
+            };
             vec![
                 call("register", &["Alice", "localhost", "pw"]),
                 call("register", &["alice", "localhost", "pw"]),
@@ -480,10 +499,11 @@ mod tests {
         drop(storage);
         // Once the server is gone (and the database released), ctl works offline.
         let (s, d) = (sock.clone(), db.clone());
-        let out =
-            tokio::task::spawn_blocking(move || dispatch(&s, &d, ArchiveKind::DEFAULT, &hosts(), 4096, "status", &[]))
-                .await
-                .unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            dispatch(&s, &d, ArchiveKind::DEFAULT, &hosts(), 4096, "status", &[])
+        })
+        .await
+        .unwrap();
         assert_eq!(out, CtlOutput::not_running(NOT_RUNNING));
     }
 }

@@ -52,9 +52,7 @@ impl SledKv {
     /// moved to another engine).
     pub fn drop_trees(self) -> Result<(), StorageError> {
         for t in TREES {
-            self.db
-                .drop_tree(t.name())
-                .map_err(|e| err(&self.dir, e))?;
+            self.db.drop_tree(t.name()).map_err(|e| err(&self.dir, e))?;
         }
         self.db.flush().map_err(|e| err(&self.dir, e))?;
         Ok(())
@@ -72,7 +70,10 @@ fn err(dir: &Path, e: sled::Error) -> StorageError {
     }
 }
 
-fn pair(dir: &Path, kv: sled::Result<(sled::IVec, sled::IVec)>) -> Result<(Bytes, Bytes), StorageError> {
+fn pair(
+    dir: &Path,
+    kv: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(Bytes, Bytes), StorageError> {
     kv.map(|(k, v)| (Bytes::Sled(k), Bytes::Sled(v)))
         .map_err(|e| err(dir, e))
 }
@@ -105,7 +106,11 @@ impl ArchiveKv for SledKv {
 
     fn prefix<'a>(&'a self, t: Tree, prefix: &[u8]) -> Iter<'a> {
         let dir = self.dir.as_path();
-        Box::new(self.tree(t).scan_prefix(prefix).map(move |kv| pair(dir, kv)))
+        Box::new(
+            self.tree(t)
+                .scan_prefix(prefix)
+                .map(move |kv| pair(dir, kv)),
+        )
     }
 
     fn atomic_batches(&self) -> bool {

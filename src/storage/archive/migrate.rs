@@ -372,7 +372,10 @@ mod tests {
 
     #[test]
     fn conversion_is_complete_resumable_and_runs_once() {
-        for engine in [super::super::EngineKind::Fjall, super::super::EngineKind::Sled] {
+        for engine in [
+            super::super::EngineKind::Fjall,
+            super::super::EngineKind::Sled,
+        ] {
             conversion_is_complete_resumable_and_runs_once_on(engine);
         }
     }
@@ -477,7 +480,11 @@ mod move_tests {
         let mut w = kv::Batch::default();
         for i in 0..n {
             let t = TREES[i % TREES.len()];
-            w.insert(t, format!("k{i:05}").into_bytes(), format!("v{i}").into_bytes());
+            w.insert(
+                t,
+                format!("k{i:05}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            );
         }
         kv.write(w).unwrap();
     }
@@ -525,7 +532,10 @@ mod move_tests {
         // Both holding archives of their own: refused, nothing changed.
         fill(&sled_kv, 10);
         let e = move_engine(&sled_kv, &fjall_kv).unwrap_err().to_string();
-        assert!(e.contains("both") && e.contains("hold message archives"), "{e}");
+        assert!(
+            e.contains("both") && e.contains("hold message archives"),
+            "{e}"
+        );
         assert_eq!(dump(&fjall_kv), want);
         // And back: fjall to an empty sled.
         for t in TREES {

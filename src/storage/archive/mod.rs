@@ -377,7 +377,10 @@ impl ArchiveStore for Archive {
         };
         let v = inner
             .kv
-            .get(Tree::ByOrigin, &rec::origin_key(a, peer.as_str(), origin_id))
+            .get(
+                Tree::ByOrigin,
+                &rec::origin_key(a, peer.as_str(), origin_id),
+            )
             .map_err(|e| inner.store_err(e))?;
         Ok(v.and_then(|v| rec::u64_of(&v)))
     }
@@ -798,7 +801,11 @@ mod tests {
         let mut w = kv::Batch::default();
         w.insert(Tree::Owners, writer::JOURNAL_KEY, journal);
         for (ar, base, block) in &b.blocks {
-            w.insert(Tree::Messages, rec::message_key(*ar, *base), block.as_slice());
+            w.insert(
+                Tree::Messages,
+                rec::message_key(*ar, *base),
+                block.as_slice(),
+            );
         }
         a.inner.kv.write(w).unwrap();
         drop(a);

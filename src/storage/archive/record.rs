@@ -1,5 +1,5 @@
-//! Keys and the compact record of the message archive in sled (see
-//! `archive.rs` for the trees). Pure functions, no I/O.
+//! Keys and the compact record of the message archive, the same on every
+//! engine (see `mod.rs` for the trees). Pure functions, no I/O.
 //!
 //! An archive is named by a 4-byte big-endian number (its "archive id",
 //! given out once per owner); message ids are 8-byte big-endian numbers

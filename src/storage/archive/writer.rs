@@ -513,7 +513,7 @@ fn applier(inner: &Inner) {
     }
 }
 
-/// A batch's blocks and peer index entries (see `archive_record.rs`).
+/// A batch's blocks and peer index entries (see `record.rs`).
 pub(super) struct Blocks {
     pub blocks: Vec<(u32, u64, Vec<u8>)>,
     pub peers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -729,7 +729,11 @@ pub(super) fn repair(kv: &dyn ArchiveKv) -> Result<u64, StorageError> {
     let mut deltas: HashMap<Vec<u8>, u64> = HashMap::new();
     for (a, id, peer, origin, _) in &msgs {
         if let Some(o) = origin {
-            w.insert(Tree::ByOrigin, rec::origin_key(*a, peer, o), id.to_be_bytes());
+            w.insert(
+                Tree::ByOrigin,
+                rec::origin_key(*a, peer, o),
+                id.to_be_bytes(),
+            );
         }
         *deltas.entry(rec::archive_prefix(*a).to_vec()).or_default() += 1;
         *deltas.entry(rec::peer_count_key(*a, peer)).or_default() += 1;

@@ -320,7 +320,11 @@ impl SledStorage {
             }
         };
         if let Some(p) = place {
-            tracing::debug!("message archive: {} in {}", p.engine.name(), kv.dir().display());
+            tracing::debug!(
+                "message archive: {} in {}",
+                p.engine.name(),
+                kv.dir().display()
+            );
         }
         let archive = archive::Archive::open(kv, gate.clone())?;
         // Archives of the old layout (mod_mam's module data), converted once.
