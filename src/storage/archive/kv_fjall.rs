@@ -42,6 +42,9 @@ const OTHER_MEMTABLE: u32 = 2 * 1024 * 1024;
 /// Journals kept before fjall forces a flush (disk, not memory; fjall's
 /// least is 24 MiB).
 const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
+/// Files fjall keeps open (a cache: it reopens beyond). Its default, 900,
+/// would compete with client connections for the process's descriptors.
+const OPEN_FILES: usize = 256;
 /// Records removed per batch by [`ArchiveKv::clear`].
 const CLEAR_CHUNK: usize = 10_000;
 
@@ -86,6 +89,7 @@ impl FjallKv {
             .max_journaling_size(JOURNAL_BYTES)
             .flush_workers(1)
             .compaction_workers(1)
+            .max_open_files(OPEN_FILES)
             .open()
             .map_err(|e| err(dir, e))?;
         let open = |t: Tree| {

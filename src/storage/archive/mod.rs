@@ -824,6 +824,79 @@ mod tests {
         assert!(r[0].id() > ids[1]);
     }
 
+    /// fjall on a full disk (a real tmpfs; root only, else SKIPPED): the
+    /// durability wait of appends that cannot reach the disk fails (no
+    /// panic, no hang) and appends are refused for a while; what was
+    /// durable before reads back after space is freed and the archive is
+    /// reopened, and writes work again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fjall_on_a_full_disk_fails_tickets_and_loses_nothing() {
+        use crate::storage::sled::full_disk::Tmpfs;
+        let Some(fs) = Tmpfs::mount(
+            "48m",
+            "fjall_on_a_full_disk_fails_tickets_and_loses_nothing",
+        ) else {
+            return;
+        };
+        let alice = jid("alice@x");
+        let big = |i: usize| {
+            msg(
+                "alice@x",
+                "bob@x",
+                None,
+                &format!("m{i} {}", "x".repeat(1000)),
+            )
+        };
+        let wait = std::time::Duration::from_secs(20);
+        let a = open_on(EngineKind::Fjall, fs.path());
+        const BEFORE: usize = 40;
+        for i in 0..BEFORE {
+            a.append(vec![big(i)]).unwrap();
+        }
+        let t = a.ticket();
+        a.durable(t).await.unwrap();
+        let filler = fs.fill();
+        let mut failed = None;
+        for i in BEFORE..20_000 {
+            match a.append((0..20).map(|j| big(i * 20 + j)).collect()) {
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+                Ok(_) => {
+                    let t = a.ticket();
+                    let r = tokio::time::timeout(wait, a.durable(t))
+                        .await
+                        .expect("a durability wait on a full disk hangs");
+                    if let Err(e) = r {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        let why = failed.expect("writes to a full disk must fail");
+        assert!(!why.is_empty());
+        // Reads go on.
+        assert!(a.count(&alice).unwrap() >= BEFORE as u64);
+        drop(a);
+        std::fs::remove_file(filler).unwrap();
+        let a = open_on(EngineKind::Fjall, fs.path());
+        let all = page(&a, "alice@x", None, false, BEFORE);
+        assert_eq!(all.len(), BEFORE);
+        for (i, m) in all.iter().enumerate() {
+            assert!(m.contains(&format!(">m{i} ")), "{i}: {m}");
+        }
+        let r = a.append(vec![big(99_999)]).unwrap();
+        let t = a.ticket();
+        a.durable(t).await.unwrap();
+        assert_eq!(
+            a.get(&alice, r[0].id()).unwrap().map(|m| m.id),
+            Some(r[0].id())
+        );
+        drop(a);
+    }
+
     /// Query times and bytes on disk of a large archive, at the store (no
     /// XMPP), per engine: `ARCHIVE_BENCH_N=1000000 cargo test --release
     /// --bin rookery archive_query_times -- --ignored --nocapture`

@@ -74,7 +74,7 @@
 mod accounts;
 mod backup;
 #[cfg(test)]
-mod full_disk;
+pub(crate) mod full_disk;
 mod modules;
 mod offline;
 mod roster;
