@@ -5,6 +5,7 @@
 
 use jid::{BareJid, FullJid, Jid};
 use xep_support::element::Element;
+use xep_support::jids::{self, Bare};
 use xep_support::module::IqRequest;
 use xep_support::ns;
 use xep_support::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaError};
@@ -50,7 +51,7 @@ async fn run_filters(
     let Some(from) = from else {
         return Some(stanza);
     };
-    let (from_bare, to_bare) = (from.to_bare(), to.to_bare());
+    let (from_bare, to_bare) = (from.bare(), to.bare());
     if from_bare == to_bare {
         return Some(stanza);
     }
@@ -90,9 +91,9 @@ async fn run_filters(
 async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
     let to = match stanza.attr("to") {
         None => None,
-        Some(t) => match Jid::new(t) {
-            Ok(j) => Some(j),
-            Err(_) => {
+        Some(t) => match jids::parse(t) {
+            Some(j) => Some(j),
+            None => {
                 bounce(
                     server,
                     &stanza,
@@ -103,12 +104,12 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
             }
         },
     };
-    let from = stanza.attr("from").and_then(|f| Jid::new(f).ok());
+    let from = stanza.attr("from").and_then(jids::parse);
     let to = match to {
         Some(t) => t,
         // No `to`: the stanza is for the sender's own account (RFC 6120 §10.3).
         None => match &from {
-            Some(f) => Jid::from(f.to_bare()),
+            Some(f) => Jid::from(f.bare()),
             None => return,
         },
     };
@@ -178,7 +179,7 @@ fn answer_server_iq(server: &Server, stanza: &Element, to: &Jid, is_set: bool) -
     let Some(payload) = stanza.first_child() else {
         return iq_error(stanza, &StanzaError::bad_request());
     };
-    let Some(from) = stanza.attr("from").and_then(|f| FullJid::new(f).ok()) else {
+    let Some(from) = stanza.attr("from").and_then(jids::parse_full) else {
         // A remote server itself (a bare domain) may ping us (XEP-0199 §4.3).
         if payload.is("ping", ns::PING) {
             return iq_result(stanza, None);
@@ -217,7 +218,7 @@ fn answer_account_iq(
 ) -> (Element, Vec<Element>) {
     let (Some(payload), Some(from)) = (
         stanza.first_child(),
-        stanza.attr("from").and_then(|f| FullJid::new(f).ok()),
+        stanza.attr("from").and_then(jids::parse_full),
     ) else {
         return (iq_error(stanza, &StanzaError::bad_request()), Vec::new());
     };
@@ -242,7 +243,7 @@ fn answer_account_iq(
 
 async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
     let kind = stanza.attr("type").unwrap_or("normal").to_string();
-    let bare = to.to_bare();
+    let bare = to.bare();
     for m in &server.live().modules {
         m.filter_message_to_account(server, &bare, &mut stanza);
     }
@@ -255,16 +256,16 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
                 }
                 return;
             }
-            let backup = stanza.clone();
-            match server.router.deliver(&session, stanza).await {
-                Delivery::Delivered => {
+            match server.router.deliver_or_return(&session, stanza).await {
+                (Delivery::Delivered, _) => {
                     route_all(server, extra).await;
                     return;
                 }
                 // The session ended meanwhile (its leftovers go to the
                 // account): this message follows them, as if the resource
                 // had not been there (below).
-                Delivery::Gone | Delivery::Stuck => stanza = backup,
+                (_, Some(back)) => stanza = back,
+                (_, None) => return,
             }
         }
         // RFC 6121 §8.5.3.2.1: no such resource. Only chat is handled as if sent
@@ -333,7 +334,7 @@ async fn route_all(server: &Server, stanzas: Vec<Element>) {
 }
 
 async fn presence_to_user(server: &Server, stanza: Element, to: &Jid) {
-    let bare = to.to_bare();
+    let bare = to.bare();
     let online = !server.router.sessions_of(&bare).is_empty();
     let kind = stanza.attr("type");
     if !online && matches!(kind, None | Some("unavailable") | Some("error")) {
@@ -365,8 +366,8 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
             }
             let from_self = stanza
                 .attr("from")
-                .and_then(|f| Jid::new(f).ok())
-                .map(|f| f.to_bare() == bare)
+                .and_then(jids::parse)
+                .map(|f| f.bare() == bare)
                 .unwrap_or(false);
             let ns = stanza
                 .first_child()
@@ -436,13 +437,13 @@ async fn deliver_or_bounce(
 async fn send_back(server: &Server, stanza: Element) {
     if stanza
         .attr("to")
-        .and_then(|t| Jid::new(t).ok())
+        .and_then(jids::parse)
         .is_some_and(|t| !server.serves(t.domain().as_str()))
     {
         route(server, stanza).await;
         return;
     }
-    let Some(to) = stanza.attr("to").and_then(|t| FullJid::new(t).ok()) else {
+    let Some(to) = stanza.attr("to").and_then(jids::parse_full) else {
         return;
     };
     if let Some(session) = server.router.session(&to) {

@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use xep_support::jids::Bare;
 
 use jid::{BareJid, FullJid};
 use tokio::sync::{oneshot, Notify};
@@ -191,7 +192,7 @@ impl Router {
         handle: Arc<SessionHandle>,
         max: Option<usize>,
     ) -> Result<Option<Arc<SessionHandle>>, BindRefused> {
-        let bare = handle.jid.to_bare();
+        let bare = handle.jid.bare();
         let mut table = self.sessions.write().unwrap_or_else(|e| e.into_inner());
         let list = table.entry(bare).or_default();
         let old_pos = list.iter().position(|s| s.jid == handle.jid);
@@ -212,7 +213,7 @@ impl Router {
     /// Remove a session (only if it is still the one registered under its
     /// JID). It stays *ending* until [`Router::release`].
     pub fn unbind(&self, handle: &SessionHandle) {
-        let bare = handle.jid.to_bare();
+        let bare = handle.jid.bare();
         let mut table = self.sessions.write().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = table.get_mut(&bare) {
             let before = list.len();
@@ -233,7 +234,7 @@ impl Router {
             return;
         }
         let mut ending = self.ending.lock().unwrap_or_else(|e| e.into_inner());
-        *ending.entry(handle.jid.to_bare()).or_default() += 1;
+        *ending.entry(handle.jid.bare()).or_default() += 1;
         self.ending_total.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -245,7 +246,7 @@ impl Router {
         }
         {
             let mut ending = self.ending.lock().unwrap_or_else(|e| e.into_inner());
-            let bare = handle.jid.to_bare();
+            let bare = handle.jid.bare();
             if let Some(n) = ending.get_mut(&bare) {
                 *n -= 1;
                 if *n == 0 {
@@ -302,7 +303,7 @@ impl Router {
     pub fn session(&self, full: &FullJid) -> Option<Arc<SessionHandle>> {
         let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
         table
-            .get(&full.to_bare())
+            .get(&full.bare())
             .and_then(|l| l.iter().find(|s| s.jid == *full).cloned())
     }
 
@@ -343,17 +344,31 @@ impl Router {
 
     /// Offer a stanza to one session, waiting for room as the policy says.
     pub async fn deliver(&self, session: &SessionHandle, stanza: Element) -> Delivery {
+        self.deliver_or_return(session, stanza).await.0
+    }
+
+    /// [`Router::deliver`], giving the stanza back when it was not
+    /// delivered (so a caller that reroutes it needs no copy beforehand).
+    pub async fn deliver_or_return(
+        &self,
+        session: &SessionHandle,
+        stanza: Element,
+    ) -> (Delivery, Option<Element>) {
+        let back = |o: Outgoing| match o {
+            Outgoing::Stanza(s) => Some(*s),
+            _ => None,
+        };
         match session.tx.try_send(Outgoing::Stanza(Box::new(stanza))) {
-            Ok(()) => Delivery::Delivered,
-            Err(queue::TrySendError::Closed(_)) => Delivery::Gone,
-            Err(queue::TrySendError::Full(_)) if session.detached.load(Ordering::Relaxed) => {
+            Ok(()) => (Delivery::Delivered, None),
+            Err(queue::TrySendError::Closed(o)) => (Delivery::Gone, back(o)),
+            Err(queue::TrySendError::Full(o)) if session.detached.load(Ordering::Relaxed) => {
                 // A detached session's queue only fills while nobody reads
                 // it: end the session now (what it holds goes to another
                 // resource or offline storage) rather than wait.
                 tracing::info!(jid = %session.jid, "queue of a detached session is full; ending it");
                 session.close(None);
                 self.unbind(session);
-                Delivery::Stuck
+                (Delivery::Stuck, back(o))
             }
             Err(queue::TrySendError::Full(Outgoing::Stanza(stanza))) => {
                 match session
@@ -361,17 +376,17 @@ impl Router {
                     .send_timeout(Outgoing::Stanza(stanza), SEND_WAIT)
                     .await
                 {
-                    Ok(()) => Delivery::Delivered,
-                    Err(queue::SendTimeoutError::Closed(_)) => Delivery::Gone,
-                    Err(queue::SendTimeoutError::Timeout(_)) => {
+                    Ok(()) => (Delivery::Delivered, None),
+                    Err(queue::SendTimeoutError::Closed(o)) => (Delivery::Gone, back(o)),
+                    Err(queue::SendTimeoutError::Timeout(o)) => {
                         tracing::warn!(jid = %session.jid, "output queue stayed full; disconnecting");
                         session.close(Some("policy-violation"));
                         self.unbind(session);
-                        Delivery::Stuck
+                        (Delivery::Stuck, back(o))
                     }
                 }
             }
-            Err(queue::TrySendError::Full(_)) => Delivery::Gone,
+            Err(queue::TrySendError::Full(o)) => (Delivery::Gone, back(o)),
         }
     }
 }

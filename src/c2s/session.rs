@@ -8,8 +8,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+use xep_support::jids::{self, Bare};
 
-use jid::Jid;
 use tokio::sync::{mpsc, Notify};
 use xep_support::element::Element;
 use xep_support::ns;
@@ -78,7 +78,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         claims = Some(install_claims(&handle));
     } else {
         // Roster for presence fan-out is loaded once now, not per stanza.
-        let _ = server.rosters.get(&server, &handle.jid.to_bare());
+        let _ = server.rosters.get(&server, &handle.jid.bare());
     }
     let mut pinger = Pinger::new(server.live().ping.clone());
     // The writer's result, when it ended first, leaves with the loop's
@@ -373,7 +373,7 @@ async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Ta
     // that came later: those wait for `release` (Router::wait_backlog) or for
     // the lock (offline storage), so none overtakes it.
     if !left.is_empty() {
-        let bare = handle.jid.to_bare();
+        let bare = handle.jid.bare();
         let _guard = server.account_locks.lock(&bare).await;
         let exists = !server.router.sessions_of(&bare).is_empty()
             || crate::delivery::account_exists(server, &bare);
@@ -385,7 +385,7 @@ async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Ta
 }
 
 fn bare_of(handle: &SessionHandle) -> String {
-    handle.jid.to_bare().to_string()
+    handle.jid.bare().to_string()
 }
 
 /// A stanza a session never got to deliver: messages go to another resource
@@ -395,7 +395,7 @@ fn bare_of(handle: &SessionHandle) -> String {
 /// hooks (archiving, carbons) when they first reached the session; they are
 /// not run again.
 async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, exists: bool) {
-    let bare = handle.jid.to_bare();
+    let bare = handle.jid.bare();
     match el.name.as_str() {
         "message" => {
             if matches!(
@@ -626,7 +626,7 @@ async fn handle_stanza(
     // The server, not the client, says who sent it (RFC 6120 §8.1.2.1).
     el.set_attr("from", handle.jid.to_string());
     if let Some(to) = el.attr("to") {
-        if Jid::new(to).is_err() {
+        if jids::parse(to).is_none() {
             if el.name != "presence" && el.attr("type") != Some("error") {
                 let mut reply = error_reply(
                     &el,
@@ -664,13 +664,13 @@ async fn handle_stanza(
             }
             if el.attr("to").is_none() && (kind == "get" || kind == "set") {
                 // No `to`: handled by the server on behalf of the account (RFC 6120 §10.3.3).
-                el.set_attr("to", handle.jid.to_bare().to_string());
+                el.set_attr("to", handle.jid.bare().to_string());
             }
         }
         "presence" => {
             // Boxed: presence handling (offline drain, fan-out) has a large
             // future that would otherwise enlarge every idle session's task.
-            match el.attr("to").map(Jid::new) {
+            match el.attr("to").map(|t| jids::parse(t).ok_or(())) {
                 None => {
                     Box::pin(crate::im::presence::broadcast_from_session(
                         server, handle, el,

@@ -15,6 +15,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use xep_support::jids::Bare;
 
 use jid::BareJid;
 use tokio::sync::{oneshot, Mutex, MutexGuard};
@@ -207,7 +208,7 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
 /// Hand every stored message to `session` in order, then mark it available
 /// (both under the account lock).
 pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<SessionHandle>) {
-    let bare = session.jid.to_bare();
+    let bare = session.jid.bare();
     let _guard = server.account_locks.lock(&bare).await;
     let account = AccountKey::from(&bare);
     let mut rounds = 0usize;

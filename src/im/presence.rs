@@ -10,6 +10,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use xep_support::jids::{self, Bare};
 
 use jid::{BareJid, FullJid, Jid};
 use xep_support::element::Element;
@@ -59,7 +60,7 @@ pub async fn broadcast_from_session(
                 .last_presence
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(el.clone());
-            let bare = session.jid.to_bare();
+            let bare = session.jid.bare();
             if initial {
                 // Offline messages first, in order, then the session counts as available.
                 crate::im::offline::drain_then_mark_available(server, session).await;
@@ -79,7 +80,7 @@ pub async fn broadcast_from_session(
                 .last_presence
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = None;
-            let bare = session.jid.to_bare();
+            let bare = session.jid.bare();
             fan_out(server, session, &bare, &el).await;
             send_to_directed(server, session, &el).await;
         }
@@ -178,7 +179,7 @@ async fn redeliver_pending(server: &Arc<Server>, session: &Arc<SessionHandle>, b
 /// The session ended: unavailable to everyone who saw it available.
 pub async fn session_ended(server: &Arc<Server>, session: &Arc<SessionHandle>) {
     let was_available = session.available.swap(false, Ordering::Relaxed);
-    let bare = session.jid.to_bare();
+    let bare = session.jid.bare();
     if was_available {
         let el = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
         fan_out(server, session, &bare, &el).await;
@@ -199,14 +200,14 @@ pub async fn directed_from_session(
 ) {
     if let Some(kind) = el.attr("type").and_then(SubKind::parse) {
         let payload = std::mem::take(&mut el.children);
-        outbound_subscription(server, &session.jid.to_bare(), to.to_bare(), kind, payload).await;
+        outbound_subscription(server, &session.jid.bare(), to.bare(), kind, payload).await;
         return;
     }
     match el.attr("type") {
         None | Some("unavailable") => {
             let target = to.to_string();
-            let bare_target = to.to_bare().to_string();
-            let roster = server.rosters.get(server, &session.jid.to_bare());
+            let bare_target = to.bare().to_string();
+            let roster = server.rosters.get(server, &session.jid.bare());
             let subscribed = roster
                 .get(&bare_target)
                 .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
@@ -369,15 +370,15 @@ pub async fn send_subscription_stanza(server: &Server, from_bare: &str, to_bare:
 
 /// A presence stanza addressed to a local account that exists.
 pub async fn inbound_to_user(server: &Server, el: Element, to: &Jid) {
-    let user = to.to_bare();
-    let Some(from) = el.attr("from").and_then(|f| Jid::new(f).ok()) else {
+    let user = to.bare();
+    let Some(from) = el.attr("from").and_then(jids::parse) else {
         return;
     };
     match el.attr("type") {
         Some("probe") => answer_probe(server, &user, &from).await,
         Some(t) if SubKind::parse(t).is_some() => {
             if let Some(kind) = SubKind::parse(t) {
-                inbound_subscription(server, &user, from.to_bare(), kind, el).await;
+                inbound_subscription(server, &user, from.bare(), kind, el).await;
             }
         }
         _ => deliver_presence(server, el, to).await,
@@ -407,7 +408,7 @@ async fn deliver_presence(server: &Server, el: Element, to: &Jid) {
 
 async fn answer_probe(server: &Server, user: &BareJid, from: &Jid) {
     let roster = server.rosters.get(server, user);
-    let prober = from.to_bare().to_string();
+    let prober = from.bare().to_string();
     let allowed = roster
         .get(&prober)
         .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));

@@ -44,6 +44,7 @@
 //! bounded rounds) or by `rookery ctl delete_old_mam_messages`
 //! ([`crate::archive::ArchiveStore::delete_before`]).
 
+use crate::jids::{self, Bare};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -263,9 +264,12 @@ pub use crate::date::{parse_stamp, stamp};
 /// body, without a XEP-0334 hint against storing it.
 fn archivable(msg: &Element) -> bool {
     matches!(msg.attr("type").unwrap_or("normal"), "chat" | "normal")
-        && msg
-            .child_elements()
-            .any(|c| c.is("body", ns::CLIENT) && !c.text().is_empty())
+        && msg.child_elements().any(|c| {
+            c.is("body", ns::CLIENT)
+                && c.children
+                    .iter()
+                    .any(|n| matches!(n, crate::element::Node::Text(t) if !t.is_empty()))
+        })
         && msg.child("no-store", "urn:xmpp:hints").is_none()
         && msg.child("no-permanent-store", "urn:xmpp:hints").is_none()
 }
@@ -498,7 +502,7 @@ impl Mam {
         if lo > hi || q.before == Some(0) {
             return Ok((Vec::new(), true));
         }
-        let with_bare = q.with.as_ref().map(|w| w.to_bare().to_string());
+        let with_bare = q.with.as_ref().map(|w| w.bare().to_string());
         let full_with = q.with.as_ref().filter(|w| w.resource().is_some());
         let want = q.max + 1;
         let mut found: Vec<Entry> = Vec::new();
@@ -579,7 +583,7 @@ impl Mam {
             };
             return Ok(self.page(ctx, account, &all)?.0.len());
         }
-        let with = q.with.as_ref().map(|w| w.to_bare().to_string());
+        let with = q.with.as_ref().map(|w| w.bare().to_string());
         Ok(store(ctx)?
             .count_range(account, with.as_deref(), q.lo, q.hi)?
             .value() as usize)
@@ -710,7 +714,7 @@ impl Module for Mam {
     fn session_opened(&self, ctx: &dyn ServerContext, jid: &FullJid) {
         let cutoff = self.cutoff();
         if cutoff > 0 {
-            let account = jid.to_bare();
+            let account = jid.bare();
             let deleted =
                 store(ctx).and_then(|s| s.delete_before(&account, cutoff, EXPIRE_PER_LOGIN));
             match deleted {
@@ -721,7 +725,7 @@ impl Module for Mam {
         }
     }
     fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
-        let account = jid.to_bare();
+        let account = jid.bare();
         if ctx.sessions(&account).is_empty() {
             // Read again at the next login (or message).
             self.prefs
@@ -737,9 +741,9 @@ impl Module for Mam {
         msg: &Element,
     ) -> Vec<Element> {
         if archivable(msg) {
-            if let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) {
-                let account = from.to_bare();
-                let to_bare = to.to_bare();
+            if let Some(to) = msg.attr("to").and_then(jids::parse) {
+                let account = from.bare();
+                let to_bare = to.bare();
                 // Between two resources of the account: archived once, on
                 // the receiving side (with its stanza id).
                 if to_bare != account && self.archives(ctx, &account, &to, &to_bare) {
@@ -756,20 +760,20 @@ impl Module for Mam {
         msg: &mut Element,
     ) {
         // XEP-0359 §5: stanza ids by this account from anyone else are forged.
-        let by = account.to_string();
+        let by = account.as_str();
         msg.children.retain(|n| match n {
             crate::element::Node::Element(c) => {
-                !(c.is("stanza-id", NS_SID) && c.attr("by") == Some(by.as_str()))
+                !(c.is("stanza-id", NS_SID) && c.attr("by") == Some(by))
             }
             _ => true,
         });
         if !archivable(msg) {
             return;
         }
-        let Some(from) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
+        let Some(from) = msg.attr("from").and_then(jids::parse) else {
             return;
         };
-        let from_bare = from.to_bare();
+        let from_bare = from.bare();
         if !self.archives(ctx, account, &from, &from_bare) {
             return;
         }
