@@ -8,6 +8,7 @@ mod component;
 mod config;
 mod conn_log;
 mod ctl;
+mod ctl_catalog;
 mod delivery;
 mod http;
 mod im;
@@ -16,6 +17,7 @@ mod router;
 mod s2s;
 mod server;
 mod storage;
+mod stream;
 mod tls;
 mod xml;
 

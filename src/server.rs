@@ -24,6 +24,7 @@ use crate::config::{Config, Listener, ListenerModule};
 use crate::ctl::commands::{CtlEnv, ServerControl, SessionInfo};
 use crate::router::Router;
 use crate::storage::{SledStorage, Storage};
+use crate::stream::StreamCondition;
 use crate::tls::TlsSetup;
 
 /// How long shutdown waits for streams to close.
@@ -685,7 +686,7 @@ impl ServerContext for Server {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 for s in server.router.sessions_of(&bare) {
-                    s.close(Some("not-authorized"));
+                    s.close(Some(StreamCondition::NotAuthorized));
                     server.router.unbind(&s);
                 }
                 server.rosters.evict(&bare);
@@ -828,7 +829,7 @@ impl ServerControl for Control {
         };
         let sessions = self.server.router.sessions_of(&bare);
         for s in &sessions {
-            s.close(Some("not-authorized"));
+            s.close(Some(StreamCondition::NotAuthorized));
             self.server.router.unbind(s);
         }
         sessions.len()
@@ -843,7 +844,7 @@ impl ServerControl for Control {
             return false;
         };
         tracing::info!("kicking {full}: {reason}");
-        session.close(Some("policy-violation"));
+        session.close(Some(StreamCondition::PolicyViolation));
         self.server.router.unbind(&session);
         true
     }
@@ -898,7 +899,7 @@ impl ServerControl for Control {
     fn restored(&self) {
         self.server.rosters.clear();
         for s in self.server.router.all_sessions() {
-            s.close(Some("reset"));
+            s.close(Some(StreamCondition::Reset));
             self.server.router.unbind(&s);
         }
     }
@@ -1059,7 +1060,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         t.abort();
     }
     for s in server.router.all_sessions() {
-        s.close(Some("system-shutdown"));
+        s.close(Some(StreamCondition::SystemShutdown));
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while server.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {

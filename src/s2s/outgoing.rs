@@ -24,9 +24,10 @@ use xep_support::stanza::{ErrorType, StanzaError};
 use super::resolve;
 use super::stream::{db_xml, header_xml, Conn, Fail, NS_DIALBACK, NS_DIALBACK_FEATURE};
 use super::{AuthMethod, ConnInfo};
-use crate::c2s::BoxIo;
 use crate::config::S2sStartTls;
 use crate::server::Server;
+use crate::stream::BoxIo;
+use crate::stream::StreamCondition;
 use crate::xml::StreamEvent;
 
 /// Stanzas an outgoing connection queues (while connecting, and while its
@@ -189,7 +190,7 @@ pub struct Opened {
 async fn read_features(conn: &mut Conn, wait: Duration) -> Result<(String, Element), Fail> {
     let header = conn.next_header(wait).await?;
     if header.default_ns != ns::SERVER || !header.stream_ns_ok {
-        return Err(Fail::Stream("invalid-namespace", None));
+        return Err(Fail::Stream(StreamCondition::InvalidNamespace, None));
     }
     let id = header.id.unwrap_or_default();
     if header
@@ -203,7 +204,7 @@ async fn read_features(conn: &mut Conn, wait: Duration) -> Result<(String, Eleme
     let features = conn.next_element(wait).await?;
     if !features.is("features", ns::STREAM) {
         return Err(Fail::Stream(
-            "not-well-formed",
+            StreamCondition::NotWellFormed,
             Some("expected stream features".into()),
         ));
     }
@@ -569,7 +570,7 @@ async fn pump(
     }
     let tail = if shutting_down {
         let peer = format!("{local} -> {remote}");
-        crate::conn_log::stream_error("s2s out", &peer, "system-shutdown", None)
+        crate::conn_log::stream_error("s2s out", &peer, StreamCondition::SystemShutdown, None)
     } else {
         "</stream:stream>".to_string()
     };

@@ -281,19 +281,18 @@ pub fn inspect(
 mod tests;
 
 /// The transport of a listener without STARTTLS (components, HTTP): TLS
-/// from the first byte with the server's certificates when `tls`, else the
-/// TCP stream itself. An error (why) if the TLS handshake fails or takes
-/// longer than `timeout`.
+/// from the first byte with `acceptor` (the server's certificates, see
+/// `Live::tls_acceptor`) when `tls`, else the TCP stream itself. An error
+/// (why) if the TLS handshake fails or takes longer than `timeout`.
 pub async fn accept_transport(
-    server: &crate::server::Server,
+    acceptor: tokio_rustls::TlsAcceptor,
     sock: tokio::net::TcpStream,
     tls: bool,
     timeout: std::time::Duration,
-) -> Result<crate::c2s::BoxIo, String> {
+) -> Result<crate::stream::BoxIo, String> {
     if !tls {
         return Ok(Box::new(sock));
     }
-    let acceptor = server.live().tls_acceptor(false);
     match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
         Ok(Ok(stream)) => Ok(Box::new(stream)),
         Ok(Err(e)) => Err(e.to_string()),
