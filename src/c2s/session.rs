@@ -79,7 +79,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         claims = Some(install_claims(&handle));
     } else {
         // Roster for presence fan-out is loaded once now, not per stanza.
-        let _ = server.rosters.get(&server, &handle.jid.to_bare());
+        let _ = server.rosters.get(server.as_ref(), &handle.jid.to_bare());
     }
     let mut pinger = Pinger::new(server.live().ping.clone());
     // The writer's result, when it ended first, leaves with the loop's

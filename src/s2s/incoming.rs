@@ -294,7 +294,7 @@ impl Incoming {
             return;
         };
         let w = self.bidi_writer.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(super::outgoing::OUT_QUEUE);
+            let (tx, rx) = mpsc::channel(crate::links::OUT_QUEUE);
             let (stop, stop_rx) = oneshot::channel();
             let task = tokio::spawn(bidi_writer(
                 self.server.clone(),

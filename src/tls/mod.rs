@@ -11,11 +11,14 @@
 //!   management under `<data_dir>/certs/`;
 //! - `binding`: `tls-server-end-point` (RFC 5929) and `tls-exporter`
 //!   (RFC 9266) channel-binding data;
-//! - `glob`: ejabberd-style `certfiles` glob expansion.
+//! - `glob`: ejabberd-style `certfiles` glob expansion;
+//! - [`s2s`]: certificate trust for server-to-server streams (`s2s_cafile`
+//!   or the system roots) and the XEP-0178 checks.
 
 mod binding;
 mod certstore;
 mod glob;
+pub mod s2s;
 mod selfsigned;
 
 use std::fmt;
