@@ -233,7 +233,7 @@ impl Server {
     }
 
     /// The modules' view of storage.
-    pub fn module_data(&self) -> &crate::storage::modules::ModuleAccess {
+    pub fn module_access(&self) -> &crate::storage::modules::ModuleAccess {
         &self.module_data
     }
 

@@ -201,7 +201,7 @@ impl ServerContext for Server {
     }
 
     fn module_data(&self) -> &dyn xep_support::store::ModuleData {
-        self.module_data()
+        self.module_access()
     }
 
     fn archive(&self) -> Option<&dyn xep_support::archive::ArchiveStore> {
