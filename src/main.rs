@@ -8,14 +8,20 @@ mod component;
 mod config;
 mod conn_log;
 mod ctl;
+mod ctl_catalog;
 mod delivery;
 mod http;
 mod im;
+#[cfg(test)]
+mod import_graph_tests;
+mod links;
 mod queue;
 mod router;
 mod s2s;
+mod serve;
 mod server;
 mod storage;
+mod stream;
 mod tls;
 mod xml;
 
@@ -102,7 +108,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(server::run(config)) {
+    match runtime.block_on(serve::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

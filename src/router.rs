@@ -32,6 +32,7 @@ use jid::{BareJid, FullJid};
 use tokio::sync::{oneshot, Notify};
 
 use crate::queue;
+use crate::stream::StreamCondition;
 use xep_support::element::Element;
 
 /// Stanzas a session's outgoing queue holds.
@@ -64,7 +65,7 @@ pub enum Outgoing {
 
 /// A stream error a session's writer is to send: its condition and, for
 /// the log and the peer, why (if more than the condition says).
-pub type StreamErrorOut = (&'static str, Option<String>);
+pub type StreamErrorOut = (StreamCondition, Option<String>);
 
 // Size guards (64-bit targets): docs/architecture.md, "Memory per
 // session", counts these in what every idle session costs. A change that
@@ -118,7 +119,7 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// Ask the session to close its stream (with an optional stream error).
-    pub fn close(&self, condition: Option<&'static str>) {
+    pub fn close(&self, condition: Option<StreamCondition>) {
         let _ = self
             .tx
             .try_send(Outgoing::Close(condition.map(|c| Box::new((c, None)))));
@@ -380,7 +381,7 @@ impl Router {
                     Err(queue::SendTimeoutError::Closed(o)) => (Delivery::Gone, back(o)),
                     Err(queue::SendTimeoutError::Timeout(o)) => {
                         tracing::warn!(jid = %session.jid, "output queue stayed full; disconnecting");
-                        session.close(Some("policy-violation"));
+                        session.close(Some(StreamCondition::PolicyViolation));
                         self.unbind(session);
                         (Delivery::Stuck, back(o))
                     }

@@ -21,11 +21,12 @@ use xep_support::ns;
 use xep_support::stanza::{iq_error, ErrorType, StanzaError};
 
 use super::cork::{Cork, Corked};
-use super::BoxIo;
 use crate::auth::{self, ChannelBindings, CredentialStore, SaslContext};
 use crate::config::Listener;
 use crate::router::{BindRefused, Outgoing, Router, SessionHandle, SESSION_QUEUE};
 use crate::server::Server;
+use crate::stream::BoxIo;
+use crate::stream::StreamCondition;
 use crate::xml::{StreamEvent, StreamHeader, StreamReader, XmlError};
 
 /// Time allowed for each step of the negotiation.
@@ -110,7 +111,7 @@ impl CredentialStore for HostCredentials {
 /// How the negotiation ended early.
 enum Stop {
     /// Send this stream error, then close.
-    Error(&'static str, Option<String>),
+    Error(StreamCondition, Option<String>),
     /// Close quietly (peer gone, or it closed the stream).
     Quiet,
     /// The peer sent `</stream:stream>`: answer it and close.
@@ -203,7 +204,7 @@ pub async fn negotiate(
     let mut shutdown = n.server.shutdown_signal();
     let result = tokio::select! {
         r = n.run() => r,
-        _ = shutdown.wait_for(|v| *v) => Err(Stop::Error("system-shutdown", None)),
+        _ = shutdown.wait_for(|v| *v) => Err(Stop::Error(StreamCondition::SystemShutdown, None)),
     };
     match result {
         Ok(bound) => {
@@ -275,10 +276,10 @@ impl Negotiation {
             Ok(Ok(ev)) => Ok(ev),
             Ok(Err(e)) => Err(e.into()),
             Err(_) if until < step => Err(Stop::Error(
-                "connection-timeout",
+                StreamCondition::ConnectionTimeout,
                 Some("stream negotiation not finished within negotiation_timeout".into()),
             )),
-            Err(_) => Err(Stop::Error("connection-timeout", None)),
+            Err(_) => Err(Stop::Error(StreamCondition::ConnectionTimeout, None)),
         }
     }
 
@@ -287,7 +288,7 @@ impl Negotiation {
         match self.next().await? {
             StreamEvent::Stanza(e) => Ok(e),
             StreamEvent::End => Err(Stop::PeerClosed),
-            StreamEvent::Header(_) => Err(Stop::Error("not-well-formed", None)),
+            StreamEvent::Header(_) => Err(Stop::Error(StreamCondition::NotWellFormed, None)),
         }
     }
 
@@ -341,7 +342,7 @@ impl Negotiation {
     async fn open_stream(&mut self) -> Result<(), Stop> {
         let header = match self.next().await? {
             StreamEvent::Header(h) => h,
-            _ => return Err(Stop::Error("not-well-formed", None)),
+            _ => return Err(Stop::Error(StreamCondition::NotWellFormed, None)),
         };
         let host = self.check_header(&header)?;
         // Header and features in one write: one TLS record and one system
@@ -356,13 +357,13 @@ impl Negotiation {
     fn check_header(&mut self, h: &StreamHeader) -> Result<String, Stop> {
         if !h.stream_ns_ok {
             return Err(Stop::Error(
-                "invalid-namespace",
+                StreamCondition::InvalidNamespace,
                 Some("the stream element must be stream:stream".into()),
             ));
         }
         if h.default_ns != ns::CLIENT {
             return Err(Stop::Error(
-                "invalid-namespace",
+                StreamCondition::InvalidNamespace,
                 Some(format!("expected {} as the content namespace", ns::CLIENT)),
             ));
         }
@@ -371,12 +372,12 @@ impl Negotiation {
                 .map(|t| t.trim_end_matches('.').to_lowercase())
                 .unwrap_or_default();
         if !self.server.serves(&to) {
-            return Err(Stop::Error("host-unknown", None));
+            return Err(Stop::Error(StreamCondition::HostUnknown, None));
         }
         if let Some(prev) = &self.host {
             if *prev != to {
                 return Err(Stop::Error(
-                    "host-unknown",
+                    StreamCondition::HostUnknown,
                     Some("the host changed on restart".into()),
                 ));
             }
@@ -391,7 +392,7 @@ impl Negotiation {
             _ => {
                 self.host = Some(to);
                 return Err(Stop::Error(
-                    "unsupported-version",
+                    StreamCondition::UnsupportedVersion,
                     Some("version 1.0 is required".into()),
                 ));
             }
@@ -486,7 +487,7 @@ impl Negotiation {
             } else if el.is("auth", ns::SASL) {
                 if self.user.is_some() {
                     return Err(Stop::Error(
-                        "policy-violation",
+                        StreamCondition::PolicyViolation,
                         Some("already authenticated".into()),
                     ));
                 }
@@ -518,10 +519,10 @@ impl Negotiation {
             } else if el.ns == ns::CLIENT
                 && matches!(el.name.as_str(), "iq" | "message" | "presence")
             {
-                return Err(Stop::Error("not-authorized", None));
+                return Err(Stop::Error(StreamCondition::NotAuthorized, None));
             } else {
                 return Err(Stop::Error(
-                    "unsupported-stanza-type",
+                    StreamCondition::UnsupportedStanzaType,
                     Some(format!("unexpected <{}/>", el.name)),
                 ));
             }
@@ -581,7 +582,7 @@ impl Negotiation {
         .await?;
         if self.auth_failures >= MAX_AUTH_ATTEMPTS {
             return Err(Stop::Error(
-                "policy-violation",
+                StreamCondition::PolicyViolation,
                 Some("too many authentication failures".into()),
             ));
         }
@@ -684,7 +685,7 @@ impl Negotiation {
         self.pre_auth_iqs += 1;
         if self.pre_auth_iqs > MAX_PRE_AUTH_IQS {
             return Err(Stop::Error(
-                "policy-violation",
+                StreamCondition::PolicyViolation,
                 Some("too many requests before authentication".into()),
             ));
         }
@@ -740,7 +741,7 @@ impl Negotiation {
         let user = self.user.clone().unwrap_or_default();
         let bare = match jid::BareJid::new(&format!("{user}@{host}")) {
             Ok(b) => b,
-            Err(_) => return Err(Stop::Error("internal-server-error", None)),
+            Err(_) => return Err(Stop::Error(StreamCondition::InternalServerError, None)),
         };
         let requested = iq
             .child("bind", ns::BIND)
@@ -761,7 +762,7 @@ impl Negotiation {
             },
             None => match bare.with_resource_str(&format!("rookery-{}", &stream_id()[..12])) {
                 Ok(f) => f,
-                Err(_) => return Err(Stop::Error("internal-server-error", None)),
+                Err(_) => return Err(Stop::Error(StreamCondition::InternalServerError, None)),
             },
         };
         let (tx, mut rx) = crate::queue::channel(SESSION_QUEUE);
@@ -781,7 +782,7 @@ impl Negotiation {
             Ok(replaced) => {
                 if let Some(old) = replaced {
                     tracing::info!("{} replaced by a new session", old.jid);
-                    old.close(Some("conflict"));
+                    old.close(Some(StreamCondition::Conflict));
                 }
             }
             Err(BindRefused::TooManySessions) => {

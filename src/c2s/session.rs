@@ -21,6 +21,7 @@ use super::sm::{self, Claim, SmState, Takeover};
 use super::writer::{Exit, Settings};
 use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
+use crate::stream::StreamCondition;
 use crate::xml::{StreamEvent, StreamReader, XmlError};
 
 type WriterResult = Result<(Takeover, Exit), tokio::task::JoinError>;
@@ -78,7 +79,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         claims = Some(install_claims(&handle));
     } else {
         // Roster for presence fan-out is loaded once now, not per stanza.
-        let _ = server.rosters.get(&server, &handle.jid.bare());
+        let _ = server.rosters.get(server.as_ref(), &handle.jid.bare());
     }
     let mut pinger = Pinger::new(server.live().ping.clone());
     // The writer's result, when it ended first, leaves with the loop's
@@ -215,7 +216,7 @@ async fn wind_down(
 }
 
 type Handling<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), &'static str>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StreamCondition>> + Send + 'a>>;
 
 /// What to do with one event read from the client: end the session, or
 /// run the returned (boxed) handling of a stanza or nonza. A plain function
@@ -247,12 +248,14 @@ fn dispatch<'a>(
         }
         Ok(StreamEvent::End) => Err(End::Closed),
         Ok(StreamEvent::Header(_)) => Err(End::Error(Box::new((
-            "not-well-formed",
+            StreamCondition::NotWellFormed,
             Some("a second stream header".into()),
         )))),
         Err(XmlError::Closed) | Err(XmlError::Io(_)) => Err(End::Gone),
         Err(e) => {
-            let cond = e.condition().unwrap_or("internal-server-error");
+            let cond = e
+                .condition()
+                .unwrap_or(StreamCondition::InternalServerError);
             Err(End::Error(Box::new((cond, Some(e.to_string())))))
         }
     }
@@ -439,10 +442,10 @@ async fn sm_nonza(
     handle: &Arc<SessionHandle>,
     claims: &mut Option<mpsc::Receiver<Claim>>,
     el: Element,
-) -> Result<(), &'static str> {
+) -> Result<(), StreamCondition> {
     let live = server.live();
     let Some(opts) = live.sm.as_ref() else {
-        return Err("unsupported-stanza-type");
+        return Err(StreamCondition::UnsupportedStanzaType);
     };
     let reply = match el.name.as_str() {
         "enable" => {
@@ -477,29 +480,29 @@ async fn sm_nonza(
         },
         "a" => {
             let Some(sm) = handle.sm.get() else {
-                return Err("unsupported-stanza-type");
+                return Err(StreamCondition::UnsupportedStanzaType);
             };
             let Some(h) = sm::parse_h(&el) else {
-                return Err("invalid-xml");
+                return Err(StreamCondition::InvalidXml);
             };
             let r = sm.lock().unwrap_or_else(|e| e.into_inner()).ack(h);
             return match r {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     tracing::info!(jid = %handle.jid, "bad acknowledgement: {e:?}");
-                    Err("undefined-condition")
+                    Err(StreamCondition::UndefinedCondition)
                 }
             };
         }
         "resume" => Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None))),
-        _ => return Err("unsupported-stanza-type"),
+        _ => return Err(StreamCondition::UnsupportedStanzaType),
     };
     let _ = handle.tx.send(reply).await;
     Ok(())
 }
 
 /// A XEP-0352 element from the client.
-async fn csi_nonza(handle: &SessionHandle, el: Element) -> Result<(), &'static str> {
+async fn csi_nonza(handle: &SessionHandle, el: Element) -> Result<(), StreamCondition> {
     match el.name.as_str() {
         "inactive" => handle.csi_inactive.store(true, Ordering::Relaxed),
         "active" => {
@@ -507,7 +510,7 @@ async fn csi_nonza(handle: &SessionHandle, el: Element) -> Result<(), &'static s
                 let _ = handle.tx.send(Outgoing::Flush).await;
             }
         }
-        _ => return Err("unsupported-stanza-type"),
+        _ => return Err(StreamCondition::UnsupportedStanzaType),
     }
     Ok(())
 }
@@ -619,9 +622,9 @@ async fn handle_stanza(
     server: &Arc<Server>,
     handle: &Arc<crate::router::SessionHandle>,
     mut el: Element,
-) -> Result<(), &'static str> {
+) -> Result<(), StreamCondition> {
     if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
-        return Err("unsupported-stanza-type");
+        return Err(StreamCondition::UnsupportedStanzaType);
     }
     // The server, not the client, says who sent it (RFC 6120 §8.1.2.1).
     el.set_attr("from", handle.jid.to_string());

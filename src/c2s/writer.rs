@@ -23,25 +23,12 @@ use xep_support::element::Element;
 use xep_support::ns;
 
 use crate::router::{Outgoing, SessionHandle};
+use crate::stream::StreamCondition;
 
 /// A write that does not finish in this time means a dead or stuck peer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes batched before a write.
 const BATCH: usize = 16 * 1024;
-
-/// The XML of a stream error followed by the stream's end.
-pub fn stream_error_xml(condition: &str, text: Option<&str>) -> String {
-    let mut s = format!("<stream:error><{condition} xmlns='{}'/>", ns::STREAM_ERRORS);
-    if let Some(t) = text {
-        s.push_str(&format!(
-            "<text xmlns='{}' xml:lang='en'>{}</text>",
-            ns::STREAM_ERRORS,
-            xep_support::element::escape(t)
-        ));
-    }
-    s.push_str("</stream:error></stream:stream>");
-    s
-}
 
 /// Write `bytes` and flush, within [`WRITE_TIMEOUT`]; false if that failed.
 /// Boxed: the write's future (with its timer, about 200 bytes) exists only
@@ -233,7 +220,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                     if over_ack_queue(&handle, settings.max_ack_queue) {
                         // Logged (once) with the stream error below.
                         close = Some(Some(Box::new((
-                            "policy-violation",
+                            StreamCondition::PolicyViolation,
                             Some("too many unacknowledged stanzas".into()),
                         ))));
                         break;

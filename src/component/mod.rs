@@ -6,16 +6,14 @@
 //! component's stanzas are routed like any other, provided their `from` is
 //! at its domain (anything else ends the stream with `<invalid-from/>`).
 //!
-//! Back-pressure: each connected component has a queue of [`QUEUE`]
-//! stanzas; a stanza that finds it full is bounced to its sender with
+//! Back-pressure: each connected component has a queue of
+//! [`crate::links::COMPONENT_QUEUE`] stanzas (the table of connected
+//! components is shared state in [`crate::links`]); a stanza that finds it full is bounced to its sender with
 //! `<resource-constraint/>` (never held without bound, never silently
 //! dropped). A configured component that is not connected answers
 //! `<service-unavailable/>`.
 
 mod stream;
-
-use std::collections::HashMap;
-use std::sync::RwLock;
 
 use tokio::sync::mpsc;
 use xep_support::element::Element;
@@ -27,58 +25,6 @@ pub use stream::handle;
 
 /// The XEP-0114 stream namespace.
 pub const NS_COMPONENT: &str = "jabber:component:accept";
-/// Stanzas queued for one component before new ones are bounced.
-pub const QUEUE: usize = 4096;
-
-/// One connected component: its queue, and which connection owns the route.
-struct Route {
-    tx: mpsc::Sender<Element>,
-    conn: u64,
-}
-
-/// The components connected now, by domain.
-#[derive(Default)]
-pub struct Components {
-    routes: RwLock<HashMap<String, Route>>,
-    next_conn: std::sync::atomic::AtomicU64,
-}
-
-impl Components {
-    /// Claim `domain` for a new connection; `None` if it is connected already.
-    fn claim(&self, domain: &str) -> Option<(u64, mpsc::Receiver<Element>)> {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if routes.contains_key(domain) {
-            return None;
-        }
-        let conn = self
-            .next_conn
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        routes.insert(domain.to_string(), Route { tx, conn });
-        Some((conn, rx))
-    }
-
-    /// Give `domain` up (only if `conn` still owns it).
-    fn release(&self, domain: &str, conn: u64) {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if routes.get(domain).is_some_and(|r| r.conn == conn) {
-            routes.remove(domain);
-        }
-    }
-
-    /// The connected component domains, sorted.
-    pub fn connected(&self) -> Vec<String> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<String> = routes.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    fn sender(&self, domain: &str) -> Option<mpsc::Sender<Element>> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        routes.get(domain).map(|r| r.tx.clone())
-    }
-}
 
 /// Whether `domain` is a component domain of the configuration.
 pub fn is_component(server: &Server, domain: &str) -> bool {

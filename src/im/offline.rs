@@ -2,23 +2,22 @@
 //! available resource, and handing them to its first available session in
 //! their original order, exactly once.
 //!
-//! Ordering rests on a per-account lock (one of [`LOCK_SHARDS`] async
-//! mutexes chosen by hashing the bare JID): a message that finds no
+//! Ordering rests on a per-account lock (one of
+//! [`crate::storage::account_locks::LOCK_SHARDS`] async mutexes chosen by
+//! hashing the bare JID, see [`crate::storage::account_locks`]): a message that finds no
 //! available resource is stored under the lock, and a session drains the
 //! store and only then becomes available, under the same lock — so a live
 //! message can never overtake a stored one. A stored message is removed only
 //! after the session's writer has written it to the socket (an ack through
 //! the session queue); if the session dies first, it stays for next time.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use xep_support::jids::Bare;
 
 use jid::BareJid;
-use tokio::sync::{oneshot, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 use xep_support::element::Element;
 use xep_support::ns;
 use xep_support::stanza::{ErrorType, StanzaError};
@@ -27,36 +26,10 @@ use crate::router::{Delivery, Outgoing, SessionHandle};
 use crate::server::Server;
 use crate::storage::{AccountKey, OfflineStored};
 
-/// Number of account locks.
-pub const LOCK_SHARDS: usize = 256;
 /// Stored messages handed to a session per round.
 const DRAIN_BATCH: usize = 100;
 /// How long a session's writer may take to write a batch.
 const ACK_WAIT: Duration = Duration::from_secs(30);
-
-/// The per-account locks.
-pub struct AccountLocks {
-    shards: Vec<Mutex<()>>,
-}
-
-impl Default for AccountLocks {
-    fn default() -> Self {
-        AccountLocks {
-            shards: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
-        }
-    }
-}
-
-impl AccountLocks {
-    /// Lock the account `bare`.
-    pub async fn lock(&self, bare: &BareJid) -> MutexGuard<'_, ()> {
-        let mut h = DefaultHasher::new();
-        bare.hash(&mut h);
-        self.shards[(h.finish() as usize) % LOCK_SHARDS]
-            .lock()
-            .await
-    }
-}
 
 /// Whether a message is worth storing (XEP-0160 §3, XEP-0334 hints).
 pub fn storable(msg: &Element) -> bool {

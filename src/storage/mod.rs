@@ -27,9 +27,16 @@
 //! Every method that changes data is durable when it returns `Ok` unless its
 //! name says otherwise (`_unflushed`, `_lazy`): a crash right after never
 //! loses an acknowledged change.
+//!
+//! Beside the engines, two pieces of shared state sit next to what they
+//! cache or order: [`roster_cache`] (the rosters of accounts with sessions,
+//! in memory, written through to storage) and [`account_locks`] (the
+//! per-account locks that order offline storage against draining it).
 
+pub mod account_locks;
 pub mod group_commit;
 pub mod modules;
+pub mod roster_cache;
 pub mod sled;
 pub mod stanza_codec;
 mod stored_chars;

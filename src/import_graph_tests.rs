@@ -1,0 +1,180 @@
+//! The import graph of the server crate holds the layering issue 14 set up
+//! (see docs/architecture.md, "Folders"):
+//! - `server.rs` is shared state and imports nothing above it: only the
+//!   modules in [`SERVER_MAY_IMPORT`], none of which imports it back;
+//! - `config/` does not import `ctl/`: the ctl command catalog both use is
+//!   the leaf `ctl_catalog.rs`;
+//! - `s2s/` and `component/` do not import `c2s/`: the stream plumbing they
+//!   share (`BoxIo`, stream errors) is the leaf `stream.rs`;
+//! - `tls/` does not import `server.rs` (`accept_transport` takes an
+//!   acceptor), and the leaves stay leaves.
+//!
+//! Reads `src/` as text: a top-level module is `src/NAME.rs` or the folder
+//! `src/NAME/` (all its files, nested folders included); every `crate::NAME`
+//! outside comments is an edge from that module to `NAME`. `main.rs`, which
+//! declares every module, is not a module here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// What `server.rs` may import: configuration types, the link tables,
+/// the session table, storage (with its caches), TLS.
+const SERVER_MAY_IMPORT: &[&str] = &["config", "links", "router", "storage", "tls"];
+
+/// Modules that import nothing from the crate.
+const LEAVES: &[&str] = &["ctl_catalog", "links", "stream"];
+
+fn read_tree(dir: &Path, text: &mut String) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("reading a module folder")
+        .map(|e| e.expect("a folder entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            read_tree(&path, text);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            text.push_str(&std::fs::read_to_string(&path).expect("reading a module file"));
+            text.push('\n');
+        }
+    }
+}
+
+/// Top-level module name → the text of its file(s).
+fn modules() -> BTreeMap<String, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for entry in std::fs::read_dir(&src).expect("reading src/") {
+        let path = entry.expect("a src/ entry").path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let mut text = String::new();
+        if path.is_dir() {
+            read_tree(&path, &mut text);
+        } else if path.extension().is_some_and(|e| e == "rs") && name != "main" {
+            text = std::fs::read_to_string(&path).expect("reading a module file");
+        } else {
+            continue;
+        }
+        out.entry(name).or_default().push_str(&text);
+    }
+    out
+}
+
+/// The code of a line: up to a `//` comment (one not inside `://`, as in
+/// a URL in a string).
+fn code_of(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while let Some(at) = line[i..].find("//") {
+        let pos = i + at;
+        if pos == 0 || bytes[pos - 1] != b':' {
+            return &line[..pos];
+        }
+        i = pos + 2;
+    }
+    line
+}
+
+/// Each module's dependencies on other modules of the crate.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mods = modules();
+    let mut g = BTreeMap::new();
+    for (name, text) in &mods {
+        let mut deps = BTreeSet::new();
+        for line in text.lines() {
+            let code = code_of(line);
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                let dep: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if dep != *name && mods.contains_key(&dep) {
+                    deps.insert(dep);
+                }
+            }
+        }
+        g.insert(name.clone(), deps);
+    }
+    g
+}
+
+#[test]
+fn the_graph_is_read() {
+    let g = graph();
+    for m in [
+        "server",
+        "serve",
+        "c2s",
+        "s2s",
+        "component",
+        "config",
+        "ctl",
+        "stream",
+    ] {
+        assert!(g.contains_key(m), "module {m} not found: {:?}", g.keys());
+    }
+    // The reader finds edges (a check that finds none proves nothing).
+    assert!(g["serve"].contains("server") && g["serve"].contains("c2s"));
+    assert!(g["ctl"].contains("ctl_catalog") && g["config"].contains("ctl_catalog"));
+}
+
+#[test]
+fn server_imports_nothing_above_it() {
+    let g = graph();
+    let allowed: BTreeSet<String> = SERVER_MAY_IMPORT.iter().map(|s| s.to_string()).collect();
+    let extra: Vec<&String> = g["server"].difference(&allowed).collect();
+    assert!(
+        extra.is_empty(),
+        "server.rs imports {extra:?}: it holds shared state only; start-up and \
+         adapters belong in serve/"
+    );
+    for below in SERVER_MAY_IMPORT {
+        assert!(
+            !g[*below].contains("server"),
+            "{below} is below server.rs but imports it"
+        );
+    }
+}
+
+#[test]
+fn config_does_not_import_ctl() {
+    let g = graph();
+    assert!(
+        !g["config"].contains("ctl"),
+        "config imports ctl: {:?}",
+        g["config"]
+    );
+}
+
+#[test]
+fn s2s_and_component_do_not_import_c2s() {
+    let g = graph();
+    for m in ["s2s", "component"] {
+        assert!(!g[m].contains("c2s"), "{m} imports c2s: {:?}", g[m]);
+    }
+}
+
+#[test]
+fn tls_does_not_import_the_server() {
+    let g = graph();
+    assert!(!g["tls"].contains("server"), "tls: {:?}", g["tls"]);
+}
+
+#[test]
+fn leaves_stay_leaves() {
+    let g = graph();
+    for leaf in LEAVES {
+        assert!(g[*leaf].is_empty(), "{leaf} imports {:?}", g[*leaf]);
+    }
+}
+
+#[test]
+fn comments_and_urls_are_read_right() {
+    assert_eq!(code_of("use crate::a; // crate::b"), "use crate::a; ");
+    assert_eq!(
+        code_of(r#"x("http://e.org/x", crate::c) // y"#),
+        r#"x("http://e.org/x", crate::c) "#
+    );
+    assert_eq!(code_of("//! crate::d"), "");
+}
