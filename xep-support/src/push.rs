@@ -280,8 +280,11 @@ impl Module for Push {
         delivered_to: &[FullJid],
         msg: &Element,
     ) -> Vec<Element> {
-        // Only when every session it reached has lost its connection.
-        if wakes(msg) && !delivered_to.is_empty() {
+        // Only when every session it reached has lost its connection (the
+        // cached registrations first: most accounts have none, and listing
+        // the sessions copies them).
+        if wakes(msg) && !delivered_to.is_empty() && !self.registrations(ctx, account).is_empty()
+        {
             let sessions = ctx.sessions(account);
             let all_detached = delivered_to
                 .iter()
