@@ -2,6 +2,7 @@
 //! command (`rookery ctl`), with ejabberdctl's command names.
 
 mod acl;
+mod archive_faults;
 mod auth;
 mod c2s;
 mod component;

@@ -36,6 +36,9 @@ use crate::storage::roster_cache::{RosterCache, RosterSource};
 use crate::storage::Storage;
 use crate::tls::TlsSetup;
 
+/// Longest a session whose archive writes failed waits for the senders'
+/// errors to be queued before it acknowledges or answers.
+const ARCHIVE_REPORT_WAIT: Duration = Duration::from_secs(5);
 /// Failed authentications remembered per address (for slowing down guessing).
 const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(300);
 /// Addresses the failure table holds at most.
@@ -137,6 +140,9 @@ pub struct Server {
     module_data: crate::storage::modules::ModuleAccess,
     /// The message archives (XEP-0313), written off the routing path.
     pub archive: Arc<dyn crate::storage::ArchiveEngine>,
+    /// The `seq` of the last archive failure report handled
+    /// (`archive_faults.rs`).
+    archive_reports: watch::Sender<u64>,
     pub router: Router,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
     pub rosters: RosterCache,
@@ -171,6 +177,7 @@ impl Server {
             live: RwLock::new(Arc::new(live)),
             module_data: crate::storage::modules::ModuleAccess::new(storage.clone()),
             archive: storage.archive(),
+            archive_reports: watch::channel(0).0,
             group_commit: crate::storage::group_commit::GroupCommit::start(storage.clone()),
             storage,
             router: Router::new(),
@@ -327,7 +334,23 @@ impl Server {
         }
         if let Err(e) = self.archive.durable(t).await {
             tracing::error!(jid = %session.jid, "archive writes of the session: {e}");
+            Box::pin(self.wait_archive_reports()).await;
         }
+    }
+
+    /// Wait (up to [`ARCHIVE_REPORT_WAIT`]) until every archive failure
+    /// report queued so far was handled: the errors for the messages a
+    /// failed write lost are then queued to their senders, ahead of the
+    /// acknowledgement or answer that follows.
+    async fn wait_archive_reports(&self) {
+        let want = self.archive.failures_reported();
+        let mut rx = self.archive_reports.subscribe();
+        let _ = tokio::time::timeout(ARCHIVE_REPORT_WAIT, rx.wait_for(|d| *d >= want)).await;
+    }
+
+    /// Archive failure report `seq` was handled (its senders told).
+    pub fn archive_reports_handled(&self, seq: u64) {
+        self.archive_reports.send_modify(|d| *d = (*d).max(seq));
     }
 
     /// Forget failures of an address that authenticated.

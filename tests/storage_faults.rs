@@ -473,7 +473,6 @@ async fn archive_bodies(c: &mut Client) -> Vec<String> {
 }
 
 #[tokio::test]
-#[ignore = "enable after the new archive (branch `archive`) is merged"]
 async fn full_disk_archive_errors_to_the_sender_and_loses_nothing() {
     let Some(fs) = Tmpfs::mount(
         "16m",

@@ -78,6 +78,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     })?;
 
     let server = Server::new(live, storage.clone(), dialback_secret);
+    // Writes the archive accepted and then lost: their senders are told.
+    if let Some(reports) = server.archive.take_failures() {
+        tokio::spawn(crate::archive_faults::run(Arc::downgrade(&server), reports));
+    }
 
     let env = Arc::new(CtlEnv {
         storage: storage.clone(),

@@ -264,11 +264,41 @@ pub trait ArchiveEngine: xep_support::archive::ArchiveStore {
         msgs: Vec<(u64, xep_support::archive::NewMessage)>,
     ) -> Result<usize, xep_support::module::StoreError>;
     /// Wait until every append up to `ticket` is on disk; `Err` if a write
-    /// covering it failed.
+    /// covering it failed (its [`ArchiveFailure`] was queued first).
     fn durable(
         &self,
         ticket: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>;
+    /// The reports of failed writes, for the server to tell the senders
+    /// (given once; `None` afterwards). Bounded: a report that finds it
+    /// full is logged and dropped.
+    fn take_failures(&self) -> Option<tokio::sync::mpsc::Receiver<ArchiveFailure>>;
+    /// How many reports were queued so far (the `seq` of the last one).
+    fn failures_reported(&self) -> u64;
+}
+
+/// Appended messages an archive write (or its flush) lost: reported by the
+/// engine after [`ArchiveEngine::append`](xep_support::archive::ArchiveStore::append)
+/// accepted them, before the waiters of their tickets learn of the failure.
+#[derive(Debug)]
+pub struct ArchiveFailure {
+    /// 1, 2, ... in the order reported.
+    pub seq: u64,
+    /// Why (a full disk is [`StorageError::Full`]).
+    pub error: StorageError,
+    /// The messages, in append order.
+    pub messages: Vec<LostMessage>,
+}
+
+/// One message of an [`ArchiveFailure`].
+#[derive(Debug)]
+pub struct LostMessage {
+    /// The archive's owner (bare JID).
+    pub owner: String,
+    /// Sent by the owner (its `from` is the sending session), not received.
+    pub outgoing: bool,
+    /// The stanza as it was archived.
+    pub xml: String,
 }
 
 /// Accounts and their SCRAM credentials.
