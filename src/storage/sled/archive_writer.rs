@@ -404,13 +404,17 @@ impl Writer {
                 self.reports_a.store(seq, Ordering::Release);
             }
             Err(e) => {
+                let why = match &e {
+                    tokio::sync::mpsc::error::TrySendError::Full(_) => "too many reports waiting",
+                    tokio::sync::mpsc::error::TrySendError::Closed(_) => "nobody takes reports",
+                };
                 let r = e.into_inner();
                 let mut owners: Vec<&str> = r.messages.iter().map(|m| m.owner.as_str()).collect();
                 owners.sort_unstable();
                 owners.dedup();
                 tracing::error!(
                     "archive: {} messages of {} not archived ({error}); their senders cannot be told \
-                     (no room for the report)",
+                     ({why})",
                     r.messages.len(),
                     owners.join(", ")
                 );
