@@ -1,6 +1,9 @@
 //! Where a stanza goes once its sender is known (RFC 6120 §10, RFC 6121 §8):
-//! to the server itself (answered by a module), to a local account's
-//! sessions, or back to its sender as an error. Every stanza that enters the
+//! the route table (`routes.rs`) says where its domain is — a module's
+//! service, a component or another server (handed to that route), or a
+//! host of ours: to the server itself (answered by a module), to a local
+//! account's sessions, or back to its sender as an error. This file names
+//! no transport: it imports neither `s2s/` nor `component/`. Every stanza that enters the
 //! server, from any stream, ends here with its `from` already stamped.
 
 use jid::{BareJid, FullJid, Jid};
@@ -11,6 +14,7 @@ use xep_support::ns;
 use xep_support::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaError};
 
 use crate::router::Delivery;
+use crate::routes::Route;
 use crate::server::Server;
 
 /// Route a stanza whose `from` is trustworthy. Boxed because routing can
@@ -118,23 +122,32 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
         return;
     };
     let domain = to.domain().as_str();
-    if let Some(module) = server.live().service_module(domain).cloned() {
-        // A module's own service domain (mod_muc's conference.HOST): the
-        // module answers, and hands back what to route, in order.
-        let out = module.handle_service_stanza(server, &stanza);
-        route_all(server, out).await;
-        return;
-    }
-    if !server.serves(domain) && crate::component::is_component(server, domain) {
-        // An external component's domain (XEP-0114).
-        crate::component::send(server, stanza, domain).await;
-        return;
-    }
-    if !server.serves(domain) {
-        // Another server's domain: federation (s2s), which bounces
-        // remote-server-not-found / -timeout itself when it cannot deliver.
-        crate::s2s::send(server, stanza, domain).await;
-        return;
+    match server.routes.resolve(domain) {
+        Route::Local => {}
+        Route::Service(module) => {
+            // A module's own service domain (mod_muc's conference.HOST): the
+            // module answers, and hands back what to route, in order.
+            let out = module.handle_service_stanza(server, &stanza);
+            route_all(server, out).await;
+            return;
+        }
+        // An external component's domain (XEP-0114), or another server's
+        // domain: federation (s2s), which bounces remote-server-not-found /
+        // -timeout itself when it cannot deliver.
+        Route::Link(link) | Route::Remote(link) => {
+            if let Err((stanza, error)) = link.send(stanza, domain).await {
+                bounce(server, &stanza, error).await;
+            }
+            return;
+        }
+        Route::Unavailable => {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            return;
+        }
+        Route::Unreachable => {
+            tracing::debug!("no route to {domain}");
+            return;
+        }
     }
     if to.node().is_none() {
         if to.resource().is_none() {

@@ -6,6 +6,8 @@
 //!   the leaf `ctl_catalog.rs`;
 //! - `s2s/` and `component/` do not import `c2s/`: the stream plumbing they
 //!   share (`BoxIo`, stream errors) is the leaf `stream.rs`;
+//! - `delivery.rs` (the router) imports neither `s2s/` nor `component/`:
+//!   it asks the route table (`routes.rs`), where they register;
 //! - `tls/` does not import `server.rs` (`accept_transport` takes an
 //!   acceptor), and the leaves stay leaves.
 //!
@@ -18,11 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// What `server.rs` may import: configuration types, the link tables,
-/// the session table, storage (with its caches), TLS.
-const SERVER_MAY_IMPORT: &[&str] = &["config", "links", "router", "storage", "tls"];
+/// the session table, the route table, storage (with its caches), TLS.
+const SERVER_MAY_IMPORT: &[&str] = &["config", "links", "router", "routes", "storage", "tls"];
 
 /// Modules that import nothing from the crate.
-const LEAVES: &[&str] = &["ctl_catalog", "links", "stream"];
+const LEAVES: &[&str] = &["ctl_catalog", "links", "routes", "stream"];
 
 fn read_tree(dir: &Path, text: &mut String) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -153,6 +155,21 @@ fn s2s_and_component_do_not_import_c2s() {
     for m in ["s2s", "component"] {
         assert!(!g[m].contains("c2s"), "{m} imports c2s: {:?}", g[m]);
     }
+}
+
+#[test]
+fn delivery_imports_no_transport() {
+    let g = graph();
+    assert!(g["delivery"].contains("routes"), "{:?}", g["delivery"]);
+    for m in ["s2s", "component"] {
+        assert!(
+            !g["delivery"].contains(m),
+            "delivery imports {m}: it routes through the route table ({:?})",
+            g["delivery"]
+        );
+    }
+    // The transports register in the table.
+    assert!(g["s2s"].contains("routes") && g["component"].contains("routes"));
 }
 
 #[test]

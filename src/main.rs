@@ -17,6 +17,7 @@ mod import_graph_tests;
 mod links;
 mod queue;
 mod router;
+mod routes;
 mod s2s;
 mod serve;
 mod server;

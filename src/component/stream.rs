@@ -65,7 +65,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     conn.set_max_stanza_size(cfg.max_stanza_size);
     tracing::info!(%peer, %domain, "component connected");
     let Some((mut reader, writer)) = conn.into_parts() else {
-        server.components.release(&domain, conn_id);
+        server.routes.unregister(&domain, conn_id);
         return;
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -93,7 +93,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     // Stop the writer (with the stream error) before the route goes away,
     // so the closing queue cannot end the stream first.
     let _ = stop_tx.send(error);
-    server.components.release(&domain, conn_id);
+    server.routes.unregister(&domain, conn_id);
     let _ = writer.await;
 }
 
@@ -180,14 +180,14 @@ async fn handshake(
             Some(format!("{to} is a host of this server")),
         ));
     }
-    let Some((conn_id, rx)) = server.components.claim(&to) else {
+    let Some((conn_id, rx)) = super::register(server, &to) else {
         return Err(Fail::Stream(
             StreamCondition::Conflict,
             Some(format!("a component for {to} is connected already")),
         ));
     };
     if let Err(e) = conn.send("<handshake/>").await {
-        server.components.release(&to, conn_id);
+        server.routes.unregister(&to, conn_id);
         return Err(e);
     }
     Ok((to, conn_id, rx))

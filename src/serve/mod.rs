@@ -78,6 +78,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     })?;
 
     let server = Server::new(live, storage.clone(), dialback_secret);
+    crate::s2s::register(&server);
 
     let env = Arc::new(CtlEnv {
         storage: storage.clone(),

@@ -62,7 +62,7 @@ impl ServerContext for Server {
     }
 
     fn disco_items(&self, host: &str) -> Vec<String> {
-        let mut items = self.components.connected();
+        let mut items = self.routes.linked();
         items.extend(self.live().services_of(host));
         items
     }
