@@ -9,10 +9,11 @@
 use jid::{BareJid, FullJid, Jid};
 use xep_support::element::Element;
 use xep_support::jids::{self, Bare};
-use xep_support::module::IqRequest;
+use xep_support::module::{IqRequest, OrderedAnswer};
 use xep_support::ns;
 use xep_support::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaError};
 
+use crate::im::Out;
 use crate::router::Delivery;
 use crate::routes::Route;
 use crate::server::Server;
@@ -228,12 +229,16 @@ fn answer_account_iq(
     stanza: &Element,
     account: BareJid,
     is_set: bool,
-) -> (Element, Vec<Element>) {
+) -> (Element, Vec<Element>, Vec<Element>) {
     let (Some(payload), Some(from)) = (
         stanza.first_child(),
         stanza.attr("from").and_then(jids::parse_full),
     ) else {
-        return (iq_error(stanza, &StanzaError::bad_request()), Vec::new());
+        return (
+            iq_error(stanza, &StanzaError::bad_request()),
+            Vec::new(),
+            Vec::new(),
+        );
     };
     let to = Jid::from(account);
     let req = IqRequest {
@@ -243,7 +248,11 @@ fn answer_account_iq(
         from: &from,
         to: &to,
     };
-    let (answer, before) = module.handle_account_iq_ordered(server, &req);
+    let OrderedAnswer {
+        before,
+        answer,
+        after,
+    } = module.handle_account_iq_around(server, &req);
     let mut reply = match answer {
         Ok(p) => iq_result(stanza, p),
         Err(e) => iq_error(stanza, &e),
@@ -251,7 +260,7 @@ fn answer_account_iq(
     if stanza.attr("to").is_none() {
         reply.remove_attr("from");
     }
-    (reply, before)
+    (reply, before, after)
 }
 
 async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
@@ -310,7 +319,8 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
             bounce(server, &stanza, StanzaError::service_unavailable()).await;
             return;
         }
-        crate::im::offline::store_or_deliver(server, stanza, &bare).await;
+        let refused = crate::im::offline::store_or_deliver(server, stanza, &bare).await;
+        perform(server, refused.into_iter().collect()).await;
         return;
     }
     let jids: Vec<FullJid> = targets.iter().map(|s| s.jid.clone()).collect();
@@ -340,6 +350,57 @@ fn delivered_hooks(
     out
 }
 
+/// A presence without `to` from a session (RFC 6121 §4.2–§4.5): what
+/// `im::presence` decides, sent in order, then the modules'
+/// `presence_available` hook for an available one.
+pub async fn presence_broadcast(
+    server: &std::sync::Arc<Server>,
+    session: &std::sync::Arc<crate::router::SessionHandle>,
+    el: Element,
+) {
+    let (out, available) = crate::im::presence::broadcast_from_session(server, session, el).await;
+    perform(server, out).await;
+    if let Some((el, initial)) = available {
+        for m in &server.live().modules {
+            m.presence_available(server.as_ref(), &session.jid, &el, initial);
+        }
+    }
+}
+
+/// A presence with `to` from a session: subscription management or
+/// directed presence (`im::presence` decides, this sends).
+pub async fn presence_directed(
+    server: &Server,
+    session: &std::sync::Arc<crate::router::SessionHandle>,
+    el: Element,
+    to: Jid,
+) {
+    let out = crate::im::presence::directed_from_session(server, session, el, to);
+    perform(server, out).await;
+}
+
+/// A session ended: its unavailable presence to everyone who saw it.
+pub async fn session_ended(
+    server: &Server,
+    session: &std::sync::Arc<crate::router::SessionHandle>,
+) {
+    let out = crate::im::presence::session_ended(server, session);
+    perform(server, out).await;
+}
+
+/// Send what an `im/` handler decided, in order, on this task.
+pub async fn perform(server: &Server, outs: Vec<Out>) {
+    for out in outs {
+        match out {
+            Out::Route(el) => route(server, el).await,
+            Out::Deliver(session, el) => {
+                let _ = server.router.deliver(&session, el).await;
+            }
+            Out::Bounce(el, error) => bounce(server, &el, error).await,
+        }
+    }
+}
+
 async fn route_all(server: &Server, stanzas: Vec<Element>) {
     for s in stanzas {
         route(server, s).await;
@@ -356,7 +417,8 @@ async fn presence_to_user(server: &Server, stanza: Element, to: &Jid) {
     if !online && !account_exists(server, &bare) {
         return; // §4.x: presence to a nonexistent account is silently dropped
     }
-    crate::im::presence::inbound_to_user(server, stanza, to).await;
+    let out = crate::im::presence::inbound_to_user(server, stanza, to);
+    perform(server, out).await;
 }
 
 async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
@@ -386,22 +448,23 @@ async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
                 .first_child()
                 .map(|c| c.ns.clone())
                 .unwrap_or_default();
-            if from_self && ns == crate::im::roster::NS_ROSTER {
-                if let Some(reply) = crate::im::roster::handle_iq(server, &stanza, &bare).await {
-                    send_back(server, reply).await;
-                }
-            } else if let Some(module) = server.account_module_for(&ns) {
-                // Answered by a module on the account's behalf; it decides who may ask.
+            if let Some(module) = server.account_module_for(&ns) {
+                // Answered on the account's behalf by the handler registered
+                // for the namespace (the roster, or a module); it decides who
+                // may ask.
                 if !from_self && !account_exists(server, &bare) {
                     bounce(server, &stanza, StanzaError::service_unavailable()).await;
                     return;
                 }
-                let (reply, before) =
+                let (reply, before, after) =
                     answer_account_iq(server, module.as_ref(), &stanza, bare, kind == "set");
-                // Stanzas the module wants first (XEP-0313 results before <fin/>),
-                // routed in order on this task.
+                // Stanzas the handler wants first (XEP-0313 results before
+                // <fin/>, roster pushes before a set's result), the answer,
+                // then what follows it (a versioned roster get's pushes),
+                // in order on this task.
                 route_all(server, before).await;
                 send_back(server, reply).await;
+                route_all(server, after).await;
             } else if from_self && (ns == ns::SESSION || server.module_for(&ns).is_some()) {
                 let reply = answer_server_iq(server, &stanza, &Jid::from(bare), kind == "set");
                 send_back(server, reply).await;

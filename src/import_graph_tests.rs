@@ -8,6 +8,8 @@
 //!   share (`BoxIo`, stream errors) is the leaf `stream.rs`;
 //! - `delivery.rs` (the router) imports neither `s2s/` nor `component/`:
 //!   it asks the route table (`routes.rs`), where they register;
+//! - `im/` does not import `delivery.rs`: its handlers return the stanzas
+//!   to send and the router sends them;
 //! - `tls/` does not import `server.rs` (`accept_transport` takes an
 //!   acceptor), and the leaves stay leaves.
 //!
@@ -170,6 +172,17 @@ fn delivery_imports_no_transport() {
     }
     // The transports register in the table.
     assert!(g["s2s"].contains("routes") && g["component"].contains("routes"));
+}
+
+#[test]
+fn im_does_not_import_the_router() {
+    let g = graph();
+    assert!(g["delivery"].contains("im"), "{:?}", g["delivery"]);
+    assert!(
+        !g["im"].contains("delivery"),
+        "im imports delivery: {:?}",
+        g["im"]
+    );
 }
 
 #[test]

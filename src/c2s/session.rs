@@ -368,7 +368,7 @@ async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Ta
             }
         }
     }
-    Box::pin(crate::im::presence::session_ended(server, handle)).await;
+    Box::pin(crate::delivery::session_ended(server, handle)).await;
     for m in &server.live().modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
@@ -423,7 +423,8 @@ async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, 
                 ));
             }
             if exists {
-                crate::im::offline::store_or_deliver_locked(server, el, &bare).await;
+                let refused = crate::im::offline::store_or_deliver_locked(server, el, &bare).await;
+                crate::delivery::perform(server, refused.into_iter().collect()).await;
             } else {
                 // The account was removed.
                 crate::delivery::bounce(server, &el, StanzaError::service_unavailable()).await;
@@ -674,17 +675,9 @@ async fn handle_stanza(
             // Boxed: presence handling (offline drain, fan-out) has a large
             // future that would otherwise enlarge every idle session's task.
             match el.attr("to").map(|t| jids::parse(t).ok_or(())) {
-                None => {
-                    Box::pin(crate::im::presence::broadcast_from_session(
-                        server, handle, el,
-                    ))
-                    .await
-                }
+                None => Box::pin(crate::delivery::presence_broadcast(server, handle, el)).await,
                 Some(Ok(to)) => {
-                    Box::pin(crate::im::presence::directed_from_session(
-                        server, handle, el, to,
-                    ))
-                    .await
+                    Box::pin(crate::delivery::presence_directed(server, handle, el, to)).await
                 }
                 Some(Err(_)) => {}
             }

@@ -22,6 +22,7 @@ use xep_support::element::Element;
 use xep_support::ns;
 use xep_support::stanza::{ErrorType, StanzaError};
 
+use crate::im::Out;
 use crate::router::{Delivery, Outgoing, SessionHandle};
 use crate::server::Server;
 use crate::storage::{AccountKey, OfflineStored};
@@ -95,15 +96,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// A message for an account with no available resource (checked again
 /// under the account lock): deliver if one became available meanwhile,
-/// else store it (or tell the sender why not).
-pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
+/// else store it. Returns the error for the sender when it could not be
+/// stored, for the caller to send (`delivery::perform`).
+pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) -> Option<Out> {
     let _guard = server.account_locks.lock(to).await;
-    store_or_deliver_locked(server, msg, to).await;
+    store_or_deliver_locked(server, msg, to).await
 }
 
 /// [`store_or_deliver`] for a caller that holds `to`'s account lock (an
 /// ending session rerouting its whole backlog under one lock).
-pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid) {
+pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid) -> Option<Out> {
     let targets = server.router.best_resources(to);
     if !targets.is_empty() {
         for s in targets {
@@ -111,10 +113,10 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
             copy.set_attr("to", to.as_str());
             let _ = server.router.deliver(&s, copy).await;
         }
-        return;
+        return None;
     }
     if !storable(&msg) {
-        return; // chat states, receipts and the like are not kept (XEP-0160 §3)
+        return None; // chat states, receipts and the like are not kept (XEP-0160 §3)
     }
     let account = AccountKey::from(to);
     let mut stored = msg.clone();
@@ -158,22 +160,19 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
             for m in &server.live().modules {
                 m.message_stored_offline(server, to, &msg);
             }
+            None
         }
-        Ok(OfflineStored::Full) => {
-            crate::delivery::bounce(
-                server,
-                &msg,
-                StanzaError::new(ErrorType::Wait, "resource-constraint")
-                    .with_text("the recipient's offline storage is full"),
-            )
-            .await;
-        }
+        Ok(OfflineStored::Full) => Some(Out::Bounce(
+            msg,
+            StanzaError::new(ErrorType::Wait, "resource-constraint")
+                .with_text("the recipient's offline storage is full"),
+        )),
         Err(e) => {
             let from = msg.attr("from").unwrap_or("?");
             tracing::error!(
                 "storing an offline message from {from} for {to}: {e}; the sender gets an error"
             );
-            crate::delivery::bounce(server, &msg, e.stanza_error()).await;
+            Some(Out::Bounce(msg, e.stanza_error()))
         }
     }
 }

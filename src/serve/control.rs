@@ -136,8 +136,9 @@ impl ServerControl for Control {
         let stored = self.server.rosters.put(self.server.as_ref(), &bare, item)?;
         let ver = stored.ver;
         let el = crate::im::subscription::roster_item_xml(&stored);
+        let pushes = crate::im::roster::push_outs(&self.server, &bare, el, ver);
         self.rt
-            .block_on(crate::im::roster::push(&self.server, &bare, el, ver));
+            .block_on(crate::delivery::perform(&self.server, pushes));
         Ok(())
     }
 
@@ -157,8 +158,9 @@ impl ServerControl for Control {
         {
             Some(ver) => {
                 let el = crate::im::subscription::removed_item_xml(contact);
+                let pushes = crate::im::roster::push_outs(&self.server, &bare, el, ver);
                 self.rt
-                    .block_on(crate::im::roster::push(&self.server, &bare, el, ver));
+                    .block_on(crate::delivery::perform(&self.server, pushes));
                 Ok(true)
             }
             None => Ok(false),

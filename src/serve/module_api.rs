@@ -27,6 +27,10 @@ use crate::stream::StreamCondition;
 const CORE_DISCO_FEATURES: &[&str] = &["msgoffline"];
 
 impl ServerContext for Server {
+    fn core(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn hosts(&self) -> Vec<String> {
         self.config().hosts.clone()
     }
