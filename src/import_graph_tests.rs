@@ -10,6 +10,8 @@
 //!   it asks the route table (`routes.rs`), where they register;
 //! - `im/` does not import `delivery.rs`: its handlers return the stanzas
 //!   to send and the router sends them;
+//! - the session table (`router.rs`) does not import `c2s/`: the XEP-0198
+//!   state its handle carries is the leaf `sm_state.rs`;
 //! - `tls/` does not import `server.rs` (`accept_transport` takes an
 //!   acceptor), and the leaves stay leaves.
 //!
@@ -26,7 +28,7 @@ use std::path::Path;
 const SERVER_MAY_IMPORT: &[&str] = &["config", "links", "router", "routes", "storage", "tls"];
 
 /// Modules that import nothing from the crate.
-const LEAVES: &[&str] = &["ctl_catalog", "links", "routes", "stream"];
+const LEAVES: &[&str] = &["ctl_catalog", "links", "routes", "sm_state", "stream"];
 
 fn read_tree(dir: &Path, text: &mut String) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -182,6 +184,17 @@ fn im_does_not_import_the_router() {
         !g["im"].contains("delivery"),
         "im imports delivery: {:?}",
         g["im"]
+    );
+}
+
+#[test]
+fn the_session_table_does_not_import_c2s() {
+    let g = graph();
+    assert!(g["router"].contains("sm_state"), "{:?}", g["router"]);
+    assert!(
+        !g["router"].contains("c2s"),
+        "router imports c2s: {:?}",
+        g["router"]
     );
 }
 

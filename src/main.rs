@@ -21,6 +21,7 @@ mod routes;
 mod s2s;
 mod serve;
 mod server;
+mod sm_state;
 mod storage;
 mod stream;
 mod tls;

@@ -63,6 +63,18 @@ pub enum Outgoing {
     Flush,
 }
 
+/// The XEP-0198 state a session's handle carries (the type is the leaf
+/// [`crate::sm_state`]; the protocol is `c2s/sm/`).
+pub type SmState = crate::sm_state::SmState<Claim>;
+
+/// What a XEP-0198 resumption takes over from the session it resumes: the
+/// queue of stanzas routed to the session (its handle and XEP-0198 state
+/// stay shared).
+pub type Takeover = queue::Receiver<Outgoing>;
+
+/// A request to hand a session over to a new connection.
+pub type Claim = oneshot::Sender<Takeover>;
+
 /// A stream error a session's writer is to send: its condition and, for
 /// the log and the peer, why (if more than the condition says).
 pub type StreamErrorOut = (StreamCondition, Option<String>);
@@ -99,7 +111,7 @@ pub struct SessionHandle {
     /// Entities it sent directed presence to (RFC 6121 §4.6), told when it goes.
     pub directed: std::sync::Mutex<HashSet<String>>,
     /// XEP-0198 state, once the client enabled stream management.
-    pub sm: std::sync::OnceLock<Arc<std::sync::Mutex<crate::c2s::sm::SmState>>>,
+    pub sm: std::sync::OnceLock<Arc<std::sync::Mutex<SmState>>>,
     /// XEP-0352: the client said it is inactive.
     pub csi_inactive: AtomicBool,
     /// XEP-0198: the connection dropped and the session waits for a

@@ -1,9 +1,10 @@
 //! A bound client session: reads stanzas one at a time, checks them, stamps
 //! `from` with the session's full JID (whatever the client wrote), keeps the
 //! session's presence state, and hands each stanza to [`crate::delivery`].
-//! Its writer runs as a second task draining the session's queue. XEP-0198
-//! and XEP-0352 elements are handled here too (they are not stanzas), and
-//! so are mod_ping's server-side pings.
+//! Its writer runs as a second task draining the session's queue. XEP-0352
+//! elements are handled here too (they are not stanzas), and so are
+//! mod_ping's server-side pings; XEP-0198 elements go to `sm/`, which also
+//! holds the wait of a detached session.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use xep_support::ping::Ping;
 use xep_support::stanza::{error_reply, iq_error, StanzaError};
 
 use super::negotiation::{Bound, Rd};
-use super::sm::{self, Claim, SmState, Takeover};
+use super::sm::{self, Claim, Takeover};
 use super::writer::{Exit, Settings};
 use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
@@ -76,7 +77,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
     ));
     let mut claims: Option<mpsc::Receiver<Claim>> = None;
     if resumed_session {
-        claims = Some(install_claims(&handle));
+        claims = Some(sm::resume::install_claims(&handle));
     } else {
         // Roster for presence fan-out is loaded once now, not per stanza.
         let _ = server.rosters.get(server.as_ref(), &handle.jid.bare());
@@ -95,7 +96,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
                 let closed = matches!(&w, Ok((_, Exit::Closed)));
                 break (if closed { End::Stopped } else { End::Gone }, Some(w));
             }
-            Some(claim) = next_claim(&mut claims) => break (End::Taken(claim), None),
+            Some(claim) = sm::resume::next_claim(&mut claims) => break (End::Taken(claim), None),
             _ = sleep_until(wake), if wake.is_some() => {
                 if pinger.on_timer(&handle) {
                     continue;
@@ -203,7 +204,7 @@ async fn wind_down(
             Err(rx) => Some(rx),
         },
         (End::Gone, Some(rx)) if keep && !writer_closed => {
-            match Box::pin(detached(&server, &handle, claims.as_mut(), rx)).await {
+            match Box::pin(sm::resume::detached(&server, &handle, claims.as_mut(), rx)).await {
                 None => return,
                 Some(rx) => Some(rx),
             }
@@ -233,7 +234,7 @@ fn dispatch<'a>(
     match ev {
         Ok(StreamEvent::Stanza(el)) => {
             if el.ns == ns::SM {
-                return Ok(Some(Box::pin(sm_nonza(server, handle, claims, el))));
+                return Ok(Some(Box::pin(sm::ack::nonza(server, handle, claims, el))));
             }
             if el.ns == ns::CSI && server.live().csi.is_some() {
                 return Ok(Some(Box::pin(csi_nonza(handle, el))));
@@ -277,22 +278,6 @@ fn boxed_next(reader: &mut StreamReader<Rd>) -> NextEvent<'_> {
     Box::pin(reader.next())
 }
 
-/// A new channel for resumptions to claim the session through.
-fn install_claims(handle: &SessionHandle) -> mpsc::Receiver<Claim> {
-    let (tx, rx) = mpsc::channel(1);
-    if let Some(sm) = handle.sm.get() {
-        sm.lock().unwrap_or_else(|e| e.into_inner()).claims = Some(tx);
-    }
-    rx
-}
-
-async fn next_claim(claims: &mut Option<mpsc::Receiver<Claim>>) -> Option<Claim> {
-    match claims {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Sleep until `deadline`, if any (the timer lives on the heap only while
 /// it runs, so it does not enlarge the session's task).
 async fn sleep_until(deadline: Option<Instant>) {
@@ -300,49 +285,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => Box::pin(tokio::time::sleep_until(d.into())).await,
         None => std::future::pending().await,
     }
-}
-
-/// The connection of a resumable session dropped: wait for a resumption
-/// (returns `None`: the queue was handed over) or for the timeout, a kick
-/// or shutdown (returns the queue, for the session to end).
-async fn detached(
-    server: &Arc<Server>,
-    handle: &Arc<SessionHandle>,
-    claims: Option<&mut mpsc::Receiver<Claim>>,
-    rx: Takeover,
-) -> Option<Takeover> {
-    let Some(claims) = claims else {
-        return Some(rx);
-    };
-    let timeout = handle
-        .sm
-        .get()
-        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).timeout)
-        .unwrap_or_default();
-    handle.detached.store(true, Ordering::Relaxed);
-    tracing::info!(jid = %handle.jid, "connection lost; session kept for resumption for {}s", timeout.as_secs());
-    let mut shutdown = server.shutdown_signal();
-    let claim = tokio::select! {
-        c = claims.recv() => c,
-        _ = tokio::time::sleep(timeout) => None,
-        _ = handle.stop.notified() => None,
-        _ = shutdown.wait_for(|v| *v) => None,
-    };
-    if let Some(claim) = claim {
-        match claim.send(rx) {
-            Ok(()) => {
-                server.router.release(handle);
-                return None;
-            }
-            Err(rx) => {
-                server.router.unbind(handle);
-                return Some(rx);
-            }
-        }
-    }
-    tracing::info!(jid = %handle.jid, "resumable session ended without resumption");
-    server.router.unbind(handle);
-    Some(rx)
 }
 
 /// End a session for good: unavailable presence, modules told, and every
@@ -435,71 +377,6 @@ async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, 
         }
         _ => {}
     }
-}
-
-/// A XEP-0198 element from the client.
-async fn sm_nonza(
-    server: &Arc<Server>,
-    handle: &Arc<SessionHandle>,
-    claims: &mut Option<mpsc::Receiver<Claim>>,
-    el: Element,
-) -> Result<(), StreamCondition> {
-    let live = server.live();
-    let Some(opts) = live.sm.as_ref() else {
-        return Err(StreamCondition::UnsupportedStanzaType);
-    };
-    let reply = match el.name.as_str() {
-        "enable" => {
-            if handle.sm.get().is_some() {
-                Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None)))
-            } else {
-                let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
-                let max = el.attr("max").and_then(|m| m.trim().parse::<u64>().ok());
-                let timeout = opts.timeout_for(max);
-                let id = resume.then(sm::new_id);
-                let state = SmState::new(id.clone(), timeout);
-                let _ = handle.sm.set(Arc::new(std::sync::Mutex::new(state)));
-                let mut enabled = Element::new("enabled", ns::SM);
-                if let Some(id) = id {
-                    *claims = Some(install_claims(handle));
-                    server.remember_resumable(&id, handle.clone());
-                    enabled.set_attr("id", id);
-                    enabled.set_attr("resume", "true");
-                    enabled.set_attr("max", timeout.as_secs().to_string());
-                }
-                Outgoing::SmEnabled(Box::new(enabled))
-            }
-        }
-        "r" => match handle.sm.get() {
-            Some(sm) => {
-                // What this answer acknowledges is durable first.
-                server.archive_durable(handle).await;
-                let h = sm.lock().unwrap_or_else(|e| e.into_inner()).h_in;
-                Outgoing::Nonza(Box::new(sm::a(h)))
-            }
-            None => Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None))),
-        },
-        "a" => {
-            let Some(sm) = handle.sm.get() else {
-                return Err(StreamCondition::UnsupportedStanzaType);
-            };
-            let Some(h) = sm::parse_h(&el) else {
-                return Err(StreamCondition::InvalidXml);
-            };
-            let r = sm.lock().unwrap_or_else(|e| e.into_inner()).ack(h);
-            return match r {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    tracing::info!(jid = %handle.jid, "bad acknowledgement: {e:?}");
-                    Err(StreamCondition::UndefinedCondition)
-                }
-            };
-        }
-        "resume" => Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None))),
-        _ => return Err(StreamCondition::UnsupportedStanzaType),
-    };
-    let _ = handle.tx.send(reply).await;
-    Ok(())
 }
 
 /// A XEP-0352 element from the client.

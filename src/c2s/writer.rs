@@ -331,7 +331,7 @@ fn request_ack(handle: &SessionHandle, buf: &mut String) {
     };
     let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
     if sm.counting && !sm.unacked.is_empty() && sm.ack_requested.is_none() {
-        crate::c2s::sm::r().write_to(buf, ns::CLIENT);
+        super::sm::wire::r().write_to(buf, ns::CLIENT);
         sm.ack_requested = Some(Instant::now());
     }
 }
