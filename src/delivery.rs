@@ -11,7 +11,7 @@ use xep_support::element::Element;
 use xep_support::jids::{self, Bare};
 use xep_support::module::{IqRequest, OrderedAnswer};
 use xep_support::ns;
-use xep_support::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaError};
+use xep_support::stanza::{error_reply, iq_error, iq_result, Condition, ErrorType, StanzaError};
 
 use crate::im::Out;
 use crate::router::Delivery;
@@ -102,7 +102,7 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
                 bounce(
                     server,
                     &stanza,
-                    StanzaError::new(ErrorType::Modify, "jid-malformed"),
+                    StanzaError::new(ErrorType::Modify, Condition::JidMalformed),
                 )
                 .await;
                 return;
@@ -498,7 +498,7 @@ async fn deliver_or_bounce(
                 bounce(
                     server,
                     &s,
-                    StanzaError::new(ErrorType::Wait, "resource-constraint"),
+                    StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
                 )
                 .await;
             }

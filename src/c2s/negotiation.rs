@@ -18,7 +18,7 @@ use tokio::io::{split, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{iq_error, ErrorType, StanzaError};
+use xep_support::stanza::{iq_error, Condition, ErrorType, StanzaError};
 
 use super::cork::{Cork, Corked};
 use super::sm::resume::Resumption;
@@ -508,7 +508,7 @@ impl Negotiation {
                     }
                 } else {
                     // <enable/> (or <r/>, <a/>) before a resource is bound.
-                    let f = super::sm::wire::failed("unexpected-request", None);
+                    let f = super::sm::wire::failed(Condition::UnexpectedRequest, None);
                     self.send(&f.to_xml(ns::CLIENT)).await?;
                 }
             } else if el.is("iq", ns::CLIENT) && self.user.is_some() {
@@ -733,7 +733,10 @@ impl Negotiation {
         let is_bind = iq.attr("type") == Some("set") && iq.child("bind", ns::BIND).is_some();
         if !is_bind {
             if iq.attr("type") == Some("get") || iq.attr("type") == Some("set") {
-                let reply = iq_error(&iq, &StanzaError::new(ErrorType::Wait, "not-authorized"));
+                let reply = iq_error(
+                    &iq,
+                    &StanzaError::new(ErrorType::Wait, Condition::NotAuthorized),
+                );
                 self.send(&reply.to_xml(ns::CLIENT)).await?;
             }
             return Ok(None);
@@ -790,7 +793,7 @@ impl Negotiation {
                 while rx.try_recv().is_ok() {}
                 let reply = iq_error(
                     &iq,
-                    &StanzaError::new(ErrorType::Wait, "resource-constraint"),
+                    &StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
                 );
                 self.send(&reply.to_xml(ns::CLIENT)).await?;
                 return Ok(None);

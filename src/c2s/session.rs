@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Notify};
 use xep_support::element::Element;
 use xep_support::ns;
 use xep_support::ping::Ping;
-use xep_support::stanza::{error_reply, iq_error, StanzaError};
+use xep_support::stanza::{error_reply, iq_error, Condition, StanzaError};
 
 use super::negotiation::{Bound, Rd};
 use super::sm::{self, Claim, Takeover};
@@ -511,7 +511,10 @@ async fn handle_stanza(
             if el.name != "presence" && el.attr("type") != Some("error") {
                 let mut reply = error_reply(
                     &el,
-                    &StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"),
+                    &StanzaError::new(
+                        xep_support::stanza::ErrorType::Modify,
+                        Condition::JidMalformed,
+                    ),
                 );
                 reply.remove_attr("from");
                 reply.set_attr("to", handle.jid.to_string());

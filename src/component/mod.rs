@@ -17,7 +17,7 @@ mod stream;
 
 use tokio::sync::mpsc;
 use xep_support::element::Element;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use crate::routes::{Link, Sending};
 
@@ -40,7 +40,7 @@ impl Link for Queue {
                 tracing::warn!(%domain, "component queue full; bouncing a stanza");
                 Err((
                     stanza,
-                    StanzaError::new(ErrorType::Wait, "resource-constraint"),
+                    StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
                 ))
             }
             Err(mpsc::error::TrySendError::Closed(stanza)) => {

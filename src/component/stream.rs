@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use xep_support::element::{escape, Element, Node};
 use xep_support::ns;
-use xep_support::stanza::StanzaError;
+use xep_support::stanza::{Condition, StanzaError};
 
 use super::NS_COMPONENT;
 use crate::config::Listener;
@@ -224,7 +224,10 @@ async fn stanza(server: &Server, domain: &str, mut el: Element) -> Result<(), Fa
             crate::delivery::bounce(
                 server,
                 &to_client_ns(el),
-                StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"),
+                StanzaError::new(
+                    xep_support::stanza::ErrorType::Modify,
+                    Condition::JidMalformed,
+                ),
             )
             .await;
             return Ok(());

@@ -20,7 +20,7 @@ use jid::BareJid;
 use tokio::sync::oneshot;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use crate::im::Out;
 use crate::router::{Delivery, Outgoing, SessionHandle};
@@ -164,7 +164,7 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
         }
         Ok(OfflineStored::Full) => Some(Out::Bounce(
             msg,
-            StanzaError::new(ErrorType::Wait, "resource-constraint")
+            StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
                 .with_text("the recipient's offline storage is full"),
         )),
         Err(e) => {

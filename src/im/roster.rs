@@ -14,7 +14,7 @@ use std::sync::Arc;
 use jid::{BareJid, Jid};
 use xep_support::element::Element;
 use xep_support::module::{IqRequest, Module, OrderedAnswer, ServerContext};
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use crate::im::subscription::{removed_item_xml, roster_item_xml};
 use crate::im::Out;
@@ -188,7 +188,7 @@ fn roster_set_checked(
     }
     let item = items[0];
     let Some(contact) = item.attr("jid").and_then(|j| Jid::new(j).ok()) else {
-        return Err(StanzaError::new(ErrorType::Modify, "jid-malformed"));
+        return Err(StanzaError::new(ErrorType::Modify, Condition::JidMalformed));
     };
     if contact.resource().is_some() {
         return Err(StanzaError::bad_request().with_text("roster items are bare JIDs"));
@@ -202,12 +202,15 @@ fn roster_set_checked(
         let name = g.text();
         if name.trim().is_empty() {
             return Err(
-                StanzaError::new(ErrorType::Modify, "not-acceptable").with_text("empty group name")
+                StanzaError::new(ErrorType::Modify, Condition::NotAcceptable)
+                    .with_text("empty group name"),
             );
         }
         if name.len() > 1024 {
-            return Err(StanzaError::new(ErrorType::Modify, "not-acceptable")
-                .with_text("group name too long"));
+            return Err(
+                StanzaError::new(ErrorType::Modify, Condition::NotAcceptable)
+                    .with_text("group name too long"),
+            );
         }
         if groups.contains(&name) {
             return Err(StanzaError::bad_request().with_text("duplicate group"));
@@ -220,7 +223,8 @@ fn roster_set_checked(
         .map(str::to_string);
     if name.as_ref().is_some_and(|n| n.len() > 1024) {
         return Err(
-            StanzaError::new(ErrorType::Modify, "not-acceptable").with_text("name too long")
+            StanzaError::new(ErrorType::Modify, Condition::NotAcceptable)
+                .with_text("name too long"),
         );
     }
     // Subscription and ask in a roster set are ignored (§2.1.2.5): only name and groups change.

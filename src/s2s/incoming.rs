@@ -582,7 +582,7 @@ async fn bidi_writer(
     mut rx: mpsc::Receiver<Box<Element>>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    use xep_support::stanza::{ErrorType, StanzaError};
+    use xep_support::stanza::{Condition, ErrorType, StanzaError};
     const BATCH: usize = 16 * 1024;
     let mut buf = String::new();
     loop {
@@ -606,7 +606,7 @@ async fn bidi_writer(
         buf.clear();
         if !ok {
             for s in batch {
-                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+                let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
                 crate::delivery::bounce(&server, &s, err).await;
             }
             break;
@@ -614,7 +614,7 @@ async fn bidi_writer(
     }
     rx.close();
     while let Ok(s) = rx.try_recv() {
-        let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+        let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
         crate::delivery::bounce(&server, &s, err).await;
     }
 }

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use super::resolve;
 use super::stream::{db_xml, header_xml, Conn, Fail, NS_DIALBACK, NS_DIALBACK_FEATURE};
@@ -59,7 +59,7 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
                 match conn.tx.send_timeout(s, SEND_WAIT).await {
                     Ok(()) => return,
                     Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
-                        let err = StanzaError::new(ErrorType::Wait, "resource-constraint");
+                        let err = StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint);
                         crate::delivery::bounce(server, &s, err).await;
                         return;
                     }
@@ -76,7 +76,7 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
             }
         }
     }
-    let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+    let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
     crate::delivery::bounce(server, &stanza, err).await;
 }
 
@@ -363,15 +363,15 @@ async fn run(
             );
             let bidi = entry.info.lock().unwrap_or_else(|e| e.into_inner()).bidi;
             pump(&server, conn, &mut rx, &local, &remote, bidi).await;
-            "remote-server-not-found"
+            Condition::RemoteServerNotFound
         }
         Ok(Err(Fail::Timeout)) | Err(_) => {
             tracing::info!("s2s {local} -> {remote}: timed out");
-            "remote-server-timeout"
+            Condition::RemoteServerTimeout
         }
         Ok(Err(e)) => {
             tracing::info!("s2s {local} -> {remote}: {e}");
-            "remote-server-not-found"
+            Condition::RemoteServerNotFound
         }
     };
     server.s2s.out.remove(&local, &remote, entry.id);
@@ -469,7 +469,7 @@ async fn pump(
                 batch.len()
             );
             for s in batch {
-                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
+                let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
                 crate::delivery::bounce(server, &s, err).await;
             }
             break;

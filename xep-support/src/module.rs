@@ -588,7 +588,10 @@ mod store_error_tests {
         let s: StanzaError = full.into();
         assert_eq!(
             (s.kind, s.condition),
-            (ErrorType::Wait, "resource-constraint")
+            (
+                ErrorType::Wait,
+                crate::stanza::Condition::ResourceConstraint
+            )
         );
         let other = StoreError::other("database I/O error: EIO");
         assert!(!other.is_full());

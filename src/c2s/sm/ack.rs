@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use xep_support::element::Element;
 use xep_support::ns;
+use xep_support::stanza::Condition;
 
 use super::wire::{a, failed, new_id, parse_h};
 use super::{Claim, SmState};
@@ -31,7 +32,7 @@ pub async fn nonza(
     let reply = match el.name.as_str() {
         "enable" => {
             if handle.sm.get().is_some() {
-                Outgoing::Nonza(Box::new(failed("unexpected-request", None)))
+                Outgoing::Nonza(Box::new(failed(Condition::UnexpectedRequest, None)))
             } else {
                 let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
                 let max = el.attr("max").and_then(|m| m.trim().parse::<u64>().ok());
@@ -57,7 +58,7 @@ pub async fn nonza(
                 let h = sm.lock().unwrap_or_else(|e| e.into_inner()).h_in;
                 Outgoing::Nonza(Box::new(a(h)))
             }
-            None => Outgoing::Nonza(Box::new(failed("unexpected-request", None))),
+            None => Outgoing::Nonza(Box::new(failed(Condition::UnexpectedRequest, None))),
         },
         "a" => {
             let Some(sm) = handle.sm.get() else {
@@ -75,7 +76,7 @@ pub async fn nonza(
                 }
             };
         }
-        "resume" => Outgoing::Nonza(Box::new(failed("unexpected-request", None))),
+        "resume" => Outgoing::Nonza(Box::new(failed(Condition::UnexpectedRequest, None))),
         _ => return Err(StreamCondition::UnsupportedStanzaType),
     };
     let _ = handle.tx.send(reply).await;

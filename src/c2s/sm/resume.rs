@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use xep_support::element::Element;
 use xep_support::ns;
+use xep_support::stanza::Condition;
 
 use super::wire::{failed, parse_h};
 use super::{AckError, Claim, Takeover};
@@ -39,7 +40,7 @@ pub enum Resumption {
 pub async fn take_over(server: &Server, el: &Element, bare: &str) -> Resumption {
     let previd = el.attr("previd").unwrap_or("").to_string();
     let Some(h) = parse_h(el) else {
-        return Resumption::Refused(failed("bad-request", None));
+        return Resumption::Refused(failed(Condition::BadRequest, None));
     };
     let handle = server
         .resumable(&previd)
@@ -47,14 +48,14 @@ pub async fn take_over(server: &Server, el: &Element, bare: &str) -> Resumption 
     let sm = handle.as_ref().and_then(|hd| hd.sm.get().cloned());
     let (Some(handle), Some(sm)) = (handle, sm) else {
         let h = server.expired_h(&previd, &bare);
-        return Resumption::Refused(failed("item-not-found", h));
+        return Resumption::Refused(failed(Condition::ItemNotFound, h));
     };
     let (claims, check, h_in) = {
         let s = sm.lock().unwrap_or_else(|e| e.into_inner());
         (s.claims.clone(), s.check_ack(h), s.h_in)
     };
     if let Err(AckError::TooHigh { h, sent }) = check {
-        let f = failed("undefined-condition", Some(h_in)).with_child(
+        let f = failed(Condition::UndefinedCondition, Some(h_in)).with_child(
             Element::new("handled-count-too-high", ns::SM)
                 .with_attr("h", h.to_string())
                 .with_attr("send-count", sent.to_string()),
@@ -80,7 +81,7 @@ pub async fn take_over(server: &Server, el: &Element, bare: &str) -> Resumption 
         None => None,
     };
     let Some(queue) = taken else {
-        return Resumption::Refused(failed("item-not-found", None));
+        return Resumption::Refused(failed(Condition::ItemNotFound, None));
     };
     // The session is ours now: its handle stays bound in the router.
     handle.detached.store(false, Ordering::Relaxed);

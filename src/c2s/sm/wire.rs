@@ -3,6 +3,7 @@
 
 use xep_support::element::Element;
 use xep_support::ns;
+use xep_support::stanza::Condition;
 
 /// `<a h='…'/>`.
 pub fn a(h: u32) -> Element {
@@ -15,9 +16,9 @@ pub fn r() -> Element {
 }
 
 /// `<failed/>` with a stanza error condition and, when known, `h`.
-pub fn failed(condition: &str, h: Option<u32>) -> Element {
+pub fn failed(condition: Condition, h: Option<u32>) -> Element {
     let mut f = Element::new("failed", ns::SM)
-        .with_child(Element::new(condition.to_string(), ns::STANZA_ERRORS));
+        .with_child(Element::new(condition.as_str(), ns::STANZA_ERRORS));
     if let Some(h) = h {
         f.set_attr("h", h.to_string());
     }
