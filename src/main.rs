@@ -9,7 +9,6 @@ mod config;
 mod conn_log;
 mod ctl;
 mod ctl_catalog;
-mod delivery;
 mod http;
 mod im;
 #[cfg(test)]
@@ -21,6 +20,7 @@ mod routes;
 mod s2s;
 mod serve;
 mod server;
+mod sessions;
 mod sm_state;
 mod storage;
 mod stream;

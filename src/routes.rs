@@ -2,7 +2,7 @@
 //! goes — this server's own accounts ([`Route::Local`]), a module's service
 //! such as MUC ([`Route::Service`]), a connected external component's queue
 //! ([`Route::Link`]), or, for every domain nobody here serves, the s2s
-//! manager ([`Route::Remote`]). The router (`delivery.rs`) asks this table
+//! manager ([`Route::Remote`]). The router (`router.rs`) asks this table
 //! and names no transport: what a link does with a stanza is the link's
 //! business (`component/`, `s2s/` implement [`Link`] and register
 //! themselves). It is the seam where later transports and a cluster plug

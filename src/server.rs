@@ -1,7 +1,7 @@
 //! The shared state of the running server: what every connection and task
 //! reaches through `Arc<Server>` — the live snapshot of configuration,
 //! certificates and modules ([`Live`], swapped whole by a reload), storage
-//! and its caches, the session table ([`Router`]), the route table
+//! and its caches, the session table ([`Sessions`]), the route table
 //! ([`Routes`]), the s2s link tables, XEP-0198 resumption state, the authentication-failure
 //! table, and the shutdown signal.
 //!
@@ -30,8 +30,8 @@ use xep_support::module::{CommandOutcome, Module};
 
 use crate::config::Config;
 use crate::links::S2s;
-use crate::router::{Router, SessionHandle};
 use crate::routes::{Domains, Routes};
+use crate::sessions::{SessionHandle, Sessions};
 use crate::storage::account_locks::AccountLocks;
 use crate::storage::roster_cache::{RosterCache, RosterSource};
 use crate::storage::Storage;
@@ -147,7 +147,7 @@ pub struct Server {
     module_data: crate::storage::modules::ModuleAccess,
     /// The message archives (XEP-0313), written off the routing path.
     pub archive: Arc<dyn crate::storage::ArchiveEngine>,
-    pub router: Router,
+    pub sessions: Sessions,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
     pub rosters: RosterCache,
     /// Per-account locks ordering offline storage against draining it.
@@ -185,7 +185,7 @@ impl Server {
             archive: storage.archive(),
             group_commit: crate::storage::group_commit::GroupCommit::start(storage.clone()),
             storage,
-            router: Router::new(),
+            sessions: Sessions::new(),
             rosters: Default::default(),
             account_locks: Default::default(),
             resumable: Mutex::new(HashMap::new()),
@@ -357,6 +357,6 @@ impl RosterSource for Server {
     }
 
     fn has_sessions(&self, bare: &BareJid) -> bool {
-        !self.router.sessions_of(bare).is_empty()
+        !self.sessions.sessions_of(bare).is_empty()
     }
 }

@@ -2,7 +2,7 @@
 //! counters and the queue of unacknowledged stanzas, shared by the
 //! session's reader (which counts handled inbound stanzas and processes
 //! `<a/>`) and its writer (which keeps what it wrote until acknowledged).
-//! A leaf, so the session table's handle (`router.rs`) can carry it without
+//! A leaf, so the session table's handle (`sessions.rs`) can carry it without
 //! importing `c2s/`; the protocol — `<enable/>`, `<r/>`, `<a/>`,
 //! `<resume/>`, the detached wait — is `c2s/sm/`.
 //!
@@ -19,7 +19,7 @@ use xep_support::element::Element;
 
 /// The XEP-0198 state of a session. `C` is what a resumption sends the
 /// session's task to claim it (the session table names it:
-/// `router::Claim`).
+/// `sessions::Claim`).
 pub struct SmState<C> {
     /// The resumption id, when the client asked for `resume`.
     pub id: Option<String>,

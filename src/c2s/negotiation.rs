@@ -24,8 +24,8 @@ use super::cork::{Cork, Corked};
 use super::sm::resume::Resumption;
 use crate::auth::{self, ChannelBindings, CredentialStore, SaslContext};
 use crate::config::Listener;
-use crate::router::{BindRefused, Outgoing, Router, SessionHandle, SESSION_QUEUE};
 use crate::server::Server;
+use crate::sessions::{BindRefused, Outgoing, SessionHandle, Sessions, SESSION_QUEUE};
 use crate::stream::BoxIo;
 use crate::stream::StreamCondition;
 use crate::xml::{StreamEvent, StreamHeader, StreamReader, XmlError};
@@ -779,10 +779,10 @@ impl Negotiation {
         );
         // The bind result goes first in the queue, ahead of anything routed to the new JID.
         let _ = tx.try_send(Outgoing::Stanza(Box::new(result)));
-        let handle = Router::new_handle(full.clone(), tx);
+        let handle = Sessions::new_handle(full.clone(), tx);
         let _ = handle.origin.set((self.peer, self.tls));
         let max = self.server.config().max_user_sessions(&user, &host);
-        match self.server.router.bind(handle.clone(), max) {
+        match self.server.sessions.bind(handle.clone(), max) {
             Ok(replaced) => {
                 if let Some(old) = replaced {
                     tracing::info!("{} replaced by a new session", old.jid);

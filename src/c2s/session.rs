@@ -20,8 +20,8 @@ use xep_support::stanza::{error_reply, iq_error, Condition, StanzaError};
 use super::negotiation::{Bound, Rd};
 use super::sm::{self, Claim, Takeover};
 use super::writer::{Exit, Settings};
-use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
+use crate::sessions::{Outgoing, SessionHandle};
 use crate::stream::StreamCondition;
 use crate::xml::{StreamEvent, StreamReader, XmlError};
 
@@ -34,7 +34,7 @@ enum End {
     /// Kicked, replaced or shut down: the writer was already told.
     Stopped,
     /// A stream error to send (condition, why), boxed: a thin pointer.
-    Error(Box<crate::router::StreamErrorOut>),
+    Error(Box<crate::sessions::StreamErrorOut>),
     /// The connection is gone (read or write failed, ack or ping timeout).
     Gone,
     /// A XEP-0198 resumption on another connection takes the session over.
@@ -151,7 +151,7 @@ async fn wind_down(
     let keep = resumable && matches!(end, End::Gone | End::Taken(_));
     if !keep {
         // Nothing is routed to a session that is ending.
-        server.router.unbind(&handle);
+        server.sessions.unbind(&handle);
     }
     let writer_result = match writer_done {
         Some(r) => Some(r),
@@ -198,7 +198,7 @@ async fn wind_down(
         (End::Taken(claim), Some(rx)) => match claim.send(rx) {
             Ok(()) => {
                 tracing::info!(%peer, "session {} taken over by a resumption", handle.jid);
-                server.router.release(&handle);
+                server.sessions.release(&handle);
                 return;
             }
             Err(rx) => Some(rx),
@@ -290,7 +290,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// End a session for good: unavailable presence, modules told, and every
 /// stanza it did not deliver (unacknowledged or still queued) rerouted.
 async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Takeover>) {
-    server.router.unbind(handle);
+    server.sessions.unbind(handle);
     handle.detached.store(false, Ordering::Relaxed);
     let mut left: Vec<Element> = Vec::new();
     if let Some(sm) = handle.sm.get() {
@@ -310,23 +310,23 @@ async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Ta
             }
         }
     }
-    Box::pin(crate::delivery::session_ended(server, handle)).await;
+    Box::pin(crate::router::session_ended(server, handle)).await;
     for m in &server.live().modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
     // The whole backlog goes out under the account lock, before any message
-    // that came later: those wait for `release` (Router::wait_backlog) or for
+    // that came later: those wait for `release` (Sessions::wait_backlog) or for
     // the lock (offline storage), so none overtakes it.
     if !left.is_empty() {
         let bare = handle.jid.bare();
         let _guard = server.account_locks.lock(&bare).await;
-        let exists = !server.router.sessions_of(&bare).is_empty()
-            || crate::delivery::account_exists(server, &bare);
+        let exists = !server.sessions.sessions_of(&bare).is_empty()
+            || crate::router::account_exists(server, &bare);
         for el in left {
             reroute(server, handle, el, exists).await;
         }
     }
-    server.router.release(handle);
+    server.sessions.release(handle);
 }
 
 fn bare_of(handle: &SessionHandle) -> String {
@@ -366,14 +366,14 @@ async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, 
             }
             if exists {
                 let refused = crate::im::offline::store_or_deliver_locked(server, el, &bare).await;
-                crate::delivery::perform(server, refused.into_iter().collect()).await;
+                crate::router::perform(server, refused.into_iter().collect()).await;
             } else {
                 // The account was removed.
-                crate::delivery::bounce(server, &el, StanzaError::service_unavailable()).await;
+                crate::router::bounce(server, &el, StanzaError::service_unavailable()).await;
             }
         }
         "iq" if matches!(el.attr("type"), Some("get") | Some("set")) => {
-            crate::delivery::bounce(server, &el, StanzaError::service_unavailable()).await;
+            crate::router::bounce(server, &el, StanzaError::service_unavailable()).await;
         }
         _ => {}
     }
@@ -498,7 +498,7 @@ impl PingState {
 /// Check, stamp and route one stanza. `Err` is a stream error condition.
 async fn handle_stanza(
     server: &Arc<Server>,
-    handle: &Arc<crate::router::SessionHandle>,
+    handle: &Arc<crate::sessions::SessionHandle>,
     mut el: Element,
 ) -> Result<(), StreamCondition> {
     if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
@@ -555,9 +555,9 @@ async fn handle_stanza(
             // Boxed: presence handling (offline drain, fan-out) has a large
             // future that would otherwise enlarge every idle session's task.
             match el.attr("to").map(|t| jids::parse(t).ok_or(())) {
-                None => Box::pin(crate::delivery::presence_broadcast(server, handle, el)).await,
+                None => Box::pin(crate::router::presence_broadcast(server, handle, el)).await,
                 Some(Ok(to)) => {
-                    Box::pin(crate::delivery::presence_directed(server, handle, el, to)).await
+                    Box::pin(crate::router::presence_directed(server, handle, el, to)).await
                 }
                 Some(Err(_)) => {}
             }
@@ -571,9 +571,9 @@ async fn handle_stanza(
         for m in &server.live().modules {
             extra.extend(m.message_from_session(server.as_ref(), &handle.jid, &el));
         }
-        crate::delivery::route(server, el).await;
+        crate::router::route(server, el).await;
         for s in extra {
-            crate::delivery::route(server, s).await;
+            crate::router::route(server, s).await;
         }
         // Covers the archive appends of this message (both ends).
         handle
@@ -581,6 +581,6 @@ async fn handle_stanza(
             .store(server.archive.ticket(), Ordering::Relaxed);
         return Ok(());
     }
-    crate::delivery::route(server, el).await;
+    crate::router::route(server, el).await;
     Ok(())
 }

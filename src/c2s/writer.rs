@@ -22,7 +22,7 @@ use xep_support::client_state::{ClientState, MAX_HELD};
 use xep_support::element::Element;
 use xep_support::ns;
 
-use crate::router::{Outgoing, SessionHandle};
+use crate::sessions::{Outgoing, SessionHandle};
 use crate::stream::StreamCondition;
 
 /// A write that does not finish in this time means a dead or stuck peer.
@@ -142,7 +142,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
     mut settings: Box<Settings>,
 ) -> (Receiver<Outgoing>, Exit) {
     let mut buf = String::new();
-    let mut close: Option<Option<Box<crate::router::StreamErrorOut>>> = None;
+    let mut close: Option<Option<Box<crate::sessions::StreamErrorOut>>> = None;
     let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut held = Held::default();
     if let Some(resumed) = settings.resumed.take() {

@@ -221,7 +221,7 @@ async fn stanza(server: &Server, domain: &str, mut el: Element) -> Result<(), Fa
     match el.attr("to").map(jid::Jid::new) {
         Some(Ok(_)) => {}
         Some(Err(_)) => {
-            crate::delivery::bounce(
+            crate::router::bounce(
                 server,
                 &to_client_ns(el),
                 StanzaError::new(
@@ -241,7 +241,7 @@ async fn stanza(server: &Server, domain: &str, mut el: Element) -> Result<(), Fa
     }
     el = to_client_ns(el);
     // Presence handling may route probes and answers back out: boxed.
-    Box::pin(crate::delivery::route(server, el)).await;
+    Box::pin(crate::router::route(server, el)).await;
     Ok(())
 }
 
@@ -312,6 +312,6 @@ async fn write_loop(
     // Stanzas that never reached the component go back to their senders.
     rx.close();
     while let Ok(el) = rx.try_recv() {
-        crate::delivery::bounce(&server, &el, StanzaError::service_unavailable()).await;
+        crate::router::bounce(&server, &el, StanzaError::service_unavailable()).await;
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The handlers here decide; they do not route. Each returns the stanzas
 //! its decision sends, as [`Out`]s in the order they must leave, and the
-//! router (`delivery.rs`, [`crate::delivery::perform`]) sends them, in that
+//! router (`router.rs`, [`crate::router::perform`]) sends them, in that
 //! order, on the caller's task — as `subscription.rs` returns its
 //! `Outbound`/`Inbound` verdicts and as modules return stanzas. So `im/`
 //! does not import the router. The one exception is the offline store
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use xep_support::element::Element;
 use xep_support::stanza::StanzaError;
 
-use crate::router::SessionHandle;
+use crate::sessions::SessionHandle;
 
 pub mod offline;
 pub mod presence;

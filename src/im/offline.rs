@@ -23,8 +23,8 @@ use xep_support::ns;
 use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use crate::im::Out;
-use crate::router::{Delivery, Outgoing, SessionHandle};
 use crate::server::Server;
+use crate::sessions::{Delivery, Outgoing, SessionHandle};
 use crate::storage::{AccountKey, OfflineStored};
 
 /// Stored messages handed to a session per round.
@@ -97,7 +97,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// A message for an account with no available resource (checked again
 /// under the account lock): deliver if one became available meanwhile,
 /// else store it. Returns the error for the sender when it could not be
-/// stored, for the caller to send (`delivery::perform`).
+/// stored, for the caller to send (`router::perform`).
 pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) -> Option<Out> {
     let _guard = server.account_locks.lock(to).await;
     store_or_deliver_locked(server, msg, to).await
@@ -106,12 +106,12 @@ pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) -> Op
 /// [`store_or_deliver`] for a caller that holds `to`'s account lock (an
 /// ending session rerouting its whole backlog under one lock).
 pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid) -> Option<Out> {
-    let targets = server.router.best_resources(to);
+    let targets = server.sessions.best_resources(to);
     if !targets.is_empty() {
         for s in targets {
             let mut copy = msg.clone();
             copy.set_attr("to", to.as_str());
-            let _ = server.router.deliver(&s, copy).await;
+            let _ = server.sessions.deliver(&s, copy).await;
         }
         return None;
     }
@@ -210,7 +210,7 @@ pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<Sessi
                 continue;
             };
             el.set_attr("to", session.jid.to_string());
-            if server.router.deliver(session, el).await != Delivery::Delivered {
+            if server.sessions.deliver(session, el).await != Delivery::Delivered {
                 gone = true;
                 break;
             }

@@ -6,7 +6,7 @@
 //!
 //! Fan-out reads the sender's roster from the [`RosterCache`] in memory.
 //! Nothing here routes: each handler returns the stanzas its decision
-//! sends, in order ([`Out`]), and the router sends them (`delivery.rs`).
+//! sends, in order ([`Out`]), and the router sends them (`router.rs`).
 //!
 //! [`RosterCache`]: crate::im::roster::RosterCache
 
@@ -21,8 +21,8 @@ use xep_support::ns;
 use crate::im::roster::push_outs as push;
 use crate::im::subscription::{inbound, outbound, roster_item_xml, SubKind, SubState};
 use crate::im::Out;
-use crate::router::SessionHandle;
 use crate::server::Server;
+use crate::sessions::SessionHandle;
 use crate::storage::{AccountKey, RosterItem, Subscription};
 
 fn state_of(item: &RosterItem) -> SubState {
@@ -118,7 +118,7 @@ fn fan_out(
             out.push(Out::Route(p));
         }
     }
-    for own in server.router.sessions_of(bare) {
+    for own in server.sessions.sessions_of(bare) {
         if own.available.load(Ordering::Relaxed) || own.id == session.id {
             let mut p = el.clone();
             p.set_attr("from", from.clone());
@@ -151,7 +151,7 @@ fn show_own_resources(
     bare: &BareJid,
     out: &mut Vec<Out>,
 ) {
-    for own in server.router.sessions_of(bare) {
+    for own in server.sessions.sessions_of(bare) {
         if own.id == session.id || !own.available.load(Ordering::Relaxed) {
             continue;
         }
@@ -212,7 +212,7 @@ pub fn session_ended(server: &Server, session: &Arc<SessionHandle>) -> Vec<Out> 
         fan_out(server, session, &bare, &el, &mut out);
         send_to_directed(session, &el, &mut out);
     }
-    if server.router.sessions_of(&bare).is_empty() {
+    if server.sessions.sessions_of(&bare).is_empty() {
         server.rosters.evict(&bare);
     }
     out
@@ -312,7 +312,7 @@ pub fn outbound_subscription(
         let mut p = presence(owner.as_str(), &contact_s, Some(kind.as_str()));
         p.children = payload;
         out.push(Out::Route(p));
-        let owner_sessions = server.router.sessions_of(owner);
+        let owner_sessions = server.sessions.sessions_of(owner);
         match kind {
             SubKind::Subscribed => {
                 // §3.1.5: the contact now sees our current presence.
@@ -374,7 +374,7 @@ fn store_state(
 /// returns how many were sent.
 fn send_current_presence(server: &Server, owner: &BareJid, to: &str, out: &mut Vec<Out>) -> usize {
     let mut sent = 0;
-    for s in server.router.sessions_of(owner) {
+    for s in server.sessions.sessions_of(owner) {
         if !s.available.load(Ordering::Relaxed) {
             continue;
         }
@@ -422,12 +422,12 @@ pub fn inbound_to_user(server: &Server, el: Element, to: &Jid) -> Vec<Out> {
 fn deliver_presence(server: &Server, el: Element, to: &Jid, out: &mut Vec<Out>) {
     match to.clone().try_into_full() {
         Ok(full) => {
-            if let Some(s) = server.router.session(&full) {
+            if let Some(s) = server.sessions.session(&full) {
                 out.push(Out::Deliver(s, el));
             }
         }
         Err(bare) => {
-            for s in server.router.sessions_of(&bare) {
+            for s in server.sessions.sessions_of(&bare) {
                 if s.available.load(Ordering::Relaxed) {
                     let mut copy = el.clone();
                     copy.set_attr("to", s.jid.to_string());
@@ -515,7 +515,7 @@ fn inbound_subscription(
     }
     if kind == SubKind::Unsubscribe && had_from {
         // §3.3.3: the contact no longer sees our presence.
-        for s in server.router.sessions_of(user) {
+        for s in server.sessions.sessions_of(user) {
             if s.available.load(Ordering::Relaxed) {
                 out.push(Out::Route(presence(
                     s.jid.as_str(),
@@ -536,5 +536,5 @@ fn inbound_subscription(
 /// Whether a session of `full` exists (used by tests of the directed presence rules).
 #[allow(dead_code)]
 pub fn has_session(server: &Server, full: &FullJid) -> bool {
-    server.router.session(full).is_some()
+    server.sessions.session(full).is_some()
 }

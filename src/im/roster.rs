@@ -18,8 +18,8 @@ use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use crate::im::subscription::{removed_item_xml, roster_item_xml};
 use crate::im::Out;
-use crate::router::SessionHandle;
 use crate::server::Server;
+use crate::sessions::SessionHandle;
 use crate::storage::{AccountKey, RosterChange, RosterItem, Subscription};
 
 /// The roster namespace.
@@ -40,7 +40,7 @@ pub fn pushes(
         .with_attr("ver", ver.to_string())
         .with_child(item);
     let mut out = Vec::new();
-    for session in server.router.sessions_of(bare) {
+    for session in server.sessions.sessions_of(bare) {
         if !session.interested.load(Ordering::Relaxed) {
             continue;
         }
@@ -118,7 +118,7 @@ fn handle_iq(server: &Server, iq: &Element, owner: &BareJid) -> OrderedAnswer {
 
 fn roster_get(server: &Server, iq: &Element, query: &Element, owner: &BareJid) -> OrderedAnswer {
     let from = iq.attr("from").and_then(|f| jid::FullJid::new(f).ok());
-    if let Some(session) = from.as_ref().and_then(|f| server.router.session(f)) {
+    if let Some(session) = from.as_ref().and_then(|f| server.sessions.session(f)) {
         session.interested.store(true, Ordering::Relaxed);
     }
     let account = AccountKey::from(owner);

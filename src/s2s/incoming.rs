@@ -565,9 +565,9 @@ impl Incoming {
         to_client_ns(&mut el);
         if el.name == "presence" && el.attr("to").is_some() {
             // Presence handling may route probes and answers back out.
-            Box::pin(crate::delivery::route(&self.server, el)).await;
+            Box::pin(crate::router::route(&self.server, el)).await;
         } else {
-            crate::delivery::route(&self.server, el).await;
+            crate::router::route(&self.server, el).await;
         }
         Ok(())
     }
@@ -607,7 +607,7 @@ async fn bidi_writer(
         if !ok {
             for s in batch {
                 let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
-                crate::delivery::bounce(&server, &s, err).await;
+                crate::router::bounce(&server, &s, err).await;
             }
             break;
         }
@@ -615,6 +615,6 @@ async fn bidi_writer(
     rx.close();
     while let Ok(s) = rx.try_recv() {
         let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
-        crate::delivery::bounce(&server, &s, err).await;
+        crate::router::bounce(&server, &s, err).await;
     }
 }

@@ -60,7 +60,7 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
                     Ok(()) => return,
                     Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
                         let err = StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint);
-                        crate::delivery::bounce(server, &s, err).await;
+                        crate::router::bounce(server, &s, err).await;
                         return;
                     }
                     Err(mpsc::error::SendTimeoutError::Closed(s)) => {
@@ -77,7 +77,7 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
         }
     }
     let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
-    crate::delivery::bounce(server, &stanza, err).await;
+    crate::router::bounce(server, &stanza, err).await;
 }
 
 /// A stream opened to a remote server, before authentication.
@@ -379,7 +379,7 @@ async fn run(
     let mut n = 0;
     while let Ok(stanza) = rx.try_recv() {
         n += 1;
-        crate::delivery::bounce(
+        crate::router::bounce(
             &server,
             &stanza,
             StanzaError::new(ErrorType::Cancel, condition),
@@ -470,7 +470,7 @@ async fn pump(
             );
             for s in batch {
                 let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
-                crate::delivery::bounce(server, &s, err).await;
+                crate::router::bounce(server, &s, err).await;
             }
             break;
         }
@@ -513,6 +513,6 @@ async fn bidi_stanza(
         return Err(format!("a stanza to {} (host-unknown)", to.domain()));
     }
     super::stream::to_client_ns(&mut el);
-    Box::pin(crate::delivery::route(server, el)).await;
+    Box::pin(crate::router::route(server, el)).await;
     Ok(())
 }

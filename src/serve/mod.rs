@@ -141,7 +141,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     for t in &accept_tasks {
         t.abort();
     }
-    for s in server.router.all_sessions() {
+    for s in server.sessions.all_sessions() {
         s.close(Some(StreamCondition::SystemShutdown));
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;

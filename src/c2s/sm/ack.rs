@@ -14,8 +14,8 @@ use xep_support::stanza::Condition;
 
 use super::wire::{a, failed, new_id, parse_h};
 use super::{Claim, SmState};
-use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
+use crate::sessions::{Outgoing, SessionHandle};
 use crate::stream::StreamCondition;
 
 /// A XEP-0198 element from the client.

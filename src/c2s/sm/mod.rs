@@ -5,7 +5,7 @@
 //!
 //! Where the rest lives, and why: the state itself (counters, the
 //! unacknowledged queue) is the leaf `src/sm_state.rs`, so the session
-//! table's handle (`router.rs`) carries it without importing `c2s/`; the
+//! table's handle (`sessions.rs`) carries it without importing `c2s/`; the
 //! writer (`c2s/writer.rs`) counts and keeps each stanza it writes once
 //! `<enabled/>` is out and asks for acks (`<r/>`) as part of its write
 //! loop; the tables of resumable and expired sessions are shared state in
@@ -16,5 +16,5 @@ pub mod ack;
 pub mod resume;
 pub mod wire;
 
-pub use crate::router::{Claim, SmState, Takeover};
+pub use crate::sessions::{Claim, SmState, Takeover};
 pub use crate::sm_state::AckError;

@@ -18,8 +18,8 @@ use xep_support::stanza::Condition;
 
 use super::wire::{failed, parse_h};
 use super::{AckError, Claim, Takeover};
-use crate::router::SessionHandle;
 use crate::server::Server;
+use crate::sessions::SessionHandle;
 
 /// What a `<resume/>` came to.
 pub enum Resumption {
@@ -47,7 +47,7 @@ pub async fn take_over(server: &Server, el: &Element, bare: &str) -> Resumption 
         .filter(|hd| hd.jid.to_bare().as_str() == bare);
     let sm = handle.as_ref().and_then(|hd| hd.sm.get().cloned());
     let (Some(handle), Some(sm)) = (handle, sm) else {
-        let h = server.expired_h(&previd, &bare);
+        let h = server.expired_h(&previd, bare);
         return Resumption::Refused(failed(Condition::ItemNotFound, h));
     };
     let (claims, check, h_in) = {
@@ -83,7 +83,7 @@ pub async fn take_over(server: &Server, el: &Element, bare: &str) -> Resumption 
     let Some(queue) = taken else {
         return Resumption::Refused(failed(Condition::ItemNotFound, None));
     };
-    // The session is ours now: its handle stays bound in the router.
+    // The session is ours now: its handle stays bound in the session table.
     handle.detached.store(false, Ordering::Relaxed);
     handle.csi_inactive.store(false, Ordering::Relaxed);
     let h_in = {
@@ -151,16 +151,16 @@ pub async fn detached(
     if let Some(claim) = claim {
         match claim.send(rx) {
             Ok(()) => {
-                server.router.release(handle);
+                server.sessions.release(handle);
                 return None;
             }
             Err(rx) => {
-                server.router.unbind(handle);
+                server.sessions.unbind(handle);
                 return Some(rx);
             }
         }
     }
     tracing::info!(jid = %handle.jid, "resumable session ended without resumption");
-    server.router.unbind(handle);
+    server.sessions.unbind(handle);
     Some(rx)
 }
