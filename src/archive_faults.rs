@@ -67,7 +67,7 @@ pub async fn handle(server: &Server, report: ArchiveFailure) {
             m.owner,
             stanza_error.condition
         );
-        crate::delivery::bounce(server, &el, stanza_error.clone()).await;
+        crate::router::bounce(server, &el, stanza_error.clone()).await;
     }
     for (owner, n) in received {
         tracing::error!("archive: {n} received messages of {owner} not archived ({error})");

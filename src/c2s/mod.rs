@@ -7,7 +7,7 @@
 mod cork;
 mod negotiation;
 mod session;
-pub mod sm;
+mod sm;
 mod writer;
 
 use std::net::SocketAddr;

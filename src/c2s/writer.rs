@@ -22,7 +22,7 @@ use xep_support::client_state::{ClientState, MAX_HELD};
 use xep_support::element::Element;
 use xep_support::ns;
 
-use crate::router::{Outgoing, SessionHandle};
+use crate::sessions::{Outgoing, SessionHandle};
 use crate::stream::StreamCondition;
 
 /// A write that does not finish in this time means a dead or stuck peer.
@@ -142,7 +142,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
     mut settings: Box<Settings>,
 ) -> (Receiver<Outgoing>, Exit) {
     let mut buf = String::new();
-    let mut close: Option<Option<Box<crate::router::StreamErrorOut>>> = None;
+    let mut close: Option<Option<Box<crate::sessions::StreamErrorOut>>> = None;
     let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut held = Held::default();
     if let Some(resumed) = settings.resumed.take() {
@@ -331,7 +331,7 @@ fn request_ack(handle: &SessionHandle, buf: &mut String) {
     };
     let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
     if sm.counting && !sm.unacked.is_empty() && sm.ack_requested.is_none() {
-        crate::c2s::sm::r().write_to(buf, ns::CLIENT);
+        super::sm::wire::r().write_to(buf, ns::CLIENT);
         sm.ack_requested = Some(Instant::now());
     }
 }

@@ -171,11 +171,13 @@ impl StorageError {
     /// once space is freed); anything else is `internal-server-error`
     /// (§8.3.3.8, type `cancel` as the RFC says it SHOULD be).
     pub fn stanza_error(&self) -> xep_support::stanza::StanzaError {
-        use xep_support::stanza::{ErrorType, StanzaError};
+        use xep_support::stanza::{Condition, ErrorType, StanzaError};
         match self {
-            StorageError::Full(_) => StanzaError::new(ErrorType::Wait, "resource-constraint")
-                .with_text("the server's storage is full"),
-            _ => StanzaError::new(ErrorType::Cancel, "internal-server-error"),
+            StorageError::Full(_) => {
+                StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
+                    .with_text("the server's storage is full")
+            }
+            _ => StanzaError::new(ErrorType::Cancel, Condition::InternalServerError),
         }
     }
 }
@@ -579,11 +581,11 @@ mod tests {
 
     #[test]
     fn full_disk_is_resource_constraint_anything_else_internal_error() {
-        use xep_support::stanza::ErrorType;
+        use xep_support::stanza::{Condition, ErrorType};
         let full = StorageError::Full("/db: No space left on device".into()).stanza_error();
         assert_eq!(
             (full.kind, full.condition),
-            (ErrorType::Wait, "resource-constraint")
+            (ErrorType::Wait, Condition::ResourceConstraint)
         );
         assert!(full.text.is_some());
         for e in [
@@ -594,7 +596,7 @@ mod tests {
             let s = e.stanza_error();
             assert_eq!(
                 (s.kind, s.condition),
-                (ErrorType::Cancel, "internal-server-error")
+                (ErrorType::Cancel, Condition::InternalServerError)
             );
         }
     }
