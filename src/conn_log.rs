@@ -9,14 +9,21 @@
 
 use std::fmt::Display;
 
+use crate::stream::StreamCondition;
+
 /// The XML of a stream error (and the stream's end) to send to `peer` on a
 /// stream of `kind` (`c2s`, `s2s in`, `component`), logged at info.
-pub fn stream_error(kind: &str, peer: &dyn Display, condition: &str, text: Option<&str>) -> String {
+pub fn stream_error(
+    kind: &str,
+    peer: &dyn Display,
+    condition: StreamCondition,
+    text: Option<&str>,
+) -> String {
     match text {
         Some(t) => tracing::info!(%peer, "{kind}: sending stream error {condition}: {t}"),
         None => tracing::info!(%peer, "{kind}: sending stream error {condition}"),
     }
-    crate::c2s::stream_error_xml(condition, text)
+    crate::stream::stream_error_xml(condition, text)
 }
 
 /// Log a TLS handshake that failed or timed out.

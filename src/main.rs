@@ -2,20 +2,29 @@
 //! command (`rookery ctl`), with ejabberdctl's command names.
 
 mod acl;
+mod archive_faults;
 mod auth;
 mod c2s;
 mod component;
 mod config;
 mod conn_log;
 mod ctl;
-mod delivery;
+mod ctl_catalog;
 mod http;
 mod im;
+#[cfg(test)]
+mod import_graph_tests;
+mod links;
 mod queue;
 mod router;
+mod routes;
 mod s2s;
+mod serve;
 mod server;
+mod sessions;
+mod sm_state;
 mod storage;
+mod stream;
 mod tls;
 mod xml;
 
@@ -102,7 +111,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(server::run(config)) {
+    match runtime.block_on(serve::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -7,26 +7,16 @@
 mod cork;
 mod negotiation;
 mod session;
-pub mod sm;
+mod sm;
 mod writer;
-
-pub use writer::stream_error_xml;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::config::Listener;
 use crate::server::Server;
-
-/// A byte stream: TCP, or TLS over TCP.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-/// The transport of a connection, boxed so TCP and TLS share one type.
-pub type BoxIo = Box<dyn Io>;
 
 /// Serve one client connection until it ends.
 ///

@@ -18,14 +18,16 @@ use tokio::io::{split, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{iq_error, ErrorType, StanzaError};
+use xep_support::stanza::{iq_error, Condition, ErrorType, StanzaError};
 
 use super::cork::{Cork, Corked};
-use super::BoxIo;
+use super::sm::resume::Resumption;
 use crate::auth::{self, ChannelBindings, CredentialStore, SaslContext};
 use crate::config::Listener;
-use crate::router::{BindRefused, Outgoing, Router, SessionHandle, SESSION_QUEUE};
 use crate::server::Server;
+use crate::sessions::{BindRefused, Outgoing, SessionHandle, Sessions, SESSION_QUEUE};
+use crate::stream::BoxIo;
+use crate::stream::StreamCondition;
 use crate::xml::{StreamEvent, StreamHeader, StreamReader, XmlError};
 
 /// Time allowed for each step of the negotiation.
@@ -110,7 +112,7 @@ impl CredentialStore for HostCredentials {
 /// How the negotiation ended early.
 enum Stop {
     /// Send this stream error, then close.
-    Error(&'static str, Option<String>),
+    Error(StreamCondition, Option<String>),
     /// Close quietly (peer gone, or it closed the stream).
     Quiet,
     /// The peer sent `</stream:stream>`: answer it and close.
@@ -203,7 +205,7 @@ pub async fn negotiate(
     let mut shutdown = n.server.shutdown_signal();
     let result = tokio::select! {
         r = n.run() => r,
-        _ = shutdown.wait_for(|v| *v) => Err(Stop::Error("system-shutdown", None)),
+        _ = shutdown.wait_for(|v| *v) => Err(Stop::Error(StreamCondition::SystemShutdown, None)),
     };
     match result {
         Ok(bound) => {
@@ -275,10 +277,10 @@ impl Negotiation {
             Ok(Ok(ev)) => Ok(ev),
             Ok(Err(e)) => Err(e.into()),
             Err(_) if until < step => Err(Stop::Error(
-                "connection-timeout",
+                StreamCondition::ConnectionTimeout,
                 Some("stream negotiation not finished within negotiation_timeout".into()),
             )),
-            Err(_) => Err(Stop::Error("connection-timeout", None)),
+            Err(_) => Err(Stop::Error(StreamCondition::ConnectionTimeout, None)),
         }
     }
 
@@ -287,7 +289,7 @@ impl Negotiation {
         match self.next().await? {
             StreamEvent::Stanza(e) => Ok(e),
             StreamEvent::End => Err(Stop::PeerClosed),
-            StreamEvent::Header(_) => Err(Stop::Error("not-well-formed", None)),
+            StreamEvent::Header(_) => Err(Stop::Error(StreamCondition::NotWellFormed, None)),
         }
     }
 
@@ -341,7 +343,7 @@ impl Negotiation {
     async fn open_stream(&mut self) -> Result<(), Stop> {
         let header = match self.next().await? {
             StreamEvent::Header(h) => h,
-            _ => return Err(Stop::Error("not-well-formed", None)),
+            _ => return Err(Stop::Error(StreamCondition::NotWellFormed, None)),
         };
         let host = self.check_header(&header)?;
         // Header and features in one write: one TLS record and one system
@@ -356,13 +358,13 @@ impl Negotiation {
     fn check_header(&mut self, h: &StreamHeader) -> Result<String, Stop> {
         if !h.stream_ns_ok {
             return Err(Stop::Error(
-                "invalid-namespace",
+                StreamCondition::InvalidNamespace,
                 Some("the stream element must be stream:stream".into()),
             ));
         }
         if h.default_ns != ns::CLIENT {
             return Err(Stop::Error(
-                "invalid-namespace",
+                StreamCondition::InvalidNamespace,
                 Some(format!("expected {} as the content namespace", ns::CLIENT)),
             ));
         }
@@ -371,12 +373,12 @@ impl Negotiation {
                 .map(|t| t.trim_end_matches('.').to_lowercase())
                 .unwrap_or_default();
         if !self.server.serves(&to) {
-            return Err(Stop::Error("host-unknown", None));
+            return Err(Stop::Error(StreamCondition::HostUnknown, None));
         }
         if let Some(prev) = &self.host {
             if *prev != to {
                 return Err(Stop::Error(
-                    "host-unknown",
+                    StreamCondition::HostUnknown,
                     Some("the host changed on restart".into()),
                 ));
             }
@@ -391,7 +393,7 @@ impl Negotiation {
             _ => {
                 self.host = Some(to);
                 return Err(Stop::Error(
-                    "unsupported-version",
+                    StreamCondition::UnsupportedVersion,
                     Some("version 1.0 is required".into()),
                 ));
             }
@@ -486,7 +488,7 @@ impl Negotiation {
             } else if el.is("auth", ns::SASL) {
                 if self.user.is_some() {
                     return Err(Stop::Error(
-                        "policy-violation",
+                        StreamCondition::PolicyViolation,
                         Some("already authenticated".into()),
                     ));
                 }
@@ -506,7 +508,7 @@ impl Negotiation {
                     }
                 } else {
                     // <enable/> (or <r/>, <a/>) before a resource is bound.
-                    let f = super::sm::failed("unexpected-request", None);
+                    let f = super::sm::wire::failed(Condition::UnexpectedRequest, None);
                     self.send(&f.to_xml(ns::CLIENT)).await?;
                 }
             } else if el.is("iq", ns::CLIENT) && self.user.is_some() {
@@ -518,10 +520,10 @@ impl Negotiation {
             } else if el.ns == ns::CLIENT
                 && matches!(el.name.as_str(), "iq" | "message" | "presence")
             {
-                return Err(Stop::Error("not-authorized", None));
+                return Err(Stop::Error(StreamCondition::NotAuthorized, None));
             } else {
                 return Err(Stop::Error(
-                    "unsupported-stanza-type",
+                    StreamCondition::UnsupportedStanzaType,
                     Some(format!("unexpected <{}/>", el.name)),
                 ));
             }
@@ -581,7 +583,7 @@ impl Negotiation {
         .await?;
         if self.auth_failures >= MAX_AUTH_ATTEMPTS {
             return Err(Stop::Error(
-                "policy-violation",
+                StreamCondition::PolicyViolation,
                 Some("too many authentication failures".into()),
             ));
         }
@@ -684,7 +686,7 @@ impl Negotiation {
         self.pre_auth_iqs += 1;
         if self.pre_auth_iqs > MAX_PRE_AUTH_IQS {
             return Err(Stop::Error(
-                "policy-violation",
+                StreamCondition::PolicyViolation,
                 Some("too many requests before authentication".into()),
             ));
         }
@@ -731,7 +733,10 @@ impl Negotiation {
         let is_bind = iq.attr("type") == Some("set") && iq.child("bind", ns::BIND).is_some();
         if !is_bind {
             if iq.attr("type") == Some("get") || iq.attr("type") == Some("set") {
-                let reply = iq_error(&iq, &StanzaError::new(ErrorType::Wait, "not-authorized"));
+                let reply = iq_error(
+                    &iq,
+                    &StanzaError::new(ErrorType::Wait, Condition::NotAuthorized),
+                );
                 self.send(&reply.to_xml(ns::CLIENT)).await?;
             }
             return Ok(None);
@@ -740,7 +745,7 @@ impl Negotiation {
         let user = self.user.clone().unwrap_or_default();
         let bare = match jid::BareJid::new(&format!("{user}@{host}")) {
             Ok(b) => b,
-            Err(_) => return Err(Stop::Error("internal-server-error", None)),
+            Err(_) => return Err(Stop::Error(StreamCondition::InternalServerError, None)),
         };
         let requested = iq
             .child("bind", ns::BIND)
@@ -761,7 +766,7 @@ impl Negotiation {
             },
             None => match bare.with_resource_str(&format!("rookery-{}", &stream_id()[..12])) {
                 Ok(f) => f,
-                Err(_) => return Err(Stop::Error("internal-server-error", None)),
+                Err(_) => return Err(Stop::Error(StreamCondition::InternalServerError, None)),
             },
         };
         let (tx, mut rx) = crate::queue::channel(SESSION_QUEUE);
@@ -774,21 +779,21 @@ impl Negotiation {
         );
         // The bind result goes first in the queue, ahead of anything routed to the new JID.
         let _ = tx.try_send(Outgoing::Stanza(Box::new(result)));
-        let handle = Router::new_handle(full.clone(), tx);
+        let handle = Sessions::new_handle(full.clone(), tx);
         let _ = handle.origin.set((self.peer, self.tls));
         let max = self.server.config().max_user_sessions(&user, &host);
-        match self.server.router.bind(handle.clone(), max) {
+        match self.server.sessions.bind(handle.clone(), max) {
             Ok(replaced) => {
                 if let Some(old) = replaced {
                     tracing::info!("{} replaced by a new session", old.jid);
-                    old.close(Some("conflict"));
+                    old.close(Some(StreamCondition::Conflict));
                 }
             }
             Err(BindRefused::TooManySessions) => {
                 while rx.try_recv().is_ok() {}
                 let reply = iq_error(
                     &iq,
-                    &StanzaError::new(ErrorType::Wait, "resource-constraint"),
+                    &StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
                 );
                 self.send(&reply.to_xml(ns::CLIENT)).await?;
                 return Ok(None);
@@ -814,92 +819,33 @@ impl Negotiation {
     /// XEP-0198 §5: take over a resumable session of this account (detached,
     /// or still attached to a connection that has not noticed it is dead).
     async fn resume(&mut self, el: Element) -> Result<Option<Bound>, Stop> {
-        use super::sm::{failed, parse_h, AckError};
-        let previd = el.attr("previd").unwrap_or("").to_string();
-        let Some(h) = parse_h(&el) else {
-            self.send(&failed("bad-request", None).to_xml(ns::CLIENT))
-                .await?;
-            return Ok(None);
-        };
         let host = self.host.clone().unwrap_or_default();
         let user = self.user.clone().unwrap_or_default();
         let bare = format!("{user}@{host}");
-        let handle = self
-            .server
-            .resumable(&previd)
-            .filter(|hd| hd.jid.to_bare().as_str() == bare);
-        let sm = handle.as_ref().and_then(|hd| hd.sm.get().cloned());
-        let (Some(handle), Some(sm)) = (handle, sm) else {
-            let h = self.server.expired_h(&previd, &bare);
-            self.send(&failed("item-not-found", h).to_xml(ns::CLIENT))
-                .await?;
-            return Ok(None);
-        };
-        let (claims, check, h_in) = {
-            let s = sm.lock().unwrap_or_else(|e| e.into_inner());
-            (s.claims.clone(), s.check_ack(h), s.h_in)
-        };
-        if let Err(AckError::TooHigh { h, sent }) = check {
-            let f = failed("undefined-condition", Some(h_in)).with_child(
-                Element::new("handled-count-too-high", ns::SM)
-                    .with_attr("h", h.to_string())
-                    .with_attr("send-count", sent.to_string()),
-            );
-            self.send(&f.to_xml(ns::CLIENT)).await?;
-            return Ok(None);
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let taken = match claims {
-            Some(claims) => {
-                if claims
-                    .send_timeout(tx, Duration::from_secs(5))
-                    .await
-                    .is_ok()
-                {
-                    tokio::time::timeout(Duration::from_secs(40), rx)
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                } else {
-                    None
-                }
+        match super::sm::resume::take_over(&self.server, &el, &bare).await {
+            Resumption::Refused(failed) => {
+                self.send(&failed.to_xml(ns::CLIENT)).await?;
+                Ok(None)
             }
-            None => None,
-        };
-        let Some(queue) = taken else {
-            self.send(&failed("item-not-found", None).to_xml(ns::CLIENT))
-                .await?;
-            return Ok(None);
-        };
-        // The session is ours now: its handle stays bound in the router.
-        use std::sync::atomic::Ordering;
-        handle.detached.store(false, Ordering::Relaxed);
-        handle.csi_inactive.store(false, Ordering::Relaxed);
-        let h_in = {
-            let mut s = sm.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = s.ack(h);
-            s.ack_requested = None;
-            s.claims = None;
-            s.h_in
-        };
-        // `h` acknowledges the old connection's stanzas: their archive
-        // appends are durable first.
-        self.server.archive_durable(&handle).await;
-        tracing::info!(peer = %self.peer, "session resumed: {}", handle.jid);
-        let resumed = Element::new("resumed", ns::SM)
-            .with_attr("h", h_in.to_string())
-            .with_attr("previd", previd);
-        let reader = std::mem::replace(&mut self.reader, placeholder_reader());
-        let writer = std::mem::replace(&mut self.writer, placeholder_writer());
-        Ok(Some(Bound {
-            reader,
-            writer,
-            handle,
-            rx: queue,
-            peer: self.peer,
-            resumed: Some(resumed),
-            cork: self.cork.clone(),
-        }))
+            Resumption::Taken {
+                handle,
+                queue,
+                resumed,
+            } => {
+                tracing::info!(peer = %self.peer, "session resumed: {}", handle.jid);
+                let reader = std::mem::replace(&mut self.reader, placeholder_reader());
+                let writer = std::mem::replace(&mut self.writer, placeholder_writer());
+                Ok(Some(Bound {
+                    reader,
+                    writer,
+                    handle,
+                    rx: queue,
+                    peer: self.peer,
+                    resumed: Some(resumed),
+                    cork: self.cork.clone(),
+                }))
+            }
+        }
     }
 }
 

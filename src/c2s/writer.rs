@@ -22,26 +22,13 @@ use xep_support::client_state::{ClientState, MAX_HELD};
 use xep_support::element::Element;
 use xep_support::ns;
 
-use crate::router::{Outgoing, SessionHandle};
+use crate::sessions::{Outgoing, SessionHandle};
+use crate::stream::StreamCondition;
 
 /// A write that does not finish in this time means a dead or stuck peer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes batched before a write.
 const BATCH: usize = 16 * 1024;
-
-/// The XML of a stream error followed by the stream's end.
-pub fn stream_error_xml(condition: &str, text: Option<&str>) -> String {
-    let mut s = format!("<stream:error><{condition} xmlns='{}'/>", ns::STREAM_ERRORS);
-    if let Some(t) = text {
-        s.push_str(&format!(
-            "<text xmlns='{}' xml:lang='en'>{}</text>",
-            ns::STREAM_ERRORS,
-            xep_support::element::escape(t)
-        ));
-    }
-    s.push_str("</stream:error></stream:stream>");
-    s
-}
 
 /// Write `bytes` and flush, within [`WRITE_TIMEOUT`]; false if that failed.
 /// Boxed: the write's future (with its timer, about 200 bytes) exists only
@@ -155,7 +142,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
     mut settings: Box<Settings>,
 ) -> (Receiver<Outgoing>, Exit) {
     let mut buf = String::new();
-    let mut close: Option<Option<Box<crate::router::StreamErrorOut>>> = None;
+    let mut close: Option<Option<Box<crate::sessions::StreamErrorOut>>> = None;
     let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut held = Held::default();
     if let Some(resumed) = settings.resumed.take() {
@@ -233,7 +220,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                     if over_ack_queue(&handle, settings.max_ack_queue) {
                         // Logged (once) with the stream error below.
                         close = Some(Some(Box::new((
-                            "policy-violation",
+                            StreamCondition::PolicyViolation,
                             Some("too many unacknowledged stanzas".into()),
                         ))));
                         break;
@@ -344,7 +331,7 @@ fn request_ack(handle: &SessionHandle, buf: &mut String) {
     };
     let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
     if sm.counting && !sm.unacked.is_empty() && sm.ack_requested.is_none() {
-        crate::c2s::sm::r().write_to(buf, ns::CLIENT);
+        super::sm::wire::r().write_to(buf, ns::CLIENT);
         sm.ack_requested = Some(Instant::now());
     }
 }

@@ -6,107 +6,61 @@
 //! component's stanzas are routed like any other, provided their `from` is
 //! at its domain (anything else ends the stream with `<invalid-from/>`).
 //!
-//! Back-pressure: each connected component has a queue of [`QUEUE`]
-//! stanzas; a stanza that finds it full is bounced to its sender with
-//! `<resource-constraint/>` (never held without bound, never silently
-//! dropped). A configured component that is not connected answers
-//! `<service-unavailable/>`.
+//! Back-pressure: each connected component has a queue of
+//! [`COMPONENT_QUEUE`] stanzas, registered in the route table
+//! (`routes.rs`) while it is connected; a stanza that finds it full is
+//! bounced to its sender with `<resource-constraint/>` (never held without
+//! bound, never silently dropped). A configured component that is not
+//! connected answers `<service-unavailable/>` (the route table says so).
 
 mod stream;
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-
 use tokio::sync::mpsc;
 use xep_support::element::Element;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
-use crate::server::Server;
+use crate::routes::{Link, Sending};
 
 pub use stream::handle;
 
 /// The XEP-0114 stream namespace.
 pub const NS_COMPONENT: &str = "jabber:component:accept";
+
 /// Stanzas queued for one component before new ones are bounced.
-pub const QUEUE: usize = 4096;
+pub const COMPONENT_QUEUE: usize = 4096;
 
-/// One connected component: its queue, and which connection owns the route.
-struct Route {
-    tx: mpsc::Sender<Element>,
-    conn: u64,
-}
+/// A connected component's queue, as its route.
+struct Queue(mpsc::Sender<Element>);
 
-/// The components connected now, by domain.
-#[derive(Default)]
-pub struct Components {
-    routes: RwLock<HashMap<String, Route>>,
-    next_conn: std::sync::atomic::AtomicU64,
-}
-
-impl Components {
-    /// Claim `domain` for a new connection; `None` if it is connected already.
-    fn claim(&self, domain: &str) -> Option<(u64, mpsc::Receiver<Element>)> {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if routes.contains_key(domain) {
-            return None;
-        }
-        let conn = self
-            .next_conn
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        routes.insert(domain.to_string(), Route { tx, conn });
-        Some((conn, rx))
-    }
-
-    /// Give `domain` up (only if `conn` still owns it).
-    fn release(&self, domain: &str, conn: u64) {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if routes.get(domain).is_some_and(|r| r.conn == conn) {
-            routes.remove(domain);
-        }
-    }
-
-    /// The connected component domains, sorted.
-    pub fn connected(&self) -> Vec<String> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<String> = routes.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    fn sender(&self, domain: &str) -> Option<mpsc::Sender<Element>> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        routes.get(domain).map(|r| r.tx.clone())
-    }
-}
-
-/// Whether `domain` is a component domain of the configuration.
-pub fn is_component(server: &Server, domain: &str) -> bool {
-    server
-        .config()
-        .listen
-        .iter()
-        .any(|l| l.service_hosts.iter().any(|h| h.domain == domain))
-}
-
-/// Deliver a stanza addressed to a component domain: to the component's
-/// queue, or back to the sender as an error.
-pub async fn send(server: &Server, stanza: Element, domain: &str) {
-    let error = match server.components.sender(domain) {
-        Some(tx) => match tx.try_send(stanza) {
-            Ok(()) => return,
+impl Link for Queue {
+    fn send<'a>(&'a self, stanza: Element, domain: &'a str) -> Sending<'a> {
+        let result = match self.0.try_send(stanza) {
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(stanza)) => {
                 tracing::warn!(%domain, "component queue full; bouncing a stanza");
-                (
+                Err((
                     stanza,
-                    StanzaError::new(ErrorType::Wait, "resource-constraint"),
-                )
+                    StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
+                ))
             }
             Err(mpsc::error::TrySendError::Closed(stanza)) => {
-                (stanza, StanzaError::service_unavailable())
+                Err((stanza, StanzaError::service_unavailable()))
             }
-        },
-        None => (stanza, StanzaError::service_unavailable()),
-    };
-    crate::delivery::bounce(server, &error.0, error.1).await;
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Register a queue for `domain` in the route table: the registration id
+/// and the queue's receiving end, or `None` if a component for `domain`
+/// is connected already.
+fn register(
+    server: &crate::server::Server,
+    domain: &str,
+) -> Option<(u64, mpsc::Receiver<Element>)> {
+    let (tx, rx) = mpsc::channel(COMPONENT_QUEUE);
+    let id = server
+        .routes
+        .register(domain, std::sync::Arc::new(Queue(tx)))?;
+    Some((id, rx))
 }

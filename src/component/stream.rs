@@ -15,12 +15,13 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use xep_support::element::{escape, Element, Node};
 use xep_support::ns;
-use xep_support::stanza::StanzaError;
+use xep_support::stanza::{Condition, StanzaError};
 
 use super::NS_COMPONENT;
 use crate::config::Listener;
 use crate::s2s::stream::{stream_id, Conn, Fail};
 use crate::server::Server;
+use crate::stream::StreamCondition;
 use crate::xml::StreamEvent;
 
 /// Time a new connection has for its header and handshake.
@@ -37,7 +38,14 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
         .config()
         .negotiation_timeout
         .map(|t| tokio::time::Instant::now() + t);
-    let io = match crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await {
+    let io = match crate::tls::accept_transport(
+        server.live().tls_acceptor(false),
+        sock,
+        cfg.tls,
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    {
         Ok(io) => io,
         Err(why) => return crate::conn_log::tls_failed("component", &peer, &why),
     };
@@ -57,7 +65,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     conn.set_max_stanza_size(cfg.max_stanza_size);
     tracing::info!(%peer, %domain, "component connected");
     let Some((mut reader, writer)) = conn.into_parts() else {
-        server.components.release(&domain, conn_id);
+        server.routes.unregister(&domain, conn_id);
         return;
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -71,7 +79,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
         let el = match event {
             StreamEvent::Stanza(el) => el,
             StreamEvent::End => break Fail::Closed,
-            StreamEvent::Header(_) => break Fail::Stream("not-well-formed", None),
+            StreamEvent::Header(_) => break Fail::Stream(StreamCondition::NotWellFormed, None),
         };
         if let Err(fail) = stanza(&server, &domain, el).await {
             break fail;
@@ -79,13 +87,13 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     };
     tracing::info!(%peer, %domain, "component disconnected: {end}");
     let error = match end {
-        Fail::Stream(c, text) => (c, text),
-        _ => ("", None),
+        Fail::Stream(c, text) => Some((c, text)),
+        _ => None,
     };
     // Stop the writer (with the stream error) before the route goes away,
     // so the closing queue cannot end the stream first.
     let _ = stop_tx.send(error);
-    server.components.release(&domain, conn_id);
+    server.routes.unregister(&domain, conn_id);
     let _ = writer.await;
 }
 
@@ -114,7 +122,7 @@ async fn handshake(
         // A stream error goes after a stream header (RFC 6120 §4.9.1.1).
         Ok(_) => {
             conn.send(&our_header("")).await?;
-            return Err(Fail::Stream("not-well-formed", None));
+            return Err(Fail::Stream(StreamCondition::NotWellFormed, None));
         }
         Err(e @ Fail::Stream(..)) => {
             conn.send(&our_header("")).await?;
@@ -122,39 +130,39 @@ async fn handshake(
         }
         Err(Fail::Timeout) => {
             conn.send(&our_header("")).await?;
-            return Err(Fail::Stream("connection-timeout", None));
+            return Err(Fail::Stream(StreamCondition::ConnectionTimeout, None));
         }
         Err(e) => return Err(e),
     };
     let to = header.to.clone().unwrap_or_default().to_lowercase();
     conn.send(&our_header(&to)).await?;
     if !header.stream_ns_ok {
-        return Err(Fail::Stream("invalid-namespace", None));
+        return Err(Fail::Stream(StreamCondition::InvalidNamespace, None));
     }
     if header.default_ns != NS_COMPONENT {
         return Err(Fail::Stream(
-            "invalid-namespace",
+            StreamCondition::InvalidNamespace,
             Some(format!("components use {NS_COMPONENT}")),
         ));
     }
     let Some(host) = cfg.service_hosts.iter().find(|h| h.domain == to) else {
         return Err(Fail::Stream(
-            "host-unknown",
+            StreamCondition::HostUnknown,
             Some(format!("no component {to} is configured on this listener")),
         ));
     };
     let el = match conn.next(wait()).await {
-        Err(Fail::Timeout) => return Err(Fail::Stream("connection-timeout", None)),
+        Err(Fail::Timeout) => return Err(Fail::Stream(StreamCondition::ConnectionTimeout, None)),
         other => other?,
     };
     let el = match el {
         StreamEvent::Stanza(el) => el,
         StreamEvent::End => return Err(Fail::Closed),
-        StreamEvent::Header(_) => return Err(Fail::Stream("not-well-formed", None)),
+        StreamEvent::Header(_) => return Err(Fail::Stream(StreamCondition::NotWellFormed, None)),
     };
     if el.name != "handshake" {
         return Err(Fail::Stream(
-            "not-authorized",
+            StreamCondition::NotAuthorized,
             Some("a component must send <handshake/> first".into()),
         ));
     }
@@ -162,24 +170,24 @@ async fn handshake(
     let given = el.text().trim().to_lowercase();
     if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         return Err(Fail::Stream(
-            "not-authorized",
+            StreamCondition::NotAuthorized,
             Some("wrong handshake".into()),
         ));
     }
     if server.serves(&to) {
         return Err(Fail::Stream(
-            "conflict",
+            StreamCondition::Conflict,
             Some(format!("{to} is a host of this server")),
         ));
     }
-    let Some((conn_id, rx)) = server.components.claim(&to) else {
+    let Some((conn_id, rx)) = super::register(server, &to) else {
         return Err(Fail::Stream(
-            "conflict",
+            StreamCondition::Conflict,
             Some(format!("a component for {to} is connected already")),
         ));
     };
     if let Err(e) = conn.send("<handshake/>").await {
-        server.components.release(&to, conn_id);
+        server.routes.unregister(&to, conn_id);
         return Err(e);
     }
     Ok((to, conn_id, rx))
@@ -192,20 +200,20 @@ fn hex(bytes: &[u8]) -> String {
 /// A stanza from the component: check its addresses, then route it.
 async fn stanza(server: &Server, domain: &str, mut el: Element) -> Result<(), Fail> {
     if !matches!(el.name.as_str(), "message" | "presence" | "iq") {
-        return Err(Fail::Stream("unsupported-stanza-type", None));
+        return Err(Fail::Stream(StreamCondition::UnsupportedStanzaType, None));
     }
     let from = el.attr("from").map(jid::Jid::new);
     match from {
         Some(Ok(f)) if f.domain().as_str() == domain => {}
         Some(Ok(f)) => {
             return Err(Fail::Stream(
-                "invalid-from",
+                StreamCondition::InvalidFrom,
                 Some(format!("{f} is not at {domain}")),
             ))
         }
         _ => {
             return Err(Fail::Stream(
-                "invalid-from",
+                StreamCondition::InvalidFrom,
                 Some(format!("stanzas from a component need a from at {domain}")),
             ))
         }
@@ -213,24 +221,27 @@ async fn stanza(server: &Server, domain: &str, mut el: Element) -> Result<(), Fa
     match el.attr("to").map(jid::Jid::new) {
         Some(Ok(_)) => {}
         Some(Err(_)) => {
-            crate::delivery::bounce(
+            crate::router::bounce(
                 server,
                 &to_client_ns(el),
-                StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"),
+                StanzaError::new(
+                    xep_support::stanza::ErrorType::Modify,
+                    Condition::JidMalformed,
+                ),
             )
             .await;
             return Ok(());
         }
         None => {
             return Err(Fail::Stream(
-                "improper-addressing",
+                StreamCondition::ImproperAddressing,
                 Some("stanzas from a component need a to".into()),
             ))
         }
     }
     el = to_client_ns(el);
     // Presence handling may route probes and answers back out: boxed.
-    Box::pin(crate::delivery::route(server, el)).await;
+    Box::pin(crate::router::route(server, el)).await;
     Ok(())
 }
 
@@ -255,16 +266,16 @@ fn to_client_ns(mut el: Element) -> Element {
 /// is left in the queue.
 async fn write_loop(
     server: Arc<Server>,
-    mut w: tokio::io::WriteHalf<crate::c2s::BoxIo>,
+    mut w: tokio::io::WriteHalf<crate::stream::BoxIo>,
     mut rx: mpsc::Receiver<Element>,
-    mut stop: tokio::sync::oneshot::Receiver<(&'static str, Option<String>)>,
+    mut stop: tokio::sync::oneshot::Receiver<Option<(StreamCondition, Option<String>)>>,
     peer: SocketAddr,
 ) {
     let mut buf = String::new();
     let error = loop {
         let el = tokio::select! {
             biased;
-            c = &mut stop => break c.ok(),
+            c = &mut stop => break c.ok().flatten(),
             el = rx.recv() => match el {
                 Some(el) => el,
                 None => break None,
@@ -288,7 +299,7 @@ async fn write_loop(
         }
     };
     let tail = match error {
-        Some((condition, text)) if !condition.is_empty() => {
+        Some((condition, text)) => {
             crate::conn_log::stream_error("component", &peer, condition, text.as_deref())
         }
         _ => "</stream:stream>".to_string(),
@@ -301,6 +312,6 @@ async fn write_loop(
     // Stanzas that never reached the component go back to their senders.
     rx.close();
     while let Ok(el) = rx.try_recv() {
-        crate::delivery::bounce(&server, &el, StanzaError::service_unavailable()).await;
+        crate::router::bounce(&server, &el, StanzaError::service_unavailable()).await;
     }
 }

@@ -477,7 +477,7 @@ impl Config {
             frontend,
             &Subject { user, ip },
             command,
-            crate::ctl::commands::tags(command),
+            crate::ctl_catalog::tags(command),
         )
     }
 
@@ -905,7 +905,7 @@ fn build(
     let api_permissions = match option("api_permissions") {
         Some(node) => {
             let p = acl::ApiPermissions::parse(node, "api_permissions", notes, &|name| {
-                crate::ctl::commands::find(name).is_some() || name == "announce"
+                crate::ctl_catalog::find(name).is_some() || name == "announce"
             })?;
             for (group, rule) in p.referenced_rules() {
                 if !access_rules.is_defined(rule) {

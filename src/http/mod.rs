@@ -38,7 +38,14 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Serve one HTTP connection.
 pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg: Arc<Listener>) {
-    let io = match crate::tls::accept_transport(&server, sock, cfg.tls, HANDSHAKE_TIMEOUT).await {
+    let io = match crate::tls::accept_transport(
+        server.live().tls_acceptor(false),
+        sock,
+        cfg.tls,
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    {
         Ok(io) => io,
         Err(why) => {
             tracing::debug!(%peer, "HTTP TLS handshake failed: {why}");

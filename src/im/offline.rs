@@ -2,60 +2,35 @@
 //! available resource, and handing them to its first available session in
 //! their original order, exactly once.
 //!
-//! Ordering rests on a per-account lock (one of [`LOCK_SHARDS`] async
-//! mutexes chosen by hashing the bare JID): a message that finds no
+//! Ordering rests on a per-account lock (one of
+//! [`crate::storage::account_locks::LOCK_SHARDS`] async mutexes chosen by
+//! hashing the bare JID, see [`crate::storage::account_locks`]): a message that finds no
 //! available resource is stored under the lock, and a session drains the
 //! store and only then becomes available, under the same lock — so a live
 //! message can never overtake a stored one. A stored message is removed only
 //! after the session's writer has written it to the socket (an ack through
 //! the session queue); if the session dies first, it stays for next time.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use xep_support::jids::Bare;
 
 use jid::BareJid;
-use tokio::sync::{oneshot, Mutex, MutexGuard};
+use tokio::sync::oneshot;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
-use crate::router::{Delivery, Outgoing, SessionHandle};
+use crate::im::Out;
 use crate::server::Server;
+use crate::sessions::{Delivery, Outgoing, SessionHandle};
 use crate::storage::{AccountKey, OfflineStored};
 
-/// Number of account locks.
-pub const LOCK_SHARDS: usize = 256;
 /// Stored messages handed to a session per round.
 const DRAIN_BATCH: usize = 100;
 /// How long a session's writer may take to write a batch.
 const ACK_WAIT: Duration = Duration::from_secs(30);
-
-/// The per-account locks.
-pub struct AccountLocks {
-    shards: Vec<Mutex<()>>,
-}
-
-impl Default for AccountLocks {
-    fn default() -> Self {
-        AccountLocks {
-            shards: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
-        }
-    }
-}
-
-impl AccountLocks {
-    /// Lock the account `bare`.
-    pub async fn lock(&self, bare: &BareJid) -> MutexGuard<'_, ()> {
-        let mut h = DefaultHasher::new();
-        bare.hash(&mut h);
-        self.shards[(h.finish() as usize) % LOCK_SHARDS]
-            .lock()
-            .await
-    }
-}
 
 /// Whether a message is worth storing (XEP-0160 §3, XEP-0334 hints).
 pub fn storable(msg: &Element) -> bool {
@@ -121,26 +96,27 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// A message for an account with no available resource (checked again
 /// under the account lock): deliver if one became available meanwhile,
-/// else store it (or tell the sender why not).
-pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
+/// else store it. Returns the error for the sender when it could not be
+/// stored, for the caller to send (`router::perform`).
+pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) -> Option<Out> {
     let _guard = server.account_locks.lock(to).await;
-    store_or_deliver_locked(server, msg, to).await;
+    store_or_deliver_locked(server, msg, to).await
 }
 
 /// [`store_or_deliver`] for a caller that holds `to`'s account lock (an
 /// ending session rerouting its whole backlog under one lock).
-pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid) {
-    let targets = server.router.best_resources(to);
+pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid) -> Option<Out> {
+    let targets = server.sessions.best_resources(to);
     if !targets.is_empty() {
         for s in targets {
             let mut copy = msg.clone();
             copy.set_attr("to", to.as_str());
-            let _ = server.router.deliver(&s, copy).await;
+            let _ = server.sessions.deliver(&s, copy).await;
         }
-        return;
+        return None;
     }
     if !storable(&msg) {
-        return; // chat states, receipts and the like are not kept (XEP-0160 §3)
+        return None; // chat states, receipts and the like are not kept (XEP-0160 §3)
     }
     let account = AccountKey::from(to);
     let mut stored = msg.clone();
@@ -184,22 +160,19 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
             for m in &server.live().modules {
                 m.message_stored_offline(server, to, &msg);
             }
+            None
         }
-        Ok(OfflineStored::Full) => {
-            crate::delivery::bounce(
-                server,
-                &msg,
-                StanzaError::new(ErrorType::Wait, "resource-constraint")
-                    .with_text("the recipient's offline storage is full"),
-            )
-            .await;
-        }
+        Ok(OfflineStored::Full) => Some(Out::Bounce(
+            msg,
+            StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
+                .with_text("the recipient's offline storage is full"),
+        )),
         Err(e) => {
             let from = msg.attr("from").unwrap_or("?");
             tracing::error!(
                 "storing an offline message from {from} for {to}: {e}; the sender gets an error"
             );
-            crate::delivery::bounce(server, &msg, e.stanza_error()).await;
+            Some(Out::Bounce(msg, e.stanza_error()))
         }
     }
 }
@@ -207,7 +180,7 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
 /// Hand every stored message to `session` in order, then mark it available
 /// (both under the account lock).
 pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<SessionHandle>) {
-    let bare = session.jid.to_bare();
+    let bare = session.jid.bare();
     let _guard = server.account_locks.lock(&bare).await;
     let account = AccountKey::from(&bare);
     let mut rounds = 0usize;
@@ -237,7 +210,7 @@ pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<Sessi
                 continue;
             };
             el.set_attr("to", session.jid.to_string());
-            if server.router.deliver(session, el).await != Delivery::Delivered {
+            if server.sessions.deliver(session, el).await != Delivery::Delivered {
                 gone = true;
                 break;
             }

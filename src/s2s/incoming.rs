@@ -24,9 +24,10 @@ use super::stream::{
     NS_BIDI, NS_BIDI_FEATURE, NS_DIALBACK, NS_DIALBACK_FEATURE,
 };
 use super::{AuthMethod, ConnInfo};
-use crate::c2s::BoxIo;
 use crate::config::Listener;
 use crate::server::Server;
+use crate::stream::BoxIo;
+use crate::stream::StreamCondition;
 use crate::xml::StreamEvent;
 
 /// Time allowed for each step before the stream is authenticated (and no
@@ -112,7 +113,7 @@ pub async fn handle(
     let mut shutdown = server.shutdown_signal();
     let result = tokio::select! {
         r = s.run() => r,
-        _ = shutdown.wait_for(|v| *v) => Err(Fail::Stream("system-shutdown", None)),
+        _ = shutdown.wait_for(|v| *v) => Err(Fail::Stream(StreamCondition::SystemShutdown, None)),
     };
     server.s2s.unregister_incoming(registry_id);
     if let Some(w) = s.bidi_writer.take() {
@@ -141,7 +142,7 @@ pub async fn handle(
         }
         Err(Fail::Timeout) => {
             s.conn
-                .close_error("s2s in", &s.peer, "connection-timeout", None)
+                .close_error("s2s in", &s.peer, StreamCondition::ConnectionTimeout, None)
                 .await
         }
         Err(Fail::Unreachable(why)) => {
@@ -211,7 +212,7 @@ impl Incoming {
         let h = self.conn.next_header(self.step_wait()).await?;
         if !h.stream_ns_ok || h.default_ns != ns::SERVER {
             return Err(Fail::Stream(
-                "invalid-namespace",
+                StreamCondition::InvalidNamespace,
                 Some(format!("expected {} streams", ns::SERVER)),
             ));
         }
@@ -222,11 +223,11 @@ impl Incoming {
                 .unwrap_or_default();
         if !self.server.serves(&to) {
             self.local = Some(to);
-            return Err(Fail::Stream("host-unknown", None));
+            return Err(Fail::Stream(StreamCondition::HostUnknown, None));
         }
         if self.local.as_ref().is_some_and(|l| *l != to) {
             return Err(Fail::Stream(
-                "host-unknown",
+                StreamCondition::HostUnknown,
                 Some("the host changed on restart".into()),
             ));
         }
@@ -293,7 +294,7 @@ impl Incoming {
             return;
         };
         let w = self.bidi_writer.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(super::outgoing::OUT_QUEUE);
+            let (tx, rx) = mpsc::channel(crate::links::OUT_QUEUE);
             let (stop, stop_rx) = oneshot::channel();
             let task = tokio::spawn(bidi_writer(
                 self.server.clone(),
@@ -325,7 +326,9 @@ impl Incoming {
             let el = match self.conn.next(wait).await? {
                 StreamEvent::Stanza(el) => el,
                 StreamEvent::End => return Ok(()),
-                StreamEvent::Header(_) => return Err(Fail::Stream("not-well-formed", None)),
+                StreamEvent::Header(_) => {
+                    return Err(Fail::Stream(StreamCondition::NotWellFormed, None))
+                }
             };
             if el.is("error", ns::STREAM) {
                 // The peer ends the stream with an error (e.g. it shuts down).
@@ -352,7 +355,7 @@ impl Incoming {
                     self.bidi = true;
                 } else {
                     return Err(Fail::Stream(
-                        "policy-violation",
+                        StreamCondition::PolicyViolation,
                         Some("bidi was not offered".into()),
                     ));
                 }
@@ -364,7 +367,7 @@ impl Incoming {
                 self.stanza(el).await?;
             } else {
                 return Err(Fail::Stream(
-                    "unsupported-stanza-type",
+                    StreamCondition::UnsupportedStanzaType,
                     Some(format!("unexpected <{}/>", el.name)),
                 ));
             }
@@ -455,7 +458,7 @@ impl Incoming {
     /// A dialback request from the originating server (XEP-0220 §2.1.2).
     async fn db_result(&mut self, el: &Element) -> Result<(), Fail> {
         let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
-            return Err(Fail::Stream("improper-addressing", None));
+            return Err(Fail::Stream(StreamCondition::ImproperAddressing, None));
         };
         let from = from.to_lowercase();
         let to = to.to_lowercase();
@@ -503,7 +506,7 @@ impl Incoming {
         } else {
             tracing::info!(peer = %self.peer, "s2s in: {from} gave an invalid dialback key");
             Err(Fail::Stream(
-                "not-authorized",
+                StreamCondition::NotAuthorized,
                 Some("invalid dialback key".into()),
             ))
         }
@@ -513,7 +516,7 @@ impl Incoming {
     async fn db_verify(&mut self, el: &Element) -> Result<(), Fail> {
         let (Some(from), Some(to), Some(id)) = (el.attr("from"), el.attr("to"), el.attr("id"))
         else {
-            return Err(Fail::Stream("improper-addressing", None));
+            return Err(Fail::Stream(StreamCondition::ImproperAddressing, None));
         };
         let valid = self.server.serves(&to.to_lowercase())
             && super::dialback::check(&self.server.s2s.secret, from, to, id, &el.text());
@@ -526,27 +529,27 @@ impl Incoming {
     /// A stanza: check its addresses against the stream, then route it.
     async fn stanza(&mut self, mut el: Element) -> Result<(), Fail> {
         if self.authenticated.is_empty() {
-            return Err(Fail::Stream("not-authorized", None));
+            return Err(Fail::Stream(StreamCondition::NotAuthorized, None));
         }
         let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
             return Err(Fail::Stream(
-                "improper-addressing",
+                StreamCondition::ImproperAddressing,
                 Some("stanzas between servers need from and to".into()),
             ));
         };
-        let from = Jid::new(from).map_err(|_| Fail::Stream("invalid-from", None))?;
+        let from = Jid::new(from).map_err(|_| Fail::Stream(StreamCondition::InvalidFrom, None))?;
         let to = match Jid::new(to) {
             Ok(t) => t,
             Err(_) => {
                 return Err(Fail::Stream(
-                    "improper-addressing",
+                    StreamCondition::ImproperAddressing,
                     Some("malformed to".into()),
                 ))
             }
         };
         if !self.authenticated.contains(from.domain().as_str()) {
             return Err(Fail::Stream(
-                "invalid-from",
+                StreamCondition::InvalidFrom,
                 Some(format!(
                     "{} is not authenticated on this stream",
                     from.domain()
@@ -555,16 +558,16 @@ impl Incoming {
         }
         if !self.server.serves(to.domain().as_str()) {
             return Err(Fail::Stream(
-                "host-unknown",
+                StreamCondition::HostUnknown,
                 Some(format!("{} is not served here", to.domain())),
             ));
         }
         to_client_ns(&mut el);
         if el.name == "presence" && el.attr("to").is_some() {
             // Presence handling may route probes and answers back out.
-            Box::pin(crate::delivery::route(&self.server, el)).await;
+            Box::pin(crate::router::route(&self.server, el)).await;
         } else {
-            crate::delivery::route(&self.server, el).await;
+            crate::router::route(&self.server, el).await;
         }
         Ok(())
     }
@@ -579,7 +582,7 @@ async fn bidi_writer(
     mut rx: mpsc::Receiver<Box<Element>>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    use xep_support::stanza::{ErrorType, StanzaError};
+    use xep_support::stanza::{Condition, ErrorType, StanzaError};
     const BATCH: usize = 16 * 1024;
     let mut buf = String::new();
     loop {
@@ -603,15 +606,15 @@ async fn bidi_writer(
         buf.clear();
         if !ok {
             for s in batch {
-                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
-                crate::delivery::bounce(&server, &s, err).await;
+                let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
+                crate::router::bounce(&server, &s, err).await;
             }
             break;
         }
     }
     rx.close();
     while let Ok(s) = rx.try_recv() {
-        let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
-        crate::delivery::bounce(&server, &s, err).await;
+        let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
+        crate::router::bounce(&server, &s, err).await;
     }
 }

@@ -1,6 +1,6 @@
 //! Outgoing s2s: one connection per (local domain, remote domain) pair,
 //! shared by every local sender. A stanza for a domain without a connection
-//! starts one; stanzas wait in its bounded queue ([`OUT_QUEUE`]) while it
+//! starts one; stanzas wait in its bounded queue ([`crate::links::OUT_QUEUE`]) while it
 //! resolves, connects, secures (STARTTLS) and authenticates (SASL EXTERNAL,
 //! else dialback). If that fails, every queued stanza is bounced to its
 //! sender with `<remote-server-not-found/>` (or `<remote-server-timeout/>`
@@ -8,10 +8,8 @@
 //! connection writes its queue in batches and closes after `s2s_timeout`
 //! without traffic.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -19,19 +17,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use super::resolve;
 use super::stream::{db_xml, header_xml, Conn, Fail, NS_DIALBACK, NS_DIALBACK_FEATURE};
-use super::{AuthMethod, ConnInfo};
-use crate::c2s::BoxIo;
+use super::AuthMethod;
 use crate::config::S2sStartTls;
+use crate::links::OutConn;
 use crate::server::Server;
+use crate::stream::BoxIo;
+use crate::stream::StreamCondition;
 use crate::xml::StreamEvent;
 
-/// Stanzas an outgoing connection queues (while connecting, and while its
-/// writer is busy).
-pub const OUT_QUEUE: usize = 1024;
 /// How long a sender waits for room in a full queue before the stanza bounces.
 const SEND_WAIT: Duration = Duration::from_secs(5);
 /// Bytes batched before a write.
@@ -40,104 +37,6 @@ const BATCH: usize = 16 * 1024;
 /// s2s listener's default `max_stanza_size`).
 const MAX_IN: Option<usize> = Some(524_288);
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// One outgoing connection as the manager sees it.
-pub struct OutConn {
-    id: u64,
-    tx: mpsc::Sender<Box<Element>>,
-    pub info: Mutex<ConnInfo>,
-    /// An incoming bidirectional stream lent for this direction (not a
-    /// connection of ours: not counted as outgoing).
-    lent: bool,
-}
-
-/// The table of outgoing connections.
-#[derive(Default)]
-pub struct Manager {
-    conns: Mutex<HashMap<(String, String), Arc<OutConn>>>,
-}
-
-impl Manager {
-    /// Connections that are established (authenticated).
-    pub fn established(&self) -> Vec<ConnInfo> {
-        let t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        t.values()
-            .filter(|c| !c.lent)
-            .map(|c| c.info.lock().unwrap_or_else(|e| e.into_inner()).clone())
-            .filter(|i| i.auth != AuthMethod::None)
-            .collect()
-    }
-
-    fn get_or_start(&self, server: &Arc<Server>, local: &str, remote: &str) -> Arc<OutConn> {
-        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (local.to_string(), remote.to_string());
-        if let Some(c) = t.get(&key) {
-            return c.clone();
-        }
-        let (tx, rx) = mpsc::channel(OUT_QUEUE);
-        let conn = Arc::new(OutConn {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            tx,
-            info: Mutex::new(ConnInfo {
-                local: local.to_string(),
-                remote: vec![remote.to_string()],
-                auth: AuthMethod::None,
-                tls: false,
-                peer: None,
-                bidi: false,
-            }),
-            lent: false,
-        });
-        t.insert(key, conn.clone());
-        tokio::spawn(run(
-            server.clone(),
-            conn.clone(),
-            local.to_string(),
-            remote.to_string(),
-            rx,
-        ));
-        conn
-    }
-
-    /// Route stanzas from `local` to `remote` into `tx` (the writer of an
-    /// incoming bidirectional stream), unless a connection for that pair
-    /// exists already. Returns the entry's id (for [`Manager::remove`]).
-    pub fn lend(&self, local: &str, remote: &str, tx: mpsc::Sender<Box<Element>>) -> Option<u64> {
-        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (local.to_string(), remote.to_string());
-        if t.contains_key(&key) {
-            return None;
-        }
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        t.insert(
-            key,
-            Arc::new(OutConn {
-                id,
-                tx,
-                info: Mutex::new(ConnInfo {
-                    local: local.to_string(),
-                    remote: vec![remote.to_string()],
-                    auth: AuthMethod::None,
-                    tls: true,
-                    peer: None,
-                    bidi: true,
-                }),
-                lent: true,
-            }),
-        );
-        Some(id)
-    }
-
-    pub fn remove(&self, local: &str, remote: &str, id: u64) {
-        let mut t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (local.to_string(), remote.to_string());
-        if t.get(&key).is_some_and(|c| c.id == id) {
-            t.remove(&key);
-        }
-    }
-}
-
 /// Send a stanza (its `from` on a domain we serve) to a remote domain.
 pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
     let Some(arc) = server.arc() else {
@@ -145,15 +44,23 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
     };
     let mut stanza = Box::new(stanza);
     for _ in 0..2 {
-        let conn = arc.s2s.out.get_or_start(&arc, local, remote);
+        let conn = arc.s2s.out.get_or_start(local, remote, |conn, rx| {
+            tokio::spawn(run(
+                arc.clone(),
+                conn,
+                local.to_string(),
+                remote.to_string(),
+                rx,
+            ));
+        });
         match conn.tx.try_send(stanza) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(s)) => {
                 match conn.tx.send_timeout(s, SEND_WAIT).await {
                     Ok(()) => return,
                     Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
-                        let err = StanzaError::new(ErrorType::Wait, "resource-constraint");
-                        crate::delivery::bounce(server, &s, err).await;
+                        let err = StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint);
+                        crate::router::bounce(server, &s, err).await;
                         return;
                     }
                     Err(mpsc::error::SendTimeoutError::Closed(s)) => {
@@ -169,8 +76,8 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
             }
         }
     }
-    let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
-    crate::delivery::bounce(server, &stanza, err).await;
+    let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
+    crate::router::bounce(server, &stanza, err).await;
 }
 
 /// A stream opened to a remote server, before authentication.
@@ -189,7 +96,7 @@ pub struct Opened {
 async fn read_features(conn: &mut Conn, wait: Duration) -> Result<(String, Element), Fail> {
     let header = conn.next_header(wait).await?;
     if header.default_ns != ns::SERVER || !header.stream_ns_ok {
-        return Err(Fail::Stream("invalid-namespace", None));
+        return Err(Fail::Stream(StreamCondition::InvalidNamespace, None));
     }
     let id = header.id.unwrap_or_default();
     if header
@@ -203,7 +110,7 @@ async fn read_features(conn: &mut Conn, wait: Duration) -> Result<(String, Eleme
     let features = conn.next_element(wait).await?;
     if !features.is("features", ns::STREAM) {
         return Err(Fail::Stream(
-            "not-well-formed",
+            StreamCondition::NotWellFormed,
             Some("expected stream features".into()),
         ));
     }
@@ -216,7 +123,8 @@ pub async fn open(server: &Arc<Server>, local: &str, remote: &str) -> Result<Ope
     let config = server.config();
     let opts = &config.s2s;
     let wait = opts.connect_timeout;
-    let resolver = server.s2s.resolver(opts);
+    let key = (opts.dns_servers.clone(), opts.dns_timeout, opts.dns_retries);
+    let resolver = server.s2s.resolver(key, || resolve::resolver(opts));
     let resolver = resolver.as_ref();
     let targets = resolve::targets(resolver, opts, remote)
         .await
@@ -455,15 +363,15 @@ async fn run(
             );
             let bidi = entry.info.lock().unwrap_or_else(|e| e.into_inner()).bidi;
             pump(&server, conn, &mut rx, &local, &remote, bidi).await;
-            "remote-server-not-found"
+            Condition::RemoteServerNotFound
         }
         Ok(Err(Fail::Timeout)) | Err(_) => {
             tracing::info!("s2s {local} -> {remote}: timed out");
-            "remote-server-timeout"
+            Condition::RemoteServerTimeout
         }
         Ok(Err(e)) => {
             tracing::info!("s2s {local} -> {remote}: {e}");
-            "remote-server-not-found"
+            Condition::RemoteServerNotFound
         }
     };
     server.s2s.out.remove(&local, &remote, entry.id);
@@ -471,7 +379,7 @@ async fn run(
     let mut n = 0;
     while let Ok(stanza) = rx.try_recv() {
         n += 1;
-        crate::delivery::bounce(
+        crate::router::bounce(
             &server,
             &stanza,
             StanzaError::new(ErrorType::Cancel, condition),
@@ -561,15 +469,15 @@ async fn pump(
                 batch.len()
             );
             for s in batch {
-                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
-                crate::delivery::bounce(server, &s, err).await;
+                let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
+                crate::router::bounce(server, &s, err).await;
             }
             break;
         }
     }
     let tail = if shutting_down {
         let peer = format!("{local} -> {remote}");
-        crate::conn_log::stream_error("s2s out", &peer, "system-shutdown", None)
+        crate::conn_log::stream_error("s2s out", &peer, StreamCondition::SystemShutdown, None)
     } else {
         "</stream:stream>".to_string()
     };
@@ -605,6 +513,6 @@ async fn bidi_stanza(
         return Err(format!("a stanza to {} (host-unknown)", to.domain()));
     }
     super::stream::to_client_ns(&mut el);
-    Box::pin(crate::delivery::route(server, el)).await;
+    Box::pin(crate::router::route(server, el)).await;
     Ok(())
 }

@@ -9,7 +9,8 @@ use tokio::io::{split, AsyncWriteExt, ReadHalf, WriteHalf};
 use xep_support::element::{escape, Element, Node};
 use xep_support::ns;
 
-use crate::c2s::BoxIo;
+use crate::stream::BoxIo;
+use crate::stream::StreamCondition;
 use crate::xml::{StreamEvent, StreamHeader, StreamReader, XmlError};
 
 /// The dialback namespace (XEP-0220), declared as `db` on our stream headers.
@@ -26,7 +27,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub enum Fail {
     /// Send this stream error (with a text for the log and the peer).
-    Stream(&'static str, Option<String>),
+    Stream(StreamCondition, Option<String>),
     /// The peer is gone or closed its stream.
     Closed,
     /// No answer in time.
@@ -149,7 +150,7 @@ impl Conn {
                 Ok(e)
             }
             StreamEvent::End => Err(Fail::Closed),
-            StreamEvent::Header(_) => Err(Fail::Stream("not-well-formed", None)),
+            StreamEvent::Header(_) => Err(Fail::Stream(StreamCondition::NotWellFormed, None)),
         }
     }
 
@@ -157,7 +158,7 @@ impl Conn {
     pub async fn next_header(&mut self, wait: Duration) -> Result<StreamHeader, Fail> {
         match self.next(wait).await? {
             StreamEvent::Header(h) => Ok(h),
-            _ => Err(Fail::Stream("not-well-formed", None)),
+            _ => Err(Fail::Stream(StreamCondition::NotWellFormed, None)),
         }
     }
 
@@ -182,7 +183,7 @@ impl Conn {
                 *guard = Some(w);
             }
             return Err(Fail::Stream(
-                "policy-violation",
+                StreamCondition::PolicyViolation,
                 Some("data pipelined after STARTTLS".into()),
             ));
         }
@@ -215,7 +216,7 @@ impl Conn {
         &mut self,
         kind: &str,
         peer: &(dyn std::fmt::Display + Sync),
-        condition: &str,
+        condition: StreamCondition,
         text: Option<&str>,
     ) {
         let tail = crate::conn_log::stream_error(kind, peer, condition, text);

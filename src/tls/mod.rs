@@ -11,11 +11,14 @@
 //!   management under `<data_dir>/certs/`;
 //! - `binding`: `tls-server-end-point` (RFC 5929) and `tls-exporter`
 //!   (RFC 9266) channel-binding data;
-//! - `glob`: ejabberd-style `certfiles` glob expansion.
+//! - `glob`: ejabberd-style `certfiles` glob expansion;
+//! - [`s2s`]: certificate trust for server-to-server streams (`s2s_cafile`
+//!   or the system roots) and the XEP-0178 checks.
 
 mod binding;
 mod certstore;
 mod glob;
+pub mod s2s;
 mod selfsigned;
 
 use std::fmt;
@@ -281,19 +284,18 @@ pub fn inspect(
 mod tests;
 
 /// The transport of a listener without STARTTLS (components, HTTP): TLS
-/// from the first byte with the server's certificates when `tls`, else the
-/// TCP stream itself. An error (why) if the TLS handshake fails or takes
-/// longer than `timeout`.
+/// from the first byte with `acceptor` (the server's certificates, see
+/// `Live::tls_acceptor`) when `tls`, else the TCP stream itself. An error
+/// (why) if the TLS handshake fails or takes longer than `timeout`.
 pub async fn accept_transport(
-    server: &crate::server::Server,
+    acceptor: tokio_rustls::TlsAcceptor,
     sock: tokio::net::TcpStream,
     tls: bool,
     timeout: std::time::Duration,
-) -> Result<crate::c2s::BoxIo, String> {
+) -> Result<crate::stream::BoxIo, String> {
     if !tls {
         return Ok(Box::new(sock));
     }
-    let acceptor = server.live().tls_acceptor(false);
     match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
         Ok(Ok(stream)) => Ok(Box::new(stream)),
         Ok(Err(e)) => Err(e.to_string()),

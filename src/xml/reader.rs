@@ -46,6 +46,8 @@ use tokio::io::AsyncRead;
 use xep_support::element::{Element, Node, NS_XML};
 use xep_support::ns;
 
+use crate::stream::StreamCondition;
+
 /// Elements a stanza may nest, itself included (deeper is a policy violation).
 pub const MAX_DEPTH: usize = 64;
 /// Attributes one element may have, namespace declarations included.
@@ -112,13 +114,13 @@ pub enum XmlError {
 
 impl XmlError {
     /// The stream error condition to send for this error, if any.
-    pub fn condition(&self) -> Option<&'static str> {
+    pub fn condition(&self) -> Option<StreamCondition> {
         match self {
             XmlError::Closed | XmlError::Io(_) => None,
-            XmlError::NotWellFormed(_) => Some("not-well-formed"),
-            XmlError::Restricted(_) => Some("restricted-xml"),
-            XmlError::TooBig | XmlError::Limit(_) => Some("policy-violation"),
-            XmlError::UnsupportedEncoding => Some("unsupported-encoding"),
+            XmlError::NotWellFormed(_) => Some(StreamCondition::NotWellFormed),
+            XmlError::Restricted(_) => Some(StreamCondition::RestrictedXml),
+            XmlError::TooBig | XmlError::Limit(_) => Some(StreamCondition::PolicyViolation),
+            XmlError::UnsupportedEncoding => Some(StreamCondition::UnsupportedEncoding),
         }
     }
 }
@@ -608,7 +610,10 @@ mod tests {
                 }
                 Err(XmlError::Closed) => break,
                 Err(e) => {
-                    out.push(Err(e.condition().unwrap_or("none").to_string()));
+                    out.push(Err(e
+                        .condition()
+                        .map_or("none", |c| c.as_str())
+                        .to_string()));
                     break;
                 }
             }

@@ -54,7 +54,7 @@ async fn read_all(input: Vec<u8>, limit: Option<usize>) -> (Vec<String>, Option<
             Ok(StreamEvent::Header(_)) => {}
             Ok(StreamEvent::Stanza(e)) => stanzas.push(e.to_xml(ns::CLIENT)),
             Ok(StreamEvent::End) => break None,
-            Err(e) => break e.condition().map(str::to_string),
+            Err(e) => break e.condition().map(|c| c.as_str().to_string()),
         }
     };
     (stanzas, error, taken.load(Ordering::Relaxed))
@@ -523,7 +523,7 @@ async fn first_event(input: &[u8], one_at_a_time: bool) -> Result<&'static str, 
     match ev {
         Ok(StreamEvent::Header(_)) => Ok("header"),
         Ok(_) => Ok("other"),
-        Err(e) => Err(e.condition().unwrap_or("none").to_string()),
+        Err(e) => Err(e.condition().map_or("none", |c| c.as_str()).to_string()),
     }
 }
 

@@ -425,7 +425,7 @@ mod tests {
     fn cond(r: Result<impl std::fmt::Debug, XmlError>) -> &'static str {
         match r {
             Ok(_) => "ok",
-            Err(e) => e.condition().unwrap_or("none"),
+            Err(e) => e.condition().map_or("none", |c| c.as_str()),
         }
     }
 

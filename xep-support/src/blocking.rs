@@ -21,6 +21,7 @@
 //! the database; a stanza to or from an account without a session reads
 //! its list (such a stanza is about to be stored or dropped anyway).
 
+use crate::jids::{self, Bare};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,7 +31,7 @@ use jid::{BareJid, FullJid, Jid};
 use crate::element::Element;
 use crate::module::{IqRequest, IqResult, Module, ServerContext, Verdict};
 use crate::ns;
-use crate::stanza::{ErrorType, StanzaError};
+use crate::stanza::{Condition, ErrorType, StanzaError};
 
 const KEY: &str = "list";
 
@@ -58,7 +59,7 @@ fn matches(list: &BTreeSet<String>, jid: &Jid) -> bool {
     }
     // A bare JID item matches its resources; `domain/resource` items match
     // only JIDs without a localpart, which `jid.as_str()` already covered.
-    jid.node().is_some() && list.contains(jid.to_bare().as_str())
+    jid.node().is_some() && list.contains(jid.bare().as_str())
 }
 
 impl Blocking {
@@ -129,9 +130,9 @@ impl Blocking {
             .filter(|c| c.is("item", ns::BLOCKING))
             .map(|c| {
                 c.attr("jid")
-                    .and_then(|j| Jid::new(j).ok())
+                    .and_then(jids::parse)
                     .map(|j| j.to_string())
-                    .ok_or_else(|| StanzaError::new(ErrorType::Modify, "jid-malformed"))
+                    .ok_or_else(|| StanzaError::new(ErrorType::Modify, Condition::JidMalformed))
             })
             .collect()
     }
@@ -143,7 +144,7 @@ impl Blocking {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|j| j.to_bare() == *account)
+            .filter(|j| j.bare() == *account)
             .cloned()
             .collect();
         for to in interested {
@@ -293,7 +294,7 @@ impl Module for Blocking {
         }
     }
     fn session_opened(&self, ctx: &dyn ServerContext, jid: &FullJid) {
-        let account = jid.to_bare();
+        let account = jid.bare();
         let list = self.load(ctx, &account);
         self.lists
             .write()
@@ -305,7 +306,7 @@ impl Module for Blocking {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(jid);
-        let account = jid.to_bare();
+        let account = jid.bare();
         if ctx.sessions(&account).is_empty() {
             self.lists
                 .write()

@@ -20,6 +20,7 @@
 //! delivery, so a carbon-looking wrapper only ever reaches a client from the
 //! server itself.
 
+use crate::jids::{self, Bare};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -45,12 +46,12 @@ impl Carbons {
 
     /// Whether `jid` has carbons on.
     pub fn is_enabled(&self, jid: &FullJid) -> bool {
-        self.enabled_of(&jid.to_bare()).contains(jid)
+        self.enabled_of(&jid.bare()).contains(jid)
     }
 
     fn set(&self, jid: &FullJid, on: bool) {
         let mut map = self.enabled.lock().unwrap_or_else(|e| e.into_inner());
-        let bare = jid.to_bare();
+        let bare = jid.bare();
         let list = map.entry(bare.clone()).or_default();
         list.retain(|j| j != jid);
         if on {
@@ -140,7 +141,7 @@ impl Module for Carbons {
         if !eligible(msg) {
             return Vec::new();
         }
-        let bare = from.to_bare();
+        let bare = from.bare();
         self.enabled_of(&bare)
             .iter()
             .filter(|r| *r != from)
@@ -155,8 +156,8 @@ impl Module for Carbons {
     ) {
         let from_account = msg
             .attr("from")
-            .and_then(|f| jid::Jid::new(f).ok())
-            .is_some_and(|f| f.to_bare() == *account);
+            .and_then(jids::parse)
+            .is_some_and(|f| f.bare() == *account);
         if !from_account && has_carbon_wrapper(msg) {
             msg.remove_children("sent", ns::CARBONS);
             msg.remove_children("received", ns::CARBONS);

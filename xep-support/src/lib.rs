@@ -17,6 +17,7 @@ pub mod date;
 pub mod disco;
 pub mod element;
 pub mod http_upload;
+pub mod jids;
 pub mod last;
 pub mod mam;
 pub mod module;

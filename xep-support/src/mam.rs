@@ -23,7 +23,10 @@
 //! time. Appending is idempotent by origin-id (a resent or resumed stanza
 //! keeps its first id) and does not wait for the disk (the store makes it
 //! durable within a second; the server holds the sender's acknowledgements
-//! until then). The account's `<prefs/>` stay in the module's key/value
+//! until then). When the archive refuses the sender's copy (a full disk),
+//! the sender gets `resource-constraint` (wait) for it and the live copy is
+//! still delivered; a write that fails later is reported to the sender by
+//! the server. The account's `<prefs/>` stay in the module's key/value
 //! space (`prefs`).
 //!
 //! Query: an iq set `<query/>` from the owner, with the optional form fields
@@ -44,6 +47,7 @@
 //! bounded rounds) or by `rookery ctl delete_old_mam_messages`
 //! ([`crate::archive::ArchiveStore::delete_before`]).
 
+use crate::jids::{self, Bare};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -263,9 +267,12 @@ pub use crate::date::{parse_stamp, stamp};
 /// body, without a XEP-0334 hint against storing it.
 fn archivable(msg: &Element) -> bool {
     matches!(msg.attr("type").unwrap_or("normal"), "chat" | "normal")
-        && msg
-            .child_elements()
-            .any(|c| c.is("body", ns::CLIENT) && !c.text().is_empty())
+        && msg.child_elements().any(|c| {
+            c.is("body", ns::CLIENT)
+                && c.children
+                    .iter()
+                    .any(|n| matches!(n, crate::element::Node::Text(t) if !t.is_empty()))
+        })
         && msg.child("no-store", "urn:xmpp:hints").is_none()
         && msg.child("no-permanent-store", "urn:xmpp:hints").is_none()
 }
@@ -358,7 +365,8 @@ impl Mam {
 
     /// Store `msg` in `account`'s archive (`direction` seen from the
     /// account); its archive id (the first one if the message, by its
-    /// origin-id, is already there).
+    /// origin-id, is already there). `Err`: the archive refused it (logged
+    /// here, naming the account).
     pub fn archive(
         &self,
         ctx: &dyn ServerContext,
@@ -366,7 +374,7 @@ impl Mam {
         with: &BareJid,
         direction: Direction,
         msg: &Element,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, StoreError> {
         let origin_id = msg
             .child("origin-id", NS_SID)
             .and_then(|o| o.attr("id"))
@@ -380,10 +388,10 @@ impl Mam {
             xml: msg.to_xml(ns::CLIENT),
         };
         match store(ctx).and_then(|s| s.append(vec![new])) {
-            Ok(ids) => ids.first().map(|a| format_id(a.id())),
+            Ok(ids) => Ok(ids.first().map(|a| format_id(a.id()))),
             Err(e) => {
                 tracing::error!("mod_mam: archiving for {account}: {e}");
-                None
+                Err(e)
             }
         }
     }
@@ -498,7 +506,7 @@ impl Mam {
         if lo > hi || q.before == Some(0) {
             return Ok((Vec::new(), true));
         }
-        let with_bare = q.with.as_ref().map(|w| w.to_bare().to_string());
+        let with_bare = q.with.as_ref().map(|w| w.bare().to_string());
         let full_with = q.with.as_ref().filter(|w| w.resource().is_some());
         let want = q.max + 1;
         let mut found: Vec<Entry> = Vec::new();
@@ -579,7 +587,7 @@ impl Mam {
             };
             return Ok(self.page(ctx, account, &all)?.0.len());
         }
-        let with = q.with.as_ref().map(|w| w.to_bare().to_string());
+        let with = q.with.as_ref().map(|w| w.bare().to_string());
         Ok(store(ctx)?
             .count_range(account, with.as_deref(), q.lo, q.hi)?
             .value() as usize)
@@ -710,7 +718,7 @@ impl Module for Mam {
     fn session_opened(&self, ctx: &dyn ServerContext, jid: &FullJid) {
         let cutoff = self.cutoff();
         if cutoff > 0 {
-            let account = jid.to_bare();
+            let account = jid.bare();
             let deleted =
                 store(ctx).and_then(|s| s.delete_before(&account, cutoff, EXPIRE_PER_LOGIN));
             match deleted {
@@ -721,7 +729,7 @@ impl Module for Mam {
         }
     }
     fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
-        let account = jid.to_bare();
+        let account = jid.bare();
         if ctx.sessions(&account).is_empty() {
             // Read again at the next login (or message).
             self.prefs
@@ -737,13 +745,25 @@ impl Module for Mam {
         msg: &Element,
     ) -> Vec<Element> {
         if archivable(msg) {
-            if let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) {
-                let account = from.to_bare();
-                let to_bare = to.to_bare();
+            if let Some(to) = msg.attr("to").and_then(jids::parse) {
+                let account = from.bare();
+                let to_bare = to.bare();
                 // Between two resources of the account: archived once, on
                 // the receiving side (with its stanza id).
                 if to_bare != account && self.archives(ctx, &account, &to, &to_bare) {
-                    self.archive(ctx, &account, &to_bare, Direction::Outgoing, msg);
+                    if let Err(e) = self.archive(ctx, &account, &to_bare, Direction::Outgoing, msg)
+                    {
+                        // Refused (a full disk, a failed write a moment
+                        // ago): the live copy still goes out, as in
+                        // ejabberd and Prosody; the sender learns it is
+                        // not in the archive (try again later: `wait`).
+                        let text = match e.is_full() {
+                            true => "message not archived: the server's storage is full",
+                            false => "message not archived",
+                        };
+                        let e = StanzaError::resource_constraint().with_text(text);
+                        return vec![crate::stanza::error_reply(msg, &e)];
+                    }
                 }
             }
         }
@@ -756,20 +776,20 @@ impl Module for Mam {
         msg: &mut Element,
     ) {
         // XEP-0359 §5: stanza ids by this account from anyone else are forged.
-        let by = account.to_string();
+        let by = account.as_str();
         msg.children.retain(|n| match n {
             crate::element::Node::Element(c) => {
-                !(c.is("stanza-id", NS_SID) && c.attr("by") == Some(by.as_str()))
+                !(c.is("stanza-id", NS_SID) && c.attr("by") == Some(by))
             }
             _ => true,
         });
         if !archivable(msg) {
             return;
         }
-        let Some(from) = msg.attr("from").and_then(|f| Jid::new(f).ok()) else {
+        let Some(from) = msg.attr("from").and_then(jids::parse) else {
             return;
         };
-        let from_bare = from.to_bare();
+        let from_bare = from.bare();
         if !self.archives(ctx, account, &from, &from_bare) {
             return;
         }
@@ -784,7 +804,7 @@ impl Module for Mam {
         } else {
             Direction::Incoming
         };
-        if let Some(id) = self.archive(ctx, account, &from_bare, direction, msg) {
+        if let Ok(Some(id)) = self.archive(ctx, account, &from_bare, direction, msg) {
             msg.children.push(crate::element::Node::Element(
                 Element::new("stanza-id", NS_SID)
                     .with_attr("by", by)

@@ -16,7 +16,7 @@ use crate::module::{IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
-use crate::stanza::StanzaError;
+use crate::stanza::{Condition, StanzaError};
 
 /// The XEP-0357 namespace.
 pub const NS: &str = "urn:xmpp:push:0";
@@ -250,7 +250,7 @@ impl Module for Push {
                 if regs.len() >= MAX_REGISTRATIONS {
                     return Err(StanzaError::new(
                         crate::stanza::ErrorType::Wait,
-                        "resource-constraint",
+                        Condition::ResourceConstraint,
                     ));
                 }
                 regs.push(Registration {
@@ -280,8 +280,10 @@ impl Module for Push {
         delivered_to: &[FullJid],
         msg: &Element,
     ) -> Vec<Element> {
-        // Only when every session it reached has lost its connection.
-        if wakes(msg) && !delivered_to.is_empty() {
+        // Only when every session it reached has lost its connection (the
+        // cached registrations first: most accounts have none, and listing
+        // the sessions copies them).
+        if wakes(msg) && !delivered_to.is_empty() && !self.registrations(ctx, account).is_empty() {
             let sessions = ctx.sessions(account);
             let all_detached = delivered_to
                 .iter()

@@ -174,7 +174,7 @@ fn run_reader(
                     Ended::End
                 }
                 Err(XmlError::Closed) => Ended::Closed,
-                Err(e) => Ended::Error(e.condition().unwrap_or("io"), e.to_string()),
+                Err(e) => Ended::Error(e.condition().map_or("io", |c| c.as_str()), e.to_string()),
             };
             return Ok(Run { events, ended });
         }

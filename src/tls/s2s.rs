@@ -18,7 +18,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use crate::tls::TlsSetup;
+use super::TlsSetup;
 
 /// ALPN protocol of direct-TLS s2s (XEP-0368).
 pub const ALPN_S2S: &[u8] = b"xmpp-server";

@@ -1,0 +1,215 @@
+//! The ctl adapter: how a running server carries out `rookery ctl`
+//! commands ([`crate::ctl::commands::ServerControl`]) — sessions, kicks,
+//! routing, roster edits with pushes, reloads, s2s listings, status, stop.
+//!
+//! Invariants: its methods run on the blocking pool (the control socket's
+//! handler), never on a runtime worker, so they may wait for async work
+//! with `rt.block_on`; a change made here (kick, roster edit, restore)
+//! leaves the session table and the roster cache consistent with storage.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use xep_support::element::Element;
+
+use crate::ctl::commands::{ServerControl, SessionInfo};
+use crate::server::Server;
+use crate::stream::StreamCondition;
+
+/// The control interface `rookery ctl` uses on a running server. Its
+/// methods run on the blocking pool (the control socket's handler), so they
+/// may wait for async work with `rt.block_on`.
+pub struct Control {
+    pub server: Arc<Server>,
+    pub rt: tokio::runtime::Handle,
+}
+
+impl Control {
+    fn bare(user: &str, host: &str) -> Option<jid::BareJid> {
+        jid::BareJid::new(&format!("{user}@{host}")).ok()
+    }
+}
+
+impl ServerControl for Control {
+    fn ctl_allows(&self, command: &str) -> bool {
+        self.server
+            .config()
+            .api_allows(crate::acl::Frontend::Ctl, None, None, command)
+    }
+
+    fn connected_users(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .server
+            .sessions
+            .all_sessions()
+            .iter()
+            .map(|s| s.jid.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn sessions_info(&self) -> Vec<SessionInfo> {
+        self.server
+            .sessions
+            .all_sessions()
+            .iter()
+            .map(|s| {
+                let (addr, tls) = s
+                    .origin
+                    .get()
+                    .copied()
+                    .unwrap_or((SocketAddr::from(([0, 0, 0, 0], 0)), false));
+                let presence = s
+                    .last_presence
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let available = s.available.load(Ordering::Relaxed);
+                let show = presence
+                    .as_ref()
+                    .and_then(|p| p.child("show", xep_support::ns::CLIENT).map(|e| e.text()));
+                let text = presence
+                    .as_ref()
+                    .and_then(|p| p.child("status", xep_support::ns::CLIENT).map(|e| e.text()))
+                    .unwrap_or_default();
+                SessionInfo {
+                    jid: s.jid.to_string(),
+                    connection: if tls { "c2s_tls" } else { "c2s" }.into(),
+                    ip: addr.ip().to_canonical().to_string(),
+                    port: addr.port(),
+                    priority: s.priority.load(Ordering::Relaxed),
+                    uptime: s.since.elapsed().as_secs(),
+                    status: match (available, show) {
+                        (false, _) => "unavailable".into(),
+                        (true, Some(show)) if !show.trim().is_empty() => show.trim().to_string(),
+                        (true, _) => "available".into(),
+                    },
+                    status_text: text,
+                }
+            })
+            .collect()
+    }
+
+    fn kick_user(&self, user: &str, host: &str, _reason: &str) -> usize {
+        let Some(bare) = Self::bare(user, host) else {
+            return 0;
+        };
+        let sessions = self.server.sessions.sessions_of(&bare);
+        for s in &sessions {
+            s.close(Some(StreamCondition::NotAuthorized));
+            self.server.sessions.unbind(s);
+        }
+        sessions.len()
+    }
+
+    fn kick_session(&self, user: &str, host: &str, resource: &str, reason: &str) -> bool {
+        let Some(full) = Self::bare(user, host).and_then(|b| b.with_resource_str(resource).ok())
+        else {
+            return false;
+        };
+        let Some(session) = self.server.sessions.session(&full) else {
+            return false;
+        };
+        tracing::info!("kicking {full}: {reason}");
+        session.close(Some(StreamCondition::PolicyViolation));
+        self.server.sessions.unbind(&session);
+        true
+    }
+
+    fn route(&self, stanza: Element) -> Result<(), String> {
+        self.rt.block_on(crate::router::route(&self.server, stanza));
+        Ok(())
+    }
+
+    fn roster_put(
+        &self,
+        user: &str,
+        host: &str,
+        item: crate::storage::RosterItem,
+    ) -> Result<(), crate::storage::StorageError> {
+        let Some(bare) = Self::bare(user, host) else {
+            return Err(crate::storage::StorageError::Io("invalid JID".into()));
+        };
+        let stored = self.server.rosters.put(self.server.as_ref(), &bare, item)?;
+        let ver = stored.ver;
+        let el = crate::im::subscription::roster_item_xml(&stored);
+        let pushes = crate::im::roster::push_outs(&self.server, &bare, el, ver);
+        self.rt
+            .block_on(crate::router::perform(&self.server, pushes));
+        Ok(())
+    }
+
+    fn roster_remove(
+        &self,
+        user: &str,
+        host: &str,
+        contact: &str,
+    ) -> Result<bool, crate::storage::StorageError> {
+        let Some(bare) = Self::bare(user, host) else {
+            return Err(crate::storage::StorageError::Io("invalid JID".into()));
+        };
+        match self
+            .server
+            .rosters
+            .remove(self.server.as_ref(), &bare, contact)?
+        {
+            Some(ver) => {
+                let el = crate::im::subscription::removed_item_xml(contact);
+                let pushes = crate::im::roster::push_outs(&self.server, &bare, el, ver);
+                self.rt
+                    .block_on(crate::router::perform(&self.server, pushes));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn reload_config(&self) -> Result<String, String> {
+        super::live::reload_config(&self.server)
+    }
+
+    fn restored(&self) {
+        self.server.rosters.clear();
+        for s in self.server.sessions.all_sessions() {
+            s.close(Some(StreamCondition::Reset));
+            self.server.sessions.unbind(&s);
+        }
+    }
+
+    fn hosts(&self) -> Option<Vec<String>> {
+        Some(self.server.config().hosts.clone())
+    }
+
+    fn uptime_secs(&self) -> u64 {
+        self.server.uptime().as_secs()
+    }
+
+    fn stop(&self) {
+        self.server.begin_shutdown();
+    }
+
+    fn s2s_connections(&self) -> Vec<String> {
+        let s2s = &self.server.s2s;
+        let mut v: Vec<String> = s2s
+            .incoming_connections()
+            .iter()
+            .map(|c| c.line("in"))
+            .chain(s2s.outgoing_connections().iter().map(|c| c.line("out")))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn status(&self) -> String {
+        let up = self.server.uptime().as_secs();
+        format!(
+            "rookery {}: uptime {}s, {} sessions, {} connections",
+            env!("CARGO_PKG_VERSION"),
+            up,
+            self.server.sessions.count(),
+            self.server.connections.load(Ordering::Relaxed)
+        )
+    }
+}
