@@ -63,14 +63,37 @@ fn full(e: &std::io::Error) -> bool {
         )
 }
 
+/// Whether the file system holding `dir` has (almost) no room left for
+/// us: under 1 MiB available (`statvfs`).
+fn no_space_left(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is a valid C string and `st` a writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 1024 * 1024
+}
+
 fn err(dir: &Path, e: fjall::Error) -> StorageError {
     let at = dir.display();
     match &e {
         fjall::Error::Io(io) | fjall::Error::Storage(fjall::LsmError::Io(io)) if full(io) => {
             StorageError::Full(format!("{at}: {io}"))
         }
+        // fjall keeps the error of a failed journal write or fsync to
+        // itself and answers "poisoned" from then on: a disk with no room
+        // left is the full disk the sender must hear of.
+        fjall::Error::Poisoned if no_space_left(dir) => StorageError::Full(format!(
+            "{at}: archive: No space left on device; the archive takes no writes until rookery is restarted"
+        )),
         fjall::Error::Poisoned => StorageError::Io(format!(
-            "{at}: archive: an earlier write failed (disk full?); the archive takes no writes until rookery is restarted"
+            "{at}: archive: an earlier write failed; the archive takes no writes until rookery is restarted"
         )),
         fjall::Error::Decode(_) | fjall::Error::JournalRecovery(_) => {
             StorageError::Corrupt(format!("{at}: archive: {e}"))
