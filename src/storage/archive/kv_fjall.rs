@@ -77,7 +77,7 @@ fn no_space_left(dir: &Path) -> bool {
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 1024 * 1024
+    st.f_bavail.saturating_mul(st.f_frsize) < 1024 * 1024
 }
 
 fn err(dir: &Path, e: fjall::Error) -> StorageError {
