@@ -283,8 +283,7 @@ impl Module for Push {
         // Only when every session it reached has lost its connection (the
         // cached registrations first: most accounts have none, and listing
         // the sessions copies them).
-        if wakes(msg) && !delivered_to.is_empty() && !self.registrations(ctx, account).is_empty()
-        {
+        if wakes(msg) && !delivered_to.is_empty() && !self.registrations(ctx, account).is_empty() {
             let sessions = ctx.sessions(account);
             let all_detached = delivered_to
                 .iter()
