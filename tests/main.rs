@@ -33,6 +33,7 @@ mod ctl_piefxis;
 mod im_offline;
 mod im_presence;
 mod im_roster;
+mod interop_converse;
 mod interop_go_sendxmpp;
 mod interop_slixmpp;
 mod interop_slixmpp_admin;
