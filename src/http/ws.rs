@@ -159,6 +159,9 @@ impl Violation {
     }
 }
 
+/// A message's root element: offset, qualified name, attributes.
+type Root = (usize, String, Vec<(String, String)>);
+
 /// What an incoming text message gives the XML reader: the bytes of a
 /// stream header (`<open/>`), of the stream's end (`<close/>`), or the
 /// element itself; nothing for an empty (whitespace) message.
@@ -178,7 +181,8 @@ fn inbound(message: &str, max: Option<usize>) -> Result<Vec<u8>, Violation> {
     let not_well_formed = |why: String| Violation::new(StreamCondition::NotWellFormed, why);
     let mut reader = quick_xml::Reader::from_str(message);
     let mut depth = 0usize;
-    let mut root: Option<(usize, String, Vec<(String, String)>)> = None;
+    // The root element: its offset, qualified name and attributes.
+    let mut root: Option<Root> = None;
     let mut end = None;
     loop {
         let before = reader.buffer_position() as usize;
@@ -216,10 +220,8 @@ fn inbound(message: &str, max: Option<usize>) -> Result<Vec<u8>, Violation> {
                     end = Some(reader.buffer_position() as usize);
                 }
             }
-            Event::Text(ref t) if depth == 0 => {
-                if !t.iter().all(|b| b.is_ascii_whitespace()) {
-                    return Err(not_well_formed("text outside the element".into()));
-                }
+            Event::Text(ref t) if depth == 0 && !t.iter().all(|b| b.is_ascii_whitespace()) => {
+                return Err(not_well_formed("text outside the element".into()));
             }
             Event::Eof => break,
             _ => {}
