@@ -53,7 +53,7 @@ fn server_with(extra_yaml: &str) -> (Server, SocketAddr) {
     (server, addr)
 }
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+type Io = Box<dyn common::client::Io>;
 
 /// What the server sent.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ enum Got {
 }
 
 struct Ws {
-    ws: WebSocketStream<Tls>,
+    ws: WebSocketStream<Io>,
     next_id: u32,
 }
 
@@ -76,12 +76,30 @@ async fn try_connect(
     protocol: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Result<Ws, (u16, String)> {
+    try_connect_over(true, addr, path, protocol, headers).await
+}
+
+/// [`try_connect`] over TLS (`wss://`) or plain TCP (`ws://`).
+async fn try_connect_over(
+    tls: bool,
+    addr: SocketAddr,
+    path: &str,
+    protocol: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Ws, (u16, String)> {
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    let tls = common::client::tls_connector()
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("TLS handshake");
-    let mut req = format!("wss://localhost{path}")
+    let io: Io = if tls {
+        Box::new(
+            common::client::tls_connector()
+                .connect(ServerName::try_from("localhost").expect("name"), tcp)
+                .await
+                .expect("TLS handshake"),
+        )
+    } else {
+        Box::new(tcp)
+    };
+    let scheme = if tls { "wss" } else { "ws" };
+    let mut req = format!("{scheme}://localhost{path}")
         .into_client_request()
         .expect("request");
     if let Some(p) = protocol {
@@ -94,7 +112,7 @@ async fn try_connect(
             v.parse().expect("header"),
         );
     }
-    let r = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, tls))
+    let r = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(req, io))
         .await
         .expect("WebSocket handshake timed out");
     match r {
@@ -523,4 +541,49 @@ async fn host_meta_lists_the_websocket_endpoints() {
     let j: serde_json::Value = serde_json::from_slice(&a.body).expect("JSON");
     assert_eq!(j["links"][0]["href"], "wss://chat.example.org/ws");
     assert_eq!(j["links"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn plain_websocket_from_loopback() {
+    let server = Server::start_with(Config {
+        extra_listeners: vec![ws_listener(false)],
+        ..Config::default()
+    });
+    server.register("alice", "localhost", "secret");
+    let addr = server
+        .listeners
+        .iter()
+        .find(|l| l.module == "http")
+        .expect("http listener")
+        .addr;
+    // ws:// (no TLS on the listener): served to loopback, as an ordinary
+    // session (SCRAM over the plain connection a local proxy would have
+    // terminated TLS for).
+    let mut ws = try_connect_over(false, addr, "/ws", Some("xmpp"), &[])
+        .await
+        .expect("ws:// from loopback");
+    ws.login_sasl("alice", "secret").await;
+    assert_eq!(ws.bind("plain").await, "alice@localhost/plain");
+    // A client asking for STARTTLS inside the WebSocket is refused.
+    let mut ws = try_connect_over(false, addr, "/ws", Some("xmpp"), &[])
+        .await
+        .expect("ws:// from loopback");
+    ws.open().await;
+    ws.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await;
+    let f = ws.recv().await;
+    assert!(f.is("failure", "urn:ietf:params:xml:ns:xmpp-tls"), "{f}");
+    let c = ws.recv().await;
+    assert!(c.is("close", NS_FRAMING), "{c}");
+    // host-meta on a plain listener gives ws:// URLs.
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(
+        b"GET /.well-known/host-meta.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut raw = String::new();
+    let _ = tcp.read_to_string(&mut raw).await;
+    assert!(raw.contains("\"ws://localhost/ws\""), "{raw}");
 }

@@ -474,7 +474,8 @@ impl Negotiation {
             }
             return f;
         }
-        if !self.tls {
+        // No STARTTLS inside a WebSocket: TLS is the HTTP listener's.
+        if !self.tls && self.framing == Framing::Stream {
             let mut st = Element::new("starttls", ns::TLS);
             if self.listener.starttls_required {
                 st = st.with_child(Element::new("required", ns::TLS));
@@ -562,7 +563,7 @@ impl Negotiation {
     }
 
     async fn starttls(&mut self) -> Result<(), Stop> {
-        if self.tls || self.user.is_some() {
+        if self.tls || self.user.is_some() || self.framing != Framing::Stream {
             let xml = self.framing.raw(&format!("<failure xmlns='{}'/>", ns::TLS))
                 + &self.framing.close();
             self.send(&xml).await?;

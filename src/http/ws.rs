@@ -301,13 +301,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsIo<S> {
     /// Wrap an upgraded connection (the server's side of the WebSocket).
     pub async fn new(io: S, server: &Server, cfg: &Listener) -> Self {
         // tungstenite refuses what is far over the limit before buffering
-        // it all; [`inbound`] applies the exact limit.
-        let cap = cfg
-            .max_stanza_size
-            .map(|m| m.saturating_mul(2).max(64 * 1024));
-        let config = WebSocketConfig::default()
-            .max_message_size(cap)
-            .max_frame_size(cap);
+        // it all; [`inbound`] applies the exact limit. With `infinity`,
+        // tungstenite's own cap (64 MiB) stays. Its read buffer (allocated
+        // for the connection's life) is 4 KiB instead of 128: an idle
+        // session should cost little, and stanzas are small.
+        let mut config = WebSocketConfig::default().read_buffer_size(4096);
+        if let Some(m) = cfg.max_stanza_size {
+            let cap = m.saturating_mul(2).max(64 * 1024);
+            config = config.max_message_size(Some(cap)).max_frame_size(Some(cap));
+        }
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let opts = &server.config().websocket;
         Self::from_ws(ws, cfg.max_stanza_size, opts.ping_interval, opts.timeout)
@@ -420,6 +422,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsIo<S> {
                 let n = buf.remaining().min(this.inbound.len() - this.pos);
                 buf.put_slice(&this.inbound[this.pos..this.pos + n]);
                 this.pos += n;
+                if this.pos == this.inbound.len() {
+                    // Read whole: an idle session keeps no message buffer.
+                    this.inbound = Vec::new();
+                    this.pos = 0;
+                }
                 return Poll::Ready(Ok(()));
             }
             if this.read_closed {
