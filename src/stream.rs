@@ -1,7 +1,8 @@
 //! Stream plumbing every XML stream shares (client, server-to-server and
 //! component streams, and the HTTP listener's transport): the boxed byte
 //! stream a connection runs on, the closed list of stream error conditions
-//! (RFC 6120 §4.9.3) and the XML that ends a stream with one.
+//! (RFC 6120 §4.9.3), the XML that ends a stream with one, and the
+//! [`TransportError`] a framing transport (WebSocket) fails a read with.
 //!
 //! A leaf: it imports nothing from the crate, so `c2s`, `s2s`, `component`,
 //! `tls` and `xml` import it without importing each other.

@@ -6,6 +6,9 @@
 //! listener's small pre-authentication stanza limit, then under
 //! `max_stanza_size`; every read waits at most `STEP_TIMEOUT`, and none
 //! past the `negotiation_timeout` deadline counted from the accept.
+//! A WebSocket connection ([`Conn::WebSocket`]) runs the same steps in
+//! `Framing::WebSocket`: no TLS to do (the HTTP listener's), no STARTTLS,
+//! no channel binding, `<open/>` instead of the stream header.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,9 @@
 //! The writer task of a bound session: drains the session's bounded queue,
 //! serialises stanzas in batches into a buffer that lives only while a batch
 //! is written (an idle session holds none), and closes the
-//! stream (with a stream error when asked) at the end.
+//! stream (with a stream error when asked) at the end. How each element,
+//! the stream's end and an error are written is the connection's
+//! [`Framing`] (an RFC 6120 stream, or RFC 7395 WebSocket messages).
 //!
 //! With XEP-0198 on, every stanza written moves (no copy) into the session's
 //! unacknowledged queue, an `<r/>` follows each batch when no request is
