@@ -7,7 +7,9 @@
 //! bad `<open/>`) with their stream errors and WebSocket close codes; the
 //! refused upgrades (no or another subprotocol, an origin not in
 //! `websocket_origin`, no upgrade at all); WebSocket pings and
-//! `websocket_timeout`; XEP-0156 host-meta in XRD and JSON.
+//! `websocket_timeout`; XEP-0280 carbons, XEP-0352 CSI and XEP-0313 over
+//! WebSocket; `ws://` on a plain listener from loopback (and no STARTTLS
+//! inside); XEP-0156 host-meta in XRD and JSON.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -369,6 +371,92 @@ async fn stream_management_resumes_over_websocket() {
         .await;
     let m = again.recv_where("message", |e| e.name == "message").await;
     assert_eq!(m.child_text("body"), Some("back?"), "{m}");
+}
+
+#[tokio::test]
+async fn carbons_csi_and_mam_work_as_over_tcp() {
+    const NS_CARBONS: &str = "urn:xmpp:carbons:2";
+    let (server, addr) = server_with("");
+    let (mut web, _) = Ws::login(addr, "alice", "secret", "web").await;
+    let id = web.id();
+    web.send(&format!(
+        "<iq xmlns='jabber:client' type='set' id='{id}'><enable xmlns='{NS_CARBONS}'/></iq>"
+    ))
+    .await;
+    let r = web
+        .recv_where("carbons result", |e| e.attr("id") == Some(&id))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    web.send("<presence xmlns='jabber:client'/>").await;
+    let mut phone = Client::login(&server, "alice", "secret", Some("phone")).await;
+    let mut bob = Client::login(&server, "bob", "hunter2", Some("tcp")).await;
+    // XEP-0280: what alice's other resource sends is copied to the WebSocket.
+    phone
+        .send("<message to='bob@localhost/tcp' type='chat' id='c1'><body>from my phone</body></message>")
+        .await;
+    bob.recv_message().await;
+    let copy = web
+        .recv_where("sent carbon", |e| {
+            e.name == "message" && e.child_ns("sent", NS_CARBONS).is_some()
+        })
+        .await;
+    let fwd = copy
+        .child_ns("sent", NS_CARBONS)
+        .and_then(|s| s.child("forwarded"))
+        .and_then(|f| f.child("message"))
+        .expect("forwarded message");
+    assert_eq!(fwd.child_text("body"), Some("from my phone"), "{copy}");
+    // XEP-0352: inactive holds a chat state, the next message brings it.
+    web.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bob.send("<message to='alice@localhost/web' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+        .await;
+    let held = tokio::time::timeout(Duration::from_millis(800), async {
+        loop {
+            if let Got::Element(e) = web.recv_got().await {
+                if e.name == "message" {
+                    return e;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        held.is_err(),
+        "a chat state reached an inactive client: {held:?}"
+    );
+    bob.send("<message to='alice@localhost/web' type='chat'><body>ping</body></message>")
+        .await;
+    let first = web.recv_where("a message", |e| e.name == "message").await;
+    assert!(
+        first.child("composing").is_some(),
+        "held chat state first: {first}"
+    );
+    let second = web.recv_where("a message", |e| e.name == "message").await;
+    assert_eq!(second.child_text("body"), Some("ping"), "{second}");
+    // XEP-0313: the archive answers over WebSocket.
+    let id = web.id();
+    web.send(&format!(
+        "<iq xmlns='jabber:client' type='set' id='{id}'><query xmlns='urn:xmpp:mam:2' queryid='q'/></iq>"
+    ))
+    .await;
+    let mut bodies = Vec::new();
+    loop {
+        let e = web.recv().await;
+        if e.attr("id") == Some(&id) {
+            assert_eq!(e.attr("type"), Some("result"), "{e}");
+            break;
+        }
+        if let Some(m) = e
+            .child("result")
+            .and_then(|r| r.child("forwarded"))
+            .and_then(|f| f.child("message"))
+        {
+            bodies.extend(m.child_text("body").map(str::to_string));
+        }
+    }
+    assert!(bodies.contains(&"from my phone".to_string()), "{bodies:?}");
+    assert!(bodies.contains(&"ping".to_string()), "{bodies:?}");
 }
 
 #[tokio::test]

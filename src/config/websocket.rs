@@ -96,6 +96,22 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_default_serves_websocket_on_its_https_listeners() {
+        let c = Config::embedded_default();
+        let http: Vec<_> = c
+            .listen
+            .iter()
+            .filter(|l| l.module == crate::config::listen::ListenerModule::Http)
+            .collect();
+        assert!(!http.is_empty());
+        for l in http {
+            assert!(l.tls);
+            assert_eq!(l.ws_paths, vec!["/ws", "/xmpp-websocket"]);
+            assert!(l.host_meta);
+        }
+    }
+
+    #[test]
     fn defaults_and_values() {
         let c = parse("hosts: [a.example]\n").unwrap();
         assert!(c.websocket.origins.is_empty());
