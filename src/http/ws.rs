@@ -303,9 +303,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsIo<S> {
         // tungstenite refuses what is far over the limit before buffering
         // it all; [`inbound`] applies the exact limit. With `infinity`,
         // tungstenite's own cap (64 MiB) stays. Its read buffer (allocated
-        // for the connection's life) is 4 KiB instead of 128: an idle
+        // for the connection's life) is 1 KiB instead of 128: an idle
         // session should cost little, and stanzas are small.
-        let mut config = WebSocketConfig::default().read_buffer_size(4096);
+        let mut config = WebSocketConfig::default().read_buffer_size(1024);
         if let Some(m) = cfg.max_stanza_size {
             let cap = m.saturating_mul(2).max(64 * 1024);
             config = config.max_message_size(Some(cap)).max_frame_size(Some(cap));
