@@ -1,13 +1,13 @@
-//! The tables of the server's links to other XMPP entities, as shared
+//! The tables of the server's s2s links to other servers, as shared
 //! state: s2s connections (outgoing, one per local/remote domain pair;
 //! incoming streams, for `rookery ctl`), the dialback secret, the DNS
-//! resolver cache, and the external components connected now with their
-//! queues. Data only: what a link does (connecting, authenticating,
-//! reading, writing, bouncing) lives in `s2s/` and `component/`; they reach
-//! these tables through `Server::s2s` and `Server::components`.
+//! resolver cache. Data only: what a link does (connecting, authenticating,
+//! reading, writing, bouncing) lives in `s2s/`, which reaches these tables
+//! through `Server::s2s`. Connected components are routes: they register
+//! in the route table (`routes.rs`).
 //!
-//! Invariants: at most one outgoing entry per (local, remote) pair and one
-//! connected component per domain; an entry is removed only by the
+//! Invariants: at most one outgoing entry per (local, remote) pair; an
+//! entry is removed only by the
 //! connection that owns it (by id), so a connection that ended late cannot
 //! remove its successor's entry. Every lock here is held for a table
 //! operation only, never across an `.await`.
@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -24,8 +24,6 @@ use xep_support::element::Element;
 /// Stanzas an outgoing s2s connection queues (while connecting, and while
 /// its writer is busy).
 pub const OUT_QUEUE: usize = 1024;
-/// Stanzas queued for one component before new ones are bounced.
-pub const COMPONENT_QUEUE: usize = 4096;
 
 /// What a DNS resolver is built from (`s2s_dns_servers`, timeout, retries).
 pub type ResolverKey = (Vec<SocketAddr>, Duration, usize);
@@ -275,54 +273,5 @@ impl OutConns {
         if t.get(&key).is_some_and(|c| c.id == id) {
             t.remove(&key);
         }
-    }
-}
-
-/// One connected component: its queue, and which connection owns the route.
-struct Route {
-    tx: mpsc::Sender<Element>,
-    conn: u64,
-}
-
-/// The components connected now, by domain.
-#[derive(Default)]
-pub struct Components {
-    routes: RwLock<HashMap<String, Route>>,
-    next_conn: AtomicU64,
-}
-
-impl Components {
-    /// Claim `domain` for a new connection; `None` if it is connected already.
-    pub fn claim(&self, domain: &str) -> Option<(u64, mpsc::Receiver<Element>)> {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if routes.contains_key(domain) {
-            return None;
-        }
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(COMPONENT_QUEUE);
-        routes.insert(domain.to_string(), Route { tx, conn });
-        Some((conn, rx))
-    }
-
-    /// Give `domain` up (only if `conn` still owns it).
-    pub fn release(&self, domain: &str, conn: u64) {
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if routes.get(domain).is_some_and(|r| r.conn == conn) {
-            routes.remove(domain);
-        }
-    }
-
-    /// The connected component domains, sorted.
-    pub fn connected(&self) -> Vec<String> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<String> = routes.keys().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// The queue of the component connected for `domain`.
-    pub fn sender(&self, domain: &str) -> Option<mpsc::Sender<Element>> {
-        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        routes.get(domain).map(|r| r.tx.clone())
     }
 }

@@ -2,6 +2,7 @@
 //! command (`rookery ctl`), with ejabberdctl's command names.
 
 mod acl;
+mod archive_faults;
 mod auth;
 mod c2s;
 mod component;
@@ -9,7 +10,6 @@ mod config;
 mod conn_log;
 mod ctl;
 mod ctl_catalog;
-mod delivery;
 mod http;
 mod im;
 #[cfg(test)]
@@ -17,9 +17,12 @@ mod import_graph_tests;
 mod links;
 mod queue;
 mod router;
+mod routes;
 mod s2s;
 mod serve;
 mod server;
+mod sessions;
+mod sm_state;
 mod storage;
 mod stream;
 mod tls;

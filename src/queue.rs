@@ -1,4 +1,4 @@
-//! The bounded queue between the router and a session's writer: many
+//! The bounded queue between the session table and a session's writer: many
 //! senders, one receiver, at most `capacity` items.
 //!
 //! Why not `tokio::sync::mpsc`: its channel costs every session about
@@ -105,7 +105,7 @@ pub struct Sender<T>(Arc<Shared<T>>);
 /// What an empty queue of `T` holds: the mutex-guarded state and the
 /// `Notify` (its one allocation adds the `Arc`'s two counts, 16 bytes). For
 /// the compile-time size guard where the session queue's item type is
-/// defined (`router.rs`).
+/// defined (`sessions.rs`).
 pub const fn empty_size<T>() -> usize {
     std::mem::size_of::<Shared<T>>()
 }

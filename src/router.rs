@@ -1,482 +1,552 @@
-//! The local router: every bound session by bare and full JID, and the
-//! delivery of stanzas between sessions of this server and to the server's
-//! modules.
-//!
-//! Each session owns a bounded queue ([`crate::queue`], [`SESSION_QUEUE`] stanzas) drained by
-//! its writer task. Back-pressure policy: delivery waits for room in the
-//! recipient's queue for at most [`SEND_WAIT`]; that wait slows the
-//! *sender's* reader (and so, through TCP, the sending client) down to the
-//! recipient's pace. A recipient whose queue stays full that long is a stuck
-//! reader: it is disconnected with `<policy-violation/>` and the stanza is
-//! bounced to its sender with `<resource-constraint/>` (a chat message
-//! addressed to its full JID follows the session's leftovers to the account
-//! instead) — never
-//! dropped silently.
-//!
-//! Leftovers of an ending session: a session that leaves the table
-//! ([`Router::unbind`], or replaced in [`Router::bind`]) is marked *ending*
-//! until its clean-up ([`Router::release`]) has rerouted the stanzas it never
-//! delivered (XEP-0198 unacked ones, its queue). Meanwhile a message for that
-//! account that is not taken by one of its live full JIDs waits
-//! ([`Router::wait_backlog`]) so it cannot overtake that backlog on its way
-//! to another resource or to offline storage. Checking costs one atomic load
-//! while no session anywhere is ending.
+//! The router: where a stanza goes once its sender is known (RFC 6120 §10,
+//! RFC 6121 §8):
+//! the route table (`routes.rs`) says where its domain is — a module's
+//! service, a component or another server (handed to that route), or a
+//! host of ours: to the server itself (answered by a module), to a local
+//! account's sessions (the session table, `sessions.rs`), or back to its
+//! sender as an error. This file names no transport: it imports neither
+//! `s2s/` nor `component/`. Every stanza that enters the server, from any
+//! stream, ends here with its `from` already stamped; what `im/` and the
+//! modules decide comes back here to be sent, in order.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use xep_support::jids::Bare;
-
-use jid::{BareJid, FullJid};
-use tokio::sync::{oneshot, Notify};
-
-use crate::queue;
-use crate::stream::StreamCondition;
+use jid::{BareJid, FullJid, Jid};
 use xep_support::element::Element;
+use xep_support::jids::{self, Bare};
+use xep_support::module::{IqRequest, OrderedAnswer};
+use xep_support::ns;
+use xep_support::stanza::{error_reply, iq_error, iq_result, Condition, ErrorType, StanzaError};
 
-/// Stanzas a session's outgoing queue holds.
-pub const SESSION_QUEUE: usize = 256;
-/// How long delivery waits for room in a full queue.
-pub const SEND_WAIT: Duration = Duration::from_secs(5);
-/// How long a message waits for an ending session's backlog to be rerouted
-/// before it goes on anyway (the writer of a dead connection may take up to
-/// 35 s to give up).
-pub const BACKLOG_WAIT: Duration = Duration::from_secs(40);
+use crate::im::Out;
+use crate::routes::Route;
+use crate::server::Server;
+use crate::sessions::Delivery;
 
-/// What a session's writer task is asked to do.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// Write a stanza (boxed: every queued item stays 16 bytes).
-    Stanza(Box<Element>),
-    /// Close the stream, with a stream error if given (boxed: a thin
-    /// pointer keeps the item at 16 bytes).
-    Close(Option<Box<StreamErrorOut>>),
-    /// Signal once everything queued before this was written to the socket.
-    Ack(oneshot::Sender<()>),
-    /// Write a stream-level element that is not a stanza (XEP-0198 `<a/>`,
-    /// `<failed/>`): never counted, never kept for resending.
-    Nonza(Box<Element>),
-    /// Write XEP-0198 `<enabled/>` and count every stanza written after it.
-    SmEnabled(Box<Element>),
-    /// XEP-0352: the client became active; write what was held back.
-    Flush,
+/// Route a stanza whose `from` is trustworthy. Boxed because routing can
+/// recurse (presence handling routes probes, answers and broadcasts).
+pub fn route<'a>(
+    server: &'a Server,
+    stanza: Element,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(route_inner(server, stanza, true))
 }
 
-/// A stream error a session's writer is to send: its condition and, for
-/// the log and the peer, why (if more than the condition says).
-pub type StreamErrorOut = (StreamCondition, Option<String>);
-
-// Size guards (64-bit targets): docs/architecture.md, "Memory per
-// session", counts these in what every idle session costs. A change that
-// moves one updates that section (and measures) along with the number here.
-// Every queued item is 16 bytes (the payloads are boxed, see above).
-#[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Outgoing>() == 16);
-// The session queue while empty: 112 bytes.
-#[cfg(target_pointer_width = "64")]
-const _: () = assert!(queue::empty_size::<Outgoing>() == 112);
-// The session table's handle: 336 bytes (328 before the archive's
-// durability ticket).
-#[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<SessionHandle>() == 336);
-
-/// A bound session as the router sees it.
-pub struct SessionHandle {
-    pub id: u64,
-    pub jid: FullJid,
-    pub tx: queue::Sender<Outgoing>,
-    /// Signalled when the session must stop reading (kicked, replaced, shut down).
-    pub stop: Notify,
-    /// Whether the session has sent available presence.
-    pub available: AtomicBool,
-    /// The priority of its last available presence.
-    pub priority: AtomicI32,
-    /// Whether the session requested the roster (and so gets roster pushes).
-    pub interested: AtomicBool,
-    /// Its last available presence, to answer probes (RFC 6121 §4.3.2).
-    pub last_presence: std::sync::Mutex<Option<Element>>,
-    /// Entities it sent directed presence to (RFC 6121 §4.6), told when it goes.
-    pub directed: std::sync::Mutex<HashSet<String>>,
-    /// XEP-0198 state, once the client enabled stream management.
-    pub sm: std::sync::OnceLock<Arc<std::sync::Mutex<crate::c2s::sm::SmState>>>,
-    /// XEP-0352: the client said it is inactive.
-    pub csi_inactive: AtomicBool,
-    /// XEP-0198: the connection dropped and the session waits for a
-    /// resumption; its queue is not being drained.
-    pub detached: AtomicBool,
-    /// When the session was bound (for `rookery ctl connected_users_info`).
-    pub since: std::time::Instant,
-    /// The client's address and whether the stream is TLS (set once at bind).
-    pub origin: std::sync::OnceLock<(std::net::SocketAddr, bool)>,
-    /// It left the session table and its leftovers are not yet rerouted
-    /// (see [`Router::release`]).
-    pub ending: AtomicBool,
-    /// The archive's ticket after the last message this session sent was
-    /// routed: its acknowledgements wait for it ([`crate::server::Server::archive_durable`]).
-    pub archive_ticket: std::sync::atomic::AtomicU64,
+/// Like [`route`], without the sending account's outbound filters (for
+/// stanzas a module sends on the account's behalf that those filters would
+/// stop, like the unavailable presence to a contact being blocked).
+pub fn route_unfiltered<'a>(
+    server: &'a Server,
+    stanza: Element,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(route_inner(server, stanza, false))
 }
 
-impl SessionHandle {
-    /// Ask the session to close its stream (with an optional stream error).
-    pub fn close(&self, condition: Option<StreamCondition>) {
-        let _ = self
-            .tx
-            .try_send(Outgoing::Close(condition.map(|c| Box::new((c, None)))));
-        self.stop.notify_one();
+/// Run the modules' stanza filters: the sender's outbound filters (if it is
+/// a local account and `outbound`), then the recipient's inbound filters
+/// (if it is a local account). Between an account and itself, and between
+/// an account and its server, nothing is filtered. Returns the stanza to
+/// deliver, or `None` when a filter dropped or rejected it (the sender got
+/// the error then).
+async fn run_filters(
+    server: &Server,
+    mut stanza: Element,
+    from: Option<&Jid>,
+    to: &Jid,
+    outbound: bool,
+) -> Option<Element> {
+    if server.live().filters.is_empty() {
+        return Some(stanza);
     }
-}
-
-/// Why a bind was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BindRefused {
-    /// `max_user_sessions` reached.
-    TooManySessions,
-}
-
-/// The outcome of offering a stanza to a session.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Delivery {
-    Delivered,
-    /// The session is gone.
-    Gone,
-    /// The session's queue stayed full: it was disconnected.
-    Stuck,
-}
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The router.
-#[derive(Default)]
-pub struct Router {
-    sessions: RwLock<HashMap<BareJid, Vec<Arc<SessionHandle>>>>,
-    /// Accounts with ending sessions (how many), see [`Router::release`].
-    ending: std::sync::Mutex<HashMap<BareJid, usize>>,
-    /// Number of ending sessions on the server (the fast path: zero).
-    ending_total: AtomicUsize,
-    /// Signalled whenever an ending session was released.
-    released: Notify,
-}
-
-impl Router {
-    pub fn new() -> Self {
-        Self::default()
+    let Some(from) = from else {
+        return Some(stanza);
+    };
+    let (from_bare, to_bare) = (from.bare(), to.bare());
+    if from_bare == to_bare {
+        return Some(stanza);
     }
-
-    /// Make a handle for a new session.
-    pub fn new_handle(jid: FullJid, tx: queue::Sender<Outgoing>) -> Arc<SessionHandle> {
-        Arc::new(SessionHandle {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            jid,
-            tx,
-            stop: Notify::new(),
-            available: AtomicBool::new(false),
-            priority: AtomicI32::new(0),
-            interested: AtomicBool::new(false),
-            last_presence: std::sync::Mutex::new(None),
-            directed: std::sync::Mutex::new(HashSet::new()),
-            sm: std::sync::OnceLock::new(),
-            csi_inactive: AtomicBool::new(false),
-            detached: AtomicBool::new(false),
-            since: std::time::Instant::now(),
-            origin: std::sync::OnceLock::new(),
-            ending: AtomicBool::new(false),
-            archive_ticket: std::sync::atomic::AtomicU64::new(0),
-        })
-    }
-
-    /// Register a bound session. A session with the same full JID is
-    /// returned so the caller can close it with `<conflict/>` (it is removed
-    /// from the table here). `max` is the user's session limit.
-    pub fn bind(
-        &self,
-        handle: Arc<SessionHandle>,
-        max: Option<usize>,
-    ) -> Result<Option<Arc<SessionHandle>>, BindRefused> {
-        let bare = handle.jid.bare();
-        let mut table = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        let list = table.entry(bare).or_default();
-        let old_pos = list.iter().position(|s| s.jid == handle.jid);
-        let others = list.len() - usize::from(old_pos.is_some());
-        if let Some(max) = max {
-            if others >= max {
-                return Err(BindRefused::TooManySessions);
-            }
-        }
-        let replaced = old_pos.map(|p| list.remove(p));
-        if let Some(old) = &replaced {
-            self.mark_ending(old);
-        }
-        list.push(handle);
-        Ok(replaced)
-    }
-
-    /// Remove a session (only if it is still the one registered under its
-    /// JID). It stays *ending* until [`Router::release`].
-    pub fn unbind(&self, handle: &SessionHandle) {
-        let bare = handle.jid.bare();
-        let mut table = self.sessions.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = table.get_mut(&bare) {
-            let before = list.len();
-            list.retain(|s| s.id != handle.id);
-            if list.len() != before {
-                // Marked while the table is still locked: nobody sees the
-                // account without the session and without the mark.
-                self.mark_ending(handle);
-            }
-            if list.is_empty() {
-                table.remove(&bare);
+    // The server itself (its own domain) is never filtered: blocking it would cut
+    // the account off from its own server.
+    let is_server = |j: &Jid| {
+        j.node().is_none() && j.resource().is_none() && server.serves(j.domain().as_str())
+    };
+    let is_account = |j: &Jid| j.node().is_some() && server.serves(j.domain().as_str());
+    let mut verdict = xep_support::module::Verdict::Pass;
+    if outbound && !is_server(to) && is_account(from) {
+        for m in &server.live().filters {
+            verdict = m.filter_outbound(server, &from_bare, to, &mut stanza);
+            if verdict != xep_support::module::Verdict::Pass {
+                break;
             }
         }
     }
-
-    fn mark_ending(&self, handle: &SessionHandle) {
-        if handle.ending.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let mut ending = self.ending.lock().unwrap_or_else(|e| e.into_inner());
-        *ending.entry(handle.jid.bare()).or_default() += 1;
-        self.ending_total.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The session's leftovers were rerouted (or handed to a resumption):
-    /// messages for its account no longer wait for it. Idempotent.
-    pub fn release(&self, handle: &SessionHandle) {
-        if !handle.ending.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        {
-            let mut ending = self.ending.lock().unwrap_or_else(|e| e.into_inner());
-            let bare = handle.jid.bare();
-            if let Some(n) = ending.get_mut(&bare) {
-                *n -= 1;
-                if *n == 0 {
-                    ending.remove(&bare);
-                }
+    if verdict == xep_support::module::Verdict::Pass && !is_server(from) && is_account(to) {
+        for m in &server.live().filters {
+            verdict = m.filter_inbound(server, &to_bare, from, &stanza);
+            if verdict != xep_support::module::Verdict::Pass {
+                break;
             }
-            self.ending_total.fetch_sub(1, Ordering::AcqRel);
         }
-        self.released.notify_waiters();
     }
-
-    /// Whether a session of `bare` is ending (its leftovers not yet rerouted).
-    pub fn is_ending(&self, bare: &BareJid) -> bool {
-        if self.ending_total.load(Ordering::Acquire) == 0 {
-            return false;
+    match verdict {
+        xep_support::module::Verdict::Pass => Some(stanza),
+        xep_support::module::Verdict::Drop => None,
+        xep_support::module::Verdict::Reject(e) => {
+            bounce(server, &stanza, e).await;
+            None
         }
-        let ending = self.ending.lock().unwrap_or_else(|e| e.into_inner());
-        ending.contains_key(bare)
     }
+}
 
-    /// Wait until no session of `bare` is ending, at most [`BACKLOG_WAIT`].
-    pub async fn wait_backlog(&self, bare: &BareJid) {
-        if !self.is_ending(bare) {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + BACKLOG_WAIT;
-        loop {
-            let notified = self.released.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.is_ending(bare) {
+async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
+    let to = match stanza.attr("to") {
+        None => None,
+        Some(t) => match jids::parse(t) {
+            Some(j) => Some(j),
+            None => {
+                bounce(
+                    server,
+                    &stanza,
+                    StanzaError::new(ErrorType::Modify, Condition::JidMalformed),
+                )
+                .await;
                 return;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                tracing::warn!("{bare}: an ending session's leftovers took too long; going on");
+        },
+    };
+    let from = stanza.attr("from").and_then(jids::parse);
+    let to = match to {
+        Some(t) => t,
+        // No `to`: the stanza is for the sender's own account (RFC 6120 §10.3).
+        None => match &from {
+            Some(f) => Jid::from(f.bare()),
+            None => return,
+        },
+    };
+    let Some(stanza) = run_filters(server, stanza, from.as_ref(), &to, outbound_filters).await
+    else {
+        return;
+    };
+    let domain = to.domain().as_str();
+    match server.routes.resolve(domain) {
+        Route::Local => {}
+        Route::Service(module) => {
+            // A module's own service domain (mod_muc's conference.HOST): the
+            // module answers, and hands back what to route, in order.
+            let out = module.handle_service_stanza(server, &stanza);
+            route_all(server, out).await;
+            return;
+        }
+        // An external component's domain (XEP-0114), or another server's
+        // domain: federation (s2s), which bounces remote-server-not-found /
+        // -timeout itself when it cannot deliver.
+        Route::Link(link) | Route::Remote(link) => {
+            if let Err((stanza, error)) = link.send(stanza, domain).await {
+                bounce(server, &stanza, error).await;
+            }
+            return;
+        }
+        Route::Unavailable => {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            return;
+        }
+        Route::Unreachable => {
+            tracing::debug!("no route to {domain}");
+            return;
+        }
+    }
+    if to.node().is_none() {
+        if to.resource().is_none() {
+            to_server(server, stanza, &to).await;
+        } else {
+            // No components or resources on the server itself yet.
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
+        }
+        return;
+    }
+    match stanza.name.as_str() {
+        "message" => message_to_user(server, stanza, &to).await,
+        "presence" => presence_to_user(server, stanza, &to).await,
+        "iq" => iq_to_user(server, stanza, &to).await,
+        _ => {}
+    }
+}
+
+/// A stanza addressed to the server's own domain.
+async fn to_server(server: &Server, stanza: Element, to: &Jid) {
+    if stanza.name != "iq" {
+        // Messages and presence to the server itself: nothing handles them yet.
+        return;
+    }
+    let kind = stanza.attr("type").unwrap_or("");
+    if kind != "get" && kind != "set" {
+        // Results and errors are never answered; they may answer a module's query.
+        for m in &server.live().modules {
+            if m.handle_iq_response(server, &stanza) {
+                break;
+            }
+        }
+        return;
+    }
+    let reply = answer_server_iq(server, &stanza, to, kind == "set");
+    send_back(server, reply).await;
+}
+
+/// Answer an iq get/set to the server through the module registered for
+/// its payload namespace.
+fn answer_server_iq(server: &Server, stanza: &Element, to: &Jid, is_set: bool) -> Element {
+    let Some(payload) = stanza.first_child() else {
+        return iq_error(stanza, &StanzaError::bad_request());
+    };
+    let Some(from) = stanza.attr("from").and_then(jids::parse_full) else {
+        // A remote server itself (a bare domain) may ping us (XEP-0199 §4.3).
+        if payload.is("ping", ns::PING) {
+            return iq_result(stanza, None);
+        }
+        return iq_error(stanza, &StanzaError::bad_request());
+    };
+    if payload.is("session", ns::SESSION) {
+        // Legacy session establishment (RFC 3921): a no-op that clients still send.
+        return iq_result(stanza, None);
+    }
+    match server.module_for(&payload.ns) {
+        Some(module) => {
+            let req = IqRequest {
+                stanza,
+                payload,
+                is_set,
+                from: &from,
+                to,
+            };
+            match module.handle_server_iq(server, &req) {
+                Ok(p) => iq_result(stanza, p),
+                Err(e) => iq_error(stanza, &e),
+            }
+        }
+        None => iq_error(stanza, &StanzaError::service_unavailable()),
+    }
+}
+
+/// Answer an iq to an account's bare JID through `module`.
+fn answer_account_iq(
+    server: &Server,
+    module: &dyn xep_support::module::Module,
+    stanza: &Element,
+    account: BareJid,
+    is_set: bool,
+) -> (Element, Vec<Element>, Vec<Element>) {
+    let (Some(payload), Some(from)) = (
+        stanza.first_child(),
+        stanza.attr("from").and_then(jids::parse_full),
+    ) else {
+        return (
+            iq_error(stanza, &StanzaError::bad_request()),
+            Vec::new(),
+            Vec::new(),
+        );
+    };
+    let to = Jid::from(account);
+    let req = IqRequest {
+        stanza,
+        payload,
+        is_set,
+        from: &from,
+        to: &to,
+    };
+    let OrderedAnswer {
+        before,
+        answer,
+        after,
+    } = module.handle_account_iq_around(server, &req);
+    let mut reply = match answer {
+        Ok(p) => iq_result(stanza, p),
+        Err(e) => iq_error(stanza, &e),
+    };
+    if stanza.attr("to").is_none() {
+        reply.remove_attr("from");
+    }
+    (reply, before, after)
+}
+
+async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
+    let kind = stanza.attr("type").unwrap_or("normal").to_string();
+    let bare = to.bare();
+    for m in &server.live().modules {
+        m.filter_message_to_account(server, &bare, &mut stanza);
+    }
+    if let Ok(full) = to.clone().try_into_full() {
+        if let Some(session) = server.sessions.session(&full) {
+            let extra = delivered_hooks(server, &bare, std::slice::from_ref(&full), &stanza);
+            if kind == "error" || kind == "headline" || kind == "groupchat" {
+                if deliver_or_bounce(server, &session, stanza).await {
+                    route_all(server, extra).await;
+                }
+                return;
+            }
+            match server.sessions.deliver_or_return(&session, stanza).await {
+                (Delivery::Delivered, _) => {
+                    route_all(server, extra).await;
+                    return;
+                }
+                // The session ended meanwhile (its leftovers go to the
+                // account): this message follows them, as if the resource
+                // had not been there (below).
+                (_, Some(back)) => stanza = back,
+                (_, None) => return,
+            }
+        }
+        // RFC 6121 §8.5.3.2.1: no such resource. Only chat is handled as if sent
+        // to the bare JID; normal and groupchat get an error, headline and error
+        // are silently ignored.
+        match kind.as_str() {
+            "chat" => {}
+            "headline" | "error" => return,
+            _ => {
+                bounce(server, &stanza, StanzaError::service_unavailable()).await;
                 return;
             }
         }
     }
-
-    /// Whether `bare` has a bound session.
-    pub fn has_sessions(&self, bare: &BareJid) -> bool {
-        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        table.get(bare).is_some_and(|l| !l.is_empty())
+    if kind == "groupchat" {
+        // §8.5.2: groupchat to an account is an error, online or not.
+        bounce(server, &stanza, StanzaError::service_unavailable()).await;
+        return;
     }
-
-    /// The sessions of one account.
-    pub fn sessions_of(&self, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
-        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        table.get(bare).cloned().unwrap_or_default()
+    // A session of the account that just ended may still be rerouting the
+    // messages it never delivered: this one goes after them.
+    server.sessions.wait_backlog(&bare).await;
+    let targets = server.sessions.best_resources(&bare);
+    if targets.is_empty() {
+        if kind == "error" || kind == "headline" {
+            return; // §8.5.2.2: silently ignored
+        }
+        if server.sessions.sessions_of(&bare).is_empty() && !account_exists(server, &bare) {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            return;
+        }
+        let refused = crate::im::offline::store_or_deliver(server, stanza, &bare).await;
+        perform(server, refused.into_iter().collect()).await;
+        return;
     }
-
-    /// The session bound to a full JID.
-    pub fn session(&self, full: &FullJid) -> Option<Arc<SessionHandle>> {
-        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        table
-            .get(&full.bare())
-            .and_then(|l| l.iter().find(|s| s.jid == *full).cloned())
+    let jids: Vec<FullJid> = targets.iter().map(|s| s.jid.clone()).collect();
+    let extra = delivered_hooks(server, &bare, &jids, &stanza);
+    let mut any = false;
+    for session in targets {
+        let mut copy = stanza.clone();
+        copy.set_attr("to", to.as_str());
+        any |= deliver_or_bounce(server, &session, copy).await;
     }
-
-    /// Every session.
-    pub fn all_sessions(&self) -> Vec<Arc<SessionHandle>> {
-        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        table.values().flatten().cloned().collect()
+    if any {
+        route_all(server, extra).await;
     }
+}
 
-    /// Number of bound sessions.
-    pub fn count(&self) -> usize {
-        let table = self.sessions.read().unwrap_or_else(|e| e.into_inner());
-        table.values().map(Vec::len).sum()
+/// Stanzas modules want routed once `msg` reaches these resources of `account`.
+fn delivered_hooks(
+    server: &Server,
+    account: &BareJid,
+    delivered_to: &[FullJid],
+    msg: &Element,
+) -> Vec<Element> {
+    let mut out = Vec::new();
+    for m in &server.live().modules {
+        out.extend(m.message_delivered(server, account, delivered_to, msg));
     }
+    out
+}
 
-    /// The available resources of an account with the highest non-negative
-    /// priority (RFC 6121 §8.5.2.1.1 lets a server pick these).
-    pub fn best_resources(&self, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
-        let list = self.sessions_of(bare);
-        let eligible: Vec<_> = list
-            .into_iter()
-            .filter(|s| {
-                s.available.load(Ordering::Relaxed) && s.priority.load(Ordering::Relaxed) >= 0
-            })
-            .collect();
-        let Some(top) = eligible
-            .iter()
-            .map(|s| s.priority.load(Ordering::Relaxed))
-            .max()
-        else {
-            return Vec::new();
-        };
-        eligible
-            .into_iter()
-            .filter(|s| s.priority.load(Ordering::Relaxed) == top)
-            .collect()
-    }
-
-    /// Offer a stanza to one session, waiting for room as the policy says.
-    pub async fn deliver(&self, session: &SessionHandle, stanza: Element) -> Delivery {
-        self.deliver_or_return(session, stanza).await.0
-    }
-
-    /// [`Router::deliver`], giving the stanza back when it was not
-    /// delivered (so a caller that reroutes it needs no copy beforehand).
-    pub async fn deliver_or_return(
-        &self,
-        session: &SessionHandle,
-        stanza: Element,
-    ) -> (Delivery, Option<Element>) {
-        let back = |o: Outgoing| match o {
-            Outgoing::Stanza(s) => Some(*s),
-            _ => None,
-        };
-        match session.tx.try_send(Outgoing::Stanza(Box::new(stanza))) {
-            Ok(()) => (Delivery::Delivered, None),
-            Err(queue::TrySendError::Closed(o)) => (Delivery::Gone, back(o)),
-            Err(queue::TrySendError::Full(o)) if session.detached.load(Ordering::Relaxed) => {
-                // A detached session's queue only fills while nobody reads
-                // it: end the session now (what it holds goes to another
-                // resource or offline storage) rather than wait.
-                tracing::info!(jid = %session.jid, "queue of a detached session is full; ending it");
-                session.close(None);
-                self.unbind(session);
-                (Delivery::Stuck, back(o))
-            }
-            Err(queue::TrySendError::Full(Outgoing::Stanza(stanza))) => {
-                match session
-                    .tx
-                    .send_timeout(Outgoing::Stanza(stanza), SEND_WAIT)
-                    .await
-                {
-                    Ok(()) => (Delivery::Delivered, None),
-                    Err(queue::SendTimeoutError::Closed(o)) => (Delivery::Gone, back(o)),
-                    Err(queue::SendTimeoutError::Timeout(o)) => {
-                        tracing::warn!(jid = %session.jid, "output queue stayed full; disconnecting");
-                        session.close(Some(StreamCondition::PolicyViolation));
-                        self.unbind(session);
-                        (Delivery::Stuck, back(o))
-                    }
-                }
-            }
-            Err(queue::TrySendError::Full(o)) => (Delivery::Gone, back(o)),
+/// A presence without `to` from a session (RFC 6121 §4.2–§4.5): what
+/// `im::presence` decides, sent in order, then the modules'
+/// `presence_available` hook for an available one.
+pub async fn presence_broadcast(
+    server: &std::sync::Arc<Server>,
+    session: &std::sync::Arc<crate::sessions::SessionHandle>,
+    el: Element,
+) {
+    let (out, available) = crate::im::presence::broadcast_from_session(server, session, el).await;
+    perform(server, out).await;
+    if let Some((el, initial)) = available {
+        for m in &server.live().modules {
+            m.presence_available(server.as_ref(), &session.jid, &el, initial);
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A presence with `to` from a session: subscription management or
+/// directed presence (`im::presence` decides, this sends).
+pub async fn presence_directed(
+    server: &Server,
+    session: &std::sync::Arc<crate::sessions::SessionHandle>,
+    el: Element,
+    to: Jid,
+) {
+    let out = crate::im::presence::directed_from_session(server, session, el, to);
+    perform(server, out).await;
+}
 
-    fn handle(j: &str) -> (Arc<SessionHandle>, queue::Receiver<Outgoing>) {
-        let (tx, rx) = queue::channel(2);
-        (Router::new_handle(FullJid::new(j).unwrap(), tx), rx)
-    }
+/// A session ended: its unavailable presence to everyone who saw it.
+pub async fn session_ended(
+    server: &Server,
+    session: &std::sync::Arc<crate::sessions::SessionHandle>,
+) {
+    let out = crate::im::presence::session_ended(server, session);
+    perform(server, out).await;
+}
 
-    #[test]
-    fn bind_replaces_same_full_jid_and_limits_sessions() {
-        let r = Router::new();
-        let (a, _ra) = handle("a@x/1");
-        let (a2, _ra2) = handle("a@x/1");
-        let (b, _rb) = handle("a@x/2");
-        assert!(r.bind(a.clone(), Some(2)).unwrap().is_none());
-        let replaced = r.bind(a2.clone(), Some(2)).unwrap().unwrap();
-        assert_eq!(replaced.id, a.id);
-        assert!(r.bind(b, Some(2)).unwrap().is_none());
-        let (c, _rc) = handle("a@x/3");
-        assert!(matches!(
-            r.bind(c, Some(2)),
-            Err(BindRefused::TooManySessions)
-        ));
-        assert_eq!(r.count(), 2);
-        r.unbind(&a); // already replaced: no effect
-        assert_eq!(r.count(), 2);
-        r.unbind(&a2);
-        assert_eq!(r.count(), 1);
-    }
-
-    #[test]
-    fn best_resources_skip_negative_and_unavailable() {
-        let r = Router::new();
-        let (a, _ra) = handle("a@x/1");
-        let (b, _rb) = handle("a@x/2");
-        let (c, _rc) = handle("a@x/3");
-        for h in [&a, &b, &c] {
-            r.bind(h.clone(), None).unwrap();
+/// Send what an `im/` handler decided, in order, on this task.
+pub async fn perform(server: &Server, outs: Vec<Out>) {
+    for out in outs {
+        match out {
+            Out::Route(el) => route(server, el).await,
+            Out::Deliver(session, el) => {
+                let _ = server.sessions.deliver(&session, el).await;
+            }
+            Out::Bounce(el, error) => bounce(server, &el, error).await,
         }
-        a.available.store(true, Ordering::Relaxed);
-        a.priority.store(-1, Ordering::Relaxed);
-        b.available.store(true, Ordering::Relaxed);
-        b.priority.store(5, Ordering::Relaxed);
-        let best = r.best_resources(&BareJid::new("a@x").unwrap());
-        assert_eq!(best.len(), 1);
-        assert_eq!(best[0].id, b.id);
     }
+}
 
-    #[tokio::test(start_paused = true)]
-    async fn stuck_recipient_is_disconnected() {
-        let r = Router::new();
-        let (a, _ra) = handle("a@x/1");
-        r.bind(a.clone(), None).unwrap();
-        let msg = || Element::new("message", "jabber:client");
-        assert_eq!(r.deliver(&a, msg()).await, Delivery::Delivered);
-        assert_eq!(r.deliver(&a, msg()).await, Delivery::Delivered);
-        assert_eq!(r.deliver(&a, msg()).await, Delivery::Stuck);
-        assert_eq!(r.count(), 0);
+async fn route_all(server: &Server, stanzas: Vec<Element>) {
+    for s in stanzas {
+        route(server, s).await;
     }
+}
 
-    #[tokio::test]
-    async fn messages_wait_for_an_ending_session_until_it_is_released() {
-        let r = Arc::new(Router::new());
-        let (a, _ra) = handle("a@x/1");
-        let bare = BareJid::new("a@x").unwrap();
-        r.bind(a.clone(), None).unwrap();
-        assert!(!r.is_ending(&bare));
-        r.unbind(&a);
-        r.unbind(&a); // once only
-        assert!(r.is_ending(&bare));
-        assert!(!r.is_ending(&BareJid::new("b@x").unwrap()));
-        let waiter = {
-            let (r, bare) = (r.clone(), bare.clone());
-            tokio::spawn(async move { r.wait_backlog(&bare).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished());
-        r.release(&a);
-        r.release(&a);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(!r.is_ending(&bare));
-        assert_eq!(r.ending_total.load(Ordering::Relaxed), 0);
+async fn presence_to_user(server: &Server, stanza: Element, to: &Jid) {
+    let bare = to.bare();
+    let online = !server.sessions.sessions_of(&bare).is_empty();
+    let kind = stanza.attr("type");
+    if !online && matches!(kind, None | Some("unavailable") | Some("error")) {
+        return; // nobody to show it to
     }
+    if !online && !account_exists(server, &bare) {
+        return; // §4.x: presence to a nonexistent account is silently dropped
+    }
+    let out = crate::im::presence::inbound_to_user(server, stanza, to);
+    perform(server, out).await;
+}
+
+async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
+    let kind = stanza.attr("type").unwrap_or("");
+    match to.clone().try_into_full() {
+        Ok(full) => match server.sessions.session(&full) {
+            Some(session) => {
+                deliver_or_bounce(server, &session, stanza).await;
+            }
+            None => {
+                if kind == "get" || kind == "set" {
+                    bounce(server, &stanza, StanzaError::service_unavailable()).await;
+                }
+            }
+        },
+        Err(bare) => {
+            // An iq to an account's bare JID is handled by the server on its behalf.
+            if kind != "get" && kind != "set" {
+                return;
+            }
+            let from_self = stanza
+                .attr("from")
+                .and_then(jids::parse)
+                .map(|f| f.bare() == bare)
+                .unwrap_or(false);
+            let ns = stanza
+                .first_child()
+                .map(|c| c.ns.clone())
+                .unwrap_or_default();
+            if let Some(module) = server.account_module_for(&ns) {
+                // Answered on the account's behalf by the handler registered
+                // for the namespace (the roster, or a module); it decides who
+                // may ask.
+                if !from_self && !account_exists(server, &bare) {
+                    bounce(server, &stanza, StanzaError::service_unavailable()).await;
+                    return;
+                }
+                let (reply, before, after) =
+                    answer_account_iq(server, module.as_ref(), &stanza, bare, kind == "set");
+                // Stanzas the handler wants first (XEP-0313 results before
+                // <fin/>, roster pushes before a set's result), the answer,
+                // then what follows it (a versioned roster get's pushes),
+                // in order on this task.
+                route_all(server, before).await;
+                send_back(server, reply).await;
+                route_all(server, after).await;
+            } else if from_self && (ns == ns::SESSION || server.module_for(&ns).is_some()) {
+                let reply = answer_server_iq(server, &stanza, &Jid::from(bare), kind == "set");
+                send_back(server, reply).await;
+            } else {
+                bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            }
+        }
+    }
+}
+
+/// Deliver to one session, or bounce; `true` when delivered.
+async fn deliver_or_bounce(
+    server: &Server,
+    session: &crate::sessions::SessionHandle,
+    stanza: Element,
+) -> bool {
+    let backup = if stanza.attr("type") == Some("error") {
+        None
+    } else {
+        Some(stanza.clone())
+    };
+    match server.sessions.deliver(session, stanza).await {
+        Delivery::Delivered => return true,
+        Delivery::Gone => {
+            if let Some(s) = backup {
+                bounce(server, &s, StanzaError::service_unavailable()).await;
+            }
+        }
+        Delivery::Stuck => {
+            if let Some(s) = backup {
+                bounce(
+                    server,
+                    &s,
+                    StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
+                )
+                .await;
+            }
+        }
+    }
+    false
+}
+
+/// Send a stanza the server produced back to its addressee: a local full
+/// JID, or an entity elsewhere (a module's service such as a MUC room, a
+/// component, or a remote server over s2s), routed as any stanza is.
+async fn send_back(server: &Server, stanza: Element) {
+    if stanza
+        .attr("to")
+        .and_then(jids::parse)
+        .is_some_and(|t| !server.serves(t.domain().as_str()))
+    {
+        route(server, stanza).await;
+        return;
+    }
+    let Some(to) = stanza.attr("to").and_then(jids::parse_full) else {
+        return;
+    };
+    if let Some(session) = server.sessions.session(&to) {
+        let _ = server.sessions.deliver(&session, stanza).await;
+    }
+}
+
+/// Return an error to the sender of `stanza` (never for errors themselves).
+pub async fn bounce(server: &Server, stanza: &Element, error: StanzaError) {
+    if stanza.attr("type") == Some("error") {
+        return;
+    }
+    if stanza.name == "presence" {
+        // Presence errors to unknown addressees are not reported back (RFC 6121 §4.6).
+        return;
+    }
+    let reply = error_reply(stanza, &error);
+    send_back(server, reply).await;
+}
+
+/// Whether an account exists (used when it has no session).
+pub fn account_exists(server: &Server, bare: &BareJid) -> bool {
+    if bare.node().is_none() {
+        return false;
+    }
+    server.storage.user_exists(bare.into()).unwrap_or(false)
 }

@@ -1,8 +1,8 @@
 //! The shared state of the running server: what every connection and task
 //! reaches through `Arc<Server>` — the live snapshot of configuration,
 //! certificates and modules ([`Live`], swapped whole by a reload), storage
-//! and its caches, the session table ([`Router`]), the s2s and component
-//! link tables, XEP-0198 resumption state, the authentication-failure
+//! and its caches, the session table ([`Sessions`]), the route table
+//! ([`Routes`]), the s2s link tables, XEP-0198 resumption state, the authentication-failure
 //! table, and the shutdown signal.
 //!
 //! State only: starting the server (listeners, signals, the certificate
@@ -29,13 +29,17 @@ use tokio::sync::watch;
 use xep_support::module::{CommandOutcome, Module};
 
 use crate::config::Config;
-use crate::links::{Components, S2s};
-use crate::router::{Router, SessionHandle};
+use crate::links::S2s;
+use crate::routes::{Domains, Routes};
+use crate::sessions::{SessionHandle, Sessions};
 use crate::storage::account_locks::AccountLocks;
 use crate::storage::roster_cache::{RosterCache, RosterSource};
 use crate::storage::Storage;
 use crate::tls::TlsSetup;
 
+/// Longest a session whose archive writes failed waits for the senders'
+/// errors to be queued before it acknowledges or answers.
+const ARCHIVE_REPORT_WAIT: Duration = Duration::from_secs(5);
 /// Failed authentications remembered per address (for slowing down guessing).
 const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(300);
 /// Addresses the failure table holds at most.
@@ -94,11 +98,6 @@ impl Live {
         self.account_iq_handlers.get(ns)
     }
 
-    /// The module serving `domain` as a service of its own (mod_muc).
-    pub fn service_module(&self, domain: &str) -> Option<&Arc<dyn Module>> {
-        self.services.get(domain).map(|(m, _)| m)
-    }
-
     /// The module service domains that belong to `host`, sorted.
     pub fn services_of(&self, host: &str) -> Vec<String> {
         let mut v: Vec<String> = self
@@ -121,6 +120,19 @@ impl Live {
     }
 }
 
+/// The route table's configured domains of a live snapshot.
+fn domains_of(live: &Live) -> Domains {
+    let config = &live.config;
+    Domains::new(
+        &config.hosts,
+        config
+            .listen
+            .iter()
+            .flat_map(|l| l.service_hosts.iter().map(|h| &h.domain)),
+        live.services.iter().map(|(d, (m, _))| (d, m)),
+    )
+}
+
 /// Everything the connections share.
 pub struct Server {
     live: RwLock<Arc<Live>>,
@@ -130,14 +142,18 @@ pub struct Server {
     /// Federation: outgoing connections, incoming streams, the dialback
     /// secret, the resolver cache.
     pub s2s: S2s,
-    /// XEP-0114 external components connected now.
-    pub components: Components,
+    /// The route table: where stanzas to a domain go (served hosts,
+    /// module services, components, the s2s manager for the rest).
+    pub routes: Routes,
     pub storage: Arc<dyn Storage>,
     /// The modules' view of `storage` (`ctx.store(MODULE)`).
     module_data: crate::storage::modules::ModuleAccess,
     /// The message archives (XEP-0313), written off the routing path.
     pub archive: Arc<dyn crate::storage::ArchiveEngine>,
-    pub router: Router,
+    /// The `seq` of the last archive failure report handled
+    /// (`archive_faults.rs`).
+    archive_reports: watch::Sender<u64>,
+    pub sessions: Sessions,
     /// Rosters of accounts with sessions (RFC 6121), written through to storage.
     pub rosters: RosterCache,
     /// Per-account locks ordering offline storage against draining it.
@@ -167,19 +183,22 @@ impl Server {
     /// stored dialback secret.
     pub fn new(live: Live, storage: Arc<dyn Storage>, dialback_secret: String) -> Arc<Server> {
         let (shutdown, _) = watch::channel(false);
+        let routes = Routes::default();
+        routes.set_domains(domains_of(&live));
         let server = Arc::new(Server {
             live: RwLock::new(Arc::new(live)),
             module_data: crate::storage::modules::ModuleAccess::new(storage.clone()),
             archive: storage.archive(),
+            archive_reports: watch::channel(0).0,
             group_commit: crate::storage::group_commit::GroupCommit::start(storage.clone()),
             storage,
-            router: Router::new(),
+            sessions: Sessions::new(),
             rosters: Default::default(),
             account_locks: Default::default(),
             resumable: Mutex::new(HashMap::new()),
             expired: Mutex::new(VecDeque::new()),
             s2s: S2s::new(dialback_secret),
-            components: Default::default(),
+            routes,
             shutdown,
             started: Instant::now(),
             connections: AtomicUsize::new(0),
@@ -224,7 +243,9 @@ impl Server {
     /// Swap in a new live snapshot (a reload); connections holding the old
     /// one keep it until they take a new one.
     pub fn set_live(&self, live: Live) {
+        let domains = domains_of(&live);
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+        self.routes.set_domains(domains);
     }
 
     /// How long the server has been running.
@@ -327,7 +348,23 @@ impl Server {
         }
         if let Err(e) = self.archive.durable(t).await {
             tracing::error!(jid = %session.jid, "archive writes of the session: {e}");
+            Box::pin(self.wait_archive_reports()).await;
         }
+    }
+
+    /// Wait (up to [`ARCHIVE_REPORT_WAIT`]) until every archive failure
+    /// report queued so far was handled: the errors for the messages a
+    /// failed write lost are then queued to their senders, ahead of the
+    /// acknowledgement or answer that follows.
+    async fn wait_archive_reports(&self) {
+        let want = self.archive.failures_reported();
+        let mut rx = self.archive_reports.subscribe();
+        let _ = tokio::time::timeout(ARCHIVE_REPORT_WAIT, rx.wait_for(|d| *d >= want)).await;
+    }
+
+    /// Archive failure report `seq` was handled (its senders told).
+    pub fn archive_reports_handled(&self, seq: u64) {
+        self.archive_reports.send_modify(|d| *d = (*d).max(seq));
     }
 
     /// Forget failures of an address that authenticated.
@@ -343,6 +380,6 @@ impl RosterSource for Server {
     }
 
     fn has_sessions(&self, bare: &BareJid) -> bool {
-        !self.router.sessions_of(bare).is_empty()
+        !self.sessions.sessions_of(bare).is_empty()
     }
 }

@@ -11,7 +11,7 @@ mod cork;
 pub mod framing;
 mod negotiation;
 mod session;
-pub mod sm;
+mod sm;
 mod writer;
 
 use std::net::SocketAddr;

@@ -21,14 +21,15 @@ use tokio::io::{split, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{iq_error, ErrorType, StanzaError};
+use xep_support::stanza::{iq_error, Condition, ErrorType, StanzaError};
 
 use super::cork::{Cork, Corked};
 use super::framing::Framing;
+use super::sm::resume::Resumption;
 use crate::auth::{self, ChannelBindings, CredentialStore, SaslContext};
 use crate::config::Listener;
-use crate::router::{BindRefused, Outgoing, Router, SessionHandle, SESSION_QUEUE};
 use crate::server::Server;
+use crate::sessions::{BindRefused, Outgoing, SessionHandle, Sessions, SESSION_QUEUE};
 use crate::stream::BoxIo;
 use crate::stream::StreamCondition;
 use crate::xml::{StreamEvent, StreamHeader, StreamReader, XmlError};
@@ -543,7 +544,7 @@ impl Negotiation {
                     }
                 } else {
                     // <enable/> (or <r/>, <a/>) before a resource is bound.
-                    let f = super::sm::failed("unexpected-request", None);
+                    let f = super::sm::wire::failed(Condition::UnexpectedRequest, None);
                     self.send(&self.framing.to_xml(&f)).await?;
                 }
             } else if el.is("iq", ns::CLIENT) && self.user.is_some() {
@@ -769,7 +770,10 @@ impl Negotiation {
         let is_bind = iq.attr("type") == Some("set") && iq.child("bind", ns::BIND).is_some();
         if !is_bind {
             if iq.attr("type") == Some("get") || iq.attr("type") == Some("set") {
-                let reply = iq_error(&iq, &StanzaError::new(ErrorType::Wait, "not-authorized"));
+                let reply = iq_error(
+                    &iq,
+                    &StanzaError::new(ErrorType::Wait, Condition::NotAuthorized),
+                );
                 self.send(&self.framing.to_xml(&reply)).await?;
             }
             return Ok(None);
@@ -812,10 +816,10 @@ impl Negotiation {
         );
         // The bind result goes first in the queue, ahead of anything routed to the new JID.
         let _ = tx.try_send(Outgoing::Stanza(Box::new(result)));
-        let handle = Router::new_handle(full.clone(), tx);
+        let handle = Sessions::new_handle(full.clone(), tx);
         let _ = handle.origin.set((self.peer, self.tls));
         let max = self.server.config().max_user_sessions(&user, &host);
-        match self.server.router.bind(handle.clone(), max) {
+        match self.server.sessions.bind(handle.clone(), max) {
             Ok(replaced) => {
                 if let Some(old) = replaced {
                     tracing::info!("{} replaced by a new session", old.jid);
@@ -826,7 +830,7 @@ impl Negotiation {
                 while rx.try_recv().is_ok() {}
                 let reply = iq_error(
                     &iq,
-                    &StanzaError::new(ErrorType::Wait, "resource-constraint"),
+                    &StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
                 );
                 self.send(&self.framing.to_xml(&reply)).await?;
                 return Ok(None);
@@ -853,93 +857,34 @@ impl Negotiation {
     /// XEP-0198 §5: take over a resumable session of this account (detached,
     /// or still attached to a connection that has not noticed it is dead).
     async fn resume(&mut self, el: Element) -> Result<Option<Bound>, Stop> {
-        use super::sm::{failed, parse_h, AckError};
-        let previd = el.attr("previd").unwrap_or("").to_string();
-        let Some(h) = parse_h(&el) else {
-            self.send(&self.framing.to_xml(&failed("bad-request", None)))
-                .await?;
-            return Ok(None);
-        };
         let host = self.host.clone().unwrap_or_default();
         let user = self.user.clone().unwrap_or_default();
         let bare = format!("{user}@{host}");
-        let handle = self
-            .server
-            .resumable(&previd)
-            .filter(|hd| hd.jid.to_bare().as_str() == bare);
-        let sm = handle.as_ref().and_then(|hd| hd.sm.get().cloned());
-        let (Some(handle), Some(sm)) = (handle, sm) else {
-            let h = self.server.expired_h(&previd, &bare);
-            self.send(&self.framing.to_xml(&failed("item-not-found", h)))
-                .await?;
-            return Ok(None);
-        };
-        let (claims, check, h_in) = {
-            let s = sm.lock().unwrap_or_else(|e| e.into_inner());
-            (s.claims.clone(), s.check_ack(h), s.h_in)
-        };
-        if let Err(AckError::TooHigh { h, sent }) = check {
-            let f = failed("undefined-condition", Some(h_in)).with_child(
-                Element::new("handled-count-too-high", ns::SM)
-                    .with_attr("h", h.to_string())
-                    .with_attr("send-count", sent.to_string()),
-            );
-            self.send(&self.framing.to_xml(&f)).await?;
-            return Ok(None);
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let taken = match claims {
-            Some(claims) => {
-                if claims
-                    .send_timeout(tx, Duration::from_secs(5))
-                    .await
-                    .is_ok()
-                {
-                    tokio::time::timeout(Duration::from_secs(40), rx)
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                } else {
-                    None
-                }
+        match super::sm::resume::take_over(&self.server, &el, &bare).await {
+            Resumption::Refused(failed) => {
+                self.send(&self.framing.to_xml(&failed)).await?;
+                Ok(None)
             }
-            None => None,
-        };
-        let Some(queue) = taken else {
-            self.send(&self.framing.to_xml(&failed("item-not-found", None)))
-                .await?;
-            return Ok(None);
-        };
-        // The session is ours now: its handle stays bound in the router.
-        use std::sync::atomic::Ordering;
-        handle.detached.store(false, Ordering::Relaxed);
-        handle.csi_inactive.store(false, Ordering::Relaxed);
-        let h_in = {
-            let mut s = sm.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = s.ack(h);
-            s.ack_requested = None;
-            s.claims = None;
-            s.h_in
-        };
-        // `h` acknowledges the old connection's stanzas: their archive
-        // appends are durable first.
-        self.server.archive_durable(&handle).await;
-        tracing::info!(peer = %self.peer, "session resumed: {}", handle.jid);
-        let resumed = Element::new("resumed", ns::SM)
-            .with_attr("h", h_in.to_string())
-            .with_attr("previd", previd);
-        let reader = std::mem::replace(&mut self.reader, placeholder_reader());
-        let writer = std::mem::replace(&mut self.writer, placeholder_writer());
-        Ok(Some(Bound {
-            reader,
-            writer,
-            handle,
-            rx: queue,
-            peer: self.peer,
-            resumed: Some(resumed),
-            cork: self.cork.clone(),
-            framing: self.framing,
-        }))
+            Resumption::Taken {
+                handle,
+                queue,
+                resumed,
+            } => {
+                tracing::info!(peer = %self.peer, "session resumed: {}", handle.jid);
+                let reader = std::mem::replace(&mut self.reader, placeholder_reader());
+                let writer = std::mem::replace(&mut self.writer, placeholder_writer());
+                Ok(Some(Bound {
+                    reader,
+                    writer,
+                    handle,
+                    rx: queue,
+                    peer: self.peer,
+                    resumed: Some(resumed),
+                    cork: self.cork.clone(),
+                    framing: self.framing,
+                }))
+            }
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! A bound client session: reads stanzas one at a time, checks them, stamps
 //! `from` with the session's full JID (whatever the client wrote), keeps the
 //! session's presence state, and hands each stanza to [`crate::delivery`].
-//! Its writer runs as a second task draining the session's queue. XEP-0198
-//! and XEP-0352 elements are handled here too (they are not stanzas), and
-//! so are mod_ping's server-side pings.
+//! Its writer runs as a second task draining the session's queue. XEP-0352
+//! elements are handled here too (they are not stanzas), and so are
+//! mod_ping's server-side pings; XEP-0198 elements go to `sm/`, which also
+//! holds the wait of a detached session.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,13 +15,13 @@ use tokio::sync::{mpsc, Notify};
 use xep_support::element::Element;
 use xep_support::ns;
 use xep_support::ping::Ping;
-use xep_support::stanza::{error_reply, iq_error, StanzaError};
+use xep_support::stanza::{error_reply, iq_error, Condition, StanzaError};
 
 use super::negotiation::{Bound, Rd};
-use super::sm::{self, Claim, SmState, Takeover};
+use super::sm::{self, Claim, Takeover};
 use super::writer::{Exit, Settings};
-use crate::router::{Outgoing, SessionHandle};
 use crate::server::Server;
+use crate::sessions::{Outgoing, SessionHandle};
 use crate::stream::StreamCondition;
 use crate::xml::{StreamEvent, StreamReader, XmlError};
 
@@ -33,7 +34,7 @@ enum End {
     /// Kicked, replaced or shut down: the writer was already told.
     Stopped,
     /// A stream error to send (condition, why), boxed: a thin pointer.
-    Error(Box<crate::router::StreamErrorOut>),
+    Error(Box<crate::sessions::StreamErrorOut>),
     /// The connection is gone (read or write failed, ack or ping timeout).
     Gone,
     /// A XEP-0198 resumption on another connection takes the session over.
@@ -78,7 +79,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
     ));
     let mut claims: Option<mpsc::Receiver<Claim>> = None;
     if resumed_session {
-        claims = Some(install_claims(&handle));
+        claims = Some(sm::resume::install_claims(&handle));
     } else {
         // Roster for presence fan-out is loaded once now, not per stanza.
         let _ = server.rosters.get(server.as_ref(), &handle.jid.bare());
@@ -97,7 +98,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
                 let closed = matches!(&w, Ok((_, Exit::Closed)));
                 break (if closed { End::Stopped } else { End::Gone }, Some(w));
             }
-            Some(claim) = next_claim(&mut claims) => break (End::Taken(claim), None),
+            Some(claim) = sm::resume::next_claim(&mut claims) => break (End::Taken(claim), None),
             _ = sleep_until(wake), if wake.is_some() => {
                 if pinger.on_timer(&handle) {
                     continue;
@@ -152,7 +153,7 @@ async fn wind_down(
     let keep = resumable && matches!(end, End::Gone | End::Taken(_));
     if !keep {
         // Nothing is routed to a session that is ending.
-        server.router.unbind(&handle);
+        server.sessions.unbind(&handle);
     }
     let writer_result = match writer_done {
         Some(r) => Some(r),
@@ -199,13 +200,13 @@ async fn wind_down(
         (End::Taken(claim), Some(rx)) => match claim.send(rx) {
             Ok(()) => {
                 tracing::info!(%peer, "session {} taken over by a resumption", handle.jid);
-                server.router.release(&handle);
+                server.sessions.release(&handle);
                 return;
             }
             Err(rx) => Some(rx),
         },
         (End::Gone, Some(rx)) if keep && !writer_closed => {
-            match Box::pin(detached(&server, &handle, claims.as_mut(), rx)).await {
+            match Box::pin(sm::resume::detached(&server, &handle, claims.as_mut(), rx)).await {
                 None => return,
                 Some(rx) => Some(rx),
             }
@@ -235,7 +236,7 @@ fn dispatch<'a>(
     match ev {
         Ok(StreamEvent::Stanza(el)) => {
             if el.ns == ns::SM {
-                return Ok(Some(Box::pin(sm_nonza(server, handle, claims, el))));
+                return Ok(Some(Box::pin(sm::ack::nonza(server, handle, claims, el))));
             }
             if el.ns == ns::CSI && server.live().csi.is_some() {
                 return Ok(Some(Box::pin(csi_nonza(handle, el))));
@@ -279,22 +280,6 @@ fn boxed_next(reader: &mut StreamReader<Rd>) -> NextEvent<'_> {
     Box::pin(reader.next())
 }
 
-/// A new channel for resumptions to claim the session through.
-fn install_claims(handle: &SessionHandle) -> mpsc::Receiver<Claim> {
-    let (tx, rx) = mpsc::channel(1);
-    if let Some(sm) = handle.sm.get() {
-        sm.lock().unwrap_or_else(|e| e.into_inner()).claims = Some(tx);
-    }
-    rx
-}
-
-async fn next_claim(claims: &mut Option<mpsc::Receiver<Claim>>) -> Option<Claim> {
-    match claims {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Sleep until `deadline`, if any (the timer lives on the heap only while
 /// it runs, so it does not enlarge the session's task).
 async fn sleep_until(deadline: Option<Instant>) {
@@ -304,53 +289,10 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// The connection of a resumable session dropped: wait for a resumption
-/// (returns `None`: the queue was handed over) or for the timeout, a kick
-/// or shutdown (returns the queue, for the session to end).
-async fn detached(
-    server: &Arc<Server>,
-    handle: &Arc<SessionHandle>,
-    claims: Option<&mut mpsc::Receiver<Claim>>,
-    rx: Takeover,
-) -> Option<Takeover> {
-    let Some(claims) = claims else {
-        return Some(rx);
-    };
-    let timeout = handle
-        .sm
-        .get()
-        .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).timeout)
-        .unwrap_or_default();
-    handle.detached.store(true, Ordering::Relaxed);
-    tracing::info!(jid = %handle.jid, "connection lost; session kept for resumption for {}s", timeout.as_secs());
-    let mut shutdown = server.shutdown_signal();
-    let claim = tokio::select! {
-        c = claims.recv() => c,
-        _ = tokio::time::sleep(timeout) => None,
-        _ = handle.stop.notified() => None,
-        _ = shutdown.wait_for(|v| *v) => None,
-    };
-    if let Some(claim) = claim {
-        match claim.send(rx) {
-            Ok(()) => {
-                server.router.release(handle);
-                return None;
-            }
-            Err(rx) => {
-                server.router.unbind(handle);
-                return Some(rx);
-            }
-        }
-    }
-    tracing::info!(jid = %handle.jid, "resumable session ended without resumption");
-    server.router.unbind(handle);
-    Some(rx)
-}
-
 /// End a session for good: unavailable presence, modules told, and every
 /// stanza it did not deliver (unacknowledged or still queued) rerouted.
 async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Takeover>) {
-    server.router.unbind(handle);
+    server.sessions.unbind(handle);
     handle.detached.store(false, Ordering::Relaxed);
     let mut left: Vec<Element> = Vec::new();
     if let Some(sm) = handle.sm.get() {
@@ -370,23 +312,23 @@ async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Ta
             }
         }
     }
-    Box::pin(crate::im::presence::session_ended(server, handle)).await;
+    Box::pin(crate::router::session_ended(server, handle)).await;
     for m in &server.live().modules {
         m.session_closed(server.as_ref(), &handle.jid);
     }
     // The whole backlog goes out under the account lock, before any message
-    // that came later: those wait for `release` (Router::wait_backlog) or for
+    // that came later: those wait for `release` (Sessions::wait_backlog) or for
     // the lock (offline storage), so none overtakes it.
     if !left.is_empty() {
         let bare = handle.jid.bare();
         let _guard = server.account_locks.lock(&bare).await;
-        let exists = !server.router.sessions_of(&bare).is_empty()
-            || crate::delivery::account_exists(server, &bare);
+        let exists = !server.sessions.sessions_of(&bare).is_empty()
+            || crate::router::account_exists(server, &bare);
         for el in left {
             reroute(server, handle, el, exists).await;
         }
     }
-    server.router.release(handle);
+    server.sessions.release(handle);
 }
 
 fn bare_of(handle: &SessionHandle) -> String {
@@ -425,82 +367,18 @@ async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, 
                 ));
             }
             if exists {
-                crate::im::offline::store_or_deliver_locked(server, el, &bare).await;
+                let refused = crate::im::offline::store_or_deliver_locked(server, el, &bare).await;
+                crate::router::perform(server, refused.into_iter().collect()).await;
             } else {
                 // The account was removed.
-                crate::delivery::bounce(server, &el, StanzaError::service_unavailable()).await;
+                crate::router::bounce(server, &el, StanzaError::service_unavailable()).await;
             }
         }
         "iq" if matches!(el.attr("type"), Some("get") | Some("set")) => {
-            crate::delivery::bounce(server, &el, StanzaError::service_unavailable()).await;
+            crate::router::bounce(server, &el, StanzaError::service_unavailable()).await;
         }
         _ => {}
     }
-}
-
-/// A XEP-0198 element from the client.
-async fn sm_nonza(
-    server: &Arc<Server>,
-    handle: &Arc<SessionHandle>,
-    claims: &mut Option<mpsc::Receiver<Claim>>,
-    el: Element,
-) -> Result<(), StreamCondition> {
-    let live = server.live();
-    let Some(opts) = live.sm.as_ref() else {
-        return Err(StreamCondition::UnsupportedStanzaType);
-    };
-    let reply = match el.name.as_str() {
-        "enable" => {
-            if handle.sm.get().is_some() {
-                Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None)))
-            } else {
-                let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
-                let max = el.attr("max").and_then(|m| m.trim().parse::<u64>().ok());
-                let timeout = opts.timeout_for(max);
-                let id = resume.then(sm::new_id);
-                let state = SmState::new(id.clone(), timeout);
-                let _ = handle.sm.set(Arc::new(std::sync::Mutex::new(state)));
-                let mut enabled = Element::new("enabled", ns::SM);
-                if let Some(id) = id {
-                    *claims = Some(install_claims(handle));
-                    server.remember_resumable(&id, handle.clone());
-                    enabled.set_attr("id", id);
-                    enabled.set_attr("resume", "true");
-                    enabled.set_attr("max", timeout.as_secs().to_string());
-                }
-                Outgoing::SmEnabled(Box::new(enabled))
-            }
-        }
-        "r" => match handle.sm.get() {
-            Some(sm) => {
-                // What this answer acknowledges is durable first.
-                server.archive_durable(handle).await;
-                let h = sm.lock().unwrap_or_else(|e| e.into_inner()).h_in;
-                Outgoing::Nonza(Box::new(sm::a(h)))
-            }
-            None => Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None))),
-        },
-        "a" => {
-            let Some(sm) = handle.sm.get() else {
-                return Err(StreamCondition::UnsupportedStanzaType);
-            };
-            let Some(h) = sm::parse_h(&el) else {
-                return Err(StreamCondition::InvalidXml);
-            };
-            let r = sm.lock().unwrap_or_else(|e| e.into_inner()).ack(h);
-            return match r {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    tracing::info!(jid = %handle.jid, "bad acknowledgement: {e:?}");
-                    Err(StreamCondition::UndefinedCondition)
-                }
-            };
-        }
-        "resume" => Outgoing::Nonza(Box::new(sm::failed("unexpected-request", None))),
-        _ => return Err(StreamCondition::UnsupportedStanzaType),
-    };
-    let _ = handle.tx.send(reply).await;
-    Ok(())
 }
 
 /// A XEP-0352 element from the client.
@@ -622,7 +500,7 @@ impl PingState {
 /// Check, stamp and route one stanza. `Err` is a stream error condition.
 async fn handle_stanza(
     server: &Arc<Server>,
-    handle: &Arc<crate::router::SessionHandle>,
+    handle: &Arc<crate::sessions::SessionHandle>,
     mut el: Element,
 ) -> Result<(), StreamCondition> {
     if el.ns != ns::CLIENT || !matches!(el.name.as_str(), "message" | "presence" | "iq") {
@@ -635,7 +513,10 @@ async fn handle_stanza(
             if el.name != "presence" && el.attr("type") != Some("error") {
                 let mut reply = error_reply(
                     &el,
-                    &StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"),
+                    &StanzaError::new(
+                        xep_support::stanza::ErrorType::Modify,
+                        Condition::JidMalformed,
+                    ),
                 );
                 reply.remove_attr("from");
                 reply.set_attr("to", handle.jid.to_string());
@@ -676,17 +557,9 @@ async fn handle_stanza(
             // Boxed: presence handling (offline drain, fan-out) has a large
             // future that would otherwise enlarge every idle session's task.
             match el.attr("to").map(|t| jids::parse(t).ok_or(())) {
-                None => {
-                    Box::pin(crate::im::presence::broadcast_from_session(
-                        server, handle, el,
-                    ))
-                    .await
-                }
+                None => Box::pin(crate::router::presence_broadcast(server, handle, el)).await,
                 Some(Ok(to)) => {
-                    Box::pin(crate::im::presence::directed_from_session(
-                        server, handle, el, to,
-                    ))
-                    .await
+                    Box::pin(crate::router::presence_directed(server, handle, el, to)).await
                 }
                 Some(Err(_)) => {}
             }
@@ -700,9 +573,9 @@ async fn handle_stanza(
         for m in &server.live().modules {
             extra.extend(m.message_from_session(server.as_ref(), &handle.jid, &el));
         }
-        crate::delivery::route(server, el).await;
+        crate::router::route(server, el).await;
         for s in extra {
-            crate::delivery::route(server, s).await;
+            crate::router::route(server, s).await;
         }
         // Covers the archive appends of this message (both ends).
         handle
@@ -710,6 +583,6 @@ async fn handle_stanza(
             .store(server.archive.ticket(), Ordering::Relaxed);
         return Ok(());
     }
-    crate::delivery::route(server, el).await;
+    crate::router::route(server, el).await;
     Ok(())
 }

@@ -25,7 +25,7 @@ use xep_support::element::Element;
 use xep_support::ns;
 
 use super::framing::Framing;
-use crate::router::{Outgoing, SessionHandle};
+use crate::sessions::{Outgoing, SessionHandle};
 use crate::stream::StreamCondition;
 
 /// A write that does not finish in this time means a dead or stuck peer.
@@ -147,7 +147,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
     mut settings: Box<Settings>,
 ) -> (Receiver<Outgoing>, Exit) {
     let mut buf = String::new();
-    let mut close: Option<Option<Box<crate::router::StreamErrorOut>>> = None;
+    let mut close: Option<Option<Box<crate::sessions::StreamErrorOut>>> = None;
     let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut held = Held::default();
     let framing = settings.framing;
@@ -337,7 +337,7 @@ fn request_ack(handle: &SessionHandle, framing: Framing, buf: &mut String) {
     };
     let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
     if sm.counting && !sm.unacked.is_empty() && sm.ack_requested.is_none() {
-        framing.write(&crate::c2s::sm::r(), buf);
+        framing.write(&super::sm::wire::r(), buf);
         sm.ack_requested = Some(Instant::now());
     }
 }

@@ -7,52 +7,60 @@
 //! at its domain (anything else ends the stream with `<invalid-from/>`).
 //!
 //! Back-pressure: each connected component has a queue of
-//! [`crate::links::COMPONENT_QUEUE`] stanzas (the table of connected
-//! components is shared state in [`crate::links`]); a stanza that finds it full is bounced to its sender with
-//! `<resource-constraint/>` (never held without bound, never silently
-//! dropped). A configured component that is not connected answers
-//! `<service-unavailable/>`.
+//! [`COMPONENT_QUEUE`] stanzas, registered in the route table
+//! (`routes.rs`) while it is connected; a stanza that finds it full is
+//! bounced to its sender with `<resource-constraint/>` (never held without
+//! bound, never silently dropped). A configured component that is not
+//! connected answers `<service-unavailable/>` (the route table says so).
 
 mod stream;
 
 use tokio::sync::mpsc;
 use xep_support::element::Element;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
-use crate::server::Server;
+use crate::routes::{Link, Sending};
 
 pub use stream::handle;
 
 /// The XEP-0114 stream namespace.
 pub const NS_COMPONENT: &str = "jabber:component:accept";
 
-/// Whether `domain` is a component domain of the configuration.
-pub fn is_component(server: &Server, domain: &str) -> bool {
-    server
-        .config()
-        .listen
-        .iter()
-        .any(|l| l.service_hosts.iter().any(|h| h.domain == domain))
-}
+/// Stanzas queued for one component before new ones are bounced.
+pub const COMPONENT_QUEUE: usize = 4096;
 
-/// Deliver a stanza addressed to a component domain: to the component's
-/// queue, or back to the sender as an error.
-pub async fn send(server: &Server, stanza: Element, domain: &str) {
-    let error = match server.components.sender(domain) {
-        Some(tx) => match tx.try_send(stanza) {
-            Ok(()) => return,
+/// A connected component's queue, as its route.
+struct Queue(mpsc::Sender<Element>);
+
+impl Link for Queue {
+    fn send<'a>(&'a self, stanza: Element, domain: &'a str) -> Sending<'a> {
+        let result = match self.0.try_send(stanza) {
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(stanza)) => {
                 tracing::warn!(%domain, "component queue full; bouncing a stanza");
-                (
+                Err((
                     stanza,
-                    StanzaError::new(ErrorType::Wait, "resource-constraint"),
-                )
+                    StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
+                ))
             }
             Err(mpsc::error::TrySendError::Closed(stanza)) => {
-                (stanza, StanzaError::service_unavailable())
+                Err((stanza, StanzaError::service_unavailable()))
             }
-        },
-        None => (stanza, StanzaError::service_unavailable()),
-    };
-    crate::delivery::bounce(server, &error.0, error.1).await;
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Register a queue for `domain` in the route table: the registration id
+/// and the queue's receiving end, or `None` if a component for `domain`
+/// is connected already.
+fn register(
+    server: &crate::server::Server,
+    domain: &str,
+) -> Option<(u64, mpsc::Receiver<Element>)> {
+    let (tx, rx) = mpsc::channel(COMPONENT_QUEUE);
+    let id = server
+        .routes
+        .register(domain, std::sync::Arc::new(Queue(tx)))?;
+    Some((id, rx))
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use xep_support::element::{escape, Element, Node};
 use xep_support::ns;
-use xep_support::stanza::StanzaError;
+use xep_support::stanza::{Condition, StanzaError};
 
 use super::NS_COMPONENT;
 use crate::config::Listener;
@@ -65,7 +65,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     conn.set_max_stanza_size(cfg.max_stanza_size);
     tracing::info!(%peer, %domain, "component connected");
     let Some((mut reader, writer)) = conn.into_parts() else {
-        server.components.release(&domain, conn_id);
+        server.routes.unregister(&domain, conn_id);
         return;
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -93,7 +93,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     // Stop the writer (with the stream error) before the route goes away,
     // so the closing queue cannot end the stream first.
     let _ = stop_tx.send(error);
-    server.components.release(&domain, conn_id);
+    server.routes.unregister(&domain, conn_id);
     let _ = writer.await;
 }
 
@@ -180,14 +180,14 @@ async fn handshake(
             Some(format!("{to} is a host of this server")),
         ));
     }
-    let Some((conn_id, rx)) = server.components.claim(&to) else {
+    let Some((conn_id, rx)) = super::register(server, &to) else {
         return Err(Fail::Stream(
             StreamCondition::Conflict,
             Some(format!("a component for {to} is connected already")),
         ));
     };
     if let Err(e) = conn.send("<handshake/>").await {
-        server.components.release(&to, conn_id);
+        server.routes.unregister(&to, conn_id);
         return Err(e);
     }
     Ok((to, conn_id, rx))
@@ -221,10 +221,13 @@ async fn stanza(server: &Server, domain: &str, mut el: Element) -> Result<(), Fa
     match el.attr("to").map(jid::Jid::new) {
         Some(Ok(_)) => {}
         Some(Err(_)) => {
-            crate::delivery::bounce(
+            crate::router::bounce(
                 server,
                 &to_client_ns(el),
-                StanzaError::new(xep_support::stanza::ErrorType::Modify, "jid-malformed"),
+                StanzaError::new(
+                    xep_support::stanza::ErrorType::Modify,
+                    Condition::JidMalformed,
+                ),
             )
             .await;
             return Ok(());
@@ -238,7 +241,7 @@ async fn stanza(server: &Server, domain: &str, mut el: Element) -> Result<(), Fa
     }
     el = to_client_ns(el);
     // Presence handling may route probes and answers back out: boxed.
-    Box::pin(crate::delivery::route(server, el)).await;
+    Box::pin(crate::router::route(server, el)).await;
     Ok(())
 }
 
@@ -309,6 +312,6 @@ async fn write_loop(
     // Stanzas that never reached the component go back to their senders.
     rx.close();
     while let Ok(el) = rx.try_recv() {
-        crate::delivery::bounce(&server, &el, StanzaError::service_unavailable()).await;
+        crate::router::bounce(&server, &el, StanzaError::service_unavailable()).await;
     }
 }

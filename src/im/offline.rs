@@ -20,10 +20,11 @@ use jid::BareJid;
 use tokio::sync::oneshot;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
-use crate::router::{Delivery, Outgoing, SessionHandle};
+use crate::im::Out;
 use crate::server::Server;
+use crate::sessions::{Delivery, Outgoing, SessionHandle};
 use crate::storage::{AccountKey, OfflineStored};
 
 /// Stored messages handed to a session per round.
@@ -95,26 +96,27 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// A message for an account with no available resource (checked again
 /// under the account lock): deliver if one became available meanwhile,
-/// else store it (or tell the sender why not).
-pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) {
+/// else store it. Returns the error for the sender when it could not be
+/// stored, for the caller to send (`router::perform`).
+pub async fn store_or_deliver(server: &Server, msg: Element, to: &BareJid) -> Option<Out> {
     let _guard = server.account_locks.lock(to).await;
-    store_or_deliver_locked(server, msg, to).await;
+    store_or_deliver_locked(server, msg, to).await
 }
 
 /// [`store_or_deliver`] for a caller that holds `to`'s account lock (an
 /// ending session rerouting its whole backlog under one lock).
-pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid) {
-    let targets = server.router.best_resources(to);
+pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid) -> Option<Out> {
+    let targets = server.sessions.best_resources(to);
     if !targets.is_empty() {
         for s in targets {
             let mut copy = msg.clone();
             copy.set_attr("to", to.as_str());
-            let _ = server.router.deliver(&s, copy).await;
+            let _ = server.sessions.deliver(&s, copy).await;
         }
-        return;
+        return None;
     }
     if !storable(&msg) {
-        return; // chat states, receipts and the like are not kept (XEP-0160 §3)
+        return None; // chat states, receipts and the like are not kept (XEP-0160 §3)
     }
     let account = AccountKey::from(to);
     let mut stored = msg.clone();
@@ -158,22 +160,19 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
             for m in &server.live().modules {
                 m.message_stored_offline(server, to, &msg);
             }
+            None
         }
-        Ok(OfflineStored::Full) => {
-            crate::delivery::bounce(
-                server,
-                &msg,
-                StanzaError::new(ErrorType::Wait, "resource-constraint")
-                    .with_text("the recipient's offline storage is full"),
-            )
-            .await;
-        }
+        Ok(OfflineStored::Full) => Some(Out::Bounce(
+            msg,
+            StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
+                .with_text("the recipient's offline storage is full"),
+        )),
         Err(e) => {
             let from = msg.attr("from").unwrap_or("?");
             tracing::error!(
                 "storing an offline message from {from} for {to}: {e}; the sender gets an error"
             );
-            crate::delivery::bounce(server, &msg, e.stanza_error()).await;
+            Some(Out::Bounce(msg, e.stanza_error()))
         }
     }
 }
@@ -211,7 +210,7 @@ pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<Sessi
                 continue;
             };
             el.set_attr("to", session.jid.to_string());
-            if server.router.deliver(session, el).await != Delivery::Delivered {
+            if server.sessions.deliver(session, el).await != Delivery::Delivered {
                 gone = true;
                 break;
             }

@@ -5,6 +5,8 @@
 //! directed presence, and the unavailable broadcast when a session ends.
 //!
 //! Fan-out reads the sender's roster from the [`RosterCache`] in memory.
+//! Nothing here routes: each handler returns the stanzas its decision
+//! sends, in order ([`Out`]), and the router sends them (`router.rs`).
 //!
 //! [`RosterCache`]: crate::im::roster::RosterCache
 
@@ -16,10 +18,11 @@ use jid::{BareJid, FullJid, Jid};
 use xep_support::element::Element;
 use xep_support::ns;
 
-use crate::im::roster::push;
+use crate::im::roster::push_outs as push;
 use crate::im::subscription::{inbound, outbound, roster_item_xml, SubKind, SubState};
-use crate::router::SessionHandle;
+use crate::im::Out;
 use crate::server::Server;
+use crate::sessions::SessionHandle;
 use crate::storage::{AccountKey, RosterItem, Subscription};
 
 fn state_of(item: &RosterItem) -> SubState {
@@ -41,12 +44,20 @@ fn presence(from: &str, to: &str, kind: Option<&str>) -> Element {
     p
 }
 
-/// A presence stanza without `to` from a session: broadcast (RFC 6121 §4.2, §4.4, §4.5).
+/// What a presence broadcast sends, and, for an available presence, the
+/// presence and whether it was the initial one (the modules'
+/// `presence_available` hook runs once these are sent).
+pub type Broadcast = (Vec<Out>, Option<(Element, bool)>);
+
+/// A presence stanza without `to` from a session: broadcast (RFC 6121 §4.2,
+/// §4.4, §4.5). Offline messages are handed over (under the account lock)
+/// before this returns; the rest is returned, to be sent in order.
 pub async fn broadcast_from_session(
     server: &Arc<Server>,
     session: &Arc<SessionHandle>,
     el: Element,
-) {
+) -> Broadcast {
+    let mut out = Vec::new();
     match el.attr("type") {
         None => {
             let initial = !session.available.load(Ordering::Relaxed);
@@ -65,15 +76,13 @@ pub async fn broadcast_from_session(
                 // Offline messages first, in order, then the session counts as available.
                 crate::im::offline::drain_then_mark_available(server, session).await;
             }
-            fan_out(server, session, &bare, &el).await;
+            fan_out(server, session, &bare, &el, &mut out);
             if initial {
-                send_probes(server, &bare).await;
-                show_own_resources(server, session, &bare).await;
-                redeliver_pending(server, session, &bare).await;
+                send_probes(server, &bare, &mut out);
+                show_own_resources(server, session, &bare, &mut out);
+                redeliver_pending(server, session, &bare, &mut out);
             }
-            for m in &server.live().modules {
-                m.presence_available(server.as_ref(), &session.jid, &el, initial);
-            }
+            return (out, Some((el, initial)));
         }
         Some("unavailable") if session.available.swap(false, Ordering::Relaxed) => {
             *session
@@ -81,17 +90,24 @@ pub async fn broadcast_from_session(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = None;
             let bare = session.jid.bare();
-            fan_out(server, session, &bare, &el).await;
-            send_to_directed(server, session, &el).await;
+            fan_out(server, session, &bare, &el, &mut out);
+            send_to_directed(session, &el, &mut out);
         }
         // Probes, errors and subscription types without `to` have no meaning here.
         _ => {}
     }
+    (out, None)
 }
 
 /// Send `el` (from the session) to contacts with from/both and to the
 /// account's own available resources.
-async fn fan_out(server: &Arc<Server>, session: &SessionHandle, bare: &BareJid, el: &Element) {
+fn fan_out(
+    server: &Server,
+    session: &SessionHandle,
+    bare: &BareJid,
+    el: &Element,
+    out: &mut Vec<Out>,
+) {
     let from = session.jid.to_string();
     let roster = server.rosters.get(server, bare);
     for item in roster.values() {
@@ -99,20 +115,20 @@ async fn fan_out(server: &Arc<Server>, session: &SessionHandle, bare: &BareJid, 
             let mut p = el.clone();
             p.set_attr("from", from.clone());
             p.set_attr("to", item.jid.clone());
-            crate::delivery::route(server, p).await;
+            out.push(Out::Route(p));
         }
     }
-    for own in server.router.sessions_of(bare) {
+    for own in server.sessions.sessions_of(bare) {
         if own.available.load(Ordering::Relaxed) || own.id == session.id {
             let mut p = el.clone();
             p.set_attr("from", from.clone());
             p.set_attr("to", own.jid.to_string());
-            let _ = server.router.deliver(&own, p).await;
+            out.push(Out::Deliver(own, p));
         }
     }
 }
 
-async fn send_to_directed(server: &Arc<Server>, session: &SessionHandle, el: &Element) {
+fn send_to_directed(session: &SessionHandle, el: &Element, out: &mut Vec<Out>) {
     let targets: Vec<String> = session
         .directed
         .lock()
@@ -123,14 +139,19 @@ async fn send_to_directed(server: &Arc<Server>, session: &SessionHandle, el: &El
         let mut p = el.clone();
         p.set_attr("from", session.jid.to_string());
         p.set_attr("to", t);
-        crate::delivery::route(server, p).await;
+        out.push(Out::Route(p));
     }
 }
 
 /// The newly available session learns the presence of the account's other
 /// available resources (as a probe of one's own account would tell it).
-async fn show_own_resources(server: &Arc<Server>, session: &Arc<SessionHandle>, bare: &BareJid) {
-    for own in server.router.sessions_of(bare) {
+fn show_own_resources(
+    server: &Server,
+    session: &Arc<SessionHandle>,
+    bare: &BareJid,
+    out: &mut Vec<Out>,
+) {
+    for own in server.sessions.sessions_of(bare) {
         if own.id == session.id || !own.available.load(Ordering::Relaxed) {
             continue;
         }
@@ -142,23 +163,28 @@ async fn show_own_resources(server: &Arc<Server>, session: &Arc<SessionHandle>, 
         if let Some(mut p) = last {
             p.set_attr("from", own.jid.to_string());
             p.set_attr("to", session.jid.to_string());
-            let _ = server.router.deliver(session, p).await;
+            out.push(Out::Deliver(session.clone(), p));
         }
     }
 }
 
-async fn send_probes(server: &Arc<Server>, bare: &BareJid) {
+fn send_probes(server: &Server, bare: &BareJid, out: &mut Vec<Out>) {
     let roster = server.rosters.get(server, bare);
     let from = bare.to_string();
     for item in roster.values() {
         if matches!(item.subscription, Subscription::To | Subscription::Both) {
-            crate::delivery::route(server, presence(&from, &item.jid, Some("probe"))).await;
+            out.push(Out::Route(presence(&from, &item.jid, Some("probe"))));
         }
     }
 }
 
 /// Deliver stored inbound subscription requests again (RFC 6121 §3.1.3).
-async fn redeliver_pending(server: &Arc<Server>, session: &Arc<SessionHandle>, bare: &BareJid) {
+fn redeliver_pending(
+    server: &Server,
+    session: &Arc<SessionHandle>,
+    bare: &BareJid,
+    out: &mut Vec<Out>,
+) {
     let account = AccountKey::from(bare);
     let pending = server
         .storage
@@ -172,36 +198,37 @@ async fn redeliver_pending(server: &Arc<Server>, session: &Arc<SessionHandle>, b
         p.set_attr("from", from.clone());
         p.set_attr("to", session.jid.to_string());
         p.set_attr("type", "subscribe");
-        let _ = server.router.deliver(session, p).await;
+        out.push(Out::Deliver(session.clone(), p));
     }
 }
 
 /// The session ended: unavailable to everyone who saw it available.
-pub async fn session_ended(server: &Arc<Server>, session: &Arc<SessionHandle>) {
+pub fn session_ended(server: &Server, session: &Arc<SessionHandle>) -> Vec<Out> {
+    let mut out = Vec::new();
     let was_available = session.available.swap(false, Ordering::Relaxed);
     let bare = session.jid.bare();
     if was_available {
         let el = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
-        fan_out(server, session, &bare, &el).await;
-        send_to_directed(server, session, &el).await;
+        fan_out(server, session, &bare, &el, &mut out);
+        send_to_directed(session, &el, &mut out);
     }
-    if server.router.sessions_of(&bare).is_empty() {
+    if server.sessions.sessions_of(&bare).is_empty() {
         server.rosters.evict(&bare);
     }
+    out
 }
 
 /// A presence stanza with `to` from a session: subscription management or
 /// directed presence.
-pub async fn directed_from_session(
-    server: &Arc<Server>,
+pub fn directed_from_session(
+    server: &Server,
     session: &Arc<SessionHandle>,
     mut el: Element,
     to: Jid,
-) {
+) -> Vec<Out> {
     if let Some(kind) = el.attr("type").and_then(SubKind::parse) {
         let payload = std::mem::take(&mut el.children);
-        outbound_subscription(server, &session.jid.bare(), to.bare(), kind, payload).await;
-        return;
+        return outbound_subscription(server, &session.jid.bare(), to.bare(), kind, payload);
     }
     match el.attr("type") {
         None | Some("unavailable") => {
@@ -220,26 +247,27 @@ pub async fn directed_from_session(
                 }
             }
             el.set_attr("from", session.jid.to_string());
-            crate::delivery::route(server, el).await;
+            vec![Out::Route(el)]
         }
-        Some("error") => crate::delivery::route(server, el).await,
+        Some("error") => vec![Out::Route(el)],
         // Clients do not send probes (§4.3).
-        _ => {}
+        _ => Vec::new(),
     }
 }
 
 /// The user `owner` sends a subscription stanza to `contact` (Appendix A.2).
 /// `payload` is the stanza's content (status text, nickname), passed on.
-pub async fn outbound_subscription(
-    server: &Arc<Server>,
+pub fn outbound_subscription(
+    server: &Server,
     owner: &BareJid,
     contact: BareJid,
     kind: SubKind,
     payload: Vec<xep_support::element::Node>,
-) {
+) -> Vec<Out> {
+    let mut out = Vec::new();
     let contact_s = contact.to_string();
     if contact_s == owner.to_string() {
-        return; // subscribing to oneself is a no-op
+        return out; // subscribing to oneself is a no-op
     }
     // Read, decide and write under the account's subscription lock (never
     // across an await); roster pushes go out after it is released.
@@ -262,10 +290,11 @@ pub async fn outbound_subscription(
             })
         }
     };
-    let out = outbound(current.as_ref(), kind);
-    let stored = if (item.is_some() || out.create_item) && current.as_ref() != Some(&out.new_state)
+    let verdict = outbound(current.as_ref(), kind);
+    let stored = if (item.is_some() || verdict.create_item)
+        && current.as_ref() != Some(&verdict.new_state)
     {
-        store_state(server, owner, &contact_s, item, &out.new_state)
+        store_state(server, owner, &contact_s, item, &verdict.new_state)
     } else {
         None
     };
@@ -276,34 +305,35 @@ pub async fn outbound_subscription(
             .pending_subscription_remove(account, &contact_s);
     }
     drop(guard);
-    if let (Some(stored), true) = (stored, out.push) {
-        push(server, owner, roster_item_xml(&stored), stored.ver).await;
+    if let (Some(stored), true) = (stored, verdict.push) {
+        out.extend(push(server, owner, roster_item_xml(&stored), stored.ver));
     }
-    if out.route {
+    if verdict.route {
         let mut p = presence(owner.as_str(), &contact_s, Some(kind.as_str()));
         p.children = payload;
-        crate::delivery::route(server, p).await;
-        let owner_sessions = server.router.sessions_of(owner);
+        out.push(Out::Route(p));
+        let owner_sessions = server.sessions.sessions_of(owner);
         match kind {
             SubKind::Subscribed => {
                 // §3.1.5: the contact now sees our current presence.
-                send_current_presence(server, owner, &contact_s).await;
+                send_current_presence(server, owner, &contact_s, &mut out);
             }
             SubKind::Unsubscribed => {
                 // §3.2.2: and no longer sees it.
                 for s in owner_sessions {
                     if s.available.load(Ordering::Relaxed) {
-                        crate::delivery::route(
-                            server,
-                            presence(s.jid.as_str(), &contact_s, Some("unavailable")),
-                        )
-                        .await;
+                        out.push(Out::Route(presence(
+                            s.jid.as_str(),
+                            &contact_s,
+                            Some("unavailable"),
+                        )));
                     }
                 }
             }
             _ => {}
         }
     }
+    out
 }
 
 /// Store a contact's new subscription state in `owner`'s roster (creating
@@ -342,9 +372,9 @@ fn store_state(
 
 /// Send the last presence of each available resource of `owner` to `to`;
 /// returns how many were sent.
-async fn send_current_presence(server: &Server, owner: &BareJid, to: &str) -> usize {
+fn send_current_presence(server: &Server, owner: &BareJid, to: &str, out: &mut Vec<Out>) -> usize {
     let mut sent = 0;
-    for s in server.router.sessions_of(owner) {
+    for s in server.sessions.sessions_of(owner) {
         if !s.available.load(Ordering::Relaxed) {
             continue;
         }
@@ -356,57 +386,59 @@ async fn send_current_presence(server: &Server, owner: &BareJid, to: &str) -> us
         if let Some(mut p) = last {
             p.set_attr("from", s.jid.to_string());
             p.set_attr("to", to);
-            crate::delivery::route(server, p).await;
+            out.push(Out::Route(p));
             sent += 1;
         }
     }
     sent
 }
 
-/// Route a subscription stanza from a bare JID (the server stamps bare JIDs on these).
-pub async fn send_subscription_stanza(server: &Server, from_bare: &str, to_bare: &str, kind: &str) {
-    crate::delivery::route(server, presence(from_bare, to_bare, Some(kind))).await;
+/// A subscription stanza from a bare JID (the server stamps bare JIDs on these).
+pub fn subscription_stanza(from_bare: &str, to_bare: &str, kind: &str) -> Element {
+    presence(from_bare, to_bare, Some(kind))
 }
 
 /// A presence stanza addressed to a local account that exists.
-pub async fn inbound_to_user(server: &Server, el: Element, to: &Jid) {
+pub fn inbound_to_user(server: &Server, el: Element, to: &Jid) -> Vec<Out> {
+    let mut out = Vec::new();
     let user = to.bare();
     let Some(from) = el.attr("from").and_then(jids::parse) else {
-        return;
+        return out;
     };
     match el.attr("type") {
-        Some("probe") => answer_probe(server, &user, &from).await,
+        Some("probe") => answer_probe(server, &user, &from, &mut out),
         Some(t) if SubKind::parse(t).is_some() => {
             if let Some(kind) = SubKind::parse(t) {
-                inbound_subscription(server, &user, from.bare(), kind, el).await;
+                inbound_subscription(server, &user, from.bare(), kind, el, &mut out);
             }
         }
-        _ => deliver_presence(server, el, to).await,
+        _ => deliver_presence(server, el, to, &mut out),
     }
+    out
 }
 
 /// Available/unavailable/error presence: to the full JID's session, or to
 /// every available resource of the bare JID.
-async fn deliver_presence(server: &Server, el: Element, to: &Jid) {
+fn deliver_presence(server: &Server, el: Element, to: &Jid, out: &mut Vec<Out>) {
     match to.clone().try_into_full() {
         Ok(full) => {
-            if let Some(s) = server.router.session(&full) {
-                let _ = server.router.deliver(&s, el).await;
+            if let Some(s) = server.sessions.session(&full) {
+                out.push(Out::Deliver(s, el));
             }
         }
         Err(bare) => {
-            for s in server.router.sessions_of(&bare) {
+            for s in server.sessions.sessions_of(&bare) {
                 if s.available.load(Ordering::Relaxed) {
                     let mut copy = el.clone();
                     copy.set_attr("to", s.jid.to_string());
-                    let _ = server.router.deliver(&s, copy).await;
+                    out.push(Out::Deliver(s, copy));
                 }
             }
         }
     }
 }
 
-async fn answer_probe(server: &Server, user: &BareJid, from: &Jid) {
+fn answer_probe(server: &Server, user: &BareJid, from: &Jid, out: &mut Vec<Out>) {
     let roster = server.rosters.get(server, user);
     let prober = from.bare().to_string();
     let allowed = roster
@@ -415,22 +447,23 @@ async fn answer_probe(server: &Server, user: &BareJid, from: &Jid) {
     if !allowed {
         return; // never reveal presence to someone not subscribed (§4.3.2)
     }
-    if send_current_presence(server, user, from.as_str()).await == 0 {
-        crate::delivery::route(
-            server,
-            presence(user.as_str(), from.as_str(), Some("unavailable")),
-        )
-        .await;
+    if send_current_presence(server, user, from.as_str(), out) == 0 {
+        out.push(Out::Route(presence(
+            user.as_str(),
+            from.as_str(),
+            Some("unavailable"),
+        )));
     }
 }
 
 /// A subscription stanza from `contact` reaches `user` (Appendix A.3).
-async fn inbound_subscription(
+fn inbound_subscription(
     server: &Server,
     user: &BareJid,
     contact: BareJid,
     kind: SubKind,
     el: Element,
+    out: &mut Vec<Out>,
 ) {
     let contact_s = contact.to_string();
     // As in outbound_subscription: read, decide and write under the lock.
@@ -468,23 +501,27 @@ async fn inbound_subscription(
     }
     drop(guard);
     if let (Some(stored), true) = (stored, inb.push) {
-        push(server, user, roster_item_xml(&stored), stored.ver).await;
+        out.extend(push(server, user, roster_item_xml(&stored), stored.ver));
     }
     if inb.auto_reply_subscribed {
-        send_subscription_stanza(server, user.as_str(), &contact_s, "subscribed").await;
+        out.push(Out::Route(subscription_stanza(
+            user.as_str(),
+            &contact_s,
+            "subscribed",
+        )));
         // And the contact now gets our presence.
-        send_current_presence(server, user, &contact_s).await;
+        send_current_presence(server, user, &contact_s, out);
         return;
     }
     if kind == SubKind::Unsubscribe && had_from {
         // §3.3.3: the contact no longer sees our presence.
-        for s in server.router.sessions_of(user) {
+        for s in server.sessions.sessions_of(user) {
             if s.available.load(Ordering::Relaxed) {
-                crate::delivery::route(
-                    server,
-                    presence(s.jid.as_str(), &contact_s, Some("unavailable")),
-                )
-                .await;
+                out.push(Out::Route(presence(
+                    s.jid.as_str(),
+                    &contact_s,
+                    Some("unavailable"),
+                )));
             }
         }
     }
@@ -492,12 +529,12 @@ async fn inbound_subscription(
         let mut p = presence(&contact_s, user.as_str(), Some(kind.as_str()));
         // Keep the request's status text and other payload (e.g. a nickname).
         p.children = el.children.clone();
-        deliver_presence(server, p, &Jid::from(user.clone())).await;
+        deliver_presence(server, p, &Jid::from(user.clone()), out);
     }
 }
 
 /// Whether a session of `full` exists (used by tests of the directed presence rules).
 #[allow(dead_code)]
 pub fn has_session(server: &Server, full: &FullJid) -> bool {
-    server.router.session(full).is_some()
+    server.sessions.session(full).is_some()
 }

@@ -565,9 +565,9 @@ impl Incoming {
         to_client_ns(&mut el);
         if el.name == "presence" && el.attr("to").is_some() {
             // Presence handling may route probes and answers back out.
-            Box::pin(crate::delivery::route(&self.server, el)).await;
+            Box::pin(crate::router::route(&self.server, el)).await;
         } else {
-            crate::delivery::route(&self.server, el).await;
+            crate::router::route(&self.server, el).await;
         }
         Ok(())
     }
@@ -582,7 +582,7 @@ async fn bidi_writer(
     mut rx: mpsc::Receiver<Box<Element>>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    use xep_support::stanza::{ErrorType, StanzaError};
+    use xep_support::stanza::{Condition, ErrorType, StanzaError};
     const BATCH: usize = 16 * 1024;
     let mut buf = String::new();
     loop {
@@ -606,15 +606,15 @@ async fn bidi_writer(
         buf.clear();
         if !ok {
             for s in batch {
-                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
-                crate::delivery::bounce(&server, &s, err).await;
+                let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
+                crate::router::bounce(&server, &s, err).await;
             }
             break;
         }
     }
     rx.close();
     while let Ok(s) = rx.try_recv() {
-        let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
-        crate::delivery::bounce(&server, &s, err).await;
+        let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
+        crate::router::bounce(&server, &s, err).await;
     }
 }

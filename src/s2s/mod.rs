@@ -15,14 +15,39 @@ pub mod outgoing;
 pub mod resolve;
 pub mod stream;
 
+use std::sync::{Arc, Weak};
+
 use xep_support::element::Element;
 
 pub use crate::links::{AuthMethod, ConnInfo};
+use crate::routes::{Link, Sending};
 use crate::server::Server;
+
+/// The s2s manager as the route table's route for every domain not
+/// configured here.
+struct Federation(Weak<Server>);
+
+impl Link for Federation {
+    fn send<'a>(&'a self, stanza: Element, domain: &'a str) -> Sending<'a> {
+        Box::pin(async move {
+            if let Some(server) = self.0.upgrade() {
+                send(&server, stanza, domain).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Register federation in `server`'s route table (once, at start-up).
+pub fn register(server: &Arc<Server>) {
+    server
+        .routes
+        .set_remote(Arc::new(Federation(Arc::downgrade(server))));
+}
 
 /// Route a stanza to a domain we do not serve. Its `from` must be on a
 /// domain we serve (we never relay between remote servers).
-pub async fn send(server: &Server, stanza: Element, remote: &str) {
+async fn send(server: &Server, stanza: Element, remote: &str) {
     let local = stanza
         .attr("from")
         .and_then(|f| jid::Jid::new(f).ok())

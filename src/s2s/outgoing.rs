@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use xep_support::element::Element;
 use xep_support::ns;
-use xep_support::stanza::{ErrorType, StanzaError};
+use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use super::resolve;
 use super::stream::{db_xml, header_xml, Conn, Fail, NS_DIALBACK, NS_DIALBACK_FEATURE};
@@ -59,8 +59,8 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
                 match conn.tx.send_timeout(s, SEND_WAIT).await {
                     Ok(()) => return,
                     Err(mpsc::error::SendTimeoutError::Timeout(s)) => {
-                        let err = StanzaError::new(ErrorType::Wait, "resource-constraint");
-                        crate::delivery::bounce(server, &s, err).await;
+                        let err = StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint);
+                        crate::router::bounce(server, &s, err).await;
                         return;
                     }
                     Err(mpsc::error::SendTimeoutError::Closed(s)) => {
@@ -76,8 +76,8 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
             }
         }
     }
-    let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
-    crate::delivery::bounce(server, &stanza, err).await;
+    let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
+    crate::router::bounce(server, &stanza, err).await;
 }
 
 /// A stream opened to a remote server, before authentication.
@@ -363,15 +363,15 @@ async fn run(
             );
             let bidi = entry.info.lock().unwrap_or_else(|e| e.into_inner()).bidi;
             pump(&server, conn, &mut rx, &local, &remote, bidi).await;
-            "remote-server-not-found"
+            Condition::RemoteServerNotFound
         }
         Ok(Err(Fail::Timeout)) | Err(_) => {
             tracing::info!("s2s {local} -> {remote}: timed out");
-            "remote-server-timeout"
+            Condition::RemoteServerTimeout
         }
         Ok(Err(e)) => {
             tracing::info!("s2s {local} -> {remote}: {e}");
-            "remote-server-not-found"
+            Condition::RemoteServerNotFound
         }
     };
     server.s2s.out.remove(&local, &remote, entry.id);
@@ -379,7 +379,7 @@ async fn run(
     let mut n = 0;
     while let Ok(stanza) = rx.try_recv() {
         n += 1;
-        crate::delivery::bounce(
+        crate::router::bounce(
             &server,
             &stanza,
             StanzaError::new(ErrorType::Cancel, condition),
@@ -469,8 +469,8 @@ async fn pump(
                 batch.len()
             );
             for s in batch {
-                let err = StanzaError::new(ErrorType::Cancel, "remote-server-not-found");
-                crate::delivery::bounce(server, &s, err).await;
+                let err = StanzaError::new(ErrorType::Cancel, Condition::RemoteServerNotFound);
+                crate::router::bounce(server, &s, err).await;
             }
             break;
         }
@@ -513,6 +513,6 @@ async fn bidi_stanza(
         return Err(format!("a stanza to {} (host-unknown)", to.domain()));
     }
     super::stream::to_client_ns(&mut el);
-    Box::pin(crate::delivery::route(server, el)).await;
+    Box::pin(crate::router::route(server, el)).await;
     Ok(())
 }

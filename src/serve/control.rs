@@ -41,7 +41,7 @@ impl ServerControl for Control {
     fn connected_users(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .server
-            .router
+            .sessions
             .all_sessions()
             .iter()
             .map(|s| s.jid.to_string())
@@ -52,7 +52,7 @@ impl ServerControl for Control {
 
     fn sessions_info(&self) -> Vec<SessionInfo> {
         self.server
-            .router
+            .sessions
             .all_sessions()
             .iter()
             .map(|s| {
@@ -96,10 +96,10 @@ impl ServerControl for Control {
         let Some(bare) = Self::bare(user, host) else {
             return 0;
         };
-        let sessions = self.server.router.sessions_of(&bare);
+        let sessions = self.server.sessions.sessions_of(&bare);
         for s in &sessions {
             s.close(Some(StreamCondition::NotAuthorized));
-            self.server.router.unbind(s);
+            self.server.sessions.unbind(s);
         }
         sessions.len()
     }
@@ -109,18 +109,17 @@ impl ServerControl for Control {
         else {
             return false;
         };
-        let Some(session) = self.server.router.session(&full) else {
+        let Some(session) = self.server.sessions.session(&full) else {
             return false;
         };
         tracing::info!("kicking {full}: {reason}");
         session.close(Some(StreamCondition::PolicyViolation));
-        self.server.router.unbind(&session);
+        self.server.sessions.unbind(&session);
         true
     }
 
     fn route(&self, stanza: Element) -> Result<(), String> {
-        self.rt
-            .block_on(crate::delivery::route(&self.server, stanza));
+        self.rt.block_on(crate::router::route(&self.server, stanza));
         Ok(())
     }
 
@@ -136,8 +135,9 @@ impl ServerControl for Control {
         let stored = self.server.rosters.put(self.server.as_ref(), &bare, item)?;
         let ver = stored.ver;
         let el = crate::im::subscription::roster_item_xml(&stored);
+        let pushes = crate::im::roster::push_outs(&self.server, &bare, el, ver);
         self.rt
-            .block_on(crate::im::roster::push(&self.server, &bare, el, ver));
+            .block_on(crate::router::perform(&self.server, pushes));
         Ok(())
     }
 
@@ -157,8 +157,9 @@ impl ServerControl for Control {
         {
             Some(ver) => {
                 let el = crate::im::subscription::removed_item_xml(contact);
+                let pushes = crate::im::roster::push_outs(&self.server, &bare, el, ver);
                 self.rt
-                    .block_on(crate::im::roster::push(&self.server, &bare, el, ver));
+                    .block_on(crate::router::perform(&self.server, pushes));
                 Ok(true)
             }
             None => Ok(false),
@@ -171,9 +172,9 @@ impl ServerControl for Control {
 
     fn restored(&self) {
         self.server.rosters.clear();
-        for s in self.server.router.all_sessions() {
+        for s in self.server.sessions.all_sessions() {
             s.close(Some(StreamCondition::Reset));
-            self.server.router.unbind(&s);
+            self.server.sessions.unbind(&s);
         }
     }
 
@@ -207,7 +208,7 @@ impl ServerControl for Control {
             "rookery {}: uptime {}s, {} sessions, {} connections",
             env!("CARGO_PKG_VERSION"),
             up,
-            self.server.router.count(),
+            self.server.sessions.count(),
             self.server.connections.load(Ordering::Relaxed)
         )
     }

@@ -54,6 +54,11 @@ pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
             account_iq_handlers.insert(ns, m.clone());
         }
     }
+    // The core's own account iq (RFC 6121 rosters), in the same table.
+    let roster: Arc<dyn Module> = Arc::new(crate::im::roster::RosterIq);
+    for ns in roster.account_iq_namespaces() {
+        account_iq_handlers.insert(ns, roster.clone());
+    }
     let filters: Vec<Arc<dyn Module>> = modules
         .iter()
         .filter(|m| m.has_filters())

@@ -78,6 +78,11 @@ pub async fn run(config: Config) -> Result<(), String> {
     })?;
 
     let server = Server::new(live, storage.clone(), dialback_secret);
+    crate::s2s::register(&server);
+    // Writes the archive accepted and then lost: their senders are told.
+    if let Some(reports) = server.archive.take_failures() {
+        tokio::spawn(crate::archive_faults::run(Arc::downgrade(&server), reports));
+    }
 
     let env = Arc::new(CtlEnv {
         storage: storage.clone(),
@@ -140,7 +145,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     for t in &accept_tasks {
         t.abort();
     }
-    for s in server.router.all_sessions() {
+    for s in server.sessions.all_sessions() {
         s.close(Some(StreamCondition::SystemShutdown));
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;

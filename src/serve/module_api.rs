@@ -27,6 +27,10 @@ use crate::stream::StreamCondition;
 const CORE_DISCO_FEATURES: &[&str] = &["msgoffline"];
 
 impl ServerContext for Server {
+    fn core(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn hosts(&self) -> Vec<String> {
         self.config().hosts.clone()
     }
@@ -62,7 +66,7 @@ impl ServerContext for Server {
     }
 
     fn disco_items(&self, host: &str) -> Vec<String> {
-        let mut items = self.components.connected();
+        let mut items = self.routes.linked();
         items.extend(self.live().services_of(host));
         items
     }
@@ -78,7 +82,7 @@ impl ServerContext for Server {
     fn route(&self, stanza: Element) {
         // Modules run synchronously; their stanzas are routed on a task of their own.
         if let Some(server) = self.arc() {
-            tokio::spawn(async move { crate::delivery::route(&server, stanza).await });
+            tokio::spawn(async move { crate::router::route(&server, stanza).await });
         }
     }
 
@@ -89,7 +93,7 @@ impl ServerContext for Server {
         if let Some(server) = self.arc() {
             tokio::spawn(async move {
                 for s in stanzas {
-                    crate::delivery::route(&server, s).await;
+                    crate::router::route(&server, s).await;
                 }
             });
         }
@@ -97,7 +101,7 @@ impl ServerContext for Server {
 
     fn route_unfiltered(&self, stanza: Element) {
         if let Some(server) = self.arc() {
-            tokio::spawn(async move { crate::delivery::route_unfiltered(&server, stanza).await });
+            tokio::spawn(async move { crate::router::route_unfiltered(&server, stanza).await });
         }
     }
 
@@ -138,8 +142,8 @@ impl ServerContext for Server {
     }
 
     fn account_exists(&self, account: &BareJid) -> bool {
-        !self.router.sessions_of(account).is_empty()
-            || crate::delivery::account_exists(self, account)
+        !self.sessions.sessions_of(account).is_empty()
+            || crate::router::account_exists(self, account)
     }
 
     fn subscription(&self, owner: &BareJid, contact: &BareJid) -> ModSubscription {
@@ -153,7 +157,7 @@ impl ServerContext for Server {
         let entry = |i: &crate::storage::RosterItem| {
             Some((BareJid::new(&i.jid).ok()?, mod_sub(&i.subscription)))
         };
-        if self.router.sessions_of(owner).is_empty() {
+        if self.sessions.sessions_of(owner).is_empty() {
             // Not cached (no session): read it without caching.
             self.storage
                 .roster_get(owner.into())
@@ -171,7 +175,7 @@ impl ServerContext for Server {
     }
 
     fn sessions(&self, account: &BareJid) -> Vec<ModSessionInfo> {
-        self.router
+        self.sessions
             .sessions_of(account)
             .iter()
             .map(|s| ModSessionInfo {
@@ -189,7 +193,7 @@ impl ServerContext for Server {
     }
 
     fn has_sessions(&self, account: &BareJid) -> bool {
-        self.router.has_sessions(account)
+        self.sessions.has_sessions(account)
     }
 
     fn uptime(&self) -> Duration {
@@ -263,9 +267,9 @@ impl ServerContext for Server {
         {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                for s in server.router.sessions_of(&bare) {
+                for s in server.sessions.sessions_of(&bare) {
                     s.close(Some(StreamCondition::NotAuthorized));
-                    server.router.unbind(&s);
+                    server.sessions.unbind(&s);
                 }
                 server.rosters.evict(&bare);
             });

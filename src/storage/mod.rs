@@ -171,11 +171,13 @@ impl StorageError {
     /// once space is freed); anything else is `internal-server-error`
     /// (§8.3.3.8, type `cancel` as the RFC says it SHOULD be).
     pub fn stanza_error(&self) -> xep_support::stanza::StanzaError {
-        use xep_support::stanza::{ErrorType, StanzaError};
+        use xep_support::stanza::{Condition, ErrorType, StanzaError};
         match self {
-            StorageError::Full(_) => StanzaError::new(ErrorType::Wait, "resource-constraint")
-                .with_text("the server's storage is full"),
-            _ => StanzaError::new(ErrorType::Cancel, "internal-server-error"),
+            StorageError::Full(_) => {
+                StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
+                    .with_text("the server's storage is full")
+            }
+            _ => StanzaError::new(ErrorType::Cancel, Condition::InternalServerError),
         }
     }
 }
@@ -264,11 +266,41 @@ pub trait ArchiveEngine: xep_support::archive::ArchiveStore {
         msgs: Vec<(u64, xep_support::archive::NewMessage)>,
     ) -> Result<usize, xep_support::module::StoreError>;
     /// Wait until every append up to `ticket` is on disk; `Err` if a write
-    /// covering it failed.
+    /// covering it failed (its [`ArchiveFailure`] was queued first).
     fn durable(
         &self,
         ticket: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>;
+    /// The reports of failed writes, for the server to tell the senders
+    /// (given once; `None` afterwards). Bounded: a report that finds it
+    /// full is logged and dropped.
+    fn take_failures(&self) -> Option<tokio::sync::mpsc::Receiver<ArchiveFailure>>;
+    /// How many reports were queued so far (the `seq` of the last one).
+    fn failures_reported(&self) -> u64;
+}
+
+/// Appended messages an archive write (or its flush) lost: reported by the
+/// engine after [`ArchiveEngine::append`](xep_support::archive::ArchiveStore::append)
+/// accepted them, before the waiters of their tickets learn of the failure.
+#[derive(Debug)]
+pub struct ArchiveFailure {
+    /// 1, 2, ... in the order reported.
+    pub seq: u64,
+    /// Why (a full disk is [`StorageError::Full`]).
+    pub error: StorageError,
+    /// The messages, in append order.
+    pub messages: Vec<LostMessage>,
+}
+
+/// One message of an [`ArchiveFailure`].
+#[derive(Debug)]
+pub struct LostMessage {
+    /// The archive's owner (bare JID).
+    pub owner: String,
+    /// Sent by the owner (its `from` is the sending session), not received.
+    pub outgoing: bool,
+    /// The stanza as it was archived.
+    pub xml: String,
 }
 
 /// Accounts and their SCRAM credentials.
@@ -549,11 +581,11 @@ mod tests {
 
     #[test]
     fn full_disk_is_resource_constraint_anything_else_internal_error() {
-        use xep_support::stanza::ErrorType;
+        use xep_support::stanza::{Condition, ErrorType};
         let full = StorageError::Full("/db: No space left on device".into()).stanza_error();
         assert_eq!(
             (full.kind, full.condition),
-            (ErrorType::Wait, "resource-constraint")
+            (ErrorType::Wait, Condition::ResourceConstraint)
         );
         assert!(full.text.is_some());
         for e in [
@@ -564,7 +596,7 @@ mod tests {
             let s = e.stanza_error();
             assert_eq!(
                 (s.kind, s.condition),
-                (ErrorType::Cancel, "internal-server-error")
+                (ErrorType::Cancel, Condition::InternalServerError)
             );
         }
     }

@@ -25,7 +25,7 @@ use jid::{FullJid, Jid};
 use crate::element::Element;
 use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
-use crate::stanza::{ErrorType, StanzaError};
+use crate::stanza::{Condition, ErrorType, StanzaError};
 
 /// `http://jabber.org/protocol/commands`.
 pub const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
@@ -151,14 +151,10 @@ pub struct AdHoc {
     sessions: Mutex<HashMap<String, (FullJid, String, Instant)>>,
 }
 
-fn command_error(
-    condition: &'static str,
-    specific: Option<&'static str>,
-    text: &str,
-) -> StanzaError {
+fn command_error(condition: Condition, specific: Option<&'static str>, text: &str) -> StanzaError {
     let kind = match condition {
-        "forbidden" => ErrorType::Auth,
-        "item-not-found" | "not-allowed" => ErrorType::Cancel,
+        Condition::Forbidden => ErrorType::Auth,
+        Condition::ItemNotFound | Condition::NotAllowed => ErrorType::Cancel,
         _ => ErrorType::Modify,
     };
     let mut e = StanzaError::new(kind, condition);
@@ -237,7 +233,7 @@ fn note(kind: &str, text: &str) -> Element {
 fn account_parts(text: &str) -> Result<(String, String), StanzaError> {
     let bad = || {
         command_error(
-            "bad-request",
+            Condition::BadRequest,
             Some("bad-payload"),
             &format!("'{text}' is not an account JID"),
         )
@@ -252,7 +248,7 @@ fn required(form: &Element, var: &str) -> Result<String, StanzaError> {
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| {
             command_error(
-                "bad-request",
+                Condition::BadRequest,
                 Some("bad-payload"),
                 &format!("the field {var} is required"),
             )
@@ -262,13 +258,13 @@ fn required(form: &Element, var: &str) -> Result<String, StanzaError> {
 /// A failed ctl command as an iq error: its output becomes the text.
 fn failed(out: &crate::module::CommandOutcome) -> StanzaError {
     let condition = if out.output.contains("already registered") {
-        "conflict"
+        Condition::Conflict
     } else if out.output.contains("does not exist") || out.output.contains("No session") {
-        "item-not-found"
+        Condition::ItemNotFound
     } else {
-        "not-acceptable"
+        Condition::NotAcceptable
     };
-    let kind = if condition == "not-acceptable" {
+    let kind = if condition == Condition::NotAcceptable {
         ErrorType::Modify
     } else {
         ErrorType::Cancel
@@ -335,7 +331,7 @@ impl AdHoc {
                 if let Some(verify) = value(form, "password-verify") {
                     if verify != pw {
                         return Err(command_error(
-                            "bad-request",
+                            Condition::BadRequest,
                             Some("bad-payload"),
                             "the passwords do not match",
                         ));
@@ -379,7 +375,7 @@ impl AdHoc {
                 for text in &jids {
                     let j = Jid::new(text.trim()).map_err(|_| {
                         command_error(
-                            "bad-request",
+                            Condition::BadRequest,
                             Some("bad-payload"),
                             &format!("'{text}' is not a JID"),
                         )
@@ -553,7 +549,7 @@ impl Module for AdHoc {
                 Ok(Some(reply("canceled", sid)))
             }
             ("cancel", None, _) => Err(command_error(
-                "bad-request",
+                Condition::BadRequest,
                 Some("bad-sessionid"),
                 "no session to cancel",
             )),
@@ -562,7 +558,7 @@ impl Module for AdHoc {
                     Some(sid) => {
                         if !self.take_session(sid, req.from, node) {
                             return Err(command_error(
-                                "bad-request",
+                                Condition::BadRequest,
                                 Some("bad-sessionid"),
                                 "unknown or expired session",
                             ));
@@ -603,12 +599,12 @@ impl Module for AdHoc {
                 ))
             }
             ("execute" | "complete" | "next", Some(_), None) => Err(command_error(
-                "bad-request",
+                Condition::BadRequest,
                 Some("bad-payload"),
                 "submit the command's form",
             )),
             _ => Err(command_error(
-                "bad-request",
+                Condition::BadRequest,
                 Some("malformed-action"),
                 "unknown action",
             )),

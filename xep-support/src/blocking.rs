@@ -31,7 +31,7 @@ use jid::{BareJid, FullJid, Jid};
 use crate::element::Element;
 use crate::module::{IqRequest, IqResult, Module, ServerContext, Verdict};
 use crate::ns;
-use crate::stanza::{ErrorType, StanzaError};
+use crate::stanza::{Condition, ErrorType, StanzaError};
 
 const KEY: &str = "list";
 
@@ -132,7 +132,7 @@ impl Blocking {
                 c.attr("jid")
                     .and_then(jids::parse)
                     .map(|j| j.to_string())
-                    .ok_or_else(|| StanzaError::new(ErrorType::Modify, "jid-malformed"))
+                    .ok_or_else(|| StanzaError::new(ErrorType::Modify, Condition::JidMalformed))
             })
             .collect()
     }

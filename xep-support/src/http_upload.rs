@@ -25,7 +25,7 @@ use crate::module::{Globals, Identity, IqRequest, IqResult, Module, ServerContex
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
-use crate::stanza::{ErrorType, StanzaError};
+use crate::stanza::{Condition, ErrorType, StanzaError};
 
 /// The XEP-0363 namespace.
 pub const NS: &str = "urn:xmpp:http:upload:0";
@@ -208,7 +208,7 @@ impl HttpUpload {
             .ok_or_else(StanzaError::bad_request)?;
         if size > self.max_size {
             return Err(
-                StanzaError::new(ErrorType::Modify, "not-acceptable").with_app(
+                StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_app(
                     Element::new("file-too-large", NS).with_child(
                         Element::new("max-file-size", NS).with_text(self.max_size.to_string()),
                     ),

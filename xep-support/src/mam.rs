@@ -23,7 +23,10 @@
 //! time. Appending is idempotent by origin-id (a resent or resumed stanza
 //! keeps its first id) and does not wait for the disk (the store makes it
 //! durable within a second; the server holds the sender's acknowledgements
-//! until then). The account's `<prefs/>` stay in the module's key/value
+//! until then). When the archive refuses the sender's copy (a full disk),
+//! the sender gets `resource-constraint` (wait) for it and the live copy is
+//! still delivered; a write that fails later is reported to the sender by
+//! the server. The account's `<prefs/>` stay in the module's key/value
 //! space (`prefs`).
 //!
 //! Query: an iq set `<query/>` from the owner, with the optional form fields
@@ -362,7 +365,8 @@ impl Mam {
 
     /// Store `msg` in `account`'s archive (`direction` seen from the
     /// account); its archive id (the first one if the message, by its
-    /// origin-id, is already there).
+    /// origin-id, is already there). `Err`: the archive refused it (logged
+    /// here, naming the account).
     pub fn archive(
         &self,
         ctx: &dyn ServerContext,
@@ -370,7 +374,7 @@ impl Mam {
         with: &BareJid,
         direction: Direction,
         msg: &Element,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, StoreError> {
         let origin_id = msg
             .child("origin-id", NS_SID)
             .and_then(|o| o.attr("id"))
@@ -384,10 +388,10 @@ impl Mam {
             xml: msg.to_xml(ns::CLIENT),
         };
         match store(ctx).and_then(|s| s.append(vec![new])) {
-            Ok(ids) => ids.first().map(|a| format_id(a.id())),
+            Ok(ids) => Ok(ids.first().map(|a| format_id(a.id()))),
             Err(e) => {
                 tracing::error!("mod_mam: archiving for {account}: {e}");
-                None
+                Err(e)
             }
         }
     }
@@ -747,7 +751,19 @@ impl Module for Mam {
                 // Between two resources of the account: archived once, on
                 // the receiving side (with its stanza id).
                 if to_bare != account && self.archives(ctx, &account, &to, &to_bare) {
-                    self.archive(ctx, &account, &to_bare, Direction::Outgoing, msg);
+                    if let Err(e) = self.archive(ctx, &account, &to_bare, Direction::Outgoing, msg)
+                    {
+                        // Refused (a full disk, a failed write a moment
+                        // ago): the live copy still goes out, as in
+                        // ejabberd and Prosody; the sender learns it is
+                        // not in the archive (try again later: `wait`).
+                        let text = match e.is_full() {
+                            true => "message not archived: the server's storage is full",
+                            false => "message not archived",
+                        };
+                        let e = StanzaError::resource_constraint().with_text(text);
+                        return vec![crate::stanza::error_reply(msg, &e)];
+                    }
                 }
             }
         }
@@ -788,7 +804,7 @@ impl Module for Mam {
         } else {
             Direction::Incoming
         };
-        if let Some(id) = self.archive(ctx, account, &from_bare, direction, msg) {
+        if let Ok(Some(id)) = self.archive(ctx, account, &from_bare, direction, msg) {
             msg.children.push(crate::element::Node::Element(
                 Element::new("stanza-id", NS_SID)
                     .with_attr("by", by)

@@ -177,7 +177,33 @@ pub enum Verdict {
 }
 
 /// What the server offers modules.
+/// An account iq's answer with the stanzas the server routes around it,
+/// in order: `before`, then the answer, then `after`.
+pub struct OrderedAnswer {
+    pub before: Vec<Element>,
+    pub answer: IqResult,
+    pub after: Vec<Element>,
+}
+
+impl OrderedAnswer {
+    /// Just the answer.
+    pub fn answer(answer: IqResult) -> OrderedAnswer {
+        OrderedAnswer {
+            before: Vec::new(),
+            answer,
+            after: Vec::new(),
+        }
+    }
+}
+
 pub trait ServerContext: Send + Sync {
+    /// The server itself as `Any`, for handlers the server's core registers
+    /// beside the modules (the roster iq), which reach its own state;
+    /// `None` for other implementations (tests' mocks). Modules of this
+    /// crate never use it.
+    fn core(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
     /// The domains this server serves.
     fn hosts(&self) -> Vec<String>;
     /// Every disco feature the server advertises (core and modules).
@@ -367,6 +393,22 @@ pub trait Module: Send + Sync {
     ) -> (IqResult, Vec<Element>) {
         (self.handle_account_iq(ctx, req), Vec::new())
     }
+    /// What the server calls for an account iq: the answer with the
+    /// stanzas routed, in order, before it and after it (the roster's
+    /// versioned get: an empty result, then a push per change). Defaults
+    /// to [`Module::handle_account_iq_ordered`], nothing after.
+    fn handle_account_iq_around(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &IqRequest<'_>,
+    ) -> OrderedAnswer {
+        let (answer, before) = self.handle_account_iq_ordered(ctx, req);
+        OrderedAnswer {
+            before,
+            answer,
+            after: Vec::new(),
+        }
+    }
     /// Disco features every account advertises because of this module.
     fn account_disco_features(&self) -> Vec<&'static str> {
         Vec::new()
@@ -546,7 +588,10 @@ mod store_error_tests {
         let s: StanzaError = full.into();
         assert_eq!(
             (s.kind, s.condition),
-            (ErrorType::Wait, "resource-constraint")
+            (
+                ErrorType::Wait,
+                crate::stanza::Condition::ResourceConstraint
+            )
         );
         let other = StoreError::other("database I/O error: EIO");
         assert!(!other.is_full());

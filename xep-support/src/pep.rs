@@ -46,7 +46,7 @@ use crate::caps::caps_hash;
 use crate::element::Element;
 use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
-use crate::stanza::{ErrorType, StanzaError};
+use crate::stanza::{Condition, ErrorType, StanzaError};
 
 /// Default `max_items_node`: the most items a node keeps (and what
 /// `pubsub#max_items` = `max` means).
@@ -212,7 +212,7 @@ fn now_id() -> String {
     format!("{}{:09}", d.as_secs(), d.subsec_nanos())
 }
 
-fn pubsub_error(kind: ErrorType, condition: &'static str, app: &str) -> StanzaError {
+fn pubsub_error(kind: ErrorType, condition: Condition, app: &str) -> StanzaError {
     StanzaError::new(kind, condition).with_app(Element::new(app, ns::PUBSUB_ERRORS))
 }
 
@@ -339,8 +339,12 @@ impl Pep {
         let mut o = Options::default();
         if let Some(v) = fields.get("pubsub#access_model").and_then(|v| v.first()) {
             o.access = Some(Access::parse(v).ok_or_else(|| {
-                pubsub_error(ErrorType::Cancel, "feature-not-implemented", "unsupported")
-                    .with_text(format!("access model {v} is not supported"))
+                pubsub_error(
+                    ErrorType::Cancel,
+                    Condition::FeatureNotImplemented,
+                    "unsupported",
+                )
+                .with_text(format!("access model {v} is not supported"))
             })?);
         }
         if let Some(v) = fields.get("pubsub#max_items").and_then(|v| v.first()) {
@@ -359,10 +363,12 @@ impl Pep {
         }
         if let Some(v) = fields.get("pubsub#persist_items").and_then(|v| v.first()) {
             if v == "false" || v == "0" {
-                return Err(
-                    pubsub_error(ErrorType::Cancel, "conflict", "precondition-not-met")
-                        .with_text("items are always persistent"),
-                );
+                return Err(pubsub_error(
+                    ErrorType::Cancel,
+                    Condition::Conflict,
+                    "precondition-not-met",
+                )
+                .with_text("items are always persistent"));
             }
         }
         Ok(o)
@@ -475,10 +481,12 @@ impl Pep {
 
     fn access_error(access: Access) -> StanzaError {
         match access {
-            Access::Whitelist => pubsub_error(ErrorType::Cancel, "not-allowed", "closed-node"),
+            Access::Whitelist => {
+                pubsub_error(ErrorType::Cancel, Condition::NotAllowed, "closed-node")
+            }
             _ => pubsub_error(
                 ErrorType::Auth,
-                "not-authorized",
+                Condition::NotAuthorized,
                 "presence-subscription-required",
             ),
         }
@@ -606,7 +614,9 @@ impl Pep {
         let name = publish
             .attr("node")
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| pubsub_error(ErrorType::Modify, "bad-request", "nodeid-required"))?;
+            .ok_or_else(|| {
+                pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required")
+            })?;
         let items: Vec<&Element> = publish
             .child_elements()
             .filter(|c| c.is("item", ns::PUBSUB))
@@ -614,7 +624,7 @@ impl Pep {
         if items.len() > 1 {
             return Err(pubsub_error(
                 ErrorType::Modify,
-                "bad-request",
+                Condition::BadRequest,
                 "invalid-payload",
             ));
         }
@@ -628,13 +638,13 @@ impl Pep {
             } else {
                 "invalid-payload"
             };
-            return Err(pubsub_error(ErrorType::Modify, "bad-request", app));
+            return Err(pubsub_error(ErrorType::Modify, Condition::BadRequest, app));
         }
         let payload = payloads[0].clone();
         if payload.to_xml(ns::CLIENT).len() > self.max_payload {
             return Err(pubsub_error(
                 ErrorType::Modify,
-                "not-acceptable",
+                Condition::NotAcceptable,
                 "payload-too-big",
             ));
         }
@@ -680,7 +690,7 @@ impl Pep {
                 if mismatch {
                     return Err(pubsub_error(
                         ErrorType::Cancel,
-                        "conflict",
+                        Condition::Conflict,
                         "precondition-not-met",
                     ));
                 }
@@ -755,9 +765,9 @@ impl Pep {
 
     fn items(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>, items: &Element) -> IqResult {
         let owner = req.account();
-        let name = items
-            .attr("node")
-            .ok_or_else(|| pubsub_error(ErrorType::Modify, "bad-request", "nodeid-required"))?;
+        let name = items.attr("node").ok_or_else(|| {
+            pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required")
+        })?;
         let node = self
             .load_node(ctx, &owner, name)?
             .ok_or_else(StanzaError::item_not_found)?;
@@ -800,9 +810,9 @@ impl Pep {
             return Err(StanzaError::forbidden());
         }
         let owner = req.account();
-        let name = retract
-            .attr("node")
-            .ok_or_else(|| pubsub_error(ErrorType::Modify, "bad-request", "nodeid-required"))?;
+        let name = retract.attr("node").ok_or_else(|| {
+            pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required")
+        })?;
         let ids: Vec<String> = retract
             .child_elements()
             .filter(|c| c.is("item", ns::PUBSUB))
@@ -811,7 +821,7 @@ impl Pep {
         if ids.is_empty() {
             return Err(pubsub_error(
                 ErrorType::Modify,
-                "bad-request",
+                Condition::BadRequest,
                 "item-required",
             ));
         }
@@ -874,7 +884,9 @@ impl Pep {
         };
         let name = op
             .attr("node")
-            .ok_or_else(|| pubsub_error(ErrorType::Modify, "bad-request", "nodeid-required"))?
+            .ok_or_else(|| {
+                pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required")
+            })?
             .to_string();
         let _g = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut node = self
@@ -1043,7 +1055,7 @@ impl Module for Pep {
             (true, "retract") => self.retract(ctx, req, op),
             _ => Err(pubsub_error(
                 ErrorType::Cancel,
-                "feature-not-implemented",
+                Condition::FeatureNotImplemented,
                 "unsupported",
             )),
         }

@@ -16,7 +16,7 @@ use crate::module::{IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
-use crate::stanza::StanzaError;
+use crate::stanza::{Condition, StanzaError};
 
 /// The XEP-0357 namespace.
 pub const NS: &str = "urn:xmpp:push:0";
@@ -250,7 +250,7 @@ impl Module for Push {
                 if regs.len() >= MAX_REGISTRATIONS {
                     return Err(StanzaError::new(
                         crate::stanza::ErrorType::Wait,
-                        "resource-constraint",
+                        Condition::ResourceConstraint,
                     ));
                 }
                 regs.push(Registration {

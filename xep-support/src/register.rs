@@ -27,7 +27,7 @@ use crate::element::Element;
 use crate::module::{AccountError, Globals, IqRequest, IqResult, Module, PreAuthIq, ServerContext};
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
-use crate::stanza::{ErrorType, StanzaError};
+use crate::stanza::{Condition, ErrorType, StanzaError};
 
 /// `jabber:iq:register`.
 pub const NS_REGISTER: &str = "jabber:iq:register";
@@ -280,16 +280,16 @@ fn child_text(q: &Element, name: &str) -> Option<String> {
 }
 
 fn not_acceptable(text: &str) -> StanzaError {
-    StanzaError::new(ErrorType::Modify, "not-acceptable").with_text(text)
+    StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_text(text)
 }
 
 fn account_error(e: AccountError) -> StanzaError {
     match e {
-        AccountError::Exists => StanzaError::new(ErrorType::Cancel, "conflict")
+        AccountError::Exists => StanzaError::new(ErrorType::Cancel, Condition::Conflict)
             .with_text("The user name is already taken"),
         AccountError::NotFound => StanzaError::item_not_found(),
         AccountError::Invalid(why) => {
-            StanzaError::new(ErrorType::Modify, "not-acceptable").with_text(why)
+            StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_text(why)
         }
         AccountError::Failed(why) => {
             tracing::error!("registration failed: {why}");
@@ -352,7 +352,7 @@ impl Module for Register {
         let user = match jid::NodePart::new(user.trim()) {
             Ok(n) => n.as_str().to_string(),
             Err(_) => {
-                return Err(StanzaError::new(ErrorType::Modify, "jid-malformed")
+                return Err(StanzaError::new(ErrorType::Modify, Condition::JidMalformed)
                     .with_text("This user name is not allowed in an address"))
             }
         };
@@ -367,8 +367,10 @@ impl Module for Register {
             return Err(not_acceptable("The password is too weak"));
         }
         if self.rate_limited(req.ip) {
-            return Err(StanzaError::new(ErrorType::Wait, "resource-constraint")
-                .with_text("Too many registrations from your address; try again later"));
+            return Err(
+                StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
+                    .with_text("Too many registrations from your address; try again later"),
+            );
         }
         ctx.create_account(&user, req.host, &password)
             .map_err(account_error)?;

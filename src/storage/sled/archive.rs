@@ -277,7 +277,7 @@ impl SledArchive {
         let max = batch.last().map(|p| p.id()).unwrap_or(0);
         super::archive_writer::raise_last_id(max);
         super::archive_writer::write_batch(inner, &batch, &owners, inner.w.next_archive())
-            .map_err(StoreError::other)?;
+            .map_err(|e| inner.store_err(e))?;
         inner.flush()?;
         Ok(n)
     }
@@ -490,6 +490,12 @@ impl crate::storage::ArchiveEngine for SledArchive {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send + '_>>
     {
         Box::pin(SledArchive::durable(self, ticket))
+    }
+    fn take_failures(&self) -> Option<tokio::sync::mpsc::Receiver<crate::storage::ArchiveFailure>> {
+        self.inner.w.take_failures()
+    }
+    fn failures_reported(&self) -> u64 {
+        self.inner.w.failures_reported()
     }
 }
 
@@ -873,5 +879,100 @@ mod tests {
                 times[20]
             );
         }
+    }
+
+    /// A sent message (its sender's archive) and its received copy.
+    fn pair(i: usize) -> Vec<NewMessage> {
+        let xml = format!(
+            "<message from='alice@x/phone' to='bob@x' id='m{i}' type='chat'><body>b{i}</body></message>"
+        );
+        let sent = NewMessage {
+            owner: jid("alice@x"),
+            peer: jid("bob@x"),
+            direction: Direction::Outgoing,
+            origin_id: None,
+            xml: xml.clone(),
+        };
+        let received = NewMessage {
+            owner: jid("bob@x"),
+            peer: jid("alice@x"),
+            direction: Direction::Incoming,
+            origin_id: None,
+            xml,
+        };
+        vec![sent, received]
+    }
+
+    /// Failed writes and flushes (injected as a full disk) are reported
+    /// with the messages they lost, before their tickets fail; appends are
+    /// refused meanwhile; the archive works again afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_writes_are_reported_with_the_lost_messages() {
+        use super::super::archive_writer::{INJECT_FLUSH, INJECT_WRITE};
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path());
+        let mut reports = a.inner.w.take_failures().expect("the report channel");
+        assert!(a.inner.w.take_failures().is_none(), "given once");
+        let inject = |what: u8| a.inner.w.inject.store(what, Ordering::Relaxed);
+
+        a.append(pair(1)).unwrap();
+        a.durable(a.ticket()).await.unwrap();
+        assert!(reports.try_recv().is_err());
+
+        // A failed write: the report (both copies, owners named) is queued
+        // before the durability wait fails.
+        inject(INJECT_WRITE);
+        a.append(pair(2)).unwrap();
+        let e = a.durable(a.ticket()).await.unwrap_err();
+        assert!(matches!(e, StorageError::Full(_)), "{e:?}");
+        assert_eq!(a.inner.w.failures_reported(), 1);
+        let r = reports
+            .try_recv()
+            .expect("a report before the ticket failed");
+        assert_eq!(r.seq, 1);
+        assert!(matches!(r.error, StorageError::Full(_)), "{:?}", r.error);
+        let lost: Vec<_> = r
+            .messages
+            .iter()
+            .map(|m| (m.owner.as_str(), m.outgoing, m.xml.contains("id='m2'")))
+            .collect();
+        assert_eq!(lost, [("alice@x", true, true), ("bob@x", false, true)]);
+
+        // Refused at once for a while, as a full disk.
+        let e = a.append(pair(3)).unwrap_err();
+        assert!(e.is_full(), "{e}");
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+
+        // A failed flush loses what was applied since the last one.
+        inject(INJECT_FLUSH);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        a.append(pair(4)).unwrap();
+        assert!(a.durable(a.ticket()).await.is_err());
+        let r = reports.try_recv().expect("the flush's report");
+        assert_eq!(r.seq, 2);
+        assert_eq!(r.messages.len(), 2);
+        assert!(r.messages[0].outgoing && r.messages[0].xml.contains("id='m4'"));
+        assert_eq!(a.inner.w.failures_reported(), 2);
+
+        // Space again: appends work, nothing more is reported.
+        inject(0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        a.append(pair(5)).unwrap();
+        a.durable(a.ticket()).await.unwrap();
+        assert!(reports.try_recv().is_err());
+        let bodies: Vec<_> = page(&a, "alice@x", None, false, 10)
+            .iter()
+            .filter_map(|x| {
+                x.split("<body>")
+                    .nth(1)?
+                    .split('<')
+                    .next()
+                    .map(str::to_string)
+            })
+            .collect();
+        assert!(bodies.contains(&"b1".to_string()) && bodies.contains(&"b5".to_string()));
+        assert!(!bodies.contains(&"b2".to_string()), "{bodies:?}");
+        assert!(!bodies.contains(&"b3".to_string()), "{bodies:?}");
     }
 }

@@ -23,6 +23,11 @@
 //! - A failed transaction or flush (a full disk) fails the tickets it
 //!   covered (their waiters get an error), and `append` refuses new
 //!   messages for [`RETRY_AFTER`], then tries again.
+//! - Failure reports: the messages a failed write or flush lost (a flush
+//!   covers the batches applied since the last one, kept until it is done)
+//!   are queued as one [`ArchiveFailure`] on a bounded channel, before the
+//!   tickets fail, so the server can tell each sender before it answers
+//!   the sender's `<r/>` or next iq ([`Writer::take_failures`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +39,7 @@ use xep_support::module::StoreError;
 
 use super::archive::{owner_key, owner_rev_key, Inner, LAST_ID_KEY, NEXT_ARCHIVE_KEY};
 use super::archive_record as rec;
-use crate::storage::StorageError;
+use crate::storage::{ArchiveFailure, LostMessage, StorageError};
 
 /// Appends gather this long before the applier writes them (unless a read
 /// or a durability wait needs them now): larger batches, fewer blocks.
@@ -49,6 +54,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 const COUNTS_CACHE: usize = 200_000;
 /// Owners whose archive id is cached (the cache is emptied beyond).
 const OWNER_CACHE: usize = 1_000_000;
+/// Failure reports waiting for the server (beyond: logged and dropped).
+const FAILURE_REPORTS: usize = 64;
 
 /// One queued message.
 pub(super) struct Pending {
@@ -97,7 +104,12 @@ pub(super) struct WriterState {
     new_owners: Vec<(String, u32)>,
     next_archive: u32,
     /// The last failure and when.
-    failed: Option<(String, Instant)>,
+    failed: Option<(StorageError, Instant)>,
+    /// Batches applied and not flushed yet, with their last ticket (what
+    /// a failed flush lost).
+    unflushed: Vec<(u64, Vec<Pending>)>,
+    /// Failure reports queued so far.
+    reports: u64,
     stop: bool,
     /// The applier waits for work (so `append` wakes it; otherwise it
     /// finds the queue itself and no wake-up system call is spent).
@@ -138,6 +150,8 @@ impl WriterState {
             new_owners: Vec::new(),
             next_archive: next_archive.max(1),
             failed: None,
+            unflushed: Vec::new(),
+            reports: 0,
             stop: false,
             applier_idle: false,
             urgent: false,
@@ -167,6 +181,30 @@ pub(super) struct Writer {
     /// `submitted` and `durable`, readable without the lock.
     submitted_a: AtomicU64,
     durable_a: AtomicU64,
+    /// Failure reports (see the module header); the receiver until taken.
+    failures_tx: tokio::sync::mpsc::Sender<ArchiveFailure>,
+    failures_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ArchiveFailure>>>,
+    /// `reports`, readable without the lock.
+    reports_a: AtomicU64,
+    /// Test seam: writes ([`INJECT_WRITE`]) and/or flushes
+    /// ([`INJECT_FLUSH`]) fail as on a full disk while set.
+    #[cfg(test)]
+    pub inject: std::sync::atomic::AtomicU8,
+}
+
+pub const INJECT_WRITE: u8 = 1;
+pub const INJECT_FLUSH: u8 = 2;
+
+/// The injected failure of `what`, if the test asked for one.
+#[cfg(test)]
+fn injected(w: &Writer, what: u8) -> Option<sled::Error> {
+    (w.inject.load(Ordering::Relaxed) & what != 0)
+        .then(|| sled::Error::Io(std::io::Error::from_raw_os_error(28)))
+}
+
+#[cfg(not(test))]
+fn injected(_: &Writer, _: u8) -> Option<sled::Error> {
+    None
 }
 
 /// The highest message id given out (ids are server-wide).
@@ -199,7 +237,13 @@ fn next_id() -> u64 {
 
 impl Writer {
     pub fn new(state: WriterState) -> Writer {
+        let (failures_tx, failures_rx) = tokio::sync::mpsc::channel(FAILURE_REPORTS);
         Writer {
+            failures_tx,
+            failures_rx: Mutex::new(Some(failures_rx)),
+            reports_a: AtomicU64::new(0),
+            #[cfg(test)]
+            inject: std::sync::atomic::AtomicU8::new(0),
             state: Mutex::new(state),
             work: Condvar::new(),
             applied_cv: Condvar::new(),
@@ -310,7 +354,8 @@ impl Writer {
             .map(|d| *d)
             .map_err(|_| StorageError::Io("the archive writer stopped".into()))?;
         if d.failed.0 < ticket && ticket <= d.failed.1 {
-            return Err(StorageError::Io("archive write failed".into()));
+            let why = self.lock().failed.as_ref().map(|(e, _)| e.clone());
+            return Err(why.unwrap_or_else(|| StorageError::Io("archive write failed".into())));
         }
         Ok(())
     }
@@ -323,11 +368,94 @@ impl Writer {
         self.applied_cv.notify_all();
     }
 
-    fn fail(&self, s: &mut WriterState, lo: u64, hi: u64, why: String) {
+    fn fail(&self, s: &mut WriterState, lo: u64, hi: u64, why: StorageError) {
         tracing::error!("archive: {why}");
         s.failed = Some((why, Instant::now()));
         self.durable_tx.send_modify(|d| d.failed = (lo, hi));
     }
+
+    /// The failure reports (once).
+    pub fn take_failures(&self) -> Option<tokio::sync::mpsc::Receiver<ArchiveFailure>> {
+        self.failures_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// How many failure reports were queued.
+    pub fn failures_reported(&self) -> u64 {
+        self.reports_a.load(Ordering::Acquire)
+    }
+
+    /// Queue a report of `lost` (call before failing their tickets).
+    fn report(&self, s: &mut WriterState, error: &StorageError, lost: Vec<LostMessage>) {
+        if lost.is_empty() {
+            return;
+        }
+        let seq = s.reports + 1;
+        let report = ArchiveFailure {
+            seq,
+            error: error.clone(),
+            messages: lost,
+        };
+        match self.failures_tx.try_send(report) {
+            Ok(()) => {
+                s.reports = seq;
+                self.reports_a.store(seq, Ordering::Release);
+            }
+            Err(e) => {
+                let why = match &e {
+                    tokio::sync::mpsc::error::TrySendError::Full(_) => "too many reports waiting",
+                    tokio::sync::mpsc::error::TrySendError::Closed(_) => "nobody takes reports",
+                };
+                let r = e.into_inner();
+                let mut owners: Vec<&str> = r.messages.iter().map(|m| m.owner.as_str()).collect();
+                owners.sort_unstable();
+                owners.dedup();
+                tracing::error!(
+                    "archive: {} messages of {} not archived ({error}); their senders cannot be told \
+                     ({why})",
+                    r.messages.len(),
+                    owners.join(", ")
+                );
+            }
+        }
+    }
+}
+
+/// What `batches` lost, owners named (from `new_owners`, the batch's new
+/// archives, or the owners tree, which reads still work on a full disk).
+fn lost_messages<'a>(
+    inner: &Inner,
+    batches: impl Iterator<Item = &'a Pending>,
+    new_owners: &[(String, u32)],
+) -> Vec<LostMessage> {
+    let mut names: HashMap<u32, String> = new_owners.iter().map(|(n, a)| (*a, n.clone())).collect();
+    let mut out = Vec::new();
+    for p in batches {
+        let Some(m) = rec::decode(p.id, &p.record) else {
+            continue;
+        };
+        let owner = names
+            .entry(p.archive)
+            .or_insert_with(|| {
+                inner
+                    .trees
+                    .owners
+                    .get(owner_rev_key(p.archive))
+                    .ok()
+                    .flatten()
+                    .and_then(|v| String::from_utf8(v.to_vec()).ok())
+                    .unwrap_or_else(|| format!("archive {}", p.archive))
+            })
+            .clone();
+        out.push(LostMessage {
+            owner,
+            outgoing: m.direction == xep_support::archive::Direction::Outgoing,
+            xml: m.xml,
+        });
+    }
+    out
 }
 
 /// Queue messages (see the module header).
@@ -336,7 +464,11 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
     let mut s = inner.w.lock();
     if let Some((why, at)) = &s.failed {
         if at.elapsed() < RETRY_AFTER {
-            return Err(StoreError::other(format!("archive unavailable: {why}")));
+            let msg = format!("archive unavailable for a second after a failed write: {why}");
+            return Err(match why {
+                StorageError::Full(_) => StoreError::full(msg),
+                _ => StoreError::other(msg),
+            });
         }
     }
     if s.stop {
@@ -472,7 +604,15 @@ fn applier(inner: &Inner) {
                 s.next_archive,
             )
         };
-        let r = write_batch(inner, &batch, &owners, next_archive);
+        let r = match injected(w, INJECT_WRITE) {
+            Some(e) => Err(e),
+            None => write_batch(inner, &batch, &owners, next_archive),
+        }
+        .map_err(|e| super::map_sled_error(&inner.dir, e));
+        let lost = match &r {
+            Ok(()) => Vec::new(),
+            Err(_) => lost_messages(inner, batch.iter(), &owners),
+        };
         let mut s = w.lock();
         for p in &batch {
             if let Some((k, _)) = &p.origin {
@@ -485,16 +625,21 @@ fn applier(inner: &Inner) {
                     s.unflushed_since = Some(Instant::now());
                 }
                 s.failed = None;
+                if !batch.is_empty() {
+                    s.unflushed.push((upto, batch));
+                }
             }
             Err(e) => {
                 for (o, _) in &owners {
                     s.owners.remove(o);
                 }
+                w.report(&mut s, &e, lost);
+                let n = batch.len();
                 w.fail(
                     &mut s,
                     from,
                     upto,
-                    format!("writing {} messages: {e}", batch.len()),
+                    annotate(e, &format!("writing {n} messages")),
                 );
             }
         }
@@ -578,7 +723,7 @@ pub(super) fn write_batch(
     batch: &[Pending],
     owners: &[(String, u32)],
     next_archive: u32,
-) -> Result<(), String> {
+) -> Result<(), sled::Error> {
     if batch.is_empty() && owners.is_empty() {
         return Ok(());
     }
@@ -596,8 +741,7 @@ pub(super) fn write_batch(
             None => inner
                 .trees
                 .counts
-                .get(k)
-                .map_err(|e| e.to_string())?
+                .get(k)?
                 .and_then(|v| rec::u64_of(&v))
                 .unwrap_or(0),
         };
@@ -666,7 +810,7 @@ pub(super) fn write_batch(
         }
         Err(e) => {
             cache.clear();
-            Err(e.to_string())
+            Err(e)
         }
     }
 }
@@ -758,6 +902,16 @@ pub(super) fn repair(t: &super::archive::Trees) -> Result<u64, sled::Error> {
     Ok(msgs.len() as u64)
 }
 
+/// `e` with what was being done in front of its text.
+fn annotate(e: StorageError, doing: &str) -> StorageError {
+    match e {
+        StorageError::Full(why) => StorageError::Full(format!("{doing}: {why}")),
+        StorageError::Corrupt(why) => StorageError::Corrupt(format!("{doing}: {why}")),
+        StorageError::Io(why) => StorageError::Io(format!("{doing}: {why}")),
+        other => other,
+    }
+}
+
 fn flusher(inner: &Inner) {
     let w = &inner.w;
     loop {
@@ -789,19 +943,32 @@ fn flusher(inner: &Inner) {
             s.unflushed_since = None;
             (s.durable, s.applied)
         };
-        let r = inner.db.flush();
+        let r = match injected(w, INJECT_FLUSH) {
+            Some(e) => Err(e),
+            None => inner.db.flush(),
+        };
         let mut s = w.lock();
+        // The batches this flush covered (freed or reported outside the lock).
+        let split = s.unflushed.partition_point(|(t, _)| *t <= upto.1);
+        let covered: Vec<_> = s.unflushed.drain(..split).collect();
         match r {
             Ok(_) => {
                 s.durable = s.durable.max(upto.1);
                 let t = s.durable;
                 w.durable_a.store(t, Ordering::Release);
                 w.durable_tx.send_modify(|d| d.ticket = t);
+                drop(s);
+                drop(covered);
             }
             Err(e) => {
+                drop(s);
+                let e = super::map_sled_error(&inner.dir, e);
+                let lost = lost_messages(inner, covered.iter().flat_map(|(_, b)| b.iter()), &[]);
+                let mut s = w.lock();
+                w.report(&mut s, &e, lost);
                 let (lo, hi) = upto;
                 s.durable = hi;
-                w.fail(&mut s, lo, hi, format!("flushing: {e}"));
+                w.fail(&mut s, lo, hi, annotate(e, "flushing"));
             }
         }
     }

@@ -93,11 +93,14 @@ impl Muc {
         let aff = room.affiliation(&bare);
         let service_admin = Muc::allows(c.ctx, &self.access_admin, &Jid::from(from.clone()));
         let refuse = if nick.is_empty() {
-            Some(StanzaError::new(ErrorType::Modify, "jid-malformed"))
+            Some(StanzaError::new(ErrorType::Modify, Condition::JidMalformed))
         } else if aff == Affiliation::Outcast && !service_admin {
             Some(StanzaError::forbidden())
         } else if room.config.members_only && aff < Affiliation::Member && !service_admin {
-            Some(StanzaError::new(ErrorType::Auth, "registration-required"))
+            Some(StanzaError::new(
+                ErrorType::Auth,
+                Condition::RegistrationRequired,
+            ))
         } else if room
             .by_nick(nick)
             .is_some_and(|i| room.occupants[i].jid.to_bare() != from.to_bare())
@@ -109,7 +112,10 @@ impl Muc {
             && aff < Affiliation::Admin
             && !service_admin
         {
-            Some(StanzaError::new(ErrorType::Wait, "service-unavailable"))
+            Some(StanzaError::new(
+                ErrorType::Wait,
+                Condition::ServiceUnavailable,
+            ))
         } else if room.config.password_protected
             && aff < Affiliation::Owner
             && !service_admin

@@ -31,7 +31,7 @@ use crate::module::{Identity, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
-use crate::stanza::{error_reply, iq_error, iq_result, ErrorType, StanzaError};
+use crate::stanza::{error_reply, iq_error, iq_result, Condition, ErrorType, StanzaError};
 use jid::{BareJid, FullJid, Jid};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};

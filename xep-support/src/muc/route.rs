@@ -26,7 +26,7 @@ impl Muc {
             "presence" if kind.is_empty() => {
                 out.extend(error_to(
                     stanza,
-                    StanzaError::new(ErrorType::Modify, "jid-malformed"),
+                    StanzaError::new(ErrorType::Modify, Condition::JidMalformed),
                 ));
             }
             "message" => {

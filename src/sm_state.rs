@@ -1,6 +1,10 @@
-//! XEP-0198 stream management state of one session, shared by its reader
-//! (which counts handled inbound stanzas and processes `<a/>`) and its
-//! writer (which keeps what it wrote until acknowledged and asks for acks).
+//! The XEP-0198 stream management state of one session, as data: the
+//! counters and the queue of unacknowledged stanzas, shared by the
+//! session's reader (which counts handled inbound stanzas and processes
+//! `<a/>`) and its writer (which keeps what it wrote until acknowledged).
+//! A leaf, so the session table's handle (`sessions.rs`) can carry it without
+//! importing `c2s/`; the protocol — `<enable/>`, `<r/>`, `<a/>`,
+//! `<resume/>`, the detached wait — is `c2s/sm/`.
 //!
 //! Counters are `u32` and wrap around at 2^32 as the XEP requires: the
 //! number of stanzas an `<a h='…'/>` acknowledges is `h - acked` in wrapping
@@ -10,21 +14,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use xep_support::element::Element;
-use xep_support::ns;
 
-use crate::router::Outgoing;
-
-/// What a resumption takes over from the session it resumes: the queue of
-/// stanzas routed to the session (its handle and XEP-0198 state stay shared).
-pub type Takeover = crate::queue::Receiver<Outgoing>;
-
-/// A request to hand a session over to a new connection.
-pub type Claim = oneshot::Sender<Takeover>;
-
-/// The XEP-0198 state of a session.
-pub struct SmState {
+/// The XEP-0198 state of a session. `C` is what a resumption sends the
+/// session's task to claim it (the session table names it:
+/// `sessions::Claim`).
+pub struct SmState<C> {
     /// The resumption id, when the client asked for `resume`.
     pub id: Option<String>,
     /// How long the session waits for a resumption once its connection drops.
@@ -41,7 +37,7 @@ pub struct SmState {
     /// When the server's outstanding `<r/>` was sent.
     pub ack_requested: Option<Instant>,
     /// Where a resumption asks the session's task to hand over.
-    pub claims: Option<mpsc::Sender<Claim>>,
+    pub claims: Option<mpsc::Sender<C>>,
 }
 
 /// Outcome of an acknowledgement.
@@ -51,7 +47,7 @@ pub enum AckError {
     TooHigh { h: u32, sent: u32 },
 }
 
-impl SmState {
+impl<C> SmState<C> {
     pub fn new(id: Option<String>, timeout: Duration) -> Self {
         SmState {
             id,
@@ -101,49 +97,17 @@ impl SmState {
     }
 }
 
-/// `<a h='…'/>`.
-pub fn a(h: u32) -> Element {
-    Element::new("a", ns::SM).with_attr("h", h.to_string())
-}
-
-/// `<r/>`.
-pub fn r() -> Element {
-    Element::new("r", ns::SM)
-}
-
-/// `<failed/>` with a stanza error condition and, when known, `h`.
-pub fn failed(condition: &str, h: Option<u32>) -> Element {
-    let mut f = Element::new("failed", ns::SM)
-        .with_child(Element::new(condition.to_string(), ns::STANZA_ERRORS));
-    if let Some(h) = h {
-        f.set_attr("h", h.to_string());
-    }
-    f
-}
-
-/// A fresh resumption id: 128 random bits.
-pub fn new_id() -> String {
-    use rand::Rng;
-    let v: u128 = rand::thread_rng().gen();
-    format!("{v:032x}")
-}
-
-/// Parse an `h` attribute.
-pub fn parse_h(el: &Element) -> Option<u32> {
-    el.attr("h").and_then(|h| h.trim().parse::<u32>().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn el() -> Box<Element> {
-        Box::new(Element::new("message", ns::CLIENT))
+        Box::new(Element::new("message", "jabber:client"))
     }
 
     #[test]
     fn acks_wrap_around() {
-        let mut s = SmState::new(None, Duration::from_secs(1));
+        let mut s: SmState<()> = SmState::new(None, Duration::from_secs(1));
         s.acked = u32::MAX - 1;
         for _ in 0..4 {
             s.unacked.push_back(el());
