@@ -496,6 +496,18 @@ async fn framing_errors_close_with_stream_errors_and_close_codes() {
         ws.expect_error().await,
         ("policy-violation".into(), Some(CloseCode::Size))
     );
+    // Before authentication, the listener's pre_auth_max_stanza_size (8192).
+    let mut ws = Ws::connect(addr).await;
+    ws.open().await;
+    ws.send(&format!(
+        "<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{}</auth>",
+        "A".repeat(9000)
+    ))
+    .await;
+    assert_eq!(
+        ws.expect_error().await,
+        ("policy-violation".into(), Some(CloseCode::Size))
+    );
     // A bad <open/>: the wrong namespace, then no version.
     let mut ws = Ws::connect(addr).await;
     ws.send("<open xmlns='jabber:client' to='localhost' version='1.0'/>")

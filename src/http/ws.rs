@@ -284,6 +284,10 @@ pub struct WsIo<S = Upgraded> {
     /// Bytes written, sent as a text message at each `MESSAGE_END`.
     outbound: Vec<u8>,
     max: Option<usize>,
+    /// The limit until the stream restart after authentication (the
+    /// second `<open/>`), as the XML reader applies it.
+    pre_auth_max: Option<usize>,
+    opens: u32,
     /// The close code for the close frame (a violation's, or normal).
     close_code: CloseCode,
     close_sent: bool,
@@ -312,7 +316,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsIo<S> {
         }
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let opts = &server.config().websocket;
-        Self::from_ws(ws, cfg.max_stanza_size, opts.ping_interval, opts.timeout)
+        let mut io = Self::from_ws(ws, cfg.max_stanza_size, opts.ping_interval, opts.timeout);
+        io.pre_auth_max = cfg.pre_auth_limit();
+        io
     }
 
     fn from_ws(
@@ -328,6 +334,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsIo<S> {
             pos: 0,
             outbound: Vec::new(),
             max,
+            pre_auth_max: max,
+            opens: 0,
             close_code: CloseCode::Normal,
             close_sent: false,
             read_closed: false,
@@ -371,6 +379,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsIo<S> {
             timer.as_mut().reset(next);
         }
         Ok(())
+    }
+
+    /// The size limit of the next message: before the stream's restart
+    /// after authentication (a second `<open/>`: earlier, the c2s code
+    /// refuses it) the pre-authentication one, as the XML reader's; checked
+    /// here too so that the close code says "too big" (1009).
+    fn limit(&self) -> Option<usize> {
+        if self.opens >= 2 {
+            self.max
+        } else {
+            self.pre_auth_max
+        }
     }
 
     /// Send every complete message written so far.
@@ -455,8 +475,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsIo<S> {
             };
             this.last_heard = Instant::now();
             match message {
-                Message::Text(t) => match inbound(t.as_str(), this.max) {
+                Message::Text(t) => match inbound(t.as_str(), this.limit()) {
                     Ok(bytes) => {
+                        if bytes.starts_with(b"<stream:stream") {
+                            this.opens += 1;
+                        }
                         this.inbound = bytes;
                         this.pos = 0;
                     }
