@@ -7,7 +7,9 @@
 //! declares its namespace; `<open/>` becomes a stream header for the XML
 //! reader, `<close/>` the stream's end, other elements pass as they are.
 //! A broken rule (binary message, two elements, an undeclared namespace,
-//! a message over the listener's `max_stanza_size`) fails the read with a
+//! a message over the listener's `max_stanza_size`, or over its
+//! `pre_auth_max_stanza_size` until the stream restarts after SASL, the
+//! limits the XML reader applies too) fails the read with a
 //! [`TransportError`], which the c2s code sends as a stream error; the
 //! WebSocket close frame then carries the matching close code.
 //! [`WsIo`] writes: bytes up to each `MESSAGE_END` are one text message.
