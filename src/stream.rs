@@ -1,7 +1,8 @@
 //! Stream plumbing every XML stream shares (client, server-to-server and
 //! component streams, and the HTTP listener's transport): the boxed byte
 //! stream a connection runs on, the closed list of stream error conditions
-//! (RFC 6120 §4.9.3) and the XML that ends a stream with one.
+//! (RFC 6120 §4.9.3), the XML that ends a stream with one, and the
+//! [`TransportError`] a framing transport (WebSocket) fails a read with.
 //!
 //! A leaf: it imports nothing from the crate, so `c2s`, `s2s`, `component`,
 //! `tls` and `xml` import it without importing each other.
@@ -19,6 +20,36 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// The transport of a connection, boxed so TCP and TLS share one type.
 pub type BoxIo = Box<dyn Io>;
+
+/// A transport's framing broke a rule of its protocol (e.g. a binary
+/// WebSocket message): carried as the payload of the read's `io::Error`,
+/// turned into this stream error by the XML reader.
+#[derive(Debug)]
+pub struct TransportError {
+    pub condition: StreamCondition,
+    pub text: String,
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+impl TransportError {
+    /// An `io::Error` carrying this error.
+    pub fn io(condition: StreamCondition, text: impl Into<String>) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            TransportError {
+                condition,
+                text: text.into(),
+            },
+        )
+    }
+}
 
 /// A stream error condition (RFC 6120 §4.9.3, a closed list). The whole
 /// list is here, including conditions Rookery never sends.

@@ -2,9 +2,13 @@
 //! negotiation — stream header, STARTTLS or direct TLS, SASL, stream
 //! restart, resource binding — and then hands the bound stream to
 //! [`session`], which reads stanzas while [`writer`] writes the session's
-//! queue.
+//! queue. [`framing`] is the seam to the transports: an RFC 6120 stream on
+//! TCP (this module's listeners) or RFC 7395 messages on a WebSocket
+//! (`crate::http::ws`, which calls [`handle_websocket`]); everything else
+//! is the same code for both.
 
 mod cork;
+pub mod framing;
 mod negotiation;
 mod session;
 mod sm;
@@ -26,16 +30,43 @@ use crate::server::Server;
 /// so the task is sized for neither phase. Both are built by plain
 /// functions and joined by a combinator rather than an async fn: an async
 /// fn keeps its arguments for its whole life and would hold the
-/// negotiation's result (the 520-byte `Bound`) while the session runs.
+/// negotiation's result (the 528-byte `Bound`) while the session runs.
 pub fn handle(
     server: Arc<Server>,
     sock: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
 ) -> impl std::future::Future<Output = ()> + Send {
+    serve(server, negotiation::Conn::Tcp(sock), peer, listener)
+}
+
+/// Serve one RFC 7395 client connection until it ends: `io` carries the
+/// WebSocket's text messages, each followed by
+/// [`framing::MESSAGE_END`]; `secure` when it runs over TLS.
+pub fn handle_websocket(
+    server: Arc<Server>,
+    io: crate::stream::BoxIo,
+    secure: bool,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+) -> impl std::future::Future<Output = ()> + Send {
+    serve(
+        server,
+        negotiation::Conn::WebSocket { io, secure },
+        peer,
+        listener,
+    )
+}
+
+fn serve(
+    server: Arc<Server>,
+    conn: negotiation::Conn,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+) -> impl std::future::Future<Output = ()> + Send {
     use futures_util::FutureExt;
     let for_session = server.clone();
-    boxed_negotiation(server, sock, peer, listener).then(move |bound| match bound {
+    boxed_negotiation(server, conn, peer, listener).then(move |bound| match bound {
         Some(bound) => boxed_session(for_session, bound),
         None => Box::pin(std::future::ready(())),
     })
@@ -45,11 +76,11 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 
 fn boxed_negotiation(
     server: Arc<Server>,
-    sock: TcpStream,
+    conn: negotiation::Conn,
     peer: SocketAddr,
     listener: Arc<Listener>,
 ) -> BoxFuture<Option<negotiation::Bound>> {
-    Box::pin(negotiation::negotiate(server, sock, peer, listener))
+    Box::pin(negotiation::negotiate(server, conn, peer, listener))
 }
 
 fn boxed_session(server: Arc<Server>, bound: negotiation::Bound) -> BoxFuture<()> {

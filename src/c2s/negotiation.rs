@@ -6,6 +6,9 @@
 //! listener's small pre-authentication stanza limit, then under
 //! `max_stanza_size`; every read waits at most `STEP_TIMEOUT`, and none
 //! past the `negotiation_timeout` deadline counted from the accept.
+//! A WebSocket connection ([`Conn::WebSocket`]) runs the same steps in
+//! `Framing::WebSocket`: no TLS to do (the HTTP listener's), no STARTTLS,
+//! no channel binding, `<open/>` instead of the stream header.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use xep_support::ns;
 use xep_support::stanza::{iq_error, Condition, ErrorType, StanzaError};
 
 use super::cork::{Cork, Corked};
+use super::framing::Framing;
 use super::sm::resume::Resumption;
 use crate::auth::{self, ChannelBindings, CredentialStore, SaslContext};
 use crate::config::Listener;
@@ -43,13 +47,13 @@ pub(super) type Rd = ReadHalf<BoxIo>;
 
 // Size guards (64-bit targets; docs/architecture.md, "Memory per
 // session"): the stream reader lives as long as the session, 360 bytes;
-// `Bound` (520 bytes) is why the negotiation's result is passed boxed and
+// `Bound` (528 bytes) is why the negotiation's result is passed boxed and
 // never kept by an `async fn` (c2s/mod.rs, session.rs). Update those texts
 // when a number here changes.
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<StreamReader<Rd>>() == 360);
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Bound>() == 520);
+const _: () = assert!(std::mem::size_of::<Bound>() == 528);
 
 type Wr = WriteHalf<BoxIo>;
 
@@ -66,6 +70,8 @@ pub struct Bound {
     /// The transport's cork, released: the writer puts it back in to send
     /// the stream's end and the TLS close_notify in one write.
     pub cork: Cork,
+    /// How the stream is framed on its transport.
+    pub framing: Framing,
 }
 
 /// Reads credentials for one host from storage.
@@ -139,6 +145,7 @@ struct Negotiation {
     host: Option<String>,
     user: Option<String>,
     header_sent: bool,
+    framing: Framing,
     auth_failures: u32,
     pre_auth_iqs: u32,
     /// Holds the negotiation's writes until its next read (see [`Cork`]).
@@ -153,10 +160,19 @@ fn stream_id() -> String {
     format!("{v:016x}")
 }
 
+/// The transport a client connection came on.
+pub enum Conn {
+    /// A TCP connection of a c2s listener (TLS, if any, still to do).
+    Tcp(TcpStream),
+    /// RFC 7395 messages of a WebSocket (see `crate::http::ws`), over TLS
+    /// when `secure`.
+    WebSocket { io: BoxIo, secure: bool },
+}
+
 /// Run the negotiation; `None` when the connection ended before binding.
 pub async fn negotiate(
     server: Arc<Server>,
-    sock: TcpStream,
+    conn: Conn,
     peer: SocketAddr,
     listener: Arc<Listener>,
 ) -> Option<Bound> {
@@ -167,8 +183,18 @@ pub async fn negotiate(
     let mut tls = false;
     let mut bindings = ChannelBindings::default();
     let cork = Cork::new();
-    let sock: BoxIo = Box::new(Corked::new(sock, cork.clone()));
-    let io: BoxIo = if listener.tls {
+    let (sock, framing): (BoxIo, _) = match conn {
+        Conn::Tcp(sock) => (Box::new(Corked::new(sock, cork.clone())), Framing::Stream),
+        Conn::WebSocket { io, secure } => {
+            // TLS (if any) is the HTTP listener's, under the WebSocket: no
+            // STARTTLS, and no channel binding (its data is not ours to
+            // read there, so SCRAM-PLUS is not offered).
+            tls = secure;
+            cork.release();
+            (io, Framing::WebSocket)
+        }
+    };
+    let io: BoxIo = if listener.tls && framing == Framing::Stream {
         let acceptor = server.live().tls_acceptor(true);
         let stream = tls_accept(&acceptor, sock, &cork, peer).await?;
         tls = true;
@@ -197,6 +223,7 @@ pub async fn negotiate(
         host: None,
         user: None,
         header_sent: false,
+        framing,
         auth_failures: 0,
         pre_auth_iqs: 0,
         cork,
@@ -258,9 +285,16 @@ fn binding_data(server: &Server, conn: &rustls::ServerConnection) -> ChannelBind
 }
 
 impl Negotiation {
+    /// Write `xml` (complete elements; in WebSocket framing, a single
+    /// element needs no message end: it is added) and flush.
     async fn send(&mut self, xml: &str) -> Result<(), Stop> {
+        let end = super::framing::MESSAGE_END;
+        let framed = (self.framing == Framing::WebSocket && !xml.ends_with(end)).then_some(end);
         let ok = tokio::time::timeout(STEP_TIMEOUT, async {
             self.writer.write_all(xml.as_bytes()).await?;
+            if let Some(end) = framed {
+                self.writer.write_all(&[end as u8]).await?;
+            }
             self.writer.flush().await
         })
         .await;
@@ -299,7 +333,7 @@ impl Negotiation {
                 let _ = self.writer.shutdown().await;
                 return;
             }
-            Stop::PeerClosed => "</stream:stream>".to_string(),
+            Stop::PeerClosed => self.framing.close(),
             Stop::Error(cond, text) => {
                 let mut s = String::new();
                 if !self.header_sent {
@@ -307,12 +341,11 @@ impl Negotiation {
                         &self.header_xml(self.host.clone().unwrap_or_else(|| self.default_host())),
                     );
                 }
-                s.push_str(&crate::conn_log::stream_error(
-                    "c2s",
-                    &self.peer,
-                    cond,
-                    text.as_deref(),
-                ));
+                s.push_str(
+                    &self
+                        .framing
+                        .error(self.kind(), &self.peer, cond, text.as_deref()),
+                );
                 s
             }
         };
@@ -330,13 +363,15 @@ impl Negotiation {
     }
 
     fn header_xml(&self, host: String) -> String {
-        format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
-            ns::CLIENT,
-            ns::STREAM,
-            stream_id(),
-            xep_support::element::escape(&host)
-        )
+        self.framing.open(&host, &stream_id())
+    }
+
+    /// The connection's kind in the log.
+    fn kind(&self) -> &'static str {
+        match self.framing {
+            Framing::Stream => "c2s",
+            Framing::WebSocket => "c2s websocket",
+        }
     }
 
     /// Read a stream header, check it, and answer with ours and the features.
@@ -350,7 +385,7 @@ impl Negotiation {
         // call instead of two, three times per login.
         let mut xml = self.header_xml(host.clone());
         self.host = Some(host);
-        xml.push_str(&self.features().to_xml(ns::CLIENT));
+        xml.push_str(&self.framing.to_xml(&self.features()));
         self.header_sent = true;
         self.send(&xml).await
     }
@@ -443,7 +478,8 @@ impl Negotiation {
             }
             return f;
         }
-        if !self.tls {
+        // No STARTTLS inside a WebSocket: TLS is the HTTP listener's.
+        if !self.tls && self.framing == Framing::Stream {
             let mut st = Element::new("starttls", ns::TLS);
             if self.listener.starttls_required {
                 st = st.with_child(Element::new("required", ns::TLS));
@@ -509,7 +545,7 @@ impl Negotiation {
                 } else {
                     // <enable/> (or <r/>, <a/>) before a resource is bound.
                     let f = super::sm::wire::failed(Condition::UnexpectedRequest, None);
-                    self.send(&f.to_xml(ns::CLIENT)).await?;
+                    self.send(&self.framing.to_xml(&f)).await?;
                 }
             } else if el.is("iq", ns::CLIENT) && self.user.is_some() {
                 if let Some(bound) = self.bind(el).await? {
@@ -531,9 +567,10 @@ impl Negotiation {
     }
 
     async fn starttls(&mut self) -> Result<(), Stop> {
-        if self.tls || self.user.is_some() {
-            self.send(&format!("<failure xmlns='{}'/></stream:stream>", ns::TLS))
-                .await?;
+        if self.tls || self.user.is_some() || self.framing != Framing::Stream {
+            let xml = self.framing.raw(&format!("<failure xmlns='{}'/>", ns::TLS))
+                + &self.framing.close();
+            self.send(&xml).await?;
             return Err(Stop::Quiet);
         }
         self.send(&format!("<proceed xmlns='{}'/>", ns::TLS))
@@ -725,7 +762,7 @@ impl Negotiation {
         let mut reply = reply;
         reply.remove_attr("from");
         reply.remove_attr("to");
-        self.send(&reply.to_xml(ns::CLIENT)).await
+        self.send(&self.framing.to_xml(&reply)).await
     }
 
     /// Handle an iq after authentication: resource binding, or an error.
@@ -737,7 +774,7 @@ impl Negotiation {
                     &iq,
                     &StanzaError::new(ErrorType::Wait, Condition::NotAuthorized),
                 );
-                self.send(&reply.to_xml(ns::CLIENT)).await?;
+                self.send(&self.framing.to_xml(&reply)).await?;
             }
             return Ok(None);
         }
@@ -760,7 +797,7 @@ impl Negotiation {
                         &iq,
                         &StanzaError::bad_request().with_text("invalid resource"),
                     );
-                    self.send(&reply.to_xml(ns::CLIENT)).await?;
+                    self.send(&self.framing.to_xml(&reply)).await?;
                     return Ok(None);
                 }
             },
@@ -795,7 +832,7 @@ impl Negotiation {
                     &iq,
                     &StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
                 );
-                self.send(&reply.to_xml(ns::CLIENT)).await?;
+                self.send(&self.framing.to_xml(&reply)).await?;
                 return Ok(None);
             }
         }
@@ -813,6 +850,7 @@ impl Negotiation {
             peer: self.peer,
             resumed: None,
             cork: self.cork.clone(),
+            framing: self.framing,
         }))
     }
 
@@ -824,7 +862,7 @@ impl Negotiation {
         let bare = format!("{user}@{host}");
         match super::sm::resume::take_over(&self.server, &el, &bare).await {
             Resumption::Refused(failed) => {
-                self.send(&failed.to_xml(ns::CLIENT)).await?;
+                self.send(&self.framing.to_xml(&failed)).await?;
                 Ok(None)
             }
             Resumption::Taken {
@@ -843,6 +881,7 @@ impl Negotiation {
                     peer: self.peer,
                     resumed: Some(resumed),
                     cork: self.cork.clone(),
+                    framing: self.framing,
                 }))
             }
         }

@@ -48,7 +48,7 @@ enum End {
 ///
 /// `bound` comes boxed: an async fn keeps its arguments in its state for
 /// its whole life, so a `Bound` by value would cost every idle session its
-/// size (520 bytes) a second time.
+/// size (528 bytes) a second time.
 pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
     let Bound {
         mut reader,
@@ -58,6 +58,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         peer,
         resumed,
         cork,
+        framing,
     } = *bound;
     let resumed_session = resumed.is_some();
     let detach = Arc::new(Notify::new());
@@ -67,6 +68,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         max_ack_queue: server.live().sm.as_ref().and_then(|s| s.max_ack_queue),
         resumed,
         cork: Some(cork),
+        framing,
     });
     let mut writer_task = tokio::spawn(super::writer::run(
         writer,

@@ -1,7 +1,9 @@
 //! The writer task of a bound session: drains the session's bounded queue,
 //! serialises stanzas in batches into a buffer that lives only while a batch
 //! is written (an idle session holds none), and closes the
-//! stream (with a stream error when asked) at the end.
+//! stream (with a stream error when asked) at the end. How each element,
+//! the stream's end and an error are written is the connection's
+//! [`Framing`] (an RFC 6120 stream, or RFC 7395 WebSocket messages).
 //!
 //! With XEP-0198 on, every stanza written moves (no copy) into the session's
 //! unacknowledged queue, an `<r/>` follows each batch when no request is
@@ -22,6 +24,7 @@ use xep_support::client_state::{ClientState, MAX_HELD};
 use xep_support::element::Element;
 use xep_support::ns;
 
+use super::framing::Framing;
 use crate::sessions::{Outgoing, SessionHandle};
 use crate::stream::StreamCondition;
 
@@ -71,6 +74,8 @@ pub struct Settings {
     /// The transport's cork ([`super::cork`]), put back in at the end so
     /// the stream's end and the TLS close_notify leave in one write.
     pub cork: Option<super::cork::Cork>,
+    /// How elements, the stream's end and errors are framed.
+    pub framing: Framing,
 }
 
 /// Stanzas held back while the client is inactive (XEP-0352).
@@ -145,18 +150,19 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
     let mut close: Option<Option<Box<crate::sessions::StreamErrorOut>>> = None;
     let mut acks: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut held = Held::default();
+    let framing = settings.framing;
     if let Some(resumed) = settings.resumed.take() {
-        resumed.write_to(&mut buf, ns::CLIENT);
+        framing.write(&resumed, &mut buf);
         if let Some(sm) = handle.sm.get() {
             let sm = sm.lock().unwrap_or_else(|e| e.into_inner());
             for el in &sm.unacked {
-                el.write_to(&mut buf, ns::CLIENT);
+                framing.write(el, &mut buf);
             }
         }
     }
     let exit = 'outer: loop {
         if !buf.is_empty() {
-            request_ack(&handle, &mut buf);
+            request_ack(&handle, framing, &mut buf);
             // A resumption elsewhere must not wait for a write to a dead peer.
             let ok = tokio::select! {
                 ok = write(&mut w, buf.as_bytes()) => ok,
@@ -204,7 +210,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                         Some(key) => {
                             held.hold(key, el);
                             if held.items.len() > MAX_HELD {
-                                flush_held(&handle, &mut held, &mut buf);
+                                flush_held(&handle, framing, &mut held, &mut buf);
                             }
                         }
                         None => {
@@ -212,9 +218,9 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                             // first, so each sender's stanzas stay in order.
                             // Iqs and subscription presence pass on their own.
                             if el.name == "message" {
-                                flush_held(&handle, &mut held, &mut buf);
+                                flush_held(&handle, framing, &mut held, &mut buf);
                             }
-                            write_stanza(&handle, el, &mut buf);
+                            write_stanza(&handle, framing, el, &mut buf);
                         }
                     }
                     if over_ack_queue(&handle, settings.max_ack_queue) {
@@ -226,14 +232,14 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                         break;
                     }
                 }
-                Outgoing::Nonza(el) => el.write_to(&mut buf, ns::CLIENT),
+                Outgoing::Nonza(el) => framing.write(&el, &mut buf),
                 Outgoing::SmEnabled(el) => {
-                    el.write_to(&mut buf, ns::CLIENT);
+                    framing.write(&el, &mut buf);
                     if let Some(sm) = handle.sm.get() {
                         sm.lock().unwrap_or_else(|e| e.into_inner()).counting = true;
                     }
                 }
-                Outgoing::Flush => flush_held(&handle, &mut held, &mut buf),
+                Outgoing::Flush => flush_held(&handle, framing, &mut held, &mut buf),
                 Outgoing::Close(cond) => {
                     close = Some(cond);
                     break;
@@ -260,7 +266,7 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
         }
         return (rx, Exit::Lost);
     }
-    flush_held(&handle, &mut held, &mut buf);
+    flush_held(&handle, framing, &mut held, &mut buf);
     let tail = match close {
         Some(Some(err)) => {
             let peer: &dyn std::fmt::Display = match handle.origin.get() {
@@ -268,9 +274,9 @@ pub async fn run<W: AsyncWrite + Unpin + Send>(
                 None => &"?",
             };
             let kind = format!("c2s {}", handle.jid);
-            crate::conn_log::stream_error(&kind, peer, err.0, err.1.as_deref())
+            framing.error(&kind, peer, err.0, err.1.as_deref())
         }
-        _ => "</stream:stream>".to_string(),
+        _ => framing.close(),
     };
     buf.push_str(&tail);
     if let Some(cork) = &settings.cork {
@@ -307,8 +313,8 @@ fn over_ack_queue(handle: &SessionHandle, max: Option<u64>) -> bool {
 }
 
 /// Serialise a stanza; with XEP-0198 counting on, keep it until acknowledged.
-fn write_stanza(handle: &SessionHandle, el: Box<Element>, buf: &mut String) {
-    el.write_to(buf, ns::CLIENT);
+fn write_stanza(handle: &SessionHandle, framing: Framing, el: Box<Element>, buf: &mut String) {
+    framing.write(&el, buf);
     if let Some(sm) = handle.sm.get() {
         let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
         if sm.counting {
@@ -317,21 +323,21 @@ fn write_stanza(handle: &SessionHandle, el: Box<Element>, buf: &mut String) {
     }
 }
 
-fn flush_held(handle: &SessionHandle, held: &mut Held, buf: &mut String) {
+fn flush_held(handle: &SessionHandle, framing: Framing, held: &mut Held, buf: &mut String) {
     for (_, el) in std::mem::take(&mut held.items) {
-        write_stanza(handle, el, buf);
+        write_stanza(handle, framing, el, buf);
     }
 }
 
 /// After a batch with stanzas the client has not acknowledged, ask for an
 /// acknowledgement unless one is outstanding.
-fn request_ack(handle: &SessionHandle, buf: &mut String) {
+fn request_ack(handle: &SessionHandle, framing: Framing, buf: &mut String) {
     let Some(sm) = handle.sm.get() else {
         return;
     };
     let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
     if sm.counting && !sm.unacked.is_empty() && sm.ack_requested.is_none() {
-        super::sm::wire::r().write_to(buf, ns::CLIENT);
+        framing.write(&super::sm::wire::r(), buf);
         sm.ack_requested = Some(Instant::now());
     }
 }

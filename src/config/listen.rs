@@ -2,7 +2,8 @@
 //!
 //! Supported modules are `ejabberd_c2s` (`c2s`), `ejabberd_s2s_in` (`s2s`),
 //! `ejabberd_service` (`service`, XEP-0114 external components) and
-//! `ejabberd_http` (`http`, only for `mod_http_upload`).
+//! `ejabberd_http` (`http`: `mod_http_upload`, `ejabberd_http_ws` for RFC
+//! 7395 WebSocket clients, and `mod_host_meta` for XEP-0156 discovery).
 //! Other ejabberd listener modules (`ejabberd_http`, `ejabberd_stun`,
 //! `mod_mqtt`, …) and ejabberd listener options Rookery does not implement are
 //! reported as warnings and skipped; wrong values of supported options are
@@ -32,7 +33,7 @@ pub enum ListenerModule {
     S2s,
     /// External components (`ejabberd_service`, XEP-0114).
     Service,
-    /// HTTP (`ejabberd_http`): only the XEP-0363 upload handler.
+    /// HTTP (`ejabberd_http`): XEP-0363 uploads, WebSocket, host-meta.
     Http,
 }
 
@@ -72,6 +73,11 @@ pub struct Listener {
     pub service_hosts: Vec<ServiceHost>,
     /// The path `mod_http_upload` serves (`ejabberd_http` listeners only).
     pub upload_path: Option<String>,
+    /// The paths `ejabberd_http_ws` serves (`ejabberd_http` listeners only).
+    pub ws_paths: Vec<String>,
+    /// Whether `/.well-known/host-meta` is served (XEP-0156): with a
+    /// WebSocket path, or a `mod_host_meta` handler.
+    pub host_meta: bool,
     /// Line of the listener in the configuration file.
     pub line: usize,
 }
@@ -255,16 +261,17 @@ fn parse_one(
         starttls: false,
         starttls_required: false,
         max_stanza_size: Some(match module {
-            ListenerModule::C2s => DEFAULT_C2S_MAX_STANZA_SIZE,
-            ListenerModule::S2s | ListenerModule::Service | ListenerModule::Http => {
-                DEFAULT_S2S_MAX_STANZA_SIZE
-            }
+            // HTTP listeners: the limit applies to WebSocket clients.
+            ListenerModule::C2s | ListenerModule::Http => DEFAULT_C2S_MAX_STANZA_SIZE,
+            ListenerModule::S2s | ListenerModule::Service => DEFAULT_S2S_MAX_STANZA_SIZE,
         }),
         pre_auth_max_stanza_size: Some(DEFAULT_PRE_AUTH_MAX_STANZA_SIZE),
         shaper: None,
         access: None,
         service_hosts: Vec::new(),
         upload_path: None,
+        ws_paths: Vec::new(),
+        host_meta: false,
         line: item.line,
     };
     let mut starttls: Option<bool> = None;
@@ -364,6 +371,16 @@ fn parse_one(
                     let handler = check::string(h, &check::join(&opt_path, p), "a request handler module")?;
                     if handler == "mod_http_upload" {
                         listener.upload_path = Some(p.trim_end_matches('/').to_string());
+                    } else if handler == "ejabberd_http_ws" {
+                        let p = p.trim_end_matches('/');
+                        if !p.starts_with('/') {
+                            return Err(check::expected(h, &check::join(&opt_path, p), "a path starting with /"));
+                        }
+                        listener.ws_paths.push(p.to_string());
+                        listener.host_meta = true;
+                    } else if handler == "mod_host_meta" {
+                        // Served at /.well-known/host-meta(.json) whatever the path.
+                        listener.host_meta = true;
                     } else {
                         unsupported_handlers.push((h, format!("{opt_path}.{p}: request handler `{handler}` is not supported by Rookery; {p} answers 404")));
                     }
@@ -381,10 +398,14 @@ fn parse_one(
         }
     }
 
-    if module == ListenerModule::Http && listener.upload_path.is_none() {
+    if module == ListenerModule::Http
+        && listener.upload_path.is_none()
+        && listener.ws_paths.is_empty()
+        && !listener.host_meta
+    {
         notes.warn(
             item,
-            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (only mod_http_upload); listener skipped"),
+            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (mod_http_upload, ejabberd_http_ws, mod_host_meta); listener skipped"),
         );
         return Ok(None);
     }
@@ -541,9 +562,23 @@ mod tests {
     }
 
     #[test]
+    fn websocket_and_host_meta_handlers() {
+        let (result, notes, _) = listeners(
+            "listen:\n  - port: 5443\n    module: ejabberd_http\n    tls: true\n    request_handlers:\n      /ws/: ejabberd_http_ws\n      /xmpp-websocket: ejabberd_http_ws\n  \
+             - port: 5280\n    module: ejabberd_http\n    request_handlers:\n      /.well-known/host-meta: mod_host_meta\n",
+        );
+        let l = result.unwrap();
+        assert!(notes.warnings.is_empty(), "{:?}", notes.warnings);
+        assert_eq!(l[0].ws_paths, vec!["/ws", "/xmpp-websocket"]);
+        assert!(l[0].host_meta);
+        assert_eq!(l[0].max_stanza_size, Some(DEFAULT_C2S_MAX_STANZA_SIZE));
+        assert!(l[1].ws_paths.is_empty() && l[1].host_meta);
+    }
+
+    #[test]
     fn unsupported_modules_and_options_are_warnings() {
         let (result, notes, _) = listeners(
-            "listen:\n  - port: 5280\n    module: ejabberd_http\n    request_handlers:\n      /ws: ejabberd_http_ws\n  \
+            "listen:\n  - port: 5280\n    module: ejabberd_http\n    request_handlers:\n      /admin: ejabberd_web_admin\n  \
              - {port: 1883, module: mod_mqtt}\n  - {port: 5222, module: ejabberd_c2s, zlib: false, colour: red}\n",
         );
         let l = result.unwrap();

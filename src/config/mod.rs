@@ -18,6 +18,7 @@ pub mod listen;
 pub mod modules;
 pub mod s2s;
 mod server_info;
+pub mod websocket;
 pub mod yaml;
 
 use std::collections::{HashMap, HashSet};
@@ -158,6 +159,8 @@ pub struct Config {
     /// `negotiation_timeout`: time a connection has from its accept until
     /// it is authenticated (and, for clients, bound); `None` = `infinity`.
     pub negotiation_timeout: Option<std::time::Duration>,
+    /// WebSocket (RFC 7395) options ([`websocket`]).
+    pub websocket: websocket::WebSocketOptions,
     /// Named ACLs.
     pub acl: Acls,
     /// Named access rules (listener inline rules included under generated names).
@@ -387,9 +390,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "validate_stream",
     "version",
     "watchdog_admins",
-    "websocket_origin",
-    "websocket_ping_interval",
-    "websocket_timeout",
 ];
 
 impl Config {
@@ -685,7 +685,10 @@ fn build(
     };
 
     for (name, key, _) in &options {
-        if SUPPORTED_OPTIONS.contains(&name.as_str()) || s2s::OPTIONS.contains(&name.as_str()) {
+        if SUPPORTED_OPTIONS.contains(&name.as_str())
+            || s2s::OPTIONS.contains(&name.as_str())
+            || websocket::OPTIONS.contains(&name.as_str())
+        {
             continue;
         }
         if EJABBERD_OPTIONS.contains(&name.as_str()) {
@@ -812,6 +815,8 @@ fn build(
         Some(node) => check::pos_int_or_infinity(node, "negotiation_timeout")?
             .map(std::time::Duration::from_secs),
     };
+
+    let websocket = websocket::parse(option)?;
 
     let s2s_use_starttls = match option("s2s_use_starttls") {
         None => S2sStartTls::Disabled,
@@ -997,6 +1002,7 @@ fn build(
         scram_sha256,
         registration_timeout,
         negotiation_timeout,
+        websocket,
         acl: acls,
         access_rules,
         shapers,

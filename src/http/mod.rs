@@ -1,6 +1,9 @@
-//! The HTTP side of XEP-0363 file upload: an `ejabberd_http` listener
-//! (hyper, HTTP/1.1, plain or direct TLS) whose `mod_http_upload` path
-//! takes the PUT a slot granted and serves the file with GET/HEAD.
+//! An `ejabberd_http` listener (hyper, HTTP/1.1, plain or direct TLS): the
+//! HTTP side of XEP-0363 file upload (here), RFC 7395 WebSocket clients
+//! ([`ws`], handed to the c2s code) and XEP-0156 discovery ([`host_meta`]).
+//!
+//! The `mod_http_upload` path takes the PUT a slot granted and serves the
+//! file with GET/HEAD.
 //!
 //! A PUT is accepted only with the URL `mod_http_upload` signed (path,
 //! size and expiry under its secret), a `Content-Length` equal to the
@@ -29,6 +32,9 @@ use xep_support::http_upload::{clean_name, url_encode, HttpUpload};
 use crate::config::Listener;
 use crate::server::Server;
 
+pub mod host_meta;
+pub mod ws;
+
 type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Time for the TLS handshake and for each request's headers.
@@ -54,12 +60,13 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     };
     let service = hyper::service::service_fn(move |req| {
         let (server, cfg) = (server.clone(), cfg.clone());
-        async move { Ok::<_, Infallible>(serve(&server, &cfg, req).await) }
+        async move { Ok::<_, Infallible>(serve(&server, &cfg, peer, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
-        .serve_connection(TokioIo::new(io), service);
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
         Ok(Err(e)) => tracing::debug!(%peer, "HTTP connection ended: {e}"),
         Err(_) => tracing::info!(%peer, "HTTP connection open too long; closed"),
@@ -67,12 +74,18 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     }
 }
 
+fn full(body: String) -> Body {
+    Full::new(Bytes::from(body))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty() -> Body {
+    full(String::new())
+}
+
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(format!("{body}\n")))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut r = Response::new(full(format!("{body}\n")));
     *r.status_mut() = status;
     r.headers_mut().insert(
         "content-type",
@@ -81,7 +94,19 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     r
 }
 
-async fn serve(server: &Server, cfg: &Listener, req: Request<Incoming>) -> Response<Body> {
+async fn serve(
+    server: &Arc<Server>,
+    cfg: &Arc<Listener>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path();
+    if cfg.ws_paths.iter().any(|p| p == path.trim_end_matches('/')) {
+        return ws::upgrade(server, cfg, peer, req);
+    }
+    if cfg.host_meta && (path == host_meta::XRD_PATH || path == host_meta::JRD_PATH) {
+        return host_meta::serve(server, cfg, &req, path == host_meta::JRD_PATH);
+    }
     let live = server.live();
     let upload = live
         .modules

@@ -110,6 +110,8 @@ pub enum XmlError {
     Limit(String),
     /// An encoding other than UTF-8 was declared.
     UnsupportedEncoding,
+    /// The transport's framing was broken ([`crate::stream::TransportError`]).
+    Transport(StreamCondition, String),
 }
 
 impl XmlError {
@@ -121,6 +123,7 @@ impl XmlError {
             XmlError::Restricted(_) => Some(StreamCondition::RestrictedXml),
             XmlError::TooBig | XmlError::Limit(_) => Some(StreamCondition::PolicyViolation),
             XmlError::UnsupportedEncoding => Some(StreamCondition::UnsupportedEncoding),
+            XmlError::Transport(c, _) => Some(*c),
         }
     }
 }
@@ -135,6 +138,7 @@ impl std::fmt::Display for XmlError {
             XmlError::TooBig => write!(f, "stanza larger than the stanza size limit"),
             XmlError::Limit(why) => write!(f, "limit passed: {why}"),
             XmlError::UnsupportedEncoding => write!(f, "unsupported encoding"),
+            XmlError::Transport(_, why) => f.write_str(why),
         }
     }
 }
@@ -478,6 +482,12 @@ impl<R: AsyncRead + Unpin> StreamReader<R> {
         }
         match e {
             quick_xml::Error::Io(io) => {
+                if let Some(t) = io
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<crate::stream::TransportError>())
+                {
+                    return XmlError::Transport(t.condition, t.text.clone());
+                }
                 if io.kind() == io::ErrorKind::UnexpectedEof {
                     XmlError::Closed
                 } else {
