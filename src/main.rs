@@ -1,7 +1,6 @@
 //! `rookery`: the XMPP server (`rookery serve`) and its administration
 //! command (`rookery ctl`), with ejabberdctl's command names.
 
-mod acl;
 mod archive_faults;
 mod auth;
 mod c2s;
@@ -145,7 +144,7 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         || matches!(rest.as_slice(), [f] if f == "--help" || f == "-h");
     if !asks_help
         && ctl::commands::find(&command).is_some()
-        && !config.api_allows(acl::Frontend::Ctl, None, None, &command)
+        && !config.api_allows(config::acl::Frontend::Ctl, None, None, &command)
     {
         eprintln!("{}", ctl::socket::api_refusal(&command));
         return ExitCode::from(1);

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::check::{self, Notes, Problem};
 use super::yaml::{Kind, Node};
-use crate::acl::{self, AccessRules, ShaperRules};
+use crate::config::acl::{self, AccessRules, ShaperRules};
 
 /// Default `max_stanza_size` of client listeners (ejabberd's shipped config).
 pub const DEFAULT_C2S_MAX_STANZA_SIZE: usize = 262_144;

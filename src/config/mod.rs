@@ -11,8 +11,9 @@
 //! Files in this module: `yaml.rs` (YAML tree with positions), `check.rs`
 //! (typed value readers and messages), `listen.rs` (the `listen` option),
 //! `default.yml` (the embedded default configuration). Rule evaluation lives
-//! in `crate::acl`.
+//! in `crate::config::acl`.
 
+pub mod acl;
 pub mod check;
 pub mod listen;
 pub mod modules;
@@ -26,7 +27,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::acl::{self, AccessRules, Acls, ShaperRules, ShaperValue, Subject};
+use self::acl::{AccessRules, Acls, ShaperRules, ShaperValue, Subject};
 use check::{Notes, Problem};
 pub use listen::{Listener, ListenerModule};
 use yaml::{Kind, Node};

@@ -22,7 +22,7 @@ use xep_support::options::{self, Kind, ModuleSpec, OptSpec, Provider, Use};
 use super::check::{self, Notes, Problem};
 use super::server_info;
 use super::yaml::{Kind as YamlKind, Node};
-use crate::acl::{self, AccessRules};
+use crate::config::acl::{self, AccessRules};
 
 /// `mod_roster`: rosters are part of Rookery's core (RFC 6121 §2).
 pub const ROSTER: ModuleSpec = ModuleSpec {

@@ -35,7 +35,7 @@ impl ServerControl for Control {
     fn ctl_allows(&self, command: &str) -> bool {
         self.server
             .config()
-            .api_allows(crate::acl::Frontend::Ctl, None, None, command)
+            .api_allows(crate::config::acl::Frontend::Ctl, None, None, command)
     }
 
     fn connected_users(&self) -> Vec<String> {

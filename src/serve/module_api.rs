@@ -298,7 +298,7 @@ impl ServerContext for Server {
         // and `announce` (mod_announce's access) for announcements when
         // defined. An undefined rule denies.
         self.config()
-            .api_allows(crate::acl::Frontend::AdHoc, user, None, name)
+            .api_allows(crate::config::acl::Frontend::AdHoc, user, None, name)
     }
 
     fn disco_node_items(&self, from: &FullJid, node: &str) -> Option<Vec<Element>> {
