@@ -7,11 +7,16 @@
 # Each run starts ROOKERY_BIN on a fresh copy of the account store and prints
 # kib_per_session; runs on different PORTs may go side by side (RSS does not
 # depend on CPU load). Files in $WORKDIR (default /tmp/rookery-idle-mem).
+# MODULES=default: the embedded default configuration's modules (archive on)
+# instead of mod_disco + mod_ping (use another WORKDIR for it: setup writes
+# the configuration the accounts were made with); N_SETUP=4000 makes
+# setup create fewer accounts; MODERN=1: `loadgen idle --modern` (carbons,
+# stream management with resumption, caps, CSI inactive).
 set -u
 W=${WORKDIR:-/tmp/rookery-idle-mem}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 LG=${LOADGEN:-$ROOT/target/release/loadgen}
-N_DEFAULT=19000
+N_DEFAULT=${N_SETUP:-19000}
 PORT=${PORT:-15299}
 cfg() { # cfg DIR
 cat >"$1/rookery.yml" <<EOC
@@ -41,8 +46,7 @@ shaper_rules:
   max_user_sessions: infinity
   max_user_offline_messages: infinity
 modules:
-  mod_disco: {}
-  mod_ping: {}
+$(if [ "${MODULES:-}" = default ]; then awk '/^modules:/ {on=1; next} on && /^[^ #]/ {on=0} on && !/^ *#/' "$ROOT/src/config/default.yml"; else printf '  mod_disco: {}\n  mod_ping: {}\n'; fi)
 EOC
 }
 waitport() { for i in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return 0; sleep 0.3; done; return 1; }
@@ -68,7 +72,7 @@ run)
   if [ "$WARM" = 1 ]; then
   $LG login --server 127.0.0.1:$PORT --mech scram-sha-1 --scram-cache $W/scram-cache --logins $N --users $N --duration 900 --server-pid $P >$R/warm.json 2>$R/warm.err
   fi
-  $LG idle --server 127.0.0.1:$PORT --mech scram-sha-1 --scram-cache $W/scram-cache --sessions $N --duration 20 --server-pid $P >$R/idle.json 2>$R/idle.err
+  $LG idle --server 127.0.0.1:$PORT --mech scram-sha-1 --scram-cache $W/scram-cache --sessions $N --duration 20 --server-pid $P $([ "${MODERN:-0}" = 1 ] && echo --resource modern --modern) >$R/idle.json 2>$R/idle.err
   echo "$L warm=$WARM $(python3 -c "import json,sys; d=json.loads(open('$R/idle.json').read().strip().splitlines()[-1]); print({k:d[k] for k in d if 'kib' in k or 'rss' in k or k in ('sessions_ready','loadavg','failures')})")"
   kill $P; wait $P 2>/dev/null
   ;;

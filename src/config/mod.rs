@@ -180,8 +180,8 @@ pub struct Config {
     pub offline_limit_rule: String,
     /// Directory of the database, generated certificates and control socket.
     pub data_dir: PathBuf,
-    /// The message archive's engine (`archive_engine`: `fjall`, the
-    /// default, in `data_dir/archive/`, or `sled`, in `data_dir/db/`).
+    /// The message archive's engine (`archive_engine`: `sled`, the
+    /// default, in `data_dir/db/`, or `fjall`, in `data_dir/archive/`).
     pub archive_engine: crate::storage::ArchiveKind,
     /// Path of the control socket.
     pub ctl_socket: PathBuf,

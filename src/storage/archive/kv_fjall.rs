@@ -39,9 +39,13 @@ const WRITE_BUFFER_BYTES: u64 = 16 * 1024 * 1024;
 /// One partition's in-memory table: the blocks get most of the budget.
 const MESSAGES_MEMTABLE: u32 = 8 * 1024 * 1024;
 const OTHER_MEMTABLE: u32 = 2 * 1024 * 1024;
-/// Journals kept before fjall forces a flush (disk, not memory; fjall's
-/// least is 24 MiB).
-const JOURNAL_BYTES: u64 = 32 * 1024 * 1024;
+/// Journals kept before fjall halts writes until flushes free some (disk,
+/// not memory; fjall's least is 24 MiB). fjall preallocates each journal
+/// at 32 MiB and counts that size: a limit of 32 MiB was reached by the
+/// active journal alone plus one sealed one, and writes were seen to halt
+/// for good under chat load; 256 MiB leaves its monitor (which acts at
+/// half the limit) room to flush first.
+const JOURNAL_BYTES: u64 = 256 * 1024 * 1024;
 /// Files fjall keeps open (a cache: it reopens beyond). Its default, 900,
 /// would compete with client connections for the process's descriptors.
 const OPEN_FILES: usize = 256;
