@@ -1070,6 +1070,45 @@ mod tests {
         vec![sent, received]
     }
 
+    /// An applier that stops writing (an engine's write halt) does not let
+    /// memory grow: past the backlog bound appends are refused, as on a
+    /// full disk; nothing accepted is lost once it writes again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_writer_bounds_its_backlog() {
+        use super::writer::INJECT_STALL;
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let a = open_on(EngineKind::Sled, dir.path());
+        a.inner.w.max_backlog.store(16 << 10, Ordering::Relaxed);
+        a.inner.w.inject.store(INJECT_STALL, Ordering::Relaxed);
+        let mut accepted = 0;
+        let refused = loop {
+            match a.append(pair(accepted + 1)) {
+                Ok(_) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted < 1000, "never refused");
+        };
+        assert!(accepted > 5, "refused too early: {accepted}");
+        assert!(!refused.is_full(), "{refused}");
+        assert!(refused.to_string().contains("archive busy"), "{refused}");
+        // Still refused while stalled.
+        assert!(a.append(pair(accepted + 1)).is_err());
+        // Writing again: everything accepted is there, appends work.
+        a.inner.w.inject.store(0, Ordering::Relaxed);
+        a.durable(a.ticket()).await.unwrap();
+        a.append(pair(accepted + 1)).unwrap();
+        a.durable(a.ticket()).await.unwrap();
+        let got = page(&a, "alice@x", None, false, 2000);
+        assert_eq!(got.len(), accepted + 1);
+        for i in 1..=accepted + 1 {
+            assert!(
+                got.iter().any(|x| x.contains(&format!("id='m{i}'"))),
+                "m{i} missing"
+            );
+        }
+    }
+
     /// Failed writes and flushes (injected as a full disk) are reported
     /// with the messages they lost, before their tickets fail; appends are
     /// refused meanwhile; the archive works again afterwards.

@@ -26,6 +26,11 @@
 //! - A failed transaction or flush (a full disk) fails the tickets it
 //!   covered (their waiters get an error), and `append` refuses new
 //!   messages for [`RETRY_AFTER`], then tries again.
+//! - The backlog is bounded: the bytes queued or applied but not yet
+//!   flushed are counted, and past [`MAX_BACKLOG`] (an engine that stalls,
+//!   a disk slower than the chat) `append` refuses new messages, as on a
+//!   full disk, until the writer catches up: memory never grows without
+//!   bound, and senders are told their message is not archived.
 //! - Failure reports: the messages a failed write or flush lost (a flush
 //!   covers the batches applied since the last one, kept until it is done)
 //!   are queued as one [`ArchiveFailure`] on a bounded channel, before the
@@ -60,6 +65,11 @@ const COUNTS_CACHE: usize = 200_000;
 const OWNER_CACHE: usize = 1_000_000;
 /// Failure reports waiting for the server (beyond: logged and dropped).
 const FAILURE_REPORTS: usize = 64;
+/// Bytes of messages queued or applied and not flushed beyond which
+/// appends are refused (about ten seconds of 10,000 messages a second).
+pub const MAX_BACKLOG: usize = 64 << 20;
+/// At most one log line about a full backlog this often.
+const BACKLOG_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// One queued message.
 pub(super) struct Pending {
@@ -73,6 +83,14 @@ pub(super) struct Pending {
 impl Pending {
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// What it holds in memory, for the backlog bound.
+    fn cost(&self) -> usize {
+        std::mem::size_of::<Pending>()
+            + self.record.len()
+            + self.peer.len()
+            + self.origin.as_ref().map_or(0, |(k, o)| k.len() + o.len())
     }
 
     /// A message with a given id (import), for [`write_batch`].
@@ -122,6 +140,10 @@ pub(super) struct WriterState {
     urgent: bool,
     /// When the oldest queued append came.
     queued_since: Option<Instant>,
+    /// Bytes queued or applied and not flushed (see [`MAX_BACKLOG`]).
+    backlog: usize,
+    /// When a full backlog was last logged.
+    backlog_logged: Option<Instant>,
 }
 
 impl WriterState {
@@ -166,6 +188,8 @@ impl WriterState {
             applier_idle: false,
             urgent: false,
             queued_since: None,
+            backlog: 0,
+            backlog_logged: None,
         })
     }
 }
@@ -196,14 +220,29 @@ pub(super) struct Writer {
     failures_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ArchiveFailure>>>,
     /// `reports`, readable without the lock.
     reports_a: AtomicU64,
+    /// The backlog bound in bytes ([`MAX_BACKLOG`]; tests lower it).
+    pub max_backlog: std::sync::atomic::AtomicUsize,
     /// Test seam: writes ([`INJECT_WRITE`]) and/or flushes
-    /// ([`INJECT_FLUSH`]) fail as on a full disk while set.
+    /// ([`INJECT_FLUSH`]) fail as on a full disk while set; the applier
+    /// stalls ([`INJECT_STALL`]) as an engine that stops writing.
     #[cfg(test)]
     pub inject: std::sync::atomic::AtomicU8,
 }
 
 pub const INJECT_WRITE: u8 = 1;
 pub const INJECT_FLUSH: u8 = 2;
+pub const INJECT_STALL: u8 = 4;
+
+/// Whether the test asked the applier to stall.
+#[cfg(test)]
+fn stalled(w: &Writer) -> bool {
+    w.inject.load(Ordering::Relaxed) & INJECT_STALL != 0
+}
+
+#[cfg(not(test))]
+fn stalled(_: &Writer) -> bool {
+    false
+}
 
 /// The injected failure of `what`, if the test asked for one.
 #[cfg(test)]
@@ -256,6 +295,7 @@ impl Writer {
             failures_tx,
             failures_rx: Mutex::new(Some(failures_rx)),
             reports_a: AtomicU64::new(0),
+            max_backlog: std::sync::atomic::AtomicUsize::new(MAX_BACKLOG),
             #[cfg(test)]
             inject: std::sync::atomic::AtomicU8::new(0),
             state: Mutex::new(state),
@@ -306,6 +346,7 @@ impl Writer {
         s.owners.clear();
         s.pending_origins.clear();
         s.queue.clear();
+        s.backlog = s.unflushed.iter().flat_map(|(_, b)| b).map(Pending::cost).sum();
         s.new_owners.clear();
         s.next_archive = fresh.next_archive;
     }
@@ -319,6 +360,12 @@ impl Writer {
     pub fn drop_pending(&self, archive: u32) {
         let mut s = self.lock();
         s.queue.retain(|p| p.archive != archive);
+        s.backlog = s
+            .queue
+            .iter()
+            .chain(s.unflushed.iter().flat_map(|(_, b)| b))
+            .map(Pending::cost)
+            .sum();
         s.pending_origins
             .retain(|k, _| k[..4] != archive.to_be_bytes());
     }
@@ -487,6 +534,25 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
     if s.stop {
         return Err(StoreError::other("archive closed"));
     }
+    let max = inner.w.max_backlog.load(Ordering::Relaxed);
+    if s.backlog >= max {
+        if s
+            .backlog_logged
+            .is_none_or(|t| t.elapsed() >= BACKLOG_LOG_EVERY)
+        {
+            s.backlog_logged = Some(Instant::now());
+            tracing::warn!(
+                "archive: {} KiB wait to be written (at most {} KiB); messages are not archived \
+                 until the writer catches up",
+                s.backlog >> 10,
+                max >> 10
+            );
+        }
+        return Err(StoreError::other(format!(
+            "archive busy: {} KiB wait to be written",
+            s.backlog >> 10
+        )));
+    }
     for m in msgs {
         let owner = m.owner.as_str();
         let archive = match s.owners.get(owner) {
@@ -533,13 +599,15 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
         if let Some((key, _)) = &origin {
             s.pending_origins.insert(key.clone(), id);
         }
-        s.queue.push(Pending {
+        let p = Pending {
             archive,
             id,
             peer: peer.to_string(),
             origin,
             record,
-        });
+        };
+        s.backlog += p.cost();
+        s.queue.push(p);
         out.push(Appended::Stored(id));
     }
     if s.queued_since.is_none() {
@@ -587,6 +655,13 @@ fn applier(inner: &Inner) {
             }
             if s.stop && s.applied == s.submitted {
                 return;
+            }
+            while stalled(w) && !s.stop {
+                s = w
+                    .work
+                    .wait_timeout(s, Duration::from_millis(10))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             // Gather (see APPLY_EVERY).
             while !s.urgent && !s.stop {
@@ -644,6 +719,8 @@ fn applier(inner: &Inner) {
                 for (o, _) in &owners {
                     s.owners.remove(o);
                 }
+                let freed: usize = batch.iter().map(Pending::cost).sum();
+                s.backlog = s.backlog.saturating_sub(freed);
                 w.report(&mut s, &e, lost);
                 let n = batch.len();
                 w.fail(
@@ -951,6 +1028,8 @@ fn flusher(inner: &Inner) {
         // The batches this flush covered (freed or reported outside the lock).
         let split = s.unflushed.partition_point(|(t, _)| *t <= upto.1);
         let covered: Vec<_> = s.unflushed.drain(..split).collect();
+        let freed: usize = covered.iter().flat_map(|(_, b)| b).map(Pending::cost).sum();
+        s.backlog = s.backlog.saturating_sub(freed);
         match r {
             Ok(_) => {
                 s.durable = s.durable.max(upto.1);
