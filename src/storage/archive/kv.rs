@@ -59,10 +59,12 @@ impl Tree {
     }
 }
 
-/// A value or key read from an engine (no copy).
+/// A value or key read from an engine (no copy, but for a value the
+/// engine had to decompress).
 pub enum Bytes {
     Sled(sled::IVec),
     Fjall(fjall::Slice),
+    Owned(Vec<u8>),
 }
 
 impl std::ops::Deref for Bytes {
@@ -71,6 +73,7 @@ impl std::ops::Deref for Bytes {
         match self {
             Bytes::Sled(v) => v,
             Bytes::Fjall(v) => v,
+            Bytes::Owned(v) => v,
         }
     }
 }

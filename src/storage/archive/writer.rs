@@ -231,6 +231,7 @@ pub(super) struct Writer {
 
 pub const INJECT_WRITE: u8 = 1;
 pub const INJECT_FLUSH: u8 = 2;
+#[cfg(test)]
 pub const INJECT_STALL: u8 = 4;
 
 /// Whether the test asked the applier to stall.
@@ -346,7 +347,12 @@ impl Writer {
         s.owners.clear();
         s.pending_origins.clear();
         s.queue.clear();
-        s.backlog = s.unflushed.iter().flat_map(|(_, b)| b).map(Pending::cost).sum();
+        s.backlog = s
+            .unflushed
+            .iter()
+            .flat_map(|(_, b)| b)
+            .map(Pending::cost)
+            .sum();
         s.new_owners.clear();
         s.next_archive = fresh.next_archive;
     }
@@ -536,8 +542,7 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
     }
     let max = inner.w.max_backlog.load(Ordering::Relaxed);
     if s.backlog >= max {
-        if s
-            .backlog_logged
+        if s.backlog_logged
             .is_none_or(|t| t.elapsed() >= BACKLOG_LOG_EVERY)
         {
             s.backlog_logged = Some(Instant::now());
