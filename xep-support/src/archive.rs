@@ -176,7 +176,7 @@ pub fn format_id(id: u64) -> String {
             break;
         }
     }
-    digits.iter().map(|&b| b as char).collect()
+    String::from_utf8(digits.to_vec()).expect("ASCII digits")
 }
 
 /// Parse an id written by [`format_id`].

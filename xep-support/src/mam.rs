@@ -49,7 +49,7 @@
 
 use crate::jids::{self, Bare};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jid::{BareJid, FullJid, Jid};
@@ -245,7 +245,7 @@ fn store(ctx: &dyn ServerContext) -> Result<&dyn ArchiveStore, StoreError> {
 pub struct Mam {
     default: Policy,
     expires: Option<Duration>,
-    prefs: Mutex<HashMap<BareJid, Option<Arc<Prefs>>>>,
+    prefs: RwLock<HashMap<BareJid, Option<Arc<Prefs>>>>,
 }
 
 impl Default for Mam {
@@ -302,7 +302,7 @@ impl Mam {
         Mam {
             default,
             expires,
-            prefs: Mutex::new(HashMap::new()),
+            prefs: RwLock::new(HashMap::new()),
         }
     }
 
@@ -325,7 +325,7 @@ impl Mam {
     fn prefs_of(&self, ctx: &dyn ServerContext, account: &BareJid) -> Option<Arc<Prefs>> {
         if let Some(p) = self
             .prefs
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(account)
         {
@@ -341,7 +341,7 @@ impl Mam {
                 return None; // not cached: read again next time
             }
         };
-        let mut cache = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.prefs.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= PREFS_CACHE {
             cache.clear();
         }
@@ -619,7 +619,7 @@ impl Mam {
             let prefs = Prefs::from_element(req.payload)?;
             let xml = prefs.to_element().to_xml(ns::CLIENT);
             ctx.store(MODULE).put(&account, PREFS_KEY, xml.as_bytes())?;
-            let mut cache = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = self.prefs.write().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= PREFS_CACHE {
                 cache.clear();
             }
@@ -733,7 +733,7 @@ impl Module for Mam {
         if ctx.sessions(&account).is_empty() {
             // Read again at the next login (or message).
             self.prefs
-                .lock()
+                .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&account);
         }

@@ -688,8 +688,9 @@ fn applier(inner: &Inner) {
             let mut s = w.lock();
             s.urgent = false;
             s.queued_since = None;
+            let cap = s.queue.len();
             (
-                std::mem::take(&mut s.queue),
+                std::mem::replace(&mut s.queue, Vec::with_capacity(cap)),
                 std::mem::take(&mut s.new_owners),
                 s.submitted,
                 s.applied,
@@ -750,47 +751,51 @@ pub(super) struct Blocks {
     pub last_id: u64,
 }
 
-/// One message of a block: id, peer, record.
-type Msg<'a> = (u64, &'a str, &'a [u8]);
+/// One message of a block: archive, id, peer, record.
+type Msg<'a> = (u32, u64, &'a str, &'a [u8]);
 
 /// Group messages (archive, id, peer, record), in id order per archive,
-/// into blocks of at most `rec::BLOCK_MESSAGES`.
-pub(super) fn blocks_of<'a>(msgs: impl Iterator<Item = (u32, u64, &'a str, &'a [u8])>) -> Blocks {
-    let mut by_archive: HashMap<u32, Vec<Msg<'_>>> = HashMap::new();
+/// into blocks of at most `rec::BLOCK_MESSAGES`. One sort, then runs: the
+/// counter keys are made once per archive and per peer in it, not per
+/// message.
+pub(super) fn blocks_of<'a>(msgs: impl Iterator<Item = Msg<'a>>) -> Blocks {
+    let mut msgs: Vec<Msg<'a>> = msgs.collect();
+    msgs.sort_unstable_by_key(|m| (m.0, m.1));
     let mut out = Blocks {
         blocks: Vec::new(),
         peers: Vec::new(),
         deltas: HashMap::new(),
-        last_id: 0,
+        last_id: msgs.iter().map(|m| m.1).max().unwrap_or(0),
     };
-    for (a, id, peer, record) in msgs {
-        by_archive.entry(a).or_default().push((id, peer, record));
-        *out.deltas
-            .entry(rec::archive_prefix(a).to_vec())
-            .or_default() += 1;
-        *out.deltas.entry(rec::peer_count_key(a, peer)).or_default() += 1;
-        out.last_id = out.last_id.max(id);
-    }
-    for (a, mut msgs) in by_archive {
-        msgs.sort_by_key(|m| m.0);
-        for chunk in msgs.chunks(rec::BLOCK_MESSAGES) {
-            let base = chunk[0].0;
-            let mut block = Vec::with_capacity(chunk.iter().map(|m| m.2.len() + 4).sum());
+    // Per archive: its messages' peers and how many each.
+    let mut per_peer: HashMap<&str, u64> = HashMap::new();
+    for run in msgs.chunk_by(|x, y| x.0 == y.0) {
+        let a = run[0].0;
+        out.deltas
+            .insert(rec::archive_prefix(a).to_vec(), run.len() as u64);
+        per_peer.clear();
+        for chunk in run.chunks(rec::BLOCK_MESSAGES) {
+            let base = chunk[0].1;
+            let mut block = Vec::with_capacity(chunk.iter().map(|m| m.3.len() + 4).sum());
             let mut peers: Vec<(&str, Vec<u64>)> = Vec::new();
-            for (id, peer, record) in chunk {
-                rec::block_push(&mut block, base, *id, record);
-                match peers.iter_mut().find(|(p, _)| p == peer) {
-                    Some((_, ids)) => ids.push(*id),
-                    None => peers.push((peer, vec![*id])),
+            for &(_, id, peer, record) in chunk {
+                rec::block_push(&mut block, base, id, record);
+                match peers.iter_mut().find(|(p, _)| *p == peer) {
+                    Some((_, ids)) => ids.push(id),
+                    None => peers.push((peer, vec![id])),
                 }
             }
             for (peer, ids) in peers {
+                *per_peer.entry(peer).or_default() += ids.len() as u64;
                 out.peers.push((
                     rec::peer_key(a, peer, ids[0]),
                     rec::peer_entry(base, ids[0], &ids),
                 ));
             }
             out.blocks.push((a, base, block));
+        }
+        for (peer, n) in per_peer.drain() {
+            out.deltas.insert(rec::peer_count_key(a, peer), n);
         }
     }
     out
