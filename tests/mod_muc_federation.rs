@@ -13,7 +13,9 @@
 //! server's unavailable presence (RFC 6121 directed presence); a remote
 //! occupant whose server is gone is removed with status 333 when the room's
 //! messages to it bounce (XEP-0045 §7.2); a local user joins a room on the
-//! other server and leaves it when its session ends. Bad input: a stanza to
+//! other server and leaves it when its session ends; under
+//! `s2s_secure_auth` an unverified peer is refused for the service domain as
+//! for a host. Bad input: a stanza to
 //! the service domain from an s2s stream not authenticated for its sender's
 //! domain is refused like one to a host (`<invalid-from/>`,
 //! `<not-authorized/>`), and a stream to a subdomain that is not a service
@@ -66,6 +68,17 @@ fn pair(trust: bool, extra_a: &str) -> (Server, Server, u16, Ca, tempfile::TempD
     (a, b, pa, ca, files)
 }
 
+/// A session that never sends initial presence.
+async fn without_presence(server: &Server, domain: &str, name: &str) -> Client {
+    let mut c = Client::connect(server.c2s()).await;
+    c.domain = domain.to_string();
+    c.open_stream().await;
+    c.starttls().await;
+    c.login_scram(name, "secret").await;
+    c.bind(Some("bot")).await.unwrap();
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_occupants_by_certificate() {
     let (a, b, _pa, _ca, _files) = pair(true, "");
@@ -105,8 +118,9 @@ async fn remote_occupants_by_certificate() {
     );
 
     // A remote occupant's session ends: its server's unavailable presence
-    // (directed presence tracking) takes it out of the room.
-    let mut carol = user(&b, "b.test", "carol", "r").await;
+    // (directed presence tracking) takes it out of the room — also for a
+    // session that never sent initial presence (a bot).
+    let mut carol = without_presence(&b, "b.test", "carol").await;
     join(&mut carol, ROOM, "carol").await;
     presence_from(&mut alice, &format!("{ROOM}/carol"), None).await;
     carol.close().await;
@@ -146,6 +160,31 @@ async fn remote_occupants_by_dialback() {
         conns.contains("in conference.a.test b.test dialback tls"),
         "{conns}"
     );
+}
+
+/// `s2s_secure_auth` on a.test, whose roots do not know b.test's CA: the
+/// service domain refuses b.test's stream as a host would, and b.test's
+/// user gets `remote-server-not-found` for the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_auth_refuses_unverified_peers_for_the_service_domain() {
+    let (a, b, _pa, _ca, _files) = pair(false, "s2s_secure_auth: true\n");
+    let mut alice = user(&a, "a.test", "alice", "pc").await;
+    join(&mut alice, ROOM, "alice").await;
+    let mut bob = user(&b, "b.test", "bob", "phone").await;
+    let id = bob.id();
+    let r = bob
+        .request(
+            &format!("<iq type='get' to='{ROOM}' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"),
+            &id,
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    assert_eq!(
+        r.stanza_error().map(|e| e.1).as_deref(),
+        Some("remote-server-not-found"),
+        "{r}"
+    );
+    assert_eq!(a.ctl_ok(&["incoming_s2s_number"]).trim(), "0");
 }
 
 /// The remote occupant's server disappears without a word: the room's next
