@@ -101,7 +101,9 @@ async fn cert_import_reloads_a_running_server_and_check_reports() {
     // The MUC service domain federates like a host: a warning (not a
     // problem) when no certificate names it.
     assert!(
-        out.contains("warning  conference.localhost: no certificate in certfiles names this service domain"),
+        out.contains(
+            "warning  conference.localhost: no certificate in certfiles names this service domain"
+        ),
         "{out}"
     );
     let (c, out, _) = server.ctl(&["check", "dns"]);

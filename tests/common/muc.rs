@@ -6,8 +6,8 @@
 //!
 //! `federated_room` is the one exchange all three federation checks make
 //! in a room: a local and a remote occupant see each other join, exchange
-//! groupchat messages both ways and a private message each way, then the
-//! owner kicks the other.
+//! groupchat messages both ways, a presence change and a private message
+//! each way, then the owner kicks the other.
 
 use super::client::Client;
 use super::xml::Element;
@@ -146,8 +146,9 @@ pub async fn set_affiliation(c: &mut Client, room: &str, jid: &str, aff: &str) -
 
 /// In `room`, already joined by `owner` as `owner_nick` (its owner),
 /// `guest` joins as `guest_nick`; both see each other, exchange groupchat
-/// messages both ways and a private message each way; then the owner kicks
-/// the guest, who is told with status 307 (the owner sees it leave).
+/// messages both ways, the owner sees the guest's presence change, they
+/// exchange a private message each way; then the owner kicks the guest, who
+/// is told with status 307 (the owner sees it leave).
 pub async fn federated_room(
     room: &str,
     owner: &mut Client,
@@ -169,6 +170,19 @@ pub async fn federated_room(
     say(owner, room, "welcome, guest").await;
     heard(guest, &o, "welcome, guest").await;
     heard(owner, &o, "welcome, guest").await;
+
+    // A presence update (away) reaches the other occupant.
+    guest
+        .send(&format!("<presence to='{g}'><show>away</show></presence>"))
+        .await;
+    owner
+        .recv_where(&format!("{g} away"), |e| {
+            e.name == "presence"
+                && e.attr("from") == Some(g.as_str())
+                && e.attr("type").is_none()
+                && e.child_text("show") == Some("away")
+        })
+        .await;
 
     owner
         .send(&format!(
