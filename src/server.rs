@@ -231,6 +231,15 @@ impl Server {
         self.config().hosts.iter().any(|h| h == domain)
     }
 
+    /// Whether this server speaks for `domain` over s2s: a served host or
+    /// a module's service domain (mod_muc's `conference.HOST`). Such a
+    /// domain has its own s2s streams and dialback identity, as a host
+    /// has, and stanzas from it may leave over s2s.
+    pub fn speaks_for(&self, domain: &str) -> bool {
+        let live = self.live();
+        live.config.hosts.iter().any(|h| h == domain) || live.services.contains_key(domain)
+    }
+
     /// The module answering iqs with this payload namespace.
     pub fn module_for(&self, ns: &str) -> Option<Arc<dyn Module>> {
         self.live().module_for(ns).cloned()

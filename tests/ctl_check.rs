@@ -98,6 +98,14 @@ async fn cert_import_reloads_a_running_server_and_check_reports() {
         out.contains("localhost: certificate") && out.contains("valid for"),
         "{out}"
     );
+    // The MUC service domain federates like a host: a warning (not a
+    // problem) when no certificate names it.
+    assert!(
+        out.contains(
+            "warning  conference.localhost: no certificate in certfiles names this service domain"
+        ),
+        "{out}"
+    );
     let (c, out, _) = server.ctl(&["check", "dns"]);
     assert_eq!(c, 0);
     assert!(out.contains("localhost: not a public DNS name"), "{out}");

@@ -55,6 +55,7 @@ mod mod_mam_engines;
 mod mod_mam_large;
 mod mod_mam_storage;
 mod mod_muc;
+mod mod_muc_federation;
 mod mod_pep;
 mod mod_ping;
 mod mod_private;

@@ -18,14 +18,14 @@ const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 const NS_STREAMS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 
 /// A test CA and certificates it issues.
-struct Ca {
+pub(crate) struct Ca {
     params: rcgen::CertificateParams,
     key: rcgen::KeyPair,
-    pem: String,
+    pub(crate) pem: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
@@ -41,11 +41,19 @@ impl Ca {
     }
 
     /// Certificate + key PEM for `domain` (serverAuth + clientAuth).
-    fn issue(&self, domain: &str) -> String {
-        let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).unwrap();
+    pub(crate) fn issue(&self, domain: &str) -> String {
+        self.issue_names(&[domain])
+    }
+
+    /// Certificate + key PEM for these names (the first is the common
+    /// name; serverAuth + clientAuth).
+    pub(crate) fn issue_names(&self, names: &[&str]) -> String {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, domain);
+            .push(rcgen::DnType::CommonName, names[0]);
         params.extended_key_usages = vec![
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
@@ -57,7 +65,7 @@ impl Ca {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -65,24 +73,24 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
 
 /// One side of a federation test.
-struct Side<'a> {
-    domain: &'a str,
-    s2s_port: u16,
-    cert: &'a str,
+pub(crate) struct Side<'a> {
+    pub(crate) domain: &'a str,
+    pub(crate) s2s_port: u16,
+    pub(crate) cert: &'a str,
     /// CA file to trust (`s2s_cafile`); `None`: system roots (which do not
     /// know the test CA, so certificates do not verify: dialback).
-    cafile: Option<&'a Path>,
-    extra: &'a str,
+    pub(crate) cafile: Option<&'a Path>,
+    pub(crate) extra: &'a str,
 }
 
-fn start(side: &Side, peers: &[(&str, u16)], files: &Path) -> Server {
+pub(crate) fn start(side: &Side, peers: &[(&str, u16)], files: &Path) -> Server {
     let cert = write(files, &format!("{}.pem", side.domain), side.cert);
     let mut yaml = format!(
         "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n",
@@ -149,7 +157,7 @@ fn pair(
     (a, b, files)
 }
 
-async fn user(server: &Server, domain: &str, name: &str, resource: &str) -> Client {
+pub(crate) async fn user(server: &Server, domain: &str, name: &str, resource: &str) -> Client {
     let mut c = Client::connect(server.c2s()).await;
     c.domain = domain.to_string();
     c.open_stream().await;
@@ -454,7 +462,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 }
 
 /// Read until `needle` appears (bounded), returning everything read.
-async fn read_until<S: tokio::io::AsyncRead + Unpin>(s: &mut S, needle: &str) -> String {
+pub(crate) async fn read_until<S: tokio::io::AsyncRead + Unpin>(s: &mut S, needle: &str) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -471,7 +479,7 @@ async fn read_until<S: tokio::io::AsyncRead + Unpin>(s: &mut S, needle: &str) ->
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn s2s_header(from: &str, to: &str) -> String {
+pub(crate) fn s2s_header(from: &str, to: &str) -> String {
     format!(
         "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
          xmlns:db='jabber:server:dialback' from='{from}' to='{to}' version='1.0'>"
@@ -483,9 +491,19 @@ async fn raw_peer(
     addr: SocketAddr,
     cert_pem: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    raw_peer_to(addr, cert_pem, "a.test").await
+}
+
+/// Open an s2s stream to `addr` for our domain `to` as `b.test` with
+/// `cert_pem` and SASL EXTERNAL.
+pub(crate) async fn raw_peer_to(
+    addr: SocketAddr,
+    cert_pem: &str,
+    to: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(s2s_header("b.test", "a.test").as_bytes())
+    tcp.write_all(s2s_header("b.test", to).as_bytes())
         .await
         .unwrap();
     read_until(&mut tcp, "</stream:features>").await;
@@ -507,10 +525,10 @@ async fn raw_peer(
     .with_client_auth_cert(certs, key)
     .unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("a.test".try_into().unwrap(), tcp)
+        .connect(to.to_string().try_into().unwrap(), tcp)
         .await
         .unwrap();
-    tls.write_all(s2s_header("b.test", "a.test").as_bytes())
+    tls.write_all(s2s_header("b.test", to).as_bytes())
         .await
         .unwrap();
     let f = read_until(&mut tls, "</stream:features>").await;
@@ -525,7 +543,7 @@ async fn raw_peer(
     .unwrap();
     let r = read_until(&mut tls, "<success").await;
     assert!(r.contains("success"), "{r}");
-    tls.write_all(s2s_header("b.test", "a.test").as_bytes())
+    tls.write_all(s2s_header("b.test", to).as_bytes())
         .await
         .unwrap();
     read_until(&mut tls, "features").await;

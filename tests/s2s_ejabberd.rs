@@ -29,7 +29,12 @@
 //! another CA. In each accepting round: messages both ways, subscriptions
 //! both ways with presence, ping and disco#info to the other server both
 //! ways, a message to a nonexistent user bouncing both ways, and the
-//! connections and their authentication in `rookery ctl s2s_connections`.
+//! connections and their authentication in `rookery ctl s2s_connections`;
+//! then federated rooms (XEP-0045) both ways: ejabberd's user in a room of
+//! Rookery's `conference.rookery.test` and Rookery's user in a room of
+//! ejabberd's mod_muc (`conference.ejabberd.test`), each service domain on
+//! s2s streams of its own (both certificates name the MUC service too;
+//! ejabberd finds Rookery's service by its own SRV record).
 //! About 40 s (each ejabberd starts in 6-12 s).
 
 use crate::common;
@@ -65,8 +70,11 @@ fn ca() -> (rcgen::CertificateParams, rcgen::KeyPair, String) {
     (params, key, pem)
 }
 
+/// Certificate and key PEM for `domain` and its MUC service
+/// `conference.DOMAIN` (serverAuth + clientAuth).
 fn issue(ca: &(rcgen::CertificateParams, rcgen::KeyPair, String), domain: &str) -> String {
-    let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).unwrap();
+    let names = vec![domain.to_string(), format!("conference.{domain}")];
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
     validity(&mut params);
     params
         .distinguished_name
@@ -206,6 +214,8 @@ modules:
   mod_ping: {{}}
   mod_roster: {{}}
   mod_s2s_dialback: {{}}
+  mod_muc:
+    host: "conference.ejabberd.test"
 "#,
         c2s = ports.c2s,
         s2s = ports.s2s,
@@ -290,7 +300,7 @@ fn start_rookery(
 ) -> Server {
     let certfile = write(dir, "rookery.pem", cert);
     let mut yaml = format!(
-        "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n  ejabberd.test: \"127.0.0.1:{}\"\n",
+        "certfiles: [{0:?}]\ns2s_use_starttls: required\ns2s_hosts:\n  ejabberd.test: \"127.0.0.1:{1}\"\n  conference.ejabberd.test: \"127.0.0.1:{1}\"\n",
         certfile.display().to_string(),
         ports.s2s
     );
@@ -319,12 +329,16 @@ fn s2s_port(s: &Server) -> u16 {
 }
 
 async fn rookery_user(s: &Server) -> Client {
+    rookery_user_as(s, "pc").await
+}
+
+async fn rookery_user_as(s: &Server, resource: &str) -> Client {
     let mut c = Client::connect(s.c2s()).await;
     c.domain = "rookery.test".into();
     c.open_stream().await;
     c.starttls().await;
     c.login_scram("alice", "secret").await;
-    c.bind(Some("pc")).await.unwrap();
+    c.bind(Some(resource)).await.unwrap();
     c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     c.send("<presence/>").await;
@@ -333,6 +347,10 @@ async fn rookery_user(s: &Server) -> Client {
 }
 
 async fn ejabberd_user(ports: &Ports) -> Client {
+    ejabberd_user_as(ports, "laptop").await
+}
+
+async fn ejabberd_user_as(ports: &Ports, resource: &str) -> Client {
     let mut c = Client::connect(format!("127.0.0.1:{}", ports.c2s).parse().unwrap()).await;
     c.domain = "ejabberd.test".into();
     c.open_stream().await;
@@ -341,7 +359,7 @@ async fn ejabberd_user(ports: &Ports) -> Client {
         .await
         .expect("PLAIN login at ejabberd");
     c.open_stream().await;
-    c.bind(Some("laptop")).await.unwrap();
+    c.bind(Some(resource)).await.unwrap();
     c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     c.send("<presence/>").await;
@@ -414,6 +432,47 @@ async fn exchange(rookery: &Server, expected_auth: &str, ports: &Ports) {
         )),
         "{conns}"
     );
+}
+
+/// Federated rooms both ways: pat (ejabberd) in a room of Rookery's
+/// `conference.rookery.test` with alice (groupchat both ways, a private
+/// message each way, kicked by alice, then refused `not-acceptable` as a
+/// non-occupant); alice in a room of ejabberd's mod_muc (the same exchange,
+/// kicked by pat, and out of the room when her session ends). The service
+/// domains' own s2s streams authenticate as `expected_auth`.
+async fn muc_exchange(rookery: &Server, expected_auth: &str, ports: &Ports) {
+    use common::muc::*;
+    let mut alice = rookery_user_as(rookery, "muc").await;
+    let mut pat = ejabberd_user_as(ports, "muc").await;
+
+    let room = "lounge@conference.rookery.test";
+    join(&mut alice, room, "alice").await;
+    federated_room(room, &mut alice, "alice", &mut pat, "pat").await;
+    pat.send(&format!(
+        "<message type='groupchat' to='{room}' id='x1'><body>let me in</body></message>"
+    ))
+    .await;
+    pat.expect_message_error("x1", "not-acceptable").await;
+
+    let den = "den@conference.ejabberd.test";
+    join(&mut pat, den, "pat").await;
+    instant_room(&mut pat, den).await;
+    federated_room(den, &mut pat, "pat", &mut alice, "alice").await;
+    join(&mut alice, den, "alice").await;
+    presence_from(&mut pat, &format!("{den}/alice"), None).await;
+    drop(alice);
+    presence_from(&mut pat, &format!("{den}/alice"), Some("unavailable")).await;
+
+    let conns = rookery.ctl_ok(&["s2s_connections"]);
+    eprintln!("s2s connections:\n{conns}");
+    for line in [
+        format!("out conference.rookery.test ejabberd.test {expected_auth} tls"),
+        format!("in conference.rookery.test ejabberd.test {expected_auth} tls"),
+        format!("out rookery.test conference.ejabberd.test {expected_auth} tls"),
+        format!("in rookery.test conference.ejabberd.test {expected_auth} tls"),
+    ] {
+        assert!(conns.contains(&line), "{line}: {conns}");
+    }
 }
 
 /// Whether this check can run: ejabberd installed, and root (to run
@@ -493,13 +552,20 @@ async fn round(ca: &(rcgen::CertificateParams, rcgen::KeyPair, String), mode: Mo
     );
     // ejabberd finds Rookery by SRV: `localhost` (which getaddrinfo
     // resolves from /etc/hosts) on the port Rookery's s2s listener got.
-    let dns = Dns::start(vec![Rr::Srv(
-        "_xmpp-server._tcp.rookery.test".into(),
-        0,
-        5,
-        s2s_port(&rookery),
-        "localhost".into(),
-    )]);
+    let dns = Dns::start(
+        ["rookery.test", "conference.rookery.test"]
+            .iter()
+            .map(|d| {
+                Rr::Srv(
+                    format!("_xmpp-server._tcp.{d}"),
+                    0,
+                    5,
+                    s2s_port(&rookery),
+                    "localhost".into(),
+                )
+            })
+            .collect(),
+    );
     let edir = dir.path().join("ejabberd");
     std::fs::create_dir_all(&edir).unwrap();
     let _ejabberd = start_ejabberd(
@@ -511,8 +577,14 @@ async fn round(ca: &(rcgen::CertificateParams, rcgen::KeyPair, String), mode: Mo
     );
     eprintln!("ejabberd started after {:?}", started.elapsed());
     match mode {
-        Mode::External => exchange(&rookery, "sasl-external", &ports).await,
-        Mode::Dialback => exchange(&rookery, "dialback", &ports).await,
+        Mode::External => {
+            exchange(&rookery, "sasl-external", &ports).await;
+            muc_exchange(&rookery, "sasl-external", &ports).await;
+        }
+        Mode::Dialback => {
+            exchange(&rookery, "dialback", &ports).await;
+            muc_exchange(&rookery, "dialback", &ports).await;
+        }
         Mode::SecureAuthRefuses => {
             let mut alice = rookery_user(&rookery).await;
             let mut pat = ejabberd_user(&ports).await;
@@ -544,6 +616,13 @@ async fn round(ca: &(rcgen::CertificateParams, rcgen::KeyPair, String), mode: Mo
         "{:?}",
         dns.log()
     );
+    if mode != Mode::SecureAuthRefuses {
+        assert!(
+            dns.asked("_xmpp-server._tcp.conference.rookery.test", "SRV"),
+            "{:?}",
+            dns.log()
+        );
+    }
     eprintln!("round done in {:?}", started.elapsed());
 }
 

@@ -8,7 +8,12 @@
 //! killed by its PID. Checked in both authentication modes: SASL EXTERNAL
 //! (both trust the test CA) and dialback (neither does); with bidirectional
 //! streams (XEP-0288: Prosody's mod_s2s_bidi, Rookery's `s2s_bidi`) opened
-//! by either side; and refusal under `s2s_secure_auth`.
+//! by either side; and refusal under `s2s_secure_auth`. In the SASL
+//! EXTERNAL and dialback rounds, federated rooms (XEP-0045) both ways:
+//! Prosody's user in a room of Rookery's `conference.rookery.test` and
+//! Rookery's user in a room of Prosody's MUC component
+//! (`conference.prosody.test`), each service domain on s2s streams of its
+//! own (both certificates name the MUC service too).
 //!
 //! Standard ports on 127.0.0.2/127.0.0.3 are needed because Prosody cannot
 //! be told another port for a domain without DNS.
@@ -66,13 +71,15 @@ fn ca() -> (rcgen::CertificateParams, rcgen::KeyPair, String) {
     (params, key, pem)
 }
 
-/// (certificate PEM, key PEM) for `domain`, both EKUs (s2s uses the same
-/// certificate as client and server).
+/// (certificate PEM, key PEM) for `domain` and its MUC service
+/// `conference.DOMAIN`, both EKUs (s2s uses the same certificate as client
+/// and server).
 fn issue(
     ca: &(rcgen::CertificateParams, rcgen::KeyPair, String),
     domain: &str,
 ) -> (String, String) {
-    let mut params = rcgen::CertificateParams::new(vec![domain.to_string()]).unwrap();
+    let names = vec![domain.to_string(), format!("conference.{domain}")];
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, domain);
@@ -120,7 +127,11 @@ fn start_prosody_with(
     let d = dir.display();
     write(dir, "prosody.crt", &cert.0);
     write(dir, "prosody.key", &cert.1);
-    write(dir, "hosts", &format!("{ROOKERY_S2S} rookery.test\n"));
+    write(
+        dir,
+        "hosts",
+        &format!("{ROOKERY_S2S} rookery.test\n{ROOKERY_S2S} conference.rookery.test\n"),
+    );
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let ssl_global = match cafile {
         Some(ca) => format!("ssl = {{ cafile = {:?} }}\n", ca.display().to_string()),
@@ -149,6 +160,10 @@ s2s_secure_auth = false
 {ssl_global}
 VirtualHost "prosody.test"
   ssl = {{ certificate = "{d}/prosody.crt", key = "{d}/prosody.key" }}
+
+Component "conference.prosody.test" "muc"
+  ssl = {{ certificate = "{d}/prosody.crt", key = "{d}/prosody.key" }}
+  modules_enabled = {{ "s2s_auth_certs" }}
 "#
     );
     let cfg_path = write(dir, "prosody.cfg.lua", &cfg);
@@ -183,7 +198,7 @@ fn start_rookery(
 ) -> Server {
     let certfile = write(dir, "rookery.pem", &format!("{}{}", cert.0, cert.1));
     let mut yaml = format!(
-        "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n  prosody.test: \"{PROSODY_IP}:5269\"\n",
+        "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n  prosody.test: \"{PROSODY_IP}:5269\"\n  conference.prosody.test: \"{PROSODY_IP}:5269\"\n",
         certfile.display().to_string()
     );
     if let Some(ca) = cafile {
@@ -204,12 +219,16 @@ fn start_rookery(
 }
 
 async fn rookery_user(s: &Server) -> Client {
+    rookery_user_as(s, "pc").await
+}
+
+async fn rookery_user_as(s: &Server, resource: &str) -> Client {
     let mut c = Client::connect(s.c2s()).await;
     c.domain = "rookery.test".into();
     c.open_stream().await;
     c.starttls().await;
     c.login_scram("alice", "secret").await;
-    c.bind(Some("pc")).await.unwrap();
+    c.bind(Some(resource)).await.unwrap();
     c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     c.send("<presence/>").await;
@@ -218,6 +237,10 @@ async fn rookery_user(s: &Server) -> Client {
 }
 
 async fn prosody_user() -> Client {
+    prosody_user_as("laptop").await
+}
+
+async fn prosody_user_as(resource: &str) -> Client {
     let mut c = Client::connect(format!("{PROSODY_IP}:5222").parse().unwrap()).await;
     c.domain = "prosody.test".into();
     c.open_stream().await;
@@ -226,7 +249,7 @@ async fn prosody_user() -> Client {
         .await
         .expect("PLAIN login at Prosody");
     c.open_stream().await;
-    c.bind(Some("laptop")).await.unwrap();
+    c.bind(Some(resource)).await.unwrap();
     c.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
     c.send("<presence/>").await;
@@ -283,6 +306,47 @@ async fn exchange_with(rookery: &Server, expected_auth: &str, bidi: bool) {
     }
 }
 
+/// Federated rooms both ways: pat (Prosody) in a room of Rookery's
+/// `conference.rookery.test` with alice (groupchat both ways, a private
+/// message each way, kicked by alice, then refused `not-acceptable` as a
+/// non-occupant); alice in a room of Prosody's MUC component (the same
+/// exchange, kicked by pat, and out of the room when her session ends).
+/// The service domains' own s2s streams authenticate as `expected_auth`.
+async fn muc_exchange(rookery: &Server, expected_auth: &str) {
+    use common::muc::*;
+    let mut alice = rookery_user_as(rookery, "muc").await;
+    let mut pat = prosody_user_as("muc").await;
+
+    let room = "lounge@conference.rookery.test";
+    join(&mut alice, room, "alice").await;
+    federated_room(room, &mut alice, "alice", &mut pat, "pat").await;
+    pat.send(&format!(
+        "<message type='groupchat' to='{room}' id='x1'><body>let me in</body></message>"
+    ))
+    .await;
+    pat.expect_message_error("x1", "not-acceptable").await;
+
+    let den = "den@conference.prosody.test";
+    join(&mut pat, den, "pat").await;
+    instant_room(&mut pat, den).await;
+    federated_room(den, &mut pat, "pat", &mut alice, "alice").await;
+    join(&mut alice, den, "alice").await;
+    presence_from(&mut pat, &format!("{den}/alice"), None).await;
+    drop(alice);
+    presence_from(&mut pat, &format!("{den}/alice"), Some("unavailable")).await;
+
+    let conns = rookery.ctl_ok(&["s2s_connections"]);
+    eprintln!("s2s connections:\n{conns}");
+    for line in [
+        format!("out conference.rookery.test prosody.test {expected_auth} tls"),
+        format!("in conference.rookery.test prosody.test {expected_auth} tls"),
+        format!("out rookery.test conference.prosody.test {expected_auth} tls"),
+        format!("in rookery.test conference.prosody.test {expected_auth} tls"),
+    ] {
+        assert!(conns.contains(&line), "{line}: {conns}");
+    }
+}
+
 fn prosody_available() -> bool {
     let found = Command::new("prosody")
         .arg("--help")
@@ -310,6 +374,7 @@ async fn federates_with_prosody() {
         let _prosody = start_prosody(dir.path(), &issue(&ca, "prosody.test"), Some(&cafile));
         let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), Some(&cafile), "");
         exchange(&rookery, "sasl-external").await;
+        muc_exchange(&rookery, "sasl-external").await;
     }
     // Bidirectional streams (XEP-0288): Prosody's mod_s2s_bidi and s2s_bidi.
     {
@@ -370,6 +435,7 @@ async fn federates_with_prosody() {
         let _prosody = start_prosody(dir.path(), &issue(&ca, "prosody.test"), None);
         let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), None, "");
         exchange(&rookery, "dialback").await;
+        muc_exchange(&rookery, "dialback").await;
     }
     // s2s_secure_auth on Rookery, which trusts another CA only: refused both ways.
     {

@@ -1,6 +1,9 @@
 //! `rookery ctl check [config|certs|dns]`, in the spirit of `prosodyctl
 //! check`: validates the configuration, each host's certificate and the DNS
-//! records a client-reachable, federating host needs, and says what to fix.
+//! records a client-reachable, federating host needs, and says what to fix;
+//! for module service domains (mod_muc's `conference.HOST`, which federate
+//! like hosts) whether a certificate names them and their s2s DNS records
+//! (warnings only: local users do not need them).
 //!
 //! It runs in the `rookery ctl` process (it reads files and asks DNS; the
 //! server need not run). Exit 0 when nothing is wrong (notes and warnings
@@ -131,9 +134,53 @@ pub fn check_certificate(host: &str, cert: Option<&CertInfo>, now: i64) -> Vec<F
     out
 }
 
-/// Certificates for every host.
+/// The module service domains of the configuration (mod_muc's
+/// `conference.HOST`), sorted: they federate like hosts, so other servers
+/// check their certificate and look up their DNS.
+pub fn service_domains(config: &Config) -> Vec<String> {
+    let globals = xep_support::module::Globals {
+        registration_timeout: config.registration_timeout,
+        data_dir: config.data_dir.clone(),
+    };
+    let (modules, _) = xep_support::registry::build(&config.modules, &globals);
+    let mut v: Vec<String> = modules
+        .iter()
+        .flat_map(|m| m.service_domains(&config.hosts))
+        .map(|(d, _)| d)
+        .filter(|d| !config.hosts.contains(d))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A service domain's certificate: only whether one names it (its validity
+/// is its file's, checked for the hosts). Without one, local users are not
+/// affected; other servers cannot verify the domain (dialback at best).
+pub fn check_service_certificate(domain: &str, cert: Option<&CertInfo>) -> Finding {
+    match cert {
+        Some(c) => f(
+            Level::Ok,
+            format!(
+                "{domain}: named by the certificate in {}",
+                c.source.display()
+            ),
+        ),
+        None => f(
+            Level::Warning,
+            format!(
+                "{domain}: no certificate in certfiles names this service domain: other servers \
+                 cannot verify it (they use dialback, or refuse it under s2s_secure_auth); add \
+                 it to the host's certificate (certbot -d {domain}) or use a wildcard"
+            ),
+        ),
+    }
+}
+
+/// Certificates for every host and module service domain.
 pub fn check_certificates(config: &Config) -> Vec<Finding> {
     let now = crate::tls::now_secs();
+    let services = service_domains(config);
     match crate::tls::inspect(&config.effective_certfiles(), &config.hosts) {
         Err(e) => vec![f(Level::Problem, format!("certificates: {e}"))],
         Ok((per_host, warnings)) => {
@@ -141,6 +188,13 @@ pub fn check_certificates(config: &Config) -> Vec<Finding> {
                 warnings.into_iter().map(|w| f(Level::Warning, w)).collect();
             for (host, cert) in &per_host {
                 out.extend(check_certificate(host, cert.as_ref(), now));
+            }
+            if let Ok((per_service, _)) =
+                crate::tls::inspect(&config.effective_certfiles(), &services)
+            {
+                for (domain, cert) in &per_service {
+                    out.push(check_service_certificate(domain, cert.as_ref()));
+                }
             }
             out
         }
@@ -255,6 +309,51 @@ pub fn judge_dns(
     out
 }
 
+/// Judge a module service domain's DNS: other servers reach it by its own
+/// `_xmpp-server._tcp` SRV record, else its A/AAAA record on 5269; clients
+/// never look it up.
+pub fn judge_service_dns(domain: &str, facts: &DnsFacts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for e in &facts.errors {
+        out.push(f(
+            Level::Warning,
+            format!("{domain}: DNS lookup failed: {e}"),
+        ));
+    }
+    let server: Vec<&(String, String, u16)> = facts
+        .srv
+        .iter()
+        .filter(|(s, _, _)| s == "_xmpp-server._tcp" || s == "_xmpps-server._tcp")
+        .collect();
+    if server.is_empty() && facts.addresses.is_empty() {
+        out.push(f(
+            Level::Warning,
+            format!(
+                "{domain}: no _xmpp-server._tcp SRV record and no A/AAAA record: users of other \
+                 servers cannot join its rooms (local users can)"
+            ),
+        ));
+    } else if server.is_empty() {
+        out.push(f(
+            Level::Note,
+            format!("{domain}: no _xmpp-server._tcp SRV record: other servers connect to {domain} port 5269"),
+        ));
+    }
+    for (service, target, port) in &server {
+        out.push(f(
+            Level::Ok,
+            format!("{domain}: {service} → {target}:{port}"),
+        ));
+    }
+    for t in &facts.dead_targets {
+        out.push(f(
+            Level::Problem,
+            format!("{domain}: the SRV target {t} has no A/AAAA record"),
+        ));
+    }
+    out
+}
+
 async fn lookup_facts(resolver: &hickory_resolver::TokioResolver, host: &str) -> DnsFacts {
     use hickory_resolver::proto::ProtoErrorKind;
     let no_records = |e: &hickory_resolver::ResolveError| {
@@ -327,7 +426,16 @@ pub fn check_dns(config: &Config) -> Vec<Finding> {
             format!("{h}: not a public DNS name; DNS not checked"),
         ));
     }
-    if public.is_empty() {
+    // Service domains matter only to other servers.
+    let services: Vec<String> = if s2s.is_empty() {
+        Vec::new()
+    } else {
+        service_domains(config)
+            .into_iter()
+            .filter(|d| !is_private_name(d))
+            .collect()
+    };
+    if public.is_empty() && services.is_empty() {
         return out;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -358,6 +466,10 @@ pub fn check_dns(config: &Config) -> Vec<Finding> {
         for host in public {
             let facts = lookup_facts(&resolver, host).await;
             out.extend(judge_dns(host, &facts, &c2s, &s2s));
+        }
+        for domain in &services {
+            let facts = lookup_facts(&resolver, domain).await;
+            out.extend(judge_service_dns(domain, &facts));
         }
     });
     out
@@ -517,5 +629,32 @@ mod tests {
         assert_eq!(levels(&v), [Level::Ok, Level::Ok, Level::Problem], "{v:?}");
         let v = judge_dns("example.org", &DnsFacts::default(), &[5222], &[5269]);
         assert_eq!(levels(&v), [Level::Problem, Level::Problem]);
+    }
+
+    #[test]
+    fn service_domain_findings() {
+        let d = "conference.example.org";
+        assert_eq!(
+            levels(&judge_service_dns(d, &DnsFacts::default())),
+            [Level::Warning]
+        );
+        let a_only = DnsFacts {
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+            ..Default::default()
+        };
+        assert_eq!(levels(&judge_service_dns(d, &a_only)), [Level::Note]);
+        let srv = DnsFacts {
+            srv: vec![("_xmpp-server._tcp".into(), "xmpp.example.org".into(), 5269)],
+            ..Default::default()
+        };
+        let v = judge_service_dns(d, &srv);
+        assert_eq!(levels(&v), [Level::Ok], "{v:?}");
+        assert!(v[0].text.contains("xmpp.example.org:5269"), "{v:?}");
+        assert_eq!(check_service_certificate(d, None).level, Level::Warning);
+        let yaml = "hosts: [example.org]\nmodules:\n  mod_muc: {}\n";
+        let config =
+            crate::config::Config::from_str(yaml, "test.yml", std::path::Path::new("/tmp"))
+                .expect("config");
+        assert_eq!(service_domains(&config), vec![d.to_string()]);
     }
 }

@@ -207,11 +207,15 @@ pub fn session_ended(server: &Server, session: &Arc<SessionHandle>) -> Vec<Out> 
     let mut out = Vec::new();
     let was_available = session.available.swap(false, Ordering::Relaxed);
     let bare = session.jid.bare();
+    let el = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
     if was_available {
-        let el = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
         fan_out(server, session, &bare, &el, &mut out);
-        send_to_directed(session, &el, &mut out);
     }
+    // Entities that got directed presence (MUC rooms here and on other
+    // servers among them) learn the session ended, even when it never
+    // sent its initial presence (as Prosody does): a room must not keep an
+    // occupant that is gone.
+    send_to_directed(session, &el, &mut out);
     if server.sessions.sessions_of(&bare).is_empty() {
         server.rosters.evict(&bare);
     }

@@ -5,7 +5,10 @@
 //! `s2s_secure_auth` or `s2s_dialback: false` forbid it; answers to
 //! `db:verify` for keys this server issued; then stanzas, each of which must
 //! come `from` a domain the stream authenticated and go `to` a domain we
-//! serve, before it is routed like any other.
+//! speak for (a served host, or a module's service domain such as mod_muc's
+//! `conference.HOST`: `Server::speaks_for`), before it is routed like any
+//! other. A service domain is a stream's `to`, a dialback `to` and a
+//! stanza's `to` under exactly the rules of a host.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -221,7 +224,7 @@ impl Incoming {
                 .map(|t| t.trim_end_matches('.').to_lowercase())
                 .or_else(|| self.server.config().hosts.first().cloned())
                 .unwrap_or_default();
-        if !self.server.serves(&to) {
+        if !self.server.speaks_for(&to) {
             self.local = Some(to);
             return Err(Fail::Stream(StreamCondition::HostUnknown, None));
         }
@@ -470,7 +473,7 @@ impl Incoming {
                 ns::STANZA_ERRORS
             )
         };
-        if !self.server.serves(&to) {
+        if !self.server.speaks_for(&to) {
             return self.conn.send(&error("item-not-found", "cancel")).await;
         }
         if !self.dialback_allowed() {
@@ -518,7 +521,7 @@ impl Incoming {
         else {
             return Err(Fail::Stream(StreamCondition::ImproperAddressing, None));
         };
-        let valid = self.server.serves(&to.to_lowercase())
+        let valid = self.server.speaks_for(&to.to_lowercase())
             && super::dialback::check(&self.server.s2s.secret, from, to, id, &el.text());
         let kind = if valid { "valid" } else { "invalid" };
         self.conn
@@ -556,7 +559,7 @@ impl Incoming {
                 )),
             ));
         }
-        if !self.server.serves(to.domain().as_str()) {
+        if !self.server.speaks_for(to.domain().as_str()) {
             return Err(Fail::Stream(
                 StreamCondition::HostUnknown,
                 Some(format!("{} is not served here", to.domain())),

@@ -46,14 +46,16 @@ pub fn register(server: &Arc<Server>) {
 }
 
 /// Route a stanza to a domain we do not serve. Its `from` must be on a
-/// domain we serve (we never relay between remote servers).
+/// domain we speak for — a served host or a module's service domain, which
+/// then has its own connections (`conference.HOST` -> remote), as in
+/// Prosody and ejabberd — (we never relay between remote servers).
 async fn send(server: &Server, stanza: Element, remote: &str) {
     let local = stanza
         .attr("from")
         .and_then(|f| jid::Jid::new(f).ok())
         .map(|f| f.domain().as_str().to_string());
     match local {
-        Some(local) if server.serves(&local) => {
+        Some(local) if server.speaks_for(&local) => {
             outgoing::send(server, &local, remote, stanza).await;
         }
         _ => tracing::debug!("s2s: not relaying a stanza from a remote domain to {remote}"),

@@ -37,7 +37,8 @@ const BATCH: usize = 16 * 1024;
 /// s2s listener's default `max_stanza_size`).
 const MAX_IN: Option<usize> = Some(524_288);
 
-/// Send a stanza (its `from` on a domain we serve) to a remote domain.
+/// Send a stanza (its `from` on a domain we speak for: a served host or a
+/// module service domain) to a remote domain.
 pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
     let Some(arc) = server.arc() else {
         return; // shutting down

@@ -1,7 +1,7 @@
 //! Shared harness for Rookery's integration tests: spawning the real server
 //! binary ([`server`]), a strict async XMPP test client ([`client`]) with its
 //! XML splitter ([`xml`]) and a hand-rolled SCRAM implementation ([`scram`]),
-//! plus RFC 6121 helpers ([`im`]), a small DNS server for federation tests
+//! plus RFC 6121 helpers ([`im`]), XEP-0045 steps for federated rooms ([`muc`]), a small DNS server for federation tests
 //! ([`dns`]) and the Python venv for interop tests
 //! ([`interop`]), and the strict character check every received unit gets
 //! ([`wellformed`]).
@@ -18,6 +18,7 @@ pub mod federation;
 pub mod http;
 pub mod im;
 pub mod interop;
+pub mod muc;
 pub mod scram;
 pub mod server;
 pub mod wellformed;

@@ -14,9 +14,13 @@
 //! is used after a start. Temporary rooms vanish when their last occupant
 //! leaves.
 //!
-//! Room occupants are local accounts: rooms' stanzas to remote users are
-//! not sent over s2s (the s2s code sends only from served hosts), and remote
-//! servers cannot open streams to the service domain.
+//! Occupants are local accounts or users of other servers: the server
+//! federates the service domain like a host (its own s2s streams and
+//! dialback identity), so a remote user's join, messages and presence
+//! arrive here as a local user's do, and what the room returns for a
+//! remote real JID leaves over s2s from `room@service/nick`. A remote
+//! occupant leaves by its server's unavailable presence, or is removed when
+//! its server returns an error for the room's stanzas (`route.rs`).
 //!
 //! The module is a folder: this file holds the options, the [`Muc`] module
 //! and the stanzas to the service domain itself; `room.rs` the room model

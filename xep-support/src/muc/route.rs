@@ -2,6 +2,10 @@
 //! iqs, groupchat messages, invitations) or to `room@service/nick` (joins,
 //! private messages, iqs passed between occupants and their answers).
 //!
+//! Occupants may be remote (their real JIDs on other servers, reached over
+//! s2s from the service domain): an error their server returns for a
+//! room's message or presence removes them (status 333).
+//!
 //! Invariants: only occupants reach other occupants; an iq passed on gets a
 //! room-made id and is remembered until answered (at most `PENDING_IQS`),
 //! so an answer reaches the requester with its own id and the occupant's
@@ -31,6 +35,7 @@ impl Muc {
             }
             "message" => {
                 if kind == "error" {
+                    self.error_from_occupant(c, svc, node, stanza, from, out);
                     return;
                 }
                 let Some(room) = svc.rooms.get_mut(node) else {
@@ -166,6 +171,12 @@ impl Muc {
             self.occupant_iq_answer(c, svc, node, stanza, from, out);
             return;
         }
+        if kind == "error" {
+            // A message or presence of the room bounced by the occupant's
+            // server (or session).
+            self.error_from_occupant(c, svc, node, stanza, from, out);
+            return;
+        }
         let Ok(from) = from.clone().try_into_full() else {
             out.extend(error_to(stanza, StanzaError::bad_request()));
             return;
@@ -230,6 +241,40 @@ impl Muc {
             }
             "iq" => self.occupant_iq(c, svc, node, nick, stanza, &from, out),
             _ => {}
+        }
+    }
+
+    /// An error returned from an occupant's real JID for a message or
+    /// presence of the room: its session or its server is gone (a remote
+    /// server bounces what it cannot deliver; s2s bounces when the remote
+    /// server cannot be reached). The occupant is removed and everyone is
+    /// told with status 333 (XEP-0045 §7.2, as ejabberd expels it), unless
+    /// the error is of type `wait` (a retry may succeed). Errors from
+    /// anyone else are dropped: an error never gets an answer.
+    pub(super) fn error_from_occupant(
+        &self,
+        c: &Ctx<'_>,
+        svc: &mut Service,
+        node: &str,
+        stanza: &Element,
+        from: &Jid,
+        out: &mut Out,
+    ) {
+        let wait = stanza
+            .child("error", ns::CLIENT)
+            .is_some_and(|e| e.attr("type") == Some("wait"));
+        let (Ok(from), false) = (from.clone().try_into_full(), wait) else {
+            return;
+        };
+        let Some(room) = svc.rooms.get_mut(node) else {
+            return;
+        };
+        let Some(idx) = room.by_jid(&from) else {
+            return;
+        };
+        c.remove_occupant(node, room, idx, &[333], None, None, out);
+        if room.occupants.is_empty() && !room.config.persistent {
+            svc.rooms.remove(node);
         }
     }
 
