@@ -365,6 +365,9 @@ async fn raw_pair(cfg: &ClientCfg, token: &str) -> Result<(Conn, Conn), Error> {
 
 /// Runs the scenario.
 pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
+    if o.raw && cfg.ws_url.is_some() {
+        return Err("chat --raw talks to the TLS relay: no --transport ws".into());
+    }
     let pairs = o.pairs.max(1);
     let duration = o.common.duration.unwrap_or(10.0);
     let cfg = Arc::new(cfg);
