@@ -159,6 +159,8 @@ enum Cmd {
     Presence(scenario::presence::Opts),
     /// Messages to offline users, then their delivery at login.
     Offline(scenario::offline::Opts),
+    /// Group chat fan-out: N rooms of M occupants posting at a set rate.
+    Muc(scenario::muc::Opts),
     /// Create accounts with the server's own admin command.
     Provision(provision::Opts),
     /// Trivial TLS byte relay (the baseline for `chat --raw`).
@@ -270,6 +272,10 @@ fn main() -> ExitCode {
         Cmd::Offline(o) => {
             let c = o.common.clone();
             run_client(&c, |cfg| scenario::offline::run(cfg, o))
+        }
+        Cmd::Muc(o) => {
+            let c = o.common.clone();
+            run_client(&c, |cfg| scenario::muc::run(cfg, o))
         }
         Cmd::Provision(o) => match provision::run(o) {
             Ok(true) => ExitCode::SUCCESS,
