@@ -8,11 +8,13 @@
 //! asks for none). Phases:
 //!
 //! 1. All sessions log in (available). Server RSS before and after.
-//! 2. Joins: each room's owner (`k = 0`) joins first and submits the
-//!    instant-room configuration (an empty `muc#owner` form: the service's
-//!    defaults, such as room archives, stay as configured; servers that
-//!    lock new rooms, as Prosody does, unlock them); then the other
-//!    occupants join, `--concurrency` at a time. A join is done when the
+//! 2. Joins: each room's owner (`k = 0`) joins first and submits the room
+//!    configuration: persistent (a community's room; servers delete a
+//!    temporary room's archive with the room) and nothing else, so the
+//!    service's defaults, such as room archives, stay as configured
+//!    (`--temporary`: an empty instant-room form); servers that lock new
+//!    rooms, as Prosody does, unlock them. Then the other occupants join,
+//!    `--concurrency` at a time. A join is done when the
 //!    occupant's own presence (from `room/nick`) arrives.
 //! 3. Hold `--hold` seconds (every occupant reading), then read the
 //!    server's RSS: `kib_per_occupant` is (after joins - after logins) /
@@ -83,6 +85,10 @@ pub struct Opts {
     /// Bound on one join, seconds.
     #[arg(long, default_value_t = 60.0)]
     pub join_timeout: f64,
+    /// Leave the rooms temporary (an empty instant-room form) instead of
+    /// making them persistent.
+    #[arg(long)]
+    pub temporary: bool,
 }
 
 const NS_MUC: &str = "http://jabber.org/protocol/muc";
@@ -110,6 +116,7 @@ struct Plan {
     service: String,
     tag: String,
     join_timeout: Duration,
+    temporary: bool,
     join_sem: Semaphore,
     rooms: Vec<RoomState>,
     hist: Mutex<Histogram<u64>>,
@@ -181,11 +188,20 @@ fn join_presence(room: &str, nick: &str) -> String {
     )
 }
 
-/// The instant-room configuration (XEP-0045 §10.1.2): an empty form.
-fn instant_config(room: &str) -> String {
+/// The room configuration the owner submits: persistent only (XEP-0045
+/// §10.2), or with `temporary` the instant-room form (§10.1.2, empty).
+fn room_config(room: &str, temporary: bool) -> String {
+    let fields = if temporary {
+        String::new()
+    } else {
+        format!(
+            "<field var='FORM_TYPE' type='hidden'><value>{NS_MUC}#roomconfig</value></field>\
+             <field var='muc#roomconfig_persistentroom'><value>1</value></field>"
+        )
+    };
     format!(
         "<iq type='set' id='{CONFIG_ID}' to='{room}'><query xmlns='{NS_MUC}#owner'>\
-         <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+         <x xmlns='jabber:x:data' type='submit'>{fields}</x></query></iq>"
     )
 }
 
@@ -210,8 +226,14 @@ async fn join(c: &mut Conn, room: &str, nick: &str, deadline: Instant) -> Result
 }
 
 /// Submits the instant-room configuration and waits for the answer.
-async fn configure(c: &mut Conn, room: &str, deadline: Instant) -> Result<(), Error> {
-    c.send(instant_config(room).as_bytes(), deadline).await?;
+async fn configure(
+    c: &mut Conn,
+    room: &str,
+    temporary: bool,
+    deadline: Instant,
+) -> Result<(), Error> {
+    c.send(room_config(room, temporary).as_bytes(), deadline)
+        .await?;
     loop {
         let u = c.recv(deadline).await?;
         if c.get(&u.name) == b"iq" && c.opt(&u.id) == CONFIG_ID.as_bytes() {
@@ -339,7 +361,9 @@ async fn occupant(
         let mut config_error = None;
         if k == 0 {
             if j.is_ok() {
-                config_error = configure(&mut c, &room_jid, deadline).await.err();
+                config_error = configure(&mut c, &room_jid, p.temporary, deadline)
+                    .await
+                    .err();
             }
             rs.ready.send_replace(true);
         }
@@ -555,6 +579,7 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
         service: service.clone(),
         tag: tag.clone(),
         join_timeout: Duration::from_secs_f64(o.join_timeout),
+        temporary: o.temporary,
         join_sem: Semaphore::new(o.common.concurrency.max(1)),
         rooms: (0..rooms)
             .map(|_| RoomState {
@@ -721,6 +746,7 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
     r.insert("occupants".into(), json!(m));
     r.insert("service".into(), json!(service));
     r.insert("room_tag".into(), json!(tag));
+    r.insert("persistent".into(), json!(!o.temporary));
     r.insert("rate_per_occupant".into(), json!(o.rate));
     r.insert("offered_per_s".into(), round(joined as f64 * o.rate, 1));
     r.insert("window".into(), json!(plan.window));
@@ -808,8 +834,12 @@ mod tests {
         let u = crate::xml::split(p.as_bytes(), true).unwrap().unwrap();
         assert_eq!(u.len, p.len());
         assert!(p.contains("maxstanzas='0'"));
-        let c = instant_config("r@conference.localhost");
-        let u = crate::xml::split(c.as_bytes(), true).unwrap().unwrap();
-        assert_eq!(&c.as_bytes()[u.child.unwrap()], b"query");
+        for temporary in [false, true] {
+            let c = room_config("r@conference.localhost", temporary);
+            let u = crate::xml::split(c.as_bytes(), true).unwrap().unwrap();
+            assert_eq!(u.len, c.len());
+            assert_eq!(&c.as_bytes()[u.child.unwrap()], b"query");
+            assert_eq!(c.contains("persistentroom"), !temporary);
+        }
     }
 }
