@@ -24,7 +24,9 @@
 //! the read buffer but whole messages, so a read cancelled by a scenario's
 //! `select!` loses nothing; WebSocket pings are answered by tungstenite
 //! while reading. Buffers are small (an idle session must cost the client
-//! little): 4 KiB of read buffer, writes flushed per `send`.
+//! little): 4 KiB of read buffer; the messages of one `send` are written
+//! together at its flush (up to 8 KiB at a time), as c2s over TCP writes a
+//! batch of stanzas in one TLS record.
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -74,7 +76,7 @@ impl WsLink {
         );
         let cfg = WebSocketConfig::default()
             .read_buffer_size(4096)
-            .write_buffer_size(0)
+            .write_buffer_size(8192)
             .max_message_size(Some(xml::MAX_UNIT));
         match tokio_tungstenite::client_async_with_config(req, io, Some(cfg)).await {
             Ok((ws, _)) => Ok(WsLink { ws }),
