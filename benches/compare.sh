@@ -34,6 +34,14 @@
 # servers this script started are stopped by PID (ejabberd with its own
 # ejabberdctl and config) at the end, on error and on Ctrl-C.
 #
+# Scenarios ending in -ws run the same load over XMPP over WebSocket (RFC
+# 7395: loadgen --transport ws) on each server's HTTPS listener: Rookery's
+# and ejabberd's ejabberd_http_ws at /ws, Prosody's mod_websocket at
+# /xmpp-websocket. muc, muc-ws and muc1k are group chat fan-out (loadgen
+# muc: rooms of occupants posting at a set rate; Rookery's
+# conference.DOMAIN, Prosody's MUC component, ejabberd's mod_muc; room
+# archives on in the production profile where the server has them).
+#
 # See docs/benchmarks.md, section "Anchors", for what was tuned and why.
 
 set -uo pipefail
@@ -61,7 +69,11 @@ Options:
                         offline; chat10k is chat at an offered 10,000 msgs/s;
                         idle-modern is idle with modern clients: carbons,
                         stream management with resumption, presence with
-                        caps, CSI inactive; production profile only)
+                        caps, CSI inactive; production profile only).
+                        Also: login-ws, idle-ws, chat-ws, chat10k-ws (the same
+                        over WebSocket, RFC 7395); muc (--muc-rooms rooms of
+                        --muc-occupants occupants), muc-ws (the same over
+                        WebSocket), muc1k (one room of --muc-big occupants)
   --users N             accounts used by login, chat (N/2 pairs), presence (a ring
                         of N) and offline (N/2 senders) (default 200; quick 50)
   --logins N            logins of the login scenario, round-robin over the
@@ -73,6 +85,13 @@ Options:
   --mech MECH           scram-sha-1 or scram-sha-256 (default scram-sha-1)
   --server-timeout S    overall limit for one server's run (default 1200; quick 240)
   --rate N              offered rate of chat10k, msgs/s (default 10000)
+  --muc-rooms N         rooms of muc and muc-ws (default 100; quick 5)
+  --muc-occupants N     occupants per room of muc and muc-ws (default 20; quick 10)
+  --muc-rate R          messages per second each occupant posts in muc and
+                        muc-ws (default 0.5)
+  --muc-big N           occupants of muc1k's one room (default 1000; quick 100)
+  --muc-big-rate R      messages per second each occupant posts in muc1k
+                        (default 0.02; quick 0.2)
   --wait-quiet S        before each scenario, wait up to S seconds for the
                         machine to be quiet (other processes under 15% of the
                         CPUs) (default 0: measure at once, with a warning)
@@ -108,6 +127,11 @@ BUILD=1
 KEEP=0
 WAIT_QUIET=0
 LOADGEN_EXTRA=()
+MUC_ROOMS=""
+MUC_OCC=""
+MUC_RATE=0.5
+MUC_BIG=""
+MUC_BIG_RATE=""
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -138,6 +162,16 @@ while [ $# -gt 0 ]; do
         --server-timeout=*) SERVER_TIMEOUT=${1#*=} ;;
         --loadgen-arg) LOADGEN_EXTRA+=("${2:?}"); shift ;;
         --loadgen-arg=*) LOADGEN_EXTRA+=("${1#*=}") ;;
+        --muc-rooms) MUC_ROOMS=${2:?}; shift ;;
+        --muc-rooms=*) MUC_ROOMS=${1#*=} ;;
+        --muc-occupants) MUC_OCC=${2:?}; shift ;;
+        --muc-occupants=*) MUC_OCC=${1#*=} ;;
+        --muc-rate) MUC_RATE=${2:?}; shift ;;
+        --muc-rate=*) MUC_RATE=${1#*=} ;;
+        --muc-big) MUC_BIG=${2:?}; shift ;;
+        --muc-big=*) MUC_BIG=${1#*=} ;;
+        --muc-big-rate) MUC_BIG_RATE=${2:?}; shift ;;
+        --muc-big-rate=*) MUC_BIG_RATE=${1#*=} ;;
         --rate) RATE=${2:?}; shift ;;
         --rate=*) RATE=${1#*=} ;;
         --wait-quiet) WAIT_QUIET=${2:?}; shift ;;
@@ -153,15 +187,20 @@ done
 
 if [ "$QUICK" = 1 ]; then
     : "${USERS:=50}" "${LOGINS:=300}" "${MESSAGES:=500}" "${IDLE_USERS:=500}" "${DURATION:=4}"
-    : "${SERVER_TIMEOUT:=240}"
+    : "${SERVER_TIMEOUT:=240}" "${MUC_ROOMS:=5}" "${MUC_OCC:=10}" "${MUC_BIG:=100}" "${MUC_BIG_RATE:=0.2}"
 else
     : "${USERS:=200}" "${LOGINS:=2000}" "${MESSAGES:=5000}" "${IDLE_USERS:=10000}" "${DURATION:=20}"
-    : "${SERVER_TIMEOUT:=1200}"
+    : "${SERVER_TIMEOUT:=1200}" "${MUC_ROOMS:=100}" "${MUC_OCC:=20}" "${MUC_BIG:=1000}" "${MUC_BIG_RATE:=0.02}"
 fi
 
-for v in USERS LOGINS MESSAGES IDLE_USERS DURATION SERVER_TIMEOUT WAIT_QUIET RATE; do
+for v in USERS LOGINS MESSAGES IDLE_USERS DURATION SERVER_TIMEOUT WAIT_QUIET RATE MUC_ROOMS MUC_OCC MUC_BIG; do
     case ${!v} in ''|*[!0-9]*) echo "compare.sh: $v must be a whole number" >&2; exit 2 ;; esac
 done
+for v in MUC_RATE MUC_BIG_RATE; do
+    case ${!v} in ''|*[!0-9.]*|*.*.*|.) echo "compare.sh: $v must be a positive number" >&2; exit 2 ;; esac
+done
+[ "$MUC_ROOMS" -ge 1 ] && [ "$MUC_OCC" -ge 1 ] && [ "$MUC_BIG" -ge 1 ] \
+    || { echo "compare.sh: --muc-rooms, --muc-occupants and --muc-big must be at least 1" >&2; exit 2; }
 [ "$USERS" -ge 12 ] || { echo "compare.sh: --users must be at least 12" >&2; exit 2; }
 case $MECH in
     scram-sha-1) PROSODY_HASH=SHA-1; EJABBERD_HASH=sha; SASL_MECH=SCRAM-SHA-1 ;;
@@ -180,7 +219,11 @@ IFS=, read -r -a SCENARIO_LIST <<<"$SCENARIOS"
 # One server's whole run is bounded by this (time spent waiting for quiet excepted).
 RUN_LIMIT=$((SERVER_TIMEOUT + WAIT_QUIET * ${#SCENARIO_LIST[@]}))
 for s in "${SCENARIO_LIST[@]}"; do
-    case $s in login|idle|idle-modern|chat|chat10k|presence|offline) ;; *) echo "compare.sh: unknown scenario: $s" >&2; exit 2 ;; esac
+    case $s in
+        login|idle|idle-modern|chat|chat10k|presence|offline) ;;
+        login-ws|idle-ws|chat-ws|chat10k-ws|muc|muc-ws|muc1k) ;;
+        *) echo "compare.sh: unknown scenario: $s" >&2; exit 2 ;;
+    esac
 done
 if [ "$PROFILE" = minimal ]; then
     # The minimal configurations offer no stream management: no modern client.
@@ -432,6 +475,13 @@ fi
 ACCOUNTS=$((2 * USERS))
 [ "$LOGINS" -gt "$ACCOUNTS" ] && ACCOUNTS=$LOGINS
 [ "$IDLE_USERS" -gt "$ACCOUNTS" ] && ACCOUNTS=$IDLE_USERS
+# The muc scenarios: occupant k of room r is PREFIX(1 + r*occupants + k).
+for s in "${SCENARIO_LIST[@]}"; do
+    case $s in
+        muc|muc-ws) [ $((MUC_ROOMS * MUC_OCC)) -gt "$ACCOUNTS" ] && ACCOUNTS=$((MUC_ROOMS * MUC_OCC)) ;;
+        muc1k) [ "$MUC_BIG" -gt "$ACCOUNTS" ] && ACCOUNTS=$MUC_BIG ;;
+    esac
+done
 
 # -------------------------------------------------------------- work area
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rookery-bench.XXXXXX") || die "mktemp failed"
@@ -549,6 +599,9 @@ pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo unknown; 
 # ------------------------------------------------------------------ Rookery
 ROOKERY_DIR=""
 ROOKERY_CFG=""
+# Each server's HTTPS port and path for XMPP over WebSocket (set by setup_*).
+WS_PORT=""
+WS_PATH=""
 
 setup_rookery() {
     ROOKERY_DIR=$WORK/rookery
@@ -561,14 +614,23 @@ setup_rookery() {
         http_port=$(free_port)
         subst "$(anchor_file rookery yml)" "$ROOKERY_CFG" DIR="$ROOKERY_DIR" PORT="$PORT" \
             HTTP_PORT="$http_port" DOMAIN="$DOMAIN"
-        # The embedded default's modules, unchanged but for the upload URL's port.
+        # The embedded default's modules, unchanged but for the upload URL's
+        # port and mod_muc's max_users (as for the anchors: 1000 occupants
+        # in muc1k's room).
         [ -f "$ROOT/src/config/default.yml" ] || { log "src/config/default.yml missing"; return 1; }
         sed -n '/^modules:/,$p' "$ROOT/src/config/default.yml" \
-            | sed "s|:5443/|:$http_port/|" >>"$ROOKERY_CFG"
+            | sed "s|:5443/|:$http_port/|" \
+            | awk '/^  [a-z_]+:/ {muc = ($1 == "mod_muc:")} muc && /^    max_users:/ {next} {print} /^  mod_muc:/ {print "    max_users: 100000"}' \
+            >>"$ROOKERY_CFG"
         grep -q '^  mod_mam:' "$ROOKERY_CFG" || log "rookery: note: the embedded default has no mod_mam"
+        grep -q '^  mod_muc:' "$ROOKERY_CFG" || log "rookery: note: the embedded default has no mod_muc"
+        WS_PORT=$http_port
     else
-        subst "$ANCHORS/rookery.yml.in" "$ROOKERY_CFG" DIR="$ROOKERY_DIR" PORT="$PORT" DOMAIN="$DOMAIN"
+        WS_PORT=$(free_port)
+        subst "$ANCHORS/rookery.yml.in" "$ROOKERY_CFG" DIR="$ROOKERY_DIR" PORT="$PORT" DOMAIN="$DOMAIN" \
+            WS_PORT="$WS_PORT"
     fi
+    WS_PATH=/ws
     VERSION=$("$ROOKERY" --version 2>/dev/null | awk '{print $NF}')
     VERSION="$VERSION ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))"
 }
@@ -599,8 +661,10 @@ setup_prosody() {
     mkdir -p "$PROSODY_DIR/data"
     copy_certs "$PROSODY_DIR" prosody:prosody
     PORT=$(free_port)
+    WS_PORT=$(free_port)
+    WS_PATH=/xmpp-websocket
     subst "$(anchor_file prosody cfg.lua)" "$PROSODY_CFG" DIR="$PROSODY_DIR" PORT="$PORT" \
-        DOMAIN="$DOMAIN" PASSWORD_HASH="$PROSODY_HASH"
+        DOMAIN="$DOMAIN" PASSWORD_HASH="$PROSODY_HASH" WS_PORT="$WS_PORT"
     chmod 644 "$PROSODY_CFG"
     touch "$PROSODY_DIR/prosody.log"
     chown prosody:prosody "$PROSODY_DIR" "$PROSODY_DIR/data" "$PROSODY_DIR/prosody.log"
@@ -687,8 +751,11 @@ setup_ejabberd() {
         setup_pg || { log "ejabberd: PostgreSQL setup failed; see $WORK/pg"; return 1; }
         pg_port=$PG_PORT
     fi
+    WS_PORT=$(free_port)
+    WS_PATH=/ws
     subst "$(anchor_file ejabberd yml)" "$EJABBERD_DIR/ejabberd.yml" DIR="$EJABBERD_DIR" PORT="$PORT" \
-        API_PORT="$API_PORT" DOMAIN="$DOMAIN" SCRAM_HASH="$EJABBERD_HASH" PG_PORT="$pg_port"
+        API_PORT="$API_PORT" DOMAIN="$DOMAIN" SCRAM_HASH="$EJABBERD_HASH" PG_PORT="$pg_port" \
+        WS_PORT="$WS_PORT"
     subst "$ANCHORS/ejabberdctl.cfg.in" "$EJABBERD_DIR/ejabberdctl.cfg" DIR="$EJABBERD_DIR" \
         NODE="$node" DIST_PORT="$dist_port"
     # Erlang's resolver configuration (ejabberdctl points ERL_INETRC at the
@@ -842,28 +909,42 @@ register_ejabberd() {
 BOUND=$((60 + USERS / 2 + LOGINS / 20 + MESSAGES / 100))
 scenario_args() { # scenario_args SCENARIO
     case $1 in
-        login) echo "--logins $LOGINS --users $LOGINS --duration $BOUND" ;;
-        chat) echo "--pairs $((USERS / 2)) --duration $DURATION" ;;
-        chat10k) echo "--pairs $((USERS / 2)) --rate $RATE --duration $DURATION" ;;
+        login|login-ws) echo "--logins $LOGINS --users $LOGINS --duration $BOUND" ;;
+        chat|chat-ws) echo "--pairs $((USERS / 2)) --duration $DURATION" ;;
+        chat10k|chat10k-ws) echo "--pairs $((USERS / 2)) --rate $RATE --duration $DURATION" ;;
         presence) echo "--users $USERS --first-user $((USERS + 1)) --contacts 10 --changes 20 --duration $BOUND" ;;
         offline) echo "--messages $MESSAGES --senders $((USERS / 2)) --duration $BOUND" ;;
-        idle) echo "--sessions $IDLE_USERS --duration $DURATION" ;;
+        idle|idle-ws) echo "--sessions $IDLE_USERS --duration $DURATION" ;;
         idle-modern) echo "--sessions $IDLE_USERS --duration $DURATION --resource modern --modern" ;;
+        muc|muc-ws) echo "--rooms $MUC_ROOMS --occupants $MUC_OCC --rate $MUC_RATE --duration $DURATION" ;;
+        muc1k) echo "--rooms 1 --occupants $MUC_BIG --rate $MUC_BIG_RATE --duration $DURATION" ;;
     esac
 }
 
 loadgen_cmd() { # loadgen_cmd SCENARIO: loadgen's subcommand for it
     case $1 in
-        chat10k) echo chat ;;
-        idle-modern) echo idle ;;
+        chat10k|chat10k-ws|chat-ws) echo chat ;;
+        idle-modern|idle-ws) echo idle ;;
+        login-ws) echo login ;;
+        muc-ws|muc1k) echo muc ;;
         *) echo "$1" ;;
+    esac
+}
+
+# The transport options and server address of a scenario: *-ws over
+# WebSocket at the server's WS_PORT and WS_PATH, the others c2s on PORT.
+transport_args() { # transport_args SCENARIO
+    case $1 in
+        *-ws) echo "--server 127.0.0.1:$WS_PORT --transport ws --ws-path $WS_PATH" ;;
+        *) echo "--server 127.0.0.1:$PORT" ;;
     esac
 }
 
 scenario_timeout() { # upper bound for one loadgen run, seconds (loadgen bounds itself first)
     case $1 in
-        idle|idle-modern) echo $((660 + DURATION + 30)) ;;   # loadgen: 600 s for the logins, then the hold
-        chat|chat10k) echo $((DURATION + 10 + 60)) ;;    # sending time, 10 s drain
+        idle|idle-modern|idle-ws) echo $((660 + DURATION + 30)) ;;   # loadgen: 600 s for the logins, then the hold
+        chat|chat10k|chat-ws|chat10k-ws) echo $((DURATION + 10 + 60)) ;;    # sending time, 10 s drain
+        muc|muc-ws|muc1k) echo $((1200 + DURATION + 10 + 60)) ;;   # logins and joins 600 s each, then sending and drain
         *) echo $((BOUND + 60)) ;;
     esac
 }
@@ -874,8 +955,9 @@ RAW=()   # (--raw) for the relay
 
 run_scenario() { # run_scenario SERVER SCENARIO
     local server=$1 scen=$2 out err rc line load
-    local -a args
+    local -a args targs
     read -r -a args <<<"$(scenario_args "$scen")"
+    read -r -a targs <<<"$(transport_args "$scen")"
     out=$WORK/$server/loadgen-$scen.json
     err=$WORK/$server/loadgen-$scen.err
     local waited=0
@@ -899,7 +981,7 @@ run_scenario() { # run_scenario SERVER SCENARIO
     children_cpu
     child0=$CHILD_CPU
     interruptible --out "$out" --err "$err" \
-        timeout -k 5 "$(scenario_timeout "$scen")" "$LOADGEN" "$(loadgen_cmd "$scen")" --server "127.0.0.1:$PORT" \
+        timeout -k 5 "$(scenario_timeout "$scen")" "$LOADGEN" "$(loadgen_cmd "$scen")" "${targs[@]}" \
         --domain "$DOMAIN" --users-prefix "$PREFIX" --password "$PASSWORD" --mech "$MECH" \
         --server-pid "$CUR_PID" --scram-cache "$WORK/$server/scram-cache" \
         "${args[@]}" "${RAW[@]}" "${LOADGEN_EXTRA[@]}"
@@ -1007,18 +1089,27 @@ run_server() { # run_server NAME
         [ "$TIMED_OUT" = 1 ] && break
         kill -0 "$CUR_PID" 2>/dev/null || { log "$s: server died; see $WORK/$s"; FAILED+=("$s/died"); KEEP=1; break; }
         case $scen in
-            idle|idle-modern)
-                # Memory per session is measured on a freshly started server
-                # (memory the allocator or GC kept from an earlier scenario
-                # would hide part of it): restart it, same data.
+            idle|idle-modern|idle-ws|muc|muc-ws|muc1k)
+                # Memory per session (per occupant) is measured on a freshly
+                # started server (memory the allocator or GC kept from an
+                # earlier scenario would hide part of it): restart it, same data.
                 if [ "$ran" = 1 ]; then
                     log "$s: restarting it for $scen (fresh process)"
                     stop_current
                     CUR_SERVER=$s
                     if ! "start_$s"; then
-                        log "$s: did not restart; see $WORK/$s"
-                        FAILED+=("$s/restart"); KEEP=1
-                        break
+                        # Seen once with ejabberd (eaddrinuse on its c2s
+                        # port right after the previous VM stopped): one
+                        # more try after a pause.
+                        log "$s: did not restart; trying once more in 5 s"
+                        stop_current
+                        CUR_SERVER=$s
+                        sleep 5
+                        if ! "start_$s"; then
+                            log "$s: did not restart; see $WORK/$s"
+                            FAILED+=("$s/restart"); KEEP=1
+                            break
+                        fi
                     fi
                 fi ;;
         esac

@@ -8,8 +8,9 @@
 # /tmp/rookery-bench.XXXXXX), starts the server from that config, creates
 # $USERS accounts, runs every scenario and appends each JSON report to
 # OUTDIR/results.jsonl (the human summaries go to OUTDIR/summary.txt).
-# Idle runs get a freshly started server (same data), since freed memory is
-# not given back to the system. Every step is bounded in time; only the
+# Idle and muc runs get a freshly started server (same data), since freed
+# memory is not given back to the system. The WebSocket runs (RFC 7395,
+# loadgen --transport ws) go to the server's HTTPS listener at /ws. Every step is bounded in time; only the
 # processes this script starts are stopped, by their PIDs.
 #
 # Environment: ROOKERY, LOADGEN (binaries), USERS (default 20000),
@@ -44,12 +45,27 @@ listen:
     ip: 127.0.0.1
     module: ejabberd_c2s
     starttls_required: true
+  - port: 0
+    ip: 127.0.0.1
+    module: ejabberd_http
+    tls: true
+    request_handlers:
+      /ws: ejabberd_http_ws
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
 shaper_rules:
   max_user_sessions: infinity
   max_user_offline_messages: infinity
 modules:
   mod_ping: {}
   mod_disco: {}
+  mod_muc:
+    access_create: local
+    max_users: 100000
 EOF
 
 stop_server() {
@@ -85,7 +101,8 @@ start_server() {
   done
   grep -q '^rookery: ready' "$OUT/server.out" || { echo "server not ready" >&2; exit 1; }
   ADDR=$(awk '/^rookery: listening c2s/ {print $4; exit}' "$OUT/server.out")
-  echo "server pid $SERVER_PID on $ADDR" | tee -a "$SUMMARY"
+  WS_ADDR=$(awk '/^rookery: listening http/ {print $4; exit}' "$OUT/server.out")
+  echo "server pid $SERVER_PID on $ADDR, WebSocket on $WS_ADDR" | tee -a "$SUMMARY"
 }
 
 # lg SCENARIO ARGS...: one loadgen run, bounded to 15 minutes; its JSON
@@ -96,12 +113,19 @@ lg() {
     --scram-cache "$CACHE" >>"${LG_OUT:-$RESULTS}" 2> >(tee -a "$SUMMARY" >&2) || true
 }
 
+# lgws SCENARIO ARGS...: the same over WebSocket (wss://$WS_ADDR/ws).
+lgws() {
+  echo "\$ loadgen $* --transport ws" | tee -a "$SUMMARY"
+  timeout 900 "$LOADGEN" "$@" --server "$WS_ADDR" --transport ws --ws-path /ws \
+    --server-pid "$SERVER_PID" --scram-cache "$CACHE" >>"${LG_OUT:-$RESULTS}" 2> >(tee -a "$SUMMARY" >&2) || true
+}
+
 if [ "$QUICK" = 1 ]; then
   USERS=400 LOGINS=300 IDLE_A=200 IDLE_B=400 PAIRS=50 BIG_PAIRS=100 SECS=3
-  P_USERS=100 P_CONTACTS=10 OFFLINE=500
+  P_USERS=100 P_CONTACTS=10 OFFLINE=500 MUC_ROOMS=10 MUC_OCC=20 MUC_BIG=100 MUC_BIG_RATE=0.2
 else
   LOGINS=5000 IDLE_A=2000 IDLE_B=10000 PAIRS=100 BIG_PAIRS=1000 SECS=20
-  P_USERS=1000 P_CONTACTS=20 OFFLINE=10000
+  P_USERS=1000 P_CONTACTS=20 OFFLINE=10000 MUC_ROOMS=100 MUC_OCC=20 MUC_BIG=1000 MUC_BIG_RATE=0.02
 fi
 
 echo "# $(date -u +%FT%TZ) rookery $("$ROOKERY" --version 2>/dev/null || echo '?'), $(nproc) cores" | tee -a "$SUMMARY"
@@ -133,6 +157,18 @@ lg presence --users "$P_USERS" --contacts "$P_CONTACTS" --changes 5 \
   --first-user $((USERS - P_USERS + 1)) --skip-setup
 
 lg offline --messages "$OFFLINE" --senders 10
+
+# Over WebSocket: idle memory (fresh server) and chat.
+start_server
+lgws idle --sessions "$IDLE_A" --duration 5 --concurrency 50
+lgws chat --pairs "$PAIRS" --rate 1000 --duration "$SECS"
+lgws chat --pairs "$PAIRS" --duration 10
+
+# Group chat fan-out, each shape on a fresh server (memory per occupant).
+start_server
+lg muc --rooms "$MUC_ROOMS" --occupants "$MUC_OCC" --rate 0.5 --duration "$SECS"
+start_server
+lg muc --rooms 1 --occupants "$MUC_BIG" --rate "$MUC_BIG_RATE" --duration "$SECS"
 
 # The baseline: the same chat frames through the TLS byte relay.
 stop_server

@@ -1,6 +1,8 @@
-//! One client connection: TCP, STARTTLS, SASL, bind, then stanzas.
+//! One client connection: TCP, STARTTLS, SASL, bind, then stanzas; or,
+//! with `--transport ws`, TLS, a WebSocket (RFC 7395, `ws.rs`), SASL, bind.
 //!
-//! A [`Conn`] is a socket (plain, then TLS), one small read buffer that grows
+//! A [`Conn`] is a socket (plain, then TLS; or a WebSocket over TLS, whose
+//! messages are turned into the same byte stream), one small read buffer that grows
 //! only while a large unit is pending and shrinks back when drained, and the
 //! splitter state. There is no task or thread per connection inside this
 //! type: a scenario drives one or two connections from one tokio task. Every
@@ -26,6 +28,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::scram::{CachedSha1, CachedSha256};
+use crate::ws::WsLink;
 use crate::xml::{self, Kind, Unit};
 
 /// Initial (and resting) size of a connection's read buffer.
@@ -82,6 +85,9 @@ pub struct ClientCfg {
     pub login_timeout: Duration,
     /// Resource to bind.
     pub resource: String,
+    /// `Some(url)`: connect with a WebSocket (RFC 7395) to this
+    /// `wss://` or `ws://` URL at `server` instead of c2s over STARTTLS.
+    pub ws_url: Option<String>,
 }
 
 impl ClientCfg {
@@ -125,8 +131,8 @@ fn err(kind: &'static str, msg: impl Into<String>) -> Error {
     }
 }
 
-/// The byte stream under a connection.
-enum Io {
+/// The byte stream under a connection (or under its WebSocket).
+pub enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
     Gone,
@@ -183,6 +189,8 @@ pub struct Conn {
     pos: usize,
     pending: usize,
     in_stream: bool,
+    /// The WebSocket, with `--transport ws` (then `io` is `Gone`).
+    ws: Option<Box<WsLink>>,
     /// XEP-0198 state of a "modern" session (`idle --modern`), else None.
     pub sm: Option<crate::modern::Sm>,
 }
@@ -228,8 +236,43 @@ impl Conn {
             pos: 0,
             pending: 0,
             in_stream: false,
+            ws: None,
             sm: None,
         })
+    }
+
+    /// Opens TCP, TLS unless the URL is `ws://`, and the WebSocket.
+    async fn connect_ws(cfg: &ClientCfg, url: &str, deadline: Instant) -> Result<Conn, Error> {
+        let mut c = Conn::connect(cfg, deadline).await?;
+        if url.starts_with("wss:") {
+            c.start_tls(cfg, deadline).await?;
+        }
+        let io = std::mem::replace(&mut c.io, Io::Gone);
+        match timeout_at(deadline, WsLink::handshake(io, url)).await {
+            Err(_) => return Err(err("timeout", "WebSocket handshake")),
+            Ok(r) => c.ws = Some(Box::new(r?)),
+        }
+        Ok(c)
+    }
+
+    /// The stream header this connection's transport uses.
+    fn header(&self, domain: &str) -> String {
+        if self.ws.is_some() {
+            crate::ws::open(domain)
+        } else {
+            stream_header(domain)
+        }
+    }
+
+    /// Sends a stream header or end as it is (not split into elements).
+    async fn send_framing(&mut self, data: &[u8], deadline: Instant) -> Result<(), Error> {
+        match &mut self.ws {
+            Some(ws) => match timeout_at(deadline, ws.send_raw(data)).await {
+                Err(_) => Err(err("timeout", "write")),
+                Ok(r) => r,
+            },
+            None => self.send(data, deadline).await,
+        }
     }
 
     /// Opens TCP and TLS from the first byte (the relay's raw mode).
@@ -262,33 +305,38 @@ impl Conn {
     /// Returns the bound connection (no presence sent).
     pub async fn login(cfg: &ClientCfg, user: &str, resource: &str) -> Result<Conn, Error> {
         let deadline = Instant::now() + cfg.login_timeout;
-        let mut c = Conn::connect(cfg, deadline).await?;
-        let header = stream_header(&cfg.domain);
-        // Plain stream: expect <starttls/>.
-        c.send(header.as_bytes(), deadline).await?;
-        let f = c.open_stream(deadline).await?;
-        if !contains(c.get(&f.raw), b"starttls") {
-            return Err(err("tls", "server offers no STARTTLS"));
+        let mut c = match &cfg.ws_url {
+            Some(url) => Conn::connect_ws(cfg, url, deadline).await?,
+            None => Conn::connect(cfg, deadline).await?,
+        };
+        let header = c.header(&cfg.domain);
+        if c.ws.is_none() {
+            // Plain stream: expect <starttls/>.
+            c.send(header.as_bytes(), deadline).await?;
+            let f = c.open_stream(deadline).await?;
+            if !contains(c.get(&f.raw), b"starttls") {
+                return Err(err("tls", "server offers no STARTTLS"));
+            }
+            c.send(
+                b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+                deadline,
+            )
+            .await?;
+            let p = c.recv(deadline).await?;
+            if c.get(&p.name) != b"proceed" {
+                return Err(err(
+                    "tls",
+                    format!(
+                        "STARTTLS answered with <{}>",
+                        String::from_utf8_lossy(c.get(&p.name))
+                    ),
+                ));
+            }
+            c.reset_stream();
+            c.start_tls(cfg, deadline).await?;
         }
-        c.send(
-            b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
-            deadline,
-        )
-        .await?;
-        let p = c.recv(deadline).await?;
-        if c.get(&p.name) != b"proceed" {
-            return Err(err(
-                "tls",
-                format!(
-                    "STARTTLS answered with <{}>",
-                    String::from_utf8_lossy(c.get(&p.name))
-                ),
-            ));
-        }
-        c.reset_stream();
-        c.start_tls(cfg, deadline).await?;
-        // TLS stream: SASL.
-        c.send(header.as_bytes(), deadline).await?;
+        // TLS stream (or WebSocket over TLS): SASL.
+        c.send_framing(header.as_bytes(), deadline).await?;
         let f = c.open_stream(deadline).await?;
         let want = format!(">{}<", cfg.mech.sasl_name());
         if !contains(c.get(&f.raw), want.as_bytes()) {
@@ -299,7 +347,7 @@ impl Conn {
         }
         c.authenticate(cfg, user, deadline).await?;
         c.reset_stream();
-        c.send(header.as_bytes(), deadline).await?;
+        c.send_framing(header.as_bytes(), deadline).await?;
         let f = c.open_stream(deadline).await?;
         if !contains(c.get(&f.raw), b"bind") {
             return Err(err("bind", "no <bind/> feature after authentication"));
@@ -422,6 +470,12 @@ impl Conn {
 
     /// Writes and flushes `data`, bounded by `deadline`.
     pub async fn send(&mut self, data: &[u8], deadline: Instant) -> Result<(), Error> {
+        if let Some(ws) = &mut self.ws {
+            return match timeout_at(deadline, ws.send(data)).await {
+                Err(_) => Err(err("timeout", "write")),
+                Ok(r) => r,
+            };
+        }
         let io = &mut self.io;
         let fut = async {
             io.write_all(data).await?;
@@ -436,6 +490,9 @@ impl Conn {
 
     /// Writes and flushes `data` without a deadline (the caller bounds it).
     pub async fn send_now(&mut self, data: &[u8]) -> Result<(), Error> {
+        if let Some(ws) = &mut self.ws {
+            return ws.send(data).await;
+        }
         let r = async {
             self.io.write_all(data).await?;
             self.io.flush().await
@@ -469,6 +526,18 @@ impl Conn {
     }
 
     async fn fill(&mut self) -> Result<(), Error> {
+        if let Some(ws) = &mut self.ws {
+            // Whole messages only (cancel-safe); an idle session's empty
+            // buffer is allocated when one arrives.
+            if self.pos > 0 && self.pos >= self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
+            } else if self.pos > SHRINK_ABOVE {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            return ws.recv_into(&mut self.buf).await.map(|_| ());
+        }
         if self.buf.capacity() == 0 {
             // No buffer (an idle session released it): read into a scratch
             // array that lives on the thread's stack only during each poll,
@@ -635,13 +704,21 @@ impl Conn {
     /// the server's end of stream or EOF, then closes TLS and TCP.
     pub async fn close(mut self, wait: Duration) {
         let deadline = Instant::now() + wait;
-        if self.send(b"</stream:stream>", deadline).await.is_ok() {
+        let end: &[u8] = if self.ws.is_some() {
+            crate::ws::CLOSE
+        } else {
+            b"</stream:stream>"
+        };
+        if self.send_framing(end, deadline).await.is_ok() {
             loop {
                 match timeout_at(deadline, self.next_unit()).await {
                     Ok(Ok(u)) if u.kind != Kind::End => continue,
                     _ => break,
                 }
             }
+        }
+        if let Some(ws) = &mut self.ws {
+            let _ = timeout_at(deadline, ws.close()).await;
         }
         let _ = timeout_at(deadline, self.io.shutdown()).await;
     }

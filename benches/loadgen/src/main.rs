@@ -1,9 +1,10 @@
 //! `loadgen`: the load generator for Rookery (and any XMPP server).
 //!
 //! It speaks real client-to-server XMPP — TCP, STARTTLS, SASL SCRAM-SHA-256,
-//! SCRAM-SHA-1 or PLAIN, resource binding, presence — from one tokio process
-//! with no thread per connection, and runs one scenario per invocation:
-//! `login`, `idle`, `chat`, `presence`, `offline`. Each prints one JSON line
+//! SCRAM-SHA-1 or PLAIN, resource binding, presence — or the same over a
+//! WebSocket (RFC 7395, `--transport ws`), from one tokio process with no
+//! thread per connection, and runs one scenario per invocation: `login`,
+//! `idle`, `chat`, `presence`, `offline`, `muc`. Each prints one JSON line
 //! on stdout and a short human summary on stderr. `provision` creates the
 //! accounts and `relay` is the "speed of light" baseline: a TLS byte relay
 //! without XML that `chat --raw` can be pointed at. See docs/benchmarks.md.
@@ -17,6 +18,7 @@ mod scenario;
 mod scram;
 mod stats;
 mod tls;
+mod ws;
 mod xml;
 
 use std::net::{IpAddr, SocketAddr};
@@ -36,12 +38,33 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How clients reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// c2s over TCP with STARTTLS (RFC 6120).
+    Tcp,
+    /// XMPP over WebSocket (RFC 7395) on the server's HTTPS listener.
+    Ws,
+}
+
 /// Options every client scenario takes.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Server c2s address (STARTTLS port), or the relay's port with `chat --raw`.
+    /// Server c2s address (STARTTLS port); with `--transport ws` its HTTPS
+    /// (or, with --ws-plain, HTTP) listener; the relay's port with `chat --raw`.
     #[arg(long, default_value = "127.0.0.1:5222")]
     pub server: SocketAddr,
+    /// tcp: c2s with STARTTLS; ws: WebSocket (RFC 7395, subprotocol xmpp)
+    /// at --ws-path, over TLS.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: Transport,
+    /// Path of the WebSocket endpoint: /ws (Rookery, ejabberd's
+    /// ejabberd_http_ws), /xmpp-websocket (Prosody's mod_websocket).
+    #[arg(long, default_value = "/ws")]
+    pub ws_path: String,
+    /// With --transport ws: plain ws:// instead of wss://.
+    #[arg(long)]
+    pub ws_plain: bool,
     /// XMPP domain of the accounts.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
@@ -101,6 +124,24 @@ impl Common {
             bind_ip: self.bind_ip,
             login_timeout: Duration::from_secs_f64(self.login_timeout),
             resource: self.resource.clone(),
+            ws_url: match self.transport {
+                Transport::Tcp => None,
+                Transport::Ws => {
+                    if !self.ws_path.starts_with('/') {
+                        return Err(format!(
+                            "--ws-path must start with '/', not {:?}",
+                            self.ws_path
+                        ));
+                    }
+                    Some(format!(
+                        "{}://{}:{}{}",
+                        if self.ws_plain { "ws" } else { "wss" },
+                        self.domain,
+                        self.server.port(),
+                        self.ws_path
+                    ))
+                }
+            },
         })
     }
 }
@@ -118,6 +159,8 @@ enum Cmd {
     Presence(scenario::presence::Opts),
     /// Messages to offline users, then their delivery at login.
     Offline(scenario::offline::Opts),
+    /// Group chat fan-out: N rooms of M occupants posting at a set rate.
+    Muc(scenario::muc::Opts),
     /// Create accounts with the server's own admin command.
     Provision(provision::Opts),
     /// Trivial TLS byte relay (the baseline for `chat --raw`).
@@ -165,6 +208,10 @@ where
     F: FnOnce(ClientCfg) -> Fut,
     Fut: std::future::Future<Output = Result<bool, String>>,
 {
+    stats::set_transport(match common.transport {
+        Transport::Tcp => "tcp",
+        Transport::Ws => "ws",
+    });
     let cfg = match common.client_cfg() {
         Ok(c) => c,
         Err(e) => {
@@ -225,6 +272,10 @@ fn main() -> ExitCode {
         Cmd::Offline(o) => {
             let c = o.common.clone();
             run_client(&c, |cfg| scenario::offline::run(cfg, o))
+        }
+        Cmd::Muc(o) => {
+            let c = o.common.clone();
+            run_client(&c, |cfg| scenario::muc::run(cfg, o))
         }
         Cmd::Provision(o) => match provision::run(o) {
             Ok(true) => ExitCode::SUCCESS,

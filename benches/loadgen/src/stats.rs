@@ -195,9 +195,21 @@ fn loadavg() -> Value {
     json!(v)
 }
 
-/// Prints the report as one JSON line on stdout, with the machine's load
-/// averages at the end of the run (`loadavg`).
+/// The clients' transport (`tcp` or `ws`), set once at start-up.
+static TRANSPORT: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Records the transport every report names (`transport`).
+pub fn set_transport(t: &'static str) {
+    let _ = TRANSPORT.set(t);
+}
+
+/// Prints the report as one JSON line on stdout, with the clients'
+/// transport (`transport`, when set) and the machine's load averages at the
+/// end of the run (`loadavg`).
 pub fn print_json(mut r: Map<String, Value>) {
+    if let Some(t) = TRANSPORT.get() {
+        r.insert("transport".into(), json!(t));
+    }
     r.insert("loadavg".into(), loadavg());
     println!("{}", Value::Object(r));
 }

@@ -9,6 +9,12 @@
 //! `idle --modern` runs against a server with stream management, carbons,
 //! caps and CSI (every session held) and against one without them (every
 //! login refused).
+//! Over WebSocket (`--transport ws`, the server's HTTPS listener at `/ws`):
+//! chat between 2 pairs (4 clients), 4 idle sessions and a room of 5, with
+//! nothing lost; a wrong path fails the login with kind `ws`. The `muc`
+//! scenario (2 rooms of 5 over TCP) delivers every groupchat message to
+//! every occupant, in order; joins to a service that does not exist are
+//! reported as join failures.
 //! Every child process is bounded in time and stopped by its own PID.
 
 use std::io::{BufRead, BufReader, Read};
@@ -98,6 +104,8 @@ fn rookery_binary() -> PathBuf {
 struct Server {
     child: Option<Child>,
     addr: String,
+    /// The HTTPS listener (WebSocket at /ws), when configured.
+    http_addr: String,
     config: PathBuf,
     _dir: tempfile::TempDir,
     stderr_path: PathBuf,
@@ -110,6 +118,21 @@ impl Server {
 
     /// Starts the server with `modules` (YAML lines under `modules:`).
     fn start_with(bin: &Path, modules: &str) -> Server {
+        Server::start_full(bin, "", modules)
+    }
+
+    /// Starts the server with an HTTPS listener serving WebSocket at /ws
+    /// and `modules`.
+    fn start_ws(bin: &Path, modules: &str) -> Server {
+        let http = "  - port: 0\n    ip: 127.0.0.1\n    module: ejabberd_http\n    tls: true\n    \
+                    request_handlers:\n      /ws: ejabberd_http_ws\n";
+        let s = Server::start_full(bin, http, modules);
+        assert!(!s.http_addr.is_empty(), "no http listener announced");
+        s
+    }
+
+    /// Starts the server with extra `listen:` entries and `modules`.
+    fn start_full(bin: &Path, listen_extra: &str, modules: &str) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("loadgen-smoke-")
             .tempdir()
@@ -121,6 +144,9 @@ impl Server {
             "hosts: [localhost]\nloglevel: warning\ndata_dir: {data:?}\n\
              ctl_socket: {ctl:?}\n\
              listen:\n  - port: 0\n    ip: 127.0.0.1\n    module: ejabberd_c2s\n    starttls_required: true\n\
+             {listen_extra}\
+             acl:\n  local:\n    user_regexp: \"\"\n\
+             access_rules:\n  local:\n    allow: local\n\
              shaper_rules:\n  max_user_sessions: infinity\n  max_user_offline_messages: infinity\n\
              modules:\n{modules}",
             data = data.display().to_string(),
@@ -149,6 +175,7 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             addr: String::new(),
+            http_addr: String::new(),
             config,
             _dir: dir,
             stderr_path,
@@ -161,6 +188,9 @@ impl Server {
                 .unwrap_or_else(|_| panic!("server not ready\n{}", server.stderr()));
             if let Some(rest) = line.strip_prefix("rookery: listening c2s ") {
                 server.addr = rest.split_whitespace().next().unwrap_or("").to_string();
+            }
+            if let Some(rest) = line.strip_prefix("rookery: listening http ") {
+                server.http_addr = rest.split_whitespace().next().unwrap_or("").to_string();
             }
             if line.trim() == "rookery: ready" {
                 break;
@@ -339,4 +369,164 @@ fn chat_and_offline_against_rookery() {
     assert_eq!(off["out_of_order"], 0, "{off}");
     assert_eq!(off["duplicates"], 0, "{off}");
     assert_eq!(off["exactly_once"], true, "{off}");
+}
+
+/// Asserts a `muc` report: everyone joined, every message delivered to
+/// every occupant once and in order.
+fn assert_muc_delivered(v: &serde_json::Value, occupants: u64) {
+    assert_eq!(v["scenario"], "muc", "{v}");
+    assert_eq!(v["login_failures"], 0, "{v}");
+    assert_eq!(v["join_failures"], 0, "{v}");
+    assert_eq!(v["joined"], occupants, "{v}");
+    assert_eq!(v["occupants_broken"], 0, "{v}");
+    let sent = v["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{v}");
+    assert_eq!(
+        v["expected"].as_u64().unwrap(),
+        sent * v["occupants"].as_u64().unwrap(),
+        "{v}"
+    );
+    assert_eq!(v["delivered"], v["expected"], "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["lost_senders"], 0, "{v}");
+    assert_eq!(v["out_of_order"], 0, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["bounced"], 0, "{v}");
+    assert!(v["kib_per_occupant"].is_number(), "{v}");
+    assert!(v["delivered_per_cpu_s"].is_number(), "{v}");
+}
+
+#[test]
+fn websocket_transport_against_rookery() {
+    let bin = rookery_binary();
+    let server = Server::start_ws(
+        &bin,
+        "  mod_ping: {}\n  mod_disco: {}\n  mod_muc:\n    access_create: local\n",
+    );
+    provision(&bin, &server, "8");
+    let pid = server.pid().to_string();
+    let ws = [
+        "--transport",
+        "ws",
+        "--server",
+        &server.http_addr,
+        "--server-pid",
+        &pid,
+    ];
+
+    // 4 clients: 2 pairs chatting over WebSocket.
+    let mut args = vec!["chat", "--pairs", "2", "--duration", "2", "--drain", "10"];
+    args.extend_from_slice(&ws);
+    let chat = loadgen(&args, &server);
+    assert_eq!(chat["transport"], "ws", "{chat}");
+    assert_eq!(chat["login_failures"], 0, "{chat}");
+    assert_eq!(chat["pairs_active"], 2, "{chat}");
+    assert!(chat["received"].as_u64().unwrap() > 0, "{chat}");
+    assert_eq!(chat["received"], chat["sent"], "{chat}");
+    assert_eq!(chat["lost"], 0, "{chat}");
+    assert_eq!(chat["out_of_order"], 0, "{chat}");
+    assert_eq!(chat["duplicates"], 0, "{chat}");
+
+    let mut args = vec!["idle", "--sessions", "4", "--duration", "1"];
+    args.extend_from_slice(&ws);
+    let idle = loadgen(&args, &server);
+    assert_eq!(idle["transport"], "ws", "{idle}");
+    assert_eq!(idle["ok"], 4, "{idle}");
+    assert_eq!(idle["dropped_while_held"], 0, "{idle}");
+    assert!(idle["kib_per_session"].is_number(), "{idle}");
+
+    // A room of 5 over WebSocket.
+    let mut args = vec![
+        "muc",
+        "--rooms",
+        "1",
+        "--occupants",
+        "5",
+        "--rate",
+        "5",
+        "--duration",
+        "2",
+        "--hold",
+        "0.5",
+    ];
+    args.extend_from_slice(&ws);
+    let muc = loadgen(&args, &server);
+    assert_eq!(muc["transport"], "ws", "{muc}");
+    assert_muc_delivered(&muc, 5);
+
+    // A path that is not the WebSocket endpoint: the login fails, said so.
+    let args = [
+        "login",
+        "--logins",
+        "1",
+        "--users",
+        "1",
+        "--transport",
+        "ws",
+        "--ws-path",
+        "/nope",
+        "--server",
+        &server.http_addr,
+    ];
+    let (code, v, err) = loadgen_exit(&args, &server);
+    assert_eq!(code, 2, "{v}\n{err}");
+    assert_eq!(v["failures"], 1, "{v}");
+    assert_eq!(v["failures_by_kind"]["ws"], 1, "{v}");
+}
+
+#[test]
+fn muc_fan_out_against_rookery() {
+    let bin = rookery_binary();
+    let server = Server::start_with(
+        &bin,
+        "  mod_ping: {}\n  mod_disco: {}\n  mod_muc:\n    access_create: local\n",
+    );
+    provision(&bin, &server, "10");
+    let pid = server.pid().to_string();
+    let args = [
+        "muc",
+        "--rooms",
+        "2",
+        "--occupants",
+        "5",
+        "--rate",
+        "5",
+        "--duration",
+        "2",
+        "--hold",
+        "0.5",
+        "--server",
+        &server.addr,
+        "--server-pid",
+        &pid,
+    ];
+    let muc = loadgen(&args, &server);
+    assert_eq!(muc["transport"], "tcp", "{muc}");
+    assert_eq!(muc["rooms"], 2, "{muc}");
+    assert_muc_delivered(&muc, 10);
+    assert!(muc["server_cpu_s"].is_number(), "{muc}");
+
+    // A MUC service that does not exist: every join fails, and is reported.
+    let args = [
+        "muc",
+        "--rooms",
+        "1",
+        "--occupants",
+        "3",
+        "--duration",
+        "1",
+        "--hold",
+        "0",
+        "--join-timeout",
+        "5",
+        "--service",
+        "nosuch.localhost",
+        "--server",
+        &server.addr,
+    ];
+    let (code, v, err) = loadgen_exit(&args, &server);
+    assert_eq!(code, 2, "{v}\n{err}");
+    assert_eq!(v["joined"], 0, "{v}");
+    assert_eq!(v["join_failures"], 3, "{v}");
+    assert_eq!(v["sent"], 0, "{v}");
 }

@@ -88,7 +88,7 @@ struct PairResult {
 /// Sequence bookkeeping for one receiver: the next expected number and the
 /// numbers skipped so far (normally empty).
 #[derive(Default)]
-struct SeqCheck {
+pub(crate) struct SeqCheck {
     next: u64,
     missing: BTreeSet<u64>,
 }
@@ -98,7 +98,7 @@ const MAX_MISSING: usize = 100_000;
 
 impl SeqCheck {
     /// Records `seq`; returns (new, out_of_order, duplicate).
-    fn see(&mut self, seq: u64) -> (bool, bool, bool) {
+    pub(crate) fn see(&mut self, seq: u64) -> (bool, bool, bool) {
         if seq == self.next {
             self.next += 1;
             (true, false, false)
@@ -119,7 +119,7 @@ impl SeqCheck {
     }
 }
 
-fn now_us(t0: Instant) -> u64 {
+pub(crate) fn now_us(t0: Instant) -> u64 {
     Instant::now().saturating_duration_since(t0).as_micros() as u64
 }
 
@@ -365,6 +365,9 @@ async fn raw_pair(cfg: &ClientCfg, token: &str) -> Result<(Conn, Conn), Error> {
 
 /// Runs the scenario.
 pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
+    if o.raw && cfg.ws_url.is_some() {
+        return Err("chat --raw talks to the TLS relay: no --transport ws".into());
+    }
     let pairs = o.pairs.max(1);
     let duration = o.common.duration.unwrap_or(10.0);
     let cfg = Arc::new(cfg);

@@ -4,5 +4,6 @@
 pub mod chat;
 pub mod idle;
 pub mod login;
+pub mod muc;
 pub mod offline;
 pub mod presence;
