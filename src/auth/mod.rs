@@ -16,6 +16,7 @@
 pub mod credentials;
 pub mod plain;
 pub mod scram;
+pub mod ssdp;
 
 use std::fmt;
 use std::sync::Arc;
@@ -88,6 +89,19 @@ pub struct SaslContext {
     /// turns it off, e.g. while accounts imported from Prosody still have
     /// SCRAM-SHA-1 secrets only).
     pub sha256: bool,
+    /// The XEP-0474 input string (see [`ssdp`]) of the mechanism and
+    /// channel-binding lists this client was shown; SCRAM then adds the `h`
+    /// attribute to its server-first message. `None`: no SSDP.
+    pub ssdp: Option<String>,
+}
+
+impl SaslContext {
+    /// This context with XEP-0474 downgrade protection for the lists it
+    /// advertises ([`ssdp_input`]).
+    pub fn with_ssdp(mut self) -> Self {
+        self.ssdp = Some(ssdp_input(&self));
+        self
+    }
 }
 
 /// A server mechanism: the sasl crate's trait plus the XMPP failure condition for an error it returned.
@@ -249,6 +263,17 @@ pub fn channel_binding_types(ctx: &SaslContext) -> Vec<&'static str> {
     out
 }
 
+/// The XEP-0474 input for what [`offered_mechanisms`] and
+/// [`channel_binding_types`] advertise on `ctx` (the XEP-0440 feature is
+/// sent only when some type is available).
+pub fn ssdp_input(ctx: &SaslContext) -> String {
+    let cbs = channel_binding_types(ctx);
+    ssdp::input(
+        &offered_mechanisms(ctx),
+        (!cbs.is_empty()).then_some(cbs.as_slice()),
+    )
+}
+
 /// A fresh mechanism for one exchange, or `None` if `name` is not offered on
 /// this connection (the caller then answers `<invalid-mechanism/>`).
 pub fn new_mechanism(name: &str, ctx: &SaslContext) -> Option<Box<dyn ServerMechanism>> {
@@ -396,6 +421,7 @@ pub(crate) mod test_util {
             bindings,
             store: store(),
             sha256: true,
+            ssdp: None,
         }
     }
 

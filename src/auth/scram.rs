@@ -374,12 +374,17 @@ impl ScramMechanism {
             }
         };
         let nonce = format!("{}{}", first.client_nonce, server_part);
-        let server_first = format!(
+        let mut server_first = format!(
             "r={},s={},i={}",
             nonce,
             B64.encode(&secret.salt),
             secret.iterations
         );
+        if let Some(input) = &self.ctx.ssdp {
+            // XEP-0474: signed by the proof as part of the AuthMessage.
+            server_first.push_str(",h=");
+            server_first.push_str(&super::ssdp::hash(self.hash, input));
+        }
         let mut cbind_input = first.gs2_header.as_bytes().to_vec();
         cbind_input.extend_from_slice(&cb_data);
         let pending = Pending {
@@ -603,6 +608,7 @@ mod tests {
             bindings: ChannelBindings::default(),
             store,
             sha256: true,
+            ssdp: None,
         };
         let mut m = ScramMechanism::new(ScramHash::Sha256, false, c)
             .with_server_nonce("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
@@ -625,6 +631,107 @@ mod tests {
         let e = m.respond(b"c=biws").unwrap_err();
         assert_eq!(e, MechanismError::SaslSessionAlreadyOver);
         assert_eq!(m.failure_condition(&e), "malformed-request");
+    }
+
+    /// XEP-0474 §5.3's full example, byte for byte: SCRAM-SHA-1-PLUS with
+    /// tls-exporter (fake channel-binding data 'THIS IS FAKE CB DATA'), the
+    /// server-first carrying `h`, the client's proof over it, and the server
+    /// signature the example's `<success/>` carries.
+    #[test]
+    fn xep_0474_full_example() {
+        let salt = B64.decode("QSXCR+Q6sek8bf92").unwrap();
+        let creds = StoredCredentials {
+            sha1: ScramSecret::derive(ScramHash::Sha1, "pencil", salt.clone(), 4096),
+            sha256: Some(ScramSecret::derive(ScramHash::Sha256, "pencil", salt, 4096)),
+        };
+        let mut users = HashMap::new();
+        users.insert("user".to_owned(), creds);
+        let store: Arc<dyn CredentialStore> = Arc::new(MemStore(users));
+        let bindings = ChannelBindings {
+            tls_exporter: Some(b"THIS IS FAKE CB DATA".to_vec()),
+            tls_server_end_point: Some(vec![0; 32]),
+        };
+        let c = SaslContext {
+            domain: "example.org".into(),
+            tls: true,
+            bindings,
+            store,
+            sha256: false,
+            ssdp: Some(super::super::ssdp::input(
+                &["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"],
+                Some(&["tls-server-end-point", "tls-exporter"]),
+            )),
+        };
+        let mut m = ScramMechanism::new(ScramHash::Sha1, true, c)
+            .with_server_nonce("a09117a6-ac50-4f2f-93f1-93799c2bddf6");
+        let first = B64
+            .decode("cD10bHMtZXhwb3J0ZXIsLG49dXNlcixyPTEyQzRDRDVDLUUzOEUtNEE5OC04RjZELTE1QzM4RjUxQ0NDNg==")
+            .unwrap();
+        let sf = proceed(m.respond(&first).unwrap());
+        assert_eq!(
+            B64.encode(&sf),
+            "cj0xMkM0Q0Q1Qy1FMzhFLTRBOTgtOEY2RC0xNUMzOEY1MUNDQzZhMDkxMTdhNi1hYzUwLTRmMmYtOTNmMS05Mzc5OWMyYmRkZjYscz1RU1hDUitRNnNlazhiZjkyLGk9NDA5NixoPUc2ay9yQkxEcWdPaFJSYUN1dWF0U0RGa0owOD0="
+        );
+        let fin = B64
+            .decode("Yz1jRDEwYkhNdFpYaHdiM0owWlhJc0xGUklTVk1nU1ZNZ1JrRkxSU0JEUWlCRVFWUkIscj0xMkM0Q0Q1Qy1FMzhFLTRBOTgtOEY2RC0xNUMzOEY1MUNDQzZhMDkxMTdhNi1hYzUwLTRmMmYtOTNmMS05Mzc5OWMyYmRkZjYseD0xOUM2NTMyRi0xQ0Y0LTRBMjctQTE4RC1EQzlDRUE0MUJCQjMscD1NL1NJRGpUK2RmY3hVaDg5alpFeXBSdkZ4QjQ9")
+            .unwrap();
+        let r = m.respond(&fin).unwrap();
+        let Response::Success(Identity::Username(user), data) = r else {
+            panic!("expected success, got {r:?}");
+        };
+        assert_eq!(user, "user");
+        assert_eq!(B64.encode(data), "dj1NUXJNUHZ2N3l2NHg0Q3E0VzRJaDI1RXFTMmM9");
+    }
+
+    /// The same exchange when the client was shown a stripped list (no
+    /// -PLUS mechanism): the `h` differs from what the client computes, and
+    /// a proof made over the server's real `h`-less view fails.
+    #[test]
+    fn xep_0474_stripped_list_fails_proof() {
+        let salt = B64.decode("QSXCR+Q6sek8bf92").unwrap();
+        let creds = StoredCredentials {
+            sha1: ScramSecret::derive(ScramHash::Sha1, "pencil", salt, 4096),
+            sha256: None,
+        };
+        let mut users = HashMap::new();
+        users.insert("user".to_owned(), creds);
+        let store: Arc<dyn CredentialStore> = Arc::new(MemStore(users));
+        let c = SaslContext {
+            domain: "example.org".into(),
+            tls: true,
+            bindings: ChannelBindings {
+                tls_exporter: Some(b"THIS IS FAKE CB DATA".to_vec()),
+                tls_server_end_point: None,
+            },
+            store,
+            sha256: false,
+            ssdp: Some(super::super::ssdp::input(
+                &["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"],
+                Some(&["tls-exporter"]),
+            )),
+        };
+        let mut m = ScramMechanism::new(ScramHash::Sha1, true, c)
+            .with_server_nonce("a09117a6-ac50-4f2f-93f1-93799c2bddf6");
+        let sf = proceed(
+            m.respond(b"p=tls-exporter,,n=user,r=12C4CD5C-E38E-4A98-8F6D-15C38F51CCC6")
+                .unwrap(),
+        );
+        let sf = String::from_utf8(sf).unwrap();
+        let h = sf.rsplit_once(",h=").unwrap().1;
+        let seen_by_client = super::super::ssdp::hash(
+            ScramHash::Sha1,
+            &super::super::ssdp::input(&["SCRAM-SHA-1"], Some(&["tls-exporter"])),
+        );
+        assert_ne!(
+            h, seen_by_client,
+            "a stripped mechanism list must be detected"
+        );
+        // The example's proof was made over another server-first: refused.
+        let fin = B64
+            .decode("Yz1jRDEwYkhNdFpYaHdiM0owWlhJc0xGUklTVk1nU1ZNZ1JrRkxSU0JEUWlCRVFWUkIscj0xMkM0Q0Q1Qy1FMzhFLTRBOTgtOEY2RC0xNUMzOEY1MUNDQzZhMDkxMTdhNi1hYzUwLTRmMmYtOTNmMS05Mzc5OWMyYmRkZjYseD0xOUM2NTMyRi0xQ0Y0LTRBMjctQTE4RC1EQzlDRUE0MUJCQjMscD1NL1NJRGpUK2RmY3hVaDg5alpFeXBSdkZ4QjQ9")
+            .unwrap();
+        let e = m.respond(&fin).unwrap_err();
+        assert_eq!(m.failure_condition(&e), "not-authorized");
     }
 
     /// A hand-made client: builds client-final for `server_first`.

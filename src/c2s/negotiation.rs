@@ -6,6 +6,8 @@
 //! listener's small pre-authentication stanza limit, then under
 //! `max_stanza_size`; every read waits at most `STEP_TIMEOUT`, and none
 //! past the `negotiation_timeout` deadline counted from the accept.
+//! XEP-0388 SASL2 and XEP-0386 Bind 2 are in `negotiation/sasl2.rs` and
+//! `negotiation/bind2.rs`; SASL2 shares this file's mechanism exchange.
 //! A WebSocket connection ([`Conn::WebSocket`]) runs the same steps in
 //! `Framing::WebSocket`: no TLS to do (the HTTP listener's), no STARTTLS,
 //! no channel binding, `<open/>` instead of the stream header.
@@ -56,6 +58,10 @@ const _: () = assert!(std::mem::size_of::<StreamReader<Rd>>() == 360);
 const _: () = assert!(std::mem::size_of::<Bound>() == 528);
 
 type Wr = WriteHalf<BoxIo>;
+
+mod bind2;
+mod sasl2;
+use sasl2::{Authenticated, Profile};
 
 /// A bound session, ready for stanzas.
 pub struct Bound {
@@ -148,6 +154,12 @@ struct Negotiation {
     framing: Framing,
     auth_failures: u32,
     pre_auth_iqs: u32,
+    /// The stream header's `from` names an account of this host that has
+    /// SCRAM-SHA-1 credentials only (imported): SCRAM-SHA-256 is not offered
+    /// to it (it would fail), so the lists SSDP signs are the usable ones.
+    from_sha1_only: bool,
+    /// The XEP-0388 `<user-agent id/>` of the client, when it gave one.
+    user_agent: Option<String>,
     /// Holds the negotiation's writes until its next read (see [`Cork`]).
     cork: Cork,
     /// No read waits past this (`negotiation_timeout` after the accept).
@@ -226,6 +238,8 @@ pub async fn negotiate(
         framing,
         auth_failures: 0,
         pre_auth_iqs: 0,
+        from_sha1_only: false,
+        user_agent: None,
         cork,
         deadline,
     };
@@ -433,7 +447,30 @@ impl Negotiation {
                 ));
             }
         }
+        if self.user.is_none() {
+            self.from_sha1_only = self.sha1_only_account(h.from.as_deref(), &to);
+        }
         Ok(to)
+    }
+
+    /// Whether the header's `from` (not required; used when present, as
+    /// XEP-0388 suggests, to tailor the mechanisms) is an account of `host`
+    /// that has SCRAM-SHA-1 credentials only.
+    fn sha1_only_account(&self, from: Option<&str>, host: &str) -> bool {
+        let Some(jid) = from.and_then(|f| jid::BareJid::new(f.trim()).ok()) else {
+            return false;
+        };
+        let Some(node) = jid.node() else {
+            return false;
+        };
+        if jid.domain().as_str() != host {
+            return false;
+        }
+        let account = crate::storage::AccountKey::new(host, node.as_str());
+        matches!(
+            self.server.storage.get_credentials(account),
+            Ok(Some(c)) if c.needs_upgrade()
+        )
     }
 
     fn sasl_context(&self) -> SaslContext {
@@ -446,8 +483,10 @@ impl Negotiation {
                 server: self.server.clone(),
                 host,
             }),
-            sha256: self.server.config().scram_sha256,
+            sha256: self.server.config().scram_sha256 && !self.from_sha1_only,
+            ssdp: None,
         }
+        .with_ssdp()
     }
 
     fn tls_required_but_missing(&self) -> bool {
@@ -493,6 +532,7 @@ impl Negotiation {
                 mechs = mechs.with_child(Element::new("mechanism", ns::SASL).with_text(m));
             }
             f = f.with_child(mechs);
+            f = f.with_child(self.sasl2_feature(&ctx));
             let cbs = auth::channel_binding_types(&ctx);
             if !cbs.is_empty() {
                 let mut e = Element::new("sasl-channel-binding", ns::SASL_CB);
@@ -532,10 +572,21 @@ impl Negotiation {
                     // Stream restart (RFC 6120 §6.4.6): a fresh parser, same transport.
                     let reader = std::mem::replace(&mut self.reader, placeholder_reader());
                     self.reader = reader.restart();
-                    // Authenticated: stanzas may be as large as the listener allows.
                     self.reader
                         .set_max_stanza_size(self.listener.max_stanza_size);
                     self.open_stream().await?;
+                }
+            } else if el.is("authenticate", ns::SASL2) {
+                if self.user.is_some() {
+                    return Err(Stop::Error(
+                        StreamCondition::PolicyViolation,
+                        Some("already authenticated".into()),
+                    ));
+                }
+                // No stream restart (XEP-0388 §2.6): a bound session (Bind 2
+                // or a resumption) or the post-authentication features.
+                if let Some(bound) = self.sasl2(el).await? {
+                    return Ok(bound);
                 }
             } else if el.ns == ns::SM && self.user.is_some() && self.server.live().sm.is_some() {
                 if el.name == "resume" {
@@ -609,47 +660,81 @@ impl Negotiation {
         Ok(())
     }
 
-    async fn sasl_failure(&mut self, condition: &str) -> Result<bool, Stop> {
+    /// Answer a failed exchange with `condition` after the per-address
+    /// delay (`Server::auth_failed`); too many failures on one connection
+    /// end it. The same for both SASL profiles.
+    async fn sasl_failure(&mut self, profile: Profile, condition: &str) -> Result<(), Stop> {
         self.auth_failures += 1;
         let delay = self.server.auth_failed(self.peer.ip());
         tokio::time::sleep(delay).await;
-        self.send(&format!(
-            "<failure xmlns='{}'><{condition}/></failure>",
-            ns::SASL
-        ))
-        .await?;
+        self.send(&profile.failure(condition)).await?;
         if self.auth_failures >= MAX_AUTH_ATTEMPTS {
             return Err(Stop::Error(
                 StreamCondition::PolicyViolation,
                 Some("too many authentication failures".into()),
             ));
         }
-        Ok(false)
+        Ok(())
     }
 
-    /// One SASL exchange. `Ok(true)` when authenticated.
+    /// One RFC 6120 SASL exchange. `Ok(true)` when authenticated.
     async fn sasl(&mut self, auth: Element) -> Result<bool, Stop> {
-        if self.tls_required_but_missing() {
-            self.send(&format!(
-                "<failure xmlns='{}'><encryption-required/></failure>",
-                ns::SASL
-            ))
-            .await?;
-            return Ok(false);
-        }
         let name = auth.attr("mechanism").unwrap_or("").to_string();
+        match self
+            .sasl_exchange(Profile::Sasl1, &name, Some(auth.text()))
+            .await?
+        {
+            Some(ok) => {
+                let b64 = if ok.data.is_empty() {
+                    String::new()
+                } else {
+                    base64::engine::general_purpose::STANDARD.encode(&ok.data)
+                };
+                self.send(&format!("<success xmlns='{}'>{b64}</success>", ns::SASL))
+                    .await?;
+                self.authenticated(ok.user, &name);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Record a successful authentication of `user`.
+    fn authenticated(&mut self, user: String, mechanism: &str) {
+        self.server.auth_succeeded(self.peer.ip());
+        tracing::info!(peer = %self.peer, "{user}@{} authenticated with {mechanism}", self.host.as_deref().unwrap_or(""));
+        self.user = Some(user);
+        // Authenticated: stanzas may be as large as the listener allows.
+        self.reader
+            .set_max_stanza_size(self.listener.max_stanza_size);
+    }
+
+    /// The mechanism exchange both profiles share (RFC 6120 §6.4, XEP-0388
+    /// §2.5): TLS requirement, mechanism choice, challenges and responses,
+    /// `<abort/>`, failures (rate-limited). `initial` is the initial
+    /// response's base64 text, if any. `Some` when the mechanism succeeded;
+    /// the caller sends the profile's `<success/>`. `None`: a failure was sent.
+    async fn sasl_exchange(
+        &mut self,
+        profile: Profile,
+        name: &str,
+        initial: Option<String>,
+    ) -> Result<Option<Authenticated>, Stop> {
+        if self.tls_required_but_missing() {
+            self.send(&profile.failure("encryption-required")).await?;
+            return Ok(None);
+        }
         let ctx = self.sasl_context();
-        let Some(mut mech) = auth::new_mechanism(&name, &ctx) else {
-            self.send(&format!(
-                "<failure xmlns='{}'><invalid-mechanism/></failure>",
-                ns::SASL
-            ))
-            .await?;
-            return Ok(false);
+        let Some(mut mech) = auth::new_mechanism(name, &ctx) else {
+            self.send(&profile.failure("invalid-mechanism")).await?;
+            return Ok(None);
         };
-        let mut payload = match decode_b64(&auth.text()) {
+        let mut payload = match decode_b64(initial.as_deref().unwrap_or("")) {
             Some(p) => p,
-            None => return self.sasl_failure("incorrect-encoding").await,
+            None => {
+                self.sasl_failure(profile, "incorrect-encoding").await?;
+                return Ok(None);
+            }
         };
         loop {
             match mech.respond(&payload) {
@@ -657,46 +742,38 @@ impl Negotiation {
                     let b64 = base64::engine::general_purpose::STANDARD.encode(data);
                     self.send(&format!(
                         "<challenge xmlns='{}'>{b64}</challenge>",
-                        ns::SASL
+                        profile.ns()
                     ))
                     .await?;
                     let el = self.next_element().await?;
-                    if el.is("abort", ns::SASL) {
-                        self.send(&format!(
-                            "<failure xmlns='{}'><aborted/></failure>",
-                            ns::SASL
-                        ))
-                        .await?;
-                        return Ok(false);
+                    if el.is("abort", profile.ns()) {
+                        self.send(&profile.failure("aborted")).await?;
+                        return Ok(None);
                     }
-                    if !el.is("response", ns::SASL) {
-                        return self.sasl_failure("malformed-request").await;
+                    if !el.is("response", profile.ns()) {
+                        self.sasl_failure(profile, "malformed-request").await?;
+                        return Ok(None);
                     }
                     payload = match decode_b64(&el.text()) {
                         Some(p) => p,
-                        None => return self.sasl_failure("incorrect-encoding").await,
+                        None => {
+                            self.sasl_failure(profile, "incorrect-encoding").await?;
+                            return Ok(None);
+                        }
                     };
                 }
                 Ok(Response::Success(identity, data)) => {
                     let Identity::Username(user) = identity else {
-                        return self.sasl_failure("not-authorized").await;
+                        self.sasl_failure(profile, "not-authorized").await?;
+                        return Ok(None);
                     };
-                    let b64 = if data.is_empty() {
-                        String::new()
-                    } else {
-                        base64::engine::general_purpose::STANDARD.encode(data)
-                    };
-                    self.send(&format!("<success xmlns='{}'>{b64}</success>", ns::SASL))
-                        .await?;
-                    self.server.auth_succeeded(self.peer.ip());
-                    tracing::info!(peer = %self.peer, "{user}@{} authenticated with {name}", self.host.as_deref().unwrap_or(""));
-                    self.user = Some(user);
-                    return Ok(true);
+                    return Ok(Some(Authenticated { user, data }));
                 }
                 Err(e) => {
                     let cond = mech.failure_condition(&e);
                     tracing::info!(peer = %self.peer, "authentication failed ({name}): {cond}");
-                    return self.sasl_failure(cond).await;
+                    self.sasl_failure(profile, cond).await?;
+                    return Ok(None);
                 }
             }
         }
@@ -806,7 +883,6 @@ impl Negotiation {
                 Err(_) => return Err(Stop::Error(StreamCondition::InternalServerError, None)),
             },
         };
-        let (tx, mut rx) = crate::queue::channel(SESSION_QUEUE);
         let mut result = xep_support::stanza::iq_result(&iq, None);
         result.remove_attr("from");
         result.remove_attr("to");
@@ -814,8 +890,32 @@ impl Negotiation {
             Element::new("bind", ns::BIND)
                 .with_child(Element::new("jid", ns::BIND).with_text(full.to_string())),
         );
-        // The bind result goes first in the queue, ahead of anything routed to the new JID.
-        let _ = tx.try_send(Outgoing::Stanza(Box::new(result)));
+        let Some((handle, rx)) = self.start_session(full, Some(result)) else {
+            let reply = iq_error(
+                &iq,
+                &StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
+            );
+            self.send(&self.framing.to_xml(&reply)).await?;
+            return Ok(None);
+        };
+        Ok(Some(self.hand_over(handle, rx, None)))
+    }
+
+    /// Register a new session for `full` (a session of the same full JID
+    /// is replaced), with `first` (the bind result) queued ahead of
+    /// anything routed to it; modules are told. `None` when the account
+    /// already has its `max_user_sessions`.
+    fn start_session(
+        &mut self,
+        full: jid::FullJid,
+        first: Option<Element>,
+    ) -> Option<(Arc<SessionHandle>, crate::queue::Receiver<Outgoing>)> {
+        let user = self.user.clone().unwrap_or_default();
+        let host = self.host.clone().unwrap_or_default();
+        let (tx, mut rx) = crate::queue::channel(SESSION_QUEUE);
+        if let Some(first) = first {
+            let _ = tx.try_send(Outgoing::Stanza(Box::new(first)));
+        }
         let handle = Sessions::new_handle(full.clone(), tx);
         let _ = handle.origin.set((self.peer, self.tls));
         let max = self.server.config().max_user_sessions(&user, &host);
@@ -828,30 +928,35 @@ impl Negotiation {
             }
             Err(BindRefused::TooManySessions) => {
                 while rx.try_recv().is_ok() {}
-                let reply = iq_error(
-                    &iq,
-                    &StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
-                );
-                self.send(&self.framing.to_xml(&reply)).await?;
-                return Ok(None);
+                return None;
             }
         }
         for m in &self.server.live().modules {
             m.session_opened(self.server.as_ref(), &full);
         }
         tracing::info!(peer = %self.peer, "session bound: {full}");
+        Some((handle, rx))
+    }
+
+    /// The negotiation's result: the transport handed to the session.
+    fn hand_over(
+        &mut self,
+        handle: Arc<SessionHandle>,
+        rx: crate::queue::Receiver<Outgoing>,
+        resumed: Option<Element>,
+    ) -> Bound {
         let reader = std::mem::replace(&mut self.reader, placeholder_reader());
         let writer = std::mem::replace(&mut self.writer, placeholder_writer());
-        Ok(Some(Bound {
+        Bound {
             reader,
             writer,
             handle,
             rx,
             peer: self.peer,
-            resumed: None,
+            resumed,
             cork: self.cork.clone(),
             framing: self.framing,
-        }))
+        }
     }
 
     /// XEP-0198 §5: take over a resumable session of this account (detached,
@@ -871,18 +976,7 @@ impl Negotiation {
                 resumed,
             } => {
                 tracing::info!(peer = %self.peer, "session resumed: {}", handle.jid);
-                let reader = std::mem::replace(&mut self.reader, placeholder_reader());
-                let writer = std::mem::replace(&mut self.writer, placeholder_writer());
-                Ok(Some(Bound {
-                    reader,
-                    writer,
-                    handle,
-                    rx: queue,
-                    peer: self.peer,
-                    resumed: Some(resumed),
-                    cork: self.cork.clone(),
-                    framing: self.framing,
-                }))
+                Ok(Some(self.hand_over(handle, queue, Some(resumed))))
             }
         }
     }

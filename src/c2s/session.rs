@@ -78,9 +78,16 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         settings,
     ));
     let mut claims: Option<mpsc::Receiver<Claim>> = None;
-    if resumed_session {
+    // A resumed session, or one whose stream management a XEP-0386 bind
+    // enabled inline with resumption, is claimed through this channel.
+    let resumable_inline = handle
+        .sm
+        .get()
+        .is_some_and(|s| s.lock().unwrap_or_else(|e| e.into_inner()).id.is_some());
+    if resumed_session || resumable_inline {
         claims = Some(sm::resume::install_claims(&handle));
-    } else {
+    }
+    if !resumed_session {
         // Roster for presence fan-out is loaded once now, not per stanza.
         let _ = server.rosters.get(server.as_ref(), &handle.jid.bare());
     }

@@ -49,6 +49,11 @@ impl Carbons {
         self.enabled_of(&jid.bare()).contains(jid)
     }
 
+    /// Turn carbons on for `jid` (XEP-0386 inline enabling at bind time).
+    pub fn enable(&self, jid: &FullJid) {
+        self.set(jid, true);
+    }
+
     fn set(&self, jid: &FullJid, on: bool) {
         let mut map = self.enabled.lock().unwrap_or_else(|e| e.into_inner());
         let bare = jid.bare();
@@ -105,6 +110,10 @@ fn wrap(account: &BareJid, to: &FullJid, wrapper: &str, original: &Element) -> E
 impl Module for Carbons {
     fn name(&self) -> &'static str {
         "mod_carbons"
+    }
+    /// Reached by the XEP-0386 bind (inline enabling).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::CARBONS]

@@ -18,6 +18,37 @@ use crate::server::Server;
 use crate::sessions::{Outgoing, SessionHandle};
 use crate::stream::StreamCondition;
 
+/// Enable stream management on `handle` as `<enable/>` (`el`) asks: the
+/// `<enabled/>` to send (with a resumption id, the session registered as
+/// resumable: the bool is true) or `<failed/>` when it is already on. Used
+/// for a bound session's `<enable/>` and for XEP-0386 inline enabling; the
+/// caller installs the claim channel and starts the counting when
+/// `<enabled/>` is written.
+pub fn enable(
+    server: &Server,
+    opts: &xep_support::stream_mgmt::StreamMgmt,
+    handle: &Arc<SessionHandle>,
+    el: &Element,
+) -> (Element, bool) {
+    if handle.sm.get().is_some() {
+        return (failed(Condition::UnexpectedRequest, None), false);
+    }
+    let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
+    let max = el.attr("max").and_then(|m| m.trim().parse::<u64>().ok());
+    let timeout = opts.timeout_for(max);
+    let id = resume.then(new_id);
+    let state = SmState::new(id.clone(), timeout);
+    let _ = handle.sm.set(Arc::new(std::sync::Mutex::new(state)));
+    let mut enabled = Element::new("enabled", ns::SM);
+    if let Some(id) = &id {
+        server.remember_resumable(id, handle.clone());
+        enabled.set_attr("id", id.clone());
+        enabled.set_attr("resume", "true");
+        enabled.set_attr("max", timeout.as_secs().to_string());
+    }
+    (enabled, id.is_some())
+}
+
 /// A XEP-0198 element from the client.
 pub async fn nonza(
     server: &Arc<Server>,
@@ -31,24 +62,15 @@ pub async fn nonza(
     };
     let reply = match el.name.as_str() {
         "enable" => {
-            if handle.sm.get().is_some() {
-                Outgoing::Nonza(Box::new(failed(Condition::UnexpectedRequest, None)))
-            } else {
-                let resume = matches!(el.attr("resume"), Some("true") | Some("1"));
-                let max = el.attr("max").and_then(|m| m.trim().parse::<u64>().ok());
-                let timeout = opts.timeout_for(max);
-                let id = resume.then(new_id);
-                let state = SmState::new(id.clone(), timeout);
-                let _ = handle.sm.set(Arc::new(std::sync::Mutex::new(state)));
-                let mut enabled = Element::new("enabled", ns::SM);
-                if let Some(id) = id {
-                    *claims = Some(super::resume::install_claims(handle));
-                    server.remember_resumable(&id, handle.clone());
-                    enabled.set_attr("id", id);
-                    enabled.set_attr("resume", "true");
-                    enabled.set_attr("max", timeout.as_secs().to_string());
+            let (reply, resumable) = enable(server, opts, handle, &el);
+            match reply.name.as_str() {
+                "enabled" => {
+                    if resumable {
+                        *claims = Some(super::resume::install_claims(handle));
+                    }
+                    Outgoing::SmEnabled(Box::new(reply))
                 }
-                Outgoing::SmEnabled(Box::new(enabled))
+                _ => Outgoing::Nonza(Box::new(reply)),
             }
         }
         "r" => match handle.sm.get() {
