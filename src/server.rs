@@ -79,6 +79,8 @@ pub struct Live {
     /// Options of the stream-level modules, when enabled.
     pub sm: Option<xep_support::stream_mgmt::StreamMgmt>,
     pub csi: Option<xep_support::client_state::ClientState>,
+    /// `mod_auth_fast`'s options (XEP-0484), when it is on.
+    pub fast: Option<xep_support::auth_fast::AuthFast>,
     pub ping: Option<xep_support::ping::Ping>,
 }
 

@@ -29,10 +29,10 @@ const NS_BIND2: &str = "urn:xmpp:bind:0";
 const NS_SM: &str = "urn:xmpp:sm:3";
 const NS_CARBONS: &str = "urn:xmpp:carbons:2";
 const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
-const UA: &str = "d4565fa7-4d72-4749-b3d3-740edbf87770";
+pub(crate) const UA: &str = "d4565fa7-4d72-4749-b3d3-740edbf87770";
 
 /// The `<authentication/>` feature of the last features.
-fn sasl2_feature(c: &Client) -> Element {
+pub(crate) fn sasl2_feature(c: &Client) -> Element {
     let f = c.features.clone().expect("features");
     f.child_ns("authentication", NS_SASL2)
         .unwrap_or_else(|| panic!("no SASL2 <authentication/> feature: {f}"))
@@ -73,7 +73,12 @@ fn ssdp(hash: ScramHash, mechs: &[String], cbs: Option<&[String]>) -> String {
     }
 }
 
-async fn send_authenticate(c: &mut Client, mech: &str, initial: Option<&[u8]>, extra: &str) {
+pub(crate) async fn send_authenticate(
+    c: &mut Client,
+    mech: &str,
+    initial: Option<&[u8]>,
+    extra: &str,
+) {
     let initial = initial
         .map(|d| format!("<initial-response>{}</initial-response>", B64.encode(d)))
         .unwrap_or_default();
@@ -86,20 +91,20 @@ async fn send_authenticate(c: &mut Client, mech: &str, initial: Option<&[u8]>, e
 }
 
 /// The next SASL2 element (`challenge`, `success`, `failure`).
-async fn sasl2_reply(c: &mut Client) -> Element {
+pub(crate) async fn sasl2_reply(c: &mut Client) -> Element {
     let e = c.recv().await;
     assert_eq!(e.ns, NS_SASL2, "expected a SASL2 element, got {e}");
     e
 }
 
-fn decode(e: &Element) -> Vec<u8> {
+pub(crate) fn decode(e: &Element) -> Vec<u8> {
     let t: String = e.text.chars().filter(|c| !c.is_whitespace()).collect();
     B64.decode(t)
         .unwrap_or_else(|err| panic!("bad base64 in {e}: {err}"))
 }
 
 /// The RFC 6120 condition inside a SASL2 `<failure/>`.
-fn failure_condition(e: &Element) -> String {
+pub(crate) fn failure_condition(e: &Element) -> String {
     assert_eq!(e.name, "failure", "expected a failure, got {e}");
     e.children
         .iter()
@@ -112,7 +117,11 @@ fn failure_condition(e: &Element) -> String {
 /// Checks the SSDP `h` against the features the client saw and the
 /// server signature in `<additional-data/>`. `Ok(<success/>)` or
 /// `Err(condition)`.
-async fn scram2(c: &mut Client, mut sc: ScramClient, extra: &str) -> Result<Element, String> {
+pub(crate) async fn scram2(
+    c: &mut Client,
+    mut sc: ScramClient,
+    extra: &str,
+) -> Result<Element, String> {
     let mech = sc.mechanism();
     let hash = if mech.starts_with("SCRAM-SHA-256") {
         ScramHash::Sha256
@@ -153,7 +162,7 @@ async fn scram2(c: &mut Client, mut sc: ScramClient, extra: &str) -> Result<Elem
     }
 }
 
-fn authz_id(success: &Element) -> String {
+pub(crate) fn authz_id(success: &Element) -> String {
     success
         .child_ns("authorization-identifier", NS_SASL2)
         .unwrap_or_else(|| panic!("no authorization-identifier in {success}"))
@@ -178,7 +187,7 @@ async fn features_then_legacy_bind(c: &mut Client, user: &str) {
     assert_eq!(r.attr("type"), Some("result"), "{r}");
 }
 
-fn scram(hash: ScramHash, user: &str, password: &str) -> ScramClient {
+pub(crate) fn scram(hash: ScramHash, user: &str, password: &str) -> ScramClient {
     ScramClient::new(hash, user, password, Gs2Binding::No, None)
 }
 

@@ -44,6 +44,7 @@ mod interop_slixmpp_mam;
 mod interop_slixmpp_muc;
 mod interop_slixmpp_session;
 mod mod_adhoc;
+mod mod_auth_fast;
 mod mod_avatar;
 mod mod_blocking;
 mod mod_caps;

@@ -14,6 +14,7 @@
 //! the stored secrets in [`credentials`].
 
 pub mod credentials;
+pub mod fast;
 pub mod plain;
 pub mod scram;
 pub mod ssdp;
@@ -93,6 +94,9 @@ pub struct SaslContext {
     /// channel-binding lists this client was shown; SCRAM then adds the `h`
     /// attribute to its server-first message. `None`: no SSDP.
     pub ssdp: Option<String>,
+    /// The XEP-0484 context of a SASL2 `<authenticate/>` that may use a
+    /// token (HT mechanisms exist only with it).
+    pub fast: Option<Arc<fast::FastContext>>,
 }
 
 impl SaslContext {
@@ -301,7 +305,7 @@ pub fn new_mechanism(name: &str, ctx: &SaslContext) -> Option<Box<dyn ServerMech
             ctx.clone(),
         )),
         PLAIN if ctx.tls => Box::new(plain::PlainMechanism::new(ctx.clone())),
-        _ => return None,
+        _ => Box::new(fast::HtMechanism::new(name, ctx)?),
     };
     Some(mech)
 }
@@ -422,6 +426,7 @@ pub(crate) mod test_util {
             store: store(),
             sha256: true,
             ssdp: None,
+            fast: None,
         }
     }
 

@@ -609,6 +609,7 @@ mod tests {
             store,
             sha256: true,
             ssdp: None,
+            fast: None,
         };
         let mut m = ScramMechanism::new(ScramHash::Sha256, false, c)
             .with_server_nonce("%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
@@ -657,6 +658,7 @@ mod tests {
             bindings,
             store,
             sha256: false,
+            fast: None,
             ssdp: Some(super::super::ssdp::input(
                 &["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"],
                 Some(&["tls-server-end-point", "tls-exporter"]),
@@ -705,6 +707,7 @@ mod tests {
             },
             store,
             sha256: false,
+            fast: None,
             ssdp: Some(super::super::ssdp::input(
                 &["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"],
                 Some(&["tls-exporter"]),

@@ -86,3 +86,9 @@ fn boxed_negotiation(
 fn boxed_session(server: Arc<Server>, bound: negotiation::Bound) -> BoxFuture<()> {
     Box::pin(session::run(server, Box::new(bound)))
 }
+
+/// Delete every XEP-0484 FAST token of `user@host` (`ctl kick_session`,
+/// `kick_user`, `ban_account`); how many there were.
+pub fn revoke_fast_tokens(server: &Server, user: &str, host: &str) -> usize {
+    negotiation::fast::revoke_all(server, user, host)
+}

@@ -60,6 +60,7 @@ const _: () = assert!(std::mem::size_of::<Bound>() == 528);
 type Wr = WriteHalf<BoxIo>;
 
 mod bind2;
+pub(crate) mod fast;
 mod sasl2;
 use sasl2::{Authenticated, Profile};
 
@@ -160,6 +161,8 @@ struct Negotiation {
     from_sha1_only: bool,
     /// The XEP-0388 `<user-agent id/>` of the client, when it gave one.
     user_agent: Option<String>,
+    /// The XEP-0484 context of the SASL2 exchange under way, if any.
+    fast: Option<Arc<auth::fast::FastContext>>,
     /// Holds the negotiation's writes until its next read (see [`Cork`]).
     cork: Cork,
     /// No read waits past this (`negotiation_timeout` after the accept).
@@ -240,6 +243,7 @@ pub async fn negotiate(
         pre_auth_iqs: 0,
         from_sha1_only: false,
         user_agent: None,
+        fast: None,
         cork,
         deadline,
     };
@@ -485,6 +489,7 @@ impl Negotiation {
             }),
             sha256: self.server.config().scram_sha256 && !self.from_sha1_only,
             ssdp: None,
+            fast: self.fast.clone(),
         }
         .with_ssdp()
     }

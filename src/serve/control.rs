@@ -96,6 +96,7 @@ impl ServerControl for Control {
         let Some(bare) = Self::bare(user, host) else {
             return 0;
         };
+        crate::c2s::revoke_fast_tokens(&self.server, user, host);
         let sessions = self.server.sessions.sessions_of(&bare);
         for s in &sessions {
             s.close(Some(StreamCondition::NotAuthorized));
@@ -113,6 +114,8 @@ impl ServerControl for Control {
             return false;
         };
         tracing::info!("kicking {full}: {reason}");
+        // XEP-0484: a kicked client logs in with its password again.
+        crate::c2s::revoke_fast_tokens(&self.server, user, host);
         session.close(Some(StreamCondition::PolicyViolation));
         self.server.sessions.unbind(&session);
         true

@@ -95,6 +95,7 @@ pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
             config: Arc::new(config),
             sm: typed(&modules),
             csi: typed(&modules),
+            fast: typed(&modules),
             ping: typed(&modules),
             modules,
             iq_handlers,
@@ -136,6 +137,7 @@ pub fn reload_certificates(server: &Server) -> Result<(), String> {
         services: old.services.clone(),
         sm: old.sm.clone(),
         csi: old.csi.clone(),
+        fast: old.fast.clone(),
         ping: old.ping.clone(),
     };
     server.set_live(live);

@@ -7,6 +7,7 @@
 
 pub mod adhoc;
 pub mod archive;
+pub mod auth_fast;
 pub mod avatar;
 pub mod blocking;
 pub mod bookmarks;

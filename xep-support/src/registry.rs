@@ -33,6 +33,7 @@ pub const SPECS: &[&ModuleSpec] = &[
     &crate::push::SPEC,
     &crate::muc::SPEC,
     &crate::mam::SPEC,
+    &crate::auth_fast::SPEC,
 ];
 
 /// The spec of a module this crate implements.
@@ -242,6 +243,7 @@ pub fn build(
             }
             "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
             "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),
+            "mod_auth_fast" => Arc::new(crate::auth_fast::AuthFast::from_opts(&mut o)),
             "mod_adhoc" => Arc::new(crate::adhoc::AdHoc::default()),
             // ejabberd splits XEP-0050 (mod_adhoc) and XEP-0133
             // (mod_configure); here mod_adhoc carries both, so

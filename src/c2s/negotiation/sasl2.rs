@@ -78,6 +78,9 @@ impl Negotiation {
             inline = inline.with_child(Element::new("sm", ns::SM));
         }
         inline = inline.with_child(self.bind2_feature());
+        if let Some(fast) = self.fast_feature(ctx) {
+            inline = inline.with_child(fast);
+        }
         f.with_child(inline)
     }
 
@@ -92,7 +95,12 @@ impl Negotiation {
                 .filter(|id| !id.is_empty() && id.len() <= MAX_USER_AGENT_ID)
                 .map(str::to_owned);
         }
-        let Some(ok) = self.sasl_exchange(Profile::Sasl2, &name, initial).await? else {
+        // Only a SASL2 exchange can use a FAST token (the HT mechanisms
+        // exist only with this context).
+        self.fast = self.fast_context(&req);
+        let result = self.sasl_exchange(Profile::Sasl2, &name, initial).await;
+        let fast = self.fast.take();
+        let Some(ok) = result? else {
             return Ok(None);
         };
         let user = ok.user.clone();
@@ -103,6 +111,9 @@ impl Negotiation {
         if !ok.data.is_empty() {
             let b64 = base64::engine::general_purpose::STANDARD.encode(&ok.data);
             success = success.with_child(Element::new("additional-data", ns::SASL2).with_text(b64));
+        }
+        if let Some(token) = self.fast_token(&req, &user, &fast) {
+            success = success.with_child(token);
         }
         // XEP-0198 inline resumption first (XEP-0386 §3.2's note): when it
         // succeeds, any bind request is ignored.
