@@ -10,10 +10,10 @@
 //! server-first message matches the advertised lists and a stripped list
 //! is detected.
 //!
-//! No independent client speaks SASL2 here: slixmpp (the interop venv's
-//! release) has no XEP-0388 support, so these exchanges are driven by the
-//! test client; the XEP-0474 example exchange is checked byte for byte by
-//! the unit test `auth::scram::tests::xep_0474_full_example`.
+//! slixmpp (the interop venv's 1.17.0) has no XEP-0388 support; the
+//! independent client for SASL2, Bind 2 and FAST is xmpp.js
+//! (`interop_xmppjs.rs`). The XEP-0474 example exchange is checked byte for
+//! byte by the unit test `auth::scram::tests::xep_0474_full_example`.
 
 use crate::common;
 

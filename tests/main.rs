@@ -43,6 +43,7 @@ mod interop_slixmpp_im;
 mod interop_slixmpp_mam;
 mod interop_slixmpp_muc;
 mod interop_slixmpp_session;
+mod interop_xmppjs;
 mod mod_adhoc;
 mod mod_auth_fast;
 mod mod_avatar;

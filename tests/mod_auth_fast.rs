@@ -9,8 +9,8 @@
 //! change and the account's removal.
 //!
 //! The token exchange follows the XEP's examples (element and attribute
-//! names, `user NUL HMAC(token, "Initiator" || cb)`); no independent
-//! client is used here: slixmpp's release in the interop venv has no FAST.
+//! names, `user NUL HMAC(token, "Initiator" || cb)`); an independent
+//! client (xmpp.js) requests and uses a token in `interop_xmppjs.rs`.
 
 use crate::common;
 
