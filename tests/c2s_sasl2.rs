@@ -8,7 +8,9 @@
 //! stream management, and a XEP-0198 resumption inline in SASL2 that
 //! returns the unacknowledged messages exactly once; the SSDP `h` in the
 //! server-first message matches the advertised lists and a stripped list
-//! is detected.
+//! is detected; the XEP-0480 SCRAM-SHA-256 upgrade task of an account that
+//! has SCRAM-SHA-1 credentials only, and the stream header's `from`
+//! tailoring the mechanisms.
 //!
 //! slixmpp (the interop venv's 1.17.0) has no XEP-0388 support; the
 //! independent client for SASL2, Bind 2 and FAST is xmpp.js
@@ -491,4 +493,125 @@ async fn inline_resume_returns_unacked_messages_exactly_once() {
         .expect("SASL2 with a failing inline resume");
     assert!(ok.child_ns("failed", NS_SM).is_some(), "{ok}");
     assert!(ok.child_ns("bound", NS_BIND2).is_some(), "{ok}");
+}
+
+const NS_UPGRADE: &str = "urn:xmpp:sasl:upgrade:0";
+const NS_SCRAM_UPGRADE: &str = "urn:xmpp:scram-upgrade:0";
+
+/// Direct TLS, then a stream header with `from` (XEP-0388 §2.1).
+async fn open_with_from(server: &Server, from: &str) -> Client {
+    let mut c = Client::connect(server.c2s_tls()).await;
+    c.tls_handshake().await;
+    c.send(&format!(
+        "<?xml version='1.0'?><stream:stream from='{from}' to='localhost' version='1.0' \
+         xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    ))
+    .await;
+    c.read_header_and_features().await;
+    c
+}
+
+#[tokio::test]
+async fn scram_sha_256_upgrade_task_for_a_sha1_only_account() {
+    let server = Server::start_with(Config {
+        tls_listener: true,
+        ..Config::default()
+    });
+    server.register("alice", "localhost", "secret");
+    // dana has SCRAM-SHA-1 credentials only (as imported from Prosody).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dana.xml");
+    let salt = b"prosody-salt";
+    let (stored, server_key) = ScramHash::Sha1.stored_and_server_key("dana-pw", salt, 4096);
+    std::fs::write(
+        &file,
+        format!(
+            "<server-data xmlns='urn:xmpp:pie:0'><host jid='localhost'><user name='dana'>\
+             <scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-1'>\
+             <iter-count>4096</iter-count><salt>{}</salt><server-key>{}</server-key>\
+             <stored-key>{}</stored-key></scram-credentials></user></host></server-data>",
+            B64.encode(salt),
+            B64.encode(&server_key),
+            B64.encode(&stored)
+        ),
+    )
+    .unwrap();
+    server.ctl_ok(&["import_piefxis", &file.display().to_string()]);
+
+    // The header's `from` tailors the mechanisms: no SCRAM-SHA-256 for dana
+    // (it would fail), but for alice; the upgrade task is offered.
+    let a = open_with_from(&server, "alice@localhost").await;
+    assert!(sasl2_mechanisms(&a).contains(&"SCRAM-SHA-256".to_string()));
+    let mut c = open_with_from(&server, "dana@localhost").await;
+    let mechs = sasl2_mechanisms(&c);
+    assert!(
+        !mechs.iter().any(|m| m.starts_with("SCRAM-SHA-256")),
+        "SCRAM-SHA-256 offered to a SHA-1-only account: {mechs:?}"
+    );
+    let upgrades: Vec<String> = sasl2_feature(&c)
+        .children
+        .iter()
+        .filter(|e| e.is("upgrade", NS_UPGRADE))
+        .map(|e| e.text.trim().to_string())
+        .collect();
+    assert_eq!(upgrades, ["UPGR-SCRAM-SHA-256"]);
+
+    // SCRAM-SHA-1 with the upgrade task.
+    let mut sc = scram(ScramHash::Sha1, "dana", "dana-pw");
+    let upgrade = format!("<upgrade xmlns='{NS_UPGRADE}'>UPGR-SCRAM-SHA-256</upgrade>");
+    send_authenticate(&mut c, "SCRAM-SHA-1", Some(&sc.client_first()), &upgrade).await;
+    let ch = sasl2_reply(&mut c).await;
+    assert_eq!(ch.name, "challenge", "{ch}");
+    let fin = sc.client_final(&decode(&ch)).unwrap();
+    c.send(&format!(
+        "<response xmlns='{NS_SASL2}'>{}</response>",
+        B64.encode(fin)
+    ))
+    .await;
+    let cont = sasl2_reply(&mut c).await;
+    assert_eq!(cont.name, "continue", "{cont}");
+    sc.verify_server_final(&decode(
+        cont.child_ns("additional-data", NS_SASL2).expect("data"),
+    ))
+    .unwrap();
+    let task = cont
+        .child_ns("tasks", NS_SASL2)
+        .and_then(|t| t.child_ns("task", NS_SASL2))
+        .map(|t| t.text.trim().to_string());
+    assert_eq!(task.as_deref(), Some("UPGR-SCRAM-SHA-256"), "{cont}");
+    c.send(&format!(
+        "<next xmlns='{NS_SASL2}' task='UPGR-SCRAM-SHA-256'/>"
+    ))
+    .await;
+    let td = sasl2_reply(&mut c).await;
+    assert_eq!(td.name, "task-data", "{td}");
+    let salt_el = td.child_ns("salt", NS_SCRAM_UPGRADE).expect("salt");
+    let iterations: u32 = salt_el.attr("iterations").unwrap().parse().unwrap();
+    let new_salt = decode(salt_el);
+    assert!(iterations >= 4096 && !new_salt.is_empty(), "{td}");
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(b"dana-pw", &new_salt, iterations, &mut salted);
+    c.send(&format!(
+        "<task-data xmlns='{NS_SASL2}'><hash xmlns='{NS_SCRAM_UPGRADE}'>{}</hash></task-data>",
+        B64.encode(salted)
+    ))
+    .await;
+    let ok = sasl2_reply(&mut c).await;
+    assert_eq!(ok.name, "success", "{ok}");
+    assert_eq!(authz_id(&ok), "dana@localhost");
+
+    // From now on dana logs in with SCRAM-SHA-256 (and still SCRAM-SHA-1).
+    let mut c = Client::connect_starttls(server.c2s()).await;
+    c.auth_scram("SCRAM-SHA-256", "dana", "dana-pw")
+        .await
+        .expect("SCRAM-SHA-256 after the upgrade");
+    let mut c = Client::connect_starttls(server.c2s()).await;
+    c.auth_scram("SCRAM-SHA-1", "dana", "dana-pw")
+        .await
+        .expect("SCRAM-SHA-1 kept");
+    let mut c = Client::connect_starttls(server.c2s()).await;
+    assert_eq!(
+        c.auth_scram("SCRAM-SHA-256", "dana", "wrong").await,
+        Err("not-authorized".into())
+    );
 }

@@ -133,9 +133,21 @@ impl ScramSecret {
         iterations: u32,
     ) -> Self {
         let salted = salted_password(hash, prepared_password.as_bytes(), &salt, iterations);
-        let client_key = hmac(hash, &salted, b"Client Key");
+        Self::from_salted_password(hash, &salted, salt, iterations)
+    }
+
+    /// A secret from a SaltedPassword (RFC 5802 §3, `Hi(password, salt,
+    /// i)`) a client computed for `salt` and `iterations` (XEP-0480's SCRAM
+    /// upgrade task): the password itself is never seen.
+    pub fn from_salted_password(
+        hash: ScramHash,
+        salted: &[u8],
+        salt: Vec<u8>,
+        iterations: u32,
+    ) -> Self {
+        let client_key = hmac(hash, salted, b"Client Key");
         let stored_key = digest(hash, &client_key);
-        let server_key = hmac(hash, &salted, b"Server Key");
+        let server_key = hmac(hash, salted, b"Server Key");
         ScramSecret {
             salt,
             iterations,
@@ -153,7 +165,8 @@ impl ScramSecret {
     }
 }
 
-fn random_salt() -> Vec<u8> {
+/// 16 random bytes for a new secret.
+pub fn random_salt() -> Vec<u8> {
     let mut salt = vec![0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);
     salt

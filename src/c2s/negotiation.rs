@@ -62,6 +62,7 @@ type Wr = WriteHalf<BoxIo>;
 mod bind2;
 pub(crate) mod fast;
 mod sasl2;
+mod upgrade;
 use sasl2::{Authenticated, Profile};
 
 /// A bound session, ready for stanzas.

@@ -6,7 +6,8 @@
 //! mechanisms, failure conditions, per-address delays and failure limit),
 //! only the wrapper elements differ ([`Profile`]).
 //!
-//! After `<success/>` the stream is not restarted: an inline resumption
+//! Between the mechanism's success and `<success/>`, a XEP-0480 upgrade
+//! task may run (`upgrade.rs`). After `<success/>` the stream is not restarted: an inline resumption
 //! hands the resumed session over (its `<resumed/>` inside `<success/>`),
 //! an inline bind request makes a new session (`bind2.rs`), and without
 //! either the post-authentication stream features follow the `<success/>`
@@ -18,6 +19,7 @@ use base64::Engine;
 use xep_support::element::Element;
 use xep_support::ns;
 
+use super::upgrade::Upgrade;
 use super::{Bound, Negotiation, Stop};
 use crate::auth::{self, SaslContext};
 use crate::c2s::sm::resume::{take_over, Resumption};
@@ -81,7 +83,11 @@ impl Negotiation {
         if let Some(fast) = self.fast_feature(ctx) {
             inline = inline.with_child(fast);
         }
-        f.with_child(inline)
+        f = f.with_child(inline);
+        for u in self.upgrade_features() {
+            f = f.with_child(u);
+        }
+        f
     }
 
     /// One `<authenticate/>`: `Some` when it bound or resumed a session.
@@ -104,11 +110,17 @@ impl Negotiation {
             return Ok(None);
         };
         let user = ok.user.clone();
+        // XEP-0480 tasks, after the mechanism and before the success.
+        let upgraded = match self.upgrade_task(&req, &user, &ok.data).await? {
+            Upgrade::Failed => return Ok(None),
+            Upgrade::Done => true,
+            Upgrade::NotRun => false,
+        };
         self.authenticated(ok.user, &name);
         let host = self.host.clone().unwrap_or_default();
         let bare = format!("{user}@{host}");
         let mut success = Element::new("success", ns::SASL2);
-        if !ok.data.is_empty() {
+        if !ok.data.is_empty() && !upgraded {
             let b64 = base64::engine::general_purpose::STANDARD.encode(&ok.data);
             success = success.with_child(Element::new("additional-data", ns::SASL2).with_text(b64));
         }
