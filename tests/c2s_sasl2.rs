@@ -81,12 +81,23 @@ pub(crate) async fn send_authenticate(
     initial: Option<&[u8]>,
     extra: &str,
 ) {
+    send_authenticate_as(c, UA, mech, initial, extra).await
+}
+
+/// `<authenticate/>` with the user-agent id `ua`.
+pub(crate) async fn send_authenticate_as(
+    c: &mut Client,
+    ua: &str,
+    mech: &str,
+    initial: Option<&[u8]>,
+    extra: &str,
+) {
     let initial = initial
         .map(|d| format!("<initial-response>{}</initial-response>", B64.encode(d)))
         .unwrap_or_default();
     c.send(&format!(
         "<authenticate xmlns='{NS_SASL2}' mechanism='{mech}'>{initial}\
-         <user-agent id='{UA}'><software>rookery-tests</software><device>loopback</device></user-agent>\
+         <user-agent id='{ua}'><software>rookery-tests</software><device>loopback</device></user-agent>\
          {extra}</authenticate>"
     ))
     .await;
@@ -121,6 +132,16 @@ pub(crate) fn failure_condition(e: &Element) -> String {
 /// `Err(condition)`.
 pub(crate) async fn scram2(
     c: &mut Client,
+    sc: ScramClient,
+    extra: &str,
+) -> Result<Element, String> {
+    scram2_as(c, UA, sc, extra).await
+}
+
+/// [`scram2`] with the user-agent id `ua`.
+pub(crate) async fn scram2_as(
+    c: &mut Client,
+    ua: &str,
     mut sc: ScramClient,
     extra: &str,
 ) -> Result<Element, String> {
@@ -131,7 +152,7 @@ pub(crate) async fn scram2(
         ScramHash::Sha1
     };
     let expected_h = ssdp(hash, &sasl2_mechanisms(c), cb_types(c).as_deref());
-    send_authenticate(c, &mech, Some(&sc.client_first()), extra).await;
+    send_authenticate_as(c, ua, &mech, Some(&sc.client_first()), extra).await;
     let e = sasl2_reply(c).await;
     if e.name == "failure" {
         return Err(failure_condition(&e));
@@ -377,10 +398,11 @@ const BIND2_ALL: &str = "<bind xmlns='urn:xmpp:bind:0'><tag>AwesomeXMPP</tag>\
 
 /// SASL2 + Bind 2 with carbons and resumable stream management: the client,
 /// its full JID and the resumption id.
-async fn bind2_login(server: &Server) -> (Client, String, String) {
+async fn bind2_login(server: &Server, ua: &str) -> (Client, String, String) {
     let mut c = Client::connect_starttls(server.c2s()).await;
-    let ok = scram2(
+    let ok = scram2_as(
         &mut c,
+        ua,
         scram(ScramHash::Sha256, ALICE.0, ALICE.1),
         BIND2_ALL,
     )
@@ -402,7 +424,7 @@ async fn bind2_login(server: &Server) -> (Client, String, String) {
 #[tokio::test]
 async fn bind2_tag_resource_inline_carbons_and_sm() {
     let server = server_with_users();
-    let (mut a, jid, _id) = bind2_login(&server).await;
+    let (mut a, jid, _id) = bind2_login(&server, UA).await;
     let prefix = format!("{}/AwesomeXMPP/", bare(ALICE));
     assert!(
         jid.starts_with(&prefix) && jid.len() > prefix.len(),
@@ -411,8 +433,9 @@ async fn bind2_tag_resource_inline_carbons_and_sm() {
     // No features after a Bind 2 success: the session is ready.
     a.send("<presence/>").await;
     sync(&mut a).await;
-    // Two binds with the same tag get different resources.
-    let (_a2, jid2, _) = bind2_login(&server).await;
+    // Another client (another user-agent id) with the same tag gets
+    // another resource.
+    let (_a2, jid2, _) = bind2_login(&server, "5a0c2b6e-1111-4c1e-9d7e-0e4f5a6b7c8d").await;
     assert_ne!(jid, jid2);
     // Carbons are on: a message another resource of alice sends reaches
     // this session as a <sent/> carbon.
@@ -437,7 +460,7 @@ async fn bind2_tag_resource_inline_carbons_and_sm() {
 async fn inline_resume_returns_unacked_messages_exactly_once() {
     let server = server_with_users();
     let mut bob = im::online(&server, BOB, "b").await;
-    let (mut a, jid, id) = bind2_login(&server).await;
+    let (mut a, jid, id) = bind2_login(&server, UA).await;
     for b in ["m1", "m2", "m3"] {
         bob.send(&chat(&jid, b, b)).await;
     }
@@ -613,5 +636,19 @@ async fn scram_sha_256_upgrade_task_for_a_sha1_only_account() {
     assert_eq!(
         c.auth_scram("SCRAM-SHA-256", "dana", "wrong").await,
         Err("not-authorized".into())
+    );
+}
+
+#[tokio::test]
+async fn a_new_bind_of_the_same_client_ends_its_earlier_session() {
+    let server = server_with_users();
+    let (mut first, jid, _) = bind2_login(&server, UA).await;
+    let (_second, jid2, _) = bind2_login(&server, UA).await;
+    assert_eq!(jid, jid2, "the same user-agent id gets the same resource");
+    assert!(!jid.contains(UA), "the user-agent id is not exposed: {jid}");
+    let err = first.expect_stream_error().await;
+    assert_eq!(
+        err, "conflict",
+        "the earlier session of the same client ends"
     );
 }

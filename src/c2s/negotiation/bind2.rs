@@ -2,8 +2,10 @@
 //! the features that can be enabled inline: XEP-0280 carbons, XEP-0352
 //! CSI, XEP-0198 stream management — each only when its module is on),
 //! and the bind itself after a successful authentication: a resource made
-//! of the client's `<tag/>` and a random part (`tag/random`, the XEP's
-//! recommended form; random alone without a usable tag), a new session
+//! of the client's `<tag/>` and a server-made part (`tag/part`, the XEP's
+//! recommended form; the part alone without a usable tag) — random, or
+//! stable per user-agent id so that a client's new bind replaces its
+//! earlier session (see `resource_suffix`) — a new session
 //! started as a RFC 6120 bind would, then the inline features enabled
 //! before the `<success/>` (with `<bound/>`, and inside it XEP-0198's
 //! `<enabled/>` or `<failed/>`) is written.
@@ -12,6 +14,9 @@
 //! session's writer starts, so it precedes every stanza routed to the new
 //! session; stream management counts from the first stanza after it.
 
+use std::sync::OnceLock;
+
+use rand::RngCore;
 use xep_support::element::Element;
 use xep_support::ns;
 
@@ -68,7 +73,8 @@ impl Negotiation {
                 ))
             }
         };
-        let random = &stream_id()[..12];
+        let random = self.resource_suffix(&bare);
+        let random = random.as_str();
         let tag: String = req
             .child("tag", ns::BIND2)
             .map(|t| t.text().trim().chars().take(MAX_TAG).collect())
@@ -138,6 +144,32 @@ impl Negotiation {
         // task finds the connection gone and ends (or detaches) it.
         let _ = self.send(&xml).await;
         Ok(Some(self.hand_over(handle, rx, None)))
+    }
+}
+
+impl Negotiation {
+    /// The server-made part of a Bind 2 resource: random, or — when the
+    /// client gave a `<user-agent id/>` — a keyed hash of the account and
+    /// that id (the id itself is never shown), stable for the server
+    /// process's life. The same client then gets the same full JID, so its
+    /// earlier session is replaced (XEP-0386 §3.2: the server SHOULD end
+    /// earlier sessions of the same client).
+    fn resource_suffix(&self, bare: &jid::BareJid) -> String {
+        static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+        let Some(ua) = &self.user_agent else {
+            return stream_id()[..12].to_string();
+        };
+        let key = KEY.get_or_init(|| {
+            let mut k = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            k
+        });
+        let mut data = bare.to_string().into_bytes();
+        data.push(0);
+        data.extend_from_slice(ua.as_bytes());
+        let mac =
+            crate::auth::credentials::hmac(crate::auth::credentials::ScramHash::Sha256, key, &data);
+        mac[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
