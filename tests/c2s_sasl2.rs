@@ -515,7 +515,22 @@ async fn inline_resume_returns_unacked_messages_exactly_once() {
         .await
         .expect("SASL2 with a failing inline resume");
     assert!(ok.child_ns("failed", NS_SM).is_some(), "{ok}");
-    assert!(ok.child_ns("bound", NS_BIND2).is_some(), "{ok}");
+    let bound = ok.child_ns("bound", NS_BIND2).expect("bound");
+    // The archive's state at the bind: the messages above are in it.
+    let meta = bound
+        .child_ns("metadata", "urn:xmpp:mam:2")
+        .unwrap_or_else(|| panic!("no MAM metadata in {bound}"));
+    let ids: Vec<&str> = ["start", "end"]
+        .iter()
+        .map(|n| {
+            let e = meta
+                .child(n)
+                .unwrap_or_else(|| panic!("no <{n}/> in {meta}"));
+            assert!(e.attr("timestamp").is_some_and(|t| t.ends_with('Z')), "{e}");
+            e.attr("id").expect("id")
+        })
+        .collect();
+    assert!(ids[0] < ids[1], "{meta}");
 }
 
 const NS_UPGRADE: &str = "urn:xmpp:sasl:upgrade:0";

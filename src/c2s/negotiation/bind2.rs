@@ -7,7 +7,8 @@
 //! stable per user-agent id so that a client's new bind replaces its
 //! earlier session (see `resource_suffix`) — a new session
 //! started as a RFC 6120 bind would, then the inline features enabled
-//! before the `<success/>` (with `<bound/>`, and inside it XEP-0198's
+//! before the `<success/>` (with `<bound/>`: the archive's XEP-0313
+//! `<metadata/>` when mod_mam is on, and XEP-0198's
 //! `<enabled/>` or `<failed/>`) is written.
 //!
 //! Invariant: the `<success/>` is written by the negotiation before the
@@ -101,6 +102,9 @@ impl Negotiation {
             return Ok(None);
         };
         let mut bound = Element::new("bound", ns::BIND2);
+        if let Some(metadata) = self.archive_metadata(&bare) {
+            bound = bound.with_child(metadata);
+        }
         let live = self.server.live();
         for el in req.child_elements() {
             if el.is("enable", ns::CARBONS) {
@@ -170,6 +174,48 @@ impl Negotiation {
         let mac =
             crate::auth::credentials::hmac(crate::auth::credentials::ScramHash::Sha256, key, &data);
         mac[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl Negotiation {
+    /// XEP-0313's `<metadata/>` (the oldest and newest message of the
+    /// account's archive, ids and times) at the moment of binding, when
+    /// mod_mam is on; empty `<metadata/>` for an empty archive.
+    fn archive_metadata(&self, bare: &jid::BareJid) -> Option<Element> {
+        use xep_support::archive::{format_id, PageQuery};
+        use xep_support::mam::NS_MAM;
+        let live = self.server.live();
+        if !live.modules.iter().any(|m| m.name() == "mod_mam") {
+            return None;
+        }
+        let archive = self.server.storage.archive();
+        let edge = |reverse: bool| {
+            let q = PageQuery {
+                with: None,
+                lo: 0,
+                hi: u64::MAX,
+                reverse,
+                limit: 1,
+            };
+            match archive.page(bare, &q) {
+                Ok(page) => page.into_iter().next().map(|m| m.id),
+                Err(e) => {
+                    tracing::warn!("archive metadata of {bare}: {e}");
+                    None
+                }
+            }
+        };
+        let mut metadata = Element::new("metadata", NS_MAM);
+        if let (Some(first), Some(last)) = (edge(false), edge(true)) {
+            for (name, id) in [("start", first), ("end", last)] {
+                metadata = metadata.with_child(
+                    Element::new(name, NS_MAM)
+                        .with_attr("id", format_id(id))
+                        .with_attr("timestamp", xep_support::mam::stamp(id)),
+                );
+            }
+        }
+        Some(metadata)
     }
 }
 
