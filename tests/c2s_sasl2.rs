@@ -4,7 +4,7 @@
 //! tls-server-end-point, PLAIN), the success with the authorization
 //! identifier and SCRAM's server-final as additional data, a wrong
 //! password, an unknown mechanism, `<abort/>`, the stream features after a
-//! success without Bind 2; Bind 2 with the client's tag, inline carbons and
+//! success without Bind 2; Bind 2 with the client's tag, inline carbons, CSI and
 //! stream management, and a XEP-0198 resumption inline in SASL2 that
 //! returns the unacknowledged messages exactly once; the SSDP `h` in the
 //! server-first message matches the advertised lists and a stripped list
@@ -665,5 +665,41 @@ async fn a_new_bind_of_the_same_client_ends_its_earlier_session() {
     assert_eq!(
         err, "conflict",
         "the earlier session of the same client ends"
+    );
+}
+
+#[tokio::test]
+async fn bind2_inline_csi_starts_the_session_inactive() {
+    let server = im::im_server();
+    im::subscribe_mutual(&server, ALICE, BOB).await;
+    let mut bob = im::online(&server, BOB, "b").await;
+    let mut a = Client::connect_starttls(server.c2s()).await;
+    let bind = "<bind xmlns='urn:xmpp:bind:0'><tag>Pocket</tag>\
+                <inactive xmlns='urn:xmpp:csi:0'/></bind>";
+    scram2(&mut a, scram(ScramHash::Sha256, ALICE.0, ALICE.1), bind)
+        .await
+        .expect("SASL2 + Bind 2 with CSI");
+    a.send("<presence/>").await;
+    sync(&mut a).await;
+    // Bob's presence update is held for the inactive session ...
+    bob.send("<presence><show>away</show></presence>").await;
+    sync(&mut bob).await;
+    let got = sync(&mut a).await;
+    assert!(
+        !got.iter()
+            .any(|e| e.name == "presence" && e.child_text("show") == Some("away")),
+        "presence delivered to a session bound inactive: {}",
+        im::show(&got)
+    );
+    // ... and comes on <active/>.
+    a.send("<active xmlns='urn:xmpp:csi:0'/>").await;
+    let p = a
+        .recv_where("bob's held presence", |e| {
+            e.name == "presence" && e.child_text("show") == Some("away")
+        })
+        .await;
+    assert!(
+        p.attr("from").unwrap_or("").starts_with("bob@localhost"),
+        "{p}"
     );
 }
