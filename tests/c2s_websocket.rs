@@ -8,7 +8,8 @@
 //! refused upgrades (no or another subprotocol, an origin not in
 //! `websocket_origin`, no upgrade at all); WebSocket pings and
 //! `websocket_timeout`; XEP-0280 carbons, XEP-0352 CSI and XEP-0313 over
-//! WebSocket; `ws://` on a plain listener from loopback (and no STARTTLS
+//! WebSocket; XEP-0388 SASL2 with XEP-0386 Bind 2 over WebSocket; `ws://`
+//! on a plain listener from loopback (and no STARTTLS
 //! inside); XEP-0156 host-meta in XRD and JSON.
 
 use std::net::SocketAddr;
@@ -735,4 +736,59 @@ async fn idle_memory_websocket_beside_tcp() {
     );
     drop(ws);
     drop(tcp);
+}
+
+/// XEP-0388 SASL2 with XEP-0386 Bind 2 over WebSocket: offered beside
+/// SASL (no -PLUS), one round trip to a bound session, then a ping.
+#[tokio::test]
+async fn sasl2_and_bind2_over_websocket() {
+    const NS_SASL2: &str = "urn:xmpp:sasl:2";
+    let (_server, addr) = server_with("");
+    let mut ws = Ws::connect(addr).await;
+    let f = ws.open().await;
+    let auth = f
+        .child_ns("authentication", NS_SASL2)
+        .unwrap_or_else(|| panic!("no SASL2 over WebSocket: {f}"));
+    let mechs: Vec<&str> = auth
+        .children_named("mechanism")
+        .map(|m| m.text.trim())
+        .collect();
+    assert!(mechs.contains(&"SCRAM-SHA-256"), "{auth}");
+    assert!(!mechs.iter().any(|m| m.ends_with("-PLUS")), "{auth}");
+    let mut sc = ScramClient::new(ScramHash::Sha256, "alice", "secret", Gs2Binding::No, None);
+    ws.send(&format!(
+        "<authenticate xmlns='{NS_SASL2}' mechanism='SCRAM-SHA-256'><initial-response>{}</initial-response>\
+         <user-agent id='0f7e1a52-9a43-4f8e-b2f0-5b6a1d2c3e4f'/>\
+         <bind xmlns='urn:xmpp:bind:0'><tag>Web</tag></bind></authenticate>",
+        sasl_b64(&sc.client_first())
+    ))
+    .await;
+    let ch = ws.recv().await;
+    assert!(ch.is("challenge", NS_SASL2), "{ch}");
+    let fin = sc.client_final(&b64(&ch.text)).expect("server-first");
+    ws.send(&format!(
+        "<response xmlns='{NS_SASL2}'>{}</response>",
+        sasl_b64(&fin)
+    ))
+    .await;
+    let ok = ws.recv().await;
+    assert!(ok.is("success", NS_SASL2), "{ok}");
+    sc.verify_server_final(&b64(&ok.child("additional-data").expect("data").text))
+        .expect("server signature");
+    let jid = ok
+        .child("authorization-identifier")
+        .map(|e| e.text.trim().to_string())
+        .unwrap_or_default();
+    assert!(jid.starts_with("alice@localhost/Web/"), "{ok}");
+    assert!(ok.child("bound").is_some(), "{ok}");
+    let id = ws.id();
+    ws.send(&format!(
+        "<iq xmlns='jabber:client' type='get' to='localhost' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ))
+    .await;
+    let r = ws
+        .recv_where("ping result", |e| e.attr("id") == Some(id.as_str()))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    assert_eq!(r.attr("to"), Some(jid.as_str()), "{r}");
 }
