@@ -18,9 +18,9 @@
 //! another new token, replacing the unused one); each is refused after its
 //! expiry;
 //! the record carries a fingerprint of the account's credentials at issue,
-//! so any password change (any path) invalidates it; a `count` at or below
-//! the last one accepted is a replay and refused; a failed use changes
-//! nothing. Account removal deletes the records with the account's data;
+//! so any password change (any path) invalidates it (`credentials-expired`,
+//! as for an expired token); a `count` at or below the last one accepted
+//! for that token is a replay and refused; a failed use changes nothing. Account removal deletes the records with the account's data;
 //! `ctl kick_session`/`kick_user` delete them (`serve/control.rs`).
 
 use std::sync::{Arc, Mutex};
@@ -42,12 +42,15 @@ pub const HT_ENDP: &str = "HT-SHA-256-ENDP";
 /// Random bytes in a token (more than HMAC-SHA-256's 64-byte block).
 const TOKEN_BYTES: usize = 66;
 
-/// One token of a record: its SHA-256 and its times (Unix seconds).
+/// One token of a record: its SHA-256, its times (Unix seconds) and the
+/// highest `count` accepted with it (clients start counting anew with
+/// each token).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slot {
     pub hash: [u8; 32],
     pub issued: u64,
     pub expiry: u64,
+    pub count: u64,
 }
 
 /// What the store keeps per (account, user-agent id).
@@ -56,8 +59,6 @@ pub struct TokenRecord {
     pub mechanism: String,
     pub current: Slot,
     pub previous: Option<Slot>,
-    /// The highest `count` accepted so far.
-    pub last_count: u64,
     /// [`credentials_fingerprint`] of the account when the token was issued.
     pub creds: [u8; 32],
 }
@@ -65,18 +66,17 @@ pub struct TokenRecord {
 impl TokenRecord {
     /// A compact text form for the store.
     pub fn encode(&self) -> Vec<u8> {
-        let slot = |s: &Slot| format!("{} {} {}", hex(&s.hash), s.issued, s.expiry);
+        let slot = |s: &Slot| format!("{} {} {} {}", hex(&s.hash), s.issued, s.expiry, s.count);
         let prev = self
             .previous
             .as_ref()
             .map(slot)
             .unwrap_or_else(|| "-".into());
         format!(
-            "1\n{}\n{}\n{}\n{}\n{}\n",
+            "1\n{}\n{}\n{}\n{}\n",
             self.mechanism,
             slot(&self.current),
             prev,
-            self.last_count,
             hex(&self.creds)
         )
         .into_bytes()
@@ -96,18 +96,17 @@ impl TokenRecord {
                 hash: unhex(p.next()?)?,
                 issued: p.next()?.parse().ok()?,
                 expiry: p.next()?.parse().ok()?,
+                count: p.next()?.parse().ok()?,
             })
         };
         let current = slot(l.next()?)?;
         let prev = l.next()?;
         let previous = if prev == "-" { None } else { Some(slot(prev)?) };
-        let last_count = l.next()?.parse().ok()?;
         let creds = unhex(l.next()?)?;
         Some(TokenRecord {
             mechanism,
             current,
             previous,
-            last_count,
             creds,
         })
     }
@@ -186,6 +185,7 @@ fn new_token(policy: &Policy) -> (Issued, Slot) {
         hash: Sha256::digest(token.as_bytes()).into(),
         issued: policy.now,
         expiry,
+        count: 0,
     };
     (Issued { token, expiry }, slot)
 }
@@ -205,7 +205,6 @@ pub fn issue(
         mechanism: mechanism.to_owned(),
         current: slot,
         previous: None,
-        last_count: 0,
         creds,
     };
     store.put(user, user_agent, &rec);
@@ -286,6 +285,8 @@ impl HtMechanism {
         let user = normalize_username(name).ok_or(Failure::not_authorized("bad username"))?;
         let fast = &self.fast;
         let refuse = |why| Err(Failure::not_authorized(why));
+        // XEP-0484 §6.2: a token no longer trusted is `credentials-expired`.
+        let expired = |why| Err(Failure::new(Condition::CredentialsExpired, why));
         let Some(mut rec) = fast.store.get(&user, &fast.user_agent) else {
             return refuse("no token for this user agent");
         };
@@ -298,31 +299,42 @@ impl HtMechanism {
         };
         if !bool::from(credentials_fingerprint(&creds).ct_eq(&rec.creds)) {
             fast.store.delete(&user, &fast.user_agent);
-            return refuse("password changed since the token was issued");
+            return expired("password changed since the token was issued");
+        }
+        // The newest token first; a match moves it to stay alone (the one
+        // it replaced is spent), else the previous one (its replacement
+        // was never received).
+        let proof_of = |s: &Slot| bool::from(self.mac(&s.hash, b"Initiator").ct_eq(proof));
+        let (mut used, newest) = if proof_of(&rec.current) {
+            (rec.current.clone(), true)
+        } else if let Some(prev) = rec.previous.as_ref().filter(|p| proof_of(p)) {
+            (prev.clone(), false)
+        } else {
+            return refuse("token wrong or spent");
+        };
+        let now = fast.policy.now;
+        if now >= used.expiry {
+            return expired("token expired");
         }
         if let Some(count) = fast.count {
-            if count <= rec.last_count {
+            if count <= used.count {
                 return refuse("replayed count");
             }
+            used.count = count;
         }
-        let now = fast.policy.now;
-        let matches =
-            |s: &Slot| now < s.expiry && bool::from(self.mac(&s.hash, b"Initiator").ct_eq(proof));
-        let used = if matches(&rec.current) {
-            // The newest token is in use: the one it replaced is spent.
+        if newest {
             rec.previous = None;
-            rec.current.clone()
-        } else if rec.previous.as_ref().is_some_and(matches) {
-            rec.previous.clone().unwrap_or_else(|| rec.current.clone())
+            rec.current = used.clone();
         } else {
-            return refuse("token wrong or expired");
-        };
-        rec.last_count = fast.count.unwrap_or(rec.last_count);
+            rec.previous = Some(used.clone());
+        }
         let data = self.mac(&used.hash, b"Responder");
         if fast.invalidate {
             fast.store.delete(&user, &fast.user_agent);
         } else {
             if now.saturating_sub(used.issued) >= fast.policy.refresh_age {
+                // The new token goes to the newest slot, replacing one that
+                // was never used (XEP-0484 §3.4).
                 let (issued, slot) = new_token(&fast.policy);
                 rec.previous = Some(used);
                 rec.current = slot;
@@ -485,10 +497,10 @@ mod tests {
             &s,
             HT_NONE,
             &client(&newer.token, b""),
-            Some(5),
+            Some(1),
             t0 + DAY + 3,
         );
-        assert!(r.is_ok());
+        assert!(r.is_ok(), "counts start anew with each token: {r:?}");
         assert!(rot.is_none(), "a fresh token is not rotated");
         let (r, _) = attempt(&s, HT_NONE, &client(&tok.token, b""), Some(6), t0 + DAY + 4);
         assert!(r.is_err(), "old token spent once the new one was used");
@@ -500,7 +512,8 @@ mod tests {
             Some(7),
             t0 + 40 * DAY,
         );
-        assert!(r.is_err(), "expired");
+        let e = r.unwrap_err();
+        assert_eq!(Condition::from_error(&e), Condition::CredentialsExpired);
     }
 
     #[test]
@@ -528,7 +541,8 @@ mod tests {
         let s = setup(ChannelBindings::default());
         let tok = issue(&*s.store, "alice", "ua-1", HT_NONE, [7; 32], &policy(1));
         let (r, _) = attempt(&s, HT_NONE, &client(&tok.token, b""), None, 2);
-        assert!(r.is_err());
+        let e = r.unwrap_err();
+        assert_eq!(Condition::from_error(&e), Condition::CredentialsExpired);
         assert!(s.store.get("alice", "ua-1").is_none(), "deleted");
     }
 }

@@ -22,7 +22,7 @@ pub mod ssdp;
 use std::fmt;
 use std::sync::Arc;
 
-use sasl::server::{MechanismError, ValidatorError};
+use sasl::server::{MechanismError, ProviderError, ValidatorError};
 
 /// Where the SASL layer looks up an account's stored SCRAM credentials.
 pub trait CredentialStore: Send + Sync {
@@ -128,6 +128,9 @@ pub enum Condition {
     IncorrectEncoding,
     /// A server-side problem; the client may retry later.
     TemporaryAuthFailure,
+    /// The credential (a XEP-0484 token) is no longer trusted: expired,
+    /// or the password changed since it was issued.
+    CredentialsExpired,
 }
 
 impl Condition {
@@ -139,6 +142,7 @@ impl Condition {
             Condition::MalformedRequest => "malformed-request",
             Condition::IncorrectEncoding => "incorrect-encoding",
             Condition::TemporaryAuthFailure => "temporary-auth-failure",
+            Condition::CredentialsExpired => "credentials-expired",
         }
     }
 
@@ -156,6 +160,9 @@ impl Condition {
             Condition::MalformedRequest => MechanismError::FailedToDecodeMessage,
             Condition::IncorrectEncoding => MechanismError::CannotDecodeProof,
             Condition::TemporaryAuthFailure => MechanismError::FailedToGenerateNonce,
+            Condition::CredentialsExpired => MechanismError::ValidatorError(
+                ValidatorError::ProviderError(ProviderError::AuthenticationFailed),
+            ),
         }
     }
 
@@ -170,6 +177,9 @@ impl Condition {
             MechanismError::ValidatorError(ValidatorError::AuthenticationFailed) => {
                 Condition::InvalidAuthzid
             }
+            MechanismError::ValidatorError(ValidatorError::ProviderError(
+                ProviderError::AuthenticationFailed,
+            )) => Condition::CredentialsExpired,
             MechanismError::ValidatorError(_) => Condition::NotAuthorized,
             MechanismError::NoUsernameSpecified
             | MechanismError::ErrorDecodingUsername
