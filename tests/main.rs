@@ -55,6 +55,8 @@ mod mod_mam_engines;
 mod mod_mam_large;
 mod mod_mam_storage;
 mod mod_muc;
+mod mod_muc_archive;
+mod mod_muc_moderation;
 mod mod_pep;
 mod mod_ping;
 mod mod_private;

@@ -389,6 +389,23 @@ impl ArchiveStore for Archive {
         Ok(v.and_then(|v| rec::u64_of(&v)))
     }
 
+    fn replace(&self, owner: &BareJid, id: u64, xml: &str) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(false);
+        };
+        let done = {
+            let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+            let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            read::replace_one(inner, owner, a, id, xml)?
+        };
+        if done {
+            inner.flush()?;
+        }
+        Ok(done)
+    }
+
     fn count(&self, owner: &BareJid) -> Result<u64, StoreError> {
         let inner = &self.inner;
         inner.settle();

@@ -180,26 +180,29 @@ impl Muc {
             codes.push(201);
         }
         out.push(c.presence_of(node, room, me, me, &codes));
-        // History (§7.2.15), limited by the request.
-        let h = muc_x.and_then(|x| x.child("history", NS_MUC));
-        let num = |k: &str| {
-            h.and_then(|h| h.attr(k))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        let max_stanzas = num("maxstanzas").map(|n| n as usize).unwrap_or(usize::MAX);
-        let max_chars = num("maxchars").map(|n| n as usize).unwrap_or(usize::MAX);
-        let since = num("seconds").map(|s| now_secs().saturating_sub(s));
+        // History (§7.2.15), limited by the request: from the archive when
+        // the room keeps one, else from memory.
+        let req = archive::HistoryRequest::read(muc_x);
+        if room.occupants.len() == 1 {
+            self.expire_archive(c, node, room);
+        }
+        if let Some(history) = self.archive_history(c, node, room, &req, &me.jid) {
+            out.extend(history);
+            out.push(c.subject_message(node, room, &me.jid));
+            return;
+        }
+        let since = (req.since_micros > 0).then(|| req.since_micros / 1_000_000);
         let mut picked: Vec<&HistoryEntry> = Vec::new();
         let mut chars = 0usize;
         for e in room.history.iter().rev() {
-            if picked.len() >= max_stanzas.min(self.history_size) {
+            if picked.len() >= req.max_stanzas.min(self.history_size) {
                 break;
             }
             if since.is_some_and(|s| e.secs < s) {
                 break;
             }
-            chars += e.chars;
-            if chars > max_chars {
+            chars = chars.saturating_add(e.chars);
+            if chars > req.max_chars {
                 break;
             }
             picked.push(e);

@@ -14,6 +14,10 @@
 //! is used after a start. Temporary rooms vanish when their last occupant
 //! leaves.
 //!
+//! Rooms keep their messages in the server's message archive (one archive
+//! per room, `archive.rs`); occupants carry XEP-0421 occupant ids
+//! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`.
+//!
 //! Room occupants are local accounts: rooms' stanzas to remote users are
 //! not sent over s2s (the s2s code sends only from served hosts), and remote
 //! servers cannot open streams to the service domain.
@@ -37,8 +41,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
 
 mod admin;
+mod archive;
 mod join;
 mod message;
+mod moderation;
+mod occupant_id;
 mod owner;
 mod room;
 mod route;
@@ -208,6 +215,7 @@ const ROOM_OPTIONS: &[&str] = &[
     "public_list",
     "title",
     "description",
+    "mam",
 ];
 
 /// `mod_muc`.
@@ -223,6 +231,10 @@ pub struct Muc {
     max_users: usize,
     max_user_conferences: usize,
     defaults: RoomConfig,
+    /// Room archives: only with `mod_mam` enabled (as in ejabberd).
+    mam_enabled: bool,
+    /// `mod_mam`'s `archive_expires_after`, for room archives too.
+    archive_expires: Option<std::time::Duration>,
 }
 
 impl Muc {
@@ -286,9 +298,18 @@ impl Muc {
             max_users,
             max_user_conferences: (o.uint("max_user_conferences") as usize).max(1),
             defaults,
+            mam_enabled: false,
+            archive_expires: None,
         };
         warnings.extend(o.warnings);
         muc
+    }
+
+    /// Room archives (XEP-0313) when `mod_mam` is enabled, with its retention.
+    pub fn with_archive(mut self, enabled: bool, expires: Option<std::time::Duration>) -> Muc {
+        self.mam_enabled = enabled;
+        self.archive_expires = expires;
+        self
     }
 
     /// Whether the access rule allows `who` (`all` always, `none` never).
@@ -427,7 +448,7 @@ impl Module for Muc {
                 }
             }
             for node in gone {
-                svc.rooms.remove(&node);
+                c.drop_room(svc, &node);
             }
         }
         drop(guard);

@@ -6,8 +6,10 @@
 //! Invariants: a nick names at most one occupant and a full JID is at most
 //! one occupant ([`Room::by_nick`], [`Room::by_jid`]); affiliations are
 //! keyed by bare JID and `none` is never stored; the stored form holds the
-//! configuration, affiliations and subject, never occupants or history,
-//! and reading it back yields the same room (a unit test in `mod.rs`).
+//! configuration, affiliations, subject and the XEP-0421 occupant id
+//! secret, never occupants or history (a room's messages are in its
+//! archive), and reading it back yields the same room (a unit test in
+//! `mod.rs`).
 
 use super::*;
 
@@ -88,6 +90,8 @@ pub(super) struct RoomConfig {
     pub(super) allow_change_subj: bool,
     pub(super) allow_private_messages: bool,
     pub(super) allow_user_invites: bool,
+    /// XEP-0313 room archive (ejabberd's `mam` room option).
+    pub(super) mam: bool,
     pub(super) max_users: usize,
 }
 
@@ -108,6 +112,7 @@ impl Default for RoomConfig {
             allow_change_subj: true,
             allow_private_messages: true,
             allow_user_invites: false,
+            mam: true,
             max_users: DEFAULT_MAX_USERS,
         }
     }
@@ -127,6 +132,7 @@ impl RoomConfig {
             "allow_change_subj" => self.allow_change_subj,
             "allow_private_messages" => self.allow_private_messages,
             "allow_user_invites" => self.allow_user_invites,
+            "mam" => self.mam,
             _ => return None,
         })
     }
@@ -143,6 +149,7 @@ impl RoomConfig {
             "allow_change_subj" => &mut self.allow_change_subj,
             "allow_private_messages" => &mut self.allow_private_messages,
             "allow_user_invites" => &mut self.allow_user_invites,
+            "mam" => &mut self.mam,
             _ => return false,
         };
         *slot = v;
@@ -160,6 +167,7 @@ impl RoomConfig {
         "allow_change_subj",
         "allow_private_messages",
         "allow_user_invites",
+        "mam",
     ];
 }
 
@@ -191,6 +199,10 @@ pub(super) struct Room {
     pub(super) history: VecDeque<HistoryEntry>,
     /// The subject and the nick that set it.
     pub(super) subject: Option<(String, String)>,
+    /// The XEP-0421 occupant id secret (stored with the room).
+    pub(super) secret: Vec<u8>,
+    /// Made new when the room was read back (older stored form): to be saved.
+    pub(super) secret_is_new: bool,
 }
 
 impl Room {
@@ -201,7 +213,13 @@ impl Room {
             occupants: Vec::new(),
             history: VecDeque::new(),
             subject: None,
+            secret: occupant_id::new_secret(),
+            secret_is_new: true,
         }
+    }
+    /// The XEP-0421 occupant id element of an occupant.
+    pub(super) fn occupant_id(&self, jid: &FullJid) -> Element {
+        occupant_id::element(&self.secret, &jid.to_bare())
     }
     pub(super) fn affiliation(&self, bare: &str) -> Affiliation {
         self.affiliations
@@ -237,7 +255,8 @@ impl Room {
             .with_attr("title", c.title.clone())
             .with_attr("description", c.description.clone())
             .with_attr("password", c.password.clone())
-            .with_attr("max_users", c.max_users.to_string());
+            .with_attr("max_users", c.max_users.to_string())
+            .with_attr("secret", occupant_id::secret_text(&self.secret));
         for key in RoomConfig::BOOLS {
             let v = c.get_bool(key).unwrap_or(false);
             e.set_attr(*key, if v { "true" } else { "false" });
@@ -279,6 +298,10 @@ impl Room {
             }
         }
         let mut room = Room::new(c);
+        if let Some(secret) = e.attr("secret").and_then(occupant_id::secret_from_text) {
+            room.secret = secret;
+            room.secret_is_new = false;
+        }
         if let Some(s) = e.child("subject", NS_STORED) {
             room.subject = Some((s.text(), s.attr("by").unwrap_or("").to_string()));
         }
