@@ -449,6 +449,9 @@ async fn archive_survives_a_restart_retention_and_destruction() {
     assert_eq!(history_bodies(&got), ["before the crash"]);
     assert_eq!(occupant_ids(&got[0]), oid_before);
 
+    // Room archives are in `rookery ctl backup`.
+    let backup = server.dir().join("rooms.backup").display().to_string();
+    server.ctl_ok(&["backup", &backup]);
     // Retention: delete_old_mam_messages groupchat covers rooms ("chat" not).
     assert_eq!(
         server
@@ -464,6 +467,14 @@ async fn archive_survives_a_restart_retention_and_destruction() {
     );
     let (res, _) = mam(&mut a, &r, "").await;
     assert!(res.is_empty());
+    drop(a);
+    // A restore resets the sessions; the room's message is back.
+    let out = server.ctl_ok(&["restore", &backup]);
+    assert!(out.contains("Restored"), "{out}");
+    let mut a = login(&server, ALICE, "pc").await;
+    let (res, _) = mam(&mut a, &r, "").await;
+    assert_eq!(res.iter().map(result_id).collect::<Vec<_>>(), live);
+    join(&mut a, &r, "alice", "<history maxstanzas='0'/>").await;
 
     // Destroying the room deletes its archive: a new room of that name
     // starts empty.

@@ -100,7 +100,7 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
         OptSpec::ignored(
             "clear_archive_on_room_destroy",
             Kind::Any,
-            "group chat archives (not implemented)",
+            "keeping a destroyed room's archive (it is always deleted)",
         ),
         OptSpec::ignored("compress_xml", Kind::Any, "compressed storage in SQL"),
         OptSpec::ignored(

@@ -126,6 +126,7 @@ impl Muc {
     }
 
     /// A XEP-0313 iq to the room's bare JID: the results, then the answer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn mam_iq(
         &self,
         c: &Ctx<'_>,

@@ -191,7 +191,7 @@ impl Muc {
             out.push(c.subject_message(node, room, &me.jid));
             return;
         }
-        let since = (req.since_micros > 0).then(|| req.since_micros / 1_000_000);
+        let since = (req.since_micros > 0).then_some(req.since_micros / 1_000_000);
         let mut picked: Vec<&HistoryEntry> = Vec::new();
         let mut chars = 0usize;
         for e in room.history.iter().rev() {

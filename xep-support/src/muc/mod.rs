@@ -149,7 +149,11 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "the configuration of a new room",
         ),
         OptSpec::storage("ram_db_type", Kind::Any),
-        OptSpec::ignored("access_mam", Kind::Any, "room archives (not implemented)"),
+        OptSpec::ignored(
+            "access_mam",
+            Kind::Any,
+            "who reads room archives (the room's privacy decides)",
+        ),
         OptSpec::ignored(
             "access_register",
             Kind::Any,

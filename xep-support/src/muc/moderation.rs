@@ -90,6 +90,7 @@ impl Muc {
     }
 
     /// Replace archive entry `id` by the tombstone of its message.
+    #[allow(clippy::too_many_arguments)]
     fn bury(
         &self,
         c: &Ctx<'_>,
@@ -187,7 +188,7 @@ impl Muc {
         }
         let service_admin = Muc::allows(c.ctx, &self.access_admin, &Jid::from(from.clone()));
         let me = room.by_jid(from).map(|i| &room.occupants[i]);
-        if !service_admin && !me.is_some_and(|o| o.role == Role::Moderator) {
+        if !service_admin && me.is_none_or(|o| o.role != Role::Moderator) {
             out.extend(error_to(
                 stanza,
                 StanzaError::forbidden().with_text("Only moderators may moderate messages"),
