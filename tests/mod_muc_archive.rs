@@ -7,8 +7,9 @@
 //! stanza-ids (no duplicate with a MAM catch-up), absurd history requests,
 //! a groupchat from a non-occupant, archiving switched off by the room
 //! configuration (`muc#roomconfig_enablearchiving`), the archive across a
-//! restart (SIGKILL), `delete_old_mam_messages groupchat`, and destruction
-//! deleting the archive.
+//! restart (SIGKILL), in `rookery ctl backup`/`restore`,
+//! `delete_old_mam_messages groupchat`, `mod_mam`'s `archive_expires_after`
+//! on rooms, and destruction deleting the archive.
 
 use crate::common;
 
@@ -495,4 +496,60 @@ async fn archive_survives_a_restart_retention_and_destruction() {
     assert!(history_bodies(&got).is_empty(), "{got:?}");
     let (res, _) = mam(&mut a, &r, "").await;
     assert!(res.is_empty());
+}
+
+#[tokio::test]
+async fn archive_expires_after_covers_rooms() {
+    let server = common::Server::start_with_yaml_edit(common::Config::default(), |y| {
+        y.replace(
+            "  mod_mam: {}\n",
+            "  mod_mam:\n    archive_expires_after: 2\n",
+        )
+    });
+    server.register(ALICE.0, "localhost", ALICE.1);
+    server.register(BOB.0, "localhost", BOB.1);
+    let r = room("fleeting");
+    let mut a = login(&server, ALICE, "pc").await;
+    let mut b = login(&server, BOB, "pc").await;
+    join(&mut a, &r, "alice", "").await;
+    let ok = configure(&mut a, &r, &[("muc#roomconfig_persistentroom", "1")]).await;
+    assert_eq!(ok.attr("type"), Some("result"), "{ok}");
+    a.send(&format!(
+        "<message type='groupchat' to='{r}' id='a1'><body>old</body></message>"
+    ))
+    .await;
+    groupchat_from(&mut a, &format!("{r}/alice"), "old").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    a.send(&format!(
+        "<message type='groupchat' to='{r}' id='a2'><body>new</body></message>"
+    ))
+    .await;
+    groupchat_from(&mut a, &format!("{r}/alice"), "new").await;
+    // Left out of queries and of the join history at once.
+    let (res, ans) = mam(&mut a, &r, "").await;
+    let bodies: Vec<&str> = res
+        .iter()
+        .filter_map(|m| forwarded(m).child_text("body"))
+        .collect();
+    assert_eq!(bodies, ["new"]);
+    assert_eq!(count(&ans), 1);
+    let got = join(&mut b, &r, "bob", "").await;
+    assert_eq!(history_bodies(&got), ["new"]);
+    // Deleted when the room's first occupant joins again.
+    for (c, nick) in [(&mut a, "alice"), (&mut b, "bob")] {
+        c.send(&format!("<presence to='{r}/{nick}' type='unavailable'/>"))
+            .await;
+        c.recv_where("left", |e| {
+            e.name == "presence"
+                && e.attr("type") == Some("unavailable")
+                && e.attr("from") == Some(format!("{r}/{nick}").as_str())
+        })
+        .await;
+    }
+    join(&mut a, &r, "alice", "").await;
+    let log = server.stderr_tail();
+    assert!(
+        log.contains(&format!("expired messages of {r} deleted")),
+        "{log}"
+    );
 }
