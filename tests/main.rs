@@ -57,6 +57,7 @@ mod mod_mam_storage;
 mod mod_muc;
 mod mod_muc_archive;
 mod mod_muc_moderation;
+mod mod_muc_voice;
 mod mod_pep;
 mod mod_ping;
 mod mod_private;

@@ -16,7 +16,8 @@
 //!
 //! Rooms keep their messages in the server's message archive (one archive
 //! per room, `archive.rs`); occupants carry XEP-0421 occupant ids
-//! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`.
+//! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`;
+//! voice requests in `voice.rs`.
 //!
 //! Room occupants are local accounts: rooms' stanzas to remote users are
 //! not sent over s2s (the s2s code sends only from served hosts), and remote
@@ -50,6 +51,7 @@ mod owner;
 mod room;
 mod route;
 mod service;
+mod voice;
 
 use room::*;
 use service::*;
@@ -220,6 +222,8 @@ const ROOM_OPTIONS: &[&str] = &[
     "title",
     "description",
     "mam",
+    "allow_voice_requests",
+    "voice_request_min_interval",
 ];
 
 /// `mod_muc`.
@@ -266,6 +270,11 @@ impl Muc {
                             }
                             ("password", serde_yaml_ng::Value::String(s)) => {
                                 defaults.password = s.clone()
+                            }
+                            ("voice_request_min_interval", serde_yaml_ng::Value::Number(n))
+                                if n.as_u64().is_some() =>
+                            {
+                                defaults.voice_request_min_interval = n.as_u64().unwrap_or(0)
                             }
                             ("max_users", serde_yaml_ng::Value::Number(n))
                                 if n.as_u64().is_some_and(|n| n > 0) =>
@@ -549,6 +558,9 @@ mod tests {
             title: "T".into(),
             persistent: true,
             members_only: true,
+            mam: false,
+            allow_voice_requests: false,
+            voice_request_min_interval: 5,
             ..RoomConfig::default()
         });
         room.subject = Some(("hello".into(), "al".into()));
@@ -558,5 +570,12 @@ mod tests {
         assert_eq!(back.config, room.config);
         assert_eq!(back.subject, room.subject);
         assert_eq!(back.affiliations, room.affiliations);
+        // The occupant id secret is kept; a stored form without one gets a
+        // new one, marked to be saved.
+        assert_eq!(back.secret, room.secret);
+        assert!(!back.secret_is_new);
+        let mut old = room.to_stored();
+        old.remove_attr("secret");
+        assert!(Room::from_stored(&old).unwrap().secret_is_new);
     }
 }

@@ -106,6 +106,18 @@ impl Muc {
                 "muc#roomconfig_allowinvites" => cfg.allow_user_invites = b,
                 "allow_private_messages" => cfg.allow_private_messages = b,
                 "muc#roomconfig_enablearchiving" | "mam" => cfg.mam = b,
+                "muc#roomconfig_allowvoicerequests" | "allow_voice_requests" => {
+                    cfg.allow_voice_requests = b
+                }
+                "muc#roomconfig_voicerequestmininterval" | "voice_request_min_interval" => {
+                    match value.trim().parse::<u64>() {
+                        Ok(n) => cfg.voice_request_min_interval = n,
+                        Err(_) => {
+                            return Err(StanzaError::not_acceptable()
+                                .with_text("voicerequestmininterval: a whole number of seconds"))
+                        }
+                    }
+                }
                 "muc#roomconfig_maxusers" => match value.trim().parse::<usize>() {
                     Ok(n) if n > 0 && n <= self.max_users => cfg.max_users = n,
                     _ if value.trim().is_empty() || value.trim() == "none" => {
@@ -261,6 +273,18 @@ impl Muc {
                 "boolean",
                 "Allow occupants to send private messages",
                 &[bool_str(c.allow_private_messages)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_allowvoicerequests",
+                "boolean",
+                "Allow visitors to ask for voice",
+                &[bool_str(c.allow_voice_requests)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_voicerequestmininterval",
+                "text-single",
+                "Seconds between voice requests",
+                &[&c.voice_request_min_interval.to_string()],
             ))
             .with_child(field(
                 "muc#roomconfig_enablearchiving",

@@ -92,6 +92,10 @@ pub(super) struct RoomConfig {
     pub(super) allow_user_invites: bool,
     /// XEP-0313 room archive (ejabberd's `mam` room option).
     pub(super) mam: bool,
+    /// Visitors may ask for voice (§7.13).
+    pub(super) allow_voice_requests: bool,
+    /// Seconds between two voice requests of one account.
+    pub(super) voice_request_min_interval: u64,
     pub(super) max_users: usize,
 }
 
@@ -113,6 +117,8 @@ impl Default for RoomConfig {
             allow_private_messages: true,
             allow_user_invites: false,
             mam: true,
+            allow_voice_requests: true,
+            voice_request_min_interval: voice::DEFAULT_VOICE_INTERVAL,
             max_users: DEFAULT_MAX_USERS,
         }
     }
@@ -133,6 +139,7 @@ impl RoomConfig {
             "allow_private_messages" => self.allow_private_messages,
             "allow_user_invites" => self.allow_user_invites,
             "mam" => self.mam,
+            "allow_voice_requests" => self.allow_voice_requests,
             _ => return None,
         })
     }
@@ -150,6 +157,7 @@ impl RoomConfig {
             "allow_private_messages" => &mut self.allow_private_messages,
             "allow_user_invites" => &mut self.allow_user_invites,
             "mam" => &mut self.mam,
+            "allow_voice_requests" => &mut self.allow_voice_requests,
             _ => return false,
         };
         *slot = v;
@@ -168,6 +176,7 @@ impl RoomConfig {
         "allow_private_messages",
         "allow_user_invites",
         "mam",
+        "allow_voice_requests",
     ];
 }
 
@@ -203,6 +212,8 @@ pub(super) struct Room {
     pub(super) secret: Vec<u8>,
     /// Made new when the room was read back (older stored form): to be saved.
     pub(super) secret_is_new: bool,
+    /// Bare JID → when it last asked for voice (seconds), in memory.
+    pub(super) voice_requests: HashMap<String, u64>,
 }
 
 impl Room {
@@ -215,6 +226,7 @@ impl Room {
             subject: None,
             secret: occupant_id::new_secret(),
             secret_is_new: true,
+            voice_requests: HashMap::new(),
         }
     }
     /// The XEP-0421 occupant id element of an occupant.
@@ -256,6 +268,10 @@ impl Room {
             .with_attr("description", c.description.clone())
             .with_attr("password", c.password.clone())
             .with_attr("max_users", c.max_users.to_string())
+            .with_attr(
+                "voice_request_min_interval",
+                c.voice_request_min_interval.to_string(),
+            )
             .with_attr("secret", occupant_id::secret_text(&self.secret));
         for key in RoomConfig::BOOLS {
             let v = c.get_bool(key).unwrap_or(false);
@@ -290,6 +306,10 @@ impl Room {
                 .attr("max_users")
                 .and_then(|m| m.parse().ok())
                 .unwrap_or(DEFAULT_MAX_USERS),
+            voice_request_min_interval: e
+                .attr("voice_request_min_interval")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(voice::DEFAULT_VOICE_INTERVAL),
             ..RoomConfig::default()
         };
         for key in RoomConfig::BOOLS {

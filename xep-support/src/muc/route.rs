@@ -50,6 +50,8 @@ impl Muc {
                 };
                 if kind == "groupchat" {
                     self.groupchat(c, node, room, stanza, &from, out);
+                } else if let Some(form) = voice::request_form(stanza) {
+                    self.voice_form(c, node, room, form, stanza, &from, out);
                 } else if let Some(x) = stanza.child("x", NS_MUC_USER) {
                     self.invite_or_decline(c, node, room, x, stanza, &from, out);
                 } else {
@@ -141,6 +143,7 @@ impl Muc {
             pick(c.moderated, "muc_moderated", "muc_unmoderated"),
             occupant_id::NS_OCCUPANT_ID.to_string(),
             NS_SELF_PING.to_string(),
+            voice::NS_REQUEST.to_string(),
         ];
         let mut features = features;
         features.extend(archive::features(self.mam_enabled && c.mam));
