@@ -6,7 +6,9 @@
 //! moderator's approval makes the visitor a participant; a request from a
 //! non-occupant or from someone with voice is `not-acceptable`; a full
 //! room (`muc#roomconfig_maxusers`) refuses one more occupant with
-//! `service-unavailable`.
+//! `service-unavailable`, except admins and owners up to
+//! `max_users_admin_threshold`; `min_message_interval` refuses a groupchat
+//! message sent too soon with `resource-constraint`.
 
 use crate::common;
 use crate::mod_muc_archive::{configure, groupchat_from, iq, join, room};
@@ -135,6 +137,66 @@ async fn voice_requests_and_room_size() {
     ))
     .await;
     let e = d
+        .recv_where("refused join", |e| {
+            e.name == "presence" && e.attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(e.stanza_error().expect("error").1, "service-unavailable");
+}
+
+/// `min_message_interval` and `max_users_admin_threshold` (ejabberd's).
+#[tokio::test]
+async fn message_rate_and_admins_beyond_a_full_room() {
+    let server = common::Server::start_with_yaml_edit(common::Config::default(), |y| {
+        y.replace(
+            "  mod_muc: {}\n",
+            "  mod_muc:\n    min_message_interval: 1.5\n    max_users_admin_threshold: 1\n",
+        )
+    });
+    server.register(ALICE.0, "localhost", ALICE.1);
+    server.register(BOB.0, "localhost", BOB.1);
+    let r = room("limited");
+    let mut a = login(&server, ALICE, "pc").await;
+    join(&mut a, &r, "alice", "").await;
+    // Two messages at once: the second is refused, not broadcast.
+    for (id, body) in [("m1", "one"), ("m2", "two")] {
+        a.send(&format!(
+            "<message type='groupchat' to='{r}' id='{id}'><body>{body}</body></message>"
+        ))
+        .await;
+    }
+    groupchat_from(&mut a, &format!("{r}/alice"), "one").await;
+    a.expect_message_error("m2", "resource-constraint").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    a.send(&format!(
+        "<message type='groupchat' to='{r}' id='m3'><body>three</body></message>"
+    ))
+    .await;
+    groupchat_from(&mut a, &format!("{r}/alice"), "three").await;
+
+    // A room for one: Bob stays out; the owner's second client gets in
+    // (threshold 1), her third does not.
+    let ok = configure(&mut a, &r, &[("muc#roomconfig_maxusers", "1")]).await;
+    assert_eq!(ok.attr("type"), Some("result"), "{ok}");
+    let mut b = login(&server, BOB, "pc").await;
+    b.send(&format!(
+        "<presence to='{r}/bob'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
+    let e = b
+        .recv_where("refused join", |e| {
+            e.name == "presence" && e.attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(e.stanza_error().expect("error").1, "service-unavailable");
+    let mut a2 = login(&server, ALICE, "phone").await;
+    join(&mut a2, &r, "alice2", "").await;
+    let mut a3 = login(&server, ALICE, "tablet").await;
+    a3.send(&format!(
+        "<presence to='{r}/alice3'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
+    let e = a3
         .recv_where("refused join", |e| {
             e.name == "presence" && e.attr("type") == Some("error")
         })

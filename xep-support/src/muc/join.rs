@@ -108,9 +108,15 @@ impl Muc {
             // The same account may join under its nick from several
             // clients (multi-session nicks, as ejabberd allows).
             Some(StanzaError::conflict())
-        } else if room.occupants.len() >= room.config.max_users.min(self.max_users)
-            && aff < Affiliation::Admin
-            && !service_admin
+        } else if room.occupants.len()
+            >= room.config.max_users.min(self.max_users).saturating_add(
+                // Admins and owners pass a full room, up to a threshold.
+                if aff >= Affiliation::Admin || service_admin {
+                    self.max_users_admin_threshold
+                } else {
+                    0
+                },
+            )
         {
             Some(StanzaError::new(
                 ErrorType::Wait,
@@ -146,6 +152,7 @@ impl Muc {
             jid: from.clone(),
             role,
             presence: stored_presence(stanza),
+            last_message: None,
         });
         let idx = room.occupants.len() - 1;
         self.join_sequence(c, node, room, idx, muc_x, created, out);

@@ -51,6 +51,22 @@ impl Muc {
                 c.save(node, room);
             }
         }
+        // min_message_interval: a message too soon after the last is dropped.
+        if let (Some(min), Some(i)) = (self.min_message_interval, room.by_jid(from)) {
+            let now = std::time::Instant::now();
+            if room.occupants[i]
+                .last_message
+                .is_some_and(|t| now.duration_since(t) < min)
+            {
+                out.extend(error_to(
+                    stanza,
+                    StanzaError::resource_constraint()
+                        .with_text("Traffic rate limit is exceeded (min_message_interval)"),
+                ));
+                return;
+            }
+            room.occupants[i].last_message = Some(now);
+        }
         // XEP-0424: only the sender retracts its message.
         if let Err(e) = self.check_retraction(c, node, room, stanza, from) {
             out.extend(error_to(stanza, e));

@@ -136,6 +136,21 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "most occupants of a room",
         ),
         OptSpec::honoured(
+            "max_users_admin_threshold",
+            Kind::Int {
+                min: 0,
+                max: u32::MAX as u64,
+            },
+            "5",
+            "admins and owners who may still enter a full room",
+        ),
+        OptSpec::honoured(
+            "min_message_interval",
+            Kind::Number { min: 0.0 },
+            "0",
+            "seconds between two groupchat messages of one occupant (0: no limit)",
+        ),
+        OptSpec::honoured(
             "max_user_conferences",
             Kind::Int {
                 min: 1,
@@ -178,16 +193,10 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "rooms listed in disco#items",
         ),
         OptSpec::ignored(
-            "max_users_admin_threshold",
-            Kind::Any,
-            "admins beyond max_users",
-        ),
-        OptSpec::ignored(
             "max_users_presence",
             Kind::Any,
             "occupants whose presence is broadcast",
         ),
-        OptSpec::ignored("min_message_interval", Kind::Any, "message rate limit"),
         OptSpec::ignored("min_presence_interval", Kind::Any, "presence rate limit"),
         OptSpec::ignored("preload_rooms", Kind::Any, "loading rooms at start"),
         OptSpec::ignored("queue_type", Kind::Any, "queue storage"),
@@ -238,6 +247,10 @@ pub struct Muc {
     history_size: usize,
     max_users: usize,
     max_user_conferences: usize,
+    /// Admins and owners who may enter a room beyond `max_users`.
+    max_users_admin_threshold: usize,
+    /// Least time between two groupchat messages of one occupant.
+    min_message_interval: Option<std::time::Duration>,
     defaults: RoomConfig,
     /// Room archives: only with `mod_mam` enabled (as in ejabberd).
     mam_enabled: bool,
@@ -310,6 +323,12 @@ impl Muc {
             history_size: o.uint("history_size") as usize,
             max_users,
             max_user_conferences: (o.uint("max_user_conferences") as usize).max(1),
+            max_users_admin_threshold: o.uint("max_users_admin_threshold") as usize,
+            min_message_interval: {
+                let n = o.number("min_message_interval");
+                (n.is_finite() && n > 0.0)
+                    .then(|| std::time::Duration::from_secs_f64(n.min(86_400.0)))
+            },
             defaults,
             mam_enabled: false,
             archive_expires: None,

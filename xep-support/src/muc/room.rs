@@ -188,6 +188,8 @@ pub(super) struct Occupant {
     pub(super) role: Role,
     /// The occupant's last presence to the room, without addresses and MUC payloads.
     pub(super) presence: Element,
+    /// When it last sent a groupchat message (`min_message_interval`).
+    pub(super) last_message: Option<std::time::Instant>,
 }
 
 /// A groupchat message kept for the history, with when it was sent.
