@@ -36,7 +36,7 @@
 //! given), read a page at a time ([`crate::archive::ArchiveStore::page`]):
 //! its cost follows the page size, not the archive size; `before` pages
 //! backwards. A full JID `with` reads the peer's messages and filters on
-//! the resource. The RSM `<count/>` comes from the archive's counters
+//! the resource, reading at most [`MAX_SCAN`] messages per query. The RSM `<count/>` comes from the archive's counters
 //! ([`crate::archive::ArchiveStore::count_range`]: exact for a whole archive
 //! or conversation and for small ranges, never a scan of the archive).
 //! Results come as messages to the querying resource, routed in
@@ -68,6 +68,10 @@ pub const NS_SID: &str = "urn:xmpp:sid:0";
 pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 /// Most results one query returns (a larger RSM `max` is capped).
 pub const MAX_PAGE: usize = 250;
+/// Messages one query reads at most when a full JID `with` filters them
+/// (an account's peer by resource, a room's occupant by nick): a page (and
+/// a count) then covers what these held.
+pub const MAX_SCAN: usize = 20_000;
 /// Results of a query without RSM `max`.
 pub const DEFAULT_PAGE: usize = 50;
 /// The options of `mod_mam` (ejabberd's, and Prosody's
@@ -523,6 +527,13 @@ fn page(
     let mut found: Vec<Entry> = Vec::new();
     let (mut lo, mut hi) = (lo, hi);
     let archive = store(ctx)?;
+    // A full JID `with` is matched on the stored XML: a cheap look for its
+    // text first when it has no character XML escapes.
+    let plain = full_with
+        .map(|w| w.as_str())
+        .filter(|w| !w.contains(['&', '<', '>', '\'', '"']));
+    let mut scanned = 0usize;
+    let mut capped = false;
     // Rounds: one, unless a full JID `with` filters messages out.
     for _ in 0..100_000 {
         let limit = if full_with.is_some() {
@@ -541,11 +552,15 @@ fn page(
             },
         )?;
         let n = rows.len();
+        scanned += n;
         for m in rows {
             if q.backwards {
                 hi = m.id.saturating_sub(1);
             } else {
                 lo = m.id.saturating_add(1);
+            }
+            if plain.is_some_and(|w| !m.xml.contains(w)) {
+                continue;
             }
             let outgoing = m.direction == Direction::Outgoing;
             let Some(e) = Mam::entry(ctx, account, m) else {
@@ -565,8 +580,14 @@ fn page(
         if found.len() == want || n < limit || lo > hi || (q.backwards && hi == 0) {
             break;
         }
+        if scanned >= MAX_SCAN {
+            capped = true;
+            break;
+        }
     }
-    let complete = found.len() <= q.max;
+    // Stopped by MAX_SCAN: not complete when the client can page on from
+    // what it got.
+    let complete = found.len() <= q.max && (!capped || found.is_empty());
     found.truncate(q.max);
     if q.backwards {
         found.reverse();

@@ -11,7 +11,8 @@
 //!   members-only room, members (and above) only; elsewhere occupants and
 //!   affiliated users; service admins always; anyone else `forbidden`.
 //!   `with` is an occupant's room JID (the messages that nick sent), or a
-//!   real JID where real JIDs are visible to the requester.
+//!   real JID where real JIDs are visible to the requester. A query is
+//!   checked with the rooms' lock held and run after it is released.
 //! - History on join is read from the archive (the newest
 //!   `min(history_size, maxstanzas, HISTORY_MAX)` messages, within
 //!   `seconds`/`since` and `maxchars`), each with the same `<stanza-id/>`
@@ -125,59 +126,91 @@ impl Muc {
         aff >= Affiliation::Member || room.by_jid(from).is_some()
     }
 
-    /// A XEP-0313 iq to the room's bare JID: the results, then the answer.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn mam_iq(
+    /// A XEP-0313 iq to the room's bare JID, checked with the rooms'
+    /// lock held: errors and the form (iq get) go to `out` at once; a
+    /// query to run is returned, to be run by [`Muc::mam_run`] once the
+    /// lock is released (it reads pages of the archive, and must not hold
+    /// up every room meanwhile).
+    pub(super) fn mam_prepare(
         &self,
         c: &Ctx<'_>,
+        svc: &Service,
         node: &str,
-        room: &Room,
         stanza: &Element,
-        payload: &Element,
-        from: &FullJid,
+        from: &Jid,
         out: &mut Out,
-    ) {
-        let is_set = stanza.attr("type") == Some("set");
+    ) -> Option<MamJob> {
+        let kind = stanza.attr("type").unwrap_or("");
+        if kind != "get" && kind != "set" {
+            return None;
+        }
+        let (Some(payload), Some(room)) = (stanza.first_child(), svc.rooms.get(node)) else {
+            out.extend(error_to(stanza, StanzaError::item_not_found()));
+            return None;
+        };
+        let Ok(from) = from.clone().try_into_full() else {
+            out.extend(error_to(stanza, StanzaError::bad_request()));
+            return None;
+        };
         if self.archive_of(c, room).is_none() {
             out.extend(error_to(
                 stanza,
                 StanzaError::service_unavailable().with_text("This room keeps no archive"),
             ));
-            return;
+            return None;
         }
-        if !self.may_read_archive(c, room, from) {
+        if !self.may_read_archive(c, room, &from) {
             out.extend(error_to(
                 stanza,
                 StanzaError::forbidden()
                     .with_text("Only occupants and members may read the archive"),
             ));
-            return;
+            return None;
         }
         if payload.name != "query" {
             out.extend(error_to(stanza, StanzaError::feature_not_implemented()));
-            return;
+            return None;
         }
-        if !is_set {
+        if kind == "get" {
             out.push(iq_result(stanza, Some(crate::mam::search_form())));
-            return;
+            return None;
         }
         let Ok(owner) = BareJid::new(&c.room_jid(node)) else {
             out.extend(error_to(stanza, StanzaError::item_not_found()));
+            return None;
+        };
+        let real_jids = !room.config.anonymous
+            || room
+                .by_jid(&from)
+                .is_some_and(|i| room.occupants[i].role == Role::Moderator)
+            || room.affiliation(from.to_bare().as_str()) >= Affiliation::Admin
+            || Muc::allows(c.ctx, &self.access_admin, &Jid::from(from.clone()));
+        Some(MamJob {
+            owner,
+            requester: Jid::from(from),
+            real_jids,
+        })
+    }
+
+    /// Run a query [`Muc::mam_prepare`] allowed: the results, then the answer.
+    pub(super) fn mam_run(
+        &self,
+        ctx: &dyn ServerContext,
+        job: MamJob,
+        stanza: &Element,
+        out: &mut Out,
+    ) {
+        let Some(payload) = stanza.first_child() else {
             return;
         };
-        let viewer_sees = !room.config.anonymous
-            || room
-                .by_jid(from)
-                .is_some_and(|i| room.occupants[i].role == Role::Moderator)
-            || room.affiliation(from.to_bare().as_str()) >= Affiliation::Admin;
         match crate::mam::run_query(
-            c.ctx,
-            &owner,
+            ctx,
+            &job.owner,
             payload,
-            &Jid::from(from.clone()),
+            &job.requester,
             self.archive_cutoff(),
             Some(crate::mam::RoomWith {
-                real_jids: viewer_sees,
+                real_jids: job.real_jids,
             }),
         ) {
             Ok((fin, results)) => {
@@ -292,6 +325,14 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+/// A room archive query allowed by [`Muc::mam_prepare`].
+pub(super) struct MamJob {
+    owner: BareJid,
+    requester: Jid,
+    /// Whether the requester may filter by real JIDs.
+    real_jids: bool,
 }
 
 /// What a joiner asked of the history (XEP-0045 §7.2.14), read leniently:

@@ -448,6 +448,20 @@ impl Module for Muc {
             service: &service,
         };
         c.load(svc);
+        // A room archive query: checked here, run without the lock.
+        if let (Some(node), None, "iq") = (to.node(), to.resource(), stanza.name.as_str()) {
+            if stanza
+                .first_child()
+                .is_some_and(|p| p.ns == crate::mam::NS_MAM)
+            {
+                let job = self.mam_prepare(&c, svc, node.as_str(), stanza, &from, &mut out);
+                drop(guard);
+                if let Some(job) = job {
+                    self.mam_run(ctx, job, stanza, &mut out);
+                }
+                return out;
+            }
+        }
         match (to.node(), to.resource()) {
             (None, None) => self.to_service(&c, svc, stanza, &from, &mut out),
             (None, Some(_)) => out.extend(error_to(stanza, StanzaError::service_unavailable())),

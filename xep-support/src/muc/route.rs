@@ -74,11 +74,7 @@ impl Muc {
                     out.extend(error_to(stanza, StanzaError::item_not_found()));
                     return;
                 }
-                // These answer after what they send (results, notices).
-                if payload.ns == crate::mam::NS_MAM {
-                    self.mam_iq(c, node, &svc.rooms[node], stanza, payload, &from, out);
-                    return;
-                }
+                // This answers after what it sends (the notices).
                 if payload.is("moderate", moderation::NS_MODERATE)
                     || payload.is("apply-to", moderation::NS_FASTEN)
                 {
