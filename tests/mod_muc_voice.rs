@@ -8,7 +8,8 @@
 //! room (`muc#roomconfig_maxusers`) refuses one more occupant with
 //! `service-unavailable`, except admins and owners up to
 //! `max_users_admin_threshold`; `min_message_interval` refuses a groupchat
-//! message sent too soon with `resource-constraint`.
+//! message sent too soon with `resource-constraint`; `max_rooms_per_user`
+//! refuses creating one more room with `not-allowed`.
 
 use crate::common;
 use crate::mod_muc_archive::{configure, groupchat_from, iq, join, room};
@@ -150,7 +151,7 @@ async fn message_rate_and_admins_beyond_a_full_room() {
     let server = common::Server::start_with_yaml_edit(common::Config::default(), |y| {
         y.replace(
             "  mod_muc: {}\n",
-            "  mod_muc:\n    min_message_interval: 1.5\n    max_users_admin_threshold: 1\n",
+            "  mod_muc:\n    min_message_interval: 1.5\n    max_users_admin_threshold: 1\n    max_rooms_per_user: 1\n",
         )
     });
     server.register(ALICE.0, "localhost", ALICE.1);
@@ -202,4 +203,20 @@ async fn message_rate_and_admins_beyond_a_full_room() {
         })
         .await;
     assert_eq!(e.stanza_error().expect("error").1, "service-unavailable");
+
+    // max_rooms_per_user: 1 — Alice owns one room and may not create
+    // another; Bob may.
+    a.send(&format!(
+        "<presence to='{}/alice'><x xmlns='{MUC}'/></presence>",
+        room("second")
+    ))
+    .await;
+    let e = a
+        .recv_where("refused creation", |e| {
+            e.name == "presence" && e.attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(e.stanza_error().expect("error").1, "not-allowed");
+    assert!(e.to_string().contains("max_rooms_per_user"), "{e}");
+    join(&mut b, &room("second"), "bob", "").await;
 }

@@ -1,6 +1,7 @@
 //! Entering a room and changing presence in it (XEP-0045 §7.2): the
 //! checks before a join (password, members-only, bans, nick conflicts,
-//! `max_users`, `max_user_conferences`), nick changes, and the join
+//! `max_users` with `max_users_admin_threshold`, `max_user_conferences`,
+//! and `max_rooms_per_user` for a join that creates a room), nick changes, and the join
 //! sequence a new occupant receives.
 //!
 //! Invariants: the join sequence is in the order §7.2 requires: the other
@@ -84,6 +85,21 @@ impl Muc {
                     StanzaError::not_allowed().with_text("Room creation is not allowed here")
                 ));
                 return;
+            }
+            // Rooms the account owns already (service admins: no limit).
+            if let Some(max) = self.max_rooms_per_user {
+                let owned = svc
+                    .rooms
+                    .values()
+                    .filter(|r| r.affiliation(&bare) == Affiliation::Owner)
+                    .count();
+                if owned >= max && !Muc::allows(c.ctx, &self.access_admin, &Jid::from(from.clone()))
+                {
+                    out.extend(err(StanzaError::not_allowed().with_text(format!(
+                        "You own {owned} rooms, the most allowed here (max_rooms_per_user)"
+                    ))));
+                    return;
+                }
             }
             let mut room = Room::new(self.defaults.clone());
             room.affiliations.insert(bare.clone(), Affiliation::Owner);

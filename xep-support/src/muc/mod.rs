@@ -136,6 +136,12 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "most occupants of a room",
         ),
         OptSpec::honoured(
+            "max_rooms_per_user",
+            Kind::Count,
+            "infinity",
+            "rooms one account may own (create) on a service domain",
+        ),
+        OptSpec::honoured(
             "max_users_admin_threshold",
             Kind::Int {
                 min: 0,
@@ -247,6 +253,8 @@ pub struct Muc {
     history_size: usize,
     max_users: usize,
     max_user_conferences: usize,
+    /// Rooms one account may own per service domain (`None`: no limit).
+    max_rooms_per_user: Option<usize>,
     /// Admins and owners who may enter a room beyond `max_users`.
     max_users_admin_threshold: usize,
     /// Least time between two groupchat messages of one occupant.
@@ -323,6 +331,9 @@ impl Muc {
             history_size: o.uint("history_size") as usize,
             max_users,
             max_user_conferences: (o.uint("max_user_conferences") as usize).max(1),
+            max_rooms_per_user: o
+                .count("max_rooms_per_user")
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             max_users_admin_threshold: o.uint("max_users_admin_threshold") as usize,
             min_message_interval: {
                 let n = o.number("min_message_interval");
