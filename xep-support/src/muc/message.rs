@@ -36,21 +36,6 @@ impl Muc {
             ));
             return;
         }
-        let body = stanza.child("body", ns::CLIENT);
-        let subject = stanza.child("subject", ns::CLIENT);
-        if let (Some(subject), None) = (subject, body) {
-            if !room.config.allow_change_subj && me.role != Role::Moderator {
-                out.extend(error_to(
-                    stanza,
-                    StanzaError::forbidden().with_text("Only moderators may change the subject"),
-                ));
-                return;
-            }
-            room.subject = Some((subject.text(), me.nick.clone()));
-            if room.config.persistent {
-                c.save(node, room);
-            }
-        }
         // min_message_interval: a message too soon after the last is dropped.
         if let (Some(min), Some(i)) = (self.min_message_interval, room.by_jid(from)) {
             let now = std::time::Instant::now();
@@ -66,6 +51,21 @@ impl Muc {
                 return;
             }
             room.occupants[i].last_message = Some(now);
+        }
+        let body = stanza.child("body", ns::CLIENT);
+        let subject = stanza.child("subject", ns::CLIENT);
+        if let (Some(subject), None) = (subject, body) {
+            if !room.config.allow_change_subj && me.role != Role::Moderator {
+                out.extend(error_to(
+                    stanza,
+                    StanzaError::forbidden().with_text("Only moderators may change the subject"),
+                ));
+                return;
+            }
+            room.subject = Some((subject.text(), me.nick.clone()));
+            if room.config.persistent {
+                c.save(node, room);
+            }
         }
         // XEP-0424: only the sender retracts its message.
         if let Err(e) = self.check_retraction(c, node, room, stanza, from) {
