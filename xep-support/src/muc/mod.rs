@@ -14,6 +14,11 @@
 //! is used after a start. Temporary rooms vanish when their last occupant
 //! leaves.
 //!
+//! Rooms keep their messages in the server's message archive (one archive
+//! per room, `archive.rs`); occupants carry XEP-0421 occupant ids
+//! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`;
+//! voice requests in `voice.rs`.
+//!
 //! Occupants are local accounts or users of other servers: the server
 //! federates the service domain like a host (its own s2s streams and
 //! dialback identity), so a remote user's join, messages and presence
@@ -41,12 +46,16 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
 
 mod admin;
+mod archive;
 mod join;
 mod message;
+mod moderation;
+mod occupant_id;
 mod owner;
 mod room;
 mod route;
 mod service;
+mod voice;
 
 use room::*;
 use service::*;
@@ -131,6 +140,27 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "most occupants of a room",
         ),
         OptSpec::honoured(
+            "max_rooms_per_user",
+            Kind::Count,
+            "infinity",
+            "rooms one account may own (create) on a service domain",
+        ),
+        OptSpec::honoured(
+            "max_users_admin_threshold",
+            Kind::Int {
+                min: 0,
+                max: u32::MAX as u64,
+            },
+            "5",
+            "admins and owners who may still enter a full room",
+        ),
+        OptSpec::honoured(
+            "min_message_interval",
+            Kind::Number { min: 0.0 },
+            "0",
+            "seconds between two groupchat messages of one occupant (0: no limit)",
+        ),
+        OptSpec::honoured(
             "max_user_conferences",
             Kind::Int {
                 min: 1,
@@ -146,7 +176,11 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "the configuration of a new room",
         ),
         OptSpec::storage("ram_db_type", Kind::Any),
-        OptSpec::ignored("access_mam", Kind::Any, "room archives (not implemented)"),
+        OptSpec::ignored(
+            "access_mam",
+            Kind::Any,
+            "who reads room archives (the room's privacy decides)",
+        ),
         OptSpec::ignored(
             "access_register",
             Kind::Any,
@@ -169,16 +203,10 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "rooms listed in disco#items",
         ),
         OptSpec::ignored(
-            "max_users_admin_threshold",
-            Kind::Any,
-            "admins beyond max_users",
-        ),
-        OptSpec::ignored(
             "max_users_presence",
             Kind::Any,
             "occupants whose presence is broadcast",
         ),
-        OptSpec::ignored("min_message_interval", Kind::Any, "message rate limit"),
         OptSpec::ignored("min_presence_interval", Kind::Any, "presence rate limit"),
         OptSpec::ignored("preload_rooms", Kind::Any, "loading rooms at start"),
         OptSpec::ignored("queue_type", Kind::Any, "queue storage"),
@@ -212,6 +240,9 @@ const ROOM_OPTIONS: &[&str] = &[
     "public_list",
     "title",
     "description",
+    "mam",
+    "allow_voice_requests",
+    "voice_request_min_interval",
 ];
 
 /// `mod_muc`.
@@ -226,7 +257,17 @@ pub struct Muc {
     history_size: usize,
     max_users: usize,
     max_user_conferences: usize,
+    /// Rooms one account may own per service domain (`None`: no limit).
+    max_rooms_per_user: Option<usize>,
+    /// Admins and owners who may enter a room beyond `max_users`.
+    max_users_admin_threshold: usize,
+    /// Least time between two groupchat messages of one occupant.
+    min_message_interval: Option<std::time::Duration>,
     defaults: RoomConfig,
+    /// Room archives: only with `mod_mam` enabled (as in ejabberd).
+    mam_enabled: bool,
+    /// `mod_mam`'s `archive_expires_after`, for room archives too.
+    archive_expires: Option<std::time::Duration>,
 }
 
 impl Muc {
@@ -254,6 +295,11 @@ impl Muc {
                             }
                             ("password", serde_yaml_ng::Value::String(s)) => {
                                 defaults.password = s.clone()
+                            }
+                            ("voice_request_min_interval", serde_yaml_ng::Value::Number(n))
+                                if n.as_u64().is_some() =>
+                            {
+                                defaults.voice_request_min_interval = n.as_u64().unwrap_or(0)
                             }
                             ("max_users", serde_yaml_ng::Value::Number(n))
                                 if n.as_u64().is_some_and(|n| n > 0) =>
@@ -289,10 +335,28 @@ impl Muc {
             history_size: o.uint("history_size") as usize,
             max_users,
             max_user_conferences: (o.uint("max_user_conferences") as usize).max(1),
+            max_rooms_per_user: o
+                .count("max_rooms_per_user")
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_users_admin_threshold: o.uint("max_users_admin_threshold") as usize,
+            min_message_interval: {
+                let n = o.number("min_message_interval");
+                (n.is_finite() && n > 0.0)
+                    .then(|| std::time::Duration::from_secs_f64(n.min(86_400.0)))
+            },
             defaults,
+            mam_enabled: false,
+            archive_expires: None,
         };
         warnings.extend(o.warnings);
         muc
+    }
+
+    /// Room archives (XEP-0313) when `mod_mam` is enabled, with its retention.
+    pub fn with_archive(mut self, enabled: bool, expires: Option<std::time::Duration>) -> Muc {
+        self.mam_enabled = enabled;
+        self.archive_expires = expires;
+        self
     }
 
     /// Whether the access rule allows `who` (`all` always, `none` never).
@@ -399,6 +463,20 @@ impl Module for Muc {
             service: &service,
         };
         c.load(svc);
+        // A room archive query: checked here, run without the lock.
+        if let (Some(node), None, "iq") = (to.node(), to.resource(), stanza.name.as_str()) {
+            if stanza
+                .first_child()
+                .is_some_and(|p| p.ns == crate::mam::NS_MAM)
+            {
+                let job = self.mam_prepare(&c, svc, node.as_str(), stanza, &from, &mut out);
+                drop(guard);
+                if let Some(job) = job {
+                    self.mam_run(ctx, job, stanza, &mut out);
+                }
+                return out;
+            }
+        }
         match (to.node(), to.resource()) {
             (None, None) => self.to_service(&c, svc, stanza, &from, &mut out),
             (None, Some(_)) => out.extend(error_to(stanza, StanzaError::service_unavailable())),
@@ -431,7 +509,7 @@ impl Module for Muc {
                 }
             }
             for node in gone {
-                svc.rooms.remove(&node);
+                c.drop_room(svc, &node);
             }
         }
         drop(guard);
@@ -528,6 +606,9 @@ mod tests {
             title: "T".into(),
             persistent: true,
             members_only: true,
+            mam: false,
+            allow_voice_requests: false,
+            voice_request_min_interval: 5,
             ..RoomConfig::default()
         });
         room.subject = Some(("hello".into(), "al".into()));
@@ -537,5 +618,12 @@ mod tests {
         assert_eq!(back.config, room.config);
         assert_eq!(back.subject, room.subject);
         assert_eq!(back.affiliations, room.affiliations);
+        // The occupant id secret is kept; a stored form without one gets a
+        // new one, marked to be saved.
+        assert_eq!(back.secret, room.secret);
+        assert!(!back.secret_is_new);
+        let mut old = room.to_stored();
+        old.remove_attr("secret");
+        assert!(Room::from_stored(&old).unwrap().secret_is_new);
     }
 }
