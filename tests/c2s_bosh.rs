@@ -21,8 +21,8 @@ use crate::common;
 use common::client::{sasl_b64, Client};
 use common::http::Answer;
 use common::scram::{Gs2Binding, ScramClient, ScramHash};
-use common::xml::parse_element;
 use common::server::DEFAULT_MODULES;
+use common::xml::parse_element;
 use common::{Config, Element, Server};
 
 const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
@@ -55,7 +55,13 @@ fn server_with(mod_bosh: &str, extra_yaml: &str, tls: bool) -> (Server, SocketAd
 }
 
 /// POST `body` to `path` (over TLS, or plain HTTP).
-async fn post_to(tls: bool, addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+async fn post_to(
+    tls: bool,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     let mut h = vec![("Content-Type", "text/xml; charset=utf-8")];
     h.extend_from_slice(headers);
     if tls {
@@ -68,7 +74,13 @@ async fn post_to(tls: bool, addr: SocketAddr, path: &str, headers: &[(&str, &str
 }
 
 /// One request over plain HTTP/1.1.
-async fn plain_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+async fn plain_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut head = format!(
@@ -85,7 +97,11 @@ async fn plain_http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str
     let _ = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut raw)).await;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
     let headers = head
         .lines()
         .skip(1)
@@ -107,7 +123,7 @@ fn parse_body(a: &Answer) -> Element {
 }
 
 /// A BOSH client.
-struct Bosh {
+pub(crate) struct Bosh {
     tls: bool,
     addr: SocketAddr,
     path: String,
@@ -124,7 +140,13 @@ impl Bosh {
         Self::create_at(true, addr, "/bosh", wait, &[]).await
     }
 
-    async fn create_at(tls: bool, addr: SocketAddr, path: &str, wait: u32, headers: &[(&str, &str)]) -> (Bosh, Element) {
+    async fn create_at(
+        tls: bool,
+        addr: SocketAddr,
+        path: &str,
+        wait: u32,
+        headers: &[(&str, &str)],
+    ) -> (Bosh, Element) {
         let rid = 1_000_000 + u64::from(rand_u16());
         let a = post_to(tls, addr, path, headers, &format!(
             "<body rid='{rid}' to='localhost' xml:lang='en' wait='{wait}' hold='1' content='text/xml; charset=utf-8' ver='1.6' xmpp:version='1.0' xmlns:xmpp='{NS_XBOSH}' xmlns='{NS_HTTPBIND}'/>"
@@ -133,7 +155,10 @@ impl Bosh {
         assert_eq!(a.status, 200, "{:?}", String::from_utf8_lossy(&a.body));
         assert_eq!(a.header("access-control-allow-origin"), Some("*"));
         let b = parse_body(&a);
-        let sid = b.attr("sid").unwrap_or_else(|| panic!("no sid: {b:?}")).to_string();
+        let sid = b
+            .attr("sid")
+            .unwrap_or_else(|| panic!("no sid: {b:?}"))
+            .to_string();
         let mut s = Bosh {
             tls,
             addr,
@@ -170,18 +195,22 @@ impl Bosh {
     }
 
     /// Send `inner` in the next request; the response's body.
-    async fn send(&mut self, inner: &str) -> Element {
+    pub(crate) async fn send(&mut self, inner: &str) -> Element {
         let (_, b) = self.next_body("", inner);
         let a = self.post(&b).await;
         assert_eq!(a.status, 200);
         let b = parse_body(&a);
-        assert_ne!(b.attr("type"), Some("terminate"), "session terminated: {b:?}");
+        assert_ne!(
+            b.attr("type"),
+            Some("terminate"),
+            "session terminated: {b:?}"
+        );
         self.got.extend(b.children.iter().cloned());
         b
     }
 
     /// The next child matching `f`, polling with empty requests.
-    async fn recv_where(&mut self, what: &str, f: impl Fn(&Element) -> bool) -> Element {
+    pub(crate) async fn recv_where(&mut self, what: &str, f: impl Fn(&Element) -> bool) -> Element {
         for _ in 0..30 {
             while let Some(e) = self.got.pop_front() {
                 if f(&e) {
@@ -218,11 +247,15 @@ impl Bosh {
         let ch = self.recv().await;
         assert!(ch.is("challenge", NS_SASL), "{ch:?}");
         let fin = sc.client_final(&b64(&ch.text)).expect("server-first");
-        self.send(&format!("<response xmlns='{NS_SASL}'>{}</response>", sasl_b64(&fin)))
-            .await;
+        self.send(&format!(
+            "<response xmlns='{NS_SASL}'>{}</response>",
+            sasl_b64(&fin)
+        ))
+        .await;
         let ok = self.recv().await;
         assert!(ok.is("success", NS_SASL), "{ok:?}");
-        sc.verify_server_final(&b64(&ok.text)).expect("server signature");
+        sc.verify_server_final(&b64(&ok.text))
+            .expect("server signature");
         let (_, b) = self.next_body(
             &format!("to='localhost' xml:lang='en' xmpp:restart='true' xmlns:xmpp='{NS_XBOSH}'"),
             "",
@@ -239,15 +272,28 @@ impl Bosh {
     async fn bind(&mut self, resource: &str) -> String {
         let id = self.id();
         self.send(&format!("<iq xmlns='jabber:client' type='set' id='{id}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>")).await;
-        let r = self.recv_where("bind result", |e| e.attr("id") == Some(&id)).await;
+        let r = self
+            .recv_where("bind result", |e| e.attr("id") == Some(&id))
+            .await;
         assert_eq!(r.attr("type"), Some("result"), "{r:?}");
-        r.child("bind").and_then(|b| b.child_text("jid")).expect("jid").to_string()
+        r.child("bind")
+            .and_then(|b| b.child_text("jid"))
+            .expect("jid")
+            .to_string()
     }
 
-    async fn login(addr: SocketAddr, user: &str, password: &str, resource: &str) -> Bosh {
+    pub(crate) async fn login(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Bosh {
         let (mut s, _) = Bosh::create(addr, 2).await;
         s.login_sasl(user, password).await;
-        assert_eq!(s.bind(resource).await, format!("{user}@localhost/{resource}"));
+        assert_eq!(
+            s.bind(resource).await,
+            format!("{user}@localhost/{resource}")
+        );
         s
     }
 }
@@ -297,9 +343,13 @@ async fn creation_login_chat_with_tcp_and_terminate() {
     assert_eq!(alice.bind("web").await, "alice@localhost/web");
     let id = alice.id();
     alice
-        .send(&format!("<iq xmlns='jabber:client' type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>"))
+        .send(&format!(
+            "<iq xmlns='jabber:client' type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>"
+        ))
         .await;
-    let roster = alice.recv_where("roster", |e| e.attr("id") == Some(&id)).await;
+    let roster = alice
+        .recv_where("roster", |e| e.attr("id") == Some(&id))
+        .await;
     assert_eq!(roster.attr("type"), Some("result"), "{roster:?}");
 
     let mut bob = Client::login(&server, "bob", "hunter2", Some("tcp")).await;
@@ -320,7 +370,9 @@ async fn creation_login_chat_with_tcp_and_terminate() {
         .await;
     let a = waiting.await.expect("poll");
     let b = parse_body(&a);
-    let m = b.child("message").unwrap_or_else(|| panic!("not carried: {b:?}"));
+    let m = b
+        .child("message")
+        .unwrap_or_else(|| panic!("not carried: {b:?}"));
     assert_eq!(m.ns, "jabber:client");
     assert_eq!(m.attr("from"), Some("bob@localhost/tcp"));
     assert_eq!(m.child_text("body"), Some("hello from TCP"));
@@ -341,9 +393,13 @@ async fn creation_login_chat_with_tcp_and_terminate() {
     assert_eq!(b.attr("type"), Some("terminate"), "{b:?}");
     // The account's session ended.
     let id = bob.id();
-    bob.send(&format!("<iq to='alice@localhost/web' type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"))
+    bob.send(&format!(
+        "<iq to='alice@localhost/web' type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ))
+    .await;
+    let e = bob
+        .recv_where("ping error", |e| e.attr("id") == Some(&id))
         .await;
-    let e = bob.recv_where("ping error", |e| e.attr("id") == Some(&id)).await;
     assert_eq!(e.attr("type"), Some("error"), "{e}");
 }
 
@@ -423,21 +479,66 @@ async fn bad_requests_and_limits() {
         assert_eq!(b.attr("condition"), Some("bad-request"), "{bad}");
     }
     // No rid; an unknown sid; a host not served.
-    let b = parse_body(&post_to(true, addr, "/bosh", &[], &format!("<body to='localhost' xmlns='{NS_HTTPBIND}'/>")).await);
+    let b = parse_body(
+        &post_to(
+            true,
+            addr,
+            "/bosh",
+            &[],
+            &format!("<body to='localhost' xmlns='{NS_HTTPBIND}'/>"),
+        )
+        .await,
+    );
     assert_eq!(b.attr("condition"), Some("bad-request"));
-    let b = parse_body(&post_to(true, addr, "/bosh", &[], &format!("<body rid='5' sid='nosuchsession' xmlns='{NS_HTTPBIND}'/>")).await);
+    let b = parse_body(
+        &post_to(
+            true,
+            addr,
+            "/bosh",
+            &[],
+            &format!("<body rid='5' sid='nosuchsession' xmlns='{NS_HTTPBIND}'/>"),
+        )
+        .await,
+    );
     assert_eq!(b.attr("condition"), Some("item-not-found"));
-    let b = parse_body(&post_to(true, addr, "/bosh", &[], &format!("<body rid='5' to='elsewhere.example' xmlns='{NS_HTTPBIND}'/>")).await);
+    let b = parse_body(
+        &post_to(
+            true,
+            addr,
+            "/bosh",
+            &[],
+            &format!("<body rid='5' to='elsewhere.example' xmlns='{NS_HTTPBIND}'/>"),
+        )
+        .await,
+    );
     assert_eq!(b.attr("condition"), Some("host-unknown"));
     // max_sessions_per_ip: 3 sessions from 127.0.0.1, the 4th refused.
     let mut kept = Vec::new();
     for _ in 0..3 {
         kept.push(Bosh::create(addr, 1).await.0);
     }
-    let b = parse_body(&post_to(true, addr, "/bosh", &[], &format!("<body rid='9' to='localhost' wait='1' xmlns='{NS_HTTPBIND}'/>")).await);
+    let b = parse_body(
+        &post_to(
+            true,
+            addr,
+            "/bosh",
+            &[],
+            &format!("<body rid='9' to='localhost' wait='1' xmlns='{NS_HTTPBIND}'/>"),
+        )
+        .await,
+    );
     assert_eq!(b.attr("condition"), Some("policy-violation"), "{b:?}");
     // X-Forwarded-For from an untrusted peer changes nothing.
-    let b = parse_body(&post_to(true, addr, "/bosh", &[("X-Forwarded-For", "198.51.100.9")], &format!("<body rid='9' to='localhost' wait='1' xmlns='{NS_HTTPBIND}'/>")).await);
+    let b = parse_body(
+        &post_to(
+            true,
+            addr,
+            "/bosh",
+            &[("X-Forwarded-For", "198.51.100.9")],
+            &format!("<body rid='9' to='localhost' wait='1' xmlns='{NS_HTTPBIND}'/>"),
+        )
+        .await,
+    );
     assert_eq!(b.attr("condition"), Some("policy-violation"), "{b:?}");
     // A terminated session stops counting.
     let mut first = kept.remove(0);
@@ -449,28 +550,46 @@ async fn bad_requests_and_limits() {
 
 #[tokio::test]
 async fn forwarded_for_from_trusted_proxies_on_a_plain_listener() {
-    let (_server, addr) = server_with("max_sessions_per_ip: 1", "trusted_proxies: [127.0.0.1]\n", false);
+    let (_server, addr) = server_with(
+        "max_sessions_per_ip: 1",
+        "trusted_proxies: [127.0.0.1]\n",
+        false,
+    );
     // Plain HTTP from loopback (a local TLS-terminating proxy): served;
     // each forwarded client counts on its own.
     let xff = |ip: &'static str| [("X-Forwarded-For", ip)];
     let (s1, _) = Bosh::create_at(false, addr, "/http-bind", 1, &xff("198.51.100.1")).await;
     let (s2, _) = Bosh::create_at(false, addr, "/bosh", 1, &xff("198.51.100.2")).await;
     assert_ne!(s1.sid, s2.sid);
-    let a = post_to(false, addr, "/bosh", &xff("198.51.100.1"), &format!("<body rid='3' to='localhost' wait='1' xmlns='{NS_HTTPBIND}'/>")).await;
+    let a = post_to(
+        false,
+        addr,
+        "/bosh",
+        &xff("198.51.100.1"),
+        &format!("<body rid='3' to='localhost' wait='1' xmlns='{NS_HTTPBIND}'/>"),
+    )
+    .await;
     assert_eq!(parse_body(&a).attr("condition"), Some("policy-violation"));
     // host-meta on the plain listener gives http:// BOSH URLs.
     let a = plain_http(addr, "GET", "/.well-known/host-meta.json", &[], b"").await;
     let j: serde_json::Value = serde_json::from_slice(&a.body).expect("JSON");
     let links = j["links"].as_array().expect("links");
     assert!(
-        links.iter().any(|l| l["rel"] == "urn:xmpp:alt-connections:xbosh" && l["href"] == "http://localhost/bosh"),
+        links
+            .iter()
+            .any(|l| l["rel"] == "urn:xmpp:alt-connections:xbosh"
+                && l["href"] == "http://localhost/bosh"),
         "{j}"
     );
 }
 
 #[tokio::test]
 async fn cors_preflight_and_host_meta() {
-    let (_server, addr) = server_with("", "bosh_service_url: https://chat.example.org/http-bind\n", true);
+    let (_server, addr) = server_with(
+        "",
+        "bosh_service_url: https://chat.example.org/http-bind\n",
+        true,
+    );
     let a = common::http::https(
         addr,
         "OPTIONS",
@@ -485,7 +604,9 @@ async fn cors_preflight_and_host_meta() {
     .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("access-control-allow-origin"), Some("*"));
-    assert!(a.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")));
+    assert!(a
+        .header("access-control-allow-methods")
+        .is_some_and(|m| m.contains("POST")));
     assert!(a
         .header("access-control-allow-headers")
         .is_some_and(|m| m.to_ascii_lowercase().contains("content-type")));
@@ -496,8 +617,17 @@ async fn cors_preflight_and_host_meta() {
         .children_named("Link")
         .filter_map(|l| Some((l.attr("rel")?, l.attr("href")?)))
         .collect();
-    assert!(links.contains(&("urn:xmpp:alt-connections:xbosh", "https://chat.example.org/http-bind")), "{links:?}");
-    assert!(links.contains(&("urn:xmpp:alt-connections:websocket", "wss://localhost/ws")), "{links:?}");
+    assert!(
+        links.contains(&(
+            "urn:xmpp:alt-connections:xbosh",
+            "https://chat.example.org/http-bind"
+        )),
+        "{links:?}"
+    );
+    assert!(
+        links.contains(&("urn:xmpp:alt-connections:websocket", "wss://localhost/ws")),
+        "{links:?}"
+    );
 }
 
 /// Stanzas for alice@localhost/r, sent by bob while alice has no request
@@ -534,7 +664,10 @@ async fn undelivered_messages_go_offline_after_inactivity_or_terminate() {
     let (_, late) = alice.next_body("", "");
     let b = parse_body(&alice.post(&late).await);
     assert_eq!(b.attr("type"), Some("terminate"), "{b:?}");
-    assert_eq!(offline_bodies(&server).await, ["while idle 1", "while idle 2"]);
+    assert_eq!(
+        offline_bodies(&server).await,
+        ["while idle 1", "while idle 2"]
+    );
 
     // terminate while a message waits for a request: not lost either.
     let mut alice = Bosh::login(addr, "alice", "secret", "bye").await;
@@ -554,8 +687,12 @@ async fn undelivered_messages_go_offline_after_inactivity_or_terminate() {
 async fn resumes_a_bosh_session_over_websocket() {
     let (server, addr) = server_with("", "", true);
     let mut alice = Bosh::login(addr, "alice", "secret", "moving").await;
-    alice.send(&format!("<enable xmlns='{NS_SM}' resume='true'/>")).await;
-    let en = alice.recv_where("enabled", |e| e.is("enabled", NS_SM)).await;
+    alice
+        .send(&format!("<enable xmlns='{NS_SM}' resume='true'/>"))
+        .await;
+    let en = alice
+        .recv_where("enabled", |e| e.is("enabled", NS_SM))
+        .await;
     let previd = en.attr("id").expect("id").to_string();
     let mut bob = Client::login(&server, "bob", "hunter2", Some("tcp")).await;
     send_while_away(&mut bob, "moving", "carried over BOSH").await;
@@ -567,8 +704,13 @@ async fn resumes_a_bosh_session_over_websocket() {
     // The browser reconnects over WebSocket and resumes the session.
     let mut ws = Ws::connect(addr).await;
     ws.login_sasl("alice", "secret").await;
-    ws.send(&format!("<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")).await;
-    let r = ws.recv_where("resumed", |e| e.ns == NS_SM && e.name != "r").await;
+    ws.send(&format!(
+        "<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>"
+    ))
+    .await;
+    let r = ws
+        .recv_where("resumed", |e| e.ns == NS_SM && e.name != "r")
+        .await;
     assert_eq!(r.name, "resumed", "{r}");
     let mut bodies = Vec::new();
     while bodies.len() < 2 {

@@ -19,9 +19,9 @@
 mod common;
 
 mod c2s_auth;
+mod c2s_bosh;
 mod c2s_session;
 mod c2s_stream;
-mod c2s_bosh;
 mod c2s_websocket;
 mod compliance_suites;
 mod component;

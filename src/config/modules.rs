@@ -122,7 +122,11 @@ pub const BOSH: ModuleSpec = ModuleSpec {
             "the largest request body in bytes; larger is refused with HTTP 413 (Rookery's option)",
         ),
         OptSpec::ignored("json", Kind::Any, "JSON-encoded BOSH (not supported)"),
-        OptSpec::ignored("max_concat", Kind::Any, "concatenating stanzas into one response (Rookery always does)"),
+        OptSpec::ignored(
+            "max_concat",
+            Kind::Any,
+            "concatenating stanzas into one response (Rookery always does)",
+        ),
         OptSpec::ignored("prebind", Kind::Any, "session pre-binding"),
         OptSpec::storage("queue_type", Kind::Any),
         OptSpec::storage("ram_db_type", Kind::Any),

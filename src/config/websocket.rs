@@ -119,7 +119,10 @@ pub fn parse<'a>(option: impl Fn(&str) -> Option<&'a Node>) -> Result<WebSocketO
         let what = "all, or a list of IP addresses or networks such as 10.0.0.0/8";
         match node.as_str() {
             Some("all") => {
-                o.trusted_proxies = vec!["0.0.0.0/0".parse().expect("net"), "::/0".parse().expect("net")]
+                o.trusted_proxies = vec![
+                    "0.0.0.0/0".parse().expect("net"),
+                    "::/0".parse().expect("net"),
+                ]
             }
             _ => {
                 for item in check::list_or_single(node) {
@@ -183,8 +186,11 @@ mod tests {
 
     #[test]
     fn bosh_url_and_trusted_proxies() {
-        let c = parse("hosts: [a.example]
-").unwrap();
+        let c = parse(
+            "hosts: [a.example]
+",
+        )
+        .unwrap();
         assert!(c.websocket.bosh_url.is_none() && c.websocket.trusted_proxies.is_empty());
         assert!(!c.websocket.trusted_proxy("10.1.2.3".parse().unwrap()));
         let c = parse(
@@ -194,21 +200,35 @@ trusted_proxies: [10.0.0.0/8, \"::1\"]
 ",
         )
         .unwrap();
-        assert_eq!(c.websocket.bosh_url.as_deref(), Some("https://a.example/bosh"));
+        assert_eq!(
+            c.websocket.bosh_url.as_deref(),
+            Some("https://a.example/bosh")
+        );
         assert!(c.websocket.trusted_proxy("10.1.2.3".parse().unwrap()));
         assert!(c.websocket.trusted_proxy("::1".parse().unwrap()));
         assert!(!c.websocket.trusted_proxy("192.0.2.1".parse().unwrap()));
-        let c = parse("hosts: [a.example]
+        let c = parse(
+            "hosts: [a.example]
 trusted_proxies: all
-").unwrap();
+",
+        )
+        .unwrap();
         assert!(c.websocket.trusted_proxy("192.0.2.1".parse().unwrap()));
-        let e = parse("hosts: [a.example]
+        let e = parse(
+            "hosts: [a.example]
 trusted_proxies: [nowhere]
-").err().unwrap();
+",
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("trusted_proxies"), "{e}");
-        let e = parse("hosts: [a.example]
+        let e = parse(
+            "hosts: [a.example]
 bosh_service_url: wss://x
-").err().unwrap();
+",
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("bosh_service_url"), "{e}");
     }
 }

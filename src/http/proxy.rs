@@ -32,7 +32,9 @@ pub fn client(opts: &WebSocketOptions, peer: SocketAddr, headers: &HeaderMap) ->
     match hops.iter().rev().find(|ip| !opts.trusted_proxy(**ip)) {
         Some(ip) => SocketAddr::new(*ip, peer.port()),
         // Every hop is a proxy: the first one is the client.
-        None => hops.first().map_or(peer, |ip| SocketAddr::new(*ip, peer.port())),
+        None => hops
+            .first()
+            .map_or(peer, |ip| SocketAddr::new(*ip, peer.port())),
     }
 }
 
@@ -73,10 +75,16 @@ mod tests {
         let h = headers("198.51.100.7, 10.0.0.9");
         assert_eq!(client(&opts(&[]), peer, &h), peer);
         let o = opts(&["10.0.0.0/8"]);
-        assert_eq!(client(&o, peer, &h).ip(), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client(&o, peer, &h).ip(),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         // A client cannot pose as another by adding hops on the left.
         let h = headers("203.0.113.1, 198.51.100.7");
-        assert_eq!(client(&o, peer, &h).ip(), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client(&o, peer, &h).ip(),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client(&o, peer, &headers("garbage")), peer);
         assert_eq!(client(&o, peer, &HeaderMap::new()), peer);
         assert!(plain_allowed(&o, peer));

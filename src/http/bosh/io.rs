@@ -7,7 +7,8 @@
 //! `<body/>`, and the stream's end at `type='terminate'`); they fail once
 //! the session timed out or was ended for a bad `rid`. Writes are
 //! messages (each followed by `MESSAGE_END`), handed to the session, which
-//! answers its waiting requests when the c2s code flushes. Shutting it
+//! answers its waiting requests when the c2s code flushes; they wait while
+//! more than `MAX_PENDING` bytes wait for a request. Shutting it
 //! down, or dropping it, closes the session's c2s side.
 //!
 //! Invariant: nothing here holds bytes of its own; the session's lock is
@@ -43,11 +44,14 @@ impl AsyncRead for BoshIo {
 impl AsyncWrite for BoshIo {
     fn poll_write(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.0.write(buf);
-        Poll::Ready(Ok(buf.len()))
+        if self.0.write(buf, cx.waker()) {
+            Poll::Ready(Ok(buf.len()))
+        } else {
+            Poll::Pending
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {

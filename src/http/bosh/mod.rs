@@ -145,7 +145,7 @@ async fn post(
     let (session, handled) = match body.attr("sid") {
         None => match create(server, cfg, peer, rid, &body, &opts) {
             Ok((s, rx)) => (s, Handled::Wait(rx)),
-            Err(r) => return r,
+            Err(condition) => return terminate(condition),
         },
         Some(sid) => match session::registry().get(sid) {
             Some(s) => {
@@ -173,7 +173,7 @@ async fn post(
 }
 
 /// A session creation request: the session and its c2s task, or the
-/// terminate answer.
+/// condition of the terminate answer.
 fn create(
     server: &Arc<Server>,
     cfg: &Arc<Listener>,
@@ -181,19 +181,19 @@ fn create(
     rid: u64,
     body: &xep_support::element::Element,
     opts: &crate::config::modules::BoshOptions,
-) -> Result<(Arc<Session>, tokio::sync::oneshot::Receiver<String>), Response<Body>> {
+) -> Result<(Arc<Session>, tokio::sync::oneshot::Receiver<String>), &'static str> {
     let to = body
         .attr("to")
         .map(|t| t.trim().trim_end_matches('.').to_lowercase())
         .unwrap_or_default();
     if !server.serves(&to) {
-        return Err(terminate("host-unknown"));
+        return Err("host-unknown");
     }
     if body
         .attr("ver")
         .is_some_and(|v| !v.trim().starts_with("1."))
     {
-        return Err(terminate("undefined-condition"));
+        return Err("undefined-condition");
     }
     let number = |name: &str, default: u64| {
         body.attr(name)
@@ -205,7 +205,9 @@ fn create(
     let lang = body
         .attr("xml:lang")
         .filter(|l| {
-            !l.is_empty() && l.len() <= 35 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 35
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .unwrap_or("en")
         .to_string();
@@ -219,7 +221,7 @@ fn create(
     let (s, rx) = Session::new(session::new_sid(), peer.ip(), to, lang, params, rid);
     if !session::registry().insert(s.clone(), opts.max_sessions_per_ip) {
         tracing::info!(%peer, "BOSH session refused: max_sessions_per_ip reached");
-        return Err(terminate("policy-violation"));
+        return Err("policy-violation");
     }
     if body.attr(&xbosh("version")).is_none() {
         tracing::debug!(%peer, "BOSH session without xmpp:version (XEP-0206 clients send 1.0)");

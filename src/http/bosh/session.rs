@@ -43,6 +43,10 @@ pub const MAX_WAIT: u64 = 120;
 pub const MAX_HOLD: u64 = 2;
 /// The `polling` interval advertised, in seconds.
 pub const POLLING: u64 = 2;
+/// Bytes of messages waiting for a request beyond which the c2s writer
+/// waits (as on a TCP connection whose peer stopped reading): its
+/// `WRITE_TIMEOUT` then counts the connection as lost.
+pub const MAX_PENDING: usize = 1024 * 1024;
 
 /// What was agreed at session creation.
 #[derive(Debug, Clone, Copy)]
@@ -90,8 +94,11 @@ struct State {
     sent: VecDeque<(u64, String)>,
     /// Written by the c2s code, not yet a complete message.
     partial: Vec<u8>,
-    /// Complete messages no response has carried yet.
+    /// Complete messages no response has carried yet, and their size.
     pending: Vec<String>,
+    pending_bytes: usize,
+    /// The c2s writer, waiting for `pending` to drain.
+    write_waker: Option<Waker>,
     /// The c2s stream's id (`authid`), from its `<open/>`.
     stream_id: Option<String>,
     /// A stream error the c2s code wrote, for the final body.
@@ -191,6 +198,8 @@ impl Session {
                 sent: VecDeque::new(),
                 partial: Vec::new(),
                 pending: Vec::new(),
+                pending_bytes: 0,
+                write_waker: None,
                 stream_id: None,
                 error: None,
                 closing: Closing::Open,
@@ -282,7 +291,10 @@ impl Session {
         if !tx.is_closed() {
             st.waiting.insert(rid, tx);
         }
-        if let Some(pause) = body.attr("pause").and_then(|p| p.trim().parse::<u64>().ok()) {
+        if let Some(pause) = body
+            .attr("pause")
+            .and_then(|p| p.trim().parse::<u64>().ok())
+        {
             let pause = Duration::from_secs(pause);
             if st.p.max_pause.is_some_and(|m| pause > m) {
                 return Err("policy-violation");
@@ -329,6 +341,10 @@ impl Session {
                 && (rid != st.creation_rid || st.stream_id.is_some());
             if carry {
                 let children = std::mem::take(&mut st.pending);
+                st.pending_bytes = 0;
+                if let Some(w) = st.write_waker.take() {
+                    w.wake();
+                }
                 let b = self.body_for(st, rid, children);
                 answer(st, rid, b);
             } else if st.waiting.len() > st.p.hold {
@@ -515,8 +531,13 @@ impl Session {
     }
 
     /// Bytes the c2s code wrote: complete messages are classified.
-    pub fn write(&self, bytes: &[u8]) {
+    /// `false` (the waker kept): too much waits for a request already.
+    pub fn write(&self, bytes: &[u8], waker: &Waker) -> bool {
         let mut st = self.lock();
+        if st.pending_bytes >= MAX_PENDING && st.closing == Closing::Open {
+            st.write_waker = Some(waker.clone());
+            return false;
+        }
         st.partial.extend_from_slice(bytes);
         while let Some(i) = memchr::memchr(crate::c2s::framing::MESSAGE_END as u8, &st.partial) {
             let rest = st.partial.split_off(i + 1);
@@ -526,6 +547,7 @@ impl Session {
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             self.message(&mut st, message);
         }
+        true
     }
 
     fn message(&self, st: &mut State, m: String) {
@@ -543,6 +565,7 @@ impl Session {
         } else if m.starts_with("<stream:error") {
             st.error = Some(m);
         } else if st.closing != Closing::Closed {
+            st.pending_bytes += m.len();
             st.pending.push(m);
         }
     }
@@ -572,11 +595,16 @@ impl Session {
         if let Some(w) = st.read_waker.take() {
             w.wake();
         }
+        if let Some(w) = st.write_waker.take() {
+            w.wake();
+        }
     }
 
     /// The messages no response carried (the session is ending).
     pub fn take_undelivered(&self) -> Vec<String> {
-        std::mem::take(&mut self.lock().pending)
+        let mut st = self.lock();
+        st.pending_bytes = 0;
+        std::mem::take(&mut st.pending)
     }
 }
 
@@ -609,10 +637,40 @@ mod tests {
     }
 
     fn body(xml: &str) -> Element {
-        body::parse(
-            format!("<body xmlns='{}'>{xml}</body>", body::NS_HTTPBIND).as_bytes(),
-        )
-        .unwrap()
+        body::parse(format!("<body xmlns='{}'>{xml}</body>", body::NS_HTTPBIND).as_bytes()).unwrap()
+    }
+
+    impl Session {
+        fn write_all_now(&self, bytes: &[u8]) {
+            assert!(self.write(bytes, Waker::noop()));
+        }
+    }
+
+    #[test]
+    fn a_client_that_does_not_poll_holds_back_the_writer() {
+        let (s, mut created) = Session::new(
+            new_sid(),
+            "127.0.0.1".parse().unwrap(),
+            "a.example".into(),
+            "en".into(),
+            params(),
+            1,
+        );
+        s.write_all_now(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='i'/>\0");
+        s.flush();
+        let big = format!(
+            "<message xmlns='jabber:client'><body>{}</body></message>\0",
+            "x".repeat(MAX_PENDING)
+        );
+        s.write_all_now(big.as_bytes());
+        assert!(!s.write(b"<a xmlns='b'/>\0", Waker::noop()));
+        // The next request (two waiting, hold 1) lets the oldest carry what
+        // waits; the writer may go on.
+        let Handled::Wait(_rx) = s.request(2, body("")) else {
+            panic!()
+        };
+        assert!(created.try_recv().is_ok_and(|r| r.contains("xxx")));
+        assert!(s.write(b"<a xmlns='b'/>\0", Waker::noop()));
     }
 
     fn inbound(s: &Session) -> String {
@@ -630,10 +688,13 @@ mod tests {
             10,
         );
         assert!(inbound(&s).starts_with("<stream:stream xmlns='jabber:client'"));
-        s.write(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='abc' from='a.example' version='1.0' xml:lang='en'/>\0<stream:features xmlns:stream='x'/>\0");
+        s.write_all_now(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='abc' from='a.example' version='1.0' xml:lang='en'/>\0<stream:features xmlns:stream='x'/>\0");
         s.flush();
         let r = created.try_recv().unwrap();
-        assert!(r.contains("authid='abc'") && r.contains("<stream:features"), "{r}");
+        assert!(
+            r.contains("authid='abc'") && r.contains("<stream:features"),
+            "{r}"
+        );
         // 12 before 11: held until 11 comes, then both in order.
         let Handled::Wait(_r12) = s.request(12, body("<b xmlns='jabber:client'/>")) else {
             panic!("12 answered at once")
@@ -642,7 +703,10 @@ mod tests {
         let Handled::Wait(mut r11) = s.request(11, body("<a xmlns='jabber:client'/>")) else {
             panic!("11 answered at once")
         };
-        assert_eq!(inbound(&s), "<a xmlns='jabber:client'/><b xmlns='jabber:client'/>");
+        assert_eq!(
+            inbound(&s),
+            "<a xmlns='jabber:client'/><b xmlns='jabber:client'/>"
+        );
         // Two waiting, hold 1: the oldest is answered empty.
         assert_eq!(r11.try_recv().unwrap(), body::response(&[], &[]));
         // 11 again: the same response.
@@ -651,7 +715,7 @@ mod tests {
         };
         assert_eq!(again, body::response(&[], &[]));
         // Data goes to the waiting 12.
-        s.write(b"<message xmlns='jabber:client'/>\0");
+        s.write_all_now(b"<message xmlns='jabber:client'/>\0");
         s.flush();
         // Out of the window: item-not-found, and the reader fails.
         let Handled::Reply(t) = s.request(20, body("")) else {
@@ -675,11 +739,11 @@ mod tests {
             1,
         );
         drop(created);
-        s.write(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='i'/>\0<message xmlns='jabber:client'><body>x</body></message>\0");
+        s.write_all_now(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='i'/>\0<message xmlns='jabber:client'><body>x</body></message>\0");
         s.flush();
         // The only request's HTTP side is gone: it is answered empty into
         // the cache, the messages stay for a live request.
-        s.write(b"<message xmlns='jabber:client'><body>y</body></message>\0");
+        s.write_all_now(b"<message xmlns='jabber:client'><body>y</body></message>\0");
         s.flush();
         assert_eq!(s.take_undelivered().len(), 2);
         assert!(s.take_undelivered().is_empty());
