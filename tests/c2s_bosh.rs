@@ -327,7 +327,8 @@ async fn creation_login_chat_with_tcp_and_terminate() {
         ("inactivity", "30"),
         ("maxpause", "120"),
         ("polling", "2"),
-        ("ver", "1.11"),
+        // The lower of the client's (1.6) and the server's (1.11).
+        ("ver", "1.6"),
         ("from", "localhost"),
         ("xmpp:version", "1.0"),
         ("xmpp:restartlogic", "true"),
@@ -630,6 +631,31 @@ async fn cors_preflight_and_host_meta() {
     );
 }
 
+#[tokio::test]
+async fn a_stream_error_ends_the_session_with_remote_stream_error() {
+    let (server, addr) = server_with("", "", true);
+    let mut alice = Bosh::login(addr, "alice", "secret", "same").await;
+    alice.send("<presence xmlns='jabber:client'/>").await;
+    // The same resource bound over TCP replaces the BOSH session.
+    let _tcp = Client::login(&server, "alice", "secret", Some("same")).await;
+    let mut ended = None;
+    for _ in 0..10 {
+        let (_, poll) = alice.next_body("", "");
+        let b = parse_body(&alice.post(&poll).await);
+        if b.attr("type") == Some("terminate") {
+            ended = Some(b);
+            break;
+        }
+    }
+    let b = ended.expect("no terminate after the conflict");
+    assert_eq!(b.attr("condition"), Some("remote-stream-error"), "{b:?}");
+    let e = b
+        .child("error")
+        .unwrap_or_else(|| panic!("no stream error: {b:?}"));
+    assert_eq!(e.ns, NS_STREAM, "{b:?}");
+    assert!(e.child("conflict").is_some(), "{b:?}");
+}
+
 /// Stanzas for alice@localhost/r, sent by bob while alice has no request
 /// open.
 async fn send_while_away(bob: &mut Client, resource: &str, body: &str) {
@@ -725,4 +751,62 @@ async fn resumes_a_bosh_session_over_websocket() {
     let (_, late) = alice.next_body("", "");
     let b = parse_body(&alice.post(&late).await);
     assert_eq!(b.attr("type"), Some("terminate"), "{b:?}");
+}
+
+/// The server's resident memory in KiB.
+fn rss_kib(server: &Server) -> u64 {
+    let pid = server.pid().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Idle memory of bound BOSH sessions beside WebSocket ones, in one server
+/// (a measurement for docs/benchmarks.md, not a check): each BOSH session
+/// has no request open (its client between two polls; a held request
+/// costs an HTTP connection besides). `cargo test --release --test
+/// integration c2s_bosh::idle_memory -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn idle_memory_bosh_beside_websocket() {
+    const N: usize = 300;
+    let (server, addr) = server_with(
+        "max_inactivity: 600, max_sessions_per_ip: infinity",
+        "",
+        true,
+    );
+    for i in 0..N {
+        server.register(&format!("b{i}"), "localhost", "pw");
+        server.register(&format!("w{i}"), "localhost", "pw");
+    }
+    let settle = || tokio::time::sleep(Duration::from_secs(3));
+    settle().await;
+    let base = rss_kib(&server);
+    let mut ws = Vec::new();
+    for i in 0..N {
+        let mut w = Ws::connect(addr).await;
+        w.login_sasl(&format!("w{i}"), "pw").await;
+        w.send("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>").await;
+        w.recv_where("bind", |e| e.attr("id") == Some("b")).await;
+        ws.push(w);
+    }
+    settle().await;
+    let after_ws = rss_kib(&server);
+    let mut bosh = Vec::new();
+    for i in 0..N {
+        bosh.push(Bosh::login(addr, &format!("b{i}"), "pw", "idle").await);
+    }
+    settle().await;
+    let after_bosh = rss_kib(&server);
+    let per = |kib: u64| kib as f64 / N as f64;
+    println!(
+        "idle sessions: {N} WebSocket (wss) {:.2} KiB each, {N} BOSH (https, no request open) {:.2} KiB each (server RSS {base} -> {after_ws} -> {after_bosh} KiB)",
+        per(after_ws.saturating_sub(base)),
+        per(after_bosh.saturating_sub(after_ws)),
+    );
+    drop(bosh);
+    drop(ws);
 }

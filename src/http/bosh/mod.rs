@@ -189,12 +189,6 @@ fn create(
     if !server.serves(&to) {
         return Err("host-unknown");
     }
-    if body
-        .attr("ver")
-        .is_some_and(|v| !v.trim().starts_with("1."))
-    {
-        return Err("undefined-condition");
-    }
     let number = |name: &str, default: u64| {
         body.attr(name)
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -217,6 +211,7 @@ fn create(
         window: hold + 1,
         inactivity: opts.max_inactivity,
         max_pause: opts.max_pause,
+        ver: session::version(body.attr("ver")),
     };
     let (s, rx) = Session::new(session::new_sid(), peer.ip(), to, lang, params, rid);
     if !session::registry().insert(s.clone(), opts.max_sessions_per_ip) {

@@ -36,7 +36,7 @@ use xep_support::ns;
 use super::body::{self, xbosh, NS_XBOSH};
 
 /// The protocol version this server speaks (XEP-0124 1.11).
-pub const VERSION: &str = "1.11";
+pub const VERSION: (u32, u32) = (1, 11);
 /// The longest `wait` granted, in seconds (a client asking more gets this).
 pub const MAX_WAIT: u64 = 120;
 /// The most requests held open at once (`hold`) granted.
@@ -58,9 +58,18 @@ pub struct Params {
     /// `None`: never (`max_inactivity: infinity`).
     pub inactivity: Option<Duration>,
     pub max_pause: Option<Duration>,
+    /// `ver`: the lower of the client's and [`VERSION`].
+    pub ver: (u32, u32),
 }
 
-/// How a request is answered.
+/// The `ver` to answer a client's `ver` with (XEP-0124 §7.1): the lower.
+pub fn version(client: Option<&str>) -> (u32, u32) {
+    let parsed = client.and_then(|v| {
+        let (major, minor) = v.trim().split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    });
+    parsed.map_or(VERSION, |v: (u32, u32)| v.min(VERSION))
+}
 pub enum Handled {
     /// At once, with this body.
     Reply(String),
@@ -341,12 +350,26 @@ impl Session {
                 && (rid != st.creation_rid || st.stream_id.is_some());
             if carry {
                 let children = std::mem::take(&mut st.pending);
-                st.pending_bytes = 0;
-                if let Some(w) = st.write_waker.take() {
-                    w.wake();
+                let bytes = std::mem::take(&mut st.pending_bytes);
+                let b = self.body_for(st, rid, children.clone());
+                let sent = st
+                    .waiting
+                    .remove(&rid)
+                    .is_some_and(|tx| tx.send(b.clone()).is_ok());
+                if sent {
+                    answer(st, rid, b);
+                    if let Some(w) = st.write_waker.take() {
+                        w.wake();
+                    }
+                } else {
+                    // Its HTTP exchange went away just now: the messages
+                    // wait for the next request, the rid gets an empty
+                    // answer for a retransmission.
+                    st.pending = children;
+                    st.pending_bytes = bytes;
+                    let empty = self.body_for(st, rid, Vec::new());
+                    answer(st, rid, empty);
                 }
-                let b = self.body_for(st, rid, children);
-                answer(st, rid, b);
             } else if st.waiting.len() > st.p.hold {
                 let b = self.body_for(st, rid, Vec::new());
                 answer(st, rid, b);
@@ -369,7 +392,7 @@ impl Session {
             ("requests", p.window.to_string()),
             ("hold", p.hold.to_string()),
             ("polling", POLLING.to_string()),
-            ("ver", VERSION.to_string()),
+            ("ver", format!("{}.{}", p.ver.0, p.ver.1)),
             ("from", self.host.clone()),
             ("secure", "true".to_string()),
             ("xmlns:xmpp", NS_XBOSH.to_string()),
@@ -633,7 +656,17 @@ mod tests {
             window: 2,
             inactivity: Some(Duration::from_secs(30)),
             max_pause: Some(Duration::from_secs(120)),
+            ver: VERSION,
         }
+    }
+
+    #[test]
+    fn version_is_the_lower_one() {
+        assert_eq!(version(Some("1.6")), (1, 6));
+        assert_eq!(version(Some("1.11")), (1, 11));
+        assert_eq!(version(Some("2.0")), (1, 11));
+        assert_eq!(version(Some("junk")), VERSION);
+        assert_eq!(version(None), VERSION);
     }
 
     fn body(xml: &str) -> Element {
