@@ -6,8 +6,10 @@
 //! `rid`, an `rid` outside the window (`item-not-found`); an oversize
 //! body (413), a body that is not strict XML (400), an unknown `sid`,
 //! another host, `max_sessions_per_ip` (with `X-Forwarded-For` believed
-//! only from `trusted_proxies`); `terminate`; an inactivity timeout and a
-//! terminate whose undelivered messages go to offline storage; the CORS
+//! only from `trusted_proxies`); `terminate`; `pause` within and beyond
+//! `max_pause`; a stream error (conflict) as `remote-stream-error`; an
+//! inactivity timeout and a terminate whose undelivered messages go to
+//! offline storage; the CORS
 //! preflight; host-meta's `xbosh` link; Prosody's `/http-bind` path and a
 //! plain listener from loopback; XEP-0198 resumption of a BOSH session
 //! over WebSocket.
@@ -654,6 +656,37 @@ async fn a_stream_error_ends_the_session_with_remote_stream_error() {
         .unwrap_or_else(|| panic!("no stream error: {b:?}"));
     assert_eq!(e.ns, NS_STREAM, "{b:?}");
     assert!(e.child("conflict").is_some(), "{b:?}");
+}
+
+#[tokio::test]
+async fn pause_within_max_pause_and_beyond() {
+    let (_server, addr) = server_with("max_inactivity: 2, max_pause: 5", "", true);
+    let mut alice = Bosh::login(addr, "alice", "secret", "pausing").await;
+    // A held request is answered at once when the client pauses.
+    let (_, poll) = alice.next_body("", "");
+    let held = {
+        let (tls, path) = (alice.tls, alice.path.clone());
+        tokio::spawn(async move { post_to(tls, addr, &path, &[], &poll).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, pause) = alice.next_body("pause='4'", "");
+    let started = std::time::Instant::now();
+    let a = alice.post(&pause).await;
+    let held = held.await.expect("held");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "pause request waited"
+    );
+    assert_eq!(parse_body(&held).attr("type"), None);
+    assert_eq!(parse_body(&a).attr("type"), None);
+    // Silent past max_inactivity (2 s) but within the pause (4 s): alive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    alice.send("").await;
+    // A pause over max_pause ends the session.
+    let (_, long) = alice.next_body("pause='60'", "");
+    let b = parse_body(&alice.post(&long).await);
+    assert_eq!(b.attr("type"), Some("terminate"), "{b:?}");
+    assert_eq!(b.attr("condition"), Some("policy-violation"), "{b:?}");
 }
 
 /// Stanzas for alice@localhost/r, sent by bob while alice has no request
