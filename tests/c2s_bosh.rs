@@ -662,6 +662,11 @@ async fn a_stream_error_ends_the_session_with_remote_stream_error() {
 async fn pause_within_max_pause_and_beyond() {
     let (_server, addr) = server_with("max_inactivity: 2, max_pause: 5", "", true);
     let mut alice = Bosh::login(addr, "alice", "secret", "pausing").await;
+    // Requests held for their whole `wait` (2 s) one after the other keep
+    // the session past max_inactivity (2 s): it counts only without any.
+    for _ in 0..3 {
+        alice.send("").await;
+    }
     // A held request is answered at once when the client pauses.
     let (_, poll) = alice.next_body("", "");
     let held = {

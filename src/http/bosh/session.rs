@@ -117,6 +117,8 @@ struct State {
     final_body: Option<String>,
     /// When the last waiting request was answered.
     idle_since: Instant,
+    /// Told when the last waiting request is answered (for [`Session::watch`]).
+    idle: Arc<tokio::sync::Notify>,
     pause_until: Option<Instant>,
 }
 
@@ -214,6 +216,7 @@ impl Session {
                 closing: Closing::Open,
                 final_body: None,
                 idle_since: Instant::now(),
+                idle: Arc::new(tokio::sync::Notify::new()),
                 pause_until: None,
             }),
         });
@@ -458,6 +461,7 @@ impl Session {
             any |= tx.send(f.clone()).is_ok();
         }
         st.idle_since = Instant::now();
+        st.idle.notify_one();
         if any {
             registry().remove(&self.sid);
         }
@@ -478,46 +482,64 @@ impl Session {
         }
     }
 
+    /// Whether a request waits (one ahead of its turn counts while its
+    /// HTTP exchange is there).
+    fn busy(st: &State) -> bool {
+        !st.waiting.is_empty() || st.early.values().any(|(_, tx)| !tx.is_closed())
+    }
+
     /// When the session ends for want of requests (`None`: it is busy, or
     /// never ends so).
     fn deadline(st: &State) -> Option<Instant> {
-        if !st.waiting.is_empty() || !st.early.is_empty() {
+        if Self::busy(st) {
             return None;
         }
         let idle = st.idle_since + st.p.inactivity?;
         Some(st.pause_until.map_or(idle, |p| p.max(idle)))
     }
 
-    /// Watch the inactivity deadline until the session is over.
+    /// Watch the inactivity deadline until the session is over. While a
+    /// request waits there is none: the watcher sleeps until the session
+    /// is idle again (or, to notice requests whose HTTP exchange is gone,
+    /// `wait` and a second at most), so a busy session costs no timer
+    /// wake-ups beyond its requests'.
     pub async fn watch(self: Arc<Self>) {
         loop {
-            let deadline = {
+            let (next, idle, wait) = {
                 let mut st = self.lock();
                 if st.read_failed.is_some() {
                     return;
                 }
                 self.drop_gone(&mut st);
-                if st.final_body.is_some() && st.waiting.is_empty() {
+                let now = Instant::now();
+                let busy = Self::busy(&st);
+                let next = if st.final_body.is_some() {
                     // Closed: kept only for a last request to learn it.
-                    if Instant::now() >= st.idle_since + st.p.wait {
+                    if !busy && now >= st.idle_since + st.p.wait {
                         registry().remove(&self.sid);
                         return;
                     }
-                }
-                match Self::deadline(&st) {
-                    Some(d) if d <= Instant::now() => {
-                        if st.final_body.is_none() {
+                    (!busy).then_some(st.idle_since + st.p.wait)
+                } else {
+                    match Self::deadline(&st) {
+                        Some(d) if d <= now => {
                             self.fail(&mut st, "item-not-found", "no request within inactivity");
-                        } else {
-                            registry().remove(&self.sid);
+                            return;
                         }
-                        return;
+                        d => d,
                     }
-                    Some(d) => d.min(Instant::now() + Duration::from_secs(1)),
-                    None => Instant::now() + Duration::from_secs(1),
-                }
+                };
+                (next, st.idle.clone(), st.p.wait)
             };
-            tokio::time::sleep_until(deadline).await;
+            match next {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => {
+                    tokio::select! {
+                        _ = idle.notified() => {}
+                        _ = tokio::time::sleep(wait + Duration::from_secs(1)) => {}
+                    }
+                }
+            }
         }
     }
 
@@ -642,6 +664,7 @@ fn answer(st: &mut State, rid: u64, b: String) {
     }
     if st.waiting.is_empty() {
         st.idle_since = Instant::now();
+        st.idle.notify_one();
     }
 }
 
