@@ -103,6 +103,45 @@ async fn core_suite() {
     common::component::connect(&server, "gw.localhost", "s3cret").await;
 }
 
+/// Web Compliance Suite (Server and Advanced Server): web connection
+/// mechanisms, RFC 7395 WebSocket and XEP-0206 BOSH, on the listener the
+/// embedded default configuration has (`/ws`, `/bosh`), each carrying a
+/// SASL login, a bound session and a stanza round trip. (A real web
+/// client in a real browser over both: `tests/interop_converse.rs`.)
+#[tokio::test]
+async fn web_suite() {
+    let server = Server::start_with(Config {
+        extra_listeners: vec![
+            "port: 0\nip: 127.0.0.1\nmodule: ejabberd_http\ntls: true\nrequest_handlers:\n  /ws: ejabberd_http_ws\n  /bosh: mod_bosh".to_string(),
+        ],
+        ..Config::default()
+    });
+    server.register("alice", "localhost", "secret");
+    let http = server
+        .listeners
+        .iter()
+        .find(|l| l.module == "http")
+        .expect("http listener")
+        .addr;
+    // RFC 7395.
+    let mut ws = crate::c2s_websocket::Ws::connect(http).await;
+    ws.login_sasl("alice", "secret").await;
+    ws.send("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
+    let r = ws.recv_where("bind", |e| e.attr("id") == Some("b")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    ws.send("<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let r = ws.recv_where("pong", |e| e.attr("id") == Some("p")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    // XEP-0206.
+    let mut bosh = crate::c2s_bosh::Bosh::login(http, "alice", "secret", "bosh").await;
+    bosh.send("<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let r = bosh.recv_where("pong", |e| e.attr("id") == Some("p")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
 /// IM Compliance Suite: the Server and Advanced Server rows Rookery meets.
 #[tokio::test]
 async fn im_suite() {

@@ -19,6 +19,7 @@
 mod common;
 
 mod c2s_auth;
+mod c2s_bosh;
 mod c2s_session;
 mod c2s_stream;
 mod c2s_websocket;
