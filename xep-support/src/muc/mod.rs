@@ -17,7 +17,8 @@
 //! Rooms keep their messages in the server's message archive (one archive
 //! per room, `archive.rs`); occupants carry XEP-0421 occupant ids
 //! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`;
-//! voice requests in `voice.rs`.
+//! voice requests in `voice.rs`; mentions that wake members' phones
+//! (XEP-0357 through the server's mention hook) in `mentions.rs`.
 //!
 //! Occupants are local accounts or users of other servers: the server
 //! federates the service domain like a host (its own s2s streams and
@@ -48,6 +49,7 @@ use std::sync::{Mutex, OnceLock};
 mod admin;
 mod archive;
 mod join;
+mod mentions;
 mod message;
 mod moderation;
 mod occupant_id;
@@ -614,7 +616,9 @@ mod tests {
         room.subject = Some(("hello".into(), "al".into()));
         room.affiliations.insert("a@x".into(), Affiliation::Owner);
         room.affiliations.insert("b@x".into(), Affiliation::Outcast);
+        room.nicks.insert("c@x".into(), "cee".into());
         let back = Room::from_stored(&room.to_stored()).unwrap();
+        assert_eq!(back.nicks, room.nicks);
         assert_eq!(back.config, room.config);
         assert_eq!(back.subject, room.subject);
         assert_eq!(back.affiliations, room.affiliations);
