@@ -206,3 +206,25 @@ async fn mentions_wake_detached_and_offline_members() {
     assert_eq!(got.attr("type"), Some("groupchat"));
     app.expect_silence(Duration::from_millis(400)).await;
 }
+
+/// A registered nick (XEP-0045 §7.10) names its owner while offline.
+#[tokio::test]
+async fn a_registered_nick_wakes_its_offline_owner() {
+    let server = server();
+    let mut app = common::component::connect(&server, APP, "s3cret").await;
+    let r = room("regpush");
+    let mut bob = Client::login(&server, "bob", "hunter2", Some("pc")).await;
+    join(&mut bob, &r, "bob", "").await;
+    let mut carol = Client::login(&server, "carol", "carolpw", Some("phone")).await;
+    enable_push(&mut carol, "phone").await;
+    let ok = crate::mod_muc_register::register(&mut carol, &r, "Caz").await;
+    assert_eq!(ok.attr("type"), Some("result"), "{ok}");
+    carol.close().await;
+    say(&mut bob, &r, "@caz what do you think?", "").await;
+    let (to, _, fields) = notification(&mut app).await;
+    assert_eq!(to, "carol@localhost");
+    assert_eq!(
+        field(&fields, "last-message-body"),
+        Some("@caz what do you think?")
+    );
+}

@@ -1,5 +1,6 @@
 //! Entering a room and changing presence in it (XEP-0045 §7.2): the
-//! checks before a join (password, members-only, bans, nick conflicts,
+//! checks before a join (password, members-only, bans, nick conflicts
+//! with occupants and with nicks other accounts registered,
 //! `max_users` with `max_users_admin_threshold`, `max_user_conferences`,
 //! and `max_rooms_per_user` for a join that creates a room), nick changes, and the join
 //! sequence a new occupant receives.
@@ -41,8 +42,9 @@ impl Muc {
                     }
                     return;
                 }
-                // Nick change (§7.6).
-                if room.by_nick(nick).is_some() {
+                // Nick change (§7.6), not to another account's registered nick.
+                if room.by_nick(nick).is_some() || room.nick_owner(nick).is_some_and(|o| o != bare)
+                {
                     out.extend(err(StanzaError::conflict()));
                     return;
                 }
@@ -124,6 +126,9 @@ impl Muc {
             // The same account may join under its nick from several
             // clients (multi-session nicks, as ejabberd allows).
             Some(StanzaError::conflict())
+        } else if room.nick_owner(nick).is_some_and(|o| o != bare) {
+            // Registered by another account (§7.10).
+            Some(StanzaError::conflict().with_text("That nick is registered by someone else"))
         } else if room.occupants.len()
             >= room.config.max_users.min(self.max_users).saturating_add(
                 // Admins and owners pass a full room, up to a threshold.

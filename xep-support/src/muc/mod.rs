@@ -17,7 +17,8 @@
 //! Rooms keep their messages in the server's message archive (one archive
 //! per room, `archive.rs`); occupants carry XEP-0421 occupant ids
 //! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`;
-//! voice requests in `voice.rs`; mentions that wake members' phones
+//! voice requests in `voice.rs`; nick registration (§7.10) in
+//! `register.rs`; mentions that wake members' phones
 //! (XEP-0357 through the server's mention hook) in `mentions.rs`.
 //!
 //! Occupants are local accounts or users of other servers: the server
@@ -54,6 +55,7 @@ mod message;
 mod moderation;
 mod occupant_id;
 mod owner;
+mod register;
 mod room;
 mod route;
 mod service;
@@ -116,6 +118,12 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             Kind::AccessRule,
             "all",
             "who may make a room persistent",
+        ),
+        OptSpec::honoured(
+            "access_register",
+            Kind::AccessRule,
+            "all",
+            "who may register a nick in a room (jabber:iq:register)",
         ),
         OptSpec::honoured(
             "access_admin",
@@ -182,11 +190,6 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "access_mam",
             Kind::Any,
             "who reads room archives (the room's privacy decides)",
-        ),
-        OptSpec::ignored(
-            "access_register",
-            Kind::Any,
-            "nick registration (not implemented)",
         ),
         OptSpec::ignored(
             "cleanup_affiliations_on_start",
@@ -256,6 +259,7 @@ pub struct Muc {
     access_admin: String,
     access_create: String,
     access_persistent: String,
+    access_register: String,
     history_size: usize,
     max_users: usize,
     max_user_conferences: usize,
@@ -334,6 +338,7 @@ impl Muc {
             access_admin: o.text("access_admin"),
             access_create: o.text("access_create"),
             access_persistent: o.text("access_persistent"),
+            access_register: o.text("access_register"),
             history_size: o.uint("history_size") as usize,
             max_users,
             max_user_conferences: (o.uint("max_user_conferences") as usize).max(1),

@@ -89,7 +89,17 @@ impl Muc {
                 let reply = match (payload.ns.as_str(), payload.name.as_str()) {
                     (ns::DISCO_INFO, "query") if kind == "get" => {
                         let room = &svc.rooms[node];
-                        Ok(Some(self.room_info(node, room)))
+                        match payload.attr("node") {
+                            None => Ok(Some(self.room_info(node, room))),
+                            Some(register::NODE_ROOMUSER) => {
+                                Ok(Some(self.roomuser_item(room, &from)))
+                            }
+                            Some(_) => Err(StanzaError::item_not_found()),
+                        }
+                    }
+                    (register::NS_REGISTER, "query") => {
+                        let room = svc.rooms.get_mut(node).expect("checked above");
+                        self.register_iq(c, node, room, payload, kind == "set", &from, out)
                     }
                     (ns::DISCO_ITEMS, "query") if kind == "get" => {
                         // Occupants are not listed (their nicks are for occupants).
@@ -145,6 +155,7 @@ impl Muc {
             occupant_id::NS_OCCUPANT_ID.to_string(),
             NS_SELF_PING.to_string(),
             voice::NS_REQUEST.to_string(),
+            register::NS_REGISTER.to_string(),
         ];
         let mut features = features;
         features.extend(archive::features(self.mam_enabled && c.mam));
