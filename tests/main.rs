@@ -60,6 +60,7 @@ mod mod_muc_federation;
 mod mod_muc_moderation;
 mod mod_muc_push;
 mod mod_muc_register;
+mod mod_muc_vcard;
 mod mod_muc_voice;
 mod mod_pep;
 mod mod_ping;

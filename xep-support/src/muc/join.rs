@@ -7,7 +7,8 @@
 //!
 //! Invariants: the join sequence is in the order §7.2 requires: the other
 //! occupants' presence, the joiner's presence to the others, its own
-//! presence back to it (with its status codes), the history, then the
+//! presence back to it (with its status codes), the room's avatar
+//! presence when it has an avatar, the history, then the
 //! subject (always sent, empty if none). A refused join changes nothing: a
 //! room created by it is removed again.
 
@@ -208,6 +209,10 @@ impl Muc {
             codes.push(201);
         }
         out.push(c.presence_of(node, room, me, me, &codes));
+        // The room's avatar (XEP-0153 style), when it has one.
+        if !room.avatar_hash.is_empty() {
+            out.push(vcard::avatar_presence(c, node, room, &me.jid));
+        }
         // History (§7.2.15), limited by the request: from the archive when
         // the room keeps one, else from memory.
         let req = archive::HistoryRequest::read(muc_x);

@@ -18,7 +18,8 @@
 //! per room, `archive.rs`); occupants carry XEP-0421 occupant ids
 //! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`;
 //! voice requests in `voice.rs`; nick registration (§7.10) in
-//! `register.rs`; mentions that wake members' phones
+//! `register.rs`; room vCards and avatars (XEP-0054, XEP-0486) in
+//! `vcard.rs`; mentions that wake members' phones
 //! (XEP-0357 through the server's mention hook) in `mentions.rs`.
 //!
 //! Occupants are local accounts or users of other servers: the server
@@ -59,6 +60,7 @@ mod register;
 mod room;
 mod route;
 mod service;
+mod vcard;
 mod voice;
 
 use room::*;
@@ -555,6 +557,8 @@ impl Muc {
                     NS_MUC.to_string(),
                     ns::DISCO_INFO.to_string(),
                     ns::DISCO_ITEMS.to_string(),
+                    // Room vCards and avatars (XEP-0486).
+                    ns::VCARD.to_string(),
                 ];
                 iq_result(stanza, Some(crate::disco::info(ids, features)))
             }
@@ -622,8 +626,17 @@ mod tests {
         room.affiliations.insert("a@x".into(), Affiliation::Owner);
         room.affiliations.insert("b@x".into(), Affiliation::Outcast);
         room.nicks.insert("c@x".into(), "cee".into());
+        room.vcard = Some(
+            Element::new("vCard", ns::VCARD).with_child(
+                Element::new("PHOTO", ns::VCARD)
+                    .with_child(Element::new("BINVAL", ns::VCARD).with_text("AAEC")),
+            ),
+        );
         let back = Room::from_stored(&room.to_stored()).unwrap();
         assert_eq!(back.nicks, room.nicks);
+        assert_eq!(back.vcard, room.vcard);
+        // The hash of bytes 00 01 02.
+        assert_eq!(back.avatar_hash, "0c7a623fd2bbc05b06423be359e4021d36e721ad");
         assert_eq!(back.config, room.config);
         assert_eq!(back.subject, room.subject);
         assert_eq!(back.affiliations, room.affiliations);

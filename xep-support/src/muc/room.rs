@@ -7,7 +7,7 @@
 //! one occupant ([`Room::by_nick`], [`Room::by_jid`]); affiliations are
 //! keyed by bare JID and `none` is never stored; the stored form holds the
 //! configuration, affiliations, registered nicks (§7.10; a nick is
-//! registered by at most one account), subject and the XEP-0421 occupant
+//! registered by at most one account), the vCard (XEP-0054), subject and the XEP-0421 occupant
 //! id secret, never occupants or history (a room's messages are in its
 //! archive), and reading it back yields the same room (a unit test in
 //! `mod.rs`).
@@ -219,6 +219,10 @@ pub(super) struct Room {
     pub(super) voice_requests: HashMap<String, u64>,
     /// Registered nicks (XEP-0045 §7.10): bare JID → nick, stored.
     pub(super) nicks: BTreeMap<String, String>,
+    /// The room's vCard (XEP-0054, `vcard.rs`), stored.
+    pub(super) vcard: Option<Element>,
+    /// Hex SHA-1 of the vCard's photo (empty: none).
+    pub(super) avatar_hash: String,
 }
 
 impl Room {
@@ -233,6 +237,8 @@ impl Room {
             secret_is_new: true,
             voice_requests: HashMap::new(),
             nicks: BTreeMap::new(),
+            vcard: None,
+            avatar_hash: String::new(),
         }
     }
     /// The account that registered `nick` in the room, if any.
@@ -304,6 +310,9 @@ impl Room {
                     .with_attr("affiliation", aff.as_str()),
             );
         }
+        if let Some(v) = &self.vcard {
+            e = e.with_child(v.clone());
+        }
         for (jid, nick) in &self.nicks {
             e = e.with_child(
                 Element::new("nick", NS_STORED)
@@ -341,6 +350,10 @@ impl Room {
         if let Some(secret) = e.attr("secret").and_then(occupant_id::secret_from_text) {
             room.secret = secret;
             room.secret_is_new = false;
+        }
+        if let Some(v) = e.child("vCard", ns::VCARD) {
+            room.avatar_hash = crate::vcard::photo_hash(v);
+            room.vcard = Some(v.clone());
         }
         if let Some(s) = e.child("subject", NS_STORED) {
             room.subject = Some((s.text(), s.attr("by").unwrap_or("").to_string()));

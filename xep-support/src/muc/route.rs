@@ -97,6 +97,10 @@ impl Muc {
                             Some(_) => Err(StanzaError::item_not_found()),
                         }
                     }
+                    (ns::VCARD, "vCard") => {
+                        let room = svc.rooms.get_mut(node).expect("checked above");
+                        self.vcard_iq(c, node, room, payload, kind == "set", &from, out)
+                    }
                     (register::NS_REGISTER, "query") => {
                         let room = svc.rooms.get_mut(node).expect("checked above");
                         self.register_iq(c, node, room, payload, kind == "set", &from, out)
@@ -156,6 +160,7 @@ impl Muc {
             NS_SELF_PING.to_string(),
             voice::NS_REQUEST.to_string(),
             register::NS_REGISTER.to_string(),
+            ns::VCARD.to_string(),
         ];
         let mut features = features;
         features.extend(archive::features(self.mam_enabled && c.mam));
@@ -181,6 +186,16 @@ impl Muc {
                 "text-single",
                 "Name",
                 &[&c.title],
+            ))
+            // XEP-0486: the avatar's hash (no value without one).
+            .with_child(field(
+                "muc#roominfo_avatarhash",
+                "text-multi",
+                "Avatar hash",
+                &Some(room.avatar_hash.as_str())
+                    .filter(|h| !h.is_empty())
+                    .into_iter()
+                    .collect::<Vec<_>>(),
             ));
         q = q.with_child(form);
         q
