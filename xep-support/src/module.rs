@@ -504,6 +504,9 @@ pub trait Module: Send + Sync {
     fn stream_features(&self) -> Vec<Element> {
         Vec::new()
     }
+    /// Called about once a second, on a task of the server's own, for
+    /// periodic work (mod_muc's checks on silent remote occupants).
+    fn tick(&self, _ctx: &dyn ServerContext) {}
     /// A session was bound.
     fn session_opened(&self, _ctx: &dyn ServerContext, _jid: &FullJid) {}
     /// A session broadcast available presence (`initial`: its first).

@@ -175,6 +175,7 @@ impl Muc {
             role,
             presence: stored_presence(stanza),
             last_message: None,
+            last_heard: std::time::Instant::now(),
         });
         let idx = room.occupants.len() - 1;
         self.join_sequence(c, node, room, idx, muc_x, created, out);

@@ -153,6 +153,7 @@ mod tests {
             role: Role::Participant,
             presence: Element::new("presence", ns::CLIENT),
             last_message: None,
+            last_heard: std::time::Instant::now(),
         });
         room.nicks.insert("carol@x".into(), "caz".into());
         let msg = |xml: &str| {

@@ -19,7 +19,7 @@
 //! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`;
 //! voice requests in `voice.rs`; nick registration (§7.10) in
 //! `register.rs`; room vCards and avatars (XEP-0054, XEP-0486) in
-//! `vcard.rs`; mentions that wake members' phones
+//! `vcard.rs`; the room's pings to silent remote occupants in `ping.rs`; mentions that wake members' phones
 //! (XEP-0357 through the server's mention hook) in `mentions.rs`.
 //!
 //! Occupants are local accounts or users of other servers: the server
@@ -56,6 +56,7 @@ mod message;
 mod moderation;
 mod occupant_id;
 mod owner;
+mod ping;
 mod register;
 mod room;
 mod route;
@@ -173,6 +174,18 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "seconds between two groupchat messages of one occupant (0: no limit)",
         ),
         OptSpec::honoured(
+            "occupant_ping_interval",
+            Kind::Timeout,
+            "300",
+            "silence after which the room pings an occupant of another server (`infinity`: never)",
+        ),
+        OptSpec::honoured(
+            "occupant_ping_timeout",
+            Kind::Timeout,
+            "30",
+            "how long the room waits for that ping's answer before removing the occupant",
+        ),
+        OptSpec::honoured(
             "max_user_conferences",
             Kind::Int {
                 min: 1,
@@ -271,6 +284,10 @@ pub struct Muc {
     max_users_admin_threshold: usize,
     /// Least time between two groupchat messages of one occupant.
     min_message_interval: Option<std::time::Duration>,
+    /// Silence after which a remote occupant is pinged (`None`: never).
+    occupant_ping_interval: Option<std::time::Duration>,
+    /// How long such a ping may go unanswered.
+    occupant_ping_timeout: std::time::Duration,
     defaults: RoomConfig,
     /// Room archives: only with `mod_mam` enabled (as in ejabberd).
     mam_enabled: bool,
@@ -353,6 +370,13 @@ impl Muc {
                 (n.is_finite() && n > 0.0)
                     .then(|| std::time::Duration::from_secs_f64(n.min(86_400.0)))
             },
+            occupant_ping_interval: o
+                .timeout("occupant_ping_interval")
+                .map(|d| d.max(ping::MIN_PING_INTERVAL)),
+            occupant_ping_timeout: o
+                .timeout("occupant_ping_timeout")
+                .unwrap_or(std::time::Duration::from_secs(86_400))
+                .max(ping::MIN_PING_TIMEOUT),
             defaults,
             mam_enabled: false,
             archive_expires: None,
@@ -472,6 +496,9 @@ impl Module for Muc {
             service: &service,
         };
         c.load(svc);
+        if let Some(node) = to.node() {
+            ping::heard_from(svc, node.as_str(), &from);
+        }
         // A room archive query: checked here, run without the lock.
         if let (Some(node), None, "iq") = (to.node(), to.resource(), stanza.name.as_str()) {
             if stanza
@@ -501,6 +528,10 @@ impl Module for Muc {
             ),
         }
         out
+    }
+
+    fn tick(&self, ctx: &dyn ServerContext) {
+        self.check_occupants(ctx);
     }
 
     fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {

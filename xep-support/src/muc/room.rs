@@ -191,6 +191,8 @@ pub(super) struct Occupant {
     pub(super) presence: Element,
     /// When it last sent a groupchat message (`min_message_interval`).
     pub(super) last_message: Option<std::time::Instant>,
+    /// When the room last heard from it (`ping.rs`).
+    pub(super) last_heard: std::time::Instant,
 }
 
 /// A groupchat message kept for the history, with when it was sent.

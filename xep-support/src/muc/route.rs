@@ -214,6 +214,11 @@ impl Muc {
         out: &mut Out,
     ) {
         let kind = stanza.attr("type").unwrap_or("");
+        if ping::is_ping_answer(stanza) && (kind == "result" || kind == "error") {
+            // The answer to the room's own check on a remote occupant.
+            self.ping_answer(c, svc, stanza, from, out);
+            return;
+        }
         if stanza.name == "iq" && (kind == "result" || kind == "error") {
             // An answer to an iq the room passed on (it may come from a bare JID).
             self.occupant_iq_answer(c, svc, node, stanza, from, out);
