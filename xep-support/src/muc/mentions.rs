@@ -72,15 +72,15 @@ pub(super) fn mentioned(room: &Room, room_jid: &str, msg: &Element, sender: &str
     }
     if let Some(body) = msg.child("body", ns::CLIENT) {
         let lower = body.text().to_lowercase();
-        let mut nicks: Vec<(&str, String)> = room
-            .occupants
-            .iter()
-            .map(|o| (o.nick.as_str(), o.jid.to_bare().to_string()))
-            .collect();
-        nicks.extend(room.nicks.iter().map(|(b, n)| (n.as_str(), b.clone())));
-        for (nick, bare) in nicks {
+        // The bare JID is made only for a nick that matches.
+        for o in &room.occupants {
+            if names(&lower, &o.nick) {
+                add(o.jid.to_bare().to_string());
+            }
+        }
+        for (bare, nick) in &room.nicks {
             if names(&lower, nick) {
-                add(bare);
+                add(bare.clone());
             }
         }
     }
