@@ -1,12 +1,14 @@
 //! Entering a room and changing presence in it (XEP-0045 §7.2): the
-//! checks before a join (password, members-only, bans, nick conflicts,
+//! checks before a join (password, members-only, bans, nick conflicts
+//! with occupants and with nicks other accounts registered,
 //! `max_users` with `max_users_admin_threshold`, `max_user_conferences`,
 //! and `max_rooms_per_user` for a join that creates a room), nick changes, and the join
 //! sequence a new occupant receives.
 //!
 //! Invariants: the join sequence is in the order §7.2 requires: the other
 //! occupants' presence, the joiner's presence to the others, its own
-//! presence back to it (with its status codes), the history, then the
+//! presence back to it (with its status codes), the room's avatar
+//! presence when it has an avatar, the history, then the
 //! subject (always sent, empty if none). A refused join changes nothing: a
 //! room created by it is removed again.
 
@@ -41,8 +43,9 @@ impl Muc {
                     }
                     return;
                 }
-                // Nick change (§7.6).
-                if room.by_nick(nick).is_some() {
+                // Nick change (§7.6), not to another account's registered nick.
+                if room.by_nick(nick).is_some() || room.nick_owner(nick).is_some_and(|o| o != bare)
+                {
                     out.extend(err(StanzaError::conflict()));
                     return;
                 }
@@ -124,6 +127,9 @@ impl Muc {
             // The same account may join under its nick from several
             // clients (multi-session nicks, as ejabberd allows).
             Some(StanzaError::conflict())
+        } else if room.nick_owner(nick).is_some_and(|o| o != bare) {
+            // Registered by another account (§7.10).
+            Some(StanzaError::conflict().with_text("That nick is registered by someone else"))
         } else if room.occupants.len()
             >= room.config.max_users.min(self.max_users).saturating_add(
                 // Admins and owners pass a full room, up to a threshold.
@@ -169,6 +175,7 @@ impl Muc {
             role,
             presence: stored_presence(stanza),
             last_message: None,
+            last_heard: std::time::Instant::now(),
         });
         let idx = room.occupants.len() - 1;
         self.join_sequence(c, node, room, idx, muc_x, created, out);
@@ -203,6 +210,10 @@ impl Muc {
             codes.push(201);
         }
         out.push(c.presence_of(node, room, me, me, &codes));
+        // The room's avatar (XEP-0153 style), when it has one.
+        if !room.avatar_hash.is_empty() {
+            out.push(vcard::avatar_presence(c, node, room, &me.jid));
+        }
         // History (§7.2.15), limited by the request: from the archive when
         // the room keeps one, else from memory.
         let req = archive::HistoryRequest::read(muc_x);

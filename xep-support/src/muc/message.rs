@@ -6,7 +6,8 @@
 //! occupant gets the message at its real full JID, from the sender's room
 //! JID, with the sender's occupant id (XEP-0421) and, when the room keeps
 //! an archive, the room's stanza-id (client-sent ones of both removed
-//! first); without an archive the in-memory history is bounded by
+//! first); mentioned members who are not connected are passed to the
+//! server's mention hook (`mentions.rs`); without an archive the in-memory history is bounded by
 //! `history_size`.
 
 use super::*;
@@ -97,6 +98,8 @@ impl Muc {
             copy.set_attr("to", o.jid.to_string());
             out.push(copy);
         }
+        // Mentioned members who are not connected: their phones wake.
+        self.notify_mentions(c, node, room, &m, from);
     }
 
     /// A mediated invitation (§7.8.2) or a decline (§7.8.3) sent through the room.

@@ -17,7 +17,10 @@
 //! Rooms keep their messages in the server's message archive (one archive
 //! per room, `archive.rs`); occupants carry XEP-0421 occupant ids
 //! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`;
-//! voice requests in `voice.rs`.
+//! voice requests in `voice.rs`; nick registration (§7.10) in
+//! `register.rs`; room vCards and avatars (XEP-0054, XEP-0486) in
+//! `vcard.rs`; the room's pings to silent remote occupants in `ping.rs`; mentions that wake members' phones
+//! (XEP-0357 through the server's mention hook) in `mentions.rs`.
 //!
 //! Occupants are local accounts or users of other servers: the server
 //! federates the service domain like a host (its own s2s streams and
@@ -48,13 +51,17 @@ use std::sync::{Mutex, OnceLock};
 mod admin;
 mod archive;
 mod join;
+mod mentions;
 mod message;
 mod moderation;
 mod occupant_id;
 mod owner;
+mod ping;
+mod register;
 mod room;
 mod route;
 mod service;
+mod vcard;
 mod voice;
 
 use room::*;
@@ -116,6 +123,12 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "who may make a room persistent",
         ),
         OptSpec::honoured(
+            "access_register",
+            Kind::AccessRule,
+            "all",
+            "who may register a nick in a room (jabber:iq:register)",
+        ),
+        OptSpec::honoured(
             "access_admin",
             Kind::AccessRule,
             "none",
@@ -161,6 +174,18 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "seconds between two groupchat messages of one occupant (0: no limit)",
         ),
         OptSpec::honoured(
+            "occupant_ping_interval",
+            Kind::Timeout,
+            "300",
+            "silence after which the room pings an occupant of another server (`infinity`: never)",
+        ),
+        OptSpec::honoured(
+            "occupant_ping_timeout",
+            Kind::Timeout,
+            "30",
+            "how long the room waits for that ping's answer before removing the occupant",
+        ),
+        OptSpec::honoured(
             "max_user_conferences",
             Kind::Int {
                 min: 1,
@@ -180,11 +205,6 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "access_mam",
             Kind::Any,
             "who reads room archives (the room's privacy decides)",
-        ),
-        OptSpec::ignored(
-            "access_register",
-            Kind::Any,
-            "nick registration (not implemented)",
         ),
         OptSpec::ignored(
             "cleanup_affiliations_on_start",
@@ -254,6 +274,7 @@ pub struct Muc {
     access_admin: String,
     access_create: String,
     access_persistent: String,
+    access_register: String,
     history_size: usize,
     max_users: usize,
     max_user_conferences: usize,
@@ -263,6 +284,10 @@ pub struct Muc {
     max_users_admin_threshold: usize,
     /// Least time between two groupchat messages of one occupant.
     min_message_interval: Option<std::time::Duration>,
+    /// Silence after which a remote occupant is pinged (`None`: never).
+    occupant_ping_interval: Option<std::time::Duration>,
+    /// How long such a ping may go unanswered.
+    occupant_ping_timeout: std::time::Duration,
     defaults: RoomConfig,
     /// Room archives: only with `mod_mam` enabled (as in ejabberd).
     mam_enabled: bool,
@@ -332,6 +357,7 @@ impl Muc {
             access_admin: o.text("access_admin"),
             access_create: o.text("access_create"),
             access_persistent: o.text("access_persistent"),
+            access_register: o.text("access_register"),
             history_size: o.uint("history_size") as usize,
             max_users,
             max_user_conferences: (o.uint("max_user_conferences") as usize).max(1),
@@ -344,6 +370,13 @@ impl Muc {
                 (n.is_finite() && n > 0.0)
                     .then(|| std::time::Duration::from_secs_f64(n.min(86_400.0)))
             },
+            occupant_ping_interval: o
+                .timeout("occupant_ping_interval")
+                .map(|d| d.max(ping::MIN_PING_INTERVAL)),
+            occupant_ping_timeout: o
+                .timeout("occupant_ping_timeout")
+                .unwrap_or(std::time::Duration::from_secs(86_400))
+                .max(ping::MIN_PING_TIMEOUT),
             defaults,
             mam_enabled: false,
             archive_expires: None,
@@ -463,6 +496,9 @@ impl Module for Muc {
             service: &service,
         };
         c.load(svc);
+        if let Some(node) = to.node() {
+            ping::heard_from(svc, node.as_str(), &from);
+        }
         // A room archive query: checked here, run without the lock.
         if let (Some(node), None, "iq") = (to.node(), to.resource(), stanza.name.as_str()) {
             if stanza
@@ -492,6 +528,10 @@ impl Module for Muc {
             ),
         }
         out
+    }
+
+    fn tick(&self, ctx: &dyn ServerContext) {
+        self.check_occupants(ctx);
     }
 
     fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
@@ -548,6 +588,8 @@ impl Muc {
                     NS_MUC.to_string(),
                     ns::DISCO_INFO.to_string(),
                     ns::DISCO_ITEMS.to_string(),
+                    // Room vCards and avatars (XEP-0486).
+                    ns::VCARD.to_string(),
                 ];
                 iq_result(stanza, Some(crate::disco::info(ids, features)))
             }
@@ -614,7 +656,18 @@ mod tests {
         room.subject = Some(("hello".into(), "al".into()));
         room.affiliations.insert("a@x".into(), Affiliation::Owner);
         room.affiliations.insert("b@x".into(), Affiliation::Outcast);
+        room.nicks.insert("c@x".into(), "cee".into());
+        room.vcard = Some(
+            Element::new("vCard", ns::VCARD).with_child(
+                Element::new("PHOTO", ns::VCARD)
+                    .with_child(Element::new("BINVAL", ns::VCARD).with_text("AAEC")),
+            ),
+        );
         let back = Room::from_stored(&room.to_stored()).unwrap();
+        assert_eq!(back.nicks, room.nicks);
+        assert_eq!(back.vcard, room.vcard);
+        // The hash of bytes 00 01 02.
+        assert_eq!(back.avatar_hash, "0c7a623fd2bbc05b06423be359e4021d36e721ad");
         assert_eq!(back.config, room.config);
         assert_eq!(back.subject, room.subject);
         assert_eq!(back.affiliations, room.affiliations);

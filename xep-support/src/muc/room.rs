@@ -6,8 +6,9 @@
 //! Invariants: a nick names at most one occupant and a full JID is at most
 //! one occupant ([`Room::by_nick`], [`Room::by_jid`]); affiliations are
 //! keyed by bare JID and `none` is never stored; the stored form holds the
-//! configuration, affiliations, subject and the XEP-0421 occupant id
-//! secret, never occupants or history (a room's messages are in its
+//! configuration, affiliations, registered nicks (§7.10; a nick is
+//! registered by at most one account), the vCard (XEP-0054), subject and the XEP-0421 occupant
+//! id secret, never occupants or history (a room's messages are in its
 //! archive), and reading it back yields the same room (a unit test in
 //! `mod.rs`).
 
@@ -190,6 +191,8 @@ pub(super) struct Occupant {
     pub(super) presence: Element,
     /// When it last sent a groupchat message (`min_message_interval`).
     pub(super) last_message: Option<std::time::Instant>,
+    /// When the room last heard from it (`ping.rs`).
+    pub(super) last_heard: std::time::Instant,
 }
 
 /// A groupchat message kept for the history, with when it was sent.
@@ -216,6 +219,12 @@ pub(super) struct Room {
     pub(super) secret_is_new: bool,
     /// Bare JID → when it last asked for voice (seconds), in memory.
     pub(super) voice_requests: HashMap<String, u64>,
+    /// Registered nicks (XEP-0045 §7.10): bare JID → nick, stored.
+    pub(super) nicks: BTreeMap<String, String>,
+    /// The room's vCard (XEP-0054, `vcard.rs`), stored.
+    pub(super) vcard: Option<Element>,
+    /// Hex SHA-1 of the vCard's photo (empty: none).
+    pub(super) avatar_hash: String,
 }
 
 impl Room {
@@ -229,7 +238,17 @@ impl Room {
             secret: occupant_id::new_secret(),
             secret_is_new: true,
             voice_requests: HashMap::new(),
+            nicks: BTreeMap::new(),
+            vcard: None,
+            avatar_hash: String::new(),
         }
+    }
+    /// The account that registered `nick` in the room, if any.
+    pub(super) fn nick_owner(&self, nick: &str) -> Option<&str> {
+        self.nicks
+            .iter()
+            .find(|(_, n)| n.as_str() == nick)
+            .map(|(b, _)| b.as_str())
     }
     /// The XEP-0421 occupant id element of an occupant.
     pub(super) fn occupant_id(&self, jid: &FullJid) -> Element {
@@ -293,6 +312,16 @@ impl Room {
                     .with_attr("affiliation", aff.as_str()),
             );
         }
+        if let Some(v) = &self.vcard {
+            e = e.with_child(v.clone());
+        }
+        for (jid, nick) in &self.nicks {
+            e = e.with_child(
+                Element::new("nick", NS_STORED)
+                    .with_attr("jid", jid.clone())
+                    .with_attr("nick", nick.clone()),
+            );
+        }
         e
     }
 
@@ -324,6 +353,10 @@ impl Room {
             room.secret = secret;
             room.secret_is_new = false;
         }
+        if let Some(v) = e.child("vCard", ns::VCARD) {
+            room.avatar_hash = crate::vcard::photo_hash(v);
+            room.vcard = Some(v.clone());
+        }
         if let Some(s) = e.child("subject", NS_STORED) {
             room.subject = Some((s.text(), s.attr("by").unwrap_or("").to_string()));
         }
@@ -334,6 +367,10 @@ impl Room {
                     a.attr("affiliation").and_then(Affiliation::parse),
                 ) {
                     room.affiliations.insert(j.to_string(), aff);
+                }
+            } else if a.is("nick", NS_STORED) {
+                if let (Some(j), Some(n)) = (a.attr("jid"), a.attr("nick")) {
+                    room.nicks.insert(j.to_string(), n.to_string());
                 }
             }
         }

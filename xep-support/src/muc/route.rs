@@ -89,7 +89,21 @@ impl Muc {
                 let reply = match (payload.ns.as_str(), payload.name.as_str()) {
                     (ns::DISCO_INFO, "query") if kind == "get" => {
                         let room = &svc.rooms[node];
-                        Ok(Some(self.room_info(node, room)))
+                        match payload.attr("node") {
+                            None => Ok(Some(self.room_info(node, room))),
+                            Some(register::NODE_ROOMUSER) => {
+                                Ok(Some(self.roomuser_item(room, &from)))
+                            }
+                            Some(_) => Err(StanzaError::item_not_found()),
+                        }
+                    }
+                    (ns::VCARD, "vCard") => {
+                        let room = svc.rooms.get_mut(node).expect("checked above");
+                        self.vcard_iq(c, node, room, payload, kind == "set", &from, out)
+                    }
+                    (register::NS_REGISTER, "query") => {
+                        let room = svc.rooms.get_mut(node).expect("checked above");
+                        self.register_iq(c, node, room, payload, kind == "set", &from, out)
                     }
                     (ns::DISCO_ITEMS, "query") if kind == "get" => {
                         // Occupants are not listed (their nicks are for occupants).
@@ -145,6 +159,8 @@ impl Muc {
             occupant_id::NS_OCCUPANT_ID.to_string(),
             NS_SELF_PING.to_string(),
             voice::NS_REQUEST.to_string(),
+            register::NS_REGISTER.to_string(),
+            ns::VCARD.to_string(),
         ];
         let mut features = features;
         features.extend(archive::features(self.mam_enabled && c.mam));
@@ -170,6 +186,16 @@ impl Muc {
                 "text-single",
                 "Name",
                 &[&c.title],
+            ))
+            // XEP-0486: the avatar's hash (no value without one).
+            .with_child(field(
+                "muc#roominfo_avatarhash",
+                "text-multi",
+                "Avatar hash",
+                &Some(room.avatar_hash.as_str())
+                    .filter(|h| !h.is_empty())
+                    .into_iter()
+                    .collect::<Vec<_>>(),
             ));
         q = q.with_child(form);
         q
@@ -188,6 +214,11 @@ impl Muc {
         out: &mut Out,
     ) {
         let kind = stanza.attr("type").unwrap_or("");
+        if ping::is_ping_answer(stanza) && (kind == "result" || kind == "error") {
+            // The answer to the room's own check on a remote occupant.
+            self.ping_answer(c, svc, stanza, from, out);
+            return;
+        }
         if stanza.name == "iq" && (kind == "result" || kind == "error") {
             // An answer to an iq the room passed on (it may come from a bare JID).
             self.occupant_iq_answer(c, svc, node, stanza, from, out);

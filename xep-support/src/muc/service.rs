@@ -34,6 +34,8 @@ pub(super) struct Service {
     pub(super) pending: HashMap<String, Pending>,
     pub(super) pending_order: VecDeque<String>,
     pub(super) next_id: u64,
+    /// The room's pings to silent remote occupants, by id (`ping.rs`).
+    pub(super) pings: HashMap<String, ping::SentPing>,
 }
 
 /// Every service domain's rooms, for the whole process.
