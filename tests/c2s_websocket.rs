@@ -66,7 +66,7 @@ enum Got {
     Closed(Option<CloseCode>),
 }
 
-struct Ws {
+pub(crate) struct Ws {
     ws: WebSocketStream<Io>,
     next_id: u32,
 }
@@ -143,7 +143,7 @@ async fn try_connect_over(
 }
 
 impl Ws {
-    async fn connect(addr: SocketAddr) -> Ws {
+    pub(crate) async fn connect(addr: SocketAddr) -> Ws {
         try_connect(addr, "/ws", Some("xmpp"), &[])
             .await
             .unwrap_or_else(|e| panic!("upgrade refused: {e:?}"))
@@ -154,7 +154,7 @@ impl Ws {
         format!("w{}", self.next_id)
     }
 
-    async fn send(&mut self, xml: &str) {
+    pub(crate) async fn send(&mut self, xml: &str) {
         self.ws
             .send(Message::text(xml.to_string()))
             .await
@@ -182,14 +182,14 @@ impl Ws {
         }
     }
 
-    async fn recv(&mut self) -> Element {
+    pub(crate) async fn recv(&mut self) -> Element {
         match self.recv_got().await {
             Got::Element(e) => e,
             Got::Closed(c) => panic!("closed ({c:?}) while waiting for an element"),
         }
     }
 
-    async fn recv_where(&mut self, what: &str, f: impl Fn(&Element) -> bool) -> Element {
+    pub(crate) async fn recv_where(&mut self, what: &str, f: impl Fn(&Element) -> bool) -> Element {
         for _ in 0..50 {
             let e = self.recv().await;
             if f(&e) {
@@ -232,7 +232,7 @@ impl Ws {
         }
     }
 
-    async fn login_sasl(&mut self, user: &str, password: &str) {
+    pub(crate) async fn login_sasl(&mut self, user: &str, password: &str) {
         let f = self.open().await;
         let mechs: Vec<String> = f
             .child_ns("mechanisms", NS_SASL)

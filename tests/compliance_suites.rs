@@ -103,6 +103,45 @@ async fn core_suite() {
     common::component::connect(&server, "gw.localhost", "s3cret").await;
 }
 
+/// Web Compliance Suite (Server and Advanced Server): web connection
+/// mechanisms, RFC 7395 WebSocket and XEP-0206 BOSH, on the listener the
+/// embedded default configuration has (`/ws`, `/bosh`), each carrying a
+/// SASL login, a bound session and a stanza round trip. (A real web
+/// client in a real browser over both: `tests/interop_converse.rs`.)
+#[tokio::test]
+async fn web_suite() {
+    let server = Server::start_with(Config {
+        extra_listeners: vec![
+            "port: 0\nip: 127.0.0.1\nmodule: ejabberd_http\ntls: true\nrequest_handlers:\n  /ws: ejabberd_http_ws\n  /bosh: mod_bosh".to_string(),
+        ],
+        ..Config::default()
+    });
+    server.register("alice", "localhost", "secret");
+    let http = server
+        .listeners
+        .iter()
+        .find(|l| l.module == "http")
+        .expect("http listener")
+        .addr;
+    // RFC 7395.
+    let mut ws = crate::c2s_websocket::Ws::connect(http).await;
+    ws.login_sasl("alice", "secret").await;
+    ws.send("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        .await;
+    let r = ws.recv_where("bind", |e| e.attr("id") == Some("b")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    ws.send("<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let r = ws.recv_where("pong", |e| e.attr("id") == Some("p")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    // XEP-0206.
+    let mut bosh = crate::c2s_bosh::Bosh::login(http, "alice", "secret", "bosh").await;
+    bosh.send("<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let r = bosh.recv_where("pong", |e| e.attr("id") == Some("p")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
 /// IM Compliance Suite: the Server and Advanced Server rows Rookery meets.
 #[tokio::test]
 async fn im_suite() {
@@ -212,6 +251,54 @@ async fn im_suite() {
     assert!(fin.child("fin").is_some(), "{fin}");
     // Bookmarks (part of Advanced Group Chat): the XEP-0402 compat feature.
     assert!(acct.contains("urn:xmpp:bookmarks:1#compat"), "{acct:?}");
+    // Advanced group chat: the room archives (XEP-0313 on the room JID: a
+    // message comes back with the room's stanza-id, a query to the room
+    // returns it) and answers self-pings (XEP-0410); tests/mod_muc_archive.rs
+    // and tests/mod_muc_moderation.rs cover the rest.
+    let (room_features, _) = disco_info(&mut c, "room@conference.localhost").await;
+    assert!(
+        room_features.contains("urn:xmpp:mam:2"),
+        "{room_features:?}"
+    );
+    c.send("<message type='groupchat' to='room@conference.localhost' id='gc1'><body>archived</body></message>").await;
+    let echo = c
+        .recv_where("groupchat echo", |e| {
+            e.name == "message" && e.child_text("body") == Some("archived")
+        })
+        .await;
+    let sid = echo
+        .children
+        .iter()
+        .find(|x| x.name == "stanza-id" && x.attr("by") == Some("room@conference.localhost"))
+        .and_then(|x| x.attr("id"))
+        .unwrap_or_else(|| panic!("no stanza-id by the room: {echo}"))
+        .to_string();
+    let id = c.id();
+    c.send(&format!(
+        "<iq type='set' id='{id}' to='room@conference.localhost'><query xmlns='urn:xmpp:mam:2'/></iq>"
+    ))
+    .await;
+    let result = c
+        .recv_where("room mam result", |e| {
+            e.name == "message" && e.child("result").is_some()
+        })
+        .await;
+    assert_eq!(
+        result.child("result").and_then(|r| r.attr("id")),
+        Some(sid.as_str()),
+        "{result}"
+    );
+    let fin = c
+        .recv_where("room mam fin", |e| {
+            e.name == "iq" && e.attr("id") == Some(id.as_str())
+        })
+        .await;
+    assert!(fin.child("fin").is_some(), "{fin}");
+    iq_ok(
+        &mut c,
+        "<iq type='get' to='room@conference.localhost/alice'><ping xmlns='urn:xmpp:ping'/></iq>",
+    )
+    .await;
 }
 
 /// Mobile Compliance Suite: Server and Advanced Server rows Rookery meets.

@@ -142,14 +142,14 @@ async fn cert_import_reloads_a_running_server_and_check_reports() {
 #[test]
 fn check_config_section_and_stopped_server() {
     let mut server = Server::start_with_yaml_edit(Config::default(), |y| {
-        y.replace("modules:\n", "modules:\n  mod_bosh: {}\n")
+        y.replace("modules:\n", "modules:\n  mod_mqtt: {}\n")
     });
     let st = server.stop();
     assert!(st.success());
     let (c, out, err) = server.ctl(&["check", "config"]);
     assert_eq!(c, 0, "{out}{err}");
     assert!(out.contains("is valid"), "{out}");
-    assert!(out.contains("warning") && out.contains("mod_bosh"), "{out}");
+    assert!(out.contains("warning") && out.contains("mod_mqtt"), "{out}");
     let out = server.ctl_ok(&["check", "--help"]);
     assert!(out.starts_with("Usage: rookery ctl check [WHAT]"), "{out}");
 }

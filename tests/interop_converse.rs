@@ -1,12 +1,14 @@
-//! A real web client in a real browser over RFC 7395 WebSocket:
-//! Converse.js (npm package `converse.js`, installed into
-//! `<target>/converse-fixture` by this test or `.ci/run`) in Debian's
-//! headless Chromium, driven by Selenium through Debian's chromedriver
-//! (`tests/interop/converse_chat.py`). Alice logs in over `wss://`, sees
-//! bob (slixmpp over STARTTLS) online in her roster, sends him a message
-//! typed into the chat box and sees his answer; after her browser storage
-//! is cleared and the page reloaded, the conversation is loaded from the
-//! archive (XEP-0313). Screenshots: `<target>/artifacts/converse-*.png`.
+//! A real web client in a real browser over RFC 7395 WebSocket and,
+//! separately, over XEP-0206 BOSH: Converse.js (npm package `converse.js`,
+//! installed into `<target>/converse-fixture` by this test or `.ci/run`)
+//! in Debian's headless Chromium, driven by Selenium through Debian's
+//! chromedriver (`tests/interop/converse_chat.py`). Alice logs in over
+//! `wss://` (or `https://…/bosh`), sees bob (slixmpp over STARTTLS) online
+//! in her roster, sends him a message typed into the chat box and sees his
+//! answer; after her browser storage is cleared and the page reloaded, the
+//! conversation is loaded from the archive (XEP-0313). Screenshots:
+//! `<target>/artifacts/converse-*.png` (WebSocket) and
+//! `<target>/artifacts/converse-bosh-*.png` (BOSH).
 //!
 //! Certificates: the test server's certificate is self-signed, so
 //! Chromium runs with `--ignore-certificate-errors`; the page (served by
@@ -67,6 +69,21 @@ fn converse_dist() -> Option<PathBuf> {
 
 #[test]
 fn converse_js_in_chromium_over_websocket() {
+    converse_js_in_chromium(Transport::WebSocket);
+}
+
+#[test]
+fn converse_js_in_chromium_over_bosh() {
+    converse_js_in_chromium(Transport::Bosh);
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    WebSocket,
+    Bosh,
+}
+
+fn converse_js_in_chromium(transport: Transport) {
     if which("chromium").is_none() || which("chromedriver").is_none() {
         eprintln!("SKIPPED: chromium and chromedriver are needed (apt-get install chromium chromium-driver)");
         return;
@@ -77,7 +94,7 @@ fn converse_js_in_chromium_over_websocket() {
     };
     let server = Server::start_with(Config {
         extra_listeners: vec![
-            "port: 0\nip: 127.0.0.1\nmodule: ejabberd_http\ntls: true\nrequest_handlers:\n  /ws: ejabberd_http_ws".into(),
+            "port: 0\nip: 127.0.0.1\nmodule: ejabberd_http\ntls: true\nrequest_handlers:\n  /ws: ejabberd_http_ws\n  /bosh: mod_bosh".into(),
         ],
         ..Config::default()
     });
@@ -103,6 +120,10 @@ fn converse_js_in_chromium_over_websocket() {
         .expect("http listener")
         .addr;
     let artifacts = target_dir().join("artifacts");
+    let prefix = match transport {
+        Transport::WebSocket => "converse",
+        Transport::Bosh => "converse-bosh",
+    };
     let python = ensure_venv();
     let mut cmd = Command::new(&python);
     cmd.arg(tests_file("interop/converse_chat.py"))
@@ -112,8 +133,17 @@ fn converse_js_in_chromium_over_websocket() {
         .arg(server.c2s().port().to_string())
         .args(["--jid1", "alice@localhost", "--password1", &p1])
         .args(["--jid2", "bob@localhost", "--password2", &p2])
-        .arg("--ws-url")
-        .arg(format!("wss://localhost:{}/ws", http.port()))
+        .args(match transport {
+            Transport::WebSocket => [
+                "--ws-url".to_string(),
+                format!("wss://localhost:{}/ws", http.port()),
+            ],
+            Transport::Bosh => [
+                "--bosh-url".to_string(),
+                format!("https://localhost:{}/bosh", http.port()),
+            ],
+        })
+        .args(["--shot-prefix", prefix])
         .arg("--dist")
         .arg(&dist)
         .arg("--artifacts")
@@ -129,8 +159,9 @@ fn converse_js_in_chromium_over_websocket() {
         ran.stdout,
         ran.stderr
     );
-    for shot in ["converse-chat.png", "converse-mam.png"] {
-        let len = std::fs::metadata(artifacts.join(shot)).map_or(0, |m| m.len());
+    for shot in ["chat", "mam"] {
+        let shot = format!("{prefix}-{shot}.png");
+        let len = std::fs::metadata(artifacts.join(&shot)).map_or(0, |m| m.len());
         assert!(len > 1000, "screenshot {shot} missing or empty");
     }
     eprintln!("screenshots in {}", artifacts.display());

@@ -1,8 +1,11 @@
 //! Interoperability of XEP-0045 Multi-User Chat with a third-party client:
 //! slixmpp's own xep_0045 plugin (join_muc_wait, room configuration form,
 //! groupchat, subject, get_roster of a room, affiliations, leave_muc) runs
-//! `tests/interop/slixmpp_muc.py` against the real server. Fails (never
-//! skips) when Python's venv module is unavailable.
+//! `tests/interop/slixmpp_muc.py` against the real server; and room
+//! archives with occupant features (xep_0313 on the room, xep_0359,
+//! xep_0410, xep_0421, xep_0424, xep_0425) by
+//! `tests/interop/slixmpp_muc_archive.py`. Fails (never skips) when
+//! Python's venv module is unavailable.
 
 use crate::common;
 
@@ -14,8 +17,17 @@ use common::*;
 
 #[tokio::test]
 async fn slixmpp_muc_create_join_talk_and_leave() {
+    run_script("slixmpp_muc.py").await;
+}
+
+#[tokio::test]
+async fn slixmpp_room_archive_self_ping_retraction_and_moderation() {
+    run_script("slixmpp_muc_archive.py").await;
+}
+
+async fn run_script(name: &'static str) {
     let python = ensure_venv();
-    let script = tests_file("interop/slixmpp_muc.py");
+    let script = tests_file(&format!("interop/{name}"));
     let server = server_with_users();
 
     let mut cmd = Command::new(&python);
@@ -29,13 +41,13 @@ async fn slixmpp_muc_create_join_talk_and_leave() {
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1");
     let ran = tokio::task::spawn_blocking(move || {
-        run_bounded(cmd, SCRIPT_TIMEOUT + SCRIPT_TIMEOUT / 6, "slixmpp_muc.py")
+        run_bounded(cmd, SCRIPT_TIMEOUT + SCRIPT_TIMEOUT / 6, name)
     })
     .await
     .expect("script runner");
     assert!(
         ran.code == Some(0) && ran.stdout.lines().any(|l| l.starts_with("INTEROP OK ")),
-        "slixmpp MUC interop failed (exit {:?})\nstdout:\n{}\nstderr:\n{}",
+        "slixmpp {name} failed (exit {:?})\nstdout:\n{}\nstderr:\n{}",
         ran.code,
         ran.stdout,
         ran.stderr

@@ -19,6 +19,7 @@
 mod common;
 
 mod c2s_auth;
+mod c2s_bosh;
 mod c2s_sasl2;
 mod c2s_session;
 mod c2s_stream;
@@ -58,7 +59,13 @@ mod mod_mam_engines;
 mod mod_mam_large;
 mod mod_mam_storage;
 mod mod_muc;
+mod mod_muc_archive;
 mod mod_muc_federation;
+mod mod_muc_moderation;
+mod mod_muc_push;
+mod mod_muc_register;
+mod mod_muc_vcard;
+mod mod_muc_voice;
 mod mod_pep;
 mod mod_ping;
 mod mod_private;

@@ -12,7 +12,10 @@
 //! `not-acceptable`; a remote occupant whose session ends leaves by its
 //! server's unavailable presence (RFC 6121 directed presence); a remote
 //! occupant whose server is gone is removed with status 333 when the room's
-//! messages to it bounce (XEP-0045 §7.2); a local user joins a room on the
+//! messages to it bounce (XEP-0045 §7.2), or, when its server goes silent
+//! (stopped with its streams open), when the room's ping to it goes
+//! unanswered (`occupant_ping_interval`, `occupant_ping_timeout`), while an
+//! occupant that answers stays; a local user joins a room on the
 //! other server and leaves it when its session ends; under
 //! `s2s_secure_auth` an unverified peer is refused for the service domain as
 //! for a host. Bad input: a stanza to
@@ -28,7 +31,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::common::muc::*;
 use crate::common::*;
-use crate::s2s::{free_port, raw_peer_to, read_until, s2s_header, start, user, write, Ca, Side};
+use crate::s2s::{
+    free_port, raw_peer_to, read_until, s2s_header, start, start_with_modules, user, write, Ca,
+    Side,
+};
 
 const ROOM: &str = "lounge@conference.a.test";
 
@@ -36,13 +42,22 @@ const ROOM: &str = "lounge@conference.a.test";
 /// reaching each other's hosts and services through `s2s_hosts`; `trust`:
 /// whether both trust the test CA (SASL EXTERNAL) or neither (dialback).
 fn pair(trust: bool, extra_a: &str) -> (Server, Server, u16, Ca, tempfile::TempDir) {
+    pair_with(trust, extra_a, server::DEFAULT_MODULES)
+}
+
+/// [`pair`] with these `modules:` lines for a.test.
+fn pair_with(
+    trust: bool,
+    extra_a: &str,
+    modules_a: &str,
+) -> (Server, Server, u16, Ca, tempfile::TempDir) {
     let files = tempfile::tempdir().unwrap();
     let ca = Ca::new("Rookery MUC federation CA");
     let ca_file = write(files.path(), "ca.pem", &ca.pem);
     let (pa, pb) = (free_port(), free_port());
     let cert_a = ca.issue_names(&["a.test", "conference.a.test"]);
     let cert_b = ca.issue_names(&["b.test", "conference.b.test"]);
-    let a = start(
+    let a = start_with_modules(
         &Side {
             domain: "a.test",
             s2s_port: pa,
@@ -52,6 +67,7 @@ fn pair(trust: bool, extra_a: &str) -> (Server, Server, u16, Ca, tempfile::TempD
         },
         &[("b.test", pb), ("conference.b.test", pb)],
         files.path(),
+        modules_a,
     );
     let b = start(
         &Side {
@@ -228,6 +244,72 @@ async fn remote_occupant_removed_when_its_server_is_gone() {
         .and_then(|f| f.child_text("value"))
         .map(str::to_string);
     assert_eq!(count.as_deref(), Some("1"), "{info}");
+}
+
+/// The room pings a remote occupant it has not heard from: one that
+/// answers stays; when its server is stopped (its streams still open, so
+/// nothing bounces), the unanswered ping removes it with status 333.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_remote_occupant_is_pinged_then_removed() {
+    let modules = server::DEFAULT_MODULES.replace(
+        "mod_muc: {}",
+        "mod_muc: {occupant_ping_interval: 1, occupant_ping_timeout: 2}",
+    );
+    let (a, b, _pa, _ca, _files) = pair_with(true, "", &modules);
+    let mut alice = user(&a, "a.test", "alice", "pc").await;
+    let mut bob = user(&b, "b.test", "bob", "phone").await;
+    join(&mut alice, ROOM, "alice").await;
+    join(&mut bob, ROOM, "bob").await;
+    presence_from(&mut alice, &format!("{ROOM}/bob"), None).await;
+
+    // Silent for a second: the room pings bob from his own room JID; he
+    // answers each ping for four seconds and stays.
+    let me = format!("{ROOM}/bob");
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    let mut answered = 0;
+    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+        let StreamEvent::Stanza(e) = bob.recv_event_within(left).await else {
+            continue;
+        };
+        if e.name == "iq" && e.attr("type") == Some("get") && e.child("ping").is_some() {
+            assert_eq!(e.attr("from"), Some(me.as_str()), "{e}");
+            bob.send(&format!(
+                "<iq type='result' to='{me}' id='{}'/>",
+                e.attr("id").unwrap_or("")
+            ))
+            .await;
+            answered += 1;
+        }
+    }
+    assert!(answered >= 2, "{answered} pings in 4 s");
+    // Still there; alice (local) was never pinged nor told bob left.
+    say(&mut alice, ROOM, "still with us?").await;
+    let got = alice
+        .recv_where("her own message back", |e| {
+            e.name == "message"
+                || (e.name == "iq" && e.child("ping").is_some())
+                || (e.name == "presence" && e.attr("type") == Some("unavailable"))
+        })
+        .await;
+    assert_eq!(got.name, "message", "{got}");
+    heard(&mut bob, &format!("{ROOM}/alice"), "still with us?").await;
+
+    // b.test stops answering anything, its streams open: the next ping
+    // goes unanswered, and bob is removed with 333.
+    let pid = b.pid().expect("b.test runs").to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(stop.success());
+    let p = presence_from(&mut alice, &me, Some("unavailable")).await;
+    let cont = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("kill -CONT");
+    assert!(cont.success());
+    assert!(codes(&p).iter().any(|c| c == "333"), "removed: {p}");
+    drop(bob);
 }
 
 /// Bad input over s2s, as for a host: a stream authenticated for b.test

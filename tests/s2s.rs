@@ -91,6 +91,16 @@ pub(crate) struct Side<'a> {
 }
 
 pub(crate) fn start(side: &Side, peers: &[(&str, u16)], files: &Path) -> Server {
+    start_with_modules(side, peers, files, common::server::DEFAULT_MODULES)
+}
+
+/// [`start`] with these `modules:` lines.
+pub(crate) fn start_with_modules(
+    side: &Side,
+    peers: &[(&str, u16)],
+    files: &Path,
+    modules: &str,
+) -> Server {
     let cert = write(files, &format!("{}.pem", side.domain), side.cert);
     let mut yaml = format!(
         "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n",
@@ -111,6 +121,7 @@ pub(crate) fn start(side: &Side, peers: &[(&str, u16)], files: &Path) -> Server 
         )],
         extra_yaml: yaml,
         loglevel: "debug".into(),
+        modules: modules.to_string(),
         ..Config::default()
     };
     let s = Server::start_with(config);

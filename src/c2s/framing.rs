@@ -10,10 +10,17 @@
 //!   followed by [`MESSAGE_END`], the byte the WebSocket transport
 //!   (`crate::http::ws`) splits its text messages at.
 //!
-//! Invariant: in WebSocket framing every string these functions produce
-//! is a sequence of complete elements, each followed by [`MESSAGE_END`];
-//! NUL cannot occur in XML (the reader refuses it), so it cannot occur
-//! inside an element. A later transport (BOSH) adds a variant here.
+//! - [`Framing::Bosh`]: XEP-0206 over BOSH (XEP-0124): the same messages
+//!   as WebSocket (each element a complete document followed by
+//!   [`MESSAGE_END`]); the BOSH transport (`crate::http::bosh`) turns
+//!   `<open/>` into its session attributes, `<close/>` into a
+//!   `type='terminate'` body, and carries the other messages as the
+//!   children of its response `<body/>`s.
+//!
+//! Invariant: in WebSocket and BOSH framing every string these functions
+//! produce is a sequence of complete elements, each followed by
+//! [`MESSAGE_END`]; NUL cannot occur in XML (the reader refuses it), so it
+//! cannot occur inside an element.
 
 use xep_support::element::{escape, Element};
 use xep_support::ns;
@@ -33,9 +40,17 @@ pub enum Framing {
     Stream,
     /// RFC 7395 over WebSocket.
     WebSocket,
+    /// XEP-0206 over BOSH (HTTP requests carrying `<body/>` wrappers).
+    Bosh,
 }
 
 impl Framing {
+    /// Whether what is written is a sequence of messages, each ending with
+    /// [`MESSAGE_END`] (WebSocket and BOSH), rather than one XML stream.
+    pub fn messages(self) -> bool {
+        self != Framing::Stream
+    }
+
     /// The server's stream opening (RFC 6120 header, or `<open/>`).
     pub fn open(self, host: &str, id: &str) -> String {
         match self {
@@ -45,7 +60,7 @@ impl Framing {
                 ns::STREAM,
                 escape(host)
             ),
-            Framing::WebSocket => format!(
+            Framing::WebSocket | Framing::Bosh => format!(
                 "<open xmlns='{NS_FRAMING}' id='{id}' from='{}' version='1.0' xml:lang='en'/>{MESSAGE_END}",
                 escape(host)
             ),
@@ -56,7 +71,7 @@ impl Framing {
     pub fn write(self, el: &Element, buf: &mut String) {
         match self {
             Framing::Stream => el.write_to(buf, ns::CLIENT),
-            Framing::WebSocket => {
+            Framing::WebSocket | Framing::Bosh => {
                 if el.ns == ns::STREAM {
                     // `stream:features`, `stream:error`: the prefix declared
                     // on the element itself (RFC 7395 §3.3.2).
@@ -82,7 +97,7 @@ impl Framing {
     pub fn raw(self, xml: &str) -> String {
         match self {
             Framing::Stream => xml.to_string(),
-            Framing::WebSocket => format!("{xml}{MESSAGE_END}"),
+            Framing::WebSocket | Framing::Bosh => format!("{xml}{MESSAGE_END}"),
         }
     }
 
@@ -90,7 +105,9 @@ impl Framing {
     pub fn close(self) -> String {
         match self {
             Framing::Stream => "</stream:stream>".into(),
-            Framing::WebSocket => format!("<close xmlns='{NS_FRAMING}'/>{MESSAGE_END}"),
+            Framing::WebSocket | Framing::Bosh => {
+                format!("<close xmlns='{NS_FRAMING}'/>{MESSAGE_END}")
+            }
         }
     }
 
@@ -105,7 +122,7 @@ impl Framing {
         let xml = crate::conn_log::stream_error(kind, peer, cond, text);
         match self {
             Framing::Stream => xml,
-            Framing::WebSocket => {
+            Framing::WebSocket | Framing::Bosh => {
                 let element = xml.strip_suffix("</stream:stream>").unwrap_or(&xml);
                 format!(
                     "{}{MESSAGE_END}{}",
@@ -159,6 +176,11 @@ mod tests {
             )
         );
         assert!(f.open("a.example", "1").starts_with("<open xmlns="));
+        // BOSH writes the same messages (its transport wraps them).
+        let b = Framing::Bosh;
+        assert_eq!(b.to_xml(&iq), f.to_xml(&iq));
+        assert_eq!(b.close(), f.close());
+        assert!(b.messages() && f.messages() && !Framing::Stream.messages());
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! restart, resource binding — and then hands the bound stream to
 //! [`session`], which reads stanzas while [`writer`] writes the session's
 //! queue. [`framing`] is the seam to the transports: an RFC 6120 stream on
-//! TCP (this module's listeners) or RFC 7395 messages on a WebSocket
-//! (`crate::http::ws`, which calls [`handle_websocket`]); everything else
-//! is the same code for both.
+//! TCP (this module's listeners), RFC 7395 messages on a WebSocket
+//! (`crate::http::ws`, which calls [`handle_websocket`]) or XEP-0206
+//! messages in BOSH requests (`crate::http::bosh`, which calls
+//! [`handle_bosh`]); everything else is the same code for all three.
 
 mod cork;
 pub mod framing;
@@ -30,7 +31,7 @@ use crate::server::Server;
 /// so the task is sized for neither phase. Both are built by plain
 /// functions and joined by a combinator rather than an async fn: an async
 /// fn keeps its arguments for its whole life and would hold the
-/// negotiation's result (the 528-byte `Bound`) while the session runs.
+/// negotiation's result (the 544-byte `Bound`) while the session runs.
 pub fn handle(
     server: Arc<Server>,
     sock: TcpStream,
@@ -53,6 +54,40 @@ pub fn handle_websocket(
     serve(
         server,
         negotiation::Conn::WebSocket { io, secure },
+        peer,
+        listener,
+    )
+}
+
+/// What a message transport holds that its client never received: BOSH
+/// messages written while no request was open to carry them. A session
+/// that ends for good (not kept for a XEP-0198 resumption, and without
+/// XEP-0198 counting, which keeps them as unacknowledged already) reroutes
+/// them like the rest of its queue: messages to offline storage.
+pub trait Undelivered: Send + Sync {
+    /// The undelivered stanzas, oldest first; later calls give the rest.
+    fn take(&self) -> Vec<xep_support::element::Element>;
+}
+
+/// Serve one XEP-0206 (BOSH) client session until it ends: `io` carries
+/// the stanzas of its requests and takes what the responses carry, as
+/// messages each followed by [`framing::MESSAGE_END`]; `secure` when the
+/// HTTP listener is TLS.
+pub fn handle_bosh(
+    server: Arc<Server>,
+    io: crate::stream::BoxIo,
+    secure: bool,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    undelivered: Arc<dyn Undelivered>,
+) -> impl std::future::Future<Output = ()> + Send {
+    serve(
+        server,
+        negotiation::Conn::Bosh {
+            io,
+            secure,
+            undelivered,
+        },
         peer,
         listener,
     )

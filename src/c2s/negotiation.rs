@@ -10,7 +10,8 @@
 //! `negotiation/bind2.rs`; SASL2 shares this file's mechanism exchange.
 //! A WebSocket connection ([`Conn::WebSocket`]) runs the same steps in
 //! `Framing::WebSocket`: no TLS to do (the HTTP listener's), no STARTTLS,
-//! no channel binding, `<open/>` instead of the stream header.
+//! no channel binding, `<open/>` instead of the stream header. A BOSH
+//! connection ([`Conn::Bosh`], `Framing::Bosh`) is the same as WebSocket.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,13 +50,13 @@ pub(super) type Rd = ReadHalf<BoxIo>;
 
 // Size guards (64-bit targets; docs/architecture.md, "Memory per
 // session"): the stream reader lives as long as the session, 360 bytes;
-// `Bound` (528 bytes) is why the negotiation's result is passed boxed and
+// `Bound` (544 bytes) is why the negotiation's result is passed boxed and
 // never kept by an `async fn` (c2s/mod.rs, session.rs). Update those texts
 // when a number here changes.
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<StreamReader<Rd>>() == 360);
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<Bound>() == 528);
+const _: () = assert!(std::mem::size_of::<Bound>() == 544);
 
 type Wr = WriteHalf<BoxIo>;
 
@@ -80,6 +81,9 @@ pub struct Bound {
     pub cork: Cork,
     /// How the stream is framed on its transport.
     pub framing: Framing,
+    /// What the transport kept undelivered (BOSH), taken when the session
+    /// ends for good.
+    pub undelivered: Option<Arc<dyn super::Undelivered>>,
 }
 
 /// Reads credentials for one host from storage.
@@ -168,6 +172,8 @@ struct Negotiation {
     cork: Cork,
     /// No read waits past this (`negotiation_timeout` after the accept).
     deadline: Option<tokio::time::Instant>,
+    /// The BOSH transport's undelivered messages, for `Bound`.
+    undelivered: Option<Arc<dyn super::Undelivered>>,
 }
 
 fn stream_id() -> String {
@@ -183,6 +189,13 @@ pub enum Conn {
     /// RFC 7395 messages of a WebSocket (see `crate::http::ws`), over TLS
     /// when `secure`.
     WebSocket { io: BoxIo, secure: bool },
+    /// XEP-0206 messages of a BOSH session (see `crate::http::bosh`), over
+    /// TLS when `secure`; `undelivered` gives back what no request carried.
+    Bosh {
+        io: BoxIo,
+        secure: bool,
+        undelivered: Arc<dyn super::Undelivered>,
+    },
 }
 
 /// Run the negotiation; `None` when the connection ended before binding.
@@ -199,6 +212,7 @@ pub async fn negotiate(
     let mut tls = false;
     let mut bindings = ChannelBindings::default();
     let cork = Cork::new();
+    let mut undelivered = None;
     let (sock, framing): (BoxIo, _) = match conn {
         Conn::Tcp(sock) => (Box::new(Corked::new(sock, cork.clone())), Framing::Stream),
         Conn::WebSocket { io, secure } => {
@@ -208,6 +222,17 @@ pub async fn negotiate(
             tls = secure;
             cork.release();
             (io, Framing::WebSocket)
+        }
+        Conn::Bosh {
+            io,
+            secure,
+            undelivered: u,
+        } => {
+            // As WebSocket: TLS is the HTTP listener's.
+            tls = secure;
+            cork.release();
+            undelivered = Some(u);
+            (io, Framing::Bosh)
         }
     };
     let io: BoxIo = if listener.tls && framing == Framing::Stream {
@@ -247,6 +272,7 @@ pub async fn negotiate(
         fast: None,
         cork,
         deadline,
+        undelivered,
     };
     let mut shutdown = n.server.shutdown_signal();
     let result = tokio::select! {
@@ -308,7 +334,7 @@ impl Negotiation {
     /// element needs no message end: it is added) and flush.
     async fn send(&mut self, xml: &str) -> Result<(), Stop> {
         let end = super::framing::MESSAGE_END;
-        let framed = (self.framing == Framing::WebSocket && !xml.ends_with(end)).then_some(end);
+        let framed = (self.framing.messages() && !xml.ends_with(end)).then_some(end);
         let ok = tokio::time::timeout(STEP_TIMEOUT, async {
             self.writer.write_all(xml.as_bytes()).await?;
             if let Some(end) = framed {
@@ -390,6 +416,7 @@ impl Negotiation {
         match self.framing {
             Framing::Stream => "c2s",
             Framing::WebSocket => "c2s websocket",
+            Framing::Bosh => "c2s bosh",
         }
     }
 
@@ -962,6 +989,7 @@ impl Negotiation {
             resumed,
             cork: self.cork.clone(),
             framing: self.framing,
+            undelivered: self.undelivered.clone(),
         }
     }
 

@@ -48,7 +48,7 @@ enum End {
 ///
 /// `bound` comes boxed: an async fn keeps its arguments in its state for
 /// its whole life, so a `Bound` by value would cost every idle session its
-/// size (528 bytes) a second time.
+/// size (544 bytes) a second time.
 pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
     let Bound {
         mut reader,
@@ -59,6 +59,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         resumed,
         cork,
         framing,
+        undelivered,
     } = *bound;
     let resumed_session = resumed.is_some();
     let detach = Arc::new(Notify::new());
@@ -139,6 +140,7 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         detach,
         claims,
         peer,
+        undelivered,
     ));
     rest.await;
 }
@@ -155,6 +157,7 @@ async fn wind_down(
     detach: Arc<Notify>,
     mut claims: Option<mpsc::Receiver<Claim>>,
     peer: std::net::SocketAddr,
+    undelivered: Option<Arc<dyn super::Undelivered>>,
 ) {
     let resumable = claims.is_some() && server.live().sm.is_some();
     let keep = resumable && matches!(end, End::Gone | End::Taken(_));
@@ -221,7 +224,7 @@ async fn wind_down(
         (_, rx) => rx,
     };
     // Boxed, like the other cold paths: an idle session's task stays small.
-    Box::pin(finish(&server, &handle, rx)).await;
+    Box::pin(finish(&server, &handle, rx, undelivered.as_deref())).await;
     tracing::info!(%peer, "session ended: {}", handle.jid);
 }
 
@@ -297,19 +300,35 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// End a session for good: unavailable presence, modules told, and every
-/// stanza it did not deliver (unacknowledged or still queued) rerouted.
-async fn finish(server: &Arc<Server>, handle: &Arc<SessionHandle>, rx: Option<Takeover>) {
+/// stanza it did not deliver (unacknowledged, kept by its transport, or
+/// still queued, in that order) rerouted.
+async fn finish(
+    server: &Arc<Server>,
+    handle: &Arc<SessionHandle>,
+    rx: Option<Takeover>,
+    undelivered: Option<&dyn super::Undelivered>,
+) {
     server.sessions.unbind(handle);
     handle.detached.store(false, Ordering::Relaxed);
     let mut left: Vec<Element> = Vec::new();
+    let mut counted = false;
     if let Some(sm) = handle.sm.get() {
         let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
+        counted = sm.counting;
         if let Some(id) = sm.id.take() {
             server.forget_resumable(&id, handle.id);
             server.remember_expired(&id, &bare_of(handle), sm.h_in);
         }
         sm.claims = None;
         left.extend(sm.unacked.drain(..).map(|b| *b));
+    }
+    if let Some(u) = undelivered {
+        // With XEP-0198 counting, what the transport kept is among the
+        // unacknowledged stanzas already.
+        let kept = u.take();
+        if !counted {
+            left.extend(kept);
+        }
     }
     if let Some(mut rx) = rx {
         rx.close();

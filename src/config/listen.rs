@@ -3,7 +3,8 @@
 //! Supported modules are `ejabberd_c2s` (`c2s`), `ejabberd_s2s_in` (`s2s`),
 //! `ejabberd_service` (`service`, XEP-0114 external components) and
 //! `ejabberd_http` (`http`: `mod_http_upload`, `ejabberd_http_ws` for RFC
-//! 7395 WebSocket clients, and `mod_host_meta` for XEP-0156 discovery).
+//! 7395 WebSocket clients, `mod_bosh` for XEP-0206 BOSH clients, and
+//! `mod_host_meta` for XEP-0156 discovery).
 //! Other ejabberd listener modules (`ejabberd_http`, `ejabberd_stun`,
 //! `mod_mqtt`, …) and ejabberd listener options Rookery does not implement are
 //! reported as warnings and skipped; wrong values of supported options are
@@ -33,7 +34,7 @@ pub enum ListenerModule {
     S2s,
     /// External components (`ejabberd_service`, XEP-0114).
     Service,
-    /// HTTP (`ejabberd_http`): XEP-0363 uploads, WebSocket, host-meta.
+    /// HTTP (`ejabberd_http`): XEP-0363 uploads, WebSocket, BOSH, host-meta.
     Http,
 }
 
@@ -75,8 +76,10 @@ pub struct Listener {
     pub upload_path: Option<String>,
     /// The paths `ejabberd_http_ws` serves (`ejabberd_http` listeners only).
     pub ws_paths: Vec<String>,
+    /// The paths `mod_bosh` serves (`ejabberd_http` listeners only).
+    pub bosh_paths: Vec<String>,
     /// Whether `/.well-known/host-meta` is served (XEP-0156): with a
-    /// WebSocket path, or a `mod_host_meta` handler.
+    /// WebSocket or BOSH path, or a `mod_host_meta` handler.
     pub host_meta: bool,
     /// Line of the listener in the configuration file.
     pub line: usize,
@@ -271,6 +274,7 @@ fn parse_one(
         service_hosts: Vec::new(),
         upload_path: None,
         ws_paths: Vec::new(),
+        bosh_paths: Vec::new(),
         host_meta: false,
         line: item.line,
     };
@@ -371,12 +375,16 @@ fn parse_one(
                     let handler = check::string(h, &check::join(&opt_path, p), "a request handler module")?;
                     if handler == "mod_http_upload" {
                         listener.upload_path = Some(p.trim_end_matches('/').to_string());
-                    } else if handler == "ejabberd_http_ws" {
+                    } else if handler == "ejabberd_http_ws" || handler == "mod_bosh" {
                         let p = p.trim_end_matches('/');
                         if !p.starts_with('/') {
                             return Err(check::expected(h, &check::join(&opt_path, p), "a path starting with /"));
                         }
-                        listener.ws_paths.push(p.to_string());
+                        if handler == "mod_bosh" {
+                            listener.bosh_paths.push(p.to_string());
+                        } else {
+                            listener.ws_paths.push(p.to_string());
+                        }
                         listener.host_meta = true;
                     } else if handler == "mod_host_meta" {
                         // Served at /.well-known/host-meta(.json) whatever the path.
@@ -401,11 +409,12 @@ fn parse_one(
     if module == ListenerModule::Http
         && listener.upload_path.is_none()
         && listener.ws_paths.is_empty()
+        && listener.bosh_paths.is_empty()
         && !listener.host_meta
     {
         notes.warn(
             item,
-            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (mod_http_upload, ejabberd_http_ws, mod_host_meta); listener skipped"),
+            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (mod_http_upload, ejabberd_http_ws, mod_bosh, mod_host_meta); listener skipped"),
         );
         return Ok(None);
     }
@@ -570,6 +579,7 @@ mod tests {
         let l = result.unwrap();
         assert!(notes.warnings.is_empty(), "{:?}", notes.warnings);
         assert_eq!(l[0].ws_paths, vec!["/ws", "/xmpp-websocket"]);
+        assert!(l[0].bosh_paths.is_empty());
         assert!(l[0].host_meta);
         assert_eq!(l[0].max_stanza_size, Some(DEFAULT_C2S_MAX_STANZA_SIZE));
         assert!(l[1].ws_paths.is_empty() && l[1].host_meta);

@@ -162,6 +162,8 @@ pub struct Config {
     pub negotiation_timeout: Option<std::time::Duration>,
     /// WebSocket (RFC 7395) options ([`websocket`]).
     pub websocket: websocket::WebSocketOptions,
+    /// `mod_bosh`'s options (XEP-0124/XEP-0206).
+    pub bosh: modules::BoshOptions,
     /// Named ACLs.
     pub acl: Acls,
     /// Named access rules (listener inline rules included under generated names).
@@ -384,7 +386,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "sql_start_interval",
     "sql_type",
     "sql_username",
-    "trusted_proxies",
     "update_sql_schema",
     "update_sql_schema_timeout",
     "use_cache",
@@ -948,6 +949,7 @@ fn build(
         },
     };
     let offline_limit_rule = modules::offline_limit_rule(&modules);
+    let bosh = modules::bosh_options(&modules);
 
     let data_dir = match option("data_dir") {
         Some(node) => resolve(
@@ -1004,6 +1006,7 @@ fn build(
         registration_timeout,
         negotiation_timeout,
         websocket,
+        bosh,
         acl: acls,
         access_rules,
         shapers,

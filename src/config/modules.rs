@@ -90,8 +90,52 @@ pub const S2S_DIALBACK: ModuleSpec = ModuleSpec {
     storage: false,
 };
 
+/// `mod_bosh`: XEP-0124/XEP-0206 sessions on the `ejabberd_http` paths
+/// whose request handler is `mod_bosh` (`crate::http::bosh`); its options
+/// apply to every such path (listing it is not needed to serve BOSH).
+pub const BOSH: ModuleSpec = ModuleSpec {
+    name: "mod_bosh",
+    provider: Provider::Core,
+    options: &[
+        OptSpec::honoured(
+            "max_inactivity",
+            Kind::Timeout,
+            "30",
+            "seconds a BOSH session may be without a request before it ends",
+        ),
+        OptSpec::honoured(
+            "max_pause",
+            Kind::Timeout,
+            "120",
+            "the longest pause (XEP-0124 §10) a client may ask for, in seconds",
+        ),
+        OptSpec::honoured(
+            "max_sessions_per_ip",
+            Kind::Count,
+            "100",
+            "BOSH sessions one client address may have at once (Rookery's option)",
+        ),
+        OptSpec::honoured(
+            "max_request_size",
+            Kind::Count,
+            "524288",
+            "the largest request body in bytes; larger is refused with HTTP 413 (Rookery's option)",
+        ),
+        OptSpec::ignored("json", Kind::Any, "JSON-encoded BOSH (not supported)"),
+        OptSpec::ignored(
+            "max_concat",
+            Kind::Any,
+            "concatenating stanzas into one response (Rookery always does)",
+        ),
+        OptSpec::ignored("prebind", Kind::Any, "session pre-binding"),
+        OptSpec::storage("queue_type", Kind::Any),
+        OptSpec::storage("ram_db_type", Kind::Any),
+    ],
+    storage: true,
+};
+
 /// ejabberd modules whose work Rookery's core does.
-pub const CORE: &[&ModuleSpec] = &[&ROSTER, &OFFLINE, &S2S_DIALBACK];
+pub const CORE: &[&ModuleSpec] = &[&ROSTER, &OFFLINE, &S2S_DIALBACK, &BOSH];
 
 /// The spec of a module Rookery provides (in xep-support or the core).
 pub fn spec(name: &str) -> Option<&'static ModuleSpec> {
@@ -261,9 +305,60 @@ pub fn offline_limit_rule(entries: &[(String, Value)]) -> String {
         .to_string()
 }
 
+/// `mod_bosh`'s options, as the BOSH transport applies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoshOptions {
+    /// `max_inactivity`; `None` = infinity.
+    pub max_inactivity: Option<std::time::Duration>,
+    /// `max_pause`; `None` = infinity.
+    pub max_pause: Option<std::time::Duration>,
+    /// `max_sessions_per_ip`; `None` = infinity.
+    pub max_sessions_per_ip: Option<u64>,
+    /// `max_request_size` in bytes; `None` = infinity.
+    pub max_request_size: Option<u64>,
+}
+
+/// `mod_bosh`'s options from the `modules:` entries (its defaults when it
+/// is not listed).
+pub fn bosh_options(entries: &[(String, Value)]) -> BoshOptions {
+    let none = Value::Null;
+    let value = entries
+        .iter()
+        .find(|(n, _)| n == BOSH.name)
+        .map_or(&none, |(_, v)| v);
+    let mut o = xep_support::opts::Opts::new(value, &BOSH);
+    BoshOptions {
+        max_inactivity: o.timeout("max_inactivity"),
+        max_pause: o.timeout("max_pause"),
+        max_sessions_per_ip: o.count("max_sessions_per_ip"),
+        max_request_size: o.count("max_request_size"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mod_bosh_options() {
+        let (r, notes, _) = parse_text("modules:\n  mod_bosh:\n    max_inactivity: 5\n    max_sessions_per_ip: infinity\n    json: false\n");
+        let m = r.unwrap();
+        let o = bosh_options(&m.entries);
+        assert_eq!(o.max_inactivity, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(o.max_pause, Some(std::time::Duration::from_secs(120)));
+        assert_eq!(o.max_sessions_per_ip, None);
+        assert_eq!(o.max_request_size, Some(524288));
+        assert!(
+            notes.warnings.iter().any(|(_, w)| w.contains("json")),
+            "{:?}",
+            notes.warnings
+        );
+        let d = bosh_options(&[]);
+        assert_eq!(d.max_inactivity, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(d.max_sessions_per_ip, Some(100));
+        let (r, _, _) = parse_text("modules:\n  mod_bosh: {max_pause: soon}\n");
+        assert!(r.err().unwrap().message.contains("max_pause"));
+    }
 
     fn parse_text(text: &str) -> (Result<Modules, Problem>, Notes, AccessRules) {
         let root = super::super::yaml::parse(text).unwrap().unwrap();

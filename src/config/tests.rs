@@ -362,6 +362,9 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
     assert_eq!(c.listen[2].module, ListenerModule::S2s);
     assert_eq!(c.listen[3].module, ListenerModule::Http);
     assert_eq!(c.listen[3].upload_path.as_deref(), Some("/upload"));
+    // ejabberd's mod_bosh handler is served, with mod_bosh's options.
+    assert_eq!(c.listen[3].bosh_paths, vec!["/bosh"]);
+    assert!(!w_contains_bosh_warning(&c.warnings));
     assert!(c.listen[2].starttls, "s2s_use_starttls: optional");
     assert_eq!(c.modules.len(), 36);
     assert_eq!(c.modules[0].0, "mod_adhoc");
@@ -370,7 +373,6 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
     let w = c.warnings.join("\n");
     let expect = [
         "ejabberd.yml:11: certfiles[0]: \"/nonexistent-rookery-test/live/*/*.pem\" matches no file",
-        "listen[3].request_handlers./bosh: request handler `mod_bosh` is not supported by Rookery; /bosh answers 404",
         "ejabberd.yml:49: listen[4]: listener module `ejabberd_http` on port 5280",
         "ejabberd.yml:56: listen[5]: listener module `ejabberd_stun` on port 3478",
         "ejabberd.yml:62: listen[6]: listener module `mod_mqtt` on port 1883",
@@ -407,7 +409,6 @@ fn real_ejabberd_yml_loads_with_warnings_naming_unsupported_items() {
     let line_of = |m: &str| c.module_line(m).unwrap();
     for m in [
         "mod_mqtt",
-        "mod_bosh",
         "mod_privacy",
         "mod_proxy65",
         "mod_shared_roster",
@@ -876,6 +877,12 @@ fn test_harness_style_config_loads_cleanly() {
     assert_eq!(c.listen[0].max_stanza_size, Some(65536));
     assert_eq!(c.ctl_socket, Path::new("/tmp/x/data/rookery.ctl"));
     assert_eq!(c.max_user_sessions("alice", "localhost"), Some(2));
+}
+
+fn w_contains_bosh_warning(warnings: &[String]) -> bool {
+    warnings
+        .iter()
+        .any(|w| w.contains("`mod_bosh` is not") || w.contains("modules.mod_bosh"))
 }
 
 #[test]

@@ -697,10 +697,6 @@ fn delete_old_mam_messages(env: &CtlEnv, kind: &str, days: &str) -> Result<CtlOu
             "Invalid number of days '{days}': expected a whole number"
         ))
     })?;
-    if kind == "groupchat" {
-        // Only one-to-one chats are archived (no MUC archives).
-        return Ok(CtlOutput::ok("0"));
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -713,7 +709,15 @@ fn delete_old_mam_messages(env: &CtlEnv, kind: &str, days: &str) -> Result<CtlOu
         .owners()
         .map_err(|e| CtlOutput::failed(format!("Database error: {e}")))?
     {
-        if account.node().is_none() || !hosts.iter().any(|h| h == account.domain().as_str()) {
+        // Accounts' archives are on served hosts; rooms' on MUC service
+        // domains (every other owner).
+        let is_room = !hosts.iter().any(|h| h == account.domain().as_str());
+        let wanted = match kind {
+            "chat" => !is_room,
+            "groupchat" => is_room,
+            _ => true,
+        };
+        if account.node().is_none() || !wanted {
             continue;
         }
         deleted +=

@@ -1,15 +1,15 @@
 //! XEP-0156 discovery on an `ejabberd_http` listener:
 //! `/.well-known/host-meta` (XRD) and `/.well-known/host-meta.json`
 //! (JRD) list the listener's WebSocket endpoints as
-//! `urn:xmpp:alt-connections:websocket` links, with `Access-Control-Allow-
+//! `urn:xmpp:alt-connections:websocket` links and its BOSH endpoints as
+//! `urn:xmpp:alt-connections:xbosh` links, with `Access-Control-Allow-
 //! Origin: *` so a web client on any origin can read them.
 //!
-//! The URL is `websocket_url` when configured; otherwise (`auto`) it is
-//! built from the request's `Host` header (checked to be a host name or
-//! address with an optional port; the first served host and the listener's
-//! port otherwise), `wss` on a TLS listener, and each WebSocket path. A
-//! BOSH transport adds its `urn:xmpp:alt-connections:xbosh` links in
-//! [`links`].
+//! A URL is `websocket_url` (`bosh_service_url`) when configured; otherwise
+//! (`auto`) it is built from the request's `Host` header (checked to be a
+//! host name or address with an optional port; the first served host and
+//! the listener's port otherwise), `wss`/`https` on a TLS listener
+//! (`ws`/`http` otherwise), and each WebSocket (BOSH) path.
 
 use hyper::{Request, Response, StatusCode};
 use xep_support::element::escape;
@@ -24,12 +24,13 @@ pub const JRD_PATH: &str = "/.well-known/host-meta.json";
 
 /// The XEP-0156 link relation of RFC 7395 WebSocket endpoints.
 pub const REL_WEBSOCKET: &str = "urn:xmpp:alt-connections:websocket";
+/// The XEP-0156 link relation of XEP-0206 BOSH endpoints.
+pub const REL_XBOSH: &str = "urn:xmpp:alt-connections:xbosh";
 
 /// The `(rel, href)` links this listener advertises.
 pub fn links<B>(server: &Server, cfg: &Listener, req: &Request<B>) -> Vec<(&'static str, String)> {
-    if let Some(url) = &server.config().websocket.url {
-        return vec![(REL_WEBSOCKET, url.clone())];
-    }
+    let config = server.config();
+    let opts = &config.websocket;
     let host = req
         .headers()
         .get("host")
@@ -45,11 +46,26 @@ pub fn links<B>(server: &Server, cfg: &Listener, req: &Request<B>) -> Vec<(&'sta
             let first = server.config().hosts.first().cloned().unwrap_or_default();
             format!("{first}:{}", cfg.port)
         });
-    let scheme = if cfg.tls { "wss" } else { "ws" };
-    cfg.ws_paths
-        .iter()
-        .map(|p| (REL_WEBSOCKET, format!("{scheme}://{host}{p}")))
-        .collect()
+    let mut links = Vec::new();
+    match &opts.url {
+        Some(url) => links.push((REL_WEBSOCKET, url.clone())),
+        None => {
+            let scheme = if cfg.tls { "wss" } else { "ws" };
+            for p in &cfg.ws_paths {
+                links.push((REL_WEBSOCKET, format!("{scheme}://{host}{p}")));
+            }
+        }
+    }
+    match &opts.bosh_url {
+        Some(url) => links.push((REL_XBOSH, url.clone())),
+        None => {
+            let scheme = if cfg.tls { "https" } else { "http" };
+            for p in &cfg.bosh_paths {
+                links.push((REL_XBOSH, format!("{scheme}://{host}{p}")));
+            }
+        }
+    }
+    links
 }
 
 /// Answer a host-meta request (`json`: the JRD form).

@@ -1,6 +1,10 @@
 //! An `ejabberd_http` listener (hyper, HTTP/1.1, plain or direct TLS): the
 //! HTTP side of XEP-0363 file upload (here), RFC 7395 WebSocket clients
-//! ([`ws`], handed to the c2s code) and XEP-0156 discovery ([`host_meta`]).
+//! ([`ws`]) and XEP-0206 BOSH clients ([`bosh`]), both handed to the c2s
+//! code, and XEP-0156 discovery ([`host_meta`]). [`proxy`] says who the
+//! client is (`trusted_proxies`, `X-Forwarded-For`) and whether a plain
+//! listener may serve it a web transport (loopback or a trusted proxy
+//! only, else HTTP 403).
 //!
 //! The `mod_http_upload` path takes the PUT a slot granted and serves the
 //! file with GET/HEAD.
@@ -32,7 +36,9 @@ use xep_support::http_upload::{clean_name, url_encode, HttpUpload};
 use crate::config::Listener;
 use crate::server::Server;
 
+pub mod bosh;
 pub mod host_meta;
+pub mod proxy;
 pub mod ws;
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -101,8 +107,23 @@ async fn serve(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path();
-    if cfg.ws_paths.iter().any(|p| p == path.trim_end_matches('/')) {
-        return ws::upgrade(server, cfg, peer, req);
+    let trimmed = path.trim_end_matches('/');
+    let is_ws = cfg.ws_paths.iter().any(|p| p == trimmed);
+    let is_bosh = cfg.bosh_paths.iter().any(|p| p == trimmed);
+    if is_ws || is_bosh {
+        let opts = &server.config().websocket;
+        if !cfg.tls && !proxy::plain_allowed(opts, peer) {
+            tracing::info!(%peer, "plain HTTP web transport refused (not loopback, not in trusted_proxies)");
+            return text(
+                StatusCode::FORBIDDEN,
+                "plain ws:// and http:// BOSH are served to loopback and trusted_proxies only: use a TLS listener",
+            );
+        }
+        let client = proxy::client(opts, peer, req.headers());
+        if is_ws {
+            return ws::upgrade(server, cfg, client, req);
+        }
+        return bosh::serve(server, cfg, client, req).await;
     }
     if cfg.host_meta && (path == host_meta::XRD_PATH || path == host_meta::JRD_PATH) {
         return host_meta::serve(server, cfg, &req, path == host_meta::JRD_PATH);

@@ -18,8 +18,9 @@
 //!
 //! Invariants: only complete messages leave (a partial one waits for its
 //! end); the upgrade is refused (4xx, with a text body saying why) without
-//! the `xmpp` subprotocol, from an origin not in `websocket_origin`, or on a
-//! plain listener from a non-loopback address.
+//! the `xmpp` subprotocol or from an origin not in `websocket_origin` (and,
+//! before it gets here, on a plain listener from an address neither
+//! loopback nor in `trusted_proxies`: `super::proxy`).
 
 use std::future::Future;
 use std::io;
@@ -52,7 +53,8 @@ use crate::stream::{StreamCondition, TransportError};
 pub const SUBPROTOCOL: &str = "xmpp";
 
 /// Answer a request to a WebSocket path: refuse it (4xx) or switch
-/// protocols and serve the client on the upgraded connection.
+/// protocols and serve the client on the upgraded connection; `peer` is
+/// the client's address (after `trusted_proxies`).
 pub fn upgrade(
     server: &Arc<Server>,
     cfg: &Arc<Listener>,
@@ -107,12 +109,6 @@ pub fn upgrade(
         return text(
             StatusCode::FORBIDDEN,
             "origin not allowed (websocket_origin)",
-        );
-    }
-    if !cfg.tls && !peer.ip().to_canonical().is_loopback() {
-        return text(
-            StatusCode::FORBIDDEN,
-            "plain WebSocket (ws://) is served to loopback only: use wss:// on a TLS listener",
         );
     }
     let on_upgrade = hyper::upgrade::on(&mut req);

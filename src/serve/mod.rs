@@ -144,8 +144,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     );
 
     let watcher = tokio::spawn(watch_certificates(server.clone()));
+    let ticker = tokio::spawn(tick_modules(server.clone()));
     signals.wait(&server).await;
     watcher.abort();
+    ticker.abort();
     tracing::info!("shutting down");
     server.begin_shutdown();
     for t in &accept_tasks {
@@ -194,6 +196,19 @@ fn certificate_fingerprint(
 
 /// Reload the certificates when their files change (renewals by certbot
 /// and the like), without dropping sessions.
+/// Each module's `tick`, about once a second, until shutdown.
+async fn tick_modules(server: Arc<Server>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let live = server.live();
+        for m in &live.modules {
+            m.tick(server.as_ref());
+        }
+    }
+}
+
 async fn watch_certificates(server: Arc<Server>) {
     let secs = std::env::var("ROOKERY_CERT_CHECK_SECS")
         .ok()

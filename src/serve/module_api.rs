@@ -99,6 +99,16 @@ impl ServerContext for Server {
         }
     }
 
+    fn room_mention_hooks(&self) -> bool {
+        self.live().modules.iter().any(|m| m.wants_room_mentions())
+    }
+
+    fn room_mention(&self, account: &BareJid, msg: &Element) {
+        for m in &self.live().modules {
+            m.room_mention(self, account, msg);
+        }
+    }
+
     fn route_unfiltered(&self, stanza: Element) {
         if let Some(server) = self.arc() {
             tokio::spawn(async move { crate::router::route_unfiltered(&server, stanza).await });

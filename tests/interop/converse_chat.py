@@ -1,10 +1,11 @@
 """Converse.js in Debian's Chromium (headless, driven by Selenium through
-Debian's chromedriver) against Rookery's WebSocket endpoint: alice logs
-in over wss://, sees bob (a slixmpp client over STARTTLS) online in her
+Debian's chromedriver) against Rookery's WebSocket endpoint (--ws-url) or
+its BOSH endpoint (--bosh-url): alice logs in over wss:// or https://
+BOSH, sees bob (a slixmpp client over STARTTLS) online in her
 roster, sends him a message typed into the chat box and sees his answer;
 then the page's browser storage is cleared and the page reloaded, and
 the conversation comes back from the server's archive (XEP-0313).
-Screenshots go to --artifacts.
+Screenshots go to --artifacts, named with --shot-prefix.
 
 Nothing is downloaded: Selenium is pointed at /usr/bin/chromium and
 /usr/bin/chromedriver (SE_OFFLINE keeps Selenium Manager offline), and
@@ -35,7 +36,7 @@ converse.plugins.add('rookery-test', {
 });
 converse.initialize({
   assets_path: 'dist/',
-  websocket_url: 'WS_URL',
+  CONNECTION,
   discover_connection_methods: false,
   auto_login: true,
   jid: 'ALICE',
@@ -138,9 +139,14 @@ async def run(args):
     root = tempfile.mkdtemp(prefix="converse-page-")
     profile = tempfile.mkdtemp(prefix="converse-profile-")
     os.symlink(args.dist, os.path.join(root, "dist"))
+    if args.bosh_url:
+        connection, transport = f"bosh_service_url: {args.bosh_url!r}", "BOSH"
+    else:
+        connection, transport = f"websocket_url: {args.ws_url!r}", "WebSocket"
     with open(os.path.join(root, "index.html"), "w") as f:
-        f.write(PAGE.replace("WS_URL", args.ws_url).replace("ALICE", args.jid1)
+        f.write(PAGE.replace("CONNECTION", connection).replace("ALICE", args.jid1)
                 .replace("PASSWORD", args.password1))
+    shot = lambda name: os.path.join(args.artifacts, f"{args.shot_prefix}-{name}.png")
     with open(os.path.join(root, "blank.html"), "w") as f:
         f.write("<!DOCTYPE html><title>blank</title>")
     httpd = serve_page(root)
@@ -153,8 +159,15 @@ async def run(args):
         step("bob online (slixmpp)")
         driver = await in_thread(browser, profile)
         await in_thread(driver.get, url)
-        await until(driver, LOGGED_IN, "Converse.js did not log in over WebSocket", 40)
-        step("alice logged in with Converse.js over WebSocket")
+        await until(driver, LOGGED_IN, f"Converse.js did not log in over {transport}", 40)
+        service = await in_thread(driver.execute_script,
+                                  "const c = window.rookery.api.connection.get();"
+                                  " return [c.service, !!(c._proto && c._proto.sid)];")
+        want = args.bosh_url or args.ws_url
+        check(service[0] == want, f"Converse.js connected to {service[0]}, not {want}")
+        # A BOSH connection has a session id; a WebSocket one has none.
+        check(service[1] == bool(args.bosh_url), f"transport is not {transport} ({service})")
+        step(f"alice logged in with Converse.js over {transport} ({service[0]})")
         status = await until(driver, BOB_ONLINE, "bob not shown online in alice's roster")
         step(f"bob shown in the roster, status {status}")
 
@@ -176,7 +189,7 @@ async def run(args):
         bob.send_message(mto=args.jid1, mbody="hello back from slixmpp", mtype="chat")
         await until(driver, page_has("hello back from slixmpp"), "bob's answer not shown")
         step("alice sees bob's answer")
-        await in_thread(driver.save_screenshot, os.path.join(args.artifacts, "converse-chat.png"))
+        await in_thread(driver.save_screenshot, shot("chat"))
 
         # Forget everything the browser kept (from a page of the same origin
         # without Converse.js), reload: the history must come from MAM.
@@ -196,13 +209,13 @@ return chat ? chat.messages.filter(m => m.get('is_archived')).length : 0;
 """, "the messages shown are not marked as fetched from the archive")
         check(archived >= 2, f"{archived} archived messages")
         step(f"history loaded from MAM after the reload ({archived} archived messages)")
-        await in_thread(driver.save_screenshot, os.path.join(args.artifacts, "converse-mam.png"))
+        await in_thread(driver.save_screenshot, shot("mam"))
         harness.ok("converse")
     finally:
         if driver is not None:
             try:
                 await in_thread(driver.save_screenshot,
-                                os.path.join(args.artifacts, "converse-last.png"))
+                                shot("last"))
             except Exception:  # noqa: BLE001 - best effort
                 pass
             await in_thread(driver.quit)
@@ -215,7 +228,9 @@ return chat ? chat.messages.filter(m => m.get('is_archived')).length : 0;
 if __name__ == "__main__":
     os.environ.setdefault("SE_OFFLINE", "true")
     p = harness.parser(__doc__, accounts=2)
-    p.add_argument("--ws-url", required=True)
+    p.add_argument("--ws-url")
+    p.add_argument("--bosh-url")
+    p.add_argument("--shot-prefix", default="converse")
     p.add_argument("--dist", required=True)
     p.add_argument("--artifacts", required=True)
     harness.main(run, p, 170)

@@ -137,6 +137,13 @@ pub trait ArchiveStore: Send + Sync {
         peer: &BareJid,
         origin_id: &str,
     ) -> Result<Option<u64>, StoreError>;
+    /// Replace the stanza XML of message `id` (its peer, direction,
+    /// origin-id and place stay): a XEP-0424/0425 tombstone. `false` if
+    /// there is no such message. Durable when it returns.
+    fn replace(&self, owner: &BareJid, id: u64, xml: &str) -> Result<bool, StoreError> {
+        let _ = (owner, id, xml);
+        Err(StoreError::other("this archive cannot replace messages"))
+    }
     /// How many messages `owner`'s archive holds (O(1)).
     fn count(&self, owner: &BareJid) -> Result<u64, StoreError>;
     /// How many messages with ids in `lo..=hi` (and with `with`, a bare

@@ -36,7 +36,7 @@
 //! given), read a page at a time ([`crate::archive::ArchiveStore::page`]):
 //! its cost follows the page size, not the archive size; `before` pages
 //! backwards. A full JID `with` reads the peer's messages and filters on
-//! the resource. The RSM `<count/>` comes from the archive's counters
+//! the resource, reading at most [`MAX_SCAN`] messages per query. The RSM `<count/>` comes from the archive's counters
 //! ([`crate::archive::ArchiveStore::count_range`]: exact for a whole archive
 //! or conversation and for small ranges, never a scan of the archive).
 //! Results come as messages to the querying resource, routed in
@@ -68,6 +68,10 @@ pub const NS_SID: &str = "urn:xmpp:sid:0";
 pub const NS_RSM: &str = "http://jabber.org/protocol/rsm";
 /// Most results one query returns (a larger RSM `max` is capped).
 pub const MAX_PAGE: usize = 250;
+/// Messages one query reads at most when a full JID `with` filters them
+/// (an account's peer by resource, a room's occupant by nick): a page (and
+/// a count) then covers what these held.
+pub const MAX_SCAN: usize = 20_000;
 /// Results of a query without RSM `max`.
 pub const DEFAULT_PAGE: usize = 50;
 /// The options of `mod_mam` (ejabberd's, and Prosody's
@@ -100,7 +104,7 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
         OptSpec::ignored(
             "clear_archive_on_room_destroy",
             Kind::Any,
-            "group chat archives (not implemented)",
+            "keeping a destroyed room's archive (it is always deleted)",
         ),
         OptSpec::ignored("compress_xml", Kind::Any, "compressed storage in SQL"),
         OptSpec::ignored(
@@ -286,6 +290,11 @@ struct Entry {
 /// What a query asks, once the form and RSM are read.
 struct Query {
     with: Option<Jid>,
+    /// The peer index read (a bare JID), if any.
+    index: Option<String>,
+    /// Only messages whose peer attribute (`from` of incoming, `to` of
+    /// outgoing) is exactly this full JID.
+    full: Option<Jid>,
     /// Lowest and highest archive id in the result set (inclusive).
     lo: u64,
     hi: u64,
@@ -412,16 +421,22 @@ impl Mam {
             }
         }
     }
+}
 
-    fn read_form(
-        &self,
-        ctx: &dyn ServerContext,
-        req: &IqRequest<'_>,
-    ) -> Result<Query, StanzaError> {
-        let account = req.account();
+/// Read a query's form and RSM into a [`Query`] (`index`/`full` still unset).
+fn read_form(
+    ctx: &dyn ServerContext,
+    account: &BareJid,
+    payload: &Element,
+    cutoff: u64,
+) -> Result<Query, StanzaError> {
+    {
+        let account = account.clone();
         let mut q = Query {
             with: None,
-            lo: self.cutoff(),
+            index: None,
+            full: None,
+            lo: cutoff,
             hi: u64::MAX,
             after: None,
             before: None,
@@ -440,7 +455,7 @@ impl Mam {
             parse_stamp(value.trim())
                 .ok_or_else(|| StanzaError::bad_request().with_text(format!("malformed '{name}'")))
         };
-        if let Some(x) = req.payload.child("x", ns::DATA_FORMS) {
+        if let Some(x) = payload.child("x", ns::DATA_FORMS) {
             for f in x.child_elements().filter(|f| f.name == "field") {
                 let value = f
                     .child("value", ns::DATA_FORMS)
@@ -468,7 +483,7 @@ impl Mam {
                 }
             }
         }
-        if let Some(set) = req.payload.child("set", NS_RSM) {
+        if let Some(set) = payload.child("set", NS_RSM) {
             if let Some(m) = set.child("max", NS_RSM) {
                 q.max = m
                     .text()
@@ -492,127 +507,142 @@ impl Mam {
         }
         Ok(q)
     }
+}
 
-    /// The query's page, in archive order, and whether it reaches the end
-    /// of the result set in the paging direction.
-    fn page(
-        &self,
-        ctx: &dyn ServerContext,
-        account: &BareJid,
-        q: &Query,
-    ) -> Result<(Vec<Entry>, bool), StanzaError> {
-        let lo = q.lo.max(q.after.map_or(0, |a| a.saturating_add(1)));
-        let hi = q.hi.min(q.before.map_or(u64::MAX, |b| b.saturating_sub(1)));
-        if lo > hi || q.before == Some(0) {
-            return Ok((Vec::new(), true));
-        }
-        let with_bare = q.with.as_ref().map(|w| w.bare().to_string());
-        let full_with = q.with.as_ref().filter(|w| w.resource().is_some());
-        let want = q.max + 1;
-        let mut found: Vec<Entry> = Vec::new();
-        let (mut lo, mut hi) = (lo, hi);
-        let archive = store(ctx)?;
-        // Rounds: one, unless a full JID `with` filters messages out.
-        for _ in 0..100_000 {
-            let limit = if full_with.is_some() {
-                want.max(100)
+/// The query's page, in archive order, and whether it reaches the end
+/// of the result set in the paging direction.
+fn page(
+    ctx: &dyn ServerContext,
+    account: &BareJid,
+    q: &Query,
+) -> Result<(Vec<Entry>, bool), StanzaError> {
+    let lo = q.lo.max(q.after.map_or(0, |a| a.saturating_add(1)));
+    let hi = q.hi.min(q.before.map_or(u64::MAX, |b| b.saturating_sub(1)));
+    if lo > hi || q.before == Some(0) {
+        return Ok((Vec::new(), true));
+    }
+    let with_bare = q.index.clone();
+    let full_with = q.full.as_ref();
+    let want = q.max + 1;
+    let mut found: Vec<Entry> = Vec::new();
+    let (mut lo, mut hi) = (lo, hi);
+    let archive = store(ctx)?;
+    // A full JID `with` is matched on the stored XML: a cheap look for its
+    // text first when it has no character XML escapes.
+    let plain = full_with
+        .map(|w| w.as_str())
+        .filter(|w| !w.contains(['&', '<', '>', '\'', '"']));
+    let mut scanned = 0usize;
+    let mut capped = false;
+    // Rounds: one, unless a full JID `with` filters messages out.
+    for _ in 0..100_000 {
+        let limit = if full_with.is_some() {
+            want.max(100)
+        } else {
+            want - found.len()
+        };
+        let rows = archive.page(
+            account,
+            &PageQuery {
+                with: with_bare.as_deref(),
+                lo,
+                hi,
+                reverse: q.backwards,
+                limit,
+            },
+        )?;
+        let n = rows.len();
+        scanned += n;
+        for m in rows {
+            if q.backwards {
+                hi = m.id.saturating_sub(1);
             } else {
-                want - found.len()
+                lo = m.id.saturating_add(1);
+            }
+            if plain.is_some_and(|w| !m.xml.contains(w)) {
+                continue;
+            }
+            let outgoing = m.direction == Direction::Outgoing;
+            let Some(e) = Mam::entry(ctx, account, m) else {
+                continue;
             };
-            let rows = archive.page(
-                account,
-                &PageQuery {
-                    with: with_bare.as_deref(),
-                    lo,
-                    hi,
-                    reverse: q.backwards,
-                    limit,
-                },
-            )?;
-            let n = rows.len();
-            for m in rows {
-                if q.backwards {
-                    hi = m.id.saturating_sub(1);
-                } else {
-                    lo = m.id.saturating_add(1);
-                }
-                let outgoing = m.direction == Direction::Outgoing;
-                let Some(e) = Self::entry(ctx, account, m) else {
+            if let Some(w) = full_with {
+                let peer = e.message.attr(if outgoing { "to" } else { "from" });
+                if peer != Some(w.as_str()) {
                     continue;
-                };
-                if let Some(w) = full_with {
-                    let peer = e.message.attr(if outgoing { "to" } else { "from" });
-                    if peer != Some(w.as_str()) {
-                        continue;
-                    }
-                }
-                found.push(e);
-                if found.len() == want {
-                    break;
                 }
             }
-            if found.len() == want || n < limit || lo > hi || (q.backwards && hi == 0) {
+            found.push(e);
+            if found.len() == want {
                 break;
             }
         }
-        let complete = found.len() <= q.max;
-        found.truncate(q.max);
-        if q.backwards {
-            found.reverse();
+        if found.len() == want || n < limit || lo > hi || (q.backwards && hi == 0) {
+            break;
         }
-        Ok((found, complete))
+        if scanned >= MAX_SCAN {
+            capped = true;
+            break;
+        }
     }
-
-    /// The number of messages in the result set (without RSM paging).
-    fn count(
-        &self,
-        ctx: &dyn ServerContext,
-        account: &BareJid,
-        q: &Query,
-    ) -> Result<usize, StanzaError> {
-        if q.lo > q.hi {
-            return Ok(0);
-        }
-        if let Some(w) = q.with.as_ref().filter(|w| w.resource().is_some()) {
-            // Counted by reading the peer's messages (no index per
-            // resource), at most EXACT_COUNT_LIMIT of them.
-            let all = Query {
-                with: Some(w.clone()),
-                lo: q.lo,
-                hi: q.hi,
-                after: None,
-                before: None,
-                backwards: false,
-                max: crate::archive::EXACT_COUNT_LIMIT,
-            };
-            return Ok(self.page(ctx, account, &all)?.0.len());
-        }
-        let with = q.with.as_ref().map(|w| w.bare().to_string());
-        Ok(store(ctx)?
-            .count_range(account, with.as_deref(), q.lo, q.hi)?
-            .value() as usize)
+    // Stopped by MAX_SCAN: not complete when the client can page on from
+    // what it got.
+    let complete = found.len() <= q.max && (!capped || found.is_empty());
+    found.truncate(q.max);
+    if q.backwards {
+        found.reverse();
     }
+    Ok((found, complete))
+}
 
-    fn search_form() -> Element {
-        let field = |var: &str, kind: &str| {
-            Element::new("field", ns::DATA_FORMS)
-                .with_attr("var", var)
-                .with_attr("type", kind)
+/// The number of messages in the result set (without RSM paging).
+fn count(ctx: &dyn ServerContext, account: &BareJid, q: &Query) -> Result<usize, StanzaError> {
+    if q.lo > q.hi {
+        return Ok(0);
+    }
+    if let Some(w) = q.full.as_ref() {
+        // Counted by reading the peer's messages (no index per
+        // resource), at most EXACT_COUNT_LIMIT of them.
+        let all = Query {
+            with: Some(w.clone()),
+            index: q.index.clone(),
+            full: Some(w.clone()),
+            lo: q.lo,
+            hi: q.hi,
+            after: None,
+            before: None,
+            backwards: false,
+            max: crate::archive::EXACT_COUNT_LIMIT,
         };
-        let form = Element::new("x", ns::DATA_FORMS)
-            .with_attr("type", "form")
-            .with_child(
-                field("FORM_TYPE", "hidden")
-                    .with_child(Element::new("value", ns::DATA_FORMS).with_text(NS_MAM)),
-            )
-            .with_child(field("with", "jid-single"))
-            .with_child(field("start", "text-single"))
-            .with_child(field("end", "text-single"))
-            .with_child(field("after-id", "text-single"))
-            .with_child(field("before-id", "text-single"));
-        Element::new("query", NS_MAM).with_child(form)
+        return Ok(page(ctx, account, &all)?.0.len());
     }
+    Ok(store(ctx)?
+        .count_range(account, q.index.as_deref(), q.lo, q.hi)?
+        .value() as usize)
+}
 
+/// The query form (XEP-0313 §5.1.1), for an iq get.
+pub fn search_form() -> Element {
+    let field = |var: &str, kind: &str| {
+        Element::new("field", ns::DATA_FORMS)
+            .with_attr("var", var)
+            .with_attr("type", kind)
+    };
+    let form = Element::new("x", ns::DATA_FORMS)
+        .with_attr("type", "form")
+        .with_child(
+            field("FORM_TYPE", "hidden")
+                .with_child(Element::new("value", ns::DATA_FORMS).with_text(NS_MAM)),
+        )
+        .with_child(field("with", "jid-single"))
+        .with_child(field("start", "text-single"))
+        .with_child(field("end", "text-single"))
+        .with_child(field("after-id", "text-single"))
+        .with_child(field("before-id", "text-single"));
+    Element::new("query", NS_MAM).with_child(form)
+}
+
+impl Mam {
     fn prefs_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
         let account = req.account();
         if req.is_set {
@@ -639,13 +669,67 @@ impl Mam {
         req: &IqRequest<'_>,
     ) -> Result<(Element, Vec<Element>), StanzaError> {
         if !req.is_set {
-            return Ok((Self::search_form(), Vec::new()));
+            return Ok((search_form(), Vec::new()));
         }
-        let account = req.account();
-        let q = self.read_form(ctx, req)?;
-        let (page, complete) = self.page(ctx, &account, &q)?;
-        let count = self.count(ctx, &account, &q)?;
-        let queryid = req.payload.attr("queryid");
+        run_query(
+            ctx,
+            &req.account(),
+            req.payload,
+            &req.from.clone().into(),
+            self.cutoff(),
+            None,
+        )
+    }
+}
+
+/// How a room archive's `with` is read (XEP-0313 §5.1.1 on a MUC).
+#[derive(Clone, Copy, Debug)]
+pub struct RoomWith {
+    /// Whether the requester may filter by an occupant's real JID (the
+    /// peer of every message in a room archive is the sender's real bare
+    /// JID): in non-anonymous rooms and for moderators.
+    pub real_jids: bool,
+}
+
+/// Answer a XEP-0313 query (iq set) on `owner`'s archive: the `<fin/>` and
+/// the result messages to `requester`, in order. `cutoff`: ids below are
+/// expired (left out). `room`: the archive is a MUC room's, whose `with` is
+/// an occupant's room JID (`room@service/nick`: the messages it sent), or,
+/// when allowed, a real JID.
+pub fn run_query(
+    ctx: &dyn ServerContext,
+    owner: &BareJid,
+    payload: &Element,
+    requester: &Jid,
+    cutoff: u64,
+    room: Option<RoomWith>,
+) -> Result<(Element, Vec<Element>), StanzaError> {
+    let account = owner.clone();
+    let mut q = read_form(ctx, owner, payload, cutoff)?;
+    if let Some(w) = q.with.clone() {
+        let bare = w.to_bare();
+        match room {
+            Some(_) if bare == *owner => {
+                // An occupant's room JID: its messages (their `from`).
+                q.full = w.resource().is_some().then_some(w);
+            }
+            Some(r) if !r.real_jids => {
+                return Err(StanzaError::new(
+                    crate::stanza::ErrorType::Cancel,
+                    crate::stanza::Condition::NotAllowed,
+                )
+                .with_text("'with' names an occupant's room JID here (real JIDs are hidden)"));
+            }
+            _ => {
+                q.index = Some(bare.to_string());
+                q.full = w.resource().is_some().then_some(w);
+            }
+        }
+    }
+    {
+        let (page, complete) = page(ctx, &account, &q)?;
+        let count = count(ctx, &account, &q)?;
+        let queryid = payload.attr("queryid");
         let results = page
             .iter()
             .map(|e| {
@@ -656,7 +740,7 @@ impl Mam {
                 }
                 Element::new("message", ns::CLIENT)
                     .with_attr("from", account.to_string())
-                    .with_attr("to", req.from.to_string())
+                    .with_attr("to", requester.to_string())
                     .with_attr("id", format!("mam-{id}"))
                     .with_child(
                         result.with_child(

@@ -328,6 +328,16 @@ pub trait ServerContext: Send + Sync {
     fn may_run_command(&self, _who: &Jid, _name: &str) -> bool {
         false
     }
+    /// Whether a module acts on [`ServerContext::room_mention`] (mod_push):
+    /// without one, a room does not look for mentions at all.
+    fn room_mention_hooks(&self) -> bool {
+        false
+    }
+    /// A groupchat message of a room (`msg`, from `room@service/nick`)
+    /// mentions the local account `account`, none of whose sessions is
+    /// connected (offline, or only XEP-0198 sessions waiting for
+    /// resumption): each module's [`Module::room_mention`] runs.
+    fn room_mention(&self, _account: &BareJid, _msg: &Element) {}
     /// Items of a disco node of the server (collected from the modules'
     /// [`Module::disco_node_items`]); `None` if no module has the node.
     fn disco_node_items(&self, _from: &FullJid, _node: &str) -> Option<Vec<Element>> {
@@ -494,6 +504,9 @@ pub trait Module: Send + Sync {
     fn stream_features(&self) -> Vec<Element> {
         Vec::new()
     }
+    /// Called about once a second, on a task of the server's own, for
+    /// periodic work (mod_muc's checks on silent remote occupants).
+    fn tick(&self, _ctx: &dyn ServerContext) {}
     /// A session was bound.
     fn session_opened(&self, _ctx: &dyn ServerContext, _jid: &FullJid) {}
     /// A session broadcast available presence (`initial`: its first).
@@ -545,6 +558,13 @@ pub trait Module: Send + Sync {
     ) -> Vec<Element> {
         Vec::new()
     }
+    /// Whether this module acts on [`Module::room_mention`].
+    fn wants_room_mentions(&self) -> bool {
+        false
+    }
+    /// A room's groupchat message mentions `account`, who has no connected
+    /// session (see [`ServerContext::room_mention`]).
+    fn room_mention(&self, _ctx: &dyn ServerContext, _account: &BareJid, _msg: &Element) {}
     /// Domains this module serves itself, as a service of its own (XEP-0045
     /// MUC's `conference.example.org`), given the server's hosts: every
     /// stanza addressed to such a domain or to a JID at it goes to

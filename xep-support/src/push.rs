@@ -4,7 +4,10 @@
 //! is stored offline, or reaches only sessions whose connection is gone
 //! (XEP-0198, waiting for resumption), the server publishes a
 //! `urn:xmpp:push:summary` notification to that service, which wakes the
-//! app. Registrations are stored per account and cached in memory.
+//! app. A room's groupchat message wakes it only when it mentions the
+//! account (the MUC room decides, [`Module::room_mention`]), never merely
+//! by reaching a detached session. Registrations are stored per account
+//! and cached in memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -215,6 +218,13 @@ fn wakes(msg: &Element) -> bool {
     msg.attr("type") != Some("error") && msg.child("body", ns::CLIENT).is_some()
 }
 
+/// Groupchat messages wake a phone only when the room says they mention
+/// the account ([`Module::room_mention`]), not each time they reach a
+/// session waiting for resumption.
+fn is_groupchat(msg: &Element) -> bool {
+    msg.attr("type") == Some("groupchat")
+}
+
 impl Module for Push {
     fn name(&self) -> &'static str {
         MODULE
@@ -268,6 +278,14 @@ impl Module for Push {
         self.store(ctx, &account, regs)?;
         Ok(None)
     }
+    fn wants_room_mentions(&self) -> bool {
+        true
+    }
+    fn room_mention(&self, ctx: &dyn ServerContext, account: &BareJid, msg: &Element) {
+        if wakes(msg) {
+            self.notify(ctx, account, msg);
+        }
+    }
     fn message_stored_offline(&self, ctx: &dyn ServerContext, account: &BareJid, msg: &Element) {
         if wakes(msg) {
             self.notify(ctx, account, msg);
@@ -283,7 +301,11 @@ impl Module for Push {
         // Only when every session it reached has lost its connection (the
         // cached registrations first: most accounts have none, and listing
         // the sessions copies them).
-        if wakes(msg) && !delivered_to.is_empty() && !self.registrations(ctx, account).is_empty() {
+        if wakes(msg)
+            && !is_groupchat(msg)
+            && !delivered_to.is_empty()
+            && !self.registrations(ctx, account).is_empty()
+        {
             let sessions = ctx.sessions(account);
             let all_detached = delivered_to
                 .iter()

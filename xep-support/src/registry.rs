@@ -251,7 +251,12 @@ pub fn build(
             "mod_configure" => continue,
             "mod_muc" => {
                 let mut notes = Vec::new();
-                let module = crate::muc::Muc::from_opts(opts, &mut notes);
+                // Room archives follow mod_mam (on, with its retention, when it is enabled).
+                let mam = config.iter().find(|(n, _)| n == "mod_mam").map(|(_, mo)| {
+                    crate::opts::Opts::new(mo, &crate::mam::SPEC).timeout("archive_expires_after")
+                });
+                let module = crate::muc::Muc::from_opts(opts, &mut notes)
+                    .with_archive(mam.is_some(), mam.flatten());
                 warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
                 Arc::new(module)
             }

@@ -389,6 +389,23 @@ impl ArchiveStore for Archive {
         Ok(v.and_then(|v| rec::u64_of(&v)))
     }
 
+    fn replace(&self, owner: &BareJid, id: u64, xml: &str) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        inner.settle();
+        let Some(a) = inner.archive_of(owner.as_str())? else {
+            return Ok(false);
+        };
+        let done = {
+            let _g = inner.gate.read().unwrap_or_else(|e| e.into_inner());
+            let _w = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            read::replace_one(inner, owner, a, id, xml)?
+        };
+        if done {
+            inner.flush()?;
+        }
+        Ok(done)
+    }
+
     fn count(&self, owner: &BareJid) -> Result<u64, StoreError> {
         let inner = &self.inner;
         inner.settle();
@@ -608,6 +625,48 @@ mod tests {
         .into_iter()
         .map(|m| m.xml)
         .collect()
+    }
+
+    #[test]
+    fn replace_rewrites_one_message_and_keeps_indexes_and_counts() {
+        for engine in ENGINES {
+            let dir = tempfile::tempdir().unwrap();
+            let a = open_on(engine, dir.path());
+            let room = jid("room@muc.x");
+            let r = a
+                .append(vec![
+                    msg("room@muc.x", "al@x", Some("o1"), "first"),
+                    msg("room@muc.x", "bo@x", Some("o2"), "second"),
+                    msg("room@muc.x", "al@x", None, "third"),
+                ])
+                .unwrap();
+            let id = r[1].id();
+            assert!(a
+                .replace(&room, id, "<message><retracted/></message>")
+                .unwrap());
+            assert!(!a.replace(&room, id + 12345, "<x/>").unwrap(), "{engine:?}");
+            assert!(!a.replace(&jid("nobody@x"), id, "<x/>").unwrap());
+            let all = page(&a, "room@muc.x", None, false, 10);
+            assert_eq!(all.len(), 3, "{engine:?}");
+            assert!(all[0].contains("first") && all[2].contains("third"));
+            assert_eq!(all[1], "<message><retracted/></message>");
+            let got = a.get(&room, id).unwrap().unwrap();
+            assert_eq!(got.peer, "bo@x");
+            assert_eq!(got.origin_id.as_deref(), Some("o2"));
+            assert_eq!(
+                a.find_origin_id(&room, &jid("bo@x"), "o2").unwrap(),
+                Some(id)
+            );
+            assert_eq!(page(&a, "room@muc.x", Some("bo@x"), false, 10).len(), 1);
+            assert_eq!(a.count(&room).unwrap(), 3);
+            // On disk: it survives reopening.
+            drop(a);
+            let a = open_on(engine, dir.path());
+            assert_eq!(
+                page(&a, "room@muc.x", None, false, 10)[1],
+                "<message><retracted/></message>"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -346,6 +346,49 @@ impl Inner {
     }
 }
 
+/// Replace the stanza XML of message `id` of archive `a` (a tombstone):
+/// its block is rewritten with the one record changed (peer, direction
+/// and origin-id kept, so the indexes and counts stay right). The caller
+/// holds the gate and the write lock. `false`: no such message.
+pub fn replace_one(
+    inner: &Inner,
+    owner: &BareJid,
+    a: u32,
+    id: u64,
+    xml: &str,
+) -> Result<bool, StoreError> {
+    let Some((base, v)) = inner.block_at(a, id)? else {
+        return Ok(false);
+    };
+    let (entries, whole) = rec::block_entries(base, &v);
+    if !whole {
+        // Rewriting would drop the damaged rest: left as it is.
+        tracing::error!(
+            "archive of {owner}: block {base:020} is damaged; message {id:020} not replaced"
+        );
+        return Ok(false);
+    }
+    if entries.binary_search_by_key(&id, |e| e.0).is_err() {
+        return Ok(false);
+    }
+    let mut block = Vec::with_capacity(v.len());
+    for (eid, r) in entries {
+        if eid == id {
+            let Some(m) = Inner::decode(owner, id, r) else {
+                return Ok(false);
+            };
+            let record = rec::encode(m.direction, &m.peer, m.origin_id.as_deref(), xml);
+            rec::block_push(&mut block, base, eid, &record);
+        } else {
+            rec::block_push(&mut block, base, eid, r);
+        }
+    }
+    let mut w = kv::Batch::default();
+    w.insert(Tree::Messages, rec::message_key(a, base), block);
+    inner.kv.write_atomic(w).map_err(|e| inner.store_err(e))?;
+    Ok(true)
+}
+
 /// Remove at most `limit` messages of archive `a` with ids below `cutoff`
 /// (their blocks trimmed or removed, their peer index entries, origin-ids
 /// and counts with them), one atomic write per [`DELETE_BLOCKS`] blocks;

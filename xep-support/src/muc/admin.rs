@@ -141,6 +141,10 @@ impl Muc {
                 {
                     return Err(StanzaError::conflict().with_text("A room keeps one owner"));
                 }
+                if aff <= Affiliation::None {
+                    // No affiliation, no registered nick (§7.10).
+                    room.nicks.remove(&jid);
+                }
                 if aff == Affiliation::None {
                     room.affiliations.remove(&jid);
                 } else {

@@ -1,11 +1,14 @@
 //! Entering a room and changing presence in it (XEP-0045 §7.2): the
-//! checks before a join (password, members-only, bans, nick conflicts,
-//! `max_users`, `max_user_conferences`), nick changes, and the join
+//! checks before a join (password, members-only, bans, nick conflicts
+//! with occupants and with nicks other accounts registered,
+//! `max_users` with `max_users_admin_threshold`, `max_user_conferences`,
+//! and `max_rooms_per_user` for a join that creates a room), nick changes, and the join
 //! sequence a new occupant receives.
 //!
 //! Invariants: the join sequence is in the order §7.2 requires: the other
 //! occupants' presence, the joiner's presence to the others, its own
-//! presence back to it (with its status codes), the history, then the
+//! presence back to it (with its status codes), the room's avatar
+//! presence when it has an avatar, the history, then the
 //! subject (always sent, empty if none). A refused join changes nothing: a
 //! room created by it is removed again.
 
@@ -40,8 +43,9 @@ impl Muc {
                     }
                     return;
                 }
-                // Nick change (§7.6).
-                if room.by_nick(nick).is_some() {
+                // Nick change (§7.6), not to another account's registered nick.
+                if room.by_nick(nick).is_some() || room.nick_owner(nick).is_some_and(|o| o != bare)
+                {
                     out.extend(err(StanzaError::conflict()));
                     return;
                 }
@@ -85,6 +89,21 @@ impl Muc {
                 ));
                 return;
             }
+            // Rooms the account owns already (service admins: no limit).
+            if let Some(max) = self.max_rooms_per_user {
+                let owned = svc
+                    .rooms
+                    .values()
+                    .filter(|r| r.affiliation(&bare) == Affiliation::Owner)
+                    .count();
+                if owned >= max && !Muc::allows(c.ctx, &self.access_admin, &Jid::from(from.clone()))
+                {
+                    out.extend(err(StanzaError::not_allowed().with_text(format!(
+                        "You own {owned} rooms, the most allowed here (max_rooms_per_user)"
+                    ))));
+                    return;
+                }
+            }
             let mut room = Room::new(self.defaults.clone());
             room.affiliations.insert(bare.clone(), Affiliation::Owner);
             svc.rooms.insert(node.to_string(), room);
@@ -108,9 +127,18 @@ impl Muc {
             // The same account may join under its nick from several
             // clients (multi-session nicks, as ejabberd allows).
             Some(StanzaError::conflict())
-        } else if room.occupants.len() >= room.config.max_users.min(self.max_users)
-            && aff < Affiliation::Admin
-            && !service_admin
+        } else if room.nick_owner(nick).is_some_and(|o| o != bare) {
+            // Registered by another account (§7.10).
+            Some(StanzaError::conflict().with_text("That nick is registered by someone else"))
+        } else if room.occupants.len()
+            >= room.config.max_users.min(self.max_users).saturating_add(
+                // Admins and owners pass a full room, up to a threshold.
+                if aff >= Affiliation::Admin || service_admin {
+                    self.max_users_admin_threshold
+                } else {
+                    0
+                },
+            )
         {
             Some(StanzaError::new(
                 ErrorType::Wait,
@@ -146,6 +174,8 @@ impl Muc {
             jid: from.clone(),
             role,
             presence: stored_presence(stanza),
+            last_message: None,
+            last_heard: std::time::Instant::now(),
         });
         let idx = room.occupants.len() - 1;
         self.join_sequence(c, node, room, idx, muc_x, created, out);
@@ -180,26 +210,33 @@ impl Muc {
             codes.push(201);
         }
         out.push(c.presence_of(node, room, me, me, &codes));
-        // History (§7.2.15), limited by the request.
-        let h = muc_x.and_then(|x| x.child("history", NS_MUC));
-        let num = |k: &str| {
-            h.and_then(|h| h.attr(k))
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        let max_stanzas = num("maxstanzas").map(|n| n as usize).unwrap_or(usize::MAX);
-        let max_chars = num("maxchars").map(|n| n as usize).unwrap_or(usize::MAX);
-        let since = num("seconds").map(|s| now_secs().saturating_sub(s));
+        // The room's avatar (XEP-0153 style), when it has one.
+        if !room.avatar_hash.is_empty() {
+            out.push(vcard::avatar_presence(c, node, room, &me.jid));
+        }
+        // History (§7.2.15), limited by the request: from the archive when
+        // the room keeps one, else from memory.
+        let req = archive::HistoryRequest::read(muc_x);
+        if room.occupants.len() == 1 {
+            self.expire_archive(c, node, room);
+        }
+        if let Some(history) = self.archive_history(c, node, room, &req, &me.jid) {
+            out.extend(history);
+            out.push(c.subject_message(node, room, &me.jid));
+            return;
+        }
+        let since = (req.since_micros > 0).then_some(req.since_micros / 1_000_000);
         let mut picked: Vec<&HistoryEntry> = Vec::new();
         let mut chars = 0usize;
         for e in room.history.iter().rev() {
-            if picked.len() >= max_stanzas.min(self.history_size) {
+            if picked.len() >= req.max_stanzas.min(self.history_size) {
                 break;
             }
             if since.is_some_and(|s| e.secs < s) {
                 break;
             }
-            chars += e.chars;
-            if chars > max_chars {
+            chars = chars.saturating_add(e.chars);
+            if chars > req.max_chars {
                 break;
             }
             picked.push(e);

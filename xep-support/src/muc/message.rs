@@ -2,9 +2,13 @@
 //! history and sent to every occupant) and mediated invitations and
 //! declines (XEP-0045 §7.8.2, §7.8.3).
 //!
-//! Invariants: only occupants with voice send groupchat messages; the
-//! history is bounded by `history_size`; every occupant gets the message at
-//! its real full JID, from the sender's room JID.
+//! Invariants: only occupants with voice send groupchat messages; every
+//! occupant gets the message at its real full JID, from the sender's room
+//! JID, with the sender's occupant id (XEP-0421) and, when the room keeps
+//! an archive, the room's stanza-id (client-sent ones of both removed
+//! first); mentioned members who are not connected are passed to the
+//! server's mention hook (`mentions.rs`); without an archive the in-memory history is bounded by
+//! `history_size`.
 
 use super::*;
 
@@ -33,6 +37,22 @@ impl Muc {
             ));
             return;
         }
+        // min_message_interval: a message too soon after the last is dropped.
+        if let (Some(min), Some(i)) = (self.min_message_interval, room.by_jid(from)) {
+            let now = std::time::Instant::now();
+            if room.occupants[i]
+                .last_message
+                .is_some_and(|t| now.duration_since(t) < min)
+            {
+                out.extend(error_to(
+                    stanza,
+                    StanzaError::resource_constraint()
+                        .with_text("Traffic rate limit is exceeded (min_message_interval)"),
+                ));
+                return;
+            }
+            room.occupants[i].last_message = Some(now);
+        }
         let body = stanza.child("body", ns::CLIENT);
         let subject = stanza.child("subject", ns::CLIENT);
         if let (Some(subject), None) = (subject, body) {
@@ -48,10 +68,20 @@ impl Muc {
                 c.save(node, room);
             }
         }
+        // XEP-0424: only the sender retracts its message.
+        if let Err(e) = self.check_retraction(c, node, room, stanza, from) {
+            out.extend(error_to(stanza, e));
+            return;
+        }
         let mut m = stanza.clone();
         m.set_attr("from", format!("{}/{}", c.room_jid(node), me.nick));
         m.remove_attr("to");
-        if body.is_some() && self.history_size > 0 {
+        // Forged ids go first (all of them), then the room's own.
+        archive::strip_stanza_ids(&mut m, &c.room_jid(node));
+        occupant_id::stamp_on(&mut m, &room.secret, &from.to_bare());
+        if self.archive_of(c, room).is_some() {
+            self.archive_message(c, node, room, from, &mut m);
+        } else if body.is_some() && self.history_size > 0 {
             let chars = m.to_xml(ns::CLIENT).len();
             room.history.push_back(HistoryEntry {
                 msg: m.clone(),
@@ -68,6 +98,8 @@ impl Muc {
             copy.set_attr("to", o.jid.to_string());
             out.push(copy);
         }
+        // Mentioned members who are not connected: their phones wake.
+        self.notify_mentions(c, node, room, &m, from);
     }
 
     /// A mediated invitation (§7.8.2) or a decline (§7.8.3) sent through the room.

@@ -14,6 +14,14 @@
 //! is used after a start. Temporary rooms vanish when their last occupant
 //! leaves.
 //!
+//! Rooms keep their messages in the server's message archive (one archive
+//! per room, `archive.rs`); occupants carry XEP-0421 occupant ids
+//! (`occupant_id.rs`); XEP-0424/0425 retractions are in `moderation.rs`;
+//! voice requests in `voice.rs`; nick registration (§7.10) in
+//! `register.rs`; room vCards and avatars (XEP-0054, XEP-0486) in
+//! `vcard.rs`; the room's pings to silent remote occupants in `ping.rs`; mentions that wake members' phones
+//! (XEP-0357 through the server's mention hook) in `mentions.rs`.
+//!
 //! Occupants are local accounts or users of other servers: the server
 //! federates the service domain like a host (its own s2s streams and
 //! dialback identity), so a remote user's join, messages and presence
@@ -41,12 +49,20 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
 
 mod admin;
+mod archive;
 mod join;
+mod mentions;
 mod message;
+mod moderation;
+mod occupant_id;
 mod owner;
+mod ping;
+mod register;
 mod room;
 mod route;
 mod service;
+mod vcard;
+mod voice;
 
 use room::*;
 use service::*;
@@ -107,6 +123,12 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "who may make a room persistent",
         ),
         OptSpec::honoured(
+            "access_register",
+            Kind::AccessRule,
+            "all",
+            "who may register a nick in a room (jabber:iq:register)",
+        ),
+        OptSpec::honoured(
             "access_admin",
             Kind::AccessRule,
             "none",
@@ -131,6 +153,39 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "most occupants of a room",
         ),
         OptSpec::honoured(
+            "max_rooms_per_user",
+            Kind::Count,
+            "infinity",
+            "rooms one account may own (create) on a service domain",
+        ),
+        OptSpec::honoured(
+            "max_users_admin_threshold",
+            Kind::Int {
+                min: 0,
+                max: u32::MAX as u64,
+            },
+            "5",
+            "admins and owners who may still enter a full room",
+        ),
+        OptSpec::honoured(
+            "min_message_interval",
+            Kind::Number { min: 0.0 },
+            "0",
+            "seconds between two groupchat messages of one occupant (0: no limit)",
+        ),
+        OptSpec::honoured(
+            "occupant_ping_interval",
+            Kind::Timeout,
+            "300",
+            "silence after which the room pings an occupant of another server (`infinity`: never)",
+        ),
+        OptSpec::honoured(
+            "occupant_ping_timeout",
+            Kind::Timeout,
+            "30",
+            "how long the room waits for that ping's answer before removing the occupant",
+        ),
+        OptSpec::honoured(
             "max_user_conferences",
             Kind::Int {
                 min: 1,
@@ -146,11 +201,10 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "the configuration of a new room",
         ),
         OptSpec::storage("ram_db_type", Kind::Any),
-        OptSpec::ignored("access_mam", Kind::Any, "room archives (not implemented)"),
         OptSpec::ignored(
-            "access_register",
+            "access_mam",
             Kind::Any,
-            "nick registration (not implemented)",
+            "who reads room archives (the room's privacy decides)",
         ),
         OptSpec::ignored(
             "cleanup_affiliations_on_start",
@@ -169,16 +223,10 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             "rooms listed in disco#items",
         ),
         OptSpec::ignored(
-            "max_users_admin_threshold",
-            Kind::Any,
-            "admins beyond max_users",
-        ),
-        OptSpec::ignored(
             "max_users_presence",
             Kind::Any,
             "occupants whose presence is broadcast",
         ),
-        OptSpec::ignored("min_message_interval", Kind::Any, "message rate limit"),
         OptSpec::ignored("min_presence_interval", Kind::Any, "presence rate limit"),
         OptSpec::ignored("preload_rooms", Kind::Any, "loading rooms at start"),
         OptSpec::ignored("queue_type", Kind::Any, "queue storage"),
@@ -212,6 +260,9 @@ const ROOM_OPTIONS: &[&str] = &[
     "public_list",
     "title",
     "description",
+    "mam",
+    "allow_voice_requests",
+    "voice_request_min_interval",
 ];
 
 /// `mod_muc`.
@@ -223,10 +274,25 @@ pub struct Muc {
     access_admin: String,
     access_create: String,
     access_persistent: String,
+    access_register: String,
     history_size: usize,
     max_users: usize,
     max_user_conferences: usize,
+    /// Rooms one account may own per service domain (`None`: no limit).
+    max_rooms_per_user: Option<usize>,
+    /// Admins and owners who may enter a room beyond `max_users`.
+    max_users_admin_threshold: usize,
+    /// Least time between two groupchat messages of one occupant.
+    min_message_interval: Option<std::time::Duration>,
+    /// Silence after which a remote occupant is pinged (`None`: never).
+    occupant_ping_interval: Option<std::time::Duration>,
+    /// How long such a ping may go unanswered.
+    occupant_ping_timeout: std::time::Duration,
     defaults: RoomConfig,
+    /// Room archives: only with `mod_mam` enabled (as in ejabberd).
+    mam_enabled: bool,
+    /// `mod_mam`'s `archive_expires_after`, for room archives too.
+    archive_expires: Option<std::time::Duration>,
 }
 
 impl Muc {
@@ -254,6 +320,11 @@ impl Muc {
                             }
                             ("password", serde_yaml_ng::Value::String(s)) => {
                                 defaults.password = s.clone()
+                            }
+                            ("voice_request_min_interval", serde_yaml_ng::Value::Number(n))
+                                if n.as_u64().is_some() =>
+                            {
+                                defaults.voice_request_min_interval = n.as_u64().unwrap_or(0)
                             }
                             ("max_users", serde_yaml_ng::Value::Number(n))
                                 if n.as_u64().is_some_and(|n| n > 0) =>
@@ -286,13 +357,39 @@ impl Muc {
             access_admin: o.text("access_admin"),
             access_create: o.text("access_create"),
             access_persistent: o.text("access_persistent"),
+            access_register: o.text("access_register"),
             history_size: o.uint("history_size") as usize,
             max_users,
             max_user_conferences: (o.uint("max_user_conferences") as usize).max(1),
+            max_rooms_per_user: o
+                .count("max_rooms_per_user")
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_users_admin_threshold: o.uint("max_users_admin_threshold") as usize,
+            min_message_interval: {
+                let n = o.number("min_message_interval");
+                (n.is_finite() && n > 0.0)
+                    .then(|| std::time::Duration::from_secs_f64(n.min(86_400.0)))
+            },
+            occupant_ping_interval: o
+                .timeout("occupant_ping_interval")
+                .map(|d| d.max(ping::MIN_PING_INTERVAL)),
+            occupant_ping_timeout: o
+                .timeout("occupant_ping_timeout")
+                .unwrap_or(std::time::Duration::from_secs(86_400))
+                .max(ping::MIN_PING_TIMEOUT),
             defaults,
+            mam_enabled: false,
+            archive_expires: None,
         };
         warnings.extend(o.warnings);
         muc
+    }
+
+    /// Room archives (XEP-0313) when `mod_mam` is enabled, with its retention.
+    pub fn with_archive(mut self, enabled: bool, expires: Option<std::time::Duration>) -> Muc {
+        self.mam_enabled = enabled;
+        self.archive_expires = expires;
+        self
     }
 
     /// Whether the access rule allows `who` (`all` always, `none` never).
@@ -399,6 +496,23 @@ impl Module for Muc {
             service: &service,
         };
         c.load(svc);
+        if let Some(node) = to.node() {
+            ping::heard_from(svc, node.as_str(), &from);
+        }
+        // A room archive query: checked here, run without the lock.
+        if let (Some(node), None, "iq") = (to.node(), to.resource(), stanza.name.as_str()) {
+            if stanza
+                .first_child()
+                .is_some_and(|p| p.ns == crate::mam::NS_MAM)
+            {
+                let job = self.mam_prepare(&c, svc, node.as_str(), stanza, &from, &mut out);
+                drop(guard);
+                if let Some(job) = job {
+                    self.mam_run(ctx, job, stanza, &mut out);
+                }
+                return out;
+            }
+        }
         match (to.node(), to.resource()) {
             (None, None) => self.to_service(&c, svc, stanza, &from, &mut out),
             (None, Some(_)) => out.extend(error_to(stanza, StanzaError::service_unavailable())),
@@ -416,6 +530,10 @@ impl Module for Muc {
         out
     }
 
+    fn tick(&self, ctx: &dyn ServerContext) {
+        self.check_occupants(ctx);
+    }
+
     fn session_closed(&self, ctx: &dyn ServerContext, jid: &FullJid) {
         let mut out = Vec::new();
         let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
@@ -431,7 +549,7 @@ impl Module for Muc {
                 }
             }
             for node in gone {
-                svc.rooms.remove(&node);
+                c.drop_room(svc, &node);
             }
         }
         drop(guard);
@@ -470,6 +588,8 @@ impl Muc {
                     NS_MUC.to_string(),
                     ns::DISCO_INFO.to_string(),
                     ns::DISCO_ITEMS.to_string(),
+                    // Room vCards and avatars (XEP-0486).
+                    ns::VCARD.to_string(),
                 ];
                 iq_result(stanza, Some(crate::disco::info(ids, features)))
             }
@@ -528,14 +648,35 @@ mod tests {
             title: "T".into(),
             persistent: true,
             members_only: true,
+            mam: false,
+            allow_voice_requests: false,
+            voice_request_min_interval: 5,
             ..RoomConfig::default()
         });
         room.subject = Some(("hello".into(), "al".into()));
         room.affiliations.insert("a@x".into(), Affiliation::Owner);
         room.affiliations.insert("b@x".into(), Affiliation::Outcast);
+        room.nicks.insert("c@x".into(), "cee".into());
+        room.vcard = Some(
+            Element::new("vCard", ns::VCARD).with_child(
+                Element::new("PHOTO", ns::VCARD)
+                    .with_child(Element::new("BINVAL", ns::VCARD).with_text("AAEC")),
+            ),
+        );
         let back = Room::from_stored(&room.to_stored()).unwrap();
+        assert_eq!(back.nicks, room.nicks);
+        assert_eq!(back.vcard, room.vcard);
+        // The hash of bytes 00 01 02.
+        assert_eq!(back.avatar_hash, "0c7a623fd2bbc05b06423be359e4021d36e721ad");
         assert_eq!(back.config, room.config);
         assert_eq!(back.subject, room.subject);
         assert_eq!(back.affiliations, room.affiliations);
+        // The occupant id secret is kept; a stored form without one gets a
+        // new one, marked to be saved.
+        assert_eq!(back.secret, room.secret);
+        assert!(!back.secret_is_new);
+        let mut old = room.to_stored();
+        old.remove_attr("secret");
+        assert!(Room::from_stored(&old).unwrap().secret_is_new);
     }
 }

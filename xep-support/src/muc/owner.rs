@@ -5,7 +5,7 @@
 //! only if every field is valid (it is read into a copy first); a room
 //! that is or was persistent is saved after a change (`save` drops a room
 //! made temporary from the store); a destroyed room's occupants are told
-//! and the room is forgotten.
+//! and the room is forgotten with its archive.
 
 use super::*;
 
@@ -60,8 +60,7 @@ impl Muc {
                         .with_child(x),
                 );
             }
-            svc.rooms.remove(node);
-            c.forget(node);
+            c.drop_room(svc, node);
             return Ok(None);
         }
         let Some(form) = payload.child("x", ns::DATA_FORMS) else {
@@ -106,6 +105,19 @@ impl Muc {
                 "muc#roomconfig_changesubject" => cfg.allow_change_subj = b,
                 "muc#roomconfig_allowinvites" => cfg.allow_user_invites = b,
                 "allow_private_messages" => cfg.allow_private_messages = b,
+                "muc#roomconfig_enablearchiving" | "mam" => cfg.mam = b,
+                "muc#roomconfig_allowvoicerequests" | "allow_voice_requests" => {
+                    cfg.allow_voice_requests = b
+                }
+                "muc#roomconfig_voicerequestmininterval" | "voice_request_min_interval" => {
+                    match value.trim().parse::<u64>() {
+                        Ok(n) => cfg.voice_request_min_interval = n,
+                        Err(_) => {
+                            return Err(StanzaError::not_acceptable()
+                                .with_text("voicerequestmininterval: a whole number of seconds"))
+                        }
+                    }
+                }
                 "muc#roomconfig_maxusers" => match value.trim().parse::<usize>() {
                     Ok(n) if n > 0 && n <= self.max_users => cfg.max_users = n,
                     _ if value.trim().is_empty() || value.trim() == "none" => {
@@ -146,7 +158,7 @@ impl Muc {
             }
         }
         if room.occupants.is_empty() && !room.config.persistent {
-            svc.rooms.remove(node);
+            c.drop_room(svc, node);
         }
         Ok(None)
     }
@@ -261,6 +273,24 @@ impl Muc {
                 "boolean",
                 "Allow occupants to send private messages",
                 &[bool_str(c.allow_private_messages)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_allowvoicerequests",
+                "boolean",
+                "Allow visitors to ask for voice",
+                &[bool_str(c.allow_voice_requests)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_voicerequestmininterval",
+                "text-single",
+                "Seconds between voice requests",
+                &[&c.voice_request_min_interval.to_string()],
+            ))
+            .with_child(field(
+                "muc#roomconfig_enablearchiving",
+                "boolean",
+                "Archive messages (XEP-0313)",
+                &[bool_str(c.mam)],
             ))
             .with_child(max)
     }

@@ -6,8 +6,11 @@
 //! Invariants: a nick names at most one occupant and a full JID is at most
 //! one occupant ([`Room::by_nick`], [`Room::by_jid`]); affiliations are
 //! keyed by bare JID and `none` is never stored; the stored form holds the
-//! configuration, affiliations and subject, never occupants or history,
-//! and reading it back yields the same room (a unit test in `mod.rs`).
+//! configuration, affiliations, registered nicks (§7.10; a nick is
+//! registered by at most one account), the vCard (XEP-0054), subject and the XEP-0421 occupant
+//! id secret, never occupants or history (a room's messages are in its
+//! archive), and reading it back yields the same room (a unit test in
+//! `mod.rs`).
 
 use super::*;
 
@@ -88,6 +91,12 @@ pub(super) struct RoomConfig {
     pub(super) allow_change_subj: bool,
     pub(super) allow_private_messages: bool,
     pub(super) allow_user_invites: bool,
+    /// XEP-0313 room archive (ejabberd's `mam` room option).
+    pub(super) mam: bool,
+    /// Visitors may ask for voice (§7.13).
+    pub(super) allow_voice_requests: bool,
+    /// Seconds between two voice requests of one account.
+    pub(super) voice_request_min_interval: u64,
     pub(super) max_users: usize,
 }
 
@@ -108,6 +117,9 @@ impl Default for RoomConfig {
             allow_change_subj: true,
             allow_private_messages: true,
             allow_user_invites: false,
+            mam: true,
+            allow_voice_requests: true,
+            voice_request_min_interval: voice::DEFAULT_VOICE_INTERVAL,
             max_users: DEFAULT_MAX_USERS,
         }
     }
@@ -127,6 +139,8 @@ impl RoomConfig {
             "allow_change_subj" => self.allow_change_subj,
             "allow_private_messages" => self.allow_private_messages,
             "allow_user_invites" => self.allow_user_invites,
+            "mam" => self.mam,
+            "allow_voice_requests" => self.allow_voice_requests,
             _ => return None,
         })
     }
@@ -143,6 +157,8 @@ impl RoomConfig {
             "allow_change_subj" => &mut self.allow_change_subj,
             "allow_private_messages" => &mut self.allow_private_messages,
             "allow_user_invites" => &mut self.allow_user_invites,
+            "mam" => &mut self.mam,
+            "allow_voice_requests" => &mut self.allow_voice_requests,
             _ => return false,
         };
         *slot = v;
@@ -160,6 +176,8 @@ impl RoomConfig {
         "allow_change_subj",
         "allow_private_messages",
         "allow_user_invites",
+        "mam",
+        "allow_voice_requests",
     ];
 }
 
@@ -171,6 +189,10 @@ pub(super) struct Occupant {
     pub(super) role: Role,
     /// The occupant's last presence to the room, without addresses and MUC payloads.
     pub(super) presence: Element,
+    /// When it last sent a groupchat message (`min_message_interval`).
+    pub(super) last_message: Option<std::time::Instant>,
+    /// When the room last heard from it (`ping.rs`).
+    pub(super) last_heard: std::time::Instant,
 }
 
 /// A groupchat message kept for the history, with when it was sent.
@@ -191,6 +213,18 @@ pub(super) struct Room {
     pub(super) history: VecDeque<HistoryEntry>,
     /// The subject and the nick that set it.
     pub(super) subject: Option<(String, String)>,
+    /// The XEP-0421 occupant id secret (stored with the room).
+    pub(super) secret: Vec<u8>,
+    /// Made new when the room was read back (older stored form): to be saved.
+    pub(super) secret_is_new: bool,
+    /// Bare JID → when it last asked for voice (seconds), in memory.
+    pub(super) voice_requests: HashMap<String, u64>,
+    /// Registered nicks (XEP-0045 §7.10): bare JID → nick, stored.
+    pub(super) nicks: BTreeMap<String, String>,
+    /// The room's vCard (XEP-0054, `vcard.rs`), stored.
+    pub(super) vcard: Option<Element>,
+    /// Hex SHA-1 of the vCard's photo (empty: none).
+    pub(super) avatar_hash: String,
 }
 
 impl Room {
@@ -201,7 +235,24 @@ impl Room {
             occupants: Vec::new(),
             history: VecDeque::new(),
             subject: None,
+            secret: occupant_id::new_secret(),
+            secret_is_new: true,
+            voice_requests: HashMap::new(),
+            nicks: BTreeMap::new(),
+            vcard: None,
+            avatar_hash: String::new(),
         }
+    }
+    /// The account that registered `nick` in the room, if any.
+    pub(super) fn nick_owner(&self, nick: &str) -> Option<&str> {
+        self.nicks
+            .iter()
+            .find(|(_, n)| n.as_str() == nick)
+            .map(|(b, _)| b.as_str())
+    }
+    /// The XEP-0421 occupant id element of an occupant.
+    pub(super) fn occupant_id(&self, jid: &FullJid) -> Element {
+        occupant_id::element(&self.secret, &jid.to_bare())
     }
     pub(super) fn affiliation(&self, bare: &str) -> Affiliation {
         self.affiliations
@@ -237,7 +288,12 @@ impl Room {
             .with_attr("title", c.title.clone())
             .with_attr("description", c.description.clone())
             .with_attr("password", c.password.clone())
-            .with_attr("max_users", c.max_users.to_string());
+            .with_attr("max_users", c.max_users.to_string())
+            .with_attr(
+                "voice_request_min_interval",
+                c.voice_request_min_interval.to_string(),
+            )
+            .with_attr("secret", occupant_id::secret_text(&self.secret));
         for key in RoomConfig::BOOLS {
             let v = c.get_bool(key).unwrap_or(false);
             e.set_attr(*key, if v { "true" } else { "false" });
@@ -256,6 +312,16 @@ impl Room {
                     .with_attr("affiliation", aff.as_str()),
             );
         }
+        if let Some(v) = &self.vcard {
+            e = e.with_child(v.clone());
+        }
+        for (jid, nick) in &self.nicks {
+            e = e.with_child(
+                Element::new("nick", NS_STORED)
+                    .with_attr("jid", jid.clone())
+                    .with_attr("nick", nick.clone()),
+            );
+        }
         e
     }
 
@@ -271,6 +337,10 @@ impl Room {
                 .attr("max_users")
                 .and_then(|m| m.parse().ok())
                 .unwrap_or(DEFAULT_MAX_USERS),
+            voice_request_min_interval: e
+                .attr("voice_request_min_interval")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(voice::DEFAULT_VOICE_INTERVAL),
             ..RoomConfig::default()
         };
         for key in RoomConfig::BOOLS {
@@ -279,6 +349,14 @@ impl Room {
             }
         }
         let mut room = Room::new(c);
+        if let Some(secret) = e.attr("secret").and_then(occupant_id::secret_from_text) {
+            room.secret = secret;
+            room.secret_is_new = false;
+        }
+        if let Some(v) = e.child("vCard", ns::VCARD) {
+            room.avatar_hash = crate::vcard::photo_hash(v);
+            room.vcard = Some(v.clone());
+        }
         if let Some(s) = e.child("subject", NS_STORED) {
             room.subject = Some((s.text(), s.attr("by").unwrap_or("").to_string()));
         }
@@ -289,6 +367,10 @@ impl Room {
                     a.attr("affiliation").and_then(Affiliation::parse),
                 ) {
                     room.affiliations.insert(j.to_string(), aff);
+                }
+            } else if a.is("nick", NS_STORED) {
+                if let (Some(j), Some(n)) = (a.attr("jid"), a.attr("nick")) {
+                    room.nicks.insert(j.to_string(), n.to_string());
                 }
             }
         }

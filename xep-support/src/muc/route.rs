@@ -6,12 +6,19 @@
 //! s2s from the service domain): an error their server returns for a
 //! room's message or presence removes them (status 333).
 //!
+//! XEP-0410 self-pings (a ping to one's own nick) are answered by the
+//! room: a result when the sender is joined under that nick,
+//! `not-acceptable` when it is not in the room.
+//!
 //! Invariants: only occupants reach other occupants; an iq passed on gets a
 //! room-made id and is remembered until answered (at most `PENDING_IQS`),
 //! so an answer reaches the requester with its own id and the occupant's
 //! real JID is never shown where the room is semi-anonymous.
 
 use super::*;
+
+/// XEP-0410: the room answers a self-ping itself.
+const NS_SELF_PING: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
 
 impl Muc {
     /// Stanzas to a room's bare JID.
@@ -48,6 +55,8 @@ impl Muc {
                 };
                 if kind == "groupchat" {
                     self.groupchat(c, node, room, stanza, &from, out);
+                } else if let Some(form) = voice::request_form(stanza) {
+                    self.voice_form(c, node, room, form, stanza, &from, out);
                 } else if let Some(x) = stanza.child("x", NS_MUC_USER) {
                     self.invite_or_decline(c, node, room, x, stanza, &from, out);
                 } else {
@@ -70,10 +79,31 @@ impl Muc {
                     out.extend(error_to(stanza, StanzaError::item_not_found()));
                     return;
                 }
+                // This answers after what it sends (the notices).
+                if payload.is("moderate", moderation::NS_MODERATE)
+                    || payload.is("apply-to", moderation::NS_FASTEN)
+                {
+                    self.moderate_iq(c, node, &svc.rooms[node], stanza, payload, &from, out);
+                    return;
+                }
                 let reply = match (payload.ns.as_str(), payload.name.as_str()) {
                     (ns::DISCO_INFO, "query") if kind == "get" => {
                         let room = &svc.rooms[node];
-                        Ok(Some(self.room_info(node, room)))
+                        match payload.attr("node") {
+                            None => Ok(Some(self.room_info(node, room))),
+                            Some(register::NODE_ROOMUSER) => {
+                                Ok(Some(self.roomuser_item(room, &from)))
+                            }
+                            Some(_) => Err(StanzaError::item_not_found()),
+                        }
+                    }
+                    (ns::VCARD, "vCard") => {
+                        let room = svc.rooms.get_mut(node).expect("checked above");
+                        self.vcard_iq(c, node, room, payload, kind == "set", &from, out)
+                    }
+                    (register::NS_REGISTER, "query") => {
+                        let room = svc.rooms.get_mut(node).expect("checked above");
+                        self.register_iq(c, node, room, payload, kind == "set", &from, out)
                     }
                     (ns::DISCO_ITEMS, "query") if kind == "get" => {
                         // Occupants are not listed (their nicks are for occupants).
@@ -126,7 +156,15 @@ impl Muc {
                 "muc_unsecured",
             ),
             pick(c.moderated, "muc_moderated", "muc_unmoderated"),
+            occupant_id::NS_OCCUPANT_ID.to_string(),
+            NS_SELF_PING.to_string(),
+            voice::NS_REQUEST.to_string(),
+            register::NS_REGISTER.to_string(),
+            ns::VCARD.to_string(),
         ];
+        let mut features = features;
+        features.extend(archive::features(self.mam_enabled && c.mam));
+        features.extend(moderation::features());
         let mut q = crate::disco::info(ids, features);
         let form = Element::new("x", ns::DATA_FORMS)
             .with_attr("type", "result")
@@ -148,6 +186,16 @@ impl Muc {
                 "text-single",
                 "Name",
                 &[&c.title],
+            ))
+            // XEP-0486: the avatar's hash (no value without one).
+            .with_child(field(
+                "muc#roominfo_avatarhash",
+                "text-multi",
+                "Avatar hash",
+                &Some(room.avatar_hash.as_str())
+                    .filter(|h| !h.is_empty())
+                    .into_iter()
+                    .collect::<Vec<_>>(),
             ));
         q = q.with_child(form);
         q
@@ -166,6 +214,11 @@ impl Muc {
         out: &mut Out,
     ) {
         let kind = stanza.attr("type").unwrap_or("");
+        if ping::is_ping_answer(stanza) && (kind == "result" || kind == "error") {
+            // The answer to the room's own check on a remote occupant.
+            self.ping_answer(c, svc, stanza, from, out);
+            return;
+        }
         if stanza.name == "iq" && (kind == "result" || kind == "error") {
             // An answer to an iq the room passed on (it may come from a bare JID).
             self.occupant_iq_answer(c, svc, node, stanza, from, out);
@@ -194,7 +247,7 @@ impl Muc {
                         }
                     }
                     if empty {
-                        svc.rooms.remove(node);
+                        c.drop_room(svc, node);
                     }
                 }
                 _ => {}
@@ -229,6 +282,7 @@ impl Muc {
                 }
                 let mut m = stanza.clone();
                 m.set_attr("from", format!("{}/{}", c.room_jid(node), me.nick));
+                occupant_id::stamp_on(&mut m, &room.secret, &from.to_bare());
                 if m.child("x", NS_MUC_USER).is_none() {
                     m = m.with_child(Element::new("x", NS_MUC_USER));
                 }
@@ -291,14 +345,31 @@ impl Muc {
         from: &FullJid,
         out: &mut Out,
     ) {
+        let ping = stanza.attr("type") == Some("get")
+            && stanza.first_child().is_some_and(|p| p.is("ping", ns::PING));
         let Some(room) = svc.rooms.get(node) else {
-            out.extend(error_to(stanza, StanzaError::item_not_found()));
+            out.extend(error_to(
+                stanza,
+                if ping {
+                    StanzaError::not_acceptable().with_text("You are not in this room")
+                } else {
+                    StanzaError::item_not_found()
+                },
+            ));
             return;
         };
         let Some(me) = room.by_jid(from).map(|i| room.occupants[i].nick.clone()) else {
-            out.extend(error_to(stanza, StanzaError::not_acceptable()));
+            out.extend(error_to(
+                stanza,
+                StanzaError::not_acceptable().with_text("You are not in this room"),
+            ));
             return;
         };
+        // XEP-0410 self-ping: the room answers for the joined client.
+        if ping && me == nick {
+            out.push(iq_result(stanza, None));
+            return;
+        }
         let Some(target) = room.by_nick(nick).map(|i| room.occupants[i].jid.clone()) else {
             out.extend(error_to(stanza, StanzaError::item_not_found()));
             return;

@@ -7,7 +7,8 @@
 //! order, routed after the lock is released. Persistent rooms are written
 //! through to the module store (key `room:NODE`) on each change and read
 //! back once per service domain after a start ([`Ctx::load`]); temporary
-//! rooms are never stored. Forwarded iqs between occupants are bounded
+//! rooms are never stored. Every occupant's presence carries its XEP-0421
+//! occupant id (client-sent ones are dropped). Forwarded iqs between occupants are bounded
 //! (`PENDING_IQS`, oldest forgotten first).
 
 use super::*;
@@ -33,6 +34,8 @@ pub(super) struct Service {
     pub(super) pending: HashMap<String, Pending>,
     pub(super) pending_order: VecDeque<String>,
     pub(super) next_id: u64,
+    /// The room's pings to silent remote occupants, by id (`ping.rs`).
+    pub(super) pings: HashMap<String, ping::SentPing>,
 }
 
 /// Every service domain's rooms, for the whole process.
@@ -41,11 +44,12 @@ pub(super) fn state() -> &'static Mutex<HashMap<String, Service>> {
     STATE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// The occupant's presence as the room keeps it: no addresses, no MUC payloads.
+/// The occupant's presence as the room keeps it: no addresses, no MUC
+/// payloads, no occupant ids (the room adds its own).
 pub(super) fn stored_presence(stanza: &Element) -> Element {
     let mut p = Element::new("presence", ns::CLIENT);
     for c in stanza.child_elements() {
-        if c.ns == NS_MUC || c.ns == NS_MUC_USER {
+        if c.ns == NS_MUC || c.ns == NS_MUC_USER || c.ns == occupant_id::NS_OCCUPANT_ID {
             continue;
         }
         p = p.with_child(c.clone());
@@ -114,6 +118,10 @@ impl Ctx<'_> {
                         .and_then(|e| Room::from_stored(&e));
                     match room {
                         Some(room) => {
+                            if room.secret_is_new {
+                                // Stored before occupant ids: keep the new secret.
+                                self.save(&node, &room);
+                            }
                             svc.rooms.insert(node, room);
                         }
                         None => tracing::warn!(
@@ -156,7 +164,7 @@ impl Ctx<'_> {
         for c in codes {
             x = x.with_child(status(c));
         }
-        p.with_child(x)
+        p.with_child(x).with_child(room.occupant_id(&occ.jid))
     }
 
     /// The unavailable presence of a leaving occupant, as `viewer` sees it.
@@ -198,7 +206,7 @@ impl Ctx<'_> {
         for c in codes {
             x = x.with_child(status(c));
         }
-        p.with_child(x)
+        p.with_child(x).with_child(room.occupant_id(&occ.jid))
     }
 
     /// Occupant `idx` leaves (kicked, banned or gone); everyone is told.
