@@ -77,6 +77,7 @@ mod mod_version_time_last;
 mod s2s;
 mod s2s_ejabberd;
 mod s2s_prosody;
+mod sm_hibernation;
 mod storage_faults;
 mod xml_output;
 mod xml_wellformed;

@@ -256,6 +256,20 @@ async fn timeout_sends_unacked_and_queued_messages_to_offline_storage() {
     let server = server_with("{resume_timeout: 2}");
     let mut bob = im::online(&server, BOB, "b").await;
     im::subscribe_mutual(&server, ALICE, BOB).await;
+    // Alice's archive off: timed-out messages that the archive holds are
+    // not stored offline (tests/sm_hibernation.rs); these are not archived.
+    let mut p = im::login(&server, ALICE, "prefs").await;
+    let pid = p.id();
+    let r = p
+        .request(
+            &format!(
+                "<iq type='set' id='{pid}'><prefs xmlns='urn:xmpp:mam:2' default='never'/></iq>"
+            ),
+            &pid,
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    drop(p);
     let (mut a, id) = sm_login(&server, ALICE, "mobile").await;
     a.presence().await;
     drain(&mut a).await;

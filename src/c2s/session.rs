@@ -4,7 +4,10 @@
 //! Its writer runs as a second task draining the session's queue. XEP-0352
 //! elements are handled here too (they are not stanzas), and so are
 //! mod_ping's server-side pings; XEP-0198 elements go to `sm/`, which also
-//! holds the wait of a detached session.
+//! holds the wait of a detached session. When a session ends, what it did not
+//! deliver is rerouted (`finish`): messages to another resource or offline
+//! storage, except those of a timed-out hibernated session that the archive
+//! already holds.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -206,6 +209,9 @@ async fn wind_down(
         Some(Ok((rx, _exit))) => Some(rx),
         _ => None,
     };
+    // Whether the session hibernated (XEP-0198) and its resumption timeout
+    // ran out: its client catches up through MAM when it comes back.
+    let mut timed_out = false;
     let rx = match (end, rx) {
         (End::Taken(claim), Some(rx)) => match claim.send(rx) {
             Ok(()) => {
@@ -218,13 +224,23 @@ async fn wind_down(
         (End::Gone, Some(rx)) if keep && !writer_closed => {
             match Box::pin(sm::resume::detached(&server, &handle, claims.as_mut(), rx)).await {
                 None => return,
-                Some(rx) => Some(rx),
+                Some((rx, expired)) => {
+                    timed_out = expired;
+                    Some(rx)
+                }
             }
         }
         (_, rx) => rx,
     };
     // Boxed, like the other cold paths: an idle session's task stays small.
-    Box::pin(finish(&server, &handle, rx, undelivered.as_deref())).await;
+    Box::pin(finish(
+        &server,
+        &handle,
+        rx,
+        undelivered.as_deref(),
+        timed_out,
+    ))
+    .await;
     tracing::info!(%peer, "session ended: {}", handle.jid);
 }
 
@@ -301,12 +317,14 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// End a session for good: unavailable presence, modules told, and every
 /// stanza it did not deliver (unacknowledged, kept by its transport, or
-/// still queued, in that order) rerouted.
+/// still queued, in that order) rerouted; `hibernated`: its resumption
+/// timeout ran out (see [`reroute`]).
 async fn finish(
     server: &Arc<Server>,
     handle: &Arc<SessionHandle>,
     rx: Option<Takeover>,
     undelivered: Option<&dyn super::Undelivered>,
+    hibernated: bool,
 ) {
     server.sessions.unbind(handle);
     handle.detached.store(false, Ordering::Relaxed);
@@ -351,7 +369,7 @@ async fn finish(
         let exists = !server.sessions.sessions_of(&bare).is_empty()
             || crate::router::account_exists(server, &bare);
         for el in left {
-            reroute(server, handle, el, exists).await;
+            reroute(server, handle, el, exists, hibernated).await;
         }
     }
     server.sessions.release(handle);
@@ -366,8 +384,17 @@ fn bare_of(handle: &SessionHandle) -> String {
 /// requests are answered with an error, the rest is dropped. The caller
 /// holds the account lock. Messages went through the modules' filters and
 /// hooks (archiving, carbons) when they first reached the session; they are
-/// not run again.
-async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, exists: bool) {
+/// not run again. Of a `hibernated` session whose resumption timed out, a
+/// message that no other
+/// resource takes and that the account's archive already holds is not
+/// stored offline: the client gets it once, through MAM.
+async fn reroute(
+    server: &Arc<Server>,
+    handle: &SessionHandle,
+    mut el: Element,
+    exists: bool,
+    hibernated: bool,
+) {
     let bare = handle.jid.bare();
     match el.name.as_str() {
         "message" => {
@@ -392,7 +419,13 @@ async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, 
                         .with_attr("stamp", crate::im::offline::now_stamp()),
                 ));
             }
-            if exists {
+            if exists
+                && hibernated
+                && server.sessions.best_resources(&bare).is_empty()
+                && archived(server, &bare, &el)
+            {
+                tracing::debug!(to = %bare, "unacked message of an ended hibernated session is in the archive; not stored offline");
+            } else if exists {
                 let refused = crate::im::offline::store_or_deliver_locked(server, el, &bare).await;
                 crate::router::perform(server, refused.into_iter().collect()).await;
             } else {
@@ -404,6 +437,30 @@ async fn reroute(server: &Arc<Server>, handle: &SessionHandle, mut el: Element, 
             crate::router::bounce(server, &el, StanzaError::service_unavailable()).await;
         }
         _ => {}
+    }
+}
+
+/// Whether `bare`'s archive holds `msg`: its `<stanza-id by=bare/>` (only
+/// the server sets those while mod_mam is on: it strips forged ones) names
+/// a stored message.
+fn archived(server: &Server, bare: &jid::BareJid, msg: &Element) -> bool {
+    if !server.live().modules.iter().any(|m| m.name() == "mod_mam") {
+        return false;
+    }
+    let id = msg
+        .child_elements()
+        .find(|c| {
+            c.is("stanza-id", xep_support::mam::NS_SID) && c.attr("by") == Some(bare.as_str())
+        })
+        .and_then(|c| c.attr("id"))
+        .and_then(xep_support::archive::parse_id);
+    match id.map(|id| server.storage.archive().get(bare, id)) {
+        Some(Ok(Some(_))) => true,
+        Some(Err(e)) => {
+            tracing::warn!("archive lookup for {bare}: {e}; storing offline");
+            false
+        }
+        _ => false,
     }
 }
 

@@ -241,7 +241,10 @@ pub fn build(
                     expires,
                 ))
             }
-            "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts(&mut o)),
+            "mod_stream_mgmt" => Arc::new(crate::stream_mgmt::StreamMgmt::from_opts_with_push(
+                &mut o,
+                has("mod_push"),
+            )),
             "mod_client_state" => Arc::new(crate::client_state::ClientState::from_opts(&mut o)),
             "mod_auth_fast" => Arc::new(crate::auth_fast::AuthFast::from_opts(&mut o)),
             "mod_adhoc" => Arc::new(crate::adhoc::AdHoc::default()),

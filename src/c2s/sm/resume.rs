@@ -124,15 +124,16 @@ pub async fn next_claim(claims: &mut Option<mpsc::Receiver<Claim>>) -> Option<Cl
 
 /// The connection of a resumable session dropped: wait for a resumption
 /// (returns `None`: the queue was handed over) or for the timeout, a kick
-/// or shutdown (returns the queue, for the session to end).
+/// or shutdown (returns the queue, for the session to end, and whether the
+/// resumption timeout ran out).
 pub async fn detached(
     server: &Arc<Server>,
     handle: &Arc<SessionHandle>,
     claims: Option<&mut mpsc::Receiver<Claim>>,
     rx: Takeover,
-) -> Option<Takeover> {
+) -> Option<(Takeover, bool)> {
     let Some(claims) = claims else {
-        return Some(rx);
+        return Some((rx, false));
     };
     let timeout = handle
         .sm
@@ -142,9 +143,13 @@ pub async fn detached(
     handle.detached.store(true, Ordering::Relaxed);
     tracing::info!(jid = %handle.jid, "connection lost; session kept for resumption for {}s", timeout.as_secs());
     let mut shutdown = server.shutdown_signal();
+    let mut timed_out = false;
     let claim = tokio::select! {
         c = claims.recv() => c,
-        _ = tokio::time::sleep(timeout) => None,
+        _ = tokio::time::sleep(timeout) => {
+            timed_out = true;
+            None
+        }
         _ = handle.stop.notified() => None,
         _ = shutdown.wait_for(|v| *v) => None,
     };
@@ -156,11 +161,11 @@ pub async fn detached(
             }
             Err(rx) => {
                 server.sessions.unbind(handle);
-                return Some(rx);
+                return Some((rx, false));
             }
         }
     }
     tracing::info!(jid = %handle.jid, "resumable session ended without resumption");
     server.sessions.unbind(handle);
-    Some(rx)
+    Some((rx, timed_out))
 }
