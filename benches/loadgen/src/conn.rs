@@ -193,6 +193,13 @@ pub struct Conn {
     ws: Option<Box<WsLink>>,
     /// XEP-0198 state of a "modern" session (`idle --modern`), else None.
     pub sm: Option<crate::modern::Sm>,
+    /// Round trips so far: the TCP and TLS handshakes, and each read that
+    /// had to wait for an answer to something sent.
+    pub round_trips: u32,
+    /// Something was sent since the last read.
+    awaiting: bool,
+    /// The TLS handshake resumed an earlier session.
+    pub tls_resumed: bool,
 }
 
 /// The client's stream header.
@@ -238,6 +245,9 @@ impl Conn {
             in_stream: false,
             ws: None,
             sm: None,
+            round_trips: 1,
+            awaiting: false,
+            tls_resumed: false,
         })
     }
 
@@ -256,7 +266,7 @@ impl Conn {
     }
 
     /// The stream header this connection's transport uses.
-    fn header(&self, domain: &str) -> String {
+    pub(crate) fn header(&self, domain: &str) -> String {
         if self.ws.is_some() {
             crate::ws::open(domain)
         } else {
@@ -265,7 +275,11 @@ impl Conn {
     }
 
     /// Sends a stream header or end as it is (not split into elements).
-    async fn send_framing(&mut self, data: &[u8], deadline: Instant) -> Result<(), Error> {
+    pub(crate) async fn send_framing(
+        &mut self,
+        data: &[u8],
+        deadline: Instant,
+    ) -> Result<(), Error> {
         match &mut self.ws {
             Some(ws) => match timeout_at(deadline, ws.send_raw(data)).await {
                 Err(_) => Err(err("timeout", "write")),
@@ -297,14 +311,18 @@ impl Conn {
             Ok(Err(e)) => return Err(err("tls", e.to_string())),
             Ok(Ok(s)) => s,
         };
+        self.round_trips += 1;
+        self.tls_resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         self.io = Io::Tls(Box::new(tls));
         Ok(())
     }
 
-    /// Full c2s login: stream, STARTTLS, SASL, restart, bind of `resource`.
-    /// Returns the bound connection (no presence sent).
-    pub async fn login(cfg: &ClientCfg, user: &str, resource: &str) -> Result<Conn, Error> {
-        let deadline = Instant::now() + cfg.login_timeout;
+    /// TCP, the stream, STARTTLS and TLS (or the WebSocket), and the
+    /// stream on TLS: the connection, its stream header and its features.
+    pub(crate) async fn secure(
+        cfg: &ClientCfg,
+        deadline: Instant,
+    ) -> Result<(Conn, String, Unit), Error> {
         let mut c = match &cfg.ws_url {
             Some(url) => Conn::connect_ws(cfg, url, deadline).await?,
             None => Conn::connect(cfg, deadline).await?,
@@ -335,9 +353,17 @@ impl Conn {
             c.reset_stream();
             c.start_tls(cfg, deadline).await?;
         }
-        // TLS stream (or WebSocket over TLS): SASL.
+        // TLS stream (or WebSocket over TLS): its features.
         c.send_framing(header.as_bytes(), deadline).await?;
         let f = c.open_stream(deadline).await?;
+        Ok((c, header, f))
+    }
+
+    /// Full c2s login: stream, STARTTLS, SASL, restart, bind of `resource`.
+    /// Returns the bound connection (no presence sent).
+    pub async fn login(cfg: &ClientCfg, user: &str, resource: &str) -> Result<Conn, Error> {
+        let deadline = Instant::now() + cfg.login_timeout;
+        let (mut c, header, f) = Conn::secure(cfg, deadline).await?;
         let want = format!(">{}<", cfg.mech.sasl_name());
         if !contains(c.get(&f.raw), want.as_bytes()) {
             return Err(err(
@@ -445,7 +471,7 @@ impl Conn {
     }
 
     /// Reads the header and the `<stream:features/>` that follows it.
-    async fn open_stream(&mut self, deadline: Instant) -> Result<Unit, Error> {
+    pub(crate) async fn open_stream(&mut self, deadline: Instant) -> Result<Unit, Error> {
         let h = self.recv(deadline).await?;
         if h.kind != Kind::Header {
             return Err(err("protocol", "expected a stream header"));
@@ -463,13 +489,14 @@ impl Conn {
         Ok(f)
     }
 
-    fn reset_stream(&mut self) {
+    pub(crate) fn reset_stream(&mut self) {
         self.consume_pending();
         self.in_stream = false;
     }
 
     /// Writes and flushes `data`, bounded by `deadline`.
     pub async fn send(&mut self, data: &[u8], deadline: Instant) -> Result<(), Error> {
+        self.awaiting = true;
         if let Some(ws) = &mut self.ws {
             return match timeout_at(deadline, ws.send(data)).await {
                 Err(_) => Err(err("timeout", "write")),
@@ -616,6 +643,10 @@ impl Conn {
     /// [`Conn::next_unit`] bounded by `deadline`; a `</stream:stream>` or a
     /// stream error is an error of kind `closed`.
     pub async fn recv(&mut self, deadline: Instant) -> Result<Unit, Error> {
+        if self.awaiting {
+            self.awaiting = false;
+            self.round_trips += 1;
+        }
         let u = match timeout_at(deadline, self.next_unit()).await {
             Err(_) => return Err(err("timeout", "read")),
             Ok(r) => r?,

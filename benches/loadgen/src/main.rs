@@ -1,7 +1,8 @@
 //! `loadgen`: the load generator for Rookery (and any XMPP server).
 //!
 //! It speaks real client-to-server XMPP — TCP, STARTTLS, SASL SCRAM-SHA-256,
-//! SCRAM-SHA-1 or PLAIN, resource binding, presence — or the same over a
+//! SCRAM-SHA-1 or PLAIN (or SASL2 with Bind 2 and FAST: `login --sasl2`,
+//! `--fast`), resource binding, presence — or the same over a
 //! WebSocket (RFC 7395, `--transport ws`), from one tokio process with no
 //! thread per connection, and runs one scenario per invocation: `login`,
 //! `idle`, `chat`, `presence`, `offline`, `muc`. Each prints one JSON line
@@ -14,6 +15,7 @@ mod modern;
 mod provision;
 mod relay;
 mod run;
+mod sasl2;
 mod scenario;
 mod scram;
 mod stats;

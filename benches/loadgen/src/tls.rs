@@ -4,7 +4,8 @@
 //! signature check (a benchmark on loopback against self-signed
 //! certificates: the client should spend as little CPU as possible; the
 //! server still signs, so its cost is unchanged) and disables session
-//! resumption, so every login pays a full handshake as a fresh client would. The relay side
+//! resumption, so every login pays a full handshake as a fresh client would
+//! (`resuming_connector`: a returning client, `login --fast`). The relay side
 //! serves a self-signed certificate generated at start-up.
 
 use std::sync::Arc;
@@ -85,4 +86,18 @@ pub fn self_signed_acceptor(names: &[String]) -> Result<tokio_rustls::TlsAccepto
         .with_single_cert(vec![cert], key)
         .map_err(|e| format!("TLS certificate: {e}"))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A connector like [`connector`] that resumes TLS sessions (in-memory
+/// cache of `sessions` server names' tickets): a returning client.
+pub fn resuming_connector(sessions: usize) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_no_client_auth();
+    config.resumption = Resumption::in_memory_sessions(sessions);
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }

@@ -15,6 +15,9 @@
 //! scenario (2 rooms of 5 over TCP) delivers every groupchat message to
 //! every occupant, in order; joins to a service that does not exist are
 //! reported as join failures.
+//! The `login` scenario in its three modes (classic SASL, `--sasl2`,
+//! `--fast`) logs every client in, each mode with fewer round trips; `--fast`
+//! against a server without mod_auth_fast fails saying so.
 //! Every child process is bounded in time and stopped by its own PID.
 
 use std::io::{BufRead, BufReader, Read};
@@ -529,4 +532,53 @@ fn muc_fan_out_against_rookery() {
     assert_eq!(v["joined"], 0, "{v}");
     assert_eq!(v["join_failures"], 3, "{v}");
     assert_eq!(v["sent"], 0, "{v}");
+}
+
+#[test]
+fn login_modes_classic_sasl2_and_fast_against_rookery() {
+    let bin = rookery_binary();
+    let server = Server::start_with(&bin, "  mod_ping: {}\n  mod_auth_fast: {}\n");
+    provision(&bin, &server, "6");
+    let pid = server.pid().to_string();
+    let mut rts = Vec::new();
+    for mode in [None, Some("--sasl2"), Some("--fast")] {
+        let mut args = vec![
+            "login",
+            "--logins",
+            "6",
+            "--concurrency",
+            "3",
+            "--server",
+            &server.addr,
+            "--server-pid",
+            &pid,
+        ];
+        args.extend(mode);
+        let v = loadgen(&args, &server);
+        let name = mode.map_or("classic", |m| m.trim_start_matches("--"));
+        assert_eq!(v["mode"], name, "{v}");
+        assert_eq!(v["ok"], 6, "{v}");
+        assert_eq!(v["failures"], 0, "{v}");
+        assert!(v["logins_per_cpu_s"].is_number(), "{v}");
+        eprintln!("smoke {name}: {v}");
+        let rt = v["round_trips_per_login"].as_f64().expect("round trips");
+        rts.push(rt);
+    }
+    // Each mode saves round trips: SASL2 + Bind 2 skip the stream restart
+    // and the bind iq, FAST the SCRAM challenge.
+    assert!(rts[0] > rts[1] && rts[1] > rts[2], "round trips {rts:?}");
+    // Without mod_auth_fast, --fast fails with a clear message.
+    let plain = Server::start(&bin);
+    provision(&bin, &plain, "2");
+    let args = ["login", "--logins", "2", "--fast", "--server", &plain.addr];
+    let child = Command::new(LOADGEN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let (code, _out, err) = wait_bounded(child, Duration::from_secs(60), "loadgen");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("no FAST <token/>"), "{err}");
 }
