@@ -441,38 +441,10 @@ async fn exchange(rookery: &Server, expected_auth: &str, ports: &Ports) {
 /// kicked by pat, and out of the room when her session ends). The service
 /// domains' own s2s streams authenticate as `expected_auth`.
 async fn muc_exchange(rookery: &Server, expected_auth: &str, ports: &Ports) {
-    use common::muc::*;
-    let mut alice = rookery_user_as(rookery, "muc").await;
-    let mut pat = ejabberd_user_as(ports, "muc").await;
-
-    let room = "lounge@conference.rookery.test";
-    join(&mut alice, room, "alice").await;
-    federated_room(room, &mut alice, "alice", &mut pat, "pat").await;
-    pat.send(&format!(
-        "<message type='groupchat' to='{room}' id='x1'><body>let me in</body></message>"
-    ))
-    .await;
-    pat.expect_message_error("x1", "not-acceptable").await;
-
-    let den = "den@conference.ejabberd.test";
-    join(&mut pat, den, "pat").await;
-    instant_room(&mut pat, den).await;
-    federated_room(den, &mut pat, "pat", &mut alice, "alice").await;
-    join(&mut alice, den, "alice").await;
-    presence_from(&mut pat, &format!("{den}/alice"), None).await;
-    drop(alice);
-    presence_from(&mut pat, &format!("{den}/alice"), Some("unavailable")).await;
-
-    let conns = rookery.ctl_ok(&["s2s_connections"]);
-    eprintln!("s2s connections:\n{conns}");
-    for line in [
-        format!("out conference.rookery.test ejabberd.test {expected_auth} tls"),
-        format!("in conference.rookery.test ejabberd.test {expected_auth} tls"),
-        format!("out rookery.test conference.ejabberd.test {expected_auth} tls"),
-        format!("in rookery.test conference.ejabberd.test {expected_auth} tls"),
-    ] {
-        assert!(conns.contains(&line), "{line}: {conns}");
-    }
+    let alice = rookery_user_as(rookery, "muc").await;
+    let pat = ejabberd_user_as(ports, "muc").await;
+    common::muc::federated_rooms_both_ways(rookery, alice, pat, "ejabberd.test", expected_auth)
+        .await;
 }
 
 /// Whether this check can run: ejabberd installed, and root (to run

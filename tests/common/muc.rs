@@ -10,6 +10,7 @@
 //! each way, then the owner kicks the other.
 
 use super::client::Client;
+use super::server::Server;
 use super::xml::Element;
 
 pub const MUC: &str = "http://jabber.org/protocol/muc";
@@ -203,4 +204,48 @@ pub async fn federated_room(
     assert!(codes(&p).iter().any(|c| c == "307"), "kicked: {p}");
     let p = presence_from(owner, &g, Some("unavailable")).await;
     assert!(codes(&p).iter().any(|c| c == "307"), "kick seen: {p}");
+}
+
+/// The federated room exchange with another server (`remote`, e.g.
+/// `prosody.test`), both ways: `pat` (a user there) in a Rookery room with
+/// `alice` ([`federated_room`], then refused as a non-occupant), `alice`
+/// in a room of the other server's service (the same exchange, and out of
+/// the room when her session ends). The service domains' own s2s streams
+/// must authenticate as `expected_auth` (`sasl-external`, `dialback`).
+pub async fn federated_rooms_both_ways(
+    rookery: &Server,
+    mut alice: Client,
+    mut pat: Client,
+    remote: &str,
+    expected_auth: &str,
+) {
+    let room = "lounge@conference.rookery.test";
+    join(&mut alice, room, "alice").await;
+    federated_room(room, &mut alice, "alice", &mut pat, "pat").await;
+    pat.send(&format!(
+        "<message type='groupchat' to='{room}' id='x1'><body>let me in</body></message>"
+    ))
+    .await;
+    pat.expect_message_error("x1", "not-acceptable").await;
+
+    let den = format!("den@conference.{remote}");
+    let den = den.as_str();
+    join(&mut pat, den, "pat").await;
+    instant_room(&mut pat, den).await;
+    federated_room(den, &mut pat, "pat", &mut alice, "alice").await;
+    join(&mut alice, den, "alice").await;
+    presence_from(&mut pat, &format!("{den}/alice"), None).await;
+    drop(alice);
+    presence_from(&mut pat, &format!("{den}/alice"), Some("unavailable")).await;
+
+    let conns = rookery.ctl_ok(&["s2s_connections"]);
+    eprintln!("s2s connections:\n{conns}");
+    for line in [
+        format!("out conference.rookery.test {remote} {expected_auth} tls"),
+        format!("in conference.rookery.test {remote} {expected_auth} tls"),
+        format!("out rookery.test conference.{remote} {expected_auth} tls"),
+        format!("in rookery.test conference.{remote} {expected_auth} tls"),
+    ] {
+        assert!(conns.contains(&line), "{line}: {conns}");
+    }
 }
