@@ -791,17 +791,6 @@ async fn resumes_a_bosh_session_over_websocket() {
     assert_eq!(b.attr("type"), Some("terminate"), "{b:?}");
 }
 
-/// The server's resident memory in KiB.
-fn rss_kib(server: &Server) -> u64 {
-    let pid = server.pid().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Idle memory of bound BOSH sessions beside WebSocket ones, in one server
 /// (a measurement for docs/benchmarks.md, not a check): each BOSH session
 /// has no request open (its client between two polls; a held request
@@ -822,7 +811,7 @@ async fn idle_memory_bosh_beside_websocket() {
     }
     let settle = || tokio::time::sleep(Duration::from_secs(3));
     settle().await;
-    let base = rss_kib(&server);
+    let base = server.rss_kib();
     let mut ws = Vec::new();
     for i in 0..N {
         let mut w = Ws::connect(addr).await;
@@ -832,13 +821,13 @@ async fn idle_memory_bosh_beside_websocket() {
         ws.push(w);
     }
     settle().await;
-    let after_ws = rss_kib(&server);
+    let after_ws = server.rss_kib();
     let mut bosh = Vec::new();
     for i in 0..N {
         bosh.push(Bosh::login(addr, &format!("b{i}"), "pw", "idle").await);
     }
     settle().await;
-    let after_bosh = rss_kib(&server);
+    let after_bosh = server.rss_kib();
     let per = |kib: u64| kib as f64 / N as f64;
     println!(
         "idle sessions: {N} WebSocket (wss) {:.2} KiB each, {N} BOSH (https, no request open) {:.2} KiB each (server RSS {base} -> {after_ws} -> {after_bosh} KiB)",

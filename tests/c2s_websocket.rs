@@ -689,17 +689,6 @@ async fn plain_websocket_from_loopback() {
     assert!(raw.contains("\"ws://localhost/ws\""), "{raw}");
 }
 
-/// The server's resident memory in KiB.
-fn rss_kib(server: &Server) -> u64 {
-    let pid = server.pid().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Idle memory of bound sessions over WebSocket (wss) beside TCP
 /// (STARTTLS), in one server (a measurement for docs/benchmarks.md, not a
 /// check): `cargo test --release --test integration
@@ -715,19 +704,19 @@ async fn idle_memory_websocket_beside_tcp() {
     }
     let settle = || tokio::time::sleep(Duration::from_secs(3));
     settle().await;
-    let base = rss_kib(&server);
+    let base = server.rss_kib();
     let mut tcp = Vec::new();
     for i in 0..N {
         tcp.push(Client::login(&server, &format!("t{i}"), "pw", Some("idle")).await);
     }
     settle().await;
-    let after_tcp = rss_kib(&server);
+    let after_tcp = server.rss_kib();
     let mut ws = Vec::new();
     for i in 0..N {
         ws.push(Ws::login(addr, &format!("w{i}"), "pw", "idle").await.0);
     }
     settle().await;
-    let after_ws = rss_kib(&server);
+    let after_ws = server.rss_kib();
     let per = |kib: u64| kib as f64 / N as f64;
     println!(
         "idle sessions: {N} TCP (STARTTLS) {:.2} KiB each, {N} WebSocket (wss) {:.2} KiB each (server RSS {base} -> {after_tcp} -> {after_ws} KiB)",

@@ -314,6 +314,18 @@ impl Server {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The server's resident memory in KiB (`VmRSS`, for the idle-memory
+    /// measurements).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("pid");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Whether the child has not exited yet.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
