@@ -1,0 +1,306 @@
+//! XEP-0215 external service discovery (`mod_stun_disco`) against the real
+//! binary and a real TURN server: Rookery hands out coturn's address and
+//! time-limited TURN REST credentials over XMPP, a TURN client allocates a
+//! relay on coturn (`use-auth-secret`) with them and sends data through it
+//! to a peer; credentials whose lifetime has passed, signed with another
+//! secret, or with a wrong password are refused by coturn (401). Also the
+//! stanza errors for bad requests (XEP-0215 §3.3: item-not-found,
+//! bad-request; `set` not allowed), a config without the `secret` its
+//! restricted services need refused by `reload_config` with its line, and
+//! `rookery ctl check turn` on a service that answers and on two that do
+//! not. The coturn test says SKIPPED without Debian's `coturn` package
+//! (`.ci/run` installs it).
+
+use crate::common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::client::Client;
+use common::server::DEFAULT_MODULES;
+use common::turn::{coturn_available, Coturn, TurnClient};
+use common::{Config, Element, Server};
+
+const NS: &str = "urn:xmpp:extdisco:2";
+const SECRET: &str = "shared-with-coturn";
+
+fn modules(turn: SocketAddr, stun: SocketAddr, secret: &str, lifetime: &str) -> String {
+    format!(
+        "{DEFAULT_MODULES}  mod_stun_disco:\n    secret: {secret}\n    credentials_lifetime: {lifetime}\n    services:\n      - host: {}\n        port: {}\n        type: turn\n        transport: udp\n      - host: {}\n        port: {}\n        type: stun\n",
+        turn.ip(),
+        turn.port(),
+        stun.ip(),
+        stun.port()
+    )
+}
+
+fn server(turn: SocketAddr, stun: SocketAddr) -> Server {
+    let server = Server::start_with(Config {
+        modules: modules(turn, stun, SECRET, "600"),
+        ..Config::default()
+    });
+    server.register("alice", "localhost", "secret");
+    server
+}
+
+/// Replace the server's `modules` text `from` by `to` and reload.
+fn reconfigure(server: &Server, from: &str, to: &str) {
+    let cfg = std::fs::read_to_string(server.config_path()).unwrap();
+    assert!(cfg.contains(from), "{cfg}");
+    std::fs::write(server.config_path(), cfg.replace(from, to)).unwrap();
+    server.ctl_ok(&["reload_config"]);
+}
+
+async fn iq(c: &mut Client, kind: &str, payload: &str) -> Element {
+    let id = c.id();
+    c.request(
+        &format!("<iq type='{kind}' to='localhost' id='{id}'>{payload}</iq>"),
+        &id,
+    )
+    .await
+}
+
+/// The `<service/>` children of a result's payload.
+fn services(r: &Element, payload: &str) -> Vec<Element> {
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    r.child_ns(payload, NS)
+        .unwrap_or_else(|| panic!("no <{payload}/>: {r}"))
+        .children_named("service")
+        .cloned()
+        .collect()
+}
+
+fn error_condition(r: &Element) -> String {
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    r.child("error")
+        .and_then(|e| e.children.iter().find(|c| c.name != "text"))
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
+}
+
+/// Credentials for the TURN service from Rookery: (username, password).
+async fn credentials(c: &mut Client, turn: SocketAddr) -> (String, String, String) {
+    let r = iq(
+        c,
+        "get",
+        &format!(
+            "<credentials xmlns='{NS}'><service host='{}' port='{}' type='turn'/></credentials>",
+            turn.ip(),
+            turn.port()
+        ),
+    )
+    .await;
+    let s = services(&r, "credentials");
+    assert_eq!(s.len(), 1, "{r}");
+    let a = |n: &str| {
+        s[0].attr(n)
+            .unwrap_or_else(|| panic!("no {n}: {r}"))
+            .to_string()
+    };
+    (a("username"), a("password"), a("expires"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_from_rookery_allocate_a_relay_on_coturn() {
+    if !coturn_available() {
+        eprintln!("SKIPPED: coturn is not installed (apt-get install coturn)");
+        return;
+    }
+    let coturn = Coturn::start(SECRET, "rookery.test");
+    let server = server(coturn.addr, coturn.addr);
+    let mut c = Client::login(&server, "alice", "secret", Some("call")).await;
+
+    // Discoverable, and the service list carries credentials for TURN only.
+    let info = iq(
+        &mut c,
+        "get",
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+    )
+    .await;
+    assert!(info.to_string().contains(NS), "{info}");
+    let all = services(
+        &iq(&mut c, "get", &format!("<services xmlns='{NS}'/>")).await,
+        "services",
+    );
+    assert_eq!(all.len(), 2, "{all:?}");
+    let port = coturn.addr.port().to_string();
+    assert_eq!(all[0].attr("type"), Some("turn"));
+    assert_eq!(all[0].attr("host"), Some("127.0.0.1"));
+    assert_eq!(all[0].attr("port"), Some(port.as_str()));
+    assert_eq!(all[0].attr("transport"), Some("udp"));
+    assert_eq!(all[0].attr("restricted"), Some("true"));
+    assert!(all[0].attr("username").is_some() && all[0].attr("password").is_some());
+    assert_eq!(all[1].attr("type"), Some("stun"));
+    assert_eq!(all[1].attr("username"), None);
+    let stun = iq(
+        &mut c,
+        "get",
+        &format!("<services xmlns='{NS}' type='stun'/>"),
+    )
+    .await;
+    assert_eq!(services(&stun, "services").len(), 1, "{stun}");
+
+    // The credentials work: a relay on coturn, and data through it.
+    let (user, pass, expires) = credentials(&mut c, coturn.addr).await;
+    assert!(expires.ends_with('Z'), "{expires}");
+    let expiry: u64 = user.split(':').next().unwrap().parse().expect("expiry");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 590..=now + 610).contains(&expiry), "{user}");
+    let mut turn = TurnClient::new(coturn.addr);
+    let relay = turn
+        .allocate(&user, &pass)
+        .unwrap_or_else(|e| panic!("allocation refused: {e:?}\n{}", coturn.log()));
+    assert_eq!(relay.ip().to_string(), "127.0.0.1", "{relay}");
+    assert!(
+        (coturn.relay_ports.0..=coturn.relay_ports.1).contains(&relay.port()),
+        "{relay} outside {:?}",
+        coturn.relay_ports
+    );
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    turn.create_permission(peer.local_addr().unwrap())
+        .unwrap_or_else(|e| panic!("permission refused: {e:?}"));
+    turn.send(peer.local_addr().unwrap(), b"hello through the relay");
+    let mut buf = [0u8; 100];
+    let (n, from) = peer.recv_from(&mut buf).expect("data relayed to the peer");
+    assert_eq!(&buf[..n], b"hello through the relay");
+    assert_eq!(from, relay);
+
+    // A wrong password is refused.
+    let e = TurnClient::new(coturn.addr)
+        .allocate(&user, "bm90IHRoZSBwYXNzd29yZA==")
+        .unwrap_err();
+    assert_eq!(e.0, 401, "{e:?}");
+
+    // `ctl check turn` finds the server answering.
+    let out = server.ctl_ok(&["check", "turn"]);
+    assert!(out.contains("answers STUN Binding requests"), "{out}");
+
+    // Credentials whose lifetime has passed are refused.
+    let a = coturn.addr;
+    reconfigure(
+        &server,
+        &modules(a, a, SECRET, "600"),
+        &modules(a, a, SECRET, "1"),
+    );
+    let (user, pass, _) = credentials(&mut c, coturn.addr).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let e = TurnClient::new(coturn.addr)
+        .allocate(&user, &pass)
+        .unwrap_err();
+    assert_eq!(e.0, 401, "expired credentials: {e:?}");
+
+    // Credentials signed with a secret coturn does not share are refused.
+    reconfigure(
+        &server,
+        &modules(a, a, SECRET, "1"),
+        &modules(a, a, "not-the-shared-secret", "600"),
+    );
+    let (user, pass, _) = credentials(&mut c, coturn.addr).await;
+    let e = TurnClient::new(coturn.addr)
+        .allocate(&user, &pass)
+        .unwrap_err();
+    assert_eq!(e.0, 401, "wrong secret: {e:?}");
+}
+
+#[tokio::test]
+async fn bad_requests_bad_config_and_silent_servers() {
+    // Nothing answers at either service: one port bound but silent (UDP),
+    // one with nothing bound.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let turn = silent.local_addr().unwrap();
+    let server = server(turn, closed);
+    let mut c = Client::login(&server, "alice", "secret", Some("call")).await;
+
+    let cred = |attrs: &str| format!("<credentials xmlns='{NS}'><service {attrs}/></credentials>");
+    let port = turn.port();
+    for (payload, kind, condition) in [
+        (
+            cred(&format!("host='192.0.2.7' port='{port}' type='turn'")),
+            "get",
+            "item-not-found",
+        ),
+        (
+            cred("host='127.0.0.1' port='1' type='turn'"),
+            "get",
+            "item-not-found",
+        ),
+        (
+            cred(&format!(
+                "host='127.0.0.1' port='{}' type='stun'",
+                closed.port()
+            )),
+            "get",
+            "item-not-found",
+        ),
+        (cred("host='127.0.0.1'"), "get", "bad-request"),
+        (
+            cred("host='127.0.0.1' type='turn' port='http'"),
+            "get",
+            "bad-request",
+        ),
+        (format!("<credentials xmlns='{NS}'/>"), "get", "bad-request"),
+        (format!("<whatever xmlns='{NS}'/>"), "get", "bad-request"),
+        (format!("<services xmlns='{NS}'/>"), "set", "not-allowed"),
+    ] {
+        let r = iq(&mut c, kind, &payload).await;
+        assert_eq!(error_condition(&r), condition, "{payload}: {r}");
+    }
+    // An unknown type filter is an empty list, not an error.
+    let r = iq(
+        &mut c,
+        "get",
+        &format!("<services xmlns='{NS}' type='ftp'/>"),
+    )
+    .await;
+    assert!(services(&r, "services").is_empty(), "{r}");
+
+    // Restricted services without the secret: refused with the line.
+    let cfg = std::fs::read_to_string(server.config_path()).unwrap();
+    std::fs::write(
+        server.config_path(),
+        cfg.replace(&format!("    secret: {SECRET}\n"), ""),
+    )
+    .unwrap();
+    let (code, out, err) = server.ctl(&["reload_config"]);
+    assert_ne!(code, 0, "{out}{err}");
+    let text = format!("{out}{err}");
+    assert!(
+        text.contains("modules.mod_stun_disco.secret") && text.contains("rookery.yml:"),
+        "{text}"
+    );
+    // The running configuration is kept.
+    let r = iq(&mut c, "get", &format!("<services xmlns='{NS}'/>")).await;
+    assert_eq!(services(&r, "services").len(), 2, "{r}");
+    std::fs::write(server.config_path(), cfg).unwrap();
+
+    // `ctl check turn`: both services are problems, within the timeout.
+    let started = std::time::Instant::now();
+    let (code, out, err) = server.ctl(&["check", "turn"]);
+    let text = format!("{out}{err}");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let problems: Vec<&str> = text.lines().filter(|l| l.contains("PROBLEM")).collect();
+    assert_eq!(problems.len(), 2, "{text}");
+    assert!(
+        problems[0].contains(&format!("turn 127.0.0.1:{port} (udp)"))
+            && problems[0].contains("no answer"),
+        "{text}"
+    );
+    assert!(
+        problems[1].contains(&format!("stun 127.0.0.1:{} (udp)", closed.port())),
+        "{text}"
+    );
+    drop(silent);
+}
