@@ -8,7 +8,8 @@
 //! bad-request; `set` not allowed), a config without the `secret` its
 //! restricted services need refused by `reload_config` with its line, and
 //! `rookery ctl check turn` on a service that answers and on two that do
-//! not. The coturn test says SKIPPED without Debian's `coturn` package
+//! not; and that Jingle call signalling (XEP-0353, XEP-0166) passes
+//! through between clients unchanged. The coturn test says SKIPPED without Debian's `coturn` package
 //! (`.ci/run` installs it).
 
 use crate::common;
@@ -303,4 +304,97 @@ async fn bad_requests_bad_config_and_silent_servers() {
         "{text}"
     );
     drop(silent);
+}
+
+/// Jingle is end to end: the server relays the call's signalling as it is —
+/// XEP-0353 `<propose/>` to the callee's bare JID and `<proceed/>` back,
+/// then a XEP-0166/0167/0176/0320 `session-initiate` iq between full JIDs
+/// with its payload (codecs, ICE candidates, DTLS fingerprint) intact, and
+/// the callee's result back to the caller.
+#[tokio::test]
+async fn jingle_signalling_is_relayed_between_clients() {
+    let server = Server::start();
+    server.register("alice", "localhost", "secret");
+    server.register("bob", "localhost", "secret");
+    let mut alice = Client::login(&server, "alice", "secret", Some("phone")).await;
+    let mut bob = Client::login(&server, "bob", "secret", Some("laptop")).await;
+    for c in [&mut alice, &mut bob] {
+        c.send("<presence/>").await;
+    }
+    const JMI: &str = "urn:xmpp:jingle-message:0";
+    alice
+        .send(&format!(
+            "<message to='bob@localhost' type='chat' id='p1'><propose xmlns='{JMI}' id='call-1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose><store xmlns='urn:xmpp:hints'/></message>"
+        ))
+        .await;
+    let propose = bob
+        .recv_where("the propose", |e| {
+            e.name == "message" && e.child_ns("propose", JMI).is_some()
+        })
+        .await;
+    assert_eq!(
+        propose.attr("from"),
+        Some("alice@localhost/phone"),
+        "{propose}"
+    );
+    bob.send(&format!(
+        "<message to='alice@localhost/phone' type='chat' id='p2'><proceed xmlns='{JMI}' id='call-1'/></message>"
+    ))
+    .await;
+    let proceed = alice
+        .recv_where("the proceed", |e| {
+            e.name == "message" && e.child_ns("proceed", JMI).is_some()
+        })
+        .await;
+    assert_eq!(
+        proceed.attr("from"),
+        Some("bob@localhost/laptop"),
+        "{proceed}"
+    );
+
+    let fingerprint = "02:1A:CC:54:27:AB:EB:9C:53:3F:3E:4B:65:2E:7D:46:3F:54:42:CD:54:F1:7A:03:A2:7D:F9:B0:7F:46:19:B2";
+    alice
+        .send(&format!(
+            "<iq type='set' to='bob@localhost/laptop' id='j1'><jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' initiator='alice@localhost/phone' sid='call-1'><content creator='initiator' name='voice'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'><payload-type id='111' name='opus' clockrate='48000' channels='2'/></description><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='8hhy' pwd='asd88fgpdd777uzjYhagZg'><fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='actpass'>{fingerprint}</fingerprint><candidate component='1' foundation='1' generation='0' id='el0747fg11' ip='192.0.2.10' network='1' port='8998' priority='2130706431' protocol='udp' type='host'/><candidate component='1' foundation='2' generation='0' id='y3s2b30v3r' ip='203.0.113.3' network='1' port='49152' priority='16777215' protocol='udp' rel-addr='192.0.2.10' rel-port='8998' type='relay'/></transport></content></jingle></iq>"
+        ))
+        .await;
+    let initiate = bob
+        .recv_where("session-initiate", |e| {
+            e.name == "iq" && e.attr("id") == Some("j1")
+        })
+        .await;
+    assert_eq!(
+        initiate.attr("from"),
+        Some("alice@localhost/phone"),
+        "{initiate}"
+    );
+    let jingle = initiate
+        .child_ns("jingle", "urn:xmpp:jingle:1")
+        .expect("jingle");
+    let transport = jingle
+        .child("content")
+        .and_then(|c| c.child_ns("transport", "urn:xmpp:jingle:transports:ice-udp:1"))
+        .unwrap_or_else(|| panic!("transport: {initiate}"));
+    assert_eq!(
+        transport.children_named("candidate").count(),
+        2,
+        "{initiate}"
+    );
+    assert_eq!(
+        transport
+            .child("fingerprint")
+            .map(|f| f.text.clone())
+            .as_deref(),
+        Some(fingerprint),
+        "{initiate}"
+    );
+    bob.send("<iq type='result' to='alice@localhost/phone' id='j1'/>")
+        .await;
+    let ack = alice
+        .recv_where("the result", |e| {
+            e.name == "iq" && e.attr("id") == Some("j1")
+        })
+        .await;
+    assert_eq!(ack.attr("type"), Some("result"), "{ack}");
+    assert_eq!(ack.attr("from"), Some("bob@localhost/laptop"), "{ack}");
 }

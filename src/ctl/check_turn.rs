@@ -73,13 +73,16 @@ pub fn check_service(s: &Service, timeout: Duration) -> Finding {
         ),
         Ok(Answer::Error(code, reason)) => f(
             Level::Warning,
-            format!("{n}: answers at {addr}, but with STUN error {code} {reason} to a Binding request"),
+            format!(
+                "{n}: answers at {addr}, but with STUN error {code} {reason} to a Binding request"
+            ),
         ),
         Err(e) => f(
             Level::Problem,
             format!(
-                "{n}: {e} from {addr} to a STUN Binding request within {} s; is the STUN/TURN \
-                 server (e.g. coturn) running and reachable there? Clients get this service for calls",
+                "{n}: {addr} did not answer a STUN Binding request within {} s ({e}); is the \
+                 STUN/TURN server (e.g. coturn) running and reachable there? Clients are sent \
+                 to it for their calls",
                 timeout.as_secs_f32()
             ),
         ),
