@@ -5,12 +5,12 @@
 //! to a peer; credentials whose lifetime has passed, signed with another
 //! secret, or with a wrong password are refused by coturn (401). Also the
 //! stanza errors for bad requests (XEP-0215 §3.3: item-not-found,
-//! bad-request; `set` not allowed), a config without the `secret` its
-//! restricted services need refused by `reload_config` with its line, and
-//! `rookery ctl check turn` on a service that answers and on two that do
-//! not; and that Jingle call signalling (XEP-0353, XEP-0166) passes
-//! through between clients unchanged. The coturn test says SKIPPED without Debian's `coturn` package
-//! (`.ci/run` installs it).
+//! bad-request; `set` not allowed; `<forbidden/>` outside `access`), a
+//! config without the `secret` its restricted services need refused by
+//! `reload_config` with its line, `rookery ctl check turn` on services that
+//! answer (UDP and TCP) and on three that do not, and Jingle call signalling
+//! (XEP-0353, XEP-0166) relayed between clients unchanged. The coturn test
+//! says SKIPPED without Debian's `coturn` package (`.ci/run` installs it).
 
 use crate::common;
 
@@ -27,9 +27,11 @@ const SECRET: &str = "shared-with-coturn";
 
 fn modules(turn: SocketAddr, stun: SocketAddr, secret: &str, lifetime: &str) -> String {
     format!(
-        "{DEFAULT_MODULES}  mod_stun_disco:\n    secret: {secret}\n    credentials_lifetime: {lifetime}\n    services:\n      - host: {}\n        port: {}\n        type: turn\n        transport: udp\n      - host: {}\n        port: {}\n        type: stun\n",
+        "{DEFAULT_MODULES}  mod_stun_disco:\n    secret: {secret}\n    credentials_lifetime: {lifetime}\n    services:\n      - host: {}\n        port: {}\n        type: turn\n        transport: udp\n      - host: {}\n        port: {}\n        type: stun\n      - host: {}\n        port: {}\n        type: stun\n        transport: tcp\n",
         turn.ip(),
         turn.port(),
+        stun.ip(),
+        stun.port(),
         stun.ip(),
         stun.port()
     )
@@ -123,7 +125,7 @@ async fn turn_credentials_from_rookery_allocate_a_relay_on_coturn() {
         &iq(&mut c, "get", &format!("<services xmlns='{NS}'/>")).await,
         "services",
     );
-    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all.len(), 3, "{all:?}");
     let port = coturn.addr.port().to_string();
     assert_eq!(all[0].attr("type"), Some("turn"));
     assert_eq!(all[0].attr("host"), Some("127.0.0.1"));
@@ -133,13 +135,14 @@ async fn turn_credentials_from_rookery_allocate_a_relay_on_coturn() {
     assert!(all[0].attr("username").is_some() && all[0].attr("password").is_some());
     assert_eq!(all[1].attr("type"), Some("stun"));
     assert_eq!(all[1].attr("username"), None);
+    assert_eq!(all[2].attr("transport"), Some("tcp"));
     let stun = iq(
         &mut c,
         "get",
         &format!("<services xmlns='{NS}' type='stun'/>"),
     )
     .await;
-    assert_eq!(services(&stun, "services").len(), 1, "{stun}");
+    assert_eq!(services(&stun, "services").len(), 2, "{stun}");
 
     // The credentials work: a relay on coturn, and data through it.
     let (user, pass, expires) = credentials(&mut c, coturn.addr).await;
@@ -176,9 +179,17 @@ async fn turn_credentials_from_rookery_allocate_a_relay_on_coturn() {
         .unwrap_err();
     assert_eq!(e.0, 401, "{e:?}");
 
-    // `ctl check turn` finds the server answering.
+    // `ctl check turn` finds the server answering, over UDP and TCP.
     let out = server.ctl_ok(&["check", "turn"]);
-    assert!(out.contains("answers STUN Binding requests"), "{out}");
+    assert_eq!(
+        out.matches("answers STUN Binding requests").count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("stun 127.0.0.1:{port} (tcp): answers")),
+        "{out}"
+    );
 
     // Credentials whose lifetime has passed are refused.
     let a = coturn.addr;
@@ -279,10 +290,23 @@ async fn bad_requests_bad_config_and_silent_servers() {
     );
     // The running configuration is kept.
     let r = iq(&mut c, "get", &format!("<services xmlns='{NS}'/>")).await;
-    assert_eq!(services(&r, "services").len(), 2, "{r}");
+    assert_eq!(services(&r, "services").len(), 3, "{r}");
+
+    // An `access` rule that denies: <forbidden/>.
+    std::fs::write(
+        server.config_path(),
+        cfg.replace(
+            "  mod_stun_disco:\n",
+            "  mod_stun_disco:\n    access: none\n",
+        ),
+    )
+    .unwrap();
+    server.ctl_ok(&["reload_config"]);
+    let r = iq(&mut c, "get", &format!("<services xmlns='{NS}'/>")).await;
+    assert_eq!(error_condition(&r), "forbidden", "{r}");
     std::fs::write(server.config_path(), cfg).unwrap();
 
-    // `ctl check turn`: both services are problems, within the timeout.
+    // `ctl check turn`: all three services are problems, within the timeout.
     let started = std::time::Instant::now();
     let (code, out, err) = server.ctl(&["check", "turn"]);
     let text = format!("{out}{err}");
@@ -293,7 +317,7 @@ async fn bad_requests_bad_config_and_silent_servers() {
         started.elapsed()
     );
     let problems: Vec<&str> = text.lines().filter(|l| l.contains("PROBLEM")).collect();
-    assert_eq!(problems.len(), 2, "{text}");
+    assert_eq!(problems.len(), 3, "{text}");
     assert!(
         problems[0].contains(&format!("turn 127.0.0.1:{port} (udp)"))
             && problems[0].contains("no answer"),
@@ -301,6 +325,11 @@ async fn bad_requests_bad_config_and_silent_servers() {
     );
     assert!(
         problems[1].contains(&format!("stun 127.0.0.1:{} (udp)", closed.port())),
+        "{text}"
+    );
+    assert!(
+        problems[2].contains(&format!("stun 127.0.0.1:{} (tcp)", closed.port()))
+            && problems[2].contains("cannot connect"),
         "{text}"
     );
     drop(silent);
