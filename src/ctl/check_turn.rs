@@ -80,7 +80,7 @@ pub fn check_service(s: &Service, timeout: Duration) -> Finding {
         Err(e) => f(
             Level::Problem,
             format!(
-                "{n}: {addr} did not answer a STUN Binding request within {} s ({e}); is the \
+                "{n}: no STUN Binding answer from {addr} (waited up to {} s): {e}. Is the \
                  STUN/TURN server (e.g. coturn) running and reachable there? Clients are sent \
                  to it for their calls",
                 timeout.as_secs_f32()
