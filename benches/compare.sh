@@ -641,7 +641,9 @@ setup_rookery() {
     WS_PATH=/ws
     VERSION=$("$ROOKERY" --version 2>/dev/null | awk '{print $NF}')
     VERSION="$VERSION ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))"
-    [ "$PROFILE" = production ] && [ ${#ROOKERY_WITHOUT[@]} -gt 0 ] && VERSION="$VERSION without ${ROOKERY_WITHOUT[*]}"
+    if [ "$PROFILE" = production ] && [ ${#ROOKERY_WITHOUT[@]} -gt 0 ]; then
+        VERSION="$VERSION without ${ROOKERY_WITHOUT[*]}"
+    fi
 }
 
 start_rookery() {
