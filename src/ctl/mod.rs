@@ -10,6 +10,7 @@
 pub mod cert_import;
 pub mod check;
 pub mod commands;
+pub mod lifecycle;
 pub mod piefxis;
 pub mod socket;
 

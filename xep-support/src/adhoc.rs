@@ -475,18 +475,24 @@ impl Module for AdHoc {
             return None;
         }
         let host = from.domain().as_str().to_string();
-        Some(
-            COMMANDS
-                .iter()
-                .filter(|c| self.may(ctx, from, c))
-                .map(|c| {
-                    Element::new("item", ns::DISCO_ITEMS)
-                        .with_attr("jid", host.clone())
-                        .with_attr("node", node_of(c))
-                        .with_attr("name", c.name)
-                })
-                .collect(),
-        )
+        let mut items: Vec<Element> = COMMANDS
+            .iter()
+            .filter(|c| self.may(ctx, from, c))
+            .map(|c| {
+                Element::new("item", ns::DISCO_ITEMS)
+                    .with_attr("jid", host.clone())
+                    .with_attr("node", node_of(c))
+                    .with_attr("name", c.name)
+            })
+            .collect();
+        // Other modules' commands (mod_invites' XEP-0401 nodes).
+        items.extend(ctx.module_adhoc_nodes(from).into_iter().map(|(n, name)| {
+            Element::new("item", ns::DISCO_ITEMS)
+                .with_attr("jid", host.clone())
+                .with_attr("node", n)
+                .with_attr("name", name)
+        }));
+        Some(items)
     }
 
     fn disco_node_info(
@@ -525,7 +531,9 @@ impl Module for AdHoc {
         }
         let node = req.payload.attr("node").unwrap_or("");
         let Some(c) = find(node) else {
-            return Err(StanzaError::item_not_found());
+            return ctx
+                .module_adhoc(req)
+                .unwrap_or_else(|| Err(StanzaError::item_not_found()));
         };
         if !self.may(ctx, req.from, c) {
             return Err(StanzaError::forbidden().with_text("You may not run this command"));
