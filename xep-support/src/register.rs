@@ -320,6 +320,32 @@ pub fn account_error(e: AccountError) -> StanzaError {
 }
 
 impl Register {
+    /// What this module's policy says against a new account `user@host`
+    /// with `password` from `ip`: the `access` rule on the name,
+    /// `password_strength`. (Invitations skip `ip_access` and the rate
+    /// limit: the invitation is the permission.)
+    pub fn policy_refuses(
+        &self,
+        ctx: &dyn ServerContext,
+        user: &str,
+        host: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Option<StanzaError> {
+        if let Ok(n) = jid::NodePart::new(user.trim()) {
+            if !ctx.access_allows(&self.access, Some((n.as_str(), host)), Some(ip)) {
+                return Some(
+                    StanzaError::forbidden()
+                        .with_text("This user name is not allowed by the server's policy"),
+                );
+            }
+        }
+        if self.weak(password) {
+            return Some(not_acceptable("The password is too weak"));
+        }
+        None
+    }
+
     /// XEP-0445: registration with the invitation this stream presented.
     fn register_invited(
         &self,
@@ -333,14 +359,8 @@ impl Register {
         ) else {
             return Err(not_acceptable("A user name and a password are required"));
         };
-        if let Ok(n) = jid::NodePart::new(user.trim()) {
-            if !ctx.access_allows(&self.access, Some((n.as_str(), req.host)), Some(req.ip)) {
-                return Err(StanzaError::forbidden()
-                    .with_text("This user name is not allowed by the server's policy"));
-            }
-        }
-        if self.weak(&password) {
-            return Err(not_acceptable("The password is too weak"));
+        if let Some(e) = self.policy_refuses(ctx, &user, req.host, &password, req.ip) {
+            return Err(e);
         }
         let user = crate::invites::redeem_registration(ctx, req.host, token, &user, &password)?;
         *req.preauth.lock().unwrap_or_else(|e| e.into_inner()) = None;

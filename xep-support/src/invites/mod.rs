@@ -445,6 +445,10 @@ impl Module for Invites {
         nodes
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn adhoc_execute(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> Option<IqResult> {
         let node = req.payload.attr("node")?;
         if node != NODE_INVITE && node != NODE_CREATE_ACCOUNT {
