@@ -312,7 +312,10 @@ async fn roster_for_invitation_makes_mutual_contacts() {
     // An interested resource (RFC 6121 §2.1.6): it asked for the roster.
     let id = alice.id();
     alice
-        .request(&format!("<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>"), &id)
+        .request(
+            &format!("<iq type='get' id='{id}'><query xmlns='jabber:iq:roster'/></iq>"),
+            &id,
+        )
         .await;
     alice.presence().await;
     let mut c = Client::connect_starttls(server.c2s()).await;

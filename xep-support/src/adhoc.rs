@@ -93,6 +93,26 @@ const COMMANDS: &[AdminCommand] = &[
         ],
     },
     AdminCommand {
+        id: "disable-user",
+        name: "Disable a User",
+        fields: &[(
+            "accountjids",
+            "jid-multi",
+            "The Jabber ID(s) to disable",
+            true,
+        )],
+    },
+    AdminCommand {
+        id: "reenable-user",
+        name: "Re-Enable a User",
+        fields: &[(
+            "accountjids",
+            "jid-multi",
+            "The Jabber ID(s) to re-enable",
+            true,
+        )],
+    },
+    AdminCommand {
         id: "end-user-session",
         name: "End User Session",
         fields: &[(
@@ -136,6 +156,8 @@ fn ctl_name(c: &AdminCommand) -> &'static str {
     match c.id {
         "add-user" => "register",
         "delete-user" => "unregister",
+        "disable-user" => "ban_account",
+        "reenable-user" => "unban_account",
         "change-user-password" => "change_password",
         "end-user-session" => "kick_user",
         "get-online-users-num" | "get-registered-users-num" => "stats_host",
@@ -355,6 +377,33 @@ impl AdHoc {
                 Ok(vec![note(
                     "info",
                     &format!("Deleted {} account(s)", parts.len()),
+                )])
+            }
+            "disable-user" | "reenable-user" => {
+                let jids = values(form, "accountjids");
+                if jids.is_empty() {
+                    return Err(required(form, "accountjids").unwrap_err());
+                }
+                let mut parts = Vec::new();
+                for j in &jids {
+                    parts.push(account_parts(j)?);
+                }
+                let disable = c.id == "disable-user";
+                for (user, h) in &parts {
+                    if disable {
+                        run(
+                            ctx,
+                            "ban_account",
+                            &[user, h, "Disabled by an administrator (XEP-0133)"],
+                        )?;
+                    } else {
+                        run(ctx, "unban_account", &[user, h])?;
+                    }
+                }
+                let what = if disable { "Disabled" } else { "Re-enabled" };
+                Ok(vec![note(
+                    "info",
+                    &format!("{what} {} account(s)", parts.len()),
                 )])
             }
             "change-user-password" => {
