@@ -388,6 +388,17 @@ async fn adhoc_invitations_access_and_max_invites() {
         "{s}"
     );
 
+    let id = alice.id();
+    let info = alice
+        .request(&format!("<iq type='get' to='localhost' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info' node='urn:xmpp:invite#invite'/></iq>"), &id)
+        .await;
+    let ident = info.child("query").and_then(|q| q.child("identity"));
+    assert_eq!(
+        ident.and_then(|i| i.attr("type")),
+        Some("command-node"),
+        "{info}"
+    );
+
     // create-account: a form first, then the invitation.
     let form = command(&mut alice, "urn:xmpp:invite#create-account", "").await;
     assert_eq!(

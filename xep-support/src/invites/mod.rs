@@ -18,6 +18,8 @@
 //!   `urn:xmpp:invite#create-account` (users `access_create_account`
 //!   allows; at most `max_invites` each, admins exempt), through
 //!   `mod_adhoc` ([`Module::adhoc_nodes`]).
+//! - In-band use needs `mod_register` (it handles the registration itself,
+//!   with `mod_invites` in its `allow_modules`); the web form does not.
 //! - The landing page and web form are served by the server's HTTP
 //!   listener (`src/http/invites.rs`) with [`Invites::landing_url`].
 //!
@@ -447,6 +449,26 @@ impl Module for Invites {
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
+    }
+
+    fn disco_node_info(
+        &self,
+        ctx: &dyn ServerContext,
+        from: &FullJid,
+        node: &str,
+    ) -> Option<(Vec<crate::module::Identity>, Vec<String>)> {
+        let (_, name) = self
+            .adhoc_nodes(ctx, from)
+            .into_iter()
+            .find(|(n, _)| *n == node)?;
+        Some((
+            vec![crate::module::Identity {
+                category: "automation".into(),
+                kind: "command-node".into(),
+                name: Some(name.to_string()),
+            }],
+            vec![NS_COMMANDS.to_string(), NS_DATA.to_string()],
+        ))
     }
 
     fn adhoc_execute(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> Option<IqResult> {
