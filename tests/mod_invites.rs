@@ -705,3 +705,85 @@ async fn password_reset_link() {
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
     assert!(can_login(&server, "bob", "web-new").await);
 }
+
+/// XEP-0379 across servers: alice@a.test's contact invitation, used by
+/// bob@b.test in a `subscribe` presence, pre-approves him (RFC 6121 §3.4):
+/// a.test answers `subscribed` itself and alice's roster has him with
+/// subscription `from`; the token is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_invitation_from_another_server() {
+    use crate::s2s::{free_port, start_with_modules, user, Ca, Side};
+    let files = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Rookery test CA");
+    let (pa, pb) = (free_port(), free_port());
+    let (ca_cert, cb_cert) = (ca.issue("a.test"), ca.issue("b.test"));
+    let a = start_with_modules(
+        &Side {
+            domain: "a.test",
+            s2s_port: pa,
+            cert: &ca_cert,
+            cafile: None,
+            extra: "",
+        },
+        &[("b.test", pb)],
+        files.path(),
+        &format!("{DEFAULT_MODULES}  mod_adhoc: {{}}\n  mod_invites: {{}}\n"),
+    );
+    let b = start_with_modules(
+        &Side {
+            domain: "b.test",
+            s2s_port: pb,
+            cert: &cb_cert,
+            cafile: None,
+            extra: "",
+        },
+        &[("a.test", pa)],
+        files.path(),
+        DEFAULT_MODULES,
+    );
+    let mut alice = user(&a, "a.test", "alice", "pc").await;
+    let id = alice.id();
+    let done = alice
+        .request(
+            &format!("<iq type='set' to='a.test' id='{id}'><command xmlns='{NS_CMD}' node='urn:xmpp:invite#invite' action='execute'/></iq>"),
+            &id,
+        )
+        .await;
+    let uri = field(&done, "uri")
+        .unwrap_or_else(|| panic!("{done}"))
+        .to_string();
+    assert!(
+        uri.starts_with("xmpp:alice@a.test?roster;preauth="),
+        "{uri}"
+    );
+    let mut bob = user(&b, "b.test", "bob", "phone").await;
+    bob.send(&format!(
+        "<presence to='alice@a.test' type='subscribe'><preauth xmlns='{NS_PARS}' token='{}'/></presence>",
+        token_of(&uri)
+    ))
+    .await;
+    // a.test pre-approved bob: it answers `subscribed` without asking alice.
+    let subscribed = bob
+        .recv_where("subscribed from alice", |e| {
+            e.name == "presence" && e.attr("type") == Some("subscribed")
+        })
+        .await;
+    assert_eq!(
+        subscribed.attr("from"),
+        Some("alice@a.test"),
+        "{subscribed}"
+    );
+    let roster = a.ctl_ok(&["get_roster", "alice", "a.test"]);
+    assert!(
+        roster
+            .lines()
+            .any(|l| l.starts_with("bob@b.test\t") && l.contains("\tfrom")),
+        "{roster}"
+    );
+    let list = a.ctl_ok(&["list_invites", "a.test"]);
+    assert!(
+        list.contains("\tused\t") && list.contains("bob@b.test"),
+        "{list}"
+    );
+    drop(b);
+}

@@ -109,6 +109,25 @@ pub enum AccountError {
     Failed(String),
 }
 
+impl AccountError {
+    /// The stanza error a client gets for it (a failure is logged).
+    pub fn stanza_error(self) -> StanzaError {
+        use crate::stanza::{Condition, ErrorType};
+        match self {
+            AccountError::Exists => StanzaError::new(ErrorType::Cancel, Condition::Conflict)
+                .with_text("The user name is already taken"),
+            AccountError::NotFound => StanzaError::item_not_found(),
+            AccountError::Invalid(why) => {
+                StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_text(why)
+            }
+            AccountError::Failed(why) => {
+                tracing::error!("account operation failed: {why}");
+                StanzaError::internal_server_error()
+            }
+        }
+    }
+}
+
 /// The outcome of an administration command run through
 /// [`ServerContext::run_command`] (the registry behind `rookery ctl`):
 /// ejabberdctl's exit code (0 success) and its text.

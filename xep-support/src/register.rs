@@ -305,18 +305,7 @@ fn not_acceptable(text: &str) -> StanzaError {
 
 /// The stanza error for a failed account operation.
 pub fn account_error(e: AccountError) -> StanzaError {
-    match e {
-        AccountError::Exists => StanzaError::new(ErrorType::Cancel, Condition::Conflict)
-            .with_text("The user name is already taken"),
-        AccountError::NotFound => StanzaError::item_not_found(),
-        AccountError::Invalid(why) => {
-            StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_text(why)
-        }
-        AccountError::Failed(why) => {
-            tracing::error!("registration failed: {why}");
-            StanzaError::internal_server_error()
-        }
-    }
+    e.stanza_error()
 }
 
 impl Register {

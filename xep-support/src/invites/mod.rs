@@ -237,7 +237,7 @@ pub fn invalid_error(why: Invalid) -> StanzaError {
 }
 
 fn account_error(e: AccountError) -> StanzaError {
-    crate::register::account_error(e)
+    e.stanza_error()
 }
 
 /// Redeem `token` to register `user@host` with `password` (or, for a
