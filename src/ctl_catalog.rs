@@ -91,6 +91,66 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "ban_account",
+        args: &["USER", "HOST", "REASON"],
+        help: "Ban the account USER@HOST: its logins are refused (every SASL path), its sessions ended, its data kept",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "unban_account",
+        args: &["USER", "HOST"],
+        help: "Lift the ban of USER@HOST",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "get_ban_details",
+        args: &["USER", "HOST"],
+        help: "Print the reason and date of USER@HOST's ban (nothing if it is not banned)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "delete_old_users",
+        args: &["DAYS"],
+        help: "Delete the accounts whose last session ended more than DAYS days ago (mod_last's last activity; online accounts and accounts with no recorded logout are kept)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "generate_invite",
+        args: &["HOST", "[OPTION...]"],
+        help: "Create an account invitation for HOST and print its xmpp: URI (and landing page). Options: --reusable N (N uses), --expires DURATION (3600, 30m, 12h, 7d, 2w), --roster-for USER (the new account and USER become mutual contacts)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "generate_invite_with_username",
+        args: &["USER", "HOST"],
+        help: "Create an account invitation for the user name USER on HOST",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "generate_password_reset",
+        args: &["USER", "HOST"],
+        help: "Create a password-reset link for USER@HOST (valid one day at most, once)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "list_invites",
+        args: &["HOST"],
+        help: "List HOST's invitations: id, valid|expired|used, created, expires, type, inviter, account, uses left/uses, used by (tab-separated)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "expire_invite_tokens",
+        args: &["USER", "HOST"],
+        help: "Expire the invitations USER@HOST created; print how many",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "cleanup_expired_invite_tokens",
+        args: &[],
+        help: "Delete expired and used-up invitations on every host; print how many",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "connected_users",
         args: &[],
         help: "List the connected sessions, one full JID per line",
@@ -288,8 +348,22 @@ pub fn find(name: &str) -> Option<&'static CommandSpec> {
 /// `api_permissions` (`what: "[tag:roster]"`).
 pub fn tags(name: &str) -> &'static [&'static str] {
     match name {
-        "register" | "unregister" | "change_password" | "check_account" | "check_password"
-        | "registered_users" => &["accounts"],
+        "register"
+        | "unregister"
+        | "change_password"
+        | "check_account"
+        | "check_password"
+        | "registered_users"
+        | "ban_account"
+        | "unban_account"
+        | "get_ban_details"
+        | "generate_invite"
+        | "generate_invite_with_username"
+        | "generate_password_reset"
+        | "list_invites" => &["accounts"],
+        "delete_old_users" | "expire_invite_tokens" | "cleanup_expired_invite_tokens" => {
+            &["accounts", "purge"]
+        }
         "connected_users"
         | "connected_users_number"
         | "connected_users_info"

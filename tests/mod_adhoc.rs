@@ -130,6 +130,8 @@ async fn only_admins_see_and_run_commands() {
         "delete-user",
         "change-user-password",
         "end-user-session",
+        "disable-user",
+        "reenable-user",
         "get-online-users-num",
         "announce",
     ] {
@@ -449,4 +451,53 @@ async fn api_permissions_groups_decide_per_front_end_and_command() {
     );
     let r = command(&mut carol, "get-online-users-num", "", &submit(&[])).await;
     completed(&r);
+}
+
+/// XEP-0133 disable-user / reenable-user run `ban_account` / `unban_account`.
+#[tokio::test]
+async fn disable_and_reenable_user() {
+    let server = admin_server();
+    let mut alice = Client::login(&server, "alice", "secret", Some("a")).await;
+    let mut bob = Client::login(&server, "bob", "hunter2", Some("b")).await;
+    let r = command(
+        &mut alice,
+        "disable-user",
+        "",
+        &submit(&[field("accountjids", &["bob@localhost"])]),
+    )
+    .await;
+    completed(&r);
+    bob.expect_end(&["not-authorized", "policy-violation"])
+        .await;
+    assert!(!can_login(&server, "bob", "hunter2").await);
+    let details = server.ctl_ok(&["get_ban_details", "bob", "localhost"]);
+    assert!(details.contains("XEP-0133"), "{details}");
+    let r = command(
+        &mut alice,
+        "reenable-user",
+        "",
+        &submit(&[field("accountjids", &["bob@localhost"])]),
+    )
+    .await;
+    completed(&r);
+    assert!(can_login(&server, "bob", "hunter2").await);
+    // Not banned any more: re-enabling again fails.
+    let r = command(
+        &mut alice,
+        "reenable-user",
+        "",
+        &submit(&[field("accountjids", &["bob@localhost"])]),
+    )
+    .await;
+    assert!(r.attr("type") == Some("error"), "{r}");
+    // A user without the configure rule may not.
+    let mut bob = Client::login(&server, "bob", "hunter2", Some("b2")).await;
+    let r = command(
+        &mut bob,
+        "disable-user",
+        "",
+        &submit(&[field("accountjids", &["alice@localhost"])]),
+    )
+    .await;
+    assert_eq!(error_condition(&r).0, "forbidden");
 }

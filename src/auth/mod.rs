@@ -13,6 +13,7 @@
 //! SCRAM-SHA-256 and their -PLUS variants) and [`plain`] (PLAIN, TLS only);
 //! the stored secrets in [`credentials`].
 
+pub mod ban;
 pub mod credentials;
 pub mod fast;
 pub mod plain;

@@ -160,6 +160,8 @@ struct Negotiation {
     framing: Framing,
     auth_failures: u32,
     pre_auth_iqs: u32,
+    /// The XEP-0445 invitation this stream presented (see `mod_invites`).
+    preauth: std::sync::Mutex<Option<String>>,
     /// The stream header's `from` names an account of this host that has
     /// SCRAM-SHA-1 credentials only (imported): SCRAM-SHA-256 is not offered
     /// to it (it would fail), so the lists SSDP signs are the usable ones.
@@ -267,6 +269,7 @@ pub async fn negotiate(
         framing,
         auth_failures: 0,
         pre_auth_iqs: 0,
+        preauth: std::sync::Mutex::new(None),
         from_sha1_only: false,
         user_agent: None,
         fast: None,
@@ -800,6 +803,14 @@ impl Negotiation {
                         self.sasl_failure(profile, "not-authorized").await?;
                         return Ok(None);
                     };
+                    // A banned account (ban_account) logs in nowhere.
+                    let host = self.host.clone().unwrap_or_default();
+                    let ban = crate::auth::ban::banned(self.server.module_access(), &user, &host);
+                    if let Some((_, reason)) = ban {
+                        tracing::info!(peer = %self.peer, "login of banned account {user}@{host} refused ({reason})");
+                        self.sasl_failure(profile, "account-disabled").await?;
+                        return Ok(None);
+                    }
                     return Ok(Some(Authenticated { user, data }));
                 }
                 Err(e) => {
@@ -853,6 +864,7 @@ impl Negotiation {
                             is_set: kind == "set",
                             host: &host,
                             ip: self.peer.ip(),
+                            preauth: &self.preauth,
                         };
                         // Account creation hashes the password: off the async workers.
                         let server = self.server.clone();

@@ -76,6 +76,9 @@ pub struct Listener {
     pub upload_path: Option<String>,
     /// The paths `ejabberd_http_ws` serves (`ejabberd_http` listeners only).
     pub ws_paths: Vec<String>,
+    /// The path `mod_invites` serves its landing pages and web registration
+    /// form under (`ejabberd_http` listeners only).
+    pub invites_path: Option<String>,
     /// The paths `mod_bosh` serves (`ejabberd_http` listeners only).
     pub bosh_paths: Vec<String>,
     /// Whether `/.well-known/host-meta` is served (XEP-0156): with a
@@ -274,6 +277,7 @@ fn parse_one(
         service_hosts: Vec::new(),
         upload_path: None,
         ws_paths: Vec::new(),
+        invites_path: None,
         bosh_paths: Vec::new(),
         host_meta: false,
         line: item.line,
@@ -375,6 +379,12 @@ fn parse_one(
                     let handler = check::string(h, &check::join(&opt_path, p), "a request handler module")?;
                     if handler == "mod_http_upload" {
                         listener.upload_path = Some(p.trim_end_matches('/').to_string());
+                    } else if handler == "mod_invites" {
+                        let p = p.trim_end_matches('/');
+                        if !p.starts_with('/') {
+                            return Err(check::expected(h, &check::join(&opt_path, p), "a path starting with /"));
+                        }
+                        listener.invites_path = Some(p.to_string());
                     } else if handler == "ejabberd_http_ws" || handler == "mod_bosh" {
                         let p = p.trim_end_matches('/');
                         if !p.starts_with('/') {
@@ -408,13 +418,14 @@ fn parse_one(
 
     if module == ListenerModule::Http
         && listener.upload_path.is_none()
+        && listener.invites_path.is_none()
         && listener.ws_paths.is_empty()
         && listener.bosh_paths.is_empty()
         && !listener.host_meta
     {
         notes.warn(
             item,
-            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (mod_http_upload, ejabberd_http_ws, mod_bosh, mod_host_meta); listener skipped"),
+            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (mod_http_upload, ejabberd_http_ws, mod_bosh, mod_host_meta, mod_invites); listener skipped"),
         );
         return Ok(None);
     }

@@ -601,6 +601,21 @@ impl Config {
             .and_then(|i| self.module_lines.get(i).copied())
     }
 
+    /// What every module is built with (`xep_support::registry::build`).
+    pub fn module_globals(&self) -> xep_support::module::Globals {
+        xep_support::module::Globals {
+            registration_timeout: self.registration_timeout,
+            data_dir: self.data_dir.clone(),
+            // The built-in invitation pages: the first ejabberd_http listener
+            // with a `mod_invites` request handler.
+            invites_url: self.listen.iter().find_map(|l| {
+                let path = l.invites_path.as_ref()?;
+                let scheme = if l.tls { "https" } else { "http" };
+                Some(format!("{scheme}://@HOST@:{}{path}", l.port))
+            }),
+        }
+    }
+
     /// A warning about a module entry, formatted like the loader's warnings
     /// (`FILE:LINE: modules.NAME: MESSAGE`).
     pub fn module_warning(&self, module: &str, message: &str) -> String {

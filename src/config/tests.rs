@@ -41,6 +41,14 @@ fn embedded_default_matches_the_documented_setup() {
         .listen
         .iter()
         .any(|l| l.port == 5443 && l.tls && l.upload_path.as_deref() == Some("/upload")));
+    assert!(c
+        .listen
+        .iter()
+        .all(|l| l.port != 5443 || l.invites_path.as_deref() == Some("/invites")));
+    assert_eq!(
+        c.module_globals().invites_url.as_deref(),
+        Some("https://@HOST@:5443/invites")
+    );
     for ip_text in ["127.0.0.1", "::1"] {
         let addr: IpAddr = ip_text.parse().unwrap();
         let starttls = c
@@ -82,12 +90,13 @@ fn embedded_default_matches_the_documented_setup() {
             "mod_push",
             "mod_muc",
             "mod_register",
+            "mod_invites",
             "mod_http_upload"
         ]
     );
     // Every module in the embedded default is one this server provides,
     // with options it reads.
-    let (mods, warnings) = xep_support::registry::build(&c.modules, &Default::default());
+    let (mods, warnings) = xep_support::registry::build(&c.modules, &c.module_globals());
     assert_eq!(mods.len(), names.len());
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(c.modules[0].1, serde_yaml_ng::Value::Null);

@@ -53,10 +53,7 @@ pub fn check_config(config: &Config) -> Vec<Finding> {
     for w in &config.warnings {
         out.push(f(Level::Warning, w.clone()));
     }
-    let globals = xep_support::module::Globals {
-        registration_timeout: config.registration_timeout,
-        data_dir: config.data_dir.clone(),
-    };
+    let globals = config.module_globals();
     let (_, module_warnings) = xep_support::registry::build(&config.modules, &globals);
     for (module, message) in module_warnings {
         out.push(f(Level::Warning, config.module_warning(&module, &message)));
@@ -139,10 +136,7 @@ pub fn check_certificate(host: &str, cert: Option<&CertInfo>, now: i64) -> Vec<F
 /// `conference.HOST`), sorted: they federate like hosts, so other servers
 /// check their certificate and look up their DNS.
 pub fn service_domains(config: &Config) -> Vec<String> {
-    let globals = xep_support::module::Globals {
-        registration_timeout: config.registration_timeout,
-        data_dir: config.data_dir.clone(),
-    };
+    let globals = config.module_globals();
     let (modules, _) = xep_support::registry::build(&config.modules, &globals);
     let mut v: Vec<String> = modules
         .iter()

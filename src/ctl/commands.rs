@@ -94,6 +94,18 @@ pub trait ServerControl: Send + Sync {
     fn hosts(&self) -> Option<Vec<String>> {
         None
     }
+    /// The landing page of an invitation, if `mod_invites` has one.
+    fn invite_landing_url(
+        &self,
+        _invite: &xep_support::invites::token::Invite,
+        _token: &str,
+    ) -> Option<String> {
+        None
+    }
+    /// `mod_invites`' `token_expire_seconds`, if it is enabled.
+    fn invite_expire_secs(&self) -> Option<u64> {
+        None
+    }
     /// Seconds since the server started.
     fn uptime_secs(&self) -> u64 {
         0
@@ -250,7 +262,7 @@ fn help_one(spec: &CommandSpec) -> String {
 }
 
 /// Normalise `host` and check it is served.
-fn served_host(env: &CtlEnv, host: &str) -> Result<String, CtlOutput> {
+pub(super) fn served_host(env: &CtlEnv, host: &str) -> Result<String, CtlOutput> {
     let unknown = || CtlOutput::failed(format!("Unknown virtual host: {host}"));
     let normal = match jid::DomainPart::new(host) {
         Ok(d) => d.as_str().to_string(),
@@ -280,7 +292,7 @@ fn localpart(user: &str) -> Result<String, CtlOutput> {
 }
 
 /// The normalised (user, host) of a command, or the failure to print.
-fn account(env: &CtlEnv, user: &str, host: &str) -> Result<(String, String), CtlOutput> {
+pub(super) fn account(env: &CtlEnv, user: &str, host: &str) -> Result<(String, String), CtlOutput> {
     let host = served_host(env, host)?;
     let user = localpart(user)?;
     Ok((user, host))
@@ -291,11 +303,11 @@ fn derive(env: &CtlEnv, password: &str) -> Result<StoredCredentials, CtlOutput> 
         .map_err(|e| CtlOutput::failed(format!("Error: {e}")))
 }
 
-fn db_failed(e: StorageError) -> CtlOutput {
+pub(super) fn db_failed(e: StorageError) -> CtlOutput {
     CtlOutput::failed(format!("Database error: {e}"))
 }
 
-fn no_such_user(user: &str, host: &str) -> CtlOutput {
+pub(super) fn no_such_user(user: &str, host: &str) -> CtlOutput {
     CtlOutput::failed(format!("User {user}@{host} does not exist"))
 }
 
@@ -417,6 +429,28 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
                 .to_string(),
         )),
         ("restore", [file]) => restore(env, server, file),
+        ("generate_invite", [host, options @ ..]) => {
+            super::lifecycle::generate_invite(env, server, host, options)
+        }
+        ("generate_invite_with_username", [user, host]) => {
+            super::lifecycle::generate_invite_with_username(env, server, user, host)
+        }
+        ("generate_password_reset", [user, host]) => {
+            super::lifecycle::generate_password_reset(env, server, user, host)
+        }
+        ("list_invites", [host]) => super::lifecycle::list_invites(env, host),
+        ("expire_invite_tokens", [user, host]) => {
+            super::lifecycle::expire_invite_tokens(env, user, host)
+        }
+        ("cleanup_expired_invite_tokens", []) => {
+            super::lifecycle::cleanup_expired_invite_tokens(env)
+        }
+        ("ban_account", [user, host, reason]) => {
+            super::lifecycle::ban_account(env, server, user, host, reason)
+        }
+        ("unban_account", [user, host]) => super::lifecycle::unban_account(env, user, host),
+        ("get_ban_details", [user, host]) => super::lifecycle::get_ban_details(env, user, host),
+        ("delete_old_users", [days]) => super::lifecycle::delete_old_users(env, server, days),
         ("help", args) => Ok(help(args)),
         (name, _) if spec.runs_locally() => Err(CtlOutput::failed(format!(
             "'{name}' runs in `rookery ctl` itself, not in the server"

@@ -11,6 +11,7 @@ pub mod cert_import;
 pub mod check;
 pub mod check_turn;
 pub mod commands;
+pub mod lifecycle;
 pub mod piefxis;
 pub mod socket;
 pub mod stun_probe;

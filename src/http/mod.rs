@@ -38,6 +38,7 @@ use crate::server::Server;
 
 pub mod bosh;
 pub mod host_meta;
+pub mod invites;
 pub mod proxy;
 pub mod ws;
 
@@ -124,6 +125,22 @@ async fn serve(
             return ws::upgrade(server, cfg, client, req);
         }
         return bosh::serve(server, cfg, client, req).await;
+    }
+    if let Some(base) = cfg
+        .invites_path
+        .as_deref()
+        .filter(|b| path == *b || path.starts_with(&format!("{b}/")))
+    {
+        let opts = &server.config().websocket;
+        if !cfg.tls && !proxy::plain_allowed(opts, peer) {
+            return text(
+                StatusCode::FORBIDDEN,
+                "invitation pages are served over plain http:// to loopback and trusted_proxies only: use a TLS listener",
+            );
+        }
+        let client = proxy::client(opts, peer, req.headers());
+        let base = base.to_string();
+        return invites::serve(server, &base, client, req).await;
     }
     if cfg.host_meta && (path == host_meta::XRD_PATH || path == host_meta::JRD_PATH) {
         return host_meta::serve(server, cfg, &req, path == host_meta::JRD_PATH);

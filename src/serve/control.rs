@@ -26,6 +26,15 @@ pub struct Control {
 }
 
 impl Control {
+    /// Run `f` on the enabled `mod_invites`, if any.
+    fn with_invites<T>(&self, f: impl FnOnce(&xep_support::invites::Invites) -> T) -> Option<T> {
+        let live = self.server.live();
+        live.modules
+            .iter()
+            .find_map(|m| m.as_any()?.downcast_ref::<xep_support::invites::Invites>())
+            .map(f)
+    }
+
     fn bare(user: &str, host: &str) -> Option<jid::BareJid> {
         jid::BareJid::new(&format!("{user}@{host}")).ok()
     }
@@ -191,6 +200,19 @@ impl ServerControl for Control {
 
     fn stop(&self) {
         self.server.begin_shutdown();
+    }
+
+    fn invite_landing_url(
+        &self,
+        invite: &xep_support::invites::token::Invite,
+        token: &str,
+    ) -> Option<String> {
+        self.with_invites(|i| i.landing_url(invite, token))
+            .flatten()
+    }
+
+    fn invite_expire_secs(&self) -> Option<u64> {
+        self.with_invites(|i| i.expire_secs)
     }
 
     fn s2s_connections(&self) -> Vec<String> {

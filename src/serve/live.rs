@@ -32,10 +32,7 @@ pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
     warnings.extend(tls_warnings);
     let (s2s_tls, s2s_warnings) = S2sTls::new(tls.clone(), config.s2s.cafile.as_deref())?;
     warnings.extend(s2s_warnings);
-    let globals = xep_support::module::Globals {
-        registration_timeout: config.registration_timeout,
-        data_dir: config.data_dir.clone(),
-    };
+    let globals = config.module_globals();
     let (modules, module_warnings) = xep_support::registry::build(&config.modules, &globals);
     for (module, message) in module_warnings {
         warnings.push(config.module_warning(&module, &message));

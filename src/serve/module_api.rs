@@ -324,6 +324,65 @@ impl ServerContext for Server {
             .iter()
             .find_map(|m| m.disco_node_info(self, from, node))
     }
+
+    fn module_adhoc_nodes(&self, from: &FullJid) -> Vec<(&'static str, &'static str)> {
+        let live = self.live();
+        live.modules
+            .iter()
+            .flat_map(|m| m.adhoc_nodes(self, from))
+            .collect()
+    }
+
+    fn module_adhoc(
+        &self,
+        req: &xep_support::module::IqRequest<'_>,
+    ) -> Option<xep_support::module::IqResult> {
+        let live = self.live();
+        live.modules.iter().find_map(|m| m.adhoc_execute(self, req))
+    }
+
+    fn roster_invite_link(
+        &self,
+        owner: &BareJid,
+        contact: &BareJid,
+        mutual: bool,
+    ) -> Result<(), AccountError> {
+        use crate::storage::{RosterItem, Subscription};
+        let _subscriptions = self.rosters.subscription_lock(owner);
+        let mut item = self
+            .rosters
+            .item(self, owner, contact.as_str())
+            .unwrap_or(RosterItem {
+                jid: contact.to_string(),
+                name: None,
+                groups: Vec::new(),
+                subscription: Subscription::None,
+                ask: false,
+                approved: false,
+                pending_in: false,
+                ver: 0,
+            });
+        if mutual {
+            item.subscription = Subscription::Both;
+            item.ask = false;
+            item.pending_in = false;
+            item.approved = false;
+        } else if matches!(item.subscription, Subscription::From | Subscription::Both) {
+            return Ok(());
+        } else {
+            item.approved = true;
+        }
+        let stored = self
+            .rosters
+            .put(self, owner, item)
+            .map_err(|e| AccountError::Failed(e.to_string()))?;
+        if let Some(server) = self.arc() {
+            let el = crate::im::subscription::roster_item_xml(&stored);
+            let pushes = crate::im::roster::push_outs(&server, owner, el, stored.ver);
+            tokio::spawn(async move { crate::router::perform(&server, pushes).await });
+        }
+        Ok(())
+    }
 }
 
 fn mod_sub(s: &crate::storage::Subscription) -> ModSubscription {

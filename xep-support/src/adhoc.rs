@@ -93,6 +93,26 @@ const COMMANDS: &[AdminCommand] = &[
         ],
     },
     AdminCommand {
+        id: "disable-user",
+        name: "Disable a User",
+        fields: &[(
+            "accountjids",
+            "jid-multi",
+            "The Jabber ID(s) to disable",
+            true,
+        )],
+    },
+    AdminCommand {
+        id: "reenable-user",
+        name: "Re-Enable a User",
+        fields: &[(
+            "accountjids",
+            "jid-multi",
+            "The Jabber ID(s) to re-enable",
+            true,
+        )],
+    },
+    AdminCommand {
         id: "end-user-session",
         name: "End User Session",
         fields: &[(
@@ -136,6 +156,8 @@ fn ctl_name(c: &AdminCommand) -> &'static str {
     match c.id {
         "add-user" => "register",
         "delete-user" => "unregister",
+        "disable-user" => "ban_account",
+        "reenable-user" => "unban_account",
         "change-user-password" => "change_password",
         "end-user-session" => "kick_user",
         "get-online-users-num" | "get-registered-users-num" => "stats_host",
@@ -357,6 +379,33 @@ impl AdHoc {
                     &format!("Deleted {} account(s)", parts.len()),
                 )])
             }
+            "disable-user" | "reenable-user" => {
+                let jids = values(form, "accountjids");
+                if jids.is_empty() {
+                    return Err(required(form, "accountjids").unwrap_err());
+                }
+                let mut parts = Vec::new();
+                for j in &jids {
+                    parts.push(account_parts(j)?);
+                }
+                let disable = c.id == "disable-user";
+                for (user, h) in &parts {
+                    if disable {
+                        run(
+                            ctx,
+                            "ban_account",
+                            &[user, h, "Disabled by an administrator (XEP-0133)"],
+                        )?;
+                    } else {
+                        run(ctx, "unban_account", &[user, h])?;
+                    }
+                }
+                let what = if disable { "Disabled" } else { "Re-enabled" };
+                Ok(vec![note(
+                    "info",
+                    &format!("{what} {} account(s)", parts.len()),
+                )])
+            }
             "change-user-password" => {
                 let (user, h) = account_parts(&required(form, "accountjid")?)?;
                 let pw = required(form, "password")?;
@@ -475,18 +524,24 @@ impl Module for AdHoc {
             return None;
         }
         let host = from.domain().as_str().to_string();
-        Some(
-            COMMANDS
-                .iter()
-                .filter(|c| self.may(ctx, from, c))
-                .map(|c| {
-                    Element::new("item", ns::DISCO_ITEMS)
-                        .with_attr("jid", host.clone())
-                        .with_attr("node", node_of(c))
-                        .with_attr("name", c.name)
-                })
-                .collect(),
-        )
+        let mut items: Vec<Element> = COMMANDS
+            .iter()
+            .filter(|c| self.may(ctx, from, c))
+            .map(|c| {
+                Element::new("item", ns::DISCO_ITEMS)
+                    .with_attr("jid", host.clone())
+                    .with_attr("node", node_of(c))
+                    .with_attr("name", c.name)
+            })
+            .collect();
+        // Other modules' commands (mod_invites' XEP-0401 nodes).
+        items.extend(ctx.module_adhoc_nodes(from).into_iter().map(|(n, name)| {
+            Element::new("item", ns::DISCO_ITEMS)
+                .with_attr("jid", host.clone())
+                .with_attr("node", n)
+                .with_attr("name", name)
+        }));
+        Some(items)
     }
 
     fn disco_node_info(
@@ -525,7 +580,9 @@ impl Module for AdHoc {
         }
         let node = req.payload.attr("node").unwrap_or("");
         let Some(c) = find(node) else {
-            return Err(StanzaError::item_not_found());
+            return ctx
+                .module_adhoc(req)
+                .unwrap_or_else(|| Err(StanzaError::item_not_found()));
         };
         if !self.may(ctx, req.from, c) {
             return Err(StanzaError::forbidden().with_text("You may not run this command"));

@@ -18,6 +18,7 @@ pub mod date;
 pub mod disco;
 pub mod element;
 pub mod http_upload;
+pub mod invites;
 pub mod jids;
 pub mod last;
 pub mod mam;

@@ -91,6 +91,9 @@ pub struct PreAuthIq<'a> {
     pub host: &'a str,
     /// The client's IP address.
     pub ip: IpAddr,
+    /// The XEP-0445 invitation token this stream presented (`<preauth/>`,
+    /// checked by `mod_invites`), kept for the stream's registration.
+    pub preauth: &'a std::sync::Mutex<Option<String>>,
 }
 
 /// Why an account operation through [`ServerContext`] failed.
@@ -104,6 +107,25 @@ pub enum AccountError {
     Invalid(String),
     /// Storage or another internal failure (the reason, for logs).
     Failed(String),
+}
+
+impl AccountError {
+    /// The stanza error a client gets for it (a failure is logged).
+    pub fn stanza_error(self) -> StanzaError {
+        use crate::stanza::{Condition, ErrorType};
+        match self {
+            AccountError::Exists => StanzaError::new(ErrorType::Cancel, Condition::Conflict)
+                .with_text("The user name is already taken"),
+            AccountError::NotFound => StanzaError::item_not_found(),
+            AccountError::Invalid(why) => {
+                StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_text(why)
+            }
+            AccountError::Failed(why) => {
+                tracing::error!("account operation failed: {why}");
+                StanzaError::internal_server_error()
+            }
+        }
+    }
 }
 
 /// The outcome of an administration command run through
@@ -123,6 +145,10 @@ pub struct Globals {
     pub registration_timeout: Option<std::time::Duration>,
     /// The server's `data_dir` (modules keep files under it, e.g. uploads).
     pub data_dir: std::path::PathBuf,
+    /// The built-in invitation landing page's base URL
+    /// (`https://@HOST@:5443/invites`): an `ejabberd_http` listener's
+    /// `mod_invites` request handler, if any.
+    pub invites_url: Option<String>,
 }
 
 /// What a module answers to an iq: a result payload or a stanza error.
@@ -351,6 +377,27 @@ pub trait ServerContext: Send + Sync {
     ) -> Option<(Vec<Identity>, Vec<String>)> {
         None
     }
+    /// XEP-0050 command nodes other modules offer `from` (collected from
+    /// [`Module::adhoc_nodes`]): (node, name).
+    fn module_adhoc_nodes(&self, _from: &FullJid) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+    /// Run a module's XEP-0050 command ([`Module::adhoc_execute`]); `None`
+    /// if no module has the node.
+    fn module_adhoc(&self, _req: &IqRequest<'_>) -> Option<IqResult> {
+        None
+    }
+    /// XEP-0379: put `contact` into `owner`'s roster with subscription
+    /// `both` (`mutual`), or pre-approve `contact`'s subscription request
+    /// (RFC 6121 §3.4); the owner's sessions get the roster push.
+    fn roster_invite_link(
+        &self,
+        _owner: &BareJid,
+        _contact: &BareJid,
+        _mutual: bool,
+    ) -> Result<(), AccountError> {
+        Err(AccountError::Failed("not supported".into()))
+    }
 }
 
 /// An extension module, switched on under `modules:` in the config.
@@ -498,6 +545,20 @@ pub trait Module: Send + Sync {
         _from: &FullJid,
         _node: &str,
     ) -> Option<(Vec<Identity>, Vec<String>)> {
+        None
+    }
+    /// XEP-0050 command nodes this module offers `from` (run through
+    /// `mod_adhoc`): (node, name).
+    fn adhoc_nodes(
+        &self,
+        _ctx: &dyn ServerContext,
+        _from: &FullJid,
+    ) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+    /// Run one of this module's XEP-0050 commands (`req.payload` is the
+    /// `<command/>`); `None` if the node is not this module's.
+    fn adhoc_execute(&self, _ctx: &dyn ServerContext, _req: &IqRequest<'_>) -> Option<IqResult> {
         None
     }
     /// Extra stream features offered once the client is authenticated.

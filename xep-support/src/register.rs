@@ -15,6 +15,12 @@
 //!   password, `set` with `<remove/>` deletes the account (if
 //!   `access_remove` allows, default `all`); the result is sent, then the
 //!   account's sessions are closed.
+//! - `allow_modules` (ejabberd's): the modules that may create accounts.
+//!   A list without `mod_register` closes open in-band registration; with
+//!   `mod_invites` in it, a client that presented a valid XEP-0445
+//!   invitation (`<preauth/>`, checked by `mod_invites`) still registers,
+//!   from any address: the invitation is the permission (`ip_access` and
+//!   the rate limit do not apply; `access` and `password_strength` do).
 //! - With `redirect_url`, registration happens elsewhere: `get` returns the
 //!   instructions and the URL (XEP-0077 §5, `jabber:x:oob`), `set` is refused.
 
@@ -48,6 +54,8 @@ pub struct Register {
     welcome: Option<(String, String)>,
     watchers: Vec<String>,
     redirect_url: Option<String>,
+    /// `allow_modules`: `None` = all.
+    allow_modules: Option<Vec<String>>,
     timeout: Option<Duration>,
     /// Last successful registration per address.
     recent: Mutex<HashMap<IpAddr, Instant>>,
@@ -118,10 +126,11 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
             Kind::Any,
             "CAPTCHA before registration",
         ),
-        OptSpec::ignored(
+        OptSpec::honoured(
             "allow_modules",
-            Kind::Any,
-            "modules that may register accounts",
+            Kind::TextList,
+            "all",
+            "modules that may create accounts: `all`, or a list of `mod_register` (open in-band registration) and `mod_invites` (invitations)",
         ),
     ],
     false,
@@ -145,10 +154,21 @@ impl Register {
             welcome,
             watchers: o.list("registration_watchers"),
             redirect_url: o.string("redirect_url").filter(|u| !u.is_empty()),
+            allow_modules: {
+                let list = o.list("allow_modules");
+                (!list.is_empty() && !list.iter().any(|m| m == "all")).then_some(list)
+            },
             timeout: globals.registration_timeout,
             recent: Mutex::new(HashMap::new()),
         };
         (r, o.warnings)
+    }
+
+    /// Whether `module` may create accounts (`allow_modules`).
+    pub fn allows_module(&self, module: &str) -> bool {
+        self.allow_modules
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|m| m == module))
     }
 
     fn ip_allowed(&self, ctx: &dyn ServerContext, ip: IpAddr) -> bool {
@@ -283,18 +303,59 @@ fn not_acceptable(text: &str) -> StanzaError {
     StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_text(text)
 }
 
-fn account_error(e: AccountError) -> StanzaError {
-    match e {
-        AccountError::Exists => StanzaError::new(ErrorType::Cancel, Condition::Conflict)
-            .with_text("The user name is already taken"),
-        AccountError::NotFound => StanzaError::item_not_found(),
-        AccountError::Invalid(why) => {
-            StanzaError::new(ErrorType::Modify, Condition::NotAcceptable).with_text(why)
+/// The stanza error for a failed account operation.
+pub fn account_error(e: AccountError) -> StanzaError {
+    e.stanza_error()
+}
+
+impl Register {
+    /// What this module's policy says against a new account `user@host`
+    /// with `password` from `ip`: the `access` rule on the name,
+    /// `password_strength`. (Invitations skip `ip_access` and the rate
+    /// limit: the invitation is the permission.)
+    pub fn policy_refuses(
+        &self,
+        ctx: &dyn ServerContext,
+        user: &str,
+        host: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Option<StanzaError> {
+        if let Ok(n) = jid::NodePart::new(user.trim()) {
+            if !ctx.access_allows(&self.access, Some((n.as_str(), host)), Some(ip)) {
+                return Some(
+                    StanzaError::forbidden()
+                        .with_text("This user name is not allowed by the server's policy"),
+                );
+            }
         }
-        AccountError::Failed(why) => {
-            tracing::error!("registration failed: {why}");
-            StanzaError::internal_server_error()
+        if self.weak(password) {
+            return Some(not_acceptable("The password is too weak"));
         }
+        None
+    }
+
+    /// XEP-0445: registration with the invitation this stream presented.
+    fn register_invited(
+        &self,
+        ctx: &dyn ServerContext,
+        req: &PreAuthIq<'_>,
+        token: &str,
+    ) -> IqResult {
+        let (Some(user), Some(password)) = (
+            child_text(req.payload, "username"),
+            child_text(req.payload, "password"),
+        ) else {
+            return Err(not_acceptable("A user name and a password are required"));
+        };
+        if let Some(e) = self.policy_refuses(ctx, &user, req.host, &password, req.ip) {
+            return Err(e);
+        }
+        let user = crate::invites::redeem_registration(ctx, req.host, token, &user, &password)?;
+        *req.preauth.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        tracing::info!(ip = %req.ip, "registered {user}@{} in-band with an invitation", req.host);
+        self.welcome_and_watchers(ctx, &user, req.host, req.ip);
+        Ok(None)
     }
 }
 
@@ -317,7 +378,9 @@ impl Module for Register {
         _host: &str,
         ip: IpAddr,
     ) -> Vec<Element> {
-        if self.redirect_url.is_some() || self.ip_allowed(ctx, ip) {
+        if self.redirect_url.is_some()
+            || (self.allows_module("mod_register") && self.ip_allowed(ctx, ip))
+        {
             vec![Element::new("register", NS_FEATURE_REGISTER)]
         } else {
             Vec::new()
@@ -337,6 +400,19 @@ impl Module for Register {
         }
         if req.payload.child("remove", NS_REGISTER).is_some() {
             return Err(StanzaError::not_allowed().with_text("Log in to cancel your registration"));
+        }
+        let token = req
+            .preauth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(token) = token.filter(|_| self.allows_module("mod_invites")) {
+            return self.register_invited(ctx, req, &token);
+        }
+        if !self.allows_module("mod_register") {
+            tracing::info!(ip = %req.ip, "in-band registration without an invitation refused (allow_modules)");
+            return Err(StanzaError::not_allowed()
+                .with_text("This server registers new accounts by invitation only"));
         }
         if !self.ip_allowed(ctx, req.ip) {
             tracing::info!(ip = %req.ip, "in-band registration refused by ip_access");
@@ -378,6 +454,10 @@ impl Module for Register {
         tracing::info!(ip = %req.ip, "registered {user}@{} in-band", req.host);
         self.welcome_and_watchers(ctx, &user, req.host, req.ip);
         Ok(None)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn handle_server_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {

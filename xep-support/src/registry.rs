@@ -27,6 +27,7 @@ pub const SPECS: &[&ModuleSpec] = &[
     &ADHOC,
     &CONFIGURE,
     &crate::register::SPEC,
+    &crate::invites::SPEC,
     &CAPS,
     &AVATAR,
     &crate::http_upload::SPEC,
@@ -262,6 +263,11 @@ pub fn build(
                 });
                 let module = crate::muc::Muc::from_opts(opts, &mut notes)
                     .with_archive(mam.is_some(), mam.flatten());
+                warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
+                Arc::new(module)
+            }
+            "mod_invites" => {
+                let (module, notes) = crate::invites::Invites::new(opts, globals);
                 warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
                 Arc::new(module)
             }
