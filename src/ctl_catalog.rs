@@ -43,7 +43,10 @@ impl CommandSpec {
 
     /// Whether `rookery ctl` runs it itself (files, DNS), never the server.
     pub fn runs_locally(&self) -> bool {
-        matches!(self.name, "check" | "cert_import")
+        matches!(
+            self.name,
+            "check" | "cert_import" | "migrate_db" | "sql_migrate"
+        )
     }
 }
 
@@ -267,6 +270,18 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "sql_migrate",
+        args: &[],
+        help: "Bring the PostgreSQL schema (default_db: sql) to this version's, and say which version it is at (the server also does this when it starts)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "migrate_db",
+        args: &["FROM", "TO"],
+        help: "Copy every account, roster, offline message, archive and module value from one database to the other (sled or sql, the server stopped; the target must be empty) and verify the counts",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "help",
         args: &["[COMMAND]"],
         help: "List the commands, or describe COMMAND",
@@ -305,6 +320,7 @@ pub fn tags(name: &str) -> &'static [&'static str] {
         }
         "stats" | "stats_host" => &["statistics"],
         "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],
+        "migrate_db" | "sql_migrate" => &["sql", "backup"],
         _ => &[],
     }
 }

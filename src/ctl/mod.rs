@@ -10,6 +10,7 @@
 pub mod cert_import;
 pub mod check;
 pub mod commands;
+pub mod dbmove;
 pub mod piefxis;
 pub mod socket;
 
@@ -21,8 +22,26 @@ use std::time::Duration;
 
 pub use commands::{execute, CommandSpec, CtlEnv, CtlOutput};
 
-use crate::storage::{SledStorage, StorageError};
+use crate::storage::{PgStorage, SledStorage, Storage, StorageError};
 use socket::CtlRequest;
+
+/// Which database `rookery ctl` opens when no server answers.
+#[derive(Clone, Debug)]
+pub struct DbChoice {
+    /// The embedded archive's engine (with sled).
+    pub archive_engine: crate::storage::ArchiveKind,
+    /// `default_db: sql`: PostgreSQL instead of sled.
+    pub sql: Option<crate::config::sql::SqlOptions>,
+}
+
+impl From<crate::storage::ArchiveKind> for DbChoice {
+    fn from(archive_engine: crate::storage::ArchiveKind) -> Self {
+        DbChoice {
+            archive_engine,
+            sql: None,
+        }
+    }
+}
 
 /// How long sending the request may take.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,7 +118,7 @@ fn run_offline(
     spec: &CommandSpec,
     socket_path: &Path,
     data_dir: &Path,
-    archive_engine: crate::storage::ArchiveKind,
+    db: &DbChoice,
     hosts: &[String],
     scram_iterations: u32,
     args: &[String],
@@ -107,9 +126,27 @@ fn run_offline(
     if spec.needs_server {
         return CtlOutput::not_running(commands::NOT_RUNNING);
     }
+    if let Some(sql) = &db.sql {
+        let storage: Arc<dyn Storage> = match PgStorage::open(sql) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                return CtlOutput::failed(format!(
+                    "cannot open the PostgreSQL database {}: {e}",
+                    sql.describe()
+                ))
+            }
+        };
+        let env = CtlEnv {
+            storage,
+            hosts: hosts.to_vec(),
+            scram_iterations,
+            server: None,
+        };
+        return execute(&env, spec.name, args);
+    }
     let place = crate::storage::ArchivePlacement::in_data_dir(
         data_dir.parent().unwrap_or(Path::new(".")),
-        archive_engine,
+        db.archive_engine,
     );
     let storage = match SledStorage::open_with(data_dir, Some(&place)) {
         Ok(storage) => storage,
@@ -140,7 +177,7 @@ fn run_offline(
 pub fn dispatch(
     socket_path: &Path,
     data_dir: &Path,
-    archive_engine: crate::storage::ArchiveKind,
+    db: impl Into<DbChoice>,
     hosts: &[String],
     scram_iterations: u32,
     command: &str,
@@ -186,7 +223,7 @@ pub fn dispatch(
             spec,
             socket_path,
             data_dir,
-            archive_engine,
+            &db.into(),
             hosts,
             scram_iterations,
             args,
@@ -210,6 +247,11 @@ pub fn run_local(
     }
     Some(match spec.name {
         "check" => check::run(config, args.first().map(String::as_str)),
+        "migrate_db" | "sql_migrate" => {
+            dbmove::run(config, spec.name, args, |cmd| {
+                ask_server(&config.ctl_socket, cmd, &[]).is_ok()
+            })
+        }
         _ => {
             let (mut out, imported) = cert_import::import(config, args);
             if !imported.is_empty() {
@@ -253,7 +295,7 @@ pub fn print(out: &CtlOutput) -> i32 {
 pub fn run(
     socket_path: &Path,
     data_dir: &Path,
-    archive_engine: crate::storage::ArchiveKind,
+    db: DbChoice,
     hosts: &[String],
     scram_iterations: u32,
     command: &str,
@@ -262,7 +304,7 @@ pub fn run(
     let out = dispatch(
         socket_path,
         data_dir,
-        archive_engine,
+        db,
         hosts,
         scram_iterations,
         command,
