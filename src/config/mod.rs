@@ -189,6 +189,9 @@ pub struct Config {
     /// `default_db: sql`: every persistent store in PostgreSQL ([`sql`]);
     /// `None`: the embedded sled database in `data_dir`.
     pub sql: Option<sql::SqlOptions>,
+    /// The PostgreSQL options when any `sql_*` key is given, also without
+    /// `default_db: sql` (for `rookery ctl migrate_db`).
+    pub sql_options: Option<sql::SqlOptions>,
     /// Path of the control socket.
     pub ctl_socket: PathBuf,
     /// Default language of server messages (`language`, default `en`).
@@ -963,7 +966,8 @@ fn build(
         }
         None => crate::storage::ArchiveKind::DEFAULT,
     };
-    let sql = sql::parse(option, notes)?;
+    let (use_sql, sql_options) = sql::parse(option, notes)?;
+    let sql = if use_sql { sql_options.clone() } else { None };
     let ctl_socket = match option("ctl_socket") {
         Some(node) => resolve(base_dir, check::string(node, "ctl_socket", "a file path")?),
         None => data_dir.join("rookery.ctl"),
@@ -1015,6 +1019,7 @@ fn build(
         data_dir,
         archive_engine,
         sql,
+        sql_options,
         ctl_socket,
         language,
         s2s_use_starttls,

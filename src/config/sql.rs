@@ -7,11 +7,12 @@
 //! `sql_database`, `sql_username`, `sql_password`, `sql_pool_size`,
 //! `sql_ssl` and the two timeouts `sql_connect_timeout` /
 //! `sql_query_timeout`, with ejabberd's defaults. Every wrong value is a
-//! `Problem` with its position and what was expected; `sql_*` keys without
-//! `default_db: sql` are a warning (they would do nothing).
+//! `Problem` with its position and what was expected. `sql_*` keys
+//! without `default_db: sql` are read too: `rookery ctl migrate_db` copies
+//! between the embedded database and that PostgreSQL database.
 //!
-//! Invariant: [`SqlOptions`] is only built when `default_db: sql`, and then
-//! every field holds a usable value (pool size >= 1, timeouts > 0).
+//! Invariant: a built [`SqlOptions`] holds usable values only (pool size
+//! >= 1, timeouts > 0).
 
 use std::time::Duration;
 
@@ -120,11 +121,13 @@ fn duration(node: &Node, path: &str) -> Result<Duration, Problem> {
     Ok(d)
 }
 
-/// Read `default_db` and the `sql_*` keys: `Some` for `default_db: sql`.
+/// Read `default_db` and the `sql_*` keys: whether `default_db: sql`, and
+/// the PostgreSQL options when that or any `sql_*` key is given (the
+/// embedded database's `rookery ctl migrate_db` copies to and from them).
 pub fn parse<'a>(
     option: impl Fn(&str) -> Option<&'a Node>,
     notes: &mut Notes,
-) -> Result<Option<SqlOptions>, Problem> {
+) -> Result<(bool, Option<SqlOptions>), Problem> {
     let sql = match option("default_db") {
         None => false,
         Some(node) => {
@@ -141,16 +144,8 @@ pub fn parse<'a>(
             }
         }
     };
-    if !sql {
-        for key in OPTIONS.iter().filter(|k| **k != "default_db") {
-            if let Some(node) = option(key) {
-                notes.warn(
-                    node,
-                    format!("`{key}`: used only with `default_db: sql`; ignored"),
-                );
-            }
-        }
-        return Ok(None);
+    if !sql && !OPTIONS.iter().skip(1).any(|k| option(k).is_some()) {
+        return Ok((false, None));
     }
     let mut o = SqlOptions::defaults();
     if let Some(node) = option("sql_type") {
@@ -158,7 +153,7 @@ pub fn parse<'a>(
         if check::string(node, "sql_type", what)? != "pgsql" {
             return Err(check::expected(node, "sql_type", what));
         }
-    } else {
+    } else if sql {
         // ejabberd's default sql_type is odbc; Rookery has only PostgreSQL.
         notes.warn_at(
             option("default_db"),
@@ -209,7 +204,7 @@ pub fn parse<'a>(
     if let Some(node) = option("sql_query_timeout") {
         o.query_timeout = duration(node, "sql_query_timeout")?;
     }
-    Ok(Some(o))
+    Ok((sql, Some(o)))
 }
 
 impl Notes {

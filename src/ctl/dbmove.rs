@@ -19,10 +19,9 @@ use crate::storage::{PgStorage, SledStorage};
 
 /// The PostgreSQL options, or the error saying they are missing.
 fn sql_options(config: &Config) -> Result<&crate::config::sql::SqlOptions, CtlOutput> {
-    config.sql.as_ref().ok_or_else(|| {
+    config.sql_options.as_ref().ok_or_else(|| {
         CtlOutput::failed(
-            "no PostgreSQL database is configured: set `default_db: sql` and the sql_* options \
-             (docs/configuration.md)",
+            "no PostgreSQL database is configured: set the sql_* options (docs/configuration.md)",
         )
     })
 }

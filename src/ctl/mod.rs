@@ -295,7 +295,7 @@ pub fn print(out: &CtlOutput) -> i32 {
 pub fn run(
     socket_path: &Path,
     data_dir: &Path,
-    db: DbChoice,
+    db: impl Into<DbChoice>,
     hosts: &[String],
     scram_iterations: u32,
     command: &str,

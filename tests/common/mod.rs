@@ -19,6 +19,7 @@ pub mod http;
 pub mod im;
 pub mod interop;
 pub mod muc;
+pub mod pg;
 pub mod scram;
 pub mod server;
 pub mod wellformed;
