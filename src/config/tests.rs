@@ -910,6 +910,12 @@ fn documentation_covers_every_supported_option() {
             "docs/configuration.md does not list ignored option {option}"
         );
     }
+    for option in super::sql::OPTIONS {
+        assert!(
+            doc.contains(&format!("`{option}`")),
+            "docs/configuration.md does not document `{option}`"
+        );
+    }
 }
 
 #[test]
