@@ -71,7 +71,9 @@ async fn logins_rosters_offline_archive_and_rooms_live_in_postgresql_across_rest
         roster_set(&mut alice, &item_xml(B, Some("Bobby"), &["Friends"])).await;
         let tag = unique("pg");
         for i in 0..3 {
-            alice.send(&chat(B, &format!("m{i}"), &format!("{tag}-{i}"))).await;
+            alice
+                .send(&chat(B, &format!("m{i}"), &format!("{tag}-{i}")))
+                .await;
         }
         let back = sync(&mut alice).await;
         assert!(
@@ -107,11 +109,11 @@ async fn logins_rosters_offline_archive_and_rooms_live_in_postgresql_across_rest
         pg.psql("SELECT nick || ' ' || subscription || ' ' || grp FROM rosterusers JOIN rostergroups USING (server_host, username, jid) WHERE username = 'alice'"),
         "Bobby N Friends"
     );
-    assert_eq!(pg.psql("SELECT count(*) FROM spool WHERE username = 'bob'"), "3");
     assert_eq!(
-        pg.psql("SELECT name || '@' || host FROM muc_room"),
-        room
+        pg.psql("SELECT count(*) FROM spool WHERE username = 'bob'"),
+        "3"
     );
+    assert_eq!(pg.psql("SELECT name || '@' || host FROM muc_room"), room);
     server.kill_hard();
     server.restart();
 
@@ -120,10 +122,20 @@ async fn logins_rosters_offline_archive_and_rooms_live_in_postgresql_across_rest
         .into_iter()
         .filter(|b| b.starts_with("pg"))
         .collect();
-    assert_eq!(offline.len(), 3, "offline messages after restart: {}", show(&got));
-    assert_eq!(pg.psql("SELECT count(*) FROM spool WHERE username = 'bob'"), "0");
+    assert_eq!(
+        offline.len(),
+        3,
+        "offline messages after restart: {}",
+        show(&got)
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM spool WHERE username = 'bob'"),
+        "0"
+    );
     let mut alice = login(&server, ALICE, "a2").await;
-    let item = roster_item(&mut alice, B).await.expect("bob in alice's roster");
+    let item = roster_item(&mut alice, B)
+        .await
+        .expect("bob in alice's roster");
     assert_eq!(item.attr("name"), Some("Bobby"), "{item}");
     let (n, _) = mam_count(&mut alice, B).await;
     assert_eq!(n, 3);
@@ -156,12 +168,17 @@ async fn postgresql_stopped_mid_run_gives_errors_loses_nothing_acknowledged_and_
     let mut alice = online(&server, ALICE, "a1").await;
     // Messages for the offline bob, each confirmed by a ping round trip.
     let mut errors = std::collections::HashSet::new();
-    let send = |n: usize| format!("<message to='{B}' type='chat' id='n{n}'><body>n{n}</body></message>");
+    let send =
+        |n: usize| format!("<message to='{B}' type='chat' id='n{n}'><body>n{n}</body></message>");
     for n in 0..5 {
         alice.send(&send(n)).await;
     }
     let back = sync(&mut alice).await;
-    assert!(back.iter().all(|e| e.attr("type") != Some("error")), "{}", show(&back));
+    assert!(
+        back.iter().all(|e| e.attr("type") != Some("error")),
+        "{}",
+        show(&back)
+    );
 
     pg.stop_server();
     let started = std::time::Instant::now();
@@ -196,7 +213,11 @@ async fn postgresql_stopped_mid_run_gives_errors_loses_nothing_acknowledged_and_
         );
     }
     // The server is still alive and answers.
-    assert!(server.stderr_tail().contains("PostgreSQL is unavailable"), "{}", server.stderr_tail());
+    assert!(
+        server.stderr_tail().contains("PostgreSQL is unavailable"),
+        "{}",
+        server.stderr_tail()
+    );
 
     pg.start_server();
     // Recovery: within a few seconds, messages are stored again.
@@ -213,7 +234,10 @@ async fn postgresql_stopped_mid_run_gives_errors_loses_nothing_acknowledged_and_
         });
         if failed {
             errors.insert(format!("n{n}"));
-            assert!(std::time::Instant::now() < deadline, "no recovery after PostgreSQL restarted");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no recovery after PostgreSQL restarted"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             n += 1;
             continue;
@@ -231,7 +255,11 @@ async fn postgresql_stopped_mid_run_gives_errors_loses_nothing_acknowledged_and_
         received, acknowledged,
         "every message not refused arrives exactly once, in order (refused: {errors:?})"
     );
-    assert!(server.stderr_tail().contains("PostgreSQL answers again"), "{}", server.stderr_tail());
+    assert!(
+        server.stderr_tail().contains("PostgreSQL answers again"),
+        "{}",
+        server.stderr_tail()
+    );
 }
 
 #[tokio::test]
@@ -241,7 +269,9 @@ async fn ctl_migrate_db_moves_sled_to_postgresql_and_back() {
     };
     // A server on sled with some data, then stopped.
     let mut server = Server::start_with(Config {
-        extra_yaml: pg.config_yaml().replace("default_db: sql\n", "default_db: mnesia\n"),
+        extra_yaml: pg
+            .config_yaml()
+            .replace("default_db: sql\n", "default_db: mnesia\n"),
         ..Config::default()
     });
     server.register(ALICE.0, "localhost", ALICE.1);
@@ -257,7 +287,12 @@ async fn ctl_migrate_db_moves_sled_to_postgresql_and_back() {
     assert!(err.contains("stop it first"), "{err}");
     server.stop();
     let out = server.ctl_ok(&["migrate_db", "sled", "sql"]);
-    assert!(out.contains("2 accounts") && out.contains("1 offline messages") && out.contains("counted equal"), "{out}");
+    assert!(
+        out.contains("2 accounts")
+            && out.contains("1 offline messages")
+            && out.contains("counted equal"),
+        "{out}"
+    );
     assert_eq!(pg.psql("SELECT count(*) FROM users"), "2");
     // A second copy into the now full database is refused.
     let (code, _, err) = server.ctl(&["migrate_db", "sled", "sql"]);
@@ -265,7 +300,11 @@ async fn ctl_migrate_db_moves_sled_to_postgresql_and_back() {
     assert!(err.contains("not empty"), "{err}");
     // Serve from PostgreSQL: the copied data is there.
     let yaml = std::fs::read_to_string(server.config_path()).unwrap();
-    std::fs::write(server.config_path(), yaml.replace("default_db: mnesia\n", "default_db: sql\n")).unwrap();
+    std::fs::write(
+        server.config_path(),
+        yaml.replace("default_db: mnesia\n", "default_db: sql\n"),
+    )
+    .unwrap();
     server.restart();
     let (_bob, got) = online_with(&server, BOB, "b1", "<presence/>").await;
     assert_eq!(bodies(&got), vec!["kept offline".to_string()]);
@@ -278,5 +317,8 @@ async fn ctl_migrate_db_moves_sled_to_postgresql_and_back() {
     std::fs::remove_dir_all(&db).unwrap();
     let _ = std::fs::remove_dir_all(server.dir().join("data").join("archive"));
     let out = server.ctl_ok(&["migrate_db", "sql", "sled"]);
-    assert!(out.contains("2 accounts") && out.contains("counted equal"), "{out}");
+    assert!(
+        out.contains("2 accounts") && out.contains("counted equal"),
+        "{out}"
+    );
 }

@@ -131,7 +131,11 @@ pub fn parse<'a>(
     let sql = match option("default_db") {
         None => false,
         Some(node) => {
-            match check::string(node, "default_db", "`sql` or `mnesia` (the embedded database)")? {
+            match check::string(
+                node,
+                "default_db",
+                "`sql` or `mnesia` (the embedded database)",
+            )? {
                 "sql" => true,
                 "mnesia" | "sled" => false,
                 _ => {

@@ -1092,27 +1092,62 @@ fn default_db_sql_reads_ejabberds_sql_keys_with_positions_in_errors() {
     .unwrap();
     let o = c.sql.clone().unwrap();
     assert_eq!(
-        (o.server.as_str(), o.port, o.database.as_str(), o.username.as_str(), o.password.as_str(), o.pool_size, o.ssl),
+        (
+            o.server.as_str(),
+            o.port,
+            o.database.as_str(),
+            o.username.as_str(),
+            o.password.as_str(),
+            o.pool_size,
+            o.ssl
+        ),
         ("db.example", 5433, "xmpp", "rookery", "pw", 3, true)
     );
     assert_eq!(o.query_timeout, std::time::Duration::from_millis(500));
     assert_eq!(o.connect_timeout, std::time::Duration::from_secs(2));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    assert!(!format!("{o:?}").contains("pw"), "the password is never printed");
+    assert!(
+        !format!("{o:?}").contains("pw"),
+        "the password is never printed"
+    );
     // ejabberd's defaults.
-    let o = load("hosts: [a.org]\ndefault_db: sql\nsql_type: pgsql\n").unwrap().sql.unwrap();
-    assert_eq!((o.server.as_str(), o.port, o.database.as_str(), o.pool_size), ("localhost", 5432, "ejabberd", 10));
+    let o = load("hosts: [a.org]\ndefault_db: sql\nsql_type: pgsql\n")
+        .unwrap()
+        .sql
+        .unwrap();
+    assert_eq!(
+        (o.server.as_str(), o.port, o.database.as_str(), o.pool_size),
+        ("localhost", 5432, "ejabberd", 10)
+    );
     // Without default_db: sql the keys are kept for migrate_db only.
     let c = load("hosts: [a.org]\nsql_server: db\n").unwrap();
     assert!(c.sql.is_none());
     assert_eq!(c.sql_options.unwrap().server, "db");
     for (text, want) in [
-        ("default_db: postgres\n", "2:13: default_db: expected `sql` or `mnesia`"),
-        ("default_db: sql\nsql_type: mysql\n", "3:11: sql_type: expected `pgsql`"),
-        ("default_db: sql\nsql_port: 99999\n", "3:11: sql_port: expected a port number 1-65535"),
-        ("default_db: sql\nsql_pool_size: 0\n", "3:16: sql_pool_size: expected a pool size 1-1000"),
-        ("default_db: sql\nsql_ssl: maybe\n", "3:10: sql_ssl: expected true or false"),
-        ("default_db: sql\nsql_query_timeout: soon\n", "3:20: sql_query_timeout: expected a positive duration"),
+        (
+            "default_db: postgres\n",
+            "2:13: default_db: expected `sql` or `mnesia`",
+        ),
+        (
+            "default_db: sql\nsql_type: mysql\n",
+            "3:11: sql_type: expected `pgsql`",
+        ),
+        (
+            "default_db: sql\nsql_port: 99999\n",
+            "3:11: sql_port: expected a port number 1-65535",
+        ),
+        (
+            "default_db: sql\nsql_pool_size: 0\n",
+            "3:16: sql_pool_size: expected a pool size 1-1000",
+        ),
+        (
+            "default_db: sql\nsql_ssl: maybe\n",
+            "3:10: sql_ssl: expected true or false",
+        ),
+        (
+            "default_db: sql\nsql_query_timeout: soon\n",
+            "3:20: sql_query_timeout: expected a positive duration",
+        ),
     ] {
         let e = error(&format!("hosts: [a.org]\n{text}"));
         assert!(e.contains(want), "{text:?}: {e}");

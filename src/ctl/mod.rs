@@ -247,11 +247,9 @@ pub fn run_local(
     }
     Some(match spec.name {
         "check" => check::run(config, args.first().map(String::as_str)),
-        "migrate_db" | "sql_migrate" => {
-            dbmove::run(config, spec.name, args, |cmd| {
-                ask_server(&config.ctl_socket, cmd, &[]).is_ok()
-            })
-        }
+        "migrate_db" | "sql_migrate" => dbmove::run(config, spec.name, args, |cmd| {
+            ask_server(&config.ctl_socket, cmd, &[]).is_ok()
+        }),
         _ => {
             let (mut out, imported) = cert_import::import(config, args);
             if !imported.is_empty() {

@@ -41,7 +41,10 @@ pub fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, String> {
     match &config.sql {
         Some(sql) => {
             let pg = PgStorage::open(sql).map_err(|e| {
-                format!("cannot open the PostgreSQL database {}: {e}", sql.describe())
+                format!(
+                    "cannot open the PostgreSQL database {}: {e}",
+                    sql.describe()
+                )
             })?;
             tracing::info!("storage: PostgreSQL at {}", pg.describe());
             Ok(Arc::new(pg))

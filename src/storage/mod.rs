@@ -38,12 +38,12 @@ pub mod account_locks;
 pub mod archive;
 pub mod group_commit;
 pub mod modules;
-pub mod roster_cache;
 pub mod pgsql;
+pub mod roster_cache;
 pub mod sled;
 pub mod stanza_codec;
-pub mod transfer;
 mod stored_chars;
+pub mod transfer;
 
 pub use self::archive::{EngineKind as ArchiveKind, Placement as ArchivePlacement};
 pub use self::pgsql::PgStorage;

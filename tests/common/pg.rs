@@ -46,7 +46,12 @@ fn bin_dir() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
-        .map(|d| std::fs::canonicalize(d.join("initdb")).ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or(d))
+        .map(|d| {
+            std::fs::canonicalize(d.join("initdb"))
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or(d)
+        })
 }
 
 fn is_root() -> bool {
@@ -101,7 +106,14 @@ impl PgServer {
             .cmd("initdb")
             .arg("-D")
             .arg(pg.data())
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ])
             .output()
             .expect("run initdb");
         assert!(
@@ -191,8 +203,25 @@ impl PgServer {
     pub fn psql(&self, sql: &str) -> String {
         let out = self
             .cmd("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "rookery", "-c"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "rookery",
+                "-c",
+            ])
             .arg(sql)
             .output()
             .expect("run psql");

@@ -32,7 +32,11 @@ fn unb64(what: &str, text: &str) -> Result<Vec<u8>, StorageError> {
 }
 
 /// Credentials from a `users` row (columns [`CRED_COLUMNS`] from `at`).
-pub(super) fn creds_of_row(who: &str, row: &Row, at: usize) -> Result<StoredCredentials, StorageError> {
+pub(super) fn creds_of_row(
+    who: &str,
+    row: &Row,
+    at: usize,
+) -> Result<StoredCredentials, StorageError> {
     let password: String = row.get(at);
     let serverkey: String = row.get(at + 1);
     let salt: String = row.get(at + 2);
@@ -269,7 +273,10 @@ impl AccountStore for PgStorage {
         self.call(|sh| async move {
             let c = sh.pool.get().await?;
             let n: i64 = c
-                .query_one("SELECT count(*) FROM users WHERE server_host = $1", &[&host])
+                .query_one(
+                    "SELECT count(*) FROM users WHERE server_host = $1",
+                    &[&host],
+                )
                 .await?
                 .get(0);
             Ok(n as usize)

@@ -133,13 +133,21 @@ fn now_us() -> u64 {
 
 fn store_err(e: StorageError) -> StoreError {
     match &e {
-        StorageError::Full(_) => StoreError::from_source(xep_support::module::StoreErrorKind::Full, e),
+        StorageError::Full(_) => {
+            StoreError::from_source(xep_support::module::StoreErrorKind::Full, e)
+        }
         _ => StoreError::from_source(xep_support::module::StoreErrorKind::Other, e),
     }
 }
 
 /// The message of a row (`owner` gives the direction's meaning).
-fn message_of(id: i64, peer: String, outgoing: bool, origin: Option<String>, xml: String) -> ArchivedMessage {
+fn message_of(
+    id: i64,
+    peer: String,
+    outgoing: bool,
+    origin: Option<String>,
+    xml: String,
+) -> ArchivedMessage {
     ArchivedMessage {
         id: id as u64,
         peer,
@@ -191,8 +199,10 @@ async fn insert_rows(
         return Ok(0);
     }
     // Sorted by archive: every writer locks counter rows in one order.
-    let (a, (n, last)): (Vec<i32>, (Vec<i64>, Vec<i64>)) =
-        per_archive.into_iter().map(|(a, (n, l))| (a, (n, l))).unzip();
+    let (a, (n, last)): (Vec<i32>, (Vec<i64>, Vec<i64>)) = per_archive
+        .into_iter()
+        .map(|(a, (n, l))| (a, (n, l)))
+        .unzip();
     tx.execute(
         "UPDATE rookery_archives r SET messages = r.messages + u.n, last_id = greatest(r.last_id, u.l) \
          FROM unnest($1::int[], $2::bigint[], $3::bigint[]) AS u(a, n, l) WHERE r.archive = u.a",
@@ -222,9 +232,12 @@ impl PgArchive {
     pub(crate) fn open(bridge: Bridge) -> Result<Arc<PgArchive>, StorageError> {
         let last: i64 = bridge.call(|sh| async move {
             let c = sh.pool.get().await?;
-            Ok(c.query_one("SELECT coalesce(max(last_id), 0) FROM rookery_archives", &[])
-                .await?
-                .get(0))
+            Ok(c.query_one(
+                "SELECT coalesce(max(last_id), 0) FROM rookery_archives",
+                &[],
+            )
+            .await?
+            .get(0))
         })?;
         let (failures_tx, failures_rx) = mpsc::channel(FAILURE_REPORTS);
         let archive = Arc::new(PgArchive {
@@ -310,7 +323,8 @@ impl PgArchive {
         match result {
             Ok(()) => {
                 sh.health.succeeded();
-                self.done.send_modify(|d| d.written = d.written.max(covered));
+                self.done
+                    .send_modify(|d| d.written = d.written.max(covered));
             }
             Err(e) => {
                 sh.health.failed(&e);
@@ -388,9 +402,12 @@ impl PgArchive {
         let o = owner.to_string();
         let a: Option<i32> = self.bridge.call(|sh| async move {
             let c = sh.pool.get().await?;
-            Ok(c.query_opt("SELECT archive FROM rookery_archives WHERE owner = $1", &[&o])
-                .await?
-                .map(|r| r.get(0)))
+            Ok(c.query_opt(
+                "SELECT archive FROM rookery_archives WHERE owner = $1",
+                &[&o],
+            )
+            .await?
+            .map(|r| r.get(0)))
         })?;
         if let Some(a) = a {
             self.cache_owner(owner, a);
@@ -520,7 +537,8 @@ impl ArchiveRef {
             return;
         }
         self.wake.notify_one();
-        let _ = tokio::time::timeout(SETTLE_TIMEOUT, self.done.wait_for(|d| d.written >= ticket)).await;
+        let _ =
+            tokio::time::timeout(SETTLE_TIMEOUT, self.done.wait_for(|d| d.written >= ticket)).await;
     }
 }
 
@@ -539,7 +557,9 @@ impl ArchiveStore for PgArchive {
                 }
             }
             if s.bytes >= MAX_BACKLOG {
-                if s.backlog_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                if s.backlog_logged
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                {
                     s.backlog_logged = Some(Instant::now());
                     tracing::warn!(
                         "archive: {} KiB wait to be written to PostgreSQL (at most {} KiB); \
@@ -885,17 +905,26 @@ impl ArchiveStore for PgArchive {
             s.bytes = s.bytes.saturating_sub(freed);
             s.pending_origin.retain(|k, _| k.0 != a);
             if s.queue.len() != before {
-                tracing::debug!("archive of {owner}: {} queued message(s) dropped", before - s.queue.len());
+                tracing::debug!(
+                    "archive of {owner}: {} queued message(s) dropped",
+                    before - s.queue.len()
+                );
             }
         }
         self.read(move |sh| async move {
             let mut c = sh.pool.get().await?;
             let tx = c.transaction().await?;
             let n = tx
-                .execute("DELETE FROM rookery_archive_messages WHERE archive = $1", &[&a])
+                .execute(
+                    "DELETE FROM rookery_archive_messages WHERE archive = $1",
+                    &[&a],
+                )
                 .await?;
-            tx.execute("DELETE FROM rookery_archive_peers WHERE archive = $1", &[&a])
-                .await?;
+            tx.execute(
+                "DELETE FROM rookery_archive_peers WHERE archive = $1",
+                &[&a],
+            )
+            .await?;
             tx.execute(
                 "UPDATE rookery_archives SET messages = 0 WHERE archive = $1",
                 &[&a],
@@ -947,19 +976,24 @@ impl crate::storage::ArchiveEngine for PgArchive {
         for chunk in msgs.chunks(MAX_BATCH) {
             let archives = vec![a; chunk.len()];
             let ids: Vec<i64> = chunk.iter().map(|(id, _)| big(*id)).collect();
-            let peers: Vec<String> = chunk.iter().map(|(_, m)| m.peer.as_str().to_string()).collect();
+            let peers: Vec<String> = chunk
+                .iter()
+                .map(|(_, m)| m.peer.as_str().to_string())
+                .collect();
             let outgoing: Vec<bool> = chunk
                 .iter()
                 .map(|(_, m)| m.direction == Direction::Outgoing)
                 .collect();
-            let origins: Vec<Option<String>> = chunk.iter().map(|(_, m)| m.origin_id.clone()).collect();
+            let origins: Vec<Option<String>> =
+                chunk.iter().map(|(_, m)| m.origin_id.clone()).collect();
             let xmls: Vec<String> = chunk.iter().map(|(_, m)| m.xml.clone()).collect();
             let n = self
                 .bridge
                 .call(move |sh| async move {
                     let mut c = sh.pool.get().await?;
                     let tx = c.transaction().await?;
-                    let n = insert_rows(&tx, &archives, &ids, &peers, &outgoing, &origins, &xmls).await?;
+                    let n = insert_rows(&tx, &archives, &ids, &peers, &outgoing, &origins, &xmls)
+                        .await?;
                     tx.commit().await?;
                     Ok(n)
                 })

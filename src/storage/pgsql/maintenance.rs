@@ -35,7 +35,12 @@ fn scratch(path: &Path) -> Result<(tempfile::TempDir, SledStorage), StorageError
     let dir = tempfile::Builder::new()
         .prefix(".rookery-pg-copy")
         .tempdir_in(parent)
-        .map_err(|e| StorageError::Io(format!("cannot create a work directory in {}: {e}", parent.display())))?;
+        .map_err(|e| {
+            StorageError::Io(format!(
+                "cannot create a work directory in {}: {e}",
+                parent.display()
+            ))
+        })?;
     let db = SledStorage::open_with(&dir.path().join("db"), None)?;
     Ok((dir, db))
 }

@@ -203,7 +203,12 @@ async fn mapped_rows(
 /// The bounds of a range as optional SQL parameters: (>=, >, <=, <).
 fn bounds<'a>(
     range: &KeyRange<'a>,
-) -> (Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<&'a str>) {
+) -> (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+) {
     use std::ops::Bound::*;
     let (ge, gt) = match range.lower {
         Included(l) => (Some(l), None),
@@ -240,7 +245,17 @@ async fn generic_range(
     let rows = c
         .query(
             &sql,
-            &[&owner.0, &owner.1, &module, &range.prefix, &ge, &gt, &le, &lt, &limit],
+            &[
+                &owner.0,
+                &owner.1,
+                &module,
+                &range.prefix,
+                &ge,
+                &gt,
+                &le,
+                &lt,
+                &limit,
+            ],
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

@@ -28,7 +28,9 @@ use std::collections::HashMap;
 use deadpool_postgres::GenericClient;
 
 use super::{owned, PgErr, PgStorage};
-use crate::storage::{AccountKey, RosterChange, RosterItem, RosterStore, StorageError, Subscription};
+use crate::storage::{
+    AccountKey, RosterChange, RosterItem, RosterStore, StorageError, Subscription,
+};
 
 /// Tombstones kept per user before the oldest are pruned (as in sled).
 pub(super) const MAX_TOMBSTONES: i64 = 1000;
@@ -152,7 +154,12 @@ pub(super) async fn items(
 /// The version record, `None` for a roster never written. A row without
 /// a floor (ejabberd's) reads as current = newest item or tombstone,
 /// nothing older diffable.
-async fn meta(c: &impl GenericClient, host: &str, user: &str, lock: bool) -> Result<Option<Meta>, PgErr> {
+async fn meta(
+    c: &impl GenericClient,
+    host: &str,
+    user: &str,
+    lock: bool,
+) -> Result<Option<Meta>, PgErr> {
     let sql = if lock {
         "SELECT version, rookery_floor FROM roster_version WHERE server_host = $1 AND username = $2 FOR UPDATE"
     } else {
@@ -206,7 +213,10 @@ async fn next_version(
         if ver as u64 <= m.ver {
             // Versions copied in from elsewhere ran ahead of the sequence.
             ver = tx
-                .query_one("SELECT setval('rookery_roster_ver', $1)", &[&super::big(m.ver + 1)])
+                .query_one(
+                    "SELECT setval('rookery_roster_ver', $1)",
+                    &[&super::big(m.ver + 1)],
+                )
                 .await?
                 .get(0);
         }

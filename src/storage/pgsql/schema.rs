@@ -232,10 +232,7 @@ pub(crate) async fn migrate_to(
     target: i32,
     migrate: bool,
 ) -> Result<usize, PgErr> {
-    let encoding: String = client
-        .query_one("SHOW server_encoding", &[])
-        .await?
-        .get(0);
+    let encoding: String = client.query_one("SHOW server_encoding", &[]).await?.get(0);
     if encoding != "UTF8" {
         return Err(PgErr::Store(StorageError::Io(format!(
             "the database's encoding is {encoding}; Rookery needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')"
@@ -299,7 +296,11 @@ async fn apply(client: &mut Object, target: i32, migrate: bool) -> Result<usize,
         )
         .await?;
         tx.commit().await?;
-        tracing::info!("database schema migrated to version {}: {}", m.version, m.description);
+        tracing::info!(
+            "database schema migrated to version {}: {}",
+            m.version,
+            m.description
+        );
         applied += 1;
     }
     Ok(applied)

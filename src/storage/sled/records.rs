@@ -129,9 +129,9 @@ impl Records for SledStorage {
                 Record::Account { host, user, creds } => {
                     t.accounts.insert(key2(&host, &user)?, encode(&creds)?)
                 }
-                Record::RosterItem { host, user, item } => {
-                    t.roster.insert(key3(&host, &user, &item.jid)?, encode(&item)?)
-                }
+                Record::RosterItem { host, user, item } => t
+                    .roster
+                    .insert(key3(&host, &user, &item.jid)?, encode(&item)?),
                 Record::RosterVersion {
                     host,
                     user,
@@ -155,9 +155,7 @@ impl Records for SledStorage {
                     user,
                     from,
                     xml,
-                } => t
-                    .pending
-                    .insert(key3(&host, &user, &from)?, xml.as_bytes()),
+                } => t.pending.insert(key3(&host, &user, &from)?, xml.as_bytes()),
                 Record::Module {
                     host,
                     user,
