@@ -45,7 +45,7 @@ impl CommandSpec {
     pub fn runs_locally(&self) -> bool {
         matches!(
             self.name,
-            "check" | "cert_import" | "migrate_db" | "sql_migrate"
+            "check" | "cert_import" | "migrate_db" | "sql_migrate" | "import_ejabberd_sql"
         )
     }
 }
@@ -282,6 +282,12 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "import_ejabberd_sql",
+        args: &["HOST"],
+        help: "Make ejabberd's PostgreSQL database (the sql_* options) Rookery's for HOST: its message archive and MUC rooms converted, every other table read as it is",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "help",
         args: &["[COMMAND]"],
         help: "List the commands, or describe COMMAND",
@@ -320,7 +326,7 @@ pub fn tags(name: &str) -> &'static [&'static str] {
         }
         "stats" | "stats_host" => &["statistics"],
         "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],
-        "migrate_db" | "sql_migrate" => &["sql", "backup"],
+        "migrate_db" | "sql_migrate" | "import_ejabberd_sql" => &["sql", "backup"],
         _ => &[],
     }
 }

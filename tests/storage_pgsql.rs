@@ -322,3 +322,187 @@ async fn ctl_migrate_db_moves_sled_to_postgresql_and_back() {
         "{out}"
     );
 }
+
+/// ejabberd 23.01 (Debian's package) on its PostgreSQL schema
+/// (`pg.new.sql`) with `default_db: sql`, filled through XMPP; then
+/// `rookery ctl import_ejabberd_sql` and Rookery serving the same database:
+/// old passwords, rosters, offline messages, vCards, the message archive
+/// and a persistent room with its subject and owner.
+#[tokio::test]
+async fn import_ejabberd_sql_takes_over_a_real_ejabberd_on_postgresql() {
+    use common::ejabberd::{available, free_port, write, Ejabberd};
+    const SCHEMA: &str = "/usr/share/ejabberd/sql/pg.new.sql";
+    if !available(&["ejabberdctl", "setpriv", "epmd"]) || !std::path::Path::new(SCHEMA).exists() {
+        return;
+    }
+    let Some(pg) = PgServer::start("storage_pgsql::import_ejabberd_sql") else {
+        return;
+    };
+    pg.psql(&std::fs::read_to_string(SCHEMA).unwrap());
+    let h = "ejabberd.test";
+    let room = "lobby@conference.ejabberd.test";
+    let dir = tempfile::Builder::new().prefix("rookery-ejsql").tempdir().unwrap();
+    let port = free_port();
+    write(
+        dir.path(),
+        "ejabberd.yml",
+        &format!(
+            r#"hosts: ["{h}"]
+loglevel: info
+listen:
+  - port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls: false
+default_db: sql
+sql_type: pgsql
+sql_server: "127.0.0.1"
+sql_port: {pgport}
+sql_database: "rookery"
+sql_username: "postgres"
+sql_password: ""
+new_sql_schema: true
+auth_method: sql
+auth_password_format: scram
+registration_timeout: infinity
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+api_permissions:
+  "console commands":
+    from: [ejabberd_ctl]
+    who: all
+    what: "*"
+modules:
+  mod_admin_extra: {{}}
+  mod_disco: {{}}
+  mod_roster: {{}}
+  mod_offline: {{}}
+  mod_vcard: {{}}
+  mod_private: {{}}
+  mod_ping: {{}}
+  mod_mam:
+    default: always
+  mod_muc:
+    host: "conference.{h}"
+    default_room_options:
+      persistent: true
+      mam: true
+  mod_register:
+    ip_access: all
+    access: all
+"#,
+            pgport = pg.port
+        ),
+    );
+    {
+        let _ej = Ejabberd::start(dir.path(), "rookerypgsql");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "ejabberd does not listen");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        for (user, pw) in [("alice", "alice-pw"), ("bob", "bob pw")] {
+            let mut c = Client::connect(addr).await;
+            c.domain = h.into();
+            c.open_stream().await;
+            let r = c
+                .request(
+                    &format!("<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>{user}</username><password>{pw}</password></query></iq>"),
+                    "reg",
+                )
+                .await;
+            assert_eq!(r.attr("type"), Some("result"), "registering {user}: {r}");
+        }
+        let mut alice = Client::connect(addr).await;
+        alice.domain = h.into();
+        alice.open_stream().await;
+        alice.auth_scram("SCRAM-SHA-1", "alice", "alice-pw").await.unwrap();
+        alice.open_stream().await;
+        alice.bind(Some("pc")).await.unwrap();
+        alice.send("<presence/>").await;
+        roster_set(&mut alice, &item_xml("bob@ejabberd.test", Some("Bobby"), &["Friends"])).await;
+        alice
+            .send("<message to='bob@ejabberd.test' type='chat' id='e1'><body>kept by ejabberd</body><origin-id xmlns='urn:xmpp:sid:0' id='orig-1'/></message>")
+            .await;
+        let id = alice.id();
+        let r = alice
+            .request(
+                &format!("<iq type='set' id='{id}'><vCard xmlns='vcard-temp'><FN>Alice Liddell</FN></vCard></iq>"),
+                &id,
+            )
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+        common::muc::join(&mut alice, room, "alice").await;
+        common::muc::instant_room(&mut alice, room).await;
+        alice
+            .send(&format!("<message to='{room}' type='groupchat'><subject>Welcome home</subject></message>"))
+            .await;
+        alice
+            .recv_where("the subject", |e| e.child_text("subject") == Some("Welcome home"))
+            .await;
+        sync(&mut alice).await;
+        // Give ejabberd's MAM and room writes a moment, then stop it.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(pg.psql("SELECT count(*) FROM archive").parse::<u32>().unwrap() >= 1, "ejabberd archived nothing");
+    assert_eq!(pg.psql("SELECT count(*) FROM spool"), "1");
+    assert_eq!(pg.psql("SELECT count(*) FROM muc_room"), "1");
+
+    let mut server = Server::start_with(Config {
+        hosts: vec![h.to_string()],
+        extra_yaml: pg.config_yaml(),
+        ..Config::default()
+    });
+    let out = server.ctl_ok(&["import_ejabberd_sql", h]);
+    assert!(
+        out.contains("2 accounts") && out.contains("1 MUC rooms converted"),
+        "{out}"
+    );
+    // Again: nothing more, nothing twice.
+    let again = server.ctl_ok(&["import_ejabberd_sql", h]);
+    assert!(again.contains("0 MUC rooms converted"), "{again}");
+    server.stop();
+    server.restart();
+
+    let login = |user: &'static str, pw: &'static str| {
+        let server = &server;
+        async move {
+            let mut c = Client::connect(server.c2s()).await;
+            c.domain = h.to_string();
+            c.open_stream().await;
+            c.starttls().await;
+            c.auth_scram("SCRAM-SHA-1", user, pw)
+                .await
+                .unwrap_or_else(|e| panic!("{user} logs in with the password ejabberd had: {e}"));
+            c.open_stream().await;
+            c.bind(Some("rookery")).await.unwrap();
+            c
+        }
+    };
+    let mut bob = login("bob", "bob pw").await;
+    bob.send("<presence/>").await;
+    let got = sync(&mut bob).await;
+    assert_eq!(bodies(&got), vec!["kept by ejabberd".to_string()], "{}", show(&got));
+    let mut alice = login("alice", "alice-pw").await;
+    let item = roster_item(&mut alice, "bob@ejabberd.test").await.expect("bob in the roster");
+    assert_eq!(item.attr("name"), Some("Bobby"), "{item}");
+    let id = alice.id();
+    let v = alice
+        .request(&format!("<iq type='get' id='{id}'><vCard xmlns='vcard-temp'/></iq>"), &id)
+        .await;
+    assert!(v.to_string().contains("Alice Liddell"), "{v}");
+    let (n, archived) = mam_count(&mut alice, "bob@ejabberd.test").await;
+    assert_eq!(archived, vec!["kept by ejabberd".to_string()], "alice's archive ({n})");
+    // The room: still there, alice still its owner, its subject kept.
+    let me = common::muc::join(&mut alice, room, "alice").await;
+    assert!(me.to_string().contains("owner"), "{me}");
+    let subject = alice
+        .recv_where("the room's subject", |e| e.child("subject").is_some())
+        .await;
+    assert_eq!(subject.child_text("subject"), Some("Welcome home"));
+}

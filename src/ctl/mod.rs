@@ -11,6 +11,8 @@ pub mod cert_import;
 pub mod check;
 pub mod commands;
 pub mod dbmove;
+pub mod ejabberd_sql;
+pub mod erlang_term;
 pub mod piefxis;
 pub mod socket;
 
@@ -247,6 +249,7 @@ pub fn run_local(
     }
     Some(match spec.name {
         "check" => check::run(config, args.first().map(String::as_str)),
+        "import_ejabberd_sql" => ejabberd_sql::run(config, &args[0]),
         "migrate_db" | "sql_migrate" => dbmove::run(config, spec.name, args, |cmd| {
             ask_server(&config.ctl_socket, cmd, &[]).is_ok()
         }),

@@ -14,6 +14,7 @@ pub mod archive_files;
 pub mod client;
 pub mod component;
 pub mod dns;
+pub mod ejabberd;
 pub mod federation;
 pub mod http;
 pub mod im;
