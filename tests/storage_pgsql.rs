@@ -504,5 +504,11 @@ modules:
     let subject = alice
         .recv_where("the room's subject", |e| e.child("subject").is_some())
         .await;
-    assert_eq!(subject.child_text("subject"), Some("Welcome home"));
+    assert_eq!(
+        subject.child_text("subject"),
+        Some("Welcome home"),
+        "ejabberd's options: {}\nconverted: {}",
+        pg.psql("SELECT opts FROM rookery_ejabberd_muc_room"),
+        pg.psql("SELECT opts FROM muc_room")
+    );
 }

@@ -78,9 +78,9 @@ pub fn room_record(opts: &Term) -> Result<String, String> {
                     e.set_attr(key, t);
                 }
             }
-            "max_users" => {
+            "max_users" | "voice_request_min_interval" => {
                 if let Term::Int(n) = value {
-                    e.set_attr("max_users", n.to_string());
+                    e.set_attr(key, n.to_string());
                 }
             }
             "allowpm" => {
@@ -93,7 +93,19 @@ pub fn room_record(opts: &Term) -> Result<String, String> {
                     e.set_attr(k, b);
                 }
             }
-            "subject" => subject = value.text().filter(|s| !s.is_empty()),
+            // ejabberd 23.01: [{text, Lang, Text}]; older: a binary.
+            "subject" => {
+                subject = match value {
+                    Term::List(l) => l.iter().find_map(|t| match t {
+                        Term::Tuple(p) if p.first().and_then(Term::atom) == Some("text") => {
+                            p.get(2).and_then(Term::text)
+                        }
+                        _ => None,
+                    }),
+                    other => other.text(),
+                }
+                .filter(|s| !s.is_empty())
+            }
             "subject_author" => {
                 subject_by = match value {
                     Term::Tuple(t) => t.first().and_then(Term::text).unwrap_or_default(),
@@ -374,7 +386,7 @@ mod tests {
         let opts = erlang_term::parse(
             "[{title,<<\"Lobby\">>},{description,<<\"The lobby\">>},{allow_change_subj,true},\
              {allowpm,anyone},{members_only,false},{moderated,true},{persistent,true},{public,true},\
-             {max_users,200},{password,<<>>},{subject,<<\"Welcome\">>},{subject_author,{<<\"alice\">>,{jid,<<\"a\">>}}},\
+             {max_users,200},{password,<<>>},{subject,[{text,<<>>,<<\"Welcome\">>}]},{subject_author,{<<\"alice\">>,{jid,<<\"a\">>}}},\
              {affiliations,[{{<<\"alice\">>,<<\"ejabberd.test\">>,<<>>},{owner,<<>>}},\
              {{<<\"bob\">>,<<\"ejabberd.test\">>,<<>>},member}]},{captcha_protected,false}]",
         )

@@ -238,6 +238,10 @@ pub(crate) async fn migrate_to(
             "the database's encoding is {encoding}; Rookery needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')"
         ))));
     }
+    // `IF NOT EXISTS` notices on every start are not news.
+    client
+        .batch_execute("SET client_min_messages = warning")
+        .await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await?;
