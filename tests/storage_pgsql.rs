@@ -341,7 +341,10 @@ async fn import_ejabberd_sql_takes_over_a_real_ejabberd_on_postgresql() {
     pg.psql(&std::fs::read_to_string(SCHEMA).unwrap());
     let h = "ejabberd.test";
     let room = "lobby@conference.ejabberd.test";
-    let dir = tempfile::Builder::new().prefix("rookery-ejsql").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("rookery-ejsql")
+        .tempdir()
+        .unwrap();
     let port = free_port();
     write(
         dir.path(),
@@ -402,8 +405,13 @@ modules:
         let _ej = Ejabberd::start(dir.path(), "rookerypgsql");
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "ejabberd does not listen");
+        while std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ejabberd does not listen"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         for (user, pw) in [("alice", "alice-pw"), ("bob", "bob pw")] {
@@ -421,11 +429,18 @@ modules:
         let mut alice = Client::connect(addr).await;
         alice.domain = h.into();
         alice.open_stream().await;
-        alice.auth_scram("SCRAM-SHA-1", "alice", "alice-pw").await.unwrap();
+        alice
+            .auth_scram("SCRAM-SHA-1", "alice", "alice-pw")
+            .await
+            .unwrap();
         alice.open_stream().await;
         alice.bind(Some("pc")).await.unwrap();
         alice.send("<presence/>").await;
-        roster_set(&mut alice, &item_xml("bob@ejabberd.test", Some("Bobby"), &["Friends"])).await;
+        roster_set(
+            &mut alice,
+            &item_xml("bob@ejabberd.test", Some("Bobby"), &["Friends"]),
+        )
+        .await;
         alice
             .send("<message to='bob@ejabberd.test' type='chat' id='e1'><body>kept by ejabberd</body><origin-id xmlns='urn:xmpp:sid:0' id='orig-1'/></message>")
             .await;
@@ -440,16 +455,26 @@ modules:
         common::muc::join(&mut alice, room, "alice").await;
         common::muc::instant_room(&mut alice, room).await;
         alice
-            .send(&format!("<message to='{room}' type='groupchat'><subject>Welcome home</subject></message>"))
+            .send(&format!(
+                "<message to='{room}' type='groupchat'><subject>Welcome home</subject></message>"
+            ))
             .await;
         alice
-            .recv_where("the subject", |e| e.child_text("subject") == Some("Welcome home"))
+            .recv_where("the subject", |e| {
+                e.child_text("subject") == Some("Welcome home")
+            })
             .await;
         sync(&mut alice).await;
         // Give ejabberd's MAM and room writes a moment, then stop it.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    assert!(pg.psql("SELECT count(*) FROM archive").parse::<u32>().unwrap() >= 1, "ejabberd archived nothing");
+    assert!(
+        pg.psql("SELECT count(*) FROM archive")
+            .parse::<u32>()
+            .unwrap()
+            >= 1,
+        "ejabberd archived nothing"
+    );
     assert_eq!(pg.psql("SELECT count(*) FROM spool"), "1");
     assert_eq!(pg.psql("SELECT count(*) FROM muc_room"), "1");
 
@@ -487,17 +512,31 @@ modules:
     let mut bob = login("bob", "bob pw").await;
     bob.send("<presence/>").await;
     let got = sync(&mut bob).await;
-    assert_eq!(bodies(&got), vec!["kept by ejabberd".to_string()], "{}", show(&got));
+    assert_eq!(
+        bodies(&got),
+        vec!["kept by ejabberd".to_string()],
+        "{}",
+        show(&got)
+    );
     let mut alice = login("alice", "alice-pw").await;
-    let item = roster_item(&mut alice, "bob@ejabberd.test").await.expect("bob in the roster");
+    let item = roster_item(&mut alice, "bob@ejabberd.test")
+        .await
+        .expect("bob in the roster");
     assert_eq!(item.attr("name"), Some("Bobby"), "{item}");
     let id = alice.id();
     let v = alice
-        .request(&format!("<iq type='get' id='{id}'><vCard xmlns='vcard-temp'/></iq>"), &id)
+        .request(
+            &format!("<iq type='get' id='{id}'><vCard xmlns='vcard-temp'/></iq>"),
+            &id,
+        )
         .await;
     assert!(v.to_string().contains("Alice Liddell"), "{v}");
     let (n, archived) = mam_count(&mut alice, "bob@ejabberd.test").await;
-    assert_eq!(archived, vec!["kept by ejabberd".to_string()], "alice's archive ({n})");
+    assert_eq!(
+        archived,
+        vec!["kept by ejabberd".to_string()],
+        "alice's archive ({n})"
+    );
     // The room: still there, alice still its owner, its subject kept.
     let me = common::muc::join(&mut alice, room, "alice").await;
     assert!(me.to_string().contains("owner"), "{me}");

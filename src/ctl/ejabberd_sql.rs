@@ -160,8 +160,12 @@ pub fn room_record(opts: &Term) -> Result<String, String> {
 fn message_of(owner: &BareJid, row: ArchiveRow) -> Result<(u64, NewMessage), String> {
     let stanza = crate::storage::stanza_codec::parse_stored(&row.xml, Some(owner.as_str()))
         .ok_or_else(|| format!("message {} of {owner} is not XML", row.timestamp))?;
-    let peer = BareJid::new(&row.bare_peer)
-        .map_err(|e| format!("message {} of {owner}: peer {:?}: {e}", row.timestamp, row.bare_peer))?;
+    let peer = BareJid::new(&row.bare_peer).map_err(|e| {
+        format!(
+            "message {} of {owner}: peer {:?}: {e}",
+            row.timestamp, row.bare_peer
+        )
+    })?;
     let from_owner = stanza
         .attr("from")
         .and_then(|f| jid::Jid::new(f).ok())
@@ -201,7 +205,10 @@ pub fn run(config: &Config, host: &str) -> CtlOutput {
     let pg = match PgStorage::open(o) {
         Ok(pg) => pg,
         Err(e) => {
-            return storage_failed(&format!("cannot open the PostgreSQL database {}", o.describe()), e)
+            return storage_failed(
+                &format!("cannot open the PostgreSQL database {}", o.describe()),
+                e,
+            )
         }
     };
     let mut problems: Vec<String> = Vec::new();
@@ -398,11 +405,19 @@ mod tests {
         assert_eq!(e.attr("moderated"), Some("true"));
         assert_eq!(e.attr("allow_private_messages"), Some("true"));
         let s = e.child("subject", NS_STORED).unwrap();
-        assert_eq!((s.text(), s.attr("by")), ("Welcome".to_string(), Some("alice")));
+        assert_eq!(
+            (s.text(), s.attr("by")),
+            ("Welcome".to_string(), Some("alice"))
+        );
         let affs: Vec<(String, String)> = e
             .child_elements()
             .filter(|c| c.name == "affiliation")
-            .map(|c| (c.attr("jid").unwrap().to_string(), c.attr("affiliation").unwrap().to_string()))
+            .map(|c| {
+                (
+                    c.attr("jid").unwrap().to_string(),
+                    c.attr("affiliation").unwrap().to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             affs,

@@ -297,7 +297,11 @@ fn hex(s: &[u8]) -> (u32, usize) {
             _ => (0, 0),
         };
     }
-    let len = s.iter().take(2).take_while(|c| c.is_ascii_hexdigit()).count();
+    let len = s
+        .iter()
+        .take(2)
+        .take_while(|c| c.is_ascii_hexdigit())
+        .count();
     let n = std::str::from_utf8(&s[..len])
         .ok()
         .and_then(|h| u32::from_str_radix(h, 16).ok())
@@ -349,7 +353,10 @@ mod tests {
         assert_eq!(items.len(), 10);
         assert_eq!(
             items[0],
-            Term::Tuple(vec![Term::Atom("title".into()), Term::Bin(b"Lobby".to_vec())])
+            Term::Tuple(vec![
+                Term::Atom("title".into()),
+                Term::Bin(b"Lobby".to_vec())
+            ])
         );
         let Term::Tuple(subject) = &items[4] else {
             panic!()
@@ -364,7 +371,9 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        for bad in ["", "[", "{a,", "<<\"x\"", "[1,2", "<<300>>", "'open", "[a]]", "#{a}", "\\"] {
+        for bad in [
+            "", "[", "{a,", "<<\"x\"", "[1,2", "<<300>>", "'open", "[a]]", "#{a}", "\\",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         let deep = "[".repeat(100) + &"]".repeat(100);

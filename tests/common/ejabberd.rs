@@ -98,7 +98,6 @@ pub fn chown(user: &str, path: &Path) {
     assert!(ok, "chown: {out}");
 }
 
-
 /// A running ejabberd node.
 pub struct Ejabberd {
     dir: PathBuf,
@@ -153,7 +152,6 @@ impl Drop for Ejabberd {
     }
 }
 
-
 impl Ejabberd {
     /// Start ejabberd with `DIR/ejabberd.yml` (written by the caller), its
     /// Erlang node named `NODE<pid>@localhost`; waits until it is up.
@@ -162,7 +160,7 @@ impl Ejabberd {
         for sub in ["spool", "logs"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-    write(
+        write(
             dir,
             "ejabberdctl.cfg",
             &format!(

@@ -30,7 +30,7 @@ use super::PgErr;
 use crate::storage::StorageError;
 
 /// Key of the advisory lock held while migrating ("rookery" in ASCII).
-const LOCK_KEY: i64 = 0x726f_6f6b_6572_79;
+const LOCK_KEY: i64 = 0x0072_6f6f_6b65_7279;
 
 /// One schema version.
 pub struct Migration {
