@@ -199,10 +199,7 @@ async fn insert_rows(
         return Ok(0);
     }
     // Sorted by archive: every writer locks counter rows in one order.
-    let (a, (n, last)): (Vec<i32>, (Vec<i64>, Vec<i64>)) = per_archive
-        .into_iter()
-        .map(|(a, (n, l))| (a, (n, l)))
-        .unzip();
+    let (a, (n, last)): (Vec<i32>, (Vec<i64>, Vec<i64>)) = per_archive.into_iter().unzip();
     tx.execute(
         "UPDATE rookery_archives r SET messages = r.messages + u.n, last_id = greatest(r.last_id, u.l) \
          FROM unnest($1::int[], $2::bigint[], $3::bigint[]) AS u(a, n, l) WHERE r.archive = u.a",

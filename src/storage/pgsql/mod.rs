@@ -245,6 +245,8 @@ impl std::fmt::Debug for PgStorage {
 
 impl Drop for PgStorage {
     fn drop(&mut self) {
+        // Archived messages still queued are written first (bounded).
+        self.archive.close_now();
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
