@@ -431,6 +431,22 @@ fn the_storage_contract_holds_on_postgresql() {
         server.psql("SELECT xml FROM spool WHERE username = 'alicia'"),
         "<message/>"
     );
+    // An appended message is committed within the 1 s bound, without a
+    // read or a durability wait asking for it.
+    let before: u64 = server
+        .psql("SELECT count(*) FROM rookery_archive_messages")
+        .parse()
+        .unwrap();
+    s.archive()
+        .append(vec![msg("zoe@ex.org", "bob@ex.org", None, "bound")])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(
+        xep_support::archive::DURABILITY_BOUND_MS,
+    ));
+    assert_eq!(
+        server.psql("SELECT count(*) FROM rookery_archive_messages"),
+        (before + 1).to_string()
+    );
 }
 
 #[test]
