@@ -294,6 +294,10 @@ async fn ctl_migrate_db_moves_sled_to_postgresql_and_back() {
     assert_ne!(code, 0, "migrate_db must refuse while the server runs");
     assert!(err.contains("stop it first"), "{err}");
     server.stop();
+    // The schema first, as an administrator would prepare the database.
+    let out = server.ctl_ok(&["sql_migrate"]);
+    assert!(out.contains("is at version 2"), "{out}");
+    assert_eq!(pg.psql("SELECT max(version) FROM rookery_schema"), "2");
     let out = server.ctl_ok(&["migrate_db", "sled", "sql"]);
     assert!(
         out.contains("2 accounts")
