@@ -9,12 +9,14 @@
 
 pub mod cert_import;
 pub mod check;
+pub mod check_turn;
 pub mod commands;
 pub mod dbmove;
 pub mod ejabberd_sql;
 pub mod erlang_term;
 pub mod piefxis;
 pub mod socket;
+pub mod stun_probe;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
