@@ -43,7 +43,10 @@ impl CommandSpec {
 
     /// Whether `rookery ctl` runs it itself (files, DNS), never the server.
     pub fn runs_locally(&self) -> bool {
-        matches!(self.name, "check" | "cert_import")
+        matches!(
+            self.name,
+            "check" | "cert_import" | "migrate_db" | "sql_migrate" | "import_ejabberd_sql"
+        )
     }
 }
 
@@ -327,6 +330,24 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "sql_migrate",
+        args: &[],
+        help: "Bring the PostgreSQL schema (default_db: sql) to this version's, and say which version it is at (the server also does this when it starts)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "migrate_db",
+        args: &["FROM", "TO"],
+        help: "Copy every account, roster, offline message, archive and module value from one database to the other (sled or sql, the server stopped; the target must be empty) and verify the counts",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "import_ejabberd_sql",
+        args: &["HOST"],
+        help: "Make ejabberd's PostgreSQL database (the sql_* options) Rookery's for HOST: its message archive and MUC rooms converted, every other table read as it is",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "help",
         args: &["[COMMAND]"],
         help: "List the commands, or describe COMMAND",
@@ -379,6 +400,7 @@ pub fn tags(name: &str) -> &'static [&'static str] {
         }
         "stats" | "stats_host" => &["statistics"],
         "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],
+        "migrate_db" | "sql_migrate" | "import_ejabberd_sql" => &["sql", "backup"],
         _ => &[],
     }
 }

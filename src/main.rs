@@ -155,7 +155,10 @@ fn ctl(path: Option<PathBuf>, args: Vec<String>) -> ExitCode {
     let code = ctl::run(
         &config.ctl_socket,
         &config.data_dir.join("db"),
-        config.archive_engine,
+        ctl::DbChoice {
+            archive_engine: config.archive_engine,
+            sql: config.sql.clone(),
+        },
         &config.hosts,
         config.scram_iterations,
         &command,

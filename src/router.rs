@@ -318,9 +318,21 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
         if kind == "error" || kind == "headline" {
             return; // §8.5.2.2: silently ignored
         }
-        if server.sessions.sessions_of(&bare).is_empty() && !account_exists(server, &bare) {
-            bounce(server, &stanza, StanzaError::service_unavailable()).await;
-            return;
+        if server.sessions.sessions_of(&bare).is_empty() {
+            match account_lookup(server, &bare) {
+                Ok(true) => {}
+                Ok(false) => {
+                    bounce(server, &stanza, StanzaError::service_unavailable()).await;
+                    return;
+                }
+                // The database cannot say (PostgreSQL down): the sender
+                // is told to retry, not that the account does not exist.
+                Err(e) => {
+                    tracing::error!("looking up the account {bare}: {e}; the sender gets an error");
+                    bounce(server, &stanza, e.stanza_error()).await;
+                    return;
+                }
+            }
         }
         let refused = crate::im::offline::store_or_deliver(server, stanza, &bare).await;
         perform(server, refused.into_iter().collect()).await;
@@ -543,10 +555,19 @@ pub async fn bounce(server: &Server, stanza: &Element, error: StanzaError) {
     send_back(server, reply).await;
 }
 
-/// Whether an account exists (used when it has no session).
+/// Whether an account exists (used when it has no session); a storage
+/// error counts as "no" (see [`account_lookup`] where that matters).
 pub fn account_exists(server: &Server, bare: &BareJid) -> bool {
+    account_lookup(server, bare).unwrap_or(false)
+}
+
+/// Whether an account exists, or why storage could not say.
+pub fn account_lookup(
+    server: &Server,
+    bare: &BareJid,
+) -> Result<bool, crate::storage::StorageError> {
     if bare.node().is_none() {
-        return false;
+        return Ok(false);
     }
-    server.storage.user_exists(bare.into()).unwrap_or(false)
+    server.storage.user_exists(bare.into())
 }

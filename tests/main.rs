@@ -82,5 +82,6 @@ mod s2s_ejabberd;
 mod s2s_prosody;
 mod sm_hibernation;
 mod storage_faults;
+mod storage_pgsql;
 mod xml_output;
 mod xml_wellformed;

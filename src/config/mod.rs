@@ -19,6 +19,7 @@ pub mod listen;
 pub mod modules;
 pub mod s2s;
 mod server_info;
+pub mod sql;
 mod stun_disco;
 pub mod websocket;
 pub mod yaml;
@@ -186,6 +187,12 @@ pub struct Config {
     /// The message archive's engine (`archive_engine`: `sled`, the
     /// default, in `data_dir/db/`, or `fjall`, in `data_dir/archive/`).
     pub archive_engine: crate::storage::ArchiveKind,
+    /// `default_db: sql`: every persistent store in PostgreSQL ([`sql`]);
+    /// `None`: the embedded sled database in `data_dir`.
+    pub sql: Option<sql::SqlOptions>,
+    /// The PostgreSQL options when any `sql_*` key is given, also without
+    /// `default_db: sql` (for `rookery ctl migrate_db`).
+    pub sql_options: Option<sql::SqlOptions>,
     /// Path of the control socket.
     pub ctl_socket: PathBuf,
     /// Default language of server messages (`language`, default `en`).
@@ -266,7 +273,6 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "captcha_url",
     "cluster_backend",
     "cluster_nodes",
-    "default_db",
     "default_ram_db",
     "define_keyword",
     "disable_sasl_mechanisms",
@@ -367,26 +373,16 @@ const EJABBERD_OPTIONS: &[&str] = &[
     "sm_cache_size",
     "sm_db_type",
     "sm_use_cache",
-    "sql_connect_timeout",
-    "sql_database",
     "sql_flags",
     "sql_keepalive_interval",
     "sql_odbc_driver",
-    "sql_password",
-    "sql_pool_size",
-    "sql_port",
     "sql_prepared_statements",
-    "sql_query_timeout",
     "sql_queue_type",
     "sql_schema_multihost",
-    "sql_server",
-    "sql_ssl",
     "sql_ssl_cafile",
     "sql_ssl_certfile",
     "sql_ssl_verify",
     "sql_start_interval",
-    "sql_type",
-    "sql_username",
     "update_sql_schema",
     "update_sql_schema_timeout",
     "use_cache",
@@ -706,6 +702,7 @@ fn build(
         if SUPPORTED_OPTIONS.contains(&name.as_str())
             || s2s::OPTIONS.contains(&name.as_str())
             || websocket::OPTIONS.contains(&name.as_str())
+            || sql::OPTIONS.contains(&name.as_str())
         {
             continue;
         }
@@ -746,6 +743,7 @@ fn build(
         None => Vec::new(),
     };
 
+    let sql_accounts = option("default_db").and_then(|n| n.as_str()) == Some("sql");
     if let Some(node) = option("auth_method") {
         for (i, m) in check::list_or_single(node).into_iter().enumerate() {
             let path = if matches!(node.kind, Kind::Seq(_)) {
@@ -755,6 +753,8 @@ fn build(
             };
             match check::string(m, &path, "an authentication method such as internal")? {
                 "internal" | "mnesia" => {}
+                // Accounts live wherever default_db puts them.
+                "sql" if sql_accounts => {}
                 other @ ("sql" | "ldap" | "external" | "anonymous" | "pam" | "jwt") => notes.warn(
                     m,
                     format!("{path}: authentication method `{other}` is not supported by Rookery; using internal"),
@@ -982,6 +982,8 @@ fn build(
         }
         None => crate::storage::ArchiveKind::DEFAULT,
     };
+    let (use_sql, sql_options) = sql::parse(option, notes)?;
+    let sql = if use_sql { sql_options.clone() } else { None };
     let ctl_socket = match option("ctl_socket") {
         Some(node) => resolve(base_dir, check::string(node, "ctl_socket", "a file path")?),
         None => data_dir.join("rookery.ctl"),
@@ -1032,6 +1034,8 @@ fn build(
         offline_limit_rule,
         data_dir,
         archive_engine,
+        sql,
+        sql_options,
         ctl_socket,
         language,
         s2s_use_starttls,

@@ -621,14 +621,14 @@ fn other_value_errors() {
 
 #[test]
 fn unsupported_and_unknown_options_are_warnings_with_lines() {
-    let text = "hosts: [a.org]\nsql_type: pgsql\nhost_config:\n  a.org:\n    loglevel: debug\ninclude_config_file: extra.yml\n\
+    let text = "hosts: [a.org]\nsql_prepared_statements: true\nhost_config:\n  a.org:\n    loglevel: debug\ninclude_config_file: extra.yml\n\
                 colour: blue\nmod_ping: {}\nauth_method: [internal, ldap]\nauth_password_format: plain\n";
     let c = load(text).unwrap();
     let w = &c.warnings;
     assert_eq!(w.len(), 7, "{w:#?}");
     assert_eq!(
         w[0],
-        "rookery.yml:2: `sql_type`: ejabberd option not supported by Rookery; ignored"
+        "rookery.yml:2: `sql_prepared_statements`: ejabberd option not supported by Rookery; ignored"
     );
     assert_eq!(
         w[1],
@@ -919,6 +919,12 @@ fn documentation_covers_every_supported_option() {
             "docs/configuration.md does not list ignored option {option}"
         );
     }
+    for option in super::sql::OPTIONS {
+        assert!(
+            doc.contains(&format!("`{option}`")),
+            "docs/configuration.md does not document `{option}`"
+        );
+    }
 }
 
 #[test]
@@ -1081,4 +1087,78 @@ fn archive_engine_defaults_to_sled_and_refuses_others_with_position() {
         "{e}"
     );
     assert!(load("hosts: [a.org]\narchive_engine: [fjall]\n").is_err());
+}
+
+#[test]
+fn default_db_sql_reads_ejabberds_sql_keys_with_positions_in_errors() {
+    let c = load("hosts: [a.org]\n").unwrap();
+    assert!(c.sql.is_none() && c.sql_options.is_none());
+    let c = load(
+        "hosts: [a.org]\ndefault_db: sql\nsql_type: pgsql\nsql_server: db.example\nsql_port: 5433\n\
+         sql_database: xmpp\nsql_username: rookery\nsql_password: pw\nsql_pool_size: 3\nsql_ssl: true\n\
+         sql_query_timeout: 500 ms\nsql_connect_timeout: 2\nauth_method: sql\n",
+    )
+    .unwrap();
+    let o = c.sql.clone().unwrap();
+    assert_eq!(
+        (
+            o.server.as_str(),
+            o.port,
+            o.database.as_str(),
+            o.username.as_str(),
+            o.password.as_str(),
+            o.pool_size,
+            o.ssl
+        ),
+        ("db.example", 5433, "xmpp", "rookery", "pw", 3, true)
+    );
+    assert_eq!(o.query_timeout, std::time::Duration::from_millis(500));
+    assert_eq!(o.connect_timeout, std::time::Duration::from_secs(2));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(
+        !format!("{o:?}").contains("pw"),
+        "the password is never printed"
+    );
+    // ejabberd's defaults.
+    let o = load("hosts: [a.org]\ndefault_db: sql\nsql_type: pgsql\n")
+        .unwrap()
+        .sql
+        .unwrap();
+    assert_eq!(
+        (o.server.as_str(), o.port, o.database.as_str(), o.pool_size),
+        ("localhost", 5432, "ejabberd", 10)
+    );
+    // Without default_db: sql the keys are kept for migrate_db only.
+    let c = load("hosts: [a.org]\nsql_server: db\n").unwrap();
+    assert!(c.sql.is_none());
+    assert_eq!(c.sql_options.unwrap().server, "db");
+    for (text, want) in [
+        (
+            "default_db: postgres\n",
+            "2:13: default_db: expected `sql` or `mnesia`",
+        ),
+        (
+            "default_db: sql\nsql_type: mysql\n",
+            "3:11: sql_type: expected `pgsql`",
+        ),
+        (
+            "default_db: sql\nsql_port: 99999\n",
+            "3:11: sql_port: expected a port number 1-65535",
+        ),
+        (
+            "default_db: sql\nsql_pool_size: 0\n",
+            "3:16: sql_pool_size: expected a pool size 1-1000",
+        ),
+        (
+            "default_db: sql\nsql_ssl: maybe\n",
+            "3:10: sql_ssl: expected true or false",
+        ),
+        (
+            "default_db: sql\nsql_query_timeout: soon\n",
+            "3:20: sql_query_timeout: expected a positive duration",
+        ),
+    ] {
+        let e = error(&format!("hosts: [a.org]\n{text}"));
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
 }

@@ -11,6 +11,9 @@ pub mod cert_import;
 pub mod check;
 pub mod check_turn;
 pub mod commands;
+pub mod dbmove;
+pub mod ejabberd_sql;
+pub mod erlang_term;
 pub mod lifecycle;
 pub mod piefxis;
 pub mod socket;
@@ -24,8 +27,26 @@ use std::time::Duration;
 
 pub use commands::{execute, CommandSpec, CtlEnv, CtlOutput};
 
-use crate::storage::{SledStorage, StorageError};
+use crate::storage::{PgStorage, SledStorage, Storage, StorageError};
 use socket::CtlRequest;
+
+/// Which database `rookery ctl` opens when no server answers.
+#[derive(Clone, Debug)]
+pub struct DbChoice {
+    /// The embedded archive's engine (with sled).
+    pub archive_engine: crate::storage::ArchiveKind,
+    /// `default_db: sql`: PostgreSQL instead of sled.
+    pub sql: Option<crate::config::sql::SqlOptions>,
+}
+
+impl From<crate::storage::ArchiveKind> for DbChoice {
+    fn from(archive_engine: crate::storage::ArchiveKind) -> Self {
+        DbChoice {
+            archive_engine,
+            sql: None,
+        }
+    }
+}
 
 /// How long sending the request may take.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,7 +123,7 @@ fn run_offline(
     spec: &CommandSpec,
     socket_path: &Path,
     data_dir: &Path,
-    archive_engine: crate::storage::ArchiveKind,
+    db: &DbChoice,
     hosts: &[String],
     scram_iterations: u32,
     args: &[String],
@@ -110,9 +131,27 @@ fn run_offline(
     if spec.needs_server {
         return CtlOutput::not_running(commands::NOT_RUNNING);
     }
+    if let Some(sql) = &db.sql {
+        let storage: Arc<dyn Storage> = match PgStorage::open(sql) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                return CtlOutput::failed(format!(
+                    "cannot open the PostgreSQL database {}: {e}",
+                    sql.describe()
+                ))
+            }
+        };
+        let env = CtlEnv {
+            storage,
+            hosts: hosts.to_vec(),
+            scram_iterations,
+            server: None,
+        };
+        return execute(&env, spec.name, args);
+    }
     let place = crate::storage::ArchivePlacement::in_data_dir(
         data_dir.parent().unwrap_or(Path::new(".")),
-        archive_engine,
+        db.archive_engine,
     );
     let storage = match SledStorage::open_with(data_dir, Some(&place)) {
         Ok(storage) => storage,
@@ -143,7 +182,7 @@ fn run_offline(
 pub fn dispatch(
     socket_path: &Path,
     data_dir: &Path,
-    archive_engine: crate::storage::ArchiveKind,
+    db: impl Into<DbChoice>,
     hosts: &[String],
     scram_iterations: u32,
     command: &str,
@@ -189,7 +228,7 @@ pub fn dispatch(
             spec,
             socket_path,
             data_dir,
-            archive_engine,
+            &db.into(),
             hosts,
             scram_iterations,
             args,
@@ -213,6 +252,10 @@ pub fn run_local(
     }
     Some(match spec.name {
         "check" => check::run(config, args.first().map(String::as_str)),
+        "import_ejabberd_sql" => ejabberd_sql::run(config, &args[0]),
+        "migrate_db" | "sql_migrate" => dbmove::run(config, spec.name, args, |cmd| {
+            ask_server(&config.ctl_socket, cmd, &[]).is_ok()
+        }),
         _ => {
             let (mut out, imported) = cert_import::import(config, args);
             if !imported.is_empty() {
@@ -256,7 +299,7 @@ pub fn print(out: &CtlOutput) -> i32 {
 pub fn run(
     socket_path: &Path,
     data_dir: &Path,
-    archive_engine: crate::storage::ArchiveKind,
+    db: impl Into<DbChoice>,
     hosts: &[String],
     scram_iterations: u32,
     command: &str,
@@ -265,7 +308,7 @@ pub fn run(
     let out = dispatch(
         socket_path,
         data_dir,
-        archive_engine,
+        db,
         hosts,
         scram_iterations,
         command,

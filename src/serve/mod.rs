@@ -29,11 +29,38 @@ use xep_support::module::CommandOutcome;
 use crate::config::{Config, Listener, ListenerModule};
 use crate::ctl::commands::CtlEnv;
 use crate::server::Server;
-use crate::storage::{SledStorage, Storage};
+use crate::storage::{PgStorage, SledStorage, Storage};
 use crate::stream::StreamCondition;
 
 /// How long shutdown waits for streams to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The database `default_db` names: the embedded sled database in
+/// `data_dir/db`, or PostgreSQL (its schema migrated first).
+pub fn open_storage(config: &Config) -> Result<Arc<dyn Storage>, String> {
+    match &config.sql {
+        Some(sql) => {
+            let pg = PgStorage::open(sql).map_err(|e| {
+                format!(
+                    "cannot open the PostgreSQL database {}: {e}",
+                    sql.describe()
+                )
+            })?;
+            tracing::info!("storage: PostgreSQL at {}", pg.describe());
+            Ok(Arc::new(pg))
+        }
+        None => Ok(Arc::new(
+            SledStorage::open_with(
+                &config.data_dir.join("db"),
+                Some(&crate::storage::ArchivePlacement::in_data_dir(
+                    &config.data_dir,
+                    config.archive_engine,
+                )),
+            )
+            .map_err(|e| format!("cannot open the database: {e}"))?,
+        )),
+    }
+}
 
 /// Start everything, serve until shutdown, then close every stream and flush storage.
 pub async fn run(config: Config) -> Result<(), String> {
@@ -44,16 +71,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let config = live.config.clone();
-    let storage: Arc<dyn Storage> = Arc::new(
-        SledStorage::open_with(
-            &config.data_dir.join("db"),
-            Some(&crate::storage::ArchivePlacement::in_data_dir(
-                &config.data_dir,
-                config.archive_engine,
-            )),
-        )
-        .map_err(|e| format!("cannot open the database: {e}"))?,
-    );
+    let storage = open_storage(&config)?;
     let dialback_secret = crate::s2s::dialback::stored_secret(storage.as_ref())?;
 
     // Bind every listener before announcing anything.

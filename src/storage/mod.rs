@@ -14,9 +14,10 @@
 //! [`Storage`] is all of them together (implemented for every type that
 //! implements each); the server holds an `Arc<dyn Storage>` and hands out
 //! narrower views (`&dyn ModuleStore` through [`modules::ModuleAccess`] to
-//! the modules). The only engine today is the embedded sled database in
-//! [`sled`] ([`SledStorage`]); another engine (PostgreSQL, for clusters)
-//! implements the five traits and nothing else changes.
+//! the modules). Two engines implement them: the embedded sled database in
+//! [`sled`] ([`SledStorage`], the default) and PostgreSQL in [`pgsql`]
+//! ([`PgStorage`], `default_db: sql`); [`transfer`] copies everything from
+//! one engine to the other (`rookery ctl migrate_db`).
 //!
 //! Accounts are named by [`AccountKey`] (host, localpart), borrowed from the
 //! caller's `BareJid` without allocating. Host and user strings are already
@@ -37,12 +38,15 @@ pub mod account_locks;
 pub mod archive;
 pub mod group_commit;
 pub mod modules;
+pub mod pgsql;
 pub mod roster_cache;
 pub mod sled;
 pub mod stanza_codec;
 mod stored_chars;
+pub mod transfer;
 
 pub use self::archive::{EngineKind as ArchiveKind, Placement as ArchivePlacement};
+pub use self::pgsql::PgStorage;
 pub use self::sled::SledStorage;
 
 use serde::{Deserialize, Serialize};
@@ -164,6 +168,11 @@ pub enum StorageError {
     Full(String),
     /// Any other I/O or engine failure.
     Io(String),
+    /// The database server cannot be reached, or did not answer within the
+    /// configured time, or too many operations already wait for it
+    /// (PostgreSQL, `default_db: sql`). Nothing was changed; the same
+    /// operation may succeed once the database is back.
+    Unavailable(String),
 }
 
 impl StorageError {
@@ -178,6 +187,10 @@ impl StorageError {
             StorageError::Full(_) => {
                 StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
                     .with_text("the server's storage is full")
+            }
+            StorageError::Unavailable(_) => {
+                StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint)
+                    .with_text("the server's database is unavailable; try again later")
             }
             _ => StanzaError::new(ErrorType::Cancel, Condition::InternalServerError),
         }
@@ -194,6 +207,7 @@ impl std::fmt::Display for StorageError {
             StorageError::Corrupt(why) => write!(f, "corrupt database: {why}"),
             StorageError::Full(why) => write!(f, "database disk full: {why}"),
             StorageError::Io(why) => write!(f, "database I/O error: {why}"),
+            StorageError::Unavailable(why) => write!(f, "database unavailable: {why}"),
         }
     }
 }

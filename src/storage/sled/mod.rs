@@ -9,6 +9,7 @@
 //! | `offline.rs`  | `OfflineStore`   | `offline`, `offline_counts`                             |
 //! | `modules.rs`  | `ModuleStore`    | `module_data`                                           |
 //! | `backup.rs`   | `Maintenance`    | every tree (backup / restore)                           |
+//! | `records.rs`  | `transfer::Records` | every tree but `offline_counts` (moves between engines) |
 //!
 //! The message archive (`ArchiveAccess`) is `crate::storage::archive`, on
 //! fjall in `DATA_DIR/archive/` or on five trees of this database
@@ -77,6 +78,7 @@ mod backup;
 pub(crate) mod full_disk;
 mod modules;
 mod offline;
+mod records;
 mod roster;
 
 use std::path::{Path, PathBuf};
