@@ -32,6 +32,7 @@ pub const SPECS: &[&ModuleSpec] = &[
     &crate::http_upload::SPEC,
     &crate::push::SPEC,
     &crate::muc::SPEC,
+    &crate::pubsub::SPEC,
     &crate::mam::SPEC,
     &crate::auth_fast::SPEC,
 ];
@@ -158,15 +159,24 @@ pub fn build(
     // XEP-0402 bookmarks bridge (with mod_private) and the XEP-0398 avatar
     // bridge (mod_avatar). Each bridge is a hook the bridged module calls.
     let has = |m: &str| config.iter().any(|(n, _)| n == m);
+    // ejabberd's PEP is mod_pubsub's `pep` plugin: without mod_pep listed,
+    // it builds the same module from mod_pubsub's limits.
+    let pep_from_pubsub = !has("mod_pep")
+        && config.iter().any(|(n, opts)| {
+            n == "mod_pubsub" && crate::pubsub::Pubsub::from_opts(opts, &mut Vec::new()).pep_plugin
+        });
     let pep = config
         .iter()
-        .find(|(n, _)| n == "mod_pep")
-        .map(|(_, opts)| {
-            let mut o = crate::opts::Opts::new(opts, &PEP);
-            let mut pep = crate::pep::Pep::new(
-                o.uint("max_items_node") as usize,
-                o.uint("max_payload_size") as usize,
-            );
+        .find(|(n, _)| n == "mod_pep" || (pep_from_pubsub && n == "mod_pubsub"))
+        .map(|(name, opts)| {
+            let spec = if name == "mod_pep" {
+                &PEP
+            } else {
+                &crate::pubsub::SPEC
+            };
+            let mut o = crate::opts::Opts::new(opts, spec);
+            let payload = o.uint("max_payload_size") as usize;
+            let mut pep = crate::pep::Pep::new(o.uint("max_items_node") as usize, payload);
             if has("mod_private") {
                 pep = pep.with_hook(Arc::new(crate::bookmarks::ToPrivate));
             }
@@ -225,7 +235,7 @@ pub fn build(
                 Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals))
             }
             "mod_avatar" => {
-                if !(has("mod_vcard") && has("mod_pep")) {
+                if !(has("mod_vcard") && pep.is_some()) {
                     warnings.push((
                         name.clone(),
                         "mod_avatar converts between mod_vcard and mod_pep; enable both, or it does nothing".to_string(),
@@ -261,6 +271,17 @@ pub fn build(
                 let module = crate::muc::Muc::from_opts(opts, &mut notes)
                     .with_archive(mam.is_some(), mam.flatten());
                 warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
+                Arc::new(module)
+            }
+            "mod_pubsub" => {
+                let mut notes = Vec::new();
+                let module = crate::pubsub::Pubsub::from_opts(opts, &mut notes);
+                warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
+                if pep_from_pubsub {
+                    if let Some(p) = &pep {
+                        modules.push(p.clone());
+                    }
+                }
                 Arc::new(module)
             }
             "mod_register" => {
