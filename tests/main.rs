@@ -43,6 +43,7 @@ mod interop_slixmpp_blocking_pep;
 mod interop_slixmpp_im;
 mod interop_slixmpp_mam;
 mod interop_slixmpp_muc;
+mod interop_slixmpp_pubsub;
 mod interop_slixmpp_session;
 mod interop_xmppjs;
 mod mod_adhoc;
