@@ -71,6 +71,7 @@ mod mod_pep;
 mod mod_ping;
 mod mod_private;
 mod mod_pubsub;
+mod mod_pubsub_federation;
 mod mod_push;
 mod mod_register;
 mod mod_stream_mgmt;
