@@ -145,6 +145,9 @@ pub const SPEC: ModuleSpec = ModuleSpec::module(
     true,
 );
 
+/// `force_node_config`: a node-name pattern and the options it forces.
+type Forced = (regex::Regex, Vec<(String, Vec<String>)>);
+
 /// Collects the stanzas to route after the answer.
 pub type Out = Vec<Element>;
 
@@ -160,7 +163,7 @@ pub struct Pubsub {
     /// `default_node_config` applied over the service's defaults.
     defaults: Config,
     /// `force_node_config`: (node-name pattern, options).
-    forced: Vec<(regex::Regex, Vec<(String, Vec<String>)>)>,
+    forced: Vec<Forced>,
     /// Whether `plugins` lists `pep`.
     pub pep_plugin: bool,
 }

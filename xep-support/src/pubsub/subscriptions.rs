@@ -43,7 +43,7 @@ fn not_subscribed() -> StanzaError {
     )
 }
 
-fn node_and_jid<'e>(op: &'e Element) -> Result<(&'e str, &'e str), StanzaError> {
+fn node_and_jid(op: &Element) -> Result<(&str, &str), StanzaError> {
     let node = op
         .attr("node")
         .ok_or_else(|| pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required"))?;
@@ -388,7 +388,7 @@ pub fn authorization_answer(
     if node.affiliation(bare_of(from.as_str())) != Affiliation::Owner {
         return Err(StanzaError::forbidden());
     }
-    if !node.subscriptions.get(&jid).is_some_and(|s| !s.subscribed) {
+    if node.subscriptions.get(&jid).is_none_or(|s| s.subscribed) {
         return Ok(());
     }
     set_subscription(c, &name, node, &jid, allow.then_some(true), out)
