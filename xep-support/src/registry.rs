@@ -319,6 +319,37 @@ mod tests {
     }
 
     #[test]
+    fn pubsub_with_the_pep_plugin_brings_pep_once() {
+        let opts = |y: &str| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(y).unwrap();
+        let names = |cfg: Vec<(String, serde_yaml_ng::Value)>| {
+            let (mods, warns) = build(&cfg, &Globals::default());
+            (mods.iter().map(|m| m.name()).collect::<Vec<_>>(), warns)
+        };
+        // ejabberd's spelling: PEP comes with mod_pubsub's pep plugin.
+        let (m, w) = names(vec![(
+            "mod_pubsub".into(),
+            opts("plugins: [flat, pep]\nmax_items_node: 10\n"),
+        )]);
+        assert_eq!(m, vec!["mod_pep", "mod_pubsub"]);
+        assert!(w.is_empty(), "{w:?}");
+        // Without the plugin, or with mod_pep listed too: PEP once or not at all.
+        let (m, _) = names(vec![("mod_pubsub".into(), opts("plugins: [flat]\n"))]);
+        assert_eq!(m, vec!["mod_pubsub"]);
+        let (m, _) = names(vec![
+            ("mod_pep".into(), serde_yaml_ng::Value::Null),
+            ("mod_pubsub".into(), opts("plugins: [flat, pep]\n")),
+        ]);
+        assert_eq!(m, vec!["mod_pep", "mod_pubsub"]);
+        // An unknown plugin is a warning naming it.
+        let (_, w) = names(vec![("mod_pubsub".into(), opts("plugins: [dag]\n"))]);
+        assert!(
+            w.iter()
+                .any(|(n, m)| n == "mod_pubsub" && m.contains("dag")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn carboncopy_is_carbons_once() {
         let null = serde_yaml_ng::Value::Null;
         let one = vec![("mod_carboncopy".to_string(), null.clone())];
@@ -390,6 +421,19 @@ mod tests {
         assert_eq!(d(&PEP, "max_items_node"), pep);
         let payload = crate::pep::DEFAULT_MAX_PAYLOAD.to_string();
         assert_eq!(d(&PEP, "max_payload_size"), payload);
+        let ps = &crate::pubsub::SPEC;
+        assert_eq!(
+            d(ps, "max_items_node"),
+            crate::pubsub::DEFAULT_MAX_ITEMS.to_string()
+        );
+        assert_eq!(
+            d(ps, "max_payload_size"),
+            crate::pubsub::DEFAULT_MAX_PAYLOAD.to_string()
+        );
+        assert_eq!(
+            d(ps, "max_nodes_discoitems"),
+            crate::pubsub::DEFAULT_MAX_NODES_DISCOITEMS.to_string()
+        );
         let muc = &crate::muc::SPEC;
         assert_eq!(
             d(muc, "history_size"),
