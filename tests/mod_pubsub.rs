@@ -445,6 +445,11 @@ async fn service_disco_create_configure_delete() {
     assert_eq!(err(&r).1, "service-unavailable");
     let r = iq(&mut a, "set", &format!("<pubsub xmlns='{PUBSUB}'/>")).await;
     assert_eq!(err(&r).1, "bad-request");
+    // An empty node name is no node name.
+    let r = publish(&mut a, "", Some("x"), &entry("x")).await;
+    assert_eq!(err(&r).2, "nodeid-required", "{r}");
+    let r = subscribe(&mut b, "", &bare(BOB), "").await;
+    assert_eq!(err(&r).2, "nodeid-required", "{r}");
     // The module's pep plugin: PEP on accounts still answers.
     let id = a.id();
     let r = a.request(&format!("<iq type='set' id='{id}'><pubsub xmlns='{PUBSUB}'><publish node='urn:xmpp:test'><item id='current'><x xmlns='urn:xmpp:test'/></item></publish></pubsub></iq>"), &id).await;

@@ -122,6 +122,7 @@ pub fn manage(
 ) -> Result<Option<Element>, StanzaError> {
     let name = op
         .attr("node")
+        .filter(|n| !n.is_empty())
         .ok_or_else(|| pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required"))?;
     let node = svc
         .nodes

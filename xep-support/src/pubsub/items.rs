@@ -131,7 +131,11 @@ pub fn publish(
     from: &Jid,
     out: &mut Out,
 ) -> Result<Option<Element>, StanzaError> {
-    let name = op.attr("node").ok_or_else(nodeid_required)?.to_string();
+    let name = op
+        .attr("node")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(nodeid_required)?
+        .to_string();
     let who = from.to_bare().to_string();
     let items: Vec<&Element> = op.child_elements().collect();
     if items.len() > 1 || items.iter().any(|i| !i.is("item", ns::PUBSUB)) {
@@ -355,7 +359,10 @@ pub fn retract(
     from: &Jid,
     out: &mut Out,
 ) -> Result<Option<Element>, StanzaError> {
-    let name = op.attr("node").ok_or_else(nodeid_required)?;
+    let name = op
+        .attr("node")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(nodeid_required)?;
     let node = svc
         .nodes
         .get_mut(name)
@@ -418,7 +425,10 @@ pub fn purge(
     from: &Jid,
     out: &mut Out,
 ) -> Result<Option<Element>, StanzaError> {
-    let name = op.attr("node").ok_or_else(nodeid_required)?;
+    let name = op
+        .attr("node")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(nodeid_required)?;
     let node = svc
         .nodes
         .get_mut(name)
@@ -448,7 +458,10 @@ pub fn items(
     op: &Element,
     from: &Jid,
 ) -> Result<Option<Element>, StanzaError> {
-    let name = op.attr("node").ok_or_else(nodeid_required)?;
+    let name = op
+        .attr("node")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(nodeid_required)?;
     let node = svc
         .nodes
         .get(name)

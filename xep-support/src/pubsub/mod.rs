@@ -577,7 +577,10 @@ impl Pubsub {
         is_set: bool,
         out: &mut Out,
     ) -> Result<Option<Element>, StanzaError> {
-        let name = op.attr("node").ok_or_else(nodeid_required)?;
+        let name = op
+            .attr("node")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(nodeid_required)?;
         let node = svc
             .nodes
             .get_mut(name)
@@ -644,7 +647,10 @@ impl Pubsub {
         from: &Jid,
         out: &mut Out,
     ) -> Result<Option<Element>, StanzaError> {
-        let name = op.attr("node").ok_or_else(nodeid_required)?;
+        let name = op
+            .attr("node")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(nodeid_required)?;
         let node = svc
             .nodes
             .get(name)

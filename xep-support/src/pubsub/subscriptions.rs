@@ -46,6 +46,7 @@ fn not_subscribed() -> StanzaError {
 fn node_and_jid(op: &Element) -> Result<(&str, &str), StanzaError> {
     let node = op
         .attr("node")
+        .filter(|n| !n.is_empty())
         .ok_or_else(|| pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required"))?;
     let jid = op
         .attr("jid")
@@ -263,6 +264,7 @@ pub fn manage(
 ) -> Result<Option<Element>, StanzaError> {
     let name = op
         .attr("node")
+        .filter(|n| !n.is_empty())
         .ok_or_else(|| pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required"))?;
     let node = svc
         .nodes
