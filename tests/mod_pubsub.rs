@@ -18,6 +18,7 @@
 
 use crate::common;
 
+use common::im::login as connect;
 use common::im::{bare, online as login, subscribe_mutual, sync, ALICE, BOB, CAROL};
 use common::{Client, Element, Server};
 
@@ -1018,7 +1019,18 @@ async fn items_pages_retention_and_restart() {
     server.kill_hard(); // SIGKILL: the writes must already be durable
     server.restart();
     let mut a = login(&server, ALICE, "pc").await;
-    let mut b = login(&server, BOB, "pc").await;
+    // send_last_published_item on_sub_and_presence (the default): bob's
+    // first available presence brings the last item.
+    let mut b = connect(&server, BOB, "pc").await;
+    b.send("<presence/>").await;
+    let ev = event(&mut b).await;
+    assert_eq!(
+        ev.child("items")
+            .and_then(|i| i.child("item"))
+            .and_then(|i| i.attr("id")),
+        Some("i3"),
+        "{ev}"
+    );
     let r = items(&mut a, "log", "", "", "").await;
     assert_eq!(item_ids(&r), ids(&["i7", "i3"]));
     let r = ok(

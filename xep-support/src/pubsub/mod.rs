@@ -23,7 +23,7 @@
 //! before its answer is returned; the answer precedes the notifications it
 //! causes; an iq never gets two answers (errors replace the result).
 
-use jid::Jid;
+use jid::{FullJid, Jid};
 
 use crate::element::Element;
 use crate::module::{Identity, Module, ServerContext};
@@ -400,6 +400,51 @@ impl Module for Pubsub {
             }
         }
         v
+    }
+
+    /// A local session's first available presence: the last item of each
+    /// node configured `on_sub_and_presence` that its bare or full JID is
+    /// subscribed to (XEP-0060 §6.1.7), to the session.
+    fn presence_available(
+        &self,
+        ctx: &dyn ServerContext,
+        jid: &FullJid,
+        _presence: &Element,
+        initial: bool,
+    ) {
+        if !initial {
+            return;
+        }
+        let (full, bare) = (jid.to_string(), jid.to_bare().to_string());
+        let domains: Vec<String> = self
+            .service_domains(&ctx.hosts())
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        let mut out = Vec::new();
+        let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
+        for service in &domains {
+            let Some(c) = Call::new(ctx, self, service) else {
+                continue;
+            };
+            let svc = guard.entry(service.clone()).or_default();
+            c.load(svc);
+            for (name, node) in &svc.nodes {
+                if node.config.send_last != node::SendLast::OnSubAndPresence {
+                    continue;
+                }
+                let subscribed = [&full, &bare].iter().any(|j| {
+                    node.subscriptions
+                        .get(*j)
+                        .is_some_and(|s| s.subscribed && s.deliver)
+                });
+                if subscribed {
+                    out.extend(items::last_item_message(&c, name, node, &full));
+                }
+            }
+        }
+        drop(guard);
+        ctx.route_ordered(out);
     }
 
     fn handle_service_stanza(&self, ctx: &dyn ServerContext, stanza: &Element) -> Vec<Element> {

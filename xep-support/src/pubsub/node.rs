@@ -182,7 +182,7 @@ impl Config {
             notify_config: false,
             notify_delete: true,
             notify_retract: true,
-            send_last: SendLast::OnSub,
+            send_last: SendLast::OnSubAndPresence,
             notification_type: "headline",
         }
     }
