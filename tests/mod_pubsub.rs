@@ -1321,3 +1321,75 @@ async fn access_models_and_affiliations() {
     );
     expect_err(&mut a, "set", &format!("<pubsub xmlns='{OWNER}'><subscriptions node='inner'><subscription jid='bob@localhost' subscription='maybe'/></subscriptions></pubsub>"), "not-acceptable", "").await;
 }
+
+/// A node with thousands of subscribers: each publish's notifications are
+/// streamed (built and routed one at a time on the service's queue), and a
+/// subscriber gets the notifications of back-to-back publishes in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_subscribers_get_notifications_in_order() {
+    const SUBSCRIBERS: usize = 2000;
+    let server = server();
+    let mut a = login(&server, ALICE, "pc").await;
+    let mut b = login(&server, BOB, "pc").await;
+    create(&mut a, "wide", &[]).await;
+    // Alice subscribes many resources of hers (none connected: their
+    // notifications are routed and dropped), sent back to back.
+    for i in 0..SUBSCRIBERS {
+        a.send(&format!(
+            "<iq type='set' to='{SERVICE}' id='s{i}'><pubsub xmlns='{PUBSUB}'><subscribe node='wide' jid='alice@localhost/r{i}'/></pubsub></iq>"
+        ))
+        .await;
+    }
+    let last = format!("s{}", SUBSCRIBERS - 1);
+    let r = a
+        .recv_where("the last subscription", |e| {
+            e.attr("id") == Some(last.as_str())
+        })
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    assert_eq!(
+        subscription_state(&subscribe(&mut b, "wide", &bare(BOB), "").await),
+        "subscribed"
+    );
+    let r = ok(
+        &mut a,
+        "get",
+        &format!("<query xmlns='{DISCO_INFO}' node='wide'/>"),
+    )
+    .await;
+    let meta = r.child("query").and_then(|q| q.child("x")).unwrap();
+    let n = (SUBSCRIBERS + 1).to_string();
+    assert_eq!(
+        field_value(meta, "pubsub#num_subscribers"),
+        Some(n.as_str())
+    );
+
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        a.send(&format!(
+            "<iq type='set' to='{SERVICE}' id='p{i}'><pubsub xmlns='{PUBSUB}'><publish node='wide'><item id='w{i}'>{}</item></publish></pubsub></iq>",
+            entry(&format!("wide {i}"))
+        ))
+        .await;
+    }
+    for i in 0..5 {
+        let ev = event(&mut b).await;
+        let id = ev
+            .child("items")
+            .and_then(|x| x.child("item"))
+            .and_then(|x| x.attr("id"));
+        assert_eq!(id, Some(format!("w{i}").as_str()), "in order: {ev}");
+    }
+    for i in 0..5 {
+        let id = format!("p{i}");
+        let r = a
+            .recv_where("a publish result", |e| e.attr("id") == Some(id.as_str()))
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+    }
+    eprintln!(
+        "5 publishes to {} subscribers delivered to the last one in {:?}",
+        SUBSCRIBERS + 1,
+        started.elapsed()
+    );
+}

@@ -20,7 +20,7 @@ use jid::Jid;
 use super::forms::{form_fields, pubsub_error};
 use super::node::{apply_form, bare_of, event, Affiliation, Node, PublishModel};
 use super::service::{iid_key, item_key, item_prefix, seq_key, Call, Service};
-use super::{access_check, Out, PUBLISH_OPTIONS};
+use super::{access_check, PUBLISH_OPTIONS};
 use crate::element::Element;
 use crate::mam::NS_RSM;
 use crate::ns;
@@ -58,26 +58,58 @@ fn as_event_item(item: &Element, with_payload: bool) -> Element {
 }
 
 /// Messages carrying `ev` (an `<event/>` payload) to every approved
-/// subscriber that wants deliveries.
-pub fn notify(c: &Call<'_>, node: &Node, ev: &Element, out: &mut Out) {
+/// subscriber that wants deliveries. They are streamed: the server builds
+/// and routes them one at a time on the service's queue (in order across
+/// publishes), so a node with many subscribers never has all its
+/// notifications in memory; only the subscribers' JIDs are copied here.
+pub fn notify(c: &Call<'_>, node: &Node, ev: &Element) {
     if !node.config.deliver_notifications {
         return;
     }
-    for (jid, sub) in &node.subscriptions {
-        if sub.subscribed && sub.deliver {
-            out.push(message(c, node, jid, ev.clone()));
-        }
+    let to: Vec<String> = node
+        .subscriptions
+        .iter()
+        .filter(|(_, s)| s.subscribed && s.deliver)
+        .map(|(j, _)| j.clone())
+        .collect();
+    if to.is_empty() {
+        return;
     }
+    let (from, kind, ev) = (
+        c.service.to_string(),
+        node.config.notification_type,
+        ev.clone(),
+    );
+    c.ctx.route_stream(
+        c.service,
+        Box::new(
+            to.into_iter()
+                .map(move |jid| notification(&from, kind, &jid, ev.clone())),
+        ),
+    );
+}
+
+/// One notification message.
+fn notification(from: &str, kind: &str, to: &str, ev: Element) -> Element {
+    Element::new("message", ns::CLIENT)
+        .with_attr("from", from)
+        .with_attr("to", to)
+        .with_attr("type", kind)
+        .with_attr("id", item_id())
+        .with_child(ev)
 }
 
 /// One notification message to `to`.
 pub fn message(c: &Call<'_>, node: &Node, to: &str, ev: Element) -> Element {
-    Element::new("message", ns::CLIENT)
-        .with_attr("from", c.service)
-        .with_attr("to", to)
-        .with_attr("type", node.config.notification_type)
-        .with_attr("id", item_id())
-        .with_child(ev)
+    notification(c.service, node.config.notification_type, to, ev)
+}
+
+/// Send the last item to `to` on the service's queue (after the
+/// notifications already queued), if the node has one.
+pub fn send_last(c: &Call<'_>, name: &str, node: &Node, to: &str) {
+    if let Some(m) = last_item_message(c, name, node, to) {
+        c.ctx.route_stream(c.service, Box::new(std::iter::once(m)));
+    }
 }
 
 /// The newest item of a node, if any is stored.
@@ -129,7 +161,6 @@ pub fn publish(
     pubsub: &Element,
     op: &Element,
     from: &Jid,
-    out: &mut Out,
 ) -> Result<Option<Element>, StanzaError> {
     let name = op
         .attr("node")
@@ -249,13 +280,13 @@ pub fn publish(
             .with_attr("node", name.as_str())
             .with_child(as_event_item(&stored, node.config.deliver_payloads)),
     );
-    notify(c, node, &ev, out);
+    notify(c, node, &ev);
     if !removed.is_empty() && node.config.notify_retract {
         let mut items = Element::new("items", ns::PUBSUB_EVENT).with_attr("node", name.as_str());
         for id in removed {
             items = items.with_child(Element::new("retract", ns::PUBSUB_EVENT).with_attr("id", id));
         }
-        notify(c, node, &event(items), out);
+        notify(c, node, &event(items));
     }
     Ok(Some(reply))
 }
@@ -357,7 +388,6 @@ pub fn retract(
     svc: &mut Service,
     op: &Element,
     from: &Jid,
-    out: &mut Out,
 ) -> Result<Option<Element>, StanzaError> {
     let name = op
         .attr("node")
@@ -412,7 +442,7 @@ pub fn retract(
         for id in ids {
             items = items.with_child(Element::new("retract", ns::PUBSUB_EVENT).with_attr("id", id));
         }
-        notify(c, node, &event(items), out);
+        notify(c, node, &event(items));
     }
     Ok(None)
 }
@@ -423,7 +453,6 @@ pub fn purge(
     svc: &mut Service,
     op: &Element,
     from: &Jid,
-    out: &mut Out,
 ) -> Result<Option<Element>, StanzaError> {
     let name = op
         .attr("node")
@@ -444,7 +473,6 @@ pub fn purge(
             c,
             node,
             &event(Element::new("purge", ns::PUBSUB_EVENT).with_attr("node", name)),
-            out,
         );
     }
     Ok(None)

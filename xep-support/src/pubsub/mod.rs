@@ -4,10 +4,13 @@
 //!
 //! Like `mod_muc`, the server hands the module every stanza addressed to a
 //! service domain ([`Module::handle_service_stanza`]); the module answers
-//! and returns the stanzas to route in order: the iq's answer first, then
-//! the notifications (to each subscriber's bare or full JID, local or on
-//! another server: the service domain federates like a host, so remote
-//! subscribers get their notifications over s2s from `pubsub.HOST`).
+//! and returns the iq's answer (and messages to owners, such as
+//! authorization forms). Notifications (to each subscriber's bare or full
+//! JID, local or on another server: the service domain federates like a
+//! host, so remote subscribers get them over s2s from `pubsub.HOST`) go on
+//! the service domain's stream queue ([`ServerContext::route_stream`]):
+//! built and routed one at a time, in publication order, never all at once
+//! in memory.
 //!
 //! Leaf nodes only (no collections). The folder holds one file per
 //! concern: `node.rs` (the node model, its configuration form and stored
@@ -20,8 +23,10 @@
 //! deletion, and disco.
 //!
 //! Invariants: every change is written to the module store (durable)
-//! before its answer is returned; the answer precedes the notifications it
-//! causes; an iq never gets two answers (errors replace the result).
+//! before its answer is returned; every notification of one service
+//! domain (and the last items sent on subscription or presence) leaves
+//! through its one queue, so each subscriber gets them in publication
+//! order; an iq never gets two answers (errors replace the result).
 
 use jid::{FullJid, Jid};
 
@@ -421,7 +426,6 @@ impl Module for Pubsub {
             .into_iter()
             .map(|(d, _)| d)
             .collect();
-        let mut out = Vec::new();
         let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
         for service in &domains {
             let Some(c) = Call::new(ctx, self, service) else {
@@ -439,12 +443,10 @@ impl Module for Pubsub {
                         .is_some_and(|s| s.subscribed && s.deliver)
                 });
                 if subscribed {
-                    out.extend(items::last_item_message(&c, name, node, &full));
+                    items::send_last(&c, name, node, &full);
                 }
             }
         }
-        drop(guard);
-        ctx.route_ordered(out);
     }
 
     fn handle_service_stanza(&self, ctx: &dyn ServerContext, stanza: &Element) -> Vec<Element> {
@@ -540,8 +542,8 @@ impl Pubsub {
             .ok_or_else(|| StanzaError::bad_request().with_text("no pubsub operation"))?;
         match (owner_ns, is_set, op.name.as_str()) {
             (false, true, "create") => self.create(c, svc, payload, op, from),
-            (false, true, "publish") => items::publish(c, svc, payload, op, from, out),
-            (false, true, "retract") => items::retract(c, svc, op, from, out),
+            (false, true, "publish") => items::publish(c, svc, payload, op, from),
+            (false, true, "retract") => items::retract(c, svc, op, from),
             (false, false, "items") => items::items(c, svc, payload, op, from),
             (false, true, "subscribe") => subscriptions::subscribe(c, svc, payload, op, from, out),
             (false, true, "unsubscribe") => subscriptions::unsubscribe(c, svc, op, from),
@@ -554,9 +556,9 @@ impl Pubsub {
                         .with_child(self.defaults.to_form("form", self.max_items_node)),
                 ),
             )),
-            (true, set, "configure") => self.configure(c, svc, op, from, set, out),
-            (true, true, "delete") => self.delete(c, svc, op, from, out),
-            (true, true, "purge") => items::purge(c, svc, op, from, out),
+            (true, set, "configure") => self.configure(c, svc, op, from, set),
+            (true, true, "delete") => self.delete(c, svc, op, from),
+            (true, true, "purge") => items::purge(c, svc, op, from),
             (true, set, "subscriptions") => subscriptions::manage(c, svc, op, from, set, out),
             (true, set, "affiliations") => affiliations::manage(c, svc, op, from, set),
             _ => Err(StanzaError::feature_not_implemented()),
@@ -620,7 +622,6 @@ impl Pubsub {
         op: &Element,
         from: &Jid,
         is_set: bool,
-        out: &mut Out,
     ) -> Result<Option<Element>, StanzaError> {
         let name = op
             .attr("node")
@@ -671,14 +672,14 @@ impl Pubsub {
                 items =
                     items.with_child(Element::new("retract", ns::PUBSUB_EVENT).with_attr("id", id));
             }
-            items::notify(c, node, &event(items), out);
+            items::notify(c, node, &event(items));
         }
         if node.config.notify_config {
             let mut conf = Element::new("configuration", ns::PUBSUB_EVENT).with_attr("node", name);
             if node.config.deliver_payloads {
                 conf = conf.with_child(node.config.to_form("result", self.max_items_node));
             }
-            items::notify(c, node, &event(conf), out);
+            items::notify(c, node, &event(conf));
         }
         Ok(None)
     }
@@ -690,7 +691,6 @@ impl Pubsub {
         svc: &mut Service,
         op: &Element,
         from: &Jid,
-        out: &mut Out,
     ) -> Result<Option<Element>, StanzaError> {
         let name = op
             .attr("node")
@@ -712,7 +712,7 @@ impl Pubsub {
             {
                 d = d.with_child(Element::new("redirect", ns::PUBSUB_EVENT).with_attr("uri", uri));
             }
-            items::notify(c, node, &event(d), out);
+            items::notify(c, node, &event(d));
         }
         svc.nodes.remove(name);
         Ok(None)

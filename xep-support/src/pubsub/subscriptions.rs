@@ -13,7 +13,7 @@ use jid::Jid;
 
 use super::affiliations::access_check;
 use super::forms::{bool_value, field, form, form_fields, parse_bool, pubsub_error};
-use super::items::last_item_message;
+use super::items::send_last;
 use super::node::{bare_of, Access, Affiliation, Node, SendLast, Subscription};
 use super::service::{Call, Service};
 use super::Out;
@@ -143,7 +143,7 @@ pub fn subscribe(
             out.push(authorization_request(c, name, node, owner, &jid));
         }
     } else if node.config.send_last != SendLast::Never {
-        out.extend(last_item_message(c, name, node, &jid));
+        send_last(c, name, node, &jid);
     }
     let e = sub_element(ns::PUBSUB, name, &jid, Some(&sub));
     Ok(Some(Element::new("pubsub", ns::PUBSUB).with_child(e)))
@@ -336,7 +336,7 @@ fn set_subscription(
             let sub = sub.clone();
             c.save_sub(name, jid, Some(&sub))?;
             if subscribed && !was && node.config.send_last != SendLast::Never {
-                out.extend(last_item_message(c, name, node, jid));
+                send_last(c, name, node, jid);
             }
             Some(sub)
         }
