@@ -257,7 +257,7 @@ static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "check",
         args: &["[WHAT]"],
-        help: "Check the configuration, certificates and DNS records (WHAT: config, certs or dns; default all) and say what to fix",
+        help: "Check the configuration, certificates, DNS records and STUN/TURN servers (WHAT: config, certs, dns or turn; default all) and say what to fix",
         needs_server: false,
     },
     CommandSpec {

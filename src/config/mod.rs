@@ -19,6 +19,7 @@ pub mod listen;
 pub mod modules;
 pub mod s2s;
 mod server_info;
+mod stun_disco;
 pub mod websocket;
 pub mod yaml;
 

@@ -1,6 +1,7 @@
-//! `rookery ctl check [config|certs|dns]`, in the spirit of `prosodyctl
+//! `rookery ctl check [config|certs|dns|turn]`, in the spirit of `prosodyctl
 //! check`: validates the configuration, each host's certificate and the DNS
-//! records a client-reachable, federating host needs, and says what to fix;
+//! records a client-reachable, federating host needs, whether the STUN/TURN
+//! servers handed to clients answer (`src/ctl/check_turn.rs`), and says what to fix;
 //! for module service domains (mod_muc's `conference.HOST`, which federate
 //! like hosts) whether a certificate names them and their s2s DNS records
 //! (warnings only: local users do not need them).
@@ -480,10 +481,10 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
     let mut findings = Vec::new();
     let all = what.is_none();
     match what {
-        None | Some("config") | Some("certs") | Some("dns") => {}
+        None | Some("config") | Some("certs") | Some("dns") | Some("turn") => {}
         Some(other) => {
             return CtlOutput::usage(format!(
-                "Unknown check '{other}': expected config, certs or dns"
+                "Unknown check '{other}': expected config, certs, dns or turn"
             ))
         }
     }
@@ -498,6 +499,13 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
     if all || what == Some("dns") {
         findings.push(f(Level::Note, "== DNS"));
         findings.extend(check_dns(config));
+    }
+    if all || what == Some("turn") {
+        findings.push(f(Level::Note, "== STUN/TURN (calls)"));
+        findings.extend(super::check_turn::check_turn(
+            config,
+            super::check_turn::TIMEOUT,
+        ));
     }
     let problems = findings
         .iter()

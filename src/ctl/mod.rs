@@ -9,9 +9,11 @@
 
 pub mod cert_import;
 pub mod check;
+pub mod check_turn;
 pub mod commands;
 pub mod piefxis;
 pub mod socket;
+pub mod stun_probe;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -35,6 +35,7 @@ pub const SPECS: &[&ModuleSpec] = &[
     &crate::pubsub::SPEC,
     &crate::mam::SPEC,
     &crate::auth_fast::SPEC,
+    &crate::stun_disco::SPEC,
 ];
 
 /// The spec of a module this crate implements.
@@ -231,6 +232,7 @@ pub fn build(
             "mod_carboncopy" => Arc::new(crate::carbons::Carbons::default()),
             "mod_caps" => Arc::new(crate::caps::Caps::default()),
             "mod_push" => Arc::new(crate::push::Push::from_opts(&mut o)),
+            "mod_stun_disco" => Arc::new(crate::stun_disco::StunDisco::from_opts(&mut o, opts)),
             "mod_http_upload" => {
                 Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals))
             }
