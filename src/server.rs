@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use jid::BareJid;
 use tokio::sync::watch;
-use xep_support::module::{CommandOutcome, Module};
+use xep_support::module::{CommandOutcome, Module, StanzaStream};
 
 use crate::config::Config;
 use crate::links::S2s;
@@ -175,6 +175,10 @@ pub struct Server {
     /// Runs `rookery ctl` commands (for XEP-0050 ad-hoc commands); set once
     /// at start-up, after the server exists.
     commands: OnceLock<Arc<CommandRunner>>,
+    /// The modules' stanza streams (`ServerContext::route_stream`): one
+    /// queue per name, each drained in order by a task of its own
+    /// (`serve/module_api.rs`).
+    pub stream_queues: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<StanzaStream>>>,
 }
 
 /// Runs one `rookery ctl` command (name, arguments) to its outcome.
@@ -207,6 +211,7 @@ impl Server {
             auth_failures: Mutex::new(HashMap::new()),
             this: OnceLock::new(),
             commands: OnceLock::new(),
+            stream_queues: Mutex::new(HashMap::new()),
         });
         let _ = server.this.set(Arc::downgrade(&server));
         server

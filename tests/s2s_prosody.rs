@@ -13,7 +13,9 @@
 //! Prosody's user in a room of Rookery's `conference.rookery.test` and
 //! Rookery's user in a room of Prosody's MUC component
 //! (`conference.prosody.test`), each service domain on s2s streams of its
-//! own (both certificates name the MUC service too).
+//! own (both certificates name the MUC service too); and XEP-0060 pubsub
+//! over s2s: Prosody's user subscribed to a node of Rookery's
+//! `pubsub.rookery.test` gets its notifications and items.
 //!
 //! Standard ports on 127.0.0.2/127.0.0.3 are needed because Prosody cannot
 //! be told another port for a domain without DNS.
@@ -72,13 +74,17 @@ fn ca() -> (rcgen::CertificateParams, rcgen::KeyPair, String) {
 }
 
 /// (certificate PEM, key PEM) for `domain` and its MUC service
-/// `conference.DOMAIN`, both EKUs (s2s uses the same certificate as client
+/// `conference.DOMAIN` and `pubsub.DOMAIN`, both EKUs (s2s uses the same certificate as client
 /// and server).
 fn issue(
     ca: &(rcgen::CertificateParams, rcgen::KeyPair, String),
     domain: &str,
 ) -> (String, String) {
-    let names = vec![domain.to_string(), format!("conference.{domain}")];
+    let names = vec![
+        domain.to_string(),
+        format!("conference.{domain}"),
+        format!("pubsub.{domain}"),
+    ];
     let mut params = rcgen::CertificateParams::new(names).unwrap();
     params
         .distinguished_name
@@ -130,7 +136,7 @@ fn start_prosody_with(
     write(
         dir,
         "hosts",
-        &format!("{ROOKERY_S2S} rookery.test\n{ROOKERY_S2S} conference.rookery.test\n"),
+        &format!("{ROOKERY_S2S} rookery.test\n{ROOKERY_S2S} conference.rookery.test\n{ROOKERY_S2S} pubsub.rookery.test\n"),
     );
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let ssl_global = match cafile {
@@ -212,6 +218,7 @@ fn start_rookery(
         )],
         extra_yaml: yaml,
         loglevel: "debug".into(),
+        modules: format!("{}  mod_pubsub: {{}}\n", server::DEFAULT_MODULES),
         ..Config::default()
     });
     s.register("alice", "rookery.test", "secret");
@@ -319,6 +326,105 @@ async fn muc_exchange(rookery: &Server, expected_auth: &str) {
         .await;
 }
 
+/// Prosody's user subscribes to a node of Rookery's `pubsub.rookery.test`
+/// (XEP-0060 over s2s, the service domain's own streams authenticated as
+/// `expected_auth`): notifications of alice's publishes reach him, he
+/// reads the items, and after unsubscribing he hears nothing more.
+async fn pubsub_exchange(rookery: &Server, expected_auth: &str) {
+    const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+    const SERVICE: &str = "pubsub.rookery.test";
+    let mut alice = rookery_user_as(rookery, "pubsub").await;
+    let mut pat = prosody_user_as("pubsub").await;
+    let node = format!("channel-{}", expected_auth);
+    let iq = |kind: &str, id: &str, inner: &str| {
+        format!("<iq type='{kind}' to='{SERVICE}' id='{id}'><pubsub xmlns='{PUBSUB}'>{inner}</pubsub></iq>")
+    };
+    let r = alice
+        .request(&iq("set", "c1", &format!("<create node='{node}'/>")), "c1")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = pat
+        .request(
+            &iq(
+                "set",
+                "s1",
+                &format!("<subscribe node='{node}' jid='pat@prosody.test'/>"),
+            ),
+            "s1",
+        )
+        .await;
+    assert_eq!(
+        r.child("pubsub")
+            .and_then(|p| p.child("subscription"))
+            .and_then(|s| s.attr("subscription")),
+        Some("subscribed"),
+        "{r}"
+    );
+    let publish = |id: &str| {
+        iq(
+            "set",
+            id,
+            &format!("<publish node='{node}'><item id='{id}'><entry xmlns='http://www.w3.org/2005/Atom'><title>{id}</title></entry></item></publish>"),
+        )
+    };
+    let r = alice.request(&publish("p1"), "p1").await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let m = pat
+        .recv_where("the notification", |e| {
+            e.name == "message" && e.attr("from") == Some(SERVICE)
+        })
+        .await;
+    let item = m
+        .child("event")
+        .and_then(|e| e.child("items"))
+        .and_then(|i| i.child("item"))
+        .unwrap_or_else(|| panic!("no item in {m}"));
+    assert_eq!(item.attr("id"), Some("p1"), "{m}");
+    assert_eq!(item.attr("publisher"), Some("alice@rookery.test"), "{m}");
+    let r = pat
+        .request(&iq("get", "i1", &format!("<items node='{node}'/>")), "i1")
+        .await;
+    let ids: Vec<&str> = r
+        .child("pubsub")
+        .and_then(|p| p.child("items"))
+        .map(|i| {
+            i.children_named("item")
+                .filter_map(|x| x.attr("id"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids, vec!["p1"], "{r}");
+    let r = pat
+        .request(
+            &iq(
+                "set",
+                "u1",
+                &format!("<unsubscribe node='{node}' jid='pat@prosody.test'/>"),
+            ),
+            "u1",
+        )
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    alice.request(&publish("p2"), "p2").await;
+    // Nothing more from the service (pat may hear alice's presence).
+    let until = Instant::now() + Duration::from_millis(700);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match pat.recv_event_within(left).await {
+            common::StreamEvent::Stanza(e) => assert_ne!(
+                e.attr("from"),
+                Some(SERVICE),
+                "a notification after unsubscribing: {e}"
+            ),
+            _ => break,
+        }
+    }
+    let conns = rookery.ctl_ok(&["s2s_connections"]);
+    assert!(
+        conns.contains(&format!("out {SERVICE} prosody.test {expected_auth} tls")),
+        "{conns}"
+    );
+}
+
 fn prosody_available() -> bool {
     let found = Command::new("prosody")
         .arg("--help")
@@ -347,6 +453,7 @@ async fn federates_with_prosody() {
         let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), Some(&cafile), "");
         exchange(&rookery, "sasl-external").await;
         muc_exchange(&rookery, "sasl-external").await;
+        pubsub_exchange(&rookery, "sasl-external").await;
     }
     // Bidirectional streams (XEP-0288): Prosody's mod_s2s_bidi and s2s_bidi.
     {
@@ -408,6 +515,7 @@ async fn federates_with_prosody() {
         let rookery = start_rookery(dir.path(), &issue(&ca, "rookery.test"), None, "");
         exchange(&rookery, "dialback").await;
         muc_exchange(&rookery, "dialback").await;
+        pubsub_exchange(&rookery, "dialback").await;
     }
     // s2s_secure_auth on Rookery, which trusts another CA only: refused both ways.
     {

@@ -187,15 +187,9 @@ pub fn parse(
         let options = match spec(name) {
             Some(spec) => module_options(spec, key, value, &path, notes, access_rules, &mut out)?,
             None => {
-                let hint = match name {
-                    "mod_pubsub" => " (PEP is provided by mod_pep)",
-                    _ => "",
-                };
                 notes.warn(
                     key,
-                    format!(
-                        "{path}: module `{name}` is not provided by Rookery and is ignored{hint}"
-                    ),
+                    format!("{path}: module `{name}` is not provided by Rookery and is ignored"),
                 );
                 if empty {
                     Value::Null

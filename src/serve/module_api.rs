@@ -86,6 +86,38 @@ impl ServerContext for Server {
         }
     }
 
+    fn route_stream(&self, queue: &str, stanzas: xep_support::module::StanzaStream) {
+        let Some(server) = self.arc() else {
+            return;
+        };
+        let mut queues = self.stream_queues.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = queues.entry(queue.to_string()).or_insert_with(|| {
+            let (tx, mut rx) =
+                tokio::sync::mpsc::unbounded_channel::<xep_support::module::StanzaStream>();
+            // The queue's task holds the server weakly: it ends with it.
+            let weak = std::sync::Arc::downgrade(&server);
+            tokio::spawn(async move {
+                while let Some(stream) = rx.recv().await {
+                    let Some(server) = weak.upgrade() else {
+                        break;
+                    };
+                    // One stanza built at a time; a yield every 256 so a
+                    // long stream does not hold a runtime thread.
+                    for (i, s) in stream.enumerate() {
+                        crate::router::route(&server, s).await;
+                        if i % 256 == 255 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+            });
+            tx
+        });
+        if tx.send(stanzas).is_err() {
+            queues.remove(queue);
+        }
+    }
+
     fn route_ordered(&self, stanzas: Vec<Element>) {
         if stanzas.is_empty() {
             return;

@@ -30,6 +30,7 @@ pub mod opts;
 pub mod pep;
 pub mod ping;
 pub mod private;
+pub mod pubsub;
 pub mod push;
 pub mod register;
 pub mod registry;

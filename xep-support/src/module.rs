@@ -151,6 +151,9 @@ pub struct Globals {
     pub invites_url: Option<String>,
 }
 
+/// Stanzas produced one at a time (see [`ServerContext::route_stream`]).
+pub type StanzaStream = Box<dyn Iterator<Item = Element> + Send>;
+
 /// What a module answers to an iq: a result payload or a stanza error.
 pub type IqResult = Result<Option<Element>, StanzaError>;
 
@@ -261,6 +264,17 @@ pub trait ServerContext: Send + Sync {
         for s in stanzas {
             self.route(s);
         }
+    }
+    /// Route a stream of stanzas that may be long (a pubsub node's
+    /// notifications to every subscriber) without collecting it: the
+    /// server pulls the stanzas one at a time on a task of its own and
+    /// routes them in order; everything given to the same `queue` (e.g.
+    /// a service domain) is routed in the order given, across calls, so
+    /// each recipient gets one publisher's notifications in order. The
+    /// default collects and calls [`ServerContext::route_ordered`].
+    fn route_stream(&self, queue: &str, stanzas: StanzaStream) {
+        let _ = queue;
+        self.route_ordered(stanzas.collect());
     }
     /// Disco features of every account (from the enabled modules).
     fn account_disco_features(&self) -> Vec<String>;

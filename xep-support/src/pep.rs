@@ -46,6 +46,7 @@ use crate::caps::caps_hash;
 use crate::element::Element;
 use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
+use crate::pubsub::forms::{form_fields, pubsub_error};
 use crate::stanza::{Condition, ErrorType, StanzaError};
 
 /// Default `max_items_node`: the most items a node keeps (and what
@@ -210,25 +211,6 @@ fn now_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     format!("{}{:09}", d.as_secs(), d.subsec_nanos())
-}
-
-fn pubsub_error(kind: ErrorType, condition: Condition, app: &str) -> StanzaError {
-    StanzaError::new(kind, condition).with_app(Element::new(app, ns::PUBSUB_ERRORS))
-}
-
-/// The value of each field of a submitted data form, by `var`.
-fn form_fields(x: &Element) -> HashMap<String, Vec<String>> {
-    x.child_elements()
-        .filter(|f| f.is("field", ns::DATA_FORMS))
-        .filter_map(|f| {
-            let values = f
-                .child_elements()
-                .filter(|v| v.is("value", ns::DATA_FORMS))
-                .map(|v| v.text())
-                .collect();
-            Some((f.attr("var")?.to_string(), values))
-        })
-        .collect()
 }
 
 impl Pep {

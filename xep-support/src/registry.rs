@@ -33,6 +33,7 @@ pub const SPECS: &[&ModuleSpec] = &[
     &crate::http_upload::SPEC,
     &crate::push::SPEC,
     &crate::muc::SPEC,
+    &crate::pubsub::SPEC,
     &crate::mam::SPEC,
     &crate::auth_fast::SPEC,
     &crate::stun_disco::SPEC,
@@ -160,15 +161,24 @@ pub fn build(
     // XEP-0402 bookmarks bridge (with mod_private) and the XEP-0398 avatar
     // bridge (mod_avatar). Each bridge is a hook the bridged module calls.
     let has = |m: &str| config.iter().any(|(n, _)| n == m);
+    // ejabberd's PEP is mod_pubsub's `pep` plugin: without mod_pep listed,
+    // it builds the same module from mod_pubsub's limits.
+    let pep_from_pubsub = !has("mod_pep")
+        && config.iter().any(|(n, opts)| {
+            n == "mod_pubsub" && crate::pubsub::Pubsub::from_opts(opts, &mut Vec::new()).pep_plugin
+        });
     let pep = config
         .iter()
-        .find(|(n, _)| n == "mod_pep")
-        .map(|(_, opts)| {
-            let mut o = crate::opts::Opts::new(opts, &PEP);
-            let mut pep = crate::pep::Pep::new(
-                o.uint("max_items_node") as usize,
-                o.uint("max_payload_size") as usize,
-            );
+        .find(|(n, _)| n == "mod_pep" || (pep_from_pubsub && n == "mod_pubsub"))
+        .map(|(name, opts)| {
+            let spec = if name == "mod_pep" {
+                &PEP
+            } else {
+                &crate::pubsub::SPEC
+            };
+            let mut o = crate::opts::Opts::new(opts, spec);
+            let payload = o.uint("max_payload_size") as usize;
+            let mut pep = crate::pep::Pep::new(o.uint("max_items_node") as usize, payload);
             if has("mod_private") {
                 pep = pep.with_hook(Arc::new(crate::bookmarks::ToPrivate));
             }
@@ -228,7 +238,7 @@ pub fn build(
                 Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals))
             }
             "mod_avatar" => {
-                if !(has("mod_vcard") && has("mod_pep")) {
+                if !(has("mod_vcard") && pep.is_some()) {
                     warnings.push((
                         name.clone(),
                         "mod_avatar converts between mod_vcard and mod_pep; enable both, or it does nothing".to_string(),
@@ -271,6 +281,17 @@ pub fn build(
                 warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
                 Arc::new(module)
             }
+            "mod_pubsub" => {
+                let mut notes = Vec::new();
+                let module = crate::pubsub::Pubsub::from_opts(opts, &mut notes);
+                warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
+                if pep_from_pubsub {
+                    if let Some(p) = &pep {
+                        modules.push(p.clone());
+                    }
+                }
+                Arc::new(module)
+            }
             "mod_register" => {
                 let (module, notes) = crate::register::Register::new(opts, globals);
                 warnings.extend(notes.into_iter().map(|n| (name.clone(), n)));
@@ -303,6 +324,37 @@ mod tests {
         assert_eq!(mods.len(), 1);
         assert_eq!(mods[0].name(), "mod_ping");
         assert!(warns.is_empty(), "{warns:?}");
+    }
+
+    #[test]
+    fn pubsub_with_the_pep_plugin_brings_pep_once() {
+        let opts = |y: &str| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(y).unwrap();
+        let names = |cfg: Vec<(String, serde_yaml_ng::Value)>| {
+            let (mods, warns) = build(&cfg, &Globals::default());
+            (mods.iter().map(|m| m.name()).collect::<Vec<_>>(), warns)
+        };
+        // ejabberd's spelling: PEP comes with mod_pubsub's pep plugin.
+        let (m, w) = names(vec![(
+            "mod_pubsub".into(),
+            opts("plugins: [flat, pep]\nmax_items_node: 10\n"),
+        )]);
+        assert_eq!(m, vec!["mod_pep", "mod_pubsub"]);
+        assert!(w.is_empty(), "{w:?}");
+        // Without the plugin, or with mod_pep listed too: PEP once or not at all.
+        let (m, _) = names(vec![("mod_pubsub".into(), opts("plugins: [flat]\n"))]);
+        assert_eq!(m, vec!["mod_pubsub"]);
+        let (m, _) = names(vec![
+            ("mod_pep".into(), serde_yaml_ng::Value::Null),
+            ("mod_pubsub".into(), opts("plugins: [flat, pep]\n")),
+        ]);
+        assert_eq!(m, vec!["mod_pep", "mod_pubsub"]);
+        // An unknown plugin is a warning naming it.
+        let (_, w) = names(vec![("mod_pubsub".into(), opts("plugins: [dag]\n"))]);
+        assert!(
+            w.iter()
+                .any(|(n, m)| n == "mod_pubsub" && m.contains("dag")),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -377,6 +429,19 @@ mod tests {
         assert_eq!(d(&PEP, "max_items_node"), pep);
         let payload = crate::pep::DEFAULT_MAX_PAYLOAD.to_string();
         assert_eq!(d(&PEP, "max_payload_size"), payload);
+        let ps = &crate::pubsub::SPEC;
+        assert_eq!(
+            d(ps, "max_items_node"),
+            crate::pubsub::DEFAULT_MAX_ITEMS.to_string()
+        );
+        assert_eq!(
+            d(ps, "max_payload_size"),
+            crate::pubsub::DEFAULT_MAX_PAYLOAD.to_string()
+        );
+        assert_eq!(
+            d(ps, "max_nodes_discoitems"),
+            crate::pubsub::DEFAULT_MAX_NODES_DISCOITEMS.to_string()
+        );
         let muc = &crate::muc::SPEC;
         assert_eq!(
             d(muc, "history_size"),
