@@ -14,6 +14,7 @@ mod im;
 #[cfg(test)]
 mod import_graph_tests;
 mod links;
+mod metrics;
 mod queue;
 mod router;
 mod routes;

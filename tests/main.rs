@@ -69,6 +69,7 @@ mod mod_muc_voice;
 mod mod_pep;
 mod mod_ping;
 mod mod_private;
+mod mod_prometheus;
 mod mod_push;
 mod mod_register;
 mod mod_stream_mgmt;

@@ -17,6 +17,7 @@ pub mod acl;
 pub mod check;
 pub mod listen;
 pub mod modules;
+pub mod openmetrics;
 pub mod s2s;
 mod server_info;
 pub mod websocket;
@@ -162,6 +163,8 @@ pub struct Config {
     pub negotiation_timeout: Option<std::time::Duration>,
     /// WebSocket (RFC 7395) options ([`websocket`]).
     pub websocket: websocket::WebSocketOptions,
+    /// Who may read `/metrics` ([`openmetrics`]).
+    pub openmetrics: openmetrics::OpenMetricsOptions,
     /// `mod_bosh`'s options (XEP-0124/XEP-0206).
     pub bosh: modules::BoshOptions,
     /// Named ACLs.
@@ -690,6 +693,7 @@ fn build(
         if SUPPORTED_OPTIONS.contains(&name.as_str())
             || s2s::OPTIONS.contains(&name.as_str())
             || websocket::OPTIONS.contains(&name.as_str())
+            || openmetrics::OPTIONS.contains(&name.as_str())
         {
             continue;
         }
@@ -819,6 +823,7 @@ fn build(
     };
 
     let websocket = websocket::parse(option)?;
+    let openmetrics = openmetrics::parse(option)?;
 
     let s2s_use_starttls = match option("s2s_use_starttls") {
         None => S2sStartTls::Disabled,
@@ -1006,6 +1011,7 @@ fn build(
         registration_timeout,
         negotiation_timeout,
         websocket,
+        openmetrics,
         bosh,
         acl: acls,
         access_rules,

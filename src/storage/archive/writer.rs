@@ -620,6 +620,7 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
     }
     s.submitted += 1;
     inner.w.submitted_a.store(s.submitted, Ordering::Release);
+    crate::metrics::archive_queue(s.queue.len(), s.backlog);
     if s.applier_idle {
         inner.w.work.notify_one();
     }
@@ -689,6 +690,7 @@ fn applier(inner: &Inner) {
             s.urgent = false;
             s.queued_since = None;
             let cap = s.queue.len();
+            crate::metrics::archive_queue(0, s.backlog);
             (
                 std::mem::replace(&mut s.queue, Vec::with_capacity(cap)),
                 std::mem::take(&mut s.new_owners),
@@ -697,10 +699,14 @@ fn applier(inner: &Inner) {
                 s.next_archive,
             )
         };
+        let started = Instant::now();
         let r = match injected(w, INJECT_WRITE) {
             Some(e) => Err(e),
             None => write_batch(inner, &batch, &owners, next_archive),
         };
+        if !batch.is_empty() {
+            crate::metrics::archive_batch(batch.len(), started.elapsed(), r.is_ok());
+        }
         let lost = match &r {
             Ok(()) => Vec::new(),
             Err(_) => lost_messages(inner, batch.iter(), &owners),
@@ -1040,6 +1046,7 @@ fn flusher(inner: &Inner) {
         let covered: Vec<_> = s.unflushed.drain(..split).collect();
         let freed: usize = covered.iter().flat_map(|(_, b)| b).map(Pending::cost).sum();
         s.backlog = s.backlog.saturating_sub(freed);
+        crate::metrics::archive_queue(s.queue.len(), s.backlog);
         match r {
             Ok(_) => {
                 s.durable = s.durable.max(upto.1);
