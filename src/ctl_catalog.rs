@@ -267,6 +267,18 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: false,
     },
     CommandSpec {
+        name: "api_token_issue",
+        args: &["USER", "HOST"],
+        help: "Make a bearer token for mod_http_api that acts as the account USER@HOST (printed once; only its hash is kept)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "api_token_revoke",
+        args: &["USER", "HOST"],
+        help: "Revoke every mod_http_api token of USER@HOST; print how many",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "help",
         args: &["[COMMAND]"],
         help: "List the commands, or describe COMMAND",
@@ -304,6 +316,7 @@ pub fn tags(name: &str) -> &'static [&'static str] {
             &["server"]
         }
         "stats" | "stats_host" => &["statistics"],
+        "api_token_issue" | "api_token_revoke" => &["oauth"],
         "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],
         _ => &[],
     }

@@ -53,6 +53,7 @@ mod mod_caps;
 mod mod_carbons;
 mod mod_client_state;
 mod mod_disco_features;
+mod mod_http_api;
 mod mod_http_upload;
 mod mod_mam;
 mod mod_mam_engines;

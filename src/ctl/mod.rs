@@ -7,6 +7,7 @@
 //! command there, with no server. Commands that need a running server then
 //! exit 3. The commands themselves live in [`commands`].
 
+pub mod api_tokens;
 pub mod cert_import;
 pub mod check;
 pub mod commands;

@@ -5,7 +5,8 @@
 //! client is (`trusted_proxies`, `X-Forwarded-For`) and whether a plain
 //! listener may serve it a web transport (loopback or a trusted proxy
 //! only, else HTTP 403). [`metrics`] serves `/metrics` (OpenMetrics, request
-//! handler `mod_prometheus`) to the addresses allowed to scrape.
+//! handler `mod_prometheus`) to the addresses allowed to scrape; [`api`]
+//! is `mod_http_api` (`POST /api/COMMAND`, ejabberd's ReST API).
 //!
 //! The `mod_http_upload` path takes the PUT a slot granted and serves the
 //! file with GET/HEAD.
@@ -37,6 +38,7 @@ use xep_support::http_upload::{clean_name, url_encode, HttpUpload};
 use crate::config::Listener;
 use crate::server::Server;
 
+pub mod api;
 pub mod bosh;
 pub mod host_meta;
 pub mod metrics;
@@ -119,6 +121,15 @@ async fn serve(
     if cfg.metrics_paths.iter().any(|p| p == trimmed) {
         let client = proxy::client(&server.config().websocket, peer, req.headers());
         return metrics::serve(server, client, &req).await;
+    }
+    if let Some(base) = cfg
+        .api_paths
+        .iter()
+        .find(|b| trimmed == b.as_str() || path.starts_with(&format!("{b}/")))
+    {
+        let client = proxy::client(&server.config().websocket, peer, req.headers());
+        let base = base.clone();
+        return api::serve(server, cfg, &base, peer, client, req).await;
     }
     let is_ws = cfg.ws_paths.iter().any(|p| p == trimmed);
     let is_bosh = cfg.bosh_paths.iter().any(|p| p == trimmed);
