@@ -30,6 +30,7 @@ mod config_modules;
 mod ctl;
 mod ctl_admin;
 mod ctl_check;
+mod ctl_check_deploy;
 mod ctl_migrate_real;
 mod ctl_piefxis;
 mod im_offline;

@@ -130,6 +130,13 @@ pub fn check_certificate(host: &str, cert: Option<&CertInfo>, now: i64) -> Vec<F
             Level::Problem,
             format!("{host}: the certificate in {file} is not allowed for TLS servers (extendedKeyUsage)"),
         ));
+    } else if !c.client_auth && !c.generated && !c.self_issued {
+        out.push(f(
+            Level::Note,
+            format!(
+                "{host}: the certificate in {file} is for TLS servers only (no clientAuth, as                  Let's Encrypt issues them since 2026): Rookery accepts such certificates from                  other servers, but servers that require clientAuth on incoming s2s will fall                  back to dialback (keep s2s_dialback on)"
+            ),
+        ));
     }
     out
 }
@@ -481,9 +488,10 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
     let all = what.is_none();
     match what {
         None | Some("config") | Some("certs") | Some("dns") => {}
+        Some("disk") | Some("access") | Some("endpoints") => {}
         Some(other) => {
             return CtlOutput::usage(format!(
-                "Unknown check '{other}': expected config, certs or dns"
+                "Unknown check '{other}': expected config, certs, dns, disk, access or endpoints"
             ))
         }
     }
@@ -498,6 +506,18 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
     if all || what == Some("dns") {
         findings.push(f(Level::Note, "== DNS"));
         findings.extend(check_dns(config));
+    }
+    if all || what == Some("disk") {
+        findings.push(f(Level::Note, "== Disk"));
+        findings.extend(super::check_ops::check_disk(config));
+    }
+    if all || what == Some("access") {
+        findings.push(f(Level::Note, "== Open doors"));
+        findings.extend(super::check_ops::check_open_doors(config));
+    }
+    if all || what == Some("endpoints") {
+        findings.push(f(Level::Note, "== Ports and public URLs"));
+        findings.extend(super::check_ops::check_endpoints(config));
     }
     let problems = findings
         .iter()

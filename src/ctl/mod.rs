@@ -10,6 +10,7 @@
 pub mod api_tokens;
 pub mod cert_import;
 pub mod check;
+pub mod check_ops;
 pub mod commands;
 pub mod piefxis;
 pub mod socket;
