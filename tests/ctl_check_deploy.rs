@@ -109,3 +109,49 @@ fn endpoints_disk_and_open_doors() {
     let (code, out) = check(&server, "nonsense");
     assert_eq!(code, 2, "{out}");
 }
+
+/// `check dns` asks the servers `s2s_dns_servers` names (here the tests'
+/// DNS server): a public host with an address but no `_xmpp-client` SRV
+/// record and no c2s listener on 5222 fails clearly; with the SRV record
+/// it passes.
+#[test]
+fn dns_check_asks_s2s_dns_servers() {
+    use common::dns::{Dns, Rr};
+    let host = "chat.rookery-check.net";
+    let run = |records: Vec<Rr>| -> (i32, String, bool) {
+        let dns = Dns::start(records);
+        let mut server = Server::start_with(Config {
+            hosts: vec![host.to_string()],
+            extra_yaml: format!("s2s_dns_servers: [\"{}\"]\ns2s_dns_timeout: 2\n", dns.addr),
+            ..Config::default()
+        });
+        assert!(server.stop().success());
+        let (code, out) = check(&server, "dns");
+        (
+            code,
+            out,
+            dns.asked(&format!("_xmpp-client._tcp.{host}"), "SRV"),
+        )
+    };
+    let addr = Rr::Addr(host.to_string(), [127, 0, 0, 1].into());
+    let (code, out, asked) = run(vec![addr.clone()]);
+    assert!(asked, "the test DNS server was not asked");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("PROBLEM") && out.contains("no c2s listener is on 5222"),
+        "{out}"
+    );
+    let srv = Rr::Srv(
+        format!("_xmpp-client._tcp.{host}"),
+        0,
+        0,
+        5222,
+        host.to_string(),
+    );
+    let (code, out, _) = run(vec![addr, srv]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("_xmpp-client._tcp → {host}:5222")),
+        "{out}"
+    );
+}

@@ -456,6 +456,12 @@ pub fn check_dns(config: &Config) -> Vec<Finding> {
         }
     };
     runtime.block_on(async {
+        // The servers federation asks, when the configuration names them.
+        let resolver = if config.s2s.dns_servers.is_empty() {
+            None
+        } else {
+            Some(crate::s2s::resolve::resolver(&config.s2s))
+        };
         let mut builder = match hickory_resolver::TokioResolver::builder_tokio() {
             Ok(b) => b,
             Err(e) => {
@@ -469,7 +475,7 @@ pub fn check_dns(config: &Config) -> Vec<Finding> {
         let opts = builder.options_mut();
         opts.timeout = std::time::Duration::from_secs(4);
         opts.attempts = 2;
-        let resolver = builder.build();
+        let resolver = resolver.unwrap_or_else(|| builder.build());
         for host in public {
             let facts = lookup_facts(&resolver, host).await;
             out.extend(judge_dns(host, &facts, &c2s, &s2s));
