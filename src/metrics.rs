@@ -109,7 +109,7 @@ pub struct Metrics {
     pub offline_stored: AtomicU64,
     /// Messages written to the archive (XEP-0313), per applied batch.
     pub archived: AtomicU64,
-    /// Archive batches that failed to be written.
+    /// Archive batches that failed to be written, and flushes that failed.
     pub archive_write_errors: AtomicU64,
     /// Time to write one archive batch.
     pub archive_write_seconds: AtomicHistogram,
@@ -227,6 +227,11 @@ pub fn archive_batch(n: usize, took: Duration, ok: bool) {
     } else {
         METRICS.archive_write_errors.fetch_add(1, Relaxed);
     }
+}
+
+/// A flush of archived messages to disk failed (their senders are told).
+pub fn archive_flush_failed() {
+    METRICS.archive_write_errors.fetch_add(1, Relaxed);
 }
 
 /// The archive's queue now: messages waiting for a batch, bytes unflushed.

@@ -276,7 +276,7 @@ impl Collector for Exposition {
         counters(
             &mut enc,
             "rookery_archive_write_errors",
-            "Archive batches that could not be written",
+            "Archive writes and flushes that failed",
             one(m.archive_write_errors.load(Relaxed)),
         )?;
         let (sum, count, buckets) = m.archive_write_seconds.snapshot();

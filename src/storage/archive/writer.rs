@@ -1058,6 +1058,7 @@ fn flusher(inner: &Inner) {
             }
             Err(e) => {
                 drop(s);
+                crate::metrics::archive_flush_failed();
                 let lost = lost_messages(inner, covered.iter().flat_map(|(_, b)| b.iter()), &[]);
                 let mut s = w.lock();
                 w.report(&mut s, &e, lost);
