@@ -26,6 +26,7 @@ mod c2s_stream;
 mod c2s_websocket;
 mod compliance_suites;
 mod component;
+mod config_log_format;
 mod config_modules;
 mod ctl;
 mod ctl_admin;

@@ -144,6 +144,8 @@ pub struct Config {
     pub hosts: Vec<String>,
     /// Log verbosity.
     pub loglevel: LogLevel,
+    /// `log_format: json`: one JSON object per log line (for log shippers).
+    pub log_json: bool,
     /// Certificate and key files (globs expanded, existing files only).
     pub certfiles: Vec<PathBuf>,
     /// Supported listeners.
@@ -230,6 +232,7 @@ const SUPPORTED_OPTIONS: &[&str] = &[
     "include_config_file",
     "language",
     "listen",
+    "log_format",
     "loglevel",
     "modules",
     "negotiation_timeout",
@@ -728,6 +731,14 @@ fn build(
         Some(node) => parse_loglevel(node)?,
         None => LogLevel::Info,
     };
+    let log_json = match option("log_format") {
+        None => false,
+        Some(node) => match check::string(node, "log_format", "text or json")? {
+            "text" => false,
+            "json" => true,
+            _ => return Err(check::expected(node, "log_format", "text or json")),
+        },
+    };
 
     let certfiles = match option("certfiles") {
         Some(node) => parse_certfiles(node, base_dir, notes)?,
@@ -1003,6 +1014,7 @@ fn build(
         source: None,
         hosts,
         loglevel,
+        log_json,
         certfiles,
         listen: listeners,
         auth_password_format,
