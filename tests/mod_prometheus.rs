@@ -1,8 +1,9 @@
 //! `/metrics` (request handler `mod_prometheus`) against the real binary:
 //! scraped over real HTTP, the OpenMetrics text moves with real traffic
-//! (logins over STARTTLS and direct TLS, a failed login, a message stored
-//! offline and archived), a client from an address the allow list does not
-//! name gets 403, and docs/admin.md lists exactly the families served.
+//! (logins over STARTTLS, direct TLS, BOSH and WebSocket, a failed login,
+//! a message stored offline and archived), a client from an address the
+//! allow list does not name gets 403, and docs/admin.md lists exactly the
+//! families served.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -184,5 +185,47 @@ async fn admin_md_lists_exactly_the_served_families() {
     assert_eq!(
         documented, served,
         "docs/admin.md's metric table and /metrics disagree"
+    );
+}
+
+/// The web transports have their own series: a BOSH and a WebSocket
+/// session on an HTTPS listener that also serves `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_sessions_are_counted_by_transport() {
+    let server = Server::start_with(Config {
+        extra_listeners: vec![
+            "port: 0\nip: 127.0.0.1\nmodule: ejabberd_http\ntls: true\nrequest_handlers:\n  /bosh: mod_bosh\n  /ws: ejabberd_http_ws\n  /metrics: mod_prometheus"
+                .to_string(),
+        ],
+        ..Config::default()
+    });
+    let addr = server
+        .listeners
+        .iter()
+        .find(|l| l.module == "http")
+        .expect("http listener")
+        .addr;
+    server.register("alice", "localhost", "secret");
+    let _bosh = crate::c2s_bosh::Bosh::login(addr, "alice", "secret", "bosh").await;
+    let mut ws = crate::c2s_websocket::Ws::connect(addr).await;
+    ws.login_sasl("alice", "secret").await;
+    ws.bind("ws").await;
+    let a = common::http::https(addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(a.status, 200);
+    let text = String::from_utf8(a.body).expect("UTF-8");
+    for line in [
+        "rookery_c2s_sessions{transport=\"bosh\"} 1\n",
+        "rookery_c2s_sessions{transport=\"websocket\"} 1\n",
+        "rookery_c2s_sessions{transport=\"tcp\"} 0\n",
+        "rookery_auth_successes_total{mechanism=\"SCRAM-SHA-256\"} 2\n",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("rookery_tls_handshakes_total{listener=\"http\"} ")
+                && !l.ends_with(" 0")
+        ),
+        "{text}"
     );
 }
