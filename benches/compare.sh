@@ -98,6 +98,10 @@ Options:
   --key rsa|ecdsa       the certificate all three servers share: RSA 2048
                         (default) or ECDSA P-256 (certbot's default key type)
   --loadgen-arg ARG     pass ARG to every loadgen run (repeatable)
+  --rookery-without M   production profile: leave module M out of Rookery's
+                        embedded default modules (repeatable; e.g. mod_mam,
+                        to measure the archive's own cost against the same
+                        configuration with it on); the server version says so
   --no-install          do not install missing Debian packages
   --no-build            do not run cargo build (use the existing binaries)
   --keep                keep the temporary directory (configs, logs, data)
@@ -127,6 +131,7 @@ BUILD=1
 KEEP=0
 WAIT_QUIET=0
 LOADGEN_EXTRA=()
+ROOKERY_WITHOUT=()
 MUC_ROOMS=""
 MUC_OCC=""
 MUC_RATE=0.5
@@ -160,6 +165,8 @@ while [ $# -gt 0 ]; do
         --mech=*) MECH=${1#*=} ;;
         --server-timeout) SERVER_TIMEOUT=${2:?}; shift ;;
         --server-timeout=*) SERVER_TIMEOUT=${1#*=} ;;
+        --rookery-without) ROOKERY_WITHOUT+=("${2:?}"); shift ;;
+        --rookery-without=*) ROOKERY_WITHOUT+=("${1#*=}") ;;
         --loadgen-arg) LOADGEN_EXTRA+=("${2:?}"); shift ;;
         --loadgen-arg=*) LOADGEN_EXTRA+=("${1#*=}") ;;
         --muc-rooms) MUC_ROOMS=${2:?}; shift ;;
@@ -621,6 +628,7 @@ setup_rookery() {
         sed -n '/^modules:/,$p' "$ROOT/src/config/default.yml" \
             | sed "s|:5443/|:$http_port/|" \
             | awk '/^  [a-z_]+:/ {muc = ($1 == "mod_muc:")} muc && /^    max_users:/ {next} {print} /^  mod_muc:/ {print "    max_users: 100000"}' \
+            | awk -v drop=" ${ROOKERY_WITHOUT[*]:-} " '/^  [a-z_]+:/ {m = $1; sub(":", "", m); skip = index(drop, " " m " ") > 0} !skip' \
             >>"$ROOKERY_CFG"
         grep -q '^  mod_mam:' "$ROOKERY_CFG" || log "rookery: note: the embedded default has no mod_mam"
         grep -q '^  mod_muc:' "$ROOKERY_CFG" || log "rookery: note: the embedded default has no mod_muc"
@@ -633,6 +641,9 @@ setup_rookery() {
     WS_PATH=/ws
     VERSION=$("$ROOKERY" --version 2>/dev/null | awk '{print $NF}')
     VERSION="$VERSION ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ', modified'))"
+    if [ "$PROFILE" = production ] && [ ${#ROOKERY_WITHOUT[@]} -gt 0 ]; then
+        VERSION="$VERSION without ${ROOKERY_WITHOUT[*]}"
+    fi
 }
 
 start_rookery() {

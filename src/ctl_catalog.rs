@@ -257,7 +257,7 @@ static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "check",
         args: &["[WHAT]"],
-        help: "Check the configuration, certificates, DNS records, free disk space, open doors and the listeners and public URLs of a running server (WHAT: config, certs, dns, disk, access or endpoints; default all) and say what to fix",
+        help: "Check the configuration, certificates, DNS records, STUN/TURN servers, free disk space, open doors and the listeners and public URLs of a running server (WHAT: config, certs, dns, turn, disk, access or endpoints; default all) and say what to fix",
         needs_server: false,
     },
     CommandSpec {

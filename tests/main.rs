@@ -76,6 +76,7 @@ mod mod_prometheus;
 mod mod_push;
 mod mod_register;
 mod mod_stream_mgmt;
+mod mod_stun_disco;
 mod mod_vcard;
 mod mod_version_time_last;
 mod s2s;

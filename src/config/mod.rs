@@ -20,6 +20,7 @@ pub mod modules;
 pub mod openmetrics;
 pub mod s2s;
 mod server_info;
+mod stun_disco;
 pub mod websocket;
 pub mod yaml;
 

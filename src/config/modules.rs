@@ -21,6 +21,7 @@ use xep_support::options::{self, Kind, ModuleSpec, OptSpec, Provider, Use};
 
 use super::check::{self, Notes, Problem};
 use super::server_info;
+use super::stun_disco;
 use super::yaml::{Kind as YamlKind, Node};
 use crate::config::acl::{self, AccessRules};
 
@@ -249,6 +250,9 @@ fn module_options(
         if let Some(info) = value.get("server_info") {
             server_info::check(info, "modules.mod_disco.server_info", notes)?;
         }
+    }
+    if spec.name == "mod_stun_disco" {
+        stun_disco::check(value, path)?;
     }
     for (k, v) in value.as_map().unwrap_or_default() {
         let opt_name = check::key(k, path)?;

@@ -1,6 +1,10 @@
-//! `rookery ctl check [config|certs|dns]`, in the spirit of `prosodyctl
-//! check`: validates the configuration, each host's certificate and the DNS
-//! records a client-reachable, federating host needs, and says what to fix;
+//! `rookery ctl check [config|certs|dns|turn|disk|access|endpoints]`, in
+//! the spirit of `prosodyctl check`: validates the configuration, each
+//! host's certificate and the DNS records a client-reachable, federating
+//! host needs, whether the STUN/TURN servers handed to clients answer
+//! (`src/ctl/check_turn.rs`), the data directory's free space, open doors
+//! and the running server's ports and public URLs (`src/ctl/check_ops.rs`),
+//! and says what to fix;
 //! for module service domains (mod_muc's `conference.HOST`, which federate
 //! like hosts) whether a certificate names them and their s2s DNS records
 //! (warnings only: local users do not need them).
@@ -493,13 +497,11 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
     let mut findings = Vec::new();
     let all = what.is_none();
     match what {
-        None | Some("config") | Some("certs") | Some("dns") => {}
+        None | Some("config") | Some("certs") | Some("dns") | Some("turn") => {}
         Some("disk") | Some("access") | Some("endpoints") => {}
-        Some(other) => {
-            return CtlOutput::usage(format!(
-                "Unknown check '{other}': expected config, certs, dns, disk, access or endpoints"
-            ))
-        }
+        Some(other) => return CtlOutput::usage(format!(
+            "Unknown check '{other}': expected config, certs, dns, turn, disk, access or endpoints"
+        )),
     }
     if all || what == Some("config") {
         findings.push(f(Level::Note, "== Configuration"));
@@ -512,6 +514,13 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
     if all || what == Some("dns") {
         findings.push(f(Level::Note, "== DNS"));
         findings.extend(check_dns(config));
+    }
+    if all || what == Some("turn") {
+        findings.push(f(Level::Note, "== STUN/TURN (calls)"));
+        findings.extend(super::check_turn::check_turn(
+            config,
+            super::check_turn::TIMEOUT,
+        ));
     }
     if all || what == Some("disk") {
         findings.push(f(Level::Note, "== Disk"));

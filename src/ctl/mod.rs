@@ -11,9 +11,11 @@ pub mod api_tokens;
 pub mod cert_import;
 pub mod check;
 pub mod check_ops;
+pub mod check_turn;
 pub mod commands;
 pub mod piefxis;
 pub mod socket;
+pub mod stun_probe;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -2,7 +2,7 @@
 //! binary ([`server`]), a strict async XMPP test client ([`client`]) with its
 //! XML splitter ([`xml`]) and a hand-rolled SCRAM implementation ([`scram`]),
 //! plus RFC 6121 helpers ([`im`]), XEP-0045 steps for federated rooms ([`muc`]), a small DNS server for federation tests
-//! ([`dns`]) and the Python venv for interop tests
+//! ([`dns`]), coturn and a small TURN client ([`turn`]), and the Python venv for interop tests
 //! ([`interop`]), and the strict character check every received unit gets
 //! ([`wellformed`]).
 //!
@@ -21,6 +21,7 @@ pub mod interop;
 pub mod muc;
 pub mod scram;
 pub mod server;
+pub mod turn;
 pub mod wellformed;
 pub mod xml;
 

@@ -35,6 +35,7 @@ pub mod registry;
 pub mod stanza;
 pub mod store;
 pub mod stream_mgmt;
+pub mod stun_disco;
 pub mod time;
 pub mod vcard;
 pub mod version;

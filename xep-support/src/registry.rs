@@ -34,6 +34,7 @@ pub const SPECS: &[&ModuleSpec] = &[
     &crate::muc::SPEC,
     &crate::mam::SPEC,
     &crate::auth_fast::SPEC,
+    &crate::stun_disco::SPEC,
 ];
 
 /// The spec of a module this crate implements.
@@ -221,6 +222,7 @@ pub fn build(
             "mod_carboncopy" => Arc::new(crate::carbons::Carbons::default()),
             "mod_caps" => Arc::new(crate::caps::Caps::default()),
             "mod_push" => Arc::new(crate::push::Push::from_opts(&mut o)),
+            "mod_stun_disco" => Arc::new(crate::stun_disco::StunDisco::from_opts(&mut o, opts)),
             "mod_http_upload" => {
                 Arc::new(crate::http_upload::HttpUpload::from_opts(&mut o, globals))
             }

@@ -75,8 +75,9 @@ const BACKLOG_LOG_EVERY: Duration = Duration::from_secs(10);
 pub(super) struct Pending {
     archive: u32,
     id: u64,
-    peer: String,
     origin: Option<(Vec<u8>, String)>,
+    /// The encoded record; the peer is read back from it ([`rec::peer_of`]),
+    /// not kept twice.
     record: Vec<u8>,
 }
 
@@ -85,11 +86,15 @@ impl Pending {
         self.id
     }
 
+    /// The peer the record names (records are encoded here, so it is there).
+    fn peer(&self) -> &str {
+        rec::peer_of(&self.record).map_or("", |(p, _)| p)
+    }
+
     /// What it holds in memory, for the backlog bound.
     fn cost(&self) -> usize {
         std::mem::size_of::<Pending>()
             + self.record.len()
-            + self.peer.len()
             + self.origin.as_ref().map_or(0, |(k, o)| k.len() + o.len())
     }
 
@@ -99,7 +104,6 @@ impl Pending {
         Pending {
             archive,
             id,
-            peer: peer.to_string(),
             origin: m
                 .origin_id
                 .as_deref()
@@ -122,7 +126,8 @@ pub(super) struct WriterState {
     unflushed_since: Option<Instant>,
     /// Origin-id keys queued and not yet applied (-> id).
     pending_origins: HashMap<Vec<u8>, u64>,
-    owners: HashMap<String, u32>,
+    /// Local owners' names (not chosen by remote senders): a fast hasher.
+    owners: rustc_hash::FxHashMap<String, u32>,
     new_owners: Vec<(String, u32)>,
     next_archive: u32,
     /// The last failure and when.
@@ -178,7 +183,7 @@ impl WriterState {
             wanted: 0,
             unflushed_since: None,
             pending_origins: HashMap::new(),
-            owners: HashMap::new(),
+            owners: rustc_hash::FxHashMap::default(),
             new_owners: Vec::new(),
             next_archive: next_archive.max(1),
             failed: None,
@@ -607,7 +612,6 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
         let p = Pending {
             archive,
             id,
-            peer: peer.to_string(),
             origin,
             record,
         };
@@ -833,7 +837,7 @@ pub(super) fn write_batch(
     let b = blocks_of(
         batch
             .iter()
-            .map(|p| (p.archive, p.id, p.peer.as_str(), p.record.as_slice())),
+            .map(|p| (p.archive, p.id, p.peer(), p.record.as_slice())),
     );
     // New counter values, from the cache (the write lock is held).
     let mut cache = inner.counts_cache.lock().unwrap_or_else(|e| e.into_inner());
