@@ -26,8 +26,9 @@ pub fn stream_error(
     crate::stream::stream_error_xml(condition, text)
 }
 
-/// Log a TLS handshake that failed or timed out.
+/// Log a TLS handshake that failed or timed out (and count it).
 pub fn tls_failed(kind: &str, peer: &dyn Display, why: &dyn Display) {
+    crate::metrics::tls_handshake(kind, false);
     tracing::info!(%peer, "{kind}: TLS handshake failed: {why}");
 }
 

@@ -320,7 +320,7 @@ static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "check",
         args: &["[WHAT]"],
-        help: "Check the configuration, certificates, DNS records and STUN/TURN servers (WHAT: config, certs, dns or turn; default all) and say what to fix",
+        help: "Check the configuration, certificates, DNS records, STUN/TURN servers, free disk space, open doors and the listeners and public URLs of a running server (WHAT: config, certs, dns, turn, disk, access or endpoints; default all) and say what to fix",
         needs_server: false,
     },
     CommandSpec {
@@ -345,6 +345,18 @@ static COMMANDS: &[CommandSpec] = &[
         name: "import_ejabberd_sql",
         args: &["HOST"],
         help: "Make ejabberd's PostgreSQL database (the sql_* options) Rookery's for HOST: its message archive and MUC rooms converted, every other table read as it is",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "api_token_issue",
+        args: &["USER", "HOST"],
+        help: "Make a bearer token for mod_http_api that acts as the account USER@HOST (printed once; only its hash is kept)",
+        needs_server: false,
+    },
+    CommandSpec {
+        name: "api_token_revoke",
+        args: &["USER", "HOST"],
+        help: "Revoke every mod_http_api token of USER@HOST; print how many",
         needs_server: false,
     },
     CommandSpec {
@@ -399,6 +411,7 @@ pub fn tags(name: &str) -> &'static [&'static str] {
             &["server"]
         }
         "stats" | "stats_host" => &["statistics"],
+        "api_token_issue" | "api_token_revoke" => &["oauth"],
         "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],
         "migrate_db" | "sql_migrate" | "import_ejabberd_sql" => &["sql", "backup"],
         _ => &[],

@@ -172,6 +172,18 @@ impl S2s {
     pub fn outgoing_connections(&self) -> Vec<ConnInfo> {
         self.out.established()
     }
+
+    /// (negotiating, established) incoming streams, for `/metrics`.
+    pub fn incoming_counts(&self) -> (usize, usize) {
+        let t = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        let established = t.values().filter(|i| i.auth != AuthMethod::None).count();
+        (t.len() - established, established)
+    }
+
+    /// (connecting, established) outgoing connections, for `/metrics`.
+    pub fn outgoing_counts(&self) -> (usize, usize) {
+        self.out.counts()
+    }
 }
 
 static NEXT_OUT_ID: AtomicU64 = AtomicU64::new(1);
@@ -201,6 +213,20 @@ impl OutConns {
             .map(|c| c.info.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .filter(|i| i.auth != AuthMethod::None)
             .collect()
+    }
+
+    /// (connecting, established) connections of ours (not lent streams).
+    pub fn counts(&self) -> (usize, usize) {
+        let t = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut connecting, mut established) = (0, 0);
+        for c in t.values().filter(|c| !c.lent) {
+            if c.info.lock().unwrap_or_else(|e| e.into_inner()).auth == AuthMethod::None {
+                connecting += 1;
+            } else {
+                established += 1;
+            }
+        }
+        (connecting, established)
     }
 
     /// The entry for `local` → `remote`; when there is none, a new one, and

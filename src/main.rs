@@ -14,6 +14,7 @@ mod im;
 #[cfg(test)]
 mod import_graph_tests;
 mod links;
+mod metrics;
 mod queue;
 mod router;
 mod routes;
@@ -75,15 +76,23 @@ fn load_config(path: Option<&PathBuf>) -> Result<config::Config, String> {
     }
 }
 
-fn init_logging(level: &str) {
+/// Logs to stderr: text, or with `log_format: json` one JSON object per
+/// line (`timestamp`, `level`, `target`, `fields` with `message` and the
+/// event's fields such as `peer`) for log shippers.
+fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},sled=warn,rustls=warn"))
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 fn serve(path: Option<PathBuf>) -> ExitCode {
@@ -94,7 +103,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging(config.loglevel.tracing_directive());
+    init_logging(config.loglevel.tracing_directive(), config.log_json);
     if path.is_none() {
         tracing::info!(
             "no config file given: using the embedded default (domain localhost, loopback only)"

@@ -97,6 +97,7 @@ async fn run_filters(
 }
 
 async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
+    crate::metrics::stanza_routed(&stanza.name);
     let to = match stanza.attr("to") {
         None => None,
         Some(t) => match jids::parse(t) {
@@ -373,6 +374,7 @@ pub async fn presence_broadcast(
     session: &std::sync::Arc<crate::sessions::SessionHandle>,
     el: Element,
 ) {
+    crate::metrics::stanza_routed("presence");
     let (out, available) = crate::im::presence::broadcast_from_session(server, session, el).await;
     perform(server, out).await;
     if let Some((el, initial)) = available {
@@ -390,6 +392,7 @@ pub async fn presence_directed(
     el: Element,
     to: Jid,
 ) {
+    crate::metrics::stanza_routed("presence");
     let out = crate::im::presence::directed_from_session(server, session, el, to);
     perform(server, out).await;
 }

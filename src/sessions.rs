@@ -381,6 +381,7 @@ impl Sessions {
                 tracing::info!(jid = %session.jid, "queue of a detached session is full; ending it");
                 session.close(None);
                 self.unbind(session);
+                crate::metrics::delivery_dropped();
                 (Delivery::Stuck, back(o))
             }
             Err(queue::TrySendError::Full(Outgoing::Stanza(stanza))) => {
@@ -395,6 +396,7 @@ impl Sessions {
                         tracing::warn!(jid = %session.jid, "output queue stayed full; disconnecting");
                         session.close(Some(StreamCondition::PolicyViolation));
                         self.unbind(session);
+                        crate::metrics::delivery_dropped();
                         (Delivery::Stuck, back(o))
                     }
                 }

@@ -265,7 +265,7 @@ impl Ws {
         assert!(f.child("bind").is_some(), "{f}");
     }
 
-    async fn bind(&mut self, resource: &str) -> String {
+    pub(crate) async fn bind(&mut self, resource: &str) -> String {
         let id = self.id();
         self.send(&format!("<iq xmlns='jabber:client' type='set' id='{id}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>")).await;
         let r = self.recv().await;

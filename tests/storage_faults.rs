@@ -22,7 +22,8 @@
 //! `corrupt_archive_*` below. On a full disk, the sender of a message the
 //! archive cannot keep gets `resource-constraint` (wait) for it (refused
 //! at once, or lost by a write that failed later), before the answer to
-//! its next iq; the live copy is still delivered. `corrupt_archive_*`
+//! its next iq; the live copy is still delivered; `/metrics` counts the
+//! failed write (`rookery_archive_write_errors_total`). `corrupt_archive_*`
 //! writes its garbage block through the archive's engine (sled by
 //! default; layout in src/storage/archive/mod.rs).
 
@@ -101,6 +102,11 @@ fn modules_without_mam() -> String {
 fn server_in(data_dir: &Path, modules: String) -> Server {
     let config = Config {
         modules,
+        // `/metrics`, to see the failures counted.
+        extra_listeners: vec![
+            "port: 0\nip: 127.0.0.1\nmodule: ejabberd_http\nrequest_handlers:\n  /metrics: mod_prometheus"
+                .to_string(),
+        ],
         ..Config::default()
     };
     let data = serde_json::to_string(&data_dir.join("db").display().to_string()).unwrap();
@@ -537,6 +543,27 @@ async fn full_disk_archive_errors_to_the_sender_and_loses_nothing() {
     );
     assert_eq!(e.attr("to"), Some("alice@localhost/a1"), "{e}");
     assert!(e.to_string().contains("not archived"), "{e}");
+    // `/metrics` counted the failed write or flush, and the messages
+    // written before.
+    let http = server
+        .listeners
+        .iter()
+        .find(|l| l.module == "http")
+        .expect("http listener")
+        .addr;
+    let metrics = common::http::http(http, "GET", "/metrics", &[], b"").await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+    };
+    assert!(value("rookery_archive_write_errors_total") >= 1.0, "{text}");
+    assert!(
+        value("rookery_archive_messages_total") >= (2 * BEFORE) as f64,
+        "{text}"
+    );
     // Still serving: a live message (delivered; its sender told that it
     // is not archived, whether refused at once or lost by the write), a
     // login, a ping.

@@ -99,10 +99,17 @@ fn serve(
     peer: SocketAddr,
     listener: Arc<Listener>,
 ) -> impl std::future::Future<Output = ()> + Send {
+    use crate::metrics::Transport;
     use futures_util::FutureExt;
     let for_session = server.clone();
+    let transport = match (&conn, listener.tls) {
+        (negotiation::Conn::WebSocket { .. }, _) => Transport::WebSocket,
+        (negotiation::Conn::Bosh { .. }, _) => Transport::Bosh,
+        (_, true) => Transport::Tls,
+        (_, false) => Transport::Tcp,
+    };
     boxed_negotiation(server, conn, peer, listener).then(move |bound| match bound {
-        Some(bound) => boxed_session(for_session, bound),
+        Some(bound) => boxed_session(for_session, bound, transport),
         None => Box::pin(std::future::ready(())),
     })
 }
@@ -118,8 +125,18 @@ fn boxed_negotiation(
     Box::pin(negotiation::negotiate(server, conn, peer, listener))
 }
 
-fn boxed_session(server: Arc<Server>, bound: negotiation::Bound) -> BoxFuture<()> {
-    Box::pin(session::run(server, Box::new(bound)))
+/// The session, counted in `/metrics` for as long as it runs.
+fn boxed_session(
+    server: Arc<Server>,
+    bound: negotiation::Bound,
+    transport: crate::metrics::Transport,
+) -> BoxFuture<()> {
+    let gauge = crate::metrics::SessionGauge::new(transport);
+    let run = session::run(server, Box::new(bound));
+    Box::pin(async move {
+        let _gauge = gauge;
+        run.await
+    })
 }
 
 /// Delete every XEP-0484 FAST token of `user@host` (`ctl kick_session`,

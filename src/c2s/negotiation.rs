@@ -307,6 +307,7 @@ async fn tls_accept(
 ) -> Option<tokio_rustls::server::TlsStream<BoxIo>> {
     match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io).into_fallible()).await {
         Ok(Ok(s)) => {
+            crate::metrics::tls_handshake("c2s", true);
             // The session tickets rustls wrote at the handshake's end leave
             // with the stream features, not on their own.
             cork.hold_once_more();
@@ -731,12 +732,16 @@ impl Negotiation {
                 self.authenticated(ok.user, &name);
                 Ok(true)
             }
-            None => Ok(false),
+            None => {
+                crate::metrics::auth(&name, false);
+                Ok(false)
+            }
         }
     }
 
     /// Record a successful authentication of `user`.
     fn authenticated(&mut self, user: String, mechanism: &str) {
+        crate::metrics::auth(mechanism, true);
         self.server.auth_succeeded(self.peer.ip());
         tracing::info!(peer = %self.peer, "{user}@{} authenticated with {mechanism}", self.host.as_deref().unwrap_or(""));
         self.user = Some(user);

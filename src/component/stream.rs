@@ -46,7 +46,12 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     )
     .await
     {
-        Ok(io) => io,
+        Ok(io) => {
+            if cfg.tls {
+                crate::metrics::tls_handshake("component", true);
+            }
+            io
+        }
         Err(why) => return crate::conn_log::tls_failed("component", &peer, &why),
     };
     let mut conn = Conn::new(io, cfg.tls, cfg.pre_auth_limit());

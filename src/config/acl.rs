@@ -881,6 +881,8 @@ pub enum Frontend {
     /// XEP-0050 ad-hoc commands (`mod_adhoc`; also written `adhoc` or
     /// ejabberd 25's `mod_adhoc_api`).
     AdHoc,
+    /// `POST /api/COMMAND` (`mod_http_api`).
+    HttpApi,
 }
 
 /// One `who:` alternative.
@@ -920,8 +922,9 @@ struct ApiGroup {
 /// (`from`), which callers (`who`) may run which commands (`what`). A
 /// command runs when any group matches all three. Without the option, the
 /// defaults are ejabberd's: `rookery ctl` may run everything; ad-hoc
-/// commands need the `configure` access rule (`announce` for announcements
-/// when that rule is defined, as mod_announce's access).
+/// commands and `mod_http_api` need the `configure` access rule
+/// (`announce` for announcements when that rule is defined, as
+/// mod_announce's access).
 #[derive(Debug, Clone)]
 pub struct ApiPermissions {
     groups: Vec<ApiGroup>,
@@ -940,7 +943,7 @@ impl ApiPermissions {
         let announce_rule = access_rules.is_defined("announce");
         groups.push(ApiGroup {
             name: "admin access".into(),
-            from: Some(vec![Frontend::AdHoc]),
+            from: Some(vec![Frontend::AdHoc, Frontend::HttpApi]),
             who: vec![Who::AccessNamed("configure".into())],
             allow: vec![What::All],
             except: if announce_rule {
@@ -1053,7 +1056,8 @@ impl ApiPermissions {
                                 "mod_adhoc" | "adhoc" | "mod_adhoc_api" => {
                                     from.push(Frontend::AdHoc)
                                 }
-                                other @ ("mod_http_api" | "ejabberd_xmlrpc"
+                                "mod_http_api" => from.push(Frontend::HttpApi),
+                                other @ ("ejabberd_xmlrpc"
                                 | "ejabberd_web_admin" | "mod_cron"
                                 | "mod_mqtt") => notes.warn(
                                     f,
@@ -1065,7 +1069,7 @@ impl ApiPermissions {
                                     return Err(Problem::at(
                                         f,
                                         format!(
-                                            "{fpath}: unknown front end `{other}`; expected ejabberd_ctl or mod_adhoc"
+                                            "{fpath}: unknown front end `{other}`; expected ejabberd_ctl, mod_adhoc or mod_http_api"
                                         ),
                                     ))
                                 }
@@ -1628,6 +1632,19 @@ mod tests {
         assert!(may(&f, &p, Frontend::AdHoc, admin, None, "announce", &[]));
         assert!(!may(&f, &p, Frontend::AdHoc, bob, None, "register", &[]));
         assert!(!may(&f, &p, Frontend::AdHoc, None, None, "register", &[]));
+        // mod_http_api: the configure rule too; an address alone (even
+        // loopback, which ejabberd lets in) is not enough.
+        assert!(may(&f, &p, Frontend::HttpApi, admin, None, "register", &[]));
+        assert!(!may(&f, &p, Frontend::HttpApi, bob, None, "register", &[]));
+        let lo = Some("127.0.0.1".parse().unwrap());
+        assert!(!p.allows(
+            &f.ctx(),
+            &f.access,
+            Frontend::HttpApi,
+            &Subject { user: None, ip: lo },
+            "register",
+            &[]
+        ));
         // With an `announce` rule, announcements follow it alone.
         let (f, p) = api(
             "acl:\n  admin:\n    user: root@example.org\n  staff:\n    user: bob@example.org\n\
@@ -1659,8 +1676,26 @@ mod tests {
         // console: "*" minus the negations.
         assert!(may(&f, &p, Frontend::Ctl, None, None, "register", &[]));
         assert!(!may(&f, &p, Frontend::Ctl, None, None, "unregister", &[]));
-        // admins: from mod_adhoc only (mod_http_api ignored with a warning).
+        // admins: from mod_adhoc and mod_http_api.
         assert!(may(&f, &p, Frontend::AdHoc, admin, None, "unregister", &[]));
+        assert!(may(
+            &f,
+            &p,
+            Frontend::HttpApi,
+            admin,
+            None,
+            "unregister",
+            &[]
+        ));
+        assert!(!may(
+            &f,
+            &p,
+            Frontend::HttpApi,
+            eve,
+            None,
+            "unregister",
+            &[]
+        ));
         assert!(!may(&f, &p, Frontend::AdHoc, eve, None, "unregister", &[]));
         // inline: no from = every front end; who alternatives; tags.
         assert!(may(
@@ -1723,9 +1758,7 @@ mod tests {
         ));
         let warnings: Vec<&String> = f.notes.warnings.iter().map(|(_, w)| w).collect();
         assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("no `mod_http_api` front end")),
+            !warnings.iter().any(|w| w.contains("mod_http_api")),
             "{warnings:?}"
         );
         assert!(

@@ -84,6 +84,11 @@ pub struct Listener {
     /// Whether `/.well-known/host-meta` is served (XEP-0156): with a
     /// WebSocket or BOSH path, or a `mod_host_meta` handler.
     pub host_meta: bool,
+    /// The paths `/metrics` (OpenMetrics) is served at: request handler
+    /// `mod_prometheus` (`ejabberd_http` listeners only).
+    pub metrics_paths: Vec<String>,
+    /// The paths `mod_http_api` serves (`POST PATH/COMMAND`).
+    pub api_paths: Vec<String>,
     /// Line of the listener in the configuration file.
     pub line: usize,
 }
@@ -280,6 +285,8 @@ fn parse_one(
         invites_path: None,
         bosh_paths: Vec::new(),
         host_meta: false,
+        metrics_paths: Vec::new(),
+        api_paths: Vec::new(),
         line: item.line,
     };
     let mut starttls: Option<bool> = None;
@@ -396,6 +403,16 @@ fn parse_one(
                             listener.ws_paths.push(p.to_string());
                         }
                         listener.host_meta = true;
+                    } else if matches!(handler, "mod_prometheus" | "mod_http_openmetrics" | "mod_http_api") {
+                        let p = p.trim_end_matches('/');
+                        if !p.starts_with('/') {
+                            return Err(check::expected(h, &check::join(&opt_path, p), "a path starting with /"));
+                        }
+                        if handler == "mod_http_api" {
+                            listener.api_paths.push(p.to_string());
+                        } else {
+                            listener.metrics_paths.push(p.to_string());
+                        }
                     } else if handler == "mod_host_meta" {
                         // Served at /.well-known/host-meta(.json) whatever the path.
                         listener.host_meta = true;
@@ -422,10 +439,12 @@ fn parse_one(
         && listener.ws_paths.is_empty()
         && listener.bosh_paths.is_empty()
         && !listener.host_meta
+        && listener.metrics_paths.is_empty()
+        && listener.api_paths.is_empty()
     {
         notes.warn(
             item,
-            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (mod_http_upload, ejabberd_http_ws, mod_bosh, mod_host_meta, mod_invites); listener skipped"),
+            format!("{path}: listener module `ejabberd_http` on port {port} serves nothing Rookery supports (mod_http_upload, ejabberd_http_ws, mod_bosh, mod_host_meta, mod_invites, mod_prometheus, mod_http_api); listener skipped"),
         );
         return Ok(None);
     }

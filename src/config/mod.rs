@@ -17,6 +17,7 @@ pub mod acl;
 pub mod check;
 pub mod listen;
 pub mod modules;
+pub mod openmetrics;
 pub mod s2s;
 mod server_info;
 pub mod sql;
@@ -145,6 +146,8 @@ pub struct Config {
     pub hosts: Vec<String>,
     /// Log verbosity.
     pub loglevel: LogLevel,
+    /// `log_format: json`: one JSON object per log line (for log shippers).
+    pub log_json: bool,
     /// Certificate and key files (globs expanded, existing files only).
     pub certfiles: Vec<PathBuf>,
     /// Supported listeners.
@@ -164,6 +167,8 @@ pub struct Config {
     pub negotiation_timeout: Option<std::time::Duration>,
     /// WebSocket (RFC 7395) options ([`websocket`]).
     pub websocket: websocket::WebSocketOptions,
+    /// Who may read `/metrics` ([`openmetrics`]).
+    pub openmetrics: openmetrics::OpenMetricsOptions,
     /// `mod_bosh`'s options (XEP-0124/XEP-0206).
     pub bosh: modules::BoshOptions,
     /// Named ACLs.
@@ -235,6 +240,7 @@ const SUPPORTED_OPTIONS: &[&str] = &[
     "include_config_file",
     "language",
     "listen",
+    "log_format",
     "loglevel",
     "modules",
     "negotiation_timeout",
@@ -703,6 +709,7 @@ fn build(
             || s2s::OPTIONS.contains(&name.as_str())
             || websocket::OPTIONS.contains(&name.as_str())
             || sql::OPTIONS.contains(&name.as_str())
+            || openmetrics::OPTIONS.contains(&name.as_str())
         {
             continue;
         }
@@ -736,6 +743,14 @@ fn build(
     let loglevel = match option("loglevel") {
         Some(node) => parse_loglevel(node)?,
         None => LogLevel::Info,
+    };
+    let log_json = match option("log_format") {
+        None => false,
+        Some(node) => match check::string(node, "log_format", "text or json")? {
+            "text" => false,
+            "json" => true,
+            _ => return Err(check::expected(node, "log_format", "text or json")),
+        },
     };
 
     let certfiles = match option("certfiles") {
@@ -835,6 +850,7 @@ fn build(
     };
 
     let websocket = websocket::parse(option)?;
+    let openmetrics = openmetrics::parse(option)?;
 
     let s2s_use_starttls = match option("s2s_use_starttls") {
         None => S2sStartTls::Disabled,
@@ -1016,6 +1032,7 @@ fn build(
         source: None,
         hosts,
         loglevel,
+        log_json,
         certfiles,
         listen: listeners,
         auth_password_format,
@@ -1024,6 +1041,7 @@ fn build(
         registration_timeout,
         negotiation_timeout,
         websocket,
+        openmetrics,
         bosh,
         acl: acls,
         access_rules,

@@ -135,8 +135,22 @@ pub const BOSH: ModuleSpec = ModuleSpec {
     storage: true,
 };
 
+/// `mod_http_api`: `POST /api/COMMAND` on the `ejabberd_http` paths whose
+/// request handler is `mod_http_api` (`crate::http::api`); listing it is
+/// not needed, and its one option is ignored.
+pub const HTTP_API: ModuleSpec = ModuleSpec {
+    name: "mod_http_api",
+    provider: Provider::Core,
+    options: &[OptSpec::ignored(
+        "default_version",
+        Kind::Any,
+        "the API version when the URL names none (Rookery serves one version)",
+    )],
+    storage: false,
+};
+
 /// ejabberd modules whose work Rookery's core does.
-pub const CORE: &[&ModuleSpec] = &[&ROSTER, &OFFLINE, &S2S_DIALBACK, &BOSH];
+pub const CORE: &[&ModuleSpec] = &[&ROSTER, &OFFLINE, &S2S_DIALBACK, &BOSH, &HTTP_API];
 
 /// The spec of a module Rookery provides (in xep-support or the core).
 pub fn spec(name: &str) -> Option<&'static ModuleSpec> {

@@ -1,7 +1,10 @@
-//! `rookery ctl check [config|certs|dns|turn]`, in the spirit of `prosodyctl
-//! check`: validates the configuration, each host's certificate and the DNS
-//! records a client-reachable, federating host needs, whether the STUN/TURN
-//! servers handed to clients answer (`src/ctl/check_turn.rs`), and says what to fix;
+//! `rookery ctl check [config|certs|dns|turn|disk|access|endpoints]`, in
+//! the spirit of `prosodyctl check`: validates the configuration, each
+//! host's certificate and the DNS records a client-reachable, federating
+//! host needs, whether the STUN/TURN servers handed to clients answer
+//! (`src/ctl/check_turn.rs`), the data directory's free space, open doors
+//! and the running server's ports and public URLs (`src/ctl/check_ops.rs`),
+//! and says what to fix;
 //! for module service domains (mod_muc's `conference.HOST`, which federate
 //! like hosts) whether a certificate names them and their s2s DNS records
 //! (warnings only: local users do not need them).
@@ -127,6 +130,13 @@ pub fn check_certificate(host: &str, cert: Option<&CertInfo>, now: i64) -> Vec<F
         out.push(f(
             Level::Problem,
             format!("{host}: the certificate in {file} is not allowed for TLS servers (extendedKeyUsage)"),
+        ));
+    } else if !c.client_auth && !c.generated && !c.self_issued {
+        out.push(f(
+            Level::Note,
+            format!(
+                "{host}: the certificate in {file} is for TLS servers only (no clientAuth, as                  Let's Encrypt issues them since 2026): Rookery accepts such certificates from                  other servers, but servers that require clientAuth on incoming s2s will fall                  back to dialback (keep s2s_dialback on)"
+            ),
         ));
     }
     out
@@ -444,6 +454,12 @@ pub fn check_dns(config: &Config) -> Vec<Finding> {
         }
     };
     runtime.block_on(async {
+        // The servers federation asks, when the configuration names them.
+        let resolver = if config.s2s.dns_servers.is_empty() {
+            None
+        } else {
+            Some(crate::s2s::resolve::resolver(&config.s2s))
+        };
         let mut builder = match hickory_resolver::TokioResolver::builder_tokio() {
             Ok(b) => b,
             Err(e) => {
@@ -457,7 +473,7 @@ pub fn check_dns(config: &Config) -> Vec<Finding> {
         let opts = builder.options_mut();
         opts.timeout = std::time::Duration::from_secs(4);
         opts.attempts = 2;
-        let resolver = builder.build();
+        let resolver = resolver.unwrap_or_else(|| builder.build());
         for host in public {
             let facts = lookup_facts(&resolver, host).await;
             out.extend(judge_dns(host, &facts, &c2s, &s2s));
@@ -476,11 +492,10 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
     let all = what.is_none();
     match what {
         None | Some("config") | Some("certs") | Some("dns") | Some("turn") => {}
-        Some(other) => {
-            return CtlOutput::usage(format!(
-                "Unknown check '{other}': expected config, certs, dns or turn"
-            ))
-        }
+        Some("disk") | Some("access") | Some("endpoints") => {}
+        Some(other) => return CtlOutput::usage(format!(
+            "Unknown check '{other}': expected config, certs, dns, turn, disk, access or endpoints"
+        )),
     }
     if all || what == Some("config") {
         findings.push(f(Level::Note, "== Configuration"));
@@ -500,6 +515,18 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
             config,
             super::check_turn::TIMEOUT,
         ));
+    }
+    if all || what == Some("disk") {
+        findings.push(f(Level::Note, "== Disk"));
+        findings.extend(super::check_ops::check_disk(config));
+    }
+    if all || what == Some("access") {
+        findings.push(f(Level::Note, "== Open doors"));
+        findings.extend(super::check_ops::check_open_doors(config));
+    }
+    if all || what == Some("endpoints") {
+        findings.push(f(Level::Note, "== Ports and public URLs"));
+        findings.extend(super::check_ops::check_endpoints(config));
     }
     let problems = findings
         .iter()

@@ -451,6 +451,23 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ("unban_account", [user, host]) => super::lifecycle::unban_account(env, user, host),
         ("get_ban_details", [user, host]) => super::lifecycle::get_ban_details(env, user, host),
         ("delete_old_users", [days]) => super::lifecycle::delete_old_users(env, server, days),
+        ("api_token_issue", [user, host]) => account(env, user, host).and_then(|(u, h)| {
+            if !env
+                .storage
+                .user_exists(AccountKey::new(&h, &u))
+                .map_err(db_failed)?
+            {
+                return Err(no_such_user(&u, &h));
+            }
+            super::api_tokens::issue(env.storage.as_ref(), &u, &h)
+                .map(CtlOutput::ok)
+                .map_err(db_failed)
+        }),
+        ("api_token_revoke", [user, host]) => account(env, user, host).and_then(|(u, h)| {
+            super::api_tokens::revoke(env.storage.as_ref(), &u, &h)
+                .map(|n| CtlOutput::ok(n.to_string()))
+                .map_err(db_failed)
+        }),
         ("help", args) => Ok(help(args)),
         (name, _) if spec.runs_locally() => Err(CtlOutput::failed(format!(
             "'{name}' runs in `rookery ctl` itself, not in the server"
@@ -911,6 +928,11 @@ fn unregister(
         .map_err(db_failed)?
     {
         return Err(no_such_user(&user, &host));
+    }
+    // Its HTTP API tokens go with it (a later account of the same name
+    // must not inherit them).
+    if let Err(e) = super::api_tokens::revoke(env.storage.as_ref(), &user, &host) {
+        tracing::warn!("revoking the API tokens of {user}@{host}: {e}");
     }
     // Deleted first, so the kicked sessions cannot log in again.
     if let Some(server) = server {

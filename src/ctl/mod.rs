@@ -7,8 +7,10 @@
 //! command there, with no server. Commands that need a running server then
 //! exit 3. The commands themselves live in [`commands`].
 
+pub mod api_tokens;
 pub mod cert_import;
 pub mod check;
+pub mod check_ops;
 pub mod check_turn;
 pub mod commands;
 pub mod dbmove;

@@ -4,7 +4,9 @@
 //! code, and XEP-0156 discovery ([`host_meta`]). [`proxy`] says who the
 //! client is (`trusted_proxies`, `X-Forwarded-For`) and whether a plain
 //! listener may serve it a web transport (loopback or a trusted proxy
-//! only, else HTTP 403).
+//! only, else HTTP 403). [`metrics`] serves `/metrics` (OpenMetrics, request
+//! handler `mod_prometheus`) to the addresses allowed to scrape; [`api`]
+//! is `mod_http_api` (`POST /api/COMMAND`, ejabberd's ReST API).
 //!
 //! The `mod_http_upload` path takes the PUT a slot granted and serves the
 //! file with GET/HEAD.
@@ -36,9 +38,11 @@ use xep_support::http_upload::{clean_name, url_encode, HttpUpload};
 use crate::config::Listener;
 use crate::server::Server;
 
+pub mod api;
 pub mod bosh;
 pub mod host_meta;
 pub mod invites;
+pub mod metrics;
 pub mod proxy;
 pub mod ws;
 
@@ -59,8 +63,14 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     )
     .await
     {
-        Ok(io) => io,
+        Ok(io) => {
+            if cfg.tls {
+                crate::metrics::tls_handshake("http", true);
+            }
+            io
+        }
         Err(why) => {
+            crate::metrics::tls_handshake("http", false);
             tracing::debug!(%peer, "HTTP TLS handshake failed: {why}");
             return;
         }
@@ -109,6 +119,19 @@ async fn serve(
 ) -> Response<Body> {
     let path = req.uri().path();
     let trimmed = path.trim_end_matches('/');
+    if cfg.metrics_paths.iter().any(|p| p == trimmed) {
+        let client = proxy::client(&server.config().websocket, peer, req.headers());
+        return metrics::serve(server, client, &req).await;
+    }
+    if let Some(base) = cfg
+        .api_paths
+        .iter()
+        .find(|b| trimmed == b.as_str() || path.starts_with(&format!("{b}/")))
+    {
+        let client = proxy::client(&server.config().websocket, peer, req.headers());
+        let base = base.clone();
+        return api::serve(server, cfg, &base, peer, client, req).await;
+    }
     let is_ws = cfg.ws_paths.iter().any(|p| p == trimmed);
     let is_bosh = cfg.bosh_paths.iter().any(|p| p == trimmed);
     if is_ws || is_bosh {

@@ -86,6 +86,7 @@ pub async fn handle(
         let acceptor = server.live().s2s_tls.direct_acceptor.clone();
         match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(sock)).await {
             Ok(Ok(s)) => {
+                crate::metrics::tls_handshake("s2s in", true);
                 let certs = certs_of(s.get_ref().1.peer_certificates());
                 let mut c = Conn::new(Box::new(s) as BoxIo, true, max);
                 c.peer_certs = certs;
@@ -390,7 +391,10 @@ impl Incoming {
         let io = self.conn.take_io("s2s in", &self.peer)?;
         let acceptor = self.server.live().s2s_tls.starttls_acceptor.clone();
         let tls = match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io)).await {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                crate::metrics::tls_handshake("s2s in", true);
+                s
+            }
             Ok(Err(e)) => {
                 crate::conn_log::tls_failed("s2s in", &self.peer, &e);
                 return Err(Fail::Closed);

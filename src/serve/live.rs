@@ -167,6 +167,7 @@ pub fn reload_config(server: &Server) -> Result<String, String> {
         ),
         ("ctl_socket", old.config.ctl_socket != new.ctl_socket),
         ("loglevel", old.config.loglevel != new.loglevel),
+        ("log_format", old.config.log_json != new.log_json),
     ];
     for (key, changed) in restart_only {
         if changed {
@@ -186,6 +187,7 @@ pub fn reload_config(server: &Server) -> Result<String, String> {
     config.archive_engine = old.config.archive_engine;
     config.ctl_socket = old.config.ctl_socket.clone();
     config.loglevel = old.config.loglevel;
+    config.log_json = old.config.log_json;
     let live = Live {
         config: Arc::new(config),
         ..live

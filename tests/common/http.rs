@@ -1,5 +1,7 @@
-//! A minimal HTTP/1.1 client over TLS (any certificate accepted) for the
-//! XEP-0363 upload tests: one request per connection, bounded in time.
+//! A minimal HTTP/1.1 client over TLS (any certificate accepted) or plain
+//! TCP (from a chosen loopback source address) for the XEP-0363 upload,
+//! `/metrics` and `mod_http_api` tests: one request per connection,
+//! bounded in time.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -56,6 +58,57 @@ pub async fn https(
     })
     .await
     .expect("HTTP request timed out")
+}
+
+/// Send one request over plain TCP from `source` (an address of this
+/// machine, e.g. 127.0.0.2, so a test can come from a second loopback
+/// address) and read the whole answer.
+pub async fn http_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let socket = if source.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        let mut tcp = socket.connect(addr).await.expect("connect");
+        let mut head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        tcp.write_all(body).await.expect("write body");
+        let mut raw = Vec::new();
+        let _ = tcp.read_to_end(&mut raw).await;
+        parse(&raw)
+    })
+    .await
+    .expect("HTTP request timed out")
+}
+
+/// [`http_from`] 127.0.0.1.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    http_from([127, 0, 0, 1].into(), addr, method, target, headers, body).await
 }
 
 fn parse(raw: &[u8]) -> Answer {

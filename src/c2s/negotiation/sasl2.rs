@@ -107,12 +107,16 @@ impl Negotiation {
         let result = self.sasl_exchange(Profile::Sasl2, &name, initial).await;
         let fast = self.fast.take();
         let Some(ok) = result? else {
+            crate::metrics::auth(&name, false);
             return Ok(None);
         };
         let user = ok.user.clone();
         // XEP-0480 tasks, after the mechanism and before the success.
         let upgraded = match self.upgrade_task(&req, &user, &ok.data).await? {
-            Upgrade::Failed => return Ok(None),
+            Upgrade::Failed => {
+                crate::metrics::auth(&name, false);
+                return Ok(None);
+            }
             Upgrade::Done => true,
             Upgrade::NotRun => false,
         };

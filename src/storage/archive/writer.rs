@@ -624,6 +624,7 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
     }
     s.submitted += 1;
     inner.w.submitted_a.store(s.submitted, Ordering::Release);
+    crate::metrics::archive_queue(s.queue.len(), s.backlog);
     if s.applier_idle {
         inner.w.work.notify_one();
     }
@@ -693,6 +694,7 @@ fn applier(inner: &Inner) {
             s.urgent = false;
             s.queued_since = None;
             let cap = s.queue.len();
+            crate::metrics::archive_queue(0, s.backlog);
             (
                 std::mem::replace(&mut s.queue, Vec::with_capacity(cap)),
                 std::mem::take(&mut s.new_owners),
@@ -701,10 +703,14 @@ fn applier(inner: &Inner) {
                 s.next_archive,
             )
         };
+        let started = Instant::now();
         let r = match injected(w, INJECT_WRITE) {
             Some(e) => Err(e),
             None => write_batch(inner, &batch, &owners, next_archive),
         };
+        if !batch.is_empty() {
+            crate::metrics::archive_batch(batch.len(), started.elapsed(), r.is_ok());
+        }
         let lost = match &r {
             Ok(()) => Vec::new(),
             Err(_) => lost_messages(inner, batch.iter(), &owners),
@@ -1044,6 +1050,7 @@ fn flusher(inner: &Inner) {
         let covered: Vec<_> = s.unflushed.drain(..split).collect();
         let freed: usize = covered.iter().flat_map(|(_, b)| b).map(Pending::cost).sum();
         s.backlog = s.backlog.saturating_sub(freed);
+        crate::metrics::archive_queue(s.queue.len(), s.backlog);
         match r {
             Ok(_) => {
                 s.durable = s.durable.max(upto.1);
@@ -1055,6 +1062,7 @@ fn flusher(inner: &Inner) {
             }
             Err(e) => {
                 drop(s);
+                crate::metrics::archive_flush_failed();
                 let lost = lost_messages(inner, covered.iter().flat_map(|(_, b)| b.iter()), &[]);
                 let mut s = w.lock();
                 w.report(&mut s, &e, lost);
