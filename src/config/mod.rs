@@ -42,7 +42,7 @@ pub const DEFAULT_CONFIG_YAML: &str = include_str!("default.yml");
 pub const DEFAULT_CONFIG_LABEL: &str = "<default config>";
 
 /// Default PBKDF2 iteration count for stored SCRAM secrets.
-pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = crate::auth::credentials::DEFAULT_ITERATIONS;
 
 /// Largest accepted `auth_scram_iterations` (logins get slow beyond this).
 pub const MAX_SCRAM_ITERATIONS: u32 = 10_000_000;

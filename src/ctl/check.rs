@@ -493,9 +493,11 @@ pub fn run(config: &Config, what: Option<&str>) -> CtlOutput {
     match what {
         None | Some("config") | Some("certs") | Some("dns") | Some("turn") => {}
         Some("disk") | Some("access") | Some("endpoints") => {}
-        Some(other) => return CtlOutput::usage(format!(
+        Some(other) => {
+            return CtlOutput::usage(format!(
             "Unknown check '{other}': expected config, certs, dns, turn, disk, access or endpoints"
-        )),
+        ))
+        }
     }
     if all || what == Some("config") {
         findings.push(f(Level::Note, "== Configuration"));

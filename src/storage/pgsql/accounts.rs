@@ -43,7 +43,7 @@ pub(super) fn creds_of_row(
     let iterations: i32 = row.get(at + 3);
     if serverkey.is_empty() {
         // ejabberd's plain password format.
-        return StoredCredentials::derive(&password, crate::config::DEFAULT_SCRAM_ITERATIONS)
+        return StoredCredentials::derive(&password, crate::auth::credentials::DEFAULT_ITERATIONS)
             .map_err(|e| StorageError::Corrupt(format!("plain password of {who}: {e:?}")));
     }
     let sha1 = ScramSecret {

@@ -41,6 +41,7 @@ mod archive;
 mod maintenance;
 mod modules;
 mod offline;
+mod options;
 mod roster;
 pub mod schema;
 #[cfg(test)]
@@ -56,8 +57,8 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use crate::config::sql::SqlOptions;
 use crate::storage::StorageError;
+pub use options::SqlOptions;
 
 /// Operations that may wait for the database at once before new ones are
 /// refused.

@@ -16,8 +16,8 @@ use xep_support::archive::{Appended, Count, Direction, NewMessage, PageQuery};
 
 use super::testpg::PgServer;
 use super::PgStorage;
+use super::SqlOptions;
 use crate::auth::credentials::StoredCredentials;
-use crate::config::sql::SqlOptions;
 use crate::storage::transfer::{self, Engine};
 use crate::storage::{
     AccountKey, AccountStore, ArchiveAccess, KeyRange, Maintenance, ModuleStore, OfflineStore,
