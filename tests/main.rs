@@ -27,6 +27,7 @@ mod c2s_websocket;
 mod compliance_suites;
 mod component;
 mod config_modules;
+mod cluster;
 mod ctl;
 mod ctl_admin;
 mod ctl_check;

@@ -54,6 +54,10 @@ pub trait ServerControl: Send + Sync {
     fn sessions_info(&self) -> Vec<SessionInfo> {
         Vec::new()
     }
+    /// The live nodes of the cluster (`Ok(None)`: not clustered).
+    fn list_cluster(&self) -> Result<Option<Vec<String>>, String> {
+        Ok(None)
+    }
     /// End every session of `user@host`; returns how many were ended.
     fn kick_user(&self, user: &str, host: &str, reason: &str) -> usize;
     /// Whether the running configuration's `api_permissions` lets the
@@ -320,6 +324,7 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ("registered_users", [host]) => registered_users(env, host),
         ("registered_vhosts", []) => Ok(CtlOutput::ok(env.hosts().join("\n"))),
         ("connected_users", []) => Ok(connected_users(server)),
+        ("list_cluster", []) => list_cluster(server),
         ("connected_users_number", []) => Ok(CtlOutput::ok(
             server
                 .map(|s| s.connected_users().len())
@@ -942,6 +947,21 @@ fn registered_users(env: &CtlEnv, host: &str) -> Result<CtlOutput, CtlOutput> {
     let host = served_host(env, host)?;
     let users = env.storage.list_users(&host).map_err(db_failed)?;
     Ok(CtlOutput::ok(users.join("\n")))
+}
+
+fn list_cluster(server: Option<&Arc<dyn ServerControl>>) -> Result<CtlOutput, CtlOutput> {
+    let Some(server) = server else {
+        return Err(CtlOutput::not_running(NOT_RUNNING));
+    };
+    match server.list_cluster() {
+        Ok(Some(mut nodes)) => {
+            nodes.sort();
+            Ok(CtlOutput::ok(nodes.join("\n")))
+        }
+        // Not clustered: ejabberd lists its one node.
+        Ok(None) => Ok(CtlOutput::ok("rookery (no `cluster:` configured)".to_string())),
+        Err(e) => Err(CtlOutput::failed(format!("the cluster cannot say: {e}"))),
+    }
 }
 
 fn connected_users(server: Option<&Arc<dyn ServerControl>>) -> CtlOutput {

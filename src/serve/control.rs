@@ -38,6 +38,13 @@ impl ServerControl for Control {
             .api_allows(crate::config::acl::Frontend::Ctl, None, None, command)
     }
 
+    fn list_cluster(&self) -> Result<Option<Vec<String>>, String> {
+        let Some(cluster) = self.server.routes.cluster() else {
+            return Ok(None);
+        };
+        self.rt.block_on(cluster.members()).map(Some)
+    }
+
     fn connected_users(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .server

@@ -103,6 +103,10 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let server = Server::new(live, storage.clone(), dialback_secret);
     crate::s2s::register(&server);
+    if let Some(o) = &config.cluster {
+        let cluster = crate::cluster::start(server.clone(), o).await?;
+        server.routes.set_cluster(cluster);
+    }
     // Writes the archive accepted and then lost: their senders are told.
     if let Some(reports) = server.archive.take_failures() {
         tokio::spawn(crate::archive_faults::run(Arc::downgrade(&server), reports));

@@ -1,0 +1,421 @@
+//! Clustering over NATS (docs/architecture.md, "Cluster"): the nodes of a
+//! cluster share one PostgreSQL database (`default_db: sql`) for
+//! everything persistent, and one NATS server (or NATS cluster) for what
+//! is transient:
+//!
+//! - the session table, in the JetStream key-value bucket
+//!   `rookery_sessions` (one key per account, see `table.rs`), written by
+//!   the node that holds a session at bind, presence change and end;
+//! - node membership, in the bucket `rookery_nodes` whose entries expire
+//!   after `node_ttl`: each node puts `n.NODE` = its boot id every
+//!   `heartbeat`; a node whose key expired (or changed boot) is dead, and
+//!   its sessions are removed from the table by any live node's sweeper in
+//!   batches of [`SWEEP_BATCH`] keys;
+//! - stanzas for a session on another node, as NATS request-reply on the
+//!   subject `rookery.node.NODE` (`inbound.rs` answers): the sending node
+//!   waits for the owner's answer, and on timeout or "no responders" the
+//!   router handles the stanza as if the session were gone (a message is
+//!   stored offline in the shared database; nothing is dropped).
+//!
+//! The router reaches this through `routes::Cluster` (it names no
+//! transport). Invariants: this node only ever writes its own sessions
+//! (and removes dead nodes' ones); every table change is a compare-and-set
+//! on the key's revision, retried, so concurrent writers of one account
+//! never lose each other's resources.
+
+pub mod inbound;
+pub mod table;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv::{self, Operation};
+use futures_util::StreamExt;
+use xep_support::element::Element;
+
+use crate::config::cluster::ClusterOptions;
+use crate::routes::{ClusterFuture, RemoteResource};
+use crate::server::Server;
+use table::Held;
+
+/// Session-table keys a sweeper reads before it pauses.
+pub const SWEEP_BATCH: usize = 200;
+/// The session table's bucket.
+const SESSIONS: &str = "rookery_sessions";
+/// The node heartbeats' bucket.
+const NODES: &str = "rookery_nodes";
+/// How long a node's liveness, once read, is believed.
+const ALIVE_CACHE: Duration = Duration::from_millis(500);
+
+/// This node's handle on the cluster.
+pub struct NatsCluster {
+    node: String,
+    boot: String,
+    client: async_nats::Client,
+    sessions: kv::Store,
+    nodes: kv::Store,
+    /// node → (when read, its boot id then).
+    alive: Mutex<HashMap<String, (Instant, Option<String>)>>,
+}
+
+/// The subject a node answers forwarded stanzas on.
+pub fn subject(node: &str) -> String {
+    format!("rookery.node.{node}")
+}
+
+async fn bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    max_age: Duration,
+) -> Result<kv::Store, String> {
+    let config = kv::Config {
+        bucket: name.to_string(),
+        history: 1,
+        max_age,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(s) => Ok(s),
+        // Made by another node (maybe with another node_ttl): use it.
+        Err(create) => js
+            .get_key_value(name)
+            .await
+            .map_err(|e| format!("NATS JetStream bucket {name}: {create}; {e}")),
+    }
+}
+
+/// Connect to NATS, join the cluster (heartbeats, sweeper, the inbound
+/// subscription) and return the handle the route table gets.
+pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCluster>, String> {
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("rookery {}", o.node))
+        .request_timeout(Some(o.request_timeout))
+        .connect(o.nats.as_slice())
+        .await
+        .map_err(|e| format!("cluster: connecting to NATS {}: {e}", o.nats.join(", ")))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let sessions = bucket(&js, SESSIONS, Duration::ZERO).await?;
+    let nodes = bucket(&js, NODES, o.node_ttl).await?;
+    let boot = format!("{:016x}", rand::random::<u64>());
+    if let Ok(Some(other)) = nodes.get(table::node_key(&o.node)).await {
+        tracing::warn!(
+            "cluster: node name {} had a heartbeat (boot {}) until recently: another node with the same name, or this node's previous run",
+            o.node,
+            String::from_utf8_lossy(&other)
+        );
+    }
+    nodes
+        .put(table::node_key(&o.node), boot.clone().into())
+        .await
+        .map_err(|e| format!("cluster: first heartbeat: {e}"))?;
+    let cluster = Arc::new(NatsCluster {
+        node: o.node.clone(),
+        boot,
+        client,
+        sessions,
+        nodes,
+        alive: Mutex::new(HashMap::new()),
+    });
+    inbound::listen(server, cluster.clone()).await?;
+    tokio::spawn(heartbeat(cluster.clone(), o.heartbeat));
+    tokio::spawn(sweeper(cluster.clone(), o.node_ttl / 2));
+    tracing::info!(
+        "cluster: node {} joined through NATS {}",
+        o.node,
+        o.nats.join(", ")
+    );
+    Ok(cluster)
+}
+
+async fn heartbeat(c: Arc<NatsCluster>, every: Duration) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(every).await;
+        match c
+            .nodes
+            .put(table::node_key(&c.node), c.boot.clone().into())
+            .await
+        {
+            Ok(_) if failing => {
+                tracing::info!("cluster: heartbeats go through again");
+                failing = false;
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                tracing::error!("cluster: heartbeat failed: {e} (other nodes will count this one dead after node_ttl)");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl NatsCluster {
+    /// The live nodes: name → boot id, from the heartbeat bucket.
+    pub async fn live_nodes(&self) -> Result<HashMap<String, String>, String> {
+        let mut out = HashMap::new();
+        let mut keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(|e| e.to_string())?;
+            if let Some(n) = table::node_of_key(&k) {
+                if let Ok(Some(b)) = self.nodes.get(k.clone()).await {
+                    out.insert(n.to_string(), String::from_utf8_lossy(&b).into_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the session `h` points at is on a live node.
+    async fn is_live(&self, h: &Held) -> bool {
+        if let Some((at, boot)) = self
+            .alive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&h.n)
+        {
+            if at.elapsed() < ALIVE_CACHE {
+                return boot.as_deref() == Some(h.b.as_str());
+            }
+        }
+        let boot = match self.nodes.get(table::node_key(&h.n)).await {
+            Ok(v) => v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            // NATS cannot say: believe the table.
+            Err(_) => return true,
+        };
+        let live = boot.as_deref() == Some(h.b.as_str());
+        self.alive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(h.n.clone(), (Instant::now(), boot));
+        live
+    }
+
+    /// Change an account's entry with `f` (compare-and-set, retried).
+    async fn change(&self, bare: &str, f: impl Fn(&mut table::Resources) -> bool) {
+        let key = table::key(bare);
+        for _ in 0..16 {
+            let (mut r, revision) = match self.sessions.entry(key.clone()).await {
+                Ok(Some(e)) if e.operation == Operation::Put => (table::decode(&e.value), Some(e.revision)),
+                Ok(Some(e)) => (table::Resources::new(), Some(e.revision)),
+                Ok(None) => (table::Resources::new(), None),
+                Err(e) => {
+                    tracing::error!("cluster: reading the session table for {bare}: {e}");
+                    return;
+                }
+            };
+            if !f(&mut r) {
+                return;
+            }
+            let done = match (r.is_empty(), revision) {
+                (true, Some(rev)) => self
+                    .sessions
+                    .delete_expect_revision(key.clone(), Some(rev))
+                    .await
+                    .map_err(|e| e.to_string()),
+                (true, None) => return,
+                (false, Some(rev)) => self
+                    .sessions
+                    .update(key.clone(), table::encode(&r).into(), rev)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                (false, None) => self
+                    .sessions
+                    .create(key.clone(), table::encode(&r).into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
+            match done {
+                Ok(()) => return,
+                Err(e) => tracing::debug!("cluster: session table for {bare}: {e}; retrying"),
+            }
+        }
+        tracing::error!("cluster: could not update the session table for {bare} (too much contention)");
+    }
+
+    /// One sweep: remove the sessions of dead boots, [`SWEEP_BATCH`] keys
+    /// at a time. Returns the number of resources removed.
+    async fn sweep(&self) -> Result<usize, String> {
+        let live = self.live_nodes().await?;
+        let mut keys = self.sessions.keys().await.map_err(|e| e.to_string())?;
+        let mut removed = 0;
+        let mut seen = 0;
+        let mut batch = Vec::new();
+        while let Some(k) = keys.next().await {
+            batch.push(k.map_err(|e| e.to_string())?);
+            if batch.len() < SWEEP_BATCH {
+                continue;
+            }
+            removed += self.sweep_batch(&live, std::mem::take(&mut batch)).await;
+            seen += SWEEP_BATCH;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        removed += self.sweep_batch(&live, batch).await;
+        let _ = seen;
+        Ok(removed)
+    }
+
+    async fn sweep_batch(&self, live: &HashMap<String, String>, keys: Vec<String>) -> usize {
+        let dead = |h: &Held| live.get(&h.n) != Some(&h.b);
+        let mut removed = 0;
+        for key in keys {
+            let Ok(Some(e)) = self.sessions.entry(key.clone()).await else {
+                continue;
+            };
+            if e.operation != Operation::Put {
+                continue;
+            }
+            let mut r = table::decode(&e.value);
+            let before = r.len();
+            if !table::prune(&mut r, dead) {
+                continue;
+            }
+            let result = if r.is_empty() {
+                self.sessions
+                    .delete_expect_revision(key.clone(), Some(e.revision))
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                self.sessions
+                    .update(key.clone(), table::encode(&r).into(), e.revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            // A conflict means the account changed meanwhile: next sweep.
+            if result.is_ok() {
+                removed += before - r.len();
+            }
+        }
+        removed
+    }
+}
+
+/// Sweep when the set of live boots lost a member since the last look
+/// (and once at start: a previous run of any node may have left entries).
+async fn sweeper(c: Arc<NatsCluster>, every: Duration) {
+    let mut known: Option<HashMap<String, String>> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let Ok(live) = c.live_nodes().await else {
+            continue;
+        };
+        let lost = match &known {
+            None => true,
+            Some(k) => k.iter().any(|(n, b)| live.get(n) != Some(b)),
+        };
+        known = Some(live);
+        if !lost {
+            continue;
+        }
+        match c.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("cluster: removed {n} sessions of nodes that are gone"),
+            Err(e) => {
+                tracing::warn!("cluster: sweeping the session table: {e}");
+                known = None;
+            }
+        }
+    }
+}
+
+fn split(full: &str) -> Option<(&str, &str)> {
+    full.split_once('/')
+}
+
+impl crate::routes::Cluster for NatsCluster {
+    fn remote_resources<'a>(&'a self, bare: &'a str) -> ClusterFuture<'a, Vec<RemoteResource>> {
+        Box::pin(async move {
+            let r = match self.sessions.get(table::key(bare)).await {
+                Ok(Some(v)) => table::decode(&v),
+                Ok(None) => return Vec::new(),
+                Err(e) => {
+                    tracing::warn!("cluster: reading the session table for {bare}: {e}");
+                    return Vec::new();
+                }
+            };
+            let mut out = Vec::new();
+            for (resource, h) in r {
+                if h.n == self.node || !self.is_live(&h).await {
+                    continue;
+                }
+                out.push(RemoteResource {
+                    resource,
+                    node: h.n,
+                    priority: h.p,
+                    available: h.a,
+                });
+            }
+            out
+        })
+    }
+
+    fn members(&self) -> ClusterFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move { Ok(self.live_nodes().await?.into_keys().collect()) })
+    }
+
+    fn forward<'a>(&'a self, node: &'a str, stanza: &'a Element) -> ClusterFuture<'a, bool> {
+        Box::pin(async move {
+            let payload = stanza.to_xml(xep_support::ns::CLIENT);
+            match self.client.request(subject(node), payload.into()).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::info!("cluster: node {node} did not take a {}: {e}", stanza.name);
+                    false
+                }
+            }
+        })
+    }
+
+    fn record<'a>(
+        &'a self,
+        full: &'a str,
+        priority: i32,
+        available: bool,
+        at_bind: bool,
+    ) -> ClusterFuture<'a, ()> {
+        Box::pin(async move {
+            let Some((bare, resource)) = split(full) else {
+                return;
+            };
+            let held = Held {
+                n: self.node.clone(),
+                b: self.boot.clone(),
+                p: priority,
+                a: available,
+            };
+            self.change(bare, |r| {
+                match r.get(resource) {
+                    Some(h) if h == &held => return false,
+                    Some(h) if at_bind && h.n == held.n && h.b == held.b => return false,
+                    _ => {}
+                }
+                r.insert(resource.to_string(), held.clone());
+                true
+            })
+            .await;
+        })
+    }
+
+    fn remove<'a>(&'a self, full: &'a str) -> ClusterFuture<'a, ()> {
+        Box::pin(async move {
+            let Some((bare, resource)) = split(full) else {
+                return;
+            };
+            self.change(bare, |r| {
+                let mine = r
+                    .get(resource)
+                    .is_some_and(|h| h.n == self.node && h.b == self.boot);
+                if mine {
+                    r.remove(resource);
+                }
+                mine
+            })
+            .await;
+        })
+    }
+}
