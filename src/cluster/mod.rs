@@ -69,21 +69,31 @@ async fn bucket(
     name: &str,
     max_age: Duration,
 ) -> Result<kv::Store, String> {
-    let config = kv::Config {
-        bucket: name.to_string(),
-        history: 1,
+    // The stream a key-value bucket is, made directly: the client's
+    // `create_key_value` first reads the account info in a shape NATS 2.9
+    // (Debian 12's) does not send. Same settings as a KV bucket of history 1.
+    use async_nats::jetstream::stream;
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
         max_age,
-        storage: async_nats::jetstream::stream::StorageType::File,
+        max_bytes: -1,
+        max_message_size: -1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
-    match js.create_key_value(config).await {
-        Ok(s) => Ok(s),
-        // Made by another node (maybe with another node_ttl): use it.
-        Err(create) => js
-            .get_key_value(name)
-            .await
-            .map_err(|e| format!("NATS JetStream bucket {name}: {create}; {e}")),
+    if let Err(create) = js.get_or_create_stream(config).await {
+        return Err(format!("NATS JetStream bucket {name}: {create}"));
     }
+    js.get_key_value(name)
+        .await
+        .map_err(|e| format!("NATS JetStream bucket {name}: {e}"))
 }
 
 /// Connect to NATS, join the cluster (heartbeats, sweeper, the inbound

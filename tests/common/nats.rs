@@ -47,9 +47,15 @@ impl NatsServer {
             .expect("temp dir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("nats.log")).expect("log file");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.path().join("js"))
+        let mut cmd = Command::new(bin);
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path().join("js"));
+        // ROOKERY_TEST_NATS_TRACE=1: protocol trace, copied to
+        // /tmp/rookery-nats-trace-PORT.log at the end.
+        if std::env::var_os("ROOKERY_TEST_NATS_TRACE").is_some() {
+            cmd.arg("-V");
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -86,6 +92,12 @@ impl Drop for NatsServer {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            if std::env::var_os("ROOKERY_TEST_NATS_TRACE").is_some() {
+                let _ = std::fs::copy(
+                    self.dir.path().join("nats.log"),
+                    format!("/tmp/rookery-nats-trace-{}.log", self.port),
+                );
+            }
         }
     }
 }

@@ -1,0 +1,212 @@
+//! Integration tests of clustering (`cluster:`, src/cluster/): two or three
+//! real `rookery` nodes on distinct ports sharing one PostgreSQL
+//! (`common::pg`) and one NATS server with JetStream (`common::nats`), each
+//! started by the test in a temporary directory on loopback ports it
+//! picked (SKIPPED without PostgreSQL's binaries or `nats-server`):
+//!
+//! - users on different nodes chat both ways, every message once and in
+//!   order; presence (probe answers and broadcasts) crosses nodes;
+//!   `rookery ctl list_cluster` lists the live nodes;
+//! - a node is SIGKILLed: every message its user's contact sent afterwards
+//!   and saw acknowledged (a ping round trip after each) is stored offline
+//!   and delivered exactly once, in order, when the user logs in on another
+//!   node; the dead node drops out of `list_cluster`.
+
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+use common::im::*;
+use common::nats::NatsServer;
+use common::pg::PgServer;
+use common::*;
+
+const A: &str = "alice@localhost";
+const B: &str = "bob@localhost";
+
+/// One node of the test cluster.
+fn node(pg: &PgServer, nats: &NatsServer, name: &str) -> Server {
+    Server::start_with(Config {
+        extra_yaml: format!(
+            "{}cluster:\n  node: {name}\n  nats: {}\n  heartbeat: 1 second\n  node_ttl: 3 seconds\n  request_timeout: 3 seconds\n",
+            pg.config_yaml(),
+            nats.url()
+        ),
+        ..Config::default()
+    })
+}
+
+fn engines(test: &str) -> Option<(PgServer, NatsServer)> {
+    let pg = PgServer::start(test)?;
+    let nats = NatsServer::start(test)?;
+    Some((pg, nats))
+}
+
+fn nodes_listed(s: &Server) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .ctl_ok(&["list_cluster"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Wait until `list_cluster` on `s` says `want`.
+fn wait_nodes(s: &Server, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = nodes_listed(s);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "list_cluster says {got:?}, expected {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Receive `n` message bodies (other stanzas are skipped).
+async fn recv_bodies(c: &mut Client, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = c.recv_message().await;
+        if let Some(b) = m.child_text("body") {
+            out.push(b.to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence() {
+    let Some((pg, nats)) = engines("cluster::users_on_two_nodes_chat") else {
+        return;
+    };
+    let n1 = node(&pg, &nats, "n1");
+    let n2 = node(&pg, &nats, "n2");
+    // Accounts and rosters live in the shared database: made through n1.
+    n1.register(ALICE.0, "localhost", ALICE.1);
+    n1.register(BOB.0, "localhost", BOB.1);
+    subscribe_mutual(&n1, ALICE, BOB).await;
+    wait_nodes(&n1, &["n1", "n2"]);
+    wait_nodes(&n2, &["n1", "n2"]);
+
+    // Presence: alice (n1) comes online first; bob (n2) gets her presence
+    // as the answer to his probe, and she gets his broadcast.
+    let mut alice = online(&n1, ALICE, "a1").await;
+    let (mut bob, got) =
+        online_with(&n2, BOB, "b1", "<presence><priority>3</priority></presence>").await;
+    let from_alice = format!("{A}/a1");
+    let p = match got.iter().find(|e| is_presence(e, &from_alice, None)) {
+        Some(p) => p.clone(),
+        None => recv_presence(&mut bob, &from_alice, None).await,
+    };
+    assert!(p.attr("to").is_some_and(|t| t.starts_with(B)), "{p}");
+    let p = recv_presence(&mut alice, &format!("{B}/b1"), None).await;
+    assert_eq!(p.child_text("priority"), Some("3"), "{p}");
+
+    // Chat both ways, interleaved, to the bare and to the full JID.
+    const N: usize = 40;
+    for i in 0..N {
+        alice.send(&chat(B, &format!("a{i}"), &format!("a->b {i}"))).await;
+        let to_alice = if i % 2 == 0 { A.to_string() } else { format!("{A}/a1") };
+        bob.send(&chat(&to_alice, &format!("b{i}"), &format!("b->a {i}"))).await;
+    }
+    let want_b: Vec<String> = (0..N).map(|i| format!("a->b {i}")).collect();
+    let want_a: Vec<String> = (0..N).map(|i| format!("b->a {i}")).collect();
+    assert_eq!(recv_bodies(&mut bob, N).await, want_b);
+    assert_eq!(recv_bodies(&mut alice, N).await, want_a);
+    // Nothing twice.
+    assert!(bodies(&sync(&mut bob).await).is_empty());
+    assert!(bodies(&sync(&mut alice).await).is_empty());
+
+    // An iq between full JIDs crosses too (and its answer comes back).
+    alice
+        .send(&format!(
+            "<iq type='get' to='{B}/b1' id='v1'><query xmlns='jabber:iq:version'/></iq>"
+        ))
+        .await;
+    let q = bob
+        .recv_where("the version query", |e| e.name == "iq" && e.attr("id") == Some("v1"))
+        .await;
+    assert_eq!(q.attr("from"), Some(format!("{A}/a1").as_str()), "{q}");
+    bob.send(&format!(
+        "<iq type='result' to='{A}/a1' id='v1'><query xmlns='jabber:iq:version'><name>t</name></query></iq>"
+    ))
+    .await;
+    let r = alice
+        .recv_where("the version answer", |e| e.name == "iq" && e.attr("id") == Some("v1"))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+
+    // bob leaves: alice sees him go.
+    bob.send("<presence type='unavailable'/>").await;
+    recv_presence(&mut alice, &format!("{B}/b1"), Some("unavailable")).await;
+    bob.close().await;
+    // With bob gone from every node, a message to him is stored offline
+    // and delivered at his next login, on the other node this time.
+    alice.send(&chat(B, "late", "after you left")).await;
+    sync(&mut alice).await;
+    let (_bob, got) = online_with(&n1, BOB, "b2", "<presence/>").await;
+    assert_eq!(bodies(&got), vec!["after you left".to_string()], "{}", show(&got));
+}
+
+#[tokio::test]
+async fn messages_to_a_user_of_a_killed_node_are_stored_and_delivered_once_at_the_next_login() {
+    let Some((pg, nats)) = engines("cluster::messages_to_a_user_of_a_killed_node") else {
+        return;
+    };
+    let n1 = node(&pg, &nats, "n1");
+    let mut n2 = node(&pg, &nats, "n2");
+    let n3 = node(&pg, &nats, "n3");
+    n1.register(ALICE.0, "localhost", ALICE.1);
+    n1.register(BOB.0, "localhost", BOB.1);
+    wait_nodes(&n3, &["n1", "n2", "n3"]);
+
+    let mut alice = online(&n1, ALICE, "a1").await;
+    let mut bob = online(&n2, BOB, "b1").await;
+    // Live first: 0..10 reach bob on n2.
+    for i in 0..10 {
+        alice.send(&chat(B, &format!("m{i}"), &format!("msg {i}"))).await;
+    }
+    sync(&mut alice).await;
+    let live: Vec<String> = (0..10).map(|i| format!("msg {i}")).collect();
+    assert_eq!(recv_bodies(&mut bob, 10).await, live);
+
+    // n2 dies (SIGKILL: no goodbye, its table entries stay until swept).
+    n2.kill_hard();
+    drop(bob);
+    // Every message alice sends now is acknowledged (ping round trip) only
+    // after n1 gave up on n2 and stored it in the shared database.
+    let mut acked = Vec::new();
+    for i in 10..40 {
+        alice.send(&chat(B, &format!("m{i}"), &format!("msg {i}"))).await;
+        let got = sync(&mut alice).await;
+        assert!(
+            got.iter().all(|e| e.attr("type") != Some("error")),
+            "message {i} bounced: {}",
+            show(&got)
+        );
+        acked.push(format!("msg {i}"));
+    }
+    // The dead node leaves the cluster's membership.
+    wait_nodes(&n1, &["n1", "n3"]);
+
+    // bob logs in on n3: each acknowledged message exactly once, in order.
+    let (mut bob, got) = online_with(&n3, BOB, "b2", "<presence/>").await;
+    assert_eq!(bodies(&got), acked, "{}", show(&got));
+    assert!(bodies(&sync(&mut bob).await).is_empty(), "nothing twice");
+    // And the cluster goes on: live delivery to bob on n3.
+    alice.send(&chat(B, "after", "after the crash")).await;
+    assert_eq!(recv_bodies(&mut bob, 1).await, vec!["after the crash".to_string()]);
+}
+
+#[tokio::test]
+async fn list_cluster_without_cluster_names_the_single_node() {
+    let s = Server::start();
+    let out = s.ctl_ok(&["list_cluster"]);
+    assert!(out.contains("no `cluster:` configured"), "{out}");
+}
