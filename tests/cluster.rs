@@ -10,7 +10,8 @@
 //! - a node is SIGKILLed: every message its user's contact sent afterwards
 //!   and saw acknowledged (a ping round trip after each) is stored offline
 //!   and delivered exactly once, in order, when the user logs in on another
-//!   node; the dead node drops out of `list_cluster`.
+//!   node; the dead node drops out of `list_cluster` and its sessions are
+//!   swept from the session table.
 
 use std::time::{Duration, Instant};
 
@@ -192,8 +193,22 @@ async fn messages_to_a_user_of_a_killed_node_are_stored_and_delivered_once_at_th
         );
         acked.push(format!("msg {i}"));
     }
-    // The dead node leaves the cluster's membership.
+    // The dead node leaves the cluster's membership, and a live node's
+    // sweeper removes its sessions from the table.
     wait_nodes(&n1, &["n1", "n3"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ![&n1, &n3]
+        .iter()
+        .any(|n| n.stderr_tail().contains("removed 1 sessions of nodes that are gone"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no sweep of n2's session: {}{}",
+            n1.stderr_tail(),
+            n3.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // bob logs in on n3: each acknowledged message exactly once, in order.
     let (mut bob, got) = online_with(&n3, BOB, "b2", "<presence/>").await;

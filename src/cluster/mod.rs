@@ -109,6 +109,20 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
     let sessions = bucket(&js, SESSIONS, Duration::ZERO).await?;
     let nodes = bucket(&js, NODES, o.node_ttl).await?;
     let boot = format!("{:016x}", rand::random::<u64>());
+    // The node's number in the archive's message ids (their low 8 bits):
+    // two live nodes must not share one.
+    let number = node_number(&o.node);
+    let live = live_nodes_of(&nodes).await?;
+    if let Some(other) = live
+        .keys()
+        .find(|n| *n != &o.node && node_number(n) == number)
+    {
+        return Err(format!(
+            "cluster: node names {} and {other} (alive) map to the same archive id number {number}; rename one of them",
+            o.node
+        ));
+    }
+    crate::storage::archive::set_node_number(number);
     if let Ok(Some(other)) = nodes.get(table::node_key(&o.node)).await {
         tracing::warn!(
             "cluster: node name {} had a heartbeat (boot {}) until recently: another node with the same name, or this node's previous run",
@@ -139,6 +153,30 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
     Ok(cluster)
 }
 
+/// A node's number, 0-255, from its name (FNV-1a).
+pub fn node_number(name: &str) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) as u8
+}
+
+async fn live_nodes_of(nodes: &kv::Store) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    let mut keys = nodes.keys().await.map_err(|e| e.to_string())?;
+    while let Some(k) = keys.next().await {
+        let k = k.map_err(|e| e.to_string())?;
+        if let Some(n) = table::node_of_key(&k) {
+            if let Ok(Some(b)) = nodes.get(k.clone()).await {
+                out.insert(n.to_string(), String::from_utf8_lossy(&b).into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn heartbeat(c: Arc<NatsCluster>, every: Duration) {
     let mut failing = false;
     loop {
@@ -165,17 +203,7 @@ async fn heartbeat(c: Arc<NatsCluster>, every: Duration) {
 impl NatsCluster {
     /// The live nodes: name → boot id, from the heartbeat bucket.
     pub async fn live_nodes(&self) -> Result<HashMap<String, String>, String> {
-        let mut out = HashMap::new();
-        let mut keys = self.nodes.keys().await.map_err(|e| e.to_string())?;
-        while let Some(k) = keys.next().await {
-            let k = k.map_err(|e| e.to_string())?;
-            if let Some(n) = table::node_of_key(&k) {
-                if let Ok(Some(b)) = self.nodes.get(k.clone()).await {
-                    out.insert(n.to_string(), String::from_utf8_lossy(&b).into_owned());
-                }
-            }
-        }
-        Ok(out)
+        live_nodes_of(&self.nodes).await
     }
 
     /// Whether the session `h` points at is on a live node.

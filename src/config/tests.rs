@@ -1174,11 +1174,11 @@ fn cluster_section_needs_sql_and_reports_positions() {
         ),
         (
             format!("{sql}cluster:\n  node: 'no spaces'\n  nats: nats://h:4222\n"),
-            "6:9: cluster.node: expected a node name",
+            "5:9: cluster.node: expected a node name",
         ),
         (
             format!("{sql}cluster:\n  node: n1\n  nats: http://h\n"),
-            "7:9: cluster.nats[0]: expected a `nats://HOST:PORT` URL",
+            "6:9: cluster.nats[0]: expected a `nats://HOST:PORT` URL",
         ),
         (
             format!("{sql}cluster:\n  nats: nats://h:4222\n"),
@@ -1190,11 +1190,11 @@ fn cluster_section_needs_sql_and_reports_positions() {
         ),
         (
             format!("{sql}cluster:\n  node: n1\n  nats: nats://h\n  heartbeat: 5 seconds\n  node_ttl: 6 seconds\n"),
-            "9:13: cluster.node_ttl: expected a duration at least twice `heartbeat`",
+            "8:13: cluster.node_ttl: expected a duration at least twice `heartbeat`",
         ),
         (
             format!("{sql}cluster:\n  node: n1\n  nats: nats://h\n  nodes: [a]\n"),
-            "8:3: cluster: unknown key `nodes`",
+            "7:3: cluster: unknown key `nodes`",
         ),
     ] {
         let e = error(&format!("hosts: [a.org]\n{text}"));

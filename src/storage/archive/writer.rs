@@ -276,12 +276,39 @@ pub(super) fn raise_last_id(id: u64) {
     LAST_ID.fetch_max(id, Ordering::Relaxed);
 }
 
-/// A fresh message id: microseconds now, strictly above every earlier id.
+/// In a cluster, this node's number + 1 (0: not clustered): the low 8
+/// bits of every id it gives out, so nodes writing one shared database
+/// never make the same id (`cluster::start` sets it).
+static NODE_NUMBER: AtomicU64 = AtomicU64::new(0);
+
+/// Give this node's ids the low bits `n` (a cluster node's number).
+pub fn set_node_number(n: u8) {
+    NODE_NUMBER.store(u64::from(n) + 1, Ordering::Relaxed);
+}
+
+/// The smallest id >= `id` that carries this node's number in its low
+/// 8 bits (`id` itself when not clustered).
+fn with_node_number(id: u64) -> u64 {
+    match NODE_NUMBER.load(Ordering::Relaxed) {
+        0 => id,
+        n => {
+            let tagged = (id & !0xff) | (n - 1);
+            if tagged < id {
+                tagged + 0x100
+            } else {
+                tagged
+            }
+        }
+    }
+}
+
+/// A fresh message id: microseconds now, strictly above every earlier id
+/// (in a cluster, with the node's number in the low 8 bits).
 fn next_id() -> u64 {
     let now = now_micros();
     let mut prev = LAST_ID.load(Ordering::Relaxed);
     loop {
-        let id = now.max(prev + 1);
+        let id = with_node_number(now.max(prev + 1));
         match LAST_ID.compare_exchange_weak(prev, id, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return id,
             Err(p) => prev = p,
