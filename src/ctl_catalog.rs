@@ -327,9 +327,8 @@ pub fn tags(name: &str) -> &'static [&'static str] {
         "add_rosteritem" | "delete_rosteritem" | "get_roster" => &["roster"],
         "get_offline_count" | "delete_old_messages" => &["offline", "purge"],
         "incoming_s2s_number" | "outgoing_s2s_number" | "s2s_connections" => &["s2s"],
-        "status" | "stop" | "reload_config" | "list_cluster" | "registered_vhosts" | "check" | "cert_import" => {
-            &["server"]
-        }
+        "status" | "stop" | "reload_config" | "list_cluster" | "registered_vhosts" | "check"
+        | "cert_import" => &["server"],
         "stats" | "stats_host" => &["statistics"],
         "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],
         "migrate_db" | "sql_migrate" | "import_ejabberd_sql" => &["sql", "backup"],

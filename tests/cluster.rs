@@ -98,8 +98,13 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
     // Presence: alice (n1) comes online first; bob (n2) gets her presence
     // as the answer to his probe, and she gets his broadcast.
     let mut alice = online(&n1, ALICE, "a1").await;
-    let (mut bob, got) =
-        online_with(&n2, BOB, "b1", "<presence><priority>3</priority></presence>").await;
+    let (mut bob, got) = online_with(
+        &n2,
+        BOB,
+        "b1",
+        "<presence><priority>3</priority></presence>",
+    )
+    .await;
     let from_alice = format!("{A}/a1");
     let p = match got.iter().find(|e| is_presence(e, &from_alice, None)) {
         Some(p) => p.clone(),
@@ -112,9 +117,16 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
     // Chat both ways, interleaved, to the bare and to the full JID.
     const N: usize = 40;
     for i in 0..N {
-        alice.send(&chat(B, &format!("a{i}"), &format!("a->b {i}"))).await;
-        let to_alice = if i % 2 == 0 { A.to_string() } else { format!("{A}/a1") };
-        bob.send(&chat(&to_alice, &format!("b{i}"), &format!("b->a {i}"))).await;
+        alice
+            .send(&chat(B, &format!("a{i}"), &format!("a->b {i}")))
+            .await;
+        let to_alice = if i % 2 == 0 {
+            A.to_string()
+        } else {
+            format!("{A}/a1")
+        };
+        bob.send(&chat(&to_alice, &format!("b{i}"), &format!("b->a {i}")))
+            .await;
     }
     let want_b: Vec<String> = (0..N).map(|i| format!("a->b {i}")).collect();
     let want_a: Vec<String> = (0..N).map(|i| format!("b->a {i}")).collect();
@@ -131,7 +143,9 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
         ))
         .await;
     let q = bob
-        .recv_where("the version query", |e| e.name == "iq" && e.attr("id") == Some("v1"))
+        .recv_where("the version query", |e| {
+            e.name == "iq" && e.attr("id") == Some("v1")
+        })
         .await;
     assert_eq!(q.attr("from"), Some(format!("{A}/a1").as_str()), "{q}");
     bob.send(&format!(
@@ -139,7 +153,9 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
     ))
     .await;
     let r = alice
-        .recv_where("the version answer", |e| e.name == "iq" && e.attr("id") == Some("v1"))
+        .recv_where("the version answer", |e| {
+            e.name == "iq" && e.attr("id") == Some("v1")
+        })
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
 
@@ -152,7 +168,12 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
     alice.send(&chat(B, "late", "after you left")).await;
     sync(&mut alice).await;
     let (_bob, got) = online_with(&n1, BOB, "b2", "<presence/>").await;
-    assert_eq!(bodies(&got), vec!["after you left".to_string()], "{}", show(&got));
+    assert_eq!(
+        bodies(&got),
+        vec!["after you left".to_string()],
+        "{}",
+        show(&got)
+    );
 }
 
 #[tokio::test]
@@ -171,7 +192,9 @@ async fn messages_to_a_user_of_a_killed_node_are_stored_and_delivered_once_at_th
     let mut bob = online(&n2, BOB, "b1").await;
     // Live first: 0..10 reach bob on n2.
     for i in 0..10 {
-        alice.send(&chat(B, &format!("m{i}"), &format!("msg {i}"))).await;
+        alice
+            .send(&chat(B, &format!("m{i}"), &format!("msg {i}")))
+            .await;
     }
     sync(&mut alice).await;
     let live: Vec<String> = (0..10).map(|i| format!("msg {i}")).collect();
@@ -184,7 +207,9 @@ async fn messages_to_a_user_of_a_killed_node_are_stored_and_delivered_once_at_th
     // after n1 gave up on n2 and stored it in the shared database.
     let mut acked = Vec::new();
     for i in 10..40 {
-        alice.send(&chat(B, &format!("m{i}"), &format!("msg {i}"))).await;
+        alice
+            .send(&chat(B, &format!("m{i}"), &format!("msg {i}")))
+            .await;
         let got = sync(&mut alice).await;
         assert!(
             got.iter().all(|e| e.attr("type") != Some("error")),
@@ -197,10 +222,10 @@ async fn messages_to_a_user_of_a_killed_node_are_stored_and_delivered_once_at_th
     // sweeper removes its sessions from the table.
     wait_nodes(&n1, &["n1", "n3"]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ![&n1, &n3]
-        .iter()
-        .any(|n| n.stderr_tail().contains("removed 1 sessions of nodes that are gone"))
-    {
+    while ![&n1, &n3].iter().any(|n| {
+        n.stderr_tail()
+            .contains("removed 1 sessions of nodes that are gone")
+    }) {
         assert!(
             Instant::now() < deadline,
             "no sweep of n2's session: {}{}",
@@ -216,7 +241,10 @@ async fn messages_to_a_user_of_a_killed_node_are_stored_and_delivered_once_at_th
     assert!(bodies(&sync(&mut bob).await).is_empty(), "nothing twice");
     // And the cluster goes on: live delivery to bob on n3.
     alice.send(&chat(B, "after", "after the crash")).await;
-    assert_eq!(recv_bodies(&mut bob, 1).await, vec!["after the crash".to_string()]);
+    assert_eq!(
+        recv_bodies(&mut bob, 1).await,
+        vec!["after the crash".to_string()]
+    );
 }
 
 #[tokio::test]

@@ -32,7 +32,9 @@ pub async fn listen(server: Arc<Server>, cluster: Arc<NatsCluster>) -> Result<()
                 let text = String::from_utf8_lossy(&msg.payload);
                 match crate::storage::stanza_codec::parse_stanza(&text) {
                     Some(stanza) => crate::router::route_forwarded(&server, stanza).await,
-                    None => tracing::warn!("cluster: a forwarded stanza that does not parse was dropped"),
+                    None => tracing::warn!(
+                        "cluster: a forwarded stanza that does not parse was dropped"
+                    ),
                 }
                 if let Some(reply) = msg.reply {
                     if let Err(e) = client.publish(reply, "ok".into()).await {

@@ -236,7 +236,9 @@ impl NatsCluster {
         let key = table::key(bare);
         for _ in 0..16 {
             let (mut r, revision) = match self.sessions.entry(key.clone()).await {
-                Ok(Some(e)) if e.operation == Operation::Put => (table::decode(&e.value), Some(e.revision)),
+                Ok(Some(e)) if e.operation == Operation::Put => {
+                    (table::decode(&e.value), Some(e.revision))
+                }
                 Ok(Some(e)) => (table::Resources::new(), Some(e.revision)),
                 Ok(None) => (table::Resources::new(), None),
                 Err(e) => {
@@ -272,7 +274,9 @@ impl NatsCluster {
                 Err(e) => tracing::debug!("cluster: session table for {bare}: {e}; retrying"),
             }
         }
-        tracing::error!("cluster: could not update the session table for {bare} (too much contention)");
+        tracing::error!(
+            "cluster: could not update the session table for {bare} (too much contention)"
+        );
     }
 
     /// One sweep: remove the sessions of dead boots, [`SWEEP_BATCH`] keys

@@ -112,7 +112,10 @@ pub fn parse(node: Option<&Node>) -> Result<Option<ClusterOptions>, Problem> {
         }
     }
     let Some(name) = name else {
-        return Err(Problem::at(section, "cluster: `node` (this node's name) is missing"));
+        return Err(Problem::at(
+            section,
+            "cluster: `node` (this node's name) is missing",
+        ));
     };
     if nats.is_empty() {
         return Err(Problem::at(

@@ -959,7 +959,9 @@ fn list_cluster(server: Option<&Arc<dyn ServerControl>>) -> Result<CtlOutput, Ct
             Ok(CtlOutput::ok(nodes.join("\n")))
         }
         // Not clustered: ejabberd lists its one node.
-        Ok(None) => Ok(CtlOutput::ok("rookery (no `cluster:` configured)".to_string())),
+        Ok(None) => Ok(CtlOutput::ok(
+            "rookery (no `cluster:` configured)".to_string(),
+        )),
         Err(e) => Err(CtlOutput::failed(format!("the cluster cannot say: {e}"))),
     }
 }
