@@ -5,7 +5,9 @@
 //! picked (SKIPPED without PostgreSQL's binaries or `nats-server`):
 //!
 //! - users on different nodes chat both ways, every message once and in
-//!   order; presence (probe answers and broadcasts) crosses nodes;
+//!   order; presence (probe answers and broadcasts) crosses nodes; a
+//!   subscription between them sets both rosters, with roster pushes on
+//!   each user's node;
 //!   `rookery ctl list_cluster` lists the live nodes;
 //! - a node is SIGKILLed: every message its user's contact sent afterwards
 //!   and saw acknowledged (a ping round trip after each) is stored offline
@@ -174,6 +176,47 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
         "{}",
         show(&got)
     );
+}
+
+#[tokio::test]
+async fn a_subscription_between_users_on_two_nodes_pushes_rosters_and_shares_presence() {
+    let Some((pg, nats)) = engines("cluster::a_subscription_between_users_on_two_nodes") else {
+        return;
+    };
+    let n1 = node(&pg, &nats, "n1");
+    let n2 = node(&pg, &nats, "n2");
+    n1.register(ALICE.0, "localhost", ALICE.1);
+    n1.register(BOB.0, "localhost", BOB.1);
+    wait_nodes(&n2, &["n1", "n2"]);
+    let mut alice = online_interested(&n1, ALICE, "a1").await;
+    let mut bob = online_interested(&n2, BOB, "b1").await;
+
+    // alice (n1) asks; bob (n2) gets the request and approves.
+    send_sub(&mut alice, B, "subscribe").await;
+    let req = recv_presence(&mut bob, A, Some("subscribe")).await;
+    assert!(req.attr("to").is_some_and(|t| t.starts_with(B)), "{req}");
+    send_sub(&mut bob, A, "subscribed").await;
+    // alice's roster push (on n1) says `to`; she gets bob's presence.
+    loop {
+        let push = recv_push_for(&mut alice, B).await;
+        if push_item(&push).attr("subscription") == Some("to") {
+            break;
+        }
+    }
+    recv_presence(&mut alice, &format!("{B}/b1"), None).await;
+    // bob's roster (on n2, pushed there) says `from`.
+    let item = roster_item(&mut bob, A)
+        .await
+        .expect("bob's item for alice");
+    assert_eq!(item.attr("subscription"), Some("from"), "{item}");
+    // Both rosters are in the shared database: read through the other node.
+    assert!(n2
+        .ctl_ok(&["get_roster", "alice", "localhost"])
+        .contains("bob@localhost"));
+    // A presence change of bob's (n2) reaches alice (n1), subscribed to him.
+    bob.send("<presence><show>away</show></presence>").await;
+    let p = recv_presence(&mut alice, &format!("{B}/b1"), None).await;
+    assert_eq!(p.child_text("show"), Some("away"), "{p}");
 }
 
 #[tokio::test]

@@ -289,7 +289,12 @@ pub fn set_node_number(n: u8) {
 /// The smallest id >= `id` that carries this node's number in its low
 /// 8 bits (`id` itself when not clustered).
 fn with_node_number(id: u64) -> u64 {
-    match NODE_NUMBER.load(Ordering::Relaxed) {
+    tag_id(id, NODE_NUMBER.load(Ordering::Relaxed))
+}
+
+/// `id`, or with `n` != 0 the smallest id >= it whose low 8 bits are n - 1.
+fn tag_id(id: u64, n: u64) -> u64 {
+    match n {
         0 => id,
         n => {
             let tagged = (id & !0xff) | (n - 1);
@@ -1086,5 +1091,24 @@ fn flusher(inner: &Inner) {
                 w.fail(&mut s, lo, hi, annotate(e, "flushing"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::tag_id;
+
+    #[test]
+    fn cluster_ids_carry_the_node_number_and_never_go_down() {
+        assert_eq!(tag_id(1_000_000, 0), 1_000_000);
+        for n in [1u64, 7, 256] {
+            for id in [0u64, 255, 256, 1_000_000, 1_000_255, 1_000_256] {
+                let t = tag_id(id, n);
+                assert!(t >= id && t - id < 256, "{id} {n} -> {t}");
+                assert_eq!(t & 0xff, n - 1);
+            }
+        }
+        // Two nodes never give the same id.
+        assert_ne!(tag_id(5_000, 1), tag_id(5_000, 2));
     }
 }
