@@ -93,6 +93,9 @@ pub trait Cluster: Send + Sync {
         available: bool,
         at_bind: bool,
     ) -> ClusterFuture<'a, ()>;
+    /// The full JIDs of every session on a live node (this one included),
+    /// from the session table.
+    fn all_sessions(&self) -> ClusterFuture<'_, Result<Vec<String>, String>>;
     /// The names of the cluster's live nodes.
     fn members(&self) -> ClusterFuture<'_, Result<Vec<String>, String>>;
     /// Remove a session of this node from the cluster's session table.

@@ -8,7 +8,8 @@
 //!   order; presence (probe answers and broadcasts) crosses nodes; a
 //!   subscription between them sets both rosters, with roster pushes on
 //!   each user's node;
-//!   `rookery ctl list_cluster` lists the live nodes;
+//!   `rookery ctl list_cluster` lists the live nodes, `connected_users`
+//!   every node's sessions;
 //! - a node is SIGKILLed: every message its user's contact sent afterwards
 //!   and saw acknowledged (a ping round trip after each) is stored offline
 //!   and delivered exactly once, in order, when the user logs in on another
@@ -160,6 +161,19 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
         })
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
+
+    // The session commands see the whole cluster (ejabberd's
+    // `onlineusersnode`: this node only).
+    for n in [&n1, &n2] {
+        let users = n.ctl_ok(&["connected_users"]);
+        assert_eq!(
+            users.lines().collect::<Vec<_>>(),
+            vec![format!("{A}/a1"), format!("{B}/b1")],
+            "{users}"
+        );
+        assert_eq!(n.ctl_ok(&["stats", "onlineusers"]).trim(), "2");
+        assert_eq!(n.ctl_ok(&["stats", "onlineusersnode"]).trim(), "1");
+    }
 
     // bob leaves: alice sees him go.
     bob.send("<presence type='unavailable'/>").await;

@@ -396,6 +396,29 @@ impl crate::routes::Cluster for NatsCluster {
         })
     }
 
+    fn all_sessions(&self) -> ClusterFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let live = self.live_nodes().await?;
+            let mut keys = self.sessions.keys().await.map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            while let Some(k) = keys.next().await {
+                let k = k.map_err(|e| e.to_string())?;
+                let Some(bare) = table::bare_of_key(&k) else {
+                    continue;
+                };
+                let Ok(Some(v)) = self.sessions.get(k.clone()).await else {
+                    continue;
+                };
+                for (resource, h) in table::decode(&v) {
+                    if live.get(&h.n) == Some(&h.b) {
+                        out.push(format!("{bare}/{resource}"));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn members(&self) -> ClusterFuture<'_, Result<Vec<String>, String>> {
         Box::pin(async move { Ok(self.live_nodes().await?.into_keys().collect()) })
     }

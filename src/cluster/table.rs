@@ -38,6 +38,14 @@ pub fn key(bare: &str) -> String {
     )
 }
 
+/// The bare JID of an account's key.
+pub fn bare_of_key(key: &str) -> Option<String> {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key.strip_prefix("s.")?)
+        .ok()?;
+    String::from_utf8(b).ok()
+}
+
 /// The heartbeat key of a node.
 pub fn node_key(node: &str) -> String {
     format!("n.{node}")
@@ -76,6 +84,11 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
         assert_ne!(key("a@b"), key("a@c"));
+        assert_eq!(
+            bare_of_key(&key("ünïcode+x@example.org")).as_deref(),
+            Some("ünïcode+x@example.org")
+        );
+        assert_eq!(bare_of_key("n.node1"), None);
         let mut r = Resources::new();
         r.insert(
             "phone".into(),

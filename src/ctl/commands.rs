@@ -48,8 +48,12 @@ pub struct SessionInfo {
 /// What the running server offers to commands (implemented by the server
 /// core).
 pub trait ServerControl: Send + Sync {
-    /// Full JIDs of the connected sessions.
+    /// Full JIDs of the connected sessions (in a cluster: on every node).
     fn connected_users(&self) -> Vec<String>;
+    /// Full JIDs of the sessions on this node (ejabberd's `onlineusersnode`).
+    fn connected_users_node(&self) -> Vec<String> {
+        self.connected_users()
+    }
     /// Details of every connected session.
     fn sessions_info(&self) -> Vec<SessionInfo> {
         Vec::new()
@@ -806,8 +810,12 @@ fn stats(
             }
             Ok(CtlOutput::ok(total.to_string()))
         }
-        "onlineusers" | "onlineusersnode" => match server {
+        "onlineusers" => match server {
             Some(s) => Ok(CtlOutput::ok(s.connected_users().len().to_string())),
+            None => Err(CtlOutput::not_running(NOT_RUNNING)),
+        },
+        "onlineusersnode" => match server {
+            Some(s) => Ok(CtlOutput::ok(s.connected_users_node().len().to_string())),
             None => Err(CtlOutput::not_running(NOT_RUNNING)),
         },
         "uptimeseconds" => match server {
