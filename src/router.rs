@@ -510,10 +510,35 @@ async fn route_all(server: &Server, stanzas: Vec<Element>) {
 }
 
 async fn presence_to_user(server: &Server, stanza: Element, to: &Jid, forward: bool) {
-    if forward && forwarded(server, &stanza, to, true).await {
-        return;
-    }
     let bare = to.bare();
+    if forward {
+        let broadcast = to.resource().is_none()
+            && matches!(
+                stanza.attr("type"),
+                None | Some("unavailable") | Some("probe")
+            );
+        if !broadcast {
+            // Subscription handling (roster writes) runs on one node.
+            if forwarded(server, &stanza, to, true).await {
+                return;
+            }
+        } else if let Some(cluster) = server.routes.cluster() {
+            // Every other node holding a resource of the account shows it
+            // to its own sessions (or answers a probe for them); this node
+            // then does the same for its own, if it has any.
+            let remote = cluster.remote_resources(bare.as_str()).await;
+            let mut nodes: Vec<&str> = remote.iter().map(|r| r.node.as_str()).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            let mut taken = false;
+            for node in nodes {
+                taken |= cluster.forward(node, &stanza).await;
+            }
+            if taken && !server.sessions.has_sessions(&bare) {
+                return;
+            }
+        }
+    }
     let online = !server.sessions.sessions_of(&bare).is_empty();
     let kind = stanza.attr("type");
     if !online && matches!(kind, None | Some("unavailable") | Some("error")) {

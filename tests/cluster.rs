@@ -175,6 +175,22 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
         assert_eq!(n.ctl_ok(&["stats", "onlineusersnode"]).trim(), "1");
     }
 
+    // bob on both nodes: alice's presence change reaches his resource on
+    // her node and the one on the other node.
+    let mut bob2 = online(&n1, BOB, "b2").await;
+    alice.send("<presence><show>dnd</show></presence>").await;
+    for c in [&mut bob, &mut bob2] {
+        let p = c
+            .recv_where("alice's dnd", |e| {
+                is_presence(e, &format!("{A}/a1"), None) && e.child_text("show") == Some("dnd")
+            })
+            .await;
+        assert!(p.attr("to").is_some_and(|t| t.starts_with(B)), "{p}");
+    }
+    bob2.send("<presence type='unavailable'/>").await;
+    recv_presence(&mut alice, &format!("{B}/b2"), Some("unavailable")).await;
+    bob2.close().await;
+
     // bob leaves: alice sees him go.
     bob.send("<presence type='unavailable'/>").await;
     recv_presence(&mut alice, &format!("{B}/b1"), Some("unavailable")).await;
