@@ -333,6 +333,9 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid, forward
     if forward && forwarded(server, &stanza, to, to.resource().is_none()).await {
         return;
     }
+    if forward && to.resource().is_none() && better_elsewhere(server, &stanza, to).await {
+        return;
+    }
     let kind = stanza.attr("type").unwrap_or("normal").to_string();
     let bare = to.bare();
     for m in &server.live().modules {
@@ -415,6 +418,37 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid, forward
     if any {
         route_all(server, extra).await;
     }
+}
+
+/// A message to the bare JID of an account with sessions here: when
+/// another node holds an available resource of a higher priority than
+/// every one here (RFC 6121 §8.5.2.1.1: the highest priority wins), the
+/// message goes to that node instead; `true` once it took it.
+async fn better_elsewhere(server: &Server, stanza: &Element, to: &Jid) -> bool {
+    let Some(cluster) = server.routes.cluster() else {
+        return false;
+    };
+    if matches!(stanza.attr("type"), Some("error") | Some("groupchat")) {
+        return false;
+    }
+    let bare = to.bare();
+    let here = server
+        .sessions
+        .best_resources(&bare)
+        .first()
+        .map(|s| s.priority.load(std::sync::atomic::Ordering::Relaxed));
+    let remote = cluster.remote_resources(bare.as_str()).await;
+    let Some(best) = remote
+        .iter()
+        .filter(|r| r.available && r.priority >= 0)
+        .max_by_key(|r| r.priority)
+    else {
+        return false;
+    };
+    if here.is_some_and(|p| p >= best.priority) {
+        return false;
+    }
+    cluster.forward(&best.node, stanza).await
 }
 
 /// Stanzas modules want routed once `msg` reaches these resources of `account`.

@@ -187,6 +187,14 @@ async fn users_on_two_nodes_chat_both_ways_in_order_and_see_each_others_presence
             .await;
         assert!(p.attr("to").is_some_and(|t| t.starts_with(B)), "{p}");
     }
+    // A message to bob's bare JID goes to his resource of the highest
+    // priority (3, on n2), not to the one on the sender's node (0).
+    alice.send(&chat(B, "prio", "to the best resource")).await;
+    assert_eq!(
+        recv_bodies(&mut bob, 1).await,
+        vec!["to the best resource".to_string()]
+    );
+    assert!(bodies(&sync(&mut bob2).await).is_empty());
     bob2.send("<presence type='unavailable'/>").await;
     recv_presence(&mut alice, &format!("{B}/b2"), Some("unavailable")).await;
     bob2.close().await;
