@@ -7,7 +7,9 @@
 //! - users on different nodes chat both ways, every message once and in
 //!   order; presence (probe answers and broadcasts) crosses nodes; a
 //!   subscription between them sets both rosters, with roster pushes on
-//!   each user's node;
+//!   each user's node; an account on both nodes gets contacts' presence on
+//!   both and bare-JID messages at its highest priority; a node stopped in
+//!   order leaves the cluster at once;
 //!   `rookery ctl list_cluster` lists the live nodes, `connected_users`
 //!   every node's sessions;
 //! - a node is SIGKILLed: every message its user's contact sent afterwards
@@ -255,6 +257,13 @@ async fn a_subscription_between_users_on_two_nodes_pushes_rosters_and_shares_pre
     bob.send("<presence><show>away</show></presence>").await;
     let p = recv_presence(&mut alice, &format!("{B}/b1"), None).await;
     assert_eq!(p.child_text("show"), Some("away"), "{p}");
+
+    // An orderly stop leaves the cluster at once (no wait for node_ttl),
+    // and alice sees bob go.
+    let mut n2 = n2;
+    n2.stop();
+    assert_eq!(nodes_listed(&n1), vec!["n1".to_string()]);
+    recv_presence(&mut alice, &format!("{B}/b1"), Some("unavailable")).await;
 }
 
 #[tokio::test]

@@ -57,6 +57,8 @@ pub struct NatsCluster {
     nodes: kv::Store,
     /// node → (when read, its boot id then).
     alive: Mutex<HashMap<String, (Instant, Option<String>)>>,
+    /// Set by [`NatsCluster::leave`]: heartbeats stop.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// The subject a node answers forwarded stanzas on.
@@ -141,6 +143,7 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
         sessions,
         nodes,
         alive: Mutex::new(HashMap::new()),
+        leaving: std::sync::atomic::AtomicBool::new(false),
     });
     inbound::listen(server, cluster.clone()).await?;
     tokio::spawn(heartbeat(cluster.clone(), o.heartbeat));
@@ -181,6 +184,9 @@ async fn heartbeat(c: Arc<NatsCluster>, every: Duration) {
     let mut failing = false;
     loop {
         tokio::time::sleep(every).await;
+        if c.leaving.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         match c
             .nodes
             .put(table::node_key(&c.node), c.boot.clone().into())
@@ -201,6 +207,19 @@ async fn heartbeat(c: Arc<NatsCluster>, every: Duration) {
 }
 
 impl NatsCluster {
+    /// Leave the cluster (orderly shutdown): the heartbeat key goes, so the
+    /// other nodes count this one dead now rather than after `node_ttl`;
+    /// the sessions' entries go as the sessions end.
+    pub async fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = self.nodes.delete(table::node_key(&self.node)).await {
+            tracing::warn!("cluster: leaving: {e}");
+        }
+        let _ = self.client.flush().await;
+        tracing::info!("cluster: node {} left", self.node);
+    }
+
     /// The live nodes: name → boot id, from the heartbeat bucket.
     pub async fn live_nodes(&self) -> Result<HashMap<String, String>, String> {
         live_nodes_of(&self.nodes).await
