@@ -432,6 +432,10 @@ async fn better_elsewhere(server: &Server, stanza: &Element, to: &Jid) -> bool {
         return false;
     }
     let bare = to.bare();
+    if !server.sessions.has_sessions(&bare) {
+        // `forwarded` asked already (and the other node did not answer).
+        return false;
+    }
     let here = server
         .sessions
         .best_resources(&bare)

@@ -304,7 +304,6 @@ impl NatsCluster {
         let live = self.live_nodes().await?;
         let mut keys = self.sessions.keys().await.map_err(|e| e.to_string())?;
         let mut removed = 0;
-        let mut seen = 0;
         let mut batch = Vec::new();
         while let Some(k) = keys.next().await {
             batch.push(k.map_err(|e| e.to_string())?);
@@ -312,11 +311,10 @@ impl NatsCluster {
                 continue;
             }
             removed += self.sweep_batch(&live, std::mem::take(&mut batch)).await;
-            seen += SWEEP_BATCH;
+            // Bounded batches: the table's other users get their turn.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         removed += self.sweep_batch(&live, batch).await;
-        let _ = seen;
         Ok(removed)
     }
 
