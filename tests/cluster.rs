@@ -7,8 +7,8 @@
 //! - users on different nodes chat both ways, every message once and in
 //!   order; presence (probe answers and broadcasts) crosses nodes; a
 //!   subscription between them sets both rosters, with roster pushes on
-//!   each user's node; an account on both nodes gets contacts' presence on
-//!   both and bare-JID messages at its highest priority; a node stopped in
+//!   each user's node; an account on both nodes gets contacts' presence and
+//!   roster pushes on both and bare-JID messages at its highest priority; a node stopped in
 //!   order leaves the cluster at once;
 //!   `rookery ctl list_cluster` lists the live nodes, `connected_users`
 //!   every node's sessions;
@@ -259,6 +259,28 @@ async fn a_subscription_between_users_on_two_nodes_pushes_rosters_and_shares_pre
     bob.send("<presence><show>away</show></presence>").await;
     let p = recv_presence(&mut alice, &format!("{B}/b1"), None).await;
     assert_eq!(p.child_text("show"), Some("away"), "{p}");
+
+    // alice on both nodes: a roster change made on n1 is pushed to her
+    // resource on n2 (whose node dropped its cached copy).
+    let mut alice2 = online_interested(&n2, ALICE, "a2").await;
+    let r = roster_set(
+        &mut alice,
+        &item_xml("carol@localhost", Some("Carol"), &["G"]),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let push = recv_push_for(&mut alice2, "carol@localhost").await;
+    assert_eq!(push_item(&push).attr("name"), Some("Carol"), "{push}");
+    let r = roster_remove(&mut alice, "carol@localhost").await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let push = recv_push_for(&mut alice2, "carol@localhost").await;
+    assert_eq!(
+        push_item(&push).attr("subscription"),
+        Some("remove"),
+        "{push}"
+    );
+    assert!(roster_item(&mut alice2, "carol@localhost").await.is_none());
+    alice2.close().await;
 
     // An orderly stop leaves the cluster at once (no wait for node_ttl),
     // and alice sees bob go.

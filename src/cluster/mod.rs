@@ -15,7 +15,9 @@
 //!   subject `rookery.node.NODE` (`inbound.rs` answers): the sending node
 //!   waits for the owner's answer, and on timeout or "no responders" the
 //!   router handles the stanza as if the session were gone (a message is
-//!   stored offline in the shared database; nothing is dropped).
+//!   stored offline in the shared database; nothing is dropped);
+//! - roster changes, to the other nodes holding sessions of the account
+//!   (`rosters.rs`): they drop their cached copy and push the change.
 //!
 //! The router reaches this through `routes::Cluster` (it names no
 //! transport). Invariants: this node only ever writes its own sessions
@@ -24,6 +26,7 @@
 //! never lose each other's resources.
 
 pub mod inbound;
+pub mod rosters;
 pub mod table;
 
 use std::collections::HashMap;
@@ -145,7 +148,8 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
         alive: Mutex::new(HashMap::new()),
         leaving: std::sync::atomic::AtomicBool::new(false),
     });
-    inbound::listen(server, cluster.clone()).await?;
+    inbound::listen(server.clone(), cluster.clone()).await?;
+    rosters::start(server, cluster.clone()).await?;
     tokio::spawn(heartbeat(cluster.clone(), o.heartbeat));
     tokio::spawn(sweeper(cluster.clone(), o.node_ttl / 2));
     tracing::info!(
