@@ -4,6 +4,7 @@
 mod archive_faults;
 mod auth;
 mod c2s;
+mod cluster;
 mod component;
 mod config;
 mod conn_log;

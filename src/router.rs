@@ -164,11 +164,71 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
         return;
     }
     match stanza.name.as_str() {
-        "message" => message_to_user(server, stanza, &to).await,
-        "presence" => presence_to_user(server, stanza, &to).await,
-        "iq" => iq_to_user(server, stanza, &to).await,
+        "message" => message_to_user(server, stanza, &to, true).await,
+        "presence" => presence_to_user(server, stanza, &to, true).await,
+        "iq" => iq_to_user(server, stanza, &to, true).await,
         _ => {}
     }
+}
+
+/// A stanza another node of the cluster forwarded here (`cluster/inbound.rs`)
+/// for an account's session on this node: its filters ran on the sending
+/// node; it is delivered here, stored offline or answered per RFC 6121, and
+/// never forwarded again.
+pub async fn route_forwarded(server: &Server, stanza: Element) {
+    let Some(to) = stanza.attr("to").and_then(jids::parse) else {
+        return;
+    };
+    if to.node().is_none() || !server.serves(to.domain().as_str()) {
+        return;
+    }
+    match stanza.name.as_str() {
+        "message" => message_to_user(server, stanza, &to, false).await,
+        "presence" => presence_to_user(server, stanza, &to, false).await,
+        "iq" => iq_to_user(server, stanza, &to, false).await,
+        _ => {}
+    }
+}
+
+/// The cluster's view of an account with no session here that suits
+/// `stanza`: which node to forward it to (`None`: no cluster, or no other
+/// node holds a session of the account). For a full JID, the node holding
+/// that resource; otherwise the node of the best available resource (or of
+/// any bound one, which then stores a message offline itself).
+async fn remote_owner(server: &Server, to: &Jid) -> Option<String> {
+    let cluster = server.routes.cluster()?;
+    let bare = to.bare();
+    let remote = cluster.remote_resources(bare.as_str()).await;
+    if let Some(res) = to.resource() {
+        if let Some(r) = remote.iter().find(|r| r.resource == res.as_str()) {
+            return Some(r.node.clone());
+        }
+    }
+    remote
+        .iter()
+        .max_by_key(|r| (r.available, r.priority))
+        .map(|r| r.node.clone())
+}
+
+/// Forward `stanza` to the node holding `to`'s session when this node holds
+/// none of the account's (full JID: none of that resource; `whole`: none
+/// of the account's at all). `true` when another node took it.
+async fn forwarded(server: &Server, stanza: &Element, to: &Jid, whole: bool) -> bool {
+    let Some(cluster) = server.routes.cluster() else {
+        return false;
+    };
+    let bare = to.bare();
+    let here = match to.clone().try_into_full() {
+        Ok(full) if !whole => server.sessions.session(&full).is_some(),
+        _ => server.sessions.has_sessions(&bare),
+    };
+    if here {
+        return false;
+    }
+    let Some(node) = remote_owner(server, to).await else {
+        return false;
+    };
+    cluster.forward(&node, stanza).await
 }
 
 /// A stanza addressed to the server's own domain.
@@ -267,7 +327,16 @@ fn answer_account_iq(
     (reply, before, after)
 }
 
-async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
+async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid, forward: bool) {
+    // On another node of the cluster: that node runs everything below
+    // (archive, carbons, delivery or offline storage). It did not answer
+    // in time: handled here as if the session were gone.
+    if forward && forwarded(server, &stanza, to, to.resource().is_none()).await {
+        return;
+    }
+    if forward && to.resource().is_none() && better_elsewhere(server, &stanza, to).await {
+        return;
+    }
     let kind = stanza.attr("type").unwrap_or("normal").to_string();
     let bare = to.bare();
     for m in &server.live().modules {
@@ -352,6 +421,41 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid) {
     }
 }
 
+/// A message to the bare JID of an account with sessions here: when
+/// another node holds an available resource of a higher priority than
+/// every one here (RFC 6121 §8.5.2.1.1: the highest priority wins), the
+/// message goes to that node instead; `true` once it took it.
+async fn better_elsewhere(server: &Server, stanza: &Element, to: &Jid) -> bool {
+    let Some(cluster) = server.routes.cluster() else {
+        return false;
+    };
+    if matches!(stanza.attr("type"), Some("error") | Some("groupchat")) {
+        return false;
+    }
+    let bare = to.bare();
+    if !server.sessions.has_sessions(&bare) {
+        // `forwarded` asked already (and the other node did not answer).
+        return false;
+    }
+    let here = server
+        .sessions
+        .best_resources(&bare)
+        .first()
+        .map(|s| s.priority.load(std::sync::atomic::Ordering::Relaxed));
+    let remote = cluster.remote_resources(bare.as_str()).await;
+    let Some(best) = remote
+        .iter()
+        .filter(|r| r.available && r.priority >= 0)
+        .max_by_key(|r| r.priority)
+    else {
+        return false;
+    };
+    if here.is_some_and(|p| p >= best.priority) {
+        return false;
+    }
+    cluster.forward(&best.node, stanza).await
+}
+
 /// Stanzas modules want routed once `msg` reaches these resources of `account`.
 fn delivered_hooks(
     server: &Server,
@@ -376,6 +480,17 @@ pub async fn presence_broadcast(
 ) {
     crate::metrics::stanza_routed("presence");
     let (out, available) = crate::im::presence::broadcast_from_session(server, session, el).await;
+    if let Some(cluster) = server.routes.cluster() {
+        use std::sync::atomic::Ordering;
+        cluster
+            .record(
+                session.jid.as_str(),
+                session.priority.load(Ordering::Relaxed),
+                session.available.load(Ordering::Relaxed),
+                false,
+            )
+            .await;
+    }
     perform(server, out).await;
     if let Some((el, initial)) = available {
         for m in &server.live().modules {
@@ -402,6 +517,16 @@ pub async fn session_ended(
     server: &Server,
     session: &std::sync::Arc<crate::sessions::SessionHandle>,
 ) {
+    // Unless a newer session of this node took the resource over.
+    if let Some(cluster) = server.routes.cluster() {
+        if server
+            .sessions
+            .session(&session.jid)
+            .is_none_or(|s| s.id == session.id)
+        {
+            cluster.remove(session.jid.as_str()).await;
+        }
+    }
     let out = crate::im::presence::session_ended(server, session);
     perform(server, out).await;
 }
@@ -425,8 +550,36 @@ async fn route_all(server: &Server, stanzas: Vec<Element>) {
     }
 }
 
-async fn presence_to_user(server: &Server, stanza: Element, to: &Jid) {
+async fn presence_to_user(server: &Server, stanza: Element, to: &Jid, forward: bool) {
     let bare = to.bare();
+    if forward {
+        let broadcast = to.resource().is_none()
+            && matches!(
+                stanza.attr("type"),
+                None | Some("unavailable") | Some("probe")
+            );
+        if !broadcast {
+            // Subscription handling (roster writes) runs on one node.
+            if forwarded(server, &stanza, to, true).await {
+                return;
+            }
+        } else if let Some(cluster) = server.routes.cluster() {
+            // Every other node holding a resource of the account shows it
+            // to its own sessions (or answers a probe for them); this node
+            // then does the same for its own, if it has any.
+            let remote = cluster.remote_resources(bare.as_str()).await;
+            let mut nodes: Vec<&str> = remote.iter().map(|r| r.node.as_str()).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            let mut taken = false;
+            for node in nodes {
+                taken |= cluster.forward(node, &stanza).await;
+            }
+            if taken && !server.sessions.has_sessions(&bare) {
+                return;
+            }
+        }
+    }
     let online = !server.sessions.sessions_of(&bare).is_empty();
     let kind = stanza.attr("type");
     if !online && matches!(kind, None | Some("unavailable") | Some("error")) {
@@ -439,8 +592,11 @@ async fn presence_to_user(server: &Server, stanza: Element, to: &Jid) {
     perform(server, out).await;
 }
 
-async fn iq_to_user(server: &Server, stanza: Element, to: &Jid) {
+async fn iq_to_user(server: &Server, stanza: Element, to: &Jid, forward: bool) {
     let kind = stanza.attr("type").unwrap_or("");
+    if forward && to.resource().is_some() && forwarded(server, &stanza, to, false).await {
+        return;
+    }
     match to.clone().try_into_full() {
         Ok(full) => match server.sessions.session(&full) {
             Some(session) => {
@@ -542,6 +698,10 @@ async fn send_back(server: &Server, stanza: Element) {
     };
     if let Some(session) = server.sessions.session(&to) {
         let _ = server.sessions.deliver(&session, stanza).await;
+    } else if server.routes.cluster().is_some() {
+        // The addressee's session may be on another node (the answer to a
+        // stanza that node forwarded here).
+        route_unfiltered(server, stanza).await;
     }
 }
 

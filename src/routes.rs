@@ -17,6 +17,11 @@
 //!   s2s manager registers once, at start-up, as the route for every domain
 //!   not configured here.
 //!
+//! The cluster (`src/cluster/`) plugs in here too: for an account of a
+//! served host with no session on this node, [`Routes::cluster`] says
+//! which other nodes hold its resources and forwards a stanza there
+//! ([`Cluster`]); the router asks it, and names no transport for it either.
+//!
 //! Invariants: at most one registered link per domain, removed only by the
 //! registration that made it (by id), so a connection that ended late
 //! cannot remove its successor's route; a registered link is used only
@@ -51,6 +56,50 @@ pub trait Link: Send + Sync {
     /// error its sender gets. A link that bounces later by itself (s2s,
     /// when a connection fails) returns `Ok`.
     fn send<'a>(&'a self, stanza: Element, domain: &'a str) -> Sending<'a>;
+}
+
+/// A future a [`Cluster`] returns.
+pub type ClusterFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A resource of an account bound on another node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteResource {
+    pub resource: String,
+    /// The node that holds the session.
+    pub node: String,
+    pub priority: i32,
+    /// Whether it sent available presence.
+    pub available: bool,
+}
+
+/// The other nodes of a cluster: who holds an account's sessions, and
+/// handing a stanza to one of them.
+pub trait Cluster: Send + Sync {
+    /// The resources of `bare` bound on other nodes that are alive.
+    fn remote_resources<'a>(&'a self, bare: &'a str) -> ClusterFuture<'a, Vec<RemoteResource>>;
+    /// Hand `stanza` to `node`, which routes it to its own sessions (or
+    /// stores it offline, or answers per RFC 6121); `true` once that node
+    /// answered, `false` when it did not in time (the caller then handles
+    /// the stanza as if the session were gone).
+    fn forward<'a>(&'a self, node: &'a str, stanza: &'a Element) -> ClusterFuture<'a, bool>;
+    /// Record a session of this node in the cluster's session table
+    /// (`full` bound, with its priority and availability); `at_bind`: only
+    /// if this node does not hold that resource already (a later presence
+    /// change may have been recorded first).
+    fn record<'a>(
+        &'a self,
+        full: &'a str,
+        priority: i32,
+        available: bool,
+        at_bind: bool,
+    ) -> ClusterFuture<'a, ()>;
+    /// The full JIDs of every session on a live node (this one included),
+    /// from the session table.
+    fn all_sessions(&self) -> ClusterFuture<'_, Result<Vec<String>, String>>;
+    /// The names of the cluster's live nodes.
+    fn members(&self) -> ClusterFuture<'_, Result<Vec<String>, String>>;
+    /// Remove a session of this node from the cluster's session table.
+    fn remove<'a>(&'a self, full: &'a str) -> ClusterFuture<'a, ()>;
 }
 
 /// Where stanzas to one domain go.
@@ -120,6 +169,7 @@ pub struct Routes {
     domains: RwLock<Arc<Domains>>,
     links: RwLock<HashMap<String, Registered>>,
     remote: OnceLock<Arc<dyn Link>>,
+    cluster: OnceLock<Arc<dyn Cluster>>,
     next_id: AtomicU64,
 }
 
@@ -181,6 +231,16 @@ impl Routes {
     /// manager); only the first registration counts.
     pub fn set_remote(&self, link: Arc<dyn Link>) {
         let _ = self.remote.set(link);
+    }
+
+    /// Join a cluster (once, at start-up).
+    pub fn set_cluster(&self, cluster: Arc<dyn Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<dyn Cluster>> {
+        self.cluster.get()
     }
 }
 

@@ -24,6 +24,7 @@ mod c2s_sasl2;
 mod c2s_session;
 mod c2s_stream;
 mod c2s_websocket;
+mod cluster;
 mod compliance_suites;
 mod component;
 mod config_log_format;

@@ -981,6 +981,11 @@ impl Negotiation {
                 return None;
             }
         }
+        if let Some(cluster) = self.server.routes.cluster().cloned() {
+            // The cluster's session table learns of it (not yet available).
+            let f = full.to_string();
+            tokio::spawn(async move { cluster.record(&f, 0, false, true).await });
+        }
         for m in &self.server.live().modules {
             m.session_opened(self.server.as_ref(), &full);
         }

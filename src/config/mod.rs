@@ -15,6 +15,7 @@
 
 pub mod acl;
 pub mod check;
+pub mod cluster;
 pub mod listen;
 pub mod modules;
 pub mod openmetrics;
@@ -198,6 +199,9 @@ pub struct Config {
     /// The PostgreSQL options when any `sql_*` key is given, also without
     /// `default_db: sql` (for `rookery ctl migrate_db`).
     pub sql_options: Option<sql::SqlOptions>,
+    /// `cluster:`: this node's name and the NATS servers of its cluster
+    /// (`None`: a single server).
+    pub cluster: Option<cluster::ClusterOptions>,
     /// Path of the control socket.
     pub ctl_socket: PathBuf,
     /// Default language of server messages (`language`, default `en`).
@@ -710,6 +714,7 @@ fn build(
             || websocket::OPTIONS.contains(&name.as_str())
             || sql::OPTIONS.contains(&name.as_str())
             || openmetrics::OPTIONS.contains(&name.as_str())
+            || cluster::OPTIONS.contains(&name.as_str())
         {
             continue;
         }
@@ -1000,6 +1005,8 @@ fn build(
     };
     let (use_sql, sql_options) = sql::parse(option, notes)?;
     let sql = if use_sql { sql_options.clone() } else { None };
+    cluster::require_sql(option("cluster"), use_sql)?;
+    let cluster = cluster::parse(option("cluster"))?;
     let ctl_socket = match option("ctl_socket") {
         Some(node) => resolve(base_dir, check::string(node, "ctl_socket", "a file path")?),
         None => data_dir.join("rookery.ctl"),
@@ -1054,6 +1061,7 @@ fn build(
         archive_engine,
         sql,
         sql_options,
+        cluster,
         ctl_socket,
         language,
         s2s_use_starttls,

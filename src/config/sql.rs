@@ -38,7 +38,7 @@ pub use crate::storage::pgsql::SqlOptions;
 
 /// A duration in ejabberd's spellings: a number of seconds, or a number
 /// with a unit (`5 seconds`, `500 ms`, `1 minute`).
-fn duration(node: &Node, path: &str) -> Result<Duration, Problem> {
+pub(super) fn duration(node: &Node, path: &str) -> Result<Duration, Problem> {
     let what = "a positive duration such as `5 seconds` or `500 ms`";
     let text = check::string(node, path, what)?.trim();
     let (num, unit) = match text.find(|c: char| !c.is_ascii_digit()) {

@@ -1164,3 +1164,51 @@ fn default_db_sql_reads_ejabberds_sql_keys_with_positions_in_errors() {
         assert!(e.contains(want), "{text:?}: {e}");
     }
 }
+
+#[test]
+fn cluster_section_needs_sql_and_reports_positions() {
+    let c = load(
+        "hosts: [a.org]\ndefault_db: sql\nsql_type: pgsql\ncluster:\n  node: n1\n  nats: [\"nats://10.0.0.1:4222\", \"nats://10.0.0.2:4222\"]\n  heartbeat: 1 second\n  node_ttl: 3 seconds\n  request_timeout: 500 ms\n",
+    )
+    .unwrap();
+    let o = c.cluster.unwrap();
+    assert_eq!(o.node, "n1");
+    assert_eq!(o.nats.len(), 2);
+    assert_eq!(o.request_timeout, std::time::Duration::from_millis(500));
+    assert_eq!(o.node_ttl, std::time::Duration::from_secs(3));
+    assert!(load("hosts: [a.org]\n").unwrap().cluster.is_none());
+    let sql = "default_db: sql\nsql_type: pgsql\n";
+    for (text, want) in [
+        (
+            "cluster:\n  node: n1\n  nats: nats://h:4222\n".to_string(),
+            "3:3: cluster: needs `default_db: sql`",
+        ),
+        (
+            format!("{sql}cluster:\n  node: 'no spaces'\n  nats: nats://h:4222\n"),
+            "5:9: cluster.node: expected a node name",
+        ),
+        (
+            format!("{sql}cluster:\n  node: n1\n  nats: http://h\n"),
+            "6:9: cluster.nats[0]: expected a `nats://HOST:PORT` URL",
+        ),
+        (
+            format!("{sql}cluster:\n  nats: nats://h:4222\n"),
+            "cluster: `node` (this node's name) is missing",
+        ),
+        (
+            format!("{sql}cluster:\n  node: n1\n"),
+            "cluster: `nats`",
+        ),
+        (
+            format!("{sql}cluster:\n  node: n1\n  nats: nats://h\n  heartbeat: 5 seconds\n  node_ttl: 6 seconds\n"),
+            "8:13: cluster.node_ttl: expected a duration at least twice `heartbeat`",
+        ),
+        (
+            format!("{sql}cluster:\n  node: n1\n  nats: nats://h\n  nodes: [a]\n"),
+            "7:3: cluster: unknown key `nodes`",
+        ),
+    ] {
+        let e = error(&format!("hosts: [a.org]\n{text}"));
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}

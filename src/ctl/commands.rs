@@ -48,11 +48,19 @@ pub struct SessionInfo {
 /// What the running server offers to commands (implemented by the server
 /// core).
 pub trait ServerControl: Send + Sync {
-    /// Full JIDs of the connected sessions.
+    /// Full JIDs of the connected sessions (in a cluster: on every node).
     fn connected_users(&self) -> Vec<String>;
+    /// Full JIDs of the sessions on this node (ejabberd's `onlineusersnode`).
+    fn connected_users_node(&self) -> Vec<String> {
+        self.connected_users()
+    }
     /// Details of every connected session.
     fn sessions_info(&self) -> Vec<SessionInfo> {
         Vec::new()
+    }
+    /// The live nodes of the cluster (`Ok(None)`: not clustered).
+    fn list_cluster(&self) -> Result<Option<Vec<String>>, String> {
+        Ok(None)
     }
     /// End every session of `user@host`; returns how many were ended.
     fn kick_user(&self, user: &str, host: &str, reason: &str) -> usize;
@@ -332,6 +340,7 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ("registered_users", [host]) => registered_users(env, host),
         ("registered_vhosts", []) => Ok(CtlOutput::ok(env.hosts().join("\n"))),
         ("connected_users", []) => Ok(connected_users(server)),
+        ("list_cluster", []) => list_cluster(server),
         ("connected_users_number", []) => Ok(CtlOutput::ok(
             server
                 .map(|s| s.connected_users().len())
@@ -852,8 +861,12 @@ fn stats(
             }
             Ok(CtlOutput::ok(total.to_string()))
         }
-        "onlineusers" | "onlineusersnode" => match server {
+        "onlineusers" => match server {
             Some(s) => Ok(CtlOutput::ok(s.connected_users().len().to_string())),
+            None => Err(CtlOutput::not_running(NOT_RUNNING)),
+        },
+        "onlineusersnode" => match server {
+            Some(s) => Ok(CtlOutput::ok(s.connected_users_node().len().to_string())),
             None => Err(CtlOutput::not_running(NOT_RUNNING)),
         },
         "uptimeseconds" => match server {
@@ -998,6 +1011,23 @@ fn registered_users(env: &CtlEnv, host: &str) -> Result<CtlOutput, CtlOutput> {
     let host = served_host(env, host)?;
     let users = env.storage.list_users(&host).map_err(db_failed)?;
     Ok(CtlOutput::ok(users.join("\n")))
+}
+
+fn list_cluster(server: Option<&Arc<dyn ServerControl>>) -> Result<CtlOutput, CtlOutput> {
+    let Some(server) = server else {
+        return Err(CtlOutput::not_running(NOT_RUNNING));
+    };
+    match server.list_cluster() {
+        Ok(Some(mut nodes)) => {
+            nodes.sort();
+            Ok(CtlOutput::ok(nodes.join("\n")))
+        }
+        // Not clustered: ejabberd lists its one node.
+        Ok(None) => Ok(CtlOutput::ok(
+            "rookery (no `cluster:` configured)".to_string(),
+        )),
+        Err(e) => Err(CtlOutput::failed(format!("the cluster cannot say: {e}"))),
+    }
 }
 
 fn connected_users(server: Option<&Arc<dyn ServerControl>>) -> CtlOutput {

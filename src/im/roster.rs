@@ -54,6 +54,29 @@ pub fn pushes(
     out
 }
 
+/// A roster change another node of the cluster made for `bare` (an
+/// account with sessions here): the cached copy is dropped (the next read
+/// loads what that node wrote) and the change is pushed to this node's
+/// interested sessions.
+pub fn changed_elsewhere(
+    server: &Server,
+    bare: &BareJid,
+    contact: &str,
+    ver: u64,
+    removed: bool,
+) -> Vec<Out> {
+    server.rosters.evict(bare);
+    let item = if removed {
+        crate::im::subscription::removed_item_xml(contact)
+    } else {
+        match server.rosters.item(server, bare, contact) {
+            Some(it) => crate::im::subscription::roster_item_xml(&it),
+            None => return Vec::new(),
+        }
+    };
+    push_outs(server, bare, item, ver)
+}
+
 /// [`pushes`] as [`Out`]s, for the router to deliver.
 pub fn push_outs(server: &Server, bare: &BareJid, item: Element, ver: u64) -> Vec<Out> {
     pushes(server, bare, item, ver)

@@ -47,7 +47,31 @@ impl ServerControl for Control {
             .api_allows(crate::config::acl::Frontend::Ctl, None, None, command)
     }
 
+    fn list_cluster(&self) -> Result<Option<Vec<String>>, String> {
+        let Some(cluster) = self.server.routes.cluster() else {
+            return Ok(None);
+        };
+        self.rt.block_on(cluster.members()).map(Some)
+    }
+
     fn connected_users(&self) -> Vec<String> {
+        let mut v = self.connected_users_node();
+        if let Some(cluster) = self.server.routes.cluster() {
+            // Every node's sessions, from the cluster's session table (this
+            // node's own are listed from memory even if the table lags).
+            match self.rt.block_on(cluster.all_sessions()) {
+                Ok(all) => v.extend(all),
+                Err(e) => tracing::warn!(
+                    "connected_users: the cluster cannot say ({e}); this node's sessions only"
+                ),
+            }
+            v.sort();
+            v.dedup();
+        }
+        v
+    }
+
+    fn connected_users_node(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .server
             .sessions

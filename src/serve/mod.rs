@@ -103,6 +103,14 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let server = Server::new(live, storage.clone(), dialback_secret);
     crate::s2s::register(&server);
+    let cluster = match &config.cluster {
+        Some(o) => {
+            let cluster = crate::cluster::start(server.clone(), o).await?;
+            server.routes.set_cluster(cluster.clone());
+            Some(cluster)
+        }
+        None => None,
+    };
     // Writes the archive accepted and then lost: their senders are told.
     if let Some(reports) = server.archive.take_failures() {
         tokio::spawn(crate::archive_faults::run(Arc::downgrade(&server), reports));
@@ -168,6 +176,11 @@ pub async fn run(config: Config) -> Result<(), String> {
     ticker.abort();
     tracing::info!("shutting down");
     server.begin_shutdown();
+    if let Some(cluster) = &cluster {
+        // The other nodes stop forwarding here at once (they store
+        // offline until the clients reconnect to them).
+        cluster.leave().await;
+    }
     for t in &accept_tasks {
         t.abort();
     }

@@ -7,6 +7,11 @@
 //! of the cache run under one write lock, so an older snapshot loaded
 //! concurrently can never overwrite a newer write; only accounts with
 //! sessions stay cached (the owner says which, see [`RosterSource`]).
+//!
+//! In a cluster each node caches the rosters of its own sessions' accounts;
+//! every write is reported to the change hook ([`RosterCache::on_change`]),
+//! through which the other nodes holding sessions of the account drop
+//! their copy (and push the change to their sessions).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,7 +52,12 @@ pub struct RosterCache {
     /// `subscribe`, say) cannot overwrite each other's change. Never held
     /// across an `.await`.
     subscription_locks: Vec<Mutex<()>>,
+    /// Told of every write: (account, contact, new roster version, removed).
+    changed: std::sync::OnceLock<ChangeHook>,
 }
+
+/// What [`RosterCache::on_change`] calls after each write.
+pub type ChangeHook = Box<dyn Fn(&BareJid, &str, u64, bool) + Send + Sync>;
 
 impl Default for RosterCache {
     fn default() -> Self {
@@ -55,11 +65,23 @@ impl Default for RosterCache {
             rosters: Default::default(),
             write_lock: Mutex::new(()),
             subscription_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            changed: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl RosterCache {
+    /// Call `hook` after every write from now on (the cluster sets it once).
+    pub fn on_change(&self, hook: ChangeHook) {
+        let _ = self.changed.set(hook);
+    }
+
+    fn report(&self, bare: &BareJid, contact: &str, ver: u64, removed: bool) {
+        if let Some(hook) = self.changed.get() {
+            hook(bare, contact, ver, removed);
+        }
+    }
+
     /// The lock that orders subscription-state changes of `bare`'s roster.
     pub fn subscription_lock(&self, bare: &BareJid) -> std::sync::MutexGuard<'_, ()> {
         use std::hash::{Hash, Hasher};
@@ -173,6 +195,7 @@ impl RosterCache {
         self.replace_cached(bare, |r| {
             r.insert(copy.jid.clone(), copy);
         });
+        self.report(bare, &stored.jid, stored.ver, false);
         Ok(stored)
     }
 
@@ -189,6 +212,9 @@ impl RosterCache {
         self.replace_cached(bare, |r| {
             r.remove(contact);
         });
+        if let Some(v) = ver {
+            self.report(bare, contact, v, true);
+        }
         Ok(ver)
     }
 }

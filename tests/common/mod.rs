@@ -20,6 +20,7 @@ pub mod http;
 pub mod im;
 pub mod interop;
 pub mod muc;
+pub mod nats;
 pub mod pg;
 pub mod scram;
 pub mod server;

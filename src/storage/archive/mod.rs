@@ -62,6 +62,7 @@ pub mod migrate;
 mod read;
 pub mod record;
 mod writer;
+pub use writer::set_node_number;
 
 use std::sync::{Arc, Mutex, RwLock};
 

@@ -281,12 +281,44 @@ pub(super) fn raise_last_id(id: u64) {
     LAST_ID.fetch_max(id, Ordering::Relaxed);
 }
 
-/// A fresh message id: microseconds now, strictly above every earlier id.
+/// In a cluster, this node's number + 1 (0: not clustered): the low 8
+/// bits of every id it gives out, so nodes writing one shared database
+/// never make the same id (`cluster::start` sets it).
+static NODE_NUMBER: AtomicU64 = AtomicU64::new(0);
+
+/// Give this node's ids the low bits `n` (a cluster node's number).
+pub fn set_node_number(n: u8) {
+    NODE_NUMBER.store(u64::from(n) + 1, Ordering::Relaxed);
+}
+
+/// The smallest id >= `id` that carries this node's number in its low
+/// 8 bits (`id` itself when not clustered).
+fn with_node_number(id: u64) -> u64 {
+    tag_id(id, NODE_NUMBER.load(Ordering::Relaxed))
+}
+
+/// `id`, or with `n` != 0 the smallest id >= it whose low 8 bits are n - 1.
+fn tag_id(id: u64, n: u64) -> u64 {
+    match n {
+        0 => id,
+        n => {
+            let tagged = (id & !0xff) | (n - 1);
+            if tagged < id {
+                tagged + 0x100
+            } else {
+                tagged
+            }
+        }
+    }
+}
+
+/// A fresh message id: microseconds now, strictly above every earlier id
+/// (in a cluster, with the node's number in the low 8 bits).
 fn next_id() -> u64 {
     let now = now_micros();
     let mut prev = LAST_ID.load(Ordering::Relaxed);
     loop {
-        let id = now.max(prev + 1);
+        let id = with_node_number(now.max(prev + 1));
         match LAST_ID.compare_exchange_weak(prev, id, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return id,
             Err(p) => prev = p,
@@ -1071,5 +1103,24 @@ fn flusher(inner: &Inner) {
                 w.fail(&mut s, lo, hi, annotate(e, "flushing"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::tag_id;
+
+    #[test]
+    fn cluster_ids_carry_the_node_number_and_never_go_down() {
+        assert_eq!(tag_id(1_000_000, 0), 1_000_000);
+        for n in [1u64, 7, 256] {
+            for id in [0u64, 255, 256, 1_000_000, 1_000_255, 1_000_256] {
+                let t = tag_id(id, n);
+                assert!(t >= id && t - id < 256, "{id} {n} -> {t}");
+                assert_eq!(t & 0xff, n - 1);
+            }
+        }
+        // Two nodes never give the same id.
+        assert_ne!(tag_id(5_000, 1), tag_id(5_000, 2));
     }
 }

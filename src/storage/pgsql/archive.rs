@@ -32,9 +32,10 @@
 //! live copy still goes out). Memory never grows with a database that is
 //! down or slow.
 //!
-//! Cluster note: ids are unique per server process. Several nodes on one
-//! database would each need a node number in the low bits of their ids
-//! (the cluster work adds it); the schema does not change for that.
+//! Cluster note: ids are unique per server process; in a cluster each node
+//! puts its number in their low 8 bits (`archive::writer::set_node_number`,
+//! set by `cluster::start`), so nodes sharing the database never collide;
+//! the schema does not change for that.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
