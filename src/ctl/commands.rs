@@ -311,6 +311,23 @@ fn derive(env: &CtlEnv, password: &str) -> Result<StoredCredentials, CtlOutput> 
         .map_err(|e| CtlOutput::failed(format!("Error: {e}")))
 }
 
+/// [`account`], for a command about an account that must exist.
+pub(super) fn existing_account(
+    env: &CtlEnv,
+    user: &str,
+    host: &str,
+) -> Result<(String, String), CtlOutput> {
+    let (user, host) = account(env, user, host)?;
+    if !env
+        .storage
+        .user_exists(AccountKey::new(&host, &user))
+        .map_err(db_failed)?
+    {
+        return Err(no_such_user(&user, &host));
+    }
+    Ok((user, host))
+}
+
 pub(super) fn db_failed(e: StorageError) -> CtlOutput {
     CtlOutput::failed(format!("Database error: {e}"))
 }
@@ -370,20 +387,15 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
             }
             Ok(CtlOutput::ok(""))
         }
-        ("get_offline_count", [user, host]) => account(env, user, host).and_then(|(user, host)| {
-            if !env
-                .storage
-                .user_exists(AccountKey::new(&host, &user))
-                .map_err(db_failed)?
-            {
-                return Err(no_such_user(&user, &host));
-            }
-            let n = env
-                .storage
-                .offline_count(AccountKey::new(&host, &user))
-                .map_err(db_failed)?;
-            Ok(CtlOutput::ok(n.to_string()))
-        }),
+        ("get_offline_count", [user, host]) => {
+            existing_account(env, user, host).and_then(|(user, host)| {
+                let n = env
+                    .storage
+                    .offline_count(AccountKey::new(&host, &user))
+                    .map_err(db_failed)?;
+                Ok(CtlOutput::ok(n.to_string()))
+            })
+        }
         ("get_roster", [user, host]) => get_roster(env, user, host),
         ("stats", [name]) => stats(env, server, name),
         ("stats_host", [name, host]) => stats_host(env, server, name, host),
@@ -460,18 +472,13 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ("unban_account", [user, host]) => super::lifecycle::unban_account(env, user, host),
         ("get_ban_details", [user, host]) => super::lifecycle::get_ban_details(env, user, host),
         ("delete_old_users", [days]) => super::lifecycle::delete_old_users(env, server, days),
-        ("api_token_issue", [user, host]) => account(env, user, host).and_then(|(u, h)| {
-            if !env
-                .storage
-                .user_exists(AccountKey::new(&h, &u))
-                .map_err(db_failed)?
-            {
-                return Err(no_such_user(&u, &h));
-            }
-            super::api_tokens::issue(env.storage.as_ref(), &u, &h)
-                .map(CtlOutput::ok)
-                .map_err(db_failed)
-        }),
+        ("api_token_issue", [user, host]) => {
+            existing_account(env, user, host).and_then(|(u, h)| {
+                super::api_tokens::issue(env.storage.as_ref(), &u, &h)
+                    .map(CtlOutput::ok)
+                    .map_err(db_failed)
+            })
+        }
         ("api_token_revoke", [user, host]) => account(env, user, host).and_then(|(u, h)| {
             super::api_tokens::revoke(env.storage.as_ref(), &u, &h)
                 .map(|n| CtlOutput::ok(n.to_string()))
@@ -613,14 +620,7 @@ fn add_rosteritem(
     group: &str,
     subs: &str,
 ) -> Result<CtlOutput, CtlOutput> {
-    let (luser, lhost) = account(env, luser, lhost)?;
-    if !env
-        .storage
-        .user_exists(AccountKey::new(&lhost, &luser))
-        .map_err(db_failed)?
-    {
-        return Err(no_such_user(&luser, &lhost));
-    }
+    let (luser, lhost) = existing_account(env, luser, lhost)?;
     let contact = contact_jid(user, host)?;
     let subscription = match subs {
         "none" => Subscription::None,
@@ -670,14 +670,7 @@ fn delete_rosteritem(
     user: &str,
     host: &str,
 ) -> Result<CtlOutput, CtlOutput> {
-    let (luser, lhost) = account(env, luser, lhost)?;
-    if !env
-        .storage
-        .user_exists(AccountKey::new(&lhost, &luser))
-        .map_err(db_failed)?
-    {
-        return Err(no_such_user(&luser, &lhost));
-    }
+    let (luser, lhost) = existing_account(env, luser, lhost)?;
     let contact = contact_jid(user, host)?;
     let existed = match server {
         Some(s) => s
@@ -819,14 +812,7 @@ fn restore(
 }
 
 fn get_roster(env: &CtlEnv, user: &str, host: &str) -> Result<CtlOutput, CtlOutput> {
-    let (user, host) = account(env, user, host)?;
-    if !env
-        .storage
-        .user_exists(AccountKey::new(&host, &user))
-        .map_err(db_failed)?
-    {
-        return Err(no_such_user(&user, &host));
-    }
+    let (user, host) = existing_account(env, user, host)?;
     let mut items = env
         .storage
         .roster_get(AccountKey::new(&host, &user))

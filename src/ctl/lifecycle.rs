@@ -17,7 +17,8 @@ use xep_support::invites::token::{self, Invite, Kind};
 use xep_support::store::ModuleStore as Handle;
 
 use super::commands::{
-    account, db_failed, no_such_user, served_host, CtlEnv, CtlOutput, ServerControl,
+    account, db_failed, existing_account, no_such_user, served_host, CtlEnv, CtlOutput,
+    ServerControl,
 };
 use crate::storage::modules::ModuleAccess;
 use crate::storage::AccountKey;
@@ -155,14 +156,7 @@ pub fn generate_password_reset(
     user: &str,
     host: &str,
 ) -> Result<CtlOutput, CtlOutput> {
-    let (user, host) = account(env, user, host)?;
-    if !env
-        .storage
-        .user_exists(AccountKey::new(&host, &user))
-        .map_err(db_failed)?
-    {
-        return Err(no_such_user(&user, &host));
-    }
+    let (user, host) = existing_account(env, user, host)?;
     // Reset links are short-lived: one day at most.
     let mut invite = Invite::new(Kind::Reset, &host, expiry(server).min(86_400), 1);
     invite.account = Some(user);
@@ -246,14 +240,7 @@ pub fn ban_account(
     host: &str,
     reason: &str,
 ) -> Result<CtlOutput, CtlOutput> {
-    let (user, host) = account(env, user, host)?;
-    if !env
-        .storage
-        .user_exists(AccountKey::new(&host, &user))
-        .map_err(db_failed)?
-    {
-        return Err(no_such_user(&user, &host));
-    }
+    let (user, host) = existing_account(env, user, host)?;
     crate::auth::ban::ban(&data(env), &user, &host, reason).map_err(store_failed)?;
     // Banned first, so the kicked sessions cannot log in again.
     if let Some(server) = server {
