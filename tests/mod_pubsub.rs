@@ -1393,3 +1393,87 @@ async fn many_subscribers_get_notifications_in_order() {
         started.elapsed()
     );
 }
+
+/// `pubsub#presence_based_delivery`: a subscriber whose session is not
+/// available (it sent unavailable presence) is not notified while the
+/// option is on, and is again once it is off; an available one always is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_based_delivery_skips_unavailable_subscribers() {
+    let server = server();
+    let mut alice = login(&server, ALICE, "pc").await;
+    let mut bob = login(&server, BOB, "pc").await;
+    let mut carol = login(&server, CAROL, "pc").await;
+    create(
+        &mut alice,
+        "presence_news",
+        &[
+            ("pubsub#notification_type", "normal"),
+            ("pubsub#presence_based_delivery", "1"),
+        ],
+    )
+    .await;
+    let r = ok(
+        &mut alice,
+        "get",
+        &format!("<pubsub xmlns='{OWNER}'><configure node='presence_news'/></pubsub>"),
+    )
+    .await;
+    let x = r
+        .child("pubsub")
+        .and_then(|p| p.child("configure"))
+        .and_then(|c| c.child("x"))
+        .expect("configuration form");
+    assert_eq!(
+        field_value(x, "pubsub#presence_based_delivery"),
+        Some("1"),
+        "{r}"
+    );
+    for c in [&mut bob, &mut carol] {
+        let full = c.full_jid();
+        let r = subscribe(c, "presence_news", &full, "").await;
+        assert_eq!(subscription_state(&r), "subscribed", "{r}");
+    }
+    // bob's session stays, unavailable.
+    bob.send("<presence type='unavailable'/>").await;
+    sync(&mut bob).await;
+
+    // On: carol (available) is notified, bob is skipped.
+    publish(
+        &mut alice,
+        "presence_news",
+        Some("while-away"),
+        &entry("One"),
+    )
+    .await;
+    let ev = event(&mut carol).await;
+    let first = ev
+        .child("items")
+        .and_then(|i| i.child("item"))
+        .expect("item");
+    assert_eq!(first.attr("id"), Some("while-away"));
+
+    // Off: bob is notified although unavailable; the first notification
+    // he sees is this one (a skipped one would have come before it).
+    let r = configure(
+        &mut alice,
+        "presence_news",
+        &[("pubsub#presence_based_delivery", "0")],
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    publish(
+        &mut alice,
+        "presence_news",
+        Some("delivered"),
+        &entry("Two"),
+    )
+    .await;
+    for c in [&mut carol, &mut bob] {
+        let ev = event(c).await;
+        let item = ev
+            .child("items")
+            .and_then(|i| i.child("item"))
+            .expect("item");
+        assert_eq!(item.attr("id"), Some("delivered"), "{ev}");
+    }
+}

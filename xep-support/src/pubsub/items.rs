@@ -66,10 +66,15 @@ pub fn notify(c: &Call<'_>, node: &Node, ev: &Element) {
     if !node.config.deliver_notifications {
         return;
     }
+    let hosts = match node.config.presence_based_delivery {
+        true => c.ctx.hosts(),
+        false => Vec::new(),
+    };
     let to: Vec<String> = node
         .subscriptions
         .iter()
         .filter(|(_, s)| s.subscribed && s.deliver)
+        .filter(|(j, _)| !node.config.presence_based_delivery || available(c, &hosts, j))
         .map(|(j, _)| j.clone())
         .collect();
     if to.is_empty() {
@@ -87,6 +92,28 @@ pub fn notify(c: &Call<'_>, node: &Node, ev: &Element) {
                 .map(move |jid| notification(&from, kind, &jid, ev.clone())),
         ),
     );
+}
+
+/// For `presence_based_delivery`: whether subscriber `jid` (bare or full)
+/// may be notified now. A local account needs an available session (that
+/// resource, for a full JID; a detached XEP-0198 session counts, as its
+/// client comes back); a remote one always may (its presence is not
+/// tracked here).
+fn available(c: &Call<'_>, hosts: &[String], jid: &str) -> bool {
+    let Ok(j) = jid.parse::<Jid>() else {
+        return false;
+    };
+    if !hosts.iter().any(|h| h == j.domain().as_str()) {
+        return true;
+    }
+    let bare = j.to_bare();
+    if !c.ctx.has_sessions(&bare) {
+        return false;
+    }
+    c.ctx
+        .sessions(&bare)
+        .iter()
+        .any(|s| s.available && j.resource().is_none_or(|r| s.jid.resource() == r))
 }
 
 /// One notification message.

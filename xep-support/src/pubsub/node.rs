@@ -162,6 +162,10 @@ pub struct Config {
     pub notify_delete: bool,
     pub notify_retract: bool,
     pub send_last: SendLast,
+    /// `pubsub#presence_based_delivery`: notify a local subscriber only
+    /// while it has an available session (a remote one always: the
+    /// service does not track remote presence).
+    pub presence_based_delivery: bool,
     /// `headline` (the default) or `normal` messages.
     pub notification_type: &'static str,
 }
@@ -183,6 +187,7 @@ impl Config {
             notify_delete: true,
             notify_retract: true,
             send_last: SendLast::OnSubAndPresence,
+            presence_based_delivery: false,
             notification_type: "headline",
         }
     }
@@ -236,6 +241,7 @@ impl Config {
             "notify_delete" => self.notify_delete = boolean()?,
             "notify_retract" => self.notify_retract = boolean()?,
             "send_last_published_item" => self.send_last = SendLast::parse(v).ok_or_else(bad)?,
+            "presence_based_delivery" => self.presence_based_delivery = boolean()?,
             "notification_type" => {
                 self.notification_type = match v {
                     "headline" => "headline",
@@ -293,6 +299,10 @@ impl Config {
                 &["headline", "normal"],
                 self.notification_type,
             ))
+            .with_child(b(
+                "pubsub#presence_based_delivery",
+                self.presence_based_delivery,
+            ))
     }
 
     /// Every option as (name, value), for the stored record.
@@ -315,6 +325,10 @@ impl Config {
             ("notify_retract", bool_value(self.notify_retract).into()),
             ("send_last_published_item", self.send_last.as_str().into()),
             ("notification_type", self.notification_type.into()),
+            (
+                "presence_based_delivery",
+                bool_value(self.presence_based_delivery).into(),
+            ),
         ]
     }
 }
