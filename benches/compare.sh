@@ -41,6 +41,12 @@
 # muc: rooms of occupants posting at a set rate; Rookery's
 # conference.DOMAIN, Prosody's MUC component, ejabberd's mod_muc; room
 # archives on in the production profile where the server has them).
+# pubsub is publish-subscribe broadcast (loadgen pubsub: one node,
+# --pubsub-subscribers subscribers, one publisher at --pubsub-rate items/s):
+# Rookery's mod_pubsub on pubsub.DOMAIN (added to the production profile's
+# modules when the embedded default has none), Prosody's pubsub component
+# (the publisher, PREFIX1, is that component's admin: Prosody lets only
+# admins create nodes), ejabberd's mod_pubsub (plugins flat and pep).
 #
 # See docs/benchmarks.md, section "Anchors", for what was tuned and why.
 
@@ -73,7 +79,9 @@ Options:
                         Also: login-ws, idle-ws, chat-ws, chat10k-ws (the same
                         over WebSocket, RFC 7395); muc (--muc-rooms rooms of
                         --muc-occupants occupants), muc-ws (the same over
-                        WebSocket), muc1k (one room of --muc-big occupants)
+                        WebSocket), muc1k (one room of --muc-big occupants),
+                        pubsub (one node, --pubsub-subscribers subscribers,
+                        one publisher at --pubsub-rate items/s)
   --users N             accounts used by login, chat (N/2 pairs), presence (a ring
                         of N) and offline (N/2 senders) (default 200; quick 50)
   --logins N            logins of the login scenario, round-robin over the
@@ -92,6 +100,8 @@ Options:
   --muc-big N           occupants of muc1k's one room (default 1000; quick 100)
   --muc-big-rate R      messages per second each occupant posts in muc1k
                         (default 0.02; quick 0.2)
+  --pubsub-subscribers N  subscribers of pubsub's node (default 1000; quick 100)
+  --pubsub-rate R       items per second pubsub's publisher publishes (default 10)
   --wait-quiet S        before each scenario, wait up to S seconds for the
                         machine to be quiet (other processes under 15% of the
                         CPUs) (default 0: measure at once, with a warning)
@@ -137,6 +147,8 @@ MUC_OCC=""
 MUC_RATE=0.5
 MUC_BIG=""
 MUC_BIG_RATE=""
+PUBSUB_SUBS=""
+PUBSUB_RATE=10
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -179,6 +191,10 @@ while [ $# -gt 0 ]; do
         --muc-big=*) MUC_BIG=${1#*=} ;;
         --muc-big-rate) MUC_BIG_RATE=${2:?}; shift ;;
         --muc-big-rate=*) MUC_BIG_RATE=${1#*=} ;;
+        --pubsub-subscribers) PUBSUB_SUBS=${2:?}; shift ;;
+        --pubsub-subscribers=*) PUBSUB_SUBS=${1#*=} ;;
+        --pubsub-rate) PUBSUB_RATE=${2:?}; shift ;;
+        --pubsub-rate=*) PUBSUB_RATE=${1#*=} ;;
         --rate) RATE=${2:?}; shift ;;
         --rate=*) RATE=${1#*=} ;;
         --wait-quiet) WAIT_QUIET=${2:?}; shift ;;
@@ -195,19 +211,22 @@ done
 if [ "$QUICK" = 1 ]; then
     : "${USERS:=50}" "${LOGINS:=300}" "${MESSAGES:=500}" "${IDLE_USERS:=500}" "${DURATION:=4}"
     : "${SERVER_TIMEOUT:=240}" "${MUC_ROOMS:=5}" "${MUC_OCC:=10}" "${MUC_BIG:=100}" "${MUC_BIG_RATE:=0.2}"
+    : "${PUBSUB_SUBS:=100}"
 else
     : "${USERS:=200}" "${LOGINS:=2000}" "${MESSAGES:=5000}" "${IDLE_USERS:=10000}" "${DURATION:=20}"
     : "${SERVER_TIMEOUT:=1200}" "${MUC_ROOMS:=100}" "${MUC_OCC:=20}" "${MUC_BIG:=1000}" "${MUC_BIG_RATE:=0.02}"
+    : "${PUBSUB_SUBS:=1000}"
 fi
 
-for v in USERS LOGINS MESSAGES IDLE_USERS DURATION SERVER_TIMEOUT WAIT_QUIET RATE MUC_ROOMS MUC_OCC MUC_BIG; do
+for v in USERS LOGINS MESSAGES IDLE_USERS DURATION SERVER_TIMEOUT WAIT_QUIET RATE MUC_ROOMS MUC_OCC MUC_BIG PUBSUB_SUBS; do
     case ${!v} in ''|*[!0-9]*) echo "compare.sh: $v must be a whole number" >&2; exit 2 ;; esac
 done
-for v in MUC_RATE MUC_BIG_RATE; do
+for v in MUC_RATE MUC_BIG_RATE PUBSUB_RATE; do
     case ${!v} in ''|*[!0-9.]*|*.*.*|.) echo "compare.sh: $v must be a positive number" >&2; exit 2 ;; esac
 done
 [ "$MUC_ROOMS" -ge 1 ] && [ "$MUC_OCC" -ge 1 ] && [ "$MUC_BIG" -ge 1 ] \
     || { echo "compare.sh: --muc-rooms, --muc-occupants and --muc-big must be at least 1" >&2; exit 2; }
+[ "$PUBSUB_SUBS" -ge 1 ] || { echo "compare.sh: --pubsub-subscribers must be at least 1" >&2; exit 2; }
 [ "$USERS" -ge 12 ] || { echo "compare.sh: --users must be at least 12" >&2; exit 2; }
 case $MECH in
     scram-sha-1) PROSODY_HASH=SHA-1; EJABBERD_HASH=sha; SASL_MECH=SCRAM-SHA-1 ;;
@@ -228,7 +247,7 @@ RUN_LIMIT=$((SERVER_TIMEOUT + WAIT_QUIET * ${#SCENARIO_LIST[@]}))
 for s in "${SCENARIO_LIST[@]}"; do
     case $s in
         login|idle|idle-modern|chat|chat10k|presence|offline) ;;
-        login-ws|idle-ws|chat-ws|chat10k-ws|muc|muc-ws|muc1k) ;;
+        login-ws|idle-ws|chat-ws|chat10k-ws|muc|muc-ws|muc1k|pubsub) ;;
         *) echo "compare.sh: unknown scenario: $s" >&2; exit 2 ;;
     esac
 done
@@ -487,6 +506,8 @@ for s in "${SCENARIO_LIST[@]}"; do
     case $s in
         muc|muc-ws) [ $((MUC_ROOMS * MUC_OCC)) -gt "$ACCOUNTS" ] && ACCOUNTS=$((MUC_ROOMS * MUC_OCC)) ;;
         muc1k) [ "$MUC_BIG" -gt "$ACCOUNTS" ] && ACCOUNTS=$MUC_BIG ;;
+        # pubsub: the publisher PREFIX1, subscribers PREFIX2 .. PREFIX(1 + S).
+        pubsub) [ $((PUBSUB_SUBS + 1)) -gt "$ACCOUNTS" ] && ACCOUNTS=$((PUBSUB_SUBS + 1)) ;;
     esac
 done
 
@@ -632,6 +653,12 @@ setup_rookery() {
             >>"$ROOKERY_CFG"
         grep -q '^  mod_mam:' "$ROOKERY_CFG" || log "rookery: note: the embedded default has no mod_mam"
         grep -q '^  mod_muc:' "$ROOKERY_CFG" || log "rookery: note: the embedded default has no mod_muc"
+        # The pubsub scenario needs a pubsub service, which the embedded
+        # default does not list (its PEP is mod_pep): add mod_pubsub.
+        if [[ " ${SCENARIO_LIST[*]} " == *" pubsub "* ]] && ! grep -q '^  mod_pubsub:' "$ROOKERY_CFG"; then
+            printf '  mod_pubsub:\n    access_createnode: local\n' >>"$ROOKERY_CFG"
+            log "rookery: note: mod_pubsub added for the pubsub scenario (not in the embedded default)"
+        fi
         WS_PORT=$http_port
     else
         WS_PORT=$(free_port)
@@ -675,7 +702,7 @@ setup_prosody() {
     WS_PORT=$(free_port)
     WS_PATH=/xmpp-websocket
     subst "$(anchor_file prosody cfg.lua)" "$PROSODY_CFG" DIR="$PROSODY_DIR" PORT="$PORT" \
-        DOMAIN="$DOMAIN" PASSWORD_HASH="$PROSODY_HASH" WS_PORT="$WS_PORT"
+        DOMAIN="$DOMAIN" PASSWORD_HASH="$PROSODY_HASH" WS_PORT="$WS_PORT" PUBLISHER="${PREFIX}1@$DOMAIN"
     chmod 644 "$PROSODY_CFG"
     touch "$PROSODY_DIR/prosody.log"
     chown prosody:prosody "$PROSODY_DIR" "$PROSODY_DIR/data" "$PROSODY_DIR/prosody.log"
@@ -929,6 +956,7 @@ scenario_args() { # scenario_args SCENARIO
         idle-modern) echo "--sessions $IDLE_USERS --duration $DURATION --resource modern --modern" ;;
         muc|muc-ws) echo "--rooms $MUC_ROOMS --occupants $MUC_OCC --rate $MUC_RATE --duration $DURATION" ;;
         muc1k) echo "--rooms 1 --occupants $MUC_BIG --rate $MUC_BIG_RATE --duration $DURATION" ;;
+        pubsub) echo "--subscribers $PUBSUB_SUBS --rate $PUBSUB_RATE --first-user 1 --duration $DURATION" ;;
     esac
 }
 
@@ -956,6 +984,7 @@ scenario_timeout() { # upper bound for one loadgen run, seconds (loadgen bounds 
         idle|idle-modern|idle-ws) echo $((660 + DURATION + 30)) ;;   # loadgen: 600 s for the logins, then the hold
         chat|chat10k|chat-ws|chat10k-ws) echo $((DURATION + 10 + 60)) ;;    # sending time, 10 s drain
         muc|muc-ws|muc1k) echo $((1200 + DURATION + 10 + 60)) ;;   # logins and joins 600 s each, then sending and drain
+        pubsub) echo $((1200 + 60 + DURATION + 10 + 60)) ;;   # logins and subscriptions 600 s each, node creation, publishing and drain
         *) echo $((BOUND + 60)) ;;
     esac
 }

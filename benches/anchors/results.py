@@ -123,7 +123,7 @@ def derived(flat):
 
 ERRORS_RX = re.compile(r"(^|_)(failures|lost|missing|dropped|duplicates|out_of_order|bounced|errors|"
                        r"stale|unexpected|broken)(_|$)")
-HEADLINE_RX = re.compile(r"^(?!client_|.*_client_)(.*per_s|.*per_cpu_s|.*latency_p(50|99)_ms|"
+HEADLINE_RX = re.compile(r"^(?!client_|.*_client_)(.*per_s|.*per_cpu_s|.*(latency|last_subscriber)_p(50|99)_ms|"
                          r"server_cpu_s|db_cpu_s|server_rss_kib|kib_per_session|server_rss_kib_after_hold|"
                          r"kib_per_occupant|join_failures|out_of_order|duplicates|"
                          r"ok|failures|lost|updates_missing|dropped_while_held)$")

@@ -5,7 +5,8 @@
 //! `--fast`), resource binding, presence — or the same over a
 //! WebSocket (RFC 7395, `--transport ws`), from one tokio process with no
 //! thread per connection, and runs one scenario per invocation: `login`,
-//! `idle`, `chat`, `presence`, `offline`, `muc`. Each prints one JSON line
+//! `idle`, `chat`, `presence`, `offline`, `muc`,
+//! `pubsub`. Each prints one JSON line
 //! on stdout and a short human summary on stderr. `provision` creates the
 //! accounts and `relay` is the "speed of light" baseline: a TLS byte relay
 //! without XML that `chat --raw` can be pointed at. See docs/benchmarks.md.
@@ -163,6 +164,8 @@ enum Cmd {
     Offline(scenario::offline::Opts),
     /// Group chat fan-out: N rooms of M occupants posting at a set rate.
     Muc(scenario::muc::Opts),
+    /// Publish-subscribe broadcast: one node, S subscribers, P items/s.
+    Pubsub(scenario::pubsub::Opts),
     /// Create accounts with the server's own admin command.
     Provision(provision::Opts),
     /// Trivial TLS byte relay (the baseline for `chat --raw`).
@@ -278,6 +281,10 @@ fn main() -> ExitCode {
         Cmd::Muc(o) => {
             let c = o.common.clone();
             run_client(&c, |cfg| scenario::muc::run(cfg, o))
+        }
+        Cmd::Pubsub(o) => {
+            let c = o.common.clone();
+            run_client(&c, |cfg| scenario::pubsub::run(cfg, o))
         }
         Cmd::Provision(o) => match provision::run(o) {
             Ok(true) => ExitCode::SUCCESS,

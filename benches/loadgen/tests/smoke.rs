@@ -14,7 +14,9 @@
 //! nothing lost; a wrong path fails the login with kind `ws`. The `muc`
 //! scenario (2 rooms of 5 over TCP) delivers every groupchat message to
 //! every occupant, in order; joins to a service that does not exist are
-//! reported as join failures.
+//! reported as join failures. The `pubsub` scenario (one node, 20
+//! subscribers, 20 items/s) delivers every item to every subscriber once
+//! and in order, and a missing service fails the node's creation.
 //! The `login` scenario in its three modes (classic SASL, `--sasl2`,
 //! `--fast`) logs every client in, each mode with fewer round trips; `--fast`
 //! against a server without mod_auth_fast fails saying so.
@@ -532,6 +534,78 @@ fn muc_fan_out_against_rookery() {
     assert_eq!(v["joined"], 0, "{v}");
     assert_eq!(v["join_failures"], 3, "{v}");
     assert_eq!(v["sent"], 0, "{v}");
+}
+
+#[test]
+fn pubsub_broadcast_against_rookery() {
+    let bin = rookery_binary();
+    let server = Server::start_with(
+        &bin,
+        "  mod_ping: {}\n  mod_disco: {}\n  mod_pubsub:\n    access_createnode: local\n",
+    );
+    provision(&bin, &server, "21");
+    let pid = server.pid().to_string();
+    let args = [
+        "pubsub",
+        "--subscribers",
+        "20",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+        "--server",
+        &server.addr,
+        "--server-pid",
+        &pid,
+    ];
+    let v = loadgen(&args, &server);
+    assert_eq!(v["scenario"], "pubsub", "{v}");
+    assert_eq!(v["service"], "pubsub.localhost", "{v}");
+    assert_eq!(v["node_created"], true, "{v}");
+    assert_eq!(v["login_failures"], 0, "{v}");
+    assert_eq!(v["subscribed"], 20, "{v}");
+    assert_eq!(v["subscribe_failures"], 0, "{v}");
+    assert_eq!(v["publish_errors"], 0, "{v}");
+    assert_eq!(v["subscribers_broken"], 0, "{v}");
+    let published = v["published"].as_u64().unwrap();
+    assert!(published >= 30, "{v}");
+    assert_eq!(v["accepted"], published, "{v}");
+    assert_eq!(v["expected"].as_u64().unwrap(), published * 20, "{v}");
+    assert_eq!(v["delivered"], v["expected"], "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["out_of_order"], 0, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["unexpected"], 0, "{v}");
+    assert_eq!(v["items_incomplete"], 0, "{v}");
+    assert!(v["latency_p99_ms"].is_number(), "{v}");
+    assert!(v["last_subscriber_p99_ms"].is_number(), "{v}");
+    assert!(v["delivered_per_cpu_s"].is_number(), "{v}");
+    assert_eq!(v["node_deleted"], true, "{v}");
+
+    // No such service: the node cannot be created, and loadgen says so.
+    let args = [
+        "pubsub",
+        "--subscribers",
+        "2",
+        "--duration",
+        "1",
+        "--subscribe-timeout",
+        "5",
+        "--service",
+        "nosuch.localhost",
+        "--server",
+        &server.addr,
+    ];
+    let child = Command::new(LOADGEN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let (code, _, err) = wait_bounded(child, Duration::from_secs(60), "loadgen pubsub");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("creating node"), "{err}");
 }
 
 #[test]

@@ -7,3 +7,4 @@ pub mod login;
 pub mod muc;
 pub mod offline;
 pub mod presence;
+pub mod pubsub;
