@@ -242,6 +242,14 @@ impl Config {
             "notify_retract" => self.notify_retract = boolean()?,
             "send_last_published_item" => self.send_last = SendLast::parse(v).ok_or_else(bad)?,
             "presence_based_delivery" => self.presence_based_delivery = boolean()?,
+            // Roster groups are not checked by the `roster` access model:
+            // refuse a list rather than ignore it (which would open the node
+            // to every contact).
+            "roster_groups_allowed" if values.iter().any(|g| !g.trim().is_empty()) => {
+                return Err(StanzaError::not_acceptable().with_text(
+                    "pubsub#roster_groups_allowed is not supported: the roster access model admits every contact of an owner",
+                ));
+            }
             "notification_type" => {
                 self.notification_type = match v {
                     "headline" => "headline",
@@ -603,6 +611,10 @@ mod tests {
             .set("pubsub#persist_items", &["maybe".into()], 100)
             .is_err());
         c.set("pubsub#bogus", &["x".into()], 100).unwrap();
+        assert!(c
+            .set("pubsub#roster_groups_allowed", &["Friends".into()], 100)
+            .is_err());
+        c.set("pubsub#roster_groups_allowed", &[], 100).unwrap();
         c.set("pubsub#title", &["News".into()], 100).unwrap();
         let mut n = Node::new(c.clone(), "a@x", "2026-01-01T00:00:00Z".into());
         n.affiliations
