@@ -20,6 +20,14 @@ pub fn pubsub_error(kind: ErrorType, condition: Condition, app: &str) -> StanzaE
     StanzaError::new(kind, condition).with_app(Element::new(app, ns::PUBSUB_ERRORS))
 }
 
+/// The `node` attribute an operation needs (`bad-request` +
+/// `nodeid-required` when missing or empty).
+pub fn node_name(op: &Element) -> Result<&str, StanzaError> {
+    op.attr("node")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required"))
+}
+
 /// The value of each field of a submitted data form, by `var`.
 pub fn form_fields(x: &Element) -> HashMap<String, Vec<String>> {
     x.child_elements()

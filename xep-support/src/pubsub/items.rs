@@ -17,7 +17,7 @@ use std::ops::Bound;
 
 use jid::Jid;
 
-use super::forms::{form_fields, pubsub_error};
+use super::forms::{form_fields, node_name, pubsub_error};
 use super::node::{apply_form, bare_of, event, Affiliation, Node, PublishModel};
 use super::service::{iid_key, item_key, item_prefix, seq_key, Call, Service};
 use super::{access_check, PUBLISH_OPTIONS};
@@ -189,11 +189,7 @@ pub fn publish(
     op: &Element,
     from: &Jid,
 ) -> Result<Option<Element>, StanzaError> {
-    let name = op
-        .attr("node")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(nodeid_required)?
-        .to_string();
+    let name = node_name(op)?.to_string();
     let who = from.to_bare().to_string();
     let items: Vec<&Element> = op.child_elements().collect();
     if items.len() > 1 || items.iter().any(|i| !i.is("item", ns::PUBSUB)) {
@@ -405,10 +401,6 @@ fn remove_item(c: &Call<'_>, name: &str, node: &mut Node, id: &str) -> Result<bo
     Ok(true)
 }
 
-fn nodeid_required() -> StanzaError {
-    pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required")
-}
-
 /// `<retract/>` (§7.2).
 pub fn retract(
     c: &Call<'_>,
@@ -416,10 +408,7 @@ pub fn retract(
     op: &Element,
     from: &Jid,
 ) -> Result<Option<Element>, StanzaError> {
-    let name = op
-        .attr("node")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(nodeid_required)?;
+    let name = node_name(op)?;
     let node = svc
         .nodes
         .get_mut(name)
@@ -481,10 +470,7 @@ pub fn purge(
     op: &Element,
     from: &Jid,
 ) -> Result<Option<Element>, StanzaError> {
-    let name = op
-        .attr("node")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(nodeid_required)?;
+    let name = node_name(op)?;
     let node = svc
         .nodes
         .get_mut(name)
@@ -513,10 +499,7 @@ pub fn items(
     op: &Element,
     from: &Jid,
 ) -> Result<Option<Element>, StanzaError> {
-    let name = op
-        .attr("node")
-        .filter(|n| !n.is_empty())
-        .ok_or_else(nodeid_required)?;
+    let name = node_name(op)?;
     let node = svc
         .nodes
         .get(name)

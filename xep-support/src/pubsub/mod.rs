@@ -35,7 +35,7 @@ use crate::module::{Identity, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
-use crate::stanza::{error_reply, iq_error, iq_result, Condition, ErrorType, StanzaError};
+use crate::stanza::{error_reply, iq_error, iq_result, StanzaError};
 
 mod affiliations;
 pub mod forms;
@@ -45,7 +45,7 @@ mod service;
 mod subscriptions;
 
 pub use affiliations::access_check;
-use forms::{form_fields, pubsub_error};
+use forms::{form_fields, node_name};
 use node::{apply_form, bare_of, event, Affiliation, Config, Node, NODE_CONFIG};
 use service::{state, Call, Service};
 
@@ -385,10 +385,6 @@ fn error_to(stanza: &Element, e: StanzaError) -> Option<Element> {
     })
 }
 
-fn nodeid_required() -> StanzaError {
-    pubsub_error(ErrorType::Modify, Condition::BadRequest, "nodeid-required")
-}
-
 impl Module for Pubsub {
     fn name(&self) -> &'static str {
         "mod_pubsub"
@@ -623,10 +619,7 @@ impl Pubsub {
         from: &Jid,
         is_set: bool,
     ) -> Result<Option<Element>, StanzaError> {
-        let name = op
-            .attr("node")
-            .filter(|n| !n.is_empty())
-            .ok_or_else(nodeid_required)?;
+        let name = node_name(op)?;
         let node = svc
             .nodes
             .get_mut(name)
@@ -692,10 +685,7 @@ impl Pubsub {
         op: &Element,
         from: &Jid,
     ) -> Result<Option<Element>, StanzaError> {
-        let name = op
-            .attr("node")
-            .filter(|n| !n.is_empty())
-            .ok_or_else(nodeid_required)?;
+        let name = node_name(op)?;
         let node = svc
             .nodes
             .get(name)
