@@ -88,6 +88,9 @@ pub struct ClientCfg {
     /// `Some(url)`: connect with a WebSocket (RFC 7395) to this
     /// `wss://` or `ws://` URL at `server` instead of c2s over STARTTLS.
     pub ws_url: Option<String>,
+    /// `--servers`: the server of each account (`placement.rs`); `None`:
+    /// every account uses `server`.
+    pub placement: Option<crate::placement::Placement>,
 }
 
 impl ClientCfg {

@@ -13,6 +13,7 @@
 
 mod conn;
 mod modern;
+mod placement;
 mod provision;
 mod relay;
 mod run;
@@ -57,6 +58,20 @@ pub struct Common {
     /// (or, with --ws-plain, HTTP) listener; the relay's port with `chat --raw`.
     #[arg(long, default_value = "127.0.0.1:5222")]
     pub server: SocketAddr,
+    /// Several servers (the nodes of a cluster), `IP:PORT,IP:PORT,...`:
+    /// accounts are spread over them round-robin by pair, receivers placed
+    /// by --pairing; replaces --server.
+    #[arg(long, value_parser = placement::parse_servers)]
+    pub servers: Option<placement::Servers>,
+    /// With --servers: a pair's receiver on the sender's server (`same`),
+    /// on the next one (`cross`), or on each equally often (`any`: 1/N of
+    /// the pairs on one server).
+    #[arg(long, value_enum, default_value = "any")]
+    pub pairing: placement::Pairing,
+    /// Another process to measure, `NAME=PID` (repeatable): the CPU time of
+    /// it and its descendants is reported under `watched_cpu_s.NAME`.
+    #[arg(long = "watch", value_parser = stats::parse_watch)]
+    pub watch: Vec<(String, u32)>,
     /// tcp: c2s with STARTTLS; ws: WebSocket (RFC 7395, subprotocol xmpp)
     /// at --ws-path, over TLS.
     #[arg(long, value_enum, default_value = "tcp")]
@@ -116,8 +131,15 @@ pub struct Common {
 impl Common {
     /// The client configuration these options describe.
     pub fn client_cfg(&self) -> Result<ClientCfg, String> {
+        let placement = self.servers.as_ref().map(|s| placement::Placement {
+            servers: s.clone(),
+            pairing: self.pairing,
+            first: self.first_user,
+        });
+        let server = placement.as_ref().map_or(self.server, |p| p.servers[0]);
         Ok(ClientCfg {
-            server: self.server,
+            server,
+            placement,
             domain: self.domain.clone(),
             prefix: self.users_prefix.clone(),
             password: self.password.clone(),
@@ -140,7 +162,7 @@ impl Common {
                         "{}://{}:{}{}",
                         if self.ws_plain { "ws" } else { "wss" },
                         self.domain,
-                        self.server.port(),
+                        server.port(),
                         self.ws_path
                     ))
                 }
@@ -217,6 +239,7 @@ where
         Transport::Tcp => "tcp",
         Transport::Ws => "ws",
     });
+    stats::set_watched(common.watch.clone());
     let cfg = match common.client_cfg() {
         Ok(c) => c,
         Err(e) => {

@@ -47,6 +47,7 @@ pub async fn session_as(
     resource: &str,
     ready: Ready,
 ) -> Result<Conn, Error> {
+    let cfg = &*cfg.for_user(user);
     let mut c = Conn::login(cfg, &cfg.user(user), resource).await?;
     if ready == Ready::Available {
         let deadline = Instant::now() + cfg.login_timeout;

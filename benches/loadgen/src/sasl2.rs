@@ -102,6 +102,7 @@ pub async fn login(
     resource: &str,
     auth: Auth<'_>,
 ) -> Result<(Conn, Option<Token>), Error> {
+    let cfg = &*cfg.for_user(n);
     let deadline = Instant::now() + cfg.login_timeout;
     let user = cfg.user(n);
     let (mut c, _header, f) = Conn::secure(cfg, deadline).await?;

@@ -2,7 +2,11 @@
 //! and the one-line JSON report every scenario prints.
 //!
 //! CPU time is `utime + stime` from `/proc/PID/stat` in clock ticks, turned
-//! into seconds with `sysconf(_SC_CLK_TCK)`. Work per server CPU-second
+//! into seconds with `sysconf(_SC_CLK_TCK)`. Processes named with `--watch
+//! NAME=PID` are measured with their descendants (e.g. PostgreSQL's
+//! postmaster and its backends): the sum over the processes alive at the
+//! stop of what each used since the start (a process started in between
+//! counts whole; one that ended in between is not counted). Work per server CPU-second
 //! (e.g. messages per CPU-second) stays comparable on a noisy shared machine
 //! where wall-clock rates do not.
 
@@ -59,9 +63,71 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     })
 }
 
+/// `--watch NAME=PID`.
+pub fn parse_watch(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--watch: {s:?} is not NAME=PID"))?;
+    let pid = pid
+        .trim()
+        .parse()
+        .map_err(|e| format!("--watch: {pid:?} is not a PID ({e})"))?;
+    if name.is_empty() {
+        return Err(format!("--watch: {s:?} has no name"));
+    }
+    Ok((name.to_string(), pid))
+}
+
+/// The processes of `--watch`, set once at start-up.
+static WATCHED: std::sync::OnceLock<Vec<(String, u32)>> = std::sync::OnceLock::new();
+
+/// Records the processes every [`Watch`] measures besides the server.
+pub fn set_watched(w: Vec<(String, u32)>) {
+    let _ = WATCHED.set(w);
+}
+
+/// (parent, CPU ticks) of every process in `/proc`.
+fn all_procs() -> std::collections::HashMap<u32, (u32, u64)> {
+    let mut m = std::collections::HashMap::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return m;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse().ok());
+        if let (Some(ppid), Some(t)) = (ppid, cpu_ticks(&stat)) {
+            m.insert(pid, (ppid, t));
+        }
+    }
+    m
+}
+
+/// CPU ticks of `root` and each of its descendants, by PID.
+fn tree_ticks(root: u32) -> std::collections::HashMap<u32, u64> {
+    let all = all_procs();
+    let mut out = std::collections::HashMap::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        if let Some(&(_, t)) = all.get(&p) {
+            if out.insert(p, t).is_none() {
+                todo.extend(all.iter().filter(|(_, v)| v.0 == p).map(|(k, _)| *k));
+            }
+        }
+    }
+    out
+}
+
 /// CPU and memory of the server (when its PID is known) and of this process,
 /// from a start point.
 pub struct Watch {
+    watched0: Vec<std::collections::HashMap<u32, u64>>,
     pid: Option<u32>,
     server0: Option<ProcSample>,
     self0: Option<ProcSample>,
@@ -81,12 +147,18 @@ pub struct Usage {
     pub client_rss_kib: u64,
     /// Wall-clock seconds.
     pub wall_s: f64,
+    /// CPU seconds of each `--watch` process tree, by name.
+    pub watched_cpu_s: Vec<(String, f64)>,
 }
 
 impl Watch {
     /// Starts watching (reads the counters now).
     pub fn start(pid: Option<u32>) -> Watch {
+        let watched0 = WATCHED
+            .get()
+            .map_or(Vec::new(), |w| w.iter().map(|(_, p)| tree_ticks(*p)).collect());
         Watch {
+            watched0,
             pid,
             server0: pid.and_then(|p| sample(&p.to_string())),
             self0: sample("self"),
@@ -113,7 +185,21 @@ impl Watch {
             ),
             _ => (0.0, 0),
         };
+        let watched_cpu_s = WATCHED
+            .get()
+            .into_iter()
+            .flatten()
+            .zip(&self.watched0)
+            .map(|((name, pid), t0)| {
+                let ticks: u64 = tree_ticks(*pid)
+                    .iter()
+                    .map(|(p, t)| t.saturating_sub(t0.get(p).copied().unwrap_or(0)))
+                    .sum();
+                (name.clone(), ticks as f64 / tck)
+            })
+            .collect();
         Usage {
+            watched_cpu_s,
             server_cpu_s,
             server_rss_kib,
             client_cpu_s,
@@ -140,6 +226,14 @@ impl Usage {
             format!("{prefix}client_rss_kib"),
             json!(self.client_rss_kib),
         );
+        if !self.watched_cpu_s.is_empty() {
+            let m: Map<String, Value> = self
+                .watched_cpu_s
+                .iter()
+                .map(|(n, c)| (n.clone(), round(*c, 3)))
+                .collect();
+            r.insert(format!("{prefix}watched_cpu_s"), Value::Object(m));
+        }
     }
 
     /// `work / server CPU seconds`, or null without a PID or CPU time.
@@ -223,6 +317,16 @@ mod tests {
         let s = "123 (a b) c)) S 1 2 3 4 5 6 7 8 9 10 111 222 13 14 15";
         assert_eq!(cpu_ticks(s), Some(333));
         assert_eq!(rss_kib("Name:\tx\nVmRSS:\t  4242 kB\n"), Some(4242));
+    }
+
+    #[test]
+    fn watch_option_and_own_tree() {
+        assert_eq!(parse_watch("nats=42"), Ok(("nats".to_string(), 42)));
+        assert!(parse_watch("nats").is_err());
+        assert!(parse_watch("=3").is_err());
+        assert!(parse_watch("pg=x").is_err());
+        let me = std::process::id();
+        assert!(tree_ticks(me).contains_key(&me));
     }
 
     #[test]

@@ -20,6 +20,10 @@
 //! The `login` scenario in its three modes (classic SASL, `--sasl2`,
 //! `--fast`) logs every client in, each mode with fewer round trips; `--fast`
 //! against a server without mod_auth_fast fails saying so.
+//! With `--servers` over two c2s listeners of one server, `chat` places the
+//! pairs as `--pairing` says (`pairs_cross` 4, 0 and 2 of 4) and loses
+//! nothing; with the second address closed, exactly the accounts placed
+//! there fail to log in. `--watch NAME=PID` reports that process's CPU.
 //! Every child process is bounded in time and stopped by its own PID.
 
 use std::io::{BufRead, BufReader, Read};
@@ -109,6 +113,8 @@ fn rookery_binary() -> PathBuf {
 struct Server {
     child: Option<Child>,
     addr: String,
+    /// Every c2s listener, in the order announced.
+    addrs: Vec<String>,
     /// The HTTPS listener (WebSocket at /ws), when configured.
     http_addr: String,
     config: PathBuf,
@@ -180,6 +186,7 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             addr: String::new(),
+            addrs: Vec::new(),
             http_addr: String::new(),
             config,
             _dir: dir,
@@ -193,6 +200,7 @@ impl Server {
                 .unwrap_or_else(|_| panic!("server not ready\n{}", server.stderr()));
             if let Some(rest) = line.strip_prefix("rookery: listening c2s ") {
                 server.addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                server.addrs.push(server.addr.clone());
             }
             if let Some(rest) = line.strip_prefix("rookery: listening http ") {
                 server.http_addr = rest.split_whitespace().next().unwrap_or("").to_string();
@@ -374,6 +382,66 @@ fn chat_and_offline_against_rookery() {
     assert_eq!(off["out_of_order"], 0, "{off}");
     assert_eq!(off["duplicates"], 0, "{off}");
     assert_eq!(off["exactly_once"], true, "{off}");
+}
+
+#[test]
+fn chat_over_several_servers_places_pairs_as_asked() {
+    let bin = rookery_binary();
+    // Two c2s listeners of one server stand for two cluster nodes.
+    let second = "  - port: 0\n    ip: 127.0.0.1\n    module: ejabberd_c2s\n    starttls_required: true\n";
+    let server = Server::start_full(&bin, second, "  mod_ping: {}\n");
+    assert_eq!(server.addrs.len(), 2, "{:?}", server.addrs);
+    provision(&bin, &server, "8");
+    let servers = server.addrs.join(",");
+    let watch = format!("srv={}", server.pid());
+    for (pairing, cross) in [("cross", 4), ("same", 0), ("any", 2)] {
+        let args = [
+            "chat", "--pairs", "4", "--duration", "1", "--drain", "10", "--servers", &servers,
+            "--pairing", pairing, "--watch", &watch,
+        ];
+        let chat = loadgen(&args, &server);
+        assert_eq!(chat["servers"], 2, "{chat}");
+        assert_eq!(chat["pairing"], pairing, "{chat}");
+        assert_eq!(chat["pairs_active"], 4, "{chat}");
+        assert_eq!(chat["pairs_cross"], cross, "{pairing}: {chat}");
+        assert_eq!(chat["lost"], 0, "{chat}");
+        assert_eq!(chat["out_of_order"], 0, "{chat}");
+        assert_eq!(chat["duplicates"], 0, "{chat}");
+        assert!(chat["received"].as_u64().unwrap() > 0, "{chat}");
+        assert!(chat["watched_cpu_s"]["srv"].is_number(), "{chat}");
+    }
+
+    // The accounts really go where the placement says: with the second
+    // address closed, `same` loses pairs 1 and 3 (4 logins), `cross` every
+    // pair.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let servers = format!("{},{closed}", server.addr);
+    let args = [
+        "chat", "--pairs", "4", "--duration", "1", "--servers", &servers, "--pairing", "same",
+        "--login-timeout", "5",
+    ];
+    let (code, v, err) = loadgen_exit(&args, &server);
+    assert_eq!(code, 2, "{v}\n{err}");
+    assert_eq!(v["login_failures"], 4, "{v}");
+    assert_eq!(v["pairs_active"], 2, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    let args = [
+        "chat", "--pairs", "4", "--duration", "1", "--servers", &servers, "--pairing", "cross",
+        "--login-timeout", "5",
+    ];
+    let child = Command::new(LOADGEN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let (code, _, err) = wait_bounded(child, Duration::from_secs(90), "loadgen");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no pair could log in"), "{err}");
 }
 
 /// Asserts a `muc` report: everyone joined, every message delivered to

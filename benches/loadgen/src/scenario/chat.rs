@@ -13,6 +13,10 @@
 //! (each pair a token bucket of rate/P, start times spread over one period),
 //! otherwise each pair sends as fast as its window allows.
 //!
+//! With `--servers A,B,...` the accounts are spread over several servers
+//! (the nodes of a cluster) as `placement.rs` says, and the report counts
+//! the pairs whose two accounts are on different servers (`pairs_cross`).
+//!
 //! With `--raw` the same frames (the stanza bytes plus `\n`) go through the
 //! `loadgen relay` TLS byte relay instead of an XMPP server: the baseline.
 
@@ -417,6 +421,14 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
     }
     let login_s = t_login.elapsed().as_secs_f64();
     let active = conns.len() as u64;
+    // With --servers: how many of the active pairs have their two
+    // accounts on different servers.
+    let cross = cfg.placement.as_ref().map(|p| {
+        conns
+            .iter()
+            .filter(|(k, _, _)| p.crosses(first + 2 * k, first + 2 * k + 1))
+            .count()
+    });
     if active == 0 {
         return Err(format!(
             "no pair could log in: {}",
@@ -481,6 +493,11 @@ pub async fn run(cfg: ClientCfg, o: Opts) -> Result<bool, String> {
     r.insert("pairs".into(), json!(pairs));
     r.insert("pairs_active".into(), json!(active));
     r.insert("window".into(), json!(plan.window));
+    if let Some(p) = &cfg.placement {
+        r.insert("servers".into(), json!(p.servers.len()));
+        r.insert("pairing".into(), json!(p.pairing.name()));
+        r.insert("pairs_cross".into(), json!(cross));
+    }
     r.insert("offered_rate".into(), json!(o.rate));
     r.insert("duration_s".into(), json!(duration));
     failures.put(&mut r, "login_failures");
