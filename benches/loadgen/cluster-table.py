@@ -82,6 +82,27 @@ def cpu(d):
     return nodes, w.get("nats", 0.0), w.get("pg", 0.0)
 
 
+def median(v):
+    v = sorted(v)
+    k = len(v)
+    return v[k // 2] if k % 2 else (v[k // 2 - 1] + v[k // 2]) / 2
+
+
+def per_run(d):
+    """One chat run's CPU µs per message (nodes, NATS, PG, all) and latency."""
+    n, nats, pg = cpu(d)
+    rec = d["received"]
+    return {
+        "d": d,
+        "node_us": 1e6 * n / rec,
+        "nats_us": 1e6 * nats / rec,
+        "pg_us": 1e6 * pg / rec,
+        "all_us": 1e6 * (n + nats + pg) / rec,
+        "p50": d.get("latency_p50_ms") or 0.0,
+        "p99": d.get("latency_p99_ms") or 0.0,
+    }
+
+
 def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
@@ -94,12 +115,10 @@ def main():
     chats = [d for d in runs if d.get("scenario") == "chat"]
     print("| run | UTC | cross pairs | delivered msgs/s | p50 / p99 ms | lost / out of order / dup | CPU s: nodes / NATS / PG | msgs per node CPU-s | msgs per cluster CPU-s (nodes+NATS+PG) | CPU µs per msg: nodes / all | load avg (1 min) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    per = {}
     for d in chats:
         n, nats, pg = cpu(d)
         rec = d.get("received", 0)
         total = n + nats + pg
-        per[d["label"]] = (d, n, total, rec)
         print(
             "| {} | {} | {}/{} | {} | {} / {} | {} / {} / {} | {:.2f} / {:.2f} / {:.2f} | {} | {} | {} / {} | {} |".format(
                 d["label"],
@@ -122,20 +141,42 @@ def main():
                 (d.get("loadavg") or ["-"])[0],
             )
         )
-    costs = []
-    for n in (2, 3):
-        s, c = per.get(f"{n} nodes, same"), per.get(f"{n} nodes, cross")
-        if s and c and s[3] and c[3]:
-            costs.append((n, s, c))
+    # By label, in the order first seen: medians over the repetitions.
+    labels = []
+    for d in chats:
+        if d["label"] not in labels:
+            labels.append(d["label"])
+    med = {}
+    print()
+    print("| run (medians) | runs | cross pairs | p50 / p99 ms | lost / out of order / dup (all runs) | msgs per node CPU-s | msgs per cluster CPU-s (nodes+NATS+PG) | CPU µs per msg: nodes / NATS / PG | all, µs per msg (min–max) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label in labels:
+        rs = [per_run(d) for d in chats if d["label"] == label and d.get("received")]
+        if not rs:
+            continue
+        m = {k: median([r[k] for r in rs]) for k in rs[0] if k != "d"}
+        med[label] = m
+        alls = [r["all_us"] for r in rs]
+        ds = [r["d"] for r in rs]
+        print(
+            f"| {label} | {len(rs)} | {ds[0].get('pairs_cross', '-')}/{ds[0].get('pairs_active', '-')} "
+            f"| {m['p50']:.2f} / {m['p99']:.1f} "
+            f"| {sum(d.get('lost', 0) for d in ds)} / {sum(d.get('out_of_order', 0) for d in ds)} / {sum(d.get('duplicates', 0) for d in ds)} "
+            f"| {fmt(1e6 / m['node_us'])} | {fmt(1e6 / m['all_us'])} "
+            f"| {m['node_us']:.0f} / {m['nats_us']:.0f} / {m['pg_us']:.1f} | {m['all_us']:.0f} ({min(alls):.0f}–{max(alls):.0f}) |"
+        )
+    costs = [(n, med.get(f"{n} nodes, same"), med.get(f"{n} nodes, cross")) for n in (2, 3)]
+    costs = [c for c in costs if c[1] and c[2]]
     if costs:
         print()
-        print("| nodes | CPU µs per msg, same-node: nodes / all | cross-node: nodes / all | a cross-node message costs more: nodes / all | p50 ms same → cross |")
+        print("| nodes | CPU µs per msg (medians), same-node: nodes / NATS / all | cross-node: nodes / NATS / all | a cross-node message costs more: nodes / NATS / all | p50 ms same → cross |")
         print("|---:|---:|---:|---:|---:|")
-        for n, s, c in costs:
-            sn, st = 1e6 * s[1] / s[3], 1e6 * s[2] / s[3]
-            cn, ct = 1e6 * c[1] / c[3], 1e6 * c[2] / c[3]
+        for n, s_, c in costs:
             print(
-                f"| {n} | {sn:.1f} / {st:.1f} | {cn:.1f} / {ct:.1f} | +{cn - sn:.1f} / +{ct - st:.1f} µs (×{cn / sn:.1f} / ×{ct / st:.1f}) | {s[0].get('latency_p50_ms')} → {c[0].get('latency_p50_ms')} |"
+                f"| {n} | {s_['node_us']:.0f} / {s_['nats_us']:.0f} / {s_['all_us']:.0f} "
+                f"| {c['node_us']:.0f} / {c['nats_us']:.0f} / {c['all_us']:.0f} "
+                f"| {c['node_us'] - s_['node_us']:+.0f} / {c['nats_us'] - s_['nats_us']:+.0f} / {c['all_us'] - s_['all_us']:+.0f} µs "
+                f"(×{c['all_us'] / s_['all_us']:.2f} all) | {s_['p50']:.2f} → {c['p50']:.2f} |"
             )
     bgs = [d for d in runs if d.get("scenario") == "background"]
     if bgs:
@@ -147,6 +188,18 @@ def main():
             k, s = max(d["nodes"], 1), d["secs"]
             print(
                 f"| {d['label']} | {d.get('utc', '')[11:19]} | {s:g} | {1e3 * n / k / s:.1f} / {1e3 * nats / s:.1f} / {1e3 * pg / s:.1f} | {(d.get('loadavg') or ['-'])[0]} |"
+            )
+    logins = [d for d in runs if d.get("scenario") == "login"]
+    if logins:
+        print()
+        print("| login run | UTC | logins ok | logins/s | logins per node CPU-s | CPU ms per login: node / NATS / PG | load avg (1 min) |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for d in logins:
+            n, nats, pg = cpu(d)
+            ok = d.get("ok") or 0
+            ms = (lambda c: f"{1e3 * c / ok:.2f}") if ok else (lambda c: "-")
+            print(
+                f"| {d['label']} | {d.get('utc', '')[11:19]} | {ok} | {d.get('logins_per_s')} | {fmt(ok / n) if n else '-'} | {ms(n)} / {ms(nats)} / {ms(pg)} | {(d.get('loadavg') or ['-'])[0]} |"
             )
     idles = [d for d in runs if d.get("scenario") == "idle"]
     if idles:

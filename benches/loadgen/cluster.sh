@@ -16,8 +16,11 @@
 #   nodes with the pairs placed by `--pairing any` (1/N of the pairs on one
 #   node), and with 2 and 3 nodes also `--pairing same` and `--pairing
 #   cross` (the cost of a cross-node message against a same-node one);
+# - login: USERS logins (TLS, SASL, bind, presence, ping, close) on one
+#   cluster node and on one without `cluster:`: CPU per login of the node,
+#   NATS and PostgreSQL;
 # - idle: IDLE sessions held on one cluster node, its RSS per session (and
-#   on one node without `cluster:`);
+#   on one node without `cluster:`, and one on the embedded database);
 # - at rest: the CPU of the nodes, NATS and PostgreSQL over REST_SECS with
 #   no clients, for 1, 2 and 3 nodes (what a node costs by being there).
 #
@@ -33,7 +36,8 @@
 # pg_ctl), nothing else.
 #
 # Environment: ROOKERY, LOADGEN (binaries); USERS (accounts, default 2000),
-# PAIRS (500), RATE (2000), SECS (30), IDLE (2000), REST_SECS (10), NODE_CPUS (1),
+# PAIRS (500), RATE (2000), SECS (30), IDLE (2000), REST_SECS (10), REPS (3:
+# each chat run is repeated, interleaved, and the table shows medians), NODE_CPUS (1),
 # INFRA_CPUS (0); QUICK=1: small sizes (about two minutes, to check the
 # script).
 set -euo pipefail
@@ -44,11 +48,12 @@ LOADGEN=${LOADGEN:-$ROOT/target/release/loadgen}
 OUT=${1:-$(mktemp -d /tmp/rookery-cluster.XXXXXX)}
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  USERS=${USERS:-200} PAIRS=${PAIRS:-50} RATE=${RATE:-1000} SECS=${SECS:-3} IDLE=${IDLE:-200}
+  USERS=${USERS:-200} PAIRS=${PAIRS:-50} RATE=${RATE:-1000} SECS=${SECS:-3} IDLE=${IDLE:-200} REPS=${REPS:-1}
 else
   USERS=${USERS:-2000} PAIRS=${PAIRS:-500} RATE=${RATE:-2000} SECS=${SECS:-30} IDLE=${IDLE:-2000}
 fi
 REST_SECS=${REST_SECS:-10}
+REPS=${REPS:-3}
 NODE_CPUS=${NODE_CPUS:-1}
 INFRA_CPUS=${INFRA_CPUS:-0}
 [ $((2 * PAIRS)) -le "$USERS" ] && [ "$IDLE" -le "$USERS" ] || { echo "USERS must cover 2*PAIRS and IDLE" >&2; exit 1; }
@@ -139,7 +144,8 @@ wait_port 127.0.0.1 "$NATS_PORT" || { echo "nats-server did not listen" >&2; exi
 say "NATS pid $NATS_PID on 127.0.0.1:$NATS_PORT (JetStream)"
 
 # --- Rookery nodes ---------------------------------------------------------
-node_cfg() { # I CLUSTER(0|1): writes $OUT/nI/rookery.yml
+node_cfg() { # I MODE: writes $OUT/nI/rookery.yml; MODE 1: a cluster node,
+  # 0: PostgreSQL without `cluster:`, e: the embedded database
   local d=$OUT/n$1
   mkdir -p "$d/data"
   {
@@ -165,6 +171,8 @@ shaper_rules:
 modules:
   mod_ping: {}
   mod_disco: {}
+EOF
+    [ "$2" = e ] || cat <<EOF
 default_db: sql
 sql_type: pgsql
 sql_server: 127.0.0.1
@@ -180,10 +188,11 @@ EOF
 }
 
 ADDRS=()
-start_nodes() { # N CLUSTER(0|1)
+start_nodes() { # N MODE (see node_cfg)
   stop_nodes
   ADDRS=()
   local i d
+  [ "$2" = e ] && rm -rf "$OUT/n1/data"
   for i in $(seq "$1"); do
     node_cfg "$i" "$2"
     d=$OUT/n$i
@@ -208,7 +217,7 @@ start_nodes() { # N CLUSTER(0|1)
     [ "$(timeout 10 "$ROOKERY" ctl -c "$OUT/n1/rookery.yml" list_cluster | wc -l)" = "$1" ] \
       || { echo "list_cluster does not show $1 nodes" >&2; exit 1; }
   fi
-  say "$1 node(s)$([ "$2" = 1 ] && echo ' (cluster)' || echo ' (no cluster:)'): pids ${NODE_PIDS[*]} at ${ADDRS[*]}"
+  say "$1 node(s) ($(case $2 in 1) echo cluster ;; 0) echo 'PostgreSQL, no cluster:' ;; *) echo 'embedded database' ;; esac)): pids ${NODE_PIDS[*]} at ${ADDRS[*]}"
 }
 
 # lg LABEL SCENARIO ARGS...: one bounded loadgen run on the infrastructure
@@ -248,24 +257,41 @@ timeout 900 taskset -c "$INFRA_CPUS" "$LOADGEN" login --server "${ADDRS[0]}" --l
 
 CHAT=(chat --pairs "$PAIRS" --rate "$RATE" --duration "$SECS")
 
-# --- chat ------------------------------------------------------------------
+# --- chat, REPS times each (the table takes medians) ------------------------
 start_nodes 1 0
-lg "1 node, no cluster:" "${CHAT[@]}" --servers "$(servers)"
+for _ in $(seq "$REPS"); do
+  lg "1 node, no cluster:" "${CHAT[@]}" --servers "$(servers)"
+done
 for n in 1 2 3; do
   start_nodes "$n" 1
-  rest "$n nodes at rest"
-  lg "$n nodes, any" "${CHAT[@]}" --servers "$(servers)" --pairing any
-  if [ "$n" -gt 1 ]; then
-    lg "$n nodes, same" "${CHAT[@]}" --servers "$(servers)" --pairing same
-    lg "$n nodes, cross" "${CHAT[@]}" --servers "$(servers)" --pairing cross
-  fi
+  rest "$n node$([ "$n" = 1 ] || echo s) at rest"
+  for _ in $(seq "$REPS"); do
+    lg "$n node$([ "$n" = 1 ] || echo s), any" "${CHAT[@]}" --servers "$(servers)" --pairing any
+    if [ "$n" -gt 1 ]; then
+      lg "$n nodes, same" "${CHAT[@]}" --servers "$(servers)" --pairing same
+      lg "$n nodes, cross" "${CHAT[@]}" --servers "$(servers)" --pairing cross
+    fi
+  done
 done
+
+# --- logins: what one costs the node, NATS and PostgreSQL --------------------
+start_nodes 1 1
+lg "login, 1 cluster node" login --logins "$USERS" --server "${ADDRS[0]}" --server-pid "${NODE_PIDS[0]}"
+start_nodes 1 0
+lg "login, 1 node, no cluster:" login --logins "$USERS" --server "${ADDRS[0]}" --server-pid "${NODE_PIDS[0]}"
 
 # --- idle memory per session on a cluster node with PostgreSQL --------------
 start_nodes 1 1
 lg "idle, 1 cluster node" idle --sessions "$IDLE" --duration 5 --server "${ADDRS[0]}" --server-pid "${NODE_PIDS[0]}"
 start_nodes 1 0
 lg "idle, 1 node, no cluster:" idle --sessions "$IDLE" --duration 5 --server "${ADDRS[0]}" --server-pid "${NODE_PIDS[0]}"
+# The same on the embedded database (accounts of its own), for comparison;
+# the held sessions on a node started afresh on that data.
+start_nodes 1 e
+timeout 1800 "$LOADGEN" provision --users "$IDLE" --ctl-cmd "$ROOKERY ctl -c $OUT/n1/rookery.yml" --jobs 4 \
+  >>"$RESULTS" 2> >(tee -a "$SUMMARY" >&2)
+start_nodes 1 e-kept
+lg "idle, 1 node, embedded database" idle --sessions "$IDLE" --duration 5 --server "${ADDRS[0]}" --server-pid "${NODE_PIDS[0]}"
 stop_nodes
 
 python3 "$(dirname "$0")/cluster-table.py" "$RESULTS" | tee "$OUT/table.md" | tee -a "$SUMMARY"
