@@ -154,9 +154,9 @@ pub struct Usage {
 impl Watch {
     /// Starts watching (reads the counters now).
     pub fn start(pid: Option<u32>) -> Watch {
-        let watched0 = WATCHED
-            .get()
-            .map_or(Vec::new(), |w| w.iter().map(|(_, p)| tree_ticks(*p)).collect());
+        let watched0 = WATCHED.get().map_or(Vec::new(), |w| {
+            w.iter().map(|(_, p)| tree_ticks(*p)).collect()
+        });
         Watch {
             watched0,
             pid,

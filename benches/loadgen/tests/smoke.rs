@@ -388,7 +388,8 @@ fn chat_and_offline_against_rookery() {
 fn chat_over_several_servers_places_pairs_as_asked() {
     let bin = rookery_binary();
     // Two c2s listeners of one server stand for two cluster nodes.
-    let second = "  - port: 0\n    ip: 127.0.0.1\n    module: ejabberd_c2s\n    starttls_required: true\n";
+    let second =
+        "  - port: 0\n    ip: 127.0.0.1\n    module: ejabberd_c2s\n    starttls_required: true\n";
     let server = Server::start_full(&bin, second, "  mod_ping: {}\n");
     assert_eq!(server.addrs.len(), 2, "{:?}", server.addrs);
     provision(&bin, &server, "8");
@@ -396,8 +397,19 @@ fn chat_over_several_servers_places_pairs_as_asked() {
     let watch = format!("srv={}", server.pid());
     for (pairing, cross) in [("cross", 4), ("same", 0), ("any", 2)] {
         let args = [
-            "chat", "--pairs", "4", "--duration", "1", "--drain", "10", "--servers", &servers,
-            "--pairing", pairing, "--watch", &watch,
+            "chat",
+            "--pairs",
+            "4",
+            "--duration",
+            "1",
+            "--drain",
+            "10",
+            "--servers",
+            &servers,
+            "--pairing",
+            pairing,
+            "--watch",
+            &watch,
         ];
         let chat = loadgen(&args, &server);
         assert_eq!(chat["servers"], 2, "{chat}");
@@ -420,8 +432,17 @@ fn chat_over_several_servers_places_pairs_as_asked() {
         .to_string();
     let servers = format!("{},{closed}", server.addr);
     let args = [
-        "chat", "--pairs", "4", "--duration", "1", "--servers", &servers, "--pairing", "same",
-        "--login-timeout", "5",
+        "chat",
+        "--pairs",
+        "4",
+        "--duration",
+        "1",
+        "--servers",
+        &servers,
+        "--pairing",
+        "same",
+        "--login-timeout",
+        "5",
     ];
     let (code, v, err) = loadgen_exit(&args, &server);
     assert_eq!(code, 2, "{v}\n{err}");
@@ -429,8 +450,17 @@ fn chat_over_several_servers_places_pairs_as_asked() {
     assert_eq!(v["pairs_active"], 2, "{v}");
     assert_eq!(v["lost"], 0, "{v}");
     let args = [
-        "chat", "--pairs", "4", "--duration", "1", "--servers", &servers, "--pairing", "cross",
-        "--login-timeout", "5",
+        "chat",
+        "--pairs",
+        "4",
+        "--duration",
+        "1",
+        "--servers",
+        &servers,
+        "--pairing",
+        "cross",
+        "--login-timeout",
+        "5",
     ];
     let child = Command::new(LOADGEN)
         .args(args)
