@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """cluster-table.py: the helpers of cluster.sh.
 
-  cluster-table.py RESULTS.jsonl            the Markdown tables
+  cluster-table.py RESULTS.jsonl            the Markdown tables; exit
+                                            status 3 when a chat run lost,
+                                            reordered or duplicated messages
   cluster-table.py --background LABEL NODES SECS NAME=PID...
                                             one JSON line: the CPU seconds of
                                             each process tree over SECS seconds
@@ -165,6 +167,7 @@ def main():
             f"| {fmt(1e6 / m['node_us'])} | {fmt(1e6 / m['all_us'])} "
             f"| {m['node_us']:.0f} / {m['nats_us']:.0f} / {m['pg_us']:.1f} | {m['all_us']:.0f} ({min(alls):.0f}–{max(alls):.0f}) |"
         )
+    bad = [d["label"] for d in chats if d.get("lost") or d.get("out_of_order") or d.get("duplicates")]
     costs = [(n, med.get(f"{n} nodes, same"), med.get(f"{n} nodes, cross")) for n in (2, 3)]
     costs = [c for c in costs if c[1] and c[2]]
     if costs:
@@ -210,6 +213,11 @@ def main():
             print(
                 f"| {d['label']} | {d.get('utc', '')[11:19]} | {d.get('ok')} | {d.get('kib_per_session')} | {d.get('server_rss_kib_before')} / {d.get('server_rss_kib_after_hold')} |"
             )
+
+    if bad:
+        print()
+        print(f"FAILED: messages lost, out of order or duplicated in: {', '.join(bad)}")
+        sys.exit(3)
 
 
 if __name__ == "__main__":

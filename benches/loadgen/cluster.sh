@@ -29,7 +29,8 @@
 # NATS, PostgreSQL and loadgen on INFRA_CPUS (default 0). Each chat report
 # has the nodes', NATS's and PostgreSQL's CPU seconds over the sending
 # window (`loadgen --watch`, PostgreSQL with its backends). The JSON
-# reports go to OUTDIR/results.jsonl, the table to OUTDIR/table.md.
+# reports go to OUTDIR/results.jsonl, the table to OUTDIR/table.md; the
+# script fails when any chat run lost, reordered or duplicated a message.
 #
 # Every step is bounded in time; on exit (also on error or Ctrl-C) every
 # process this script started is stopped by its PID (PostgreSQL with
