@@ -96,22 +96,41 @@ fn numbered(to: &str, body: &str) -> String {
 
 /// Send `body` to `to`, then a ping: `Ok` when acknowledged, `Err(error)`
 /// when the message came back as an error (other than "not archived",
-/// which leaves the message delivered). Also returns how long it took.
-async fn send_acked(c: &mut Client, to: &str, body: &str) -> (Result<(), String>, Duration) {
+/// which leaves the message delivered), and how long that took. Bodies of
+/// the chat messages the sender received meanwhile go to `inbox`.
+async fn send_acked_into(
+    c: &mut Client,
+    to: &str,
+    body: &str,
+    inbox: &mut Vec<String>,
+) -> (Result<(), String>, Duration) {
     let start = Instant::now();
     c.send(&numbered(to, body)).await;
     let back = sync(c).await;
     let took = start.elapsed();
+    let mut result = Ok(());
     for e in &back {
-        if e.name == "message"
-            && e.attr("type") == Some("error")
-            && e.attr("id") == Some(body)
-            && !e.to_string().contains("message not archived")
-        {
-            return (Err(e.to_string()), took);
+        if e.name != "message" {
+            continue;
+        }
+        if e.attr("type") != Some("error") {
+            inbox.extend(e.child_text("body").map(str::to_string));
+        } else if e.attr("id") == Some(body) && !e.to_string().contains("message not archived") {
+            result = Err(e.to_string());
         }
     }
-    (Ok(()), took)
+    (result, took)
+}
+
+/// [`send_acked_into`] for a sender that receives no chat.
+async fn send_acked(c: &mut Client, to: &str, body: &str) -> (Result<(), String>, Duration) {
+    let mut inbox = Vec::new();
+    let r = send_acked_into(c, to, body, &mut inbox).await;
+    assert!(
+        inbox.is_empty(),
+        "unexpected chat for the sender: {inbox:?}"
+    );
+    r
 }
 
 /// Every acknowledged message exactly once in `live` + `offline`, each of
@@ -169,6 +188,8 @@ async fn nats_restarted_mid_load_loses_and_doubles_nothing_acknowledged() {
     let mut bob = online(&n2, BOB, "b1").await;
     let mut carol = online(&n2, CAROL, "c1").await;
     let (mut ab, mut ca) = (Vec::new(), Vec::new());
+    // What alice receives while she sends.
+    let mut alice_inbox = Vec::new();
     let (mut ab_refused, mut ca_refused) = (Vec::new(), Vec::new());
     let mut i = 0;
     let mut round = |phase: &str| {
@@ -179,7 +200,10 @@ async fn nats_restarted_mid_load_loses_and_doubles_nothing_acknowledged() {
     // Live.
     for _ in 0..10 {
         let (x, y) = round("live");
-        assert!(send_acked(&mut alice, B, &x).await.0.is_ok());
+        assert!(send_acked_into(&mut alice, B, &x, &mut alice_inbox)
+            .await
+            .0
+            .is_ok());
         ab.push(x);
         assert!(send_acked(&mut carol, A, &y).await.0.is_ok());
         ca.push(y);
@@ -192,7 +216,7 @@ async fn nats_restarted_mid_load_loses_and_doubles_nothing_acknowledged() {
     let mut slowest = Duration::ZERO;
     for _ in 0..10 {
         let (x, y) = round("down");
-        let (r, took) = send_acked(&mut alice, B, &x).await;
+        let (r, took) = send_acked_into(&mut alice, B, &x, &mut alice_inbox).await;
         slowest = slowest.max(took);
         match r {
             Ok(()) => ab.push(x),
@@ -233,7 +257,13 @@ async fn nats_restarted_mid_load_loses_and_doubles_nothing_acknowledged() {
     // acknowledged: offline or live.
     for _ in 0..10 {
         let (x, y) = round("back");
-        assert!(send_acked(&mut alice, B, &x).await.0.is_ok(), "{x}");
+        assert!(
+            send_acked_into(&mut alice, B, &x, &mut alice_inbox)
+                .await
+                .0
+                .is_ok(),
+            "{x}"
+        );
         ab.push(x);
         assert!(send_acked(&mut carol, A, &y).await.0.is_ok(), "{y}");
         ca.push(y);
@@ -244,14 +274,21 @@ async fn nats_restarted_mid_load_loses_and_doubles_nothing_acknowledged() {
     let mut must_be_live = Vec::new();
     for _ in 0..10 {
         let (x, y) = round("late");
-        assert!(send_acked(&mut alice, B, &x).await.0.is_ok(), "{x}");
+        assert!(
+            send_acked_into(&mut alice, B, &x, &mut alice_inbox)
+                .await
+                .0
+                .is_ok(),
+            "{x}"
+        );
         ab.push(x.clone());
         assert!(send_acked(&mut carol, A, &y).await.0.is_ok(), "{y}");
         ca.push(y.clone());
         must_be_live.push((x, y));
     }
     let bob_live = bodies(&sync(&mut bob).await);
-    let alice_live = bodies(&sync(&mut alice).await);
+    let mut alice_live = alice_inbox;
+    alice_live.extend(bodies(&sync(&mut alice).await));
     for (x, y) in &must_be_live {
         assert!(
             bob_live.contains(x),

@@ -72,6 +72,8 @@ impl Link {
                 crate::metrics::cluster_nats_connected(false);
                 tracing::error!("cluster: node {node} lost its connection to NATS (reconnecting): stanzas for sessions on other nodes are handled here meanwhile (messages stored offline)");
             }
+            // Each failed reconnect attempt: the outage is logged above.
+            async_nats::Event::ClientError(e) => tracing::debug!("cluster: NATS: {e}"),
             other => tracing::warn!("cluster: NATS: {other}"),
         }
     }
