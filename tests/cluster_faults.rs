@@ -12,6 +12,8 @@
 //!   re-publish their sessions and deliver live again; every acknowledged
 //!   message arrives exactly once (live, or offline at the next login), in
 //!   order within each of the two;
+//! - NATS restarted without its store: the nodes recreate the buckets
+//!   and put their heartbeats and sessions back;
 //! - PostgreSQL stopped mid-load in a two-node cluster: messages that
 //!   cannot be stored get `resource-constraint` within a bound, live
 //!   cross-node delivery goes on, and nothing acknowledged is lost;
@@ -290,6 +292,13 @@ async fn nats_restarted_mid_load_loses_and_doubles_nothing_acknowledged() {
         must_be_live.push((x, y));
     }
     let bob_live = bodies(&sync(&mut bob).await);
+    // The session table has every session again.
+    let users = n1.ctl_ok(&["connected_users"]);
+    assert_eq!(
+        users.lines().collect::<Vec<_>>(),
+        vec![format!("{A}/a1"), format!("{B}/b1"), format!("{C}/c1")],
+        "{users}"
+    );
     let mut alice_live = alice_inbox;
     alice_live.extend(bodies(&sync(&mut alice).await));
     for (x, y) in &must_be_live {
@@ -324,6 +333,46 @@ async fn nats_restarted_mid_load_loses_and_doubles_nothing_acknowledged() {
         ab.iter()
             .any(|b| b.contains("-down-") && bob_off.contains(b)),
         "{bob_off:?}"
+    );
+}
+
+#[tokio::test]
+async fn nats_restarted_without_its_store_gets_buckets_heartbeats_and_sessions_back() {
+    let Some((pg, mut nats)) = engines("cluster_faults::nats_restarted_without_its_store") else {
+        return;
+    };
+    let n1 = node(&pg, &nats, "n1");
+    let n2 = node(&pg, &nats, "n2");
+    n1.register(ALICE.0, "localhost", ALICE.1);
+    n1.register(BOB.0, "localhost", BOB.1);
+    wait_nodes(&n1, &["n1", "n2"]);
+    let mut alice = online(&n1, ALICE, "a1").await;
+    let mut bob = online(&n2, BOB, "b1").await;
+    assert!(send_acked(&mut alice, B, "s-001").await.0.is_ok());
+    // NATS comes back with nothing: no buckets, no heartbeats, no table.
+    nats.restart_empty();
+    wait_log(
+        &n1,
+        "recovered after the NATS outage",
+        Duration::from_secs(30),
+    );
+    wait_log(
+        &n2,
+        "recovered after the NATS outage",
+        Duration::from_secs(30),
+    );
+    wait_nodes(&n1, &["n1", "n2"]);
+    let users = n1.ctl_ok(&["connected_users"]);
+    assert_eq!(
+        users.lines().collect::<Vec<_>>(),
+        vec![format!("{A}/a1"), format!("{B}/b1")],
+        "{users}"
+    );
+    // Live across the nodes again.
+    assert!(send_acked(&mut alice, B, "s-002").await.0.is_ok());
+    assert_eq!(
+        bodies(&sync(&mut bob).await),
+        vec!["s-001".to_string(), "s-002".to_string()]
     );
 }
 

@@ -97,6 +97,15 @@ impl NatsServer {
         }
     }
 
+    /// Start it again on the same port with an empty store (as a NATS
+    /// that lost its disk): the buckets are gone.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("js"));
+        let bin = binary().expect("nats-server");
+        self.spawn(&bin);
+    }
+
     /// Start it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.stop();
