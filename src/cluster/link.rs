@@ -161,6 +161,10 @@ pub async fn recovery(server: Arc<Server>, c: Arc<NatsCluster>, node_ttl: Durati
 /// of sessions re-published.
 async fn republish(server: &Server, c: &NatsCluster, node_ttl: Duration) -> Result<usize, String> {
     use crate::routes::Cluster;
+    if c.leaving.load(Ordering::Relaxed) {
+        // An orderly shutdown deleted the heartbeat: it stays deleted.
+        return Ok(0);
+    }
     let js = async_nats::jetstream::new(c.client.clone());
     super::bucket(&js, super::SESSIONS, Duration::ZERO).await?;
     super::bucket(&js, super::NODES, node_ttl).await?;
