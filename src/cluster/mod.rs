@@ -25,7 +25,10 @@
 //! on the key's revision, retried, so concurrent writers of one account
 //! never lose each other's resources.
 
+pub mod control;
 pub mod inbound;
+pub mod own;
+pub mod owners;
 pub mod rosters;
 pub mod table;
 
@@ -58,6 +61,8 @@ pub struct NatsCluster {
     client: async_nats::Client,
     sessions: kv::Store,
     nodes: kv::Store,
+    /// Room and component owners (`owners.rs`).
+    owners: kv::Store,
     /// node → (when read, its boot id then).
     alive: Mutex<HashMap<String, (Instant, Option<String>)>>,
     /// Set by [`NatsCluster::leave`]: heartbeats stop.
@@ -113,6 +118,7 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
     let js = async_nats::jetstream::new(client.clone());
     let sessions = bucket(&js, SESSIONS, Duration::ZERO).await?;
     let nodes = bucket(&js, NODES, o.node_ttl).await?;
+    let owners = bucket(&js, owners::BUCKET, Duration::ZERO).await?;
     let boot = format!("{:016x}", rand::random::<u64>());
     // The node's number in the archive's message ids (their low 8 bits):
     // two live nodes must not share one.
@@ -145,10 +151,13 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
         client,
         sessions,
         nodes,
+        owners,
         alive: Mutex::new(HashMap::new()),
         leaving: std::sync::atomic::AtomicBool::new(false),
     });
     inbound::listen(server.clone(), cluster.clone()).await?;
+    own::listen(server.clone(), cluster.clone()).await?;
+    control::listen(server.clone(), cluster.clone()).await?;
     rosters::start(server, cluster.clone()).await?;
     tokio::spawn(heartbeat(cluster.clone(), o.heartbeat));
     tokio::spawn(sweeper(cluster.clone(), o.node_ttl / 2));
@@ -503,5 +512,39 @@ impl crate::routes::Cluster for NatsCluster {
             })
             .await;
         })
+    }
+
+    fn to_own_resources<'a>(
+        &'a self,
+        bare: &'a str,
+        event: crate::routes::OwnEvent<'a>,
+    ) -> ClusterFuture<'a, Vec<Element>> {
+        Box::pin(own::send(self, bare, event))
+    }
+
+    fn to_owner<'a>(
+        &'a self,
+        kind: crate::routes::OwnerKind,
+        name: &'a str,
+        stanza: &'a Element,
+    ) -> ClusterFuture<'a, crate::routes::Owned> {
+        Box::pin(owners::to_owner(self, kind, name, stanza))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        kind: crate::routes::OwnerKind,
+        name: &'a str,
+        id: u64,
+        on: bool,
+    ) -> ClusterFuture<'a, ()> {
+        Box::pin(owners::claim(self, kind, name, id, on))
+    }
+
+    fn on_other_nodes<'a>(
+        &'a self,
+        command: &'a [String],
+    ) -> ClusterFuture<'a, Result<Vec<(String, String)>, String>> {
+        Box::pin(control::ask_others(self, command))
     }
 }

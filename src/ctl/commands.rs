@@ -120,6 +120,14 @@ pub trait ServerControl: Send + Sync {
     }
     /// Begin a graceful shutdown.
     fn stop(&self);
+    /// This node's name in its cluster (`None`: not clustered).
+    fn cluster_node(&self) -> Option<String> {
+        None
+    }
+    /// Ask another live node of the cluster to leave it (and stop).
+    fn ask_to_leave(&self, _node: &str) -> Result<(), String> {
+        Err("not clustered".into())
+    }
     /// A short human summary (uptime, sessions...).
     fn status(&self) -> String;
     /// Authenticated s2s connections, one line each, starting `in ` or `out `
@@ -358,6 +366,13 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ("registered_vhosts", []) => Ok(CtlOutput::ok(env.hosts().join("\n"))),
         ("connected_users", []) => Ok(connected_users(server)),
         ("list_cluster", []) => list_cluster(server),
+        ("leave_cluster", [node]) => leave_cluster(server, node),
+        ("join_cluster", [node]) => Err(CtlOutput::failed(format!(
+            "join_cluster {node}: a node joins a cluster by its configuration, not at run time: \
+             give it a `cluster:` section (its own `node:` name and the cluster's `nats:` URLs) \
+             and the cluster's shared database (`default_db: sql`, the same `sql_*` keys), then \
+             start it; the nodes find each other through NATS (docs/admin.md, \"Running a cluster\")"
+        ))),
         ("connected_users_number", []) => Ok(CtlOutput::ok(
             server
                 .map(|s| s.connected_users().len())
@@ -1013,6 +1028,31 @@ fn list_cluster(server: Option<&Arc<dyn ServerControl>>) -> Result<CtlOutput, Ct
             "rookery (no `cluster:` configured)".to_string(),
         )),
         Err(e) => Err(CtlOutput::failed(format!("the cluster cannot say: {e}"))),
+    }
+}
+
+fn leave_cluster(server: Option<&Arc<dyn ServerControl>>, node: &str) -> Result<CtlOutput, CtlOutput> {
+    let Some(server) = server else {
+        return Err(CtlOutput::not_running(NOT_RUNNING));
+    };
+    let Some(me) = server.cluster_node() else {
+        return Err(CtlOutput::failed(
+            "this node is not in a cluster (no `cluster:` in its configuration)",
+        ));
+    };
+    if node == me {
+        // The orderly shutdown leaves the cluster first (the heartbeat
+        // goes, the others stop forwarding here), then ends the sessions.
+        server.stop();
+        return Ok(CtlOutput::ok(format!(
+            "node {me} leaves the cluster: its sessions end with <system-shutdown/> and it stops"
+        )));
+    }
+    match server.ask_to_leave(node) {
+        Ok(()) => Ok(CtlOutput::ok(format!(
+            "node {node} leaves the cluster: its sessions end with <system-shutdown/> and it stops"
+        ))),
+        Err(e) => Err(CtlOutput::failed(format!("leave_cluster {node}: {e}"))),
     }
 }
 

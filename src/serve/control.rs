@@ -35,6 +35,22 @@ impl Control {
             .map(f)
     }
 
+    /// Run a node-local command on the cluster's other nodes: their
+    /// answers (none without a cluster, or when NATS cannot say).
+    fn on_other_nodes(&self, command: &[&str]) -> Vec<(String, String)> {
+        let Some(cluster) = self.server.routes.cluster() else {
+            return Vec::new();
+        };
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        match self.rt.block_on(cluster.on_other_nodes(&command)) {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!("{}: the other nodes cannot be asked ({e})", command[0]);
+                Vec::new()
+            }
+        }
+    }
+
     fn bare(user: &str, host: &str) -> Option<jid::BareJid> {
         jid::BareJid::new(&format!("{user}@{host}")).ok()
     }
@@ -135,7 +151,13 @@ impl ServerControl for Control {
             s.close(Some(StreamCondition::NotAuthorized));
             self.server.sessions.unbind(s);
         }
-        sessions.len()
+        // And the account's sessions on the other nodes of a cluster.
+        let elsewhere: usize = self
+            .on_other_nodes(&["kick_user", user, host])
+            .iter()
+            .filter_map(|(_, n)| n.parse::<usize>().ok())
+            .sum();
+        sessions.len() + elsewhere
     }
 
     fn kick_session(&self, user: &str, host: &str, resource: &str, reason: &str) -> bool {
@@ -144,7 +166,13 @@ impl ServerControl for Control {
             return false;
         };
         let Some(session) = self.server.sessions.session(&full) else {
-            return false;
+            // On another node of a cluster, maybe.
+            let asked = ["kick_session", user, host, resource, reason];
+            let kicked = self.on_other_nodes(&asked).iter().any(|(_, a)| a == "1");
+            if kicked {
+                crate::c2s::revoke_fast_tokens(&self.server, user, host);
+            }
+            return kicked;
         };
         tracing::info!("kicking {full}: {reason}");
         // XEP-0484: a kicked client logs in with its password again.
@@ -224,6 +252,23 @@ impl ServerControl for Control {
 
     fn stop(&self) {
         self.server.begin_shutdown();
+    }
+
+    fn cluster_node(&self) -> Option<String> {
+        self.server.config().cluster.as_ref().map(|c| c.node.clone())
+    }
+
+    fn ask_to_leave(&self, node: &str) -> Result<(), String> {
+        let Some(cluster) = self.server.routes.cluster() else {
+            return Err("not clustered".into());
+        };
+        let command = vec!["leave_cluster".to_string(), node.to_string()];
+        let answers = self.rt.block_on(cluster.on_other_nodes(&command))?;
+        match answers.first() {
+            Some((_, a)) if a == "leaving" => Ok(()),
+            Some((_, a)) => Err(format!("node {node} answered: {a}")),
+            None => Err(format!("node {node} did not answer")),
+        }
     }
 
     fn invite_landing_url(
