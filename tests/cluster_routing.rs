@@ -16,6 +16,9 @@
 //! - an XEP-0114 component connected to one node is reachable from users
 //!   on the other (both ways, messages and iqs), and unavailable
 //!   (`service-unavailable`) once it disconnects or its node dies;
+//! - s2s: a stanza arriving over s2s at one node for a user on the other
+//!   is delivered (a third, standalone Rookery is the remote server); the
+//!   answer leaves over that user's node's own outgoing s2s connection;
 //! - `rookery ctl kick_user` / `kick_session` reach sessions on other
 //!   nodes, `leave_cluster NODE` makes that node leave (its users get
 //!   `<system-shutdown/>`), `join_cluster` explains that joining is by
@@ -560,4 +563,86 @@ async fn leave_cluster_without_a_cluster_is_a_clear_error() {
         format!("{out}{err}").contains("not in a cluster"),
         "{out}{err}"
     );
+}
+
+/// One node of a cluster serving `a.test`, federating with `b.test`.
+fn s2s_node(
+    pg: &PgServer,
+    nats: &NatsServer,
+    name: &str,
+    s2s_port: u16,
+    cert: &std::path::Path,
+    ca: &std::path::Path,
+    b_port: u16,
+) -> Server {
+    Server::start_with(Config {
+        hosts: vec!["a.test".to_string()],
+        extra_listeners: vec![format!(
+            "port: {s2s_port}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in"
+        )],
+        extra_yaml: format!(
+            "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n  b.test: \"127.0.0.1:{b_port}\"\ns2s_cafile: {:?}\n{}cluster:\n  node: {name}\n  nats: {}\n  heartbeat: 1 second\n  node_ttl: 3 seconds\n  request_timeout: 3 seconds\n",
+            cert.display().to_string(),
+            ca.display().to_string(),
+            pg.config_yaml(),
+            nats.url()
+        ),
+        ..Config::default()
+    })
+}
+
+#[tokio::test]
+async fn a_stanza_over_s2s_at_one_node_reaches_a_user_on_the_other() {
+    let Some((pg, nats)) = engines("cluster_routing::a_stanza_over_s2s_at_one_node") else {
+        return;
+    };
+    use crate::s2s::{free_port, start, user, write, Ca, Side};
+    let files = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Rookery cluster test CA");
+    let ca_file = write(files.path(), "ca.pem", &ca.pem);
+    let a_cert = write(files.path(), "a.test.pem", &ca.issue("a.test"));
+    let (p1, p2, pb) = (free_port(), free_port(), free_port());
+    let n1 = s2s_node(&pg, &nats, "n1", p1, &a_cert, &ca_file, pb);
+    let n2 = s2s_node(&pg, &nats, "n2", p2, &a_cert, &ca_file, pb);
+    n1.register("alice", "a.test", "secret");
+    wait_nodes(&n2, &["n1", "n2"]);
+    // b.test finds a.test at n1 only.
+    let b_cert = ca.issue("b.test");
+    let b = start(
+        &Side {
+            domain: "b.test",
+            s2s_port: pb,
+            cert: &b_cert,
+            cafile: Some(ca_file.as_path()),
+            extra: "",
+        },
+        &[("a.test", p1)],
+        files.path(),
+    );
+
+    let mut alice = user(&n2, "a.test", "alice", "pc").await;
+    let mut bob = user(&b, "b.test", "bob", "phone").await;
+    // b.test → n1 over s2s → n2 over NATS → alice; to the full and the
+    // bare JID.
+    bob.send("<message to='alice@a.test/pc' type='chat' id='s1'><body>over s2s</body></message>")
+        .await;
+    let m = alice.recv_message().await;
+    assert_eq!(m.attr("from"), Some("bob@b.test/phone"), "{m}");
+    assert_eq!(m.child_text("body"), Some("over s2s"));
+    bob.send("<message to='alice@a.test' type='chat' id='s2'><body>to the bare jid</body></message>")
+        .await;
+    let m = alice.recv_message().await;
+    assert_eq!(m.child_text("body"), Some("to the bare jid"), "{m}");
+    // The answer leaves from n2 over its own s2s connection.
+    alice
+        .send("<message to='bob@b.test/phone' type='chat'><body>back from n2</body></message>")
+        .await;
+    let m = bob.recv_message().await;
+    assert_eq!(m.attr("from"), Some("alice@a.test/pc"), "{m}");
+    assert_eq!(m.child_text("body"), Some("back from n2"));
+    let c1 = n1.ctl_ok(&["s2s_connections"]);
+    let c2 = n2.ctl_ok(&["s2s_connections"]);
+    assert!(c1.lines().any(|l| l.starts_with("in ") && l.contains("b.test")), "{c1}");
+    assert!(c2.lines().any(|l| l.starts_with("out ") && l.contains("b.test")), "{c2}");
+    assert!(!c2.lines().any(|l| l.starts_with("in ")), "{c2}");
 }
