@@ -19,8 +19,9 @@
 //! - s2s: a stanza arriving over s2s at one node for a user on the other
 //!   is delivered (a third, standalone Rookery is the remote server); the
 //!   answer leaves over that user's node's own outgoing s2s connection;
-//! - `rookery ctl kick_user` / `kick_session` reach sessions on other
-//!   nodes, `leave_cluster NODE` makes that node leave (its users get
+//! - `rookery ctl connected_users_info` / `user_sessions_info` list every
+//!   node's sessions with their node's name, `kick_user` / `kick_session`
+//!   reach sessions on other nodes, `leave_cluster NODE` makes that node leave (its users get
 //!   `<system-shutdown/>`), `join_cluster` explains that joining is by
 //!   configuration.
 
@@ -515,9 +516,30 @@ async fn kicks_reach_other_nodes_and_leave_cluster_stops_a_node() {
         return;
     };
     let (n1, mut n2) = two_nodes(&pg, &nats);
+    n1.register("dave", "localhost", "davepw");
     let mut bob = online(&n2, BOB, "pc").await;
     let mut carol = online(&n2, CAROL, "pc").await;
     let mut alice = online(&n2, ALICE, "pc").await;
+
+    let _dave_on_n1 = online(&n1, ("dave", "davepw"), "desk").await;
+
+    // The session details list every node's sessions, each with its node.
+    let info = n1.ctl_ok(&["connected_users_info"]);
+    let rows: Vec<Vec<&str>> = info.lines().map(|l| l.split('\t').collect()).collect();
+    let jids_nodes: Vec<(&str, &str)> = rows.iter().map(|f| (f[0], f[5])).collect();
+    assert_eq!(
+        jids_nodes,
+        vec![
+            ("alice@localhost/pc", "n2"),
+            ("bob@localhost/pc", "n2"),
+            ("carol@localhost/pc", "n2"),
+            ("dave@localhost/desk", "n1"),
+        ],
+        "{info}"
+    );
+    let bob_info = n1.ctl_ok(&["user_sessions_info", "bob", "localhost"]);
+    let f: Vec<&str> = bob_info.trim().split('\t').collect();
+    assert_eq!((f[4], f[6], f[7]), ("n2", "available", "pc"), "{bob_info}");
 
     // kick_user on n1 ends bob's session on n2.
     assert_eq!(n1.ctl_ok(&["kick_user", "bob", "localhost"]).trim(), "1");

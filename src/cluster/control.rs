@@ -1,5 +1,5 @@
 //! Session commands across nodes (`rookery ctl kick_user`, `kick_session`,
-//! `leave_cluster NODE`): the node where the command runs asks the others
+//! `connected_users_info` / `user_sessions_info`, `leave_cluster NODE`): the node where the command runs asks the others
 //! on `rookery.ctl.NODE` (request-reply, JSON: the command's name and
 //! arguments) and each carries it out on its own sessions and answers.
 //!
@@ -102,6 +102,15 @@ fn run(server: &Server, command: &[String]) -> String {
             session.close(Some(StreamCondition::PolicyViolation));
             server.sessions.unbind(&session);
             "1".into()
+        }
+        ["sessions_info"] => {
+            let rows: Vec<crate::session_info::SessionInfo> = server
+                .sessions
+                .all_sessions()
+                .iter()
+                .map(|s| crate::session_info::of(s, None))
+                .collect();
+            serde_json::to_string(&rows).unwrap_or_default()
         }
         ["leave_cluster", ..] => {
             tracing::info!("cluster: asked by another node to leave the cluster; stopping");

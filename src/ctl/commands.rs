@@ -28,22 +28,7 @@ pub const NOT_RUNNING: &str = "rookery is not running";
 
 pub use crate::ctl_catalog::{commands, find, CommandSpec};
 
-/// One session, for `connected_users_info` and `user_sessions_info`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// The full JID.
-    pub jid: String,
-    /// `c2s_tls` or `c2s`.
-    pub connection: String,
-    pub ip: String,
-    pub port: u16,
-    pub priority: i32,
-    /// Seconds since the session was bound.
-    pub uptime: u64,
-    /// `available` (or the presence's `show`) or `unavailable`.
-    pub status: String,
-    pub status_text: String,
-}
+pub use crate::session_info::SessionInfo;
 
 /// What the running server offers to commands (implemented by the server
 /// core).
@@ -54,7 +39,7 @@ pub trait ServerControl: Send + Sync {
     fn connected_users_node(&self) -> Vec<String> {
         self.connected_users()
     }
-    /// Details of every connected session.
+    /// Details of every connected session (in a cluster: on every node).
     fn sessions_info(&self) -> Vec<SessionInfo> {
         Vec::new()
     }
@@ -515,11 +500,12 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
 fn sessions_info(server: Option<&Arc<dyn ServerControl>>, only: Option<(&str, &str)>) -> CtlOutput {
     let mut sessions = server.map(|s| s.sessions_info()).unwrap_or_default();
     sessions.sort_by(|a, b| a.jid.cmp(&b.jid));
-    let node = format!("rookery@{}", hostname());
+    let here = format!("rookery@{}", hostname());
     let lines: Vec<String> = sessions
         .iter()
         .filter_map(|s| {
             let (bare, resource) = s.jid.split_once('/').unwrap_or((&s.jid, ""));
+            let node = s.node.as_deref().unwrap_or(&here);
             let fields = format!(
                 "{}\t{}\t{}\t{}\t{node}\t{}\t{}\t{resource}\t{}",
                 s.connection,

@@ -7,7 +7,6 @@
 //! with `rt.block_on`; a change made here (kick, roster edit, restore)
 //! leaves the session table and the roster cache consistent with storage.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -100,45 +99,25 @@ impl ServerControl for Control {
     }
 
     fn sessions_info(&self) -> Vec<SessionInfo> {
-        self.server
+        let node = self.cluster_node();
+        let mut rows: Vec<SessionInfo> = self
+            .server
             .sessions
             .all_sessions()
             .iter()
-            .map(|s| {
-                let (addr, tls) = s
-                    .origin
-                    .get()
-                    .copied()
-                    .unwrap_or((SocketAddr::from(([0, 0, 0, 0], 0)), false));
-                let presence = s
-                    .last_presence
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let available = s.available.load(Ordering::Relaxed);
-                let show = presence
-                    .as_ref()
-                    .and_then(|p| p.child("show", xep_support::ns::CLIENT).map(|e| e.text()));
-                let text = presence
-                    .as_ref()
-                    .and_then(|p| p.child("status", xep_support::ns::CLIENT).map(|e| e.text()))
-                    .unwrap_or_default();
-                SessionInfo {
-                    jid: s.jid.to_string(),
-                    connection: if tls { "c2s_tls" } else { "c2s" }.into(),
-                    ip: addr.ip().to_canonical().to_string(),
-                    port: addr.port(),
-                    priority: s.priority.load(Ordering::Relaxed),
-                    uptime: s.since.elapsed().as_secs(),
-                    status: match (available, show) {
-                        (false, _) => "unavailable".into(),
-                        (true, Some(show)) if !show.trim().is_empty() => show.trim().to_string(),
-                        (true, _) => "available".into(),
-                    },
-                    status_text: text,
-                }
-            })
-            .collect()
+            .map(|s| crate::session_info::of(s, node.as_deref()))
+            .collect();
+        // And the other nodes' sessions, each with its node's name.
+        for (node, answer) in self.on_other_nodes(&["sessions_info"]) {
+            match serde_json::from_str::<Vec<SessionInfo>>(&answer) {
+                Ok(theirs) => rows.extend(theirs.into_iter().map(|mut r| {
+                    r.node = Some(node.clone());
+                    r
+                })),
+                Err(e) => tracing::warn!("sessions_info: node {node} answered unreadably: {e}"),
+            }
+        }
+        rows
     }
 
     fn kick_user(&self, user: &str, host: &str, _reason: &str) -> usize {
