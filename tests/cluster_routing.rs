@@ -12,7 +12,8 @@
 //!   each other's presence and groupchat messages both ways, join history
 //!   and a MAM query of the room from either node; when the owner node is
 //!   SIGKILLed, the next node that gets a stanza for the room takes it over
-//!   with its stored configuration (a persistent room) and archive;
+//!   with its stored configuration (a persistent room) and archive; an
+//!   occupant whose node dies is removed at the room's next broadcast;
 //! - an XEP-0114 component connected to one node is reachable from users
 //!   on the other (both ways, messages and iqs), and unavailable
 //!   (`service-unavailable`) once it disconnects or its node dies;
@@ -401,6 +402,26 @@ async fn a_room_has_one_owner_node_occupants_on_both_and_is_taken_over_when_it_d
     let mut want = want;
     want.push("after the takeover".to_string());
     assert_eq!(room_archive(&mut bob, &room).await, want);
+}
+
+#[tokio::test]
+async fn an_occupant_whose_node_dies_leaves_the_room() {
+    let Some((pg, nats)) = engines("cluster_routing::an_occupant_whose_node_dies") else {
+        return;
+    };
+    let (n1, mut n2) = two_nodes(&pg, &nats);
+    let room = format!("ghosts@{SERVICE}");
+    let mut alice = login(&n1, ALICE, "pc").await;
+    join_all(&mut alice, &room, "alice", "").await;
+    let mut bob = login(&n2, BOB, "pc").await;
+    join_all(&mut bob, &room, "bob", "<history maxstanzas='0'/>").await;
+    presence_from(&mut alice, &format!("{room}/bob"), None).await;
+    // bob's node dies; the room's next broadcast bounces for him (nobody
+    // answers on n2) and the room removes him (status 333).
+    n2.kill_hard();
+    say(&mut alice, &room, "still there?").await;
+    let p = presence_from(&mut alice, &format!("{room}/bob"), Some("unavailable")).await;
+    assert!(codes(&p).contains(&"333".to_string()), "{p}");
 }
 
 #[tokio::test]
