@@ -665,6 +665,15 @@ pub async fn session_ended(
     server: &Server,
     session: &std::sync::Arc<crate::sessions::SessionHandle>,
 ) {
+    // The account's resources on other nodes see it go (before its entry
+    // goes: the last one's removal forgets them).
+    let was_available = session
+        .available
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if was_available && server.routes.cluster().is_some() {
+        let p = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
+        own_presence_elsewhere(server, session, p, false).await;
+    }
     // Unless a newer session of this node took the resource over.
     if let Some(cluster) = server.routes.cluster() {
         if server
@@ -675,15 +684,8 @@ pub async fn session_ended(
             cluster.remove(session.jid.as_str()).await;
         }
     }
-    let was_available = session
-        .available
-        .load(std::sync::atomic::Ordering::Relaxed);
     let out = crate::im::presence::session_ended(server, session);
     perform(server, out).await;
-    if was_available && server.routes.cluster().is_some() {
-        let p = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
-        own_presence_elsewhere(server, session, p, false).await;
-    }
 }
 
 /// Send what an `im/` handler decided, in order, on this task.

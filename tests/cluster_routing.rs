@@ -239,6 +239,22 @@ async fn an_account_on_two_nodes_sees_its_own_presence_and_gets_carbons() {
     recv_presence(&mut a1, &a2_jid, None).await;
     a2.close().await;
     recv_presence(&mut a1, &a2_jid, Some("unavailable")).await;
+
+    // n2 held alice's last resource there and told n1 so; a new one on
+    // n2 is learned again: presence both ways, carbons both ways.
+    let a3_jid = format!("{A}/a3");
+    let (mut a3, got) = online_with(&n2, ALICE, "a3", "<presence/>").await;
+    assert!(
+        got.iter().any(|e| is_presence(e, &a1_jid, None)),
+        "a3 did not learn a1's presence: {}",
+        show(&got)
+    );
+    recv_presence(&mut a1, &a3_jid, None).await;
+    enable_carbons(&mut a3).await;
+    a1.send(&chat(&b1, "s3", "a1 again")).await;
+    recv_carbon(&mut a3, "sent", "a1 again").await;
+    a3.send(&chat(&b1, "s4", "from a3")).await;
+    recv_carbon(&mut a1, "sent", "from a3").await;
 }
 
 /// A MAM query of `room`: the bodies of the results, in order.

@@ -29,6 +29,7 @@ pub mod control;
 pub mod inbound;
 pub mod own;
 pub mod owners;
+pub mod peers;
 pub mod rosters;
 pub mod table;
 
@@ -63,6 +64,8 @@ pub struct NatsCluster {
     nodes: kv::Store,
     /// Room and component owners (`owners.rs`).
     owners: kv::Store,
+    /// Accounts of this node's sessions with resources elsewhere too.
+    peers: peers::Peers,
     /// node → (when read, its boot id then).
     alive: Mutex<HashMap<String, (Instant, Option<String>)>>,
     /// Set by [`NatsCluster::leave`]: heartbeats stop.
@@ -152,6 +155,7 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
         sessions,
         nodes,
         owners,
+        peers: peers::Peers::default(),
         alive: Mutex::new(HashMap::new()),
         leaving: std::sync::atomic::AtomicBool::new(false),
     });
@@ -483,7 +487,9 @@ impl crate::routes::Cluster for NatsCluster {
                 p: priority,
                 a: available,
             };
+            let others = Mutex::new(Vec::new());
             self.change(bare, |r| {
+                *others.lock().unwrap_or_else(|e| e.into_inner()) = own::other_nodes(self, r);
                 match r.get(resource) {
                     Some(h) if h == &held => return false,
                     Some(h) if at_bind && h.n == held.n && h.b == held.b => return false,
@@ -493,6 +499,8 @@ impl crate::routes::Cluster for NatsCluster {
                 true
             })
             .await;
+            let others = others.into_inner().unwrap_or_else(|e| e.into_inner());
+            own::recorded(self, bare, others).await;
         })
     }
 
@@ -501,16 +509,25 @@ impl crate::routes::Cluster for NatsCluster {
             let Some((bare, resource)) = split(full) else {
                 return;
             };
+            let after = Mutex::new(None);
             self.change(bare, |r| {
                 let mine = r
                     .get(resource)
                     .is_some_and(|h| h.n == self.node && h.b == self.boot);
+                let others = own::other_nodes(self, r);
+                let still_here = r
+                    .iter()
+                    .any(|(res, h)| res != resource && h.n == self.node && h.b == self.boot);
+                *after.lock().unwrap_or_else(|e| e.into_inner()) = Some((others, still_here));
                 if mine {
                     r.remove(resource);
                 }
                 mine
             })
             .await;
+            if let Some((others, false)) = after.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                own::ended(self, bare, others).await;
+            }
         })
     }
 

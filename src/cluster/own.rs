@@ -9,6 +9,11 @@
 //! their last presence), or runs `mod_carbons` alone for its own sessions
 //! (the archive and the other modules ran once, where the message was).
 //!
+//! Each node sends these only for accounts `peers.rs` says have resources
+//! elsewhere (learned from the session table's writes, and from the other
+//! nodes' notices `b`, "I hold one", and `u`, "I hold none any more",
+//! which this file also carries).
+//!
 //! Invariants: nothing received here is sent to another node again (a
 //! carbon copy is no longer carbon-eligible; presence is delivered, not
 //! routed); the sender waits for each node's answer, so one session's
@@ -47,9 +52,57 @@ fn subject(node: &str) -> String {
     format!("rookery.own.{node}")
 }
 
+/// The nodes other than this one holding resources in an account's entry.
+pub fn other_nodes(c: &NatsCluster, r: &super::table::Resources) -> Vec<String> {
+    let mut nodes: Vec<String> = r
+        .values()
+        .filter(|h| h.n != c.node)
+        .map(|h| h.n.clone())
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
+}
+
+/// Notices of this node's resources between nodes (`peers.rs`).
+async fn notice(c: &NatsCluster, kind: &str, bare: &str, nodes: &[String]) {
+    let ev = Event {
+        k: kind.into(),
+        x: String::new(),
+        i: false,
+        f: c.node.clone(),
+        d: vec![bare.to_string()],
+    };
+    let payload = serde_json::to_vec(&ev).unwrap_or_default();
+    for node in nodes {
+        if let Err(e) = c.client.publish(subject(node), payload.clone().into()).await {
+            tracing::info!("cluster: telling {node} about {bare}: {e}");
+        }
+    }
+}
+
+/// This node wrote a session of `bare` in the table, which showed
+/// resources on `others`: remember them, and tell them.
+pub async fn recorded(c: &NatsCluster, bare: &str, others: Vec<String>) {
+    if others.is_empty() {
+        return;
+    }
+    c.peers.add(bare, &others);
+    notice(c, "b", bare, &others).await;
+}
+
+/// This node's last session of `bare` ended; `others` still hold some.
+pub async fn ended(c: &NatsCluster, bare: &str, others: Vec<String>) {
+    c.peers.forget(bare);
+    notice(c, "u", bare, &others).await;
+}
+
 /// Send `event` of `bare` to every other live node holding one of its
 /// resources; the stanzas they answer with (presence for a new session).
 pub async fn send(c: &NatsCluster, bare: &str, event: OwnEvent<'_>) -> Vec<Element> {
+    if !c.peers.elsewhere(bare) {
+        return Vec::new(); // no other node holds one (peers.rs)
+    }
     let remote = c.remote_resources(bare).await;
     let mut nodes: Vec<&str> = remote.iter().map(|r| r.node.as_str()).collect();
     nodes.sort_unstable();
@@ -117,8 +170,13 @@ pub async fn listen(server: Arc<Server>, cluster: Arc<NatsCluster>) -> Result<()
         while let Some(msg) = sub.next().await {
             let server = server.clone();
             let client = cluster.client.clone();
+            let cluster = cluster.clone();
             tokio::spawn(async move {
                 let answers = match serde_json::from_slice::<Event>(&msg.payload) {
+                    Ok(ev) if ev.k == "b" || ev.k == "u" => {
+                        noticed(&server, &cluster, &ev);
+                        Vec::new()
+                    }
                     Ok(ev) => handle(&server, ev).await,
                     Err(_) => {
                         tracing::warn!("cluster: an unreadable own-resources event was dropped");
@@ -135,6 +193,22 @@ pub async fn listen(server: Arc<Server>, cluster: Arc<NatsCluster>) -> Result<()
         }
     });
     Ok(())
+}
+
+/// Another node holds (`b`) or no longer holds (`u`) resources of an
+/// account: remembered while this node holds one too.
+fn noticed(server: &Server, c: &NatsCluster, ev: &Event) {
+    let Some(bare) = ev.d.first() else {
+        return;
+    };
+    if ev.k == "u" {
+        c.peers.remove(bare, &ev.f);
+        return;
+    }
+    let here = jid::BareJid::new(bare).is_ok_and(|b| server.sessions.has_sessions(&b));
+    if here {
+        c.peers.add(bare, std::slice::from_ref(&ev.f));
+    }
 }
 
 async fn handle(server: &Server, ev: Event) -> Vec<String> {
