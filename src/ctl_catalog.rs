@@ -425,9 +425,8 @@ pub fn tags(name: &str) -> &'static [&'static str] {
         "add_rosteritem" | "delete_rosteritem" | "get_roster" => &["roster"],
         "get_offline_count" | "delete_old_messages" => &["offline", "purge"],
         "incoming_s2s_number" | "outgoing_s2s_number" | "s2s_connections" => &["s2s"],
-        "status" | "stop" | "reload_config" | "list_cluster" | "leave_cluster"
-        | "join_cluster" | "registered_vhosts" | "check"
-        | "cert_import" => &["server"],
+        "status" | "stop" | "reload_config" | "list_cluster" | "leave_cluster" | "join_cluster"
+        | "registered_vhosts" | "check" | "cert_import" => &["server"],
         "stats" | "stats_host" => &["statistics"],
         "api_token_issue" | "api_token_revoke" => &["oauth"],
         "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],

@@ -135,7 +135,10 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
             if to.node().is_some() {
                 if let Some(cluster) = server.routes.cluster() {
                     let room = to.bare();
-                    match cluster.to_owner(OwnerKind::Room, room.as_str(), &stanza).await {
+                    match cluster
+                        .to_owner(OwnerKind::Room, room.as_str(), &stanza)
+                        .await
+                    {
                         Owned::Here | Owned::Nobody => {}
                         Owned::Claimed => module.service_address_claimed(server, &room),
                         Owned::Taken => return,
@@ -615,9 +618,7 @@ pub async fn presence_broadcast(
     el: Element,
 ) {
     crate::metrics::stanza_routed("presence");
-    let was_available = session
-        .available
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let was_available = session.available.load(std::sync::atomic::Ordering::Relaxed);
     let own = match el.attr("type") {
         None => Some((el.clone(), !was_available)),
         Some("unavailable") if was_available => Some((el.clone(), false)),
@@ -667,9 +668,7 @@ pub async fn session_ended(
 ) {
     // The account's resources on other nodes see it go (before its entry
     // goes: the last one's removal forgets them).
-    let was_available = session
-        .available
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let was_available = session.available.load(std::sync::atomic::Ordering::Relaxed);
     if was_available && server.routes.cluster().is_some() {
         let p = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
         own_presence_elsewhere(server, session, p, false).await;

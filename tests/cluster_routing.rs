@@ -454,7 +454,8 @@ async fn a_component_on_one_node_is_reachable_from_the_other_until_it_goes() {
     // The claim is written when the handshake succeeds: retry until then.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        bob.send(&chat(&format!("bot@{GW}"), "c1", "hello bot")).await;
+        bob.send(&chat(&format!("bot@{GW}"), "c1", "hello bot"))
+            .await;
         let got = sync(&mut bob).await;
         if got.iter().all(|e| e.attr("type") != Some("error")) {
             break;
@@ -482,7 +483,9 @@ async fn a_component_on_one_node_is_reachable_from_the_other_until_it_goes() {
         "<iq type='get' to='{GW}' id='v1'><query xmlns='jabber:iq:version'/></iq>"
     ))
     .await;
-    let q = comp.recv_where("the version query", |e| e.name == "iq").await;
+    let q = comp
+        .recv_where("the version query", |e| e.name == "iq")
+        .await;
     assert_eq!(q.attr("from"), Some(b.as_str()), "{q}");
     comp.send(&format!(
         "<iq type='result' from='{GW}' to='{b}' id='v1'><query xmlns='jabber:iq:version'><name>Gw</name></query></iq>"
@@ -580,15 +583,11 @@ async fn kicks_reach_other_nodes_and_leave_cluster_stops_a_node() {
 
     // kick_user on n1 ends bob's session on n2.
     assert_eq!(n1.ctl_ok(&["kick_user", "bob", "localhost"]).trim(), "1");
-    let e = bob
-        .recv_where("the kick", |e| e.is_stream_error())
-        .await;
+    let e = bob.recv_where("the kick", |e| e.is_stream_error()).await;
     assert!(e.child("not-authorized").is_some(), "{e}");
     // kick_session on n1 ends carol's session on n2; an unknown one fails.
     n1.ctl_ok(&["kick_session", "carol", "localhost", "pc", "testing"]);
-    let e = carol
-        .recv_where("the kick", |e| e.is_stream_error())
-        .await;
+    let e = carol.recv_where("the kick", |e| e.is_stream_error()).await;
     assert!(e.child("policy-violation").is_some(), "{e}");
     let (code, out, err) = n1.ctl(&["kick_session", "carol", "localhost", "nope", "x"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -688,8 +687,10 @@ async fn a_stanza_over_s2s_at_one_node_reaches_a_user_on_the_other() {
     let m = alice.recv_message().await;
     assert_eq!(m.attr("from"), Some("bob@b.test/phone"), "{m}");
     assert_eq!(m.child_text("body"), Some("over s2s"));
-    bob.send("<message to='alice@a.test' type='chat' id='s2'><body>to the bare jid</body></message>")
-        .await;
+    bob.send(
+        "<message to='alice@a.test' type='chat' id='s2'><body>to the bare jid</body></message>",
+    )
+    .await;
     let m = alice.recv_message().await;
     assert_eq!(m.child_text("body"), Some("to the bare jid"), "{m}");
     // The answer leaves from n2 over its own s2s connection.
@@ -701,7 +702,15 @@ async fn a_stanza_over_s2s_at_one_node_reaches_a_user_on_the_other() {
     assert_eq!(m.child_text("body"), Some("back from n2"));
     let c1 = n1.ctl_ok(&["s2s_connections"]);
     let c2 = n2.ctl_ok(&["s2s_connections"]);
-    assert!(c1.lines().any(|l| l.starts_with("in ") && l.contains("b.test")), "{c1}");
-    assert!(c2.lines().any(|l| l.starts_with("out ") && l.contains("b.test")), "{c2}");
+    assert!(
+        c1.lines()
+            .any(|l| l.starts_with("in ") && l.contains("b.test")),
+        "{c1}"
+    );
+    assert!(
+        c2.lines()
+            .any(|l| l.starts_with("out ") && l.contains("b.test")),
+        "{c2}"
+    );
     assert!(!c2.lines().any(|l| l.starts_with("in ")), "{c2}");
 }

@@ -75,7 +75,11 @@ async fn notice(c: &NatsCluster, kind: &str, bare: &str, nodes: &[String]) {
     };
     let payload = serde_json::to_vec(&ev).unwrap_or_default();
     for node in nodes {
-        if let Err(e) = c.client.publish(subject(node), payload.clone().into()).await {
+        if let Err(e) = c
+            .client
+            .publish(subject(node), payload.clone().into())
+            .await
+        {
             tracing::info!("cluster: telling {node} about {bare}: {e}");
         }
     }

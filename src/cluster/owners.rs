@@ -129,10 +129,12 @@ pub async fn to_owner(c: &NatsCluster, kind: OwnerKind, name: &str, stanza: &Ele
                 .await
             {
                 Ok(_) => return Owned::Taken,
-                Err(e)
-                    if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {}
+                Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {}
                 Err(e) => {
-                    tracing::info!("cluster: node {} did not take a stanza for {name}: {e}", claim.n);
+                    tracing::info!(
+                        "cluster: node {} did not take a stanza for {name}: {e}",
+                        claim.n
+                    );
                     return Owned::Unreachable;
                 }
             }
@@ -141,8 +143,7 @@ pub async fn to_owner(c: &NatsCluster, kind: OwnerKind, name: &str, stanza: &Ele
         let Some(rev) = revision else { continue };
         match kind {
             OwnerKind::Room => {
-                if c
-                    .owners
+                if c.owners
                     .update(key.clone(), encode(&mine(c, 0)).into(), rev)
                     .await
                     .is_ok()
@@ -155,7 +156,10 @@ pub async fn to_owner(c: &NatsCluster, kind: OwnerKind, name: &str, stanza: &Ele
                 }
             }
             OwnerKind::Component => {
-                let _ = c.owners.delete_expect_revision(key.clone(), Some(rev)).await;
+                let _ = c
+                    .owners
+                    .delete_expect_revision(key.clone(), Some(rev))
+                    .await;
                 return Owned::Nobody;
             }
         }

@@ -1017,7 +1017,10 @@ fn list_cluster(server: Option<&Arc<dyn ServerControl>>) -> Result<CtlOutput, Ct
     }
 }
 
-fn leave_cluster(server: Option<&Arc<dyn ServerControl>>, node: &str) -> Result<CtlOutput, CtlOutput> {
+fn leave_cluster(
+    server: Option<&Arc<dyn ServerControl>>,
+    node: &str,
+) -> Result<CtlOutput, CtlOutput> {
     let Some(server) = server else {
         return Err(CtlOutput::not_running(NOT_RUNNING));
     };

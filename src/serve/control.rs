@@ -234,7 +234,11 @@ impl ServerControl for Control {
     }
 
     fn cluster_node(&self) -> Option<String> {
-        self.server.config().cluster.as_ref().map(|c| c.node.clone())
+        self.server
+            .config()
+            .cluster
+            .as_ref()
+            .map(|c| c.node.clone())
     }
 
     fn ask_to_leave(&self, node: &str) -> Result<(), String> {
