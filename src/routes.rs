@@ -118,16 +118,17 @@ pub trait Cluster: Send + Sync {
         name: &'a str,
         stanza: &'a Element,
     ) -> ClusterFuture<'a, Owned>;
-    /// Claim `name` for this node (a component connected here: the latest
-    /// connection, `id`, wins), or release it if this node's claim for
-    /// connection `id` is still the one recorded.
+    /// Claim `name` for connection `id` of this node (a component
+    /// connected here), or release it if that connection's claim is still
+    /// the one recorded. A claim fails, with the holder's name, while
+    /// another live node holds `name` (a release never fails).
     fn claim<'a>(
         &'a self,
         kind: OwnerKind,
         name: &'a str,
         id: u64,
         on: bool,
-    ) -> ClusterFuture<'a, ()>;
+    ) -> ClusterFuture<'a, Result<(), String>>;
     /// Run a node-local command (`kick_user`, `kick_session`,
     /// `leave_cluster`: the command's name, then its arguments) on every
     /// other live node, or on the one node named by `leave_cluster NODE`:

@@ -15,7 +15,8 @@
 //!   with its stored configuration (a persistent room) and archive; an
 //!   occupant whose node dies is removed at the room's next broadcast;
 //! - an XEP-0114 component connected to one node is reachable from users
-//!   on the other (both ways, messages and iqs), and unavailable
+//!   on the other (both ways, messages and iqs), one connection per domain
+//!   across the cluster (a second one is a `<conflict/>`), and unavailable
 //!   (`service-unavailable`) once it disconnects or its node dies;
 //! - s2s: a stanza arriving over s2s at one node for a user on the other
 //!   is delivered (a third, standalone Rookery is the remote server); the
@@ -447,6 +448,13 @@ async fn a_component_on_one_node_is_reachable_from_the_other_until_it_goes() {
     };
     let (n1, mut n2) = two_nodes(&pg, &nats);
     let mut comp = common::component::connect(&n1, GW, GW_SECRET).await;
+    // One connection per component domain across the cluster.
+    match common::component::handshake(&n2, GW, GW_SECRET).await {
+        (_, StreamEvent::Stanza(e)) if e.is_stream_error() => {
+            assert!(e.child("conflict").is_some(), "{e}")
+        }
+        (_, other) => panic!("a second connection for {GW} was accepted: {other:?}"),
+    }
     let mut bob = online(&n2, BOB, "pc").await;
     let b = format!("{B}/pc");
 
@@ -548,6 +556,16 @@ async fn a_component_on_one_node_is_reachable_from_the_other_until_it_goes() {
         Some("service-unavailable"),
         "{e}"
     );
+    // The dead node's claim does not keep the component from connecting
+    // to n1 at once.
+    let mut comp = common::component::connect(&n1, GW, GW_SECRET).await;
+    alice
+        .send(&chat(&format!("bot@{GW}"), "c5", "back on n1"))
+        .await;
+    comp.recv_where("alice's message", |e| {
+        e.child_text("body") == Some("back on n1")
+    })
+    .await;
 }
 
 #[tokio::test]

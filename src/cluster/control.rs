@@ -18,6 +18,16 @@ fn subject(node: &str) -> String {
     format!("rookery.ctl.{node}")
 }
 
+/// Whether `node` answers on its subject now (no answer in time, or *no
+/// responders*: its connection to NATS is gone).
+pub async fn answers(c: &NatsCluster, node: &str) -> bool {
+    let payload = serde_json::to_vec(&["ping"]).unwrap_or_default();
+    c.client
+        .request(subject(node), payload.into())
+        .await
+        .is_ok()
+}
+
 /// Ask the other live nodes (or, for `leave_cluster NODE`, that node) to
 /// run `command`; (node, answer) for each that answered.
 pub async fn ask_others(
@@ -103,6 +113,8 @@ fn run(server: &Server, command: &[String]) -> String {
             server.sessions.unbind(&session);
             "1".into()
         }
+        // A liveness check (`owners.rs`): any answer means alive.
+        ["ping"] => "pong".into(),
         ["sessions_info"] => {
             let rows: Vec<crate::session_info::SessionInfo> = server
                 .sessions

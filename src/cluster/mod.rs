@@ -554,7 +554,7 @@ impl crate::routes::Cluster for NatsCluster {
         name: &'a str,
         id: u64,
         on: bool,
-    ) -> ClusterFuture<'a, ()> {
+    ) -> ClusterFuture<'a, Result<(), String>> {
         Box::pin(owners::claim(self, kind, name, id, on))
     }
 

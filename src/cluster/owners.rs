@@ -13,7 +13,8 @@
 //!   node loads the room from the shared database (persistent rooms) —
 //!   the occupants the dead node held are gone and rejoin.
 //! - A component domain is claimed by the node the component connected to
-//!   (a plain put: the latest connection wins) and released when that
+//!   (refused while another node holds it and answers: one connection per
+//!   domain across the cluster, as on one node) and released when that
 //!   connection ends (only if the claim is still that connection's). Other
 //!   nodes forward its stanzas there; a dead node's claim counts as none
 //!   and is deleted by the first node that reads it.
@@ -168,26 +169,75 @@ pub async fn to_owner(c: &NatsCluster, kind: OwnerKind, name: &str, stanza: &Ele
     Owned::Unreachable
 }
 
-/// Claim `name` for connection `id` of this node, or release that claim.
-pub async fn claim(c: &NatsCluster, kind: OwnerKind, name: &str, id: u64, on: bool) {
+/// Claim `name` for connection `id` of this node (refused with the
+/// holder's name while another node holds it and answers), or release
+/// that connection's claim.
+pub async fn claim(
+    c: &NatsCluster,
+    kind: OwnerKind,
+    name: &str,
+    id: u64,
+    on: bool,
+) -> Result<(), String> {
     let key = key(kind, name);
-    if on {
-        if let Err(e) = c.owners.put(key, encode(&mine(c, id)).into()).await {
-            tracing::error!("cluster: claiming {name}: {e}");
+    for _ in 0..8 {
+        let entry = match c.owners.entry(key.clone()).await {
+            Ok(e) => e,
+            Err(e) => {
+                // NATS cannot say: served here (as without a cluster).
+                tracing::error!("cluster: claiming {name}: {e}");
+                return Ok(());
+            }
+        };
+        let current = entry
+            .as_ref()
+            .filter(|e| e.operation == Operation::Put)
+            .and_then(|e| serde_json::from_slice::<Claim>(&e.value).ok());
+        let revision = entry.as_ref().map(|e| e.revision);
+        if !on {
+            if let (Some(claim), Some(rev)) = (current, revision) {
+                if claim == mine(c, id) {
+                    if let Err(e) = c.owners.delete_expect_revision(key, Some(rev)).await {
+                        tracing::info!("cluster: releasing {name}: {e}");
+                    }
+                }
+            }
+            return Ok(());
         }
-        return;
-    }
-    let Ok(Some(e)) = c.owners.entry(key.clone()).await else {
-        return;
-    };
-    if e.operation != Operation::Put {
-        return;
-    }
-    if serde_json::from_slice::<Claim>(&e.value).ok() == Some(mine(c, id)) {
-        if let Err(err) = c.owners.delete_expect_revision(key, Some(e.revision)).await {
-            tracing::info!("cluster: releasing {name}: {err}");
+        if let Some(claim) = &current {
+            let other = claim.n != c.node || claim.b != c.boot;
+            let held = Held {
+                n: claim.n.clone(),
+                b: claim.b.clone(),
+                p: 0,
+                a: true,
+            };
+            if other && c.is_live(&held).await && super::control::answers(c, &claim.n).await {
+                return Err(claim.n.clone());
+            }
+        }
+        // Free, of a dead node, or of this node's previous connection.
+        let done = match revision {
+            Some(rev) => c
+                .owners
+                .update(key.clone(), encode(&mine(c, id)).into(), rev)
+                .await
+                .is_ok(),
+            None => c
+                .owners
+                .create(key.clone(), encode(&mine(c, id)).into())
+                .await
+                .is_ok(),
+        };
+        if done {
+            return Ok(());
         }
     }
+    tracing::warn!("cluster: the claim of {name} keeps changing; taken anyway");
+    if let Err(e) = c.owners.put(key, encode(&mine(c, id)).into()).await {
+        tracing::error!("cluster: claiming {name}: {e}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
