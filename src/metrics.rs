@@ -127,6 +127,14 @@ pub struct Metrics {
     pub tls_ok: [AtomicU64; TLS_NAMES.len()],
     /// Failed or timed-out TLS handshakes per listener kind.
     pub tls_failed: [AtomicU64; TLS_NAMES.len()],
+    /// 1 while this node of a cluster is connected to NATS (gauge).
+    pub cluster_nats_connected: AtomicI64,
+    /// Session-table lookups and hand-overs to another node that failed
+    /// (no answer in time, no responders, NATS down): handled here.
+    pub cluster_forward_failures: AtomicU64,
+    /// Messages of such forwards not stored offline because the owner had
+    /// archived them already (their origin-id is in the archive).
+    pub cluster_duplicates_skipped: AtomicU64,
 }
 
 /// The process's metrics.
@@ -144,6 +152,9 @@ pub static METRICS: Metrics = Metrics {
     auth_failed: zeros(),
     tls_ok: zeros(),
     tls_failed: zeros(),
+    cluster_nats_connected: AtomicI64::new(0),
+    cluster_forward_failures: AtomicU64::new(0),
+    cluster_duplicates_skipped: AtomicU64::new(0),
 };
 
 /// Counts one bound c2s session for as long as it lives.
@@ -212,6 +223,21 @@ pub fn tls_handshake(kind: &str, ok: bool) {
 /// One message stored offline.
 pub fn offline_stored() {
     METRICS.offline_stored.fetch_add(1, Relaxed);
+}
+
+/// This node's connection to NATS went up or down.
+pub fn cluster_nats_connected(up: bool) {
+    METRICS.cluster_nats_connected.store(i64::from(up), Relaxed);
+}
+
+/// A stanza for another node's session was not taken there.
+pub fn cluster_forward_failed() {
+    METRICS.cluster_forward_failures.fetch_add(1, Relaxed);
+}
+
+/// A message was not stored offline: its owner node had archived it.
+pub fn cluster_duplicate_skipped() {
+    METRICS.cluster_duplicates_skipped.fetch_add(1, Relaxed);
 }
 
 /// A session ended because its queue stayed full.

@@ -288,7 +288,50 @@ async fn forwarded(server: &Server, stanza: &Element, to: &Jid, whole: bool) -> 
     let Some(node) = remote_owner(server, to).await else {
         return false;
     };
-    cluster.forward(&node, stanza).await
+    cluster.forward(&node, stanza).await || owner_had_it(server, stanza, to)
+}
+
+/// A message whose forward got no answer (the owner node died, or NATS
+/// went down, before it answered) may still have reached the owner, which
+/// archives a message before it delivers or stores it: when the
+/// recipient's archive (shared database) already holds a message from
+/// this sender with the same origin-id (XEP-0359), it is not handled here
+/// again (no second copy offline). Messages without an origin-id, not
+/// archived, or whose archive batch the owner had not committed yet (up to
+/// 100 ms plus a commit) are still handled here: delivered twice rather than lost.
+fn owner_had_it(server: &Server, stanza: &Element, to: &Jid) -> bool {
+    if stanza.name != "message" {
+        return false;
+    }
+    let Some(origin) = stanza
+        .child("origin-id", "urn:xmpp:sid:0")
+        .and_then(|o| o.attr("id"))
+        .filter(|o| !o.is_empty())
+    else {
+        return false;
+    };
+    let Some(from) = stanza.attr("from").and_then(jids::parse) else {
+        return false;
+    };
+    match server
+        .archive
+        .find_origin_id(&to.bare(), &from.bare(), origin)
+    {
+        Ok(Some(_)) => {
+            crate::metrics::cluster_duplicate_skipped();
+            tracing::info!(
+                "cluster: message {origin} from {from} to {to} is in the recipient's archive already (its node took it before failing to answer); not stored again"
+            );
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(
+                "cluster: looking for message {origin} in the archive of {to}: {e}; handled here"
+            );
+            false
+        }
+    }
 }
 
 /// A stanza addressed to the server's own domain.
@@ -592,7 +635,7 @@ async fn better_elsewhere(server: &Server, stanza: &Element, to: &Jid) -> bool {
     if here.is_some_and(|p| p >= best.priority) {
         return false;
     }
-    cluster.forward(&best.node, stanza).await
+    cluster.forward(&best.node, stanza).await || owner_had_it(server, stanza, to)
 }
 
 /// Stanzas modules want routed once `msg` reaches these resources of `account`.

@@ -25,6 +25,7 @@ mod c2s_session;
 mod c2s_stream;
 mod c2s_websocket;
 mod cluster;
+mod cluster_faults;
 mod cluster_routing;
 mod compliance_suites;
 mod component;

@@ -34,6 +34,9 @@ pub async fn ask_others(
     c: &NatsCluster,
     command: &[String],
 ) -> Result<Vec<(String, String)>, String> {
+    if !c.up() {
+        return Err("NATS is down".into());
+    }
     let mut nodes: Vec<String> = c.live_nodes().await?.into_keys().collect();
     nodes.retain(|n| *n != c.node);
     if let (Some("leave_cluster"), Some(target)) =

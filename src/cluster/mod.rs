@@ -19,6 +19,11 @@
 //! - roster changes, to the other nodes holding sessions of the account
 //!   (`rosters.rs`): they drop their cached copy and push the change.
 //!
+//! When NATS is down (`link.rs`) the node fails fast rather than waiting
+//! on NATS timeouts: stanzas for other nodes' sessions are handled here
+//! as if those sessions were gone (messages stored offline), and when it
+//! is back the node re-publishes its sessions and heartbeat.
+//!
 //! The router reaches this through `routes::Cluster` (it names no
 //! transport). Invariants: this node only ever writes its own sessions
 //! (and removes dead nodes' ones); every table change is a compare-and-set
@@ -27,6 +32,7 @@
 
 pub mod control;
 pub mod inbound;
+pub mod link;
 pub mod own;
 pub mod owners;
 pub mod peers;
@@ -49,9 +55,9 @@ use table::Held;
 /// Session-table keys a sweeper reads before it pauses.
 pub const SWEEP_BATCH: usize = 200;
 /// The session table's bucket.
-const SESSIONS: &str = "rookery_sessions";
+pub(crate) const SESSIONS: &str = "rookery_sessions";
 /// The node heartbeats' bucket.
-const NODES: &str = "rookery_nodes";
+pub(crate) const NODES: &str = "rookery_nodes";
 /// How long a node's liveness, once read, is believed.
 const ALIVE_CACHE: Duration = Duration::from_millis(500);
 
@@ -70,6 +76,8 @@ pub struct NatsCluster {
     alive: Mutex<HashMap<String, (Instant, Option<String>)>>,
     /// Set by [`NatsCluster::leave`]: heartbeats stop.
     leaving: std::sync::atomic::AtomicBool,
+    /// The connection's state and recovery (`link.rs`).
+    link: Arc<link::Link>,
 }
 
 /// The subject a node answers forwarded stanzas on.
@@ -77,7 +85,7 @@ pub fn subject(node: &str) -> String {
     format!("rookery.node.{node}")
 }
 
-async fn bucket(
+pub(crate) async fn bucket(
     js: &async_nats::jetstream::Context,
     name: &str,
     max_age: Duration,
@@ -112,8 +120,14 @@ async fn bucket(
 /// Connect to NATS, join the cluster (heartbeats, sweeper, the inbound
 /// subscription) and return the handle the route table gets.
 pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCluster>, String> {
+    let link = link::Link::new();
+    let events = (link.clone(), o.node.clone());
     let client = async_nats::ConnectOptions::new()
         .name(format!("rookery {}", o.node))
+        .event_callback(move |e| {
+            let (link, node) = events.clone();
+            async move { link.event(&node, e) }
+        })
         .request_timeout(Some(o.request_timeout))
         .connect(o.nats.as_slice())
         .await
@@ -158,13 +172,15 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
         peers: peers::Peers::default(),
         alive: Mutex::new(HashMap::new()),
         leaving: std::sync::atomic::AtomicBool::new(false),
+        link,
     });
     inbound::listen(server.clone(), cluster.clone()).await?;
     own::listen(server.clone(), cluster.clone()).await?;
     control::listen(server.clone(), cluster.clone()).await?;
-    rosters::start(server, cluster.clone()).await?;
+    rosters::start(server.clone(), cluster.clone()).await?;
     tokio::spawn(heartbeat(cluster.clone(), o.heartbeat));
-    tokio::spawn(sweeper(cluster.clone(), o.node_ttl / 2));
+    tokio::spawn(sweeper(cluster.clone(), o.node_ttl));
+    tokio::spawn(link::recovery(server, cluster.clone(), o.node_ttl));
     tracing::info!(
         "cluster: node {} joined through NATS {}",
         o.node,
@@ -204,6 +220,10 @@ async fn heartbeat(c: Arc<NatsCluster>, every: Duration) {
         if c.leaving.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
+        if !c.up() {
+            failing = true;
+            continue;
+        }
         match c
             .nodes
             .put(table::node_key(&c.node), c.boot.clone().into())
@@ -212,6 +232,7 @@ async fn heartbeat(c: Arc<NatsCluster>, every: Duration) {
             Ok(_) if failing => {
                 tracing::info!("cluster: heartbeats go through again");
                 failing = false;
+                c.link.wake();
             }
             Ok(_) => {}
             Err(e) if !failing => {
@@ -224,6 +245,33 @@ async fn heartbeat(c: Arc<NatsCluster>, every: Duration) {
 }
 
 impl NatsCluster {
+    /// Whether the connection to NATS is up now: when it is not, callers
+    /// fail fast instead of waiting for NATS timeouts.
+    pub fn up(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Write this node's session `full` to the table; whether it is there.
+    pub(crate) async fn record_checked(&self, full: &str, priority: i32, available: bool) -> bool {
+        let Some((bare, resource)) = split(full) else {
+            return true;
+        };
+        let held = Held {
+            n: self.node.clone(),
+            b: self.boot.clone(),
+            p: priority,
+            a: available,
+        };
+        self.change(bare, |r| {
+            if r.get(resource) == Some(&held) {
+                return false;
+            }
+            r.insert(resource.to_string(), held.clone());
+            true
+        })
+        .await
+    }
+
     /// Leave the cluster (orderly shutdown): the heartbeat key goes, so the
     /// other nodes count this one dead now rather than after `node_ttl`;
     /// the sessions' entries go as the sessions end.
@@ -267,8 +315,14 @@ impl NatsCluster {
         live
     }
 
-    /// Change an account's entry with `f` (compare-and-set, retried).
-    async fn change(&self, bare: &str, f: impl Fn(&mut table::Resources) -> bool) {
+    /// Change an account's entry with `f` (compare-and-set, retried);
+    /// `false` when it could not be written (NATS down, contention).
+    async fn change(&self, bare: &str, f: impl Fn(&mut table::Resources) -> bool) -> bool {
+        if !self.up() {
+            self.link
+                .note_down("session table writes are skipped until it is back");
+            return false;
+        }
         let key = table::key(bare);
         for _ in 0..16 {
             let (mut r, revision) = match self.sessions.entry(key.clone()).await {
@@ -279,11 +333,11 @@ impl NatsCluster {
                 Ok(None) => (table::Resources::new(), None),
                 Err(e) => {
                     tracing::error!("cluster: reading the session table for {bare}: {e}");
-                    return;
+                    return false;
                 }
             };
             if !f(&mut r) {
-                return;
+                return true;
             }
             let done = match (r.is_empty(), revision) {
                 (true, Some(rev)) => self
@@ -291,7 +345,7 @@ impl NatsCluster {
                     .delete_expect_revision(key.clone(), Some(rev))
                     .await
                     .map_err(|e| e.to_string()),
-                (true, None) => return,
+                (true, None) => return true,
                 (false, Some(rev)) => self
                     .sessions
                     .update(key.clone(), table::encode(&r).into(), rev)
@@ -306,21 +360,23 @@ impl NatsCluster {
                     .map_err(|e| e.to_string()),
             };
             match done {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(e) => tracing::debug!("cluster: session table for {bare}: {e}; retrying"),
             }
         }
         tracing::error!(
             "cluster: could not update the session table for {bare} (too much contention)"
         );
+        false
     }
 
     /// One sweep: remove the sessions of dead boots, [`SWEEP_BATCH`] keys
     /// at a time. Returns the number of resources removed.
-    async fn sweep(&self) -> Result<usize, String> {
+    async fn sweep(&self) -> Result<(usize, usize), String> {
         let live = self.live_nodes().await?;
         let mut keys = self.sessions.keys().await.map_err(|e| e.to_string())?;
         let mut removed = 0;
+        let mut batches = 1;
         let mut batch = Vec::new();
         while let Some(k) = keys.next().await {
             batch.push(k.map_err(|e| e.to_string())?);
@@ -328,11 +384,12 @@ impl NatsCluster {
                 continue;
             }
             removed += self.sweep_batch(&live, std::mem::take(&mut batch)).await;
+            batches += 1;
             // Bounded batches: the table's other users get their turn.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         removed += self.sweep_batch(&live, batch).await;
-        Ok(removed)
+        Ok((removed, batches))
     }
 
     async fn sweep_batch(&self, live: &HashMap<String, String>, keys: Vec<String>) -> usize {
@@ -373,10 +430,17 @@ impl NatsCluster {
 
 /// Sweep when the set of live boots lost a member since the last look
 /// (and once at start: a previous run of any node may have left entries).
-async fn sweeper(c: Arc<NatsCluster>, every: Duration) {
+/// Not while NATS is down, nor within `node_ttl` of (re)connecting: the
+/// live nodes need that long to put their heartbeats back after a NATS
+/// outage, and would otherwise look dead.
+async fn sweeper(c: Arc<NatsCluster>, node_ttl: Duration) {
     let mut known: Option<HashMap<String, String>> = None;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(node_ttl / 2).await;
+        if !c.up() || c.link.connected_for() < node_ttl {
+            known = None;
+            continue;
+        }
         let Ok(live) = c.live_nodes().await else {
             continue;
         };
@@ -389,8 +453,10 @@ async fn sweeper(c: Arc<NatsCluster>, every: Duration) {
             continue;
         }
         match c.sweep().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("cluster: removed {n} sessions of nodes that are gone"),
+            Ok((0, _)) => {}
+            Ok((n, batches)) => tracing::info!(
+                "cluster: removed {n} sessions of nodes that are gone ({batches} batches of at most {SWEEP_BATCH} keys)"
+            ),
             Err(e) => {
                 tracing::warn!("cluster: sweeping the session table: {e}");
                 known = None;
@@ -406,6 +472,12 @@ fn split(full: &str) -> Option<(&str, &str)> {
 impl crate::routes::Cluster for NatsCluster {
     fn remote_resources<'a>(&'a self, bare: &'a str) -> ClusterFuture<'a, Vec<RemoteResource>> {
         Box::pin(async move {
+            if !self.up() {
+                self.link.unavailable(
+                    "stanzas for sessions on other nodes are handled here (messages stored offline)",
+                );
+                return Vec::new();
+            }
             let r = match self.sessions.get(table::key(bare)).await {
                 Ok(Some(v)) => table::decode(&v),
                 Ok(None) => return Vec::new(),
@@ -432,6 +504,9 @@ impl crate::routes::Cluster for NatsCluster {
 
     fn all_sessions(&self) -> ClusterFuture<'_, Result<Vec<String>, String>> {
         Box::pin(async move {
+            if !self.up() {
+                return Err("NATS is unavailable".to_string());
+            }
             let live = self.live_nodes().await?;
             let mut keys = self.sessions.keys().await.map_err(|e| e.to_string())?;
             let mut out = Vec::new();
@@ -454,15 +529,25 @@ impl crate::routes::Cluster for NatsCluster {
     }
 
     fn members(&self) -> ClusterFuture<'_, Result<Vec<String>, String>> {
-        Box::pin(async move { Ok(self.live_nodes().await?.into_keys().collect()) })
+        Box::pin(async move {
+            if !self.up() {
+                return Err("NATS is unavailable".to_string());
+            }
+            Ok(self.live_nodes().await?.into_keys().collect())
+        })
     }
 
     fn forward<'a>(&'a self, node: &'a str, stanza: &'a Element) -> ClusterFuture<'a, bool> {
         Box::pin(async move {
+            if !self.up() {
+                self.link.unavailable("stanzas for sessions on other nodes are handled here (messages stored offline)");
+                return false;
+            }
             let payload = stanza.to_xml(xep_support::ns::CLIENT);
             match self.client.request(subject(node), payload.into()).await {
                 Ok(_) => true,
                 Err(e) => {
+                    crate::metrics::cluster_forward_failed();
                     tracing::info!("cluster: node {node} did not take a {}: {e}", stanza.name);
                     false
                 }
@@ -510,23 +595,27 @@ impl crate::routes::Cluster for NatsCluster {
                 return;
             };
             let after = Mutex::new(None);
-            self.change(bare, |r| {
-                let mine = r
-                    .get(resource)
-                    .is_some_and(|h| h.n == self.node && h.b == self.boot);
-                let others = own::other_nodes(self, r);
-                let still_here = r
-                    .iter()
-                    .any(|(res, h)| res != resource && h.n == self.node && h.b == self.boot);
-                *after.lock().unwrap_or_else(|e| e.into_inner()) = Some((others, still_here));
-                if mine {
-                    r.remove(resource);
-                }
-                mine
-            })
-            .await;
+            let done = self
+                .change(bare, |r| {
+                    let mine = r
+                        .get(resource)
+                        .is_some_and(|h| h.n == self.node && h.b == self.boot);
+                    let others = own::other_nodes(self, r);
+                    let still_here = r
+                        .iter()
+                        .any(|(res, h)| res != resource && h.n == self.node && h.b == self.boot);
+                    *after.lock().unwrap_or_else(|e| e.into_inner()) = Some((others, still_here));
+                    if mine {
+                        r.remove(resource);
+                    }
+                    mine
+                })
+                .await;
             if let Some((others, false)) = after.into_inner().unwrap_or_else(|e| e.into_inner()) {
                 own::ended(self, bare, others).await;
+            }
+            if !done {
+                self.link.removal_failed(full);
             }
         })
     }

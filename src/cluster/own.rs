@@ -104,7 +104,7 @@ pub async fn ended(c: &NatsCluster, bare: &str, others: Vec<String>) {
 /// Send `event` of `bare` to every other live node holding one of its
 /// resources; the stanzas they answer with (presence for a new session).
 pub async fn send(c: &NatsCluster, bare: &str, event: OwnEvent<'_>) -> Vec<Element> {
-    if !c.peers.elsewhere(bare) {
+    if !c.up() || !c.peers.elsewhere(bare) {
         return Vec::new(); // no other node holds one (peers.rs)
     }
     let remote = c.remote_resources(bare).await;

@@ -70,6 +70,13 @@ fn encode(claim: &Claim) -> Vec<u8> {
 
 /// Hand `stanza` to the owner of `name` (see the file's header).
 pub async fn to_owner(c: &NatsCluster, kind: OwnerKind, name: &str, stanza: &Element) -> Owned {
+    if !c.up() {
+        // NATS is down (`link.rs`): fail fast, as for sessions.
+        return match kind {
+            OwnerKind::Room => Owned::Here,
+            OwnerKind::Component => Owned::Nobody,
+        };
+    }
     let key = key(kind, name);
     let payload = stanza.to_xml(xep_support::ns::CLIENT);
     for _ in 0..8 {

@@ -261,6 +261,25 @@ impl Collector for Exposition {
                 .enumerate()
                 .map(|(i, k)| (vec![("kind", *k)], m.stanzas_routed[i].load(Relaxed))),
         )?;
+        gauges(
+            &mut enc,
+            "rookery_cluster_nats_connected",
+            "1 while this cluster node is connected to NATS (0 without a cluster)",
+            None,
+            one(m.cluster_nats_connected.load(Relaxed)),
+        )?;
+        counters(
+            &mut enc,
+            "rookery_cluster_forward_failures",
+            "Cross-node lookups and hand-overs that failed (NATS down, no answer, owner gone): handled here",
+            one(m.cluster_forward_failures.load(Relaxed)),
+        )?;
+        counters(
+            &mut enc,
+            "rookery_cluster_duplicates_skipped",
+            "Messages not stored offline after a failed forward: the owner node had archived them",
+            one(m.cluster_duplicates_skipped.load(Relaxed)),
+        )?;
         counters(
             &mut enc,
             "rookery_offline_messages_stored",

@@ -1,6 +1,8 @@
 //! A throwaway NATS server with JetStream for the cluster tests:
 //! `nats-server -js` on a loopback port it picked, its JetStream store in a
-//! temporary directory; killed and deleted on drop. [`NatsServer::start`]
+//! temporary directory; killed and deleted on drop. [`NatsServer::stop`]
+//! and [`NatsServer::restart`] take it down and bring it back on the same
+//! port with the same store (the cluster fault tests). [`NatsServer::start`]
 //! returns `None`, after printing SKIPPED, when `nats-server` is not
 //! installed (Debian's `nats-server` package: `.ci/run` installs it).
 
@@ -46,7 +48,22 @@ impl NatsServer {
             .tempdir()
             .expect("temp dir");
         let port = free_port();
-        let log = std::fs::File::create(dir.path().join("nats.log")).expect("log file");
+        let mut server = NatsServer {
+            dir,
+            child: None,
+            port,
+        };
+        server.spawn(&bin);
+        Some(server)
+    }
+
+    fn spawn(&mut self, bin: &std::path::Path) {
+        let (dir, port) = (&self.dir, self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("nats.log"))
+            .expect("log file");
         let mut cmd = Command::new(bin);
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.path().join("js"));
@@ -60,21 +77,40 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .expect("start nats-server");
-        let server = NatsServer {
-            dir,
-            child: Some(child),
-            port,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not listen: {}",
-                server.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(server)
+    }
+
+    /// Stop it (SIGKILL: no goodbye to the clients); the store stays.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port with an empty store (as a NATS
+    /// that lost its disk): the buckets are gone.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("js"));
+        let bin = binary().expect("nats-server");
+        self.spawn(&bin);
+    }
+
+    /// Start it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let bin = binary().expect("nats-server");
+        self.spawn(&bin);
     }
 
     /// `nats://127.0.0.1:PORT`.
