@@ -308,6 +308,12 @@ impl Routes {
         v
     }
 
+    /// The registration id of `domain`'s link, if one is registered.
+    pub fn link_id(&self, domain: &str) -> Option<u64> {
+        let links = self.links.read().unwrap_or_else(|e| e.into_inner());
+        links.get(domain).map(|r| r.id)
+    }
+
     /// Register the route for domains not configured here (the s2s
     /// manager); only the first registration counts.
     pub fn set_remote(&self, link: Arc<dyn Link>) {

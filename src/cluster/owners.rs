@@ -247,6 +247,22 @@ pub async fn claim(
     Ok(())
 }
 
+/// Claim again the component domains connected here (NATS came back
+/// without its store: `link.rs`). Rooms are claimed again by the next
+/// stanza for them.
+pub async fn reclaim(server: &crate::server::Server, c: &NatsCluster) {
+    for domain in server.routes.linked() {
+        let Some(id) = server.routes.link_id(&domain) else {
+            continue;
+        };
+        if let Err(node) = claim(c, OwnerKind::Component, &domain, id, true).await {
+            tracing::warn!(
+                "cluster: component {domain} is connected here and to node {node}; that one keeps it"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
