@@ -166,6 +166,18 @@ static COMMANDS: &[CommandSpec] = &[
         needs_server: true,
     },
     CommandSpec {
+        name: "leave_cluster",
+        args: &["NODE"],
+        help: "Make NODE (this node's name, or another live node's) leave the cluster: it stops taking sessions, ends its sessions with <system-shutdown/> and stops",
+        needs_server: true,
+    },
+    CommandSpec {
+        name: "join_cluster",
+        args: &["NODE"],
+        help: "Not a run-time operation here: a node joins by its configuration (`cluster:`); prints how",
+        needs_server: false,
+    },
+    CommandSpec {
         name: "connected_users_number",
         args: &[],
         help: "Print the number of connected sessions",
@@ -413,8 +425,8 @@ pub fn tags(name: &str) -> &'static [&'static str] {
         "add_rosteritem" | "delete_rosteritem" | "get_roster" => &["roster"],
         "get_offline_count" | "delete_old_messages" => &["offline", "purge"],
         "incoming_s2s_number" | "outgoing_s2s_number" | "s2s_connections" => &["s2s"],
-        "status" | "stop" | "reload_config" | "list_cluster" | "registered_vhosts" | "check"
-        | "cert_import" => &["server"],
+        "status" | "stop" | "reload_config" | "list_cluster" | "leave_cluster" | "join_cluster"
+        | "registered_vhosts" | "check" | "cert_import" => &["server"],
         "stats" | "stats_host" => &["statistics"],
         "api_token_issue" | "api_token_revoke" => &["oauth"],
         "backup" | "restore" | "export_piefxis" | "import_piefxis" => &["mnesia", "backup"],

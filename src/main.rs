@@ -22,6 +22,7 @@ mod routes;
 mod s2s;
 mod serve;
 mod server;
+mod session_info;
 mod sessions;
 mod sm_state;
 mod storage;

@@ -17,7 +17,7 @@ use xep_support::ns;
 use xep_support::stanza::{error_reply, iq_error, iq_result, Condition, ErrorType, StanzaError};
 
 use crate::im::Out;
-use crate::routes::Route;
+use crate::routes::{Owned, OwnerKind, Route};
 use crate::server::Server;
 use crate::sessions::Delivery;
 
@@ -130,6 +130,25 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
     match server.routes.resolve(domain) {
         Route::Local => {}
         Route::Service(module) => {
+            // A room (an address with a local part) is served by one node
+            // of a cluster: its owner, which gets the stanza from here.
+            if to.node().is_some() {
+                if let Some(cluster) = server.routes.cluster() {
+                    let room = to.bare();
+                    match cluster
+                        .to_owner(OwnerKind::Room, room.as_str(), &stanza)
+                        .await
+                    {
+                        Owned::Here | Owned::Nobody => {}
+                        Owned::Claimed => module.service_address_claimed(server, &room),
+                        Owned::Taken => return,
+                        Owned::Unreachable => {
+                            bounce(server, &stanza, owner_timeout()).await;
+                            return;
+                        }
+                    }
+                }
+            }
             // A module's own service domain (mod_muc's conference.HOST): the
             // module answers, and hands back what to route, in order.
             let out = module.handle_service_stanza(server, &stanza);
@@ -146,6 +165,20 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
             return;
         }
         Route::Unavailable => {
+            // The component may be connected to another node of the cluster.
+            if let Some(cluster) = server.routes.cluster() {
+                match cluster
+                    .to_owner(OwnerKind::Component, domain, &stanza)
+                    .await
+                {
+                    Owned::Taken => return,
+                    Owned::Unreachable => {
+                        bounce(server, &stanza, owner_timeout()).await;
+                        return;
+                    }
+                    Owned::Here | Owned::Claimed | Owned::Nobody => {}
+                }
+            }
             bounce(server, &stanza, StanzaError::service_unavailable()).await;
             return;
         }
@@ -171,15 +204,42 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
     }
 }
 
+/// The error for a stanza whose owner node is alive but did not answer.
+fn owner_timeout() -> StanzaError {
+    StanzaError::new(ErrorType::Wait, Condition::RemoteServerTimeout)
+}
+
 /// A stanza another node of the cluster forwarded here (`cluster/inbound.rs`)
-/// for an account's session on this node: its filters ran on the sending
-/// node; it is delivered here, stored offline or answered per RFC 6121, and
-/// never forwarded again.
+/// for an account's session on this node, a room this node owns or a
+/// component connected here: its filters ran on the sending node; it is
+/// delivered here, stored offline or answered per RFC 6121 (a room's
+/// module answers it, a component's link takes it), and never forwarded
+/// again.
 pub async fn route_forwarded(server: &Server, stanza: Element) {
     let Some(to) = stanza.attr("to").and_then(jids::parse) else {
         return;
     };
-    if to.node().is_none() || !server.serves(to.domain().as_str()) {
+    let domain = to.domain().as_str();
+    match server.routes.resolve(domain) {
+        Route::Local => {}
+        Route::Service(module) => {
+            let out = module.handle_service_stanza(server, &stanza);
+            route_all(server, out).await;
+            return;
+        }
+        Route::Link(link) => {
+            if let Err((stanza, error)) = link.send(stanza, domain).await {
+                bounce(server, &stanza, error).await;
+            }
+            return;
+        }
+        Route::Unavailable => {
+            bounce(server, &stanza, StanzaError::service_unavailable()).await;
+            return;
+        }
+        Route::Remote(_) | Route::Unreachable => return,
+    }
+    if to.node().is_none() {
         return;
     }
     match stanza.name.as_str() {
@@ -394,9 +454,13 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid, forward
                 }
                 return;
             }
+            let copy = carbons_on(server).then(|| stanza.clone());
             match server.sessions.deliver_or_return(&session, stanza).await {
                 (Delivery::Delivered, _) => {
                     route_all(server, extra).await;
+                    if let Some(m) = copy {
+                        received_elsewhere(server, &bare, &[full.to_string()], &m).await;
+                    }
                     return;
                 }
                 // The session ended meanwhile (its leftovers go to the
@@ -461,6 +525,81 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid, forward
     }
     if any {
         route_all(server, extra).await;
+        let to: Vec<String> = jids.iter().map(|j| j.to_string()).collect();
+        received_elsewhere(server, &bare, &to, &stanza).await;
+    }
+}
+
+/// Whether `mod_carbons` is on (its copies may have to cross nodes).
+fn carbons_on(server: &Server) -> bool {
+    server.routes.cluster().is_some()
+        && server
+            .live()
+            .modules
+            .iter()
+            .any(|m| m.name() == "mod_carbons")
+}
+
+/// XEP-0280 `<received/>` copies of `msg`, delivered here to `delivered_to`
+/// of `account`, for the account's resources on other nodes.
+async fn received_elsewhere(
+    server: &Server,
+    account: &BareJid,
+    delivered_to: &[String],
+    msg: &Element,
+) {
+    let Some(cluster) = server.routes.cluster() else {
+        return;
+    };
+    if !carbons_on(server) || !xep_support::carbons::eligible(msg) {
+        return;
+    }
+    let event = crate::routes::OwnEvent::Received {
+        stanza: msg,
+        delivered_to,
+    };
+    cluster.to_own_resources(account.as_str(), event).await;
+}
+
+/// XEP-0280 `<sent/>` copies of a message the session `from` sent, for
+/// the account's resources on other nodes (`c2s` calls this once the
+/// message was routed).
+pub async fn sent_elsewhere(server: &Server, from: &FullJid, msg: &Element) {
+    let Some(cluster) = server.routes.cluster() else {
+        return;
+    };
+    if !carbons_on(server) || !xep_support::carbons::eligible(msg) {
+        return;
+    }
+    let from_s = from.to_string();
+    let event = crate::routes::OwnEvent::Sent {
+        stanza: msg,
+        from: &from_s,
+    };
+    cluster.to_own_resources(from.bare().as_str(), event).await;
+}
+
+/// A presence broadcast of `session` (its `from` set here) for the
+/// account's resources on other nodes; what they answer (their presence,
+/// for an initial one) is delivered to the session.
+async fn own_presence_elsewhere(
+    server: &Server,
+    session: &std::sync::Arc<crate::sessions::SessionHandle>,
+    mut p: Element,
+    initial: bool,
+) {
+    let Some(cluster) = server.routes.cluster() else {
+        return;
+    };
+    p.set_attr("from", session.jid.to_string());
+    p.remove_attr("to");
+    let bare = session.jid.bare();
+    let event = crate::routes::OwnEvent::Presence {
+        stanza: &p,
+        initial,
+    };
+    for answer in cluster.to_own_resources(bare.as_str(), event).await {
+        let _ = server.sessions.deliver(session, answer).await;
     }
 }
 
@@ -522,6 +661,13 @@ pub async fn presence_broadcast(
     el: Element,
 ) {
     crate::metrics::stanza_routed("presence");
+    let was_available = session.available.load(std::sync::atomic::Ordering::Relaxed);
+    let own = match el.attr("type") {
+        None => Some((el.clone(), !was_available)),
+        Some("unavailable") if was_available => Some((el.clone(), false)),
+        _ => None,
+    }
+    .filter(|_| server.routes.cluster().is_some());
     let (out, available) = crate::im::presence::broadcast_from_session(server, session, el).await;
     if let Some(cluster) = server.routes.cluster() {
         use std::sync::atomic::Ordering;
@@ -535,6 +681,9 @@ pub async fn presence_broadcast(
             .await;
     }
     perform(server, out).await;
+    if let Some((p, initial)) = own {
+        own_presence_elsewhere(server, session, p, initial).await;
+    }
     if let Some((el, initial)) = available {
         for m in &server.live().modules {
             m.presence_available(server.as_ref(), &session.jid, &el, initial);
@@ -560,6 +709,13 @@ pub async fn session_ended(
     server: &Server,
     session: &std::sync::Arc<crate::sessions::SessionHandle>,
 ) {
+    // The account's resources on other nodes see it go (before its entry
+    // goes: the last one's removal forgets them).
+    let was_available = session.available.load(std::sync::atomic::Ordering::Relaxed);
+    if was_available && server.routes.cluster().is_some() {
+        let p = Element::new("presence", ns::CLIENT).with_attr("type", "unavailable");
+        own_presence_elsewhere(server, session, p, false).await;
+    }
     // Unless a newer session of this node took the resource over.
     if let Some(cluster) = server.routes.cluster() {
         if server

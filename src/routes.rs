@@ -100,6 +100,87 @@ pub trait Cluster: Send + Sync {
     fn members(&self) -> ClusterFuture<'_, Result<Vec<String>, String>>;
     /// Remove a session of this node from the cluster's session table.
     fn remove<'a>(&'a self, full: &'a str) -> ClusterFuture<'a, ()>;
+    /// Tell the other nodes holding resources of `bare` what a session of
+    /// it did here ([`OwnEvent`]); what they answer (for an initial
+    /// presence: their available resources' last presence, addressed to
+    /// the new session) is returned, to be delivered here.
+    fn to_own_resources<'a>(
+        &'a self,
+        bare: &'a str,
+        event: OwnEvent<'a>,
+    ) -> ClusterFuture<'a, Vec<Element>>;
+    /// Hand `stanza` to the node that owns `name` (a MUC room's bare JID,
+    /// a component's domain; see [`Owned`]). A room with no live owner is
+    /// claimed for this node; a component domain never is.
+    fn to_owner<'a>(
+        &'a self,
+        kind: OwnerKind,
+        name: &'a str,
+        stanza: &'a Element,
+    ) -> ClusterFuture<'a, Owned>;
+    /// Claim `name` for connection `id` of this node (a component
+    /// connected here), or release it if that connection's claim is still
+    /// the one recorded. A claim fails, with the holder's name, while
+    /// another live node holds `name` (a release never fails).
+    fn claim<'a>(
+        &'a self,
+        kind: OwnerKind,
+        name: &'a str,
+        id: u64,
+        on: bool,
+    ) -> ClusterFuture<'a, Result<(), String>>;
+    /// Run a node-local command (`kick_user`, `kick_session`,
+    /// `leave_cluster`: the command's name, then its arguments) on every
+    /// other live node, or on the one node named by `leave_cluster NODE`:
+    /// (node, answer) for each that answered.
+    fn on_other_nodes<'a>(
+        &'a self,
+        command: &'a [String],
+    ) -> ClusterFuture<'a, Result<Vec<(String, String)>, String>>;
+}
+
+/// What a session of an account did that the account's resources on other
+/// nodes must see (`Cluster::to_own_resources`).
+#[derive(Clone, Copy, Debug)]
+pub enum OwnEvent<'a> {
+    /// A presence broadcast from the session (available, or unavailable,
+    /// its `from` the session's full JID); `initial`: its first available
+    /// one, which the other nodes answer with their resources' presence.
+    Presence { stanza: &'a Element, initial: bool },
+    /// A message the session `from` sent (XEP-0280 `<sent/>` copies).
+    Sent { stanza: &'a Element, from: &'a str },
+    /// A message delivered here to `delivered_to` (XEP-0280 `<received/>`
+    /// copies for the resources elsewhere).
+    Received {
+        stanza: &'a Element,
+        delivered_to: &'a [String],
+    },
+}
+
+/// What [`Cluster::to_owner`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerKind {
+    /// A MUC room (`room@conference.HOST`): one owner node per room.
+    Room,
+    /// An external component's domain: the node it is connected to.
+    Component,
+}
+
+/// Where [`Cluster::to_owner`] left a stanza.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owned {
+    /// This node owns it: handle the stanza here.
+    Here,
+    /// This node just claimed it (a room that was free, or whose owner is
+    /// dead): handle the stanza here once what memory held of it was read
+    /// again from storage.
+    Claimed,
+    /// The owner node took the stanza.
+    Taken,
+    /// Nobody owns it (a component connected to no live node).
+    Nobody,
+    /// The owner is alive but did not answer in time.
+    Unreachable,
 }
 
 /// Where stanzas to one domain go.
@@ -225,6 +306,12 @@ impl Routes {
         let mut v: Vec<String> = links.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// The registration id of `domain`'s link, if one is registered.
+    pub fn link_id(&self, domain: &str) -> Option<u64> {
+        let links = self.links.read().unwrap_or_else(|e| e.into_inner());
+        links.get(domain).map(|r| r.id)
     }
 
     /// Register the route for domains not configured here (the s2s

@@ -656,9 +656,14 @@ async fn handle_stanza(
         for m in &server.live().modules {
             extra.extend(m.message_from_session(server.as_ref(), &handle.jid, &el));
         }
+        let cluster_copy = server.routes.cluster().is_some().then(|| el.clone());
         crate::router::route(server, el).await;
         for s in extra {
             crate::router::route(server, s).await;
+        }
+        if let Some(el) = cluster_copy {
+            // The same copies for the account's resources on other nodes.
+            crate::router::sent_elsewhere(server, &handle.jid, &el).await;
         }
         // Covers the archive appends of this message (both ends).
         handle

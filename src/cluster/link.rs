@@ -168,6 +168,7 @@ async fn republish(server: &Server, c: &NatsCluster, node_ttl: Duration) -> Resu
     let js = async_nats::jetstream::new(c.client.clone());
     super::bucket(&js, super::SESSIONS, Duration::ZERO).await?;
     super::bucket(&js, super::NODES, node_ttl).await?;
+    super::bucket(&js, super::owners::BUCKET, Duration::ZERO).await?;
     c.nodes
         .put(super::table::node_key(&c.node), c.boot.clone().into())
         .await
@@ -185,6 +186,7 @@ async fn republish(server: &Server, c: &NatsCluster, node_ttl: Duration) -> Resu
             return Err(format!("re-publishing {}", s.jid));
         }
     }
+    super::owners::reclaim(server, c).await;
     for full in c.link.take_removals() {
         let gone = xep_support::jids::parse_full(&full)
             .is_none_or(|j| server.sessions.session(&j).is_none());

@@ -30,8 +30,12 @@
 //! on the key's revision, retried, so concurrent writers of one account
 //! never lose each other's resources.
 
+pub mod control;
 pub mod inbound;
 pub mod link;
+pub mod own;
+pub mod owners;
+pub mod peers;
 pub mod rosters;
 pub mod table;
 
@@ -64,6 +68,10 @@ pub struct NatsCluster {
     client: async_nats::Client,
     sessions: kv::Store,
     nodes: kv::Store,
+    /// Room and component owners (`owners.rs`).
+    owners: kv::Store,
+    /// Accounts of this node's sessions with resources elsewhere too.
+    peers: peers::Peers,
     /// node → (when read, its boot id then).
     alive: Mutex<HashMap<String, (Instant, Option<String>)>>,
     /// Set by [`NatsCluster::leave`]: heartbeats stop.
@@ -127,6 +135,7 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
     let js = async_nats::jetstream::new(client.clone());
     let sessions = bucket(&js, SESSIONS, Duration::ZERO).await?;
     let nodes = bucket(&js, NODES, o.node_ttl).await?;
+    let owners = bucket(&js, owners::BUCKET, Duration::ZERO).await?;
     let boot = format!("{:016x}", rand::random::<u64>());
     // The node's number in the archive's message ids (their low 8 bits):
     // two live nodes must not share one.
@@ -159,11 +168,15 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
         client,
         sessions,
         nodes,
+        owners,
+        peers: peers::Peers::default(),
         alive: Mutex::new(HashMap::new()),
         leaving: std::sync::atomic::AtomicBool::new(false),
         link,
     });
     inbound::listen(server.clone(), cluster.clone()).await?;
+    own::listen(server.clone(), cluster.clone()).await?;
+    control::listen(server.clone(), cluster.clone()).await?;
     rosters::start(server.clone(), cluster.clone()).await?;
     tokio::spawn(heartbeat(cluster.clone(), o.heartbeat));
     tokio::spawn(sweeper(cluster.clone(), o.node_ttl));
@@ -559,7 +572,9 @@ impl crate::routes::Cluster for NatsCluster {
                 p: priority,
                 a: available,
             };
+            let others = Mutex::new(Vec::new());
             self.change(bare, |r| {
+                *others.lock().unwrap_or_else(|e| e.into_inner()) = own::other_nodes(self, r);
                 match r.get(resource) {
                     Some(h) if h == &held => return false,
                     Some(h) if at_bind && h.n == held.n && h.b == held.b => return false,
@@ -569,6 +584,8 @@ impl crate::routes::Cluster for NatsCluster {
                 true
             })
             .await;
+            let others = others.into_inner().unwrap_or_else(|e| e.into_inner());
+            own::recorded(self, bare, others).await;
         })
     }
 
@@ -577,20 +594,63 @@ impl crate::routes::Cluster for NatsCluster {
             let Some((bare, resource)) = split(full) else {
                 return;
             };
+            let after = Mutex::new(None);
             let done = self
                 .change(bare, |r| {
                     let mine = r
                         .get(resource)
                         .is_some_and(|h| h.n == self.node && h.b == self.boot);
+                    let others = own::other_nodes(self, r);
+                    let still_here = r
+                        .iter()
+                        .any(|(res, h)| res != resource && h.n == self.node && h.b == self.boot);
+                    *after.lock().unwrap_or_else(|e| e.into_inner()) = Some((others, still_here));
                     if mine {
                         r.remove(resource);
                     }
                     mine
                 })
                 .await;
+            if let Some((others, false)) = after.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                own::ended(self, bare, others).await;
+            }
             if !done {
                 self.link.removal_failed(full);
             }
         })
+    }
+
+    fn to_own_resources<'a>(
+        &'a self,
+        bare: &'a str,
+        event: crate::routes::OwnEvent<'a>,
+    ) -> ClusterFuture<'a, Vec<Element>> {
+        Box::pin(own::send(self, bare, event))
+    }
+
+    fn to_owner<'a>(
+        &'a self,
+        kind: crate::routes::OwnerKind,
+        name: &'a str,
+        stanza: &'a Element,
+    ) -> ClusterFuture<'a, crate::routes::Owned> {
+        Box::pin(owners::to_owner(self, kind, name, stanza))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        kind: crate::routes::OwnerKind,
+        name: &'a str,
+        id: u64,
+        on: bool,
+    ) -> ClusterFuture<'a, Result<(), String>> {
+        Box::pin(owners::claim(self, kind, name, id, on))
+    }
+
+    fn on_other_nodes<'a>(
+        &'a self,
+        command: &'a [String],
+    ) -> ClusterFuture<'a, Result<Vec<(String, String)>, String>> {
+        Box::pin(control::ask_others(self, command))
     }
 }

@@ -19,6 +19,7 @@ use xep_support::stanza::{Condition, StanzaError};
 
 use super::NS_COMPONENT;
 use crate::config::Listener;
+use crate::routes::OwnerKind;
 use crate::s2s::stream::{stream_id, Conn, Fail};
 use crate::server::Server;
 use crate::stream::StreamCondition;
@@ -69,8 +70,12 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     };
     conn.set_max_stanza_size(cfg.max_stanza_size);
     tracing::info!(%peer, %domain, "component connected");
+    let cluster = server.routes.cluster().cloned();
     let Some((mut reader, writer)) = conn.into_parts() else {
         server.routes.unregister(&domain, conn_id);
+        if let Some(c) = &cluster {
+            let _ = c.claim(OwnerKind::Component, &domain, conn_id, false).await;
+        }
         return;
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -99,6 +104,9 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
     // so the closing queue cannot end the stream first.
     let _ = stop_tx.send(error);
     server.routes.unregister(&domain, conn_id);
+    if let Some(c) = &cluster {
+        let _ = c.claim(OwnerKind::Component, &domain, conn_id, false).await;
+    }
     let _ = writer.await;
 }
 
@@ -191,8 +199,24 @@ async fn handshake(
             Some(format!("a component for {to} is connected already")),
         ));
     };
+    // The other nodes of a cluster forward the domain's stanzas here; one
+    // connection per domain across the cluster.
+    if let Some(c) = server.routes.cluster() {
+        if let Err(node) = c.claim(OwnerKind::Component, &to, conn_id, true).await {
+            server.routes.unregister(&to, conn_id);
+            return Err(Fail::Stream(
+                StreamCondition::Conflict,
+                Some(format!(
+                    "a component for {to} is connected already (to cluster node {node})"
+                )),
+            ));
+        }
+    }
     if let Err(e) = conn.send("<handshake/>").await {
         server.routes.unregister(&to, conn_id);
+        if let Some(c) = server.routes.cluster() {
+            let _ = c.claim(OwnerKind::Component, &to, conn_id, false).await;
+        }
         return Err(e);
     }
     Ok((to, conn_id, rx))

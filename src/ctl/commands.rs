@@ -28,22 +28,7 @@ pub const NOT_RUNNING: &str = "rookery is not running";
 
 pub use crate::ctl_catalog::{commands, find, CommandSpec};
 
-/// One session, for `connected_users_info` and `user_sessions_info`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// The full JID.
-    pub jid: String,
-    /// `c2s_tls` or `c2s`.
-    pub connection: String,
-    pub ip: String,
-    pub port: u16,
-    pub priority: i32,
-    /// Seconds since the session was bound.
-    pub uptime: u64,
-    /// `available` (or the presence's `show`) or `unavailable`.
-    pub status: String,
-    pub status_text: String,
-}
+pub use crate::session_info::SessionInfo;
 
 /// What the running server offers to commands (implemented by the server
 /// core).
@@ -54,7 +39,7 @@ pub trait ServerControl: Send + Sync {
     fn connected_users_node(&self) -> Vec<String> {
         self.connected_users()
     }
-    /// Details of every connected session.
+    /// Details of every connected session (in a cluster: on every node).
     fn sessions_info(&self) -> Vec<SessionInfo> {
         Vec::new()
     }
@@ -120,6 +105,14 @@ pub trait ServerControl: Send + Sync {
     }
     /// Begin a graceful shutdown.
     fn stop(&self);
+    /// This node's name in its cluster (`None`: not clustered).
+    fn cluster_node(&self) -> Option<String> {
+        None
+    }
+    /// Ask another live node of the cluster to leave it (and stop).
+    fn ask_to_leave(&self, _node: &str) -> Result<(), String> {
+        Err("not clustered".into())
+    }
     /// A short human summary (uptime, sessions...).
     fn status(&self) -> String;
     /// Authenticated s2s connections, one line each, starting `in ` or `out `
@@ -358,6 +351,13 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
         ("registered_vhosts", []) => Ok(CtlOutput::ok(env.hosts().join("\n"))),
         ("connected_users", []) => Ok(connected_users(server)),
         ("list_cluster", []) => list_cluster(server),
+        ("leave_cluster", [node]) => leave_cluster(server, node),
+        ("join_cluster", [node]) => Err(CtlOutput::failed(format!(
+            "join_cluster {node}: a node joins a cluster by its configuration, not at run time: \
+             give it a `cluster:` section (its own `node:` name and the cluster's `nats:` URLs) \
+             and the cluster's shared database (`default_db: sql`, the same `sql_*` keys), then \
+             start it; the nodes find each other through NATS (docs/admin.md, \"Running a cluster\")"
+        ))),
         ("connected_users_number", []) => Ok(CtlOutput::ok(
             server
                 .map(|s| s.connected_users().len())
@@ -500,11 +500,12 @@ pub fn execute(env: &CtlEnv, command: &str, args: &[String]) -> CtlOutput {
 fn sessions_info(server: Option<&Arc<dyn ServerControl>>, only: Option<(&str, &str)>) -> CtlOutput {
     let mut sessions = server.map(|s| s.sessions_info()).unwrap_or_default();
     sessions.sort_by(|a, b| a.jid.cmp(&b.jid));
-    let node = format!("rookery@{}", hostname());
+    let here = format!("rookery@{}", hostname());
     let lines: Vec<String> = sessions
         .iter()
         .filter_map(|s| {
             let (bare, resource) = s.jid.split_once('/').unwrap_or((&s.jid, ""));
+            let node = s.node.as_deref().unwrap_or(&here);
             let fields = format!(
                 "{}\t{}\t{}\t{}\t{node}\t{}\t{}\t{resource}\t{}",
                 s.connection,
@@ -1013,6 +1014,34 @@ fn list_cluster(server: Option<&Arc<dyn ServerControl>>) -> Result<CtlOutput, Ct
             "rookery (no `cluster:` configured)".to_string(),
         )),
         Err(e) => Err(CtlOutput::failed(format!("the cluster cannot say: {e}"))),
+    }
+}
+
+fn leave_cluster(
+    server: Option<&Arc<dyn ServerControl>>,
+    node: &str,
+) -> Result<CtlOutput, CtlOutput> {
+    let Some(server) = server else {
+        return Err(CtlOutput::not_running(NOT_RUNNING));
+    };
+    let Some(me) = server.cluster_node() else {
+        return Err(CtlOutput::failed(
+            "this node is not in a cluster (no `cluster:` in its configuration)",
+        ));
+    };
+    if node == me {
+        // The orderly shutdown leaves the cluster first (the heartbeat
+        // goes, the others stop forwarding here), then ends the sessions.
+        server.stop();
+        return Ok(CtlOutput::ok(format!(
+            "node {me} leaves the cluster: its sessions end with <system-shutdown/> and it stops"
+        )));
+    }
+    match server.ask_to_leave(node) {
+        Ok(()) => Ok(CtlOutput::ok(format!(
+            "node {node} leaves the cluster: its sessions end with <system-shutdown/> and it stops"
+        ))),
+        Err(e) => Err(CtlOutput::failed(format!("leave_cluster {node}: {e}"))),
     }
 }
 

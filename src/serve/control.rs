@@ -7,7 +7,6 @@
 //! with `rt.block_on`; a change made here (kick, roster edit, restore)
 //! leaves the session table and the roster cache consistent with storage.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -33,6 +32,22 @@ impl Control {
             .iter()
             .find_map(|m| m.as_any()?.downcast_ref::<xep_support::invites::Invites>())
             .map(f)
+    }
+
+    /// Run a node-local command on the cluster's other nodes: their
+    /// answers (none without a cluster, or when NATS cannot say).
+    fn on_other_nodes(&self, command: &[&str]) -> Vec<(String, String)> {
+        let Some(cluster) = self.server.routes.cluster() else {
+            return Vec::new();
+        };
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        match self.rt.block_on(cluster.on_other_nodes(&command)) {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::warn!("{}: the other nodes cannot be asked ({e})", command[0]);
+                Vec::new()
+            }
+        }
     }
 
     fn bare(user: &str, host: &str) -> Option<jid::BareJid> {
@@ -84,45 +99,25 @@ impl ServerControl for Control {
     }
 
     fn sessions_info(&self) -> Vec<SessionInfo> {
-        self.server
+        let node = self.cluster_node();
+        let mut rows: Vec<SessionInfo> = self
+            .server
             .sessions
             .all_sessions()
             .iter()
-            .map(|s| {
-                let (addr, tls) = s
-                    .origin
-                    .get()
-                    .copied()
-                    .unwrap_or((SocketAddr::from(([0, 0, 0, 0], 0)), false));
-                let presence = s
-                    .last_presence
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let available = s.available.load(Ordering::Relaxed);
-                let show = presence
-                    .as_ref()
-                    .and_then(|p| p.child("show", xep_support::ns::CLIENT).map(|e| e.text()));
-                let text = presence
-                    .as_ref()
-                    .and_then(|p| p.child("status", xep_support::ns::CLIENT).map(|e| e.text()))
-                    .unwrap_or_default();
-                SessionInfo {
-                    jid: s.jid.to_string(),
-                    connection: if tls { "c2s_tls" } else { "c2s" }.into(),
-                    ip: addr.ip().to_canonical().to_string(),
-                    port: addr.port(),
-                    priority: s.priority.load(Ordering::Relaxed),
-                    uptime: s.since.elapsed().as_secs(),
-                    status: match (available, show) {
-                        (false, _) => "unavailable".into(),
-                        (true, Some(show)) if !show.trim().is_empty() => show.trim().to_string(),
-                        (true, _) => "available".into(),
-                    },
-                    status_text: text,
-                }
-            })
-            .collect()
+            .map(|s| crate::session_info::of(s, node.as_deref()))
+            .collect();
+        // And the other nodes' sessions, each with its node's name.
+        for (node, answer) in self.on_other_nodes(&["sessions_info"]) {
+            match serde_json::from_str::<Vec<SessionInfo>>(&answer) {
+                Ok(theirs) => rows.extend(theirs.into_iter().map(|mut r| {
+                    r.node = Some(node.clone());
+                    r
+                })),
+                Err(e) => tracing::warn!("sessions_info: node {node} answered unreadably: {e}"),
+            }
+        }
+        rows
     }
 
     fn kick_user(&self, user: &str, host: &str, _reason: &str) -> usize {
@@ -135,7 +130,13 @@ impl ServerControl for Control {
             s.close(Some(StreamCondition::NotAuthorized));
             self.server.sessions.unbind(s);
         }
-        sessions.len()
+        // And the account's sessions on the other nodes of a cluster.
+        let elsewhere: usize = self
+            .on_other_nodes(&["kick_user", user, host])
+            .iter()
+            .filter_map(|(_, n)| n.parse::<usize>().ok())
+            .sum();
+        sessions.len() + elsewhere
     }
 
     fn kick_session(&self, user: &str, host: &str, resource: &str, reason: &str) -> bool {
@@ -144,7 +145,13 @@ impl ServerControl for Control {
             return false;
         };
         let Some(session) = self.server.sessions.session(&full) else {
-            return false;
+            // On another node of a cluster, maybe.
+            let asked = ["kick_session", user, host, resource, reason];
+            let kicked = self.on_other_nodes(&asked).iter().any(|(_, a)| a == "1");
+            if kicked {
+                crate::c2s::revoke_fast_tokens(&self.server, user, host);
+            }
+            return kicked;
         };
         tracing::info!("kicking {full}: {reason}");
         // XEP-0484: a kicked client logs in with its password again.
@@ -224,6 +231,27 @@ impl ServerControl for Control {
 
     fn stop(&self) {
         self.server.begin_shutdown();
+    }
+
+    fn cluster_node(&self) -> Option<String> {
+        self.server
+            .config()
+            .cluster
+            .as_ref()
+            .map(|c| c.node.clone())
+    }
+
+    fn ask_to_leave(&self, node: &str) -> Result<(), String> {
+        let Some(cluster) = self.server.routes.cluster() else {
+            return Err("not clustered".into());
+        };
+        let command = vec!["leave_cluster".to_string(), node.to_string()];
+        let answers = self.rt.block_on(cluster.on_other_nodes(&command))?;
+        match answers.first() {
+            Some((_, a)) if a == "leaving" => Ok(()),
+            Some((_, a)) => Err(format!("node {node} answered: {a}")),
+            None => Err(format!("node {node} did not answer")),
+        }
     }
 
     fn invite_landing_url(

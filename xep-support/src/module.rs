@@ -655,6 +655,11 @@ pub trait Module: Send + Sync {
     fn handle_service_stanza(&self, _ctx: &dyn ServerContext, _stanza: &Element) -> Vec<Element> {
         Vec::new()
     }
+    /// This node of a cluster just became the owner of `address` (a JID
+    /// with a local part at one of this module's service domains: a MUC
+    /// room), which another node may have served until now: forget what
+    /// memory holds of it and read it again from storage.
+    fn service_address_claimed(&self, _ctx: &dyn ServerContext, _address: &BareJid) {}
     /// The module as `Any`, so the server core can read the typed options of
     /// modules whose work happens in the stream itself (mod_stream_mgmt,
     /// mod_client_state, mod_ping's server-side pings).

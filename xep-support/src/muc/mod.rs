@@ -476,6 +476,21 @@ impl Module for Muc {
         v
     }
 
+    fn service_address_claimed(&self, ctx: &dyn ServerContext, address: &BareJid) {
+        let Some(node) = address.node() else {
+            return;
+        };
+        let service = address.domain().as_str().to_string();
+        let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
+        let Some(svc) = guard.get_mut(&service) else {
+            return; // not loaded yet: the first stanza loads it from storage
+        };
+        let c = Ctx {
+            ctx,
+            service: &service,
+        };
+        c.reload(svc, node.as_str());
+    }
     fn handle_service_stanza(&self, ctx: &dyn ServerContext, stanza: &Element) -> Vec<Element> {
         let (Some(to), Some(from)) = (
             stanza.attr("to").and_then(|t| Jid::new(t).ok()),

@@ -135,6 +135,41 @@ impl Ctx<'_> {
         }
     }
 
+    /// Forget room `node` and read it again from storage (a cluster node
+    /// took the room over: its occupants were on the node that held it,
+    /// its stored configuration may be newer than this node's copy).
+    pub(super) fn reload(&self, svc: &mut Service, node: &str) {
+        svc.rooms.remove(node);
+        if !svc.loaded {
+            return;
+        }
+        let Ok(domain) = BareJid::new(self.service) else {
+            return;
+        };
+        match self.ctx.store(MODULE).get(&domain, &format!("room:{node}")) {
+            Ok(Some(value)) => {
+                let room = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|x| {
+                        self.ctx
+                            .parse_stored_xml(x, &format!("{node}@{}", self.service))
+                    })
+                    .and_then(|e| Room::from_stored(&e));
+                match room {
+                    Some(room) => {
+                        svc.rooms.insert(node.to_string(), room);
+                    }
+                    None => tracing::warn!(
+                        "mod_muc: stored room {node}@{} cannot be read; skipped",
+                        self.service
+                    ),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("mod_muc: reading room {node}@{}: {e}", self.service),
+        }
+    }
+
     /// The presence of `occ` as `viewer` sees it.
     pub(super) fn presence_of(
         &self,
