@@ -54,6 +54,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "rookery_uptime_seconds",
     "rookery_storage_size_bytes",
     "rookery_accounts",
+    "rookery_cluster_nats_connected",
+    "rookery_cluster_forward_failures_total",
+    "rookery_cluster_duplicates_skipped_total",
 ];
 
 /// What a scrape reads besides the atomics.
