@@ -5,10 +5,14 @@
 //! could not connect.
 //!
 //! Every connection (c2s on TCP, direct TLS, WebSocket and BOSH; s2s in
-//! and out; components; HTTP) gets a compact id at accept, such as
-//! `c2s-1a`: [`ConnLog`] carries it, and every line logged while one of
-//! the connection's tasks runs names it (`conn=c2s-1a` in text,
-//! `"conn":"c2s-1a"` in JSON), with the JID once [`bind`] recorded it.
+//! and out; components; HTTP) gets a compact id when it is accepted, such
+//! as `c2s-1a`: every line logged while one of the connection's tasks runs
+//! names it (`conn=c2s-1a` in text, `"conn":"c2s-1a"` in JSON), and its JID
+//! (for s2s and components, the remote domain) once [`bind`] recorded it.
+//! The id lives in a task-local [`ConnLog`] (an `Arc` of 8 bytes and the
+//! JID), not a `tracing` span: a span per idle session cost more memory
+//! (docs/benchmarks.md); [`WithConn`] adds it to a line only when one is
+//! written.
 //!
 //! Invariants: a stream error is written only through [`stream_error`],
 //! which logs it; callers do not log the same error again. Every task a
@@ -17,56 +21,128 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use tracing::Instrument;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::stream::StreamCondition;
+
+/// Connection kinds, in the id's top byte.
+const KINDS: [&str; 7] = ["c2s", "ws", "bosh", "s2s-in", "s2s-out", "comp", "http"];
 
 /// The next connection number (ids are unique for the process's life).
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
-/// A connection's log context: its id (`KIND-HEX`) and, once bound, its
-/// JID, on every line logged by a future it [`run`](ConnLog::run)s.
+tokio::task_local! {
+    static CONN: ConnLog;
+}
+
+/// A connection's log context, shared by its tasks: its id and, once
+/// bound, its JID. `None` outside a connection.
 #[derive(Clone)]
-pub struct ConnLog(tracing::Span);
+pub struct ConnLog(Option<Arc<Ctx>>);
+
+struct Ctx {
+    /// The kind's index in [`KINDS`] in the top byte, the number below.
+    id: u64,
+    jid: OnceLock<Box<str>>,
+}
 
 impl ConnLog {
-    /// A new id for a connection of `kind` (`c2s`, `ws`, `bosh`, `s2s-in`,
-    /// `s2s-out`, `comp`, `http`). The context has no parent: a stream a
-    /// client's stanza opens (s2s out) gets its own id, not the client's.
+    /// A new id for a connection of `kind` (one of `c2s`, `ws`, `bosh`,
+    /// `s2s-in`, `s2s-out`, `comp`, `http`).
     pub fn new(kind: &'static str) -> Self {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        // At error level, so that it exists whenever anything is logged.
-        ConnLog(tracing::error_span!(
-            target: "rookery::conn",
-            parent: None,
-            "conn",
-            conn = %format_args!("{kind}-{n:x}"),
-            jid = tracing::field::Empty
-        ))
+        let k = KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u64;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) & ((1 << 56) - 1);
+        ConnLog(Some(Arc::new(Ctx {
+            id: k << 56 | n,
+            jid: OnceLock::new(),
+        })))
     }
 
     /// The context of the connection whose task is running (for the
     /// tasks it spawns); none outside a connection.
     pub fn current() -> Self {
-        ConnLog(tracing::Span::current())
-    }
-
-    /// `f`'s result, with this context on every line it logs.
-    pub fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.0.in_scope(f)
+        CONN.try_with(|c| c.clone()).unwrap_or(ConnLog(None))
     }
 
     /// `fut`, with this context on every line it logs.
     pub fn run<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
-        fut.instrument(self.0.clone())
+        CONN.scope(self.clone(), fut)
+    }
+
+    /// `f`'s result, with this context on every line it logs.
+    pub fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        CONN.sync_scope(self.clone(), f)
     }
 }
 
-/// Record the JID (or, for s2s and components, the domain) the running
-/// connection is bound to: its later lines carry it.
+impl Ctx {
+    fn id(&self) -> impl Display + '_ {
+        let kind = KINDS[(self.id >> 56) as usize % KINDS.len()];
+        let n = self.id & ((1 << 56) - 1);
+        std::fmt::from_fn(move |f| write!(f, "{kind}-{n:x}"))
+    }
+}
+
+/// Record the JID (for s2s and components, the remote domain) the running
+/// connection is bound to: its later lines carry it. The first one stays.
 pub fn bind(jid: &dyn Display) {
-    tracing::Span::current().record("jid", tracing::field::display(jid));
+    let _ = CONN.try_with(|c| {
+        if let Some(c) = &c.0 {
+            let _ = c.jid.set(jid.to_string().into_boxed_str());
+        }
+    });
+}
+
+/// A line format (`inner`) with the running connection's id and JID
+/// added: `conn=… jid=…` at the end of a text line, `"conn"` and `"jid"`
+/// keys in a JSON object. Lines outside a connection are `inner`'s as is.
+pub struct WithConn<F> {
+    pub inner: F,
+    pub json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithConn<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some(c) = CONN.try_with(|c| c.0.clone()).ok().flatten() else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(256);
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let jid = c.jid.get();
+        if self.json {
+            let Some(rest) = line.strip_prefix('{') else {
+                return writer.write_str(&line);
+            };
+            write!(writer, "{{\"conn\":\"{}\",", c.id())?;
+            if let Some(j) = jid {
+                let quoted = serde_json::to_string(j).map_err(|_| std::fmt::Error)?;
+                write!(writer, "\"jid\":{quoted},")?;
+            }
+            writer.write_str(rest)
+        } else {
+            let body = line.strip_suffix('\n').unwrap_or(&line);
+            write!(writer, "{body} conn={}", c.id())?;
+            if let Some(j) = jid {
+                write!(writer, " jid={j}")?;
+            }
+            writer.write_char('\n')
+        }
+    }
 }
 
 /// The XML of a stream error (and the stream's end) to send to `peer` on a

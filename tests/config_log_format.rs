@@ -70,12 +70,12 @@ async fn json_log_lines_with_the_failed_handshake_and_its_peer() {
 
 /// The connection id a JSON line carries (`conn`, with `jid` once bound).
 fn conn_of(v: &serde_json::Value) -> Option<&str> {
-    v["span"]["conn"].as_str()
+    v["conn"].as_str()
 }
 
 /// The JID a JSON line carries: its connection's, or an event field.
 fn jid_of(v: &serde_json::Value) -> Option<&str> {
-    v["span"]["jid"].as_str().or(v["fields"]["jid"].as_str())
+    v["jid"].as_str().or(v["fields"]["jid"].as_str())
 }
 
 /// The server's stderr as JSON lines, each checked to be one.
@@ -108,7 +108,10 @@ async fn every_line_of_a_session_carries_its_connection_id() {
     assert_eq!(bob.expect_stream_error().await, "not-well-formed");
     alice.close().await;
     let peers = [
-        (alice.local_addr.expect("addr").to_string(), "alice@localhost/a"),
+        (
+            alice.local_addr.expect("addr").to_string(),
+            "alice@localhost/a",
+        ),
         (bob.local_addr.expect("addr").to_string(), "bob@localhost/b"),
     ];
     // Both sessions' ends are logged.

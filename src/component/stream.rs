@@ -75,9 +75,13 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
         return;
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let writer = tokio::spawn(
-        crate::conn_log::ConnLog::current().run(write_loop(server.clone(), writer, rx, stop_rx, peer)),
-    );
+    let writer = tokio::spawn(crate::conn_log::ConnLog::current().run(write_loop(
+        server.clone(),
+        writer,
+        rx,
+        stop_rx,
+        peer,
+    )));
     let end = loop {
         let event = match tokio::time::timeout(IDLE_WAIT, reader.next()).await {
             Err(_) => continue,

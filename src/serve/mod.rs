@@ -348,7 +348,8 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
             ListenerModule::S2s => {
                 tokio::spawn(counted(
                     server.clone(),
-                    ConnLog::new("s2s-in").run(crate::s2s::incoming::handle(server, sock, peer, cfg)),
+                    ConnLog::new("s2s-in")
+                        .run(crate::s2s::incoming::handle(server, sock, peer, cfg)),
                 ));
             }
             ListenerModule::Service => {
