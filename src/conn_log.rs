@@ -192,6 +192,108 @@ pub fn starttls_leftover_ok(kind: &str, peer: &dyn Display, leftover: &[u8]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    /// The lines a subscriber with [`WithConn`] writes while `f` runs.
+    fn logged(json: bool, f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || buf.clone())
+            .with_ansi(false);
+        if json {
+            let inner = tracing_subscriber::fmt::format().json();
+            let sub = builder
+                .json()
+                .event_format(WithConn { inner, json: true })
+                .finish();
+            tracing::subscriber::with_default(sub, f);
+        } else {
+            let inner = tracing_subscriber::fmt::format().with_ansi(false);
+            let sub = builder
+                .event_format(WithConn { inner, json: false })
+                .finish();
+            tracing::subscriber::with_default(sub, f);
+        }
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn lines_of_a_connection_carry_its_id_and_then_its_jid() {
+        let a = ConnLog::new("s2s-out");
+        let b = ConnLog::new("comp");
+        let log = logged(true, || {
+            tracing::info!("outside");
+            a.in_scope(|| {
+                tracing::info!(peer = %"192.0.2.1:5269", "before");
+                bind(&"example.org");
+                bind(&"ignored.example");
+                tracing::info!("after");
+            });
+            b.in_scope(|| tracing::warn!("component \"quoted\""));
+        });
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 4, "{log}");
+        assert!(lines[0].get("conn").is_none(), "{log}");
+        let id = lines[1]["conn"].as_str().expect("conn");
+        assert!(id.starts_with("s2s-out-"), "{id}");
+        assert!(lines[1].get("jid").is_none(), "{log}");
+        assert_eq!(lines[1]["fields"]["peer"], "192.0.2.1:5269");
+        assert_eq!(lines[2]["conn"], id);
+        assert_eq!(lines[2]["jid"], "example.org");
+        assert_eq!(lines[2]["fields"]["message"], "after");
+        let other = lines[3]["conn"].as_str().expect("conn");
+        assert!(other.starts_with("comp-") && other != id, "{other}");
+        assert_eq!(lines[3]["fields"]["message"], "component \"quoted\"");
+
+        let text = logged(false, || {
+            a.in_scope(|| tracing::info!(peer = %"192.0.2.1:5269", "text"));
+            tracing::info!("outside");
+        });
+        let mut lines = text.lines();
+        let first = lines.next().expect("line");
+        assert!(
+            first.ends_with(&format!(
+                "text peer=192.0.2.1:5269 conn={id} jid=example.org"
+            )),
+            "{first}"
+        );
+        assert!(!lines.next().expect("line").contains("conn="), "{text}");
+    }
+
+    #[tokio::test]
+    async fn spawned_tasks_keep_the_context() {
+        let a = ConnLog::new("c2s");
+        let log = a
+            .run(async {
+                let child = ConnLog::current();
+                tokio::spawn(child.run(async {
+                    bind(&"alice@example.org/r");
+                }))
+                .await
+                .unwrap();
+                logged(true, || tracing::info!("in the parent"))
+            })
+            .await;
+        let v: serde_json::Value = serde_json::from_str(log.trim()).unwrap();
+        assert!(v["conn"].as_str().unwrap().starts_with("c2s-"), "{v}");
+        assert_eq!(v["jid"], "alice@example.org/r", "{v}");
+    }
 
     #[test]
     fn only_xml_whitespace_may_follow_starttls() {
