@@ -80,7 +80,8 @@ fn load_config(path: Option<&PathBuf>) -> Result<config::Config, String> {
 
 /// Logs to stderr: text, or with `log_format: json` one JSON object per
 /// line (`timestamp`, `level`, `target`, `fields` with `message` and the
-/// event's fields such as `peer`) for log shippers.
+/// event's fields such as `peer`) for log shippers; lines logged for a
+/// connection carry its id and JID (`conn_log`).
 fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROOKERY_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},sled=warn,rustls=warn"))
@@ -89,10 +90,17 @@ fn init_logging(level: &str, json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        builder.json().init();
-    } else {
+        let inner = tracing_subscriber::fmt::format().json();
         builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .json()
+            .event_format(conn_log::WithConn { inner, json: true })
+            .init();
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let inner = tracing_subscriber::fmt::format().with_ansi(ansi);
+        builder
+            .with_ansi(ansi)
+            .event_format(conn_log::WithConn { inner, json: false })
             .init();
     }
 }

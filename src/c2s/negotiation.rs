@@ -989,6 +989,7 @@ impl Negotiation {
         for m in &self.server.live().modules {
             m.session_opened(self.server.as_ref(), &full);
         }
+        crate::conn_log::bind(&full);
         tracing::info!(peer = %self.peer, "session bound: {full}");
         Some((handle, rx))
     }

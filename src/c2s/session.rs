@@ -74,12 +74,9 @@ pub async fn run(server: Arc<Server>, bound: Box<Bound>) {
         cork: Some(cork),
         framing,
     });
-    let mut writer_task = tokio::spawn(super::writer::run(
-        writer,
-        rx,
-        handle.clone(),
-        detach.clone(),
-        settings,
+    crate::conn_log::bind(&handle.jid);
+    let mut writer_task = tokio::spawn(crate::conn_log::ConnLog::current().run(
+        super::writer::run(writer, rx, handle.clone(), detach.clone(), settings),
     ));
     let mut claims: Option<mpsc::Receiver<Claim>> = None;
     // A resumed session, or one whose stream management a XEP-0386 bind

@@ -69,6 +69,7 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
         }
     };
     conn.set_max_stanza_size(cfg.max_stanza_size);
+    crate::conn_log::bind(&domain);
     tracing::info!(%peer, %domain, "component connected");
     let cluster = server.routes.cluster().cloned();
     let Some((mut reader, writer)) = conn.into_parts() else {
@@ -79,7 +80,13 @@ pub async fn handle(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, cfg:
         return;
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let writer = tokio::spawn(write_loop(server.clone(), writer, rx, stop_rx, peer));
+    let writer = tokio::spawn(crate::conn_log::ConnLog::current().run(write_loop(
+        server.clone(),
+        writer,
+        rx,
+        stop_rx,
+        peer,
+    )));
     let end = loop {
         let event = match tokio::time::timeout(IDLE_WAIT, reader.next()).await {
             Err(_) => continue,

@@ -113,7 +113,8 @@ pub fn upgrade(
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (server, cfg) = (server.clone(), cfg.clone());
-    tokio::spawn(async move {
+    let log = crate::conn_log::ConnLog::new("ws");
+    tokio::spawn(log.run(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -123,7 +124,7 @@ pub fn upgrade(
         };
         let io = WsIo::new(TokioIo::new(upgraded), &server, &cfg).await;
         crate::c2s::handle_websocket(server, Box::new(io), cfg.tls, peer, cfg).await;
-    });
+    }));
     let mut r = Response::new(super::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let hs = r.headers_mut();

@@ -206,6 +206,9 @@ impl Incoming {
     /// A domain was authenticated on this stream: stanzas may now be as
     /// large as the listener allows, and no deadline applies.
     fn authenticated_now(&mut self, domain: String) {
+        if self.authenticated.is_empty() {
+            crate::conn_log::bind(&domain);
+        }
         self.authenticated.insert(domain);
         self.deadline = None;
         self.conn.set_max_stanza_size(self.listener.max_stanza_size);
@@ -300,12 +303,12 @@ impl Incoming {
         let w = self.bidi_writer.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(crate::links::OUT_QUEUE);
             let (stop, stop_rx) = oneshot::channel();
-            let task = tokio::spawn(bidi_writer(
+            let task = tokio::spawn(crate::conn_log::ConnLog::current().run(bidi_writer(
                 self.server.clone(),
                 self.conn.shared_writer(),
                 rx,
                 stop_rx,
-            ));
+            )));
             BidiWriter {
                 tx,
                 routes: Vec::new(),

@@ -46,13 +46,13 @@ pub async fn send(server: &Server, local: &str, remote: &str, stanza: Element) {
     let mut stanza = Box::new(stanza);
     for _ in 0..2 {
         let conn = arc.s2s.out.get_or_start(local, remote, |conn, rx| {
-            tokio::spawn(run(
+            tokio::spawn(crate::conn_log::ConnLog::new("s2s-out").run(run(
                 arc.clone(),
                 conn,
                 local.to_string(),
                 remote.to_string(),
                 rx,
-            ));
+            )));
         });
         match conn.tx.try_send(stanza) {
             Ok(()) => return,
@@ -345,6 +345,7 @@ async fn run(
     remote: String,
     mut rx: mpsc::Receiver<Box<Element>>,
 ) {
+    crate::conn_log::bind(&remote);
     let timeout = server.config().s2s.connect_timeout;
     let mut shutdown = server.shutdown_signal();
     let result = tokio::select! {
@@ -411,7 +412,7 @@ async fn pump(
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let (l, r) = (local.to_string(), remote.to_string());
     let srv = server.clone();
-    let reader_task = tokio::spawn(async move {
+    let reader_task = tokio::spawn(crate::conn_log::ConnLog::current().run(async move {
         loop {
             match reader.next().await {
                 Ok(StreamEvent::Stanza(el))
@@ -434,7 +435,7 @@ async fn pump(
             }
         }
         let _ = done_tx.send(());
-    });
+    }));
     let mut shutdown = server.shutdown_signal();
     let mut buf = String::new();
     let mut shutting_down = false;

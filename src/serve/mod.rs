@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use xep_support::module::CommandOutcome;
 
 use crate::config::{Config, Listener, ListenerModule};
+use crate::conn_log::ConnLog;
 use crate::ctl::commands::CtlEnv;
 use crate::server::Server;
 use crate::storage::{PgStorage, SledStorage, Storage};
@@ -341,25 +342,26 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, cfg: Listener) 
             ListenerModule::C2s => {
                 tokio::spawn(counted(
                     server.clone(),
-                    crate::c2s::handle(server, sock, peer, cfg),
+                    ConnLog::new("c2s").run(crate::c2s::handle(server, sock, peer, cfg)),
                 ));
             }
             ListenerModule::S2s => {
                 tokio::spawn(counted(
                     server.clone(),
-                    crate::s2s::incoming::handle(server, sock, peer, cfg),
+                    ConnLog::new("s2s-in")
+                        .run(crate::s2s::incoming::handle(server, sock, peer, cfg)),
                 ));
             }
             ListenerModule::Service => {
                 tokio::spawn(counted(
                     server.clone(),
-                    crate::component::handle(server, sock, peer, cfg),
+                    ConnLog::new("comp").run(crate::component::handle(server, sock, peer, cfg)),
                 ));
             }
             ListenerModule::Http => {
                 tokio::spawn(counted(
                     server.clone(),
-                    crate::http::handle(server, sock, peer, cfg),
+                    ConnLog::new("http").run(crate::http::handle(server, sock, peer, cfg)),
                 ));
             }
         }

@@ -187,6 +187,8 @@ pub struct Client {
     pub features: Option<Element>,
     /// Full JID after a successful bind.
     pub jid: Option<String>,
+    /// The connection's local address (the server logs it as `peer`).
+    pub local_addr: Option<SocketAddr>,
 }
 
 impl Client {
@@ -197,6 +199,7 @@ impl Client {
             .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         tcp.set_nodelay(true).ok();
+        let local_addr = tcp.local_addr().ok();
         Client {
             conn: Conn::Plain(tcp),
             buf: Vec::new(),
@@ -210,6 +213,7 @@ impl Client {
             header: None,
             features: None,
             jid: None,
+            local_addr,
         }
     }
 

@@ -221,8 +221,9 @@ fn create(
     if body.attr(&xbosh("version")).is_none() {
         tracing::debug!(%peer, "BOSH session without xmpp:version (XEP-0206 clients send 1.0)");
     }
-    tracing::info!(%peer, sid = %s.sid, wait, hold, "BOSH session created");
-    tokio::spawn(s.clone().watch());
+    let log = crate::conn_log::ConnLog::new("bosh");
+    log.in_scope(|| tracing::info!(%peer, sid = %s.sid, wait, hold, "BOSH session created"));
+    tokio::spawn(log.run(s.clone().watch()));
     let c2s = crate::c2s::handle_bosh(
         server.clone(),
         Box::new(io::BoshIo(s.clone())),
@@ -231,6 +232,6 @@ fn create(
         cfg.clone(),
         Arc::new(io::Leftovers(s.clone())),
     );
-    tokio::spawn(c2s);
+    tokio::spawn(log.run(c2s));
     Ok((s, rx))
 }
