@@ -113,8 +113,7 @@ fn same_but_to(a: &Element, b: &Element, to_at: usize) -> bool {
     a.name == b.name
         && a.ns == b.ns
         && a.attrs.len() == b.attrs.len()
-        && a
-            .attrs
+        && a.attrs
             .iter()
             .zip(&b.attrs)
             .enumerate()
@@ -158,7 +157,9 @@ mod tests {
             assert_eq!(got, framing.to_xml(&m));
             let mut m = msg("e@x/5", "hi");
             m.children
-                .push(xep_support::element::Node::Element(Element::new("x", "urn:y")));
+                .push(xep_support::element::Node::Element(Element::new(
+                    "x", "urn:y",
+                )));
             let mut got = String::new();
             write(framing, &m, &mut got);
             assert_eq!(got, framing.to_xml(&m));

@@ -240,7 +240,10 @@ impl Element {
                 out.push(' ');
                 replaced += push_name(out, k);
                 out.push_str("='");
-                if let Some(h) = hole.as_deref_mut().filter(|h| h.0 == k.as_str() && h.1.is_none()) {
+                if let Some(h) = hole
+                    .as_deref_mut()
+                    .filter(|h| h.0 == k.as_str() && h.1.is_none())
+                {
                     h.1 = Some(out.len());
                     out.push('\'');
                     continue;
