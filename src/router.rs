@@ -854,28 +854,18 @@ async fn deliver_or_bounce(
     session: &crate::sessions::SessionHandle,
     stanza: Element,
 ) -> bool {
-    let backup = if stanza.attr("type") == Some("error") {
-        None
-    } else {
-        Some(stanza.clone())
-    };
-    match server.sessions.deliver(session, stanza).await {
+    // An error is never bounced; anything else comes back from the queue
+    // when it was not delivered (no copy made beforehand: a room's
+    // fan-out passes here once per occupant).
+    let is_error = stanza.attr("type") == Some("error");
+    let (delivery, back) = server.sessions.deliver_or_return(session, stanza).await;
+    let condition = match delivery {
         Delivery::Delivered => return true,
-        Delivery::Gone => {
-            if let Some(s) = backup {
-                bounce(server, &s, StanzaError::service_unavailable()).await;
-            }
-        }
-        Delivery::Stuck => {
-            if let Some(s) = backup {
-                bounce(
-                    server,
-                    &s,
-                    StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
-                )
-                .await;
-            }
-        }
+        Delivery::Gone => StanzaError::service_unavailable(),
+        Delivery::Stuck => StanzaError::new(ErrorType::Wait, Condition::ResourceConstraint),
+    };
+    if let (false, Some(s)) = (is_error, back) {
+        bounce(server, &s, condition).await;
     }
     false
 }

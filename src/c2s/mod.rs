@@ -12,6 +12,7 @@ mod cork;
 pub mod framing;
 mod negotiation;
 mod session;
+mod shared_wire;
 mod sm;
 mod writer;
 

@@ -314,7 +314,8 @@ fn over_ack_queue(handle: &SessionHandle, max: Option<u64>) -> bool {
 
 /// Serialise a stanza; with XEP-0198 counting on, keep it until acknowledged.
 fn write_stanza(handle: &SessionHandle, framing: Framing, el: Box<Element>, buf: &mut String) {
-    framing.write(&el, buf);
+    // A room's fan-out: the shared parts serialised once per thread.
+    super::shared_wire::write(framing, &el, buf);
     if let Some(sm) = handle.sm.get() {
         let mut sm = sm.lock().unwrap_or_else(|e| e.into_inner());
         if sm.counting {

@@ -170,15 +170,41 @@ impl Element {
     /// stream can be written on a server stream and vice versa. Characters
     /// XML 1.0 does not allow are written as U+FFFD (see the module header).
     pub fn write_to(&self, out: &mut String, parent_ns: &str) {
-        let replaced = self.write_inner(out, parent_ns);
+        let replaced = self.write_inner(out, parent_ns, None);
         if replaced > 0 {
             report_replaced(replaced, &self.name, self.attr("from"), self.attr("to"));
         }
     }
 
+    /// The serialisation [`Element::write_to`] gives, cut around the value
+    /// of this element's own attribute `attr`: `(before, after)`, so that
+    /// `before + escape(value) + after` is what `write_to` writes for any
+    /// value of that attribute (a fan-out writes the shared parts once and
+    /// only the recipient's address per recipient). `None` when the
+    /// element has no such attribute, or when a character had to be
+    /// replaced (such an element is written by `write_to`, which reports it).
+    pub fn write_around_attr(&self, parent_ns: &str, attr: &str) -> Option<(String, String)> {
+        self.attr(attr)?;
+        let mut out = String::with_capacity(256);
+        let mut hole = (attr, None);
+        if self.write_inner(&mut out, parent_ns, Some(&mut hole)) > 0 {
+            return None;
+        }
+        let at = hole.1?;
+        let after = out.split_off(at);
+        Some((out, after))
+    }
+
     /// [`Element::write_to`] without the report; returns how many
-    /// characters were replaced.
-    fn write_inner(&self, out: &mut String, parent_ns: &str) -> usize {
+    /// characters were replaced. With `hole` = `(name, at)`, the value of
+    /// this element's attribute `name` is left out and `at` set to where it
+    /// would be.
+    fn write_inner(
+        &self,
+        out: &mut String,
+        parent_ns: &str,
+        mut hole: Option<&mut (&str, Option<usize>)>,
+    ) -> usize {
         let mut replaced = 0;
         out.push('<');
         // Stream-level elements use the `stream:` prefix the stream header declares;
@@ -214,6 +240,14 @@ impl Element {
                 out.push(' ');
                 replaced += push_name(out, k);
                 out.push_str("='");
+                if let Some(h) = hole
+                    .as_deref_mut()
+                    .filter(|h| h.0 == k.as_str() && h.1.is_none())
+                {
+                    h.1 = Some(out.len());
+                    out.push('\'');
+                    continue;
+                }
             }
             replaced += escape_counted(out, v, true);
             out.push('\'');
@@ -226,7 +260,7 @@ impl Element {
         let own_ns = if same_ns { parent_ns } else { &self.ns };
         for n in &self.children {
             replaced += match n {
-                Node::Element(e) => e.write_inner(out, own_ns),
+                Node::Element(e) => e.write_inner(out, own_ns, None),
                 Node::Text(t) => escape_counted(out, t, false),
             };
         }
@@ -423,6 +457,32 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_around_attr_gives_write_to_for_any_value() {
+        let mut m = Element::new("message", NS_CLIENT)
+            .with_attr("from", "r@c.x/n")
+            .with_attr("to", "a@x/1")
+            .with_attr("type", "groupchat")
+            .with_child(Element::new("body", NS_CLIENT).with_text("a <b> & 'c'"))
+            .with_child(Element::new("occupant-id", "urn:xmpp:occupant-id:0").with_attr("id", "q"));
+        for ns in [NS_CLIENT, ""] {
+            let (before, after) = m.write_around_attr(ns, "to").unwrap();
+            for to in ["a@x/1", "b'&<@x/r"] {
+                m.set_attr("to", to);
+                assert_eq!(format!("{before}{}{after}", escape(to)), m.to_xml(ns));
+            }
+        }
+        // A child's attribute of the same name is not the hole.
+        let c = Element::new("iq", NS_CLIENT)
+            .with_child(Element::new("q", "urn:x").with_attr("to", "inner"));
+        assert_eq!(c.write_around_attr(NS_CLIENT, "to"), None);
+        // A character that must be replaced: written (and reported) by write_to instead.
+        let bad = Element::new("message", NS_CLIENT)
+            .with_attr("to", "a@x")
+            .with_text("\u{1}");
+        assert_eq!(bad.write_around_attr(NS_CLIENT, "to"), None);
+    }
 
     #[test]
     fn writes_namespaces_only_where_they_change() {

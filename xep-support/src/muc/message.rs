@@ -93,13 +93,21 @@ impl Muc {
                 room.history.pop_front();
             }
         }
-        for o in &room.occupants {
-            let mut copy = m.clone();
-            copy.set_attr("to", o.jid.to_string());
-            out.push(copy);
-        }
         // Mentioned members who are not connected: their phones wake.
         self.notify_mentions(c, node, room, &m, from);
+        // One copy per occupant, `to` last (the message itself is the last
+        // copy): the writers serialise the shared part once
+        // (`src/c2s/shared_wire.rs`).
+        out.reserve(room.occupants.len());
+        if let Some((last, others)) = room.occupants.split_last() {
+            for o in others {
+                let mut copy = m.clone();
+                copy.set_attr("to", o.jid.to_string());
+                out.push(copy);
+            }
+            m.set_attr("to", last.jid.to_string());
+            out.push(m);
+        }
     }
 
     /// A mediated invitation (§7.8.2) or a decline (§7.8.3) sent through the room.
