@@ -167,7 +167,10 @@ async fn watch(c: &NatsCluster, started: Instant) -> String {
     let mut loading: Option<HashMap<String, Sessions>> = Some(HashMap::new());
     if last == 0 {
         c.replica.install(loading.take().unwrap_or_default());
-        tracing::debug!("cluster: session table copy is current (empty)");
+        tracing::info!(
+            "cluster: session table copy is current (0 accounts with sessions, {:?})",
+            started.elapsed()
+        );
     }
     let mut check = tokio::time::interval(CHECK_EVERY);
     loop {
