@@ -26,6 +26,7 @@ mod c2s_stream;
 mod c2s_websocket;
 mod cluster;
 mod cluster_faults;
+mod cluster_replica;
 mod cluster_routing;
 mod compliance_suites;
 mod component;

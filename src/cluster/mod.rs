@@ -5,7 +5,9 @@
 //!
 //! - the session table, in the JetStream key-value bucket
 //!   `rookery_sessions` (one key per account, see `table.rs`), written by
-//!   the node that holds a session at bind, presence change and end;
+//!   the node that holds a session at bind, presence change and end, and
+//!   read by every node from its own in-memory copy fed by a watch of the
+//!   bucket (`replica.rs`);
 //! - node membership, in the bucket `rookery_nodes` whose entries expire
 //!   after `node_ttl`: each node puts `n.NODE` = its boot id every
 //!   `heartbeat`; a node whose key expired (or changed boot) is dead, and
@@ -36,6 +38,7 @@ pub mod link;
 pub mod own;
 pub mod owners;
 pub mod peers;
+pub mod replica;
 pub mod rosters;
 pub mod table;
 
@@ -78,6 +81,8 @@ pub struct NatsCluster {
     leaving: std::sync::atomic::AtomicBool,
     /// The connection's state and recovery (`link.rs`).
     link: Arc<link::Link>,
+    /// The in-memory copy of the session table (`replica.rs`).
+    replica: Arc<replica::Replica>,
 }
 
 /// The subject a node answers forwarded stanzas on.
@@ -173,7 +178,9 @@ pub async fn start(server: Arc<Server>, o: &ClusterOptions) -> Result<Arc<NatsCl
         alive: Mutex::new(HashMap::new()),
         leaving: std::sync::atomic::AtomicBool::new(false),
         link,
+        replica: replica::Replica::new(),
     });
+    tokio::spawn(replica::follow(cluster.clone()));
     inbound::listen(server.clone(), cluster.clone()).await?;
     own::listen(server.clone(), cluster.clone()).await?;
     control::listen(server.clone(), cluster.clone()).await?;
@@ -478,13 +485,17 @@ impl crate::routes::Cluster for NatsCluster {
                 );
                 return Vec::new();
             }
-            let r = match self.sessions.get(table::key(bare)).await {
-                Ok(Some(v)) => table::decode(&v),
-                Ok(None) => return Vec::new(),
-                Err(e) => {
-                    tracing::warn!("cluster: reading the session table for {bare}: {e}");
-                    return Vec::new();
-                }
+            // From the copy when it is current, else from the bucket.
+            let r = match self.replica.lookup(bare) {
+                Some(r) => r,
+                None => match self.sessions.get(table::key(bare)).await {
+                    Ok(Some(v)) => table::decode(&v).into_iter().collect(),
+                    Ok(None) => return Vec::new(),
+                    Err(e) => {
+                        tracing::warn!("cluster: reading the session table for {bare}: {e}");
+                        return Vec::new();
+                    }
+                },
             };
             let mut out = Vec::new();
             for (resource, h) in r {
