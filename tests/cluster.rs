@@ -24,31 +24,13 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
+use common::cluster::{engines, node};
 use common::im::*;
-use common::nats::NatsServer;
 use common::pg::PgServer;
 use common::*;
 
 const A: &str = "alice@localhost";
 const B: &str = "bob@localhost";
-
-/// One node of the test cluster.
-fn node(pg: &PgServer, nats: &NatsServer, name: &str) -> Server {
-    Server::start_with(Config {
-        extra_yaml: format!(
-            "{}cluster:\n  node: {name}\n  nats: {}\n  heartbeat: 1 second\n  node_ttl: 3 seconds\n  request_timeout: 3 seconds\n",
-            pg.config_yaml(),
-            nats.url()
-        ),
-        ..Config::default()
-    })
-}
-
-fn engines(test: &str) -> Option<(PgServer, NatsServer)> {
-    let pg = PgServer::start(test)?;
-    let nats = NatsServer::start(test)?;
-    Some((pg, nats))
-}
 
 fn nodes_listed(s: &Server) -> Vec<String> {
     let mut v: Vec<String> = s

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
+use common::cluster::{engines, node, node_config};
 use common::im::*;
 use common::nats::NatsServer;
 use common::pg::PgServer;
@@ -38,24 +39,7 @@ const C: &str = "carol@localhost";
 
 /// One node of the test cluster, with `node_ttl` in seconds.
 fn node_ttl(pg: &PgServer, nats: &NatsServer, name: &str, ttl: u32) -> Server {
-    Server::start_with(Config {
-        extra_yaml: format!(
-            "{}cluster:\n  node: {name}\n  nats: {}\n  heartbeat: 1 second\n  node_ttl: {ttl} seconds\n  request_timeout: 3 seconds\n",
-            pg.config_yaml(),
-            nats.url()
-        ),
-        ..Config::default()
-    })
-}
-
-fn node(pg: &PgServer, nats: &NatsServer, name: &str) -> Server {
-    node_ttl(pg, nats, name, 3)
-}
-
-fn engines(test: &str) -> Option<(PgServer, NatsServer)> {
-    let pg = PgServer::start(test)?;
-    let nats = NatsServer::start(test)?;
-    Some((pg, nats))
+    Server::start_with(node_config(pg, nats, name, ttl))
 }
 
 /// Wait until `list_cluster` on `s` names `want` (sorted).

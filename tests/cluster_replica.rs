@@ -18,32 +18,14 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
+use common::cluster::{engines, node};
 use common::im::*;
-use common::nats::NatsServer;
-use common::pg::PgServer;
 use common::*;
 
 const B: &str = "bob@localhost";
 
 /// The log line a node writes when its copy is current.
 const CURRENT: &str = "session table copy is current";
-
-fn node(pg: &PgServer, nats: &NatsServer, name: &str) -> Server {
-    Server::start_with(Config {
-        extra_yaml: format!(
-            "{}cluster:\n  node: {name}\n  nats: {}\n  heartbeat: 1 second\n  node_ttl: 3 seconds\n  request_timeout: 3 seconds\n",
-            pg.config_yaml(),
-            nats.url()
-        ),
-        ..Config::default()
-    })
-}
-
-fn engines(test: &str) -> Option<(PgServer, NatsServer)> {
-    let pg = PgServer::start(test)?;
-    let nats = NatsServer::start(test)?;
-    Some((pg, nats))
-}
 
 /// Wait until `s`'s log holds `text` at least `times` times; the log.
 fn wait_log_count(s: &Server, text: &str, times: usize, within: Duration) -> String {

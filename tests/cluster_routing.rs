@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 
+use common::cluster::{engines, node_config};
 use common::im::*;
 use common::muc::{codes, heard, presence_from, say, MUC, MUC_OWNER};
 use common::nats::NatsServer;
@@ -49,22 +50,11 @@ const GW_SECRET: &str = "gwsecret";
 /// One node of the test cluster, with a component listener for [`GW`].
 fn node(pg: &PgServer, nats: &NatsServer, name: &str) -> Server {
     Server::start_with(Config {
-        extra_yaml: format!(
-            "{}cluster:\n  node: {name}\n  nats: {}\n  heartbeat: 1 second\n  node_ttl: 3 seconds\n  request_timeout: 3 seconds\n",
-            pg.config_yaml(),
-            nats.url()
-        ),
         extra_listeners: vec![format!(
             "port: 0\nip: 127.0.0.1\nmodule: ejabberd_service\nhosts:\n  {GW}:\n    password: {GW_SECRET}"
         )],
-        ..Config::default()
+        ..node_config(pg, nats, name, 3)
     })
-}
-
-fn engines(test: &str) -> Option<(PgServer, NatsServer)> {
-    let pg = PgServer::start(test)?;
-    let nats = NatsServer::start(test)?;
-    Some((pg, nats))
 }
 
 /// Wait until `list_cluster` on `s` says `want`.
@@ -651,19 +641,19 @@ fn s2s_node(
     ca: &std::path::Path,
     b_port: u16,
 ) -> Server {
+    let cluster = node_config(pg, nats, name, 3);
     Server::start_with(Config {
         hosts: vec!["a.test".to_string()],
         extra_listeners: vec![format!(
             "port: {s2s_port}\nip: 127.0.0.1\nmodule: ejabberd_s2s_in"
         )],
         extra_yaml: format!(
-            "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n  b.test: \"127.0.0.1:{b_port}\"\ns2s_cafile: {:?}\n{}cluster:\n  node: {name}\n  nats: {}\n  heartbeat: 1 second\n  node_ttl: 3 seconds\n  request_timeout: 3 seconds\n",
+            "certfiles: [{:?}]\ns2s_use_starttls: required\ns2s_hosts:\n  b.test: \"127.0.0.1:{b_port}\"\ns2s_cafile: {:?}\n{}",
             cert.display().to_string(),
             ca.display().to_string(),
-            pg.config_yaml(),
-            nats.url()
+            cluster.extra_yaml
         ),
-        ..Config::default()
+        ..cluster
     })
 }
 

@@ -12,6 +12,7 @@
 
 pub mod archive_files;
 pub mod client;
+pub mod cluster;
 pub mod component;
 pub mod dns;
 pub mod ejabberd;
