@@ -6,6 +6,25 @@
 
 use std::path::Path;
 
+/// sled's database at `dir`, waiting (bounded) for the file lock: a handle
+/// the test itself dropped just before releases the lock only when sled's
+/// flusher thread has ended, a moment later.
+pub fn open_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("open the database {}: {e:?}", dir.display()),
+        }
+    }
+}
+
 /// The archive's trees of a stopped server's data directory, on whichever
 /// engine holds them (fjall if its directory exists).
 pub enum ArchiveFiles {
@@ -19,7 +38,7 @@ impl ArchiveFiles {
         if dir.exists() {
             ArchiveFiles::Fjall(fjall::Config::new(dir).open().expect("open the archive"))
         } else {
-            ArchiveFiles::Sled(sled::open(data.join("db")).expect("open the database"))
+            ArchiveFiles::Sled(open_sled(&data.join("db")))
         }
     }
 
