@@ -27,6 +27,7 @@ use crate::common;
 use common::cluster::{engines, node};
 use common::im::*;
 use common::pg::PgServer;
+use common::server::serve_until_exit;
 use common::*;
 
 const A: &str = "alice@localhost";
@@ -350,37 +351,6 @@ async fn list_cluster_without_cluster_names_the_single_node() {
     assert!(out.contains("no `cluster:` configured"), "{out}");
 }
 
-/// Runs `rookery serve -c FILE` on `yaml` until it exits (bounded);
-/// returns the file's path, whether it succeeded, and its stderr.
-fn serve_until_exit(dir: &std::path::Path, yaml: &str) -> (String, bool, String) {
-    let path = dir.join("rookery.yml");
-    std::fs::write(&path, yaml).unwrap();
-    let err_path = dir.join("serve.stderr");
-    let mut child = std::process::Command::new(common::server::ROOKERY)
-        .arg("serve")
-        .arg("-c")
-        .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("spawn rookery");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("rookery did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-    (path.display().to_string(), status.success(), err)
-}
-
 #[test]
 fn a_cluster_on_the_embedded_database_or_without_nats_does_not_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -390,11 +360,11 @@ fn a_cluster_on_the_embedded_database_or_without_nats_does_not_start() {
         data.display()
     );
     // The embedded database: a configuration error naming file and line.
-    let (file, ok, err) = serve_until_exit(
+    let (file, status, err) = serve_until_exit(
         dir.path(),
         &format!("{base}cluster:\n  node: n1\n  nats: nats://127.0.0.1:1\n"),
     );
-    assert!(!ok, "{err}");
+    assert!(!status.success(), "{err}");
     assert!(
         err.contains(&format!("{file}:8:3: cluster: needs `default_db: sql`")),
         "{err}"
@@ -408,14 +378,14 @@ fn a_cluster_on_the_embedded_database_or_without_nats_does_not_start() {
         .local_addr()
         .unwrap()
         .port();
-    let (_, ok, err) = serve_until_exit(
+    let (_, status, err) = serve_until_exit(
         dir.path(),
         &format!(
             "{base}{}cluster:\n  node: n1\n  nats: nats://127.0.0.1:{closed}\n",
             pg.config_yaml()
         ),
     );
-    assert!(!ok, "{err}");
+    assert!(!status.success(), "{err}");
     assert!(
         err.contains("cluster: connecting to NATS nats://127.0.0.1:"),
         "{err}"

@@ -16,12 +16,10 @@
 
 use crate::common;
 
-use std::fs::File;
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use common::im::*;
+use common::server::serve_until_exit;
 use common::*;
 
 /// The test servers' modules with `mod_carbons` replaced by ejabberd's
@@ -38,37 +36,6 @@ fn ejabberd_style_modules() -> String {
          mod_offline:\n    access_max_user_messages: offline_cap\n    store_groupchat: true\n    \
          db_type: sql\n  mod_s2s_dialback: {{}}\n"
     )
-}
-
-/// Runs `rookery serve -c FILE` on `yaml` and waits (bounded) for it to
-/// exit; returns the file, the exit status and what it wrote to stderr.
-fn serve_until_exit(dir: &Path, yaml: &str) -> (String, ExitStatus, String) {
-    let path = dir.join("rookery.yml");
-    std::fs::write(&path, yaml).unwrap();
-    let err_path = dir.join("serve.stderr");
-    let mut child = Command::new(common::server::ROOKERY)
-        .arg("serve")
-        .arg("-c")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err_path).unwrap())
-        .spawn()
-        .expect("spawn rookery");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("rookery with a bad module option did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-    (path.display().to_string(), status, err)
 }
 
 /// The 1-based line of `yaml` that is exactly `line`.

@@ -483,3 +483,34 @@ impl Drop for Server {
         }
     }
 }
+
+/// Runs `rookery serve -c FILE` on `yaml` and waits (bounded) for it to
+/// exit; returns the file, the exit status and what it wrote to stderr.
+pub fn serve_until_exit(dir: &Path, yaml: &str) -> (String, ExitStatus, String) {
+    let path = dir.join("rookery.yml");
+    std::fs::write(&path, yaml).unwrap();
+    let err_path = dir.join("serve.stderr");
+    let mut child = Command::new(ROOKERY)
+        .arg("serve")
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn rookery");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rookery did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    (path.display().to_string(), status, err)
+}
