@@ -17,7 +17,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
@@ -64,9 +63,12 @@ impl GroupCommit {
                 let upto = sh.requested.load(Ordering::Acquire);
                 if upto <= tx.borrow().ticket {
                     // Nothing to flush: wait for a request (a permit is kept
-                    // if one came meanwhile), re-checking now and then
-                    // whether the GroupCommit is gone.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sh.wake.notified()).await;
+                    // if one came meanwhile) or for the GroupCommit to be
+                    // gone; no timer, so an idle server does not wake here.
+                    tokio::select! {
+                        _ = sh.wake.notified() => {}
+                        _ = tx.closed() => return,
+                    }
                     continue;
                 }
                 sh.flushes.fetch_add(1, Ordering::Relaxed);
@@ -120,6 +122,7 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use crate::storage::{AccountKey, OfflineStored, SledStorage, Storage};
 
     /// A store whose flushes fail as a full disk does, until `ok` is set.
@@ -169,6 +172,30 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    /// Dropping the GroupCommit ends its flusher task at once (it sleeps
+    /// on no timer, so nothing else would wake it): the store it held is
+    /// released.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_flusher_ends_when_the_group_commit_is_dropped() {
+        let store = Arc::new(FailingFlush {
+            ok: std::sync::atomic::AtomicBool::new(true),
+        });
+        let gc = GroupCommit::start(store.clone());
+        gc.durable().await.unwrap();
+        // Idle now; then dropped.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(Arc::strong_count(&store), 2);
+        drop(gc);
+        let t0 = std::time::Instant::now();
+        while Arc::strong_count(&store) > 1 {
+            assert!(
+                t0.elapsed() < Duration::from_millis(500),
+                "the flusher task still holds the store"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

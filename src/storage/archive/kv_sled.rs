@@ -5,9 +5,18 @@
 //! `kv::Tree` (sled's batches are atomic per tree and its log is recovered
 //! as a prefix): not atomic across trees, so the writer journals each batch
 //! and repairs a torn one at the next open (`writer.rs`). A multi-tree sled
-//! transaction would be atomic but reads every key it writes (twice the
-//! cost); [`ArchiveKv::write_atomic`] uses one where that is needed
-//! (retention, account removal, the old layout's conversion).
+//! transaction is atomic but reads every key it writes (twice the cost per
+//! key); [`ArchiveKv::write_atomic`] uses one where that is needed
+//! (retention, account removal, the old layout's conversion). A small
+//! batch that touches several trees ([`ONE_TRANSACTION_UP_TO`] operations
+//! or fewer: the applier's batch at a few messages a second) is written as
+//! one transaction all the same: sled writes out its log buffer around each
+//! batch or transaction it applies (`pin_log`: a `pwrite` and a
+//! `sync_file_range` on its I/O thread pool, which wakes every idle pool
+//! thread), so five per-tree batches cost up to ten log writes where one
+//! transaction costs two, and at a low rate those fixed costs, not the
+//! keys, are most of the archive's CPU (docs/benchmarks.md, "Group chat at
+//! a low rate"). The journal is still written; it is then redundant.
 //!
 //! Message blocks are stored lz4-compressed (a leading [`LZ4`] byte, then
 //! lz4_flex's size-prepended block): sled copies and rewrites a whole leaf
@@ -171,6 +180,12 @@ impl ArchiveKv for SledKv {
     }
 
     fn write(&self, b: Batch) -> Result<(), StorageError> {
+        if b.len() <= ONE_TRANSACTION_UP_TO {
+            let first = b.ops.first().map(|(t, _, _)| *t);
+            if b.ops.iter().any(|(t, _, _)| Some(*t) != first) {
+                return self.transact(b);
+            }
+        }
         let mut per_tree: [Option<sled::Batch>; 5] = Default::default();
         for (t, k, v) in b.ops {
             let batch = per_tree[t as usize].get_or_insert_with(sled::Batch::default);
@@ -190,14 +205,43 @@ impl ArchiveKv for SledKv {
     }
 
     fn write_atomic(&self, b: Batch) -> Result<(), StorageError> {
+        self.transact(b)
+    }
+
+    fn persist(&self) -> Result<(), StorageError> {
+        self.db.flush().map(|_| ()).map_err(|e| err(&self.dir, e))
+    }
+
+    fn clear(&self, t: Tree) -> Result<(), StorageError> {
+        self.tree(t).clear().map_err(|e| err(&self.dir, e))
+    }
+}
+
+/// Batches of at most this many operations touching more than one tree
+/// are written by [`ArchiveKv::write`] as one transaction (see the header):
+/// a few messages' batch (about four operations a message: block, peer
+/// entry, two counters). Larger ones keep a sled batch per tree: there the
+/// transaction's read of every key would cost about what the log writes
+/// it saves (a busy server's 250 ms batches hold hundreds of operations).
+const ONE_TRANSACTION_UP_TO: usize = 64;
+
+impl SledKv {
+    /// `b` as one multi-tree sled transaction: all or nothing, one log pin.
+    fn transact(&self, b: Batch) -> Result<(), StorageError> {
+        // Compressed once, outside the closure (sled may run it again).
+        let ops: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)> = b
+            .ops
+            .into_iter()
+            .map(|(t, k, v)| (t, k, v.map(|v| stored(t, v))))
+            .collect();
         let [o, m, p, bo, c] = &self.trees;
         let r = (o, m, p, bo, c).transaction(|(o, m, p, bo, c)| {
             let trees = [o, m, p, bo, c];
-            for (t, k, v) in &b.ops {
+            for (t, k, v) in &ops {
                 let tree = trees[*t as usize];
                 match v {
                     Some(v) => {
-                        tree.insert(k.as_slice(), stored(*t, v.clone()))?;
+                        tree.insert(k.as_slice(), v.as_slice())?;
                     }
                     None => {
                         tree.remove(k.as_slice())?;
@@ -213,19 +257,68 @@ impl ArchiveKv for SledKv {
             }
         })
     }
-
-    fn persist(&self) -> Result<(), StorageError> {
-        self.db.flush().map(|_| ()).map_err(|e| err(&self.dir, e))
-    }
-
-    fn clear(&self, t: Tree) -> Result<(), StorageError> {
-        self.tree(t).clear().map_err(|e| err(&self.dir, e))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch of `n` operations over every tree: an insert per key, then
+    /// an overwrite of every other key (the last write wins) and the
+    /// removal of a key written before the batch.
+    fn mixed_batch(n: usize) -> Batch {
+        let mut b = Batch::default();
+        for i in 0..n {
+            let t = TREES[i % TREES.len()];
+            b.insert(t, format!("k{i:05}").into_bytes(), vec![1u8; 200 + i % 7]);
+        }
+        for i in (0..n).step_by(2) {
+            let t = TREES[i % TREES.len()];
+            b.insert(t, format!("k{i:05}").into_bytes(), format!("v{i}").into_bytes());
+        }
+        for t in TREES {
+            b.remove(t, b"old".to_vec());
+        }
+        b
+    }
+
+    /// Small multi-tree batches (one transaction) and large ones (a sled
+    /// batch per tree) leave the same contents, and both survive a
+    /// `persist` and a reopen.
+    #[test]
+    fn small_and_large_batches_write_the_same_and_persist() {
+        for n in [12, ONE_TRANSACTION_UP_TO / 2, ONE_TRANSACTION_UP_TO * 3] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let db = sled::open(dir.path()).unwrap();
+                let kv = SledKv::open(&db, dir.path()).unwrap();
+                for t in TREES {
+                    kv.tree(t).insert(b"old", b"x".as_slice()).unwrap();
+                }
+                let b = mixed_batch(n);
+                assert_eq!(b.len() <= ONE_TRANSACTION_UP_TO, n < ONE_TRANSACTION_UP_TO);
+                kv.write(b).unwrap();
+                kv.persist().unwrap();
+            }
+            let db = sled::open(dir.path()).unwrap();
+            let kv = SledKv::open(&db, dir.path()).unwrap();
+            for i in 0..n {
+                let t = TREES[i % TREES.len()];
+                let got = kv.get(t, format!("k{i:05}").as_bytes()).unwrap().unwrap();
+                let want = if i % 2 == 0 {
+                    format!("v{i}").into_bytes()
+                } else {
+                    vec![1u8; 200 + i % 7]
+                };
+                assert_eq!(&*got, &want[..], "n {n}, key {i}");
+            }
+            for t in TREES {
+                assert!(kv.get(t, b"old").unwrap().is_none(), "n {n}: removed");
+                let count = kv.prefix(t, b"k").count();
+                assert_eq!(count, n / TREES.len() + usize::from(n % TREES.len() > t as usize));
+            }
+        }
+    }
 
     /// Message blocks are stored compressed and read back as written;
     /// blocks stored uncompressed (before compression, or that did not

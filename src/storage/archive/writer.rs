@@ -1059,15 +1059,19 @@ fn flusher(inner: &Inner) {
                 if s.stop && !pending {
                     return;
                 }
-                let wait = match s.unflushed_since {
-                    Some(t) if pending => FLUSH_EVERY.saturating_sub(t.elapsed()),
-                    _ => Duration::from_millis(500),
+                // Nothing due: sleep until the applier, a durability
+                // waiter or `stop` notifies (each of them does), not on a
+                // timer (an idle server does not wake this thread).
+                s = match s.unflushed_since {
+                    Some(t) if pending => {
+                        let wait = FLUSH_EVERY.saturating_sub(t.elapsed());
+                        w.flush_cv
+                            .wait_timeout(s, wait.max(Duration::from_millis(1)))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                    _ => w.flush_cv.wait(s).unwrap_or_else(|e| e.into_inner()),
                 };
-                s = w
-                    .flush_cv
-                    .wait_timeout(s, wait.max(Duration::from_millis(1)))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
             }
             s.unflushed_since = None;
             (s.durable, s.applied)
