@@ -122,8 +122,8 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::storage::{AccountKey, OfflineStored, SledStorage, Storage};
+    use std::time::Duration;
 
     /// A store whose flushes fail as a full disk does, until `ok` is set.
     struct FailingFlush {

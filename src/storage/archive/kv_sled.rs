@@ -274,7 +274,11 @@ mod tests {
         }
         for i in (0..n).step_by(2) {
             let t = TREES[i % TREES.len()];
-            b.insert(t, format!("k{i:05}").into_bytes(), format!("v{i}").into_bytes());
+            b.insert(
+                t,
+                format!("k{i:05}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            );
         }
         for t in TREES {
             b.remove(t, b"old".to_vec());
@@ -315,7 +319,10 @@ mod tests {
             for t in TREES {
                 assert!(kv.get(t, b"old").unwrap().is_none(), "n {n}: removed");
                 let count = kv.prefix(t, b"k").count();
-                assert_eq!(count, n / TREES.len() + usize::from(n % TREES.len() > t as usize));
+                assert_eq!(
+                    count,
+                    n / TREES.len() + usize::from(n % TREES.len() > t as usize)
+                );
             }
         }
     }
