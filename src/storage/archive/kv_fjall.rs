@@ -80,6 +80,8 @@ const FLUSH_WORKERS: usize = 16;
 /// Files fjall keeps open (a cache: it reopens beyond). Its default, 900,
 /// would compete with client connections for the process's descriptors.
 const OPEN_FILES: usize = 256;
+/// A batch commit slower than this is logged (fjall's write stalls).
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(400);
 /// Records removed per batch by [`ArchiveKv::clear`].
 const CLEAR_CHUNK: usize = 10_000;
 
@@ -206,7 +208,21 @@ impl FjallKv {
                 None => fb.remove(self.part(t), k),
             }
         }
-        fb.commit().map_err(|e| err(&self.dir, e))
+        let started = std::time::Instant::now();
+        let r = fb.commit().map_err(|e| err(&self.dir, e));
+        let took = started.elapsed();
+        if took >= SLOW_COMMIT {
+            // fjall holds a write while its journals or in-memory tables
+            // are over their limits (a stall of 0.5 s near the journal
+            // limit; a halt beyond until flushes free some).
+            tracing::warn!(
+                "archive: fjall held a write for {} ms ({} journals, {} KiB in memory tables)",
+                took.as_millis(),
+                self.ks.journal_count(),
+                self.ks.write_buffer_size() / 1024
+            );
+        }
+        r
     }
 }
 
