@@ -16,6 +16,11 @@
 //!   write of the run ("poisoned"), like sled; reads go on. Restarting after
 //!   space is freed recovers the journal up to its last complete batch.
 //! - Memory is bounded: see [`CACHE_BYTES`] and [`WRITE_BUFFER_BYTES`].
+//! - Writes never halt for good: fjall holds a write while its journals
+//!   pass [`JOURNAL_BYTES`] until flushes release some, and its flusher
+//!   must take several queued tables per wake-up for that to happen after
+//!   a restart ([`FLUSH_WORKERS`]; the test at the end writes past the
+//!   limit on a reopened keyspace). A commit held for long is logged.
 //! - Only one process opens it: the caller holds sled's lock on
 //!   `DATA_DIR/db` first (fjall takes no lock of its own).
 
@@ -82,6 +87,8 @@ const FLUSH_WORKERS: usize = 16;
 const OPEN_FILES: usize = 256;
 /// A batch commit slower than this is logged (fjall's write stalls).
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(400);
+/// At most one such log line this often.
+const SLOW_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Records removed per batch by [`ArchiveKv::clear`].
 const CLEAR_CHUNK: usize = 10_000;
 
@@ -89,6 +96,8 @@ pub struct FjallKv {
     ks: Keyspace,
     parts: [PartitionHandle; 5],
     dir: PathBuf,
+    /// When a slow commit was last logged.
+    slow_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Whether an I/O error means the disk or quota is full.
@@ -180,6 +189,7 @@ impl FjallKv {
             ks,
             parts,
             dir: dir.to_path_buf(),
+            slow_logged: std::sync::Mutex::new(None),
         })
     }
 
@@ -211,7 +221,15 @@ impl FjallKv {
         let started = std::time::Instant::now();
         let r = fb.commit().map_err(|e| err(&self.dir, e));
         let took = started.elapsed();
-        if took >= SLOW_COMMIT {
+        if took >= SLOW_COMMIT
+            && self.slow_logged.lock().is_ok_and(|mut at| {
+                let due = at.is_none_or(|t| t.elapsed() >= SLOW_LOG_EVERY);
+                if due {
+                    *at = Some(std::time::Instant::now());
+                }
+                due
+            })
+        {
             // fjall holds a write while its journals or in-memory tables
             // are over their limits (a stall of 0.5 s near the journal
             // limit; a halt beyond until flushes free some).
