@@ -1,8 +1,8 @@
 //! The message archive's engines against the real binary
 //! (`archive_engine`, src/storage/archive/): a data directory whose archive
-//! is in sled's trees (as every release before fjall wrote it) opens with
-//! the fjall default, its archive moved into `DATA_DIR/archive/` at the
-//! first start (same ids, counts, `with` index and origin-ids; sled's
+//! is in sled's trees (the default engine, as every release wrote it) opens
+//! with `archive_engine: fjall`, its archive moved into `DATA_DIR/archive/`
+//! at the first start (same ids, counts, `with` index and origin-ids; sled's
 //! archive trees dropped), and back into sled when `archive_engine: sled`
 //! is configured again; `rookery ctl backup`/`restore` carry the fjall
 //! archive, running and stopped, and a backup taken on one engine restores
@@ -119,8 +119,8 @@ async fn an_archive_in_sled_moves_to_fjall_at_start_and_back() {
         assert!(!files.keys("archive_messages", &arch).is_empty());
     }
 
-    // The default engine: moved at the first start.
-    set_engine(&server, None);
+    // fjall configured: moved at the first start.
+    set_engine(&server, Some("fjall"));
     server.restart();
     let mut a = im::login(&server, ALICE, "a").await;
     let (bodies, ids2, count) = archive(&mut a, "").await;
@@ -172,7 +172,10 @@ async fn an_archive_in_sled_moves_to_fjall_at_start_and_back() {
 
 #[tokio::test]
 async fn backup_and_restore_carry_the_fjall_archive() {
-    let mut server = common::server_with_users();
+    let mut server =
+        Server::start_with_yaml_edit(Config::default(), |y| format!("archive_engine: fjall\n{y}"));
+    server.register("alice", "localhost", "secret");
+    server.register("bob", "localhost", "hunter2");
     let data = server.dir().join("data");
     let mut a = im::login(&server, ALICE, "a").await;
     for n in 0..5 {

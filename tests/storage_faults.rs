@@ -24,7 +24,7 @@
 //! at once, or lost by a write that failed later), before the answer to
 //! its next iq; the live copy is still delivered; `/metrics` counts the
 //! failed write (`rookery_archive_write_errors_total`). `corrupt_archive_*`
-//! writes its garbage block through the archive's engine (fjall by
+//! writes its garbage block through the archive's engine (sled by
 //! default; layout in src/storage/archive/mod.rs).
 
 use crate::common;
@@ -635,7 +635,7 @@ async fn corrupt_archive_entry_is_skipped_with_a_log_line_naming_the_account() {
     server.stop();
 
     // Garbage over alice's second block (layout: src/storage/archive/mod.rs),
-    // written through the engine (fjall by default), so the engine's own
+    // written through the engine (sled by default), so the engine's own
     // checks pass and the record decoder meets the damage.
     {
         let files = common::archive_files::ArchiveFiles::open(&server.dir().join("data"));

@@ -68,7 +68,7 @@ fn poison_stored(server: &Server, markers: &[&str]) -> usize {
     }
     db.flush().unwrap();
     drop(db);
-    // The message archive (fjall by default): binary blocks, the stanza
+    // The message archive (sled by default): binary blocks, the stanza
     // text inside records.
     let files = common::archive_files::ArchiveFiles::open(&server.dir().join("data"));
     let marker = b"MARK-offline";

@@ -190,8 +190,8 @@ pub struct Config {
     pub offline_limit_rule: String,
     /// Directory of the database, generated certificates and control socket.
     pub data_dir: PathBuf,
-    /// The message archive's engine (`archive_engine`: `fjall`, the
-    /// default, in `data_dir/archive/`, or `sled`, in `data_dir/db/`).
+    /// The message archive's engine (`archive_engine`: `sled`, the
+    /// default, in `data_dir/db/`, or `fjall`, in `data_dir/archive/`).
     pub archive_engine: crate::storage::ArchiveKind,
     /// `default_db: sql`: every persistent store in PostgreSQL ([`sql`]);
     /// `None`: the embedded sled database in `data_dir`.

@@ -1072,14 +1072,14 @@ fn every_module_option_is_documented_with_its_default() {
 }
 
 #[test]
-fn archive_engine_defaults_to_fjall_and_refuses_others_with_position() {
+fn archive_engine_defaults_to_sled_and_refuses_others_with_position() {
     use crate::storage::ArchiveKind;
     assert_eq!(
         load("hosts: [a.org]\n").unwrap().archive_engine,
-        ArchiveKind::Fjall
+        ArchiveKind::Sled
     );
-    let c = load("hosts: [a.org]\narchive_engine: sled\n").unwrap();
-    assert_eq!(c.archive_engine, ArchiveKind::Sled);
+    let c = load("hosts: [a.org]\narchive_engine: fjall\n").unwrap();
+    assert_eq!(c.archive_engine, ArchiveKind::Fjall);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     let e = load("hosts: [a.org]\narchive_engine: rocksdb\n").unwrap_err();
     assert_eq!(e.line, 2);

@@ -1,7 +1,7 @@
 //! The message archive's files of a stopped server, for tests that write
-//! old layouts or damage records under real keys: the archive is in fjall
-//! (`DATA_DIR/archive/`, the default `archive_engine`) or in sled's trees
-//! (`DATA_DIR/db/`, `archive_engine: sled`); tree names and keys are the
+//! old layouts or damage records under real keys: the archive is in sled's
+//! trees (`DATA_DIR/db/`, the default `archive_engine`) or in fjall
+//! (`DATA_DIR/archive/`, `archive_engine: fjall`); tree names and keys are the
 //! same on both (layout: src/storage/archive/mod.rs).
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! The archive in fjall (`archive_engine: fjall`, the default): one fjall
+//! The archive in fjall (`archive_engine: fjall`, opt-in): one fjall
 //! keyspace in `DATA_DIR/archive/` with one partition per archive tree
 //! (names in `kv.rs`). fjall is a log-structured merge tree: a write is an
 //! append to its journal and an insert into an in-memory table, flushed to
@@ -66,7 +66,7 @@ impl Tuning {
 /// half of it. 32 MiB (one sealed journal) stalled writes at every roll.
 const JOURNAL_BYTES: u64 = 256 * 1024 * 1024;
 /// Memtables fjall's flusher takes per wake-up (and writes in parallel).
-/// The cause of the write halt that kept fjall opt-in (issue 13;
+/// The cause of the write halt seen at issue 13's stop 14 (
 /// docs/architecture.md): fjall 2.11 wakes its flusher once per sealed
 /// memtable, but after recovering a keyspace with sealed journals it
 /// queues one memtable per partition and journal and wakes it only once

@@ -80,18 +80,19 @@ use crate::storage::StorageError;
 /// Which engine holds the archive (`archive_engine` in the configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
-    /// fjall, in `DATA_DIR/archive/` (the default; see docs/architecture.md).
+    /// fjall, in `DATA_DIR/archive/` (opt-in; see docs/architecture.md).
     Fjall,
-    /// Five trees of the sled database in `DATA_DIR/db/`.
+    /// Five trees of the sled database in `DATA_DIR/db/` (the default).
     Sled,
 }
 
 impl EngineKind {
-    /// fjall: writing the archive costs about half the CPU of sled's and
-    /// its files are several times smaller (docs/benchmarks.md); its write
-    /// halt after a restart is understood and fixed (`kv_fjall.rs`,
-    /// `FLUSH_WORKERS`, with a test).
-    pub const DEFAULT: EngineKind = EngineKind::Fjall;
+    /// sled: fjall's write halt after a restart is understood and fixed
+    /// (`kv_fjall.rs`, `FLUSH_WORKERS`), but its compaction's cost grows
+    /// with the archive (every flushed table overlaps every archive's key
+    /// range), so under sustained chat it ends up dearer than sled
+    /// (docs/benchmarks.md, "Stop 18").
+    pub const DEFAULT: EngineKind = EngineKind::Sled;
 
     pub fn name(self) -> &'static str {
         match self {
