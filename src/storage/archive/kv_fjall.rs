@@ -59,6 +59,7 @@ impl Tuning {
         other_memtable: 2 * 1024 * 1024,
     };
 }
+
 /// Journals kept before fjall halts writes until flushes free some (disk,
 /// not memory; fjall's least is 24 MiB). fjall preallocates each journal
 /// at 32 MiB and counts that size for every sealed one, so the limit is 8
@@ -66,8 +67,8 @@ impl Tuning {
 /// half of it. 32 MiB (one sealed journal) stalled writes at every roll.
 const JOURNAL_BYTES: u64 = 256 * 1024 * 1024;
 /// Memtables fjall's flusher takes per wake-up (and writes in parallel).
-/// The cause of the write halt seen at issue 13's stop 14 (
-/// docs/architecture.md): fjall 2.11 wakes its flusher once per sealed
+/// The cause of the write halt seen at issue 13's stop 14
+/// (docs/architecture.md): fjall 2.11 wakes its flusher once per sealed
 /// memtable, but after recovering a keyspace with sealed journals it
 /// queues one memtable per partition and journal and wakes it only once
 /// per partition. With 1, as here before, each wake-up flushed exactly one
