@@ -14,7 +14,9 @@
 # message delivered in the default configuration's runs.
 #
 # Usage: benches/loadgen/archive.sh [OUTDIR]   (release builds of rookery and loadgen)
-# Environment: ROOKERY, LOADGEN, ROUNDS (3), SECS (10), RATE (10000).
+# Environment: ROOKERY, LOADGEN, ROUNDS (3), SECS (10), RATE (10000),
+# ARCHIVE_ENGINE (unset: the binary's default `archive_engine`; `sled` or
+# `fjall` to pick one, e.g. to compare engines with the same binary).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,6 +26,7 @@ OUT=${1:-$(mktemp -d /tmp/rookery-archive.XXXXXX)}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-10}
 RATE=${RATE:-10000}
+ARCHIVE_ENGINE=${ARCHIVE_ENGINE:-}
 USERS=200
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -56,6 +59,7 @@ config() {
 hosts: [localhost]
 loglevel: warning
 data_dir: $dir/data
+${ARCHIVE_ENGINE:+archive_engine: $ARCHIVE_ENGINE}
 listen:
   - port: 0
     ip: 127.0.0.1

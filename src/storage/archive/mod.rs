@@ -87,10 +87,11 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
-    /// sled: fjall 2.11 was seen to halt writes for good under sustained
-    /// chat load (the applier asleep in fjall's journal-size check, its
-    /// flush worker idle; docs/benchmarks.md), so it stays opt-in until
-    /// that is understood and tested against.
+    /// sled: fjall's write halt after a restart is understood and fixed
+    /// (`kv_fjall.rs`, `FLUSH_WORKERS`), but its compaction's cost grows
+    /// with the archive (every flushed table overlaps every archive's key
+    /// range), so under sustained chat it ends up dearer than sled
+    /// (docs/benchmarks.md, "Stop 18").
     pub const DEFAULT: EngineKind = EngineKind::Sled;
 
     pub fn name(self) -> &'static str {
