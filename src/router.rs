@@ -152,7 +152,7 @@ async fn route_inner(server: &Server, stanza: Element, outbound_filters: bool) {
             // A module's own service domain (mod_muc's conference.HOST): the
             // module answers, and hands back what to route, in order.
             let out = module.handle_service_stanza(server, &stanza);
-            route_all(server, out).await;
+            route_service_output(server, out).await;
             return;
         }
         // An external component's domain (XEP-0114), or another server's
@@ -224,7 +224,7 @@ pub async fn route_forwarded(server: &Server, stanza: Element) {
         Route::Local => {}
         Route::Service(module) => {
             let out = module.handle_service_stanza(server, &stanza);
-            route_all(server, out).await;
+            route_service_output(server, out).await;
             return;
         }
         Route::Link(link) => {
@@ -747,6 +747,47 @@ async fn route_all(server: &Server, stanzas: Vec<Element>) {
     for s in stanzas {
         route(server, s).await;
     }
+}
+
+/// What a module's service answered, routed in order as [`route`] would.
+/// A room's fan-out — a run of groupchat messages from one occupant
+/// address, each to an account of ours — goes straight to
+/// [`message_to_user`], the sender's address parsed once for the run and
+/// no boxed future per copy: every copy still passes its recipient's
+/// filters ([`run_filters`]), the modules' message hooks and its session's
+/// queue exactly as through [`route`]. Anything else is [`route`]d.
+async fn route_service_output(server: &Server, stanzas: Vec<Element>) {
+    // The last sender's `from` as written, and as parsed.
+    let mut sender: Option<(Option<String>, Option<Jid>)> = None;
+    for stanza in stanzas {
+        let Some(to) = groupchat_to_account(server, &stanza) else {
+            route(server, stanza).await;
+            continue;
+        };
+        let from = stanza.attr("from");
+        if sender.as_ref().is_none_or(|(f, _)| f.as_deref() != from) {
+            sender = Some((from.map(str::to_string), from.and_then(jids::parse)));
+        }
+        let from = sender.as_ref().and_then(|(_, j)| j.as_ref());
+        crate::metrics::stanza_routed(&stanza.name);
+        let Some(stanza) = run_filters(server, stanza, from, &to, true).await else {
+            continue;
+        };
+        message_to_user(server, stanza, &to, true).await;
+    }
+}
+
+/// The addressee of a groupchat message to an account of one of our
+/// hosts (what [`route_inner`] hands to [`message_to_user`]), or `None`
+/// for anything else (including an unparsable `to`, which [`route`]
+/// answers).
+fn groupchat_to_account(server: &Server, stanza: &Element) -> Option<Jid> {
+    if stanza.name != "message" || stanza.attr("type") != Some("groupchat") {
+        return None;
+    }
+    let to = jids::parse(stanza.attr("to")?)?;
+    to.node()?;
+    matches!(server.routes.resolve(to.domain().as_str()), Route::Local).then_some(to)
 }
 
 async fn presence_to_user(server: &Server, stanza: Element, to: &Jid, forward: bool) {
