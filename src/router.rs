@@ -53,25 +53,28 @@ async fn run_filters(
     to: &Jid,
     outbound: bool,
 ) -> Option<Element> {
-    if server.live().filters.is_empty() {
+    // One snapshot of the modules and hosts for the whole check (each
+    // `live()` is a lock and a reference count), and no bare JID built
+    // before a filter needs it: most stanzas pass every filter.
+    let live = server.live();
+    if live.filters.is_empty() {
         return Some(stanza);
     }
     let Some(from) = from else {
         return Some(stanza);
     };
-    let (from_bare, to_bare) = (from.bare(), to.bare());
-    if from_bare == to_bare {
+    if from.node() == to.node() && from.domain() == to.domain() {
         return Some(stanza);
     }
+    let serves = |j: &Jid| live.config.hosts.iter().any(|h| h == j.domain().as_str());
     // The server itself (its own domain) is never filtered: blocking it would cut
     // the account off from its own server.
-    let is_server = |j: &Jid| {
-        j.node().is_none() && j.resource().is_none() && server.serves(j.domain().as_str())
-    };
-    let is_account = |j: &Jid| j.node().is_some() && server.serves(j.domain().as_str());
+    let is_server = |j: &Jid| j.node().is_none() && j.resource().is_none() && serves(j);
+    let is_account = |j: &Jid| j.node().is_some() && serves(j);
     let mut verdict = xep_support::module::Verdict::Pass;
     if outbound && !is_server(to) && is_account(from) {
-        for m in &server.live().filters {
+        let from_bare = from.bare();
+        for m in &live.filters {
             verdict = m.filter_outbound(server, &from_bare, to, &mut stanza);
             if verdict != xep_support::module::Verdict::Pass {
                 break;
@@ -79,13 +82,15 @@ async fn run_filters(
         }
     }
     if verdict == xep_support::module::Verdict::Pass && !is_server(from) && is_account(to) {
-        for m in &server.live().filters {
+        let to_bare = to.bare();
+        for m in &live.filters {
             verdict = m.filter_inbound(server, &to_bare, from, &stanza);
             if verdict != xep_support::module::Verdict::Pass {
                 break;
             }
         }
     }
+    drop(live);
     match verdict {
         xep_support::module::Verdict::Pass => Some(stanza),
         xep_support::module::Verdict::Drop => None,
@@ -647,7 +652,11 @@ fn delivered_hooks(
 ) -> Vec<Element> {
     let mut out = Vec::new();
     for m in &server.live().modules {
-        out.extend(m.message_delivered(server, account, delivered_to, msg));
+        // Most modules answer nothing: no moving of empty vectors.
+        let more = m.message_delivered(server, account, delivered_to, msg);
+        if !more.is_empty() {
+            out.extend(more);
+        }
     }
     out
 }

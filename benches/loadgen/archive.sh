@@ -104,8 +104,9 @@ done
 start default
 lg default-rate chat --pairs 100 --window 5 --rate "$RATE" --duration "$SECS"
 stop_server
-# The database and the archive (fjall's directory is absent with sled).
-du -scb "$OUT/default/data/db" "$OUT/default/data/archive" 2>/dev/null | tail -1 | cut -f1 >"$OUT/du.txt"
+# The database and the archive (fjall's directory is absent with sled: du
+# then exits 1, which must not end the script before its summary).
+{ du -scb "$OUT/default/data/db" "$OUT/default/data/archive" 2>/dev/null || true; } | tail -1 | cut -f1 >"$OUT/du.txt"
 echo "results: $OUT/results.jsonl"
 python3 - "$OUT/results.jsonl" "$OUT/du.txt" <<'PY'
 import json, sys

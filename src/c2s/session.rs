@@ -651,7 +651,10 @@ async fn handle_stanza(
         // Module copies (XEP-0280 <sent/>) are made before the message moves on.
         let mut extra = Vec::new();
         for m in &server.live().modules {
-            extra.extend(m.message_from_session(server.as_ref(), &handle.jid, &el));
+            let more = m.message_from_session(server.as_ref(), &handle.jid, &el);
+            if !more.is_empty() {
+                extra.extend(more);
+            }
         }
         let cluster_copy = server.routes.cluster().is_some().then(|| el.clone());
         crate::router::route(server, el).await;

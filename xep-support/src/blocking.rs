@@ -71,6 +71,20 @@ impl Blocking {
             .contains_key(account)
     }
 
+    /// Whether `account`'s list blocks `jid`: an online account's list is
+    /// matched in place (no reference taken), another's is read.
+    fn blocks(&self, ctx: &dyn ServerContext, account: &BareJid, jid: &Jid) -> bool {
+        if let Some(l) = self
+            .lists
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+        {
+            return matches(l, jid);
+        }
+        matches(&self.load(ctx, account), jid)
+    }
+
     fn load(&self, ctx: &dyn ServerContext, account: &BareJid) -> List {
         if let Some(l) = self
             .lists
@@ -332,7 +346,7 @@ impl Module for Blocking {
             // the router anyway: no database read for it.
             return Verdict::Pass;
         }
-        if !matches(&self.load(ctx, account), from) {
+        if !self.blocks(ctx, account, from) {
             return Verdict::Pass;
         }
         let kind = stanza.attr("type").unwrap_or("");
@@ -351,7 +365,7 @@ impl Module for Blocking {
         to: &Jid,
         stanza: &mut Element,
     ) -> Verdict {
-        if !matches(&self.load(ctx, account), to) {
+        if !self.blocks(ctx, account, to) {
             return Verdict::Pass;
         }
         let kind = stanza.attr("type").unwrap_or("");

@@ -22,6 +22,7 @@
 
 use crate::jids::{self, Bare};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use jid::{BareJid, FullJid};
@@ -34,19 +35,38 @@ use crate::stanza::StanzaError;
 /// `mod_carbons`.
 #[derive(Default)]
 pub struct Carbons {
-    /// Carbon-enabled resources of each account.
-    enabled: Mutex<HashMap<BareJid, Vec<FullJid>>>,
+    /// Carbon-enabled resources of each account, by bare JID text (looked
+    /// up with the bare part of a full JID's text, no JID built for it).
+    enabled: Mutex<HashMap<String, Vec<FullJid>>>,
+    /// Whether any resource has carbons on (`enabled` is not empty),
+    /// written under its lock: a message hook reads this first and skips
+    /// the lock while nobody uses carbons.
+    any: AtomicBool,
+}
+
+/// The bare part of a JID's text (before the first `/`).
+fn bare_text(jid: &str) -> &str {
+    jid.find('/').map_or(jid, |i| &jid[..i])
 }
 
 impl Carbons {
-    fn enabled_of(&self, bare: &BareJid) -> Vec<FullJid> {
+    /// The carbon-enabled resources of the account `bare` (its text) that
+    /// `skip` does not exclude.
+    fn copies_to(&self, bare: &str, skip: impl Fn(&FullJid) -> bool) -> Vec<FullJid> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let map = self.enabled.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(bare).cloned().unwrap_or_default()
+        map.get(bare)
+            .map(|l| l.iter().filter(|r| !skip(r)).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether `jid` has carbons on.
     pub fn is_enabled(&self, jid: &FullJid) -> bool {
-        self.enabled_of(&jid.bare()).contains(jid)
+        let map = self.enabled.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(bare_text(jid.as_str()))
+            .is_some_and(|l| l.contains(jid))
     }
 
     /// Turn carbons on for `jid` (XEP-0386 inline enabling at bind time).
@@ -56,15 +76,18 @@ impl Carbons {
 
     fn set(&self, jid: &FullJid, on: bool) {
         let mut map = self.enabled.lock().unwrap_or_else(|e| e.into_inner());
-        let bare = jid.bare();
-        let list = map.entry(bare.clone()).or_default();
-        list.retain(|j| j != jid);
-        if on {
-            list.push(jid.clone());
+        let bare = bare_text(jid.as_str());
+        if let Some(list) = map.get_mut(bare) {
+            list.retain(|j| j != jid);
+            if on {
+                list.push(jid.clone());
+            } else if list.is_empty() {
+                map.remove(bare);
+            }
+        } else if on {
+            map.insert(bare.to_string(), vec![jid.clone()]);
         }
-        if list.is_empty() {
-            map.remove(&bare);
-        }
+        self.any.store(!map.is_empty(), Ordering::Release);
     }
 }
 
@@ -147,15 +170,15 @@ impl Module for Carbons {
         from: &FullJid,
         msg: &Element,
     ) -> Vec<Element> {
-        if !eligible(msg) {
+        if !self.any.load(Ordering::Acquire) || !eligible(msg) {
+            return Vec::new();
+        }
+        let to = self.copies_to(bare_text(from.as_str()), |r| r == from);
+        if to.is_empty() {
             return Vec::new();
         }
         let bare = from.bare();
-        self.enabled_of(&bare)
-            .iter()
-            .filter(|r| *r != from)
-            .map(|r| wrap(&bare, r, "sent", msg))
-            .collect()
+        to.iter().map(|r| wrap(&bare, r, "sent", msg)).collect()
     }
     fn filter_message_to_account(
         &self,
@@ -163,11 +186,16 @@ impl Module for Carbons {
         account: &BareJid,
         msg: &mut Element,
     ) {
+        // The wrapper first: most messages carry none, and then the
+        // sender's JID need not be looked at.
+        if !has_carbon_wrapper(msg) {
+            return;
+        }
         let from_account = msg
             .attr("from")
             .and_then(jids::parse)
             .is_some_and(|f| f.bare() == *account);
-        if !from_account && has_carbon_wrapper(msg) {
+        if !from_account {
             msg.remove_children("sent", ns::CARBONS);
             msg.remove_children("received", ns::CARBONS);
         }
@@ -179,12 +207,11 @@ impl Module for Carbons {
         delivered_to: &[FullJid],
         msg: &Element,
     ) -> Vec<Element> {
-        if !eligible(msg) {
+        if !self.any.load(Ordering::Acquire) || !eligible(msg) {
             return Vec::new();
         }
-        self.enabled_of(account)
+        self.copies_to(account.as_str(), |r| delivered_to.contains(r))
             .iter()
-            .filter(|r| !delivered_to.contains(r))
             .map(|r| wrap(account, r, "received", msg))
             .collect()
     }
@@ -203,6 +230,31 @@ mod tests {
             m = m.with_child(Element::new("body", ns::CLIENT).with_text("hi"));
         }
         m
+    }
+
+    #[test]
+    fn enabled_resources_and_the_any_flag() {
+        let c = Carbons::default();
+        let a1 = FullJid::new("a@x/1").unwrap();
+        let a2 = FullJid::new("a@x/2/with/slashes").unwrap();
+        let b1 = FullJid::new("b@x/1").unwrap();
+        assert!(!c.any.load(Ordering::Acquire));
+        assert!(c.copies_to("a@x", |_| false).is_empty());
+        c.enable(&a1);
+        c.enable(&a2);
+        c.enable(&a2);
+        assert!(c.any.load(Ordering::Acquire));
+        assert!(c.is_enabled(&a1) && c.is_enabled(&a2) && !c.is_enabled(&b1));
+        assert_eq!(c.copies_to("a@x", |r| r == &a1), vec![a2.clone()]);
+        assert!(c.copies_to("b@x", |_| false).is_empty());
+        // Disabling a resource that never enabled leaves no entry behind.
+        c.set(&b1, false);
+        c.set(&a1, false);
+        assert!(c.any.load(Ordering::Acquire));
+        c.set(&a2, false);
+        assert!(!c.any.load(Ordering::Acquire));
+        assert!(c.enabled.lock().unwrap().is_empty());
+        assert!(!c.is_enabled(&a2));
     }
 
     #[test]

@@ -88,6 +88,20 @@ impl Push {
         }
     }
 
+    /// Whether `account` registered a push service (a cached account's
+    /// answer without taking a reference to its list).
+    fn has_registrations(&self, ctx: &dyn ServerContext, account: &BareJid) -> bool {
+        if let Some(r) = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+        {
+            return !r.is_empty();
+        }
+        !self.registrations(ctx, account).is_empty()
+    }
+
     fn registrations(&self, ctx: &dyn ServerContext, account: &BareJid) -> Arc<Vec<Registration>> {
         if let Some(r) = self
             .cache
@@ -304,7 +318,7 @@ impl Module for Push {
         if wakes(msg)
             && !is_groupchat(msg)
             && !delivered_to.is_empty()
-            && !self.registrations(ctx, account).is_empty()
+            && self.has_registrations(ctx, account)
         {
             let sessions = ctx.sessions(account);
             let all_detached = delivered_to
