@@ -256,8 +256,12 @@ pub fn encode_with(
     // The header is not text (flags, varints): the string starts with as
     // many NULs (UTF-8) as the header has bytes, and once it is bytes the
     // header is written over them.
+    const NULS: &str = "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
     let mut text = String::with_capacity(len + xml_hint);
-    text.extend(std::iter::repeat_n('\0', len));
+    while text.len() < len {
+        // Whole strings, not one character at a time.
+        text.push_str(&NULS[..NULS.len().min(len - text.len())]);
+    }
     write_xml(&mut text);
     let mut out = text.into_bytes();
     let mut pos = 0;
