@@ -28,6 +28,7 @@
 
 use jid::BareJid;
 
+use crate::element::Element;
 use crate::store::StoreError;
 
 /// Appended messages are on disk at most this long after `append` returns.
@@ -124,6 +125,33 @@ pub trait ArchiveStore: Send + Sync {
     /// message, in order. Fails only when the store is unusable (e.g. its
     /// writer stopped after a write error: the disk is full).
     fn append(&self, msgs: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError>;
+    /// Archive one message given as its stanza, as [`ArchiveStore::append`]
+    /// does with the [`NewMessage`] of it (`owner` and `peer`: bare JIDs'
+    /// normalised text; the stanza written with `jabber:client` as the
+    /// default namespace). The chat path: a store may write the stanza
+    /// straight into its record, without copies of the JIDs or the text.
+    fn append_stanza(
+        &self,
+        owner: &str,
+        peer: &str,
+        direction: Direction,
+        origin_id: Option<&str>,
+        stanza: &Element,
+    ) -> Result<Appended, StoreError> {
+        let bare = |j: &str| {
+            BareJid::new(j).map_err(|e| StoreError::other(format!("archive: {j:?}: {e}")))
+        };
+        let m = NewMessage {
+            owner: bare(owner)?,
+            peer: bare(peer)?,
+            direction,
+            origin_id: origin_id.map(str::to_string),
+            xml: stanza.to_xml(crate::ns::CLIENT),
+        };
+        self.append(vec![m])?
+            .pop()
+            .ok_or_else(|| StoreError::other("archive: no answer for the message"))
+    }
     /// A page of `owner`'s archive (see [`PageQuery`]). A stored entry that
     /// cannot be decoded is skipped with a log line naming the owner.
     fn page(&self, owner: &BareJid, q: &PageQuery<'_>) -> Result<Vec<ArchivedMessage>, StoreError>;

@@ -13,6 +13,7 @@
 //!   the normalised text. `jid`'s own `to_bare` formats the parts anew
 //!   (`format!`), which costs several times more.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -57,6 +58,39 @@ pub fn bare_of_full(jid: &FullJid) -> BareJid {
     jid.clone().into_bare()
 }
 
+/// The normalised text of the JID `text` (what `parse(text)?.as_str()`
+/// gives), borrowed from `text` when it is already normalised — as the
+/// addresses of nearly every message are — so no JID is copied.
+pub fn normalised(text: &str) -> Option<Cow<'_, str>> {
+    if text.len() > CACHED_LEN {
+        return Jid::new(text)
+            .ok()
+            .map(|j| Cow::Owned(j.as_str().to_string()));
+    }
+    let hit = CACHE.with(|c| {
+        c.borrow()
+            .get(text)
+            .map(|j| (j.as_str() != text).then(|| j.as_str().to_string()))
+    });
+    match hit {
+        Some(None) => Some(Cow::Borrowed(text)),
+        Some(Some(other)) => Some(Cow::Owned(other)),
+        None => {
+            let j = parse(text)?;
+            Some(match j.as_str() == text {
+                true => Cow::Borrowed(text),
+                false => Cow::Owned(j.as_str().to_string()),
+            })
+        }
+    }
+}
+
+/// The bare part of a normalised JID's text (up to its first `/`: nodes
+/// and domains hold none).
+pub fn bare_text(jid: &str) -> &str {
+    jid.find('/').map_or(jid, |i| &jid[..i])
+}
+
 /// `FullJid::new(text).ok()` through the same cache.
 pub fn parse_full(text: &str) -> Option<FullJid> {
     parse(text)?.try_into_full().ok()
@@ -82,9 +116,7 @@ impl Bare for FullJid {
 
 /// Whether `jid`'s bare part is `account` (no allocation).
 pub fn is_of(jid: &Jid, account: &BareJid) -> bool {
-    let s = jid.as_str();
-    let b = s.find('/').map_or(s, |i| &s[..i]);
-    b == account.as_str()
+    bare_text(jid.as_str()) == account.as_str()
 }
 
 #[cfg(test)]
@@ -117,6 +149,37 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(300));
         assert_eq!(parse(&long), Jid::new(&long).ok());
+    }
+
+    #[test]
+    fn normalised_text_is_borrowed_when_it_is_normal_already() {
+        let long = format!("{}@Example.com/R", "a".repeat(300));
+        for text in [
+            "alice@example.com/phone",
+            "Alice@Example.COM/Phone",
+            "example.com",
+            "ünïcode@exämple.org/ß",
+            long.as_str(),
+        ] {
+            let want = Jid::new(text).unwrap();
+            // Twice: the second time from the cache.
+            for _ in 0..2 {
+                let got = normalised(text).unwrap();
+                assert_eq!(got, want.as_str(), "{text}");
+                assert_eq!(
+                    matches!(got, Cow::Borrowed(_)),
+                    want.as_str() == text,
+                    "{text}"
+                );
+            }
+            assert_eq!(
+                bare_text(&normalised(text).unwrap()),
+                want.clone().into_bare().as_str()
+            );
+        }
+        for bad in ["", "a@b@c", "alice@example.com/"] {
+            assert_eq!(normalised(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

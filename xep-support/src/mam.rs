@@ -18,7 +18,10 @@
 //!
 //! Storage: the server's message archive ([`ServerContext::archive`], see
 //! [`crate::archive`]): one archive per account, each message stored once
-//! with its peer, direction and XEP-0359 origin-id; the archive id is
+//! with its peer, direction and XEP-0359 origin-id (handed over as the
+//! stanza itself, [`crate::archive::ArchiveStore::append_stanza`]: the
+//! hooks make no JID and no copy of the stanza per message, they read the
+//! addresses' normalised text, [`crate::jids::normalised`]); the archive id is
 //! microseconds since the Unix epoch, strictly increasing, so ids sort by
 //! time. Appending is idempotent by origin-id (a resent or resumed stanza
 //! keeps its first id) and does not wait for the disk (the store makes it
@@ -48,13 +51,12 @@
 //! ([`crate::archive::ArchiveStore::delete_before`]).
 
 use crate::jids::{self, Bare};
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jid::{BareJid, FullJid, Jid};
 
-use crate::archive::{format_id, parse_id, ArchiveStore, Direction, NewMessage, PageQuery};
+use crate::archive::{format_id, parse_id, ArchiveStore, Direction, PageQuery};
 use crate::element::Element;
 use crate::module::{IqRequest, IqResult, Module, ServerContext, StoreError};
 use crate::ns;
@@ -201,16 +203,10 @@ impl Prefs {
         })
     }
 
-    /// Whether a message with `peer` (`bare`: its bare JID) is archived
-    /// (never > always > default).
-    fn archives(
-        &self,
-        ctx: &dyn ServerContext,
-        account: &BareJid,
-        peer: &Jid,
-        bare: &BareJid,
-    ) -> bool {
-        let matches = |j: &String| j == bare.as_str() || j == peer.as_str();
+    /// Whether a message with `peer` (`bare`: its bare JID; both
+    /// normalised text, as `account`) is archived (never > always > default).
+    fn archives(&self, ctx: &dyn ServerContext, account: &str, peer: &str, bare: &str) -> bool {
+        let matches = |j: &String| j == bare || j == peer;
         if self.never.iter().any(matches) {
             return false;
         }
@@ -222,10 +218,18 @@ impl Prefs {
             Policy::Never => false,
             Policy::Roster => {
                 bare == account
-                    || ctx.subscription(account, bare) != crate::module::Subscription::None
+                    || bare_jid(account).zip(bare_jid(bare)).is_some_and(|(a, b)| {
+                        ctx.subscription(&a, &b) != crate::module::Subscription::None
+                    })
             }
         }
     }
+}
+
+/// A bare JID from its normalised text (the rarer paths: roster
+/// subscriptions, reading stored preferences).
+fn bare_jid(text: &str) -> Option<BareJid> {
+    jids::parse(text).map(|j| j.bare())
 }
 
 /// Delete `account`'s archived messages with ids (microseconds) below
@@ -249,7 +253,10 @@ fn store(ctx: &dyn ServerContext) -> Result<&dyn ArchiveStore, StoreError> {
 pub struct Mam {
     default: Policy,
     expires: Option<Duration>,
-    prefs: RwLock<HashMap<BareJid, Option<Arc<Prefs>>>>,
+    /// By the account's bare JID (normalised text: looked up on every
+    /// archived message without making a JID).
+    /// Local accounts' names (no remote sender chooses them): a fast hasher.
+    prefs: RwLock<rustc_hash::FxHashMap<String, Option<Arc<Prefs>>>>,
 }
 
 impl Default for Mam {
@@ -311,7 +318,7 @@ impl Mam {
         Mam {
             default,
             expires,
-            prefs: RwLock::new(HashMap::new()),
+            prefs: RwLock::new(rustc_hash::FxHashMap::default()),
         }
     }
 
@@ -331,7 +338,7 @@ impl Mam {
     }
 
     /// The account's preferences (`None`: the module default), cached.
-    fn prefs_of(&self, ctx: &dyn ServerContext, account: &BareJid) -> Option<Arc<Prefs>> {
+    fn prefs_of(&self, ctx: &dyn ServerContext, account: &str) -> Option<Arc<Prefs>> {
         if let Some(p) = self
             .prefs
             .read()
@@ -340,9 +347,10 @@ impl Mam {
         {
             return p.clone();
         }
-        let stored = match ctx.store(MODULE).get(account, PREFS_KEY) {
+        let bare = bare_jid(account)?;
+        let stored = match ctx.store(MODULE).get(&bare, PREFS_KEY) {
             Ok(v) => v
-                .and_then(|v| ctx.parse_stored_xml(std::str::from_utf8(&v).ok()?, account.as_str()))
+                .and_then(|v| ctx.parse_stored_xml(std::str::from_utf8(&v).ok()?, account))
                 .and_then(|el| Prefs::from_element(&el).ok())
                 .map(Arc::new),
             Err(e) => {
@@ -354,17 +362,13 @@ impl Mam {
         if cache.len() >= PREFS_CACHE {
             cache.clear();
         }
-        cache.insert(account.clone(), stored.clone());
+        cache.insert(account.to_string(), stored.clone());
         stored
     }
 
-    fn archives(
-        &self,
-        ctx: &dyn ServerContext,
-        account: &BareJid,
-        peer: &Jid,
-        bare: &BareJid,
-    ) -> bool {
+    /// Whether `account`'s preferences archive a message with `peer`
+    /// (`bare`: its bare part; normalised text, all three).
+    fn archives(&self, ctx: &dyn ServerContext, account: &str, peer: &str, bare: &str) -> bool {
         match self.prefs_of(ctx, account) {
             Some(p) => p.archives(ctx, account, peer, bare),
             None if self.default == Policy::Always => true,
@@ -373,31 +377,24 @@ impl Mam {
     }
 
     /// Store `msg` in `account`'s archive (`direction` seen from the
-    /// account); its archive id (the first one if the message, by its
-    /// origin-id, is already there). `Err`: the archive refused it (logged
-    /// here, naming the account).
+    /// account, `with` the peer's bare JID; both normalised text); its
+    /// archive id (the first one if the message, by its origin-id, is
+    /// already there). `Err`: the archive refused it (logged here, naming
+    /// the account).
     pub fn archive(
         &self,
         ctx: &dyn ServerContext,
-        account: &BareJid,
-        with: &BareJid,
+        account: &str,
+        with: &str,
         direction: Direction,
         msg: &Element,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<u64, StoreError> {
         let origin_id = msg
             .child("origin-id", NS_SID)
             .and_then(|o| o.attr("id"))
-            .filter(|o| !o.is_empty())
-            .map(str::to_string);
-        let new = NewMessage {
-            owner: account.clone(),
-            peer: with.clone(),
-            direction,
-            origin_id,
-            xml: msg.to_xml(ns::CLIENT),
-        };
-        match store(ctx).and_then(|s| s.append(vec![new])) {
-            Ok(ids) => Ok(ids.first().map(|a| format_id(a.id()))),
+            .filter(|o| !o.is_empty());
+        match store(ctx).and_then(|s| s.append_stanza(account, with, direction, origin_id, msg)) {
+            Ok(a) => Ok(a.id()),
             Err(e) => {
                 tracing::error!("mod_mam: archiving for {account}: {e}");
                 Err(e)
@@ -653,11 +650,11 @@ impl Mam {
             if cache.len() >= PREFS_CACHE {
                 cache.clear();
             }
-            cache.insert(account, Some(Arc::new(prefs.clone())));
+            cache.insert(account.to_string(), Some(Arc::new(prefs.clone())));
             return Ok(Some(prefs.to_element()));
         }
         let prefs = self
-            .prefs_of(ctx, &account)
+            .prefs_of(ctx, account.as_str())
             .map(|p| (*p).clone())
             .unwrap_or_else(|| self.default_prefs());
         Ok(Some(prefs.to_element()))
@@ -819,7 +816,7 @@ impl Module for Mam {
             self.prefs
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&account);
+                .remove(account.as_str());
         }
     }
     fn message_from_session(
@@ -828,28 +825,30 @@ impl Module for Mam {
         from: &FullJid,
         msg: &Element,
     ) -> Vec<Element> {
-        if archivable(msg) {
-            if let Some(to) = msg.attr("to").and_then(jids::parse) {
-                let account = from.bare();
-                let to_bare = to.bare();
-                // Between two resources of the account: archived once, on
-                // the receiving side (with its stanza id).
-                if to_bare != account && self.archives(ctx, &account, &to, &to_bare) {
-                    if let Err(e) = self.archive(ctx, &account, &to_bare, Direction::Outgoing, msg)
-                    {
-                        // Refused (a full disk, a failed write a moment
-                        // ago): the live copy still goes out, as in
-                        // ejabberd and Prosody; the sender learns it is
-                        // not in the archive (try again later: `wait`).
-                        let text = match e.is_full() {
-                            true => "message not archived: the server's storage is full",
-                            false => "message not archived",
-                        };
-                        let e = StanzaError::resource_constraint().with_text(text);
-                        return vec![crate::stanza::error_reply(msg, &e)];
-                    }
-                }
-            }
+        if !archivable(msg) {
+            return Vec::new();
+        }
+        // JIDs as normalised text, borrowed: no JID is made per message.
+        let Some(to) = msg.attr("to").and_then(jids::normalised) else {
+            return Vec::new();
+        };
+        let account = jids::bare_text(from.as_str());
+        let peer = jids::bare_text(&to);
+        // Between two resources of the account: archived once, on the
+        // receiving side (with its stanza id).
+        if peer == account || !self.archives(ctx, account, &to, peer) {
+            return Vec::new();
+        }
+        if let Err(e) = self.archive(ctx, account, peer, Direction::Outgoing, msg) {
+            // Refused (a full disk, a failed write a moment ago): the live
+            // copy still goes out, as in ejabberd and Prosody; the sender
+            // learns it is not in the archive (try again later: `wait`).
+            let text = match e.is_full() {
+                true => "message not archived: the server's storage is full",
+                false => "message not archived",
+            };
+            let e = StanzaError::resource_constraint().with_text(text);
+            return vec![crate::stanza::error_reply(msg, &e)];
         }
         Vec::new()
     }
@@ -870,31 +869,35 @@ impl Module for Mam {
         if !archivable(msg) {
             return;
         }
-        let Some(from) = msg.attr("from").and_then(jids::parse) else {
-            return;
+        let id = {
+            let Some(from) = msg.attr("from").and_then(jids::normalised) else {
+                return;
+            };
+            let peer = jids::bare_text(&from);
+            if !self.archives(ctx, by, &from, peer) {
+                return;
+            }
+            // No archive for an account that does not exist (the message is
+            // bounced); the store is read only when the account has no session.
+            if !ctx.has_sessions(account) && !ctx.account_exists(account) {
+                return;
+            }
+            // From the account itself (another of its resources): outgoing.
+            let direction = if peer == by {
+                Direction::Outgoing
+            } else {
+                Direction::Incoming
+            };
+            match self.archive(ctx, by, peer, direction, msg) {
+                Ok(id) => id,
+                Err(_) => return,
+            }
         };
-        let from_bare = from.bare();
-        if !self.archives(ctx, account, &from, &from_bare) {
-            return;
-        }
-        // No archive for an account that does not exist (the message is
-        // bounced); the store is read only when the account has no session.
-        if !ctx.has_sessions(account) && !ctx.account_exists(account) {
-            return;
-        }
-        // From the account itself (another of its resources): outgoing.
-        let direction = if from_bare == *account {
-            Direction::Outgoing
-        } else {
-            Direction::Incoming
-        };
-        if let Ok(Some(id)) = self.archive(ctx, account, &from_bare, direction, msg) {
-            msg.children.push(crate::element::Node::Element(
-                Element::new("stanza-id", NS_SID)
-                    .with_attr("by", by)
-                    .with_attr("id", id),
-            ));
-        }
+        msg.children.push(crate::element::Node::Element(
+            Element::new("stanza-id", NS_SID)
+                .with_attr("by", by)
+                .with_attr("id", format_id(id)),
+        ));
     }
 }
 

@@ -68,7 +68,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use jid::BareJid;
 use xep_support::archive::{
-    Appended, ArchiveStore, ArchivedMessage, Count, NewMessage, PageQuery, EXACT_COUNT_LIMIT,
+    Appended, ArchiveStore, ArchivedMessage, Count, Direction, NewMessage, PageQuery,
+    EXACT_COUNT_LIMIT,
 };
 use xep_support::module::{StoreError, StoreErrorKind};
 
@@ -350,6 +351,17 @@ impl Drop for Archive {
 impl ArchiveStore for Archive {
     fn append(&self, msgs: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         writer::append(&self.inner, msgs)
+    }
+
+    fn append_stanza(
+        &self,
+        owner: &str,
+        peer: &str,
+        direction: Direction,
+        origin_id: Option<&str>,
+        stanza: &xep_support::element::Element,
+    ) -> Result<Appended, StoreError> {
+        writer::append_stanza(&self.inner, owner, peer, direction, origin_id, stanza)
     }
 
     fn page(&self, owner: &BareJid, q: &PageQuery<'_>) -> Result<Vec<ArchivedMessage>, StoreError> {
@@ -667,6 +679,73 @@ mod tests {
             assert_eq!(
                 page(&a, "room@muc.x", None, false, 10)[1],
                 "<message><retracted/></message>"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stanza_appended_is_the_message_appended_as_text() {
+        use xep_support::element::Element;
+        for engine in ENGINES {
+            let dir = tempfile::tempdir().unwrap();
+            let a = open_on(engine, dir.path());
+            let stanza = |body: &str, origin: Option<&str>| {
+                let mut m = Element::new("message", xep_support::ns::CLIENT)
+                    .with_attr("to", "bob@x")
+                    .with_attr("type", "chat")
+                    .with_child(
+                        Element::new("body", xep_support::ns::CLIENT).with_text(body.to_string()),
+                    );
+                if let Some(o) = origin {
+                    m = m
+                        .with_child(Element::new("origin-id", "urn:xmpp:sid:0").with_attr("id", o));
+                }
+                m
+            };
+            // A long stanza after a short one and the other way round (the
+            // room reserved follows the last one).
+            let long = "é<&>".repeat(2000);
+            let mut ids = Vec::new();
+            for (body, origin) in [("hi", None), (long.as_str(), Some("o1")), ("x", Some("o2"))] {
+                let s = stanza(body, origin);
+                let got = a
+                    .append_stanza("alice@x", "bob@x", Direction::Outgoing, origin, &s)
+                    .unwrap();
+                assert!(matches!(got, Appended::Stored(_)), "{engine:?}");
+                ids.push(got.id());
+                let m = a.get(&jid("alice@x"), got.id()).unwrap().unwrap();
+                assert_eq!(m.xml, s.to_xml(xep_support::ns::CLIENT), "{engine:?}");
+                assert_eq!(m.peer, "bob@x");
+                assert_eq!(m.direction, Direction::Outgoing);
+                assert_eq!(m.origin_id.as_deref(), origin);
+            }
+            assert!(ids.windows(2).all(|w| w[0] < w[1]));
+            // The same origin-id again, queued or written, by either call:
+            // the first id.
+            let again = a
+                .append_stanza(
+                    "alice@x",
+                    "bob@x",
+                    Direction::Outgoing,
+                    Some("o2"),
+                    &stanza("y", None),
+                )
+                .unwrap();
+            assert_eq!(again, Appended::Duplicate(ids[2]), "{engine:?}");
+            let mut text = msg("alice@x", "bob@x", Some("o1"), "z");
+            text.direction = Direction::Outgoing;
+            assert_eq!(
+                a.append(vec![text]).unwrap(),
+                vec![Appended::Duplicate(ids[1])]
+            );
+            assert_eq!(a.count(&jid("alice@x")).unwrap(), 3, "{engine:?}");
+            // On disk: they survive reopening.
+            drop(a);
+            let a = open_on(engine, dir.path());
+            assert_eq!(
+                page(&a, "alice@x", Some("bob@x"), false, 10).len(),
+                3,
+                "{engine:?}"
             );
         }
     }

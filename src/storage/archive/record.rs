@@ -184,10 +184,37 @@ pub fn peer_entry_ids(base: u64, v: &[u8]) -> Option<(u64, Vec<u64>)> {
     Some((block, ids))
 }
 
-/// Encode a record.
-pub fn encode(direction: Direction, peer: &str, origin_id: Option<&str>, xml: &str) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(3 + peer.len() + origin_id.map_or(0, |o| o.len() + 2) + xml.len());
+/// The bytes of a varint of `n`.
+fn varint_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// How long a record's header (flags, peer, origin-id) is.
+fn header_len(peer: &str, origin_id: Option<&str>) -> usize {
+    1 + varint_len(peer.len()) + peer.len() + origin_id.map_or(0, |o| varint_len(o.len()) + o.len())
+}
+
+/// A varint of `n` in a buffer: (bytes, length).
+fn varint_bytes(n: usize) -> ([u8; 10], usize) {
+    let mut b = [0u8; 10];
+    let mut len = 0;
+    let mut n = n as u64;
+    while n >= 0x80 {
+        b[len] = (n as u8) | 0x80;
+        n >>= 7;
+        len += 1;
+    }
+    b[len] = n as u8;
+    (b, len + 1)
+}
+
+/// A record's header (flags, peer, origin-id), in pieces handed to `put`.
+fn header(direction: Direction, peer: &str, origin_id: Option<&str>, mut put: impl FnMut(&[u8])) {
     let mut flags = 0;
     if direction == Direction::Outgoing {
         flags |= OUTGOING;
@@ -195,14 +222,54 @@ pub fn encode(direction: Direction, peer: &str, origin_id: Option<&str>, xml: &s
     if origin_id.is_some() {
         flags |= HAS_ORIGIN;
     }
-    out.push(flags);
-    put_varint(&mut out, peer.len());
-    out.extend_from_slice(peer.as_bytes());
+    put(&[flags]);
+    let (b, n) = varint_bytes(peer.len());
+    put(&b[..n]);
+    put(peer.as_bytes());
     if let Some(o) = origin_id {
-        put_varint(&mut out, o.len());
-        out.extend_from_slice(o.as_bytes());
+        let (b, n) = varint_bytes(o.len());
+        put(&b[..n]);
+        put(o.as_bytes());
     }
+}
+
+/// Encode a record.
+pub fn encode(direction: Direction, peer: &str, origin_id: Option<&str>, xml: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header_len(peer, origin_id) + xml.len());
+    header(direction, peer, origin_id, |b| out.extend_from_slice(b));
     out.extend_from_slice(xml.as_bytes());
+    out
+}
+
+/// Encode a record whose stanza `write_xml` writes straight into it (the
+/// chat path: no separate string of the stanza, no copy of it); `xml_hint`
+/// is the room to reserve for the stanza. The same bytes as [`encode`] of
+/// what `write_xml` writes.
+pub fn encode_with(
+    direction: Direction,
+    peer: &str,
+    origin_id: Option<&str>,
+    xml_hint: usize,
+    write_xml: impl FnOnce(&mut String),
+) -> Vec<u8> {
+    let len = header_len(peer, origin_id);
+    // The header is not text (flags, varints): the string starts with as
+    // many NULs (UTF-8) as the header has bytes, and once it is bytes the
+    // header is written over them.
+    const NULS: &str = "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let mut text = String::with_capacity(len + xml_hint);
+    while text.len() < len {
+        // Whole strings, not one character at a time.
+        text.push_str(&NULS[..NULS.len().min(len - text.len())]);
+    }
+    write_xml(&mut text);
+    let mut out = text.into_bytes();
+    let mut pos = 0;
+    header(direction, peer, origin_id, |b| {
+        out[pos..pos + b.len()].copy_from_slice(b);
+        pos += b.len();
+    });
+    debug_assert_eq!(pos, len);
     out
 }
 
@@ -292,6 +359,38 @@ mod tests {
                 .peer,
             long
         );
+    }
+
+    #[test]
+    fn records_written_in_place_are_the_same_bytes() {
+        let long = "p".repeat(300);
+        let origin = "o".repeat(200);
+        for (direction, peer, origin_id, xml) in [
+            (
+                Direction::Outgoing,
+                "bob@x",
+                Some("o1"),
+                "<message><body>hi</body></message>",
+            ),
+            (Direction::Incoming, "bob@x", None, "<m/>"),
+            (
+                Direction::Incoming,
+                long.as_str(),
+                Some(origin.as_str()),
+                "<message>é</message>",
+            ),
+            (Direction::Outgoing, "", None, ""),
+        ] {
+            for hint in [0, 4, 1000] {
+                let r = encode_with(direction, peer, origin_id, hint, |s| s.push_str(xml));
+                assert_eq!(r, encode(direction, peer, origin_id, xml), "{peer} {hint}");
+                let m = decode(9, &r).unwrap();
+                assert_eq!(
+                    (m.peer.as_str(), m.origin_id.as_deref(), m.xml.as_str()),
+                    (peer, origin_id, xml)
+                );
+            }
+        }
     }
 
     #[test]

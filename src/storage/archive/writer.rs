@@ -8,7 +8,10 @@
 //!   increasing across the server and across restarts: the high-water mark
 //!   is written with every batch), checks its origin-id against the queue
 //!   and the index (idempotency), queues it and returns: no disk I/O but one
-//!   index read for messages with an origin-id.
+//!   index read for messages with an origin-id. [`append_stanza`] (one
+//!   message of the chat path) writes the stanza's XML straight into its
+//!   encoded record before it takes the lock, so the lock covers only the
+//!   owner lookup, the id and the push.
 //! - The applier takes the whole queue under the write lock and the storage
 //!   gate and writes it in one batch (records, indexes, counters, new
 //!   owners, the high-water mark). Then it is "applied": reads wait for
@@ -42,7 +45,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use xep_support::archive::{Appended, NewMessage};
+use xep_support::archive::{Appended, Direction, NewMessage};
+use xep_support::element::Element;
 use xep_support::module::StoreError;
 
 use super::kv::{self, ArchiveKv, Tree};
@@ -561,10 +565,9 @@ fn lost_messages<'a>(
     out
 }
 
-/// Queue messages (see the module header).
-pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
-    let mut out = Vec::with_capacity(msgs.len());
-    let mut s = inner.w.lock();
+/// Whether appends are taken now: not after a failed write (for
+/// [`RETRY_AFTER`]), nor once stopped, nor with a full backlog.
+fn admit(inner: &Inner, s: &mut WriterState) -> Result<(), StoreError> {
     if let Some((why, at)) = &s.failed {
         if at.elapsed() < RETRY_AFTER {
             let msg = format!("archive unavailable for a second after a failed write: {why}");
@@ -595,62 +598,74 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
             s.backlog >> 10
         )));
     }
-    for m in msgs {
-        let owner = m.owner.as_str();
-        let archive = match s.owners.get(owner) {
-            Some(a) => *a,
-            None => {
-                drop(s);
-                let stored = inner.archive_of(owner)?;
-                s = inner.w.lock();
-                match stored.or_else(|| s.owners.get(owner).copied()) {
-                    Some(a) => a,
-                    None => {
-                        let a = s.next_archive;
-                        s.next_archive = a
-                            .checked_add(1)
-                            .ok_or_else(|| StoreError::other("archive ids exhausted"))?;
-                        s.owners.insert(owner.to_string(), a);
-                        s.new_owners.push((owner.to_string(), a));
-                        a
-                    }
+    Ok(())
+}
+
+type Guard<'a> = std::sync::MutexGuard<'a, WriterState>;
+
+/// Queue one message (its `record` encoded, naming `peer` and
+/// `origin_id`) for `owner`, under the writer's lock `s` (let go and taken
+/// again while an owner not in the cache is read).
+fn queue_one<'a>(
+    inner: &'a Inner,
+    mut s: Guard<'a>,
+    owner: &str,
+    peer: &str,
+    origin_id: Option<&str>,
+    record: Vec<u8>,
+) -> Result<(Guard<'a>, Appended), StoreError> {
+    let archive = match s.owners.get(owner) {
+        Some(a) => *a,
+        None => {
+            drop(s);
+            let stored = inner.archive_of(owner)?;
+            s = inner.w.lock();
+            match stored.or_else(|| s.owners.get(owner).copied()) {
+                Some(a) => a,
+                None => {
+                    let a = s.next_archive;
+                    s.next_archive = a
+                        .checked_add(1)
+                        .ok_or_else(|| StoreError::other("archive ids exhausted"))?;
+                    s.owners.insert(owner.to_string(), a);
+                    s.new_owners.push((owner.to_string(), a));
+                    a
                 }
             }
-        };
-        let peer = m.peer.as_str();
-        let origin = m
-            .origin_id
-            .as_deref()
-            .map(|o| (rec::origin_key(archive, peer, o), o.to_string()));
-        if let Some((key, _)) = &origin {
-            let known = match s.pending_origins.get(key) {
-                Some(id) => Some(*id),
-                None => inner
-                    .kv
-                    .get(Tree::ByOrigin, key)
-                    .map_err(|e| inner.store_err(e))?
-                    .and_then(|v| rec::u64_of(&v)),
-            };
-            if let Some(id) = known {
-                out.push(Appended::Duplicate(id));
-                continue;
-            }
         }
-        let id = next_id();
-        let record = rec::encode(m.direction, peer, m.origin_id.as_deref(), &m.xml);
-        if let Some((key, _)) = &origin {
-            s.pending_origins.insert(key.clone(), id);
-        }
-        let p = Pending {
-            archive,
-            id,
-            origin,
-            record,
+    };
+    let origin = origin_id.map(|o| (rec::origin_key(archive, peer, o), o.to_string()));
+    if let Some((key, _)) = &origin {
+        let known = match s.pending_origins.get(key) {
+            Some(id) => Some(*id),
+            None => inner
+                .kv
+                .get(Tree::ByOrigin, key)
+                .map_err(|e| inner.store_err(e))?
+                .and_then(|v| rec::u64_of(&v)),
         };
-        s.backlog += p.cost();
-        s.queue.push(p);
-        out.push(Appended::Stored(id));
+        if let Some(id) = known {
+            return Ok((s, Appended::Duplicate(id)));
+        }
     }
+    let id = next_id();
+    if let Some((key, _)) = &origin {
+        s.pending_origins.insert(key.clone(), id);
+    }
+    let p = Pending {
+        archive,
+        id,
+        origin,
+        record,
+    };
+    s.backlog += p.cost();
+    s.queue.push(p);
+    Ok((s, Appended::Stored(id)))
+}
+
+/// One `append` call's messages are queued: its ticket, and the applier
+/// woken if it waits for work.
+fn queued(inner: &Inner, mut s: Guard<'_>) {
     if s.queued_since.is_none() {
         s.queued_since = Some(Instant::now());
     }
@@ -660,7 +675,64 @@ pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appende
     if s.applier_idle {
         inner.w.work.notify_one();
     }
+}
+
+/// Queue messages (see the module header).
+pub(super) fn append(inner: &Inner, msgs: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+    let mut out = Vec::with_capacity(msgs.len());
+    let mut s = inner.w.lock();
+    admit(inner, &mut s)?;
+    for m in msgs {
+        let peer = m.peer.as_str();
+        let origin_id = m.origin_id.as_deref();
+        let record = rec::encode(m.direction, peer, origin_id, &m.xml);
+        let (guard, appended) = queue_one(inner, s, m.owner.as_str(), peer, origin_id, record)?;
+        s = guard;
+        out.push(appended);
+    }
+    queued(inner, s);
     Ok(out)
+}
+
+/// The most room reserved for a stanza ahead of writing it.
+const MAX_XML_HINT: usize = 2048;
+
+thread_local! {
+    /// The length of the last stanza this thread wrote into a record: the
+    /// room reserved for the next one (chat stanzas of one thread are
+    /// alike), so the record is allocated once.
+    static XML_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(256) };
+}
+
+/// Queue one message given as its stanza (the chat path, see
+/// [`xep_support::archive::ArchiveStore::append_stanza`]): the stanza is
+/// written straight into its record, before the writer's lock is taken.
+pub(super) fn append_stanza(
+    inner: &Inner,
+    owner: &str,
+    peer: &str,
+    direction: Direction,
+    origin_id: Option<&str>,
+    stanza: &Element,
+) -> Result<Appended, StoreError> {
+    let hint = XML_HINT.with(|h| h.get());
+    let mut written = 0;
+    let mut record = rec::encode_with(direction, peer, origin_id, hint, |out| {
+        let start = out.len();
+        stanza.write_to(out, xep_support::ns::CLIENT);
+        written = out.len() - start;
+    });
+    XML_HINT.with(|h| h.set((written + 64).min(MAX_XML_HINT)));
+    if record.capacity() > 2 * record.len() {
+        // A short stanza after a long one: it waits in the queue, so it
+        // holds no more than it needs.
+        record.shrink_to_fit();
+    }
+    let mut s = inner.w.lock();
+    admit(inner, &mut s)?;
+    let (s, appended) = queue_one(inner, s, owner, peer, origin_id, record)?;
+    queued(inner, s);
+    Ok(appended)
 }
 
 /// Start the applier and the flusher.
