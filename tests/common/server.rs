@@ -5,14 +5,16 @@
 //! harness learns the bound addresses from the `rookery: listening ...` lines
 //! printed on stdout and waits (bounded) for `rookery: ready`. Dropping the
 //! `Server` sends SIGTERM to the child it started (by PID), then SIGKILL after
-//! a bound; when the test is failing, the server's stderr is printed.
+//! a bound; when the test is failing, the server's stderr is printed, then
+//! the test's panic message again (CI shows the end of a failed test's
+//! output, which is the servers' logs: the reason must come last).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -157,6 +159,35 @@ pub fn parse_listening_line(line: &str) -> Option<Listener> {
     Some(Listener { module, addr, kind })
 }
 
+/// The last panic message of each test thread (see [`remember_panics`]).
+static PANICS: Mutex<Vec<(thread::ThreadId, String)>> = Mutex::new(Vec::new());
+
+/// Install (once) a panic hook that keeps each thread's panic message for
+/// [`Server`]'s drop to print after the server's log, then runs the
+/// default hook.
+fn remember_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = format!("{info}");
+            if let Ok(mut p) = PANICS.lock() {
+                let me = thread::current().id();
+                p.retain(|(t, _)| *t != me);
+                p.push((me, text));
+            }
+            default(info);
+        }));
+    });
+}
+
+/// This thread's last panic message, if any.
+fn this_threads_panic() -> Option<String> {
+    let me = thread::current().id();
+    let p = PANICS.lock().ok()?;
+    p.iter().find(|(t, _)| *t == me).map(|(_, m)| m.clone())
+}
+
 impl Server {
     /// Starts a server with the default configuration.
     pub fn start() -> Server {
@@ -214,6 +245,7 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        remember_panics();
         let stderr = OpenOptions::new()
             .create(true)
             .append(true)
@@ -480,6 +512,9 @@ impl Drop for Server {
         }
         if thread::panicking() {
             eprintln!("{}", self.stderr_tail());
+            if let Some(m) = this_threads_panic() {
+                eprintln!("----- the test failed (after the log above): {m} -----");
+            }
         }
     }
 }
