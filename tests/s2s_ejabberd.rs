@@ -151,13 +151,7 @@ impl Drop for Ejabberd {
 }
 
 /// Ports for ejabberd (c2s, s2s) on 127.0.0.1: free when asked.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::ports::free_port;
 
 struct Ports {
     c2s: u16,

@@ -21,13 +21,7 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::ports::free_port;
 
 /// Runs `cmd` to completion within [`COMMAND_LIMIT`] (killed by its PID
 /// after that); returns (success, stdout+stderr).

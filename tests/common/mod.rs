@@ -23,6 +23,7 @@ pub mod interop;
 pub mod muc;
 pub mod nats;
 pub mod pg;
+pub mod ports;
 pub mod scram;
 pub mod server;
 pub mod turn;

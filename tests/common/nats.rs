@@ -29,12 +29,7 @@ fn binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("pick a port")
-}
+use super::ports::free_port;
 
 impl NatsServer {
     /// Start one, or `None` (SKIPPED printed) without `nats-server`.

@@ -59,10 +59,7 @@ fn is_root() -> bool {
     unsafe { libc::getuid() == 0 }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().unwrap().port()
-}
+use super::ports::free_port;
 
 impl PgServer {
     /// Start one, or `None` (after printing `SKIPPED: <test>: ...`) when

@@ -67,17 +67,7 @@ pub fn coturn_available() -> bool {
     std::path::Path::new(TURNSERVER).exists()
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 (coturn listens on both).
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
-        let port = u.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port for the TURN server");
-}
+use super::ports::{free_port, free_ports};
 
 /// A running coturn.
 pub struct Coturn {
@@ -101,7 +91,7 @@ impl Coturn {
             .expect("tempdir");
         let port = free_port();
         // A small relay range above a free port (busy ones are skipped).
-        let low = free_port().min(65_000);
+        let low = free_ports(10);
         let relay_ports = (low, low + 9);
         let mut child = Command::new(TURNSERVER)
             .current_dir(dir.path())

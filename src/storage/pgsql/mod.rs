@@ -42,6 +42,9 @@ mod maintenance;
 mod modules;
 mod offline;
 mod options;
+#[cfg(test)]
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
 mod roster;
 pub mod schema;
 #[cfg(test)]
