@@ -31,6 +31,12 @@ use crate::storage::{AccountKey, OfflineStored};
 const DRAIN_BATCH: usize = 100;
 /// How long a session's writer may take to write a batch.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Reading the stored messages at login is tried this many times, with
+/// [`READ_RETRY`] times the attempt's number between tries, when the
+/// database is unavailable (a pooled connection that broke in a restart):
+/// giving up would let live messages overtake the stored ones.
+const READ_ATTEMPTS: u32 = 4;
+const READ_RETRY: Duration = Duration::from_millis(150);
 
 /// Whether a message is worth storing (XEP-0160 §3, XEP-0334 hints).
 pub fn storable(msg: &Element) -> bool {
@@ -190,12 +196,27 @@ pub async fn drain_then_mark_available(server: &Arc<Server>, session: &Arc<Sessi
         if rounds > 100_000 {
             break;
         }
-        let batch = match server.storage.offline_peek(account, DRAIN_BATCH) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("reading offline messages of {bare}: {e}");
-                break;
+        let mut attempt = 1;
+        let batch = loop {
+            match server.storage.offline_peek(account, DRAIN_BATCH) {
+                Ok(b) => break Some(b),
+                Err(e @ crate::storage::StorageError::Unavailable(_))
+                    if attempt < READ_ATTEMPTS =>
+                {
+                    tracing::warn!("reading offline messages of {bare}: {e}; trying again");
+                    tokio::time::sleep(READ_RETRY * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "reading offline messages of {bare}: {e}; they stay stored for the next session"
+                    );
+                    break None;
+                }
             }
+        };
+        let Some(batch) = batch else {
+            break;
         };
         if batch.is_empty() {
             break;
