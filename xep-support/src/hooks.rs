@@ -515,11 +515,31 @@ mod tests {
             assert!(lists.names(hook).contains(&"undeclared"), "{hook:?}");
             assert!(!lists.names(hook).contains(&"none"), "{hook:?}");
         }
-        // Each list field is the one of its hook.
-        let one = HookLists::new(&[Arc::new(Declared(Hooks::SESSION_CLOSED, "s")) as _]);
-        assert_eq!(one.session_closed.len(), 1);
-        assert_eq!(one.list(Hooks::SESSION_CLOSED).len(), 1);
-        assert!(one.session_opened.is_empty() && one.tick.is_empty());
+        // Each field is the list of its hook (the server reads the fields).
+        type Field = fn(&HookLists) -> &Vec<Arc<dyn Module>>;
+        let fields: [(Hooks, Field); 11] = [
+            (Hooks::FILTER_INBOUND, |l| &l.filter_inbound),
+            (Hooks::FILTER_OUTBOUND, |l| &l.filter_outbound),
+            (Hooks::MESSAGE_FROM_SESSION, |l| &l.message_from_session),
+            (Hooks::FILTER_MESSAGE_TO_ACCOUNT, |l| {
+                &l.filter_message_to_account
+            }),
+            (Hooks::MESSAGE_DELIVERED, |l| &l.message_delivered),
+            (Hooks::MESSAGE_STORED_OFFLINE, |l| &l.message_stored_offline),
+            (Hooks::SESSION_OPENED, |l| &l.session_opened),
+            (Hooks::SESSION_CLOSED, |l| &l.session_closed),
+            (Hooks::PRESENCE_AVAILABLE, |l| &l.presence_available),
+            (Hooks::ROOM_MENTION, |l| &l.room_mention),
+            (Hooks::TICK, |l| &l.tick),
+        ];
+        for (hook, _) in fields {
+            let one = HookLists::new(&[Arc::new(Declared(hook, "one")) as _]);
+            for (other, other_field) in fields {
+                let want = usize::from(other == hook);
+                assert_eq!(other_field(&one).len(), want, "{hook:?} / {other:?}");
+                assert_eq!(one.list(other).len(), want, "{hook:?} / {other:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The one trait every extension module implements, and what the server
 //! offers modules in return.
 //!
-//! Hooks, all with defaults so a module implements only what it uses:
+//! Hooks, all with defaults so a module implements only what it uses (the
+//! per-event ones — filters, message, session and presence hooks, room
+//! mentions, ticks — it also names in [`Module::hooks`], so the server calls
+//! them only on the modules that implement them; see [`crate::hooks`]):
 //! - iqs addressed to the server, dispatched by payload namespace
 //!   ([`Module::server_iq_namespaces`], [`Module::handle_server_iq`]), and
 //!   iq results/errors addressed to the server ([`Module::handle_iq_response`],
