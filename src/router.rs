@@ -55,9 +55,14 @@ async fn run_filters(
 ) -> Option<Element> {
     // One snapshot of the modules and hosts for the whole check (each
     // `live()` is a lock and a reference count), and no bare JID built
-    // before a filter needs it: most stanzas pass every filter.
+    // before a filter needs it: most stanzas pass every filter. Only the
+    // modules that have a filter in each direction are called.
     let live = server.live();
-    if live.filters.is_empty() {
+    let (outbound_filters, inbound_filters) = (
+        &live.hooks.filter_outbound[..],
+        &live.hooks.filter_inbound[..],
+    );
+    if outbound_filters.is_empty() && inbound_filters.is_empty() {
         return Some(stanza);
     }
     let Some(from) = from else {
@@ -72,18 +77,22 @@ async fn run_filters(
     let is_server = |j: &Jid| j.node().is_none() && j.resource().is_none() && serves(j);
     let is_account = |j: &Jid| j.node().is_some() && serves(j);
     let mut verdict = xep_support::module::Verdict::Pass;
-    if outbound && !is_server(to) && is_account(from) {
+    if outbound && !outbound_filters.is_empty() && !is_server(to) && is_account(from) {
         let from_bare = from.bare();
-        for m in &live.filters {
+        for m in outbound_filters {
             verdict = m.filter_outbound(server, &from_bare, to, &mut stanza);
             if verdict != xep_support::module::Verdict::Pass {
                 break;
             }
         }
     }
-    if verdict == xep_support::module::Verdict::Pass && !is_server(from) && is_account(to) {
+    if verdict == xep_support::module::Verdict::Pass
+        && !inbound_filters.is_empty()
+        && !is_server(from)
+        && is_account(to)
+    {
         let to_bare = to.bare();
-        for m in &live.filters {
+        for m in inbound_filters {
             verdict = m.filter_inbound(server, &to_bare, from, &stanza);
             if verdict != xep_support::module::Verdict::Pass {
                 break;
@@ -447,12 +456,14 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid, forward
     }
     let kind = stanza.attr("type").unwrap_or("normal").to_string();
     let bare = to.bare();
-    for m in &server.live().modules {
+    // One snapshot of the hook lists for this message's hooks.
+    let live = server.live();
+    for m in &live.hooks.filter_message_to_account {
         m.filter_message_to_account(server, &bare, &mut stanza);
     }
     if let Ok(full) = to.clone().try_into_full() {
         if let Some(session) = server.sessions.session(&full) {
-            let extra = delivered_hooks(server, &bare, std::slice::from_ref(&full), &stanza);
+            let extra = delivered_hooks(server, &live, &bare, std::slice::from_ref(&full), &stanza);
             if kind == "error" || kind == "headline" || kind == "groupchat" {
                 if deliver_or_bounce(server, &session, stanza).await {
                     route_all(server, extra).await;
@@ -521,7 +532,7 @@ async fn message_to_user(server: &Server, mut stanza: Element, to: &Jid, forward
         return;
     }
     let jids: Vec<FullJid> = targets.iter().map(|s| s.jid.clone()).collect();
-    let extra = delivered_hooks(server, &bare, &jids, &stanza);
+    let extra = delivered_hooks(server, &live, &bare, &jids, &stanza);
     let mut any = false;
     for session in targets {
         let mut copy = stanza.clone();
@@ -643,15 +654,17 @@ async fn better_elsewhere(server: &Server, stanza: &Element, to: &Jid) -> bool {
     cluster.forward(&best.node, stanza).await || owner_had_it(server, stanza, to)
 }
 
-/// Stanzas modules want routed once `msg` reaches these resources of `account`.
+/// Stanzas modules want routed once `msg` reaches these resources of
+/// `account` (the modules on the `message_delivered` list of `live`).
 fn delivered_hooks(
     server: &Server,
+    live: &crate::server::Live,
     account: &BareJid,
     delivered_to: &[FullJid],
     msg: &Element,
 ) -> Vec<Element> {
     let mut out = Vec::new();
-    for m in &server.live().modules {
+    for m in &live.hooks.message_delivered {
         // Most modules answer nothing: no moving of empty vectors.
         let more = m.message_delivered(server, account, delivered_to, msg);
         if !more.is_empty() {
@@ -694,7 +707,7 @@ pub async fn presence_broadcast(
         own_presence_elsewhere(server, session, p, initial).await;
     }
     if let Some((el, initial)) = available {
-        for m in &server.live().modules {
+        for m in &server.live().hooks.presence_available {
             m.presence_available(server.as_ref(), &session.jid, &el, initial);
         }
     }

@@ -52,7 +52,7 @@ const EXPIRED_SM_MEMORY: usize = 1000;
 /// the certificates and the modules built from it. Connections take a
 /// snapshot ([`Server::live`]) and keep using it; sessions are never dropped
 /// by a reload. Built (and rebuilt) by `serve::live`, which keeps the
-/// handler tables, `filters`, `services` and the typed stream-level options
+/// handler tables, the hook lists, `services` and the typed stream-level options
 /// derived from `modules`, and the acceptors from `tls`.
 pub struct Live {
     pub config: Arc<Config>,
@@ -71,8 +71,10 @@ pub struct Live {
     pub pre_auth_handlers: HashMap<&'static str, Arc<dyn Module>>,
     /// Modules answering iqs to accounts' bare JIDs, by payload namespace.
     pub account_iq_handlers: HashMap<&'static str, Arc<dyn Module>>,
-    /// Modules with stanza filters, in config order.
-    pub filters: Vec<Arc<dyn Module>>,
+    /// For each per-event hook (stanza filters, message hooks, session
+    /// events, ticks), the modules that implement it, in config order
+    /// (from [`Module::hooks`]): hooks are called through these lists.
+    pub hooks: xep_support::hooks::HookLists,
     /// Service domains of modules (mod_muc's `conference.HOST`): the module
     /// and the served host the service belongs to.
     pub services: HashMap<String, (Arc<dyn Module>, String)>,

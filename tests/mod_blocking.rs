@@ -273,3 +273,64 @@ async fn blocklist_survives_restart_and_applies_while_offline() {
     a.expect_silence(Duration::from_millis(200)).await;
     let _ = is_presence;
 }
+
+/// Waits for the error answering Bob's message `body`: service-unavailable.
+async fn refused(b: &mut Client, body: &str) {
+    let id = format!("m-{body}");
+    let e = b
+        .recv_where("message error", move |e| {
+            e.name == "message" && e.attr("id") == Some(id.as_str())
+        })
+        .await;
+    assert_eq!(e.attr("type"), Some("error"), "{e}");
+    assert_eq!(
+        e.stanza_error().map(|e| e.1),
+        Some("service-unavailable".into()),
+        "{e}"
+    );
+}
+
+/// The modules' per-hook lists follow `reload_config`: with mod_blocking
+/// switched off by a reload, its filters are no longer called (Bob's
+/// message reaches Alice, who blocked him); switched on again, they are
+/// (the new module reads the stored list).
+#[tokio::test]
+async fn filters_follow_a_reload_that_switches_the_module() {
+    let server = im_server();
+    let mut a = online(&server, ALICE, "pc").await;
+    let mut b = online(&server, BOB, "pc").await;
+    let r = command(&mut a, "block", &[&bare(BOB)]).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    sync(&mut a).await;
+
+    b.send(&chat(&bare(ALICE), "before")).await;
+    refused(&mut b, "before").await;
+
+    let yaml = std::fs::read_to_string(server.config_path()).unwrap();
+    let without = yaml.replace("  mod_blocking: {}\n", "");
+    assert_ne!(without, yaml);
+    std::fs::write(server.config_path(), &without).unwrap();
+    server.ctl_ok(&["reload_config"]);
+    b.send(&chat(&bare(ALICE), "unfiltered")).await;
+    let m = a
+        .recv_where("Bob's message", |e| {
+            e.name == "message" && e.attr("id") == Some("m-unfiltered")
+        })
+        .await;
+    assert_eq!(m.attr("type"), Some("chat"), "{m}");
+    let got = sync(&mut b).await;
+    assert!(
+        !got.iter().any(|e| e.attr("type") == Some("error")),
+        "{got:?}"
+    );
+
+    std::fs::write(server.config_path(), &yaml).unwrap();
+    server.ctl_ok(&["reload_config"]);
+    b.send(&chat(&bare(ALICE), "after")).await;
+    refused(&mut b, "after").await;
+    let got = sync(&mut a).await;
+    assert!(
+        !got.iter().any(|e| e.attr("id") == Some("m-after")),
+        "{got:?}"
+    );
+}

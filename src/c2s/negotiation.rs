@@ -986,7 +986,7 @@ impl Negotiation {
             let f = full.to_string();
             tokio::spawn(async move { cluster.record(&f, 0, false, true).await });
         }
-        for m in &self.server.live().modules {
+        for m in &self.server.live().hooks.session_opened {
             m.session_opened(self.server.as_ref(), &full);
         }
         crate::conn_log::bind(&full);

@@ -354,7 +354,7 @@ async fn finish(
         }
     }
     Box::pin(crate::router::session_ended(server, handle)).await;
-    for m in &server.live().modules {
+    for m in &server.live().hooks.session_closed {
         m.session_closed(server.as_ref(), &handle.jid);
     }
     // The whole backlog goes out under the account lock, before any message
@@ -650,7 +650,7 @@ async fn handle_stanza(
     if el.name == "message" {
         // Module copies (XEP-0280 <sent/>) are made before the message moves on.
         let mut extra = Vec::new();
-        for m in &server.live().modules {
+        for m in &server.live().hooks.message_from_session {
             let more = m.message_from_session(server.as_ref(), &handle.jid, &el);
             if !more.is_empty() {
                 extra.extend(more);

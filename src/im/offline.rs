@@ -164,7 +164,7 @@ pub async fn store_or_deliver_locked(server: &Server, msg: Element, to: &BareJid
     match result {
         Ok(OfflineStored::Stored(_)) => {
             crate::metrics::offline_stored();
-            for m in &server.live().modules {
+            for m in &server.live().hooks.message_stored_offline {
                 m.message_stored_offline(server, to, &msg);
             }
             None

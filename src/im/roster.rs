@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use jid::{BareJid, Jid};
 use xep_support::element::Element;
-use xep_support::module::{IqRequest, Module, OrderedAnswer, ServerContext};
+use xep_support::module::{Hooks, IqRequest, Module, OrderedAnswer, ServerContext};
 use xep_support::stanza::{Condition, ErrorType, StanzaError};
 
 use crate::im::subscription::{removed_item_xml, roster_item_xml};
@@ -101,6 +101,10 @@ pub struct RosterIq;
 impl Module for RosterIq {
     fn name(&self) -> &'static str {
         "roster"
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
 
     fn account_iq_namespaces(&self) -> Vec<&'static str> {

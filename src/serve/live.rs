@@ -56,11 +56,7 @@ pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
     for ns in roster.account_iq_namespaces() {
         account_iq_handlers.insert(ns, roster.clone());
     }
-    let filters: Vec<Arc<dyn Module>> = modules
-        .iter()
-        .filter(|m| m.has_filters())
-        .cloned()
-        .collect();
+    let hooks = xep_support::hooks::HookLists::new(&modules);
     let mut services: HashMap<String, (Arc<dyn Module>, String)> = HashMap::new();
     for m in &modules {
         for (domain, host) in m.service_domains(&config.hosts) {
@@ -98,7 +94,7 @@ pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
             iq_handlers,
             pre_auth_handlers,
             account_iq_handlers,
-            filters,
+            hooks,
             services,
         },
         warnings,
@@ -130,7 +126,7 @@ pub fn reload_certificates(server: &Server) -> Result<(), String> {
         iq_handlers: old.iq_handlers.clone(),
         pre_auth_handlers: old.pre_auth_handlers.clone(),
         account_iq_handlers: old.account_iq_handlers.clone(),
-        filters: old.filters.clone(),
+        hooks: old.hooks.clone(),
         services: old.services.clone(),
         sm: old.sm.clone(),
         csi: old.csi.clone(),
@@ -203,4 +199,85 @@ pub fn reload_config(server: &Server) -> Result<String, String> {
         text.push_str(n);
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use xep_support::hooks::{HookLists, Hooks};
+
+    /// The embedded default modules' hook lists: what a message, a session
+    /// and a tick call (issue 13: not every module's no-op hooks).
+    #[test]
+    fn the_default_modules_hook_lists() {
+        let c = crate::config::Config::embedded_default();
+        let (modules, warnings) = xep_support::registry::build(&c.modules, &c.module_globals());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(modules.len() > 15);
+        let lists = HookLists::new(&modules);
+        let expect: &[(Hooks, &[&str])] = &[
+            (Hooks::FILTER_INBOUND, &["mod_blocking", "mod_invites"]),
+            (
+                Hooks::FILTER_OUTBOUND,
+                &["mod_vcard_xupdate", "mod_blocking"],
+            ),
+            (Hooks::MESSAGE_FROM_SESSION, &["mod_carbons", "mod_mam"]),
+            (
+                Hooks::FILTER_MESSAGE_TO_ACCOUNT,
+                &["mod_carbons", "mod_mam"],
+            ),
+            (Hooks::MESSAGE_DELIVERED, &["mod_carbons", "mod_push"]),
+            (Hooks::MESSAGE_STORED_OFFLINE, &["mod_push"]),
+            (
+                Hooks::SESSION_OPENED,
+                &["mod_mam", "mod_vcard_xupdate", "mod_blocking", "mod_pep"],
+            ),
+            (
+                Hooks::SESSION_CLOSED,
+                &[
+                    "mod_carbons",
+                    "mod_mam",
+                    "mod_vcard_xupdate",
+                    "mod_blocking",
+                    "mod_last",
+                    "mod_pep",
+                    "mod_muc",
+                ],
+            ),
+            (Hooks::PRESENCE_AVAILABLE, &["mod_pep"]),
+            (Hooks::ROOM_MENTION, &["mod_push"]),
+            (Hooks::TICK, &["mod_muc"]),
+        ];
+        assert_eq!(expect.len(), Hooks::NAMED.len());
+        for (hook, names) in expect {
+            assert_eq!(&lists.names(*hook), names, "{hook:?}");
+        }
+    }
+
+    /// The server's own `Module` implementations (the roster iq) declare
+    /// each hook they override, as the modules of `xep-support` do.
+    #[test]
+    fn the_server_s_modules_declare_their_hooks() {
+        fn walk(dir: &std::path::Path, found: &mut Vec<String>, impls: &mut usize) {
+            for e in std::fs::read_dir(dir).expect("read the sources") {
+                let p = e.expect("a directory entry").path();
+                if p.is_dir() {
+                    walk(&p, found, impls);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let src = std::fs::read_to_string(&p).expect("read a source file");
+                    *impls += src.matches("impl Module for").count();
+                    for m in xep_support::hooks::undeclared_overrides(&src) {
+                        found.push(format!("{}: {m}", p.display()));
+                    }
+                }
+            }
+        }
+        let (mut found, mut impls) = (Vec::new(), 0);
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+            &mut impls,
+        );
+        assert!(impls >= 1, "the roster iq's impl was found");
+        assert!(found.is_empty(), "{found:#?}");
+    }
 }

@@ -235,7 +235,7 @@ async fn tick_modules(server: Arc<Server>) {
     loop {
         every.tick().await;
         let live = server.live();
-        for m in &live.modules {
+        for m in &live.hooks.tick {
             m.tick(server.as_ref());
         }
     }

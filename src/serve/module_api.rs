@@ -132,11 +132,11 @@ impl ServerContext for Server {
     }
 
     fn room_mention_hooks(&self) -> bool {
-        self.live().modules.iter().any(|m| m.wants_room_mentions())
+        !self.live().hooks.room_mention.is_empty()
     }
 
     fn room_mention(&self, account: &BareJid, msg: &Element) {
-        for m in &self.live().modules {
+        for m in &self.live().hooks.room_mention {
             m.room_mention(self, account, msg);
         }
     }

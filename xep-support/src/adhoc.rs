@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use jid::{FullJid, Jid};
 
 use crate::element::Element;
-use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::{Condition, ErrorType, StanzaError};
 
@@ -506,6 +506,9 @@ fn rand_u64() -> u64 {
 impl Module for AdHoc {
     fn name(&self) -> &'static str {
         "mod_adhoc"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![NS_COMMANDS]

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::module::Module;
+use crate::module::{Hooks, Module};
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
 
@@ -67,6 +67,9 @@ impl AuthFast {
 impl Module for AuthFast {
     fn name(&self) -> &'static str {
         "mod_auth_fast"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)

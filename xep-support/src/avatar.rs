@@ -21,7 +21,7 @@ use jid::BareJid;
 use sha1::{Digest, Sha1};
 
 use crate::element::Element;
-use crate::module::{Module, ServerContext};
+use crate::module::{Hooks, Module, ServerContext};
 use crate::ns;
 use crate::pep::{Pep, PepHook};
 use crate::vcard::{load_vcard, photo_hash, PhotoHashes, VcardHook};
@@ -40,6 +40,9 @@ pub struct Avatar;
 impl Module for Avatar {
     fn name(&self) -> &'static str {
         "mod_avatar"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
 }
 

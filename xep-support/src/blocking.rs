@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use jid::{BareJid, FullJid, Jid};
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext, Verdict};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext, Verdict};
 use crate::ns;
 use crate::stanza::{Condition, ErrorType, StanzaError};
 
@@ -225,14 +225,17 @@ impl Module for Blocking {
     fn name(&self) -> &'static str {
         "mod_blocking"
     }
+    fn hooks(&self) -> Hooks {
+        Hooks::FILTER_INBOUND
+            | Hooks::FILTER_OUTBOUND
+            | Hooks::SESSION_OPENED
+            | Hooks::SESSION_CLOSED
+    }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::BLOCKING]
     }
     fn account_iq_namespaces(&self) -> Vec<&'static str> {
         vec![ns::BLOCKING]
-    }
-    fn has_filters(&self) -> bool {
-        true
     }
     fn handle_account_iq(&self, ctx: &dyn ServerContext, req: &IqRequest<'_>) -> IqResult {
         if !req.from_owner() {

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
 use crate::element::Element;
-use crate::module::{Identity, Module, ServerContext};
+use crate::module::{Hooks, Identity, Module, ServerContext};
 use crate::ns;
 use jid::FullJid;
 
@@ -54,6 +54,9 @@ impl Caps {
 impl Module for Caps {
     fn name(&self) -> &'static str {
         "mod_caps"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)

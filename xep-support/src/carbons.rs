@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use jid::{BareJid, FullJid};
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::StanzaError;
 
@@ -133,6 +133,12 @@ fn wrap(account: &BareJid, to: &FullJid, wrapper: &str, original: &Element) -> E
 impl Module for Carbons {
     fn name(&self) -> &'static str {
         "mod_carbons"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::MESSAGE_FROM_SESSION
+            | Hooks::FILTER_MESSAGE_TO_ACCOUNT
+            | Hooks::MESSAGE_DELIVERED
+            | Hooks::SESSION_CLOSED
     }
     /// Reached by the XEP-0386 bind (inline enabling).
     fn as_any(&self) -> Option<&dyn std::any::Any> {

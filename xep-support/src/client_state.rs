@@ -11,7 +11,7 @@
 //! [`crate::module::Module::as_any`].
 
 use crate::element::Element;
-use crate::module::Module;
+use crate::module::{Hooks, Module};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
@@ -65,6 +65,9 @@ impl ClientState {
 impl Module for ClientState {
     fn name(&self) -> &'static str {
         "mod_client_state"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn stream_features(&self) -> Vec<Element> {
         vec![Element::new("csi", ns::CSI)]

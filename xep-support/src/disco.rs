@@ -6,7 +6,7 @@
 //! line); here entries for other modules than `mod_disco` are left out.
 
 use crate::element::Element;
-use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::StanzaError;
 use serde_yaml_ng::Value;
@@ -99,6 +99,9 @@ impl Disco {
 impl Module for Disco {
     fn name(&self) -> &'static str {
         "mod_disco"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::DISCO_INFO, ns::DISCO_ITEMS]

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::element::Element;
-use crate::module::{Globals, Identity, IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Globals, Hooks, Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
@@ -236,6 +236,9 @@ impl HttpUpload {
 impl Module for HttpUpload {
     fn name(&self) -> &'static str {
         "mod_http_upload"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![NS]

@@ -7,7 +7,7 @@
 //! own bare JID is online and gets 0 seconds (as from ejabberd and Prosody).
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::StanzaError;
 use jid::FullJid;
@@ -27,6 +27,9 @@ fn now_secs() -> u64 {
 impl Module for Last {
     fn name(&self) -> &'static str {
         "mod_last"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::SESSION_CLOSED
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::LAST]

@@ -58,7 +58,7 @@ use jid::{BareJid, FullJid, Jid};
 
 use crate::archive::{format_id, parse_id, ArchiveStore, Direction, PageQuery};
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext, StoreError};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext, StoreError};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::stanza::StanzaError;
@@ -769,6 +769,12 @@ pub fn run_query(
 impl Module for Mam {
     fn name(&self) -> &'static str {
         MODULE
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::MESSAGE_FROM_SESSION
+            | Hooks::FILTER_MESSAGE_TO_ACCOUNT
+            | Hooks::SESSION_OPENED
+            | Hooks::SESSION_CLOSED
     }
     fn account_disco_features(&self) -> Vec<&'static str> {
         vec![NS_MAM]

@@ -1,7 +1,10 @@
 //! The one trait every extension module implements, and what the server
 //! offers modules in return.
 //!
-//! Hooks, all with defaults so a module implements only what it uses:
+//! Hooks, all with defaults so a module implements only what it uses (the
+//! per-event ones — filters, message, session and presence hooks, room
+//! mentions, ticks — it also names in [`Module::hooks`], so the server calls
+//! them only on the modules that implement them; see [`crate::hooks`]):
 //! - iqs addressed to the server, dispatched by payload namespace
 //!   ([`Module::server_iq_namespaces`], [`Module::handle_server_iq`]), and
 //!   iq results/errors addressed to the server ([`Module::handle_iq_response`],
@@ -39,6 +42,7 @@
 //! next to these, so every module keeps one shape.
 
 use crate::element::Element;
+pub use crate::hooks::Hooks;
 use crate::stanza::StanzaError;
 pub use crate::store::{KeyRange, StoreError, StoreErrorKind};
 use jid::{BareJid, FullJid, Jid};
@@ -368,8 +372,9 @@ pub trait ServerContext: Send + Sync {
     fn may_run_command(&self, _who: &Jid, _name: &str) -> bool {
         false
     }
-    /// Whether a module acts on [`ServerContext::room_mention`] (mod_push):
-    /// without one, a room does not look for mentions at all.
+    /// Whether a module acts on [`ServerContext::room_mention`] (mod_push,
+    /// by [`Module::hooks`]): without one, a room does not look for
+    /// mentions at all.
     fn room_mention_hooks(&self) -> bool {
         false
     }
@@ -418,6 +423,18 @@ pub trait ServerContext: Send + Sync {
 pub trait Module: Send + Sync {
     /// The config name, e.g. `mod_ping`.
     fn name(&self) -> &'static str;
+    /// The per-event hooks this module implements (overrides): the stanza
+    /// filters, the message hooks, the session and presence events,
+    /// [`Module::room_mention`] and [`Module::tick`]. The server calls each
+    /// hook only on the modules that list it (one list per hook, built with
+    /// the modules at start-up and by `reload_config`). The default,
+    /// [`Hooks::ALL`], calls every hook; a module that declares must list
+    /// every hook method it overrides, or that method is never called
+    /// (`hooks::undeclared_overrides`, run by the tests over every module,
+    /// finds the omission).
+    fn hooks(&self) -> Hooks {
+        Hooks::ALL
+    }
     /// Disco features this module adds to the server's disco#info.
     fn disco_features(&self) -> Vec<&'static str> {
         Vec::new()
@@ -496,10 +513,6 @@ pub trait Module: Send + Sync {
         _from: &Jid,
     ) -> Vec<Element> {
         Vec::new()
-    }
-    /// Whether this module has stanza filters (the router skips it otherwise).
-    fn has_filters(&self) -> bool {
-        false
     }
     /// A stanza from another entity (`from`, already stamped and parsed)
     /// reaching the local `account`. Runs per stanza: answer from memory.
@@ -632,10 +645,6 @@ pub trait Module: Send + Sync {
         _msg: &Element,
     ) -> Vec<Element> {
         Vec::new()
-    }
-    /// Whether this module acts on [`Module::room_mention`].
-    fn wants_room_mentions(&self) -> bool {
-        false
     }
     /// A room's groupchat message mentions `account`, who has no connected
     /// session (see [`ServerContext::room_mention`]).

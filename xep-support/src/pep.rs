@@ -44,7 +44,7 @@ use jid::{BareJid, FullJid, Jid};
 
 use crate::caps::caps_hash;
 use crate::element::Element;
-use crate::module::{Identity, IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, Identity, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::pubsub::forms::{form_fields, pubsub_error};
 use crate::stanza::{Condition, ErrorType, StanzaError};
@@ -965,6 +965,9 @@ fn notify_nodes(query: &Element) -> HashSet<String> {
 impl Module for Pep {
     fn name(&self) -> &'static str {
         MODULE
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::SESSION_OPENED | Hooks::SESSION_CLOSED | Hooks::PRESENCE_AVAILABLE
     }
     fn account_iq_namespaces(&self) -> Vec<&'static str> {
         vec![ns::PUBSUB, ns::PUBSUB_OWNER]

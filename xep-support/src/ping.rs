@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
@@ -88,6 +88,9 @@ impl Ping {
 impl Module for Ping {
     fn name(&self) -> &'static str {
         "mod_ping"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::PING]

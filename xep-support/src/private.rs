@@ -9,7 +9,7 @@
 use jid::BareJid;
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::StanzaError;
 
@@ -47,6 +47,9 @@ fn reserved(namespace: &str) -> bool {
 impl Module for Private {
     fn name(&self) -> &'static str {
         MODULE
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::PRIVATE]

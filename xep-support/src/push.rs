@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use jid::{BareJid, FullJid, Jid};
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
@@ -243,6 +243,9 @@ impl Module for Push {
     fn name(&self) -> &'static str {
         MODULE
     }
+    fn hooks(&self) -> Hooks {
+        Hooks::MESSAGE_DELIVERED | Hooks::MESSAGE_STORED_OFFLINE | Hooks::ROOM_MENTION
+    }
     fn account_disco_features(&self) -> Vec<&'static str> {
         vec![NS]
     }
@@ -291,9 +294,6 @@ impl Module for Push {
         }
         self.store(ctx, &account, regs)?;
         Ok(None)
-    }
-    fn wants_room_mentions(&self) -> bool {
-        true
     }
     fn room_mention(&self, ctx: &dyn ServerContext, account: &BareJid, msg: &Element) {
         if wakes(msg) {

@@ -30,7 +30,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::element::Element;
-use crate::module::{AccountError, Globals, IqRequest, IqResult, Module, PreAuthIq, ServerContext};
+use crate::module::{
+    AccountError, Globals, Hooks, IqRequest, IqResult, Module, PreAuthIq, ServerContext,
+};
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
 use crate::stanza::{Condition, ErrorType, StanzaError};
@@ -362,6 +364,9 @@ impl Register {
 impl Module for Register {
     fn name(&self) -> &'static str {
         "mod_register"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![NS_REGISTER]

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::element::Element;
-use crate::module::Module;
+use crate::module::{Hooks, Module};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec, Use};
 use crate::opts::Opts;
@@ -121,6 +121,9 @@ impl StreamMgmt {
 impl Module for StreamMgmt {
     fn name(&self) -> &'static str {
         "mod_stream_mgmt"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn stream_features(&self) -> Vec<Element> {
         vec![Element::new("sm", ns::SM)]

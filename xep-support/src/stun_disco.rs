@@ -30,7 +30,7 @@ use serde_yaml_ng::Value;
 use sha1::Sha1;
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext};
 use crate::options::{Kind, ModuleSpec, OptSpec, Use};
 use crate::opts::Opts;
 use crate::stanza::StanzaError;
@@ -417,6 +417,9 @@ impl StunDisco {
 impl Module for StunDisco {
     fn name(&self) -> &'static str {
         "mod_stun_disco"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![NS]

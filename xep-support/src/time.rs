@@ -3,7 +3,7 @@
 
 use crate::date::now_utc;
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::StanzaError;
 
@@ -13,6 +13,9 @@ pub struct Time;
 impl Module for Time {
     fn name(&self) -> &'static str {
         "mod_time"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::TIME]

@@ -21,7 +21,7 @@ use jid::{BareJid, FullJid, Jid};
 use sha1::{Digest, Sha1};
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext, Verdict};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext, Verdict};
 use crate::ns;
 use crate::stanza::StanzaError;
 
@@ -113,6 +113,9 @@ impl Module for Vcard {
     fn name(&self) -> &'static str {
         MODULE
     }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
+    }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::VCARD]
     }
@@ -154,8 +157,8 @@ impl Module for VcardXupdate {
     fn name(&self) -> &'static str {
         "mod_vcard_xupdate"
     }
-    fn has_filters(&self) -> bool {
-        true
+    fn hooks(&self) -> Hooks {
+        Hooks::FILTER_OUTBOUND | Hooks::SESSION_OPENED | Hooks::SESSION_CLOSED
     }
     fn session_opened(&self, ctx: &dyn ServerContext, jid: &FullJid) {
         let account = jid.to_bare();

@@ -2,7 +2,7 @@
 //! and its operating system unless `show_os: false`.
 
 use crate::element::Element;
-use crate::module::{IqRequest, IqResult, Module, ServerContext};
+use crate::module::{Hooks, IqRequest, IqResult, Module, ServerContext};
 use crate::ns;
 use crate::stanza::StanzaError;
 
@@ -23,6 +23,9 @@ fn os_name() -> String {
 impl Module for Version {
     fn name(&self) -> &'static str {
         "mod_version"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::NONE
     }
     fn disco_features(&self) -> Vec<&'static str> {
         vec![ns::VERSION]

@@ -31,7 +31,7 @@ use jid::{BareJid, FullJid, Jid};
 
 use crate::element::Element;
 use crate::module::{
-    AccountError, Globals, IqRequest, IqResult, Module, PreAuthIq, ServerContext, Verdict,
+    AccountError, Globals, Hooks, IqRequest, IqResult, Module, PreAuthIq, ServerContext, Verdict,
 };
 use crate::options::{Kind as OptKind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
@@ -334,6 +334,9 @@ impl Module for Invites {
     fn name(&self) -> &'static str {
         "mod_invites"
     }
+    fn hooks(&self) -> Hooks {
+        Hooks::FILTER_INBOUND
+    }
 
     fn pre_auth_iq_namespaces(&self) -> Vec<&'static str> {
         vec![NS_PARS]
@@ -363,10 +366,6 @@ impl Module for Invites {
         }
         *req.preauth.lock().unwrap_or_else(|e| e.into_inner()) = Some(token.to_string());
         Ok(None)
-    }
-
-    fn has_filters(&self) -> bool {
-        true
     }
 
     fn filter_inbound(

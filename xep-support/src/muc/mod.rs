@@ -39,7 +39,7 @@
 //! muc#admin iqs. Each is an `impl Muc` or helpers over the room model.
 
 use crate::element::Element;
-use crate::module::{Identity, Module, ServerContext};
+use crate::module::{Hooks, Identity, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
@@ -461,6 +461,9 @@ fn bool_str(b: bool) -> &'static str {
 impl Module for Muc {
     fn name(&self) -> &'static str {
         "mod_muc"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::SESSION_CLOSED | Hooks::TICK
     }
 
     fn service_domains(&self, hosts: &[String]) -> Vec<(String, String)> {

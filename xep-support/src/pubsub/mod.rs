@@ -31,7 +31,7 @@
 use jid::{FullJid, Jid};
 
 use crate::element::Element;
-use crate::module::{Identity, Module, ServerContext};
+use crate::module::{Hooks, Identity, Module, ServerContext};
 use crate::ns;
 use crate::options::{Kind, ModuleSpec, OptSpec};
 use crate::opts::Opts;
@@ -388,6 +388,9 @@ fn error_to(stanza: &Element, e: StanzaError) -> Option<Element> {
 impl Module for Pubsub {
     fn name(&self) -> &'static str {
         "mod_pubsub"
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::PRESENCE_AVAILABLE
     }
 
     fn service_domains(&self, hosts: &[String]) -> Vec<(String, String)> {
