@@ -222,7 +222,7 @@ impl ArchiveKv for SledKv {
 /// a few messages' batch (about four operations a message: block, peer
 /// entry, two counters). Larger ones keep a sled batch per tree: there the
 /// transaction's read of every key would cost about what the log writes
-/// it saves (a busy server's 250 ms batches hold hundreds of operations).
+/// it saves (a busy server's 400 ms batches hold hundreds of operations).
 const ONE_TRANSACTION_UP_TO: usize = 64;
 
 impl SledKv {
@@ -323,6 +323,59 @@ mod tests {
                     count,
                     n / TREES.len() + usize::from(n % TREES.len() > t as usize)
                 );
+            }
+        }
+    }
+
+    /// Many threads writing and flushing at once (each flush and each
+    /// applied batch is a job on sled's I/O thread pool, which
+    /// `vendor/sled` patches to wake one idle thread per job instead of
+    /// all of them): every write and flush finishes — none waits for a
+    /// pool thread that went back to sleep — and everything is there
+    /// after a reopen.
+    #[test]
+    fn concurrent_writes_and_flushes_all_finish_on_the_patched_pool() {
+        const THREADS: usize = 12;
+        const ROUNDS: usize = 60;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let kv = std::sync::Arc::new(SledKv::open(&db, dir.path()).unwrap());
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            for th in 0..THREADS {
+                let (kv, done_tx) = (kv.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    for r in 0..ROUNDS {
+                        let mut b = Batch::default();
+                        // Alternately one tree (a sled batch) and several
+                        // (a transaction).
+                        for t in &TREES[..1 + r % 2 * 2] {
+                            b.insert(*t, format!("t{th:02}r{r:03}"), vec![th as u8; 64]);
+                        }
+                        kv.write(b).unwrap();
+                        if r % 3 == th % 3 {
+                            kv.persist().unwrap();
+                        }
+                    }
+                    done_tx.send(th).unwrap();
+                });
+            }
+            for _ in 0..THREADS {
+                done_rx
+                    .recv_timeout(std::time::Duration::from_secs(120))
+                    .expect("a writer or a flush never finished (a lost pool wake-up)");
+            }
+            kv.persist().unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let kv = SledKv::open(&db, dir.path()).unwrap();
+        for th in 0..THREADS {
+            for r in 0..ROUNDS {
+                let key = format!("t{th:02}r{r:03}");
+                for t in &TREES[..1 + r % 2 * 2] {
+                    let got = kv.get(*t, key.as_bytes()).unwrap();
+                    assert_eq!(got.as_deref(), Some(&[th as u8; 64][..]), "{key} in {t:?}");
+                }
             }
         }
     }

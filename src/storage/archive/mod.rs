@@ -45,8 +45,8 @@
 //! Writes go through `writer.rs` (a queue, an applier thread and a
 //! flusher thread): appends return at once, are visible to reads as soon as
 //! the applier took them (reads wait for that, see [`Inner::settle`]) and
-//! are durable within 450 ms plus an fsync (gathered up to 250 ms, flushed
-//! at the latest 200 ms after; inside the 1 s bound of
+//! are durable within 450 ms plus an fsync (gathered up to 400 ms, flushed
+//! at the latest 50 ms after; inside the 1 s bound of
 //! `xep_support::archive::DURABILITY_BOUND_MS`). Deletions (retention,
 //! account removal) run on the caller's thread under the same write lock
 //! as the applier and are flushed before they return.

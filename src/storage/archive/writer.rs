@@ -56,9 +56,16 @@ use crate::storage::{ArchiveFailure, LostMessage, StorageError};
 
 /// Appends gather this long before the applier writes them (unless a read
 /// or a durability wait needs them now): larger batches, fewer blocks.
-const APPLY_EVERY: Duration = Duration::from_millis(250);
+/// Every batch has fixed costs in the engine (sled writes its log buffer
+/// out around each batch it applies, a synchronous write each, and the
+/// flush after it is one more): at a low message rate those, not the
+/// messages, are the archive's CPU, so batches gather for most of the
+/// durability budget and the flush follows soon after (together
+/// [`APPLY_EVERY`] + [`FLUSH_EVERY`] = 450 ms, as before they were 250 +
+/// 200 ms; docs/benchmarks.md, "Stop 19").
+const APPLY_EVERY: Duration = Duration::from_millis(400);
 /// Longest time an applied batch waits for its flush.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// After a failed write, appends are refused this long.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest a read waits for the applier (then it reads what is there).
