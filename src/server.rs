@@ -74,7 +74,7 @@ pub struct Live {
     /// For each per-event hook (stanza filters, message hooks, session
     /// events, ticks), the modules that implement it, in config order
     /// (from [`Module::hooks`]): hooks are called through these lists.
-    pub hooks: xep_support::hooks::HookLists,
+    pub hooks: xep_support::hook_lists::HookLists,
     /// Service domains of modules (mod_muc's `conference.HOST`): the module
     /// and the served host the service belongs to.
     pub services: HashMap<String, (Arc<dyn Module>, String)>,

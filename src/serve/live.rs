@@ -56,7 +56,7 @@ pub fn build(config: Config) -> Result<(Live, Vec<String>), String> {
     for ns in roster.account_iq_namespaces() {
         account_iq_handlers.insert(ns, roster.clone());
     }
-    let hooks = xep_support::hooks::HookLists::new(&modules);
+    let hooks = xep_support::hook_lists::HookLists::new(&modules);
     let mut services: HashMap<String, (Arc<dyn Module>, String)> = HashMap::new();
     for m in &modules {
         for (domain, host) in m.service_domains(&config.hosts) {
@@ -203,7 +203,8 @@ pub fn reload_config(server: &Server) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use xep_support::hooks::{HookLists, Hooks};
+    use xep_support::hook_lists::HookLists;
+    use xep_support::hooks::Hooks;
 
     /// The embedded default modules' hook lists: what a message, a session
     /// and a tick call (issue 13: not every module's no-op hooks).

@@ -17,6 +17,7 @@ pub mod client_state;
 pub mod date;
 pub mod disco;
 pub mod element;
+pub mod hook_lists;
 pub mod hooks;
 pub mod http_upload;
 pub mod invites;
