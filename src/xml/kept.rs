@@ -263,9 +263,11 @@ impl Flat<'_> {
         if !self.count(s.len()) {
             return false;
         }
-        let ok = self.b.get(self.pos..self.pos + s.len()) == Some(s.as_bytes());
+        let Some(b) = self.b.get(self.pos..self.pos + s.len()) else {
+            return false;
+        };
         self.pos += s.len();
-        ok
+        same_bytes(b, s.as_bytes())
     }
 
     fn element(&mut self, el: &Element) -> bool {
@@ -297,6 +299,36 @@ impl Flat<'_> {
         let b = self.b.get(self.pos..self.pos + N)?;
         self.pos += N;
         Some(usize::from_ne_bytes(b.try_into().ok()?))
+    }
+}
+
+/// `a == b`; the short strings of a stanza (names, namespaces, addresses,
+/// ids) compared a word or two at a time instead of by a call (most of a
+/// comparison's cost otherwise).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    /// The word of `W` bytes at `i` of both slices (`false`: unequal, or
+    /// out of range).
+    fn words<const W: usize>(a: &[u8], b: &[u8], i: usize) -> bool {
+        match (a.get(i..i + W), b.get(i..i + W)) {
+            (Some(x), Some(y)) => {
+                let x: Result<[u8; W], _> = x.try_into();
+                let y: Result<[u8; W], _> = y.try_into();
+                matches!((x, y), (Ok(x), Ok(y)) if x == y)
+            }
+            _ => false,
+        }
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        // Two overlapping words cover every byte.
+        8..=16 => words::<8>(a, b, 0) && words::<8>(a, b, n - 8),
+        4..=7 => words::<4>(a, b, 0) && words::<4>(a, b, n - 4),
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
     }
 }
 
@@ -555,6 +587,20 @@ mod tests {
         let grown = empty.clone().with_child(Element::new("body", ns::CLIENT));
         assert_eq!(streamed(&grown), None);
         assert_eq!(streamed(&empty), Some(empty.to_xml(ns::CLIENT)));
+    }
+
+    #[test]
+    fn short_strings_compare_exactly() {
+        for n in 0..40usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_bytes(&a, &a.clone()), "{n}");
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "{n} {at}");
+            }
+            assert!(!same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
     }
 
     #[test]
