@@ -469,7 +469,8 @@ mod tests {
     #[test]
     fn a_changed_message_is_serialised_again() {
         let base = chat("hi");
-        let changes: Vec<Box<dyn Fn(&mut Element)>> = vec![
+        type Change = Box<dyn Fn(&mut Element)>;
+        let changes: Vec<Change> = vec![
             // A child removed (a forged stanza-id, a carbons wrapper).
             Box::new(|m| {
                 m.children.pop();
