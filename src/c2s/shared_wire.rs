@@ -24,7 +24,9 @@
 //! about [`KEPT_BYTES`], each at most [`MAX_BYTES`] serialised, at most
 //! [`PER_KEY`] under one `from`/`id`) and holds no session's state. A
 //! stanza with a character that must be replaced is not kept (written by
-//! `write_to`, which reports it, every time).
+//! `write_to`, which reports it, every time). Other messages on an RFC 6120
+//! stream may come from `crate::xml::kept` (a chat message serialised for
+//! the archive on this thread), under the same exactness rule.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -133,6 +135,11 @@ fn key_of(framing: Framing, el: &Element) -> u64 {
 /// Append `el` as `framing` writes it.
 pub fn write(framing: Framing, el: &Element, buf: &mut String) {
     if el.name != "message" || el.attr("type") != Some("groupchat") || el.ns == ns::STREAM {
+        // A chat message this thread just archived (`xml/kept.rs`): its
+        // kept XML, the recipient's stanza-id written into it.
+        if framing == Framing::Stream && crate::xml::kept::write_stream(el, buf) {
+            return;
+        }
         return framing.write(el, buf);
     }
     let Some((to_at, to)) = el

@@ -750,6 +750,61 @@ mod tests {
         }
     }
 
+    #[test]
+    fn both_ends_of_a_message_store_its_exact_xml() {
+        // The sender's and the recipient's records of one message are
+        // written from one serialisation (`crate::xml::kept`): the stored
+        // XML is still exactly each stanza's own, also when a module
+        // changed the stanza between the two appends.
+        use xep_support::element::{Element, Node};
+        for engine in ENGINES {
+            let dir = tempfile::tempdir().unwrap();
+            let a = open_on(engine, dir.path());
+            let sent = Element::new("message", xep_support::ns::CLIENT)
+                .with_attr("from", "alice@x/phone")
+                .with_attr("to", "bob@x")
+                .with_attr("type", "chat")
+                .with_child(
+                    Element::new("body", xep_support::ns::CLIENT).with_text("hi <&> 'you'"),
+                );
+            let mut forged = sent.clone();
+            forged.children.push(Node::Element(
+                Element::new("stanza-id", "urn:xmpp:sid:0")
+                    .with_attr("by", "bob@x")
+                    .with_attr("id", "1"),
+            ));
+            let mut edited = sent.clone();
+            edited.set_attr("type", "normal");
+            let cases = [
+                (&sent, &sent),
+                // The recipient's hook removed a forged stanza-id.
+                (&forged, &sent),
+                // Or another module changed it.
+                (&sent, &edited),
+            ];
+            for (i, (out, inc)) in cases.into_iter().enumerate() {
+                let o = a
+                    .append_stanza("alice@x", "bob@x", Direction::Outgoing, None, out)
+                    .unwrap();
+                let n = a
+                    .append_stanza("bob@x", "alice@x", Direction::Incoming, None, inc)
+                    .unwrap();
+                let o = a.get(&jid("alice@x"), o.id()).unwrap().unwrap();
+                let n = a.get(&jid("bob@x"), n.id()).unwrap().unwrap();
+                assert_eq!(o.xml, out.to_xml(xep_support::ns::CLIENT), "{engine:?} {i}");
+                assert_eq!(n.xml, inc.to_xml(xep_support::ns::CLIENT), "{engine:?} {i}");
+                assert_eq!(
+                    (o.peer.as_str(), o.direction),
+                    ("bob@x", Direction::Outgoing)
+                );
+                assert_eq!(
+                    (n.peer.as_str(), n.direction),
+                    ("alice@x", Direction::Incoming)
+                );
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn append_query_count_dedupe_delete_and_reopen() {
         for engine in ENGINES {

@@ -726,7 +726,8 @@ pub(super) fn append_stanza(
     let mut written = 0;
     let mut record = rec::encode_with(direction, peer, origin_id, hint, |out| {
         let start = out.len();
-        stanza.write_to(out, xep_support::ns::CLIENT);
+        // Both ends' copies of a local message: serialised once.
+        crate::xml::kept::write_archived(stanza, out);
         written = out.len() - start;
     });
     XML_HINT.with(|h| h.set((written + 64).min(MAX_XML_HINT)));
