@@ -56,9 +56,16 @@ use crate::storage::{ArchiveFailure, LostMessage, StorageError};
 
 /// Appends gather this long before the applier writes them (unless a read
 /// or a durability wait needs them now): larger batches, fewer blocks.
-const APPLY_EVERY: Duration = Duration::from_millis(250);
-/// Longest time an applied batch waits for its flush.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// sled's cost per batch is mostly per insert (about four per archive the
+/// batch touches: block, peer entry, two counters) and per new key (leaf
+/// splits), whatever the messages per block, so the applier's CPU per
+/// message falls with the gathering time: 500 ms instead of 250 costs
+/// about 40 % less per message (docs/benchmarks.md, "Stop 19").
+const APPLY_EVERY: Duration = Duration::from_millis(500);
+/// Longest time an applied batch waits for its flush (with
+/// [`APPLY_EVERY`]: durable within 650 ms plus one fsync, inside the 1 s
+/// bound).
+const FLUSH_EVERY: Duration = Duration::from_millis(150);
 /// After a failed write, appends are refused this long.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest a read waits for the applier (then it reads what is there).
@@ -890,7 +897,12 @@ pub(super) fn blocks_of<'a>(msgs: impl Iterator<Item = Msg<'a>>) -> Blocks {
         per_peer.clear();
         for chunk in run.chunks(rec::BLOCK_MESSAGES) {
             let base = chunk[0].1;
-            let mut block = Vec::with_capacity(chunk.iter().map(|m| m.3.len() + 4).sum());
+            // Exactly the block's size: it is allocated once.
+            let size = chunk
+                .iter()
+                .map(|m| rec::block_entry_len(base, m.1, m.3.len()))
+                .sum();
+            let mut block = Vec::with_capacity(size);
             let mut peers: Vec<(&str, Vec<u64>)> = Vec::new();
             for &(_, id, peer, record) in chunk {
                 rec::block_push(&mut block, base, id, record);
