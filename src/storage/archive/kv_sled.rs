@@ -222,7 +222,7 @@ impl ArchiveKv for SledKv {
 /// a few messages' batch (about four operations a message: block, peer
 /// entry, two counters). Larger ones keep a sled batch per tree: there the
 /// transaction's read of every key would cost about what the log writes
-/// it saves (a busy server's 400 ms batches hold hundreds of operations).
+/// it saves (a busy server's 500 ms batches hold hundreds of operations).
 const ONE_TRANSACTION_UP_TO: usize = 64;
 
 impl SledKv {

@@ -135,6 +135,11 @@ pub fn block_push(block: &mut Vec<u8>, base: u64, id: u64, record: &[u8]) {
     block.extend_from_slice(record);
 }
 
+/// The bytes [`block_push`] adds for message `id` with a record of `len`.
+pub fn block_entry_len(base: u64, id: u64, len: usize) -> usize {
+    varint_len64(id - base) + varint_len(len) + len
+}
+
 /// The (id, record) entries of a block keyed `base`, in order, and whether
 /// the whole block parsed (`false`: damaged from some entry on).
 pub fn block_entries(base: u64, b: &[u8]) -> (Vec<(u64, &[u8])>, bool) {
@@ -185,7 +190,11 @@ pub fn peer_entry_ids(base: u64, v: &[u8]) -> Option<(u64, Vec<u64>)> {
 }
 
 /// The bytes of a varint of `n`.
-fn varint_len(mut n: usize) -> usize {
+fn varint_len(n: usize) -> usize {
+    varint_len64(n as u64)
+}
+
+fn varint_len64(mut n: u64) -> usize {
     let mut len = 1;
     while n >= 0x80 {
         n >>= 7;
@@ -359,6 +368,29 @@ mod tests {
                 .peer,
             long
         );
+    }
+
+    /// `block_entry_len` is what `block_push` adds (the applier sizes
+    /// each block with it, so a block is allocated once).
+    #[test]
+    fn block_entry_len_is_what_block_push_adds() {
+        let mut block = Vec::new();
+        for (delta, len) in [
+            (0u64, 0usize),
+            (1, 5),
+            (127, 127),
+            (128, 128),
+            (250_000, 300),
+            (1 << 40, 20_000),
+        ] {
+            let before = block.len();
+            block_push(&mut block, 1000, 1000 + delta, &vec![b'x'; len]);
+            assert_eq!(
+                block.len() - before,
+                block_entry_len(1000, 1000 + delta, len),
+                "{delta} {len}"
+            );
+        }
     }
 
     #[test]
