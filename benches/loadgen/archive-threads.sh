@@ -50,24 +50,14 @@ fi
 kill -TERM $P
 wait $P || true
 trap - EXIT
-python3 - "$R" "$LABEL" <<'PY'
-import json, os, re, sys
+PYTHONPATH="$ROOT/benches/loadgen" python3 - "$R" "$LABEL" <<'PY'
+import json, os, sys
+from thread_cpu import per_name
 R, label = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
-def threads(f):
-    d = {}
-    for line in open(f):
-        head, rest = line.rsplit(")", 1)
-        tid, name = head.split(" (", 1)
-        r = rest.split()
-        d[int(tid)] = (re.sub(r"[0-9]+", "N", name), int(r[11]) + int(r[12]))
-    return d
 r = json.loads(open(R + "/chat.json").read().strip().splitlines()[-1])
 n = r["received"]
-a, b = threads(R + "/threads0"), threads(R + "/threads1")
-per = {}
-for tid, (name, t) in b.items():
-    per[name] = per.get(name, 0) + t - a.get(tid, (name, 0))[1]
+per = per_name(R + "/threads0", R + "/threads1", fold_digits=True)
 total = sum(per.values())
 us = lambda ticks: ticks * 1e6 / hz / n
 print(f"{label}: {n} delivered, {r['msgs_per_cpu_s']} msgs/CPU-s, p99 {r['latency_p99_ms']} ms, "

@@ -66,22 +66,12 @@ idle)
   c1=$(awk '{print $14 + $15}' /proc/$P/stat); w1=$(date +%s.%N)
   cat /proc/$P/task/*/stat > "$R/threads1"
   wait $LP; kill $P; wait $P 2>/dev/null
-  python3 - "$R" "$c0" "$c1" "$w0" "$w1" "$N" "$L" <<'PY'
+  PYTHONPATH="$ROOT/benches/loadgen" python3 - "$R" "$c0" "$c1" "$w0" "$w1" "$N" "$L" <<'PY'
 import os, sys
+from thread_cpu import per_name
 R, c0, c1, w0, w1, N, L = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK"); wall = float(w1) - float(w0)
-def threads(f):
-    d = {}
-    for line in open(f):
-        head, rest = line.rsplit(")", 1)
-        tid, name = head.split(" (", 1)
-        r = rest.split()
-        d[int(tid)] = (name, int(r[11]) + int(r[12]))
-    return d
-a, b = threads(R + "/threads0"), threads(R + "/threads1")
-per = {}
-for tid, (name, t) in b.items():
-    per[name] = per.get(name, 0) + t - a.get(tid, (name, 0))[1]
+per = per_name(R + "/threads0", R + "/threads1")
 busy = ", ".join(f"{n} {v * 1000 / hz / wall:.2f}" for n, v in sorted(per.items(), key=lambda x: -x[1]) if v)
 print(f"{L}: {N} idle sessions: server CPU {(int(c1) - int(c0)) / hz:.2f} s in {wall:.0f} s "
       f"= {(int(c1) - int(c0)) * 1000 / hz / wall:.2f} ms/s (by thread, ms/s: {busy or 'all under a tick'})")
