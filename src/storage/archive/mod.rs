@@ -1,9 +1,9 @@
 //! The message archive (XEP-0313): [`Archive`] implements
 //! `xep_support::archive::ArchiveStore` (and the server's `ArchiveEngine`)
-//! over five trees of an ordered key-value engine ([`kv::ArchiveKv`]: fjall
-//! in `DATA_DIR/archive/` by default, or sled trees beside the other
-//! records, `archive_engine` in the configuration), apart from every other
-//! kind of record. One copy of the logic serves both engines:
+//! over five trees of an ordered key-value engine ([`kv::ArchiveKv`]: sled
+//! trees beside the other records by default, or fjall in
+//! `DATA_DIR/archive/` with `archive_engine: fjall`), apart from every
+//! other kind of record. One copy of the logic serves both engines:
 //!
 //! | file          | what                                                     |
 //! |---------------|----------------------------------------------------------|
