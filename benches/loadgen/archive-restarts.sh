@@ -23,23 +23,8 @@ ROUNDS=${ROUNDS:-3}
 ARCHIVE_ENGINE=${ARCHIVE_ENGINE:-fjall}
 mkdir -p "$OUT/data"
 OUT=$(cd "$OUT" && pwd)
-MODULES=$(awk '/^modules:/ {on=1; next} on && /^[^ #]/ {on=0} on' "$ROOT/src/config/default.yml")
-cat >"$OUT/rookery.yml" <<YML
-hosts: [localhost]
-loglevel: warning
-data_dir: $OUT/data
-archive_engine: $ARCHIVE_ENGINE
-listen:
-  - port: 0
-    ip: 127.0.0.1
-    module: ejabberd_c2s
-    starttls_required: true
-shaper_rules:
-  max_user_sessions: infinity
-  max_user_offline_messages: infinity
-modules:
-$MODULES
-YML
+. "$ROOT/benches/loadgen/bench-config.sh"
+bench_yaml "$OUT/rookery.yml" "$OUT/data" "$(default_modules)" "$ARCHIVE_ENGINE"
 
 PID=
 start() {

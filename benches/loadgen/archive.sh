@@ -43,7 +43,8 @@ stop_server() {
 }
 trap stop_server EXIT
 
-DEFAULT_MODULES=$(awk '/^modules:/ {on=1; next} on && /^[^ #]/ {on=0} on' "$ROOT/src/config/default.yml")
+. "$ROOT/benches/loadgen/bench-config.sh"
+DEFAULT_MODULES=$(default_modules)
 
 config() {
   local tag=$1 dir=$OUT/$1
@@ -55,22 +56,7 @@ config() {
     nomam) modules=$(printf '%s\n' "$DEFAULT_MODULES" | awk '/^  mod_mam:/ {skip=1; next} skip && /^    / {next} {skip=0; print}') ;;
     default) modules=$DEFAULT_MODULES ;;
   esac
-  cat >"$dir/rookery.yml" <<YML
-hosts: [localhost]
-loglevel: warning
-data_dir: $dir/data
-${ARCHIVE_ENGINE:+archive_engine: $ARCHIVE_ENGINE}
-listen:
-  - port: 0
-    ip: 127.0.0.1
-    module: ejabberd_c2s
-    starttls_required: true
-shaper_rules:
-  max_user_sessions: infinity
-  max_user_offline_messages: infinity
-modules:
-$modules
-YML
+  bench_yaml "$dir/rookery.yml" "$dir/data" "$modules" "${ARCHIVE_ENGINE:-}"
 }
 
 start() {

@@ -12,7 +12,8 @@ R=${ROOKERY:-$ROOT/target/release/rookery}
 L=${LOADGEN:-$ROOT/target/release/loadgen}
 D=$(mktemp -d /tmp/rookery-login-modes.XXXXXX)
 mkdir -p "$D/data"
-MODS=$(awk '/^modules:/ {on=1; next} on && /^[^ #]/ {on=0} on' "$ROOT/src/config/default.yml")
+. "$ROOT/benches/loadgen/bench-config.sh"
+MODS=$(default_modules)
 cat >"$D/r.yml" <<YML
 hosts: [localhost]
 loglevel: warning

@@ -32,21 +32,7 @@ trap stop_server EXIT
 run_config() {
   local tag=$1 modules=$2 dir=$OUT/$1
   mkdir -p "$dir/data"
-  cat >"$dir/rookery.yml" <<YML
-hosts: [localhost]
-loglevel: warning
-data_dir: $dir/data
-listen:
-  - port: 0
-    ip: 127.0.0.1
-    module: ejabberd_c2s
-    starttls_required: true
-shaper_rules:
-  max_user_sessions: infinity
-  max_user_offline_messages: infinity
-modules:
-$modules
-YML
+  bench_yaml "$dir/rookery.yml" "$dir/data" "$modules"
   start() {
     stop_server
     "$ROOKERY" serve -c "$dir/rookery.yml" >"$dir/server.out" 2>>"$dir/server.err" &
